@@ -1,0 +1,66 @@
+"""A small HTTP client for the CLI's server commands (stdlib only: no extra dependency).
+
+Errors become one-line :class:`ServerUnreachable` / :class:`ServerError` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from .errors import HoshikageError
+
+
+class ServerUnreachable(HoshikageError):
+    code = "server_unreachable"
+
+
+class ServerError(HoshikageError):
+    code = "server_error"
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        self.status = status
+        self.error_code = code
+        super().__init__(message)
+
+
+class ServerClient:
+    def __init__(self, base_url: str, api_key: str = "", timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        url = self.base_url + path
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.api_key:
+            req.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                err = json.loads(raw)["error"]
+                raise ServerError(exc.code, err.get("message") or str(exc), err.get("code")) from None
+            except (ValueError, KeyError, TypeError):
+                raise ServerError(exc.code, f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServerUnreachable(
+                f"Cannot reach the Hoshikage server at {self.base_url} ({reason}). "
+                "Is `hoshikage serve` running? Use --url to point elsewhere."
+            ) from None
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str, timeout: float | None = None) -> Any:
+        return self.request("GET", path, timeout=timeout)
+
+    def post(self, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        return self.request("POST", path, body if body is not None else {}, timeout=timeout)

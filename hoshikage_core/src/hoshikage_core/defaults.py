@@ -1,0 +1,26 @@
+"""Built-in behaviour, registered like any plugin, as ``trylast`` so installed plugins win."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def create_scheduler(config, pool):
+    from .scheduler import Scheduler
+
+    return Scheduler(config, pool)
+
+
+@hookimpl(trylast=True)
+def choose_unload(state, now, config):
+    from .unload import choose
+
+    return choose(state, now)
+
+
+@hookimpl
+def register_commands(cli):
+    from . import commands
+
+    commands.register(cli)

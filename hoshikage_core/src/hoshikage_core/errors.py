@@ -1,0 +1,93 @@
+"""Domain errors. The API maps each to an HTTP status in one place (``hoshikage_api.errors``)."""
+
+from __future__ import annotations
+
+
+class HoshikageError(Exception):
+    """Base class of every error Hoshikage raises on purpose."""
+
+    code: str = "internal_error"
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(HoshikageError):
+    """The config file is missing, unreadable, or has a bad key or value."""
+
+    code = "config_error"
+
+
+class ModelNotFound(HoshikageError):
+    """A name that is neither a registered model nor an alias."""
+
+    code = "model_not_found"
+
+    def __init__(self, name: str, known: list[str]):
+        self.name = name
+        self.known = sorted(known)
+        listed = ", ".join(self.known) if self.known else "none are registered"
+        super().__init__(f"The model '{name}' does not exist. Known models: {listed}.")
+
+
+class BackendNotFound(HoshikageError):
+    """No installed plugin can create a backend for a model's ``backend`` name."""
+
+    code = "backend_not_found"
+
+
+class ModelLoadError(HoshikageError):
+    """A model could not be loaded: missing file, not GGUF, truncated, out of memory..."""
+
+    code = "model_load_failed"
+
+    def __init__(self, model: str, reason: str):
+        self.model = model
+        self.reason = reason
+        super().__init__(f"Model '{model}' failed to load: {reason}")
+
+
+class QueueFull(HoshikageError):
+    """The wait queue is at ``max_queue``: the request is refused at once."""
+
+    code = "queue_full"
+
+    def __init__(self, max_queue: int, retry_after: int = 1):
+        self.max_queue = max_queue
+        self.retry_after = retry_after
+        super().__init__(
+            f"The server is busy: {max_queue} requests are already waiting. Retry later."
+        )
+
+
+class ContextLengthExceeded(HoshikageError):
+    """The prompt (plus the requested completion) does not fit in the model's context."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None):
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+        extra = f" plus max_tokens={max_tokens}" if max_tokens else ""
+        super().__init__(
+            f"This model's maximum context length is {n_ctx} tokens, but the request has "
+            f"{prompt_tokens} prompt tokens{extra}. Shorten the prompt or lower max_tokens."
+        )
+
+
+class InvalidRequest(HoshikageError):
+    """A request the backend cannot serve as asked (bad schema, unsupported option...)."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, param: str | None = None):
+        self.param = param
+        super().__init__(message)
+
+
+class Cancelled(HoshikageError):
+    """The client went away or the server is shutting down."""
+
+    code = "cancelled"

@@ -1,0 +1,106 @@
+"""Every hook Hoshikage calls, in one place. Each spec is a docstring only.
+
+Plugins implement them with ``@hoshikage_core.hookimpl`` and register through the
+``hoshikage`` entry-point group. ``docs/plugin-hooks.md`` documents each one, and a test
+fails when a spec here is missing from it.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "hoshikage"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_models(register, config):
+    """Contribute model entries by calling ``register(ModelEntry(...))``.
+
+    ``config`` is the loaded :class:`~hoshikage_core.config.Config`. Models from the config
+    file are registered before any plugin's. A name or alias registered twice is an error.
+    """
+
+
+@hookspec(firstresult=True)
+def backend_options(backend):
+    """Return the attrs class that holds the options of backend ``backend``, or None.
+
+    The core structures each model's extra config keys into it with cattrs, forbidding
+    unknown keys, so ``hoshikage config check`` reports ``models[0].n_ctxx`` by name.
+    """
+
+
+@hookspec(firstresult=True)
+def create_backend(entry, config):
+    """Load ``entry`` (a :class:`~hoshikage_core.registry.ModelEntry`) and return a
+    :class:`~hoshikage_core.protocol.LoadedModel`, or None if ``entry.backend`` is not yours.
+
+    Called in a worker thread. Raise :class:`~hoshikage_core.errors.ModelLoadError` with the
+    path and the reason when the model cannot be loaded.
+    """
+
+
+@hookspec(firstresult=True)
+def create_scheduler(config, pool):
+    """Return the scheduler that admits requests: an object with ``acquire(name)``,
+    ``release(lease)``, ``wake()`` and ``snapshot()`` (see :mod:`hoshikage_core.scheduler`).
+
+    ``pool`` is the :class:`~hoshikage_core.pool.ModelPool`. The built-in one is ``trylast``.
+    """
+
+
+@hookspec(firstresult=True)
+def choose_unload(state, now, config):
+    """Return the names of the models to unload now, as a list (empty: none).
+
+    ``state`` is a :class:`~hoshikage_core.unload.PoolState`: every model's status plus
+    ``incoming``, the model about to load, if any, that needs room. ``now`` is
+    ``time.monotonic()``. Models that are loading or in use are never unloaded, whatever
+    this returns. The built-in policy (``trylast``) unloads models past their keep-alive and
+    makes room for ``incoming`` by evicting the least recently used idle models.
+    """
+
+
+@hookspec
+def model_loaded(name, seconds, memory_bytes):
+    """A model finished loading in ``seconds`` and holds ``memory_bytes``."""
+
+
+@hookspec
+def model_unloaded(name, reason, seconds):
+    """A model was unloaded; ``reason`` is ``idle``, ``evicted``, ``request`` or
+    ``shutdown``. ``seconds`` is how long the unload took."""
+
+
+@hookspec
+def model_load_failed(name, error):
+    """A model failed to load; ``error`` is the exception (usually ModelLoadError)."""
+
+
+@hookspec
+def request_finished(record):
+    """A request left the server. ``record`` is a
+    :class:`~hoshikage_core.runtime.RequestRecord`: model, endpoint, status, token counts,
+    time to first token and duration. Called once per request, never per token."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add CLI subcommands with ``cli.add(name, help=..., setup=..., run=...)``.
+
+    See :class:`~hoshikage_core.cli.Commands`.
+    """
+
+
+@hookspec(firstresult=True)
+def create_app(runtime):
+    """Return the ASGI app serving ``runtime`` (a :class:`~hoshikage_core.runtime.Runtime`)."""
+
+
+@hookspec
+def doctor_checks(config):
+    """Return a list of :class:`~hoshikage_core.doctor.Check` for ``hoshikage doctor``:
+    facts about this plugin's environment (GPU offload, libraries found, ...)."""

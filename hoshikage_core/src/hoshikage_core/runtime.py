@@ -1,0 +1,358 @@
+"""The runtime: what the HTTP API talks to. It owns the registry, pool and scheduler.
+
+One path for every request::
+
+    async with runtime.session("gemma", endpoint="chat", keep_alive=60) as session:
+        async for chunk in session.generate(request):   # in a worker thread
+            ...
+
+Entering the session resolves the name (ModelNotFound), waits for a slot (QueueFull),
+and ensures the model is loaded (ModelLoadError). Leaving it releases the slot, applies the
+keep-alive and fires ``request_finished``. A generation whose consumer goes away (client
+disconnect, task cancelled) is cancelled at the next token, and its slot is released only
+after the worker thread has really stopped using the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+
+from . import __version__
+from .errors import Cancelled, HoshikageError
+from .pool import ModelPool
+from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel
+from .registry import ModelEntry, ModelRegistry
+from .unload import LOADED, LOADING
+
+
+@attrs.define(kw_only=True)
+class RequestRecord:
+    """What ``request_finished`` receives, once per request."""
+
+    model: str
+    #: The name the client used (may be an alias).
+    requested_as: str
+    endpoint: str
+    #: "ok", "cancelled", or the error code (e.g. "context_length_exceeded").
+    status: str = "ok"
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queued_seconds: float = 0.0
+    #: Seconds from the request's arrival to its first output, or None.
+    ttft: float | None = None
+    duration: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Decode rate: completion tokens after the first, over the time after the first."""
+        if self.ttft is None or self.completion_tokens < 2:
+            return None
+        decode = self.duration - self.ttft
+        return (self.completion_tokens - 1) / decode if decode > 0 else None
+
+
+_END = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _start_thread(loop: asyncio.AbstractEventLoop, target: Callable[[], Any], name: str) -> asyncio.Future:
+    """Run ``target`` in a fresh daemon thread; the future resolves when the thread ends."""
+    done = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is None:
+            done.set_result(result)
+        else:
+            done.set_exception(exc)
+
+    def run() -> None:
+        try:
+            result, exc = target(), None
+        except BaseException as e:  # handed to the event loop, not lost
+            result, exc = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
+
+
+class Session:
+    """One request's hold on one model. Use as ``async with runtime.session(...)``."""
+
+    def __init__(self, runtime: Runtime, requested: str, endpoint: str, keep_alive: float | None):
+        self.runtime = runtime
+        self.requested = requested
+        self.keep_alive = keep_alive
+        self.entry: ModelEntry | None = None
+        self.model: LoadedModel | None = None
+        self.record = RequestRecord(model=requested, requested_as=requested, endpoint=endpoint)
+        self._arrived = time.monotonic()
+        self._lease = None
+        self._workers: list[asyncio.Future] = []
+        self._tokens: list[CancelToken] = []
+
+    async def __aenter__(self) -> Session:
+        rt = self.runtime
+        self.entry = rt.resolve(self.requested)
+        self.record.model = self.entry.name
+        if rt.closing:
+            raise Cancelled("The server is shutting down.")
+        self._lease = await rt.scheduler.acquire(self.entry.name)
+        rt._sessions += 1
+        self.record.queued_seconds = time.monotonic() - self._arrived
+        try:
+            self.model = await rt.pool.ensure_loaded(self.entry.name)
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        pending = [w for w in self._workers if not w.done()]
+        if pending:
+            for token in self._tokens:
+                token.cancel("request ended")
+            all_done = asyncio.gather(*pending, return_exceptions=True)
+            try:
+                await asyncio.shield(all_done)
+            except asyncio.CancelledError:
+                # Release the model only once its threads have really stopped.
+                all_done.add_done_callback(lambda _f: self._finish(exc))
+                raise
+        self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        rt, rec = self.runtime, self.record
+        if self._lease is None or self._lease.released:
+            return
+        rec.duration = time.monotonic() - self._arrived
+        if exc is None:
+            pass
+        elif isinstance(exc, (asyncio.CancelledError, Cancelled, GeneratorExit)):
+            rec.status = "cancelled"
+        elif isinstance(exc, HoshikageError):
+            rec.status, rec.error = exc.code, str(exc)
+        else:
+            rec.status, rec.error = "error", repr(exc)
+        slot = rt.pool.slot(self.entry.name)
+        if rec.completion_tokens or rec.prompt_tokens:
+            slot.requests += 1
+            if rec.tokens_per_second is not None:
+                slot.last_tps = rec.tokens_per_second
+        rt.pool.release(self.entry.name, self.keep_alive)
+        rt.scheduler.release(self._lease)
+        rt._sessions -= 1
+        rt._sessions_changed.set()
+        rt.pm.hook.request_finished(record=rec)
+
+    def _in_thread(self, target: Callable[[], Any], what: str) -> asyncio.Future:
+        future = _start_thread(asyncio.get_running_loop(), target, f"hoshikage-{what}:{self.entry.name}")
+        self._workers.append(future)
+        return future
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Stream one choice. Stops the backend within a token if the consumer goes away."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = CancelToken()
+        self._tokens.append(cancel)
+        self.runtime._cancel_tokens.add(cancel)
+        model = self.model
+        put = queue.put_nowait
+
+        def produce() -> None:
+            try:
+                for chunk in model.generate(request, cancel):
+                    loop.call_soon_threadsafe(put, chunk)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(put, _Failure(exc))
+            finally:
+                try:
+                    loop.call_soon_threadsafe(put, _END)
+                except RuntimeError:
+                    pass
+
+        worker = self._in_thread(produce, "generate")
+        rec = self.record
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                if rec.ttft is None and (item.text or item.tool_calls):
+                    rec.ttft = time.monotonic() - self._arrived
+                if item.finish_reason is not None:
+                    rec.prompt_tokens += item.prompt_tokens or 0
+                    rec.completion_tokens += item.completion_tokens or 0
+                yield item
+        finally:
+            if not worker.done():
+                cancel.cancel("client went away")
+                try:
+                    await asyncio.shield(worker)
+                except BaseException:
+                    pass  # __aexit__ waits for the thread before releasing the model
+            self.runtime._cancel_tokens.discard(cancel)
+
+    async def complete(self, request: GenerationRequest) -> list[Chunk]:
+        """The whole choice, as the list of its chunks."""
+        return [chunk async for chunk in self.generate(request)]
+
+    async def embed(self, inputs: list[str]) -> Embeddings:
+        result = await self._in_thread(lambda: self.model.embed(inputs), "embed")
+        self.record.prompt_tokens += result.prompt_tokens
+        return result
+
+    async def count_tokens(self, text: str) -> int:
+        return await self._in_thread(lambda: self.model.count_tokens(text), "tokenize")
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self.runtime.pool.slot(self.entry.name).load_seconds
+
+
+class Runtime:
+    def __init__(self, config, pm=None):
+        if pm is None:
+            from .plugins import make_plugin_manager
+
+            pm = make_plugin_manager()
+        self.config = config
+        self.pm = pm
+        self.registry = ModelRegistry.build(config, pm)
+        self.pool = ModelPool(config, self.registry, pm)
+        self.scheduler = pm.hook.create_scheduler(config=config, pool=self.pool)
+        self.pool.queued_counts = lambda: self.scheduler.snapshot().queued_by_model
+        self.started_at = time.time()
+        self._started = time.monotonic()
+        self.closing = False
+        self._reaper: asyncio.Task | None = None
+        self._preloads: list[asyncio.Task] = []
+        self._sessions = 0
+        self._sessions_changed = asyncio.Event()
+        self._cancel_tokens: set[CancelToken] = set()
+
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self.pool.run_reaper(), name="hoshikage-reaper")
+        for entry in self.registry:
+            if entry.preload:
+                self._preloads.append(asyncio.create_task(self._preload(entry.name)))
+
+    async def _preload(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except HoshikageError:
+            pass  # recorded as last_error and reported by model_load_failed
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop admitting, let in-flight requests finish for ``grace`` seconds, cancel the
+        rest, then unload every model."""
+        self.closing = True
+        grace = self.config.server.shutdown_grace if grace is None else grace
+        deadline = time.monotonic() + grace
+        while self._sessions and time.monotonic() < deadline:
+            self._sessions_changed.clear()
+            try:
+                await asyncio.wait_for(self._sessions_changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        for token in list(self._cancel_tokens):
+            token.cancel("shutdown")
+        deadline = time.monotonic() + 5.0
+        while self._sessions and time.monotonic() < deadline:
+            self._sessions_changed.clear()
+            try:
+                await asyncio.wait_for(self._sessions_changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        for task in [self._reaper, *self._preloads]:
+            if task is not None:
+                task.cancel()
+        await self.pool.unload_all("shutdown")
+
+    def resolve(self, name: str) -> ModelEntry:
+        return self.registry.resolve(name)
+
+    def session(self, model: str, *, endpoint: str = "", keep_alive: float | None = None) -> Session:
+        return Session(self, model, endpoint, keep_alive)
+
+    async def load(self, name: str, keep_alive: float | None = None) -> float:
+        """Load ``name`` (through the scheduler, like any request); returns the load time,
+        0.0 if it was already loaded."""
+        entry = self.resolve(name)
+        was_loaded = self.pool.state(entry.name) not in ("unloaded", "loading")
+        async with self.session(name, endpoint="load", keep_alive=keep_alive) as session:
+            return 0.0 if was_loaded else (session.load_seconds or 0.0)
+
+    async def unload(self, name: str) -> str:
+        """"unloaded", "scheduled" (it unloads when its requests end), or "not_loaded"."""
+        entry = self.resolve(name)
+        slot = self.pool.slot(entry.name)
+        if slot.state == LOADED and not slot.in_use:
+            await self.pool.unload(entry.name, reason="request")
+            return "unloaded"
+        if slot.state == LOADING or slot.in_use:
+            self.pool.unload_when_idle(entry.name)
+            return "scheduled"
+        return "not_loaded"
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``GET /api/status`` and ``hoshikage status`` show."""
+        now = time.monotonic()
+        sched = self.scheduler.snapshot()
+        models = []
+        for entry in self.registry:
+            slot = self.pool.slot(entry.name)
+            unload_in: float | None = None
+            if slot.public_state == LOADED:
+                unload_in = -1.0 if slot.expires_at is None else max(0.0, slot.expires_at - now)
+            models.append(
+                {
+                    "name": entry.name,
+                    "aliases": list(entry.aliases),
+                    "backend": entry.backend,
+                    "path": entry.path,
+                    "state": slot.public_state,
+                    "memory_bytes": slot.memory_bytes,
+                    "file_bytes": entry.file_size(),
+                    "in_use": slot.in_use,
+                    "queued": sched.queued_by_model.get(entry.name, 0),
+                    "idle_seconds": None if slot.in_use or slot.last_used is None else now - slot.last_used,
+                    "unload_in_seconds": unload_in,
+                    "requests": slot.requests,
+                    "last_tokens_per_second": slot.last_tps,
+                    "load_seconds": slot.load_seconds,
+                    "last_error": slot.last_error,
+                }
+            )
+        return {
+            "version": __version__,
+            "uptime_seconds": now - self._started,
+            "started_at": self.started_at,
+            "concurrency": sched.concurrency,
+            "max_queue": sched.max_queue,
+            "running": sched.running,
+            "queued": sched.queued,
+            "max_loaded": self.config.unload.max_loaded,
+            "models": models,
+        }
