@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import HoshikageError
@@ -32,31 +33,35 @@ class ServerClient:
         self.api_key = api_key
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+    def _open(self, method: str, path: str, body: Any, accept: str, timeout: float | None):
         url = self.base_url + path
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
+        req.add_header("Accept", accept)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.api_key:
             req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                raw = resp.read()
+            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
                 err = json.loads(raw)["error"]
-                raise ServerError(exc.code, err.get("message") or str(exc), err.get("code")) from None
-            except (ValueError, KeyError, TypeError):
-                raise ServerError(exc.code, f"{url}: HTTP {exc.code} {exc.reason}") from None
+                message, code = err.get("message") or str(exc), err.get("code")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                message, code = f"{url}: HTTP {exc.code} {exc.reason}", None
+            raise ServerError(exc.code, message, code) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerUnreachable(
                 f"Cannot reach the Hoshikage server at {self.base_url} ({reason}). "
                 "Is `hoshikage serve` running? Use --url to point elsewhere."
             ) from None
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+        with self._open(method, path, body, "application/json", timeout) as resp:
+            raw = resp.read()
         return json.loads(raw) if raw else None
 
     def get(self, path: str, timeout: float | None = None) -> Any:
@@ -64,3 +69,19 @@ class ServerClient:
 
     def post(self, path: str, body: Any = None, timeout: float | None = None) -> Any:
         return self.request("POST", path, body if body is not None else {}, timeout=timeout)
+
+    def stream(self, path: str, body: Any, timeout: float = 600) -> Iterator[dict]:
+        """POST ``body`` and yield the JSON of each server-sent event until ``[DONE]``."""
+        with self._open("POST", path, body, "text/event-stream", timeout) as resp:
+            for raw in resp:
+                line = raw.decode("utf-8").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if "error" in event:
+                    err = event["error"]
+                    raise ServerError(500, err.get("message", "the stream failed"), err.get("code"))
+                yield event

@@ -21,6 +21,8 @@ def choose_unload(state, now, config):
 
 @hookimpl
 def register_commands(cli):
-    from . import commands
+    from . import commands, doctor_command, server_commands
 
     commands.register(cli)
+    server_commands.register(cli)
+    doctor_command.register(cli)

@@ -24,6 +24,8 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
     """A fresh plugin manager with the specs, the built-in defaults and installed plugins."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    #: (entry-point name, error) for every plugin that failed to import; doctor shows them.
+    pm.load_errors = []
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     if load_entry_points:
@@ -37,6 +39,7 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
             try:
                 plugin = ep.load()
             except Exception as exc:  # one broken plugin must not take the CLI down
+                pm.load_errors.append((ep.name, f"{ep.value}: {exc!r}"))
                 sys.stderr.write(
                     f"warning: plugin '{ep.name}' ({ep.value}) failed to load: {exc!r}; "
                     "skipping it (HOSHIKAGE_LOAD_PLUGINS=name,... selects plugins)\n"

@@ -1,0 +1,213 @@
+"""CLI commands that talk to a running server: ``status``, ``load``, ``unload``, ``chat``.
+
+They use the admin and OpenAI routes over HTTP (stdlib only), so ``pip install
+hoshikage-core`` alone can drive a server running elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import urllib.parse
+
+from .cli import Commands, Context, add_server_options
+from .units import format_bytes, format_duration
+
+STATE_STYLE = {
+    "unloaded": "dim",
+    "loading": "yellow",
+    "loaded": "green",
+    "busy": "bold cyan",
+    "unloading": "magenta",
+}
+
+
+def register(cli: Commands) -> None:
+    def status_setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--watch", "-w", action="store_true", help="refresh live, like top")
+        p.add_argument("--interval", type=float, default=1.0, help="refresh interval for --watch (s)")
+        add_server_options(p)
+
+    cli.add("status", help="show the running server's models, queue and uptime", setup=status_setup, run=status)
+
+    def name_setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("name", help="model name or alias")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        add_server_options(p)
+
+    cli.add("load", help="load a model on the running server", setup=name_setup, run=load)
+    cli.add("unload", help="unload a model on the running server", setup=name_setup, run=unload)
+
+    def chat_setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", nargs="?", default="default", help="model name or alias (default: 'default')")
+        p.add_argument("--system", help="system prompt")
+        p.add_argument("--temperature", type=float, default=None)
+        p.add_argument("--max-tokens", type=int, default=None)
+        add_server_options(p)
+
+    cli.add("chat", help="chat with a model in the terminal (streaming)", setup=chat_setup, run=chat)
+
+
+def _quote(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+# ---- status ---------------------------------------------------------------------------
+
+
+def render_status(data: dict):
+    """The status view as a rich renderable (a table with a caption)."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"Hoshikage {data.get('version', '')}  ·  up {format_duration(data['uptime_seconds'])}",
+        title_justify="left",
+        caption=(
+            f"running {data['running']}/{data['concurrency']}  ·  queued {data['queued']}/{data['max_queue']}"
+            f"  ·  max loaded {data['max_loaded']}"
+        ),
+        caption_justify="left",
+    )
+    for col, justify in (
+        ("model", "left"), ("state", "left"), ("memory", "right"), ("idle", "right"),
+        ("unload in", "right"), ("in use", "right"), ("queued", "right"),
+        ("requests", "right"), ("last tok/s", "right"),
+    ):  # fmt: skip
+        table.add_column(col, justify=justify)
+    for m in data["models"]:
+        state = m["state"]
+        label = m["name"] + (f" [dim]({', '.join(m['aliases'])})[/]" if m["aliases"] else "")
+        unload_in = m.get("unload_in_seconds")
+        if m.get("last_error") and state == "unloaded":
+            state_text = "[red]failed[/]"
+        else:
+            state_text = f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+        tps = m.get("last_tokens_per_second")
+        table.add_row(
+            label,
+            state_text,
+            format_bytes(m["memory_bytes"]) if m["memory_bytes"] else "-",
+            format_duration(m["idle_seconds"]) if m["idle_seconds"] is not None else "-",
+            format_duration(unload_in) if unload_in is not None else "-",
+            str(m["in_use"]),
+            str(m["queued"]),
+            str(m["requests"]),
+            f"{tps:.1f}" if tps else "-",
+        )
+    return table
+
+
+def status(args: argparse.Namespace, ctx: Context) -> int:
+    client = ctx.client()
+    if args.json:
+        ctx.print_json(client.get("/api/status"))
+        return 0
+    if not args.watch:
+        ctx.console.print(render_status(client.get("/api/status")))
+        return 0
+    from rich.live import Live
+    from rich.text import Text
+
+    from .client import ServerUnreachable
+
+    with Live(console=ctx.console, auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                try:
+                    view = render_status(client.get("/api/status", timeout=2.0))
+                except ServerUnreachable as exc:
+                    view = Text(f"{exc}  (retrying)", style="red")
+                live.update(view, refresh=True)
+                time.sleep(max(0.1, args.interval))
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# ---- load / unload --------------------------------------------------------------------
+
+
+def load(args: argparse.Namespace, ctx: Context) -> int:
+    client = ctx.client()
+    started = time.monotonic()
+    if args.json:
+        result = client.post(f"/api/models/{_quote(args.name)}/load", timeout=600)
+        ctx.print_json(result)
+        return 0
+    with ctx.console.status(f"Loading [bold]{args.name}[/]…", spinner="dots"):
+        result = client.post(f"/api/models/{_quote(args.name)}/load", timeout=600)
+    took = time.monotonic() - started
+    if result.get("load_seconds"):
+        ctx.console.print(f"[green]✓[/] loaded [bold]{result['model']}[/] in {result['load_seconds']:.2f}s")
+    else:
+        ctx.console.print(f"[green]✓[/] [bold]{result['model']}[/] was already loaded ({took:.2f}s)")
+    return 0
+
+
+def unload(args: argparse.Namespace, ctx: Context) -> int:
+    client = ctx.client()
+    started = time.monotonic()
+    with ctx.console.status(f"Unloading [bold]{args.name}[/]…", spinner="dots"):
+        result = client.post(f"/api/models/{_quote(args.name)}/unload", timeout=120)
+    if args.json:
+        ctx.print_json(result)
+        return 0
+    took = time.monotonic() - started
+    messages = {
+        "unloaded": f"[green]✓[/] unloaded [bold]{result['model']}[/] in {took:.2f}s",
+        "scheduled": f"[yellow]…[/] [bold]{result['model']}[/] is busy; it unloads when its requests end",
+        "not_loaded": f"[dim]{result['model']} was not loaded[/]",
+    }
+    ctx.console.print(messages.get(result.get("status"), str(result)))
+    return 0
+
+
+# ---- chat -----------------------------------------------------------------------------
+
+
+def chat(args: argparse.Namespace, ctx: Context) -> int:
+    client = ctx.client()
+    messages: list[dict] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    ctx.console.print(f"[dim]Chatting with [bold]{args.model}[/] at {client.base_url}. "
+                      "Ctrl-D or /exit to quit, /reset to start over.[/]")  # fmt: skip
+    while True:
+        try:
+            line = ctx.console.input("[bold green]you ›[/] ")
+        except EOFError:
+            ctx.console.print()
+            return 0
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            messages = messages[:1] if args.system else []
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        body = {"model": args.model, "messages": messages, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        if args.temperature is not None:
+            body["temperature"] = args.temperature
+        if args.max_tokens is not None:
+            body["max_tokens"] = args.max_tokens
+        ctx.console.print("[bold magenta]ai ›[/] ", end="")
+        reply = []
+        started = time.monotonic()
+        usage = None
+        try:
+            for event in client.stream("/v1/chat/completions", body):
+                for choice in event.get("choices", []):
+                    piece = choice.get("delta", {}).get("content") or ""
+                    reply.append(piece)
+                    ctx.console.out(piece, end="", highlight=False)
+                usage = event.get("usage") or usage
+        except KeyboardInterrupt:
+            ctx.console.print("[dim] (interrupted)[/]")
+        ctx.console.print()
+        if usage:
+            took = time.monotonic() - started
+            ctx.console.print(f"[dim]{usage['completion_tokens']} tokens in {took:.1f}s[/]")
+        messages.append({"role": "assistant", "content": "".join(reply)})
