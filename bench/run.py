@@ -1,0 +1,441 @@
+"""Hoshikage benchmark: the server against direct llama-cpp-python and its peers, in one run.
+
+Everything runs on the same model file, thread count and prompts, several times each, and
+is reported as median and spread, plus the ratios the targets are stated in
+(docs/performance.md). Usage::
+
+    .venv/bin/python bench/run.py [--model PATH] [--reps 5] [--llama-server PATH]
+
+Needs the `demo` extra (the default model) and, for the llama-cpp-python server peer, the
+`bench` extra. Servers run on 127.0.0.1 only and are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROMPTS = [
+    "The history of the printing press begins",
+    "A short guide to growing tomatoes at home:",
+    "Once upon a time, in a small village by the sea,",
+    "The three most important ideas in physics are",
+    "Here is a recipe for a simple vegetable soup.",
+]
+
+TARGETS = {
+    "decode_ratio": ("streamed decode tok/s vs direct", ">= 0.97"),
+    "ttft_overhead_ms": ("TTFT overhead over direct (ms)", "<= 15"),
+    "switch_s": ("model switch (s)", "<= 1"),
+    "startup_s": ("startup to first /health 200 (s)", "<= 1"),
+    "models_p99_ms": ("/v1/models p99 during generation (ms)", "<= 20"),
+    "rss_after_unload_mb": ("RSS after unload minus before load (MB)", "<= 50"),
+}
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def summary(values: list[float]) -> dict:
+    values = [v for v in values if v == v]
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def prompt_for(i: int) -> str:
+    # A distinct first token per run, so no engine can reuse a cached prompt prefix.
+    return f"[{i}] {PROMPTS[i % len(PROMPTS)]}"
+
+
+def default_model() -> Path:
+    from hoshikage_llamacpp.demo import demo_model_path
+
+    return demo_model_path()
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+# ---- direct llama-cpp-python: the floor ---------------------------------------------------
+
+
+def bench_direct(model: Path, args) -> dict:
+    from llama_cpp import Llama
+
+    started = time.perf_counter()
+    llm = Llama(str(model), n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=-1, verbose=False)
+    load_s = time.perf_counter() - started
+    ttft, tps = [], []
+    llm.create_completion(prompt_for(999), max_tokens=4, temperature=0)  # warm-up
+    for i in range(args.reps):
+        t0 = time.perf_counter()
+        first = last = None
+        n = 0
+        for _chunk in llm.create_completion(
+            prompt_for(i), max_tokens=args.max_tokens, temperature=0, stream=True
+        ):
+            last = time.perf_counter()
+            if first is None:
+                first = last
+            n += 1
+        ttft.append(first - t0)
+        if n > 1:
+            tps.append((n - 1) / (last - first))
+    llm.close()
+    del llm
+    return {"load_s": load_s, "ttft_s": summary(ttft), "decode_tps": summary(tps)}
+
+
+# ---- streaming through an OpenAI-compatible server --------------------------------------
+
+
+def stream_completions(base_url: str, model: str, args, extra: dict | None = None) -> dict:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url + "/v1", api_key="bench", max_retries=0, timeout=600)
+    ttft, tps = [], []
+    client.completions.create(model=model, prompt=prompt_for(999), max_tokens=4, temperature=0,
+                              extra_body=extra or {})  # fmt: skip
+    for i in range(args.reps):
+        t0 = time.perf_counter()
+        first = last = None
+        n = 0
+        stream = client.completions.create(
+            model=model, prompt=prompt_for(i), max_tokens=args.max_tokens, temperature=0,
+            stream=True, extra_body=extra or {},
+        )  # fmt: skip
+        for chunk in stream:
+            if not chunk.choices or not chunk.choices[0].text:
+                continue
+            last = time.perf_counter()
+            if first is None:
+                first = last
+            n += 1
+        ttft.append(first - t0)
+        if n > 1:
+            tps.append((n - 1) / (last - first))
+    return {"ttft_s": summary(ttft), "decode_tps": summary(tps)}
+
+
+class Server:
+    """A server subprocess on loopback, started and waited for /health (or another path)."""
+
+    def __init__(self, argv: list[str], port: int, health: str = "/health", env: dict | None = None):
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env={**os.environ, **(env or {})})  # fmt: skip
+        self.startup_s = self._wait(health)
+
+    def _wait(self, path: str, timeout: float = 120) -> float:
+        import httpx
+
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.base_url + path, timeout=0.5).status_code == 200:
+                    return time.perf_counter() - self.t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.005)
+        raise RuntimeError(f"server on {self.base_url} did not answer {path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def hoshikage_server(model: Path, args, *, concurrency: int = 1) -> tuple[Server, Path]:
+    port = free_port()
+    cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
+    opts = f'n_ctx = {args.n_ctx}\nn_threads = {args.threads}\n'
+    cfg.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nconcurrency = {concurrency}\nmax_queue = 64\n'
+        f'[unload]\nidle_ttl = "10m"\nmax_loaded = 1\n'
+        f'[[models]]\nname = "a"\npath = "{model}"\n{opts}'
+        f'[[models]]\nname = "b"\npath = "{model}"\n{opts}'
+    )
+    server = Server([sys.executable, "-m", "hoshikage_core.cli", "serve", "--config", str(cfg)], port)
+    return server, cfg
+
+
+def bench_hoshikage(model: Path, args) -> dict:
+    import httpx
+    from openai import OpenAI
+
+    out: dict = {}
+    server, _cfg = hoshikage_server(model, args)
+    try:
+        out["startup_s"] = server.startup_s
+        out["rss_before_load_mb"] = rss_mb(server.proc.pid)
+        http = httpx.Client(base_url=server.base_url, timeout=600)
+        load = http.post("/api/models/a/load").json()
+        out["cold_load_s"] = load.get("load_seconds")
+        out.update(stream_completions(server.base_url, "a", args, {"keep_alive": -1}))
+        out["rss_loaded_mb"] = rss_mb(server.proc.pid)
+
+        # /v1/models latency while a long generation runs.
+        client = OpenAI(base_url=server.base_url + "/v1", api_key="bench", max_retries=0)
+        done = threading.Event()
+
+        def long_generation():
+            client.completions.create(model="a", prompt=prompt_for(500), max_tokens=400, temperature=0)
+            done.set()
+
+        t = threading.Thread(target=long_generation)
+        t.start()
+        time.sleep(0.3)
+        lat = []
+        while not done.is_set() and len(lat) < 300:
+            t0 = time.perf_counter()
+            http.get("/v1/models").raise_for_status()
+            lat.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.01)
+        t.join()
+        out["models_latency_ms"] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat)}
+
+        # Switch: B right after A (max_loaded 1), minus the same request with B loaded.
+        def one(name: str) -> float:
+            t0 = time.perf_counter()
+            client.completions.create(model=name, prompt="Hi", max_tokens=1, temperature=0,
+                                      extra_body={"keep_alive": -1})  # fmt: skip
+            return time.perf_counter() - t0
+
+        switch, warm = [], []
+        for _ in range(args.reps):
+            one("a")
+            switch.append(one("b"))
+            warm.append(one("b"))
+        out["switch_s"] = summary([s - w for s, w in zip(switch, warm)])
+
+        # RSS after idle unload: a last request with keep_alive 1 s, then wait.
+        client.completions.create(model="b", prompt="Hi", max_tokens=1, extra_body={"keep_alive": 1})
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            states = {m["name"]: m["state"] for m in http.get("/api/status").json()["models"]}
+            if set(states.values()) == {"unloaded"}:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+        out["rss_after_unload_mb"] = rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    return out
+
+
+def bench_contention(model: Path, args, concurrency: int) -> dict:
+    from openai import OpenAI
+
+    server, _ = hoshikage_server(model, args, concurrency=concurrency)
+    try:
+        client = OpenAI(base_url=server.base_url + "/v1", api_key="bench", max_retries=0, timeout=600)
+        client.completions.create(model="a", prompt="Hi", max_tokens=1, extra_body={"keep_alive": -1})
+        tokens = []
+
+        def worker(i: int):
+            r = client.completions.create(model="a", prompt=prompt_for(i), max_tokens=48, temperature=0)
+            tokens.append(r.usage.completion_tokens)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        return {"clients": 8, "wall_s": wall, "tokens": sum(tokens), "aggregate_tps": sum(tokens) / wall}
+    finally:
+        server.stop()
+
+
+def bench_llama_cpp_server(model: Path, args) -> dict | None:
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as exc:
+        return {"skipped": f"llama_cpp.server not installed ({exc}); pip install '.[bench]'"}
+    port = free_port()
+    server = Server(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_ctx", str(args.n_ctx),
+         "--n_threads", str(args.threads), "--host", "127.0.0.1", "--port", str(port)],
+        port, health="/v1/models",
+    )  # fmt: skip
+    try:
+        out = {"startup_s": server.startup_s}
+        out.update(stream_completions(server.base_url, "model", args))
+        return out
+    finally:
+        server.stop()
+
+
+def bench_llama_server(binary: str | None, model: Path, args) -> dict | None:
+    if not binary:
+        return {"skipped": "no --llama-server PATH given"}
+    port = free_port()
+    server = Server(
+        [binary, "-m", str(model), "-c", str(args.n_ctx), "-t", str(args.threads),
+         "--host", "127.0.0.1", "--port", str(port)],
+        port,
+    )  # fmt: skip
+    try:
+        out = {"startup_s": server.startup_s}
+        out.update(stream_completions(server.base_url, "model", args))
+        return out
+    finally:
+        server.stop()
+
+
+# ---- report ----------------------------------------------------------------------------
+
+
+def ratios(results: dict) -> dict:
+    d, h = results["direct"], results["hoshikage"]
+    out = {
+        "decode_ratio": h["decode_tps"]["median"] / d["decode_tps"]["median"],
+        "ttft_overhead_ms": (h["ttft_s"]["median"] - d["ttft_s"]["median"]) * 1000,
+        "switch_s": h["switch_s"]["median"],
+        "startup_s": h["startup_s"],
+        "models_p99_ms": h["models_latency_ms"]["p99"],
+        "rss_after_unload_mb": h["rss_after_unload_mb"] - h["rss_before_load_mb"],
+    }
+    for peer in ("llama_cpp_server", "llama_server"):
+        p = results.get(peer) or {}
+        if "decode_tps" in p:
+            out[f"{peer}_decode_ratio"] = p["decode_tps"]["median"] / d["decode_tps"]["median"]
+            out[f"{peer}_ttft_overhead_ms"] = (p["ttft_s"]["median"] - d["ttft_s"]["median"]) * 1000
+    c1, c2 = results.get("contention_c1"), results.get("contention_c2")
+    if c1 and c2:
+        out["contention_c2_vs_c1"] = c2["aggregate_tps"] / c1["aggregate_tps"]
+    return out
+
+
+def passes(key: str, value: float) -> bool:
+    op, bound = TARGETS[key][1].split()
+    return value >= float(bound) if op == ">=" else value <= float(bound)
+
+
+def report(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    d, h = results["direct"], results["hoshikage"]
+    peers = {k: results.get(k) or {} for k in ("llama_cpp_server", "llama_server")}
+    table = Table(title="Throughput and latency (median [min–max])", title_justify="left")
+    for col in ("engine", "TTFT ms", "decode tok/s", "startup s"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+
+    def fmt(s: dict, scale: float = 1.0) -> str:
+        if not s or s.get("median") is None:
+            return "-"
+        return f"{s['median'] * scale:.1f} [{s['min'] * scale:.1f}–{s['max'] * scale:.1f}]"
+
+    table.add_row("direct llama-cpp-python", fmt(d["ttft_s"], 1000), fmt(d["decode_tps"]), "-")
+    table.add_row("hoshikage", fmt(h["ttft_s"], 1000), fmt(h["decode_tps"]), f"{h['startup_s']:.2f}")
+    for name, p in peers.items():
+        if "skipped" in p:
+            table.add_row(name, f"[dim]{p['skipped']}[/]", "", "")
+        elif p:
+            table.add_row(name, fmt(p["ttft_s"], 1000), fmt(p["decode_tps"]), f"{p['startup_s']:.2f}")
+    console.print(table)
+    t2 = Table(title="Targets (ratios from this run)", title_justify="left")
+    for col in ("target", "measured", "bound", "ok"):
+        t2.add_column(col)
+    for key, value in results["ratios"].items():
+        if key in TARGETS:
+            ok = passes(key, value)
+            t2.add_row(TARGETS[key][0], f"{value:.3f}", TARGETS[key][1], "[green]yes[/]" if ok else "[red]no[/]")
+        else:
+            t2.add_row(key, f"{value:.3f}", "-", "")
+    console.print(t2)
+    console.print(
+        f"cold load {h['cold_load_s']:.2f}s · RSS before/loaded/after unload "
+        f"{h['rss_before_load_mb']:.0f}/{h['rss_loaded_mb']:.0f}/{h['rss_after_unload_mb']:.0f} MB · "
+        f"/v1/models p50 {h['models_latency_ms']['p50']:.1f} ms"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="GGUF file (default: the embedded Gemma 3 270M)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=physical_cores())
+    parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary (optional peer)")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    model = args.model or default_model()
+
+    results: dict = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "threads": args.threads},  # fmt: skip
+        "model": str(model),
+        "settings": {"reps": args.reps, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx},
+    }
+    results["direct"] = bench_direct(model, args)
+    results["hoshikage"] = bench_hoshikage(model, args)
+    results["contention_c1"] = bench_contention(model, args, 1)
+    results["contention_c2"] = bench_contention(model, args, 2)
+    if not args.skip_peers:
+        results["llama_cpp_server"] = bench_llama_cpp_server(model, args)
+        results["llama_server"] = bench_llama_server(args.llama_server, model, args)
+    results["ratios"] = ratios(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    report(results)
+    print(f"JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
