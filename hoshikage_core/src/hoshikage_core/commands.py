@@ -113,7 +113,8 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
 
     table = Table(title="Registered models", title_justify="left")
     for col in ("name", "aliases", "arch", "quant", "ctx", "size", "state"):
-        table.add_column(col, justify="right" if col in ("ctx", "size") else "left")
+        table.add_column(col, justify="right" if col in ("ctx", "size") else "left",
+                         no_wrap=col in ("name", "ctx", "size"))  # fmt: skip
     for r in rows:
         ctx_text = str(r["n_ctx"] or r["context_length"] or "-")
         if r["n_ctx"] and r["context_length"]:

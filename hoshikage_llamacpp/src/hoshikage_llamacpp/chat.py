@@ -1,0 +1,250 @@
+"""Chat prompts and tool calls.
+
+Which template renders a chat, first match wins:
+
+1. the model's ``chat_template`` option (a Jinja string);
+2. its ``chat_format`` option (a built-in format, see :mod:`.chat_formats`);
+3. the GGUF metadata ``tokenizer.chat_template``;
+4. the ``plain`` format (``User: ...`` / ``Assistant:``), for base models such as Gemma 3 270M.
+
+Tools: a template that mentions ``tools`` gets them as the Hugging Face convention passes
+them. Any other template gets a system message describing the tools and asking for
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. :func:`parse_tool_calls` reads
+that form back, and also Mistral's ``[TOOL_CALLS][...]`` and a bare JSON object or list.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from hoshikage_core.errors import InvalidRequest
+
+from .chat_formats import CHAT_FORMATS
+
+TOOL_CALL_MARKERS = ("<tool_call>", "[TOOL_CALLS]")
+
+
+@attrs.frozen
+class TemplateChoice:
+    template: str
+    stops: tuple[str, ...]
+    #: Where it came from, for logs and status: e.g. "GGUF tokenizer.chat_template".
+    origin: str
+
+
+def choose_template(options, metadata: Mapping[str, Any]) -> TemplateChoice:
+    """Apply the resolution order in the module docstring."""
+    if options.chat_template:
+        return TemplateChoice(options.chat_template, (), "chat_template option")
+    if options.chat_format:
+        template, stops = CHAT_FORMATS[options.chat_format]
+        return TemplateChoice(template, stops, f"chat_format {options.chat_format!r}")
+    gguf_template = metadata.get("tokenizer.chat_template")
+    if isinstance(gguf_template, str) and gguf_template.strip():
+        return TemplateChoice(gguf_template, (), "GGUF tokenizer.chat_template")
+    template, stops = CHAT_FORMATS["plain"]
+    return TemplateChoice(template, stops, "plain fallback (no chat template)")
+
+
+class ChatRenderer:
+    """Renders OpenAI-style messages to a prompt string with one Jinja template."""
+
+    def __init__(self, choice: TemplateChoice, bos_token: str, eos_token: str):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.choice = choice
+        self.stops = choice.stops
+        self.supports_tools = "tools" in choice.template
+        # Compiles the template: a syntax error surfaces here, at load time.
+        self._formatter = Jinja2ChatFormatter(
+            template=choice.template,
+            eos_token=eos_token,
+            bos_token=bos_token,
+            add_generation_prompt=True,
+        )
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """The prompt text; a template error (e.g. roles that must alternate) is the
+        client's :class:`InvalidRequest`."""
+        import jinja2
+
+        msgs = normalize_messages(messages)
+        if tools and not self.supports_tools:
+            msgs = _with_tools_in_text(msgs, tools)
+            tools = None
+        try:
+            return self._formatter(messages=msgs, tools=list(tools) if tools else None).prompt
+        except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidRequest(
+                f"The model's chat template cannot render these messages: {exc}", "messages"
+            ) from None
+
+
+def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as templates expect them: string content (text parts joined), the
+    ``developer`` role as ``system``, and tool-call arguments as objects."""
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages[{i}] must be an object with a 'role'", "messages")
+        msg = dict(message)
+        if msg["role"] == "developer":
+            msg["role"] = "system"
+        msg["content"] = _text_content(msg.get("content"), i)
+        if msg.get("tool_calls"):
+            msg["tool_calls"] = [_call_with_object_arguments(call) for call in msg["tool_calls"]]
+        out.append(msg)
+    return out
+
+
+def _text_content(content: Any, index: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind != "text":
+                raise InvalidRequest(
+                    f"messages[{index}].content: this model reads text only, not {kind!r} parts",
+                    "messages",
+                )
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise InvalidRequest(f"messages[{index}].content must be a string or a list of parts", "messages")
+
+
+def _call_with_object_arguments(call: Any) -> Any:
+    """Hugging Face templates expect ``function.arguments`` as an object, OpenAI sends a
+    JSON string: decode it when it is one."""
+    if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
+        return call
+    function = dict(call["function"])
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments)
+        except ValueError:
+            pass
+    return {**call, "function": function}
+
+
+def tools_instructions(tools: Sequence[Mapping[str, Any]]) -> str:
+    """The system text that teaches a template without tool support to call tools."""
+    specs = "\n".join(json.dumps(tool.get("function", tool), ensure_ascii=False) for tool in tools)
+    return (
+        "You can call the following tools. To call one, reply with nothing but\n"
+        '<tool_call>{"name": "<tool name>", "arguments": {<arguments as JSON>}}</tool_call>\n'
+        "Tools:\n" + specs
+    )
+
+
+def _with_tools_in_text(
+    msgs: list[dict[str, Any]], tools: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Put the tool instructions in the system message and earlier calls in plain text."""
+    instructions = tools_instructions(tools)
+    out = []
+    for msg in msgs:
+        if msg.get("tool_calls"):
+            calls = "".join(
+                "<tool_call>"
+                + json.dumps(
+                    {"name": c["function"].get("name"), "arguments": c["function"].get("arguments")},
+                    ensure_ascii=False,
+                )
+                + "</tool_call>"
+                for c in msg["tool_calls"]
+                if isinstance(c, Mapping) and isinstance(c.get("function"), Mapping)
+            )
+            msg = {"role": msg["role"], "content": msg["content"] + calls}
+        out.append(msg)
+    if out and out[0]["role"] == "system":
+        out[0] = {**out[0], "content": out[0]["content"] + "\n\n" + instructions}
+    else:
+        out.insert(0, {"role": "system", "content": instructions})
+    return out
+
+
+def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    names = []
+    for tool in tools or ():
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise InvalidRequest("each tool must be {'type': 'function', 'function': {'name': ...}}", "tools")
+        names.append(function["name"])
+    return names
+
+
+def parse_tool_calls(text: str, known: Sequence[str]) -> list[dict[str, Any]] | None:
+    """Tool calls in OpenAI's shape, or None when ``text`` is not (only) tool calls of
+    tools in ``known``."""
+    text = text.strip()
+    if "<tool_call>" in text:
+        blocks = [part.split("</tool_call>")[0] for part in text.split("<tool_call>")[1:]]
+        objects = [_json(block) for block in blocks]
+    elif text.startswith("[TOOL_CALLS]"):
+        objects = _json(text[len("[TOOL_CALLS]") :])
+        objects = objects if isinstance(objects, list) else [objects]
+    else:
+        parsed = _json(text)
+        objects = parsed if isinstance(parsed, list) else [parsed]
+    calls = []
+    for obj in objects:
+        if not isinstance(obj, dict) or obj.get("name") not in known:
+            return None
+        arguments = obj.get("arguments", obj.get("parameters", {}))
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        calls.append(
+            {
+                "id": "call_" + secrets.token_hex(12),
+                "type": "function",
+                "function": {"name": obj["name"], "arguments": arguments},
+            }
+        )
+    return calls or None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text.strip())
+    except ValueError:
+        return None
+
+
+def forced_tool_schema(
+    tools: Sequence[Mapping[str, Any]], tool_choice: str | Mapping[str, Any]
+) -> dict[str, Any]:
+    """The JSON schema of a call when ``tool_choice`` forces one: ``"required"`` (any of
+    the tools) or ``{"type": "function", "function": {"name": ...}}`` (that one)."""
+    by_name = {tool["function"]["name"]: tool["function"] for tool in tools}
+    if isinstance(tool_choice, Mapping):
+        name = (tool_choice.get("function") or {}).get("name")
+        if name not in by_name:
+            raise InvalidRequest(f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+        chosen = [by_name[name]]
+    else:
+        chosen = list(by_name.values())
+
+    def call_schema(function: Mapping[str, Any]) -> dict[str, Any]:
+        parameters = function.get("parameters") or {"type": "object"}
+        return {
+            "type": "object",
+            "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+            "required": ["name", "arguments"],
+        }
+
+    if len(chosen) == 1:
+        return call_schema(chosen[0])
+    return {"anyOf": [call_schema(function) for function in chosen]}

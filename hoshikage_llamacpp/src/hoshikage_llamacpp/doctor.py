@@ -1,0 +1,150 @@
+"""Facts for ``hoshikage doctor``: can this llama.cpp build offload to a GPU, does the dynamic
+loader find the CUDA libraries it links. (The core checks each model file.)
+
+A CUDA build of llama-cpp-python links libcudart, libcublas and libcuda dynamically; when
+the loader cannot find them, importing llama_cpp itself fails. Missing CUDA libraries are a
+problem only for a CUDA build: on a CPU build they are reported as information.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib.util
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from hoshikage_core.doctor import Check
+
+SOURCE = "llamacpp"
+CUDA_LIBRARIES = ("cudart", "cublas", "cuda")
+_SONAME_VERSIONS = ("", ".13", ".12", ".11", ".1")
+
+
+def checks(config) -> list[Check]:
+    out = _build_checks()
+    cuda_build = _is_cuda_build()
+    out += [_library_check(name, cuda_build) for name in CUDA_LIBRARIES]
+    return out
+
+
+def _package_lib_dir() -> Path | None:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "lib"
+
+
+def _is_cuda_build() -> bool:
+    """Whether the installed llama-cpp-python ships llama.cpp's CUDA backend (checked
+    without importing it, which fails when the CUDA libraries are missing)."""
+    lib_dir = _package_lib_dir()
+    return bool(lib_dir and list(lib_dir.glob("libggml-cuda*")))
+
+
+def cuda_target_dir() -> str:
+    """Where the CUDA toolkit keeps its libraries on this architecture."""
+    machine = platform.machine() or "x86_64"
+    target = "sbsa-linux" if machine in ("aarch64", "arm64") else f"{machine}-linux"
+    return f"/usr/local/cuda/targets/{target}/lib"
+
+
+def _build_checks() -> list[Check]:
+    try:
+        import llama_cpp
+    except Exception as exc:  # a CUDA build without its libraries fails right here
+        return [
+            Check(
+                name="llama-cpp-python",
+                ok=False,
+                detail=f"cannot be imported: {exc}",
+                hint=f"If the CUDA libraries are missing below, set LD_LIBRARY_PATH={cuda_target_dir()}",
+                source=SOURCE,
+            )
+        ]
+    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    return [
+        Check(name="llama-cpp-python", ok=True, detail=f"version {llama_cpp.__version__}", source=SOURCE),
+        Check(
+            name="GPU offload",
+            ok=True if gpu else None,
+            detail="supported by this build" if gpu else "not supported: this build runs on the CPU only",
+            hint=""
+            if gpu
+            else 'For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36',
+            source=SOURCE,
+        ),
+        Check(
+            name="RPC offload",
+            ok=None,
+            detail="supported by this build" if llama_cpp.llama_supports_rpc() else "not in this build (rpc_servers unavailable)",
+            source=SOURCE,
+        ),
+    ]
+
+
+def loader_path(name: str) -> str | None:
+    """Where the dynamic loader finds ``lib<name>.so``, or None: load it and read the
+    mapping back from /proc/self/maps."""
+    for version in _SONAME_VERSIONS:
+        soname = f"lib{name}.so{version}"
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            continue
+        return _mapped_path(f"lib{name}.so") or soname
+    return None
+
+
+def _mapped_path(prefix: str) -> str | None:
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1] if "/" in line else ""
+                if os.path.basename(path).startswith(prefix):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def search_dirs() -> list[str]:
+    """Directories worth looking in: LD_LIBRARY_PATH, the ldconfig cache, CUDA toolkits."""
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=5).stdout
+        dirs += sorted({os.path.dirname(line.rsplit("=>", 1)[-1].strip()) for line in listing.splitlines() if "=>" in line})
+    except (OSError, subprocess.SubprocessError):
+        pass
+    dirs += sorted(glob.glob("/usr/local/cuda*/targets/*/lib")) + sorted(glob.glob("/usr/local/cuda*/lib64"))
+    return list(dict.fromkeys(dirs))
+
+
+def find_on_disk(name: str) -> list[str]:
+    found = []
+    for directory in search_dirs():
+        found += sorted(glob.glob(os.path.join(directory, f"lib{name}.so*")))
+    return list(dict.fromkeys(found))
+
+
+def _library_check(name: str, cuda_build: bool) -> Check:
+    label = f"lib{name}"
+    path = loader_path(name)
+    if path:
+        return Check(name=label, ok=True if cuda_build else None, detail=f"found at {path}", source=SOURCE)
+    on_disk = find_on_disk(name)
+    if on_disk:
+        detail = f"not on the loader's path, but present at {on_disk[0]}"
+        hint = f"export LD_LIBRARY_PATH={os.path.dirname(on_disk[0])}:$LD_LIBRARY_PATH"
+    else:
+        detail = "not found"
+        hint = (
+            "libcuda comes with the NVIDIA driver: install the driver"
+            if name == "cuda"
+            else f"Install the CUDA toolkit, then export LD_LIBRARY_PATH={cuda_target_dir()}:$LD_LIBRARY_PATH"
+        )
+    if not cuda_build:
+        return Check(name=label, ok=None, detail=f"{detail} (not needed: this llama.cpp build is CPU-only)", source=SOURCE)
+    return Check(name=label, ok=False, detail=detail, hint=hint, source=SOURCE)

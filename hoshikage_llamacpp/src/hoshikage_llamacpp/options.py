@@ -1,0 +1,197 @@
+"""The options of a llama.cpp model: every extra key of its ``[[models]]`` table.
+
+The core structures those keys into :class:`LlamaOptions` with cattrs and forbids unknown
+keys, so a misspelled option is a config error naming it. Validators raise
+:class:`~hoshikage_core.config.FieldError`, so a bad value reads ``models[0].n_ctx: must be > 0``.
+This module imports neither llama_cpp nor numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import attrs
+from hoshikage_core.config import FieldError
+
+from .chat_formats import CHAT_FORMATS
+
+#: KV-cache element types llama.cpp accepts, by name, with their ggml type ids.
+KV_CACHE_TYPES: dict[str, int] = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "iq4_nl": 20,
+    "bf16": 30,
+}
+
+#: Bytes per element of each KV-cache type (block bytes / block elements).
+KV_CACHE_TYPE_BYTES: dict[str, float] = {
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,
+}
+
+SPLIT_MODES = ("none", "layer", "row")
+POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+_RPC_SERVER = re.compile(r"^[^\s:]+:\d{1,5}$")
+
+
+def _positive(_inst, attr, value):
+    if value is not None and value <= 0:
+        raise FieldError(attr.name, "must be > 0")
+
+
+def _non_negative(_inst, attr, value):
+    if value < 0:
+        raise FieldError(attr.name, "must be >= 0")
+
+
+def _one_of(choices):
+    def check(_inst, attr, value):
+        if value is not None and value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise FieldError(attr.name, f"must be one of {listed}, not {value!r}")
+
+    return check
+
+
+def _gpu_layers(_inst, attr, value):
+    if value < -1:
+        raise FieldError(attr.name, "must be -1 (all layers), 0 (none) or a layer count")
+
+
+def _flash_attn(_inst, attr, value):
+    if value not in ("auto", True, False):
+        raise FieldError(attr.name, f'must be "auto", true or false, not {value!r}')
+
+
+def _tensor_split(_inst, attr, value):
+    if value is None:
+        return
+    if not value or any(part < 0 for part in value) or sum(value) <= 0:
+        raise FieldError(attr.name, "must be a non-empty list of proportions >= 0, not all 0")
+
+
+def _not_blank(_inst, attr, value):
+    if value is not None and not value.strip():
+        raise FieldError(attr.name, "must not be empty")
+
+
+def _rpc_servers(_inst, attr, value):
+    if value is None:
+        return
+    servers = rpc_server_list(value)
+    if not servers:
+        raise FieldError(attr.name, 'must name at least one "host:port"')
+    for server in servers:
+        if not _RPC_SERVER.match(server):
+            raise FieldError(attr.name, f'expected "host:port", got {server!r}')
+
+
+def rpc_server_list(value: str | list[str] | None) -> list[str]:
+    """``"a:50052,b:50052"`` or ``["a:50052", "b:50052"]`` as a list of endpoints."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else value
+    return [part.strip() for part in parts if part.strip()]
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads counted once).
+
+    Reads the CPU topology from sysfs; falls back to the logical CPU count elsewhere.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{base}/core_id") as core, open(f"{base}/physical_package_id") as pkg:
+                cores.add((pkg.read().strip(), core.read().strip()))
+        except OSError:
+            return len(cpus) or 1
+    return len(cores) or len(cpus) or 1
+
+
+def logical_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@attrs.frozen(kw_only=True)
+class LlamaOptions:
+    """Per-model options of the ``llamacpp`` backend; ``docs/backend-llamacpp.md`` has the
+    full table. ``None`` means "decided at load time" as each field's comment says."""
+
+    #: Context window in tokens (prompt plus completion), allocated at load.
+    n_ctx: int = attrs.field(default=4096, validator=_positive)
+    #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
+    n_batch: int = attrs.field(default=512, validator=_positive)
+    #: Physical micro-batch size inside one decode call.
+    n_ubatch: int = attrs.field(default=512, validator=_positive)
+    #: Threads for generation; None: the physical cores available to the process.
+    n_threads: int | None = attrs.field(default=None, validator=_positive)
+    #: Threads for prompt processing; None: the logical CPUs available to the process.
+    n_threads_batch: int | None = attrs.field(default=None, validator=_positive)
+    #: Layers offloaded to the GPU: -1 all, 0 none. Harmless on a CPU-only build.
+    n_gpu_layers: int = attrs.field(default=-1, validator=_gpu_layers)
+    #: GPU used for the whole model (split_mode "none") or for intermediate results.
+    main_gpu: int = attrs.field(default=0, validator=_non_negative)
+    #: How a model is spread over several GPUs: "none", "layer" or "row".
+    split_mode: str = attrs.field(default="layer", validator=_one_of(SPLIT_MODES))
+    #: Proportion of the model per GPU, e.g. [3, 1]. None: by free memory.
+    tensor_split: list[float] | None = attrs.field(default=None, validator=_tensor_split)
+    #: Flash attention: "auto" (on; llama.cpp turns it off for models that cannot use it),
+    #: true or false.
+    flash_attn: bool | str = attrs.field(default="auto", validator=_flash_attn)
+    #: KV-cache element type for keys, e.g. "f16", "q8_0", "q4_0".
+    type_k: str = attrs.field(default="f16", validator=_one_of(tuple(KV_CACHE_TYPES)))
+    #: KV-cache element type for values; a quantized type needs flash attention.
+    type_v: str = attrs.field(default="f16", validator=_one_of(tuple(KV_CACHE_TYPES)))
+    #: Map the file instead of reading it into memory.
+    use_mmap: bool = True
+    #: Lock the weights in RAM so the OS cannot swap them out.
+    use_mlock: bool = False
+    #: Sampling seed for requests that give none; None: a fresh random seed per request.
+    seed: int | None = None
+    #: A built-in prompt format (see chat_formats.CHAT_FORMATS); overrides the GGUF template.
+    chat_format: str | None = attrs.field(default=None, validator=_one_of(tuple(CHAT_FORMATS)))
+    #: A Jinja chat template; overrides both chat_format and the GGUF template.
+    chat_template: str | None = attrs.field(default=None, validator=_not_blank)
+    #: Load for embeddings (/v1/embeddings) instead of text generation.
+    embedding: bool = False
+    #: Pooling of token vectors for embeddings; None: the model's own, else "mean".
+    pooling: str | None = attrs.field(default=None, validator=_one_of(POOLING_TYPES))
+    #: RoPE base frequency; None: the model's.
+    rope_freq_base: float | None = attrs.field(default=None, validator=_positive)
+    #: RoPE frequency scale (context extension); None: the model's.
+    rope_freq_scale: float | None = attrs.field(default=None, validator=_positive)
+    #: llama.cpp RPC servers to offload to: "host:port" or a list of them.
+    rpc_servers: str | list[str] | None = attrs.field(default=None, validator=_rpc_servers)
+
+    def __attrs_post_init__(self) -> None:
+        if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
+            raise FieldError("type_v", "a quantized V cache needs flash_attn = true or \"auto\"")
+
+    def threads(self) -> int:
+        return self.n_threads or physical_cores()
+
+    def threads_batch(self) -> int:
+        return self.n_threads_batch or logical_cpus()

@@ -1,0 +1,56 @@
+"""The ``llamacpp`` plugin: hook implementations registered through the ``hoshikage``
+entry-point group.
+
+Importing this module is cheap: llama_cpp (and numpy) load only when a model does.
+"""
+
+from __future__ import annotations
+
+from hoshikage_core.hookspecs import hookimpl
+
+BACKEND = "llamacpp"
+
+
+@hookimpl
+def backend_options(backend):
+    """:class:`~hoshikage_llamacpp.options.LlamaOptions` for ``backend = "llamacpp"``."""
+    if backend != BACKEND:
+        return None
+    from .options import LlamaOptions
+
+    return LlamaOptions
+
+
+@hookimpl
+def create_backend(entry, config):
+    """Load a ``llamacpp`` model entry; None for any other backend."""
+    if entry.backend != BACKEND:
+        return None
+    from hoshikage_core.errors import ModelLoadError
+
+    from .model import LlamaCppModel
+    from .options import LlamaOptions
+
+    options = entry.options
+    if isinstance(options, dict):  # an entry built in code rather than from the config
+        try:
+            options = LlamaOptions(**options)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(entry.name, f"{entry.path}: bad options: {exc}") from None
+    return LlamaCppModel.load(entry.name, entry.path, options)
+
+
+@hookimpl
+def doctor_checks(config):
+    """GPU offload and the CUDA libraries (the core checks each model file)."""
+    from .doctor import checks
+
+    return checks(config)
+
+
+@hookimpl
+def register_models(register, config):
+    """The embedded Gemma 3 270M when the config has no models (see :mod:`.demo`)."""
+    from .demo import register_demo
+
+    register_demo(register, config)

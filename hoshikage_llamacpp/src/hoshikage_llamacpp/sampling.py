@@ -1,0 +1,207 @@
+"""Sampler chains, grammars and log-probabilities, on llama.cpp's native sampler API.
+
+A request's ``None`` means the default below (llama.cpp server's defaults). The chain is,
+in order: logit bias, repetition penalties, grammar, then greedy (temperature 0) or
+top-k → top-p → min-p → temperature → a seeded draw. Everything runs in C: no Python
+callback per token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from hoshikage_core.errors import InvalidRequest
+from hoshikage_core.protocol import GenerationRequest, ResponseFormat, TokenLogprob, TopLogprob
+
+#: The sampling defaults for parameters a request leaves out.
+DEFAULTS: dict[str, float] = {
+    "temperature": 0.8,
+    "top_p": 0.95,
+    "top_k": 40,
+    "min_p": 0.05,
+    "repeat_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+#: How many recent tokens the repeat, presence and frequency penalties look at.
+PENALTY_LAST_N = 64
+#: A bias at or below this bans the token, as OpenAI documents for -100.
+BAN_BIAS = -100.0
+
+
+def setting(request: GenerationRequest, name: str) -> float:
+    value = getattr(request, name)
+    return DEFAULTS[name] if value is None else value
+
+
+def grammar_for(fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any] | None) -> str | None:
+    """The GBNF that constrains the output, or None. A forced tool call wins over
+    ``response_format``. A schema the converter rejects is :class:`InvalidRequest`."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if forced_tool_schema is not None:
+        return _schema_grammar(json_schema_to_gbnf, forced_tool_schema, "tool_choice")
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return JSON_GBNF
+    if not isinstance(fmt.schema, Mapping):
+        raise InvalidRequest("response_format.json_schema.schema must be a JSON object", "response_format")
+    if fmt.strict and (unenforced := sorted(unenforced_keywords(fmt.schema))):
+        raise InvalidRequest(
+            "response_format: strict mode cannot enforce these JSON schema keywords: " + ", ".join(unenforced),
+            "response_format",
+        )
+    return _schema_grammar(json_schema_to_gbnf, fmt.schema, "response_format")
+
+
+#: JSON schema keywords llama-cpp-python's grammar converter ignores.
+UNENFORCED_KEYWORDS = frozenset(
+    {
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems",
+        "not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
+        "contains", "minProperties", "maxProperties", "propertyNames",
+    }
+)
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def unenforced_keywords(schema: Any) -> set[str]:
+    """Keywords anywhere in ``schema`` that the grammar cannot enforce (property names
+    that happen to be called ``minimum`` do not count)."""
+    found: set[str] = set()
+    if isinstance(schema, Mapping):
+        for key, value in schema.items():
+            if key in ("enum", "const", "default", "examples"):
+                continue
+            if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+                for sub in value.values():
+                    found |= unenforced_keywords(sub)
+                continue
+            if key in UNENFORCED_KEYWORDS:
+                found.add(key)
+            found |= unenforced_keywords(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            found |= unenforced_keywords(item)
+    return found
+
+
+def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
+    try:
+        return convert(json.dumps(schema))
+    except RecursionError:
+        raise InvalidRequest(f"{param}: the JSON schema is too deeply nested", param) from None
+    except Exception as exc:  # the converter raises bare KeyError/ValueError/TypeError...
+        raise InvalidRequest(
+            f"{param}: this JSON schema cannot be turned into a grammar: {type(exc).__name__}: {exc}",
+            param,
+        ) from None
+
+
+class SamplerChain:
+    """One request's llama.cpp sampler chain. Call :meth:`close` when done."""
+
+    def __init__(self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self.seed = seed if seed is not None else secrets.randbits(31)
+        params = llama_cpp.llama_sampler_chain_default_params()
+        self._chain = llama_cpp.llama_sampler_chain_init(params)
+        try:
+            self._build(vocab, n_vocab, request, grammar)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, sampler) -> None:
+        self._lib.llama_sampler_chain_add(self._chain, sampler)
+
+    def _build(self, vocab, n_vocab: int, request: GenerationRequest, grammar: str | None) -> None:
+        lib = self._lib
+        if request.logit_bias:
+            self._add(_logit_bias_sampler(lib, n_vocab, request.logit_bias))
+        repeat = setting(request, "repeat_penalty")
+        frequency = setting(request, "frequency_penalty")
+        presence = setting(request, "presence_penalty")
+        if (repeat, frequency, presence) != (1.0, 0.0, 0.0):
+            self._add(lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, repeat, frequency, presence))
+        if grammar is not None:
+            sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            if not sampler:
+                raise InvalidRequest("The grammar derived from the request does not compile", "response_format")
+            self._add(sampler)
+        temperature = setting(request, "temperature")
+        if temperature <= 0:
+            self._add(lib.llama_sampler_init_greedy())
+            return
+        top_k = int(setting(request, "top_k"))
+        if top_k > 0:
+            self._add(lib.llama_sampler_init_top_k(top_k))
+        self._add(lib.llama_sampler_init_top_p(setting(request, "top_p"), 1))
+        self._add(lib.llama_sampler_init_min_p(setting(request, "min_p"), 1))
+        self._add(lib.llama_sampler_init_temp(temperature))
+        self._add(lib.llama_sampler_init_dist(self._native_seed()))
+
+    def _native_seed(self) -> int:
+        """The seed as llama.cpp's uint32; its "random" value 0xFFFFFFFF maps to 0."""
+        seed = self.seed & 0xFFFFFFFF
+        return 0 if seed == self._lib.LLAMA_DEFAULT_SEED else seed
+
+    def sample(self, ctx) -> int:
+        """Sample from the last decoded position and advance the chain's state."""
+        return self._lib.llama_sampler_sample(self._chain, ctx, -1)
+
+    def close(self) -> None:
+        if self._chain:
+            self._lib.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float]):
+    entries = (lib.llama_logit_bias * len(bias))()
+    for i, (token, value) in enumerate(bias.items()):
+        token = int(token)
+        if not 0 <= token < n_vocab:
+            raise InvalidRequest(f"logit_bias: token id {token} is not in the vocabulary (0..{n_vocab - 1})", "logit_bias")
+        entries[i].token = token
+        entries[i].bias = -math.inf if value <= BAN_BIAS else float(value)
+    return lib.llama_sampler_init_logit_bias(n_vocab, len(bias), entries)
+
+
+class LogprobReader:
+    """Log-probabilities of the model's raw distribution at the last decoded position
+    (before bias, penalties, grammar and temperature), as OpenAI reports them."""
+
+    def __init__(self, ctx, n_vocab: int, piece, top: int):
+        import numpy as np
+
+        self._np = np
+        self._ctx = ctx
+        self._n_vocab = n_vocab
+        self._piece = piece
+        self._top = top
+
+    def read(self, token: int) -> TokenLogprob:
+        import llama_cpp
+
+        np = self._np
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
+        peak = float(logits.max())
+        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
+        top = ()
+        if self._top > 0:
+            ids = np.argpartition(logits, -self._top)[-self._top :]
+            ids = ids[np.argsort(logits[ids])[::-1]]
+            top = tuple(self._entry(TopLogprob, int(i), float(logits[i]) - log_total) for i in ids)
+        token_lp = float(logits[token]) - log_total
+        return self._entry(TokenLogprob, token, token_lp, top)
+
+    def _entry(self, cls, token: int, logprob: float, *extra):
+        raw = self._piece(token)
+        return cls(raw.decode("utf-8", errors="replace"), logprob, tuple(raw), *extra)

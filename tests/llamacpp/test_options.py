@@ -1,0 +1,86 @@
+"""Model options: validated by the core's config loader through the plugin's hook."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from hoshikage_core.config import structure  # noqa: E402
+from hoshikage_core.errors import ConfigError  # noqa: E402
+from hoshikage_core.plugins import make_plugin_manager  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions, physical_cores  # noqa: E402
+
+from hoshikage_llamacpp import plugin  # noqa: E402
+
+
+@pytest.fixture
+def pm():
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(plugin, name="llamacpp")
+    return pm
+
+
+def config_with(pm, **options):
+    return structure({"models": [{"name": "m", "path": "/m.gguf", **options}]}, pm=pm)
+
+
+def test_defaults(pm):
+    options = config_with(pm).models[0].options
+    assert isinstance(options, LlamaOptions)
+    assert (options.n_ctx, options.n_gpu_layers, options.flash_attn) == (4096, -1, "auto")
+    assert (options.type_k, options.type_v, options.use_mmap, options.embedding) == ("f16", "f16", True, False)
+    assert options.threads() == physical_cores() >= 1
+
+
+def test_every_option_is_accepted(pm):
+    options = config_with(
+        pm,
+        n_ctx=2048, n_batch=256, n_ubatch=128, n_threads=2, n_threads_batch=4, n_gpu_layers=10,
+        main_gpu=1, split_mode="row", tensor_split=[3, 1], flash_attn=False, type_k="q8_0",
+        type_v="f16", use_mmap=False, use_mlock=True, seed=7, chat_format="chatml",
+        chat_template="{{ messages }}", embedding=True, pooling="cls", rope_freq_base=10000.0,
+        rope_freq_scale=0.5, rpc_servers="10.0.0.2:50052,10.0.0.3:50052",
+    ).models[0].options
+    assert options.tensor_split == [3.0, 1.0]
+    assert options.threads() == 2 and options.threads_batch() == 4
+
+
+def test_unknown_option_is_named(pm):
+    with pytest.raises(ConfigError, match=r"models\[0\]\.n_ctxx: unknown key"):
+        config_with(pm, n_ctxx=2048)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"n_ctx": 0}, r"models\[0\]\.n_ctx: must be > 0"),
+        ({"n_ctx": "big"}, r"models\[0\]\.n_ctx: expected an integer"),
+        ({"n_gpu_layers": -2}, r"models\[0\]\.n_gpu_layers: must be -1"),
+        ({"type_k": "q3"}, r"models\[0\]\.type_k: must be one of"),
+        ({"flash_attn": "yes"}, r"models\[0\]\.flash_attn: must be \"auto\", true or false"),
+        ({"chat_format": "nope"}, r"models\[0\]\.chat_format: must be one of"),
+        ({"rpc_servers": ["host-without-port"]}, r"models\[0\]\.rpc_servers: expected \"host:port\""),
+        ({"tensor_split": [0, 0]}, r"models\[0\]\.tensor_split"),
+        ({"type_v": "q4_0", "flash_attn": False}, r"type_v: a quantized V cache needs flash_attn"),
+    ],
+)
+def test_bad_values_name_the_key(pm, options, message):
+    with pytest.raises(ConfigError, match=message):
+        config_with(pm, **options)
+
+
+def test_backend_options_hook_answers_only_for_llamacpp():
+    assert plugin.backend_options(backend="llamacpp") is LlamaOptions
+    assert plugin.backend_options(backend="other") is None
+
+
+def test_importing_the_plugin_does_not_import_llama_cpp():
+    code = (
+        "import sys, hoshikage_llamacpp.plugin, hoshikage_llamacpp.options;"
+        "assert 'llama_cpp' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,467 @@
+"""The backend on real llama.cpp with the tiny random model: fast, deterministic at
+temperature 0. Constrained output (a JSON ``const``) makes it write chosen text, and
+``logit_bias`` makes it repeat a chosen token."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError  # noqa: E402
+from hoshikage_core.protocol import (  # noqa: E402
+    CancelToken,
+    GenerationRequest,
+    LoadedModel,
+    ResponseFormat,
+    TokenLogprob,
+)
+from hoshikage_core.registry import ModelEntry  # noqa: E402
+from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
+
+from hoshikage_llamacpp import plugin  # noqa: E402
+
+USER = ({"role": "user", "content": "hello the cat"},)
+EOS = 2
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path):
+    m = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=512))
+    yield m
+    m.close()
+
+
+def run(model, cancel=None, **fields):
+    chunks = list(model.generate(GenerationRequest(**fields), cancel or CancelToken()))
+    return "".join(c.text for c in chunks), chunks
+
+
+def const(text):
+    return ResponseFormat(type="json_schema", schema={"const": text})
+
+
+def token_id(model, piece):
+    (token,) = model.tokenize(piece)
+    return token
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def test_is_a_loaded_model(model):
+    assert isinstance(model, LoadedModel)
+    assert model.n_ctx == 512
+
+
+def test_streams_one_delta_per_token_and_reports_usage_last(model):
+    cat = token_id(model, "cat")
+    text, chunks = run(model, messages=USER, max_tokens=6, temperature=0, logit_bias={cat: 100})
+    assert text == " cat" * 6
+    assert [c.text for c in chunks[:-1]] == [" cat"] * 6
+    assert all(c.finish_reason is None and c.completion_tokens is None for c in chunks[:-1])
+    last = chunks[-1]
+    assert (last.finish_reason, last.completion_tokens) == ("length", 6)
+    assert last.prompt_tokens == len(model._prompt_tokens(model.chat.render(USER)))
+
+
+def test_completion_prompt(model):
+    text, chunks = run(model, prompt="the cat sat", max_tokens=5, temperature=0)
+    assert chunks[-1].prompt_tokens == 1 + model.count_tokens("the cat sat")
+    assert chunks[-1].completion_tokens == 5
+
+
+def test_end_of_sequence_is_stop(model):
+    _, chunks = run(model, messages=USER, max_tokens=50, temperature=0, logit_bias={EOS: 100})
+    assert (chunks[-1].finish_reason, chunks[-1].completion_tokens) == ("stop", 0)
+
+
+def test_stop_string_spanning_tokens(model):
+    text, chunks = run(
+        model, messages=USER, temperature=0, max_tokens=40, response_format=const("hello world stop here"), stop=("op he",)
+    )
+    assert text == '"hello world st'
+    assert chunks[-1].finish_reason == "stop"
+
+
+def test_multibyte_text_from_byte_tokens_is_never_split(model):
+    text, chunks = run(model, messages=USER, temperature=0, max_tokens=40, response_format=const("日本語 ok"))
+    assert text.startswith('"日本語 ok"')
+    assert all("\ufffd" not in c.text for c in chunks)
+    assert len(chunks) > 3  # streamed, not buffered
+
+
+def test_seed_makes_sampling_repeatable(model):
+    first, _ = run(model, messages=USER, max_tokens=30, temperature=1.0, seed=42)
+    again, _ = run(model, messages=USER, max_tokens=30, temperature=1.0, seed=42)
+    other, _ = run(model, messages=USER, max_tokens=30, temperature=1.0, seed=43)
+    assert first == again
+    assert first != other
+
+
+def test_temperature_zero_is_deterministic(model):
+    a, _ = run(model, messages=USER, max_tokens=30, temperature=0)
+    b, _ = run(model, messages=USER, max_tokens=30, temperature=0)
+    assert a == b
+
+
+def test_repeat_penalty_changes_greedy_output(model):
+    plain, _ = run(model, messages=USER, max_tokens=40, temperature=0)
+    penalised, _ = run(model, messages=USER, max_tokens=40, temperature=0, repeat_penalty=1.8)
+    assert plain != penalised
+
+
+# ----------------------------------------------------------------------------- logit bias, logprobs
+
+
+def test_logit_bias_bans_a_token(model):
+    def first_text(**extra):
+        text, _ = run(model, messages=USER, max_tokens=1, temperature=0, **extra)
+        return text
+
+    greedy = first_text()
+    same_text = {t: -100 for t in range(model.n_vocab) if model._piece(t) == greedy.encode()}
+    assert same_text
+    assert first_text(logit_bias=same_text) != greedy
+
+
+def test_logit_bias_out_of_vocabulary_is_invalid(model):
+    with pytest.raises(InvalidRequest, match="not in the vocabulary"):
+        model.generate(GenerationRequest(messages=USER, logit_bias={10**6: 5}), CancelToken())
+
+
+def test_logprobs_cover_every_token_in_order(model):
+    text, chunks = run(model, messages=USER, max_tokens=12, temperature=0, logprobs=True, top_logprobs=3)
+    entries = [e for c in chunks for e in (c.logprobs or ())]
+    assert len(entries) == 12
+    assert all(isinstance(e, TokenLogprob) for e in entries)
+    assert b"".join(bytes(e.bytes) for e in entries).decode("utf-8", errors="replace") == text
+    for e in entries:
+        assert e.logprob <= 0
+        assert len(e.top_logprobs) == 3
+        values = [t.logprob for t in e.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        assert e.logprob == pytest.approx(values[0])  # greedy takes the most likely token
+
+
+# ----------------------------------------------------------------------------- structured output
+
+
+def test_json_object_parses(model):
+    text, chunks = run(model, messages=USER, max_tokens=200, temperature=0, response_format=ResponseFormat(type="json_object"))
+    assert chunks[-1].finish_reason == "stop"
+    assert isinstance(json.loads(text), dict)
+
+
+def test_json_schema_validates(model):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {
+        "type": "object",
+        "properties": {
+            "color": {"enum": ["red", "green"]},
+            "code": {"type": "string", "pattern": "^[a-c]{2}$"},
+            "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
+        },
+        "required": ["color", "code", "tags"],
+        "additionalProperties": False,
+    }
+    fmt = ResponseFormat(type="json_schema", schema=schema, strict=True)
+    text, _ = run(model, messages=USER, max_tokens=80, temperature=0, response_format=fmt)
+    jsonschema.validate(json.loads(text), schema)
+
+
+def test_strict_schema_with_keywords_the_grammar_cannot_enforce_is_refused(model):
+    schema = {"type": "object", "properties": {"minimum": {"type": "integer", "maximum": 9}}}
+    with pytest.raises(InvalidRequest, match="cannot enforce these JSON schema keywords: maximum$"):
+        model.generate(GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema, strict=True)), CancelToken())
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"$ref": "#/definitions/missing"}}},
+        {"type": "nonsense"},
+        {"type": "string", "pattern": "[unclosed"},
+        ["not", "an", "object"],
+    ],
+)
+def test_bad_schema_is_an_invalid_request_before_any_chunk(model, schema):
+    with pytest.raises(InvalidRequest) as info:
+        model.generate(GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema)), CancelToken())
+    assert info.value.param == "response_format"
+
+
+# ----------------------------------------------------------------------------- tools
+
+TOOLS = (
+    {
+        "type": "function",
+        "function": {
+            "name": "paint",
+            "description": "Paint the cat",
+            "parameters": {"type": "object", "properties": {"color": {"enum": ["red", "blue"]}}, "required": ["color"]},
+        },
+    },
+    {"type": "function", "function": {"name": "wait", "parameters": {"type": "object", "properties": {}}}},
+)
+
+
+def test_required_tool_choice_returns_a_tool_call(model):
+    text, chunks = run(model, messages=USER, max_tokens=80, temperature=0, tools=TOOLS, tool_choice="required")
+    last = chunks[-1]
+    assert text == ""
+    assert last.finish_reason == "tool_calls"
+    (call,) = last.tool_calls
+    assert call["id"].startswith("call_") and call["type"] == "function"
+    assert call["function"]["name"] in ("paint", "wait")
+    assert isinstance(json.loads(call["function"]["arguments"]), dict)
+
+
+def test_named_tool_choice_calls_that_tool(model):
+    _, chunks = run(
+        model, messages=USER, max_tokens=80, temperature=0, tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "paint"}},
+    )
+    (call,) = chunks[-1].tool_calls
+    assert call["function"]["name"] == "paint"
+    assert json.loads(call["function"]["arguments"])["color"] in ("red", "blue")
+
+
+def test_unknown_tool_choice_is_invalid(model):
+    with pytest.raises(InvalidRequest, match="not in tools"):
+        model.generate(
+            GenerationRequest(messages=USER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "fly"}}),
+            CancelToken(),
+        )
+
+
+def test_tools_are_described_to_a_template_without_tool_support(model):
+    with_tools = model.chat.render(USER, TOOLS)
+    assert "<tool_call>" in with_tools and '"name": "paint"' in with_tools
+    _, none_chunks = run(model, messages=USER, max_tokens=1, temperature=0, tools=TOOLS, tool_choice="none")
+    _, plain_chunks = run(model, messages=USER, max_tokens=1, temperature=0)
+    assert none_chunks[-1].prompt_tokens == plain_chunks[-1].prompt_tokens
+
+
+# ----------------------------------------------------------------------------- context
+
+
+def test_prompt_longer_than_the_context_is_refused_before_any_chunk(model):
+    long = {"role": "user", "content": "the cat sat on the mat " * 150}
+    with pytest.raises(ContextLengthExceeded) as info:
+        model.generate(GenerationRequest(messages=(long,)), CancelToken())
+    assert info.value.n_ctx == 512
+    assert info.value.prompt_tokens > 512
+    assert str(info.value.prompt_tokens) in str(info.value) and "512" in str(info.value)
+
+
+def test_generation_stops_with_length_when_the_context_is_full(tiny_model_path):
+    small = LlamaCppModel.load("small", str(tiny_model_path), LlamaOptions(n_ctx=64))
+    try:
+        assert small.n_ctx == 256  # llama.cpp pads the window to a multiple of 256
+        _, chunks = run(small, prompt="the cat", max_tokens=1000, temperature=0, logit_bias={EOS: -100})
+        last = chunks[-1]
+        assert last.finish_reason == "length"
+        assert last.prompt_tokens + last.completion_tokens == small.n_ctx
+    finally:
+        small.close()
+
+
+def test_kv_cache_prefix_is_reused_across_turns(model):
+    turn1 = ({"role": "system", "content": "the cat sat on the mat " * 20}, *USER)
+    answer, chunks = run(model, messages=turn1, max_tokens=8, temperature=0)
+    first_prompt = chunks[-1].prompt_tokens
+    turn2 = (*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "yes"})
+    run(model, messages=turn2, max_tokens=4, temperature=0)
+    assert model.last_reused_tokens >= first_prompt
+    run(model, messages=({"role": "user", "content": "red"},), max_tokens=1, temperature=0)
+    assert model.last_reused_tokens < 5  # a different conversation shares only the header
+
+
+# ----------------------------------------------------------------------------- cancellation and locking
+
+
+def test_cancel_stops_within_one_token(model):
+    cat = token_id(model, "cat")
+    cancel = CancelToken()
+    stream = model.generate(GenerationRequest(messages=USER, max_tokens=200, logit_bias={cat: 100}), cancel)
+    first = next(stream)
+    assert first.text == " cat"
+    cancel.cancel()
+    rest = list(stream)
+    assert len(rest) == 1
+    assert (rest[0].finish_reason, rest[0].completion_tokens) == ("cancelled", 1)
+
+
+def test_second_generation_waits_for_the_lock_and_can_be_cancelled_while_waiting(model):
+    holder = model.generate(GenerationRequest(messages=USER, max_tokens=50, temperature=0), CancelToken())
+    next(holder)  # holds the model's lock while suspended
+    cancel = CancelToken()
+    result = {}
+
+    def second():
+        result["chunks"] = list(model.generate(GenerationRequest(messages=USER, max_tokens=5), cancel))
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive() and "chunks" not in result
+    cancel.cancel()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    (only,) = result["chunks"]
+    assert (only.finish_reason, only.completion_tokens) == ("cancelled", 0)
+    holder.close()
+    # the lock was released by closing the first stream
+    _, chunks = run(model, messages=USER, max_tokens=2, temperature=0)
+    assert chunks[-1].completion_tokens == 2
+
+
+def test_concurrent_generations_give_the_same_text_as_sequential_ones(model):
+    expected, _ = run(model, messages=USER, max_tokens=20, temperature=0)
+    outputs = []
+
+    def work():
+        outputs.append(run(model, messages=USER, max_tokens=20, temperature=0)[0])
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert outputs == [expected] * 3
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+def test_gguf_template_is_used_with_a_single_bos(model):
+    assert model.chat.choice.origin == "GGUF tokenizer.chat_template"
+    prompt = model.chat.render(USER)
+    assert prompt.startswith("<s><|user|>\nhello the cat</s>\n<|assistant|>")
+    tokens = model._prompt_tokens(prompt)
+    assert tokens[0] == 1 and tokens[1] != 1
+
+
+def test_plain_fallback_without_a_template(tiny_model_no_template_path):
+    m = LlamaCppModel.load("plain", str(tiny_model_no_template_path), LlamaOptions(n_ctx=256))
+    try:
+        assert m.chat.choice.origin.startswith("plain fallback")
+        messages = ({"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Really."}, *USER)
+        assert m.chat.render(messages) == "System: Be brief.\n\nSystem: Really.\n\nUser: hello the cat\n\nAssistant:"
+        assert "\nUser:" in m.chat.stops
+        _, chunks = run(m, messages=USER, max_tokens=3, temperature=0)
+        assert chunks[-1].completion_tokens == 3
+    finally:
+        m.close()
+
+
+def test_configured_format_and_template_override_the_gguf_one(tiny_model_path):
+    by_format = LlamaCppModel.load("f", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_format="chatml"))
+    by_template = LlamaCppModel.load(
+        "t", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_format="chatml", chat_template="{% for m in messages %}[{{ m.content }}]{% endfor %}")
+    )
+    try:
+        assert by_format.chat.render(USER) == "<|im_start|>user\nhello the cat<|im_end|>\n<|im_start|>assistant\n"
+        assert by_template.chat.render(USER) == "[hello the cat]"
+    finally:
+        by_format.close()
+        by_template.close()
+
+
+def test_content_parts_are_joined_and_images_refused(model):
+    parts = ({"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "the cat"}]},)
+    assert model.chat.render(parts) == model.chat.render(USER)
+    image = ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},)
+    with pytest.raises(InvalidRequest, match="text only"):
+        model.generate(GenerationRequest(messages=image), CancelToken())
+
+
+def test_a_broken_chat_template_option_fails_the_load(tiny_model_path):
+    with pytest.raises(ModelLoadError, match=str(tiny_model_path)):
+        LlamaCppModel.load("bad", str(tiny_model_path), LlamaOptions(chat_template="{% for m in messages %}"))
+
+
+def test_template_errors_are_invalid_requests(tiny_model_path):
+    strict = LlamaCppModel.load(
+        "strict", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_template="{{ raise_exception('roles must alternate') }}")
+    )
+    try:
+        with pytest.raises(InvalidRequest, match="roles must alternate"):
+            strict.generate(GenerationRequest(messages=USER), CancelToken())
+    finally:
+        strict.close()
+
+
+# ----------------------------------------------------------------------------- tokens, memory, embeddings
+
+
+def test_tokenize_and_count(model):
+    tokens = model.tokenize("hello the cat")
+    assert [model._piece(t) for t in tokens] == [b" hello", b" the", b" cat"]
+    assert model.count_tokens("hello the cat") == 3
+    assert model.count_tokens("日") == 4  # "▁" then three byte-fallback tokens
+
+
+def test_memory_bytes_counts_weights_and_grows_with_the_context(tiny_model_path):
+    small = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=256))
+    large = LlamaCppModel.load("b", str(tiny_model_path), LlamaOptions(n_ctx=2048))
+    try:
+        kv_growth = 2 * (2048 - 256) * 64 * 2 * 2  # layers × cells × width × (K+V) × f16
+        assert small.memory_bytes() > tiny_model_path.stat().st_size * 0.9
+        assert large.memory_bytes() - small.memory_bytes() >= kv_growth
+    finally:
+        small.close()
+        large.close()
+
+
+def test_embeddings_are_normalised_with_usage(tiny_model_path):
+    emb = LlamaCppModel.load("emb", str(tiny_model_path), LlamaOptions(n_ctx=256, embedding=True))
+    try:
+        result = emb.embed(["hello the cat", "red"])
+        assert len(result.vectors) == 2 and all(len(v) == 64 for v in result.vectors)
+        for vector in result.vectors:
+            assert sum(x * x for x in vector) == pytest.approx(1.0, abs=1e-4)
+        assert result.vectors[0] != result.vectors[1]
+        assert result.prompt_tokens == (1 + 3) + (1 + 1)
+        single = emb.embed(["hello the cat"])
+        assert single.vectors[0] == pytest.approx(result.vectors[0], abs=1e-5)
+        with pytest.raises(ContextLengthExceeded):
+            emb.embed(["the cat " * 400])
+        with pytest.raises(InvalidRequest, match="embeddings"):
+            emb.generate(GenerationRequest(messages=USER), CancelToken())
+    finally:
+        emb.close()
+
+
+def test_embed_on_a_chat_model_is_invalid(model):
+    with pytest.raises(InvalidRequest, match="embedding = true"):
+        model.embed(["x"])
+
+
+# ----------------------------------------------------------------------------- plugin
+
+
+def test_create_backend_hook(tiny_model_path):
+    entry = ModelEntry(name="tiny", path=str(tiny_model_path), options=LlamaOptions(n_ctx=768))
+    loaded = plugin.create_backend(entry=entry, config=None)
+    try:
+        assert isinstance(loaded, LlamaCppModel) and loaded.n_ctx == 768
+    finally:
+        loaded.close()
+    assert plugin.create_backend(entry=ModelEntry(name="x", path="/x", backend="other"), config=None) is None
+    from_dict = plugin.create_backend(entry=ModelEntry(name="d", path=str(tiny_model_path), options={"n_ctx": 64}), config=None)
+    from_dict.close()
+    with pytest.raises(ModelLoadError, match="bad options"):
+        plugin.create_backend(entry=ModelEntry(name="d", path=str(tiny_model_path), options={"n_ctxx": 64}), config=None)
+
+
+def test_close_twice_is_harmless(tiny_model_path):
+    m = LlamaCppModel.load("c", str(tiny_model_path), LlamaOptions(n_ctx=64))
+    m.close()
+    m.close()
