@@ -139,9 +139,9 @@ def load(args: argparse.Namespace, ctx: Context) -> int:
         result = client.post(f"/api/models/{_quote(args.name)}/load", timeout=600)
     took = time.monotonic() - started
     if result.get("load_seconds"):
-        ctx.console.print(f"[green]✓[/] loaded [bold]{result['model']}[/] in {result['load_seconds']:.2f}s")
+        ctx.console.print(f"[green]✓[/] loaded [bold]{result['name']}[/] in {result['load_seconds']:.2f}s")
     else:
-        ctx.console.print(f"[green]✓[/] [bold]{result['model']}[/] was already loaded ({took:.2f}s)")
+        ctx.console.print(f"[green]✓[/] [bold]{result['name']}[/] was already loaded ({took:.2f}s)")
     return 0
 
 
@@ -155,11 +155,11 @@ def unload(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     took = time.monotonic() - started
     messages = {
-        "unloaded": f"[green]✓[/] unloaded [bold]{result['model']}[/] in {took:.2f}s",
-        "scheduled": f"[yellow]…[/] [bold]{result['model']}[/] is busy; it unloads when its requests end",
-        "not_loaded": f"[dim]{result['model']} was not loaded[/]",
+        "unloaded": f"[green]✓[/] unloaded [bold]{result['name']}[/] in {took:.2f}s",
+        "scheduled": f"[yellow]…[/] [bold]{result['name']}[/] is busy; it unloads when its requests end",
+        "not_loaded": f"[dim]{result['name']} was not loaded[/]",
     }
-    ctx.console.print(messages.get(result.get("status"), str(result)))
+    ctx.console.print(messages.get(result.get("result"), str(result)))
     return 0
 
 
