@@ -322,6 +322,16 @@ class LlamaCppModel:
                 llama.close()
                 del llama
         gc.collect()
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so the process RSS
+    really drops after an unload. A no-op where malloc_trim does not exist."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 class _Plan:

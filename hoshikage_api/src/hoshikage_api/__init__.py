@@ -1,0 +1,1 @@
+"""Hoshikage HTTP API: the OpenAI-compatible endpoints, admin routes and `hoshikage serve`."""

@@ -1,0 +1,75 @@
+"""Strict request-body decoding.
+
+Litestar converts ``data`` leniently (``"5"`` becomes ``5``). OpenAI clients deserve a 400
+for a wrong type, so handlers declare ``dto=StrictBody``: the body is decoded by msgspec in
+strict mode straight into the handler's Struct, and every failure becomes a 400 that names
+the offending field (``messages[0].role``). The OpenAPI schema is still generated from the
+Struct. The body size limit is enforced before this runs (``request_max_body_size``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator
+from typing import Any
+
+import msgspec
+from litestar.dto import AbstractDTO, DTOFieldDefinition
+from litestar.typing import FieldDefinition
+
+from .errors import invalid
+
+_AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def _param(path: str | None) -> str | None:
+    if not path:
+        return None
+    path = path.replace("[...]", "")  # msgspec's marker for "some key of a dict"
+    return path[1:] if path.startswith(".") else path
+
+
+def decode(raw: bytes, type_: type) -> Any:
+    """Decode ``raw`` JSON into ``type_``, raising a 400 :class:`~.errors.ApiError`."""
+    if not raw.strip():
+        raise invalid("The request body is empty: send a JSON object.")
+    try:
+        return msgspec.json.decode(raw, type=type_, strict=True)
+    except msgspec.ValidationError as exc:
+        m = _AT_PATH.match(str(exc))
+        param = _param(m.group("path"))
+        where = f"Invalid '{param}'" if param else "Invalid request body"
+        raise invalid(f"{where}: {m.group('msg')}.", param=param) from None
+    except msgspec.DecodeError as exc:
+        raise invalid(f"The request body is not valid JSON: {exc}.") from None
+    except UnicodeDecodeError:
+        raise invalid("The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise invalid("The request body is nested too deeply.") from None
+
+
+class StrictBody(AbstractDTO):
+    """A DTO that decodes the body strictly into the handler's ``data`` type (a Struct)."""
+
+    @classmethod
+    def create_for_field_definition(cls, field_definition, handler_id, backend_cls=None) -> None:
+        """Nothing to prepare: decoding needs only the annotation."""
+
+    @classmethod
+    def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator):
+        return schema_creator.for_field_definition(
+            FieldDefinition.from_annotation(field_definition.annotation)
+        )
+
+    @classmethod
+    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[DTOFieldDefinition, None, None]:
+        yield from ()
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        return False
+
+    def decode_bytes(self, value: bytes) -> Any:
+        handler = self.asgi_connection.route_handler
+        return decode(value, handler.parsed_fn_signature.parameters["data"].annotation)
+

@@ -1,0 +1,120 @@
+"""The one place where errors become HTTP responses.
+
+Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+Domain errors from the core, Litestar's own HTTP errors (unknown route, oversized body) and
+request validation errors are all mapped here; anything else is a 500 ``server_error`` and
+is logged with its traceback. Client input never reaches that last branch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hoshikage_core.errors import (
+    Cancelled,
+    ContextLengthExceeded,
+    HoshikageError,
+    InvalidRequest,
+    ModelNotFound,
+    QueueFull,
+)
+
+log = logging.getLogger("hoshikage.api")
+
+INVALID_REQUEST = "invalid_request_error"
+
+
+class ApiError(Exception):
+    """An error response: raised by the API's own validation, rendered by :func:`handle`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        }
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    """A 400 ``invalid_request_error``."""
+    return ApiError(400, message, param=param, code=code)
+
+
+def from_domain(exc: HoshikageError, path: str = "") -> ApiError:
+    """The HTTP form of a core error; ``path`` (the URL path) names the prompt's param."""
+    if isinstance(exc, ModelNotFound):
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, ContextLengthExceeded):
+        param = "prompt" if path.endswith("/v1/completions") else "messages"
+        return ApiError(400, str(exc), param=param, code="context_length_exceeded")
+    if isinstance(exc, InvalidRequest):
+        return ApiError(400, str(exc), param=exc.param, code="invalid_request")
+    if isinstance(exc, QueueFull):
+        return ApiError(
+            503, str(exc), type="server_busy", code="queue_full",
+            headers={"Retry-After": str(exc.retry_after)},
+        )  # fmt: skip
+    if isinstance(exc, Cancelled):
+        return ApiError(503, str(exc), type="server_busy", code="cancelled", headers={"Retry-After": "1"})
+    return ApiError(500, str(exc), type="server_error", code=exc.code)
+
+
+def from_http(exc) -> ApiError:
+    """The OpenAI form of one of Litestar's own HTTP exceptions."""
+    status = exc.status_code
+    if status == 400 and any(e.get("key") == "data" for e in exc.extra or () if isinstance(e, dict)):
+        return invalid("The request body is empty: send a JSON object.")
+    detail = exc.detail or "error"
+    headers = dict(exc.headers or {})
+    if status == 404:
+        return ApiError(404, detail, code="not_found")
+    if status == 405:
+        return ApiError(405, detail, code="method_not_allowed", headers=headers)
+    if status == 413:
+        return ApiError(413, "The request body is larger than the server's max_body_size.", code="request_too_large")
+    if status < 500:
+        return ApiError(status, detail, headers=headers)
+    return ApiError(status, detail, type="server_error", headers=headers)
+
+
+def to_api_error(exc: Exception, path: str = "") -> ApiError:
+    """Any exception as an :class:`ApiError`."""
+    from litestar.exceptions import HTTPException
+
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, HoshikageError):
+        return from_domain(exc, path)
+    if isinstance(exc, HTTPException):
+        return from_http(exc)
+    log.error("unhandled error", exc_info=exc)
+    return ApiError(500, "Internal server error; see the server log.", type="server_error")
+
+
+def handle(request, exc: Exception):
+    """Litestar exception handler for every exception type."""
+    from litestar import Response
+
+    path = request.url.path
+    error = to_api_error(exc, path)
+    request.app.state.metrics.error_response(path, error.status, error.code or error.type)
+    level = logging.WARNING if error.status >= 500 else logging.INFO
+    log.log(level, "%s %s %d %s", request.method, path, error.status, error.message)
+    return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")

@@ -1,0 +1,96 @@
+"""The one path every generation request takes: a session on the runtime, then each choice
+in turn (``n`` per prompt), as a stream of ``(choice index, Chunk)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import attrs
+from hoshikage_core.errors import Cancelled
+from hoshikage_core.protocol import Chunk, TokenLogprob
+
+from .schemas import Usage
+from .translate import Job
+
+SHUTDOWN = "The generation was cancelled because the server is shutting down."
+
+
+async def run(runtime, job: Job) -> AsyncIterator[tuple[int, Chunk]]:
+    """Yield every choice's chunks, one choice after another, inside one session.
+
+    Closing or cancelling the iterator cancels the backend within a token; the session
+    releases its slot once the worker thread has stopped.
+    """
+    async with runtime.session(job.model, endpoint=job.endpoint, keep_alive=job.keep_alive) as session:
+        for index in range(job.choices):
+            async with aclosing(session.generate(job.choice_request(index))) as chunks:
+                async for chunk in chunks:
+                    if chunk.finish_reason == "cancelled":
+                        raise Cancelled(SHUTDOWN)
+                    yield index, chunk
+
+
+@attrs.define
+class ChoiceResult:
+    """One choice, accumulated from its chunks."""
+
+    texts: list[str] = attrs.Factory(list)
+    logprobs: list[TokenLogprob] | None = None
+    tool_calls: list = attrs.Factory(list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.text:
+            self.texts.append(chunk.text)
+        if chunk.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + list(chunk.logprobs)
+        if chunk.tool_calls:
+            self.tool_calls.extend(chunk.tool_calls)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+            self.prompt_tokens = chunk.prompt_tokens or 0
+            self.completion_tokens = chunk.completion_tokens or 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+async def collect(runtime, job: Job) -> list[ChoiceResult]:
+    """Run ``job`` to the end and return its choices."""
+    results = [ChoiceResult() for _ in range(job.choices)]
+    async with aclosing(run(runtime, job)) as chunks:
+        async for index, chunk in chunks:
+            results[index].add(chunk)
+    return results
+
+
+class UsageCounter:
+    """Token usage over a job: the prompt is counted once per prompt, not once per choice."""
+
+    def __init__(self, job: Job):
+        self.n = job.n
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def add(self, index: int, prompt_tokens: int, completion_tokens: int) -> None:
+        if index % self.n == 0:
+            self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
+
+
+def usage_of(job: Job, results: list[ChoiceResult]) -> Usage:
+    counter = UsageCounter(job)
+    for index, result in enumerate(results):
+        counter.add(index, result.prompt_tokens, result.completion_tokens)
+    return counter.usage()

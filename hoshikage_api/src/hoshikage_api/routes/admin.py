@@ -1,0 +1,46 @@
+"""Admin routes for the CLI: status, load and unload."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, get, post
+from litestar.params import Parameter
+
+from ..translate import keep_alive as parse_keep_alive
+from .deps import ModelPath, runtime_of
+from .docs import errors
+
+KeepAliveQuery = Annotated[str | None, Parameter(description="idle time after the load: seconds, 5m, -1")]
+
+
+@get("/api/status", tags=["Admin"], summary="Server and model status", responses=errors(401))
+async def status(request: Request) -> dict[str, Any]:
+    """Each model's state, aliases, memory, last use and unload time, in-flight and queued
+    requests, plus the server's uptime and version."""
+    return runtime_of(request).status()
+
+
+@post(
+    "/api/models/{name:str}/load", status_code=200, tags=["Admin"], summary="Load a model",
+    responses=errors(401, 404, 500, 503),
+)  # fmt: skip
+async def load(name: ModelPath, request: Request, keep_alive: KeepAliveQuery = None) -> dict[str, Any]:
+    """Load ``name`` now (through the queue, like a request). ``keep_alive`` (query) sets
+    how long it then stays loaded while idle."""
+    runtime = runtime_of(request)
+    seconds = await runtime.load(name, keep_alive=parse_keep_alive(keep_alive))
+    entry = runtime.resolve(name)
+    return {"name": entry.name, "state": runtime.pool.state(entry.name), "load_seconds": seconds}
+
+
+@post(
+    "/api/models/{name:str}/unload", status_code=200, tags=["Admin"], summary="Unload a model",
+    responses=errors(401, 404),
+)  # fmt: skip
+async def unload(name: ModelPath, request: Request) -> dict[str, Any]:
+    """``result`` is ``unloaded``, ``scheduled`` (when its requests end) or ``not_loaded``."""
+    runtime = runtime_of(request)
+    result = await runtime.unload(name)
+    entry = runtime.resolve(name)
+    return {"name": entry.name, "result": result, "state": runtime.pool.state(entry.name)}

@@ -1,0 +1,214 @@
+"""From a decoded API request to the core's :class:`GenerationRequest`: the checks a type
+cannot express (``stream_options`` without ``stream``, token-id prompts, ...) and the
+mapping of each OpenAI field onto the core's names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import msgspec
+from hoshikage_core.protocol import GenerationRequest, ResponseFormat
+from hoshikage_core.units import parse_duration
+
+from . import schemas as s
+from .errors import invalid
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """Everything one generation request asks for: one session, ``len(requests) * n`` choices.
+
+    Choice ``i * n + j`` is the ``j``-th sample of prompt ``i``.
+    """
+
+    endpoint: str
+    #: The model name as the client wrote it (alias or not); echoed back in responses.
+    model: str
+    keep_alive: float | None
+    requests: tuple[GenerationRequest, ...]
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    #: Completions with ``echo``: each prompt, repeated before its choices' text.
+    echo: tuple[str, ...] | None = None
+
+    def choice_request(self, index: int) -> GenerationRequest:
+        """The request for choice ``index``. Samples after the first of a prompt get
+        ``seed + j`` so that ``n > 1`` with a seed gives different but repeatable choices."""
+        request = self.requests[index // self.n]
+        j = index % self.n
+        if j and request.seed is not None:
+            request = attrs.evolve(request, seed=request.seed + j)
+        return request
+
+    @property
+    def choices(self) -> int:
+        return len(self.requests) * self.n
+
+
+def keep_alive(value: float | str | None) -> float | None:
+    """Seconds (-1: never) from the ``keep_alive`` extension field."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, allow_never=True)
+    except ValueError as exc:
+        raise invalid(f"Invalid 'keep_alive': {exc}.", "keep_alive") from None
+
+
+def _sampling(data: s.SamplingFields) -> dict[str, Any]:
+    if data.stream_options is not None and not data.stream:
+        raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
+    stop = data.stop
+    return {
+        "max_tokens": data.max_tokens,
+        "temperature": data.temperature,
+        "top_p": data.top_p,
+        "top_k": data.top_k,
+        "min_p": data.min_p,
+        "repeat_penalty": data.repeat_penalty,
+        "presence_penalty": data.presence_penalty,
+        "frequency_penalty": data.frequency_penalty,
+        "stop": (stop,) if isinstance(stop, str) else tuple(stop or ()),
+        "seed": data.seed,
+        "logit_bias": _logit_bias(data.logit_bias),
+    }
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    if not bias:
+        return None
+    out = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if token < 0 or str(token) != key.strip():
+            raise invalid(f"Invalid 'logit_bias': keys must be token ids, got {key!r}.", "logit_bias")
+        out[token] = value
+    return out
+
+
+def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest], **extra) -> Job:
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    return Job(
+        endpoint=endpoint, model=data.model, keep_alive=keep_alive(data.keep_alive),
+        requests=tuple(requests), n=data.n, stream=data.stream, include_usage=include_usage, **extra,
+    )  # fmt: skip
+
+
+# ---- chat ---------------------------------------------------------------------------------
+
+
+def _text(content: str | list | None, param: str) -> str:
+    """Message content as one string; text parts are joined with newlines."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for i, part in enumerate(content):
+        if isinstance(part, s.ImageUrlPart):
+            raise invalid(
+                f"Invalid '{param}[{i}]': image inputs are not supported; the models served "
+                "here are text-only.",
+                f"{param}[{i}]",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _message(message: s.Message, i: int) -> dict[str, Any]:
+    role = type(message).__struct_config__.tag
+    out: dict[str, Any] = {
+        # Chat templates know "system"; OpenAI's "developer" role means the same.
+        "role": "system" if role == "developer" else role,
+        "content": _text(message.content, f"messages[{i}].content"),
+    }
+    if getattr(message, "name", None):
+        out["name"] = message.name
+    if isinstance(message, s.AssistantMessage) and message.tool_calls:
+        out["tool_calls"] = msgspec.to_builtins(message.tool_calls)
+    if isinstance(message, s.ToolMessage):
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _response_format(fmt: s.ResponseFormatField | None) -> ResponseFormat | None:
+    if fmt is None or isinstance(fmt, s.TextFormat):
+        return None
+    if isinstance(fmt, s.JsonObjectFormat):
+        return ResponseFormat(type="json_object")
+    spec = fmt.json_schema
+    return ResponseFormat(type="json_schema", schema=spec.schema, name=spec.name, strict=bool(spec.strict))
+
+
+def chat_job(data: s.ChatCompletionRequest) -> Job:
+    if data.top_logprobs is not None and not data.logprobs:
+        raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    if data.tool_choice is not None and data.tool_choice != "none" and not data.tools:
+        raise invalid("'tool_choice' is only allowed when 'tools' are given.", "tool_choice")
+    sampling = _sampling(data)
+    if data.max_completion_tokens is not None:
+        sampling["max_tokens"] = data.max_completion_tokens
+    tool_choice = data.tool_choice
+    request = GenerationRequest(
+        messages=tuple(_message(m, i) for i, m in enumerate(data.messages)),
+        logprobs=data.logprobs,
+        top_logprobs=data.top_logprobs or 0,
+        response_format=_response_format(data.response_format),
+        tools=tuple(msgspec.to_builtins(data.tools)) if data.tools else None,
+        tool_choice=tool_choice if isinstance(tool_choice, str) or tool_choice is None
+        else msgspec.to_builtins(tool_choice),
+        **sampling,
+    )  # fmt: skip
+    return _job(data, "chat", [request])
+
+
+# ---- completions --------------------------------------------------------------------------
+
+
+def _prompts(prompt: str | list) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise invalid("'prompt' must not be an empty list.", "prompt")
+    if not all(isinstance(p, str) for p in prompt):
+        raise invalid("Token-id prompts are not supported: send the prompt as text.", "prompt")
+    return list(prompt)
+
+
+def completion_job(data: s.CompletionRequest) -> Job:
+    if data.suffix:
+        raise invalid("'suffix' is not supported.", "suffix")
+    if data.best_of is not None and data.best_of != data.n:
+        raise invalid("'best_of' is not supported (it may only equal 'n').", "best_of")
+    prompts = _prompts(data.prompt)
+    sampling = _sampling(data)
+    requests = [
+        GenerationRequest(
+            prompt=p, logprobs=data.logprobs is not None, top_logprobs=data.logprobs or 0, **sampling
+        )
+        for p in prompts
+    ]
+    return _job(data, "completions", requests, echo=tuple(prompts) if data.echo else None)
+
+
+# ---- embeddings ---------------------------------------------------------------------------
+
+
+def embedding_inputs(data: s.EmbeddingRequest) -> list[str]:
+    if data.dimensions is not None:
+        raise invalid("'dimensions' is not supported: the model's own size is returned.", "dimensions")
+    inputs = [data.input] if isinstance(data.input, str) else data.input
+    if not inputs:
+        raise invalid("'input' must not be an empty list.", "input")
+    if not all(isinstance(x, str) for x in inputs):
+        raise invalid("Token-id inputs are not supported: send the input as text.", "input")
+    for i, text in enumerate(inputs):
+        if not text:
+            param = "input" if isinstance(data.input, str) else f"input[{i}]"
+            raise invalid(f"Invalid '{param}': must not be an empty string.", param)
+    return inputs
