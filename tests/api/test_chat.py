@@ -138,6 +138,21 @@ async def test_json_object_response_format_gives_json(client):
     assert text.lstrip().startswith(("{", "["))
 
 
+async def test_json_object_with_end_of_text_banned_does_not_kill_the_server(client):
+    # The grammar needs the end of generation once the object closes; banning it left
+    # llama.cpp without a candidate and it aborted the process. Now the grammar wins.
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny", "messages": MESSAGES, "max_tokens": 40, "temperature": 0,
+            "response_format": {"type": "json_object"}, "logit_bias": {"2": -100},
+        },
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].lstrip().startswith("{")
+    assert (await client.get("/health")).status_code == 200
+
+
 async def test_text_parts_and_developer_role_accepted(client):
     r = await client.post(
         "/v1/chat/completions",

@@ -158,6 +158,19 @@ def test_json_object_parses(model):
     assert isinstance(json.loads(text), dict)
 
 
+@pytest.mark.parametrize("banned", ["eos", "brace"])
+def test_bias_banning_what_the_grammar_requires_does_not_abort(model, banned):
+    # Banning the only tokens the grammar allows used to leave llama.cpp no candidate, and
+    # it aborted the whole process. The grammar wins: the output still parses.
+    token = EOS if banned == "eos" else 3 + ord("{")  # the byte token <0x7B>
+    text, chunks = run(model, messages=USER, max_tokens=200, temperature=0,
+                       response_format=ResponseFormat(type="json_object"), logit_bias={token: -100})  # fmt: skip
+    assert chunks[-1].finish_reason in ("stop", "length")
+    if chunks[-1].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+    assert text.lstrip().startswith("{")
+
+
 def test_json_schema_validates(model):
     jsonschema = pytest.importorskip("jsonschema")
     schema = {

@@ -31,6 +31,11 @@ DEFAULTS: dict[str, float] = {
 PENALTY_LAST_N = 64
 #: A bias at or below this bans the token, as OpenAI documents for -100.
 BAN_BIAS = -100.0
+#: What a ban becomes when a grammar is active: far below any real logit, yet finite, so
+#: a token the grammar requires (the closing brace, the end of generation) can still be
+#: drawn when the bias bans it. A -inf there leaves no candidate at all, and llama.cpp then
+#: aborts the process ("Unexpected empty grammar stack"). The grammar wins over the bias.
+GRAMMAR_BAN = -1e9
 
 
 def setting(request: GenerationRequest, name: str) -> float:
@@ -125,7 +130,8 @@ class SamplerChain:
     def _build(self, vocab, n_vocab: int, request: GenerationRequest, grammar: str | None) -> None:
         lib = self._lib
         if request.logit_bias:
-            self._add(_logit_bias_sampler(lib, n_vocab, request.logit_bias))
+            ban = GRAMMAR_BAN if grammar is not None else -math.inf
+            self._add(_logit_bias_sampler(lib, n_vocab, request.logit_bias, ban))
         repeat = setting(request, "repeat_penalty")
         frequency = setting(request, "frequency_penalty")
         presence = setting(request, "presence_penalty")
@@ -163,14 +169,14 @@ class SamplerChain:
             self._chain = None
 
 
-def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float]):
+def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float], ban: float):
     entries = (lib.llama_logit_bias * len(bias))()
     for i, (token, value) in enumerate(bias.items()):
         token = int(token)
         if not 0 <= token < n_vocab:
             raise InvalidRequest(f"logit_bias: token id {token} is not in the vocabulary (0..{n_vocab - 1})", "logit_bias")
         entries[i].token = token
-        entries[i].bias = -math.inf if value <= BAN_BIAS else float(value)
+        entries[i].bias = ban if value <= BAN_BIAS else float(value)
     return lib.llama_sampler_init_logit_bias(n_vocab, len(bias), entries)
 
 
