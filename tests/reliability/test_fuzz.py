@@ -1,0 +1,131 @@
+"""Bad input, property-based: random and mutated bodies on every endpoint that takes one.
+Every response is 2xx or a 4xx with OpenAI's error body, never a 500, and the server stays up."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.server import running_server
+
+pytestmark = pytest.mark.timeout(300)
+
+ENDPOINTS = {
+    "/v1/chat/completions": {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"model": "tiny", "max_tokens": 4, "prompt": "hi"},
+    "/v1/embeddings": {"model": "embed", "input": "hi"},
+}
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.sampled_from([2**63, -(2**63) - 1, 10**400, 0, -1])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from(["tiny", "embed", "user", "system", "tool", "json_schema", "5m", "-1", ""])
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def bodies(draw):
+    path = draw(st.sampled_from(sorted(ENDPOINTS)))
+    base = dict(ENDPOINTS[path])
+    how = draw(st.sampled_from(["replace", "add", "whole", "nested"]))
+    if how == "replace":
+        base[draw(st.sampled_from(sorted(base)))] = draw(json_values)
+    elif how == "add":
+        key = draw(st.sampled_from([
+            "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "logit_bias",
+            "logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "keep_alive",
+            "encoding_format", "max_completion_tokens", "echo", "presence_penalty", "min_p", "top_k",
+        ]))  # fmt: skip
+        base[key] = draw(json_values)
+    elif how == "nested" and "messages" in base:
+        base["messages"] = [draw(st.dictionaries(st.sampled_from(["role", "content", "name", "tool_calls", "tool_call_id"]),
+                                                 json_values, max_size=4))]  # fmt: skip
+    else:
+        return path, draw(json_values)
+    return path, base
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_path):
+    config = {
+        "server": {"max_queue": 64, "max_body_size": "2MiB"},
+        "unload": {"max_loaded": 2},
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 128},
+            {"name": "embed", "path": str(tiny_model_path), "n_ctx": 128, "embedding": True},
+        ],
+    }
+    with running_server(config) as srv:
+        yield srv
+        assert srv.process.poll() is None, "the server died:\n" + srv.log()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.base_url, timeout=60) as c:
+        yield c
+
+
+def check(response: httpx.Response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert set(error) >= {"message", "type", "param", "code"}
+        assert error["message"]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies())
+def test_random_bodies_never_500(client, case):
+    path, body = case
+    try:
+        raw = json.dumps(body).encode()
+    except ValueError:
+        return
+    check(client.post(path, content=raw, headers={"Content-Type": "application/json"}))
+
+
+@pytest.mark.parametrize("path", sorted(ENDPOINTS))
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xff\xfe\x00garbage\x80", id="non-utf8"),
+        pytest.param(b'{"model": "tiny", "prompt": "\xc3\x28"}', id="invalid-utf8-in-string"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deep-nesting"),
+        pytest.param(b'{"model": "tiny", "max_tokens": 1' + b"0" * 400 + b"}", id="huge-number"),
+        pytest.param(b'{"model": "tiny", "temperature": 1e400}', id="overflowing-float"),
+        pytest.param(b'{"model": "tiny", "messages": [' + b'{"role":"user","content":"x"},' * 50 + b"{}]}", id="one-bad-message"),
+        pytest.param(b"null", id="null"),
+        pytest.param(b'"just a string"', id="string"),
+        pytest.param(b'{"model": "tiny"', id="truncated-json"),
+    ],
+)
+def test_hostile_bodies(client, path, raw):
+    check(client.post(path, content=raw, headers={"Content-Type": "application/json"}))
+
+
+@pytest.mark.parametrize("path", sorted(ENDPOINTS))
+def test_ten_megabyte_body_is_refused(client, path):
+    raw = b'{"model": "tiny", "prompt": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+    r = client.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_still_up_and_idle_after_the_fuzzing(client):
+    assert client.get("/health").status_code == 200
+    status = client.get("/api/status").json()
+    assert (status["running"], status["queued"]) == (0, 0)

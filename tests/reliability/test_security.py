@@ -1,0 +1,80 @@
+"""Security: the API key guards every route but /health, the default bind is loopback, and
+bodies are size-capped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.server import free_port, running_server
+
+pytestmark = pytest.mark.timeout(120)
+KEY = "s3cret-key"
+
+
+def test_api_key_guards_every_route_but_health(tiny_model_path):
+    config = {
+        "server": {"api_key": KEY, "max_body_size": "1MiB"},
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}],
+    }
+    with running_server(config) as server:
+        assert server.get("/health")[0] == 200
+        schema_status, schema = server.get("/schema/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
+        assert schema_status == 200
+        paths = json.loads(schema)["paths"]
+        assert {"/v1/models", "/v1/chat/completions", "/api/status", "/metrics"} <= set(paths)
+        checked = 0
+        for path, methods in paths.items():
+            url = server.base_url + path.replace("{name}", "tiny").replace("{model_id}", "tiny").replace("{id}", "tiny")
+            for method in methods:
+                if method not in ("get", "post"):
+                    continue
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+                    r = httpx.request(method.upper(), url, headers=headers, json={}, timeout=10)
+                    if path == "/health":
+                        assert r.status_code == 200
+                        continue
+                    assert r.status_code == 401, (method, path, headers, r.status_code)
+                    assert r.json()["error"]["type"] == "authentication_error"
+                    checked += 1
+        assert checked >= 24
+        for path in ("/schema", "/schema/openapi.json"):  # the schema is guarded too
+            assert httpx.get(server.base_url + path, timeout=10).status_code == 401
+        ok = httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+        assert ok.status_code == 200
+
+        big = b'{"model": "tiny", "prompt": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+        r = httpx.post(server.base_url + "/v1/completions", content=big, timeout=30,
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})  # fmt: skip
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        assert server.get("/health")[0] == 200
+
+
+def test_default_bind_is_loopback_only(tiny_model_path):
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "config.toml"
+        cfg.write_text(f'[server]\nport = {port}\n[[models]]\nname = "tiny"\npath = "{tiny_model_path}"\n')
+        proc = subprocess.Popen([sys.executable, "-m", "hoshikage_core.cli", "--config", str(cfg), "serve"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            listening = []
+            while time.monotonic() < deadline and not listening:
+                listening = [c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet")
+                             if c.status == psutil.CONN_LISTEN]  # fmt: skip
+                time.sleep(0.05)
+            assert listening, "the server never listened"
+            assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
+            assert {addr.port for addr in listening} == {port}
+        finally:
+            proc.terminate()
+            proc.wait(10)
