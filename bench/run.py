@@ -96,65 +96,100 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
-# ---- direct llama-cpp-python: the floor ---------------------------------------------------
+# ---- throughput and TTFT: every engine up at once, reps interleaved ----------------------
+#
+# On a small, noisy machine the speed drifts between phases; running rep i on each engine
+# back to back makes the ratios compare like with like. Idle engines cost no CPU.
 
 
-def bench_direct(model: Path, args) -> dict:
-    from llama_cpp import Llama
+class DirectEngine:
+    """llama-cpp-python's own streaming API, in this process, with exactly the Llama()
+    arguments the server's backend uses for the same options: the floor of the stack."""
 
-    started = time.perf_counter()
-    llm = Llama(str(model), n_ctx=args.n_ctx, n_threads=args.threads, n_gpu_layers=-1, verbose=False)
-    load_s = time.perf_counter() - started
-    ttft, tps = [], []
-    llm.create_completion(prompt_for(999), max_tokens=4, temperature=0)  # warm-up
+    def __init__(self, model: Path, args):
+        from hoshikage_core.gguf_info import read_info
+        from hoshikage_llamacpp.model import llama_kwargs
+        from hoshikage_llamacpp.options import LlamaOptions
+        from llama_cpp import Llama
+
+        kwargs = llama_kwargs(LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads), read_info(model).metadata)
+        started = time.perf_counter()
+        self.llm = Llama(str(model), **kwargs)
+        self.load_s = time.perf_counter() - started
+        self.max_tokens = args.max_tokens
+
+    def stream(self, prompt: str, max_tokens: int):
+        for chunk in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
+            if chunk["choices"][0]["text"]:
+                yield
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class HttpEngine:
+    """Streaming /v1/completions with the official openai client."""
+
+    def __init__(self, base_url: str, model: str, extra: dict | None = None):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url + "/v1", api_key="bench", max_retries=0, timeout=600)
+        self.model = model
+        self.extra = extra or {}
+
+    def stream(self, prompt: str, max_tokens: int):
+        for chunk in self.client.completions.create(
+            model=self.model, prompt=prompt, max_tokens=max_tokens, temperature=0, stream=True,
+            extra_body=self.extra,
+        ):  # fmt: skip
+            if chunk.choices and chunk.choices[0].text:
+                yield
+
+
+class RawSSEEngine:
+    """The same stream read with plain httpx: no SDK parsing. Shows how much of any gap is
+    the client's own CPU (on a 2-core machine it competes with llama.cpp's threads)."""
+
+    def __init__(self, base_url: str, model: str, extra: dict | None = None):
+        import httpx
+
+        self.client = httpx.Client(base_url=base_url, timeout=600)
+        self.model = model
+        self.extra = extra or {}
+
+    def stream(self, prompt: str, max_tokens: int):
+        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                "stream": True, **self.extra}  # fmt: skip
+        with self.client.stream("POST", "/v1/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    yield
+
+
+def timed(engine, prompt: str, max_tokens: int) -> tuple[float, float | None]:
+    """(time to first token, decode tok/s after the first) of one streamed completion."""
+    t0 = time.perf_counter()
+    first = last = None
+    n = 0
+    for _ in engine.stream(prompt, max_tokens):
+        last = time.perf_counter()
+        if first is None:
+            first = last
+        n += 1
+    return first - t0, ((n - 1) / (last - first) if n > 1 else None)
+
+
+def bench_throughput(engines: dict, args) -> dict:
+    samples = {name: ([], []) for name in engines}
+    for engine in engines.values():
+        timed(engine, prompt_for(999), 4)  # warm-up: loaded, first-call costs paid
     for i in range(args.reps):
-        t0 = time.perf_counter()
-        first = last = None
-        n = 0
-        for _chunk in llm.create_completion(
-            prompt_for(i), max_tokens=args.max_tokens, temperature=0, stream=True
-        ):
-            last = time.perf_counter()
-            if first is None:
-                first = last
-            n += 1
-        ttft.append(first - t0)
-        if n > 1:
-            tps.append((n - 1) / (last - first))
-    llm.close()
-    del llm
-    return {"load_s": load_s, "ttft_s": summary(ttft), "decode_tps": summary(tps)}
-
-
-# ---- streaming through an OpenAI-compatible server --------------------------------------
-
-
-def stream_completions(base_url: str, model: str, args, extra: dict | None = None) -> dict:
-    from openai import OpenAI
-
-    client = OpenAI(base_url=base_url + "/v1", api_key="bench", max_retries=0, timeout=600)
-    ttft, tps = [], []
-    client.completions.create(model=model, prompt=prompt_for(999), max_tokens=4, temperature=0,
-                              extra_body=extra or {})  # fmt: skip
-    for i in range(args.reps):
-        t0 = time.perf_counter()
-        first = last = None
-        n = 0
-        stream = client.completions.create(
-            model=model, prompt=prompt_for(i), max_tokens=args.max_tokens, temperature=0,
-            stream=True, extra_body=extra or {},
-        )  # fmt: skip
-        for chunk in stream:
-            if not chunk.choices or not chunk.choices[0].text:
-                continue
-            last = time.perf_counter()
-            if first is None:
-                first = last
-            n += 1
-        ttft.append(first - t0)
-        if n > 1:
-            tps.append((n - 1) / (last - first))
-    return {"ttft_s": summary(ttft), "decode_tps": summary(tps)}
+        for name, engine in engines.items():
+            ttft, tps = timed(engine, prompt_for(i), args.max_tokens)
+            samples[name][0].append(ttft)
+            if tps is not None:
+                samples[name][1].append(tps)
+    return {name: {"ttft_s": summary(t), "decode_tps": summary(d)} for name, (t, d) in samples.items()}
 
 
 class Server:
@@ -163,8 +198,10 @@ class Server:
     def __init__(self, argv: list[str], port: int, health: str = "/health", env: dict | None = None):
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
+        # The log goes to a file: a pipe nobody reads fills up and blocks a chatty server.
+        self.log = tempfile.TemporaryFile()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})  # fmt: skip
         self.startup_s = self._wait(health)
 
@@ -174,7 +211,8 @@ class Server:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 if httpx.get(self.base_url + path, timeout=0.5).status_code == 200:
                     return time.perf_counter() - self.t0
@@ -219,7 +257,8 @@ def bench_hoshikage(model: Path, args) -> dict:
         http = httpx.Client(base_url=server.base_url, timeout=600)
         load = http.post("/api/models/a/load").json()
         out["cold_load_s"] = load.get("load_seconds")
-        out.update(stream_completions(server.base_url, "a", args, {"keep_alive": -1}))
+        client0 = HttpEngine(server.base_url, "a", {"keep_alive": -1})
+        timed(client0, prompt_for(998), 16)
         out["rss_loaded_mb"] = rss_mb(server.proc.pid)
 
         # /v1/models latency while a long generation runs.
@@ -264,7 +303,7 @@ def bench_hoshikage(model: Path, args) -> dict:
             if set(states.values()) == {"unloaded"}:
                 break
             time.sleep(0.2)
-        time.sleep(0.5)
+        time.sleep(2.0)  # let freed memory settle before reading it
         out["rss_after_unload_mb"] = rss_mb(server.proc.pid)
     finally:
         server.stop()
@@ -296,40 +335,31 @@ def bench_contention(model: Path, args, concurrency: int) -> dict:
         server.stop()
 
 
-def bench_llama_cpp_server(model: Path, args) -> dict | None:
+def start_llama_cpp_server(model: Path, args) -> Server | dict:
+    """llama-cpp-python's own server (the `bench` extra), same model, threads and flags."""
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
         return {"skipped": f"llama_cpp.server not installed ({exc}); pip install '.[bench]'"}
     port = free_port()
-    server = Server(
+    return Server(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_ctx", str(args.n_ctx),
-         "--n_threads", str(args.threads), "--host", "127.0.0.1", "--port", str(port)],
+         "--n_threads", str(args.threads), "--flash_attn", "true",
+         "--host", "127.0.0.1", "--port", str(port)],
         port, health="/v1/models",
     )  # fmt: skip
-    try:
-        out = {"startup_s": server.startup_s}
-        out.update(stream_completions(server.base_url, "model", args))
-        return out
-    finally:
-        server.stop()
 
 
-def bench_llama_server(binary: str | None, model: Path, args) -> dict | None:
+def start_llama_server(binary: str | None, model: Path, args) -> Server | dict:
+    """llama.cpp's own llama-server, when a binary is given."""
     if not binary:
         return {"skipped": "no --llama-server PATH given"}
     port = free_port()
-    server = Server(
-        [binary, "-m", str(model), "-c", str(args.n_ctx), "-t", str(args.threads),
+    return Server(
+        [binary, "-m", str(model), "-c", str(args.n_ctx), "-t", str(args.threads), "-fa", "on",
          "--host", "127.0.0.1", "--port", str(port)],
         port,
     )  # fmt: skip
-    try:
-        out = {"startup_s": server.startup_s}
-        out.update(stream_completions(server.base_url, "model", args))
-        return out
-    finally:
-        server.stop()
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -345,6 +375,9 @@ def ratios(results: dict) -> dict:
         "models_p99_ms": h["models_latency_ms"]["p99"],
         "rss_after_unload_mb": h["rss_after_unload_mb"] - h["rss_before_load_mb"],
     }
+    raw = results.get("hoshikage_raw_client")
+    if raw:
+        out["raw_client_decode_ratio"] = raw["decode_tps"]["median"] / d["decode_tps"]["median"]
     for peer in ("llama_cpp_server", "llama_server"):
         p = results.get(peer) or {}
         if "decode_tps" in p:
@@ -370,7 +403,7 @@ def report(results: dict) -> None:
     peers = {k: results.get(k) or {} for k in ("llama_cpp_server", "llama_server")}
     table = Table(title="Throughput and latency (median [min–max])", title_justify="left")
     for col in ("engine", "TTFT ms", "decode tok/s", "startup s"):
-        table.add_column(col, justify="left" if col == "engine" else "right")
+        table.add_column(col, justify="left" if col == "engine" else "right", no_wrap=True)
 
     def fmt(s: dict, scale: float = 1.0) -> str:
         if not s or s.get("median") is None:
@@ -378,10 +411,13 @@ def report(results: dict) -> None:
         return f"{s['median'] * scale:.1f} [{s['min'] * scale:.1f}–{s['max'] * scale:.1f}]"
 
     table.add_row("direct llama-cpp-python", fmt(d["ttft_s"], 1000), fmt(d["decode_tps"]), "-")
-    table.add_row("hoshikage", fmt(h["ttft_s"], 1000), fmt(h["decode_tps"]), f"{h['startup_s']:.2f}")
+    table.add_row("hoshikage (openai client)", fmt(h["ttft_s"], 1000), fmt(h["decode_tps"]), f"{h['startup_s']:.2f}")
+    raw = results.get("hoshikage_raw_client") or {}
+    if raw:
+        table.add_row("hoshikage (raw SSE client)", fmt(raw["ttft_s"], 1000), fmt(raw["decode_tps"]), "-")
     for name, p in peers.items():
         if "skipped" in p:
-            table.add_row(name, f"[dim]{p['skipped']}[/]", "", "")
+            table.add_row(f"{name}: [dim]{p['skipped']}[/]", "", "", "")
         elif p:
             table.add_row(name, fmt(p["ttft_s"], 1000), fmt(p["decode_tps"]), f"{p['startup_s']:.2f}")
     console.print(table)
@@ -405,7 +441,7 @@ def report(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the embedded Gemma 3 270M)")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=physical_cores())
@@ -422,13 +458,41 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model),
         "settings": {"reps": args.reps, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx},
     }
-    results["direct"] = bench_direct(model, args)
-    results["hoshikage"] = bench_hoshikage(model, args)
+    # 1-2: throughput and TTFT, every engine up at once, reps interleaved.
+    direct = DirectEngine(model, args)
+    servers: dict[str, Server] = {}
+    engines: dict = {"direct": direct}
+    try:
+        hk, _ = hoshikage_server(model, args)
+        servers["hoshikage"] = hk
+        engines["hoshikage"] = HttpEngine(hk.base_url, "a", {"keep_alive": -1})
+        # A second instance, so the raw client never finds its prompt in the first's KV cache.
+        raw, _ = hoshikage_server(model, args)
+        servers["hoshikage_raw_client"] = raw
+        engines["hoshikage_raw_client"] = RawSSEEngine(raw.base_url, "a", {"keep_alive": -1})
+        if not args.skip_peers:
+            for name, started in (
+                ("llama_cpp_server", start_llama_cpp_server(model, args)),
+                ("llama_server", start_llama_server(args.llama_server, model, args)),
+            ):
+                if isinstance(started, Server):
+                    servers[name] = started
+                    engines[name] = HttpEngine(started.base_url, "model")
+                    results[name] = {"startup_s": started.startup_s}
+                else:
+                    results[name] = started
+        for name, measured in bench_throughput(engines, args).items():
+            results.setdefault(name, {}).update(measured)
+        results["direct"]["load_s"] = direct.load_s
+    finally:
+        direct.close()
+        for server in servers.values():
+            server.stop()
+    # 3-6: startup, switch, /v1/models latency, RSS, on a fresh server.
+    results["hoshikage"].update(bench_hoshikage(model, args))
+    # 7: contention.
     results["contention_c1"] = bench_contention(model, args, 1)
     results["contention_c2"] = bench_contention(model, args, 2)
-    if not args.skip_peers:
-        results["llama_cpp_server"] = bench_llama_cpp_server(model, args)
-        results["llama_server"] = bench_llama_server(args.llama_server, model, args)
     results["ratios"] = ratios(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -72,9 +72,9 @@ def render_status(data: dict):
     for col, justify in (
         ("model", "left"), ("state", "left"), ("memory", "right"), ("idle", "right"),
         ("unload in", "right"), ("in use", "right"), ("queued", "right"),
-        ("requests", "right"), ("last tok/s", "right"),
+        ("reqs", "right"), ("tok/s", "right"),
     ):  # fmt: skip
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=True)
     for m in data["models"]:
         state = m["state"]
         label = m["name"] + (f" [dim]({', '.join(m['aliases'])})[/]" if m["aliases"] else "")
