@@ -30,3 +30,46 @@ def test_config_examples_validate(data):
     if pm.hook.backend_options(backend="llamacpp") is None:
         pytest.skip("the llama.cpp backend is not installed")
     config_mod.structure(data, pm=pm)
+
+
+def readme_blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+@pytest.fixture(scope="module")
+def default_server(tiny_model_path):
+    pytest.importorskip("litestar")
+    from tests.support.server import running_server
+
+    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "aliases": ["default"], "n_ctx": 512}]}
+    with running_server(config) as server:
+        yield server
+
+
+def test_readme_python_example_runs(default_server, capsys):
+    pytest.importorskip("openai")
+    (example,) = [b for b in readme_blocks("python") if "OpenAI(" in b]
+    code = example.replace("http://127.0.0.1:8000", default_server.base_url)
+    code = code.replace('model="default",', 'model="default", max_tokens=16,')
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip()  # it printed the replies
+
+
+def test_readme_curl_examples_run(default_server):
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    (block,) = [b for b in readme_blocks("bash") if "curl" in b]
+    commands = [c.strip() for c in block.split("\n\n") if c.strip().startswith(("curl", "#"))]
+    ran = 0
+    for command in commands:
+        command = "\n".join(line for line in command.splitlines() if not line.startswith("#"))
+        command = command.replace("http://127.0.0.1:8000", default_server.base_url)
+        command = command.replace('"model": "default",', '"model": "default", "max_tokens": 8,')
+        out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert '"object":"chat.completion' in out.stdout.replace(" ", ""), out.stdout
+        ran += 1
+    assert ran == 2
