@@ -293,7 +293,7 @@ def bench_hoshikage(model: Path, args) -> dict:
             one("a")
             switch.append(one("b"))
             warm.append(one("b"))
-        out["switch_s"] = summary([s - w for s, w in zip(switch, warm)])
+        out["switch_s"] = summary([s - w for s, w in zip(switch, warm, strict=True)])
 
         # RSS after idle unload: a last request with keep_alive 1 s, then wait.
         client.completions.create(model="b", prompt="Hi", max_tokens=1, extra_body={"keep_alive": 1})

@@ -8,9 +8,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hoshikage_core.plugins import make_plugin_manager
 
 from hoshikage_core import config as config_mod
-from hoshikage_core.plugins import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

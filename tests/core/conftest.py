@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-
-from hoshikage_core import config as config_mod
 from hoshikage_core.plugins import make_plugin_manager
 from hoshikage_core.runtime import Runtime
+
+from hoshikage_core import config as config_mod
 from tests.core.fake_backend import FakeBackendPlugin
 
 

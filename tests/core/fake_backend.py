@@ -11,7 +11,6 @@ import threading
 import time
 
 import attrs
-
 from hoshikage_core.errors import ContextLengthExceeded, ModelLoadError
 from hoshikage_core.hookspecs import hookimpl
 from hoshikage_core.protocol import Chunk, Embeddings

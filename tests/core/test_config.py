@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
-from hoshikage_core import config as config_mod
 from hoshikage_core.errors import ConfigError
 from hoshikage_core.plugins import make_plugin_manager
+
+from hoshikage_core import config as config_mod
 from tests.core.fake_backend import FakeBackendPlugin
 
 ISSUE_EXAMPLE = """

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
 from hoshikage_core.gguf_info import GGUFError, read_info
+
 from tests.core.gguf_writer import write_minimal_gguf
 
 

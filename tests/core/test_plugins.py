@@ -11,8 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hoshikage_core import hookspecs
 from hoshikage_core.plugins import make_plugin_manager
+
+from hoshikage_core import hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]
 

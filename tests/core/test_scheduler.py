@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from hoshikage_core.errors import ModelLoadError, ModelNotFound, QueueFull
 from hoshikage_core.hookspecs import hookimpl
 from hoshikage_core.protocol import GenerationRequest

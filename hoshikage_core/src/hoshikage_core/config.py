@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from attrs import validators as v
 
 from .errors import ConfigError
 from .units import parse_duration, parse_size

@@ -301,7 +301,7 @@ class ModelPool:
                 pass
 
     async def unload_all(self, reason: str = "shutdown") -> None:
-        for name, slot in self._slots.items():
+        for slot in self._slots.values():
             if slot.load_task is not None:
                 try:
                     await asyncio.shield(slot.load_task)

@@ -305,7 +305,7 @@ class Runtime:
             return 0.0 if was_loaded else (session.load_seconds or 0.0)
 
     async def unload(self, name: str) -> str:
-        """"unloaded", "scheduled" (it unloads when its requests end), or "not_loaded"."""
+        """Returns ``unloaded``, ``scheduled`` (it unloads when its requests end) or ``not_loaded``."""
         entry = self.resolve(name)
         slot = self.pool.slot(entry.name)
         if slot.state == LOADED and not slot.in_use:
