@@ -268,27 +268,24 @@ class Runtime:
         """Stop admitting, let in-flight requests finish for ``grace`` seconds, cancel the
         rest, then unload every model."""
         self.closing = True
-        grace = self.config.server.shutdown_grace if grace is None else grace
-        deadline = time.monotonic() + grace
-        while self._sessions and time.monotonic() < deadline:
-            self._sessions_changed.clear()
-            try:
-                await asyncio.wait_for(self._sessions_changed.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                break
+        await self._sessions_end(self.config.server.shutdown_grace if grace is None else grace)
         for token in list(self._cancel_tokens):
             token.cancel("shutdown")
-        deadline = time.monotonic() + 5.0
-        while self._sessions and time.monotonic() < deadline:
-            self._sessions_changed.clear()
-            try:
-                await asyncio.wait_for(self._sessions_changed.wait(), deadline - time.monotonic())
-            except TimeoutError:
-                break
+        await self._sessions_end(5.0)  # cancelled backends stop within a token
         for task in [self._reaper, *self._preloads]:
             if task is not None:
                 task.cancel()
         await self.pool.unload_all("shutdown")
+
+    async def _sessions_end(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for every open session to close."""
+        deadline = time.monotonic() + seconds
+        while self._sessions and time.monotonic() < deadline:
+            self._sessions_changed.clear()
+            try:
+                await asyncio.wait_for(self._sessions_changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                return
 
     def resolve(self, name: str) -> ModelEntry:
         return self.registry.resolve(name)
