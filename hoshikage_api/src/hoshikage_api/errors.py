@@ -1,6 +1,7 @@
-"""The one place where errors become HTTP responses.
+"""The one place where errors become HTTP responses (for the Anthropic routes, the mapping
+continues in :mod:`hoshikage_api.anthropic.errors`, which starts from :func:`to_api_error`).
 
-Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+Every error body here has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 Domain errors from the core, Litestar's own HTTP errors (unknown route, oversized body) and
 request validation errors are all mapped here; anything else is a 500 ``server_error`` and
 is logged with its traceback. Client input never reaches that last branch.
@@ -57,15 +58,31 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
     return ApiError(400, message, param=param, code=code)
 
 
-def from_domain(exc: HoshikageError, path: str = "") -> ApiError:
-    """The HTTP form of a core error; ``path`` (the URL path) names the prompt's param."""
+#: The request field that holds the prompt, by route, for a domain error that does not name
+#: its own ``param`` (backends that predate :attr:`HoshikageError.param`).
+PROMPT_PARAMS = {
+    "/v1/chat/completions": "messages",
+    "/v1/completions": "prompt",
+    "/v1/embeddings": "input",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "messages",
+}
+
+#: The metrics' ``path`` label of a request that matched no route: one series for every
+#: unknown URL, so strangers cannot create series (see :mod:`hoshikage_api.metrics`).
+UNMATCHED = "<unmatched>"
+
+
+def from_domain(exc: HoshikageError, route: str = "") -> ApiError:
+    """The HTTP form of a core error. Its ``param`` is the one the error carries; without
+    one, a context overflow names the prompt field of ``route`` (a route template)."""
+    param = exc.param
     if isinstance(exc, ModelNotFound):
-        return ApiError(404, str(exc), param="model", code="model_not_found")
+        return ApiError(404, str(exc), param=param or "model", code="model_not_found")
     if isinstance(exc, ContextLengthExceeded):
-        param = "prompt" if path.endswith("/v1/completions") else "messages"
-        return ApiError(400, str(exc), param=param, code="context_length_exceeded")
+        return ApiError(400, str(exc), param=param or PROMPT_PARAMS.get(route), code="context_length_exceeded")
     if isinstance(exc, InvalidRequest):
-        return ApiError(400, str(exc), param=exc.param, code="invalid_request")
+        return ApiError(400, str(exc), param=param, code="invalid_request")
     if isinstance(exc, QueueFull):
         return ApiError(
             503, str(exc), type="server_busy", code="queue_full",
@@ -73,7 +90,7 @@ def from_domain(exc: HoshikageError, path: str = "") -> ApiError:
         )  # fmt: skip
     if isinstance(exc, Cancelled):
         return ApiError(503, str(exc), type="server_busy", code="cancelled", headers={"Retry-After": "1"})
-    return ApiError(500, str(exc), type="server_error", code=exc.code)
+    return ApiError(500, str(exc), type="server_error", param=param, code=exc.code)
 
 
 def from_http(exc) -> ApiError:
@@ -94,27 +111,37 @@ def from_http(exc) -> ApiError:
     return ApiError(status, detail, type="server_error", headers=headers)
 
 
-def to_api_error(exc: Exception, path: str = "") -> ApiError:
-    """Any exception as an :class:`ApiError`."""
+def to_api_error(exc: Exception, route: str = "") -> ApiError:
+    """Any exception as an :class:`ApiError`; ``route`` is the route template."""
     from litestar.exceptions import HTTPException
 
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, HoshikageError):
-        return from_domain(exc, path)
+        return from_domain(exc, route)
     if isinstance(exc, HTTPException):
         return from_http(exc)
     log.error("unhandled error", exc_info=exc)
     return ApiError(500, "Internal server error; see the server log.", type="server_error")
 
 
+def route_of(request) -> str:
+    """The route template the request matched (``/v1/models/{model_id:path}``), or
+    :data:`UNMATCHED`: never the raw path, which the client chooses."""
+    return request.scope.get("path_template") or UNMATCHED
+
+
+def log_and_count(request, error: ApiError) -> None:
+    """Count an error response in the metrics (by route template) and log it."""
+    request.app.state.metrics.error_response(route_of(request), error.status, error.code or error.type)
+    level = logging.WARNING if error.status >= 500 else logging.INFO
+    log.log(level, "%s %s %d %s", request.method, request.url.path, error.status, error.message)
+
+
 def handle(request, exc: Exception):
     """Litestar exception handler for every exception type."""
     from litestar import Response
 
-    path = request.url.path
-    error = to_api_error(exc, path)
-    request.app.state.metrics.error_response(path, error.status, error.code or error.type)
-    level = logging.WARNING if error.status >= 500 else logging.INFO
-    log.log(level, "%s %s %d %s", request.method, path, error.status, error.message)
+    error = to_api_error(exc, route_of(request))
+    log_and_count(request, error)
     return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")

@@ -7,6 +7,9 @@ class HoshikageError(Exception):
     """Base class of every error Hoshikage raises on purpose."""
 
     code: str = "internal_error"
+    #: The request field the error is about (``messages``, ``prompt``, ``input``...), or
+    #: None. Whoever raises the error knows it; the API reports it as the error's ``param``.
+    param: str | None = None
 
     @property
     def message(self) -> str:
@@ -66,10 +69,13 @@ class ContextLengthExceeded(HoshikageError):
 
     code = "context_length_exceeded"
 
-    def __init__(self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None):
+    def __init__(
+        self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None, param: str | None = None
+    ):
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
+        self.param = param
         extra = f" plus max_tokens={max_tokens}" if max_tokens else ""
         super().__init__(
             f"This model's maximum context length is {n_ctx} tokens, but the request has "

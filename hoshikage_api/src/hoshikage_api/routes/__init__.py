@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def handlers() -> list:
+    from ..anthropic import routes as anthropic
     from . import admin, chat, completions, embeddings, health, metrics, models
 
     return [
+        *anthropic.handlers(),
         chat.chat_completions,
         completions.completions,
         embeddings.embeddings,

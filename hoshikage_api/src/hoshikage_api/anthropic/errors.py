@@ -1,0 +1,58 @@
+"""The one place where errors on the Anthropic routes become responses.
+
+Every error body has Anthropic's shape ``{"type": "error", "error": {"type", "message"}}``.
+Any exception is first turned into the API's :class:`~hoshikage_api.errors.ApiError` (so
+domain errors, Litestar's HTTP errors and body validation are mapped exactly as on the
+OpenAI routes), then its status picks Anthropic's error type. Two cases differ from OpenAI:
+
+* a full queue (or a server shutting down) is Anthropic's ``529 overloaded_error``, which
+  Anthropic clients retry, with ``Retry-After``;
+* a prompt over the context says ``prompt is too long: N tokens > M maximum``, the message
+  Anthropic clients (Claude Code among them) look for to compact a conversation.
+"""
+
+from __future__ import annotations
+
+from hoshikage_core.errors import ContextLengthExceeded
+
+from ..errors import ApiError, log_and_count, to_api_error
+from .schemas import ErrorBody, ErrorDetail
+
+#: Anthropic's status for "overloaded".
+OVERLOADED = 529
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    OVERLOADED: "overloaded_error",
+}
+
+
+def to_anthropic(exc: Exception) -> tuple[ApiError, ErrorBody]:
+    """The error response for ``exc``: its status and headers (as an ApiError) and the body."""
+    error = to_api_error(exc, "/v1/messages")
+    message = error.message
+    if isinstance(exc, ContextLengthExceeded):
+        message = f"prompt is too long: {exc.prompt_tokens} tokens > {exc.n_ctx} maximum. {error.message}"
+    if error.status == 503:  # queue full, or shutting down
+        error = ApiError(OVERLOADED, message, type=error.type, code=error.code, headers=error.headers)
+    if error.status in _TYPES:
+        kind = _TYPES[error.status]
+    elif 400 <= error.status < 500:
+        kind = "invalid_request_error"
+    else:
+        kind = "api_error"
+    return error, ErrorBody(error=ErrorDetail(type=kind, message=message))
+
+
+def handle(request, exc: Exception):
+    """Litestar exception handler for the Anthropic routes."""
+    from litestar import Response
+
+    error, body = to_anthropic(exc)
+    log_and_count(request, error)
+    return Response(content=body, status_code=error.status, headers=error.headers, media_type="application/json")

@@ -1,0 +1,120 @@
+"""Anthropic's exact shapes for a message, whole or as server-sent events.
+
+A stream is ``event: <type>`` / ``data: <json>`` pairs in this order::
+
+    message_start
+    content_block_start (text)   ping   content_block_delta (text_delta)...   content_block_stop
+    content_block_start (tool_use)   content_block_delta (input_json_delta)   content_block_stop
+    ...
+    message_delta (stop_reason, stop_sequence, usage)   message_stop
+
+The ``ping`` follows the first ``content_block_start``. The prompt's token count is known
+only once generation ends, so ``message_start`` reports ``input_tokens: 0`` and
+``message_delta`` reports both counts (the SDKs take ``input_tokens`` from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+from hoshikage_core.protocol import Chunk
+
+from ..generation import ChoiceResult
+from ..translate import Job
+from . import schemas as s
+from .translate import message_id, stop_reason, tool_uses
+
+_encode = msgspec.json.Encoder().encode
+
+
+def sse(kind: str, data: Any) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+
+
+class MessageFormat:
+    """One message's id and model, and the state of its event stream."""
+
+    def __init__(self, job: Job, stop_sequences: Sequence[str] = ()):
+        self.job = job
+        self.stop_sequences = tuple(stop_sequences)
+        self.id = message_id()
+        #: Stream state: blocks opened so far, and whether a text block is open.
+        self._blocks = 0
+        self._text_open = False
+        self._started = False
+
+    # ---- whole message -------------------------------------------------------------------
+
+    def message(self, result: ChoiceResult) -> s.Message:
+        calls = tool_uses(result.tool_calls)
+        content: list[s.TextContent | s.ToolUseContent] = []
+        if result.text or not calls:
+            content.append(s.TextContent(text=result.text))
+        content += calls
+        reason, sequence = stop_reason(result.finish_reason, self.stop_sequences)
+        return s.Message(
+            id=self.id, model=self.job.model, content=content, stop_reason=reason, stop_sequence=sequence,
+            usage=s.Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
+        )  # fmt: skip
+
+    # ---- stream --------------------------------------------------------------------------
+
+    def _open(self, block: dict[str, Any]) -> Iterator[bytes]:
+        yield sse("content_block_start", {"type": "content_block_start", "index": self._blocks, "content_block": block})
+        if self._blocks == 0:
+            yield sse("ping", {"type": "ping"})
+        self._blocks += 1
+
+    def _close(self) -> Iterator[bytes]:
+        yield sse("content_block_stop", {"type": "content_block_stop", "index": self._blocks - 1})
+
+    def _close_text(self) -> Iterator[bytes]:
+        if self._text_open:
+            self._text_open = False
+            yield from self._close()
+
+    def events(self, chunk: Chunk) -> Iterator[bytes]:
+        """The events for one chunk of the generation."""
+        if not self._started:
+            self._started = True
+            start = s.Message(
+                id=self.id, model=self.job.model, content=[], stop_reason=None, stop_sequence=None,
+                usage=s.Usage(input_tokens=0, output_tokens=0),
+            )  # fmt: skip
+            yield sse("message_start", {"type": "message_start", "message": start})
+        if chunk.text:
+            if not self._text_open:
+                yield from self._open({"type": "text", "text": ""})
+                self._text_open = True
+            delta = {"type": "text_delta", "text": chunk.text}
+            yield sse("content_block_delta", {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta})
+        calls = tool_uses(chunk.tool_calls)
+        if calls:
+            yield from self._close_text()
+        for call in calls:
+            yield from self._open({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
+            delta = {"type": "input_json_delta", "partial_json": _encode(call.input).decode()}
+            yield sse("content_block_delta", {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta})
+            yield from self._close()
+        if chunk.finish_reason is None:
+            return
+        if self._blocks == 0:  # nothing was generated: one empty text block, as in a whole message
+            yield from self._open({"type": "text", "text": ""})
+            yield from self._close()
+        yield from self._close_text()
+        reason, sequence = stop_reason(chunk.finish_reason, self.stop_sequences)
+        yield sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                "usage": {"input_tokens": chunk.prompt_tokens or 0, "output_tokens": chunk.completion_tokens or 0},
+            },
+        )
+        yield sse("message_stop", {"type": "message_stop"})
+
+    @property
+    def started(self) -> bool:
+        return self._started

@@ -1,0 +1,184 @@
+"""Anthropic Messages API wire types, as msgspec Structs.
+
+Request bodies are decoded strictly (see :mod:`hoshikage_api.body`): a wrong type anywhere is
+a 400 naming its path. Unknown fields are ignored, so clients that send newer Anthropic
+fields (``cache_control``, ``service_tier``...) keep working. ``metadata`` and ``thinking``
+are accepted and ignored. Image and document blocks decode, so that the translator can refuse
+them with a clear message instead of a schema error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta, Struct
+
+from ..schemas import KeepAlive, ModelName
+
+# ---- request content blocks ---------------------------------------------------------------
+
+
+class TextBlock(Struct, tag_field="type", tag="text", kw_only=True):
+    text: str
+
+
+class ImageBlock(Struct, tag_field="type", tag="image", kw_only=True):
+    """Refused with a 400: the models served here are text-only."""
+
+    source: dict[str, Any]
+
+
+class DocumentBlock(Struct, tag_field="type", tag="document", kw_only=True):
+    """Refused with a 400, like images."""
+
+    source: dict[str, Any]
+
+
+class ToolUseBlock(Struct, tag_field="type", tag="tool_use", kw_only=True):
+    id: Annotated[str, Meta(min_length=1)]
+    name: Annotated[str, Meta(min_length=1)]
+    input: dict[str, Any]
+
+
+class ToolResultBlock(Struct, tag_field="type", tag="tool_result", kw_only=True):
+    tool_use_id: Annotated[str, Meta(min_length=1)]
+    content: str | list[TextBlock | ImageBlock | DocumentBlock] | None = None
+    is_error: bool = False
+
+
+class ThinkingBlock(Struct, tag_field="type", tag="thinking", kw_only=True):
+    """An earlier turn's thinking, sent back by the client: accepted and left out of the prompt."""
+
+    thinking: str = ""
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(Struct, tag_field="type", tag="redacted_thinking", kw_only=True):
+    data: str = ""
+
+
+ContentBlock = (
+    TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+)
+
+
+class MessageParam(Struct, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: str | Annotated[list[ContentBlock], Meta(max_length=100_000)]
+
+
+# ---- tools --------------------------------------------------------------------------------
+
+
+class ToolParam(Struct, kw_only=True):
+    """A client tool. Anthropic's server tools (``web_search_...``, ``bash_...``,
+    ``text_editor_...``, ``computer_...``) carry another ``type`` and are refused by name."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    input_schema: dict[str, Any] | None = None
+    description: str | None = None
+    type: str | None = None
+
+
+class ToolChoiceAuto(Struct, tag_field="type", tag="auto", kw_only=True):
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceAny(Struct, tag_field="type", tag="any", kw_only=True):
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceTool(Struct, tag_field="type", tag="tool", kw_only=True):
+    name: Annotated[str, Meta(min_length=1)]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceNone(Struct, tag_field="type", tag="none", kw_only=True):
+    pass
+
+
+ToolChoice = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone
+
+
+# ---- requests -----------------------------------------------------------------------------
+
+
+class Conversation(Struct, kw_only=True):
+    """What decides the prompt: shared by ``/v1/messages`` and ``/v1/messages/count_tokens``."""
+
+    model: ModelName
+    messages: Annotated[list[MessageParam], Meta(min_length=1, max_length=100_000)]
+    system: str | list[TextBlock] | None = None
+    tools: Annotated[list[ToolParam], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    #: Accepted and ignored: no model served here has a thinking mode to switch.
+    thinking: dict[str, Any] | None = None
+
+
+class CountTokensRequest(Conversation, kw_only=True):
+    """``POST /v1/messages/count_tokens``."""
+
+
+class MessagesRequest(Conversation, kw_only=True):
+    """``POST /v1/messages``."""
+
+    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)]
+    stop_sequences: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=64)] | None = None
+    stream: bool = False
+    temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
+    #: Accepted and ignored (``user_id``).
+    metadata: dict[str, Any] | None = None
+    #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.
+    keep_alive: KeepAlive | None = None
+
+
+# ---- responses ----------------------------------------------------------------------------
+
+
+class TextContent(Struct, tag_field="type", tag="text", kw_only=True):
+    text: str
+
+
+class ToolUseContent(Struct, tag_field="type", tag="tool_use", kw_only=True):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+class Usage(Struct, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+
+
+class Message(Struct, kw_only=True):
+    """The non-streamed answer. With ``stream: true`` the same content arrives as
+    server-sent events: ``message_start``, content block events, ``message_delta`` and
+    ``message_stop``."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[TextContent | ToolUseContent]
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+    usage: Usage
+
+
+class TokenCount(Struct, kw_only=True):
+    input_tokens: int
+
+
+class ErrorDetail(Struct, kw_only=True):
+    type: str
+    message: str
+
+
+class ErrorBody(Struct, kw_only=True):
+    type: Literal["error"] = "error"
+    error: ErrorDetail

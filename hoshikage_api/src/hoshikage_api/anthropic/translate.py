@@ -1,0 +1,253 @@
+"""From an Anthropic Messages request to the core's :class:`GenerationRequest`, and from the
+core's chunks back to Anthropic's content blocks.
+
+The prompt side owns the normalisation of Anthropic content: text blocks are joined with
+newlines into one string per message, so the backend receives plain string content.
+
+* ``system`` (a string or text blocks) becomes a leading ``system`` message;
+* a ``user`` message's ``tool_result`` blocks become ``tool`` messages (with
+  ``tool_call_id``), its text blocks one ``user`` message, in their order;
+* an ``assistant`` message's ``tool_use`` blocks become OpenAI-shaped ``tool_calls``;
+* ``thinking`` blocks are left out; image and document blocks are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hoshikage_core.protocol import GenerationRequest
+
+from ..errors import invalid
+from ..translate import Job, keep_alive
+from . import schemas as s
+
+#: ``finish_reason`` of the core -> Anthropic's ``stop_reason`` (``stop`` is decided apart).
+STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def _refuse_media(block, where: str) -> None:
+    if isinstance(block, (s.ImageBlock, s.DocumentBlock)):
+        kind = "image" if isinstance(block, s.ImageBlock) else "document"
+        raise invalid(
+            f"Invalid '{where}': {kind} blocks are not supported; the models served here read text only.",
+            where,
+        )
+
+
+def _texts(blocks: Sequence, where: str) -> str:
+    """Text blocks joined with newlines; anything else is refused."""
+    texts = []
+    for j, block in enumerate(blocks):
+        _refuse_media(block, f"{where}[{j}]")
+        texts.append(block.text)
+    return "\n".join(texts)
+
+
+def _tool_result(block: s.ToolResultBlock, where: str) -> dict[str, Any]:
+    content = block.content
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        text = _texts(content, f"{where}.content")
+    if block.is_error:
+        text = f"Error: {text}" if text else "Error"
+    return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
+
+
+def _tool_call(block: s.ToolUseBlock) -> dict[str, Any]:
+    return {
+        "id": block.id,
+        "type": "function",
+        "function": {"name": block.name, "arguments": json.dumps(block.input, ensure_ascii=False)},
+    }
+
+
+def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        if texts:
+            out.append({"role": "user", "content": "\n".join(texts)})
+            texts.clear()
+
+    for j, block in enumerate(message.content):
+        where = f"messages[{i}].content[{j}]"
+        _refuse_media(block, where)
+        if isinstance(block, s.TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, s.ToolResultBlock):
+            flush()
+            out.append(_tool_result(block, where))
+        elif isinstance(block, s.ToolUseBlock):
+            raise invalid(f"Invalid '{where}': tool_use blocks belong in assistant messages.", where)
+        # thinking blocks: not part of the prompt
+    flush()
+    return out or [{"role": "user", "content": ""}]
+
+
+def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
+    texts, calls = [], []
+    for j, block in enumerate(message.content):
+        where = f"messages[{i}].content[{j}]"
+        _refuse_media(block, where)
+        if isinstance(block, s.TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, s.ToolUseBlock):
+            calls.append(_tool_call(block))
+        elif isinstance(block, s.ToolResultBlock):
+            raise invalid(f"Invalid '{where}': tool_result blocks belong in user messages.", where)
+    out: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def messages(data: s.Conversation) -> tuple[dict[str, Any], ...]:
+    """The conversation as the core's chat messages (string content, OpenAI roles)."""
+    out: list[dict[str, Any]] = []
+    if data.system is not None:
+        system = data.system if isinstance(data.system, str) else _texts(data.system, "system")
+        if system:
+            out.append({"role": "system", "content": system})
+    for i, message in enumerate(data.messages):
+        if isinstance(message.content, str):
+            out.append({"role": message.role, "content": message.content})
+        elif message.role == "user":
+            out.extend(_user(message, i))
+        else:
+            out.append(_assistant(message, i))
+    return tuple(out)
+
+
+def _tools(data: s.Conversation) -> tuple[dict[str, Any], ...] | None:
+    if not data.tools:
+        return None
+    tools = []
+    for i, tool in enumerate(data.tools):
+        if tool.type not in (None, "custom"):
+            raise invalid(
+                f"Invalid 'tools[{i}]': the server tool type {tool.type!r} is not supported; "
+                "only client tools (name, description, input_schema) are.",
+                f"tools[{i}].type",
+            )
+        if tool.input_schema is None:
+            raise invalid(f"Invalid 'tools[{i}]': 'input_schema' is required.", f"tools[{i}].input_schema")
+        function = {"name": tool.name, "parameters": tool.input_schema}
+        if tool.description:
+            function["description"] = tool.description
+        tools.append({"type": "function", "function": function})
+    return tuple(tools)
+
+
+def _tool_choice(data: s.Conversation) -> str | dict[str, Any] | None:
+    choice = data.tool_choice
+    if choice is None:
+        return None
+    if isinstance(choice, s.ToolChoiceNone):
+        return "none"
+    if not data.tools:
+        raise invalid("'tool_choice' is only allowed when 'tools' are given.", "tool_choice")
+    if isinstance(choice, s.ToolChoiceAuto):
+        return "auto"
+    if isinstance(choice, s.ToolChoiceAny):
+        return "required"
+    if choice.name not in {tool.name for tool in data.tools}:
+        raise invalid(f"Invalid 'tool_choice.name': no tool is named {choice.name!r}.", "tool_choice.name")
+    return {"type": "function", "function": {"name": choice.name}}
+
+
+def _request(data: s.Conversation, **sampling) -> GenerationRequest:
+    return GenerationRequest(
+        messages=messages(data), tools=_tools(data), tool_choice=_tool_choice(data), **sampling
+    )
+
+
+def messages_job(data: s.MessagesRequest) -> Job:
+    request = _request(
+        data,
+        max_tokens=data.max_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        top_k=data.top_k,
+        stop=tuple(data.stop_sequences or ()),
+    )
+    return Job(
+        endpoint="messages", model=data.model, keep_alive=keep_alive(data.keep_alive),
+        requests=(request,), stream=data.stream,
+    )  # fmt: skip
+
+
+def count_tokens_job(data: s.CountTokensRequest) -> Job:
+    """The same prompt as :func:`messages_job` would build, run for one token: the backend
+    reports the prompt's exact token count (chat template, tools and BOS included), which
+    only rendering the prompt the same way can give. The prompt then sits in the KV cache,
+    so the real request that usually follows does not read it again."""
+    return Job(
+        endpoint="count_tokens", model=data.model, keep_alive=None,
+        requests=(_request(data, max_tokens=1, temperature=0.0),),
+    )  # fmt: skip
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+def message_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def _tool_use_id(call: Mapping[str, Any]) -> str:
+    raw = str(call.get("id") or "")
+    if raw.startswith("call_"):
+        raw = raw[len("call_") :]
+    return "toolu_" + (raw or uuid.uuid4().hex[:24])
+
+
+def _input(arguments: Any) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic's ``input`` must be. Arguments encoded
+    twice (a JSON string holding JSON) are decoded twice; anything that is still not an
+    object is kept under ``"arguments"`` rather than lost."""
+    value = arguments
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    if isinstance(value, dict):
+        return value
+    return {} if value in (None, "") else {"arguments": value}
+
+
+def tool_uses(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolUseContent]:
+    """The backend's OpenAI-shaped tool calls as ``tool_use`` blocks."""
+    out = []
+    for call in calls or ():
+        function = call.get("function") or {}
+        out.append(
+            s.ToolUseContent(
+                id=_tool_use_id(call), name=str(function.get("name", "")), input=_input(function.get("arguments"))
+            )
+        )
+    return out
+
+
+def stop_reason(finish: str | None, stop_sequences: Sequence[str]) -> tuple[str, str | None]:
+    """``(stop_reason, stop_sequence)`` for a generation's ``finish_reason``.
+
+    The core reports ``stop`` both for the end-of-turn token and for a stop string, without
+    saying which string matched. So ``stop`` counts as ``stop_sequence`` when the request
+    gave stop sequences, naming the sequence when it gave exactly one (else null), and as
+    ``end_turn`` otherwise.
+    """
+    if finish in STOP_REASONS:
+        return STOP_REASONS[finish], None
+    if stop_sequences:
+        return "stop_sequence", stop_sequences[0] if len(stop_sequences) == 1 else None
+    return "end_turn", None
