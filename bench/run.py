@@ -108,7 +108,7 @@ class DirectEngine:
 
     def __init__(self, model: Path, args):
         from hoshikage_core.gguf_info import read_info
-        from hoshikage_llamacpp.model import llama_kwargs
+        from hoshikage_llamacpp.loader import llama_kwargs
         from hoshikage_llamacpp.options import LlamaOptions
         from llama_cpp import Llama
 

@@ -13,7 +13,7 @@ import time
 import attrs
 from hoshikage_core.errors import ContextLengthExceeded, ModelLoadError
 from hoshikage_core.hookspecs import hookimpl
-from hoshikage_core.protocol import Chunk, Embeddings
+from hoshikage_core.protocol import Chunk, Embeddings, EngineStats
 
 
 @attrs.frozen(kw_only=True)
@@ -24,6 +24,8 @@ class FakeOptions:
     memory: int = 1000
     fail_load: bool = False
     n_ctx: int = 64
+    #: Sequences it decodes at once (its capacity).
+    parallel: int = 1
 
 
 class Recorder:
@@ -59,16 +61,41 @@ class FakeModel:
         self.opts: FakeOptions = entry.options
         self.rec = rec
         self.n_ctx = self.opts.n_ctx
+        self.capacity = self.opts.parallel
         self.closed = False
 
-    def generate(self, request, cancel):
-        rec, name = self.rec, self.name
+    def generate(self, request, cancel, sink, n=1):
+        """Checks the request here, then runs each choice on a thread of its own."""
         prompt = request.prompt if request.prompt is not None else " ".join(
             str(m.get("content", "")) for m in request.messages
         )
         prompt_tokens = len(prompt.split())
         if prompt_tokens > self.n_ctx:
             raise ContextLengthExceeded(prompt_tokens, self.n_ctx)
+        left = [n]
+        lock = threading.Lock()
+
+        def choice(index):
+            try:
+                for chunk in self._choice(request, cancel, prompt_tokens):
+                    sink.put(index, chunk)
+            except BaseException as exc:
+                sink.close(exc)
+                return
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                sink.close()
+
+        for index in range(n):
+            threading.Thread(target=choice, args=(index,), daemon=True).start()
+
+    def stats(self):
+        return EngineStats(slots=self.capacity, running=self.rec.active.get(self.name, 0))
+
+    def _choice(self, request, cancel, prompt_tokens):
+        rec, name = self.rec, self.name
         with rec.lock:
             rec.active[name] = rec.active.get(name, 0) + 1
             rec.max_active[name] = max(rec.max_active.get(name, 0), rec.active[name])

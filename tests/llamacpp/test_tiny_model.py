@@ -17,8 +17,10 @@ from hoshikage_core.protocol import (  # noqa: E402
     CancelToken,
     GenerationRequest,
     LoadedModel,
+    BlockingStream,
     ResponseFormat,
     TokenLogprob,
+    stream,
 )
 from hoshikage_core.registry import ModelEntry  # noqa: E402
 from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
@@ -37,8 +39,13 @@ def model(tiny_model_path):
     m.close()
 
 
+def chunks_of(model, request, cancel=None):
+    """One choice's chunks; errors found before generation are raised by this call."""
+    return (chunk for _index, chunk in stream(model, request, cancel))
+
+
 def run(model, cancel=None, **fields):
-    chunks = list(model.generate(GenerationRequest(**fields), cancel or CancelToken()))
+    chunks = list(chunks_of(model, GenerationRequest(**fields), cancel))
     return "".join(c.text for c in chunks), chunks
 
 
@@ -67,7 +74,7 @@ def test_streams_one_delta_per_token_and_reports_usage_last(model):
     assert all(c.finish_reason is None and c.completion_tokens is None for c in chunks[:-1])
     last = chunks[-1]
     assert (last.finish_reason, last.completion_tokens) == ("length", 6)
-    assert last.prompt_tokens == len(model._prompt_tokens(model.chat.render(USER)))
+    assert last.prompt_tokens == len(model.prompt_tokens(model.chat.render(USER)))
 
 
 def test_completion_prompt(model):
@@ -125,14 +132,14 @@ def test_logit_bias_bans_a_token(model):
         return text
 
     greedy = first_text()
-    same_text = {t: -100 for t in range(model.n_vocab) if model._piece(t) == greedy.encode()}
+    same_text = {t: -100 for t in range(model.n_vocab) if model._engine_piece(t) == greedy.encode()}
     assert same_text
     assert first_text(logit_bias=same_text) != greedy
 
 
 def test_logit_bias_out_of_vocabulary_is_invalid(model):
     with pytest.raises(InvalidRequest, match="not in the vocabulary"):
-        model.generate(GenerationRequest(messages=USER, logit_bias={10**6: 5}), CancelToken())
+        chunks_of(model, GenerationRequest(messages=USER, logit_bias={10**6: 5}), CancelToken())
 
 
 def test_logprobs_cover_every_token_in_order(model):
@@ -191,7 +198,7 @@ def test_json_schema_validates(model):
 def test_strict_schema_with_keywords_the_grammar_cannot_enforce_is_refused(model):
     schema = {"type": "object", "properties": {"minimum": {"type": "integer", "maximum": 9}}}
     with pytest.raises(InvalidRequest, match="cannot enforce these JSON schema keywords: maximum$"):
-        model.generate(GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema, strict=True)), CancelToken())
+        chunks_of(model, GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema, strict=True)), CancelToken())
 
 
 @pytest.mark.parametrize(
@@ -205,7 +212,7 @@ def test_strict_schema_with_keywords_the_grammar_cannot_enforce_is_refused(model
 )
 def test_bad_schema_is_an_invalid_request_before_any_chunk(model, schema):
     with pytest.raises(InvalidRequest) as info:
-        model.generate(GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema)), CancelToken())
+        chunks_of(model, GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema)), CancelToken())
     assert info.value.param == "response_format"
 
 
@@ -247,7 +254,7 @@ def test_named_tool_choice_calls_that_tool(model):
 
 def test_unknown_tool_choice_is_invalid(model):
     with pytest.raises(InvalidRequest, match="not in tools"):
-        model.generate(
+        chunks_of(model, 
             GenerationRequest(messages=USER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "fly"}}),
             CancelToken(),
         )
@@ -267,7 +274,7 @@ def test_tools_are_described_to_a_template_without_tool_support(model):
 def test_prompt_longer_than_the_context_is_refused_before_any_chunk(model):
     long = {"role": "user", "content": "the cat sat on the mat " * 150}
     with pytest.raises(ContextLengthExceeded) as info:
-        model.generate(GenerationRequest(messages=(long,)), CancelToken())
+        chunks_of(model, GenerationRequest(messages=(long,)), CancelToken())
     assert info.value.n_ctx == 512
     assert info.value.prompt_tokens > 512
     assert str(info.value.prompt_tokens) in str(info.value) and "512" in str(info.value)
@@ -290,49 +297,144 @@ def test_kv_cache_prefix_is_reused_across_turns(model):
     answer, chunks = run(model, messages=turn1, max_tokens=8, temperature=0)
     first_prompt = chunks[-1].prompt_tokens
     turn2 = (*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "yes"})
-    run(model, messages=turn2, max_tokens=4, temperature=0)
-    assert model.last_reused_tokens >= first_prompt
-    run(model, messages=({"role": "user", "content": "red"},), max_tokens=1, temperature=0)
-    assert model.last_reused_tokens < 5  # a different conversation shares only the header
+    _, chunks = run(model, messages=turn2, max_tokens=4, temperature=0)
+    assert chunks[-1].cached_tokens >= first_prompt
+    _, chunks = run(model, messages=({"role": "user", "content": "red"},), max_tokens=1, temperature=0)
+    assert chunks[-1].cached_tokens <= 11  # a different conversation shares at most "<s><|user|>\n"
 
 
-# ----------------------------------------------------------------------------- cancellation and locking
+# ----------------------------------------------------------------------------- cancellation and slots
 
 
-def test_cancel_stops_within_one_token(model):
+class GatedSink(BlockingStream):
+    """Holds the engine inside the delivery of its first chunk until the test lets go."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = threading.Event()
+        self.go = threading.Event()
+
+    def put(self, index, chunk):
+        super().put(index, chunk)
+        if not self.first.is_set():
+            self.first.set()
+            assert self.go.wait(5)
+
+
+def test_cancel_stops_at_the_next_step(model):
     cat = token_id(model, "cat")
     cancel = CancelToken()
-    stream = model.generate(GenerationRequest(messages=USER, max_tokens=200, logit_bias={cat: 100}), cancel)
-    first = next(stream)
-    assert first.text == " cat"
-    cancel.cancel()
-    rest = list(stream)
-    assert len(rest) == 1
-    assert (rest[0].finish_reason, rest[0].completion_tokens) == ("cancelled", 1)
+    sink = GatedSink()
+    model.generate(GenerationRequest(messages=USER, max_tokens=200, logit_bias={cat: 100}), cancel, sink)
+    assert sink.first.wait(5)
+    cancel.cancel()  # while the engine is between two steps
+    sink.go.set()
+    chunks = [chunk for _index, chunk in sink]
+    assert chunks[0].text == " cat"
+    assert len(chunks) == 2
+    assert (chunks[1].finish_reason, chunks[1].completion_tokens) == ("cancelled", 1)
 
 
-def test_second_generation_waits_for_the_lock_and_can_be_cancelled_while_waiting(model):
-    holder = model.generate(GenerationRequest(messages=USER, max_tokens=50, temperature=0), CancelToken())
-    next(holder)  # holds the model's lock while suspended
-    cancel = CancelToken()
-    result = {}
+def endless(model):
+    """A request that never ends by itself: EOS is banned and the budget is large."""
+    return GenerationRequest(messages=USER, max_tokens=100_000, logit_bias={EOS: -100})
 
-    def second():
-        result["chunks"] = list(model.generate(GenerationRequest(messages=USER, max_tokens=5), cancel))
 
-    thread = threading.Thread(target=second)
-    thread.start()
-    time.sleep(0.3)
-    assert thread.is_alive() and "chunks" not in result
-    cancel.cancel()
-    thread.join(timeout=2)
-    assert not thread.is_alive()
-    (only,) = result["chunks"]
-    assert (only.finish_reason, only.completion_tokens) == ("cancelled", 0)
-    holder.close()
-    # the lock was released by closing the first stream
-    _, chunks = run(model, messages=USER, max_tokens=2, temperature=0)
-    assert chunks[-1].completion_tokens == 2
+def test_a_request_waits_for_a_free_slot_and_can_be_cancelled_while_waiting(tiny_model_path):
+    one = LlamaCppModel.load("one", str(tiny_model_path), LlamaOptions(n_ctx=100_000 // 256 * 256 + 256, parallel=1))
+    try:
+        assert one.capacity == 1
+        holder_cancel = CancelToken()
+        holder = BlockingStream()
+        one.generate(endless(one), holder_cancel, holder)
+        waiting_cancel = CancelToken()
+        waiting = BlockingStream()
+        one.generate(GenerationRequest(messages=USER, max_tokens=5), waiting_cancel, waiting)
+        time.sleep(0.2)
+        assert one.stats().running == 1  # the second is queued, not decoding
+        waiting_cancel.cancel()
+        ((index, only),) = list(waiting)
+        assert (only.finish_reason, only.completion_tokens) == ("cancelled", 0)
+        holder_cancel.cancel()
+        last = list(holder)[-1][1]
+        assert last.finish_reason == "cancelled" and last.completion_tokens > 0
+        # the slot is free again
+        _, chunks = run(one, messages=USER, max_tokens=2, temperature=0)
+        assert chunks[-1].completion_tokens == 2
+    finally:
+        one.close()
+
+
+def test_cancelling_one_of_four_leaves_the_others_to_finish(model):
+    expected = [run(model, prompt=f"the cat {word}", max_tokens=40, temperature=0, logit_bias={EOS: -100})[0]
+                for word in ("red", "blue", "green", "one")]  # fmt: skip
+    cancels = [CancelToken() for _ in range(4)]
+    sinks = [BlockingStream() for _ in range(4)]
+    for i, word in enumerate(("red", "blue", "green", "one")):
+        request = GenerationRequest(prompt=f"the cat {word}", max_tokens=40, temperature=0, logit_bias={EOS: -100})
+        model.generate(request, cancels[i], sinks[i])
+    cancels[1].cancel()
+    results = [[chunk for _i, chunk in sink] for sink in sinks]
+    assert results[1][-1].finish_reason == "cancelled"
+    for i in (0, 2, 3):
+        assert "".join(c.text for c in results[i]) == expected[i]
+        assert results[i][-1].finish_reason == "length"
+    assert model.stats().running == 0
+
+
+def test_interleaved_conversations_each_keep_their_own_slot(model):
+    """Two conversations taking turns each find their own prefix in the cache."""
+    systems = ["the cat sat on the mat " * 12, "hello world red blue green " * 12]
+    history = [[{"role": "system", "content": system}] for system in systems]
+    previous = [0, 0]
+    for turn, word in enumerate(("yes", "no", "stop")):
+        for conv in (0, 1):
+            messages = (*history[conv], {"role": "user", "content": f"{word} {conv}"})
+            answer, chunks = run(model, messages=messages, max_tokens=6, temperature=0)
+            last = chunks[-1]
+            if turn > 0:
+                # everything before this turn's user message came from this conversation's slot
+                assert last.cached_tokens >= previous[conv], (turn, conv, last)
+            else:
+                assert last.cached_tokens < 20, last  # the other conversation's slot was left alone
+            history[conv] = [*messages, {"role": "assistant", "content": answer}]
+            previous[conv] = last.prompt_tokens
+
+
+def test_n_choices_read_the_prompt_once(model):
+    before = model.stats()
+    request = GenerationRequest(prompt="the cat sat", max_tokens=12, temperature=1.5, seed=3, logit_bias={EOS: -100})
+    by_choice: dict[int, list] = {}
+    for index, chunk in stream(model, request, n=4):
+        by_choice.setdefault(index, []).append(chunk)
+    after = model.stats()
+    assert sorted(by_choice) == [0, 1, 2, 3]
+    texts = ["".join(c.text for c in by_choice[i]) for i in range(4)]
+    assert len(set(texts)) == 4, texts  # seed + j: four different choices
+    finals = [by_choice[i][-1] for i in range(4)]
+    assert all(f.completion_tokens == 12 and f.prompt_tokens == finals[0].prompt_tokens for f in finals)
+    assert after.prompt_tokens - before.prompt_tokens == finals[0].prompt_tokens  # counted once
+    # choice j is exactly what a single request with seed + j gives
+    for j in range(4):
+        single = attrs_evolve(request, seed=3 + j)
+        assert run(model, **single)[0] == texts[j]
+
+
+def attrs_evolve(request, **changes):
+    import attrs
+
+    return {f.name: getattr(request, f.name) for f in attrs.fields(type(request))} | changes
+
+
+def test_more_choices_than_slots_run_in_waves(tiny_model_path):
+    two = LlamaCppModel.load("two", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2))
+    try:
+        request = GenerationRequest(prompt="the cat", max_tokens=5, temperature=1.0, seed=9, logit_bias={EOS: -100})
+        finals = {i: c for i, c in stream(two, request, n=5) if c.finish_reason}
+        assert sorted(finals) == [0, 1, 2, 3, 4]
+        assert all(c.completion_tokens == 5 for c in finals.values())
+    finally:
+        two.close()
 
 
 def test_concurrent_generations_give_the_same_text_as_sequential_ones(model):
@@ -357,7 +459,7 @@ def test_gguf_template_is_used_with_a_single_bos(model):
     assert model.chat.choice.origin == "GGUF tokenizer.chat_template"
     prompt = model.chat.render(USER)
     assert prompt.startswith("<s><|user|>\nhello the cat</s>\n<|assistant|>")
-    tokens = model._prompt_tokens(prompt)
+    tokens = model.prompt_tokens(prompt)
     assert tokens[0] == 1 and tokens[1] != 1
 
 
@@ -392,7 +494,7 @@ def test_content_parts_are_joined_and_images_refused(model):
     assert model.chat.render(parts) == model.chat.render(USER)
     image = ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},)
     with pytest.raises(InvalidRequest, match="text only"):
-        model.generate(GenerationRequest(messages=image), CancelToken())
+        chunks_of(model, GenerationRequest(messages=image), CancelToken())
 
 
 def test_a_broken_chat_template_option_fails_the_load(tiny_model_path):
@@ -406,7 +508,7 @@ def test_template_errors_are_invalid_requests(tiny_model_path):
     )
     try:
         with pytest.raises(InvalidRequest, match="roles must alternate"):
-            strict.generate(GenerationRequest(messages=USER), CancelToken())
+            chunks_of(strict, GenerationRequest(messages=USER), CancelToken())
     finally:
         strict.close()
 
@@ -416,7 +518,7 @@ def test_template_errors_are_invalid_requests(tiny_model_path):
 
 def test_tokenize_and_count(model):
     tokens = model.tokenize("hello the cat")
-    assert [model._piece(t) for t in tokens] == [b" hello", b" the", b" cat"]
+    assert [model._engine_piece(t) for t in tokens] == [b" hello", b" the", b" cat"]
     assert model.count_tokens("hello the cat") == 3
     assert model.count_tokens("日") == 4  # "▁" then three byte-fallback tokens
 
@@ -447,7 +549,7 @@ def test_embeddings_are_normalised_with_usage(tiny_model_path):
         with pytest.raises(ContextLengthExceeded):
             emb.embed(["the cat " * 400])
         with pytest.raises(InvalidRequest, match="embeddings"):
-            emb.generate(GenerationRequest(messages=USER), CancelToken())
+            chunks_of(emb, GenerationRequest(messages=USER), CancelToken())
     finally:
         emb.close()
 

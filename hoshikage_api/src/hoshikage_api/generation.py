@@ -1,5 +1,5 @@
-"""The one path every generation request takes: a session on the runtime, then each choice
-in turn (``n`` per prompt), as a stream of ``(choice index, Chunk)``."""
+"""The one path every generation request takes: a session on the runtime, then each prompt
+in turn with its ``n`` choices decoded together, as a stream of ``(choice index, Chunk)``."""
 
 from __future__ import annotations
 
@@ -17,18 +17,22 @@ SHUTDOWN = "The generation was cancelled because the server is shutting down."
 
 
 async def run(runtime, job: Job) -> AsyncIterator[tuple[int, Chunk]]:
-    """Yield every choice's chunks, one choice after another, inside one session.
+    """Yield every choice's chunks inside one session: prompt after prompt, the ``n``
+    choices of a prompt decoded together from one reading of it (choice ``j`` samples
+    with ``seed + j``).
 
-    Closing or cancelling the iterator cancels the backend within a token; the session
-    releases its slot once the worker thread has stopped.
+    Closing or cancelling the iterator cancels the backend within a step; the session
+    releases its slot once the engine has let go of it.
     """
-    async with runtime.session(job.model, endpoint=job.endpoint, keep_alive=job.keep_alive) as session:
-        for index in range(job.choices):
-            async with aclosing(session.generate(job.choice_request(index))) as chunks:
-                async for chunk in chunks:
+    async with runtime.session(
+        job.model, endpoint=job.endpoint, keep_alive=job.keep_alive, sequences=job.n
+    ) as session:
+        for i, request in enumerate(job.requests):
+            async with aclosing(session.stream(request, job.n)) as chunks:
+                async for j, chunk in chunks:
                     if chunk.finish_reason == "cancelled":
                         raise Cancelled(SHUTDOWN)
-                    yield index, chunk
+                    yield i * job.n + j, chunk
 
 
 @attrs.define

@@ -33,15 +33,6 @@ class Job:
     #: Completions with ``echo``: each prompt, repeated before its choices' text.
     echo: tuple[str, ...] | None = None
 
-    def choice_request(self, index: int) -> GenerationRequest:
-        """The request for choice ``index``. Samples after the first of a prompt get
-        ``seed + j`` so that ``n > 1`` with a seed gives different but repeatable choices."""
-        request = self.requests[index // self.n]
-        j = index % self.n
-        if j and request.seed is not None:
-            request = attrs.evolve(request, seed=request.seed + j)
-        return request
-
     @property
     def choices(self) -> int:
         return len(self.requests) * self.n

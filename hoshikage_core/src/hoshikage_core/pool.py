@@ -61,6 +61,7 @@ class ModelPool:
         self.pm = pm
         self._slots = {entry.name: _Slot(entry) for entry in registry}
         self._listeners: list[Callable[[], None]] = []
+        self._failure_listeners: list[Callable[[str, BaseException], None]] = []
         self._wake = asyncio.Event()
         #: Set by the runtime: name -> number of queued requests.
         self.queued_counts: Callable[[], dict[str, int]] = dict
@@ -70,6 +71,10 @@ class ModelPool:
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a model's state or use changes."""
         self._listeners.append(listener)
+
+    def subscribe_load_failures(self, listener: Callable[[str, BaseException], None]) -> None:
+        """Call ``listener(name, error)`` when a load fails, before anything else runs."""
+        self._failure_listeners.append(listener)
 
     def _changed(self) -> None:
         self._wake.set()
@@ -108,6 +113,11 @@ class ModelPool:
         )
 
     # ---- admission (called synchronously by the scheduler) -----------------------------
+
+    def capacity(self, name: str) -> int | None:
+        """Sequences the loaded model decodes at once; None while it is not loaded."""
+        model = self._slots[name].model
+        return None if model is None else max(1, int(model.capacity))
 
     def is_resident(self, name: str) -> bool:
         """Loaded or loading: a request for it needs no swap."""
@@ -191,6 +201,8 @@ class ModelPool:
             slot.last_error = str(error)
             log.warning("%s", error)
             self.pm.hook.model_load_failed(name=name, error=error)
+            for listener in self._failure_listeners:
+                listener(name, error)
             self._changed()
             if isinstance(exc, Exception) and error is not exc:
                 raise error from exc

@@ -1,12 +1,16 @@
 """The contract between the core and a backend.
 
 ``create_backend`` returns an object implementing :class:`LoadedModel`. Its methods are
-plain synchronous calls: the core runs them in a worker thread, never on the event loop,
-and never runs two of them on one model at once unless the backend says it may.
+plain synchronous calls, which the core makes from a worker thread, never on the event loop.
+Generation is push-based: :meth:`LoadedModel.generate` checks a request, hands it to the
+model's own engine and returns; the engine then pushes each choice's chunks into a
+:class:`ChunkSink`. The scheduler never gives a model more concurrent requests than its
+:attr:`LoadedModel.capacity`.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -114,6 +118,8 @@ class Chunk:
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: Of ``prompt_tokens``, how many were found in the KV cache and not read again.
+    cached_tokens: int | None = None
 
 
 @attrs.frozen
@@ -122,21 +128,53 @@ class Embeddings:
     prompt_tokens: int
 
 
+@attrs.frozen
+class EngineStats:
+    """What a loaded model's engine reports for status and metrics (cheap to read)."""
+
+    #: Sequences it can decode at once (its capacity).
+    slots: int
+    #: Sequences decoding or reading their prompt right now.
+    running: int = 0
+    #: Prompt tokens of every generation so far, and how many of them came from the cache.
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class ChunkSink(Protocol):
+    """Where a backend's engine delivers one generation's output, from any thread.
+
+    Every choice ``0 <= index < n`` ends with one chunk carrying ``finish_reason``; after
+    the last choice's (or on a failure) the engine calls :meth:`close` exactly once.
+    """
+
+    def put(self, index: int, chunk: Chunk) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None: ...
+
+
 @runtime_checkable
 class LoadedModel(Protocol):
     """What a backend hands back from ``create_backend``: one model, loaded and ready."""
 
-    #: The context window actually allocated, in tokens.
+    #: The context window of one sequence, in tokens.
     n_ctx: int
+    #: Sequences it decodes at once; the scheduler admits at most this many requests.
+    capacity: int
 
-    def generate(self, request: GenerationRequest, cancel: CancelToken) -> Iterator[Chunk]:
-        """Yield chunks as they are produced; stop within one token of ``cancel``.
+    def generate(self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1) -> None:
+        """Start ``n`` choices of ``request`` and return at once; chunks go to ``sink``.
 
         Raise :class:`~hoshikage_core.errors.ContextLengthExceeded` or
-        :class:`~hoshikage_core.errors.InvalidRequest` before the first chunk when the
-        request cannot be served. A cancelled generation ends with
-        ``finish_reason="cancelled"``.
+        :class:`~hoshikage_core.errors.InvalidRequest` here, before anything is started,
+        when the request cannot be served. Stop within one step of ``cancel``; a cancelled
+        choice ends with ``finish_reason="cancelled"``. The prompt is read once for all
+        ``n`` choices; each choice's last chunk reports the same ``prompt_tokens``.
         """
+        ...
+
+    def stats(self) -> EngineStats:
+        """Slots, running sequences and prompt-cache counters; never blocks."""
         ...
 
     def embed(self, inputs: list[str]) -> Embeddings:
@@ -154,3 +192,42 @@ class LoadedModel(Protocol):
     def close(self) -> None:
         """Release every resource; the object is not used again."""
         ...
+
+
+_END = object()
+
+
+class BlockingStream:
+    """A :class:`ChunkSink` read by a plain thread: iterate it for ``(index, chunk)``.
+
+    For code that drives a model without an event loop (embedding apps, tests); the server
+    uses the runtime's loop-side sink instead.
+    """
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, index: int, chunk: Chunk) -> None:
+        self._items.put((index, chunk))
+
+    def close(self, error: BaseException | None = None) -> None:
+        self._items.put(_END if error is None else error)
+
+    def __iter__(self) -> Iterator[tuple[int, Chunk]]:
+        while True:
+            item = self._items.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def stream(model: LoadedModel, request: GenerationRequest, cancel: CancelToken | None = None, n: int = 1) -> Iterator[tuple[int, Chunk]]:
+    """Run ``request`` on ``model`` from a plain thread: ``(choice index, chunk)`` pairs.
+
+    Errors found before generation are raised by this call, not by the iteration.
+    """
+    sink = BlockingStream()
+    model.generate(request, cancel or CancelToken(), sink, n)
+    return iter(sink)

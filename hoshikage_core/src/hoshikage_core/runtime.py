@@ -2,31 +2,33 @@
 
 One path for every request::
 
-    async with runtime.session("gemma", endpoint="chat", keep_alive=60) as session:
-        async for chunk in session.generate(request):   # in a worker thread
+    async with runtime.session("gemma", endpoint="chat", keep_alive=60, sequences=n) as session:
+        async for index, chunk in session.stream(request, n):   # from the model's engine
             ...
 
 Entering the session resolves the name (ModelNotFound), waits for a slot (QueueFull),
 and ensures the model is loaded (ModelLoadError). Leaving it releases the slot, applies the
 keep-alive and fires ``request_finished``. A generation whose consumer goes away (client
-disconnect, task cancelled) is cancelled at the next token, and its slot is released only
-after the worker thread has really stopped using the model.
+disconnect, task cancelled) is cancelled at the engine's next step, and its slot is released
+only after the engine has really stopped using it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from typing import Any
 
 import attrs
 
 from . import __version__
+from .delivery import LoopWaker
 from .errors import Cancelled, HoshikageError
 from .pool import ModelPool
-from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel
+from .protocol import CancelToken, Chunk, Embeddings, EngineStats, GenerationRequest, LoadedModel
 from .registry import ModelEntry, ModelRegistry
 from .unload import LOADED, LOADING
 
@@ -43,6 +45,8 @@ class RequestRecord:
     status: str = "ok"
     error: str | None = None
     prompt_tokens: int = 0
+    #: Of ``prompt_tokens``, those found in the model's KV cache.
+    cached_tokens: int = 0
     completion_tokens: int = 0
     queued_seconds: float = 0.0
     #: Seconds from the request's arrival to its first output, or None.
@@ -58,18 +62,9 @@ class RequestRecord:
         return (self.completion_tokens - 1) / decode if decode > 0 else None
 
 
-_END = object()
-
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _start_thread(loop: asyncio.AbstractEventLoop, target: Callable[[], Any], name: str) -> asyncio.Future:
-    """Run ``target`` in a fresh daemon thread; the future resolves when the thread ends."""
+def _in_pool(loop: asyncio.AbstractEventLoop, pool, target: Callable[[], Any]) -> asyncio.Future:
+    """Run ``target`` on the runtime's worker threads; the future resolves when it has
+    really returned, even if whoever awaited it was cancelled in the meantime."""
     done = loop.create_future()
 
     def settle(result: Any, exc: BaseException | None) -> None:
@@ -90,22 +85,25 @@ def _start_thread(loop: asyncio.AbstractEventLoop, target: Callable[[], Any], na
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    pool.submit(run)
     return done
 
 
 class Session:
     """One request's hold on one model. Use as ``async with runtime.session(...)``."""
 
-    def __init__(self, runtime: Runtime, requested: str, endpoint: str, keep_alive: float | None):
+    def __init__(self, runtime: Runtime, requested: str, endpoint: str, keep_alive: float | None, sequences: int = 1):
         self.runtime = runtime
         self.requested = requested
         self.keep_alive = keep_alive
+        #: Choices decoded at once (``n``): the scheduler holds that many sequences.
+        self.sequences = max(1, sequences)
         self.entry: ModelEntry | None = None
         self.model: LoadedModel | None = None
         self.record = RequestRecord(model=requested, requested_as=requested, endpoint=endpoint)
         self._arrived = time.monotonic()
         self._lease = None
+        #: Futures that resolve when the backend is done with this session's work.
         self._workers: list[asyncio.Future] = []
         self._tokens: list[CancelToken] = []
 
@@ -115,7 +113,7 @@ class Session:
         self.record.model = self.entry.name
         if rt.closing:
             raise Cancelled("The server is shutting down.")
-        self._lease = await rt.scheduler.acquire(self.entry.name)
+        self._lease = await rt.scheduler.acquire(self.entry.name, self.sequences)
         rt._sessions += 1
         self.record.queued_seconds = time.monotonic() - self._arrived
         try:
@@ -163,68 +161,72 @@ class Session:
         rt._sessions_changed.set()
         rt.pm.hook.request_finished(record=rec)
 
-    def _in_thread(self, target: Callable[[], Any], what: str) -> asyncio.Future:
-        future = _start_thread(asyncio.get_running_loop(), target, f"hoshikage-{what}:{self.entry.name}")
+    def _in_thread(self, target: Callable[[], Any]) -> asyncio.Future:
+        future = _in_pool(asyncio.get_running_loop(), self.runtime._threads, target)
         self._workers.append(future)
         return future
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Stream one choice. Stops the backend within a token if the consumer goes away."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+    async def stream(self, request: GenerationRequest, n: int = 1) -> AsyncIterator[tuple[int, Chunk]]:
+        """Stream ``n`` choices of one prompt as ``(index, chunk)``, decoded together.
+
+        Errors found before generation are raised before the first item. If the consumer
+        goes away, every choice is cancelled within a step.
+        """
+        from .delivery import LoopSink
+
+        rt, rec, model = self.runtime, self.record, self.model
+        sink = LoopSink(rt._waker)
         cancel = CancelToken()
         self._tokens.append(cancel)
-        self.runtime._cancel_tokens.add(cancel)
-        model = self.model
-        put = queue.put_nowait
+        self._workers.append(sink.done)
+        rt._cancel_tokens.add(cancel)
 
-        def produce() -> None:
+        def submit() -> None:
             try:
-                for chunk in model.generate(request, cancel):
-                    loop.call_soon_threadsafe(put, chunk)
+                model.generate(request, cancel, sink, n)
             except BaseException as exc:
-                loop.call_soon_threadsafe(put, _Failure(exc))
-            finally:
-                try:
-                    loop.call_soon_threadsafe(put, _END)
-                except RuntimeError:
-                    pass
+                sink.close(exc)  # nothing was started: the sink is done
+                raise
 
-        worker = self._in_thread(produce, "generate")
-        rec = self.record
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.exc
-                if rec.ttft is None and (item.text or item.tool_calls):
+            await self._in_thread(submit)
+            counted_prompt = False
+            async for index, chunk in sink:
+                if rec.ttft is None and (chunk.text or chunk.tool_calls):
                     rec.ttft = time.monotonic() - self._arrived
-                if item.finish_reason is not None:
-                    rec.prompt_tokens += item.prompt_tokens or 0
-                    rec.completion_tokens += item.completion_tokens or 0
-                yield item
+                if chunk.finish_reason is not None:
+                    if not counted_prompt:  # one prompt, read once, however many choices
+                        counted_prompt = True
+                        rec.prompt_tokens += chunk.prompt_tokens or 0
+                        rec.cached_tokens += chunk.cached_tokens or 0
+                    rec.completion_tokens += chunk.completion_tokens or 0
+                yield index, chunk
         finally:
-            if not worker.done():
+            if not sink.done.done():
                 cancel.cancel("client went away")
                 try:
-                    await asyncio.shield(worker)
+                    await asyncio.shield(sink.done)
                 except BaseException:
-                    pass  # __aexit__ waits for the thread before releasing the model
-            self.runtime._cancel_tokens.discard(cancel)
+                    pass  # __aexit__ waits for the backend before releasing the model
+            rt._cancel_tokens.discard(cancel)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """Stream one choice's chunks (see :meth:`stream`)."""
+        async with aclosing(self.stream(request)) as chunks:
+            async for _index, chunk in chunks:
+                yield chunk
 
     async def complete(self, request: GenerationRequest) -> list[Chunk]:
         """The whole choice, as the list of its chunks."""
         return [chunk async for chunk in self.generate(request)]
 
     async def embed(self, inputs: list[str]) -> Embeddings:
-        result = await self._in_thread(lambda: self.model.embed(inputs), "embed")
+        result = await self._in_thread(lambda: self.model.embed(inputs))
         self.record.prompt_tokens += result.prompt_tokens
         return result
 
     async def count_tokens(self, text: str) -> int:
-        return await self._in_thread(lambda: self.model.count_tokens(text), "tokenize")
+        return await self._in_thread(lambda: self.model.count_tokens(text))
 
     @property
     def load_seconds(self) -> float | None:
@@ -251,6 +253,17 @@ class Runtime:
         self._sessions = 0
         self._sessions_changed = asyncio.Event()
         self._cancel_tokens: set[CancelToken] = set()
+        #: Threads for the backend's blocking calls (planning a request, embeddings).
+        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hoshikage-worker")
+        self._loop_waker: LoopWaker | None = None
+
+    @property
+    def _waker(self) -> LoopWaker:
+        """The waker of the running event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._loop_waker is None or self._loop_waker._loop is not loop:
+            self._loop_waker = LoopWaker(loop)
+        return self._loop_waker
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self.pool.run_reaper(), name="hoshikage-reaper")
@@ -276,6 +289,7 @@ class Runtime:
             if task is not None:
                 task.cancel()
         await self.pool.unload_all("shutdown")
+        self._threads.shutdown(wait=False)
 
     async def _sessions_end(self, seconds: float) -> None:
         """Wait up to ``seconds`` for every open session to close."""
@@ -290,8 +304,9 @@ class Runtime:
     def resolve(self, name: str) -> ModelEntry:
         return self.registry.resolve(name)
 
-    def session(self, model: str, *, endpoint: str = "", keep_alive: float | None = None) -> Session:
-        return Session(self, model, endpoint, keep_alive)
+    def session(self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1) -> Session:
+        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``)."""
+        return Session(self, model, endpoint, keep_alive, sequences)
 
     async def load(self, name: str, keep_alive: float | None = None) -> float:
         """Load ``name`` (through the scheduler, like any request); returns the load time,
@@ -320,6 +335,7 @@ class Runtime:
         models = []
         for entry in self.registry:
             slot = self.pool.slot(entry.name)
+            engine = _engine_stats(slot.model)
             unload_in: float | None = None
             if slot.public_state == LOADED:
                 unload_in = -1.0 if slot.expires_at is None else max(0.0, slot.expires_at - now)
@@ -334,6 +350,11 @@ class Runtime:
                     "file_bytes": entry.file_size(),
                     "in_use": slot.in_use,
                     "queued": sched.queued_by_model.get(entry.name, 0),
+                    # The engine's own view: sequences it decodes at once and is decoding now.
+                    "slots": engine.slots if engine else None,
+                    "running_sequences": engine.running if engine else 0,
+                    "prompt_tokens": engine.prompt_tokens if engine else 0,
+                    "cached_prompt_tokens": engine.cached_tokens if engine else 0,
                     "idle_seconds": None if slot.in_use or slot.last_used is None else now - slot.last_used,
                     "unload_in_seconds": unload_in,
                     "requests": slot.requests,
@@ -347,9 +368,19 @@ class Runtime:
             "uptime_seconds": now - self._started,
             "started_at": self.started_at,
             "concurrency": sched.concurrency,
+            "sequences": sched.sequences,
             "max_queue": sched.max_queue,
             "running": sched.running,
             "queued": sched.queued,
             "max_loaded": self.config.unload.max_loaded,
             "models": models,
         }
+
+
+def _engine_stats(model: LoadedModel | None) -> EngineStats | None:
+    if model is None:
+        return None
+    try:
+        return model.stats()
+    except Exception:  # a status figure must never fail the status
+        return None

@@ -52,6 +52,15 @@ def _positive(_inst, attr, value):
         raise FieldError(attr.name, "must be > 0")
 
 
+#: llama.cpp's LLAMA_MAX_SEQ.
+MAX_PARALLEL = 256
+
+
+def _parallel(_inst, attr, value):
+    if not 1 <= value <= MAX_PARALLEL:
+        raise FieldError(attr.name, f"must be between 1 and {MAX_PARALLEL}")
+
+
 def _non_negative(_inst, attr, value):
     if value < 0:
         raise FieldError(attr.name, "must be >= 0")
@@ -140,8 +149,12 @@ class LlamaOptions:
     """Per-model options of the ``llamacpp`` backend; ``docs/backend-llamacpp.md`` has the
     full table. ``None`` means "decided at load time" as each field's comment says."""
 
-    #: Context window in tokens (prompt plus completion), allocated at load.
+    #: Context window of one sequence in tokens (prompt plus completion), allocated at load
+    #: for each of the ``parallel`` slots (llama.cpp rounds it up to a multiple of 256).
     n_ctx: int = attrs.field(default=4096, validator=_positive)
+    #: Sequences decoded together in one batch: concurrent requests (and the choices of
+    #: ``n > 1``) share each step. Each slot has its own ``n_ctx`` of KV cache.
+    parallel: int = attrs.field(default=4, validator=_parallel)
     #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
     n_batch: int = attrs.field(default=512, validator=_positive)
     #: Physical micro-batch size inside one decode call.

@@ -1,13 +1,22 @@
 """Sampler chains, grammars and log-probabilities, on llama.cpp's native sampler API.
 
 A request's ``None`` means the default below (llama.cpp server's defaults). The chain is,
-in order: logit bias, repetition penalties, grammar, then greedy (temperature 0) or
+in order: logit bias, repetition penalties, then greedy (temperature 0) or
 top-k → top-p → min-p → temperature → a seeded draw. Everything runs in C: no Python
 callback per token.
+
+A grammar (``json_schema``, ``json_object``, a forced tool call) is applied as llama.cpp's
+``common_sampler_sample`` applies it: the token is drawn by the ordinary chain, only that one
+token is checked against the grammar, and only when the grammar rejects it is the whole
+distribution filtered by the grammar and the draw made again. Filtering a 262k vocabulary
+through a grammar costs far more than decoding a token; checking one token costs nothing.
+The output is exactly as constrained either way. With repetition penalties, whose history
+must not see a rejected draw, the grammar runs inside the chain on every token instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import secrets
@@ -109,15 +118,23 @@ def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
 
 
 class SamplerChain:
-    """One request's llama.cpp sampler chain. Call :meth:`close` when done."""
+    """One choice's llama.cpp sampler chain, plus its grammar. Call :meth:`close` when done."""
 
     def __init__(self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None):
         import llama_cpp
 
         self._lib = llama_cpp
         self.seed = seed if seed is not None else secrets.randbits(31)
+        self._n_vocab = n_vocab
         params = llama_cpp.llama_sampler_chain_default_params()
         self._chain = llama_cpp.llama_sampler_chain_init(params)
+        #: The grammar, when it is checked after the draw (see the module docstring).
+        self._grammar = None
+        self._one = None
+        self._full = None
+        #: Draws the grammar rejected, and draws in all (for tests and the benchmark).
+        self.rejected = 0
+        self.draws = 0
         try:
             self._build(vocab, n_vocab, request, grammar)
         except BaseException:
@@ -135,13 +152,19 @@ class SamplerChain:
         repeat = setting(request, "repeat_penalty")
         frequency = setting(request, "frequency_penalty")
         presence = setting(request, "presence_penalty")
-        if (repeat, frequency, presence) != (1.0, 0.0, 0.0):
+        penalties = (repeat, frequency, presence) != (1.0, 0.0, 0.0)
+        if penalties:
             self._add(lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, repeat, frequency, presence))
         if grammar is not None:
             sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
             if not sampler:
                 raise InvalidRequest("The grammar derived from the request does not compile", "response_format")
-            self._add(sampler)
+            if penalties:
+                self._add(sampler)  # checked on every token, inside the chain
+            else:
+                self._grammar = sampler
+                self._one = (lib.llama_token_data * 1)()
+                self._one_array = lib.llama_token_data_array(self._one, 1, -1, False)
         temperature = setting(request, "temperature")
         if temperature <= 0:
             self._add(lib.llama_sampler_init_greedy())
@@ -159,14 +182,51 @@ class SamplerChain:
         seed = self.seed & 0xFFFFFFFF
         return 0 if seed == self._lib.LLAMA_DEFAULT_SEED else seed
 
-    def sample(self, ctx) -> int:
-        """Sample from the last decoded position and advance the chain's state."""
-        return self._lib.llama_sampler_sample(self._chain, ctx, -1)
+    def sample(self, ctx, index: int = -1) -> int:
+        """Draw a token from the logits at batch position ``index`` and advance the state."""
+        lib = self._lib
+        token = lib.llama_sampler_sample(self._chain, ctx, index)
+        grammar = self._grammar
+        if grammar is None:
+            return token
+        self.draws += 1
+        one = self._one[0]
+        one.id, one.logit, one.p = token, 1.0, 0.0
+        array = self._one_array
+        array.size, array.selected, array.sorted = 1, -1, False
+        lib.llama_sampler_apply(grammar, ctypes.byref(array))
+        if one.logit == -math.inf:
+            self.rejected += 1
+            token = self._resample(ctx, index)
+        lib.llama_sampler_accept(grammar, token)
+        return token
+
+    def _resample(self, ctx, index: int) -> int:
+        """The draw again, over the whole distribution with the grammar applied first."""
+        import numpy as np
+
+        lib, n_vocab = self._lib, self._n_vocab
+        if self._full is None:
+            dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+            self._full = np.zeros(n_vocab, dtype=dtype)
+            self._full_ids = np.arange(n_vocab, dtype=np.int32)
+        full = self._full
+        full["id"] = self._full_ids
+        full["logit"] = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+        full["p"] = 0.0
+        data = full.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
+        array = lib.llama_token_data_array(data, n_vocab, -1, False)
+        lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        lib.llama_sampler_apply(self._chain, ctypes.byref(array))
+        return int(array.data[array.selected].id)
 
     def close(self) -> None:
         if self._chain:
             self._lib.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar:
+            self._lib.llama_sampler_free(self._grammar)
+            self._grammar = None
 
 
 def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float], ban: float):
@@ -193,11 +253,12 @@ class LogprobReader:
         self._piece = piece
         self._top = top
 
-    def read(self, token: int) -> TokenLogprob:
+    def read(self, token: int, index: int = -1) -> TokenLogprob:
+        """The log-probability of ``token`` (and the top ones) at batch position ``index``."""
         import llama_cpp
 
         np = self._np
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
         peak = float(logits.max())
         log_total = peak + math.log(float(np.exp(logits - peak).sum()))
         top = ()

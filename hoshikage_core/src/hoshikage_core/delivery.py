@@ -1,0 +1,102 @@
+"""Chunks from a backend's engine thread to the event loop.
+
+An engine decodes all of a model's sequences in one step and then puts each sequence's
+chunk into its :class:`LoopSink`. The sinks of one event loop share a :class:`LoopWaker`,
+which wakes the loop once for everything put since its last wake: an engine that puts its
+step's chunks together costs the loop one wake per step, not one per token per request,
+and no thread per request is needed to carry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+
+from .protocol import Chunk
+
+
+class LoopWaker:
+    """Coalesces wake-ups of one event loop across every sink that uses it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: set[LoopSink] = set()
+        self._scheduled = False
+        #: How many times the loop was woken (for tests and the benchmark).
+        self.wakes = 0
+
+    def notify(self, sink: LoopSink) -> None:
+        """``sink`` has new items (called from any thread)."""
+        with self._lock:
+            self._ready.add(sink)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, set()
+            self._scheduled = False
+        self.wakes += 1
+        for sink in ready:
+            sink._wake()
+
+
+class _Closed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None):
+        self.error = error
+
+
+class LoopSink:
+    """One generation's :class:`~hoshikage_core.protocol.ChunkSink`, read on the loop with
+    ``async for index, chunk in sink``. :attr:`done` resolves once the backend has closed
+    it, whether or not anyone still reads."""
+
+    def __init__(self, waker: LoopWaker):
+        self._waker = waker
+        self._items: deque = deque()
+        self._event = asyncio.Event()
+        self._closed = False
+        self.done: asyncio.Future = waker._loop.create_future()
+
+    # ---- the engine's side (any thread) -------------------------------------------------
+
+    def put(self, index: int, chunk: Chunk) -> None:
+        self._items.append((index, chunk))
+        self._waker.notify(self)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._items.append(_Closed(error))
+        self._waker.notify(self)
+
+    # ---- the loop's side ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._event.set()
+        if self._closed and not self.done.done():
+            self.done.set_result(None)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, Chunk]]:
+        while True:
+            while self._items:
+                item = self._items.popleft()
+                if isinstance(item, _Closed):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item
+            self._event.clear()
+            if not self._items:
+                await self._event.wait()

@@ -1,0 +1,469 @@
+"""The batched engine: one thread per loaded model owns its llama.cpp context and decodes
+every running sequence together, one ``llama_decode`` per step.
+
+Slots. The context is created with ``n_seq_max = parallel`` and a KV cache that is *not*
+unified: each slot (KV sequence ``0 .. parallel-1``) has a stream of its own, ``n_ctx``
+cells long. A sequence can therefore always grow to ``n_ctx`` whatever the others hold, and
+attention in one slot never scans another's cells. Each slot remembers the tokens it holds;
+a new prompt goes to the idle slot sharing the longest prefix with it (the least recently
+used one when none does, see :func:`_best_slot`), and only the rest of the prompt is
+decoded.
+
+A step:
+
+1. start waiting jobs on free slots, in arrival order;
+2. build one batch: the next token of every generating sequence, then prompt tokens of
+   sequences still reading their prompt, up to ``n_batch`` in all (chunked prefill, so a
+   long prompt never stalls the streams already running);
+3. ``llama_decode`` once;
+4. sample each sequence at its own logits row, with its own sampler chain;
+5. hand the step's chunks to the sinks together (the event loop wakes once per step).
+
+``n > 1``: the prompt is decoded once, in choice 0's slot. When it is read, its KV is copied
+to free slots (``llama_memory_seq_cp``) for the other choices, which sample their first
+token from the same logits and decode together from then on. Choices beyond ``parallel``
+start as slots free up, from the prompt prefix left in the freed slot.
+
+Per token there is no work that grows with the context: positions are tracked here, and the
+KV cache is trimmed only when a slot is given a new prompt.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+
+from hoshikage_core.errors import Cancelled, HoshikageError
+
+from .planning import Plan
+from .sequence import Sequence
+
+log = logging.getLogger("hoshikage.llamacpp.engine")
+
+
+class Slot:
+    """One KV sequence of the context and the tokens it holds, position by position."""
+
+    __slots__ = ("id", "tokens", "last_used", "seq")
+
+    def __init__(self, id: int):
+        self.id = id
+        self.tokens: list[int] = []
+        self.last_used = 0.0
+        self.seq: Sequence | None = None
+
+
+class Job:
+    """One ``generate`` call: a planned prompt and its ``n`` choices."""
+
+    __slots__ = ("plan", "n", "sink", "cancel", "samplers", "started", "finished", "cached_tokens", "first")
+
+    def __init__(self, plan: Plan, n: int, sink, cancel, samplers: list):
+        self.plan = plan
+        self.n = n
+        self.sink = sink
+        self.cancel = cancel
+        self.samplers = samplers
+        #: Choices started and finished so far.
+        self.started = 0
+        self.finished = 0
+        #: Prompt tokens choice 0 found in its slot's cache.
+        self.cached_tokens = 0
+        #: Choice 0 while it reads the prompt its siblings will copy.
+        self.first: Sequence | None = None
+
+
+class Batch:
+    """A ``llama_batch`` over numpy arrays, filled in place (one seq id per token)."""
+
+    def __init__(self, lib, capacity: int):
+        import numpy as np
+
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        int32_p = ctypes.POINTER(ctypes.c_int32)
+        base = self.seq.ctypes.data
+        self._seq_ptrs = (int32_p * capacity)(*(ctypes.cast(base + 4 * i, int32_p) for i in range(capacity)))
+        self.struct = lib.llama_batch(
+            n_tokens=0,
+            token=self.token.ctypes.data_as(int32_p),
+            embd=None,
+            pos=self.pos.ctypes.data_as(int32_p),
+            n_seq_id=self.n_seq_id.ctypes.data_as(int32_p),
+            seq_id=self._seq_ptrs,
+            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+        self.n = 0
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def add(self, token: int, pos: int, seq: int) -> int:
+        """One token whose logits are wanted; returns its row."""
+        i = self.n
+        self.token[i] = token
+        self.pos[i] = pos
+        self.seq[i] = seq
+        self.logits[i] = 1
+        self.n = i + 1
+        return i
+
+    def add_prompt(self, tokens: list[int], pos: int, seq: int, logits_last: bool) -> int:
+        """Prompt tokens at ``pos..``; logits for the last one only if asked. Returns its row."""
+        i, k = self.n, len(tokens)
+        self.token[i : i + k] = tokens
+        self.pos[i : i + k] = range(pos, pos + k)
+        self.seq[i : i + k] = seq
+        self.logits[i : i + k] = 0
+        if logits_last:
+            self.logits[i + k - 1] = 1
+        self.n = i + k
+        return i + k - 1
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.n
+
+
+class Engine:
+    """Owns ``ctx``; every call but :meth:`submit`, :meth:`stats` and :meth:`close` runs
+    on its own thread."""
+
+    def __init__(self, *, name: str, ctx, vocab, n_vocab: int, n_ctx: int, parallel: int, n_batch: int, piece):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._vocab = vocab
+        self.n_vocab = n_vocab
+        self.n_ctx = n_ctx
+        self._piece = piece
+        self.slots = [Slot(i) for i in range(parallel)]
+        self._batch = Batch(llama_cpp, max(n_batch, parallel))
+        self._incoming: deque[Job] = deque()
+        self._waiting: deque[Job] = deque()
+        self._running: list[Sequence] = []
+        self._wake = threading.Event()
+        self._stopping = False
+        #: Counters for status: prompt tokens planned, and of those found in a slot's cache.
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name=f"hoshikage-engine:{name}", daemon=True)
+        self._thread.start()
+
+    # ---- other threads ----------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        if self._stopping:
+            raise Cancelled("The model is being unloaded.")
+        self._incoming.append(job)
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread; whatever still runs (or was submitted as it stopped) ends as
+        cancelled."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive() and self._incoming:
+            out = _Outbox()
+            self._fail_all(out, Cancelled("The model was unloaded."))
+            out.deliver()
+
+    # ---- the engine thread --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            if not (self._running or self._waiting or self._incoming):
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            out = _Outbox()
+            try:
+                self._step(out)
+            except BaseException as exc:  # contain it: fail what ran, keep serving
+                log.exception("engine step failed")
+                self._fail_all(out, exc)
+            out.deliver()
+        out = _Outbox()
+        self._fail_all(out, Cancelled("The model was unloaded."))
+        out.deliver()
+
+    def _step(self, out: _Outbox) -> None:
+        while self._incoming:
+            self._waiting.append(self._incoming.popleft())
+        self._drop_cancelled(out)
+        self._start_waiting(out)
+        if not self._running:
+            return
+        batch = self._batch
+        batch.clear()
+        for seq in self._running:  # every generating sequence's next token first
+            if seq.next_token is not None:
+                slot = seq.slot
+                seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
+                slot.tokens.append(seq.next_token)
+                seq.next_token = None
+            else:
+                seq.logits_at = -1
+        for seq in self._running:  # then prompt chunks, in arrival order
+            if seq.todo and batch.room:
+                slot = seq.slot
+                take = seq.todo[: batch.room]
+                seq.todo = seq.todo[len(take) :]
+                row = batch.add_prompt(take, len(slot.tokens), slot.id, logits_last=not seq.todo)
+                slot.tokens.extend(take)
+                if not seq.todo:
+                    seq.logits_at = row
+        batch.struct.n_tokens = batch.n
+        status = self._lib.llama_decode(self._ctx, batch.struct)
+        self.steps += 1
+        if status != 0:
+            self._decode_failed(out, status)
+            return
+        for seq in list(self._running):
+            row = seq.logits_at
+            if row >= 0:
+                siblings = self._start_siblings(seq) if seq is seq.job.first else ()
+                self._sample(seq, row, out)
+                for sibling in siblings:
+                    self._sample(sibling, row, out)
+
+    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> None:
+        if seq.n_gen >= seq.job.plan.budget:
+            self._finish(seq, "length", out)
+            return
+        token = seq.sampler.sample(self._ctx, row)
+        if self._lib.llama_vocab_is_eog(self._vocab, token):
+            self._finish(seq, "stop", out)
+            return
+        chunk, stopped = seq.accept(token, row)
+        if chunk is not None:
+            out.put(seq.job.sink, seq.index, chunk)
+        if stopped:
+            self._finish(seq, "stop", out)
+        elif seq.n_gen >= seq.job.plan.budget:
+            self._finish(seq, "length", out)
+        else:
+            seq.next_token = token
+
+    # ---- slots --------------------------------------------------------------------------
+
+    def _free_slots(self) -> list[Slot]:
+        return [slot for slot in self.slots if slot.seq is None]
+
+    def _start_waiting(self, out: _Outbox) -> None:
+        while self._waiting:
+            job = self._waiting[0]
+            if job.first is not None and job.started < job.n and job.first.todo:
+                return  # its siblings start when choice 0 has read the prompt
+            free = self._free_slots()
+            if not free:
+                return
+            self._start(job, job.started, _best_slot(free, job.plan.tokens))
+            if job.started == job.n:
+                self._waiting.popleft()
+
+    def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
+        """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
+        last prompt token is always decoded again, for fresh logits."""
+        tokens = job.plan.tokens
+        common = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        if common < len(slot.tokens):
+            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, common, -1):
+                self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+                common = 0
+            del slot.tokens[common:]
+        return self._run(job, index, slot, tokens[common:], common)
+
+    def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Sequence:
+        tokens = job.plan.tokens
+        common = cached
+        seq = self._sequence(job, index)
+        seq.slot = slot
+        seq.todo = todo
+        slot.seq = seq
+        slot.last_used = time.monotonic()
+        if index == 0:
+            job.cached_tokens = common
+            job.first = seq if job.n > 1 else None
+            self.prompt_tokens += len(tokens)
+            self.cached_tokens += common
+        job.started += 1
+        self._running.append(seq)
+        return seq
+
+    def _start_siblings(self, first: Sequence) -> list[Sequence]:
+        """Choice 0 has just read the prompt: copy its KV into free slots for the other
+        choices, which draw their first token from the same logits row."""
+        job = first.job
+        job.first = None
+        siblings = []
+        for slot in self._free_slots():
+            if job.started == job.n:
+                break
+            # Across KV streams llama.cpp copies the whole stream (applied at the next decode).
+            self._lib.llama_memory_seq_cp(self._mem, first.slot.id, slot.id, -1, -1)
+            slot.tokens = list(first.slot.tokens)
+            siblings.append(self._run(job, job.started, slot, [], len(slot.tokens)))
+        if job.started == job.n and job in self._waiting:
+            self._waiting.remove(job)
+        return siblings
+
+    def _sequence(self, job: Job, index: int) -> Sequence:
+        from .sampling import LogprobReader
+
+        request = job.plan.request
+        logprobs = None
+        if request.logprobs:
+            logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
+        return Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
+
+    # ---- endings ------------------------------------------------------------------------
+
+    def _finish(self, seq: Sequence, reason: str, out: _Outbox) -> None:
+        job = seq.job
+        out.put(job.sink, seq.index, seq.final(reason))
+        self._release(seq)
+        job.finished += 1
+        if job.finished == job.n:
+            out.close(job.sink)
+
+    def _release(self, seq: Sequence) -> None:
+        if seq in self._running:
+            self._running.remove(seq)
+        slot = seq.slot
+        if slot is not None:  # its cache keeps what was decoded, for the next prompt to reuse
+            slot.seq = None
+            slot.last_used = time.monotonic()
+        seq.sampler.close()
+
+    def _drop_cancelled(self, out: _Outbox) -> None:
+        for seq in [s for s in self._running if s.job.cancel.cancelled]:
+            self._finish(seq, "cancelled", out)
+        for job in [j for j in self._waiting if j.cancel.cancelled]:
+            self._waiting.remove(job)
+            self._abandon(job, out)
+
+    def _abandon(self, job: Job, out: _Outbox) -> None:
+        """Choices never started end as cancelled, with nothing generated."""
+        while job.started < job.n:
+            index = job.started
+            job.started += 1
+            job.samplers[index].close()
+            job.finished += 1
+            seq_chunk = _cancelled_chunk(job)
+            out.put(job.sink, index, seq_chunk)
+        if job.finished == job.n:
+            out.close(job.sink)
+
+    def _decode_failed(self, out: _Outbox, status: int) -> None:
+        """``llama_decode`` refused the batch: the sequences in it end with an error and
+        their slots are emptied (what the failed call wrote is unknown)."""
+        reason = {1: "no room left in the KV cache", 2: "aborted"}.get(status, f"error {status}")
+        error = HoshikageError(f"llama.cpp could not decode the batch ({reason}).")
+        self._fail_all(out, error)
+
+    def _fail_all(self, out: _Outbox, error: BaseException) -> None:
+        jobs = {id(s.job): s.job for s in self._running}
+        for job in list(self._waiting) + list(self._incoming):
+            jobs[id(job)] = job
+        self._waiting.clear()
+        self._incoming.clear()
+        for seq in list(self._running):
+            self._release(seq)
+        for job in jobs.values():
+            for index in range(job.started, job.n):
+                job.samplers[index].close()
+            job.started = job.n
+            out.close(job.sink, error)
+        for slot in self.slots:
+            slot.tokens = []
+            slot.seq = None
+        try:
+            self._lib.llama_memory_clear(self._mem, True)
+        except Exception:
+            log.exception("clearing the KV cache failed")
+
+
+class _Outbox:
+    """A step's output, handed to the sinks together once the step is done."""
+
+    __slots__ = ("items", "closes")
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.closes: list = []
+
+    def put(self, sink, index: int, chunk) -> None:
+        self.items.append((sink, index, chunk))
+
+    def close(self, sink, error: BaseException | None = None) -> None:
+        self.closes.append((sink, error))
+
+    def deliver(self) -> None:
+        for sink, index, chunk in self.items:
+            sink.put(index, chunk)
+        for sink, error in self.closes:
+            sink.close(error)
+
+
+def _cancelled_chunk(job: Job):
+    from hoshikage_core.protocol import Chunk
+
+    return Chunk(finish_reason="cancelled", prompt_tokens=len(job.plan.tokens), completion_tokens=0, cached_tokens=0)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    # Compare in blocks first: prompts share long prefixes and differ near the end.
+    step = 64
+    while i + step <= n and a[i : i + step] == b[i : i + step]:
+        i += step
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+#: A prompt sharing at least this share of itself with a slot's cache may take that slot
+#: even if it discards the rest of it: a long shared system prompt is worth it, a shared
+#: chat-template header is not. (llama-server's ``--slot-prompt-similarity`` is 0.1, which
+#: lets a new conversation with a short system prompt take over another's slot.)
+SLOT_SIMILARITY = 0.5
+
+
+def _best_slot(free: list[Slot], tokens: list[int]) -> Slot:
+    """Where a new prompt goes, first match wins:
+
+    1. the slot whose cache it continues (the shared prefix is at least half of what the
+       slot holds), the longest such prefix first: a conversation finds its own slot;
+    2. an empty slot, so no other conversation's cache is thrown away;
+    3. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of the
+       prompt (a shared system prompt);
+    4. the least recently used slot.
+    """
+    scored = [(_common_prefix(slot.tokens, tokens), slot) for slot in free]
+    continued = [(n, slot) for n, slot in scored if n and n * 2 >= len(slot.tokens)]
+    if continued:
+        return max(continued, key=lambda item: item[0])[1]
+    empty = [slot for slot in free if not slot.tokens]
+    if empty:
+        return empty[0]
+    n, slot = max(scored, key=lambda item: item[0])
+    if n and n >= SLOT_SIMILARITY * len(tokens):
+        return slot
+    return min(free, key=lambda s: s.last_used)

@@ -1,0 +1,194 @@
+"""Loading a GGUF file into llama.cpp: checks first, then the weights and a context.
+
+A model for text generation gets a context of its own making, through llama-cpp-python's
+low-level API: ``n_seq_max = parallel`` and a KV stream of ``n_ctx`` cells per slot (see
+:mod:`.engine`). A model loaded for embeddings keeps llama-cpp-python's ``Llama``, whose
+``embed`` does the pooling and batching. Every failure is a :class:`ModelLoadError` that
+names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+import attrs
+from hoshikage_core.errors import ModelLoadError
+from hoshikage_core.gguf_info import GGUFError, read_info
+
+from .memory import context_buffer_bytes
+from .options import KV_CACHE_TYPES, LlamaOptions, rpc_server_list
+
+_SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
+_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+
+
+@attrs.define
+class Loaded:
+    """What :func:`load` hands to the model: either ``context`` (generation) or ``llama``
+    (embeddings), with the model handle, the GGUF metadata and llama.cpp's buffer report."""
+
+    path: str
+    metadata: dict[str, Any]
+    model: Any  # llama_cpp._internals.LlamaModel
+    context: Any = None  # llama_cpp._internals.LlamaContext
+    llama: Any = None  # llama_cpp.Llama
+    context_bytes: int | None = None
+
+    def close(self) -> None:
+        if self.llama is not None:
+            self.llama.close()
+        else:
+            if self.context is not None:
+                self.context.close()
+            self.model.close()
+        self.llama = self.context = self.model = None
+
+
+def load(name: str, path: str, options: LlamaOptions) -> Loaded:
+    path = os.path.expanduser(path)
+    try:
+        info = read_info(path)
+    except GGUFError as exc:
+        raise ModelLoadError(name, f"{path}: {exc}") from None
+
+    from . import logging_bridge
+    from .rpc import RPCUnavailable, register_rpc_servers
+
+    logging_bridge.install()
+    servers = rpc_server_list(options.rpc_servers)
+    if servers:
+        try:
+            register_rpc_servers(servers)
+        except RPCUnavailable as exc:
+            raise ModelLoadError(name, f"{path}: {exc}") from None
+    try:
+        with logging_bridge.capture() as log:
+            loaded = _load_embedding(path, options, info.metadata) if options.embedding else _load_generation(path, options)
+    except (ValueError, RuntimeError, OSError, MemoryError) as exc:
+        errors = [line.strip() for line in log if "error" in line.lower() or "failed" in line.lower()]
+        detail = f" ({errors[-1]})" if errors else ""
+        raise ModelLoadError(name, f"{path}: llama.cpp could not load it: {exc}{detail}") from None
+    loaded.metadata = info.metadata
+    loaded.context_bytes = context_buffer_bytes(log)
+    return loaded
+
+
+def _load_generation(path: str, options: LlamaOptions) -> Loaded:
+    from llama_cpp import _internals
+
+    holder = _ModelParams(options)
+    model = _internals.LlamaModel(path_model=path, params=holder.params, verbose=False)
+    try:
+        context = _internals.LlamaContext(model=model, params=context_params(options), verbose=False)
+    except BaseException:
+        model.close()
+        raise
+    return Loaded(path=path, metadata={}, model=model, context=context)
+
+
+def _load_embedding(path: str, options: LlamaOptions, metadata: dict[str, Any]) -> Loaded:
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=path, **llama_kwargs(options, metadata))
+    return Loaded(path=path, metadata={}, model=llama._model, llama=llama)
+
+
+class _ModelParams:
+    """``llama_model_params`` for ``options``; keeps the arrays it points to alive."""
+
+    def __init__(self, options: LlamaOptions):
+        import llama_cpp
+
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
+        params.split_mode = _SPLIT_MODES[options.split_mode]
+        params.main_gpu = options.main_gpu
+        self._tensor_split = None
+        if options.tensor_split is not None:
+            if len(options.tensor_split) > llama_cpp.LLAMA_MAX_DEVICES:
+                raise ValueError(f"tensor_split: at most {llama_cpp.LLAMA_MAX_DEVICES} devices in this build")
+            values = list(options.tensor_split) + [0.0] * (llama_cpp.LLAMA_MAX_DEVICES - len(options.tensor_split))
+            self._tensor_split = (ctypes.c_float * llama_cpp.LLAMA_MAX_DEVICES)(*values)
+            params.tensor_split = self._tensor_split
+        if options.use_mmap and options.use_mlock:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK
+        elif options.use_mlock:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MLOCK
+        elif options.use_mmap:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
+        else:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+        self.params = params
+
+
+def context_params(options: LlamaOptions):
+    """``llama_context_params`` of a generation model: ``parallel`` slots of ``n_ctx``
+    tokens each, in separate KV streams; SWA layers keep their full size, so any cached
+    prefix can be reused."""
+    import llama_cpp
+
+    params = llama_cpp.llama_context_default_params()
+    parallel = options.parallel
+    params.n_ctx = options.n_ctx * parallel
+    params.n_seq_max = parallel
+    params.kv_unified = False
+    params.swa_full = True
+    params.n_batch = max(options.n_batch, parallel)
+    params.n_ubatch = min(options.n_ubatch, params.n_batch)
+    params.n_threads = options.threads()
+    params.n_threads_batch = options.threads_batch()
+    params.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED if options.flash_attn is False else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    )
+    params.type_k = KV_CACHE_TYPES[options.type_k]
+    params.type_v = KV_CACHE_TYPES[options.type_v]
+    if options.rope_freq_base is not None:
+        params.rope_freq_base = options.rope_freq_base
+    if options.rope_freq_scale is not None:
+        params.rope_freq_scale = options.rope_freq_scale
+    params.no_perf = True
+    return params
+
+
+def llama_kwargs(options: LlamaOptions, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``Llama(...)`` arguments for ``options`` (embedding models, and the benchmark's
+    direct single-sequence floor). Logging stays quiet (``verbose=False``)."""
+    import llama_cpp
+
+    n_batch = options.n_batch
+    kwargs: dict[str, Any] = dict(
+        n_ctx=options.n_ctx,
+        n_batch=n_batch,
+        # Embeddings need a whole input in one micro-batch.
+        n_ubatch=n_batch if options.embedding else min(options.n_ubatch, n_batch),
+        n_threads=options.threads(),
+        n_threads_batch=options.threads_batch(),
+        n_gpu_layers=options.n_gpu_layers,
+        split_mode=_SPLIT_MODES[options.split_mode],
+        main_gpu=options.main_gpu,
+        tensor_split=options.tensor_split,
+        # llama-cpp-python 0.3.36 takes on/off only: "auto" is on, and llama.cpp itself
+        # turns it off for architectures that cannot use it.
+        flash_attn=options.flash_attn is not False,
+        type_k=KV_CACHE_TYPES[options.type_k],
+        type_v=KV_CACHE_TYPES[options.type_v],
+        use_mmap=options.use_mmap,
+        use_mlock=options.use_mlock,
+        embedding=options.embedding,
+        verbose=False,
+    )
+    if options.seed is not None:
+        kwargs["seed"] = options.seed
+    if options.rope_freq_base is not None:
+        kwargs["rope_freq_base"] = options.rope_freq_base
+    if options.rope_freq_scale is not None:
+        kwargs["rope_freq_scale"] = options.rope_freq_scale
+    if options.embedding:
+        arch = metadata.get("general.architecture", "")
+        if options.pooling is not None:
+            kwargs["pooling_type"] = _POOLING[options.pooling]
+        elif f"{arch}.pooling_type" not in metadata:
+            kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+    return kwargs

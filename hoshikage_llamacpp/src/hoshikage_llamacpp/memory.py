@@ -1,0 +1,51 @@
+"""How much memory a loaded model holds: its weights plus what its context allocated.
+
+The context's share is the KV cache of every slot (``parallel × n_ctx`` cells, see
+:mod:`.engine`), the logits buffer and the compute buffer, as llama.cpp reports them while
+it creates the context. Without that report, the KV cache is computed from the GGUF header.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .options import KV_CACHE_TYPE_BYTES, LlamaOptions
+
+_BUFFER_LINE = re.compile(r"\b(?:KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
+
+
+def context_buffer_bytes(log_lines: list[str]) -> int | None:
+    """Bytes of the KV-cache, output and compute buffers llama.cpp reported allocating while
+    it created the context, or None when it reported none."""
+    sizes = [float(m.group(1)) for line in log_lines if (m := _BUFFER_LINE.search(line))]
+    return int(sum(sizes) * 1024 * 1024) if sizes else None
+
+
+def memory_bytes(model_ptr, options: LlamaOptions, metadata: dict[str, Any], kv_cells: int, context_bytes: int | None) -> int:
+    """Weights (``llama_model_size``: the bytes of every tensor, host or device) plus what the
+    context allocated. Without llama.cpp's report, the KV cache is computed instead:
+    ``n_layer × kv_cells × n_head_kv × (key_length × bytes(type_k) + value_length × bytes(type_v))``,
+    where ``kv_cells`` is ``n_ctx`` times the slots.
+    """
+    import llama_cpp
+
+    weights = int(llama_cpp.llama_model_size(model_ptr))
+    if context_bytes is not None:
+        return weights + context_bytes
+    arch = metadata.get("general.architecture", "")
+
+    def meta(key: str, default: int) -> int:
+        value = metadata.get(f"{arch}.{key}", default)
+        return value if isinstance(value, int) else default
+
+    n_layer = meta("block_count", 0)
+    n_embd = meta("embedding_length", 0)
+    n_head = meta("attention.head_count", 1) or 1
+    n_head_kv = meta("attention.head_count_kv", n_head)
+    key_len = meta("attention.key_length", n_embd // n_head)
+    value_len = meta("attention.value_length", n_embd // n_head)
+    per_token = n_head_kv * (
+        key_len * KV_CACHE_TYPE_BYTES[options.type_k] + value_len * KV_CACHE_TYPE_BYTES[options.type_v]
+    )
+    return weights + int(n_layer * kv_cells * per_token)

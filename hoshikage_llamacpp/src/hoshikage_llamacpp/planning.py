@@ -1,0 +1,63 @@
+"""From a :class:`GenerationRequest` to what the engine runs: the prompt's tokens, the stop
+strings, the grammar, the token budget and one sampler chain per choice.
+
+Everything a request can be refused for is found here, before anything reaches the engine,
+so the caller gets the error instead of a chunk.
+"""
+
+from __future__ import annotations
+
+import attrs
+from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
+from hoshikage_core.protocol import GenerationRequest
+
+from .chat import forced_tool_schema, tool_names
+from .sampling import SamplerChain, grammar_for
+
+
+@attrs.define(kw_only=True)
+class Plan:
+    request: GenerationRequest
+    tokens: list[int]
+    stops: tuple[str, ...]
+    grammar: str | None
+    #: Most tokens any choice may generate: ``max_tokens``, and what the context leaves.
+    budget: int
+    tool_names: tuple[str, ...] | list[str]
+    #: Choice ``j`` samples with ``seed + j``; None: a fresh random seed per choice.
+    seed: int | None
+
+    def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
+        seed = None if self.seed is None else self.seed + index
+        return SamplerChain(vocab, n_vocab, self.request, seed, self.grammar)
+
+
+def plan(model, request: GenerationRequest) -> Plan:
+    """Render, tokenize and check ``request`` for ``model`` (a :class:`LlamaCppModel`)."""
+    tools = request.tools if request.tool_choice != "none" else None
+    names = tool_names(tools)
+    forced = None
+    if tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
+        forced = forced_tool_schema(tools, request.tool_choice)
+    if request.is_chat:
+        prompt = model.chat.render(request.messages, tools)
+        stops = (*request.stop, *model.chat.stops)
+    elif request.prompt is not None:
+        prompt = request.prompt
+        stops = tuple(request.stop)
+    else:
+        raise InvalidRequest("A request needs messages or a prompt", "messages")
+    tokens = model.prompt_tokens(prompt)
+    if not tokens:
+        raise InvalidRequest("The prompt is empty", "prompt")
+    if len(tokens) >= model.n_ctx:
+        raise ContextLengthExceeded(len(tokens), model.n_ctx)
+    grammar = grammar_for(request.response_format, forced)
+    budget = model.n_ctx - len(tokens)
+    if request.max_tokens is not None:
+        budget = min(budget, max(request.max_tokens, 0))
+    seed = request.seed if request.seed is not None else model.options.seed
+    return Plan(
+        request=request, tokens=tokens, stops=stops, grammar=grammar, budget=budget,
+        tool_names=names, seed=seed,
+    )  # fmt: skip

@@ -1,0 +1,103 @@
+"""One choice being generated: what stays per sequence while the engine batches many.
+
+A :class:`Sequence` owns its sampler chain, its text stream (UTF-8 reassembly, stop strings
+held back across tokens, tool-call capture) and the log-probabilities waiting for their
+text to go out. The engine hands it each sampled token and sends the chunks it returns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hoshikage_core.protocol import Chunk
+
+from .chat import TOOL_CALL_MARKERS, parse_tool_calls
+from .planning import Plan
+from .sampling import LogprobReader, SamplerChain
+from .text_stream import TextStream
+
+
+class Sequence:
+    """Choice ``index`` of a :class:`~hoshikage_llamacpp.engine.Job`."""
+
+    __slots__ = (
+        "job", "index", "sampler", "slot", "todo", "next_token", "logits_at", "n_gen",
+        "_stream", "_logprobs", "_pending", "_sent_chars", "_piece",
+    )  # fmt: skip
+
+    def __init__(self, job, index: int, sampler: SamplerChain, plan: Plan, piece, logprobs: LogprobReader | None):
+        self.job = job
+        self.index = index
+        self.sampler = sampler
+        #: The engine slot (KV sequence) it runs in, once it has one.
+        self.slot = None
+        #: Prompt tokens still to be decoded into the slot.
+        self.todo: list[int] = []
+        #: The token sampled last step, to be decoded this step.
+        self.next_token: int | None = None
+        #: Where its logits are in the current batch, or -1.
+        self.logits_at = -1
+        self.n_gen = 0
+        self._piece = piece
+        self._stream = TextStream(
+            stops=plan.stops,
+            capture=TOOL_CALL_MARKERS if plan.tool_names else (),
+            capture_leading_json=bool(plan.tool_names),
+        )
+        self._logprobs = logprobs
+        self._pending: deque = deque()  # (start, end, TokenLogprob) waiting for their text
+        self._sent_chars = 0
+
+    def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
+        """Take a sampled (non end-of-generation) token: the chunk to send, if any, and
+        whether a stop string has ended the sequence."""
+        entry = self._logprobs.read(token, index) if self._logprobs is not None else None
+        self.n_gen += 1
+        stream = self._stream
+        start = stream.decoded_chars
+        text = stream.feed(self._piece(token))
+        if entry is not None:
+            self._pending.append((start, stream.decoded_chars, entry))
+        self._sent_chars += len(text)
+        released = self._release(final=False) if self._pending else ()
+        chunk = Chunk(text=text, logprobs=released or None) if text or released else None
+        return chunk, stream.stopped
+
+    def final(self, finish: str) -> Chunk:
+        """The last chunk: what the stream still held, tool calls, counts."""
+        stream = self._stream
+        text = stream.finish()
+        self._sent_chars += len(text)
+        tool_calls = None
+        if stream.captured:
+            tool_calls = parse_tool_calls(stream.captured, self.job.plan.tool_names)
+            if tool_calls is None:
+                text += stream.captured
+                self._sent_chars += len(stream.captured)
+            elif finish != "cancelled":
+                finish = "tool_calls"
+        released = self._release(final=True) if self._logprobs is not None else ()
+        job = self.job
+        return Chunk(
+            text=text,
+            finish_reason=finish,
+            logprobs=released or None,
+            tool_calls=tuple(tool_calls) if tool_calls else None,
+            prompt_tokens=len(job.plan.tokens),
+            completion_tokens=self.n_gen,
+            cached_tokens=job.cached_tokens,
+        )
+
+    def _release(self, final: bool) -> tuple:
+        """Log-probs of the tokens whose text has gone out. At the end, tokens whose text was
+        never sent (a stop string, a captured tool call) are dropped."""
+        pending, sent = self._pending, self._sent_chars
+        out = []
+        while pending and pending[0][1] <= sent:
+            out.append(pending.popleft()[2])
+        if final:
+            while pending:
+                start, _end, entry = pending.popleft()
+                if start < sent:
+                    out.append(entry)
+        return tuple(out)
