@@ -126,7 +126,7 @@ def to_api_error(exc: Exception, route: str = "") -> ApiError:
 
 
 def route_of(request) -> str:
-    """The route template the request matched (``/v1/models/{model_id:path}``), or
+    """The route template the request matched (``/v1/models/{model_id}``), or
     :data:`UNMATCHED`: never the raw path, which the client chooses."""
     return request.scope.get("path_template") or UNMATCHED
 
