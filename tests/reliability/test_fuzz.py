@@ -1,5 +1,6 @@
 """Bad input, property-based: random and mutated bodies on every endpoint that takes one.
-Every response is 2xx or a 4xx with OpenAI's error body, never a 500, and the server stays up."""
+Every response is 2xx or a 4xx with the surface's error body (OpenAI's, or Anthropic's on
+``/v1/messages``), never a 500, and the server stays up."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ ENDPOINTS = {
     "/v1/chat/completions": {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": {"model": "tiny", "max_tokens": 4, "prompt": "hi"},
     "/v1/embeddings": {"model": "embed", "input": "hi"},
+    "/v1/messages": {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/messages/count_tokens": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
 }
+ANTHROPIC = ("/v1/messages", "/v1/messages/count_tokens")
 
 scalars = (
     st.none()
@@ -28,12 +32,30 @@ scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40)
     | st.sampled_from(["tiny", "embed", "user", "system", "tool", "json_schema", "5m", "-1", ""])
+    | st.sampled_from(["assistant", "text", "image", "tool_use", "tool_result", "thinking", "any", "auto", "none"])
 )
 json_values = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=12,
 )
+
+
+BLOCK_TYPES = ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "auto", "any", "tool", "none", "web_search_20250305", "custom", "x"]
+BLOCK_KEYS = ["type", "text", "source", "id", "name", "input", "tool_use_id", "content", "is_error", "input_schema", "thinking", "signature"]
+
+
+@st.composite
+def anthropic_values(draw):
+    """Anthropic-shaped values: messages, blocks, tools and tool choices with random fields."""
+    blocks = st.lists(
+        st.fixed_dictionaries({"type": st.sampled_from(BLOCK_TYPES)}, optional={k: json_values for k in BLOCK_KEYS[1:]}),
+        max_size=3,
+    )
+    message = st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", "tool"])}, optional={"content": st.text(max_size=20) | blocks}
+    )
+    return draw(st.lists(message, max_size=3) | blocks | st.sampled_from(BLOCK_TYPES).map(lambda t: {"type": t}))
 
 
 @st.composite
@@ -48,8 +70,11 @@ def bodies(draw):
             "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "logit_bias",
             "logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "keep_alive",
             "encoding_format", "max_completion_tokens", "echo", "presence_penalty", "min_p", "top_k",
+            "system", "stop_sequences", "metadata", "thinking",
         ]))  # fmt: skip
         base[key] = draw(json_values)
+    elif how == "nested" and path in ANTHROPIC:
+        base[draw(st.sampled_from(["messages", "system", "tools", "tool_choice"]))] = draw(anthropic_values())
     elif how == "nested" and "messages" in base:
         base["messages"] = [draw(st.dictionaries(st.sampled_from(["role", "content", "name", "tool_calls", "tool_call_id"]),
                                                  json_values, max_size=4))]  # fmt: skip
@@ -79,15 +104,19 @@ def client(server):
         yield c
 
 
-def check(response: httpx.Response) -> None:
+def check(response: httpx.Response, path: str) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if response.status_code >= 400:
-        error = response.json()["error"]
-        assert set(error) >= {"message", "type", "param", "code"}
+        body = response.json()
+        error = body["error"]
+        if path in ANTHROPIC:
+            assert body["type"] == "error" and set(error) == {"type", "message"}, body
+        else:
+            assert set(error) >= {"message", "type", "param", "code"}
         assert error["message"]
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies())
 def test_random_bodies_never_500(client, case):
     path, body = case
@@ -95,7 +124,7 @@ def test_random_bodies_never_500(client, case):
         raw = json.dumps(body).encode()
     except ValueError:
         return
-    check(client.post(path, content=raw, headers={"Content-Type": "application/json"}))
+    check(client.post(path, content=raw, headers={"Content-Type": "application/json"}), path)
 
 
 @pytest.mark.parametrize("path", sorted(ENDPOINTS))
@@ -107,6 +136,17 @@ def test_random_bodies_never_500(client, case):
         pytest.param(b'{"model": "tiny", "prompt": "\xc3\x28"}', id="invalid-utf8-in-string"),
         pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deep-nesting"),
         pytest.param(b'{"model": "tiny", "max_tokens": 1' + b"0" * 400 + b"}", id="huge-number"),
+        pytest.param(
+            b'{"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": ['
+            + b'{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},' * 200
+            + b'{"type": "text", "text": "x"}]}]}',
+            id="many-blocks-with-images",
+        ),
+        pytest.param(
+            b'{"model": "tiny", "max_tokens": 4, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": '
+            + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}]}]}",
+            id="deep-tool-input",
+        ),
         pytest.param(b'{"model": "tiny", "temperature": 1e400}', id="overflowing-float"),
         pytest.param(b'{"model": "tiny", "messages": [' + b'{"role":"user","content":"x"},' * 50 + b"{}]}", id="one-bad-message"),
         pytest.param(b"null", id="null"),
@@ -115,14 +155,16 @@ def test_random_bodies_never_500(client, case):
     ],
 )
 def test_hostile_bodies(client, path, raw):
-    check(client.post(path, content=raw, headers={"Content-Type": "application/json"}))
+    check(client.post(path, content=raw, headers={"Content-Type": "application/json"}), path)
 
 
 @pytest.mark.parametrize("path", sorted(ENDPOINTS))
 def test_ten_megabyte_body_is_refused(client, path):
     raw = b'{"model": "tiny", "prompt": "' + b"a" * (10 * 1024 * 1024) + b'"}'
     r = client.post(path, content=raw, headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert r.status_code == 413
+    error = r.json()["error"]
+    assert (error["type"] if path in ANTHROPIC else error["code"]) == "request_too_large"
 
 
 def test_still_up_and_idle_after_the_fuzzing(client):

@@ -30,14 +30,14 @@ def test_api_key_guards_every_route_but_health(tiny_model_path):
         schema_status, schema = server.get("/schema/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
         assert schema_status == 200
         paths = json.loads(schema)["paths"]
-        assert {"/v1/models", "/v1/chat/completions", "/api/status", "/metrics"} <= set(paths)
+        assert {"/v1/models", "/v1/chat/completions", "/api/status", "/metrics", "/v1/messages"} <= set(paths)
         checked = 0
         for path, methods in paths.items():
             url = server.base_url + path.replace("{name}", "tiny").replace("{model_id}", "tiny").replace("{id}", "tiny")
             for method in methods:
                 if method not in ("get", "post"):
                     continue
-                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"x-api-key": "wrong"}):
                     r = httpx.request(method.upper(), url, headers=headers, json={}, timeout=10)
                     if path == "/health":
                         assert r.status_code == 200
@@ -45,10 +45,12 @@ def test_api_key_guards_every_route_but_health(tiny_model_path):
                     assert r.status_code == 401, (method, path, headers, r.status_code)
                     assert r.json()["error"]["type"] == "authentication_error"
                     checked += 1
-        assert checked >= 24
+        assert checked >= 40
         for path in ("/schema", "/schema/openapi.json"):  # the schema is guarded too
             assert httpx.get(server.base_url + path, timeout=10).status_code == 401
         ok = httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+        assert ok.status_code == 200
+        ok = httpx.get(server.base_url + "/v1/models", headers={"x-api-key": KEY}, timeout=10)
         assert ok.status_code == 200
 
         big = b'{"model": "tiny", "prompt": "' + b"a" * (10 * 1024 * 1024) + b'"}'
@@ -78,3 +80,30 @@ def test_default_bind_is_loopback_only(tiny_model_path):
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def test_strangers_cannot_grow_the_metrics(tiny_model_path):
+    """The bug this guards against: error series labelled with the raw path let 300
+    unauthenticated requests to random URLs create 300 series on a server with a key."""
+    import secrets
+
+    config = {"server": {"api_key": KEY}, "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}]}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with running_server(config) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+
+        def series() -> list[str]:
+            text = http.get("/metrics", headers=auth).text
+            return [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
+
+        for path in ("/x", "/v1/models/x", "/v1/messages/x"):
+            http.get(path)
+        before = series()
+        for _ in range(300):
+            token = secrets.token_hex(8)
+            http.request("GET", f"/{token}")
+            http.request("POST", f"/v1/{token}/{token}", json={})
+            http.request("GET", f"/v1/models/{token}")
+        after = series()
+        assert after == before
+        assert len(after) < 400  # every series is a fixed metric, a model or a route template
+        assert server.get("/health")[0] == 200
