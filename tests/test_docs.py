@@ -55,6 +55,17 @@ def test_readme_python_example_runs(default_server, capsys):
     assert capsys.readouterr().out.strip()  # it printed the replies
 
 
+def test_readme_anthropic_example_runs(default_server, capsys):
+    pytest.importorskip("anthropic")
+    (example,) = [b for b in readme_blocks("python") if "anthropic.Anthropic(" in b]
+    code = example.replace("http://127.0.0.1:8000", default_server.base_url)
+    code = code.replace("max_tokens=256,", "max_tokens=16,")
+    assert code.count("max_tokens=16,") == 2, "the example's max_tokens changed: update this test"
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "input_tokens=" in printed and printed.strip()  # the reply, its usage, the streamed text
+
+
 def test_readme_curl_examples_run(default_server):
     import shutil
     import subprocess
