@@ -43,7 +43,7 @@ def test_status_json_load_unload(server):
     status = cli("status", "--json", "--url", server.base_url)
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
-    assert data["concurrency"] == 1 and data["queued"] == 0
+    assert data["concurrency"] == 4 and data["queued"] == 0
     (model,) = data["models"]
     assert model["name"] == "tiny" and model["aliases"] == ["t"]
 

@@ -58,7 +58,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "nothing"))
     cfg = config_mod.load(None)
     assert cfg.source is None and cfg.models == []
-    assert (cfg.server.host, cfg.server.port, cfg.server.concurrency) == ("127.0.0.1", 8000, 1)
+    assert (cfg.server.host, cfg.server.port, cfg.server.concurrency) == ("127.0.0.1", 8000, 4)
     assert (cfg.unload.idle_ttl, cfg.unload.max_loaded) == (300.0, 1)
 
 

@@ -68,8 +68,10 @@ class ServerConfig:
     port: int = attrs.field(default=8000, validator=_port)
     #: Bearer token required on every route but /health. Empty: no auth.
     api_key: str = ""
-    #: Generations (and embedding batches) running at once.
-    concurrency: int = attrs.field(default=1, validator=_positive)
+    #: Sequences generating at once over all models (a request with ``n`` choices counts
+    #: ``n``); each model is further held to its own capacity (``parallel``). 1: strictly
+    #: one generation at a time, as the seed's VRAM semaphore.
+    concurrency: int = attrs.field(default=4, validator=_positive)
     #: Requests allowed to wait for a slot; one more is refused with 503.
     max_queue: int = attrs.field(default=32, validator=_non_negative)
     #: How long a request may be passed over for requests to the loaded model.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
 
 from .protocol import Chunk
 
@@ -88,15 +87,21 @@ class LoopSink:
         if self._closed and not self.done.done():
             self.done.set_result(None)
 
-    async def __aiter__(self) -> AsyncIterator[tuple[int, Chunk]]:
-        while True:
-            while self._items:
-                item = self._items.popleft()
-                if isinstance(item, _Closed):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                yield item
+    def __aiter__(self) -> LoopSink:
+        return self
+
+    async def __anext__(self) -> tuple[int, Chunk]:
+        # Not an async generator on purpose: one can be iterated from several tasks in turn
+        # (the API reads the first chunk in one and the rest in another) without closing
+        # it from the wrong task.
+        while not self._items:
             self._event.clear()
             if not self._items:
                 await self._event.wait()
+        item = self._items.popleft()
+        if isinstance(item, _Closed):
+            self._items.appendleft(item)  # stays the end for any later call
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        return item

@@ -62,6 +62,11 @@ class RequestRecord:
         return (self.completion_tokens - 1) / decode if decode > 0 else None
 
 
+#: Threads for the backends' blocking calls (planning a request, embeddings), made on
+#: demand and reused: no thread per request.
+WORKER_THREADS = 8
+
+
 def _in_pool(loop: asyncio.AbstractEventLoop, pool, target: Callable[[], Any]) -> asyncio.Future:
     """Run ``target`` on the runtime's worker threads; the future resolves when it has
     really returned, even if whoever awaited it was cancelled in the meantime."""
@@ -254,7 +259,7 @@ class Runtime:
         self._sessions_changed = asyncio.Event()
         self._cancel_tokens: set[CancelToken] = set()
         #: Threads for the backend's blocking calls (planning a request, embeddings).
-        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hoshikage-worker")
+        self._threads = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="hoshikage-worker")
         self._loop_waker: LoopWaker | None = None
 
     @property

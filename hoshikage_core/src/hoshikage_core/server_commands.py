@@ -64,15 +64,16 @@ def render_status(data: dict):
         title=f"Hoshikage {data.get('version', '')}  ·  up {format_duration(data['uptime_seconds'])}",
         title_justify="left",
         caption=(
-            f"running {data['running']}/{data['concurrency']}  ·  queued {data['queued']}/{data['max_queue']}"
+            f"running {data['running']} requests, {data.get('sequences', data['running'])}/{data['concurrency']} sequences"
+            f"  ·  queued {data['queued']}/{data['max_queue']}"
             f"  ·  max loaded {data['max_loaded']}"
         ),
         caption_justify="left",
     )
     for col, justify in (
         ("model", "left"), ("state", "left"), ("memory", "right"), ("idle", "right"),
-        ("unload in", "right"), ("in use", "right"), ("queued", "right"),
-        ("reqs", "right"), ("tok/s", "right"),
+        ("unload in", "right"), ("in use", "right"), ("slots", "right"), ("queued", "right"),
+        ("cached", "right"), ("reqs", "right"), ("tok/s", "right"),
     ):  # fmt: skip
         table.add_column(col, justify=justify, no_wrap=True)
     for m in data["models"]:
@@ -84,6 +85,8 @@ def render_status(data: dict):
         else:
             state_text = f"[{STATE_STYLE.get(state, '')}]{state}[/]"
         tps = m.get("last_tokens_per_second")
+        slots = m.get("slots")
+        prompt, cached = m.get("prompt_tokens") or 0, m.get("cached_prompt_tokens") or 0
         table.add_row(
             label,
             state_text,
@@ -91,7 +94,9 @@ def render_status(data: dict):
             format_duration(m["idle_seconds"]) if m["idle_seconds"] is not None else "-",
             format_duration(unload_in) if unload_in is not None else "-",
             str(m["in_use"]),
+            f"{m.get('running_sequences', 0)}/{slots}" if slots else "-",
             str(m["queued"]),
+            f"{cached / prompt:.0%}" if prompt else "-",
             str(m["requests"]),
             f"{tps:.1f}" if tps else "-",
         )
