@@ -9,7 +9,12 @@ from tests.api.helpers import assert_openai_error
 
 def test_the_domain_error_names_its_param():
     from hoshikage_api.errors import from_domain
-    from hoshikage_core.errors import ContextLengthExceeded, HoshikageError, InvalidRequest, ModelNotFound
+    from hoshikage_core.errors import (
+        ContextLengthExceeded,
+        HoshikageError,
+        InvalidRequest,
+        ModelNotFound,
+    )
 
     # Carried by the error: wins over any route.
     assert from_domain(ContextLengthExceeded(900, 512, param="input"), "/v1/chat/completions").param == "input"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from hoshikage_core.errors import ContextLengthExceeded
 
 from ..errors import ApiError, log_and_count, to_api_error
-from .schemas import ErrorBody, ErrorDetail
+from .schemas import AnthropicErrorBody, AnthropicErrorDetail
 
 #: Anthropic's status for "overloaded".
 OVERLOADED = 529
@@ -32,7 +32,7 @@ _TYPES = {
 }
 
 
-def to_anthropic(exc: Exception) -> tuple[ApiError, ErrorBody]:
+def to_anthropic(exc: Exception) -> tuple[ApiError, AnthropicErrorBody]:
     """The error response for ``exc``: its status and headers (as an ApiError) and the body."""
     error = to_api_error(exc, "/v1/messages")
     message = error.message
@@ -46,7 +46,7 @@ def to_anthropic(exc: Exception) -> tuple[ApiError, ErrorBody]:
         kind = "invalid_request_error"
     else:
         kind = "api_error"
-    return error, ErrorBody(error=ErrorDetail(type=kind, message=message))
+    return error, AnthropicErrorBody(error=AnthropicErrorDetail(type=kind, message=message))
 
 
 def handle(request, exc: Exception):

@@ -56,7 +56,7 @@ class MessageFormat:
         reason, sequence = stop_reason(result.finish_reason, self.stop_sequences)
         return s.Message(
             id=self.id, model=self.job.model, content=content, stop_reason=reason, stop_sequence=sequence,
-            usage=s.Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
+            usage=s.MessageUsage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
         )  # fmt: skip
 
     # ---- stream --------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class MessageFormat:
             self._started = True
             start = s.Message(
                 id=self.id, model=self.job.model, content=[], stop_reason=None, stop_sequence=None,
-                usage=s.Usage(input_tokens=0, output_tokens=0),
+                usage=s.MessageUsage(input_tokens=0, output_tokens=0),
             )  # fmt: skip
             yield sse("message_start", {"type": "message_start", "message": start})
         if chunk.text:

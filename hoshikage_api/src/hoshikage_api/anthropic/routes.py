@@ -25,7 +25,7 @@ from ..routes.deps import runtime_of
 from ..sse import HEADERS
 from . import errors
 from .format import MessageFormat, sse
-from .schemas import CountTokensRequest, ErrorBody, Message, MessagesRequest, TokenCount
+from .schemas import AnthropicErrorBody, CountTokensRequest, Message, MessagesRequest, TokenCount
 from .translate import count_tokens_job, messages_job
 
 _ERROR_TEXT = {
@@ -36,7 +36,7 @@ _ERROR_TEXT = {
     500: "`api_error`: the model failed to load, or an internal error.",
     529: "`overloaded_error`: the queue is full or the server is shutting down; see `Retry-After`.",
 }
-RESPONSES = {code: ResponseSpec(data_container=ErrorBody, description=text) for code, text in _ERROR_TEXT.items()}
+RESPONSES = {code: ResponseSpec(data_container=AnthropicErrorBody, description=text) for code, text in _ERROR_TEXT.items()}
 
 
 async def _stream(fmt: MessageFormat, chunks) -> AsyncIterator[bytes]:

@@ -150,7 +150,7 @@ class ToolUseContent(Struct, tag_field="type", tag="tool_use", kw_only=True):
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 
-class Usage(Struct, kw_only=True):
+class MessageUsage(Struct, kw_only=True):
     input_tokens: int
     output_tokens: int
 
@@ -167,18 +167,18 @@ class Message(Struct, kw_only=True):
     content: list[TextContent | ToolUseContent]
     stop_reason: StopReason | None
     stop_sequence: str | None
-    usage: Usage
+    usage: MessageUsage
 
 
 class TokenCount(Struct, kw_only=True):
     input_tokens: int
 
 
-class ErrorDetail(Struct, kw_only=True):
+class AnthropicErrorDetail(Struct, kw_only=True):
     type: str
     message: str
 
 
-class ErrorBody(Struct, kw_only=True):
+class AnthropicErrorBody(Struct, kw_only=True):
     type: Literal["error"] = "error"
-    error: ErrorDetail
+    error: AnthropicErrorDetail
