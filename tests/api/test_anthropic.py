@@ -401,7 +401,8 @@ def long_generation(server):
         "POST", server.base_url + "/v1/chat/completions", headers={"x-api-key": KEY}, json=body
     ) as response:
         assert response.status_code == 200
-        assert next(response.iter_lines()).startswith("data: ")
+        lines = response.iter_lines()  # kept: a collected line iterator closes the response
+        assert next(lines).startswith("data: ")
         yield response
 
 
@@ -424,7 +425,8 @@ def test_stream_disconnect_frees_the_slot(server):
     with httpx.Client(timeout=30) as http, http.stream(
         "POST", server.base_url + "/v1/messages", headers={"x-api-key": KEY}, json=body
     ) as response:
-        assert next(response.iter_lines()) == "event: message_start"
+        lines = response.iter_lines()
+        assert next(lines) == "event: message_start"
         response.close()
     wait_for(lambda: status(server)["running"] == 0, what="the cancelled stream to free its slot")
     code, text = server.get("/metrics", headers={"x-api-key": KEY})
