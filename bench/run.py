@@ -231,10 +231,10 @@ class Server:
                 self.proc.wait()
 
 
-def hoshikage_server(model: Path, args, *, concurrency: int = 1) -> tuple[Server, Path]:
+def hoshikage_server(model: Path, args, *, concurrency: int = 1, parallel: int = 4) -> tuple[Server, Path]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
-    opts = f'n_ctx = {args.n_ctx}\nn_threads = {args.threads}\n'
+    opts = f'n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n'
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nconcurrency = {concurrency}\nmax_queue = 64\n'
         f'[unload]\nidle_ttl = "10m"\nmax_loaded = 1\n'
@@ -350,16 +350,34 @@ def start_llama_cpp_server(model: Path, args) -> Server | dict:
     )  # fmt: skip
 
 
-def start_llama_server(binary: str | None, model: Path, args) -> Server | dict:
-    """llama.cpp's own llama-server, when a binary is given."""
+def start_llama_server(binary: str | None, model: Path, args, slots: int = 1) -> Server | dict:
+    """llama.cpp's own llama-server, when a binary is given: ``slots`` sequences (``-np``),
+    each with ``n_ctx`` tokens of context, as Hoshikage's ``parallel`` gives each slot."""
     if not binary:
         return {"skipped": "no --llama-server PATH given"}
     port = free_port()
     return Server(
-        [binary, "-m", str(model), "-c", str(args.n_ctx), "-t", str(args.threads), "-fa", "on",
-         "--host", "127.0.0.1", "--port", str(port)],
+        [binary, "-m", str(model), "-c", str(args.n_ctx * slots), "-np", str(slots), "-t", str(args.threads),
+         "-fa", "on", "--host", "127.0.0.1", "--port", str(port)],
         port,
     )  # fmt: skip
+
+
+def bench_batching(model: Path, args) -> dict:
+    """The batched engine beside llama-server, both with 4 slots (bench/batching.py)."""
+    import batching
+
+    servers: dict[str, Server] = {}
+    try:
+        hk, _ = hoshikage_server(model, args, concurrency=batching.SLOTS, parallel=batching.SLOTS)
+        servers["hoshikage"] = hk
+        peer = start_llama_server(args.llama_server, model, args, slots=batching.SLOTS)
+        if isinstance(peer, Server):
+            servers["llama_server"] = peer
+        return batching.run({name: s.base_url for name, s in servers.items()}, args)
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -438,6 +456,43 @@ def report(results: dict) -> None:
     )
 
 
+def report_batching(b: dict) -> None:
+    """The batching table, and its targets as ratios to llama-server from the same run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(b)
+    table = Table(title="Batched engine (4 slots each)", title_justify="left")
+    table.add_column("measure")
+    for name in names:
+        table.add_column(name, justify="right")
+    rows = [(f"aggregate decode tok/s, {k} streams", f"aggregate_tps_{k}", "{:.1f}") for k in (1, 2, 4, 8)]
+    rows += [("n=4 wall ÷ n=1 wall (64 tokens)", "n4_over_n1", "{:.2f}"),
+             ("later-turn TTFT ms, 2 conversations", "interleaved_2_ttft_ms", "{:.0f}"),
+             ("later-turn TTFT ms, 4 conversations", "interleaved_4_ttft_ms", "{:.0f}")]  # fmt: skip
+    for label, key, fmt in rows:
+        table.add_row(label, *(fmt.format(b[n][key]) if key in b[n] else "-" for n in names))
+    table.add_row("json_schema decode ÷ plain decode", *(f"{b[n]['schema']['ratio']:.2f}" for n in names))
+    Console().print(table)
+    h, p = b.get("hoshikage"), b.get("llama_server")
+    if not (h and p):
+        return
+    t = Table(title="Batching targets (ratios from this run)", title_justify="left")
+    for col in ("target", "measured", "bound", "ok"):
+        t.add_column(col)
+    checks = [
+        ("aggregate at 4 streams ÷ llama-server's", h["aggregate_tps_4"] / p["aggregate_tps_4"], ">=", 1.0),
+        ("n=4 cost ÷ llama-server's", h["n4_over_n1"] / p["n4_over_n1"], "<=", 1.0),
+        ("interleaved TTFT (2 conv.) ÷ llama-server's", h["interleaved_2_ttft_ms"] / p["interleaved_2_ttft_ms"], "<=", 1.2),
+        ("interleaved TTFT (4 conv.) ÷ llama-server's", h["interleaved_4_ttft_ms"] / p["interleaved_4_ttft_ms"], "<=", 1.2),
+        ("json_schema ÷ plain decode", h["schema"]["ratio"], ">=", 0.9),
+    ]
+    for label, value, op, bound in checks:
+        ok = value >= bound if op == ">=" else value <= bound
+        t.add_row(label, f"{value:.3f}", f"{op} {bound}", "[green]yes[/]" if ok else "[red]no[/]")
+    Console().print(t)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the embedded Gemma 3 270M)")
@@ -447,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=physical_cores())
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary (optional peer)")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--batch-tokens", type=int, default=96, help="tokens per stream in the batching benchmark")
+    parser.add_argument("--batching-only", action="store_true", help="run only the batched-engine comparison")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
     model = args.model or default_model()
@@ -458,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model),
         "settings": {"reps": args.reps, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx},
     }
+    sys.path.insert(0, str(Path(__file__).parent))
+    if args.batching_only:
+        results["batching"] = bench_batching(model, args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        report_batching(results["batching"])
+        print(f"JSON: {args.out}")
+        return 0
     # 1-2: throughput and TTFT, every engine up at once, reps interleaved.
     direct = DirectEngine(model, args)
     servers: dict[str, Server] = {}
@@ -493,10 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     # 7: contention.
     results["contention_c1"] = bench_contention(model, args, 1)
     results["contention_c2"] = bench_contention(model, args, 2)
+    # 8: the batched engine beside llama-server.
+    results["batching"] = bench_batching(model, args)
     results["ratios"] = ratios(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     report(results)
+    report_batching(results["batching"])
     print(f"JSON: {args.out}")
     return 0
 

@@ -391,3 +391,74 @@ async def test_stop_cancels_running_generation_and_unloads(make_runtime, fake):
     assert chunks[-1].finish_reason == "cancelled"
     assert state(rt, "a") == "unloaded"
     assert fake.rec.loaded == set()
+
+
+# ---- per-model capacity (the backend's parallel slots) ---------------------------------------
+
+
+async def test_a_model_runs_up_to_its_capacity_and_the_rest_wait(make_runtime, fake):
+    rt = await make_runtime({"a": {"parallel": 2}}, server={"concurrency": 8})
+    await run(rt, "a")  # loaded: its capacity is known
+    gate = fake.rec.gate("a")
+    gate.clear()
+    tasks = [asyncio.create_task(run(rt, "a")) for _ in range(5)]
+    await wait_for(lambda: fake.rec.active.get("a") == 2 and rt.scheduler.snapshot().queued == 3)
+    snap = rt.scheduler.snapshot()
+    assert (snap.running, snap.sequences, snap.queued) == (2, 2, 3)
+    status = rt.status()["models"][0]
+    assert (status["slots"], status["running_sequences"]) == (2, 2)  # admitted = really decoding
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert fake.rec.max_active["a"] == 2
+    await rt.stop()
+
+
+async def test_concurrency_bounds_sequences_over_all_models(make_runtime, fake):
+    rt = await make_runtime(
+        {"a": {"parallel": 4}, "b": {"parallel": 4}}, server={"concurrency": 3}, unload={"max_loaded": 2}
+    )
+    await asyncio.gather(run(rt, "a"), run(rt, "b"))
+    fake.rec.gate("a").clear()
+    fake.rec.gate("b").clear()
+    tasks = [asyncio.create_task(run(rt, m)) for m in ("a", "a", "b", "b")]
+    await wait_for(lambda: rt.scheduler.snapshot().sequences == 3 and rt.scheduler.snapshot().queued == 1)
+    fake.rec.gate("a").set()
+    fake.rec.gate("b").set()
+    await asyncio.gather(*tasks)
+    await rt.stop()
+
+
+async def test_n_choices_hold_n_sequences_and_keep_their_place(make_runtime, fake):
+    rt = await make_runtime({"a": {"parallel": 4}}, server={"concurrency": 4})
+    await run(rt, "a")
+    gate = fake.rec.gate("a")
+    gate.clear()
+    order: list[str] = []
+
+    async def choices(n: int, tag: str):
+        async with rt.session("a", sequences=n) as s:
+            order.append(tag)
+            return [item async for item in s.stream(REQ, n)]
+
+    single = asyncio.create_task(choices(1, "single"))
+    await wait_for(lambda: rt.scheduler.snapshot().sequences == 1)
+    wide = asyncio.create_task(choices(4, "wide"))  # needs all four: waits
+    await wait_for(lambda: rt.scheduler.snapshot().queued == 1)
+    late = asyncio.create_task(choices(1, "late"))  # would fit now, but must not overtake
+    await wait_for(lambda: rt.scheduler.snapshot().queued == 2)
+    assert rt.scheduler.snapshot().sequences == 1
+    gate.set()
+    results = await asyncio.gather(single, wide, late)
+    assert order == ["single", "wide", "late"]
+    wide_items = results[1]
+    assert sorted({index for index, _chunk in wide_items}) == [0, 1, 2, 3]
+    assert rt.scheduler.snapshot().sequences == 0
+    await rt.stop()
+
+
+async def test_requests_queued_behind_a_failing_load_share_its_error(make_runtime, fake):
+    rt = await make_runtime({"bad": {"fail_load": True, "load_delay": 0.2, "parallel": 4}}, server={"concurrency": 4})
+    results = await asyncio.gather(*(run(rt, "bad") for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(r, ModelLoadError) for r in results), results
+    assert fake.rec.loads["bad"] == 1
+    await rt.stop()

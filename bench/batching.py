@@ -1,0 +1,168 @@
+"""The batched-engine benchmark: Hoshikage beside llama.cpp's llama-server, same model,
+threads, slots and context per slot, measured in one run.
+
+- aggregate decode tok/s at 1, 2, 4 and 8 concurrent streams (both with 4 slots);
+- ``n = 4`` wall time over ``n = 1`` (64 tokens per choice, end of generation banned);
+- later-turn TTFT of 2 and 4 conversations taking turns, each with its own ~1,300-token
+  system prompt;
+- ``json_schema`` decode tok/s over plain decode tok/s (Hoshikage, and llama-server for
+  reference).
+
+Everything goes through ``/v1/completions`` and ``/v1/chat/completions`` with plain httpx,
+so both servers pay the same client cost.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+
+SLOTS = 4
+#: Gemma 3's end-of-generation ids (``<eos>``, ``<end_of_turn>``), banned where every
+#: choice must run its full length.
+GEMMA_EOG = {"1": -100, "106": -100}
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
+    "required": ["title", "story"],
+}
+
+
+def _stream(http, path: str, body: dict) -> tuple[float | None, list[float], str]:
+    """(TTFT, arrival times of the content events, text) of one streamed request."""
+    t0 = time.perf_counter()
+    arrivals: list[float] = []
+    texts: list[str] = []
+    with http.stream("POST", path, json={**body, "stream": True}) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            data = json.loads(line[6:])
+            choice = (data.get("choices") or [{}])[0]
+            text = choice.get("text") or (choice.get("delta") or {}).get("content")
+            if text:
+                arrivals.append(time.perf_counter())
+                texts.append(text)
+    ttft = arrivals[0] - t0 if arrivals else None
+    return ttft, arrivals, "".join(texts)
+
+
+def _decode_tps(arrivals: list[float]) -> float | None:
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 2 else None
+
+
+def aggregate(http_factory, streams: int, max_tokens: int, tag: str) -> float:
+    """Aggregate decode tok/s of ``streams`` concurrent streamed completions."""
+    counts = [0] * streams
+    starts, ends = [0.0] * streams, [0.0] * streams
+
+    def one(i: int) -> None:
+        with http_factory() as http:
+            _ttft, arrivals, _text = _stream(http, "/v1/completions", {
+                "model": "a", "prompt": f"[{tag}-{i}] Write a long story about a lighthouse keeper number {i}.",
+                "max_tokens": max_tokens, "temperature": 0, "logit_bias": GEMMA_EOG,
+            })  # fmt: skip
+        counts[i] = len(arrivals)
+        starts[i], ends[i] = arrivals[0], arrivals[-1]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # From the first token anywhere to the last token anywhere: decode only.
+    return (sum(counts) - streams) / (max(ends) - min(starts))
+
+
+def n_cost(http, n: int, max_tokens: int, seed: int) -> float:
+    """Wall seconds of one non-streamed completion with ``n`` choices."""
+    t0 = time.perf_counter()
+    r = http.post("/v1/completions", json={
+        "model": "a", "prompt": f"[n{n}-{seed}] The three wishes of the fisherman were", "n": n,
+        "max_tokens": max_tokens, "temperature": 0.8, "seed": seed, "logit_bias": GEMMA_EOG,
+    })  # fmt: skip
+    r.raise_for_status()
+    wall = time.perf_counter() - t0
+    body = r.json()
+    assert len(body["choices"]) == n, body
+    return wall
+
+
+def system_prompt(i: int) -> str:
+    rules = " ".join(f"Rule {k}: in conversation {i}, answer topic {k} politely and briefly." for k in range(70))
+    return f"You are assistant number {i}. {rules}\n"
+
+
+def interleaved_ttft(http, conversations: int, turns: int, tag: str) -> list[float]:
+    """TTFT of every turn after the first of ``conversations`` taking turns."""
+    history = [system_prompt(c) + f"[{tag}]\n" for c in range(conversations)]
+    later: list[float] = []
+    for turn in range(turns):
+        for c in range(conversations):
+            history[c] += f"User: question {turn} about item {c}?\nAssistant:"
+            ttft, _, text = _stream(http, "/v1/completions", {
+                "model": "a", "prompt": history[c], "max_tokens": 8, "temperature": 0, "logit_bias": GEMMA_EOG,
+            })  # fmt: skip
+            history[c] += text + "\n"
+            if turn > 0 and ttft is not None:
+                later.append(ttft)
+    return later
+
+
+def schema_ratio(http, max_tokens: int, reps: int) -> dict:
+    """Decode tok/s with a ``json_schema`` response format, and without."""
+    messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper, as JSON."}]
+    plain, constrained = [], []
+    for rep in range(reps):
+        base = {"model": "a", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": rep}
+        _, arrivals, _ = _stream(http, "/v1/chat/completions", {**base, "messages": [
+            {"role": "user", "content": f"[{rep}] Write a long story about a lighthouse keeper."}]})
+        plain.append(_decode_tps(arrivals))
+        _, arrivals, _ = _stream(http, "/v1/chat/completions", {**base, "messages": [
+            {"role": "user", "content": f"[{rep}] Write a long story about a lighthouse keeper, as JSON."}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}})
+        constrained.append(_decode_tps(arrivals))
+    plain = [p for p in plain if p]
+    constrained = [c for c in constrained if c]
+    p, c = statistics.median(plain), statistics.median(constrained)
+    return {"plain_tps": p, "schema_tps": c, "ratio": c / p}
+
+
+def run(servers: dict, args) -> dict:
+    """``servers``: name -> base URL, each serving the model as "a" with ``SLOTS`` slots."""
+    import httpx
+
+    out: dict = {name: {} for name in servers}
+    factories = {name: (lambda url=url: httpx.Client(base_url=url, timeout=600)) for name, url in servers.items()}
+    for name, factory in factories.items():  # warm-up
+        with factory() as http:
+            http.post("/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}).raise_for_status()
+    reps = max(2, args.reps // 2)
+    # Reps interleaved between the servers, as in the throughput benchmark.
+    for streams in (1, 2, 4, 8):
+        samples: dict = {name: [] for name in servers}
+        for rep in range(reps):
+            for name, factory in factories.items():
+                samples[name].append(aggregate(factory, streams, args.batch_tokens, f"s{streams}r{rep}"))
+        for name in servers:
+            out[name][f"aggregate_tps_{streams}"] = statistics.median(samples[name])
+    for name, factory in factories.items():
+        with factory() as http:
+            one = [n_cost(http, 1, 64, 100 + rep) for rep in range(reps)]
+            four = [n_cost(http, 4, 64, 200 + rep) for rep in range(reps)]
+        out[name]["n1_s"] = statistics.median(one)
+        out[name]["n4_s"] = statistics.median(four)
+        out[name]["n4_over_n1"] = out[name]["n4_s"] / out[name]["n1_s"]
+    for conversations in (2, 4):
+        for name, factory in factories.items():
+            with factory() as http:
+                later = interleaved_ttft(http, conversations, 3, f"{name}-{conversations}")
+            out[name][f"interleaved_{conversations}_ttft_ms"] = statistics.median(later) * 1000
+    for name, factory in factories.items():
+        with factory() as http:
+            out[name]["schema"] = schema_ratio(http, args.batch_tokens, reps)
+    return out
