@@ -474,3 +474,45 @@ async def test_an_error_after_the_stream_started_is_an_error_event():
         "message_start", "content_block_start", "ping", "content_block_delta", "error",
     ]  # fmt: skip
     assert events[-1][1]["error"]["type"] == "api_error"
+
+
+# ---- a real model -------------------------------------------------------------------------
+
+
+@pytest.mark.gemma
+@pytest.mark.timeout(300)
+def test_gemma_messages_stream_stop_sequence_tools_and_count(gemma_model_path):
+    """Gemma 3 270M has no chat template (the plain fallback renders the chat, with its own
+    stop strings): a streamed message, a stop sequence taken from its text stops the same
+    answer there, a forced tool call parses, and count_tokens equals usage."""
+    config = {"models": [{"name": "gemma", "path": str(gemma_model_path), "n_ctx": 1024}]}
+    with running_server(config) as srv:
+        sdk = anthropic.Anthropic(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=120)
+        kwargs = {
+            "model": "gemma", "max_tokens": 24, "system": "You are a helpful assistant.",
+            "messages": [{"role": "user", "content": "Name three colours of the rainbow."}],
+        }  # fmt: skip
+        with sdk.messages.stream(**kwargs, extra_body=GREEDY) as stream:
+            streamed = "".join(stream.text_stream)
+            whole = stream.get_final_message()
+        text = whole.content[0].text
+        assert text.strip() and text == streamed and whole.stop_reason in ("end_turn", "max_tokens")
+        count = sdk.messages.count_tokens(**{k: v for k, v in kwargs.items() if k != "max_tokens"})
+        assert count.input_tokens == whole.usage.input_tokens > 0
+        words = [w for w in text.split() if w.isalpha() and len(w) > 2]
+        assert words, text
+        stop = words[min(1, len(words) - 1)]
+        cut = sdk.messages.create(**kwargs, stop_sequences=[stop], extra_body=GREEDY)
+        assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
+        assert cut.content[0].text == text[: text.index(stop)]
+        tool = {
+            "name": "get_weather", "description": "The weather in a city.",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]},
+        }  # fmt: skip
+        called = sdk.messages.create(
+            model="gemma", max_tokens=40, tools=[tool], tool_choice={"type": "tool", "name": "get_weather"},
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}], extra_body=GREEDY,
+        )  # fmt: skip
+        assert called.stop_reason == "tool_use", called
+        (use,) = [b for b in called.content if b.type == "tool_use"]
+        assert use.name == "get_weather" and isinstance(use.input["city"], str)
