@@ -516,3 +516,24 @@ def test_gemma_messages_stream_stop_sequence_tools_and_count(gemma_model_path):
         assert called.stop_reason == "tool_use", called
         (use,) = [b for b in called.content if b.type == "tool_use"]
         assert use.name == "get_weather" and isinstance(use.input["city"], str)
+
+
+def test_output_config_format_constrains_the_answer_to_the_schema(client):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    message = client.messages.create(
+        model="tiny", max_tokens=100, messages=USER, output_config={"format": {"type": "json_schema", "schema": schema}},
+        extra_body=GREEDY,
+    )  # fmt: skip
+    assert message.stop_reason == "end_turn", message
+    assert isinstance(json.loads(message.content[0].text)["n"], int)
+
+
+def test_the_beta_messages_client_works(client):
+    """``client.beta.messages`` (what Claude Code uses) posts to ``/v1/messages?beta=true``
+    with an ``anthropic-beta`` header."""
+    message = client.beta.messages.create(
+        model="tiny", max_tokens=3, messages=USER, betas=["interleaved-thinking-2025-05-14"]
+    )
+    assert message.type == "message" and message.usage.output_tokens >= 1
+    count = client.beta.messages.count_tokens(model="tiny", messages=USER, betas=["token-counting-2024-11-01"])
+    assert count.input_tokens == message.usage.input_tokens

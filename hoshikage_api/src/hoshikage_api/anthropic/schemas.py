@@ -100,6 +100,21 @@ class ToolChoiceNone(Struct, tag_field="type", tag="none", kw_only=True):
 ToolChoice = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone
 
 
+# ---- structured output --------------------------------------------------------------------
+
+
+class JsonOutputFormat(Struct, tag_field="type", tag="json_schema", kw_only=True):
+    schema: dict[str, Any]
+
+
+class OutputConfig(Struct, kw_only=True):
+    """``format`` constrains the answer to JSON valid against its schema (by grammar, as
+    ``response_format`` on chat); ``effort`` is accepted and ignored."""
+
+    format: JsonOutputFormat | None = None
+    effort: str | None = None
+
+
 # ---- requests -----------------------------------------------------------------------------
 
 
@@ -128,6 +143,7 @@ class MessagesRequest(Conversation, kw_only=True):
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
+    output_config: OutputConfig | None = None
     #: Accepted and ignored (``user_id``).
     metadata: dict[str, Any] | None = None
     #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.

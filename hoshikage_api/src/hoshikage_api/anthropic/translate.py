@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hoshikage_core.protocol import GenerationRequest
+from hoshikage_core.protocol import GenerationRequest, ResponseFormat
 
 from ..errors import invalid
 from ..translate import Job, keep_alive
@@ -168,6 +168,12 @@ def _request(data: s.Conversation, **sampling) -> GenerationRequest:
     )
 
 
+def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
+    if config is None or config.format is None:
+        return None
+    return ResponseFormat(type="json_schema", schema=config.format.schema, strict=True)
+
+
 def messages_job(data: s.MessagesRequest) -> Job:
     request = _request(
         data,
@@ -176,6 +182,7 @@ def messages_job(data: s.MessagesRequest) -> Job:
         top_p=data.top_p,
         top_k=data.top_k,
         stop=tuple(data.stop_sequences or ()),
+        response_format=_response_format(data.output_config),
     )
     return Job(
         endpoint="messages", model=data.model, keep_alive=keep_alive(data.keep_alive),
