@@ -476,6 +476,51 @@ async def test_an_error_after_the_stream_started_is_an_error_event():
     assert events[-1][1]["error"]["type"] == "api_error"
 
 
+def format_events(*chunks, stop_sequences=()) -> list[tuple[str, dict]]:
+    from hoshikage_api.anthropic.format import MessageFormat
+    from hoshikage_api.translate import Job
+
+    fmt = MessageFormat(Job(endpoint="messages", model="m", keep_alive=None, requests=(), stream=True), stop_sequences)
+    return sse_events(b"".join(event for chunk in chunks for event in fmt.events(chunk)).decode())
+
+
+def test_stream_of_text_then_tool_calls_numbers_the_blocks():
+    from hoshikage_core.protocol import Chunk
+
+    calls = (
+        {"id": "call_abc", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
+        {"id": "call_def", "type": "function", "function": {"name": "b", "arguments": '"{\\"y\\": 2}"'}},
+    )
+    events = format_events(
+        Chunk(text="Let me look."),
+        Chunk(text=" ok", finish_reason="tool_calls", tool_calls=calls, prompt_tokens=9, completion_tokens=20),
+    )
+    assert [(name, data.get("index")) for name, data in events] == [
+        ("message_start", None), ("content_block_start", 0), ("ping", None),
+        ("content_block_delta", 0), ("content_block_delta", 0), ("content_block_stop", 0),
+        ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
+        ("content_block_start", 2), ("content_block_delta", 2), ("content_block_stop", 2),
+        ("message_delta", None), ("message_stop", None),
+    ]  # fmt: skip
+    assert events[6][1]["content_block"] == {"type": "tool_use", "id": "toolu_abc", "name": "a", "input": {}}
+    assert json.loads(events[7][1]["delta"]["partial_json"]) == {"x": 1}
+    # Arguments encoded twice are decoded twice: input is always an object.
+    assert json.loads(events[10][1]["delta"]["partial_json"]) == {"y": 2}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    assert events[-2][1]["usage"] == {"input_tokens": 9, "output_tokens": 20}
+
+
+def test_stream_of_nothing_has_one_empty_text_block():
+    from hoshikage_core.protocol import Chunk
+
+    events = format_events(Chunk(finish_reason="stop", prompt_tokens=3, completion_tokens=0), stop_sequences=["x", "y"])
+    assert [name for name, _ in events] == [
+        "message_start", "content_block_start", "ping", "content_block_stop", "message_delta", "message_stop",
+    ]  # fmt: skip
+    # Several stop sequences: the backend does not say which one matched.
+    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": None}
+
+
 # ---- a real model -------------------------------------------------------------------------
 
 
