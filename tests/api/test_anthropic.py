@@ -413,8 +413,9 @@ def test_full_queue_is_overloaded_error_529(server, client):
         r = post(server, "/v1/messages", {"model": "tiny", "max_tokens": 2, "messages": USER})
         assert_error(r, 529, "overloaded_error")
         assert int(r.headers["retry-after"]) >= 1
-        with pytest.raises(anthropic.OverloadedError):
+        with pytest.raises(anthropic.APIStatusError) as exc:  # OverloadedError in newer SDKs
             client.messages.count_tokens(model="tiny", messages=USER)
+        assert exc.value.status_code == 529
         running.close()
         assert queued.result(timeout=30).status_code == 200
     wait_for(lambda: status(server)["running"] == 0, what="the server to go idle")
@@ -566,8 +567,8 @@ def test_gemma_messages_stream_stop_sequence_tools_and_count(gemma_model_path):
 def test_output_config_format_constrains_the_answer_to_the_schema(client):
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     message = client.messages.create(
-        model="tiny", max_tokens=100, messages=USER, output_config={"format": {"type": "json_schema", "schema": schema}},
-        extra_body=GREEDY,
+        model="tiny", max_tokens=100, messages=USER,
+        extra_body={**GREEDY, "output_config": {"format": {"type": "json_schema", "schema": schema}}},
     )  # fmt: skip
     assert message.stop_reason == "end_turn", message
     assert isinstance(json.loads(message.content[0].text)["n"], int)
