@@ -10,7 +10,7 @@ import attrs
 from hoshikage_core.errors import Cancelled
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
-from .schemas import Usage
+from .schemas import PromptTokensDetails, Usage
 from .translate import Job
 
 SHUTDOWN = "The generation was cancelled because the server is shutting down."
@@ -45,6 +45,7 @@ class ChoiceResult:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     def add(self, chunk: Chunk) -> None:
         if chunk.text:
@@ -57,6 +58,7 @@ class ChoiceResult:
             self.finish_reason = chunk.finish_reason
             self.prompt_tokens = chunk.prompt_tokens or 0
             self.completion_tokens = chunk.completion_tokens or 0
+            self.cached_tokens = chunk.cached_tokens or 0
 
     @property
     def text(self) -> str:
@@ -79,10 +81,12 @@ class UsageCounter:
         self.n = job.n
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cached_tokens = 0
 
-    def add(self, index: int, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, index: int, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
         if index % self.n == 0:
             self.prompt_tokens += prompt_tokens
+            self.cached_tokens += cached_tokens
         self.completion_tokens += completion_tokens
 
     def usage(self) -> Usage:
@@ -90,11 +94,12 @@ class UsageCounter:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             total_tokens=self.prompt_tokens + self.completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens),
         )
 
 
 def usage_of(job: Job, results: list[ChoiceResult]) -> Usage:
     counter = UsageCounter(job)
     for index, result in enumerate(results):
-        counter.add(index, result.prompt_tokens, result.completion_tokens)
+        counter.add(index, result.prompt_tokens, result.completion_tokens, result.cached_tokens)
     return counter.usage()

@@ -19,7 +19,7 @@ TopP = Annotated[float, Meta(ge=0, le=1)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
 MaxTokens = Annotated[int, Meta(ge=1, le=1_000_000)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-ChoiceCount = Annotated[int, Meta(ge=1, le=128, description="choices to generate, one after another")]
+ChoiceCount = Annotated[int, Meta(ge=1, le=128, description="choices, decoded together from one reading of the prompt")]
 Stop = str | Annotated[list[str], Meta(max_length=16)]
 KeepAlive = Annotated[
     float | str,
@@ -35,10 +35,16 @@ class StreamOptions(Struct, kw_only=True):
     include_usage: bool = False
 
 
+class PromptTokensDetails(Struct, kw_only=True):
+    #: Prompt tokens found in the model's KV cache (a slot's cached prefix), not read again.
+    cached_tokens: int = 0
+
+
 class Usage(Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
 
 
 class SamplingFields(Struct, kw_only=True):
