@@ -36,7 +36,8 @@ def _stream(http, path: str, body: dict) -> tuple[float | None, list[float], str
     t0 = time.perf_counter()
     arrivals: list[float] = []
     texts: list[str] = []
-    with http.stream("POST", path, json={**body, "stream": True}) as r:
+    # A connection per stream: llama-server may close a kept-alive one after a stream.
+    with http.stream("POST", path, json={**body, "stream": True}, headers={"Connection": "close"}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: {"):
@@ -81,7 +82,7 @@ def aggregate(http_factory, streams: int, max_tokens: int, tag: str) -> float:
 def n_cost(http, n: int, max_tokens: int, seed: int) -> float:
     """Wall seconds of one non-streamed completion with ``n`` choices."""
     t0 = time.perf_counter()
-    r = http.post("/v1/completions", json={
+    r = http.post("/v1/completions", headers={"Connection": "close"}, json={
         "model": "a", "prompt": f"[n{n}-{seed}] The three wishes of the fisherman were", "n": n,
         "max_tokens": max_tokens, "temperature": 0.8, "seed": seed, "logit_bias": GEMMA_EOG,
     })  # fmt: skip

@@ -375,6 +375,12 @@ def bench_batching(model: Path, args) -> dict:
         if isinstance(peer, Server):
             servers["llama_server"] = peer
         return batching.run({name: s.base_url for name, s in servers.items()}, args)
+    except Exception:
+        for name, server in servers.items():
+            if server.proc.poll() is not None:
+                server.log.seek(0)
+                print(f"{name} exited ({server.proc.returncode}):", server.log.read().decode(errors="replace")[-3000:])
+        raise
     finally:
         for server in servers.values():
             server.stop()

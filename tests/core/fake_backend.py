@@ -79,14 +79,17 @@ class FakeModel:
             try:
                 for chunk in self._choice(request, cancel, prompt_tokens):
                     sink.put(index, chunk)
+                    sink.flush()
             except BaseException as exc:
                 sink.close(exc)
+                sink.flush()
                 return
             with lock:
                 left[0] -= 1
                 last = left[0] == 0
             if last:
                 sink.close()
+                sink.flush()
 
         for index in range(n):
             threading.Thread(target=choice, args=(index,), daemon=True).start()

@@ -146,11 +146,15 @@ class ChunkSink(Protocol):
 
     Every choice ``0 <= index < n`` ends with one chunk carrying ``finish_reason``; after
     the last choice's (or on a failure) the engine calls :meth:`close` exactly once.
+    ``put`` and ``close`` only queue: the reader learns of them at the next :meth:`flush`,
+    which the engine calls once it has put a step's chunks into all its sinks.
     """
 
     def put(self, index: int, chunk: Chunk) -> None: ...
 
     def close(self, error: BaseException | None = None) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 @runtime_checkable
@@ -212,6 +216,9 @@ class BlockingStream:
 
     def close(self, error: BaseException | None = None) -> None:
         self._items.put(_END if error is None else error)
+
+    def flush(self) -> None:
+        pass  # a blocked reader wakes on each put
 
     def __iter__(self) -> Iterator[tuple[int, Chunk]]:
         while True:

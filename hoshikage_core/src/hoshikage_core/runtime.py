@@ -191,6 +191,7 @@ class Session:
                 model.generate(request, cancel, sink, n)
             except BaseException as exc:
                 sink.close(exc)  # nothing was started: the sink is done
+                sink.flush()
                 raise
 
         try:

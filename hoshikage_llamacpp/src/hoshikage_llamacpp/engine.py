@@ -139,7 +139,10 @@ class Engine:
     def __init__(self, *, name: str, ctx, vocab, n_vocab: int, n_ctx: int, parallel: int, n_batch: int, piece):
         import llama_cpp
 
+        from . import native
+
         self._lib = llama_cpp
+        self._native = native.lib
         self._ctx = ctx
         self._mem = llama_cpp.llama_get_memory(ctx)
         self._vocab = vocab
@@ -211,7 +214,10 @@ class Engine:
             return
         batch = self._batch
         batch.clear()
-        for seq in self._running:  # every generating sequence's next token first
+        # Every generating sequence's next token first, in slot order: llama.cpp reuses the
+        # previous step's compute graph only when the batch's sequences come in the same
+        # order, and rebuilding it costs about a third of a step (Gemma 3 270M, 4 streams).
+        for seq in sorted(self._running, key=_slot_id):
             if seq.next_token is not None:
                 slot = seq.slot
                 seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
@@ -247,7 +253,7 @@ class Engine:
             self._finish(seq, "length", out)
             return
         token = seq.sampler.sample(self._ctx, row)
-        if self._lib.llama_vocab_is_eog(self._vocab, token):
+        if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
             return
         chunk, stopped = seq.accept(token, row)
@@ -415,10 +421,21 @@ class _Outbox:
         self.closes.append((sink, error))
 
     def deliver(self) -> None:
+        """Everything into the sinks first, then one flush per sink: sinks sharing a
+        waker wake their reader once for the whole step."""
+        sinks = {}
         for sink, index, chunk in self.items:
             sink.put(index, chunk)
+            sinks[id(sink)] = sink
         for sink, error in self.closes:
             sink.close(error)
+            sinks[id(sink)] = sink
+        for sink in sinks.values():
+            sink.flush()
+
+
+def _slot_id(seq: Sequence) -> int:
+    return seq.slot.id
 
 
 def _cancelled_chunk(job: Job):

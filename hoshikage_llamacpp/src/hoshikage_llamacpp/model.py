@@ -17,6 +17,7 @@ from typing import Any
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import CancelToken, ChunkSink, Embeddings, EngineStats, GenerationRequest
 
+from . import native
 from .chat import ChatRenderer, choose_template
 from .engine import Engine, Job
 from .loader import Loaded, load
@@ -96,11 +97,11 @@ class LlamaCppModel:
 
     def _engine_piece(self, token: int) -> bytes:
         """The bytes a token stands for (engine thread only: it reuses one buffer)."""
-        buf = self._piece_buf
-        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        buf, lib = self._piece_buf, native.lib
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
-            n = self._lib.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
+            n = lib.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
             return big.raw[:n]
         return buf.raw[:n]
 

@@ -123,7 +123,10 @@ class SamplerChain:
     def __init__(self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None):
         import llama_cpp
 
+        from . import native
+
         self._lib = llama_cpp
+        self._native = native.lib
         self.seed = seed if seed is not None else secrets.randbits(31)
         self._n_vocab = n_vocab
         params = llama_cpp.llama_sampler_chain_default_params()
@@ -184,7 +187,7 @@ class SamplerChain:
 
     def sample(self, ctx, index: int = -1) -> int:
         """Draw a token from the logits at batch position ``index`` and advance the state."""
-        lib = self._lib
+        lib = self._native
         token = lib.llama_sampler_sample(self._chain, ctx, index)
         grammar = self._grammar
         if grammar is None:
@@ -205,7 +208,7 @@ class SamplerChain:
         """The draw again, over the whole distribution with the grammar applied first."""
         import numpy as np
 
-        lib, n_vocab = self._lib, self._n_vocab
+        lib, n_vocab = self._native, self._n_vocab
         if self._full is None:
             dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
             self._full = np.zeros(n_vocab, dtype=dtype)
@@ -214,8 +217,8 @@ class SamplerChain:
         full["id"] = self._full_ids
         full["logit"] = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
         full["p"] = 0.0
-        data = full.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
-        array = lib.llama_token_data_array(data, n_vocab, -1, False)
+        data = full.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data))
+        array = self._lib.llama_token_data_array(data, n_vocab, -1, False)
         lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
         lib.llama_sampler_apply(self._chain, ctypes.byref(array))
         return int(array.data[array.selected].id)
@@ -255,10 +258,10 @@ class LogprobReader:
 
     def read(self, token: int, index: int = -1) -> TokenLogprob:
         """The log-probability of ``token`` (and the top ones) at batch position ``index``."""
-        import llama_cpp
+        from .native import lib
 
         np = self._np
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
         peak = float(logits.max())
         log_total = peak + math.log(float(np.exp(logits - peak).sum()))
         top = ()
