@@ -580,3 +580,18 @@ def test_close_twice_is_harmless(tiny_model_path):
     m = LlamaCppModel.load("c", str(tiny_model_path), LlamaOptions(n_ctx=64))
     m.close()
     m.close()
+
+
+def test_grammar_checked_after_the_draw_gives_the_same_greedy_answer_as_grammar_first(model):
+    """The fast path (draw, check one token, redraw over the best-scored tokens on a
+    rejection) must choose exactly what filtering the whole vocabulary first chooses."""
+    schema = {"type": "object", "properties": {"pick": {"enum": ["red", "blue", "green"]}, "ok": {"type": "boolean"}},
+              "required": ["pick", "ok"]}  # fmt: skip
+    fmt = ResponseFormat(type="json_schema", schema=schema)
+    for word in ("hello", "the cat", "json data", "one two"):
+        messages = ({"role": "user", "content": word},)
+        lazy, chunks = run(model, messages=messages, max_tokens=200, temperature=0, response_format=fmt)
+        # any repetition penalty puts the grammar inside the chain, ahead of the draw
+        first, _ = run(model, messages=messages, max_tokens=200, temperature=0, response_format=fmt, presence_penalty=1e-9)
+        assert lazy == first, word
+        assert json.loads(lazy)["pick"] in ("red", "blue", "green")

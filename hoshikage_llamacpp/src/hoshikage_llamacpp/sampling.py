@@ -17,6 +17,7 @@ must not see a rejected draw, the grammar runs inside the chain on every token i
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import math
 import secrets
@@ -134,7 +135,12 @@ class SamplerChain:
         #: The grammar, when it is checked after the draw (see the module docstring).
         self._grammar = None
         self._one = None
-        self._full = None
+        self._full_ids = None
+        #: When the grammar rejects a draw, the draw made again over the best-scored tokens
+        #: only is exactly the draw over all of them if at least this many of those pass
+        #: the grammar (1 for greedy, ``top_k`` when sampling); None: only the whole
+        #: vocabulary will do (a logit bias or no top-k reorders what "best" means).
+        self._enough_allowed: int | None = None
         #: Draws the grammar rejected, and draws in all (for tests and the benchmark).
         self.rejected = 0
         self.draws = 0
@@ -169,10 +175,12 @@ class SamplerChain:
                 self._one = (lib.llama_token_data * 1)()
                 self._one_array = lib.llama_token_data_array(self._one, 1, -1, False)
         temperature = setting(request, "temperature")
+        top_k = int(setting(request, "top_k"))
+        if self._grammar is not None and not request.logit_bias:
+            self._enough_allowed = 1 if temperature <= 0 else (top_k if top_k > 0 else None)
         if temperature <= 0:
             self._add(lib.llama_sampler_init_greedy())
             return
-        top_k = int(setting(request, "top_k"))
         if top_k > 0:
             self._add(lib.llama_sampler_init_top_k(top_k))
         self._add(lib.llama_sampler_init_top_p(setting(request, "top_p"), 1))
@@ -205,21 +213,45 @@ class SamplerChain:
         return token
 
     def _resample(self, ctx, index: int) -> int:
-        """The draw again, over the whole distribution with the grammar applied first."""
+        """The draw again, with the grammar applied before the chain.
+
+        Filtering all of a large vocabulary through a grammar is the expensive part, so the
+        best-scored tokens are tried first: when enough of them pass the grammar (see
+        ``_enough_allowed``), the chain's draw over them is exactly its draw over the whole
+        filtered vocabulary, since every token the chain could keep is among them.
+        """
         import numpy as np
 
-        lib, n_vocab = self._native, self._n_vocab
-        if self._full is None:
-            dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
-            self._full = np.zeros(n_vocab, dtype=dtype)
+        n_vocab = self._n_vocab
+        logits = np.ctypeslib.as_array(self._native.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+        need = self._enough_allowed
+        if need is not None:
+            for size in (max(64, 4 * need), max(1024, 16 * need)):
+                if size >= n_vocab:
+                    break
+                ids = np.argpartition(logits, -size)[-size:].astype(np.int32)
+                token = self._draw(ids, logits[ids], need)
+                if token is not None:
+                    return token
+        if self._full_ids is None:
             self._full_ids = np.arange(n_vocab, dtype=np.int32)
-        full = self._full
-        full["id"] = self._full_ids
-        full["logit"] = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
-        full["p"] = 0.0
-        data = full.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data))
-        array = self._lib.llama_token_data_array(data, n_vocab, -1, False)
+        return self._draw(self._full_ids, logits, 0)
+
+    def _draw(self, ids, logits, need: int) -> int | None:
+        """Grammar, then chain, over the candidates ``ids``; None when fewer than ``need``
+        of them pass the grammar."""
+        import numpy as np
+
+        lib = self._native
+        cand = np.empty(len(ids), dtype=_token_data_dtype())
+        cand["id"] = ids
+        cand["logit"] = logits
+        cand["p"] = 0.0
+        data = cand.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data))
+        array = self._lib.llama_token_data_array(data, len(ids), -1, False)
         lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        if need and int(np.count_nonzero(cand["logit"] != -np.inf)) < need:
+            return None
         lib.llama_sampler_apply(self._chain, ctypes.byref(array))
         return int(array.data[array.selected].id)
 
@@ -230,6 +262,14 @@ class SamplerChain:
         if self._grammar:
             self._lib.llama_sampler_free(self._grammar)
             self._grammar = None
+
+
+@functools.cache
+def _token_data_dtype():
+    """``llama_token_data`` as a numpy dtype (numpy is imported with the first model)."""
+    import numpy as np
+
+    return np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
 def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float], ban: float):
