@@ -77,7 +77,8 @@ async def test_disconnect_storm_frees_every_slot_and_thread(tiny_model_path):
         baseline = server_threads(pid)
 
         async def hang_up(client: httpx.AsyncClient, i: int, started: asyncio.Event):
-            body = {"model": "tiny", "prompt": f"the cat {i}", "max_tokens": 4000, "stream": True}
+            body = {"model": "tiny", "prompt": f"the cat {i}", "max_tokens": 4000, "stream": True,
+                    "logit_bias": {"2": -100}}  # no end of text: every one runs until hung up
             async with client.stream("POST", "/v1/completions", json=body) as r:
                 async for _ in r.aiter_lines():
                     started.set()
@@ -90,11 +91,11 @@ async def test_disconnect_storm_frees_every_slot_and_thread(tiny_model_path):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 s = status(server)
-                if (s["running"], s["queued"]) == (4, 16):
+                if (s["running"], s["queued"], s["models"][0]["running_sequences"]) == (4, 16, 4):
                     break
                 await asyncio.sleep(0.05)
-            assert (s["running"], s["queued"]) == (4, 16), s
-            assert s["models"][0]["running_sequences"] == 4  # all four really decoding
+            # four admitted, and all four really decoding in the engine
+            assert (s["running"], s["queued"], s["models"][0]["running_sequences"]) == (4, 16, 4), s
             for t in tasks:
                 t.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
