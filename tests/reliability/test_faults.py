@@ -62,33 +62,39 @@ def test_damaged_model_file_fails_clearly_and_others_keep_serving(tiny_model_pat
         assert chat(server, "fragile").status_code == 200
 
 
-def test_sigterm_during_generation_ends_the_stream_and_exits(tiny_model_path):
-    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192}]}
+def test_sigterm_mid_batch_ends_every_stream_and_exits(tiny_model_path):
+    """Four streams decoded together in one batch (parallel 4), then SIGTERM."""
+    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 4}]}
     with running_server(config) as server:
-        seen: list[str] = []
-        ended = threading.Event()
+        seen: list[list[str]] = [[] for _ in range(4)]
+        ended = [threading.Event() for _ in range(4)]
 
-        def stream():
-            body = {"model": "tiny", "prompt": "the cat", "max_tokens": 8000, "stream": True}
+        def stream(i: int):
+            body = {"model": "tiny", "prompt": f"the cat {i}", "max_tokens": 8000, "stream": True,
+                    "logit_bias": {"2": -100}}  # fmt: skip
             try:
                 with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=30) as r:
                     for line in r.iter_lines():
-                        seen.append(line)
+                        seen[i].append(line)
             except httpx.HTTPError as exc:
-                seen.append(f"transport error: {exc!r}")
-            ended.set()
+                seen[i].append(f"transport error: {exc!r}")
+            ended[i].set()
 
-        t = threading.Thread(target=stream)
-        t.start()
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
         deadline = time.monotonic() + 20
-        while len(seen) < 5 and time.monotonic() < deadline:
+        while min(len(lines) for lines in seen) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(seen) >= 5
+        assert min(len(lines) for lines in seen) >= 5
+        assert json.loads(server.get("/api/status")[1])["models"][0]["running_sequences"] == 4
         took = server.terminate(timeout=10)
         assert took < 5, f"exit took {took:.1f}s"
         assert server.process.returncode is not None
-        assert ended.wait(5), "the client hung after the server exited"
-        t.join(5)
+        for i in range(4):
+            assert ended[i].wait(5), f"client {i} hung after the server exited"
+        for t in threads:
+            t.join(5)
 
 
 @pytest.mark.gemma
