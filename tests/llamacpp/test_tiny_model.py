@@ -535,6 +535,18 @@ def test_memory_bytes_counts_weights_and_grows_with_the_context(tiny_model_path)
         large.close()
 
 
+def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
+    one = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=2048, parallel=1))
+    four = LlamaCppModel.load("b", str(tiny_model_path), LlamaOptions(n_ctx=2048, parallel=4))
+    try:
+        assert (one.capacity, four.capacity) == (1, 4) and one.n_ctx == four.n_ctx == 2048
+        kv_per_slot = 2 * 2048 * 64 * 2 * 2  # layers × cells × width × (K+V) × f16
+        assert four.memory_bytes() - one.memory_bytes() >= 3 * kv_per_slot
+    finally:
+        one.close()
+        four.close()
+
+
 def test_embeddings_are_normalised_with_usage(tiny_model_path):
     emb = LlamaCppModel.load("emb", str(tiny_model_path), LlamaOptions(n_ctx=256, embedding=True))
     try:

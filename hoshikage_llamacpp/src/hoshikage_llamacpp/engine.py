@@ -296,18 +296,18 @@ class Engine:
         return self._run(job, index, slot, tokens[common:], common)
 
     def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Sequence:
-        tokens = job.plan.tokens
-        common = cached
+        """Choice ``index`` runs in ``slot``, which holds ``cached`` prompt tokens already;
+        ``todo`` are the ones still to decode."""
         seq = self._sequence(job, index)
         seq.slot = slot
         seq.todo = todo
         slot.seq = seq
         slot.last_used = time.monotonic()
         if index == 0:
-            job.cached_tokens = common
+            job.cached_tokens = cached
             job.first = seq if job.n > 1 else None
-            self.prompt_tokens += len(tokens)
-            self.cached_tokens += common
+            self.prompt_tokens += len(job.plan.tokens)
+            self.cached_tokens += cached
         job.started += 1
         self._running.append(seq)
         return seq
