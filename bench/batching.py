@@ -139,7 +139,7 @@ def run(servers: dict, args) -> dict:
 
     out: dict = {name: {} for name in servers}
     factories = {name: (lambda url=url: httpx.Client(base_url=url, timeout=600)) for name, url in servers.items()}
-    for name, factory in factories.items():  # warm-up
+    for factory in factories.values():  # warm-up
         with factory() as http:
             http.post("/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}).raise_for_status()
     reps = max(2, args.reps // 2)

@@ -12,7 +12,13 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from hoshikage_core.protocol import BlockingStream, CancelToken, GenerationRequest, ResponseFormat, stream  # noqa: E402
+from hoshikage_core.protocol import (  # noqa: E402
+    BlockingStream,
+    CancelToken,
+    GenerationRequest,
+    ResponseFormat,
+    stream,
+)
 from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 

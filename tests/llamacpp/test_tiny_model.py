@@ -14,10 +14,10 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import (  # noqa: E402
+    BlockingStream,
     CancelToken,
     GenerationRequest,
     LoadedModel,
-    BlockingStream,
     ResponseFormat,
     TokenLogprob,
     stream,
@@ -254,7 +254,7 @@ def test_named_tool_choice_calls_that_tool(model):
 
 def test_unknown_tool_choice_is_invalid(model):
     with pytest.raises(InvalidRequest, match="not in tools"):
-        chunks_of(model, 
+        chunks_of(model,
             GenerationRequest(messages=USER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "fly"}}),
             CancelToken(),
         )

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from . import __version__
-from .delivery import LoopWaker
+from .delivery import LoopSink, LoopWaker
 from .errors import Cancelled, HoshikageError
 from .pool import ModelPool
 from .protocol import CancelToken, Chunk, Embeddings, EngineStats, GenerationRequest, LoadedModel
@@ -177,8 +177,6 @@ class Session:
         Errors found before generation are raised before the first item. If the consumer
         goes away, every choice is cancelled within a step.
         """
-        from .delivery import LoopSink
-
         rt, rec, model = self.runtime, self.record, self.model
         sink = LoopSink(rt._waker)
         cancel = CancelToken()

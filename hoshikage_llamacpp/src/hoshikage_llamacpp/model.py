@@ -15,7 +15,13 @@ import threading
 from typing import Any
 
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
-from hoshikage_core.protocol import CancelToken, ChunkSink, Embeddings, EngineStats, GenerationRequest
+from hoshikage_core.protocol import (
+    CancelToken,
+    ChunkSink,
+    Embeddings,
+    EngineStats,
+    GenerationRequest,
+)
 
 from . import native
 from .chat import ChatRenderer, choose_template
