@@ -607,3 +607,34 @@ def test_grammar_checked_after_the_draw_gives_the_same_greedy_answer_as_grammar_
         first, _ = run(model, messages=messages, max_tokens=200, temperature=0, response_format=fmt, presence_penalty=1e-9)
         assert lazy == first, word
         assert json.loads(lazy)["pick"] in ("red", "blue", "green")
+
+
+def test_a_default_max_tokens_bounds_requests_that_give_none(tiny_model_path):
+    """The default given at load ends a request without ``max_tokens`` with "length"; a
+    request may still ask for more, up to the context."""
+    bounded = LlamaCppModel.load("bounded", str(tiny_model_path), LlamaOptions(n_ctx=256), default_max_tokens=7)
+    try:
+        _, chunks = run(bounded, prompt="the cat", temperature=0, logit_bias={EOS: -100})
+        assert (chunks[-1].finish_reason, chunks[-1].completion_tokens) == ("length", 7)
+        _, chunks = run(bounded, prompt="the cat", max_tokens=20, temperature=0, logit_bias={EOS: -100})
+        assert (chunks[-1].finish_reason, chunks[-1].completion_tokens) == ("length", 20)
+        _, chunks = run(bounded, prompt="the cat", max_tokens=100_000, temperature=0, logit_bias={EOS: -100})
+        assert chunks[-1].prompt_tokens + chunks[-1].completion_tokens == bounded.n_ctx
+    finally:
+        bounded.close()
+
+
+@pytest.mark.parametrize(
+    ("model_option", "server_default", "expected"),
+    [(None, 2048, 2048), (5, 2048, 5), (None, 0, None), (0, 2048, None), (9, 0, 9)],
+)
+def test_create_backend_takes_the_models_max_tokens_else_the_servers(tiny_model_path, model_option, server_default, expected):
+    from hoshikage_core.config import Config, ServerConfig
+
+    config = Config(server=ServerConfig(max_tokens=server_default))
+    entry = ModelEntry(name="t", path=str(tiny_model_path), options=LlamaOptions(n_ctx=256, max_tokens=model_option))
+    loaded = plugin.create_backend(entry=entry, config=config)
+    try:
+        assert loaded.default_max_tokens == expected
+    finally:
+        loaded.close()

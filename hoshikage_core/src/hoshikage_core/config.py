@@ -82,6 +82,11 @@ class ServerConfig:
     cors_origins: list[str] = attrs.Factory(list)
     #: Where the CLI reaches the server; default http://host:port.
     url: str = ""
+    #: Tokens generated for a request that gives no ``max_tokens``, unless the model sets its
+    #: own; 0: no default, up to the context. It bounds a model that never stops (a base
+    #: model repeats itself until the context is full); 2048 is far above any ordinary
+    #: answer yet ends a runaway within a minute or so at CPU speeds.
+    max_tokens: int = attrs.field(default=2048, validator=_non_negative)
     #: How long SIGTERM waits for in-flight requests before cancelling them.
     shutdown_grace: Duration = Duration(3.0)
 

@@ -35,13 +35,15 @@ from .planning import plan
 class LlamaCppModel:
     """One GGUF model in llama.cpp. Build it with :meth:`load`."""
 
-    def __init__(self, name: str, loaded: Loaded, options: LlamaOptions):
+    def __init__(self, name: str, loaded: Loaded, options: LlamaOptions, default_max_tokens: int | None = None):
         import llama_cpp
 
         self._lib = llama_cpp
         self.name = name
         self.path = loaded.path
         self.options = options
+        #: Token budget of a request that gives none; None: up to the context.
+        self.default_max_tokens = default_max_tokens
         self.metadata: dict[str, Any] = loaded.metadata
         self._loaded = loaded
         self._model = loaded.model
@@ -71,14 +73,18 @@ class LlamaCppModel:
         self._memory = memory_bytes(loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes)
 
     @classmethod
-    def load(cls, name: str, path: str, options: LlamaOptions) -> LlamaCppModel:
+    def load(cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None) -> LlamaCppModel:
         """Check the file, then load it; every failure is a :class:`ModelLoadError` naming
-        ``path`` and the reason."""
+        ``path`` and the reason. ``default_max_tokens`` bounds requests that give no
+        ``max_tokens`` (``create_backend`` passes the model's or the server's default);
+        None: ``options.max_tokens``, and without that, up to the context."""
         from hoshikage_core.errors import ModelLoadError
 
         loaded = load(name, path, options)
         try:
-            return cls(name, loaded, options)
+            if default_max_tokens is None:
+                default_max_tokens = options.max_tokens or None
+            return cls(name, loaded, options, default_max_tokens)
         except Exception as exc:
             loaded.close()
             raise ModelLoadError(name, f"{loaded.path}: {exc}") from None

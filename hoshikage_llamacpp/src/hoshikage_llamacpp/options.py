@@ -66,6 +66,11 @@ def _non_negative(_inst, attr, value):
         raise FieldError(attr.name, "must be >= 0")
 
 
+def _non_negative_or_none(_inst, attr, value):
+    if value is not None and value < 0:
+        raise FieldError(attr.name, "must be >= 0")
+
+
 def _one_of(choices):
     def check(_inst, attr, value):
         if value is not None and value not in choices:
@@ -182,6 +187,10 @@ class LlamaOptions:
     use_mmap: bool = True
     #: Lock the weights in RAM so the OS cannot swap them out.
     use_mlock: bool = False
+    #: Tokens generated for a request that gives no ``max_tokens`` (or ``num_predict``);
+    #: None: the server's ``[server].max_tokens``; 0: no default, up to the context. A
+    #: request may still ask for more, up to the context.
+    max_tokens: int | None = attrs.field(default=None, validator=_non_negative_or_none)
     #: Sampling seed for requests that give none; None: a fresh random seed per request.
     seed: int | None = None
     #: A built-in prompt format (see chat_formats.CHAT_FORMATS); overrides the GGUF template.

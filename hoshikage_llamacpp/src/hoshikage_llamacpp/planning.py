@@ -54,8 +54,11 @@ def plan(model, request: GenerationRequest) -> Plan:
         raise ContextLengthExceeded(len(tokens), model.n_ctx)
     grammar = grammar_for(request.response_format, forced)
     budget = model.n_ctx - len(tokens)
-    if request.max_tokens is not None:
-        budget = min(budget, max(request.max_tokens, 0))
+    # Every surface comes through here, so the model's default (or the server's) bounds a
+    # request without max_tokens on all of them; a request may ask for more, up to the context.
+    limit = request.max_tokens if request.max_tokens is not None else model.default_max_tokens
+    if limit is not None:
+        budget = min(budget, max(limit, 0))
     seed = request.seed if request.seed is not None else model.options.seed
     return Plan(
         request=request, tokens=tokens, stops=stops, grammar=grammar, budget=budget,

@@ -37,7 +37,17 @@ def create_backend(entry, config):
             options = LlamaOptions(**options)
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(entry.name, f"{entry.path}: bad options: {exc}") from None
-    return LlamaCppModel.load(entry.name, entry.path, options)
+    return LlamaCppModel.load(entry.name, entry.path, options, default_max_tokens(options, config))
+
+
+def default_max_tokens(options, config) -> int | None:
+    """The model's ``max_tokens``, else the config's ``[server].max_tokens``; None (no
+    default, up to the context) for 0. The backend reads the server default from the config
+    it is given, so it never needs the API."""
+    value = options.max_tokens
+    if value is None:
+        value = getattr(getattr(config, "server", None), "max_tokens", None)
+    return value or None
 
 
 @hookimpl
