@@ -1,0 +1,96 @@
+"""The core's runtime over the real llama.cpp backend (tiny model, in process): the scheduler
+holds a model to its capacity, and the engine's chunks reach the event loop with one wake
+per step, without a thread per request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from hoshikage_core.plugins import make_plugin_manager  # noqa: E402
+from hoshikage_core.protocol import GenerationRequest  # noqa: E402
+from hoshikage_core.runtime import Runtime  # noqa: E402
+
+from hoshikage_core import config as config_mod  # noqa: E402
+from hoshikage_llamacpp import plugin  # noqa: E402
+
+EOS = 2
+
+
+async def runtime_for(tiny_model_path, parallel: int, concurrency: int = 8) -> Runtime:
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(plugin, name="llamacpp")
+    data = {
+        "server": {"concurrency": concurrency, "max_queue": 16},
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 4096, "parallel": parallel}],
+    }
+    rt = Runtime(config_mod.structure(data, pm=pm), pm)
+    await rt.start()
+    return rt
+
+
+async def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_the_scheduler_holds_a_real_model_to_its_slots(tiny_model_path):
+    rt = await runtime_for(tiny_model_path, parallel=2)
+    endless = GenerationRequest(prompt="the cat", max_tokens=100_000, logit_bias={EOS: -100})
+    try:
+        await rt.load("tiny")
+
+        async def one():
+            async with rt.session("tiny") as s:
+                return [chunk async for _i, chunk in s.stream(endless)][-1]
+
+        tasks = [asyncio.create_task(one()) for _ in range(5)]
+        await wait_for(lambda: rt.scheduler.snapshot().queued == 3)
+        (model,) = rt.status()["models"]
+        assert (rt.scheduler.snapshot().running, model["slots"], model["running_sequences"]) == (2, 2, 2)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await wait_for(lambda: rt.scheduler.snapshot().running == 0)
+        assert rt.status()["models"][0]["running_sequences"] == 0
+    finally:
+        await rt.stop()
+
+
+async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path):
+    rt = await runtime_for(tiny_model_path, parallel=4)
+    try:
+        await rt.load("tiny")
+        engine = rt.pool.slot("tiny").model._engine
+        threads_before = threading.active_count()
+
+        async def one(i: int):
+            request = GenerationRequest(prompt=f"the cat {i}", max_tokens=200, temperature=0, logit_bias={EOS: -100})
+            async with rt.session("tiny") as s:
+                return [chunk async for _i, chunk in s.stream(request)]
+
+        wakes, steps = rt._waker.wakes, engine.steps
+        results = await asyncio.gather(*(one(i) for i in range(4)))
+        assert all(r[-1].completion_tokens == 200 for r in results)
+        woke, stepped = rt._waker.wakes - wakes, engine.steps - steps
+        assert woke <= stepped + 8, (woke, stepped)
+        # n = 4: four choices in lockstep, so every step carries four chunks, one wake
+        request = GenerationRequest(prompt="the cat", max_tokens=200, temperature=1.0, seed=1, logit_bias={EOS: -100})
+        wakes, steps = rt._waker.wakes, engine.steps
+        async with rt.session("tiny", sequences=4) as s:
+            items = [item async for item in s.stream(request, 4)]
+        woke, stepped = rt._waker.wakes - wakes, engine.steps - steps
+        assert len(items) > 3 * stepped, (len(items), stepped)
+        assert woke <= stepped + 2, (woke, stepped)
+        # the runtime's bounded worker pool may have grown; nothing per request
+        assert threading.active_count() <= threads_before + 8
+    finally:
+        await rt.stop()
