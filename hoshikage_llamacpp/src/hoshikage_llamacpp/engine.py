@@ -200,7 +200,10 @@ class Engine:
             except BaseException as exc:  # contain it: fail what ran, keep serving
                 log.exception("engine step failed")
                 self._fail_all(out, exc)
-            out.deliver()
+            try:
+                out.deliver()
+            except Exception:  # a broken sink must not stop the engine for everyone
+                log.exception("delivering a step's output failed")
         out = _Outbox()
         self._fail_all(out, Cancelled("The model was unloaded."))
         out.deliver()
