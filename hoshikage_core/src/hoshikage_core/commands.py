@@ -39,7 +39,7 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
     for entry in registry:
         if ctx.pm.hook.backend_options(backend=entry.backend) is None:
             warnings.append(f"model '{entry.name}': backend '{entry.backend}' is not installed")
-        if entry.file_size() is None:
+        if entry.file_size() is None and not entry.awaiting_first_load():
             warnings.append(f"model '{entry.name}': file not found: {entry.path}")
     summary = {
         "ok": True,
@@ -94,8 +94,13 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
             "context_length": None,
             "n_ctx": entry.option("n_ctx"),
             "error": None,
+            "note": None,
             "state": states.get(entry.name),
         }
+        if entry.awaiting_first_load():
+            row["note"] = f"not created yet: {entry.on_first_load}"
+            rows.append(row)
+            continue
         try:
             info = read_info(entry.path)
             row.update(
@@ -122,6 +127,8 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
         state = r["state"] or ("[dim]no server[/]" if server is None else "-")
         if r["error"]:
             state = f"[red]{r['error']}[/]"
+        elif r["note"] and not r["state"]:
+            state = f"[dim]{r['note']}[/]"
         table.add_row(
             r["name"], ", ".join(r["aliases"]) or "-", r["architecture"] or "-",
             r["quantization"] or "-", ctx_text, format_bytes(r["file_bytes"]), state,

@@ -59,6 +59,10 @@ def gather(ctx: Context) -> list[Check]:
                 hint=f"pip install hoshikage-{entry.backend}", source="core",
             ))  # fmt: skip
             continue
+        if entry.awaiting_first_load():
+            checks.append(Check(name=f"model {entry.name}", ok=None, source="core",
+                                detail=f"{entry.path}: not created yet ({entry.on_first_load})"))  # fmt: skip
+            continue
         try:
             info = read_info(entry.path)
             detail = f"{entry.path}: {info.architecture}, {info.quantization}, ctx {info.context_length}"

@@ -30,6 +30,15 @@ class ModelEntry:
     idle_ttl: float | None = None
     #: "config", or the name of the plugin that registered it.
     source: str = "config"
+    #: For a file its backend writes when the model is first loaded (the embedded demo
+    #: model is assembled then, not at registration, so listing models writes nothing):
+    #: what happens, e.g. "assembled on first load". While the file is missing, ``config
+    #: check``, ``models`` and ``doctor`` say this instead of "file not found".
+    on_first_load: str = ""
+
+    def awaiting_first_load(self) -> bool:
+        """The file is missing only because its first load has not made it yet."""
+        return bool(self.on_first_load) and not os.path.exists(self.path)
 
     def file_size(self) -> int | None:
         try:

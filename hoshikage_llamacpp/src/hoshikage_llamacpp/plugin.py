@@ -28,6 +28,7 @@ def create_backend(entry, config):
         return None
     from hoshikage_core.errors import ModelLoadError
 
+    from .demo import materialise
     from .model import LlamaCppModel
     from .options import LlamaOptions
 
@@ -37,6 +38,10 @@ def create_backend(entry, config):
             options = LlamaOptions(**options)
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(entry.name, f"{entry.path}: bad options: {exc}") from None
+    try:
+        materialise(entry)
+    except (ImportError, OSError) as exc:
+        raise ModelLoadError(entry.name, f"{entry.path}: could not assemble the file: {exc}") from None
     return LlamaCppModel.load(entry.name, entry.path, options, default_max_tokens(options, config))
 
 
@@ -60,7 +65,8 @@ def doctor_checks(config):
 
 @hookimpl
 def register_models(register, config):
-    """The embedded Gemma 3 270M when the config has no models (see :mod:`.demo`)."""
+    """The embedded Gemma 3 270M when the config has no models (see :mod:`.demo`); its file
+    is assembled on first load, so registering writes nothing."""
     from .demo import register_demo
 
     register_demo(register, config)
