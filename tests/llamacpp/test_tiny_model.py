@@ -384,7 +384,7 @@ def test_cancelling_one_of_four_leaves_the_others_to_finish(model):
 
 def test_interleaved_conversations_each_keep_their_own_slot(model):
     """Two conversations taking turns each find their own prefix in the cache."""
-    systems = ["the cat sat on the mat " * 12, "hello world red blue green " * 12]
+    systems = ["tool call json name " * 12, "data here stop two " * 12]  # no other test's prompts
     history = [[{"role": "system", "content": system}] for system in systems]
     previous = [0, 0]
     for turn, word in enumerate(("yes", "no", "stop")):
@@ -638,3 +638,31 @@ def test_create_backend_takes_the_models_max_tokens_else_the_servers(tiny_model_
         assert loaded.default_max_tokens == expected
     finally:
         loaded.close()
+
+
+def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_path):
+    """Two slots, three conversations taking turns: each turn finds its own prefix, from a
+    slot or from the host-RAM cache, and answers exactly as if read in full."""
+    two = LlamaCppModel.load("two", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=2, cache_ram=64))
+    fresh = LlamaCppModel.load("fresh", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=1, cache_ram=0))
+    try:
+        systems = ["the cat sat on the mat " * 10, "hello world red blue green " * 10, "one two yes no data " * 10]
+        history = [[{"role": "system", "content": system}] for system in systems]
+        previous = [0, 0, 0]
+        for turn, word in enumerate(("yes", "no")):
+            for conv in range(3):
+                messages = (*history[conv], {"role": "user", "content": f"{word} {conv}"})
+                answer, chunks = run(two, messages=messages, max_tokens=6, temperature=0)
+                if turn:
+                    assert chunks[-1].cached_tokens >= previous[conv], (turn, conv, chunks[-1])
+                    # the same answer as a model that read the whole prompt
+                    run(fresh, messages=({"role": "user", "content": "red"},), max_tokens=1)  # empty its slot
+                    alone, _ = run(fresh, messages=messages, max_tokens=6, temperature=0)
+                    assert answer == alone
+                history[conv] = [*messages, {"role": "assistant", "content": answer}]
+                previous[conv] = chunks[-1].prompt_tokens
+        assert two._engine.cache.restored_tokens > 0
+        assert two._engine.cache.bytes <= 64 * 1024 * 1024
+    finally:
+        two.close()
+        fresh.close()

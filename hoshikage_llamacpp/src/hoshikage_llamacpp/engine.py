@@ -39,9 +39,14 @@ from collections import deque
 from hoshikage_core.errors import Cancelled, HoshikageError
 
 from .planning import Plan
+from .prompt_cache import PromptCache
 from .sequence import Sequence
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
+
+#: A saved state is brought back only when it spares at least this many more tokens than
+#: what the chosen slot already holds.
+MIN_RESTORE_GAIN = 32
 
 
 class Slot:
@@ -136,7 +141,8 @@ class Engine:
     """Owns ``ctx``; every call but :meth:`submit`, :meth:`stats` and :meth:`close` runs
     on its own thread."""
 
-    def __init__(self, *, name: str, ctx, vocab, n_vocab: int, n_ctx: int, parallel: int, n_batch: int, piece):
+    def __init__(self, *, name: str, ctx, vocab, n_vocab: int, n_ctx: int, parallel: int, n_batch: int, piece,
+                 cache_bytes: int = 0):  # fmt: skip
         import llama_cpp
 
         from . import native
@@ -160,6 +166,8 @@ class Engine:
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.steps = 0
+        #: Slot states kept in host RAM when their slot is given to another conversation.
+        self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
         self._thread = threading.Thread(target=self._loop, name=f"hoshikage-engine:{name}", daemon=True)
         self._thread.start()
 
@@ -282,9 +290,27 @@ class Engine:
             free = self._free_slots()
             if not free:
                 return
-            self._start(job, job.started, _best_slot(free, job.plan.tokens))
+            slot = _best_slot(free, job.plan.tokens)
+            if self.cache is not None:
+                self._swap_in(slot, job.plan.tokens)
+            self._start(job, job.started, slot)
             if job.started == job.n:
                 self._waiting.popleft()
+
+    def _swap_in(self, slot: Slot, tokens: list[int]) -> None:
+        """Before ``slot`` takes ``tokens``: keep what it holds in the RAM cache if most of
+        it is about to be thrown away, and bring back a saved state that shares a longer
+        prefix with ``tokens`` than the slot does."""
+        cache = self.cache
+        held = _common_prefix(slot.tokens, tokens)
+        entry, saved = cache.best(tokens, _common_prefix)
+        if held * 2 < len(slot.tokens):
+            cache.save(slot.id, slot.tokens)
+        if entry is not None and saved > held + MIN_RESTORE_GAIN and entry in cache._entries:
+            restored = cache.restore(entry, slot.id)
+            slot.tokens = list(entry.tokens) if restored else []
+            if restored:
+                cache.restored_tokens += min(saved, len(tokens) - 1)
 
     def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
         """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
@@ -324,6 +350,8 @@ class Engine:
         for slot in self._free_slots():
             if job.started == job.n:
                 break
+            if self.cache is not None:
+                self.cache.save(slot.id, slot.tokens)
             # Across KV streams llama.cpp copies the whole stream (applied at the next decode).
             self._lib.llama_memory_seq_cp(self._mem, first.slot.id, slot.id, -1, -1)
             slot.tokens = list(first.slot.tokens)

@@ -69,6 +69,7 @@ class LlamaCppModel:
             self._engine = Engine(
                 name=name, ctx=ctx, vocab=self._vocab, n_vocab=self.n_vocab, n_ctx=self.n_ctx,
                 parallel=self.capacity, n_batch=int(llama_cpp.llama_n_batch(ctx)), piece=self._engine_piece,
+                cache_bytes=options.cache_ram * 1024 * 1024,
             )  # fmt: skip
         self._memory = memory_bytes(loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes)
 

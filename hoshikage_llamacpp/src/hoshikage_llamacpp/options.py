@@ -160,6 +160,9 @@ class LlamaOptions:
     #: Sequences decoded together in one batch: concurrent requests (and the choices of
     #: ``n > 1``) share each step. Each slot has its own ``n_ctx`` of KV cache.
     parallel: int = attrs.field(default=4, validator=_parallel)
+    #: MiB of host RAM for slot states saved when a slot is given to another conversation,
+    #: restored when that conversation comes back (llama-server's ``--cache-ram``). 0: off.
+    cache_ram: int = attrs.field(default=256, validator=_non_negative)
     #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
     n_batch: int = attrs.field(default=512, validator=_positive)
     #: Physical micro-batch size inside one decode call.

@@ -1,0 +1,91 @@
+"""Slot states kept in host RAM, so a conversation whose slot was given to another one
+finds its prompt prefix again (llama-server's ``--cache-ram``).
+
+When the engine hands a slot to a prompt that does not continue what the slot holds, it
+first copies the slot's KV state out (``llama_state_seq_get_data``). When a later prompt
+shares a longer prefix with a saved state than with any free slot, the state is copied back
+into the slot (``llama_state_seq_set_data``) and only the rest of the prompt is decoded.
+Copying a state costs a few milliseconds per thousand tokens on a small model; reading the
+same thousand tokens again costs seconds. The cache is bounded in bytes and forgets the
+least recently used state first; it lives and dies with the loaded model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+log = logging.getLogger("hoshikage.llamacpp.prompt_cache")
+
+#: Slots holding fewer tokens than this are not worth saving.
+MIN_TOKENS = 64
+
+
+class _Entry:
+    __slots__ = ("tokens", "data", "size")
+
+    def __init__(self, tokens: list[int], data, size: int):
+        self.tokens = tokens
+        self.data = data
+        self.size = size
+
+
+class PromptCache:
+    def __init__(self, ctx, limit_bytes: int):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._ctx = ctx
+        self.limit = limit_bytes
+        self._entries: list[_Entry] = []  # least recently used first
+        self.bytes = 0
+        #: Prompt tokens served from restored states, for tests and status.
+        self.restored_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def save(self, seq_id: int, tokens: list[int]) -> None:
+        """Copy the state of sequence ``seq_id``, which holds ``tokens``, into RAM."""
+        if self.limit <= 0 or len(tokens) < MIN_TOKENS:
+            return
+        for entry in self._entries:
+            if entry.tokens == tokens:
+                return  # already saved (restored, then not extended)
+        lib = self._lib
+        size = int(lib.llama_state_seq_get_size(self._ctx, seq_id))
+        if size <= 0 or size > self.limit:
+            return
+        data = (ctypes.c_uint8 * size)()
+        written = int(lib.llama_state_seq_get_data(self._ctx, data, size, seq_id))
+        if written <= 0:
+            return
+        self._entries.append(_Entry(list(tokens), data, written))
+        self.bytes += size
+        while self.bytes > self.limit and self._entries:
+            old = self._entries.pop(0)
+            self.bytes -= len(old.data)
+
+    def best(self, tokens: list[int], common_prefix) -> tuple[_Entry | None, int]:
+        """The saved state sharing the longest prefix with ``tokens``, and that length."""
+        best, best_len = None, 0
+        for entry in self._entries:
+            n = common_prefix(entry.tokens, tokens)
+            if n > best_len:
+                best, best_len = entry, n
+        return best, best_len
+
+    def restore(self, entry: _Entry, seq_id: int) -> bool:
+        """Copy ``entry`` back into sequence ``seq_id`` (emptied first). The entry leaves
+        the cache: the slot holds it now, and saves it again when it is given away."""
+        lib = self._lib
+        mem = lib.llama_get_memory(self._ctx)
+        lib.llama_memory_seq_rm(mem, seq_id, -1, -1)
+        read = int(lib.llama_state_seq_set_data(self._ctx, entry.data, entry.size, seq_id))
+        self._entries.remove(entry)
+        self.bytes -= len(entry.data)
+        if read <= 0:
+            log.warning("restoring a saved prompt state failed; the prompt is read again")
+            lib.llama_memory_seq_rm(mem, seq_id, -1, -1)
+            return False
+        return True
