@@ -148,6 +148,62 @@ def test_several_errors_are_all_reported(tmp_path):
     assert "server.port:" in message and "server.host:" in message and "server.bogus: unknown key" in message
 
 
+def test_every_error_of_a_file_is_reported_at_once(tmp_path):
+    """Type errors, validator failures, unknown keys and duplicate names, over every
+    section and model, in one report: one line each, with its key path."""
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(FakeBackendPlugin())
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, """
+            [server]
+            port = 70000
+            concurrency = 0
+            max_tokens = -1
+            bogus = 1
+            [unload]
+            max_loaded = 0
+            max_memory = "lots"
+            [[models]]
+            name = "a"
+            path = "/a"
+            backend = "fake"
+            tokens = "7"
+            tokenz = 7
+            [[models]]
+            name = ""
+            path = "/b"
+            aliases = ["a"]
+            preload = "yes"
+        """, pm)  # fmt: skip
+    expected = [
+        "server.port: must be between 0 and 65535",
+        "server.concurrency: must be > 0",
+        "server.max_tokens: must be >= 0",
+        "server.bogus: unknown key",
+        "unload.max_loaded: must be > 0",
+        "unload.max_memory: 'lots' is not a size",
+        "models[0].tokenz: unknown key",
+        "models[0].tokens: expected an integer",
+        "models[1].name: must not be empty",
+        "models[1].preload: expected true or false",
+        "models[1]: the name 'a' is already used by 'a'",
+    ]
+    problems = info.value.problems
+    assert len(problems) == len(expected), problems
+    for line in expected:
+        assert sum(p.startswith(line) for p in problems) == 1, (line, problems)
+        assert line in str(info.value)
+
+
+def test_validators_and_unknown_keys_of_one_table_come_together(tmp_path):
+    """attrs stops at the first failing validator, and cattrs only calls it when every
+    field structured: both are reported here anyway."""
+    message = error_of(tmp_path, "[server]\nport = 'x'\nconcurrency = 0\nmax_queue = -1\nportt = 1\n")
+    for line in ("server.port: expected an integer", "server.concurrency: must be > 0",
+                 "server.max_queue: must be >= 0", "server.portt: unknown key"):  # fmt: skip
+        assert line in message
+
+
 def test_duplicate_names_and_aliases(tmp_path):
     message = error_of(tmp_path, """
         [[models]]

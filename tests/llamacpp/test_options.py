@@ -73,6 +73,33 @@ def test_bad_values_name_the_key(pm, options, message):
         config_with(pm, **options)
 
 
+def test_every_bad_option_is_reported_with_the_rest(pm):
+    """The issue's example: a bad value and a misspelled key in one model, plus errors in a
+    second model and in the core's keys, all in one error."""
+    with pytest.raises(ConfigError) as info:
+        structure({
+            "server": {"concurrency": 0},
+            "models": [
+                {"name": "a", "path": "/a.gguf", "n_ctx": -5, "idle_ttl_typo": 3, "parallel": 0},
+                {"name": "b", "path": "/b.gguf", "idle_ttl": "soon", "type_k": "q3", "max_tokens": -1},
+                {"name": "c", "path": "/c.gguf", "type_v": "q4_0", "flash_attn": False},
+            ],
+        }, pm=pm)  # fmt: skip
+    problems = info.value.problems
+    for line in (
+        "server.concurrency: must be > 0",
+        "models[0].n_ctx: must be > 0",
+        "models[0].idle_ttl_typo: unknown key",
+        "models[0].parallel: must be between 1 and 256",
+        "models[1].idle_ttl: 'soon' is not a duration",
+        "models[1].type_k: must be one of",
+        "models[1].max_tokens: must be >= 0",
+        "models[2].type_v: a quantized V cache needs flash_attn",
+    ):
+        assert sum(p.startswith(line) for p in problems) == 1, (line, problems)
+    assert len(problems) == 8, problems
+
+
 def test_backend_options_hook_answers_only_for_llamacpp():
     assert plugin.backend_options(backend="llamacpp") is LlamaOptions
     assert plugin.backend_options(backend="other") is None

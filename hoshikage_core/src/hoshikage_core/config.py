@@ -4,7 +4,8 @@ Resolution: ``--config PATH``, else ``$HOSHIKAGE_CONFIG``, else
 ``$XDG_CONFIG_HOME/hoshikage/config.toml`` (``~/.config/hoshikage/config.toml``). An explicit
 path that does not exist is an error; a missing default file means "all defaults, no models".
 
-Every error names its key path, e.g. ``models[1].n_ctx: must be > 0``.
+Every error of a file is reported at once, each with its key path, e.g.
+``models[1].n_ctx: must be > 0``: cattrs collects them and ``transform_error`` names the paths.
 """
 
 from __future__ import annotations
@@ -138,28 +139,109 @@ class Config:
 _MODEL_KEYS = {f.name for f in attrs.fields(ModelConfig)} - {"options"}
 
 
-def _converter():
+class UnknownKey(ValueError):
+    """One misspelled or unsupported key; cattrs reports them together, we report each."""
+
+
+def _converter(pm=None):
+    """The config's converter: strict TOML types, unknown keys forbidden, and every error of
+    a file collected (see :func:`_validated`). With ``pm``, each model's backend options are
+    structured by its backend's class in the same pass, so their errors come with the rest."""
+    from cattrs.errors import ClassValidationError
     from cattrs.preconf.tomllib import make_converter
 
-    conv = make_converter(forbid_extra_keys=True)
+    conv = make_converter(forbid_extra_keys=True, detailed_validation=True)
     _strict_scalars(conv)
     conv.register_structure_hook(Duration, lambda v, _t: Duration(parse_duration(v)))
     conv.register_structure_hook(
         DurationOrNever, lambda v, _t: DurationOrNever(parse_duration(v, allow_never=True))
     )
     conv.register_structure_hook(Size, lambda v, _t: Size(parse_size(v)))
+    conv.register_structure_hook_factory(attrs.has, lambda cls: _validated(conv, cls))
 
     base = conv.get_structure_hook(ModelConfig)
 
     def structure_model(data, _type):
-        if not isinstance(data, Mapping):
-            raise ValueError("must be a table")
+        _expect_table(data)
         known = {k: val for k, val in data.items() if k in _MODEL_KEYS}
-        known["options"] = {k: val for k, val in data.items() if k not in _MODEL_KEYS}
-        return base(known, _type)
+        extra = {k: val for k, val in data.items() if k not in _MODEL_KEYS}
+        errors: list[Exception] = []
+        model = options = None
+        try:
+            model = base(known, _type)
+        except ClassValidationError as exc:
+            errors.extend(exc.exceptions)
+        backend = known.get("backend", "llamacpp")
+        cls = pm.hook.backend_options(backend=backend) if pm is not None and isinstance(backend, str) else None
+        if cls is None:
+            options = extra
+        else:
+            try:
+                options = conv.structure(extra, cls)
+            except ClassValidationError as exc:  # the option keys sit in the model's table
+                errors.extend(exc.exceptions)
+        if errors:
+            raise ClassValidationError("While structuring ModelConfig", errors, ModelConfig)
+        return attrs.evolve(model, options=options)
 
     conv.register_structure_hook(ModelConfig, structure_model)
     return conv
+
+
+def _expect_table(data) -> None:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a table, got {type(data).__name__} {data!r}")
+
+
+def _validated(conv, cls):
+    """cattrs' structure hook for an attrs class, changed to report every error at once.
+
+    cattrs collects the fields that do not structure and the unknown keys, but then attrs
+    runs the validators in ``__init__`` and stops at the first failure (and only when every
+    field structured). Here each field's validator also runs on its own structured value,
+    so ``n_ctx = -5`` and a misspelled key are reported together. Field validators must
+    therefore not look at the instance (they get None); a check across fields belongs in
+    ``__attrs_post_init__``, which runs when the fields themselves are fine.
+    """
+    from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
+    from cattrs.gen import make_dict_structure_fn
+
+    base = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True)
+    fields = attrs.fields(cls)
+
+    def noted(exc: Exception, name: str, type_) -> Exception:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), AttributeValidationNote(f"@ {name}", name, type_)]
+        return exc
+
+    def hook(data, _type):
+        _expect_table(data)
+        try:
+            return base(data, _type)
+        except ClassValidationError as exc:
+            raised = exc
+        errors: list[Exception] = []
+        bad = set()
+        for sub in raised.exceptions:
+            note = next((n for n in getattr(sub, "__notes__", []) if isinstance(n, AttributeValidationNote)), None)
+            if note is not None:
+                bad.add(note.name)
+                errors.append(sub)
+            elif isinstance(sub, ForbiddenExtraKeysError):
+                errors.extend(noted(UnknownKey("unknown key"), key, None) for key in sorted(sub.extra_fields))
+        for field in fields:
+            if field.validator is None or field.alias in bad or field.alias not in data:
+                continue
+            try:
+                field.validator(None, field, conv.structure(data[field.alias], field.type))
+            except (ValueError, TypeError) as exc:
+                errors.append(noted(exc, field.alias, field.type))
+        if not errors:  # only __init__ or __attrs_post_init__ complained
+            for sub in raised.exceptions:
+                name = getattr(sub, "field", None)
+                errors.append(noted(sub, name, None) if isinstance(name, str) else sub)
+        raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+
+    return hook
 
 
 def _strict_scalars(conv) -> None:
@@ -195,101 +277,67 @@ def _strict_scalars(conv) -> None:
     )
 
 
-def _format_errors(exc: BaseException, prefix: str = "") -> list[str]:
-    """Flatten a cattrs error tree into ``key.path: message`` lines."""
-    from cattrs.errors import (
-        AttributeValidationNote,
-        ClassValidationError,
-        ForbiddenExtraKeysError,
-        IterableValidationError,
-        IterableValidationNote,
-    )
+def _message(exc: BaseException, _type) -> str:
+    """One error's text for ``cattrs.transform_error``: the messages our hooks and validators
+    write are already meant for the user; only cattrs' missing-key error needs words."""
+    if isinstance(exc, FieldError):
+        return exc.message
+    if isinstance(exc, KeyError):
+        return "is required"
+    return str(exc)
 
-    lines: list[str] = []
 
-    def join(path: str, part: str) -> str:
-        if part.startswith("["):
-            return path + part
-        return f"{path}.{part}" if path else part
+def error_lines(exc: BaseException, prefix: str = "") -> list[str]:
+    """``key.path: message`` for every error under a cattrs exception, through cattrs' own
+    ``transform_error`` (which writes ``message @ $.key.path``)."""
+    from cattrs import transform_error
 
-    def walk(e: BaseException, path: str) -> None:
-        if isinstance(e, ForbiddenExtraKeysError):
-            for key in sorted(e.extra_fields):
-                lines.append(f"{join(path, key)}: unknown key")
-            return
-        if isinstance(e, (ClassValidationError, IterableValidationError)):
-            for sub in e.exceptions:
-                notes = getattr(sub, "__notes__", [])
-                note = next(
-                    (n for n in notes if isinstance(n, (AttributeValidationNote, IterableValidationNote))),
-                    None,
-                )
-                if isinstance(note, IterableValidationNote):
-                    walk(sub, f"{path}[{note.index}]")
-                elif isinstance(note, AttributeValidationNote):
-                    walk(sub, join(path, note.name))
-                else:
-                    walk(sub, path)
-            return
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub, path)
-            return
-        if isinstance(e, FieldError):
-            lines.append(f"{join(path, e.field)}: {e.message}")
-            return
-        if isinstance(e, KeyError):
-            lines.append(f"{path}: is required")
-            return
-        if isinstance(e, (ValueError, TypeError)):
-            msg = str(e)
-            if "required positional argument" in msg or "missing" in msg and "argument" in msg:
-                name = msg.rsplit("'", 2)[-2] if "'" in msg else "?"
-                lines.append(f"{join(path, name)}: is required")
-                return
-            lines.append(f"{path or '(top)'}: {msg}")
-            return
-        lines.append(f"{path or '(top)'}: {e}")
-
-    walk(exc, prefix)
+    lines = []
+    for line in transform_error(exc, "$", _message):
+        message, _, path = line.rpartition(" @ $")
+        lines.append(f"{(prefix + path).lstrip('.') or '(top)'}: {message}")
     return lines
 
 
+def _duplicate_names(data: Mapping[str, Any]) -> list[str]:
+    """Names and aliases used twice, read from the raw tables so they are reported with
+    every other error (a model that does not structure still has its names checked)."""
+    problems: list[str] = []
+    models = data.get("models")
+    if not isinstance(models, list):
+        return problems
+    seen: dict[str, str] = {}
+    for i, model in enumerate(models):
+        if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
+            continue
+        aliases = model.get("aliases", [])
+        labels = [model["name"], *(a for a in aliases if isinstance(a, str))] if isinstance(aliases, list) else [model["name"]]
+        for label in labels:
+            if label in seen:
+                problems.append(f"models[{i}]: the name '{label}' is already used by '{seen[label]}'")
+            seen[label] = model["name"]
+    return problems
+
+
 def structure(data: Mapping[str, Any], *, pm=None, source: Path | None = None) -> Config:
-    """Build a :class:`Config` from parsed TOML, validating backend options through ``pm``."""
+    """Build a :class:`Config` from parsed TOML, validating backend options through ``pm``.
+    Every error of the file is reported at once, each with its key path."""
     from cattrs.errors import BaseValidationError
 
     if not isinstance(data, Mapping):
         raise ConfigError("the config must be a TOML table")
-    conv = _converter()
-    try:
-        config = conv.structure({**data}, Config)
-    except BaseValidationError as exc:
-        raise ConfigError(_describe(source, _format_errors(exc))) from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(_describe(source, [str(exc)])) from None
-
     problems: list[str] = []
-    seen: dict[str, str] = {}
-    models = []
-    for i, model in enumerate(config.models):
-        for label in [model.name, *model.aliases]:
-            if label in seen:
-                problems.append(f"models[{i}]: the name '{label}' is already used by '{seen[label]}'")
-            seen[label] = model.name
-        options = model.options
-        cls = pm.hook.backend_options(backend=model.backend) if pm is not None else None
-        if cls is not None:
-            try:
-                options = conv.structure(dict(model.options), cls)
-            except BaseValidationError as exc:
-                problems.extend(_format_errors(exc, f"models[{i}]"))
-            except (ValueError, TypeError) as exc:
-                problems.append(f"models[{i}]: {exc}")
-        models.append(attrs.evolve(model, options=options))
+    config = None
+    try:
+        config = _converter(pm).structure({**data}, Config)
+    except BaseValidationError as exc:
+        problems.extend(error_lines(exc))
+    except (ValueError, TypeError) as exc:
+        problems.append(str(exc))
+    problems.extend(_duplicate_names(data))
     if problems:
-        raise ConfigError(_describe(source, problems))
-    return attrs.evolve(config, models=models, source=source)
+        raise ConfigError(_describe(source, problems), problems)
+    return attrs.evolve(config, source=source)
 
 
 def structure_options(pm, backend: str, options: Mapping[str, Any], where: str) -> Any:
@@ -300,11 +348,12 @@ def structure_options(pm, backend: str, options: Mapping[str, Any], where: str) 
     if cls is None:
         return dict(options)
     try:
-        return _converter().structure(dict(options), cls)
+        return _converter(pm).structure(dict(options), cls)
     except BaseValidationError as exc:
-        raise ConfigError(_describe(None, _format_errors(exc, where))) from None
+        problems = error_lines(exc, where)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(_describe(None, [f"{where}: {exc}"])) from None
+        problems = [f"{where}: {exc}"]
+    raise ConfigError(_describe(None, problems), problems)
 
 
 def _describe(source: Path | None, lines: list[str]) -> str:

@@ -21,6 +21,11 @@ class ConfigError(HoshikageError):
 
     code = "config_error"
 
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        #: Every problem found, one ``key.path: message`` line each (a reload reports them all).
+        self.problems: list[str] = list(problems) if problems is not None else [message]
+
 
 class ModelNotFound(HoshikageError):
     """A name that is neither a registered model nor an alias."""
