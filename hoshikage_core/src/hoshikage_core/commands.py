@@ -55,8 +55,8 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
     ctx.console.print(f"[green]✓[/] config OK: {where}")
     ctx.console.print(
         f"  server {summary['server']}, concurrency {cfg.server.concurrency}, "
-        f"max_queue {cfg.server.max_queue}, idle_ttl {cfg.unload.idle_ttl:g}s, "
-        f"max_loaded {cfg.unload.max_loaded}"
+        f"max_queue {cfg.server.max_queue}, max_tokens {cfg.server.max_tokens or 'up to the context'}, "
+        f"idle_ttl {cfg.unload.idle_ttl:g}s, max_loaded {cfg.unload.max_loaded}"
     )
     ctx.console.print(f"  {len(registry)} model(s): {', '.join(summary['models']) or '-'}")
     for w in warnings:
