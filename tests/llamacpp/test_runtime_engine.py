@@ -53,7 +53,9 @@ async def test_the_scheduler_holds_a_real_model_to_its_slots(tiny_model_path):
                 return [chunk async for _i, chunk in s.stream(endless)][-1]
 
         tasks = [asyncio.create_task(one()) for _ in range(5)]
-        await wait_for(lambda: rt.scheduler.snapshot().queued == 3)
+        # three wait in the queue, and the two admitted are really decoding (the engine may
+        # take a step to start them)
+        await wait_for(lambda: rt.scheduler.snapshot().queued == 3 and rt.status()["models"][0]["running_sequences"] == 2)
         (model,) = rt.status()["models"]
         assert (rt.scheduler.snapshot().running, model["slots"], model["running_sequences"]) == (2, 2, 2)
         for task in tasks:
