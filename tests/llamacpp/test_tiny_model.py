@@ -123,6 +123,20 @@ def test_repeat_penalty_changes_greedy_output(model):
     assert plain != penalised
 
 
+def test_the_models_sampling_defaults_fill_what_a_request_leaves_out(model, tiny_model_path):
+    """``temperature = 0`` and ``repeat_penalty`` as model options: a request without them
+    is greedy and penalised as if it had asked; a request's own values win."""
+    penalised, _ = run(model, messages=USER, max_tokens=40, temperature=0, repeat_penalty=1.8)
+    plain, _ = run(model, messages=USER, max_tokens=40, temperature=0)
+    options = LlamaOptions(n_ctx=512, temperature=0, repeat_penalty=1.8)
+    defaults = LlamaCppModel.load("tiny-defaults", str(tiny_model_path), options)
+    try:
+        assert run(defaults, messages=USER, max_tokens=40)[0] == penalised
+        assert run(defaults, messages=USER, max_tokens=40, repeat_penalty=1.0)[0] == plain
+    finally:
+        defaults.close()
+
+
 # ----------------------------------------------------------------------------- logit bias, logprobs
 
 

@@ -116,20 +116,25 @@ def _wait_healthy(server: Server, timeout: float) -> None:
 
 @contextmanager
 def running_server(
-    config: str | Mapping[str, Any],
+    config: str | Mapping[str, Any] | None,
     *,
     args: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
 ) -> Iterator[Server]:
-    """Run ``hoshikage --config <tmp> serve --port <free>`` until the block exits."""
+    """Run ``hoshikage --config <tmp> serve --port <free>`` until the block exits. With
+    ``config=None`` no ``--config`` is passed: the server looks for its config where a user's
+    would be (give ``env`` a fresh ``HOME``/``XDG_CONFIG_HOME`` for "no config at all")."""
     with tempfile.TemporaryDirectory(prefix="hoshikage-server-") as tmp:
         config_path = Path(tmp) / "config.toml"
-        config_path.write_text(config if isinstance(config, str) else to_toml(config))
+        config_args: list[str] = []
+        if config is not None:
+            config_path.write_text(config if isinstance(config, str) else to_toml(config))
+            config_args = ["--config", str(config_path)]
         log_path = Path(tmp) / "server.log"
         port = free_port()
         cmd = [
-            sys.executable, "-m", "hoshikage_core.cli", "--config", str(config_path),
+            sys.executable, "-m", "hoshikage_core.cli", *config_args,
             "serve", "--host", "127.0.0.1", "--port", str(port), *args,
         ]  # fmt: skip
         with open(log_path, "wb") as log:

