@@ -39,6 +39,12 @@ async def respond(request: Request, runtime, job: Job, fmt):
     if not job.stream:
         results = await until_disconnect(request, collect(runtime, job))
         return fmt.response(results, usage_of(job, results))
-    events = sse.events(job, fmt, run(runtime, job), request.url.path)
+    return await event_stream(request, sse.events(job, fmt, run(runtime, job), request.url.path))
+
+
+async def event_stream(request: Request, events: AsyncIterator[bytes]) -> EventStream:
+    """A ``text/event-stream`` response over ``events``, started only once the first event
+    exists, so an error found before generation is still an ordinary JSON error. The wait
+    for it is cancelled if the client leaves."""
     first = await until_disconnect(request, anext(events))
     return EventStream(_prepend(first, events), headers=sse.HEADERS)

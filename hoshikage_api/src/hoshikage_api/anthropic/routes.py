@@ -20,9 +20,8 @@ from litestar.params import Body
 from ..body import StrictBody
 from ..disconnect import until_disconnect
 from ..generation import collect, run
-from ..respond import EventStream
+from ..respond import event_stream
 from ..routes.deps import runtime_of
-from ..sse import HEADERS
 from . import errors
 from .format import MessageFormat, sse
 from .schemas import AnthropicErrorBody, CountTokensRequest, Message, MessagesRequest, TokenCount
@@ -54,13 +53,6 @@ async def _stream(fmt: MessageFormat, chunks) -> AsyncIterator[bytes]:
         yield sse("error", body)
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async with aclosing(rest) as events:
-        async for event in events:
-            yield event
-
-
 @post(
     "/v1/messages", dto=StrictBody, return_dto=None, status_code=200, tags=["Anthropic"],
     summary="Create a message (Anthropic Messages API)", responses=RESPONSES,
@@ -76,9 +68,7 @@ async def create_message(request: Request, data: Annotated[MessagesRequest, Body
     if not job.stream:
         (result,) = await until_disconnect(request, collect(runtime, job))
         return fmt.message(result)
-    events = _stream(fmt, run(runtime, job))
-    first = await until_disconnect(request, anext(events))
-    return EventStream(_prepend(first, events), headers=HEADERS)
+    return await event_stream(request, _stream(fmt, run(runtime, job)))
 
 
 @post(
