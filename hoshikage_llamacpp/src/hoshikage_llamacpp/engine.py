@@ -141,7 +141,7 @@ class Engine:
     """Owns ``ctx``; every call but :meth:`submit`, :meth:`stats` and :meth:`close` runs
     on its own thread."""
 
-    def __init__(self, *, name: str, ctx, vocab, n_vocab: int, n_ctx: int, parallel: int, n_batch: int, piece,
+    def __init__(self, *, name: str, ctx, vocab, n_vocab: int, parallel: int, n_batch: int, piece,
                  cache_bytes: int = 0):  # fmt: skip
         import llama_cpp
 
@@ -153,7 +153,6 @@ class Engine:
         self._mem = llama_cpp.llama_get_memory(ctx)
         self._vocab = vocab
         self.n_vocab = n_vocab
-        self.n_ctx = n_ctx
         self._piece = piece
         self.slots = [Slot(i) for i in range(parallel)]
         self._batch = Batch(llama_cpp, max(n_batch, parallel))

@@ -68,7 +68,7 @@ class LlamaCppModel:
             choice = choose_template(options, self.metadata)
             self.chat = ChatRenderer(choice, self._token_text(self._model.token_bos()), self._token_text(self._model.token_eos()))
             self._engine = Engine(
-                name=name, ctx=ctx, vocab=self._vocab, n_vocab=self.n_vocab, n_ctx=self.n_ctx,
+                name=name, ctx=ctx, vocab=self._vocab, n_vocab=self.n_vocab,
                 parallel=self.capacity, n_batch=int(llama_cpp.llama_n_batch(ctx)), piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
             )  # fmt: skip
