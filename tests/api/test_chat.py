@@ -170,6 +170,36 @@ async def test_text_parts_and_developer_role_accepted(client):
     assert r.status_code == 200, r.text
 
 
+async def test_text_parts_are_joined_by_one_rule_on_every_surface(client):
+    """Text given in parts reads as the same prompt as the parts joined with a newline,
+    whether it came as OpenAI content parts, Anthropic text blocks, or parts handed to the
+    backend directly (the core's ``join_text`` is the one owner of that rule)."""
+    from hoshikage_core.protocol import join_text
+    from hoshikage_llamacpp.chat import normalize_messages
+
+    parts = ["hello", "world"]
+
+    async def openai_prompt_tokens(content) -> int:
+        r = await client.post("/v1/chat/completions", json={
+            "model": "tiny", "max_tokens": 1, "messages": [{"role": "user", "content": content}],
+        })  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]["prompt_tokens"]
+
+    joined = await openai_prompt_tokens("hello\nworld")
+    glued = await openai_prompt_tokens("helloworld")
+    assert joined != glued  # the rule is visible in the prompt
+    assert await openai_prompt_tokens([{"type": "text", "text": p} for p in parts]) == joined
+    r = await client.post("/v1/messages", json={
+        "model": "tiny", "max_tokens": 1,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}],
+    })  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["input_tokens"] == joined
+    backend = normalize_messages([{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}])
+    assert backend[0]["content"] == join_text(parts) == "hello\nworld"
+
+
 async def test_context_length_exceeded_is_a_json_error_even_when_streaming(client):
     long = "the cat sat on the mat " * 200
     for stream in (False, True):

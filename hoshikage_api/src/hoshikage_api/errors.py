@@ -58,29 +58,20 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
     return ApiError(400, message, param=param, code=code)
 
 
-#: The request field that holds the prompt, by route, for a domain error that does not name
-#: its own ``param`` (backends that predate :attr:`HoshikageError.param`).
-PROMPT_PARAMS = {
-    "/v1/chat/completions": "messages",
-    "/v1/completions": "prompt",
-    "/v1/embeddings": "input",
-    "/v1/messages": "messages",
-    "/v1/messages/count_tokens": "messages",
-}
-
 #: The metrics' ``path`` label of a request that matched no route: one series for every
 #: unknown URL, so strangers cannot create series (see :mod:`hoshikage_api.metrics`).
 UNMATCHED = "<unmatched>"
 
 
-def from_domain(exc: HoshikageError, route: str = "") -> ApiError:
-    """The HTTP form of a core error. Its ``param`` is the one the error carries; without
-    one, a context overflow names the prompt field of ``route`` (a route template)."""
+def from_domain(exc: HoshikageError) -> ApiError:
+    """The HTTP form of a core error, with the ``param`` the error carries (never a guess
+    from the URL: the backend names the field, in the core's names ``messages``, ``prompt``
+    and ``input``)."""
     param = exc.param
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc), param=param or "model", code="model_not_found")
     if isinstance(exc, ContextLengthExceeded):
-        return ApiError(400, str(exc), param=param or PROMPT_PARAMS.get(route), code="context_length_exceeded")
+        return ApiError(400, str(exc), param=param, code="context_length_exceeded")
     if isinstance(exc, InvalidRequest):
         return ApiError(400, str(exc), param=param, code="invalid_request")
     if isinstance(exc, QueueFull):
@@ -111,14 +102,14 @@ def from_http(exc) -> ApiError:
     return ApiError(status, detail, type="server_error", headers=headers)
 
 
-def to_api_error(exc: Exception, route: str = "") -> ApiError:
-    """Any exception as an :class:`ApiError`; ``route`` is the route template."""
+def to_api_error(exc: Exception) -> ApiError:
+    """Any exception as an :class:`ApiError`."""
     from litestar.exceptions import HTTPException
 
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, HoshikageError):
-        return from_domain(exc, route)
+        return from_domain(exc)
     if isinstance(exc, HTTPException):
         return from_http(exc)
     log.error("unhandled error", exc_info=exc)
@@ -142,6 +133,6 @@ def handle(request, exc: Exception):
     """Litestar exception handler for every exception type."""
     from litestar import Response
 
-    error = to_api_error(exc, route_of(request))
+    error = to_api_error(exc)
     log_and_count(request, error)
     return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")

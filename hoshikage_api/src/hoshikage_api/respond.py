@@ -39,7 +39,7 @@ async def respond(request: Request, runtime, job: Job, fmt):
     if not job.stream:
         results = await until_disconnect(request, collect(runtime, job))
         return fmt.response(results, usage_of(job, results))
-    return await event_stream(request, sse.events(job, fmt, run(runtime, job), request.url.path))
+    return await event_stream(request, sse.events(job, fmt, run(runtime, job)))
 
 
 async def event_stream(request: Request, events: AsyncIterator[bytes]) -> EventStream:

@@ -29,7 +29,7 @@ def event(obj) -> bytes:
     return b"data: " + _encode(obj) + b"\n\n"
 
 
-async def events(job: Job, fmt, chunks: AsyncIterator[tuple[int, Chunk]], path: str) -> AsyncIterator[bytes]:
+async def events(job: Job, fmt, chunks: AsyncIterator[tuple[int, Chunk]]) -> AsyncIterator[bytes]:
     """The SSE body for ``chunks`` (from :func:`hoshikage_api.generation.run`) in ``fmt``."""
     started: set[int] = set()
     usage = UsageCounter(job)
@@ -44,7 +44,7 @@ async def events(job: Job, fmt, chunks: AsyncIterator[tuple[int, Chunk]], path: 
     except Exception as exc:
         if not started:
             raise
-        yield event(to_api_error(exc, path).body())
+        yield event(to_api_error(exc).body())
         return
     if job.include_usage:
         yield event(fmt.usage_chunk(usage.usage()))

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 import msgspec
-from hoshikage_core.protocol import GenerationRequest, ResponseFormat
+from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 from hoshikage_core.units import parse_duration
 
 from . import schemas as s
@@ -94,7 +94,7 @@ def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest
 
 
 def _text(content: str | list | None, param: str) -> str:
-    """Message content as one string; text parts are joined with newlines."""
+    """Message content as one string: text parts joined by the core's one rule (:func:`join_text`)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -108,7 +108,7 @@ def _text(content: str | list | None, param: str) -> str:
                 f"{param}[{i}]",
             )
         texts.append(part.text)
-    return "\n".join(texts)
+    return join_text(texts)
 
 
 def _message(message: s.Message, i: int) -> dict[str, Any]:

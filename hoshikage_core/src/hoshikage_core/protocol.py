@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -53,11 +53,24 @@ class ResponseFormat:
     strict: bool = False
 
 
+#: How text given in several parts becomes one message's content. This is the one rule,
+#: used by every API surface (OpenAI content parts, Anthropic text blocks, Responses items)
+#: and by backends for plugin callers that pass parts: the parts are joined with a newline.
+TEXT_PART_SEPARATOR = "\n"
+
+
+def join_text(parts: Iterable[str]) -> str:
+    """The content of a message given as several text parts (:data:`TEXT_PART_SEPARATOR`)."""
+    return TEXT_PART_SEPARATOR.join(parts)
+
+
 @attrs.frozen(kw_only=True)
 class GenerationRequest:
     """One choice's worth of generation. ``None`` sampling values mean "backend default".
 
-    Exactly one of ``messages`` (chat) and ``prompt`` (completion) is set.
+    Exactly one of ``messages`` (chat) and ``prompt`` (completion) is set. A message's
+    ``content`` is a string; the API surfaces join text parts with :func:`join_text` before
+    it gets here.
     """
 
     messages: tuple[Mapping[str, Any], ...] | None = None

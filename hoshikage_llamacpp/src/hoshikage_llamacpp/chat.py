@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 from hoshikage_core.errors import InvalidRequest
+from hoshikage_core.protocol import join_text
 
 from .chat_formats import CHAT_FORMATS
 
@@ -89,7 +90,8 @@ class ChatRenderer:
 
 
 def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as templates expect them: string content (text parts joined), the
+    """Messages as templates expect them: string content (text parts joined by the core's
+    one rule, :func:`~hoshikage_core.protocol.join_text`), the
     ``developer`` role as ``system``, and tool-call arguments as objects."""
     out = []
     for i, message in enumerate(messages):
@@ -120,7 +122,7 @@ def _text_content(content: Any, index: int) -> str:
                     "messages",
                 )
             texts.append(str(part.get("text", "")))
-        return "".join(texts)
+        return join_text(texts)
     raise InvalidRequest(f"messages[{index}].content must be a string or a list of parts", "messages")
 
 

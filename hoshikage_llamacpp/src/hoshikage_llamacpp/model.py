@@ -174,7 +174,7 @@ class LlamaCppModel:
         for text in inputs:
             count = len(llama.tokenize(text.encode("utf-8")))
             if count > limit:
-                raise ContextLengthExceeded(count, limit)
+                raise ContextLengthExceeded(count, limit, param="input")
         with self._embed_lock:
             vectors, total = llama.embed(list(inputs), normalize=True, truncate=False, return_count=True)
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=total)

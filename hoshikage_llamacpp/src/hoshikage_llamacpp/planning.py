@@ -47,11 +47,14 @@ def plan(model, request: GenerationRequest) -> Plan:
         stops = tuple(request.stop)
     else:
         raise InvalidRequest("A request needs messages or a prompt", "messages")
+    # The field that holds the prompt, in the core's names; each API surface renames it to
+    # its own field where that differs (Responses' ``input``).
+    field = "messages" if request.is_chat else "prompt"
     tokens = model.prompt_tokens(prompt)
     if not tokens:
-        raise InvalidRequest("The prompt is empty", "prompt")
+        raise InvalidRequest("The prompt is empty", field)
     if len(tokens) >= model.n_ctx:
-        raise ContextLengthExceeded(len(tokens), model.n_ctx)
+        raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
     grammar = grammar_for(request.response_format, forced)
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a

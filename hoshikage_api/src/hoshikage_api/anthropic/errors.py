@@ -34,7 +34,7 @@ _TYPES = {
 
 def to_anthropic(exc: Exception) -> tuple[ApiError, AnthropicErrorBody]:
     """The error response for ``exc``: its status and headers (as an ApiError) and the body."""
-    error = to_api_error(exc, "/v1/messages")
+    error = to_api_error(exc)
     message = error.message
     if isinstance(exc, ContextLengthExceeded):
         message = f"prompt is too long: {exc.prompt_tokens} tokens > {exc.n_ctx} maximum. {error.message}"

@@ -1,8 +1,9 @@
 """From an Anthropic Messages request to the core's :class:`GenerationRequest`, and from the
 core's chunks back to Anthropic's content blocks.
 
-The prompt side owns the normalisation of Anthropic content: text blocks are joined with
-newlines into one string per message, so the backend receives plain string content.
+The prompt side owns the normalisation of Anthropic content: text blocks are joined into
+one string per message by the core's one rule (:func:`~hoshikage_core.protocol.join_text`),
+so the backend receives plain string content.
 
 * ``system`` (a string or text blocks) becomes a leading ``system`` message;
 * a ``user`` message's ``tool_result`` blocks become ``tool`` messages (with
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hoshikage_core.protocol import GenerationRequest, ResponseFormat
+from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..errors import invalid
 from ..translate import Job, keep_alive
@@ -43,7 +44,7 @@ def _texts(blocks: Sequence, where: str) -> str:
     for j, block in enumerate(blocks):
         _refuse_media(block, f"{where}[{j}]")
         texts.append(block.text)
-    return "\n".join(texts)
+    return join_text(texts)
 
 
 def _tool_result(block: s.ToolResultBlock, where: str) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
 
     def flush() -> None:
         if texts:
-            out.append({"role": "user", "content": "\n".join(texts)})
+            out.append({"role": "user", "content": join_text(texts)})
             texts.clear()
 
     for j, block in enumerate(message.content):
@@ -102,7 +103,7 @@ def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
             calls.append(_tool_call(block))
         elif isinstance(block, s.ToolResultBlock):
             raise invalid(f"Invalid '{where}': tool_result blocks belong in user messages.", where)
-    out: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
+    out: dict[str, Any] = {"role": "assistant", "content": join_text(texts)}
     if calls:
         out["tool_calls"] = calls
     return out
