@@ -119,8 +119,9 @@ def test_stop_sequence_ends_the_message_and_is_named(client):
     start = next(i for i in range(3, len(full) - 3) if full[i : i + 3].isascii() and full[i : i + 3].isalpha())
     stop = full[start : start + 3]
     message = client.messages.create(
-        model="tiny", max_tokens=30, messages=USER, stop_sequences=[stop], extra_body=GREEDY
+        model="tiny", max_tokens=30, messages=USER, stop_sequences=["never seen", stop], extra_body=GREEDY
     )
+    # The engine says which of several strings matched.
     assert message.stop_reason == "stop_sequence"
     assert message.stop_sequence == stop
     assert message.content[0].text == full[: full.index(stop)]
@@ -477,11 +478,11 @@ async def test_an_error_after_the_stream_started_is_an_error_event():
     assert events[-1][1]["error"]["type"] == "api_error"
 
 
-def format_events(*chunks, stop_sequences=()) -> list[tuple[str, dict]]:
+def format_events(*chunks) -> list[tuple[str, dict]]:
     from hoshikage_api.anthropic.format import MessageFormat
     from hoshikage_api.translate import Job
 
-    fmt = MessageFormat(Job(endpoint="messages", model="m", keep_alive=None, requests=(), stream=True), stop_sequences)
+    fmt = MessageFormat(Job(endpoint="messages", model="m", keep_alive=None, requests=(), stream=True))
     return sse_events(b"".join(event for chunk in chunks for event in fmt.events(chunk)).decode())
 
 
@@ -514,12 +515,14 @@ def test_stream_of_text_then_tool_calls_numbers_the_blocks():
 def test_stream_of_nothing_has_one_empty_text_block():
     from hoshikage_core.protocol import Chunk
 
-    events = format_events(Chunk(finish_reason="stop", prompt_tokens=3, completion_tokens=0), stop_sequences=["x", "y"])
+    events = format_events(Chunk(finish_reason="stop", prompt_tokens=3, completion_tokens=0, stop_sequence="y"))
     assert [name for name, _ in events] == [
         "message_start", "content_block_start", "ping", "content_block_stop", "message_delta", "message_stop",
     ]  # fmt: skip
-    # Several stop sequences: the backend does not say which one matched.
-    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": None}
+    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "y"}
+    # A "stop" that no stop string caused is the model ending its turn.
+    events = format_events(Chunk(finish_reason="stop", prompt_tokens=3, completion_tokens=0))
+    assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
 
 
 # ---- a real model -------------------------------------------------------------------------

@@ -504,8 +504,9 @@ def test_configured_format_and_template_override_the_gguf_one(tiny_model_path):
 
 
 def test_content_parts_are_joined_and_images_refused(model):
-    parts = ({"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "the cat"}]},)
-    assert model.chat.render(parts) == model.chat.render(USER)
+    parts = ({"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "the cat"}]},)
+    # Joined with a newline, as every API surface joins them (hoshikage_core.protocol.join_text).
+    assert model.chat.render(parts) == model.chat.render(({"role": "user", "content": "hello\nthe cat"},))
     image = ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},)
     with pytest.raises(InvalidRequest, match="text only"):
         chunks_of(model, GenerationRequest(messages=image), CancelToken())

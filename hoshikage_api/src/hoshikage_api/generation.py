@@ -46,6 +46,7 @@ class ChoiceResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    stop_sequence: str | None = None
 
     def add(self, chunk: Chunk) -> None:
         if chunk.text:
@@ -59,6 +60,7 @@ class ChoiceResult:
             self.prompt_tokens = chunk.prompt_tokens or 0
             self.completion_tokens = chunk.completion_tokens or 0
             self.cached_tokens = chunk.cached_tokens or 0
+            self.stop_sequence = chunk.stop_sequence
 
     @property
     def text(self) -> str:

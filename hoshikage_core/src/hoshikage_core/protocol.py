@@ -133,6 +133,9 @@ class Chunk:
     completion_tokens: int | None = None
     #: Of ``prompt_tokens``, how many were found in the KV cache and not read again.
     cached_tokens: int | None = None
+    #: On the last chunk of a choice that one of the request's ``stop`` strings ended
+    #: (``finish_reason`` "stop"): that string. None when the model ended its turn itself.
+    stop_sequence: str | None = None
 
 
 @attrs.frozen

@@ -78,6 +78,10 @@ class Sequence:
                 finish = "tool_calls"
         released = self._release(final=True) if self._logprobs is not None else ()
         job = self.job
+        # Only the request's own strings are named: a chat format's turn markers (also stop
+        # strings here) mean the model ended its turn.
+        found = stream.found_stop
+        stop_sequence = found if found is not None and found in job.plan.request.stop else None
         return Chunk(
             text=text,
             finish_reason=finish,
@@ -86,6 +90,7 @@ class Sequence:
             prompt_tokens=len(job.plan.tokens),
             completion_tokens=self.n_gen,
             cached_tokens=job.cached_tokens,
+            stop_sequence=stop_sequence,
         )
 
     def _release(self, final: bool) -> tuple:

@@ -95,6 +95,11 @@ class TextStream:
         """A stop string was found: nothing more will be released."""
         return self._stops.found is not None
 
+    @property
+    def found_stop(self) -> str | None:
+        """The stop string that ended the stream, if one did."""
+        return self._stops.found
+
     def feed(self, data: bytes) -> str:
         """Add one token's bytes; return the text that can be sent now."""
         text = self._decoder.decode(data)

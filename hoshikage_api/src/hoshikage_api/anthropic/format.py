@@ -15,7 +15,7 @@ only once generation ends, so ``message_start`` reports ``input_tokens: 0`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -36,9 +36,8 @@ def sse(kind: str, data: Any) -> bytes:
 class MessageFormat:
     """One message's id and model, and the state of its event stream."""
 
-    def __init__(self, job: Job, stop_sequences: Sequence[str] = ()):
+    def __init__(self, job: Job):
         self.job = job
-        self.stop_sequences = tuple(stop_sequences)
         self.id = message_id()
         #: Stream state: blocks opened so far, and whether a text block is open.
         self._blocks = 0
@@ -53,7 +52,7 @@ class MessageFormat:
         if result.text or not calls:
             content.append(s.TextContent(text=result.text))
         content += calls
-        reason, sequence = stop_reason(result.finish_reason, self.stop_sequences)
+        reason, sequence = stop_reason(result.finish_reason, result.stop_sequence)
         return s.Message(
             id=self.id, model=self.job.model, content=content, stop_reason=reason, stop_sequence=sequence,
             usage=s.MessageUsage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
@@ -104,7 +103,7 @@ class MessageFormat:
             yield from self._open({"type": "text", "text": ""})
             yield from self._close()
         yield from self._close_text()
-        reason, sequence = stop_reason(chunk.finish_reason, self.stop_sequences)
+        reason, sequence = stop_reason(chunk.finish_reason, chunk.stop_sequence)
         yield sse(
             "message_delta",
             {

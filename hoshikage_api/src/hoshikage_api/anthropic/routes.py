@@ -64,7 +64,7 @@ async def _stream(fmt: MessageFormat, chunks) -> AsyncIterator[bytes]:
 async def create_message(request: Request, data: Annotated[MessagesRequest, Body()]) -> Message:
     job = messages_job(data)
     runtime = runtime_of(request)
-    fmt = MessageFormat(job, data.stop_sequences or ())
+    fmt = MessageFormat(job)
     if not job.stream:
         (result,) = await until_disconnect(request, collect(runtime, job))
         return fmt.message(result)

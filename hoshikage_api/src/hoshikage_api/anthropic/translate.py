@@ -246,16 +246,12 @@ def tool_uses(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolUseConten
     return out
 
 
-def stop_reason(finish: str | None, stop_sequences: Sequence[str]) -> tuple[str, str | None]:
-    """``(stop_reason, stop_sequence)`` for a generation's ``finish_reason``.
-
-    The core reports ``stop`` both for the end-of-turn token and for a stop string, without
-    saying which string matched. So ``stop`` counts as ``stop_sequence`` when the request
-    gave stop sequences, naming the sequence when it gave exactly one (else null), and as
-    ``end_turn`` otherwise.
-    """
+def stop_reason(finish: str | None, stop_sequence: str | None) -> tuple[str, str | None]:
+    """``(stop_reason, stop_sequence)`` for a generation's ``finish_reason`` and the stop
+    string that ended it (:attr:`Chunk.stop_sequence`): ``stop_sequence`` naming it when one
+    did, ``end_turn`` when the model ended its turn itself."""
     if finish in STOP_REASONS:
         return STOP_REASONS[finish], None
-    if stop_sequences:
-        return "stop_sequence", stop_sequences[0] if len(stop_sequences) == 1 else None
+    if stop_sequence is not None:
+        return "stop_sequence", stop_sequence
     return "end_turn", None
