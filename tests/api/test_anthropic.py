@@ -238,6 +238,14 @@ def test_tool_choice_none_leaves_the_tools_out(client):
 # ---- count_tokens -------------------------------------------------------------------------
 
 
+def test_urls_under_messages_that_match_no_route_answer_in_anthropic_shape(server):
+    assert_error(post(server, "/v1/messages/batches", {}), 404, "not_found_error")
+    assert_error(httpx.get(server.base_url + "/v1/messages", timeout=10), 405, "invalid_request_error")
+    # Elsewhere the OpenAI shape stays.
+    r = httpx.get(server.base_url + "/v1/nothing-here", timeout=10)
+    assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
 @pytest.mark.parametrize(
     "extra",
     [{}, {"system": "Be brief."}, {"tools": [LOOKUP]}, {"tools": [LOOKUP], "tool_choice": {"type": "any"}}],

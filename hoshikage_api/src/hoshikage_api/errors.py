@@ -129,10 +129,30 @@ def log_and_count(request, error: ApiError) -> None:
     log.log(level, "%s %s %d %s", request.method, request.url.path, error.status, error.message)
 
 
+#: API surfaces whose errors keep their own shape even on a URL under their prefix that
+#: matches no route (404) or no method (405), which Litestar hands to the app's handler:
+#: path prefix -> the module holding that surface's ``handle``.
+SURFACE_PREFIXES = (("/v1/messages", "hoshikage_api.anthropic.errors"),)
+
+
+def _surface_handler(path: str):
+    from importlib import import_module
+
+    for prefix, module in SURFACE_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return import_module(module).handle
+    return None
+
+
 def handle(request, exc: Exception):
-    """Litestar exception handler for every exception type."""
+    """Litestar exception handler for every exception type (the app's; routes of a surface
+    with its own error shape set their own, and :data:`SURFACE_PREFIXES` covers the URLs
+    under them that match no route)."""
     from litestar import Response
 
+    surface = _surface_handler(request.url.path)
+    if surface is not None and surface is not handle:
+        return surface(request, exc)
     error = to_api_error(exc)
     log_and_count(request, error)
     return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")
