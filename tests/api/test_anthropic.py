@@ -153,6 +153,9 @@ def test_stream_events_in_order(server):
     whole = post(server, "/v1/messages", {"model": "tiny", "max_tokens": 6, "messages": USER, **GREEDY}).json()
     assert whole["content"][0]["text"] == "".join(d["text"] for d in deltas)
     assert delta["usage"] == whole["usage"]
+    # message_start already knows the prompt's size.
+    assert start["usage"] == {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 0}
+    assert whole["usage"]["input_tokens"] > 0
 
 
 def test_sdk_stream_accumulates_the_message(client):

@@ -119,7 +119,9 @@ FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 class Chunk:
     """A piece of output as it is produced.
 
-    Intermediate chunks carry a ``text`` delta (and its ``logprobs`` when asked). The last
+    Intermediate chunks carry a ``text`` delta (and its ``logprobs`` when asked); the first
+    chunk of a choice may also carry ``prompt_tokens`` and ``cached_tokens``, so a surface can
+    report the prompt's size before the end (Anthropic's ``message_start``). The last
     chunk of a generation carries ``finish_reason`` and the token counts, and may carry
     ``tool_calls`` (OpenAI shape: ``{"id", "type": "function", "function": {"name",
     "arguments"}}``) and ``text`` too.

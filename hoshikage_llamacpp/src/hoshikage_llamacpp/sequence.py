@@ -22,7 +22,7 @@ class Sequence:
 
     __slots__ = (
         "job", "index", "sampler", "slot", "todo", "next_token", "logits_at", "n_gen",
-        "_stream", "_logprobs", "_pending", "_sent_chars", "_piece",
+        "_stream", "_logprobs", "_pending", "_sent_chars", "_piece", "_announced",
     )  # fmt: skip
 
     def __init__(self, job, index: int, sampler: SamplerChain, plan: Plan, piece, logprobs: LogprobReader | None):
@@ -47,6 +47,8 @@ class Sequence:
         self._logprobs = logprobs
         self._pending: deque = deque()  # (start, end, TokenLogprob) waiting for their text
         self._sent_chars = 0
+        #: Whether a chunk has gone out: the first one also carries the prompt's counts.
+        self._announced = False
 
     def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
         """Take a sampled (non end-of-generation) token: the chunk to send, if any, and
@@ -60,7 +62,16 @@ class Sequence:
             self._pending.append((start, stream.decoded_chars, entry))
         self._sent_chars += len(text)
         released = self._release(final=False) if self._pending else ()
-        chunk = Chunk(text=text, logprobs=released or None) if text or released else None
+        if not (text or released):
+            return None, stream.stopped
+        if self._announced:
+            return Chunk(text=text, logprobs=released or None), stream.stopped
+        self._announced = True
+        job = self.job
+        chunk = Chunk(
+            text=text, logprobs=released or None,
+            prompt_tokens=len(job.plan.tokens), cached_tokens=job.cached_tokens,
+        )  # fmt: skip
         return chunk, stream.stopped
 
     def final(self, finish: str) -> Chunk:

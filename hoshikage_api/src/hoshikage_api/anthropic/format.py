@@ -8,9 +8,9 @@ A stream is ``event: <type>`` / ``data: <json>`` pairs in this order::
     ...
     message_delta (stop_reason, stop_sequence, usage)   message_stop
 
-The ``ping`` follows the first ``content_block_start``. The prompt's token count is known
-only once generation ends, so ``message_start`` reports ``input_tokens: 0`` and
-``message_delta`` reports both counts (the SDKs take ``input_tokens`` from it).
+The ``ping`` follows the first ``content_block_start``. ``message_start`` reports the
+prompt's ``input_tokens`` (the first chunk of a choice carries them) and ``message_delta``
+reports both counts again at the end.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class MessageFormat:
             self._started = True
             start = s.Message(
                 id=self.id, model=self.job.model, content=[], stop_reason=None, stop_sequence=None,
-                usage=s.MessageUsage(input_tokens=0, output_tokens=0),
+                usage=s.MessageUsage(input_tokens=chunk.prompt_tokens or 0, output_tokens=0),
             )  # fmt: skip
             yield sse("message_start", {"type": "message_start", "message": start})
         if chunk.text:
