@@ -239,13 +239,13 @@ def _managed(action: str):
 
 
 _NOT_HERE = {"responses": {501: ResponseSpec(data_container=s.OllamaErrorBody, description="Models are managed by the config.")}, **COMMON}
-pull = post("/api/pull", summary="Pull (Ollama): not supported", name="ollama_pull", **_NOT_HERE)(_managed("pull"))
-push = post("/api/push", summary="Push (Ollama): not supported", name="ollama_push", **_NOT_HERE)(_managed("push"))
-create = post("/api/create", summary="Create (Ollama): not supported", name="ollama_create", **_NOT_HERE)(_managed("create"))
-copy = post("/api/copy", summary="Copy (Ollama): not supported", name="ollama_copy", **_NOT_HERE)(_managed("copy"))
-remove = delete("/api/delete", summary="Delete (Ollama): not supported", name="ollama_delete", status_code=200, **_NOT_HERE)(_managed("delete"))
-blob_head = head("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_head", **_NOT_HERE)(_managed("upload"))
-blob_post = post("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_post", **_NOT_HERE)(_managed("upload"))
+pull = post("/api/pull", summary="Pull (Ollama): not supported", name="ollama_pull", operation_id="ollama_pull", **_NOT_HERE)(_managed("pull"))
+push = post("/api/push", summary="Push (Ollama): not supported", name="ollama_push", operation_id="ollama_push", **_NOT_HERE)(_managed("push"))
+create = post("/api/create", summary="Create (Ollama): not supported", name="ollama_create", operation_id="ollama_create", **_NOT_HERE)(_managed("create"))
+copy = post("/api/copy", summary="Copy (Ollama): not supported", name="ollama_copy", operation_id="ollama_copy", **_NOT_HERE)(_managed("copy"))
+remove = delete("/api/delete", summary="Delete (Ollama): not supported", name="ollama_delete", operation_id="ollama_delete", status_code=200, **_NOT_HERE)(_managed("delete"))
+blob_head = head("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_head", operation_id="ollama_blob_head", **_NOT_HERE)(_managed("upload"))
+blob_post = post("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_post", operation_id="ollama_blob_post", **_NOT_HERE)(_managed("upload"))
 
 
 def handlers() -> list:

@@ -130,6 +130,8 @@ def options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
 
 # ---- keep_alive ---------------------------------------------------------------------------
 
+#: Go's longest duration, in seconds: Ollama's "forever".
+FOREVER = (2**63 - 1) / 1e9
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -164,7 +166,8 @@ def keep_alive(value: float | str | None) -> float | None:
         seconds = float(value)
     if not math.isfinite(seconds):
         raise invalid("Invalid 'keep_alive': must be a finite number of seconds.", "keep_alive")
-    return -1.0 if seconds < 0 else seconds
+    # Negative, or longer than Go's longest duration (292 years): never.
+    return -1.0 if seconds < 0 or seconds > FOREVER else seconds
 
 
 # ---- shared checks ------------------------------------------------------------------------
