@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -48,7 +50,7 @@ DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_du
 @pytest.fixture(scope="module")
 def server(tiny_model_path):
     config = {
-        "server": {"api_key": KEY, "max_body_size": "1MB"},
+        "server": {"api_key": KEY, "max_body_size": "1MB", "concurrency": 1, "max_queue": 1},
         "unload": {"max_loaded": 2},
         "models": [
             {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 2048},
@@ -385,9 +387,143 @@ def test_model_management_is_refused_clearly(server):
     assert info.value.status_code == 501
 
 
+def test_metrics_count_ollama_requests_and_errors(server):
+    from tests.api.test_server_routes import parse_prometheus
+
+    post(server, "/api/chat", {"model": "tiny", "stream": False, "messages": USER, "options": {"num_predict": 1}})
+    post(server, "/api/chat", {"model": "nope", "messages": USER})
+    samples = parse_prometheus(get(server, "/metrics").text)
+    assert samples['hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="ok"}'] >= 1
+    assert samples['hoshikage_http_errors_total{code="model_not_found",path="/api/chat",status="404"}'] >= 1
+
+
+# ---- overload and disconnects -------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def long_generation(server):
+    """A streamed generation that runs for seconds (EOS banned), its first line read."""
+    body = {"model": "tiny", "messages": USER, "stream": True, "max_tokens": 8000, "temperature": 0, "logit_bias": {"2": -100}}
+    with httpx.Client(timeout=30) as http, http.stream("POST", server.base_url + "/v1/chat/completions", headers=AUTH, json=body) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()  # kept: a collected line iterator closes the response
+        assert next(lines).startswith("data: ")
+        yield response
+
+
+def test_full_queue_is_503_with_retry_after(server, client):
+    short = {"model": "tiny", "stream": False, "messages": USER, "options": {"num_predict": 2}}
+    with long_generation(server) as running, ThreadPoolExecutor(1) as pool:
+        queued = pool.submit(post, server, "/api/chat", short)
+        wait_for(lambda: get(server, "/api/status").json()["queued"] == 1, what="the second request to queue")
+        r = post(server, "/api/chat", {**short, "stream": True})
+        assert "busy" in assert_error(r, 503)
+        assert int(r.headers["retry-after"]) >= 1
+        with pytest.raises(ollama.ResponseError) as info:
+            client.generate(model="tiny", prompt="x")
+        assert info.value.status_code == 503
+        running.close()
+        assert queued.result(timeout=60).status_code == 200
+    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, what="the server to go idle")
+
+
+def test_stream_disconnect_frees_the_slot(server):
+    body = {"model": "tiny", "messages": USER, "options": {"num_predict": 8000, "temperature": 0}}
+    with httpx.Client(timeout=30) as http, http.stream("POST", server.base_url + "/api/chat", headers=AUTH, json=body) as response:
+        lines = response.iter_lines()
+        assert json.loads(next(lines))["done"] is False
+        response.close()
+    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, what="the cancelled stream to free its slot")
+    assert 'hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="cancelled"}' in get(server, "/metrics").text
+
+
 def test_still_idle_afterwards(server):
     status = get(server, "/api/status").json()
     assert (status["running"], status["queued"]) == (0, 0)
+
+
+# ---- the error mapping and the stream, without a server ------------------------------------
+
+
+def test_error_mapping_keeps_the_status_and_has_ollamas_body():
+    from hoshikage_api.ollama.errors import to_ollama
+    from hoshikage_core.errors import Cancelled, ContextLengthExceeded, ModelLoadError, ModelNotFound, QueueFull
+
+    cases = {
+        QueueFull(4, retry_after=2): 503,
+        Cancelled("shutting down"): 503,
+        ModelLoadError("tiny", "truncated"): 500,
+        ContextLengthExceeded(3000, 2048): 400,
+        ModelNotFound("x", ["tiny"]): 404,
+        RuntimeError("bug"): 500,
+    }
+    for exc, status_code in cases.items():
+        error, body = to_ollama(exc, "/api/chat")
+        assert error.status == status_code and set(body) == {"error"} and body["error"], exc
+    assert to_ollama(QueueFull(4, retry_after=2), "")[0].headers["Retry-After"] == "2"
+    assert to_ollama(ModelNotFound("x", ["tiny"]), "")[1]["error"].startswith('model "x" not found, try pulling it first')
+    assert "see the server log" in to_ollama(RuntimeError("secret"), "")[1]["error"]
+
+
+async def test_an_error_after_the_stream_started_is_a_last_error_line():
+    from hoshikage_api.ollama.format import ChatFormat
+    from hoshikage_api.ollama.routes import _lines
+    from hoshikage_core.errors import ModelLoadError
+    from hoshikage_core.protocol import Chunk
+
+    async def chunks():
+        yield 0, Chunk(text="hello")
+        raise ModelLoadError("tiny", "gone")
+
+    lines = [json.loads(item) async for item in _lines(ChatFormat("tiny"), chunks())]
+    assert lines[0]["message"]["content"] == "hello" and lines[0]["done"] is False
+    assert set(lines[-1]) == {"error"} and "gone" in lines[-1]["error"]
+
+
+def test_tool_calls_arrive_in_a_line_of_their_own_with_object_arguments():
+    from hoshikage_api.ollama.format import GenerateFormat, ChatFormat
+    from hoshikage_core.protocol import Chunk
+
+    calls = (
+        {"id": "call_abc", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
+        {"id": "call_def", "type": "function", "function": {"name": "b", "arguments": '"{\\"y\\": 2}"'}},
+    )
+    fmt = ChatFormat("m")
+    lines = [json.loads(item) for chunk in (
+        Chunk(text="Let me look."),
+        Chunk(text=" ok", finish_reason="tool_calls", tool_calls=calls, prompt_tokens=9, completion_tokens=20),
+    ) for item in fmt.lines(chunk)]  # fmt: skip
+    assert [line["message"]["content"] for line in lines] == ["Let me look.", " ok", "", ""]
+    assert lines[2]["message"]["tool_calls"] == [
+        {"id": "call_abc", "function": {"index": 0, "name": "a", "arguments": {"x": 1}}},
+        {"id": "call_def", "function": {"index": 1, "name": "b", "arguments": {"y": 2}}},
+    ]
+    assert [line["done"] for line in lines] == [False, False, False, True]
+    assert lines[-1]["done_reason"] == "stop" and (lines[-1]["prompt_eval_count"], lines[-1]["eval_count"]) == (9, 20)
+    (only,) = [json.loads(item) for item in GenerateFormat("m").lines(Chunk(finish_reason="length", prompt_tokens=3, completion_tokens=0))]
+    assert only["done_reason"] == "length" and only["response"] == ""
+
+
+def test_keep_alive_parsing():
+    from hoshikage_api.errors import ApiError
+    from hoshikage_api.ollama.translate import keep_alive
+
+    cases = {None: None, 0: 0.0, 90: 90.0, -1: -1.0, -5: -1.0, "0": 0.0, "10m": 600.0, "1h30m": 5400.0,
+             "2m30s": 150.0, "300ms": 0.3, "-1": -1.0, "-1m": -1.0, "45": 45.0, "never": -1.0, 1e300: -1.0}  # fmt: skip
+    for value, seconds in cases.items():
+        assert keep_alive(value) == pytest.approx(seconds) if seconds is not None else keep_alive(value) is None, value
+    for bad in ("soon", "10 minutes", "1d2x", ""):
+        with pytest.raises(ApiError):
+            keep_alive(bad)
 
 
 # ---- Gemma --------------------------------------------------------------------------------
