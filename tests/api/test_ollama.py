@@ -320,11 +320,11 @@ def test_names_and_unknown_models(client):
     assert client.chat(model="tiny-alias:latest", messages=USER, options={"num_predict": 1}, stream=False).model == "tiny-alias:latest"
     for name in ("nope", "nope:latest", "tiny:7b", "tiny:"):
         for call in (
-            lambda: client.chat(model=name, messages=USER, stream=False),
-            lambda: list(client.chat(model=name, messages=USER, stream=True)),
-            lambda: client.generate(model=name, prompt="x", stream=False),
-            lambda: client.show(name),
-            lambda: client.embed(model=name, input="x"),
+            lambda name=name: client.chat(model=name, messages=USER, stream=False),
+            lambda name=name: list(client.chat(model=name, messages=USER, stream=True)),
+            lambda name=name: client.generate(model=name, prompt="x", stream=False),
+            lambda name=name: client.show(name),
+            lambda name=name: client.embed(model=name, input="x"),
         ):
             with pytest.raises(ollama.ResponseError) as info:
                 call()
@@ -456,7 +456,13 @@ def test_still_idle_afterwards(server):
 
 def test_error_mapping_keeps_the_status_and_has_ollamas_body():
     from hoshikage_api.ollama.errors import to_ollama
-    from hoshikage_core.errors import Cancelled, ContextLengthExceeded, ModelLoadError, ModelNotFound, QueueFull
+    from hoshikage_core.errors import (
+        Cancelled,
+        ContextLengthExceeded,
+        ModelLoadError,
+        ModelNotFound,
+        QueueFull,
+    )
 
     cases = {
         QueueFull(4, retry_after=2): 503,
@@ -490,7 +496,7 @@ async def test_an_error_after_the_stream_started_is_a_last_error_line():
 
 
 def test_tool_calls_arrive_in_a_line_of_their_own_with_object_arguments():
-    from hoshikage_api.ollama.format import GenerateFormat, ChatFormat
+    from hoshikage_api.ollama.format import ChatFormat, GenerateFormat
     from hoshikage_core.protocol import Chunk
 
     calls = (
