@@ -72,7 +72,8 @@ LOAD_TIME = frozenset(
 NOT_APPLIED = frozenset(
     {"num_keep", "typical_p", "repeat_last_n", "tfs_z", "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline"}
 )
-#: Keys already logged once at INFO (later requests log them at DEBUG).
+#: Known keys already logged once at INFO (later requests log them at DEBUG). Only keys of
+#: the two fixed sets above enter it, so clients cannot grow it.
 _logged: set[str] = set()
 
 
@@ -83,6 +84,12 @@ def _log_ignored(keys: Sequence[str], why: str) -> None:
     _logged.update(keys)
     level = logging.INFO if new else logging.DEBUG
     log.log(level, "ollama: options %s ignored (%s)", ", ".join(sorted(keys)), why)
+
+
+def _log_unknown(keys: Sequence[str]) -> None:
+    if keys:
+        shown = ", ".join(repr(k[:40]) for k in sorted(keys)[:10])
+        log.debug("ollama: %d unknown option keys ignored: %s", len(keys), shown)
 
 
 _INTEGERS = frozenset({"num_predict", "top_k", "seed"})
@@ -108,7 +115,7 @@ def options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raise invalid(f"Invalid '{param}': {message}.", param) from None
     _log_ignored([k for k in raw if k in LOAD_TIME], "load-time options are set in the model's config")
     _log_ignored([k for k in raw if k in NOT_APPLIED], "no such sampler here")
-    _log_ignored([k for k in raw if k not in SAMPLING | LOAD_TIME | NOT_APPLIED], "unknown option keys")
+    _log_unknown([k for k in raw if k not in SAMPLING | LOAD_TIME | NOT_APPLIED])
     out: dict[str, Any] = {
         "temperature": opts.temperature,
         "top_p": opts.top_p,
