@@ -10,6 +10,7 @@ routes need it like every other (``Authorization: Bearer <key>``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated
@@ -21,6 +22,7 @@ from litestar.response import Stream
 
 from ..body import StrictBody
 from ..disconnect import until_disconnect
+from ..errors import invalid
 from ..generation import ChoiceResult, run
 from ..routes.deps import runtime_of
 from ..translate import Job
@@ -148,8 +150,6 @@ async def generate(request: Request, data: Annotated[s.GenerateRequest, Body()])
 async def _embed(request: Request, model: str, inputs: list[str], raw_options, raw_keep_alive):
     """``(vectors, prompt tokens, load seconds, total seconds)`` over the embeddings route's
     session path; no inputs only loads the model."""
-    import time
-
     runtime = runtime_of(request)
     label = models.resolve(runtime, model)
     options(raw_options)  # checked, then nothing applies to embeddings
@@ -173,8 +173,6 @@ async def embed(request: Request, data: Annotated[s.EmbedRequest, Body()]) -> s.
     """``input`` (a string or a list) → ``embeddings``, L2-normalised. An empty input loads
     the model. ``dimensions`` is refused; ``truncate`` is accepted, but an input over the
     context is a 400 rather than cut."""
-    from ..errors import invalid
-
     if data.dimensions is not None:
         raise invalid("'dimensions' is not supported: the model's own size is returned.", "dimensions")
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
@@ -213,8 +211,6 @@ async def ps(request: Request) -> s.PsResponse:
 @post("/api/show", dto=StrictBody, return_dto=None, status_code=200, summary="Show a model (Ollama)", responses=_responses(400, 401, 404), **COMMON)
 async def show(request: Request, data: Annotated[s.ShowRequest, Body()]) -> s.ShowResponse:
     """Details, GGUF ``model_info``, the chat template, parameters and capabilities."""
-    from ..errors import invalid
-
     name = data.model or data.name
     if not name:
         raise invalid("'model' is required.", "model")
