@@ -446,6 +446,23 @@ def test_stream_disconnect_frees_the_slot(server):
     assert 'hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="cancelled"}' in get(server, "/metrics").text
 
 
+def test_a_broken_model_file_is_500_and_still_listed(tmp_path, tiny_model_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"PK\x03\x04 a zip, not a GGUF file")
+    config = {"models": [{"name": "bad", "path": str(bad)}, {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}]}
+    with running_server(config) as srv:
+        client = ollama.Client(host=srv.base_url)
+        for call in (lambda: client.chat(model="bad", messages=USER), lambda: list(client.generate(model="bad:latest", prompt="x", stream=True)),
+                     lambda: client.generate(model="bad", prompt="")):  # fmt: skip
+            with pytest.raises(ollama.ResponseError) as info:
+                call()
+            assert info.value.status_code == 500 and "failed to load" in info.value.error
+        listed = {m.model: m for m in client.list().models}
+        assert listed["bad:latest"].size == bad.stat().st_size and listed["bad:latest"].details.family == ""
+        assert client.show("bad").modelinfo == {} and client.show("bad").capabilities == ["completion"]
+        assert client.generate(model="tiny", prompt="hi", options={"num_predict": 2}).eval_count == 2  # others still serve
+
+
 def test_still_idle_afterwards(server):
     status = get(server, "/api/status").json()
     assert (status["running"], status["queued"]) == (0, 0)
