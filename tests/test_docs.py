@@ -66,6 +66,17 @@ def test_readme_anthropic_example_runs(default_server, capsys):
     assert "input_tokens=" in printed and printed.strip()  # the reply, its usage, the streamed text
 
 
+def test_readme_ollama_example_runs(default_server, capsys):
+    pytest.importorskip("ollama")
+    (example,) = [b for b in readme_blocks("python") if "from ollama import Client" in b]
+    code = example.replace("http://127.0.0.1:8000", default_server.base_url)
+    code = code.replace('keep_alive="10m",', 'keep_alive="10m", options={"num_predict": 16},')
+    code = code.replace("stream=True)", 'stream=True, options={"num_predict": 16})')
+    assert code.count('"num_predict": 16') == 2, "the example changed: update this test"
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip()  # the reply, then the streamed text
+
+
 @pytest.fixture(scope="module")
 def embedded_default_server(tmp_path_factory):
     """``hoshikage serve`` as a new user runs it: a fresh HOME, no config file, so the embedded

@@ -12,6 +12,15 @@ def test_reads_header_facts(tmp_path):
     info = read_info(path)
     assert (info.architecture, info.context_length, info.quantization) == ("gemma3", 32768, "Q8_0")
     assert info.tensor_count == 1 and info.file_size == path.stat().st_size
+    assert info.parameter_count == 64 // 4  # the one F32 tensor's elements
+
+
+def test_parameter_count_sums_every_tensor(tiny_model_path):
+    pytest.importorskip("gguf")
+    from gguf import GGUFReader
+
+    expected = sum(int(t.n_elements) for t in GGUFReader(tiny_model_path).tensors)
+    assert read_info(tiny_model_path).parameter_count == expected > 100_000
 
 
 @pytest.mark.parametrize(

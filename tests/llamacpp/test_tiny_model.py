@@ -562,6 +562,22 @@ def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
         four.close()
 
 
+def test_device_memory_is_the_offloaded_layers_share(tiny_model_path, monkeypatch):
+    model = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=256, n_gpu_layers=1))
+    try:
+        memory = model.memory_bytes()
+        if not llama_cpp.llama_supports_gpu_offload():
+            assert model.device_memory_bytes() == 0  # a CPU-only build holds nothing on a GPU
+        # The estimate by layers, as a build with GPU offload computes it (2 blocks + output).
+        monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+        assert model.device_memory_bytes() == memory // 3
+        for layers, share in ((-1, memory), (99, memory), (0, 0)):
+            model.options = LlamaOptions(n_ctx=256, n_gpu_layers=layers)
+            assert model.device_memory_bytes() == share, layers
+    finally:
+        model.close()
+
+
 def test_embeddings_are_normalised_with_usage(tiny_model_path):
     emb = LlamaCppModel.load("emb", str(tiny_model_path), LlamaOptions(n_ctx=256, embedding=True))
     try:

@@ -21,8 +21,23 @@ ENDPOINTS = {
     "/v1/embeddings": {"model": "embed", "input": "hi"},
     "/v1/messages": {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
     "/v1/messages/count_tokens": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
+    "/api/chat": {"model": "tiny", "stream": False, "options": {"num_predict": 4}, "messages": [{"role": "user", "content": "hi"}]},
+    "/api/generate": {"model": "tiny:latest", "prompt": "hi", "options": {"num_predict": 4}},
+    "/api/embed": {"model": "embed", "input": ["hi"]},
+    "/api/embeddings": {"model": "embed", "prompt": "hi"},
+    "/api/show": {"model": "tiny"},
 }
 ANTHROPIC = ("/v1/messages", "/v1/messages/count_tokens")
+#: Ollama's routes: errors are ``{"error": "..."}``.
+OLLAMA = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show")
+OLLAMA_KEYS = [
+    "options", "format", "keep_alive", "think", "tools", "raw", "suffix", "template", "context", "images",
+    "system", "logprobs", "top_logprobs", "truncate", "dimensions", "stream", "verbose", "name",
+]
+OLLAMA_OPTIONS = [
+    "num_predict", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "repeat_penalty",
+    "presence_penalty", "frequency_penalty", "num_ctx", "num_gpu", "mirostat", "x",
+]  # fmt: skip
 
 scalars = (
     st.none()
@@ -73,6 +88,15 @@ def bodies(draw):
             "system", "stop_sequences", "metadata", "thinking",
         ]))  # fmt: skip
         base[key] = draw(json_values)
+    elif how == "nested" and path in OLLAMA:
+        key = draw(st.sampled_from(OLLAMA_KEYS))
+        if key == "options" or draw(st.booleans()):
+            base["options"] = draw(st.dictionaries(st.sampled_from(OLLAMA_OPTIONS), json_values, max_size=4))
+        else:
+            base[key] = draw(json_values)
+        if "messages" in base and draw(st.booleans()):
+            base["messages"] = [draw(st.dictionaries(st.sampled_from(["role", "content", "images", "thinking", "tool_calls", "tool_name"]),
+                                                     json_values, max_size=4))]  # fmt: skip
     elif how == "nested" and path in ANTHROPIC:
         base[draw(st.sampled_from(["messages", "system", "tools", "tool_choice"]))] = draw(anthropic_values())
     elif how == "nested" and "messages" in base:
@@ -111,6 +135,9 @@ def check(response: httpx.Response, path: str) -> None:
         error = body["error"]
         if path in ANTHROPIC:
             assert body["type"] == "error" and set(error) == {"type", "message"}, body
+        elif path in OLLAMA:
+            assert set(body) == {"error"} and isinstance(error, str) and error, body
+            return
         else:
             assert set(error) >= {"message", "type", "param", "code"}
         assert error["message"]
@@ -152,6 +179,13 @@ def test_random_bodies_never_500(client, case):
         pytest.param(b"null", id="null"),
         pytest.param(b'"just a string"', id="string"),
         pytest.param(b'{"model": "tiny"', id="truncated-json"),
+        pytest.param(b'{"model": "tiny", "prompt": "", "messages": [], "keep_alive": 1e308}', id="huge-keep-alive"),
+        pytest.param(b'{"model": "tiny:latest", "prompt": "x", "stream": false, "options": {"seed": 1e30, "num_predict": 1}}', id="huge-option"),
+        pytest.param(
+            b'{"model": "tiny", "stream": false, "messages": [{"role": "assistant", "content": "", "tool_calls": '
+            + b'[{"function": {"name": "f", "arguments": "{"}}]}, {"role": "user", "content": "x"}]}',
+            id="broken-tool-arguments",
+        ),
     ],
 )
 def test_hostile_bodies(client, path, raw):
@@ -164,6 +198,9 @@ def test_ten_megabyte_body_is_refused(client, path):
     r = client.post(path, content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 413
     error = r.json()["error"]
+    if path in OLLAMA:
+        assert "max_body_size" in error
+        return
     assert (error["type"] if path in ANTHROPIC else error["code"]) == "request_too_large"
 
 

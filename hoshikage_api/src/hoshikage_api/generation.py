@@ -3,7 +3,7 @@ in turn with its ``n`` choices decoded together, as a stream of ``(choice index,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import attrs
@@ -16,10 +16,15 @@ from .translate import Job
 SHUTDOWN = "The generation was cancelled because the server is shutting down."
 
 
-async def run(runtime, job: Job) -> AsyncIterator[tuple[int, Chunk]]:
+async def run(
+    runtime, job: Job, on_ready: Callable[[], None] | None = None
+) -> AsyncIterator[tuple[int, Chunk]]:
     """Yield every choice's chunks inside one session: prompt after prompt, the ``n``
     choices of a prompt decoded together from one reading of it (choice ``j`` samples
     with ``seed + j``).
+
+    ``on_ready`` is called once the session holds its slot and the model is loaded (the
+    Ollama surface times its ``load_duration`` by it).
 
     Closing or cancelling the iterator cancels the backend within a step; the session
     releases its slot once the engine has let go of it.
@@ -27,6 +32,8 @@ async def run(runtime, job: Job) -> AsyncIterator[tuple[int, Chunk]]:
     async with runtime.session(
         job.model, endpoint=job.endpoint, keep_alive=job.keep_alive, sequences=job.n
     ) as session:
+        if on_ready is not None:
+            on_ready()
         for i, request in enumerate(job.requests):
             async with aclosing(session.stream(request, job.n)) as chunks:
                 async for j, chunk in chunks:
@@ -67,10 +74,10 @@ class ChoiceResult:
         return "".join(self.texts)
 
 
-async def collect(runtime, job: Job) -> list[ChoiceResult]:
-    """Run ``job`` to the end and return its choices."""
+async def collect(runtime, job: Job, on_ready: Callable[[], None] | None = None) -> list[ChoiceResult]:
+    """Run ``job`` to the end and return its choices (``on_ready``: as for :func:`run`)."""
     results = [ChoiceResult() for _ in range(job.choices)]
-    async with aclosing(run(runtime, job)) as chunks:
+    async with aclosing(run(runtime, job, on_ready)) as chunks:
         async for index, chunk in chunks:
             results[index].add(chunk)
     return results

@@ -57,6 +57,8 @@ class GGUFInfo:
     #: Bytes the file must have to hold every tensor of its table.
     required_size: int
     file_size: int
+    #: Elements of every tensor together: the model's parameter count.
+    parameter_count: int = 0
 
     @property
     def architecture(self) -> str | None:
@@ -185,6 +187,7 @@ def _parse(buf, size: int) -> GGUFInfo:
     if not isinstance(alignment, int) or alignment <= 0:
         alignment = DEFAULT_ALIGNMENT
     data_end = 0
+    parameters = 0
     for _ in range(tensor_count):
         name = reader.string()
         n_dims = reader.take("<I")
@@ -195,6 +198,7 @@ def _parse(buf, size: int) -> GGUFInfo:
         elements = 1
         for dim in dims:
             elements *= dim
+        parameters += elements
         block = GGML_BLOCKS.get(ggml_type)
         nbytes = elements // block[0] * block[1] if block else 0
         data_end = max(data_end, offset + nbytes)
@@ -211,4 +215,5 @@ def _parse(buf, size: int) -> GGUFInfo:
         metadata=metadata,
         required_size=required,
         file_size=size,
+        parameter_count=parameters,
     )

@@ -185,6 +185,20 @@ class LlamaCppModel:
         """Weights plus the KV cache of every slot, logits and compute buffers."""
         return self._memory
 
+    def device_memory_bytes(self) -> int:
+        """The share of :meth:`memory_bytes` offloaded to a GPU, an estimate by layers: 0 on
+        a build without GPU offload or with ``n_gpu_layers = 0``, all of it with -1 (or at
+        least every layer), else ``n_gpu_layers / (block_count + 1)`` of it (the output
+        layer counts as one). Ollama's ``size_vram`` reports it."""
+        layers = self.options.n_gpu_layers
+        if layers == 0 or not self._lib.llama_supports_gpu_offload():
+            return 0
+        arch = self.metadata.get("general.architecture", "")
+        blocks = self.metadata.get(f"{arch}.block_count")
+        if layers < 0 or not isinstance(blocks, int) or layers > blocks:
+            return self._memory
+        return self._memory * layers // (blocks + 1)
+
     def close(self) -> None:
         """Stop the engine, then free the context, the KV cache and the weights."""
         if self._engine is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 def handlers() -> list:
     from ..anthropic import routes as anthropic
+    from ..ollama import routes as ollama
     from . import admin, chat, completions, embeddings, health, metrics, models
 
     return [
         *anthropic.handlers(),
+        *ollama.handlers(),
         chat.chat_completions,
         completions.completions,
         embeddings.embeddings,

@@ -1,0 +1,248 @@
+"""Ollama's native API: ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/ps``,
+``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, and a clear 501 for
+Ollama's model management routes (pull, push, create, copy, delete, blobs).
+
+Generation is a translator onto the one path (:func:`hoshikage_api.generation.run`): the
+same session, scheduler, keep-alive, cancel-on-disconnect and ``request_finished`` as the
+OpenAI routes. Errors have Ollama's shape (:mod:`.errors`). With ``api_key`` set, these
+routes need it like every other (``Authorization: Bearer <key>``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated
+
+from litestar import Request, delete, get, head, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Body
+from litestar.response import Stream
+
+from ..body import StrictBody
+from ..disconnect import until_disconnect
+from ..errors import invalid
+from ..generation import ChoiceResult, run
+from ..routes.deps import runtime_of
+from ..translate import Job
+from . import errors, models
+from . import schemas as s
+from .format import ChatFormat, GenerateFormat, line, load_answer
+from .translate import chat_job, check_load, generate_job, keep_alive, options
+
+#: The Ollama API version these routes follow, for clients that check ``/api/version``.
+OLLAMA_VERSION = "0.12.6"
+
+_ERROR_TEXT = {
+    400: "Bad JSON, a wrong type or value, an option out of range, images, `think`, `suffix`, `template` or `context`, or a prompt over the context.",
+    401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
+    404: 'Unknown model: `model "x" not found, try pulling it first`.',
+    413: "Body over `max_body_size`.",
+    500: "The model failed to load, or an internal error.",
+    503: "The queue is full or the server is shutting down; see `Retry-After`.",
+}
+
+
+def _responses(*codes: int) -> dict[int, ResponseSpec]:
+    return {c: ResponseSpec(data_container=s.OllamaErrorBody, description=_ERROR_TEXT[c]) for c in codes}
+
+
+GENERATION = _responses(400, 401, 404, 413, 500, 503)
+COMMON = {"tags": ["Ollama"], "exception_handlers": {Exception: errors.handle}}
+
+
+class NdjsonStream(Stream):
+    """An ``application/x-ndjson`` response. (Litestar would let the handler's JSON media
+    type, taken from its return annotation, override the stream's own.)"""
+
+    def to_asgi_response(self, *args, **kwargs):
+        kwargs["media_type"] = "application/x-ndjson"
+        return super().to_asgi_response(*args, **kwargs)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async with aclosing(rest) as lines:
+        async for item in lines:
+            yield item
+
+
+async def ndjson_stream(request: Request, lines: AsyncIterator[bytes]) -> NdjsonStream:
+    """An NDJSON response over ``lines``, started only once the first line exists, so an
+    error found before generation is still a plain JSON error. The wait for it is
+    cancelled if the client leaves."""
+    first = await until_disconnect(request, anext(lines))
+    return NdjsonStream(_prepend(first, lines), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _lines(fmt, chunks) -> AsyncIterator[bytes]:
+    """The NDJSON body. An error before the first line is raised (a JSON error response);
+    after it, it is a last ``{"error": ...}`` line, as Ollama sends it."""
+    try:
+        async with aclosing(chunks) as stream:
+            async for _index, chunk in stream:
+                for item in fmt.lines(chunk):
+                    yield item
+    except Exception as exc:
+        if not fmt.started:
+            raise
+        _error, body = errors.to_ollama(exc, "")
+        yield line(body)
+
+
+async def _collect(runtime, job: Job, fmt) -> ChoiceResult:
+    result = ChoiceResult()
+    async with aclosing(run(runtime, job, fmt.timing.on_ready)) as chunks:
+        async for _index, chunk in chunks:
+            fmt.timing.output()
+            result.add(chunk)
+    return result
+
+
+async def _answer(request: Request, job: Job, fmt):
+    runtime = runtime_of(request)
+    if not job.stream:
+        return fmt.whole(await until_disconnect(request, _collect(runtime, job, fmt)))
+    return await ndjson_stream(request, _lines(fmt, run(runtime, job, fmt.timing.on_ready)))
+
+
+async def _load_or_unload(request: Request, label: str, data: s.GenerationFields, fmt):
+    """No prompt or messages: load the model (``done_reason: load``), or with
+    ``keep_alive: 0`` unload it without loading it first (``done_reason: unload``)."""
+    runtime = runtime_of(request)
+    seconds = check_load(data)
+    if seconds == 0:
+        await runtime.unload(label)
+        return load_answer(fmt, "unload")
+    await until_disconnect(request, runtime.load(label, keep_alive=seconds))
+    return load_answer(fmt, "load")
+
+
+@post(
+    "/api/chat", dto=StrictBody, return_dto=None, status_code=200, summary="Chat (Ollama)",
+    responses=GENERATION, **COMMON,
+    description="NDJSON (`application/x-ndjson`) unless `stream` is false. No messages: load the "
+    "model (`done_reason: load`), or with `keep_alive: 0` unload it (`done_reason: unload`).",
+)  # fmt: skip
+async def chat(request: Request, data: Annotated[s.ChatRequest, Body()]) -> s.ChatResponse:
+    label = models.resolve(runtime_of(request), data.model)
+    fmt = ChatFormat(data.model)
+    if not data.messages:
+        return await _load_or_unload(request, label, data, fmt)
+    return await _answer(request, chat_job(data, label), fmt)
+
+
+@post(
+    "/api/generate", dto=StrictBody, return_dto=None, status_code=200, summary="Generate (Ollama)",
+    responses=GENERATION, **COMMON,
+    description="NDJSON (`application/x-ndjson`) unless `stream` is false. An empty prompt: load "
+    "the model (`done_reason: load`), or with `keep_alive: 0` unload it (`done_reason: unload`).",
+)  # fmt: skip
+async def generate(request: Request, data: Annotated[s.GenerateRequest, Body()]) -> s.GenerateResponse:
+    label = models.resolve(runtime_of(request), data.model)
+    fmt = GenerateFormat(data.model)
+    if not data.prompt:
+        return await _load_or_unload(request, label, data, fmt)
+    return await _answer(request, generate_job(data, label), fmt)
+
+
+async def _embed(request: Request, model: str, inputs: list[str], raw_options, raw_keep_alive):
+    """``(vectors, prompt tokens, load seconds, total seconds)`` over the embeddings route's
+    session path; no inputs only loads the model."""
+    runtime = runtime_of(request)
+    label = models.resolve(runtime, model)
+    options(raw_options)  # checked, then nothing applies to embeddings
+    seconds = keep_alive(raw_keep_alive)
+    start = time.monotonic()
+
+    async def work():
+        async with runtime.session(label, endpoint="ollama_embed", keep_alive=seconds) as session:
+            loaded = time.monotonic()
+            if not inputs:
+                return [], 0, loaded - start
+            result = await session.embed(inputs)
+            return result.vectors, result.prompt_tokens, loaded - start
+
+    vectors, tokens, load = await until_disconnect(request, work())
+    return vectors, tokens, load, time.monotonic() - start
+
+
+@post("/api/embed", dto=StrictBody, return_dto=None, status_code=200, summary="Embed (Ollama)", responses=GENERATION, **COMMON)
+async def embed(request: Request, data: Annotated[s.EmbedRequest, Body()]) -> s.EmbedResponse:
+    """``input`` (a string or a list) → ``embeddings``, L2-normalised. An empty input loads
+    the model. ``dimensions`` is refused; ``truncate`` is accepted, but an input over the
+    context is a 400 rather than cut."""
+    if data.dimensions is not None:
+        raise invalid("'dimensions' is not supported: the model's own size is returned.", "dimensions")
+    inputs = [data.input] if isinstance(data.input, str) else list(data.input)
+    inputs = [] if inputs == [""] else inputs
+    for i, text in enumerate(inputs):
+        if not text:
+            raise invalid(f"Invalid 'input[{i}]': must not be an empty string.", f"input[{i}]")
+    vectors, tokens, load, total = await _embed(request, data.model, inputs, data.options, data.keep_alive)
+    return s.EmbedResponse(
+        model=data.model, embeddings=vectors, total_duration=int(total * 1e9),
+        load_duration=int(load * 1e9), prompt_eval_count=tokens,
+    )  # fmt: skip
+
+
+@post("/api/embeddings", dto=StrictBody, return_dto=None, status_code=200, summary="Embedding (Ollama, older)", responses=GENERATION, **COMMON)
+async def embeddings(request: Request, data: Annotated[s.EmbeddingsRequest, Body()]) -> s.EmbeddingsResponse:
+    """``prompt`` → ``embedding``. An empty prompt loads the model and returns an empty list."""
+    inputs = [data.prompt] if data.prompt else []
+    vectors, _tokens, _load, _total = await _embed(request, data.model, inputs, data.options, data.keep_alive)
+    return s.EmbeddingsResponse(embedding=vectors[0] if vectors else [])
+
+
+@get("/api/tags", summary="List models (Ollama)", responses=_responses(401), **COMMON)
+async def tags(request: Request) -> s.TagsResponse:
+    """Every registered model and alias as ``name:latest``."""
+    return models.tags(runtime_of(request))
+
+
+@get("/api/ps", summary="Loaded models (Ollama)", responses=_responses(401), **COMMON)
+async def ps(request: Request) -> s.PsResponse:
+    """The loaded models, with memory (``size``, ``size_vram``) and ``expires_at``, the real
+    unload deadline."""
+    return models.ps(runtime_of(request))
+
+
+@post("/api/show", dto=StrictBody, return_dto=None, status_code=200, summary="Show a model (Ollama)", responses=_responses(400, 401, 404), **COMMON)
+async def show(request: Request, data: Annotated[s.ShowRequest, Body()]) -> s.ShowResponse:
+    """Details, GGUF ``model_info``, the chat template, parameters and capabilities."""
+    name = data.model or data.name
+    if not name:
+        raise invalid("'model' is required.", "model")
+    runtime = runtime_of(request)
+    return models.show(runtime, models.resolve(runtime, name))
+
+
+@get("/api/version", summary="Ollama API version", responses=_responses(401), **COMMON)
+async def version() -> s.VersionResponse:
+    """The Ollama API version these routes follow (not Hoshikage's; see ``/health``)."""
+    return s.VersionResponse(version=OLLAMA_VERSION)
+
+
+# ---- model management: not here -----------------------------------------------------------
+
+
+def _managed(action: str):
+    async def refuse() -> None:
+        raise errors.not_supported(action)
+
+    return refuse
+
+
+_NOT_HERE = {"responses": {501: ResponseSpec(data_container=s.OllamaErrorBody, description="Models are managed by the config.")}, **COMMON}
+pull = post("/api/pull", summary="Pull (Ollama): not supported", name="ollama_pull", operation_id="ollama_pull", **_NOT_HERE)(_managed("pull"))
+push = post("/api/push", summary="Push (Ollama): not supported", name="ollama_push", operation_id="ollama_push", **_NOT_HERE)(_managed("push"))
+create = post("/api/create", summary="Create (Ollama): not supported", name="ollama_create", operation_id="ollama_create", **_NOT_HERE)(_managed("create"))
+copy = post("/api/copy", summary="Copy (Ollama): not supported", name="ollama_copy", operation_id="ollama_copy", **_NOT_HERE)(_managed("copy"))
+remove = delete("/api/delete", summary="Delete (Ollama): not supported", name="ollama_delete", operation_id="ollama_delete", status_code=200, **_NOT_HERE)(_managed("delete"))
+blob_head = head("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_head", operation_id="ollama_blob_head", **_NOT_HERE)(_managed("upload"))
+blob_post = post("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_post", operation_id="ollama_blob_post", **_NOT_HERE)(_managed("upload"))
+
+
+def handlers() -> list:
+    return [chat, generate, embed, embeddings, tags, ps, show, version, pull, push, create, copy, remove, blob_head, blob_post]
