@@ -387,6 +387,14 @@ def test_model_management_is_refused_clearly(server):
     assert info.value.status_code == 501
 
 
+def test_urls_under_api_that_match_nothing_answer_in_ollamas_shape(server):
+    assert_error(get(server, "/api/nothing-here"), 404)
+    assert_error(get(server, "/api/chat"), 405)  # a method that is no route
+    # Hoshikage's own admin routes under /api keep the OpenAI shape.
+    r = post(server, "/api/models/no-such/load", {})
+    assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
 def test_metrics_count_ollama_requests_and_errors(server):
     from tests.api.test_server_routes import parse_prometheus
 
@@ -490,11 +498,11 @@ def test_error_mapping_keeps_the_status_and_has_ollamas_body():
         RuntimeError("bug"): 500,
     }
     for exc, status_code in cases.items():
-        error, body = to_ollama(exc, "/api/chat")
+        error, body = to_ollama(exc)
         assert error.status == status_code and set(body) == {"error"} and body["error"], exc
-    assert to_ollama(QueueFull(4, retry_after=2), "")[0].headers["Retry-After"] == "2"
-    assert to_ollama(ModelNotFound("x", ["tiny"]), "")[1]["error"].startswith('model "x" not found, try pulling it first')
-    assert "see the server log" in to_ollama(RuntimeError("secret"), "")[1]["error"]
+    assert to_ollama(QueueFull(4, retry_after=2))[0].headers["Retry-After"] == "2"
+    assert to_ollama(ModelNotFound("x", ["tiny"]))[1]["error"].startswith('model "x" not found, try pulling it first')
+    assert "see the server log" in to_ollama(RuntimeError("secret"))[1]["error"]
 
 
 async def test_an_error_after_the_stream_started_is_a_last_error_line():

@@ -47,7 +47,7 @@ def create_app(runtime):
         state=State({"metrics": metrics, "runtime": runtime}),
         openapi_config=OpenAPIConfig(
             title="Hoshikage", version=__version__,
-            description="A quiet local LLM server for GGUF models with OpenAI- and Anthropic-compatible APIs.",
+            description="A quiet local LLM server for GGUF models with OpenAI-, Anthropic- and Ollama-compatible APIs.",
         ),  # fmt: skip
         logging_config=None,
     )

@@ -131,8 +131,12 @@ def log_and_count(request, error: ApiError) -> None:
 
 #: API surfaces whose errors keep their own shape even on a URL under their prefix that
 #: matches no route (404) or no method (405), which Litestar hands to the app's handler:
-#: path prefix -> the module holding that surface's ``handle``.
-SURFACE_PREFIXES = (("/v1/messages", "hoshikage_api.anthropic.errors"),)
+#: path prefix -> the module holding that surface's ``handle``. (Hoshikage's own admin
+#: routes under ``/api`` always match, so only strangers' URLs there get Ollama's shape.)
+SURFACE_PREFIXES = (
+    ("/v1/messages", "hoshikage_api.anthropic.errors"),
+    ("/api", "hoshikage_api.ollama.errors"),
+)
 
 
 def _surface_handler(path: str):
@@ -150,8 +154,8 @@ def handle(request, exc: Exception):
     under them that match no route)."""
     from litestar import Response
 
-    surface = _surface_handler(request.url.path)
-    if surface is not None and surface is not handle:
+    surface = _surface_handler(request.url.path) if route_of(request) == UNMATCHED else None
+    if surface is not None:
         return surface(request, exc)
     error = to_api_error(exc)
     log_and_count(request, error)

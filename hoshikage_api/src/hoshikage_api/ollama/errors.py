@@ -36,12 +36,12 @@ def not_supported(action: str) -> ApiError:
     return ApiError(501, MANAGED_BY_CONFIG.format(action=action), code="not_supported")
 
 
-def to_ollama(exc: Exception, route: str) -> tuple[ApiError, dict[str, str]]:
+def to_ollama(exc: Exception) -> tuple[ApiError, dict[str, str]]:
     """The error response for ``exc``: its status and headers (as an ApiError) and the body."""
     if isinstance(exc, ModelNotFound):
         error = not_found(exc.name, exc.known)
     else:
-        error = to_api_error(exc, route)
+        error = to_api_error(exc)
     return error, {"error": error.message}
 
 
@@ -49,8 +49,6 @@ def handle(request, exc: Exception):
     """Litestar exception handler for the Ollama routes."""
     from litestar import Response
 
-    from ..errors import route_of
-
-    error, body = to_ollama(exc, route_of(request))
+    error, body = to_ollama(exc)
     log_and_count(request, error)
     return Response(content=body, status_code=error.status, headers=error.headers, media_type="application/json")

@@ -87,7 +87,7 @@ async def _lines(fmt, chunks) -> AsyncIterator[bytes]:
     except Exception as exc:
         if not fmt.started:
             raise
-        _error, body = errors.to_ollama(exc, "")
+        _error, body = errors.to_ollama(exc)
         yield line(body)
 
 
