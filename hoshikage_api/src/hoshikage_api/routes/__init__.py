@@ -5,10 +5,12 @@ from __future__ import annotations
 
 def handlers() -> list:
     from ..anthropic import routes as anthropic
+    from ..responses import routes as responses
     from . import admin, chat, completions, embeddings, health, metrics, models
 
     return [
         *anthropic.handlers(),
+        *responses.handlers(),
         chat.chat_completions,
         completions.completions,
         embeddings.embeddings,

@@ -1,0 +1,38 @@
+"""The one place where errors on the Responses routes become responses.
+
+Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, and
+the mapping is the OpenAI routes' own (:func:`hoshikage_api.errors.to_api_error`). A prompt
+over the context names ``input``, the field that holds the prompt here. After a stream has
+started, an error ends it with a ``response.failed`` event instead (:mod:`.format`).
+"""
+
+from __future__ import annotations
+
+from ..errors import ApiError, log_and_count, to_api_error
+
+ROUTE = "/v1/responses"
+
+
+def to_openai(exc: Exception) -> ApiError:
+    error = to_api_error(exc, ROUTE)
+    if error.code == "context_length_exceeded" and error.param is None:
+        error.param = "input"
+    return error
+
+
+def failure_code(error: ApiError) -> str:
+    """The ``error.code`` of a failed response: OpenAI's ``ResponseError`` codes."""
+    if error.code == "queue_full":
+        return "rate_limit_exceeded"
+    if 400 <= error.status < 500:
+        return "invalid_prompt"
+    return "server_error"
+
+
+def handle(request, exc: Exception):
+    """Litestar exception handler for the Responses routes."""
+    from litestar import Response
+
+    error = to_openai(exc)
+    log_and_count(request, error)
+    return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")
