@@ -132,6 +132,19 @@ def test_json_schema_text_format_is_enforced(client):
     assert r.status == "completed", r
     assert json.loads(r.output_text)["colour"] in ("red", "blue")
     assert r.text.format.type == "json_schema" and r.text.format.name == "colour"
+    # The SDK's parse() with a Pydantic model sends the model's schema as json_schema.
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    class Colour(BaseModel):
+        colour: Literal["red", "blue"]
+
+    parsed = client.responses.parse(model="tiny", input="pick a colour", text_format=Colour, max_output_tokens=60)
+    assert parsed.output_parsed.colour in ("red", "blue")
+    # json_object: any JSON (its strings may hold anything on the random model, so only the start is checked).
+    r = client.responses.create(model="tiny", input="hi", text={"format": {"type": "json_object"}}, max_output_tokens=40, temperature=0)
+    assert r.output_text.lstrip().startswith(("{", "[")) and r.text.format.type == "json_object"
 
 
 def test_the_path_without_v1_and_an_alias(server):
@@ -344,6 +357,13 @@ def test_function_call_round_trip(client):
         ],
     )  # fmt: skip
     assert second.usage.input_tokens == stateless.usage.input_tokens > first.usage.input_tokens
+    # OpenAI's documented stateless pattern: the output objects themselves appended to the input.
+    appended = client.responses.create(
+        model="tiny", tools=[LOOKUP], max_output_tokens=3, temperature=0, store=False,
+        input=[{"role": "user", "content": "hello world"}, *first.output,
+               {"type": "function_call_output", "call_id": call.call_id, "output": "forty two"}],
+    )  # fmt: skip
+    assert appended.usage.input_tokens == second.usage.input_tokens
     kinds = [item.type for item in client.responses.input_items.list(second.id, order="asc").data]
     assert kinds == ["message", "function_call", "function_call_output"]
 
