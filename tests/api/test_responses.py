@@ -477,6 +477,30 @@ def test_fields_the_sdk_sends_are_accepted(client):
     )
 
 
+def test_keep_alive_and_metrics(client, server):
+    """The keep_alive extension reaches the unload policy, and responses are counted."""
+    client.responses.create(model="tiny", input="hi", max_output_tokens=2, extra_body={"keep_alive": 0})
+    deadline = time.monotonic() + 5
+    while client.models.retrieve("tiny").model_extra["state"] != "unloaded" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.models.retrieve("tiny").model_extra["state"] == "unloaded"
+    client.responses.create(model="tiny", input="hi", max_output_tokens=2, extra_body={"keep_alive": "5m"})
+    assert client.models.retrieve("tiny").model_extra["state"] == "loaded"
+    http(server, "POST", "/v1/responses", {"model": "nope", "input": "hi"})
+    metrics = server.get("/metrics", headers={"authorization": f"Bearer {KEY}"})[1].decode()
+    assert 'hoshikage_requests_total{endpoint="responses",model="tiny",status="ok"}' in metrics
+    assert 'code="model_not_found",path="/v1/responses",status="404"' in metrics
+
+
+def test_responses_store_config_is_validated():
+    from hoshikage_core import config as config_mod
+
+    assert config_mod.structure({"server": {"responses_store": 0}}).server.responses_store == 0
+    assert config_mod.structure({}).server.responses_store == 256
+    with pytest.raises(Exception, match="responses_store"):
+        config_mod.structure({"server": {"responses_store": -1}})
+
+
 def test_bad_requests_through_the_sdk(client):
     with pytest.raises(openai.BadRequestError) as exc:
         client.responses.create(model="tiny", input="hi", temperature=5)

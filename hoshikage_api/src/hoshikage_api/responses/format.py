@@ -88,7 +88,7 @@ class ResponseBuilder:
 
     # ---- the response object -------------------------------------------------------------
 
-    def response(self, status: str, *, usage: s.Usage | None = None, error: s.ResponseError | None = None,
+    def response(self, status: str, *, usage: s.ResponseUsage | None = None, error: s.ResponseError | None = None,
                  incomplete: bool = False) -> s.Response:  # fmt: skip
         data = self.data
         tools = [msgspec.to_builtins(tool) for tool in data.tools or ()]
@@ -163,7 +163,7 @@ class ResponseBuilder:
 
     def _function_call(self, call: Mapping[str, Any]) -> Iterator[bytes]:
         function = call.get("function") or {}
-        item = s.FunctionCall(
+        item = s.FunctionToolCall(
             id=new_id("fc"), call_id=str(call.get("id") or new_id("call")), name=str(function.get("name", "")),
             arguments="", status="in_progress",
         )  # fmt: skip
@@ -211,7 +211,7 @@ class ResponseBuilder:
         for call in calls:
             yield from self._function_call(call)
         prompt, completion = chunk.prompt_tokens or 0, chunk.completion_tokens or 0
-        usage = s.Usage(
+        usage = s.ResponseUsage(
             input_tokens=prompt,
             input_tokens_details=s.InputTokensDetails(cached_tokens=chunk.cached_tokens or 0),
             output_tokens=completion,

@@ -110,7 +110,7 @@ InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningI
 # ---- tools --------------------------------------------------------------------------------
 
 
-class ToolParam(Struct, kw_only=True):
+class ResponsesToolParam(Struct, kw_only=True):
     """A function tool, in the Responses API's flat shape. Hosted tools (``web_search``,
     ``file_search``, ``computer_use_preview``, ``code_interpreter``, ``mcp``,
     ``image_generation``...) carry another ``type`` and are refused by name."""
@@ -122,7 +122,7 @@ class ToolParam(Struct, kw_only=True):
     strict: bool | None = None
 
 
-class ToolChoiceParam(Struct, kw_only=True):
+class ToolChoiceParam(Struct, kw_only=True, omit_defaults=True):
     """``{"type": "function", "name"}`` forces that function; ``{"type": "allowed_tools",
     "mode", "tools"}`` limits the call to those functions. Other types name hosted tools."""
 
@@ -166,7 +166,7 @@ class TextConfig(Struct, kw_only=True):
 # ---- request ------------------------------------------------------------------------------
 
 
-class StreamOptions(Struct, kw_only=True):
+class ResponseStreamOptions(Struct, kw_only=True):
     #: Accepted; events are never padded here.
     include_obfuscation: bool | None = None
 
@@ -196,7 +196,7 @@ class CreateResponse(Struct, kw_only=True):
     max_output_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    tools: Annotated[list[ToolParam], Meta(max_length=128)] | None = None
+    tools: Annotated[list[ResponsesToolParam], Meta(max_length=128)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
@@ -204,7 +204,7 @@ class CreateResponse(Struct, kw_only=True):
     #: Keep the response for ``previous_response_id`` and ``GET`` (default true).
     store: bool | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: ResponseStreamOptions | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     include: Annotated[list[Annotated[str, Meta(max_length=128)]], Meta(max_length=32)] | None = None
     # Accepted, and change nothing here.
@@ -247,7 +247,7 @@ class OutputMessage(Struct, tag_field="type", tag="message", kw_only=True):
     content: list[OutputTextContent]
 
 
-class FunctionCall(Struct, tag_field="type", tag="function_call", kw_only=True):
+class FunctionToolCall(Struct, tag_field="type", tag="function_call", kw_only=True):
     id: str
     call_id: str
     name: str
@@ -255,7 +255,7 @@ class FunctionCall(Struct, tag_field="type", tag="function_call", kw_only=True):
     status: ItemStatus
 
 
-OutputItem = OutputMessage | FunctionCall
+OutputItem = OutputMessage | FunctionToolCall
 
 
 class InputTokensDetails(Struct, kw_only=True):
@@ -268,7 +268,7 @@ class OutputTokensDetails(Struct, kw_only=True):
     reasoning_tokens: int = 0
 
 
-class Usage(Struct, kw_only=True):
+class ResponseUsage(Struct, kw_only=True):
     input_tokens: int
     input_tokens_details: InputTokensDetails
     output_tokens: int
@@ -324,7 +324,7 @@ class Response(Struct, kw_only=True):
     top_logprobs: int | None = None
     top_p: float | None = None
     truncation: Literal["disabled"] = "disabled"
-    usage: Usage | None = None
+    usage: ResponseUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = {}
 
