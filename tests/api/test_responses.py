@@ -192,7 +192,10 @@ def test_stream_events_in_order(server):
 
 
 def test_sdk_stream_text_equals_the_deltas(client):
-    with client.responses.stream(model="tiny", input="pick a colour", text={"format": COLOUR}, max_output_tokens=60) as stream:
+    with client.responses.stream(
+        model="tiny", input="pick a colour", text={"format": COLOUR}, max_output_tokens=60,
+        stream_options={"include_obfuscation": False},
+    ) as stream:  # fmt: skip
         events = list(stream)
         final = stream.get_final_response()
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
@@ -508,6 +511,11 @@ def test_bad_requests_through_the_sdk(client):
     with pytest.raises(openai.NotFoundError) as exc:
         client.responses.create(model="no-such-model", input="hi")
     assert exc.value.body["code"] == "model_not_found"
+
+
+def test_a_schema_without_a_grammar_names_text_format(server):
+    body = {"model": "tiny", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}}}
+    assert_openai_error(http(server, "POST", "/v1/responses", body), 400, param="text.format")
 
 
 def test_context_overflow_names_input(server):

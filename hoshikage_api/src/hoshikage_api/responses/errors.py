@@ -2,7 +2,8 @@
 
 Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, and
 the mapping is the OpenAI routes' own (:func:`hoshikage_api.errors.to_api_error`). A prompt
-over the context names ``input``, the field that holds the prompt here. After a stream has
+over the context names ``input``, the field that holds the prompt here, and a schema the
+backend cannot turn into a grammar names ``text.format``. After a stream has
 started, an error ends it with a ``response.failed`` event instead (:mod:`.format`).
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 from ..errors import ApiError, log_and_count, to_api_error
 
 ROUTE = "/v1/responses"
+#: The core's names for request fields (chat's), as this API names them.
+_PARAMS = {"messages": "input", "prompt": "input", "response_format": "text.format"}
 
 
 def to_openai(exc: Exception) -> ApiError:
     error = to_api_error(exc, ROUTE)
     if error.code == "context_length_exceeded" and error.param is None:
         error.param = "input"
+    error.param = _PARAMS.get(error.param, error.param)
     return error
 
 
