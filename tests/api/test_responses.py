@@ -289,6 +289,7 @@ def test_previous_response_id_continues_the_conversation(client):
         ],
     )  # fmt: skip
     assert second.usage.input_tokens == stateless.usage.input_tokens
+    # It grew by the first answer (less the instructions, and give or take the re-tokenised answer).
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens - 5
     # Transitively: a third turn sees both earlier ones.
     third = client.responses.create(model="tiny", input="red", previous_response_id=second.id, max_output_tokens=2)
@@ -663,3 +664,20 @@ def test_gemma_conversation_with_previous_response_id(gemma_model_path):
         last = sdk.responses.retrieve(events[-1].response.id)
         assert last.output_text == "".join(deltas) and deltas
         assert last.usage.input_tokens > second.usage.input_tokens
+        # A forced function call, answered through the store.
+        weather = {
+            "type": "function", "name": "get_weather", "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]},
+        }  # fmt: skip
+        called = sdk.responses.create(
+            model="gemma", input="What is the weather in Paris?", tools=[weather],
+            tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=40, temperature=0,
+        )  # fmt: skip
+        (call,) = called.output
+        assert call.type == "function_call" and isinstance(json.loads(call.arguments)["city"], str), called
+        answered = sdk.responses.create(
+            model="gemma", previous_response_id=called.id, tools=[weather], max_output_tokens=24, temperature=0,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 degrees."}],
+        )  # fmt: skip
+        assert answered.usage.input_tokens > called.usage.input_tokens
+        assert answered.output_text.strip() or answered.output[0].type == "function_call"
