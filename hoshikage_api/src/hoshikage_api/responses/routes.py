@@ -130,7 +130,7 @@ async def delete_response(request: Request, response_id: ResponseId) -> s.Delete
 async def list_input_items(
     request: Request, response_id: ResponseId,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    order: Literal["asc", "desc"] = "desc",
+    order: Annotated[Literal["asc", "desc"], Parameter(description="`desc` (newest first) or `asc`")] = "desc",
     after: Annotated[str | None, Parameter(description="list the items after this item id")] = None,
 ) -> s.InputItemList:  # fmt: skip
     stored = store_of(request).get(response_id)
