@@ -9,6 +9,8 @@ started, an error ends it with a ``response.failed`` event instead (:mod:`.forma
 
 from __future__ import annotations
 
+from hoshikage_core.errors import HoshikageError
+
 from ..errors import ApiError, log_and_count, to_api_error
 
 ROUTE = "/v1/responses"
@@ -18,9 +20,10 @@ _PARAMS = {"messages": "input", "prompt": "input", "response_format": "text.form
 
 def to_openai(exc: Exception) -> ApiError:
     error = to_api_error(exc, ROUTE)
-    if error.code == "context_length_exceeded" and error.param is None:
-        error.param = "input"
-    error.param = _PARAMS.get(error.param, error.param)
+    if isinstance(exc, HoshikageError):  # the core names chat's fields
+        error.param = _PARAMS.get(error.param, error.param)
+        if error.code == "context_length_exceeded" and error.param is None:
+            error.param = "input"
     return error
 
 
