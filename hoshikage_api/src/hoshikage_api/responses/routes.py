@@ -16,6 +16,7 @@ from contextlib import aclosing
 from typing import Annotated, Literal
 
 from litestar import Request, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 
 from ..body import StrictBody
@@ -24,7 +25,7 @@ from ..errors import ApiError
 from ..generation import collect, run
 from ..respond import event_stream
 from ..routes.deps import runtime_of
-from ..routes.docs import errors as error_specs
+from ..schemas import ErrorBody
 from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
@@ -32,6 +33,19 @@ from .store import Stored, store_of
 from .translate import previous_not_found, response_job, wants_logprobs
 
 TAGS = ["OpenAI Responses"]
+_ERROR_TEXT = {
+    400: "Invalid request: bad JSON, a wrong type or value (`param` names it), a refused field, item or hosted tool, or a prompt over the context (`context_length_exceeded`, `param: input`).",
+    401: "Missing or wrong API key (`authentication_error`).",
+    404: "Unknown model (`model_not_found`), or a response that is not stored: never stored, deleted or evicted (`previous_response_not_found` with `param: previous_response_id`, or `response_not_found`).",
+    413: "Request body over `max_body_size`.",
+    500: "The model failed to load (`model_load_failed`) or an internal error.",
+    503: "The queue is full (`queue_full`) or the server is shutting down; see `Retry-After`.",
+}
+
+
+def error_specs(*statuses: int) -> dict[int, ResponseSpec]:
+    return {code: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[code]) for code in statuses}
+
 ResponseId = Annotated[str, Parameter(description="a response id (`resp_...`)", max_length=256)]
 
 
