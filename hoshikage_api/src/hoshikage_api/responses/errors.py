@@ -13,13 +13,12 @@ from hoshikage_core.errors import HoshikageError
 
 from ..errors import ApiError, log_and_count, to_api_error
 
-ROUTE = "/v1/responses"
 #: The core's names for request fields (chat's), as this API names them.
 _PARAMS = {"messages": "input", "prompt": "input", "response_format": "text.format"}
 
 
 def to_openai(exc: Exception) -> ApiError:
-    error = to_api_error(exc, ROUTE)
+    error = to_api_error(exc)
     if isinstance(exc, HoshikageError):  # the core names chat's fields
         error.param = _PARAMS.get(error.param, error.param)
         if error.code == "context_length_exceeded" and error.param is None:
