@@ -222,6 +222,31 @@ def test_stream_disconnect_frees_the_slot(server):
     assert 'hoshikage_requests_total{endpoint="responses",model="tiny",status="cancelled"}' in metrics
 
 
+def test_shutdown_during_a_stream_is_response_failed(tiny_model_path):
+    """SIGTERM cancels a running stream after ``shutdown_grace``: it ends with one
+    ``response.failed`` event, and the server exits."""
+    import threading
+
+    config = {"server": {"shutdown_grace": 0.3}, "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192}]}
+    body = {"model": "tiny", "input": "hello world", "max_output_tokens": 8000, "temperature": 0, "stream": True}
+    with running_server(config) as srv:
+        with httpx.Client(timeout=30) as c, c.stream("POST", srv.base_url + "/v1/responses", json=body) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "event: response.created"
+            received: list[str] = []
+            reader = threading.Thread(target=lambda: received.extend(lines), daemon=True)
+            reader.start()
+            srv.terminate()
+            reader.join(5)
+            assert not reader.is_alive()
+        events = sse_events("\n".join(["event: response.created", *received]))
+        assert events[-1]["type"] == "response.failed", events[-1]
+        failed = events[-1]["response"]
+        assert failed["status"] == "failed" and "shutting down" in failed["error"]["message"]
+        assert failed["output"][0]["status"] == "incomplete"
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
 # ---- stored responses ---------------------------------------------------------------------
 
 
