@@ -26,6 +26,7 @@ ENDPOINTS = {
     "/api/embed": {"model": "embed", "input": ["hi"]},
     "/api/embeddings": {"model": "embed", "prompt": "hi"},
     "/api/show": {"model": "tiny"},
+    "/v1/responses": {"model": "tiny", "max_output_tokens": 4, "input": "hi"},
 }
 ANTHROPIC = ("/v1/messages", "/v1/messages/count_tokens")
 #: Ollama's routes: errors are ``{"error": "..."}``.
@@ -73,6 +74,26 @@ def anthropic_values(draw):
     return draw(st.lists(message, max_size=3) | blocks | st.sampled_from(BLOCK_TYPES).map(lambda t: {"type": t}))
 
 
+RESPONSES_TYPES = ["message", "function_call", "function_call_output", "reasoning", "item_reference", "input_text",
+                   "output_text", "input_image", "refusal", "function", "web_search", "json_schema", "allowed_tools", "x"]
+RESPONSES_KEYS = ["role", "content", "call_id", "name", "arguments", "output", "id", "status", "text", "parameters",
+                  "strict", "schema", "format", "mode", "tools", "annotations"]
+
+
+@st.composite
+def responses_values(draw):
+    """Responses-shaped values: input items, content parts, tools and formats with random fields."""
+    parts = st.lists(
+        st.fixed_dictionaries({"type": st.sampled_from(RESPONSES_TYPES)}, optional={k: json_values for k in RESPONSES_KEYS}),
+        max_size=3,
+    )
+    item = st.fixed_dictionaries(
+        {}, optional={"type": st.sampled_from(RESPONSES_TYPES), "role": st.sampled_from(["user", "assistant", "developer", "tool"]),
+                      "content": st.text(max_size=20) | parts, "call_id": st.text(max_size=8), "output": st.text(max_size=8) | parts},
+    )  # fmt: skip
+    return draw(st.lists(item, max_size=3) | parts | st.sampled_from(RESPONSES_TYPES).map(lambda t: {"type": t, "format": {"type": t}}))
+
+
 @st.composite
 def bodies(draw):
     path = draw(st.sampled_from(sorted(ENDPOINTS)))
@@ -86,6 +107,8 @@ def bodies(draw):
             "logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "keep_alive",
             "encoding_format", "max_completion_tokens", "echo", "presence_penalty", "min_p", "top_k",
             "system", "stop_sequences", "metadata", "thinking",
+            "input", "instructions", "previous_response_id", "text", "store", "include", "reasoning",
+            "truncation", "parallel_tool_calls", "top_logprobs", "background", "conversation",
         ]))  # fmt: skip
         base[key] = draw(json_values)
     elif how == "nested" and path in OLLAMA:
@@ -99,6 +122,8 @@ def bodies(draw):
                                                      json_values, max_size=4))]  # fmt: skip
     elif how == "nested" and path in ANTHROPIC:
         base[draw(st.sampled_from(["messages", "system", "tools", "tool_choice"]))] = draw(anthropic_values())
+    elif how == "nested" and path == "/v1/responses":
+        base[draw(st.sampled_from(["input", "tools", "tool_choice", "text"]))] = draw(responses_values())
     elif how == "nested" and "messages" in base:
         base["messages"] = [draw(st.dictionaries(st.sampled_from(["role", "content", "name", "tool_calls", "tool_call_id"]),
                                                  json_values, max_size=4))]  # fmt: skip
@@ -202,6 +227,18 @@ def test_ten_megabyte_body_is_refused(client, path):
         assert "max_body_size" in error
         return
     assert (error["type"] if path in ANTHROPIC else error["code"]) == "request_too_large"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(min_size=1, max_size=60), st.sampled_from(["GET", "DELETE", "GET-items"]), st.text(max_size=20))
+def test_stored_response_routes_never_500(client, response_id, method, query):
+    from urllib.parse import quote
+
+    path = "/v1/responses/" + quote(response_id, safe="")
+    if method == "GET-items":
+        method, path = "GET", path + "/input_items"
+    r = client.request(method, path, params={"limit": query, "after": query, "order": query})
+    check(r, path)
 
 
 def test_still_up_and_idle_after_the_fuzzing(client):

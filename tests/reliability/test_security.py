@@ -32,11 +32,12 @@ def test_api_key_guards_every_route_but_health(tiny_model_path):
         paths = json.loads(schema)["paths"]
         assert {"/v1/models", "/v1/chat/completions", "/api/status", "/metrics", "/v1/messages"} <= set(paths)
         assert {"/api/chat", "/api/generate", "/api/tags", "/api/ps", "/api/show", "/api/embed", "/api/version"} <= set(paths)
+        assert {"/v1/responses", "/v1/responses/{response_id}", "/v1/responses/{response_id}/input_items"} <= set(paths)
         checked = 0
         for path, methods in paths.items():
-            url = server.base_url + path.replace("{name}", "tiny").replace("{model_id}", "tiny").replace("{id}", "tiny")
+            url = server.base_url + path.replace("{name}", "tiny").replace("{model_id}", "tiny").replace("{id}", "tiny").replace("{response_id}", "resp_x")
             for method in methods:
-                if method not in ("get", "post"):
+                if method not in ("get", "post", "delete"):
                     continue
                 for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"x-api-key": "wrong"}):
                     r = httpx.request(method.upper(), url, headers=headers, json={}, timeout=10)

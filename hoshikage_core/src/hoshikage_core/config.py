@@ -90,6 +90,10 @@ class ServerConfig:
     max_tokens: int = attrs.field(default=2048, validator=_non_negative)
     #: How long SIGTERM waits for in-flight requests before cancelling them.
     shutdown_grace: Duration = Duration(3.0)
+    #: Finished responses of the OpenAI Responses API kept in memory for
+    #: ``previous_response_id`` and ``GET /v1/responses/{id}``; the least recently used is
+    #: evicted beyond it. 0: keep none.
+    responses_store: int = attrs.field(default=256, validator=_non_negative)
 
     @property
     def base_url(self) -> str:

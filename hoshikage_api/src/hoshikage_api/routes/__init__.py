@@ -6,11 +6,13 @@ from __future__ import annotations
 def handlers() -> list:
     from ..anthropic import routes as anthropic
     from ..ollama import routes as ollama
+    from ..responses import routes as responses
     from . import admin, chat, completions, embeddings, health, metrics, models
 
     return [
         *anthropic.handlers(),
         *ollama.handlers(),
+        *responses.handlers(),
         chat.chat_completions,
         completions.completions,
         embeddings.embeddings,

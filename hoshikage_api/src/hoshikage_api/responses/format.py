@@ -1,0 +1,249 @@
+"""The ``response`` object, whole or as OpenAI's server-sent event stream.
+
+A stream is ``event: <type>`` / ``data: <json>`` pairs, each with a ``sequence_number``
+counting from 0, in this order::
+
+    response.created   response.in_progress
+    response.output_item.added (message)   response.content_part.added (output_text)
+    response.output_text.delta...
+    response.output_text.done   response.content_part.done   response.output_item.done
+    response.output_item.added (function_call)   response.function_call_arguments.delta
+    response.function_call_arguments.done   response.output_item.done
+    ...
+    response.completed | response.incomplete
+
+``response.created`` waits for the first chunk of the generation, so an error found before
+it (unknown model, prompt over the context, full queue) is an ordinary JSON error. An error
+after it is a ``response.failed`` event, and the stream ends.
+
+A whole response is built by the same :class:`ResponseBuilder` from the collected result,
+so streamed and whole responses have the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import msgspec
+from hoshikage_core.protocol import Chunk, TokenLogprob
+
+from ..generation import ChoiceResult
+from . import schemas as s
+from .translate import new_id
+
+_encode = msgspec.json.Encoder().encode
+
+
+def sse(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+
+
+def _logprobs(logprobs: tuple[TokenLogprob, ...] | list[TokenLogprob] | None) -> list[dict[str, Any]]:
+    """The Responses API's ``logprobs`` entries (with bytes, as ``output_text`` has them)."""
+    return [
+        {
+            "token": lp.token, "bytes": list(lp.bytes), "logprob": lp.logprob,
+            "top_logprobs": [{"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob} for t in lp.top_logprobs],
+        }  # fmt: skip
+        for lp in logprobs or ()
+    ]
+
+
+def _delta_logprobs(logprobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same entries as a delta event has them (without bytes)."""
+    return [
+        {
+            "token": lp["token"], "logprob": lp["logprob"],
+            "top_logprobs": [{"token": t["token"], "logprob": t["logprob"]} for t in lp["top_logprobs"]],
+        }  # fmt: skip
+        for lp in logprobs
+    ]
+
+
+def _arguments(call: Mapping[str, Any]) -> str:
+    arguments = (call.get("function") or {}).get("arguments", "")
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+
+
+class ResponseBuilder:
+    """One response's id, echoed settings and output, and the state of its event stream."""
+
+    def __init__(self, data: s.CreateResponse, *, logprobs: bool):
+        self.data = data
+        self.logprobs = logprobs
+        self.id = "resp_" + uuid.uuid4().hex
+        self.created_at = int(time.time())
+        self.output: list[s.OutputItem] = []
+        self.started = False
+        self._sequence = 0
+        #: The message being streamed, and its index in ``output``.
+        self._message: s.OutputMessage | None = None
+        self._message_index = 0
+        #: The finished response, once the last chunk has been seen.
+        self.final: s.Response | None = None
+
+    # ---- the response object -------------------------------------------------------------
+
+    def response(self, status: str, *, usage: s.ResponseUsage | None = None, error: s.ResponseError | None = None,
+                 incomplete: bool = False) -> s.Response:  # fmt: skip
+        data = self.data
+        tools = [msgspec.to_builtins(tool) for tool in data.tools or ()]
+        text_format = data.text.format if data.text and data.text.format else s.FormatText()
+        return s.Response(
+            id=self.id,
+            created_at=self.created_at,
+            status=status,
+            completed_at=int(time.time()) if status == "completed" else None,
+            error=error,
+            incomplete_details=s.IncompleteDetails(reason="max_output_tokens") if incomplete else None,
+            instructions=data.instructions,
+            max_output_tokens=data.max_output_tokens,
+            max_tool_calls=data.max_tool_calls,
+            model=data.model,
+            output=list(self.output),
+            parallel_tool_calls=data.parallel_tool_calls is not False,
+            previous_response_id=data.previous_response_id,
+            reasoning=s.ReasoningEcho(effort=data.reasoning.effort if data.reasoning else None),
+            store=data.store is not False,
+            temperature=data.temperature,
+            text=s.TextEcho(format=text_format, verbosity=(data.text.verbosity if data.text else None) or "medium"),
+            tool_choice=msgspec.to_builtins(data.tool_choice) if data.tool_choice is not None else "auto",
+            tools=tools,
+            top_logprobs=data.top_logprobs,
+            top_p=data.top_p,
+            usage=usage,
+            user=data.user,
+            metadata=dict(data.metadata or {}),
+        )
+
+    def whole(self, result: ChoiceResult) -> s.Response:
+        """The response for a collected (not streamed) generation."""
+        chunk = Chunk(
+            text=result.text, finish_reason=result.finish_reason, logprobs=tuple(result.logprobs or ()),
+            tool_calls=tuple(result.tool_calls), prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
+        )  # fmt: skip
+        for _event in self.events(chunk):
+            pass
+        return self.final
+
+    # ---- the stream ----------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return sse(kind, data)
+
+    def _open_message(self) -> Iterator[bytes]:
+        self._message = s.OutputMessage(id=new_id("msg"), status="in_progress", content=[])
+        self._message_index = len(self.output)
+        self.output.append(self._message)
+        yield self._event("response.output_item.added", output_index=self._message_index, item=self._message)
+        part = s.OutputTextContent(text="")
+        yield self._event(
+            "response.content_part.added", item_id=self._message.id, output_index=self._message_index,
+            content_index=0, part=part,
+        )  # fmt: skip
+        self._message.content.append(part)
+
+    def _close_message(self, status: str) -> Iterator[bytes]:
+        message, self._message = self._message, None
+        if message is None:
+            return
+        part = message.content[0]
+        where = {"item_id": message.id, "output_index": self._message_index, "content_index": 0}
+        yield self._event("response.output_text.done", **where, text=part.text, logprobs=_delta_logprobs(part.logprobs))
+        yield self._event("response.content_part.done", **where, part=part)
+        message.status = status
+        yield self._event("response.output_item.done", output_index=self._message_index, item=message)
+
+    def _function_call(self, call: Mapping[str, Any]) -> Iterator[bytes]:
+        function = call.get("function") or {}
+        item = s.FunctionToolCall(
+            id=new_id("fc"), call_id=str(call.get("id") or new_id("call")), name=str(function.get("name", "")),
+            arguments="", status="in_progress",
+        )  # fmt: skip
+        index = len(self.output)
+        self.output.append(item)
+        yield self._event("response.output_item.added", output_index=index, item=item)
+        arguments = _arguments(call)
+        yield self._event("response.function_call_arguments.delta", item_id=item.id, output_index=index, delta=arguments)
+        item.arguments = arguments
+        yield self._event("response.function_call_arguments.done", item_id=item.id, output_index=index,
+                          name=item.name, arguments=arguments)  # fmt: skip
+        item.status = "completed"
+        yield self._event("response.output_item.done", output_index=index, item=item)
+
+    def start(self) -> Iterator[bytes]:
+        self.started = True
+        snapshot = self.response("in_progress")
+        yield self._event("response.created", response=snapshot)
+        yield self._event("response.in_progress", response=snapshot)
+
+    def events(self, chunk: Chunk) -> Iterator[bytes]:
+        """The events for one chunk of the generation (``response.created`` first)."""
+        if not self.started:
+            yield from self.start()
+        if chunk.text or (chunk.logprobs and self.logprobs):
+            if self._message is None:
+                yield from self._open_message()
+            part = self._message.content[0]
+            logprobs = _logprobs(chunk.logprobs) if self.logprobs else []
+            part.text += chunk.text
+            part.logprobs.extend(logprobs)
+            yield self._event(
+                "response.output_text.delta", item_id=self._message.id, output_index=self._message_index,
+                content_index=0, delta=chunk.text, logprobs=_delta_logprobs(logprobs),
+            )  # fmt: skip
+        if chunk.finish_reason is None:
+            return
+        incomplete = chunk.finish_reason == "length"
+        calls = list(chunk.tool_calls or ())
+        if self.data.parallel_tool_calls is False:
+            calls = calls[:1]
+        if self._message is None and not calls:
+            yield from self._open_message()  # nothing generated: one empty message, as OpenAI
+        yield from self._close_message("incomplete" if incomplete else "completed")
+        for call in calls:
+            yield from self._function_call(call)
+        prompt, completion = chunk.prompt_tokens or 0, chunk.completion_tokens or 0
+        usage = s.ResponseUsage(
+            input_tokens=prompt,
+            input_tokens_details=s.InputTokensDetails(cached_tokens=chunk.cached_tokens or 0),
+            output_tokens=completion,
+            output_tokens_details=s.OutputTokensDetails(),
+            total_tokens=prompt + completion,
+        )
+        self.final = self.response("incomplete" if incomplete else "completed", usage=usage, incomplete=incomplete)
+        kind = "response.incomplete" if incomplete else "response.completed"
+        yield self._event(kind, response=self.final)
+
+    def failed(self, code: str, message: str) -> bytes:
+        """The ``response.failed`` event that ends a stream broken after it started."""
+        for item in self.output:
+            if item.status == "in_progress":
+                item.status = "incomplete"
+        self._message = None
+        response = self.response("failed", error=s.ResponseError(code=code, message=message))
+        return self._event("response.failed", response=response)
+
+
+def listed(item) -> dict[str, Any]:
+    """A context item as ``input_items`` lists it: with ``id`` and ``status``, message
+    content as parts (``input_text``, or ``output_text`` for the assistant)."""
+    if not isinstance(item, s.MessageItem):
+        return msgspec.to_builtins(item)
+    if item.role == "assistant":
+        texts = [item.content] if isinstance(item.content, str) else [
+            part.text if isinstance(part, (s.InputText, s.OutputText)) else part.refusal for part in item.content
+        ]  # fmt: skip
+        content = [msgspec.to_builtins(s.OutputTextContent(text=text)) for text in texts]
+    elif isinstance(item.content, str):
+        content = [{"type": "input_text", "text": item.content}]
+    else:
+        content = msgspec.to_builtins(item.content)
+    return {"id": item.id, "type": "message", "role": item.role, "status": item.status, "content": content}

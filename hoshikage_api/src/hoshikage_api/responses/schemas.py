@@ -1,0 +1,346 @@
+"""OpenAI Responses API wire types, as msgspec Structs.
+
+The request body is decoded strictly (see :mod:`hoshikage_api.body`): a wrong type anywhere
+is a 400 naming its path. Unknown fields are ignored, as on the other OpenAI routes. Fields
+the official SDK sends that change nothing here (``user``, ``include``, ``reasoning``,
+``service_tier``, ``prompt_cache_key``...) are declared so that their types are checked;
+those that would ask for something this server cannot do (``background``, ``conversation``,
+``prompt``, ``truncation: "auto"``, hosted tools) decode, so the translator can refuse them
+by name.
+
+``input`` items are decoded in two steps: the body holds them as JSON objects, and
+:mod:`.translate` converts each one to the item type its ``type`` names (a message may leave
+``type`` out, as OpenAI allows), so that an unknown or hosted item type is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from ..schemas import KeepAlive, ModelName, Seed, Temperature, TopP
+
+# ---- input content parts ------------------------------------------------------------------
+
+
+class InputText(Struct, tag_field="type", tag="input_text", kw_only=True):
+    text: str
+
+
+class OutputText(Struct, tag_field="type", tag="output_text", kw_only=True, omit_defaults=True):
+    """Assistant text: in an earlier turn's message sent back as input, and in output."""
+
+    text: str
+    annotations: list[Any] = []
+    logprobs: list[Any] | UnsetType = UNSET
+
+
+class Refusal(Struct, tag_field="type", tag="refusal", kw_only=True):
+    refusal: str
+
+
+class InputImage(Struct, tag_field="type", tag="input_image", kw_only=True):
+    """Refused with a 400: the models served here read text only."""
+
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None
+
+
+class InputFile(Struct, tag_field="type", tag="input_file", kw_only=True):
+    """Refused with a 400, like images."""
+
+    file_id: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+
+class InputAudio(Struct, tag_field="type", tag="input_audio", kw_only=True):
+    """Refused with a 400, like images."""
+
+    input_audio: dict[str, Any] | None = None
+
+
+ContentPart = InputText | OutputText | Refusal | InputImage | InputFile | InputAudio
+Content = str | Annotated[list[ContentPart], Meta(max_length=100_000)]
+
+# ---- input items --------------------------------------------------------------------------
+
+Role = Literal["user", "assistant", "system", "developer"]
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class MessageItem(Struct, tag_field="type", tag="message", kw_only=True, omit_defaults=True):
+    role: Role
+    content: Content
+    id: str | None = None
+    status: ItemStatus | None = None
+
+
+class FunctionCallItem(Struct, tag_field="type", tag="function_call", kw_only=True, omit_defaults=True):
+    """A call the model made in an earlier turn (an output item sent back as input)."""
+
+    call_id: Annotated[str, Meta(min_length=1, max_length=512)]
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    arguments: str
+    id: str | None = None
+    status: ItemStatus | None = None
+
+
+class FunctionCallOutputItem(Struct, tag_field="type", tag="function_call_output", kw_only=True, omit_defaults=True):
+    """The client's result of a call: ``output`` is text, or text parts."""
+
+    call_id: Annotated[str, Meta(min_length=1, max_length=512)]
+    output: Content
+    id: str | None = None
+    status: ItemStatus | None = None
+
+
+class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True):
+    """An earlier turn's reasoning sent back by the client: accepted and left out of the
+    prompt (no model served here produces reasoning items)."""
+
+    id: str | None = None
+
+
+InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
+
+# ---- tools --------------------------------------------------------------------------------
+
+
+class ResponsesToolParam(Struct, kw_only=True):
+    """A function tool, in the Responses API's flat shape. Hosted tools (``web_search``,
+    ``file_search``, ``computer_use_preview``, ``code_interpreter``, ``mcp``,
+    ``image_generation``...) carry another ``type`` and are refused by name."""
+
+    type: Annotated[str, Meta(max_length=128)]
+    name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolChoiceParam(Struct, kw_only=True, omit_defaults=True):
+    """``{"type": "function", "name"}`` forces that function; ``{"type": "allowed_tools",
+    "mode", "tools"}`` limits the call to those functions. Other types name hosted tools."""
+
+    type: Annotated[str, Meta(max_length=128)]
+    name: str | None = None
+    mode: Literal["auto", "required"] | None = None
+    tools: Annotated[list[dict[str, Any]], Meta(max_length=128)] | None = None
+
+
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceParam
+
+# ---- text format --------------------------------------------------------------------------
+
+
+class FormatText(Struct, tag_field="type", tag="text", kw_only=True):
+    pass
+
+
+class FormatJsonObject(Struct, tag_field="type", tag="json_object", kw_only=True):
+    pass
+
+
+class FormatJsonSchema(Struct, tag_field="type", tag="json_schema", kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    schema: dict[str, Any]
+    description: str | None = None
+    strict: bool | None = None
+
+
+TextFormat = FormatText | FormatJsonObject | FormatJsonSchema
+
+
+class TextConfig(Struct, kw_only=True):
+    """``format`` constrains the answer by grammar, as ``response_format`` does on chat;
+    ``verbosity`` is accepted and echoed."""
+
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+# ---- request ------------------------------------------------------------------------------
+
+
+class ResponseStreamOptions(Struct, kw_only=True):
+    #: Accepted; events are never padded here.
+    include_obfuscation: bool | None = None
+
+
+class ReasoningParam(Struct, kw_only=True):
+    """Accepted and echoed: no model served here has a reasoning mode to configure."""
+
+    effort: str | None = None
+    summary: str | None = None
+    generate_summary: str | None = None
+
+
+MetadataKey = Annotated[str, Meta(max_length=64)]
+Metadata = Annotated[dict[MetadataKey, Annotated[str, Meta(max_length=512)]], Meta(max_length=16)]
+
+
+class CreateResponse(Struct, kw_only=True):
+    """``POST /v1/responses``."""
+
+    model: ModelName
+    #: Text (one user message), or a list of items: ``message`` (``type`` may be left out),
+    #: ``function_call``, ``function_call_output`` (and ``reasoning``, which is skipped).
+    input: str | Annotated[list[dict[str, Any]], Meta(max_length=100_000)]
+    #: A system message for this response only: not carried over by ``previous_response_id``.
+    instructions: str | None = None
+    previous_response_id: Annotated[str, Meta(max_length=256)] | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    tools: Annotated[list[ResponsesToolParam], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    metadata: Metadata | None = None
+    #: Keep the response for ``previous_response_id`` and ``GET`` (default true).
+    store: bool | None = None
+    stream: bool = False
+    stream_options: ResponseStreamOptions | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    include: Annotated[list[Annotated[str, Meta(max_length=128)]], Meta(max_length=32)] | None = None
+    # Accepted, and change nothing here.
+    reasoning: ReasoningParam | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    max_tool_calls: Annotated[int, Meta(ge=1)] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    service_tier: str | None = None
+    # Refused when set: no background mode, no conversations, no stored prompts here.
+    background: bool | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    context_management: list[Any] | None = None
+    # Extensions, as on chat.
+    seed: Seed | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
+    min_p: TopP | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
+    keep_alive: KeepAlive | None = None
+
+
+# ---- response -----------------------------------------------------------------------------
+
+
+class OutputTextContent(Struct, kw_only=True):
+    type: Literal["output_text"] = "output_text"
+    annotations: list[Any] = []
+    #: Filled with ``top_logprobs`` or ``include: ["message.output_text.logprobs"]``.
+    logprobs: list[dict[str, Any]] = []
+    text: str
+
+
+class OutputMessage(Struct, tag_field="type", tag="message", kw_only=True):
+    id: str
+    status: ItemStatus
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputTextContent]
+
+
+class FunctionToolCall(Struct, tag_field="type", tag="function_call", kw_only=True):
+    id: str
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | FunctionToolCall
+
+
+class InputTokensDetails(Struct, kw_only=True):
+    #: Prompt tokens found in the model's KV cache (a slot's cached prefix), not read again.
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(Struct, kw_only=True):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(Struct, kw_only=True):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class IncompleteDetails(Struct, kw_only=True):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class ResponseError(Struct, kw_only=True):
+    code: str
+    message: str
+
+
+class ReasoningEcho(Struct, kw_only=True):
+    effort: str | None = None
+    summary: str | None = None
+
+
+class TextEcho(Struct, kw_only=True):
+    format: TextFormat
+    verbosity: str = "medium"
+
+
+class Response(Struct, kw_only=True):
+    """A response, as ``POST /v1/responses`` returns it (and ``GET`` returns it later). With
+    ``stream: true`` the same object arrives in ``response.created`` and in the last event."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["completed", "incomplete", "in_progress", "failed"]
+    background: bool = False
+    completed_at: int | None = None
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    model: str
+    output: list[OutputItem]
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    reasoning: ReasoningEcho
+    service_tier: str = "default"
+    store: bool = True
+    temperature: float | None = None
+    text: TextEcho
+    tool_choice: Any = "auto"
+    tools: list[dict[str, Any]] = []
+    top_logprobs: int | None = None
+    top_p: float | None = None
+    truncation: Literal["disabled"] = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class DeletedResponse(Struct, kw_only=True):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool = True
+
+
+class InputItemList(Struct, kw_only=True):
+    """``GET /v1/responses/{id}/input_items``: the items the response was generated from
+    (those of earlier responses in its chain first), each with an ``id``."""
+
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+    object: Literal["list"] = "list"

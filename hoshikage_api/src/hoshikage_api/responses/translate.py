@@ -1,0 +1,292 @@
+"""From a Responses API request to the core's :class:`GenerationRequest`.
+
+The prompt is the context items (a predecessor's, then the new ``input``) as chat messages,
+after ``instructions`` as a system message. Items become the messages the backend takes,
+the way :mod:`hoshikage_api.translate` maps chat's messages:
+
+* a ``message`` keeps its role (``developer`` becomes ``system``, as on chat); its text
+  parts (``input_text``, ``output_text``, ``refusal``) are joined with newlines;
+* ``function_call`` items become ``tool_calls`` on an assistant message (the one just before
+  them, when there is one, so that a turn's text and calls stay one message);
+* a ``function_call_output`` becomes a ``tool`` message with its ``tool_call_id``;
+* ``reasoning`` items are left out; images, files, audio and hosted tools are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
+
+from ..errors import ApiError, invalid
+from ..translate import Job, keep_alive
+from . import schemas as s
+from .store import Stored
+
+#: Item types of OpenAI's hosted tools (and others this server never produces), refused by name.
+_ITEM_TYPES = {"message": s.MessageItem, "function_call": s.FunctionCallItem,
+               "function_call_output": s.FunctionCallOutputItem, "reasoning": s.ReasoningItem}  # fmt: skip
+_ID_PREFIX = {s.MessageItem: "msg", s.FunctionCallItem: "fc", s.FunctionCallOutputItem: "fco"}
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+_AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+# ---- input items --------------------------------------------------------------------------
+
+
+def _convert(value: dict[str, Any], type_: type, param: str):
+    """``value`` as ``type_``, strictly; a mismatch is a 400 naming its place under ``param``."""
+    try:
+        return msgspec.convert(value, type_, strict=True)
+    except msgspec.ValidationError as exc:
+        m = _AT_PATH.match(str(exc))
+        path = (m.group("path") or "").replace("[...]", "")
+        where = param + path
+        raise invalid(f"Invalid '{where}': {m.group('msg')}.", where) from None
+
+
+def _item(raw: dict[str, Any], i: int):
+    where = f"input[{i}]"
+    kind = raw.get("type")
+    if kind is None and "role" in raw:
+        kind = "message"  # OpenAI's "easy" message: type may be left out
+        raw = {**raw, "type": "message"}
+    if kind is None:
+        raise invalid(f"Invalid '{where}': an item needs a 'type' (or a 'role', for a message).", f"{where}.type")
+    if not isinstance(kind, str):
+        raise invalid(f"Invalid '{where}.type': expected a string.", f"{where}.type")
+    if kind == "item_reference":
+        raise invalid(
+            f"Invalid '{where}': item_reference inputs are not supported; send the item itself, "
+            "or continue a stored response with 'previous_response_id'.",
+            f"{where}.type",
+        )
+    if kind not in _ITEM_TYPES:
+        raise invalid(
+            f"Invalid '{where}.type': items of type {kind!r} are not supported; only message, "
+            "function_call, function_call_output (and reasoning, which is skipped) are.",
+            f"{where}.type",
+        )
+    item = _convert(raw, _ITEM_TYPES[kind], where)
+    _check_parts(item, where)
+    return item
+
+
+def _check_parts(item, where: str) -> None:
+    """Refuse media parts, and parts in the wrong kind of message."""
+    content = getattr(item, "content", None) if not isinstance(item, s.FunctionCallOutputItem) else item.output
+    field = "output" if isinstance(item, s.FunctionCallOutputItem) else "content"
+    if not isinstance(content, list):
+        return
+    for j, part in enumerate(content):
+        param = f"{where}.{field}[{j}]"
+        if isinstance(part, (s.InputImage, s.InputFile, s.InputAudio)):
+            kind = {s.InputImage: "image", s.InputFile: "file", s.InputAudio: "audio"}[type(part)]
+            raise invalid(
+                f"Invalid '{param}': {kind} inputs are not supported; the models served here read text only.", param
+            )
+
+
+def input_items(data: s.CreateResponse) -> list:
+    """The request's ``input`` as items, each with an ``id`` (``reasoning`` items dropped)."""
+    if isinstance(data.input, str):
+        return [s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")]
+    items = []
+    for i, raw in enumerate(data.input):
+        item = _item(raw, i)
+        if isinstance(item, s.ReasoningItem):
+            continue
+        items.append(msgspec.structs.replace(item, id=item.id or new_id(_ID_PREFIX[type(item)]), status="completed"))
+    return items
+
+
+def output_as_input(response: s.Response) -> list:
+    """A response's output items as the input items that continue it."""
+    items = []
+    for out in response.output:
+        if isinstance(out, s.OutputMessage):
+            content = [s.OutputText(text=part.text) for part in out.content]
+            items.append(s.MessageItem(role="assistant", content=content, id=out.id, status=out.status))
+        else:
+            items.append(
+                s.FunctionCallItem(call_id=out.call_id, name=out.name, arguments=out.arguments, id=out.id, status=out.status)
+            )
+    return items
+
+
+def _text(content: str | Sequence) -> str:
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if isinstance(part, (s.InputText, s.OutputText)):
+            texts.append(part.text)
+        elif isinstance(part, s.Refusal):
+            texts.append(part.refusal)
+    return join_text(texts)
+
+
+def messages(items: Sequence) -> list[dict[str, Any]]:
+    """Context items as the core's chat messages (string content, OpenAI chat roles)."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, s.MessageItem):
+            role = "system" if item.role == "developer" else item.role
+            out.append({"role": role, "content": _text(item.content)})
+        elif isinstance(item, s.FunctionCallItem):
+            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+            if out and out[-1]["role"] == "assistant":
+                out[-1].setdefault("tool_calls", []).append(call)
+            else:
+                out.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif isinstance(item, s.FunctionCallOutputItem):
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)})
+    return out
+
+
+# ---- tools and formats --------------------------------------------------------------------
+
+
+def _tools(data: s.CreateResponse) -> list[dict[str, Any]]:
+    """The function tools in chat's shape; hosted tools are refused by type."""
+    out = []
+    for i, tool in enumerate(data.tools or ()):
+        if tool.type != "function":
+            raise invalid(
+                f"Invalid 'tools[{i}].type': the hosted tool type {tool.type!r} is not supported; "
+                "only function tools (type, name, description, parameters, strict) are.",
+                f"tools[{i}].type",
+            )
+        if tool.name is None:
+            raise invalid(f"Invalid 'tools[{i}]': a function tool needs a 'name'.", f"tools[{i}].name")
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            function["description"] = tool.description
+        function["parameters"] = tool.parameters or {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _allowed(choice: s.ToolChoiceParam, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = {tool["function"]["name"] for tool in tools}
+    allowed = []
+    for j, entry in enumerate(choice.tools or ()):
+        param = f"tool_choice.tools[{j}]"
+        if entry.get("type") != "function":
+            raise invalid(f"Invalid '{param}': only function tools can be allowed, got {entry.get('type')!r}.", param)
+        if entry.get("name") not in names:
+            raise invalid(f"Invalid '{param}.name': no function tool is named {entry.get('name')!r}.", f"{param}.name")
+        allowed.append(entry["name"])
+    return [tool for tool in tools if tool["function"]["name"] in allowed]
+
+
+def _tool_choice(data: s.CreateResponse, tools: list[dict[str, Any]]):
+    """``(tools, tool_choice)`` for the core: the tools the choice allows, and the choice."""
+    choice = data.tool_choice
+    if choice is None or choice == "auto":
+        return tools, None
+    if choice == "none":
+        return tools, "none"
+    if not tools:
+        raise invalid("'tool_choice' requires function 'tools'.", "tool_choice")
+    if choice == "required":
+        return tools, "required"
+    if choice.type == "function":
+        if choice.name not in {tool["function"]["name"] for tool in tools}:
+            raise invalid(f"Invalid 'tool_choice.name': no function tool is named {choice.name!r}.", "tool_choice.name")
+        return tools, {"type": "function", "function": {"name": choice.name}}
+    if choice.type == "allowed_tools":
+        if choice.mode is None or not choice.tools:
+            raise invalid("Invalid 'tool_choice': allowed_tools needs 'mode' and 'tools'.", "tool_choice")
+        return _allowed(choice, tools), choice.mode
+    raise invalid(
+        f"Invalid 'tool_choice.type': the tool choice type {choice.type!r} is not supported; "
+        "use none, auto, required, a function, or allowed_tools.",
+        "tool_choice.type",
+    )
+
+
+def _response_format(text: s.TextConfig | None) -> ResponseFormat | None:
+    fmt = text.format if text else None
+    if fmt is None or isinstance(fmt, s.FormatText):
+        return None
+    if isinstance(fmt, s.FormatJsonObject):
+        return ResponseFormat(type="json_object")
+    return ResponseFormat(type="json_schema", schema=fmt.schema, name=fmt.name, strict=bool(fmt.strict))
+
+
+def _refuse_unsupported(data: s.CreateResponse) -> None:
+    if data.background:
+        raise invalid("'background' responses are not supported: this server answers while you wait.", "background")
+    if data.conversation is not None:
+        raise invalid("'conversation' is not supported; continue with 'previous_response_id'.", "conversation")
+    if data.prompt is not None:
+        raise invalid("Stored prompt templates ('prompt') are not supported; send 'instructions' and 'input'.", "prompt")
+    if data.truncation == "auto":
+        raise invalid(
+            "'truncation: \"auto\"' is not supported: a context over the model's window is an error "
+            "('disabled').",
+            "truncation",
+        )
+    if data.context_management:
+        raise invalid("'context_management' (server-side compaction) is not supported.", "context_management")
+    if data.stream_options is not None and not data.stream:
+        raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
+
+
+# ---- the job ------------------------------------------------------------------------------
+
+
+def wants_logprobs(data: s.CreateResponse) -> bool:
+    return data.top_logprobs is not None or LOGPROBS_INCLUDE in (data.include or ())
+
+
+def previous_not_found(response_id: str) -> ApiError:
+    return ApiError(
+        404, f"Previous response with id '{response_id}' not found.",
+        param="previous_response_id", code="previous_response_not_found",
+    )  # fmt: skip
+
+
+def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, tuple]:
+    """The job for ``data``, continuing ``previous`` (the stored predecessor, if any), and
+    the context items it is generated from."""
+    _refuse_unsupported(data)
+    new = input_items(data)
+    if not new and previous is None:
+        raise invalid("'input' must not be empty.", "input")
+    context = (*previous.context, *output_as_input(previous.response)) if previous else ()
+    context = (*context, *new)
+    chat = messages(context)
+    if data.instructions:
+        chat.insert(0, {"role": "system", "content": data.instructions})
+    tools, tool_choice = _tool_choice(data, _tools(data))
+    logprobs = wants_logprobs(data)
+    request = GenerationRequest(
+        messages=tuple(chat),
+        max_tokens=data.max_output_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        top_k=data.top_k,
+        min_p=data.min_p,
+        repeat_penalty=data.repeat_penalty,
+        seed=data.seed,
+        logprobs=logprobs,
+        top_logprobs=data.top_logprobs or 0,
+        response_format=_response_format(data.text),
+        tools=tuple(tools) if tools else None,
+        tool_choice=tool_choice if tools else None,
+    )
+    job = Job(
+        endpoint="responses", model=data.model, keep_alive=keep_alive(data.keep_alive),
+        requests=(request,), stream=data.stream,
+    )  # fmt: skip
+    return job, context
