@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def handlers() -> list:
     from ..anthropic import routes as anthropic
-    from . import admin, chat, completions, embeddings, health, metrics, models
+    from . import admin, chat, completions, embeddings, health, metrics, models, web
 
     return [
         *anthropic.handlers(),
@@ -19,4 +19,6 @@ def handlers() -> list:
         admin.status,
         admin.load,
         admin.unload,
+        web.root,
+        web.page,
     ]
