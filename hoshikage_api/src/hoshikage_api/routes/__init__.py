@@ -21,4 +21,5 @@ def handlers() -> list:
         admin.unload,
         web.root,
         web.page,
+        web.page_file,
     ]

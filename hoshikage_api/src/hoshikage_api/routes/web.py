@@ -16,6 +16,7 @@ from functools import cache
 from importlib import resources
 
 from litestar import HttpMethod, Request, Response, route
+from litestar.params import FromPath
 from litestar.response import Redirect
 
 from ..errors import ApiError
@@ -53,12 +54,13 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
+#: Litestar adds ``; charset=utf-8`` to the ``text/`` types.
 MEDIA_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
     ".svg": "image/svg+xml",
-    ".txt": "text/plain; charset=utf-8",
+    ".txt": "text/plain",
 }
 
 
@@ -82,20 +84,29 @@ async def root(request: Request) -> Response:
     """A browser goes to the page; anything else (a liveness probe) gets one line of text."""
     if "text/html" in request.headers.get("accept", ""):
         return Redirect(UI_PATH, status_code=302)
-    return Response(LIVENESS, media_type="text/plain; charset=utf-8")
+    return Response(LIVENESS, media_type="text/plain")
+
+
+@route("/ui", http_method=[HttpMethod.GET, HttpMethod.HEAD], opt={"public": True}, include_in_schema=False)
+async def page(request: Request) -> Response:
+    """``/ui/`` is ``index.html``; ``/ui`` redirects there so the page's relative links
+    resolve (Litestar routes both paths here)."""
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    if raw_path.split(b"?", 1)[0] == b"/ui":
+        return Redirect(UI_PATH, status_code=301)
+    return _file(request, "index.html")
 
 
 @route(
-    ["/ui", "/ui/{file_path:path}"], http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    "/ui/{file_path:path}", http_method=[HttpMethod.GET, HttpMethod.HEAD],
     opt={"public": True}, include_in_schema=False,
 )  # fmt: skip
-async def page(request: Request, file_path: str = "") -> Response:
-    """The page's files; ``/ui/`` is ``index.html``, and ``/ui`` redirects to ``/ui/`` so
-    the page's relative links resolve."""
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    if raw_path.split(b"?", 1)[0] == b"/ui":  # Litestar routes /ui and /ui/ alike
-        return Redirect(UI_PATH, status_code=301)
-    name = file_path.lstrip("/") or "index.html"
+async def page_file(request: Request, file_path: FromPath[str]) -> Response:
+    """One of the page's files (a flat folder: the name is looked up, never joined to a path)."""
+    return _file(request, file_path.lstrip("/"))
+
+
+def _file(request: Request, name: str) -> Response:
     found = page_files().get(name)
     if found is None:
         raise ApiError(404, f"No file {name!r} in the web page.", code="not_found")
