@@ -89,3 +89,12 @@ async def test_page_routes_are_not_in_the_api_schema(client):
 async def test_status_reports_the_process_resident_memory(client):
     status = (await client.get("/api/status")).json()
     assert isinstance(status["rss_bytes"], int) and status["rss_bytes"] > 10 * 1024 * 1024
+
+
+def test_serve_prints_the_pages_address(tiny_model_path):
+    from tests.support.server import running_server
+
+    with running_server(tiny_config(tiny_model_path)) as server:
+        assert f"web page: {server.base_url}/ui/" in server.log()
+        status, body = server.get("/ui/")
+        assert status == 200 and b"<title>Hoshikage</title>" in body

@@ -152,6 +152,11 @@ async function main() {
   $("settings").addEventListener("submit", (event) => event.preventDefault());
   $("new-chat").addEventListener("click", () => {
     chat.stop();
+    const current = conversations.current;
+    if (current && !current.messages.length) {
+      $("prompt").focus(); // already a new chat
+      return;
+    }
     conversations.create($("model").value, "");
     conversations.save();
     chat.show();
@@ -159,12 +164,26 @@ async function main() {
     $("prompt").focus();
   });
 
+  // The model list; if the server could not be reached, again after the next good poll.
+  let listing = null;
+  const listModels = () => {
+    listing ??= loadModels($("model"))
+      .then((models) => {
+        debug.models = models;
+        chat.showError(null);
+        chat.show();
+      })
+      .catch((error) => {
+        chat.showError(`Could not list the models: ${error.message}`);
+        listing = null;
+      });
+    return listing;
+  };
+  panel.onUpdate(() => {
+    if (!debug.models.length) listModels();
+  });
   panel.start();
-  try {
-    debug.models = await loadModels($("model"));
-  } catch (error) {
-    chat.showError(`Could not list the models: ${error.message}`);
-  }
+  await listModels();
   chat.show();
   renderConversationList(conversations, chat);
   document.body.dataset.ready = "true";
