@@ -61,6 +61,12 @@ def test_stop_cancels_the_answer_and_frees_the_slot_at_once(watched):
     )
     busy = model_status(watched.base_url)
     assert busy["running_sequences"] == 1 and busy["in_use"] == 1, busy
+    # The panel shows it too (it polls once a second).
+    card = page.locator(".card[data-model=tiny]")
+    page.wait_for_function("() => document.querySelector('.card[data-model=tiny]').dataset.state === 'busy'")
+    assert card.locator("[data-field=slots]").inner_text() == "1 of 4"
+    assert card.locator("[data-field=unload]").inner_text() == "in use"
+    assert page.locator("#server-figures [data-field=running]").inner_text() == "1"
     page.click("#stop")
     clicked = time.monotonic()
     free = wait_for(
