@@ -55,6 +55,7 @@ export class StatusPanel {
     this.cards = new Map(); // model name -> {li, fields, load, unload}
     this.timer = null;
     this.inFlight = null;
+    this.again = null;
     this.listeners = [];
     document.addEventListener("visibilitychange", () => this.schedule());
   }
@@ -73,18 +74,22 @@ export class StatusPanel {
     this.timer = setTimeout(() => this.refresh(), document.hidden ? HIDDEN_MS : VISIBLE_MS);
   }
 
-  /** Poll now (one poll at a time; a call during a poll waits for it, then polls again). */
-  async refresh() {
+  /** Poll now. One poll at a time: a call during a poll gets one more poll right after it
+   * (shared by every such call), so an action's effect is always shown. */
+  refresh() {
     if (this.inFlight) {
-      await this.inFlight;
+      this.again ??= this.inFlight.then(() => {
+        this.again = null;
+        return this.refresh();
+      });
+      return this.again;
     }
-    this.inFlight = this.#poll();
-    try {
-      await this.inFlight;
-    } finally {
+    clearTimeout(this.timer);
+    this.inFlight = this.#poll().finally(() => {
       this.inFlight = null;
       this.schedule();
-    }
+    });
+    return this.inFlight;
   }
 
   async #poll() {
