@@ -109,7 +109,7 @@ async def page_file(request: Request, file_path: FromPath[str]) -> Response:
 def _file(request: Request, name: str) -> Response:
     found = page_files().get(name)
     if found is None:
-        raise ApiError(404, f"No file {name!r} in the web page.", code="not_found")
+        raise ApiError(404, "No such file in the web page.", code="not_found")
     content, media_type, etag = found
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": etag}
     if etag in request.headers.get("if-none-match", ""):
