@@ -3,6 +3,7 @@ and works at phone width and in both colour schemes."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
@@ -24,6 +25,16 @@ def test_page_loads_from_root_with_csp_and_no_console_errors(watched):
     assert page.locator("#server-figures [data-field=rss]").inner_text().endswith("MiB")
     assert watched.card_state() in ("unloaded", "loaded")
     assert watched.console_errors == [] and watched.page_errors == [] and watched.dialogs == []
+
+
+def test_root_answers_probes_in_plain_text(server):
+    """Ollama's clients probe ``/``: anything but a browser gets one line of text."""
+    for method in ("GET", "HEAD"):
+        r = httpx.request(method, server.base_url + "/", timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert r.text == ("Hoshikage is running" if method == "GET" else "")
+    r = httpx.get(server.base_url + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert r.status_code == 302 and r.headers["location"] == "/ui/"
 
 
 def test_page_scripts_run_only_under_the_policy(watched):
