@@ -27,6 +27,8 @@ def test_api_key_guards_every_route_but_health(tiny_model_path):
     }
     with running_server(config) as server:
         assert server.get("/health")[0] == 200
+        for path in ("/", "/ui/", "/ui/app.js"):  # the web page's files carry no data: public
+            assert server.get(path)[0] == 200, path
         schema_status, schema = server.get("/schema/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
         assert schema_status == 200
         paths = json.loads(schema)["paths"]

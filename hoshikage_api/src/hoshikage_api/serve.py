@@ -52,6 +52,7 @@ def serve(args: argparse.Namespace, ctx) -> int:
     log = logging.getLogger("hoshikage.api")
     where = config.source or "built-in defaults"
     log.info("serving %d model(s) from %s on %s", len(app.state.runtime.registry), where, server.base_url)
+    log.info("web page: %s/ui/", server.base_url)
     uv_config = uvicorn.Config(
         app,
         host=server.host,

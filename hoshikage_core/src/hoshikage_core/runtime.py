@@ -377,8 +377,28 @@ class Runtime:
             "running": sched.running,
             "queued": sched.queued,
             "max_loaded": self.config.unload.max_loaded,
+            "rss_bytes": resident_bytes(),
             "models": models,
         }
+
+
+def resident_bytes() -> int | None:
+    """The server process's resident memory now: from ``/proc/self/statm`` (Linux), else from
+    psutil when it happens to be installed, else None. (``resource``'s ``ru_maxrss`` is the
+    peak, which never falls, so it is no stand-in.)"""
+    import os
+
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # not installed, or no figure on this platform
+        return None
 
 
 def _engine_stats(model: LoadedModel | None) -> EngineStats | None:

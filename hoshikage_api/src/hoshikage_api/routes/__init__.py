@@ -7,7 +7,7 @@ def handlers() -> list:
     from ..anthropic import routes as anthropic
     from ..ollama import routes as ollama
     from ..responses import routes as responses
-    from . import admin, chat, completions, embeddings, health, metrics, models
+    from . import admin, chat, completions, embeddings, health, metrics, models, web
 
     return [
         *anthropic.handlers(),
@@ -23,4 +23,7 @@ def handlers() -> list:
         admin.status,
         admin.load,
         admin.unload,
+        web.root,
+        web.page,
+        web.page_file,
     ]
