@@ -19,4 +19,5 @@ def handlers() -> list:
         admin.status,
         admin.load,
         admin.unload,
+        admin.reload,
     ]
