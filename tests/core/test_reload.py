@@ -12,7 +12,7 @@ from hoshikage_core.errors import ConfigError, ModelNotFound
 from hoshikage_core.hookspecs import hookimpl
 
 from hoshikage_core import config as config_mod
-from tests.core.test_scheduler import REQ, run, wait_for
+from tests.core.test_scheduler import REQ, run, state, wait_for
 
 
 def fake_models(**models) -> list[dict]:
@@ -70,6 +70,19 @@ async def test_a_changed_model_finishes_its_request_then_loads_again_with_the_ne
     assert fake.rec.loads["a"] == 2 and ("a", "reload") in unloads.reasons
     assert rt.pool.capacity("a") == 2
     assert not rt.status()["models"][0]["reload_pending"]
+    await rt.stop()
+
+
+async def test_a_loaded_idle_model_that_changed_loads_again_at_once(make_runtime, fake):
+    unloads = Unloads()
+    rt = await make_runtime({"a": {}, "b": {}})
+    rt.pm.register(unloads)
+    await run(rt, "a")
+    reload_to(rt, models=fake_models(a={"parallel": 3}, b={"parallel": 2}))
+    assert (await rt.reload()).changed == ["a", "b"]
+    await wait_for(lambda: fake.rec.loads["a"] == 2 and state(rt, "a") == "loaded")
+    assert unloads.reasons == [("a", "reload")] and rt.pool.capacity("a") == 3
+    assert "b" not in fake.rec.loads  # not loaded before: it just takes its new options
     await rt.stop()
 
 

@@ -10,7 +10,8 @@ Invariants, tested in ``tests/core``:
 A config reload (:meth:`ModelPool.reconfigure`) never drops a request either:
 - a model whose entry changed in a way that needs a new load (path, backend, options) keeps
   serving the requests it holds and admits no new one; once idle it unloads, takes its new
-  entry, and the requests queued meanwhile load it again with the new options;
+  entry and loads again with the new options (for the requests queued meanwhile, and
+  because it was loaded); a changed model that was not loaded just takes its new entry;
 - a removed model keeps its slot until the requests it holds (and those already queued for
   it) have ended, then unloads and its slot goes.
 """
@@ -78,6 +79,9 @@ class ModelPool:
         self.queued_counts: Callable[[], dict[str, int]] = dict
         #: Unloads started by a reload (kept so they are not garbage-collected mid-way).
         self._tasks: set[asyncio.Task] = set()
+        #: Set by the runtime: load ``name`` again in the background, through the scheduler
+        #: (a loaded model that a reload changed has unloaded to take its new options).
+        self.load_again: Callable[[str], None] = lambda _name: None
 
     # ---- observation -------------------------------------------------------------------
 
@@ -300,8 +304,11 @@ class ModelPool:
             self.pm.hook.model_unloaded(
                 name=slot.entry.name, reason=reason, seconds=time.monotonic() - started
             )
+            changed = reason == "reload" and slot.pending is not None and not slot.retired
             self._settle(slot)
             self._changed()
+            if changed:  # it was loaded: it stays loaded, now with its new options
+                self.load_again(slot.entry.name)
 
     def unload_when_idle(self, name: str) -> None:
         """Make ``name`` due for unload as soon as its in-flight requests end."""

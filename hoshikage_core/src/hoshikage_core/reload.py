@@ -12,9 +12,9 @@ A reload re-reads the config file, rescans ``models_dir`` and runs every
   already queued for them) finish, then they unload;
 - **changed** models (path, backend or backend options; or every model when
   ``[server].max_tokens``, which the backends read, changed) finish the requests they hold,
-  admit no new one meanwhile, unload, and load again with the new options for the requests
-  queued in between. A change of aliases or ``idle_ttl`` alone applies at once and reloads
-  nothing;
+  admit no new one meanwhile, unload, and load again at once with the new options (a changed
+  model that was not loaded simply uses them at its next load). A change of aliases or
+  ``idle_ttl`` alone applies at once and reloads nothing;
 - ``[server]`` ``concurrency``, ``max_queue``, ``affinity_wait``, ``max_tokens`` and
   ``shutdown_grace`` and all of ``[unload]`` apply at once; :data:`RESTART_KEYS` (the socket
   and the HTTP app are built once) keep their running values until a restart, and the
@@ -29,7 +29,7 @@ import time
 
 import attrs
 
-from .errors import ConfigError
+from .errors import Cancelled, ConfigError
 from .pool import same_model
 from .registry import ModelRegistry
 
@@ -73,6 +73,8 @@ async def reload(runtime) -> ReloadResult:
     """Read, check and apply the config (see the module docstring); ConfigError, with every
     problem, leaves the running config as it was."""
     started = time.monotonic()
+    if runtime.closing:
+        raise Cancelled("The server is shutting down.")
     try:
         config, registry = await asyncio.to_thread(read, runtime.load_config, runtime.pm)
     except ConfigError as exc:

@@ -246,6 +246,7 @@ class Runtime:
         self.pool = ModelPool(config, self.registry, pm)
         self.scheduler = pm.hook.create_scheduler(config=config, pool=self.pool)
         self.pool.queued_counts = lambda: self.scheduler.snapshot().queued_by_model
+        self.pool.load_again = self.preload
         self.started_at = time.time()
         self._started = time.monotonic()
         self.closing = False
