@@ -61,6 +61,8 @@ def serve(args: argparse.Namespace, ctx) -> int:
     log = logging.getLogger("hoshikage.api")
     where = config.source or "built-in defaults"
     log.info("serving %d model(s) from %s on %s", len(app.state.runtime.registry), where, server.base_url)
+    for note in app.state.runtime.registry.notes:
+        log.info("models_dir: %s", note)
     uv_config = uvicorn.Config(
         app,
         host=server.host,
