@@ -374,10 +374,6 @@ class ModelPool:
         if self._slots.get(name) is slot:  # retired, unloaded and unused: it goes
             del self._slots[name]
 
-    def reload_pending(self, name: str) -> bool:
-        """A reload changed ``name``: it loads again with its new entry once idle."""
-        return self._slots[name].pending is not None
-
     async def run_reaper(self) -> None:
         """Unload models as the policy says, sleeping until the next keep-alive expires."""
         while True:

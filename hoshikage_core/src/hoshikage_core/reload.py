@@ -80,6 +80,8 @@ async def reload(runtime) -> ReloadResult:
     except ConfigError as exc:
         log.error("reload refused, the running config stays: %s", exc)
         raise
+    if runtime.closing:  # it began shutting down while the file was read
+        raise Cancelled("The server is shutting down.")
     old = runtime.config
     needs_restart = [f"server.{k}" for k in RESTART_KEYS if getattr(config.server, k) != getattr(old.server, k)]
     scheduler = runtime.scheduler

@@ -275,7 +275,9 @@ class Runtime:
 
     def preload(self, name: str) -> None:
         """Load ``name`` in the background (a failure is recorded, not raised)."""
-        self._preloads.append(asyncio.create_task(self._preload(name)))
+        task = asyncio.create_task(self._preload(name))
+        self._preloads.append(task)
+        task.add_done_callback(self._preloads.remove)
 
     def _read_config_file(self):
         from . import config as config_mod
