@@ -187,13 +187,24 @@ async def test_reload_reports_keys_that_need_a_restart(tiny_model_path):
         assert "need a restart: server.api_key, server.max_body_size" in server.log()
 
 
-async def test_reload_is_behind_the_api_key(tiny_model_path):
+async def test_reload_route_is_behind_the_api_key_and_takes_no_input(tiny_model_path):
     config = {"server": {"api_key": "k"}, "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}]}
     with running_server(config) as server:
+        auth = {"Authorization": "Bearer k"}
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
             r = await client.post("/api/reload")
             assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-            r = await client.post("/api/reload", headers={"Authorization": "Bearer k"})
+            r = await client.post("/api/reload", headers=auth)
             assert r.status_code == 200 and r.json()["models"] == ["tiny"]
-            r = await client.get("/api/reload", headers={"Authorization": "Bearer k"})
-            assert r.status_code == 405
+            assert r.json()["added"] == r.json()["removed"] == r.json()["changed"] == []
+            r = await client.post("/api/reload", headers=auth, content=b"\xff{not json")  # a body is ignored
+            assert r.status_code == 200
+            r = await client.get("/api/reload", headers=auth)
+            assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+            # the file is gone: refused, and the running config stays
+            server.config_path.unlink()
+            r = await client.post("/api/reload", headers=auth)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["problems"] == [f"Config file not found: {server.config_path}"]
+            r = await client.post("/v1/completions", headers=auth, json={"model": "tiny", "prompt": "hi", "max_tokens": 2})
+            assert r.status_code == 200
