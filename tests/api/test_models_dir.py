@@ -42,7 +42,7 @@ async def test_discovered_models_are_listed_and_serve(models_folder):
     with running_server(config) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
             listed = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
-            assert listed == ["pinned-model", "tiny-chat", "big"]
+            assert listed == ["pinned-model", "big", "tiny-chat"]
             for name in ("tiny-chat", "big"):
                 r = await client.post("/v1/chat/completions", json={
                     "model": name, "max_tokens": 4, "messages": [{"role": "user", "content": "hello"}],
@@ -55,7 +55,7 @@ async def test_discovered_models_are_listed_and_serve(models_folder):
             models = cli(server, "models", "--json", "--url", server.base_url)
             assert models.returncode == 0, models.stderr
             rows = {r["name"]: r for r in json.loads(models.stdout)["models"]}
-            assert list(rows) == ["pinned-model", "tiny-chat", "big"]
+            assert list(rows) == ["pinned-model", "big", "tiny-chat"]
             assert (rows["tiny-chat"]["n_ctx"], rows["tiny-chat"]["source"]) == (1024, "models_dir")
             assert rows["big"]["state"] == "loaded" and rows["tiny-chat"]["architecture"] == "llama"
             assert rows["pinned-model"]["n_ctx"] == 512  # its own options, not the folder's
@@ -95,7 +95,7 @@ def test_a_models_dir_alone_replaces_the_embedded_demo_models(models_folder):
 
     pm = make_plugin_manager()
     registry = ModelRegistry.build(config_mod.structure({"models_dir": str(models_folder)}, pm=pm), pm)
-    assert [e.name for e in registry] == ["pinned", "tiny-chat", "big"]
+    assert [e.name for e in registry] == ["pinned", "big", "tiny-chat"]
     assert {e.source for e in registry} == {"models_dir"}
     empty = models_folder / "empty"
     empty.mkdir()

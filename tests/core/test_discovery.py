@@ -56,7 +56,7 @@ def test_discovery_walks_folders_and_skips_what_is_not_a_model(tmp_path):
     (root / "README.md").write_text("not a model")
     registry = build({"models_dir": str(root)})
     entries = {e.name: e for e in registry}
-    assert list(entries) == ["tiny", "big", "llava-7b"]  # path order: Tiny.gguf, split/, vision/
+    assert list(entries) == ["big", "tiny", "llava-7b"]  # path order, ignoring case: split/, Tiny.gguf, vision/
     assert entries["big"].path == str(root / "split" / "Big-00001-of-00002.gguf")
     assert {e.source for e in entries.values()} == {"models_dir"}
     assert {e.backend for e in entries.values()} == {"llamacpp"}
@@ -85,8 +85,8 @@ def test_an_explicit_entry_for_a_discovered_file_wins(tmp_path):
     assert list(entries) == ["mine", "other-2"]  # tiny dropped; 'other' is mine's alias
     assert entries["mine"].options == {"n_ctx": 2048}  # the entry's own options, not the folder's
     assert registry.notes == [
-        f"{path}: served as the [[models]] entry 'mine'",
         f"{tmp_path / 'm' / 'other.gguf'}: served as 'other-2': 'other' is taken by [[models]] 'mine'",
+        f"{path}: served as the [[models]] entry 'mine'",
     ]
 
 

@@ -11,8 +11,8 @@
   is not discovered again (that entry, with its own options, stands for it), and a name
   taken by a ``[[models]]`` entry or an earlier discovered file is not reused.
 - **Clashes** (two files that give the same name, or a name already taken) are settled by a
-  deterministic suffix: folders in config order, files in path order; the first keeps the
-  name, the next is ``name-2``, then ``name-3``. Each renaming is reported as a note
+  deterministic suffix: folders in config order, files in path order (ignoring case); the
+  first keeps the name, the next is ``name-2``, then ``name-3``. Each renaming is reported as a note
   (``config check``, ``doctor``, the server log).
 - A folder that does not exist is a config problem, reported with every other.
 
@@ -63,7 +63,8 @@ def model_name(file_name: str) -> str | None:
 
 
 def gguf_files(folder: Path) -> list[Path]:
-    """Every GGUF file under ``folder``, recursively, in path order. Symlinked folders are
+    """Every GGUF file under ``folder``, recursively, in path order (ignoring case, as a file
+    manager lists them). Symlinked folders are
     followed once each (a link loop is not walked twice); hidden folders are skipped."""
     found: list[Path] = []
     seen: set[str] = set()
@@ -78,7 +79,7 @@ def gguf_files(folder: Path) -> list[Path]:
             path = Path(root) / name
             if name.lower().endswith(".gguf") and path.is_file():
                 found.append(path)
-    return sorted(found, key=lambda p: str(p.relative_to(folder)))
+    return sorted(found, key=lambda p: (str(p.relative_to(folder)).casefold(), str(p)))
 
 
 def discover(config) -> Discovery:
