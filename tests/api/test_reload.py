@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def cli(server, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hoshikage_core.cli", "--config", str(server.config_path), "reload", "--url",
          server.base_url, *args],
-        capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", **__import__("os").environ},
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
 
 
@@ -208,3 +209,15 @@ async def test_reload_route_is_behind_the_api_key_and_takes_no_input(tiny_model_
             assert r.json()["error"]["problems"] == [f"Config file not found: {server.config_path}"]
             r = await client.post("/v1/completions", headers=auth, json={"model": "tiny", "prompt": "hi", "max_tokens": 2})
             assert r.status_code == 200
+
+
+def test_cli_reload_with_a_broken_config_and_no_url_reports_every_error(tmp_path, tiny_model_path):
+    """The server's address comes from the very file that is broken: the CLI reports its
+    errors itself, and says how to reach the server anyway."""
+    path = tmp_path / "config.toml"
+    path.write_text(BROKEN.format(path=tiny_model_path))
+    done = subprocess.run([sys.executable, "-m", "hoshikage_core.cli", "--config", str(path), "reload"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert done.returncode == 1
+    assert "reload refused" in done.stderr and all(p in done.stderr for p in BROKEN_PROBLEMS), done.stderr
+    assert "--url" in done.stderr
