@@ -10,6 +10,8 @@ import asyncio
 import pytest
 from hoshikage_core.errors import ConfigError, ModelNotFound
 from hoshikage_core.hookspecs import hookimpl
+from hoshikage_core.server_commands import render_status
+from rich.console import Console
 
 from hoshikage_core import config as config_mod
 from tests.core.test_scheduler import REQ, run, state, wait_for
@@ -60,6 +62,9 @@ async def test_a_changed_model_finishes_its_request_then_loads_again_with_the_ne
     assert result.changed == ["a"]
     status = rt.status()["models"][0]
     assert status["reload_pending"] and status["state"] == "busy"
+    console = Console(record=True, width=200)
+    console.print(render_status(rt.status()))
+    assert "busy (reload pending)" in console.export_text()
     second = asyncio.create_task(run(rt, "a"))  # waits: the old instance admits no new request
     await asyncio.sleep(0.05)
     assert rt.scheduler.snapshot().queued == 1 and fake.rec.active["a"] == 1

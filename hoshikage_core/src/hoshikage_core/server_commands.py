@@ -100,6 +100,8 @@ def render_status(data: dict):
             state_text = "[red]failed[/]"
         else:
             state_text = f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+        if m.get("reload_pending"):  # a reload changed its options: it loads again when idle
+            state_text += " [yellow](reload pending)[/]"
         tps = m.get("last_tokens_per_second")
         slots = m.get("slots")
         prompt, cached = m.get("prompt_tokens") or 0, m.get("cached_prompt_tokens") or 0
