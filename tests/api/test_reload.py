@@ -123,8 +123,8 @@ async def test_reload_while_a_stream_runs(way, tiny_model_path):
         async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
             warm = await client.post("/v1/completions", json={"model": "gone", "prompt": "hi", "max_tokens": 2})
             assert warm.status_code == 200
-            body = {"model": "keep", "prompt": "the cat", "max_tokens": 3000, "stream": True,
-                    "logit_bias": {"2": -100}}  # no end of text: it runs all 3000 tokens  # fmt: skip
+            body = {"model": "keep", "prompt": "the cat", "max_tokens": 4000, "stream": True,
+                    "logit_bias": {"2": -100}}  # no end of text: it runs all 4000 tokens  # fmt: skip
             async with client.stream("POST", "/v1/completions", json=body) as stream:
                 assert stream.status_code == 200
                 lines = stream.aiter_lines()
