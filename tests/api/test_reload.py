@@ -201,7 +201,7 @@ async def test_reload_route_is_behind_the_api_key_and_takes_no_input(tiny_model_
             r = await client.post("/api/reload", headers=auth, content=b"\xff{not json")  # a body is ignored
             assert r.status_code == 200
             r = await client.get("/api/reload", headers=auth)
-            assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+            assert r.status_code == 405
             # the file is gone: refused, and the running config stays
             server.config_path.unlink()
             r = await client.post("/api/reload", headers=auth)

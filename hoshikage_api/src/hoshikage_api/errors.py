@@ -83,10 +83,10 @@ def from_domain(exc: HoshikageError, route: str = "") -> ApiError:
     param = exc.param
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc), param=param or "model", code="model_not_found")
-    if isinstance(exc, ContextLengthExceeded):
-        return ApiError(400, str(exc), param=param or PROMPT_PARAMS.get(route), code="context_length_exceeded")
     if isinstance(exc, ConfigError):  # a refused reload: every problem, one per line
         return ApiError(400, str(exc), code=exc.code, extra={"problems": exc.problems})
+    if isinstance(exc, ContextLengthExceeded):
+        return ApiError(400, str(exc), param=param or PROMPT_PARAMS.get(route), code="context_length_exceeded")
     if isinstance(exc, InvalidRequest):
         return ApiError(400, str(exc), param=param, code="invalid_request")
     if isinstance(exc, QueueFull):
