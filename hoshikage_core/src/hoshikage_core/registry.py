@@ -81,11 +81,18 @@ class ModelRegistry:
             raise ModelNotFound(name, list(self._lookup))
         return self._entries[canonical]
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._lookup
+
     def __iter__(self):
         return iter(self._entries.values())
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def names(self) -> list[str]:
+        """Every name and alias."""
+        return list(self._lookup)
 
     @classmethod
     def build(cls, config, pm) -> ModelRegistry:
