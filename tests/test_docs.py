@@ -20,7 +20,7 @@ def toml_blocks():
     for doc in DOCS:
         for i, block in enumerate(re.findall(r"```toml\n(.*?)```", doc.read_text(), flags=re.S)):
             data = tomllib.loads(block)
-            if data.keys() & {"server", "unload", "models"}:
+            if data.keys() & {"server", "unload", "models", "models_dir"}:
                 yield pytest.param(data, id=f"{doc.name}-{i}")
 
 

@@ -8,7 +8,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import ModelLoadError  # noqa: E402
-from hoshikage_core.gguf_info import GGML_BLOCKS, GGUFError, read_info  # noqa: E402
+from hoshikage_core.gguf_info import FILE_TYPES, GGML_BLOCKS, GGUFError, read_info  # noqa: E402
 from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
@@ -17,6 +17,16 @@ def test_block_sizes_match_the_gguf_package():
     from gguf.constants import GGML_QUANT_SIZES
 
     assert {int(t): size for t, size in GGML_QUANT_SIZES.items()} == GGML_BLOCKS
+
+
+def test_file_type_names_match_the_gguf_package():
+    from gguf.constants import LlamaFileType
+
+    expected = {
+        int(t): t.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        for t in LlamaFileType if t is not LlamaFileType.GUESSED
+    }  # fmt: skip
+    assert FILE_TYPES == expected
 
 
 def test_valid_file(tiny_model_path):

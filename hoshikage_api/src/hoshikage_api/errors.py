@@ -14,6 +14,7 @@ from typing import Any
 
 from hoshikage_core.errors import (
     Cancelled,
+    ConfigError,
     ContextLengthExceeded,
     HoshikageError,
     InvalidRequest,
@@ -38,6 +39,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -46,10 +48,12 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        #: More fields of the error object (a refused reload's ``problems``).
+        self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
         return {
-            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code, **self.extra}
         }
 
 
@@ -70,6 +74,8 @@ def from_domain(exc: HoshikageError) -> ApiError:
     param = exc.param
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc), param=param or "model", code="model_not_found")
+    if isinstance(exc, ConfigError):  # a refused reload: every problem, one per line
+        return ApiError(400, str(exc), code=exc.code, extra={"problems": exc.problems})
     if isinstance(exc, ContextLengthExceeded):
         return ApiError(400, str(exc), param=param, code="context_length_exceeded")
     if isinstance(exc, InvalidRequest):

@@ -2,6 +2,9 @@
 
 SIGTERM (or Ctrl-C) stops accepting connections, gives in-flight requests
 ``server.shutdown_grace`` seconds, cancels the rest, unloads every model and exits.
+
+SIGHUP reloads the config (as ``hoshikage reload`` and ``POST /api/reload`` do; see
+:mod:`hoshikage_core.reload`) and logs what changed, or every error of a refused config.
 """
 
 from __future__ import annotations
@@ -37,14 +40,20 @@ def _configure_logging(debug: bool) -> None:
 
 def serve(args: argparse.Namespace, ctx) -> int:
     import attrs
+    from hoshikage_core import config as config_mod
     from hoshikage_core.runtime import Runtime
 
-    config = ctx.config
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
+
+    def with_overrides(config):
+        return attrs.evolve(config, server=attrs.evolve(config.server, **overrides)) if overrides else config
+
+    def load_config():  # for a reload: the same file, the same --host/--port
+        return with_overrides(config_mod.load(getattr(args, "config", None), pm=ctx.pm))
+
+    config = with_overrides(ctx.config)
     _configure_logging(ctx.debug)
-    app = ctx.pm.hook.create_app(runtime=Runtime(config, ctx.pm))
+    app = ctx.pm.hook.create_app(runtime=Runtime(config, ctx.pm, load_config=load_config))
 
     import uvicorn
 
@@ -53,6 +62,8 @@ def serve(args: argparse.Namespace, ctx) -> int:
     where = config.source or "built-in defaults"
     log.info("serving %d model(s) from %s on %s", len(app.state.runtime.registry), where, server.base_url)
     log.info("web page: %s/ui/", server.base_url)
+    for note in app.state.runtime.registry.notes:
+        log.info("models_dir: %s", note)
     uv_config = uvicorn.Config(
         app,
         host=server.host,
@@ -69,12 +80,41 @@ def serve(args: argparse.Namespace, ctx) -> int:
 def _drain_first(base):
     """A uvicorn server that, on shutdown, stops listening and lets the runtime drain
     (``shutdown_grace``, then cancel, then unload) *before* uvicorn closes connections, so
-    an in-flight stream ends with a clean error event instead of a cut connection."""
+    an in-flight stream ends with a clean error event instead of a cut connection. It also
+    reloads the config on SIGHUP."""
 
     class DrainingServer(base):
         def __init__(self, config, runtime):
             super().__init__(config)
             self.runtime = runtime
+            self._reloads: set = set()
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            import asyncio
+            import signal
+
+            if hasattr(signal, "SIGHUP"):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload)
+
+        def _reload(self) -> None:
+            import asyncio
+
+            task = asyncio.get_running_loop().create_task(self._reload_logged(), name="hoshikage-sighup-reload")
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+        async def _reload_logged(self) -> None:
+            from hoshikage_core.errors import ConfigError
+
+            log = logging.getLogger("hoshikage.reload")
+            log.info("SIGHUP: reloading the config")
+            try:
+                await self.runtime.reload()  # it logs the outcome, or every error
+            except ConfigError:
+                pass
+            except Exception:
+                log.exception("reload failed")
 
         async def shutdown(self, sockets=None):
             for listener in self.servers:

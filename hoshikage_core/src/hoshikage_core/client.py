@@ -21,9 +21,11 @@ class ServerUnreachable(HoshikageError):
 class ServerError(HoshikageError):
     code = "server_error"
 
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, problems: list[str] | None = None):
         self.status = status
         self.error_code = code
+        #: A refused reload's config errors, one ``key.path: message`` each.
+        self.problems = problems or []
         super().__init__(message)
 
 
@@ -49,9 +51,10 @@ class ServerClient:
             try:
                 err = json.loads(raw)["error"]
                 message, code = err.get("message") or str(exc), err.get("code")
+                problems = [str(p) for p in err.get("problems") or []]
             except (ValueError, KeyError, TypeError, AttributeError):
-                message, code = f"{url}: HTTP {exc.code} {exc.reason}", None
-            raise ServerError(exc.code, message, code) from None
+                message, code, problems = f"{url}: HTTP {exc.code} {exc.reason}", None, []
+            raise ServerError(exc.code, message, code, problems) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerUnreachable(

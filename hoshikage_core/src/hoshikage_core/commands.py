@@ -47,6 +47,7 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
         "server": f"{cfg.server.host}:{cfg.server.port}",
         "models": [e.name for e in registry],
         "warnings": warnings,
+        "notes": registry.notes,
     }
     if args.json:
         ctx.print_json(summary)
@@ -59,8 +60,13 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
         f"idle_ttl {cfg.unload.idle_ttl:g}s, max_loaded {cfg.unload.max_loaded}"
     )
     ctx.console.print(f"  {len(registry)} model(s): {', '.join(summary['models']) or '-'}")
+    if cfg.models_dir:
+        discovered = sum(1 for e in registry if e.source == "models_dir")
+        ctx.console.print(f"  {discovered} found in models_dir: {', '.join(d.path for d in cfg.models_dir)}")
     for w in warnings:
         ctx.console.print(f"  [yellow]warning:[/] {w}")
+    for note in registry.notes:
+        ctx.console.print(f"  [dim]note:[/] {note}", highlight=False)
     return 0
 
 

@@ -132,15 +132,33 @@ class ModelConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ModelsDir:
+    """A folder whose ``*.gguf`` files are served as models (see :mod:`.discovery`).
+
+    Written ``models_dir = "~/models"``, as a list of folders, or as ``[[models_dir]]``
+    tables whose other keys are defaults for the models found there."""
+
+    path: str = attrs.field(validator=_non_empty)
+    backend: str = "llamacpp"
+    #: Overrides [unload].idle_ttl for the models found here.
+    idle_ttl: DurationOrNever | None = None
+    #: Backend options for the models found here: every other key of the table.
+    options: Any = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = attrs.Factory(ServerConfig)
     unload: UnloadConfig = attrs.Factory(UnloadConfig)
     models: list[ModelConfig] = attrs.Factory(list)
+    #: Folders whose GGUF files are discovered as models.
+    models_dir: list[ModelsDir] = attrs.Factory(list)
     #: The file this came from, or None for built-in defaults.
     source: Path | None = None
 
 
 _MODEL_KEYS = {f.name for f in attrs.fields(ModelConfig)} - {"options"}
+_MODELS_DIR_KEYS = {f.name for f in attrs.fields(ModelsDir)} - {"options"}
 
 
 class UnknownKey(ValueError):
@@ -163,33 +181,62 @@ def _converter(pm=None):
     conv.register_structure_hook(Size, lambda v, _t: Size(parse_size(v)))
     conv.register_structure_hook_factory(attrs.has, lambda cls: _validated(conv, cls))
 
-    base = conv.get_structure_hook(ModelConfig)
+    conv.register_structure_hook(ModelConfig, _with_options(conv, pm, ModelConfig, _MODEL_KEYS))
+    table_hook = _with_options(conv, pm, ModelsDir, _MODELS_DIR_KEYS)
 
-    def structure_model(data, _type):
+    def structure_dir(data, _type):
+        if isinstance(data, str):  # a bare folder: no defaults
+            data = {"path": data}
+        elif not isinstance(data, Mapping):
+            raise ValueError(f"expected a folder path or a table, got {type(data).__name__} {data!r}")
+        return table_hook(data, _type)
+
+    conv.register_structure_hook(ModelsDir, structure_dir)
+    dirs = conv.get_structure_hook(list[ModelsDir])
+
+    def structure_dirs(data, _type):
+        if isinstance(data, str):  # ``models_dir = "path"``: the one-folder form of the list
+            data = [data]
+        elif not isinstance(data, list):
+            raise ValueError(f"expected a folder path, an array of them or tables, got {type(data).__name__} {data!r}")
+        return dirs(data, _type)
+
+    conv.register_structure_hook_func(lambda t: t == list[ModelsDir], structure_dirs)
+    return conv
+
+
+def _with_options(conv, pm, cls, keys):
+    """The structure hook of a table whose keys beyond ``keys`` are backend options: those
+    are structured by the backend's class (through ``pm``) in the same pass, so their
+    errors come with the rest."""
+    from cattrs.errors import ClassValidationError
+
+    base = conv.get_structure_hook(cls)
+
+    def structure(data, _type):
         _expect_table(data)
-        known = {k: val for k, val in data.items() if k in _MODEL_KEYS}
-        extra = {k: val for k, val in data.items() if k not in _MODEL_KEYS}
+        known = {k: val for k, val in data.items() if k in keys}
+        extra = {k: val for k, val in data.items() if k not in keys}
         errors: list[Exception] = []
-        model = options = None
+        item = options = None
         try:
-            model = base(known, _type)
+            item = base(known, _type)
         except ClassValidationError as exc:
             errors.extend(exc.exceptions)
         backend = known.get("backend", "llamacpp")
-        cls = pm.hook.backend_options(backend=backend) if pm is not None and isinstance(backend, str) else None
-        if cls is None:
+        options_cls = pm.hook.backend_options(backend=backend) if pm is not None and isinstance(backend, str) else None
+        if options_cls is None:
             options = extra
         else:
             try:
-                options = conv.structure(extra, cls)
-            except ClassValidationError as exc:  # the option keys sit in the model's table
+                options = conv.structure(extra, options_cls)
+            except ClassValidationError as exc:  # the option keys sit in the same table
                 errors.extend(exc.exceptions)
         if errors:
-            raise ClassValidationError("While structuring ModelConfig", errors, ModelConfig)
-        return attrs.evolve(model, options=options)
+            raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+        return attrs.evolve(item, options=options)
 
-    conv.register_structure_hook(ModelConfig, structure_model)
-    return conv
+    return structure
 
 
 def _expect_table(data) -> None:
@@ -340,7 +387,7 @@ def structure(data: Mapping[str, Any], *, pm=None, source: Path | None = None) -
         problems.append(str(exc))
     problems.extend(_duplicate_names(data))
     if problems:
-        raise ConfigError(_describe(source, problems), problems)
+        raise ConfigError(describe(source, problems), problems)
     return attrs.evolve(config, source=source)
 
 
@@ -357,10 +404,10 @@ def structure_options(pm, backend: str, options: Mapping[str, Any], where: str) 
         problems = error_lines(exc, where)
     except (ValueError, TypeError) as exc:
         problems = [f"{where}: {exc}"]
-    raise ConfigError(_describe(None, problems), problems)
+    raise ConfigError(describe(None, problems), problems)
 
 
-def _describe(source: Path | None, lines: list[str]) -> str:
+def describe(source: Path | None, lines: list[str]) -> str:
     where = f"in {source}" if source else "in the config"
     if len(lines) == 1:
         return f"Bad config {where}: {lines[0]}"

@@ -51,6 +51,8 @@ def gather(ctx: Context) -> list[Check]:
         checks.append(Check(name="config", ok=False, detail=str(exc), hint="fix the key it names", source="core"))
         return checks
     checks.append(Check(name="config", ok=True, detail=str(cfg.source or "built-in defaults (no file)"), source="core"))
+    for note in registry.notes:
+        checks.append(Check(name="models_dir", ok=None, detail=note, source="core"))
     for entry in registry:
         if ctx.pm.hook.backend_options(backend=entry.backend) is None:
             checks.append(Check(

@@ -70,21 +70,17 @@ class QueueFull(HoshikageError):
 
 
 class ContextLengthExceeded(HoshikageError):
-    """The prompt (plus the requested completion) does not fit in the model's context."""
+    """The prompt does not fit in the model's context."""
 
     code = "context_length_exceeded"
 
-    def __init__(
-        self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None, param: str | None = None
-    ):
+    def __init__(self, prompt_tokens: int, n_ctx: int, param: str | None = None):
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
-        self.max_tokens = max_tokens
         self.param = param
-        extra = f" plus max_tokens={max_tokens}" if max_tokens else ""
         super().__init__(
             f"This model's maximum context length is {n_ctx} tokens, but the request has "
-            f"{prompt_tokens} prompt tokens{extra}. Shorten the prompt or lower max_tokens."
+            f"{prompt_tokens} prompt tokens. Shorten the prompt or lower max_tokens."
         )
 
 

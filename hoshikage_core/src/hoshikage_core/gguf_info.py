@@ -30,7 +30,8 @@ FILE_TYPES = {
     11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
     17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
     23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
-    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4",
+    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
+    39: "NVFP4", 40: "Q1_0",
 }  # fmt: skip
 
 #: ggml tensor types -> (elements per block, bytes per block), for the size check.
@@ -73,10 +74,6 @@ class GGUFInfo:
     def quantization(self) -> str | None:
         ftype = self.metadata.get("general.file_type")
         return None if ftype is None else FILE_TYPES.get(ftype, f"type {ftype}")
-
-    @property
-    def has_chat_template(self) -> bool:
-        return "tokenizer.chat_template" in self.metadata
 
 
 class _Reader:

@@ -20,7 +20,9 @@ def register_models(register, config):
     """Contribute model entries by calling ``register(ModelEntry(...))``.
 
     ``config`` is the loaded :class:`~hoshikage_core.config.Config`. Models from the config
-    file are registered before any plugin's. A name or alias registered twice is an error.
+    file (its ``[[models]]``, then its ``models_dir`` folders) are registered before any
+    plugin's. A name or alias registered twice is an error. Called again with the new config
+    on every config reload, into a fresh registry.
     """
 
 
@@ -71,8 +73,9 @@ def model_loaded(name, seconds, memory_bytes):
 
 @hookspec
 def model_unloaded(name, reason, seconds):
-    """A model was unloaded; ``reason`` is ``idle``, ``evicted``, ``request`` or
-    ``shutdown``. ``seconds`` is how long the unload took."""
+    """A model was unloaded; ``reason`` is ``idle``, ``evicted``, ``request``, ``reload``
+    (a config reload changed it), ``removed`` (a config reload removed it) or ``shutdown``.
+    ``seconds`` is how long the unload took."""
 
 
 @hookspec

@@ -6,6 +6,14 @@ Invariants, tested in ``tests/core``:
 - N concurrent requests for an unloaded model load it once;
 - a model that is loading or in use is never unloaded;
 - a failed load leaves the model ``unloaded`` with ``last_error`` set, never ``loading``.
+
+A config reload (:meth:`ModelPool.reconfigure`) never drops a request either:
+- a model whose entry changed in a way that needs a new load (path, backend, options) keeps
+  serving the requests it holds and admits no new one; once idle it unloads, takes its new
+  entry and loads again with the new options (for the requests queued meanwhile, and
+  because it was loaded); a changed model that was not loaded just takes its new entry;
+- a removed model keeps its slot until the requests it holds (and those already queued for
+  it) have ended, then unloads and its slot goes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ class _Slot:
     __slots__ = (
         "entry", "state", "model", "in_use", "last_used", "keep_alive", "expires_at",
         "memory_bytes", "loaded_at", "load_seconds", "load_task", "unload_task",
-        "last_error", "requests", "last_tps", "unload_requested",
+        "last_error", "requests", "last_tps", "unload_requested", "pending", "retired",
     )  # fmt: skip
 
     def __init__(self, entry: ModelEntry):
@@ -48,6 +56,10 @@ class _Slot:
         self.last_tps: float | None = None
         #: An admin unload arrived while busy: unload as soon as it is idle.
         self.unload_requested = False
+        #: A reload changed the entry: the one to load next, once this instance is idle.
+        self.pending: ModelEntry | None = None
+        #: A reload removed the model: the slot goes once its requests have ended.
+        self.retired = False
 
     @property
     def public_state(self) -> str:
@@ -65,6 +77,11 @@ class ModelPool:
         self._wake = asyncio.Event()
         #: Set by the runtime: name -> number of queued requests.
         self.queued_counts: Callable[[], dict[str, int]] = dict
+        #: Unloads started by a reload (kept so they are not garbage-collected mid-way).
+        self._tasks: set[asyncio.Task] = set()
+        #: Set by the runtime: load ``name`` again in the background, through the scheduler
+        #: (a loaded model that a reload changed has unloaded to take its new options).
+        self.load_again: Callable[[str], None] = lambda _name: None
 
     # ---- observation -------------------------------------------------------------------
 
@@ -126,6 +143,8 @@ class ModelPool:
     def can_admit(self, name: str) -> bool:
         """Whether a request for ``name`` can start now without evicting a busy model."""
         slot = self._slots[name]
+        if slot.pending is not None:  # the old instance drains first, then the new one loads
+            return False
         if slot.state in (LOADING, LOADED) or slot.in_use:
             return True
         if slot.state == UNLOADING:
@@ -158,6 +177,7 @@ class ModelPool:
         if slot.in_use == 0:
             ttl = self._ttl(slot)
             slot.expires_at = None if ttl < 0 else slot.last_used + ttl
+            self._settle(slot)
         self._changed()
 
     def _ttl(self, slot: _Slot) -> float:
@@ -284,7 +304,11 @@ class ModelPool:
             self.pm.hook.model_unloaded(
                 name=slot.entry.name, reason=reason, seconds=time.monotonic() - started
             )
+            changed = reason == "reload" and slot.pending is not None and not slot.retired
+            self._settle(slot)
             self._changed()
+            if changed:  # it was loaded: it stays loaded, now with its new options
+                self.load_again(slot.entry.name)
 
     def unload_when_idle(self, name: str) -> None:
         """Make ``name`` due for unload as soon as its in-flight requests end."""
@@ -294,10 +318,68 @@ class ModelPool:
             slot.expires_at = time.monotonic()
         self._changed()
 
+    # ---- reload ------------------------------------------------------------------------
+
+    def reconfigure(self, config, registry: ModelRegistry, reload_all: bool = False) -> None:
+        """Take a reloaded config and registry (see the module docstring). ``reload_all``:
+        the config the backends are given changed, so every loaded model loads again."""
+        self.config = config
+        self.registry = registry
+        names = set()
+        for entry in registry:
+            names.add(entry.name)
+            slot = self._slots.get(entry.name)
+            if slot is None:
+                self._slots[entry.name] = _Slot(entry)
+                continue
+            slot.retired = False
+            if reload_all or not same_model(slot.entry, entry):
+                slot.pending = entry
+            else:
+                slot.entry, slot.pending = entry, None  # aliases or idle_ttl: no new load needed
+                if slot.state == LOADED and not slot.in_use and slot.last_used is not None:
+                    ttl = self._ttl(slot)
+                    slot.expires_at = None if ttl < 0 else slot.last_used + ttl
+        for name, slot in self._slots.items():
+            if name not in names:
+                slot.retired = True
+                slot.pending = None
+        for slot in list(self._slots.values()):
+            self._settle(slot)
+        self._changed()
+
+    def _settle(self, slot: _Slot) -> None:
+        """Carry out a reload's change to ``slot`` once nothing holds it: unload the old
+        instance, then take the new entry (changed) or drop the slot (removed)."""
+        if slot.pending is None and not slot.retired:
+            return
+        if slot.state in (LOADING, UNLOADING):
+            return  # the end of the load's requests (or of the unload) settles it
+        if slot.state == UNLOADED and slot.pending is not None:
+            slot.entry, slot.pending = slot.pending, None  # no instance to drain
+            slot.last_error = None
+            return
+        if slot.in_use:
+            return  # the end of the last request settles it
+        name = slot.entry.name
+        if slot.retired and self.queued_counts().get(name):
+            return  # requests queued before the reload are still served
+        if slot.state == LOADED:
+            task = asyncio.get_running_loop().create_task(
+                self.unload(name, reason="removed" if slot.retired else "reload"), name=f"unload:{name}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if self._slots.get(name) is slot:  # retired, unloaded and unused: it goes
+            del self._slots[name]
+
     async def run_reaper(self) -> None:
         """Unload models as the policy says, sleeping until the next keep-alive expires."""
         while True:
             self._wake.clear()
+            for slot in list(self._slots.values()):
+                self._settle(slot)  # a removed model whose queued requests went away
             for victim in self._choose(None):
                 await self.unload(victim, reason="idle")
             now = time.monotonic()
@@ -313,10 +395,17 @@ class ModelPool:
                 pass
 
     async def unload_all(self, reason: str = "shutdown") -> None:
-        for slot in self._slots.values():
+        for slot in list(self._slots.values()):
             if slot.load_task is not None:
                 try:
                     await asyncio.shield(slot.load_task)
                 except Exception:
                     pass
-        await asyncio.gather(*(self.unload(name, reason=reason) for name in self._slots))
+        await asyncio.gather(*(self.unload(name, reason=reason) for name in list(self._slots)))
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def same_model(a: ModelEntry, b: ModelEntry) -> bool:
+    """Whether a loaded ``a`` serves as ``b``: same file, backend and backend options."""
+    return (a.path, a.backend, a.options) == (b.path, b.backend, b.options)

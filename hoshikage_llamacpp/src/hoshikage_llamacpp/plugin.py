@@ -65,7 +65,7 @@ def doctor_checks(config):
 
 @hookimpl
 def register_models(register, config):
-    """The embedded demo models when the config has no models (see :mod:`.demo`):
+    """The embedded demo models when the config has no models nor models folder (see :mod:`.demo`):
     SmolLM2-135M-Instruct as ``default``, used in place from its package, and Gemma 3 270M,
     whose file is assembled on first load. Registering writes nothing."""
     from .demo import register_demo

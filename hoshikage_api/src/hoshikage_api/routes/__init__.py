@@ -23,6 +23,7 @@ def handlers() -> list:
         admin.status,
         admin.load,
         admin.unload,
+        admin.reload,
         web.root,
         web.page,
         web.page_file,

@@ -1,4 +1,4 @@
-"""Admin routes for the CLI: status, load and unload."""
+"""Admin routes for the CLI: status, load, unload and reload."""
 
 from __future__ import annotations
 
@@ -44,3 +44,15 @@ async def unload(name: ModelPath, request: Request) -> dict[str, Any]:
     result = await runtime.unload(name)
     entry = runtime.resolve(name)
     return {"name": entry.name, "result": result, "state": runtime.pool.state(entry.name)}
+
+
+@post("/api/reload", status_code=200, tags=["Admin"], summary="Reload the config", responses=errors(400, 401))
+async def reload(request: Request) -> dict[str, Any]:
+    """Re-read the config file and rescan ``models_dir``, without a restart and without
+    dropping a request: models ``added`` can be used at once, ``removed`` ones answer 404 at
+    once and unload when their requests end, ``changed`` ones load again with their new
+    options when idle. ``needs_restart`` lists the ``[server]`` keys whose new value waits
+    for a restart. A config with errors is refused as a whole: 400 ``config_error`` with
+    every error in ``problems``, and the running config stays."""
+    result = await runtime_of(request).reload()
+    return result.to_dict()

@@ -10,7 +10,7 @@ from ..schemas import ErrorBody
 def errors(*statuses: int) -> dict[int, ResponseSpec]:
     """The documented error responses of a route; every one has OpenAI's error body."""
     text = {
-        400: "Invalid request: bad JSON, a wrong type or value (`param` names it), or a prompt over the context (`context_length_exceeded`).",
+        400: "Invalid request: bad JSON, a wrong type or value (`param` names it), or a prompt over the context (`context_length_exceeded`); for `/api/reload`, a config with errors (`config_error`, every one in `problems`).",
         401: "Missing or wrong API key (`authentication_error`).",
         404: "Unknown model (`model_not_found`).",
         413: "Request body over `max_body_size`.",
