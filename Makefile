@@ -31,13 +31,14 @@ serve: install
 test: install test-core-only
 	$(VENV)/bin/python -m pytest
 
+# The core is installed editable there too, so its tests always see the working tree.
 test-core-only: $(CORE_VENV)/.installed
 	$(CORE_VENV)/bin/python -m pytest tests/core -q
 
 $(CORE_VENV)/.installed: hoshikage_core/pyproject.toml
 	$(PYTHON) -m venv $(CORE_VENV)
 	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip
-	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q ./hoshikage_core pytest pytest-asyncio pytest-timeout
+	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q -e ./hoshikage_core pytest pytest-asyncio pytest-timeout
 	touch $@
 
 # The benchmark: server vs direct llama-cpp-python vs peers (docs/performance.md).

@@ -14,12 +14,16 @@ from .generation import collect, run, usage_of
 from .translate import Job
 
 
-class EventStream(Stream):
-    """A ``text/event-stream`` response. (Litestar would let the handler's JSON media type,
-    taken from its return annotation, override the stream's own.)"""
+class OwnTypeStream(Stream):
+    """A streamed response that keeps its own media type. (Litestar would let the handler's
+    JSON media type, taken from its return annotation, override the stream's own.)"""
+
+    def __init__(self, content, *, own_media_type: str, **kwargs):
+        super().__init__(content, **kwargs)
+        self.own_media_type = own_media_type
 
     def to_asgi_response(self, *args, **kwargs):
-        kwargs["media_type"] = "text/event-stream"
+        kwargs["media_type"] = self.own_media_type
         return super().to_asgi_response(*args, **kwargs)
 
 
@@ -42,9 +46,14 @@ async def respond(request: Request, runtime, job: Job, fmt):
     return await event_stream(request, sse.events(job, fmt, run(runtime, job)))
 
 
-async def event_stream(request: Request, events: AsyncIterator[bytes]) -> EventStream:
-    """A ``text/event-stream`` response over ``events``, started only once the first event
-    exists, so an error found before generation is still an ordinary JSON error. The wait
-    for it is cancelled if the client leaves."""
-    first = await until_disconnect(request, anext(events))
-    return EventStream(_prepend(first, events), headers=sse.HEADERS)
+async def started_stream(request: Request, items: AsyncIterator[bytes], media_type: str) -> OwnTypeStream:
+    """A streamed response over ``items``, started only once the first item exists, so an
+    error found before generation is still an ordinary JSON error. The wait for it is
+    cancelled if the client leaves. Used for server-sent events and for Ollama's NDJSON."""
+    first = await until_disconnect(request, anext(items))
+    return OwnTypeStream(_prepend(first, items), own_media_type=media_type, headers=sse.HEADERS)
+
+
+async def event_stream(request: Request, events: AsyncIterator[bytes]) -> OwnTypeStream:
+    """A ``text/event-stream`` response over ``events`` (:func:`started_stream`)."""
+    return await started_stream(request, events, "text/event-stream")

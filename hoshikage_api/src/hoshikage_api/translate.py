@@ -4,6 +4,7 @@ mapping of each OpenAI field onto the core's names."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -88,6 +89,24 @@ def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest
         endpoint=endpoint, model=data.model, keep_alive=keep_alive(data.keep_alive),
         requests=tuple(requests), n=data.n, stream=data.stream, include_usage=include_usage, **extra,
     )  # fmt: skip
+
+
+def arguments_object(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments as the object that Anthropic's ``input`` and Ollama's
+    ``arguments`` must be (OpenAI's are a JSON string). Arguments encoded twice (a JSON
+    string holding JSON) are decoded twice; anything still not an object is kept under
+    ``"arguments"`` rather than lost."""
+    value = arguments
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    if isinstance(value, dict):
+        return value
+    return {} if value in (None, "") else {"arguments": value}
 
 
 # ---- chat ---------------------------------------------------------------------------------

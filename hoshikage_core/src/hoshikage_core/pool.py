@@ -175,12 +175,13 @@ class ModelPool:
         slot.last_used = time.monotonic()
         slot.keep_alive = keep_alive
         if slot.in_use == 0:
-            ttl = self._ttl(slot)
+            ttl = self.ttl(slot)
             slot.expires_at = None if ttl < 0 else slot.last_used + ttl
             self._settle(slot)
         self._changed()
 
-    def _ttl(self, slot: _Slot) -> float:
+    def ttl(self, slot: _Slot) -> float:
+        """The idle time ``slot``'s model gets once its requests end (seconds; -1: never)."""
         if slot.unload_requested:
             return 0.0
         if slot.keep_alive is not None:
@@ -239,7 +240,7 @@ class ModelPool:
             slot.memory_bytes = slot.entry.file_size() or 0
         if not slot.in_use:  # preloaded or loaded by admin: starts its idle period now
             slot.last_used = slot.loaded_at
-            ttl = self._ttl(slot)
+            ttl = self.ttl(slot)
             slot.expires_at = None if ttl < 0 else slot.loaded_at + ttl
         self.pm.hook.model_loaded(name=name, seconds=slot.load_seconds, memory_bytes=slot.memory_bytes)
         self._changed()
@@ -338,7 +339,7 @@ class ModelPool:
             else:
                 slot.entry, slot.pending = entry, None  # aliases or idle_ttl: no new load needed
                 if slot.state == LOADED and not slot.in_use and slot.last_used is not None:
-                    ttl = self._ttl(slot)
+                    ttl = self.ttl(slot)
                     slot.expires_at = None if ttl < 0 else slot.last_used + ttl
         for name, slot in self._slots.items():
             if name not in names:

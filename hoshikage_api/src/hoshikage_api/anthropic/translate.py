@@ -22,7 +22,7 @@ from typing import Any
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..errors import invalid
-from ..translate import Job, keep_alive
+from ..translate import Job, arguments_object, keep_alive
 from . import schemas as s
 
 #: ``finish_reason`` of the core -> Anthropic's ``stop_reason`` (``stop`` is decided apart).
@@ -216,23 +216,6 @@ def _tool_use_id(call: Mapping[str, Any]) -> str:
     return "toolu_" + (raw or uuid.uuid4().hex[:24])
 
 
-def _input(arguments: Any) -> dict[str, Any]:
-    """A call's arguments as the object Anthropic's ``input`` must be. Arguments encoded
-    twice (a JSON string holding JSON) are decoded twice; anything that is still not an
-    object is kept under ``"arguments"`` rather than lost."""
-    value = arguments
-    for _ in range(2):
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(value)
-        except ValueError:
-            break
-    if isinstance(value, dict):
-        return value
-    return {} if value in (None, "") else {"arguments": value}
-
-
 def tool_uses(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolUseContent]:
     """The backend's OpenAI-shaped tool calls as ``tool_use`` blocks."""
     out = []
@@ -240,7 +223,7 @@ def tool_uses(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolUseConten
         function = call.get("function") or {}
         out.append(
             s.ToolUseContent(
-                id=_tool_use_id(call), name=str(function.get("name", "")), input=_input(function.get("arguments"))
+                id=_tool_use_id(call), name=str(function.get("name", "")), input=arguments_object(function.get("arguments"))
             )
         )
     return out

@@ -181,23 +181,12 @@ def tags(runtime) -> s.TagsResponse:
     return s.TagsResponse(models=models)
 
 
-def _ttl(runtime, slot) -> float:
-    """The idle time the model gets when its requests end (as the pool computes it)."""
-    if slot.unload_requested:
-        return 0.0
-    if slot.keep_alive is not None:
-        return slot.keep_alive
-    if slot.entry.idle_ttl is not None:
-        return slot.entry.idle_ttl
-    return runtime.config.unload.idle_ttl
-
-
 def _expires_at(runtime, slot) -> str:
     """The real unload deadline: the pool's for an idle model, or what it will be once a
     busy model's requests end; far in the future for never."""
     wall = datetime.now(UTC)
     if slot.public_state == BUSY:
-        ttl = _ttl(runtime, slot)
+        ttl = runtime.pool.ttl(slot)
         return rfc3339(wall + (NEVER if ttl < 0 else timedelta(seconds=ttl)))
     if slot.expires_at is None:
         return rfc3339(wall + NEVER)

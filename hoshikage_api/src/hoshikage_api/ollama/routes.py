@@ -18,12 +18,12 @@ from typing import Annotated
 from litestar import Request, delete, get, head, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body
-from litestar.response import Stream
 
 from ..body import StrictBody
 from ..disconnect import until_disconnect
 from ..errors import invalid
 from ..generation import ChoiceResult, run
+from ..respond import started_stream
 from ..routes.deps import runtime_of
 from ..translate import Job
 from . import errors, models
@@ -52,28 +52,9 @@ GENERATION = _responses(400, 401, 404, 413, 500, 503)
 COMMON = {"tags": ["Ollama"], "exception_handlers": {Exception: errors.handle}}
 
 
-class NdjsonStream(Stream):
-    """An ``application/x-ndjson`` response. (Litestar would let the handler's JSON media
-    type, taken from its return annotation, override the stream's own.)"""
-
-    def to_asgi_response(self, *args, **kwargs):
-        kwargs["media_type"] = "application/x-ndjson"
-        return super().to_asgi_response(*args, **kwargs)
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async with aclosing(rest) as lines:
-        async for item in lines:
-            yield item
-
-
-async def ndjson_stream(request: Request, lines: AsyncIterator[bytes]) -> NdjsonStream:
-    """An NDJSON response over ``lines``, started only once the first line exists, so an
-    error found before generation is still a plain JSON error. The wait for it is
-    cancelled if the client leaves."""
-    first = await until_disconnect(request, anext(lines))
-    return NdjsonStream(_prepend(first, lines), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+async def ndjson_stream(request: Request, lines: AsyncIterator[bytes]):
+    """An NDJSON response over ``lines``, started only once the first line exists."""
+    return await started_stream(request, lines, "application/x-ndjson")
 
 
 async def _lines(fmt, chunks) -> AsyncIterator[bytes]:

@@ -30,7 +30,7 @@ from hoshikage_core.units import parse_duration
 from msgspec import Meta, Struct
 
 from ..errors import invalid
-from ..translate import Job
+from ..translate import Job, arguments_object
 from . import schemas as s
 
 log = logging.getLogger("hoshikage.api")
@@ -334,23 +334,6 @@ def check_load(data: s.GenerationFields) -> float | None:
 # ---- output -------------------------------------------------------------------------------
 
 
-def _object(arguments: Any) -> dict[str, Any]:
-    """A call's arguments as the object Ollama's ``arguments`` must be: arguments encoded
-    twice are decoded twice; anything else that is not an object is kept under
-    ``"arguments"``."""
-    value = arguments
-    for _ in range(2):
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(value)
-        except ValueError:
-            break
-    if isinstance(value, dict):
-        return value
-    return {} if value in (None, "") else {"arguments": value}
-
-
 def tool_calls(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolCallOut] | None:
     """The backend's OpenAI-shaped tool calls in Ollama's shape (``arguments`` an object)."""
     if not calls:
@@ -362,7 +345,7 @@ def tool_calls(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolCallOut]
             s.ToolCallOut(
                 id=str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
                 function={"index": index, "name": str(function.get("name", "")),
-                          "arguments": _object(function.get("arguments"))},
+                          "arguments": arguments_object(function.get("arguments"))},
             )  # fmt: skip
         )
     return out
