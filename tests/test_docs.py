@@ -48,11 +48,23 @@ def default_server(tiny_model_path):
 
 def test_readme_python_example_runs(default_server, capsys):
     pytest.importorskip("openai")
-    (example,) = [b for b in readme_blocks("python") if "OpenAI(" in b]
+    (example,) = [b for b in readme_blocks("python") if "OpenAI(" in b and "chat.completions" in b]
     code = example.replace("http://127.0.0.1:8000", default_server.base_url)
     code = code.replace('model="default",', 'model="default", max_tokens=16,')
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip()  # it printed the replies
+
+
+def test_readme_responses_example_runs(default_server, capsys):
+    pytest.importorskip("openai")
+    (example,) = [b for b in readme_blocks("python") if "client.responses.create" in b]
+    code = example.replace("http://127.0.0.1:8000", default_server.base_url)
+    code = code.replace('model="default",', 'model="default", max_output_tokens=16,')
+    assert code.count("max_output_tokens=16,") == 2, "the example changed: update this test"
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.strip().splitlines()
+    # The continued turn printed its text and then its input token count.
+    assert printed and int(printed[-1].rsplit(" ", 1)[-1]) > 0
 
 
 def test_readme_anthropic_example_runs(default_server, capsys):
