@@ -71,8 +71,8 @@ def model_loaded(name, seconds, memory_bytes):
 
 @hookspec
 def model_unloaded(name, reason, seconds):
-    """A model was unloaded; ``reason`` is ``idle``, ``evicted``, ``request`` or
-    ``shutdown``. ``seconds`` is how long the unload took."""
+    """A model was unloaded; ``reason`` is ``idle``, ``evicted``, ``request``,
+    ``shutdown`` or ``failed`` (it stopped working on its own, see the pool). ``seconds`` is how long the unload took."""
 
 
 @hookspec

@@ -365,6 +365,9 @@ class Runtime:
                     "last_tokens_per_second": slot.last_tps,
                     "load_seconds": slot.load_seconds,
                     "last_error": slot.last_error,
+                    # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0",
+                    # "RPC0[host:port]"...): where the weights and the KV cache went.
+                    "placement": getattr(slot.model, "placement", None) if slot.model is not None else None,
                 }
             )
         return {

@@ -13,6 +13,7 @@ from typing import Any
 from .options import KV_CACHE_TYPE_BYTES, LlamaOptions
 
 _BUFFER_LINE = re.compile(r"\b(?:KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
+_PLACED_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
 
 
 def context_buffer_bytes(log_lines: list[str]) -> int | None:
@@ -20,6 +21,17 @@ def context_buffer_bytes(log_lines: list[str]) -> int | None:
     it created the context, or None when it reported none."""
     sizes = [float(m.group(1)) for line in log_lines if (m := _BUFFER_LINE.search(line))]
     return int(sum(sizes) * 1024 * 1024) if sizes else None
+
+
+def buffer_placement(log_lines: list[str]) -> dict[str, int]:
+    """Bytes per llama.cpp buffer, as it reported allocating them while loading the weights
+    and creating the context: ``{"CPU_Mapped": ..., "RPC0[10.0.0.11:50052]": ...}``. A
+    buffer named ``RPC<n>[host:port]`` lives on that RPC server, ``CUDA0`` on a GPU."""
+    placed: dict[str, float] = {}
+    for line in log_lines:
+        if m := _PLACED_LINE.search(line):
+            placed[m.group(1)] = placed.get(m.group(1), 0.0) + float(m.group(3))
+    return {name: int(mib * 1024 * 1024) for name, mib in placed.items()}
 
 
 def memory_bytes(model_ptr, options: LlamaOptions, metadata: dict[str, Any], kv_cells: int, context_bytes: int | None) -> int:
