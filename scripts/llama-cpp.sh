@@ -72,7 +72,7 @@ rpc_server() {
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     for name in z.namelist():
-        if name.startswith("llama_cpp/lib/"):
+        if name.startswith("llama_cpp/lib/libggml"):
             z.extract(name, sys.argv[2])
 EOF
   mv "$work/llama_cpp/lib" "$work/lib" && rm -rf "$work/llama_cpp"

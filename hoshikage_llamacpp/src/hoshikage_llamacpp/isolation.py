@@ -24,6 +24,7 @@ import collections
 import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ log = logging.getLogger("hoshikage.llamacpp.isolation")
 
 #: Seconds a TCP connect to an RPC server may take before the load says it is unreachable.
 CONNECT_TIMEOUT = 3.0
+_SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
 #: How often the reader looks for cancelled requests while it waits for output.
 CANCEL_POLL = 0.05
 
@@ -79,7 +81,7 @@ class ProcessModel:
         self.capacity = 1
         self.embedding = options.embedding
         #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
-        self.placement: dict[str, int] = {}
+        self.placement: dict[str, dict[str, int]] = {}
         self._memory = 0
         self._stats = (0, 0, 0)
         self._ids = itertools.count(1)
@@ -143,6 +145,8 @@ class ProcessModel:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                # llama.cpp's abort would first run gdb for a backtrace: seconds of delay.
+                env={**os.environ, "GGML_NO_BACKTRACE": "1"},
             )
         finally:
             theirs.close()
@@ -367,6 +371,7 @@ class ProcessModel:
         else:
             how = f"its llama.cpp process exited with status {code}"
         said = [line for line in self._stderr_tail if "abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower()]
-        detail = f" ({said[-1].strip()})" if said else ""
+        # "…/ggml-rpc.cpp:566: Remote RPC server crashed…" without the build path
+        detail = f" ({_SOURCE_PREFIX.sub('', said[-1].strip())})" if said else ""
         hosts = f"; the RPC server(s) {', '.join(self.servers)} may have gone away" if self.servers else ""
         return f"{how}{detail}{hosts}"

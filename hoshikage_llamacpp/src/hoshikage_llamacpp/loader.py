@@ -36,7 +36,7 @@ class Loaded:
     llama: Any = None  # llama_cpp.Llama
     context_bytes: int | None = None
     #: Bytes per llama.cpp buffer (see :func:`.memory.buffer_placement`).
-    placement: dict[str, int] = attrs.field(factory=dict)
+    placement: dict[str, dict[str, int]] = attrs.field(factory=dict)
 
     def close(self) -> None:
         if self.llama is not None:

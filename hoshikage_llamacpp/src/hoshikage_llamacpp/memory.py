@@ -23,15 +23,19 @@ def context_buffer_bytes(log_lines: list[str]) -> int | None:
     return int(sum(sizes) * 1024 * 1024) if sizes else None
 
 
-def buffer_placement(log_lines: list[str]) -> dict[str, int]:
-    """Bytes per llama.cpp buffer, as it reported allocating them while loading the weights
-    and creating the context: ``{"CPU_Mapped": ..., "RPC0[10.0.0.11:50052]": ...}``. A
-    buffer named ``RPC<n>[host:port]`` lives on that RPC server, ``CUDA0`` on a GPU."""
-    placed: dict[str, float] = {}
+def buffer_placement(log_lines: list[str]) -> dict[str, dict[str, int]]:
+    """Bytes per llama.cpp buffer and kind, as it reported allocating them while loading the
+    weights and creating the context: ``{"CPU_Mapped": {"model": ...}, "RPC0[10.0.0.11:50052]":
+    {"model": ..., "KV": ..., "compute": ...}}``. A buffer named ``RPC<n>[host:port]`` lives
+    on that RPC server, ``CUDA0`` on a GPU, ``CPU*`` in this host's RAM. A tensor may be held
+    twice (tied output embeddings get a copy on the device that computes the output layer),
+    so the model buffers can add up to more than the file."""
+    placed: dict[str, dict[str, float]] = {}
     for line in log_lines:
         if m := _PLACED_LINE.search(line):
-            placed[m.group(1)] = placed.get(m.group(1), 0.0) + float(m.group(3))
-    return {name: int(mib * 1024 * 1024) for name, mib in placed.items()}
+            kinds = placed.setdefault(m.group(1), {})
+            kinds[m.group(2)] = kinds.get(m.group(2), 0.0) + float(m.group(3))
+    return {name: {kind: int(mib * 1024 * 1024) for kind, mib in kinds.items()} for name, kinds in placed.items()}
 
 
 def memory_bytes(model_ptr, options: LlamaOptions, metadata: dict[str, Any], kv_cells: int, context_bytes: int | None) -> int:

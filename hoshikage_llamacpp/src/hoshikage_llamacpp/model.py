@@ -72,8 +72,9 @@ class LlamaCppModel:
                 parallel=self.capacity, n_batch=int(llama_cpp.llama_n_batch(ctx)), piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
             )  # fmt: skip
-        #: Bytes per llama.cpp buffer: where the weights, KV cache and compute buffers went.
-        self.placement: dict[str, int] = dict(loaded.placement)
+        #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
+        #: and the KV cache went.
+        self.placement: dict[str, dict[str, int]] = dict(loaded.placement)
         self._memory = memory_bytes(loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes)
 
     @classmethod
