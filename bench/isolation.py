@@ -68,7 +68,7 @@ def main() -> None:
     if args.rpc_server:
         from tests.support.rpc import RpcServer
 
-        rpc = RpcServer(args.rpc_server).start(Path("/tmp/bench-rpc-server.log"))
+        rpc = RpcServer(args.rpc_server, threads=args.threads or 1).start(Path("/tmp/bench-rpc-server.log"))
         variants["rpc loopback"] = ProcessModel.load("rpc", path, LlamaOptions(rpc_servers=rpc.endpoint, **common))
     results: dict[str, list[float]] = {name: [] for name in variants}
     try:

@@ -40,6 +40,14 @@ def find_rpc_server() -> str:
     return done.stdout.strip()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies (no stray servers)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _accepting(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -54,6 +62,9 @@ class RpcServer:
 
     exe: str
     port: int = attrs.field(factory=free_port)
+    #: Its CPU threads. One by default: spinning ggml threads on a shared 2-core machine
+    #: slow every process down by orders of magnitude.
+    threads: int = 1
     log_path: Path | None = None
     process: subprocess.Popen | None = None
 
@@ -65,8 +76,8 @@ class RpcServer:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [self.exe, "-H", "127.0.0.1", "-p", str(self.port), "-t", "2"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [self.exe, "-H", "127.0.0.1", "-p", str(self.port), "-t", str(self.threads)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -45,6 +45,16 @@ def _is_cuda_build() -> bool:
     return bool(lib_dir and list(lib_dir.glob("libggml-cuda*")))
 
 
+#: llama.cpp's GPU backends, by the library each builds.
+GPU_BACKENDS = ("cuda", "hip", "musa", "vulkan", "metal", "sycl", "opencl")
+
+
+def _is_gpu_build() -> bool:
+    """Whether the installed llama-cpp-python ships a GPU backend of llama.cpp."""
+    lib_dir = _package_lib_dir()
+    return bool(lib_dir and any(list(lib_dir.glob(f"libggml-{name}*")) for name in GPU_BACKENDS))
+
+
 def cuda_target_dir() -> str:
     """Where the CUDA toolkit keeps its libraries on this architecture."""
     machine = platform.machine() or "x86_64"
@@ -118,7 +128,8 @@ def _build_checks(rpc_models: dict[str, list[str]] | None = None) -> list[Check]
                 source=SOURCE,
             )
         ]
-    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    # Not llama_supports_gpu_offload(): it is true for any build with RPC, GPU or not.
+    gpu = _is_gpu_build()
     return [
         Check(name="llama-cpp-python", ok=True, detail=f"version {llama_cpp.__version__}", source=SOURCE),
         Check(

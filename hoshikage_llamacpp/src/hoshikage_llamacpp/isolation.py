@@ -272,9 +272,12 @@ class ProcessModel:
                 message = conn.recv() if ready else None
             except (EOFError, OSError):
                 break
-            if message is not None:
-                self._dispatch(message)
-            self._send_cancels()
+            try:
+                if message is not None:
+                    self._dispatch(message)
+                self._send_cancels()
+            except Exception:  # a broken sink must not stop delivery for everyone
+                log.exception("delivering output of %s failed", self.name)
         self._died()
 
     def _dispatch(self, message: tuple) -> None:
