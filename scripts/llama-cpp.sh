@@ -8,7 +8,9 @@
 # The flags are the user's CMAKE_ARGS (CUDA, Metal, ...) with -DGGML_RPC=on appended. pip's
 # wheel cache ignores CMAKE_ARGS (a wheel built once without RPC would be reused silently), so
 # the wheel is built with --no-cache-dir and kept here instead, under a key made of the version,
-# the flags and the machine: ${HOSHIKAGE_LLAMA_CACHE:-~/.cache/hoshikage/llama-cpp}/<key>/.
+# the flags and the machine: ${HOSHIKAGE_LLAMA_CACHE:-~/.cache/hoshikage/llama-cpp}/<key>/ (the
+# sdist, fetched from PyPI with pip download, is shared in .../sdist/). Delete a key's folder
+# to force a rebuild (after changing compilers or the CUDA toolkit, say).
 # ggml-rpc-server is compiled from the same sdist's tools/rpc/rpc-server.cpp and linked against
 # the ggml libraries inside that wheel, so both ends of the connection run the same ggml, and
 # the RPC protocol versions match, without compiling ggml twice.
@@ -28,15 +30,15 @@ DIR="$ROOT/$KEY"
 
 log() { echo "llama-cpp.sh: $*" >&2; }
 
-sdist() {
+sdist() {  # shared by every key: the sources do not depend on the flags
   local found
-  found=$(ls "$DIR"/sdist/llama_cpp_python-"$VERSION".tar.gz 2>/dev/null || true)
+  found=$(ls "$ROOT"/sdist/llama_cpp_python-"$VERSION".tar.gz 2>/dev/null || true)
   if [ -z "$found" ]; then
-    mkdir -p "$DIR/sdist"
+    mkdir -p "$ROOT/sdist"
     log "downloading the llama-cpp-python $VERSION sdist"
     "$PYTHON" -m pip download --disable-pip-version-check -q --no-cache-dir --no-deps \
-      --no-binary :all: -d "$DIR/sdist" "llama-cpp-python==$VERSION" >&2
-    found=$(ls "$DIR"/sdist/llama_cpp_python-"$VERSION".tar.gz)
+      --no-binary :all: -d "$ROOT/sdist" "llama-cpp-python==$VERSION" >&2
+    found=$(ls "$ROOT"/sdist/llama_cpp_python-"$VERSION".tar.gz)
   fi
   echo "$found"
 }
