@@ -10,6 +10,7 @@ while the server and every other model keep serving, and a restarted host works 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -137,7 +138,10 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         "unload": {"max_loaded": 4},
         "models": [
             {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256},
-            {"name": "gemma-rpc", "path": str(gemma_model_path), "n_ctx": 1024, "parallel": 1, "rpc_servers": rpc_server.endpoint},
+            {
+                "name": "gemma-rpc", "path": str(gemma_model_path), "n_ctx": 1024, "parallel": 1,
+                "rpc_servers": rpc_server.endpoint,
+            },  # fmt: skip
             {"name": "gemma-down", "path": str(gemma_model_path), "n_ctx": 512, "rpc_servers": down},
         ],
     }
@@ -145,7 +149,8 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         url = server.base_url
 
         def complete(model, **body):
-            return httpx.post(url + "/v1/completions", json={"model": model, "prompt": "Hello", "max_tokens": 4, **body}, timeout=120)
+            body = {"model": model, "prompt": "Hello", "max_tokens": 4, **body}
+            return httpx.post(url + "/v1/completions", json=body, timeout=120)
 
         # Down at load: an error in the API's shape naming the host; the rest keeps serving.
         r = complete("gemma-down")
@@ -160,6 +165,12 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         assert remote_bytes(status["placement"], rpc_server.endpoint, "model") > 50 * 2**20, status
         assert remote_bytes(status["placement"], rpc_server.endpoint, "KV") > 0, status
         assert status["memory_bytes"] > remote_bytes(status["placement"], rpc_server.endpoint, "model")
+
+        table = subprocess.run(
+            [sys.executable, "-m", "hoshikage_core.cli", "status", "--url", url],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        ).stdout  # fmt: skip
+        assert "on RPC)" in next(line for line in table.splitlines() if "gemma-rpc" in line), table
 
         # doctor: RPC support in this build, the live host reachable, the dead one not.
         doctor = subprocess.run(

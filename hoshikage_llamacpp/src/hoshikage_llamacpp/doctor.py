@@ -91,7 +91,8 @@ def _rpc_checks(rpc: bool, models: dict[str, list[str]]) -> list[Check]:
             Check(
                 name="RPC offload",
                 ok=False if models else None,
-                detail="not in this build" + (f", but rpc_servers is set for {needed}" if models else " (rpc_servers unavailable)"),
+                detail="not in this build"
+                + (f", but rpc_servers is set for {needed}" if models else " (rpc_servers unavailable)"),
                 hint="Rebuild: make install (builds llama-cpp-python with -DGGML_RPC=on, see docs/scaling.md)",
                 source=SOURCE,
             )
