@@ -42,6 +42,8 @@ log = logging.getLogger("hoshikage.llamacpp.isolation")
 
 #: Seconds a TCP connect to an RPC server may take before the load says it is unreachable.
 CONNECT_TIMEOUT = 3.0
+#: Lines of the child's output logged at WARNING (the rest, llama.cpp's chatter, at DEBUG).
+_ALARMING = re.compile(r"error|abort|crash|fail|traceback|exception", re.IGNORECASE)
 _SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
 #: How often the reader looks for cancelled requests while it waits for output.
 CANCEL_POLL = 0.05
@@ -162,7 +164,8 @@ class ProcessModel:
             line = raw.decode("utf-8", errors="replace").rstrip()
             if line:
                 self._stderr_tail.append(line)
-                child_log.warning("[%s] %s", self.name, line)
+                level = logging.WARNING if _ALARMING.search(line) else logging.DEBUG
+                child_log.log(level, "[%s] %s", self.name, line)
 
     def close(self) -> None:
         """Ask the child to unload (freeing local and remote buffers) and wait for it to
