@@ -204,3 +204,20 @@ class _Sink:
 
     def flush(self):
         pass
+
+
+def test_embeddings_in_a_child_process(tiny_model_path):
+    options = dict(n_ctx=256, embedding=True)
+    local = LlamaCppModel.load("emb", str(tiny_model_path), LlamaOptions(**options))
+    isolated = ProcessModel.load("emb", str(tiny_model_path), LlamaOptions(isolation="process", **options))
+    try:
+        expected = local.embed(["hello world", "good night"])
+        got = isolated.embed(["hello world", "good night"])
+        assert got.prompt_tokens == expected.prompt_tokens
+        for vector, want in zip(got.vectors, expected.vectors, strict=True):
+            assert vector == pytest.approx(want, abs=1e-6)
+        with pytest.raises(InvalidRequest, match="embeddings"):
+            isolated.generate(PROMPT, CancelToken(), _Sink())
+    finally:
+        local.close()
+        isolated.close()
