@@ -34,6 +34,18 @@ def isolated(tiny_model_path):
     model.close()
 
 
+@pytest.fixture
+def long_isolated(tiny_model_path):
+    """Room for thousands of tokens: the tiny model writes them in about a second, long
+    enough to cancel or kill it mid-stream without racing its end."""
+    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, parallel=1, isolation="process"))
+    yield model
+    model.close()
+
+
+LONG = GenerationRequest(prompt="Once upon a time", max_tokens=8000, temperature=0)
+
+
 def text_of(model, request=PROMPT, n=1):
     out = [""] * n
     last = [None] * n
@@ -71,16 +83,15 @@ def test_errors_before_generation_cross_the_process_boundary(isolated):
     assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # still serving
 
 
-def test_cancel_reaches_the_child(isolated):
+def test_cancel_reaches_the_child(long_isolated):
     cancel = CancelToken()
     seen = []
-    request = GenerationRequest(prompt="Once upon a time", max_tokens=200, temperature=0)
-    for _index, chunk in stream(isolated, request, cancel):
+    for _index, chunk in stream(long_isolated, LONG, cancel):
         seen.append(chunk)
         if len(seen) == 3:
             cancel.cancel()
     assert seen[-1].finish_reason == "cancelled"
-    assert seen[-1].completion_tokens < 100
+    assert seen[-1].completion_tokens < 4000
 
 
 def test_a_load_error_in_the_child_is_a_load_error(tmp_path):
@@ -90,14 +101,16 @@ def test_a_load_error_in_the_child_is_a_load_error(tmp_path):
         ProcessModel.load("junk", str(junk), LlamaOptions(isolation="process"))
 
 
-def test_a_dead_child_fails_its_streams_and_reports_once(isolated):
+def test_a_dead_child_fails_its_streams_and_reports_once(long_isolated):
+    isolated = long_isolated
     failures = []
     isolated.on_failure(failures.append)
     child = psutil.Process(isolated._proc.pid)
     cancel = CancelToken()
     sink = _Sink()
-    isolated.generate(GenerationRequest(prompt="Once upon a time", max_tokens=5000, temperature=0), cancel, sink)
+    isolated.generate(LONG, cancel, sink)
     assert sink.first.wait(30)
+    child.suspend()  # frozen mid-stream, then killed
     os.kill(child.pid, signal.SIGKILL)
     assert sink.closed.wait(10)
     assert isinstance(sink.error, ModelFailed)
@@ -113,10 +126,10 @@ def test_a_dead_child_fails_its_streams_and_reports_once(isolated):
 
 
 def test_close_ends_the_child_and_what_still_runs(tiny_model_path):
-    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, isolation="process"))
+    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, isolation="process"))
     child = psutil.Process(model._proc.pid)
     sink = _Sink()
-    model.generate(GenerationRequest(prompt="Once upon a time", max_tokens=5000), CancelToken(), sink)
+    model.generate(LONG, CancelToken(), sink)
     assert sink.first.wait(30)
     model.close()
     assert sink.closed.wait(10)
@@ -145,12 +158,13 @@ def test_server_survives_a_dead_model_process(tiny_model_path):
         "server": {"concurrency": 4},
         "models": [
             {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256},
-            {"name": "boxed", "path": str(tiny_model_path), "n_ctx": 256, "isolation": "process"},
+            {"name": "boxed", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 1, "isolation": "process"},
         ],
     }
     with running_server(config) as server:
         url = server.base_url
-        body = {"model": "boxed", "prompt": "Once upon a time", "max_tokens": 5000, "stream": True}
+        # Greedy: this prompt runs to max_tokens on the tiny model (sampling could stop early).
+        body = {"model": "boxed", "prompt": "Once upon a time", "max_tokens": 8000, "temperature": 0, "stream": True}
         events = []
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
             assert r.status_code == 200
@@ -160,8 +174,10 @@ def test_server_survives_a_dead_model_process(tiny_model_path):
                 events.append(json.loads(line[6:]))
                 if len(events) == 3:
                     (child,) = psutil.Process(server.process.pid).children()
+                    child.suspend()  # frozen mid-stream, then killed
                     child.kill()
-        error = events[-1]["error"]
+        error = events[-1].get("error")
+        assert error, events[-3:]
         assert error["type"] == "server_error" and error["code"] == "model_failed"
         assert "Model 'boxed' failed" in error["message"] and "SIGKILL" in error["message"]
         assert server.get("/health")[0] == 200
