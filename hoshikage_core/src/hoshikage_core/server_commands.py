@@ -108,7 +108,7 @@ def render_status(data: dict):
         table.add_row(
             label,
             state_text,
-            format_bytes(m["memory_bytes"]) if m["memory_bytes"] else "-",
+            _memory_text(m),
             format_duration(m["idle_seconds"]) if m["idle_seconds"] is not None else "-",
             format_duration(unload_in) if unload_in is not None else "-",
             str(m["in_use"]),
@@ -119,6 +119,17 @@ def render_status(data: dict):
             f"{tps:.1f}" if tps else "-",
         )
     return table
+
+
+def _memory_text(m: dict) -> str:
+    """The model's bytes, and how many of them are on RPC servers (``placement`` buffers
+    named ``RPC<n>[host:port]``)."""
+    if not m["memory_bytes"]:
+        return "-"
+    placement = m.get("placement") or {}
+    remote = sum(sum(kinds.values()) for name, kinds in placement.items() if name.startswith("RPC"))
+    text = format_bytes(m["memory_bytes"])
+    return f"{text} ({format_bytes(remote)} on RPC)" if remote else text
 
 
 def status(args: argparse.Namespace, ctx: Context) -> int:

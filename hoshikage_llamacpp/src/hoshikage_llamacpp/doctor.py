@@ -1,5 +1,6 @@
-"""Facts for ``hoshikage doctor``: can this llama.cpp build offload to a GPU, does the dynamic
-loader find the CUDA libraries it links. (The core checks each model file.)
+"""Facts for ``hoshikage doctor``: can this llama.cpp build offload to a GPU and to RPC
+servers, does each configured RPC server accept connections, does the dynamic loader find
+the CUDA libraries it links. (The core checks each model file.)
 
 A CUDA build of llama-cpp-python links libcudart, libcublas and libcuda dynamically; when
 the loader cannot find them, importing llama_cpp itself fails. Missing CUDA libraries are a
@@ -24,7 +25,7 @@ _SONAME_VERSIONS = ("", ".13", ".12", ".11", ".1")
 
 
 def checks(config) -> list[Check]:
-    out = _build_checks()
+    out = _build_checks(_rpc_models(config))
     cuda_build = _is_cuda_build()
     out += [_library_check(name, cuda_build) for name in CUDA_LIBRARIES]
     return out
@@ -44,6 +45,16 @@ def _is_cuda_build() -> bool:
     return bool(lib_dir and list(lib_dir.glob("libggml-cuda*")))
 
 
+#: llama.cpp's GPU backends, by the library each builds.
+GPU_BACKENDS = ("cuda", "hip", "musa", "vulkan", "metal", "sycl", "opencl")
+
+
+def _is_gpu_build() -> bool:
+    """Whether the installed llama-cpp-python ships a GPU backend of llama.cpp."""
+    lib_dir = _package_lib_dir()
+    return bool(lib_dir and any(list(lib_dir.glob(f"libggml-{name}*")) for name in GPU_BACKENDS))
+
+
 def cuda_target_dir() -> str:
     """Where the CUDA toolkit keeps its libraries on this architecture."""
     machine = platform.machine() or "x86_64"
@@ -51,7 +62,61 @@ def cuda_target_dir() -> str:
     return f"/usr/local/cuda/targets/{target}/lib"
 
 
-def _build_checks() -> list[Check]:
+def _rpc_models(config) -> dict[str, list[str]]:
+    """``{model name: [host:port, ...]}`` for every llamacpp model with ``rpc_servers``."""
+    from .options import rpc_server_list
+
+    found = {}
+    for model in getattr(config, "models", None) or ():
+        if getattr(model, "backend", "llamacpp") != "llamacpp":
+            continue
+        options = model.options
+        value = options.get("rpc_servers") if isinstance(options, dict) else getattr(options, "rpc_servers", None)
+        servers = rpc_server_list(value)
+        if servers:
+            found[model.name] = servers
+    return found
+
+
+def _rpc_checks(rpc: bool, models: dict[str, list[str]]) -> list[Check]:
+    """RPC support in this build (a problem only when a model needs it), then whether each
+    configured RPC server accepts a TCP connection."""
+    from .isolation import check_reachable
+
+    needed = ", ".join(models)
+    if rpc:
+        out = [Check(name="RPC offload", ok=True if models else None, detail="supported by this build", source=SOURCE)]
+    else:
+        out = [
+            Check(
+                name="RPC offload",
+                ok=False if models else None,
+                detail="not in this build"
+                + (f", but rpc_servers is set for {needed}" if models else " (rpc_servers unavailable)"),
+                hint="Rebuild: make install (builds llama-cpp-python with -DGGML_RPC=on, see docs/scaling.md)",
+                source=SOURCE,
+            )
+        ]
+    endpoints: dict[str, list[str]] = {}
+    for name, servers in models.items():
+        for endpoint in servers:
+            endpoints.setdefault(endpoint, []).append(name)
+    for endpoint, names in endpoints.items():
+        down = check_reachable([endpoint], timeout=2.0)
+        used_by = ", ".join(names)
+        out.append(
+            Check(
+                name=f"RPC server {endpoint}",
+                ok=not down,
+                detail=f"reachable (used by {used_by})" if not down else f"unreachable: {down[0]} (used by {used_by})",
+                hint="" if not down else "Start ggml-rpc-server there (make rpc-server, docs/scaling.md) and check the firewall",
+                source=SOURCE,
+            )
+        )
+    return out
+
+
+def _build_checks(rpc_models: dict[str, list[str]] | None = None) -> list[Check]:
     try:
         import llama_cpp
     except Exception as exc:  # a CUDA build without its libraries fails right here
@@ -64,7 +129,8 @@ def _build_checks() -> list[Check]:
                 source=SOURCE,
             )
         ]
-    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    # Not llama_supports_gpu_offload(): it is true for any build with RPC, GPU or not.
+    gpu = _is_gpu_build()
     return [
         Check(name="llama-cpp-python", ok=True, detail=f"version {llama_cpp.__version__}", source=SOURCE),
         Check(
@@ -76,13 +142,7 @@ def _build_checks() -> list[Check]:
             else 'For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36',
             source=SOURCE,
         ),
-        Check(
-            name="RPC offload",
-            ok=None,
-            detail="supported by this build" if llama_cpp.llama_supports_rpc() else "not in this build (rpc_servers unavailable)",
-            source=SOURCE,
-        ),
-    ]
+    ] + _rpc_checks(bool(llama_cpp.llama_supports_rpc()), rpc_models or {})
 
 
 def loader_path(name: str) -> str | None:

@@ -246,6 +246,11 @@ class Engine:
                     seq.logits_at = row
         batch.struct.n_tokens = batch.n
         status = self._lib.llama_decode(self._ctx, batch.struct)
+        # An asynchronous backend (RPC, CUDA) may still be computing: wait here, without the
+        # GIL, not inside the GIL-holding sampler call below (see .native). With RPC that
+        # wait in the sampler deadlocked: the RPC dispatcher thread logs through the Python
+        # log callback, which needs the GIL, when a host dies.
+        self._lib.llama_synchronize(self._ctx)
         self.steps += 1
         if status != 0:
             self._decode_failed(out, status)

@@ -17,7 +17,7 @@ import attrs
 from hoshikage_core.errors import ModelLoadError
 from hoshikage_core.gguf_info import GGUFError, read_info
 
-from .memory import context_buffer_bytes
+from .memory import buffer_placement, context_buffer_bytes
 from .options import KV_CACHE_TYPES, LlamaOptions, rpc_server_list
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
@@ -35,6 +35,8 @@ class Loaded:
     context: Any = None  # llama_cpp._internals.LlamaContext
     llama: Any = None  # llama_cpp.Llama
     context_bytes: int | None = None
+    #: Bytes per llama.cpp buffer (see :func:`.memory.buffer_placement`).
+    placement: dict[str, dict[str, int]] = attrs.field(factory=dict)
 
     def close(self) -> None:
         if self.llama is not None:
@@ -72,6 +74,7 @@ def load(name: str, path: str, options: LlamaOptions) -> Loaded:
         raise ModelLoadError(name, f"{path}: llama.cpp could not load it: {exc}{detail}") from None
     loaded.metadata = info.metadata
     loaded.context_bytes = context_buffer_bytes(log)
+    loaded.placement = buffer_placement(log)
     return loaded
 
 

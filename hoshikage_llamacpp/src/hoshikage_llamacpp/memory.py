@@ -13,6 +13,7 @@ from typing import Any
 from .options import KV_CACHE_TYPE_BYTES, LlamaOptions
 
 _BUFFER_LINE = re.compile(r"\b(?:KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
+_PLACED_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
 
 
 def context_buffer_bytes(log_lines: list[str]) -> int | None:
@@ -20,6 +21,31 @@ def context_buffer_bytes(log_lines: list[str]) -> int | None:
     it created the context, or None when it reported none."""
     sizes = [float(m.group(1)) for line in log_lines if (m := _BUFFER_LINE.search(line))]
     return int(sum(sizes) * 1024 * 1024) if sizes else None
+
+
+def buffer_placement(log_lines: list[str]) -> dict[str, dict[str, int]]:
+    """Bytes per llama.cpp buffer and kind, as it reported allocating them while loading the
+    weights and creating the context: ``{"CPU_Mapped": {"model": ...}, "RPC0[10.0.0.11:50052]":
+    {"model": ..., "KV": ..., "compute": ...}}``. A buffer named ``RPC<n>[host:port]`` lives
+    on that RPC server, ``CUDA0`` on a GPU, ``CPU*`` in this host's RAM. A tensor may be held
+    twice (tied output embeddings get a copy on the device that computes the output layer),
+    so the model buffers can add up to more than the file."""
+    placed: dict[str, dict[str, float]] = {}
+    for line in log_lines:
+        if m := _PLACED_LINE.search(line):
+            kinds = placed.setdefault(m.group(1), {})
+            kinds[m.group(2)] = kinds.get(m.group(2), 0.0) + float(m.group(3))
+    return {name: {kind: int(mib * 1024 * 1024) for kind, mib in kinds.items()} for name, kinds in placed.items()}
+
+
+def device_bytes(placement: dict[str, dict[str, int]]) -> int:
+    """Of a :func:`buffer_placement`, the bytes on this host's GPUs: every buffer but
+    ``CPU*`` (host RAM), ``*_Host`` (pinned host RAM, e.g. ``CUDA_Host``) and ``RPC*``
+    (another machine)."""
+    return sum(
+        sum(kinds.values()) for name, kinds in placement.items()
+        if not name.startswith(("CPU", "RPC")) and not name.endswith("_Host")
+    )  # fmt: skip
 
 
 def memory_bytes(model_ptr, options: LlamaOptions, metadata: dict[str, Any], kv_cells: int, context_bytes: int | None) -> int:

@@ -28,7 +28,7 @@ from . import native
 from .chat import ChatRenderer, choose_template
 from .engine import Engine, Job
 from .loader import Loaded, load
-from .memory import memory_bytes
+from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
 
@@ -72,6 +72,9 @@ class LlamaCppModel:
                 parallel=self.capacity, n_batch=int(llama_cpp.llama_n_batch(ctx)), piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
             )  # fmt: skip
+        #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
+        #: and the KV cache went.
+        self.placement: dict[str, dict[str, int]] = dict(loaded.placement)
         self._memory = memory_bytes(loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes)
 
     @classmethod
@@ -186,18 +189,10 @@ class LlamaCppModel:
         return self._memory
 
     def device_memory_bytes(self) -> int:
-        """The share of :meth:`memory_bytes` offloaded to a GPU, an estimate by layers: 0 on
-        a build without GPU offload or with ``n_gpu_layers = 0``, all of it with -1 (or at
-        least every layer), else ``n_gpu_layers / (block_count + 1)`` of it (the output
-        layer counts as one). Ollama's ``size_vram`` reports it."""
-        layers = self.options.n_gpu_layers
-        if layers == 0 or not self._lib.llama_supports_gpu_offload():
-            return 0
-        arch = self.metadata.get("general.architecture", "")
-        blocks = self.metadata.get(f"{arch}.block_count")
-        if layers < 0 or not isinstance(blocks, int) or layers > blocks:
-            return self._memory
-        return self._memory * layers // (blocks + 1)
+        """The share of :meth:`memory_bytes` on this host's GPUs, from the buffers llama.cpp
+        reported allocating (:func:`.memory.device_bytes`): 0 on a CPU-only build, and RPC
+        servers are not this host's GPU. Ollama's ``size_vram`` reports it."""
+        return device_bytes(self.placement)
 
     def close(self) -> None:
         """Stop the engine, then free the context, the KV cache and the weights."""

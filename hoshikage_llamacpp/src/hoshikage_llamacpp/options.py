@@ -43,6 +43,8 @@ KV_CACHE_TYPE_BYTES: dict[str, float] = {
 }
 
 SPLIT_MODES = ("none", "layer", "row")
+#: Where a model runs: "process" (a child process of its own), "none" (in the server).
+ISOLATION_MODES = ("process", "none")
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 _RPC_SERVER = re.compile(r"^[^\s:]+:\d{1,5}$")
 
@@ -230,6 +232,10 @@ class LlamaOptions:
     rope_freq_scale: float | None = attrs.field(default=None, validator=_positive)
     #: llama.cpp RPC servers to offload to: "host:port" or a list of them.
     rpc_servers: str | list[str] | None = attrs.field(default=None, validator=_rpc_servers)
+    #: "process": run the model in a child process, so a llama.cpp abort (an RPC host lost
+    #: mid-generation) kills only that model; "none": in the server process. None:
+    #: "process" when rpc_servers is set, else "none".
+    isolation: str | None = attrs.field(default=None, validator=_one_of(ISOLATION_MODES))
 
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
@@ -238,6 +244,12 @@ class LlamaOptions:
     def sampling_defaults(self) -> dict[str, float]:
         """The sampling options this model sets, for requests that leave them out."""
         return {name: value for name in SAMPLING_DEFAULTS if (value := getattr(self, name)) is not None}
+
+    def isolated(self) -> bool:
+        """Whether this model runs in a child process of its own (see :mod:`.isolation`)."""
+        if self.isolation is not None:
+            return self.isolation == "process"
+        return bool(rpc_server_list(self.rpc_servers))
 
     def threads(self) -> int:
         return self.n_threads or physical_cores()

@@ -3,6 +3,13 @@
 llama.cpp offloads to every registered device; an RPC server becomes one once its endpoint
 is added through the RPC backend's registry. That needs a build with ``-DGGML_RPC=on``.
 Each endpoint is registered once per process.
+
+The registration must reach the ggml that ``libllama`` links. A wheel cannot hold symlinks,
+so llama-cpp-python's ``lib/`` has ``libggml.so`` and ``libggml.so.0`` as two copies of one
+file; ``llama_cpp._ggml`` loads the first, ``libllama`` the second (its ``DT_NEEDED``), and
+each copy keeps its own device registry. Registering through ``llama_cpp._ggml`` therefore
+added the RPC device where llama.cpp never looked, and every layer stayed local.
+:func:`_libllama_ggml` opens the file ``libllama`` really uses.
 """
 
 from __future__ import annotations
@@ -18,9 +25,26 @@ class RPCUnavailable(RuntimeError):
     """RPC servers were asked for but cannot be used; the message says why."""
 
 
+def _libllama_ggml():
+    """The ``libggml`` that ``libllama`` loaded (the same file again is the same handle)."""
+    import os
+
+    import llama_cpp
+
+    lib_dir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    for name in ("libggml.so.0", "libggml.0.dylib"):
+        path = os.path.join(lib_dir, name)
+        if os.path.exists(path):
+            return ctypes.CDLL(path)
+    from llama_cpp._ggml import libggml  # one file only: there is no second copy
+
+    return libggml
+
+
 def register_rpc_servers(servers: list[str]) -> None:
     import llama_cpp
-    from llama_cpp._ggml import libggml
+
+    libggml = _libllama_ggml()
 
     if not llama_cpp.llama_supports_rpc():
         raise RPCUnavailable(

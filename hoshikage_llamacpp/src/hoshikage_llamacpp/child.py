@@ -1,0 +1,206 @@
+"""The child side of an isolated model (see :mod:`.isolation`): ``python -m
+hoshikage_llamacpp.child FD PARENT_PID``.
+
+It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
+speaks to the server over the socket ``FD`` with :mod:`multiprocessing.connection`
+messages (pickled tuples). When llama.cpp aborts (an RPC host went away), only this
+process dies. It dies with the server too: ``PR_SET_PDEATHSIG`` kills it when the parent
+goes, and the socket closing ends it otherwise.
+
+Messages from the server: ``("load", name, path, options, default_max_tokens)`` once, then
+``("generate", call_id, job_id, request, n)``, ``("cancel", job_id)``, ``("call", call_id,
+method, args)`` and ``("close",)``. Replies: ``("reply", call_id, ok, value)``; a step's
+output for every job goes in one ``("out", items, closes, stats)`` message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+#: Calls the server may make with ``("call", ...)``.
+CALLS = ("tokenize", "count_tokens", "embed")
+
+
+def dump_error(exc: BaseException) -> tuple:
+    """An exception as plain data that any exception class survives (some domain errors
+    take other ``__init__`` arguments than the message, so they do not unpickle)."""
+    cls = type(exc)
+    state = {k: v for k, v in getattr(exc, "__dict__", {}).items() if _plain(v)}
+    return (cls.__module__, cls.__qualname__, str(exc), state)
+
+
+def load_error(data: tuple) -> BaseException:
+    """The exception :func:`dump_error` described; a HoshikageError when its class is not
+    importable here."""
+    import importlib
+
+    from hoshikage_core.errors import HoshikageError
+
+    module, qualname, message, state = data
+    try:
+        cls = getattr(importlib.import_module(module), qualname)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(qualname)
+    except Exception:
+        return HoshikageError(message)
+    exc = cls.__new__(cls)
+    BaseException.__init__(exc, message)
+    try:
+        exc.__dict__.update(state)
+    except AttributeError:
+        pass
+    return exc
+
+
+def _plain(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))
+
+
+class _Outgoing:
+    """Everything the engine put into the sinks since the last flush, sent as one message."""
+
+    def __init__(self, conn, model):
+        self._conn = conn
+        self._model = model
+        self._lock = threading.Lock()
+        self.items: list = []
+        self.closes: list = []
+        self.send_lock = threading.Lock()
+
+    def flush(self) -> None:
+        with self._lock:
+            if not (self.items or self.closes):
+                return
+            items, closes = self.items, self.closes
+            self.items, self.closes = [], []
+            stats = self._model.stats()
+            message = ("out", items, closes, (stats.running, stats.prompt_tokens, stats.cached_tokens))
+            with self.send_lock:
+                self._conn.send(message)
+
+
+class _RemoteSink:
+    """A :class:`~hoshikage_core.protocol.ChunkSink` whose output goes to the server."""
+
+    __slots__ = ("job_id", "out", "tokens")
+
+    def __init__(self, job_id: int, out: _Outgoing, tokens: dict):
+        self.job_id = job_id
+        self.out = out
+        self.tokens = tokens
+
+    def put(self, index, chunk) -> None:
+        with self.out._lock:
+            self.out.items.append((self.job_id, index, chunk))
+
+    def close(self, error=None) -> None:
+        self.tokens.pop(self.job_id, None)
+        with self.out._lock:
+            self.out.closes.append((self.job_id, None if error is None else dump_error(error)))
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the socket closing still ends this process
+    if os.getppid() != parent:  # the parent went before the signal was armed
+        os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    from multiprocessing.connection import Connection
+
+    fd, parent = int(argv[0]), int(argv[1])
+    _die_with_parent(parent)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    conn = Connection(fd)
+    try:
+        _serve(conn)
+    finally:
+        sys.stderr.flush()
+        os._exit(0)  # no interpreter teardown: llama.cpp's state is gone already
+
+
+def _serve(conn) -> None:
+    from hoshikage_core.protocol import CancelToken
+
+    from .model import LlamaCppModel
+
+    try:
+        _, name, path, options, default_max_tokens = conn.recv()
+    except EOFError:
+        return
+    try:
+        model = LlamaCppModel.load(name, path, options, default_max_tokens)
+    except BaseException as exc:
+        conn.send(("loaded", False, dump_error(exc)))
+        return
+    conn.send(("loaded", True, {
+        "n_ctx": model.n_ctx, "capacity": model.capacity, "memory_bytes": model.memory_bytes(),
+        "placement": model.placement, "embedding": model.embedding,
+    }))  # fmt: skip
+    out = _Outgoing(conn, model)
+    tokens: dict[int, CancelToken] = {}
+    calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoshikage-child-call")
+
+    def reply(call_id: int, ok: bool, value) -> None:
+        with out.send_lock:
+            conn.send(("reply", call_id, ok, value))
+
+    def run_call(call_id: int, method: str, args: tuple) -> None:
+        try:
+            value = getattr(model, method)(*args)
+        except BaseException as exc:
+            reply(call_id, False, dump_error(exc))
+        else:
+            reply(call_id, True, value)
+
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "generate":
+                _, call_id, job_id, request, n = message
+                token = tokens[job_id] = CancelToken()
+                try:
+                    model.generate(request, token, _RemoteSink(job_id, out, tokens), n)
+                except BaseException as exc:
+                    tokens.pop(job_id, None)
+                    reply(call_id, False, dump_error(exc))
+                else:
+                    reply(call_id, True, None)
+            elif kind == "cancel":
+                token = tokens.get(message[1])
+                if token is not None:
+                    token.cancel()
+            elif kind == "call":
+                _, call_id, method, args = message
+                if method in CALLS:
+                    calls.submit(run_call, call_id, method, args)
+                else:
+                    reply(call_id, False, dump_error(ValueError(f"unknown call {method!r}")))
+            elif kind == "close":
+                break
+    finally:
+        calls.shutdown(wait=True)
+        model.close()  # frees the remote buffers too; what still ran ends as cancelled
+        out.flush()
+        conn.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

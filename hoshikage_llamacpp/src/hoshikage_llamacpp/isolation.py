@@ -1,0 +1,389 @@
+"""A model in a process of its own: :class:`ProcessModel` implements the core's
+:class:`~hoshikage_core.protocol.LoadedModel` by forwarding to :mod:`.child`.
+
+Why. llama.cpp's RPC backend aborts the whole process when a remote host dies in the middle
+of a call (``ggml-rpc.cpp: Remote RPC server crashed or returned malformed response``), and
+when a host cannot be reached at load. In-process, that would take down the server and every
+model it holds. A model with ``rpc_servers`` therefore runs in a child process (``isolation =
+"process"``, its default there); only the child dies. Registered RPC devices are also
+process-wide in llama.cpp, so in-process they would be offered to every model loaded after;
+a child keeps them to its own model.
+
+How. The child owns the context and the engine, exactly as in-process. Requests go to it as
+pickled messages over a socket pair; a reader thread here delivers each engine step's chunks
+(one message per step, every job's chunks in it) to the sinks, flushing each once, and sends
+the cancellations it sees. When the child dies, the reader closes every active sink with
+:class:`~hoshikage_core.errors.ModelFailed` naming the RPC hosts and what the child last
+said, then calls the callbacks given to :meth:`ProcessModel.on_failure`: the pool unloads
+the model, so the next request loads it again.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from hoshikage_core.errors import Cancelled, HoshikageError, ModelFailed, ModelLoadError
+from hoshikage_core.protocol import CancelToken, ChunkSink, Embeddings, EngineStats, GenerationRequest
+
+from .child import load_error
+from .options import LlamaOptions, rpc_server_list
+
+log = logging.getLogger("hoshikage.llamacpp.isolation")
+
+#: Seconds a TCP connect to an RPC server may take before the load says it is unreachable.
+CONNECT_TIMEOUT = 3.0
+#: Lines of the child's output logged at WARNING (the rest, llama.cpp's chatter, at DEBUG).
+_ALARMING = re.compile(r"error|abort|crash|fail|traceback|exception", re.IGNORECASE)
+_SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
+#: How often the reader looks for cancelled requests while it waits for output.
+CANCEL_POLL = 0.05
+
+
+def check_reachable(servers: list[str], timeout: float = CONNECT_TIMEOUT) -> list[str]:
+    """The problems connecting to each ``host:port`` (empty when every one accepts)."""
+    problems = []
+    for endpoint in servers:
+        host, _, port = endpoint.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except (OSError, ValueError) as exc:
+            problems.append(f"{endpoint} ({getattr(exc, 'strerror', None) or exc})")
+    return problems
+
+
+class _Waiter:
+    __slots__ = ("event", "ok", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class ProcessModel:
+    """One llamacpp model running in a child process. Build it with :meth:`load`."""
+
+    def __init__(self, name: str, path: str, options: LlamaOptions):
+        self.name = name
+        self.path = path
+        self.options = options
+        self.servers = rpc_server_list(options.rpc_servers)
+        self.n_ctx = 0
+        self.capacity = 1
+        self.embedding = options.embedding
+        #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
+        self.placement: dict[str, dict[str, int]] = {}
+        self._memory = 0
+        self._stats = (0, 0, 0)
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, tuple[ChunkSink, CancelToken]] = {}
+        self._cancel_sent: set[int] = set()
+        self._waiters: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._failure: ModelFailed | None = None
+        self._closing = False
+        self._callbacks: list = []
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._proc: subprocess.Popen | None = None
+        self._conn = None
+        self._reader: threading.Thread | None = None
+        self._stderr_thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def load(cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None) -> ProcessModel:
+        """Start the child and load the model there; every failure is a
+        :class:`ModelLoadError` naming ``path`` (and the RPC hosts when one is at fault)."""
+        self = cls(name, os.path.expanduser(path), options)
+        if self.servers:
+            down = check_reachable(self.servers)
+            if down:
+                raise ModelLoadError(name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}")
+        self._start()
+        try:
+            self._send(("load", name, self.path, options, default_max_tokens))
+            try:
+                _, ok, value = self._conn.recv()
+            except (EOFError, OSError):
+                raise ModelLoadError(name, f"{self.path}: {self._death_reason()}") from None
+            if not ok:
+                error = load_error(value)
+                if isinstance(error, HoshikageError):
+                    raise error
+                raise ModelLoadError(name, f"{self.path}: {error}")
+        except BaseException:
+            self._kill()
+            raise
+        self.n_ctx = value["n_ctx"]
+        self.capacity = value["capacity"]
+        self._memory = value["memory_bytes"]
+        self.placement = value["placement"]
+        self._stats = (0, 0, 0)
+        self._reader = threading.Thread(target=self._read, name=f"hoshikage-proxy:{name}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _start(self) -> None:
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "hoshikage_llamacpp.child", str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # llama.cpp's abort would first run gdb for a backtrace: seconds of delay.
+                env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name=f"hoshikage-child-log:{self.name}", daemon=True)
+        self._stderr_thread.start()
+
+    def _read_stderr(self) -> None:
+        """The child's output (its log, llama.cpp's abort message) into this log, with the
+        last lines kept for the error that reports its death."""
+        child_log = logging.getLogger("hoshikage.llamacpp.child")
+        for raw in self._proc.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                self._stderr_tail.append(line)
+                level = logging.WARNING if _ALARMING.search(line) else logging.DEBUG
+                child_log.log(level, "[%s] %s", self.name, line)
+
+    def close(self) -> None:
+        """Ask the child to unload (freeing local and remote buffers) and wait for it to
+        exit; whatever still runs ends as cancelled."""
+        self._closing = True
+        if self._proc is None:
+            return
+        try:
+            self._send(("close",))
+        except (OSError, ValueError):
+            pass
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            log.warning("model %s: its process did not exit after close; killing it", self.name)
+            self._kill()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(10)
+        self._fail_all(Cancelled("The model was unloaded."))
+        self._conn.close()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._conn is not None:
+            self._conn.close()
+
+    def on_failure(self, callback) -> None:
+        """Call ``callback(error)`` once, from the reader thread, if the child dies on its
+        own (the pool unloads the model then)."""
+        self._callbacks.append(callback)
+        if self._failure is not None:
+            callback(self._failure)
+
+    @property
+    def failure(self) -> ModelFailed | None:
+        """Why the child died, once it has."""
+        return self._failure
+
+    # ----------------------------------------------------------------- the contract
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1) -> None:
+        job_id = next(self._ids)
+        with self._lock:
+            self._check_alive()
+            self._jobs[job_id] = (sink, cancel)
+        try:
+            self._call_raw(("generate", None, job_id, request, n))
+        except BaseException:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            raise
+
+    def stats(self) -> EngineStats:
+        running, prompt, cached = self._stats
+        return EngineStats(slots=self.capacity, running=running, prompt_tokens=prompt, cached_tokens=cached)
+
+    def embed(self, inputs: list[str]) -> Embeddings:
+        return self._call("embed", list(inputs))
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._call("tokenize", text)
+
+    def count_tokens(self, text: str) -> int:
+        return self._call("count_tokens", text)
+
+    def memory_bytes(self) -> int:
+        return self._memory
+
+    def device_memory_bytes(self) -> int:
+        """As :meth:`LlamaCppModel.device_memory_bytes`, from the child's placement."""
+        from .memory import device_bytes
+
+        return device_bytes(self.placement)
+
+    # ----------------------------------------------------------------- messages
+
+    def _check_alive(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise Cancelled("The model is being unloaded.")
+
+    def _send(self, message: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _call(self, method: str, *args):
+        return self._call_raw(("call", None, method, args))
+
+    def _call_raw(self, message: tuple):
+        call_id = next(self._ids)
+        waiter = _Waiter()
+        with self._lock:
+            self._check_alive()
+            self._waiters[call_id] = waiter
+        message = (message[0], call_id, *message[2:])
+        try:
+            self._send(message)
+        except (OSError, ValueError):
+            pass  # the child is gone: the reader fails the waiter
+        waiter.event.wait()
+        if waiter.ok:
+            return waiter.value
+        raise waiter.value
+
+    def _read(self) -> None:
+        conn = self._conn
+        while True:
+            try:
+                ready = conn.poll(CANCEL_POLL)
+                message = conn.recv() if ready else None
+            except (EOFError, OSError):
+                break
+            try:
+                if message is not None:
+                    self._dispatch(message)
+                self._send_cancels()
+            except Exception:  # a broken sink must not stop delivery for everyone
+                log.exception("delivering output of %s failed", self.name)
+        self._died()
+
+    def _dispatch(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "out":
+            _, items, closes, self._stats = message
+            touched = {}
+            jobs = self._jobs
+            for job_id, index, chunk in items:
+                entry = jobs.get(job_id)
+                if entry is not None:
+                    entry[0].put(index, chunk)
+                    touched[job_id] = entry[0]
+            for job_id, error in closes:
+                with self._lock:
+                    entry = jobs.pop(job_id, None)
+                self._cancel_sent.discard(job_id)
+                if entry is not None:
+                    entry[0].close(None if error is None else load_error(error))
+                    touched[job_id] = entry[0]
+            for sink in touched.values():
+                try:
+                    sink.flush()
+                except Exception:
+                    log.exception("delivering output of %s failed", self.name)
+        elif kind == "reply":
+            _, call_id, ok, value = message
+            with self._lock:
+                waiter = self._waiters.pop(call_id, None)
+            if waiter is not None:
+                waiter.ok = ok
+                waiter.value = value if ok else load_error(value)
+                waiter.event.set()
+
+    def _send_cancels(self) -> None:
+        for job_id, (_sink, cancel) in list(self._jobs.items()):
+            if cancel.cancelled and job_id not in self._cancel_sent:
+                self._cancel_sent.add(job_id)
+                try:
+                    self._send(("cancel", job_id))
+                except (OSError, ValueError):
+                    return
+
+    def _died(self) -> None:
+        """The socket closed: after a close that is the end; otherwise the child died."""
+        if self._closing:
+            return
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        failure = ModelFailed(self.name, self._death_reason())
+        with self._lock:
+            self._failure = failure
+        log.error("%s", failure)
+        self._fail_all(failure)
+        for callback in list(self._callbacks):
+            try:
+                callback(failure)
+            except Exception:
+                log.exception("a failure callback of %s failed", self.name)
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._lock:
+            jobs, self._jobs = self._jobs, {}
+            waiters, self._waiters = self._waiters, {}
+        for sink, _cancel in jobs.values():
+            try:
+                sink.close(error)
+                sink.flush()
+            except Exception:
+                log.exception("closing a stream of %s failed", self.name)
+        for waiter in waiters.values():
+            waiter.ok, waiter.value = False, error
+            waiter.event.set()
+
+    def _death_reason(self) -> str:
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._stderr_thread is not None and self._stderr_thread is not threading.current_thread():
+            self._stderr_thread.join(2)  # its last words
+        if code is None:
+            how = "its process stopped answering"
+        elif code < 0:
+            try:
+                how = f"its llama.cpp process was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"its llama.cpp process was killed by signal {-code}"
+        else:
+            how = f"its llama.cpp process exited with status {code}"
+        said = [line for line in self._stderr_tail if "abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower()]
+        # "…/ggml-rpc.cpp:566: Remote RPC server crashed…" without the build path
+        detail = f" ({_SOURCE_PREFIX.sub('', said[-1].strip())})" if said else ""
+        hosts = f"; the RPC server(s) {', '.join(self.servers)} may have gone away" if self.servers else ""
+        return f"{how}{detail}{hosts}"

@@ -1,0 +1,239 @@
+"""A model in a child process (``isolation = "process"``) on the tiny model: the same
+``LoadedModel`` contract as in-process, cancel reaching the child, and a dead child failing
+its streams clearly while the server keeps serving (no RPC server needed here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from hoshikage_core.errors import Cancelled, InvalidRequest, ModelFailed, ModelLoadError  # noqa: E402
+from hoshikage_core.protocol import CancelToken, GenerationRequest, stream  # noqa: E402
+from hoshikage_llamacpp.isolation import ProcessModel  # noqa: E402
+from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
+
+from tests.support.server import running_server  # noqa: E402
+
+PROMPT = GenerationRequest(prompt="Once upon a time", max_tokens=24, temperature=0)
+
+
+@pytest.fixture
+def isolated(tiny_model_path):
+    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2, isolation="process"))
+    yield model
+    model.close()
+
+
+@pytest.fixture
+def long_isolated(tiny_model_path):
+    """Room for thousands of tokens: the tiny model writes them in about a second, long
+    enough to cancel or kill it mid-stream without racing its end."""
+    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, parallel=1, isolation="process"))
+    yield model
+    model.close()
+
+
+LONG = GenerationRequest(prompt="Once upon a time", max_tokens=8000, temperature=0)
+
+
+def text_of(model, request=PROMPT, n=1):
+    out = [""] * n
+    last = [None] * n
+    for index, chunk in stream(model, request, n=n):
+        out[index] += chunk.text
+        if chunk.finish_reason:
+            last[index] = chunk
+    return out, last
+
+
+def test_the_child_answers_like_the_model_in_process(isolated, tiny_model_path):
+    local = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2))
+    try:
+        assert text_of(isolated) == text_of(local)
+        assert text_of(isolated, n=2)[0] == text_of(local, n=2)[0]
+        assert isolated.tokenize("hello world") == local.tokenize("hello world")
+        assert isolated.count_tokens("hello world") == local.count_tokens("hello world")
+        assert (isolated.n_ctx, isolated.capacity) == (local.n_ctx, local.capacity)
+        assert isolated.memory_bytes() == local.memory_bytes()
+        assert isolated.placement and isolated.placement == local.placement
+    finally:
+        local.close()
+    stats = isolated.stats()
+    assert stats.slots == 2 and stats.running == 0 and stats.prompt_tokens > 0
+
+
+def test_errors_before_generation_cross_the_process_boundary(isolated):
+    with pytest.raises(InvalidRequest, match="n must be at least 1"):
+        isolated.generate(PROMPT, CancelToken(), _Sink(), n=0)
+    with pytest.raises(Exception) as info:
+        list(stream(isolated, GenerationRequest(prompt="x " * 400, max_tokens=4)))
+    assert type(info.value).__name__ == "ContextLengthExceeded" and info.value.n_ctx == 256
+    with pytest.raises(InvalidRequest, match="embedding"):
+        isolated.embed(["hi"])
+    assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # still serving
+
+
+def test_cancel_reaches_the_child(long_isolated):
+    cancel = CancelToken()
+    seen = []
+    for _index, chunk in stream(long_isolated, LONG, cancel):
+        seen.append(chunk)
+        if len(seen) == 3:
+            cancel.cancel()
+    assert seen[-1].finish_reason == "cancelled"
+    assert seen[-1].completion_tokens < 4000
+
+
+def test_a_load_error_in_the_child_is_a_load_error(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="junk.gguf"):
+        ProcessModel.load("junk", str(junk), LlamaOptions(isolation="process"))
+
+
+def test_a_dead_child_fails_its_streams_and_reports_once(long_isolated):
+    isolated = long_isolated
+    failures = []
+    isolated.on_failure(failures.append)
+    child = psutil.Process(isolated._proc.pid)
+    cancel = CancelToken()
+    sink = _Sink()
+    isolated.generate(LONG, cancel, sink)
+    assert sink.first.wait(30)
+    child.suspend()  # frozen mid-stream, then killed
+    os.kill(child.pid, signal.SIGKILL)
+    assert sink.closed.wait(10)
+    assert isinstance(sink.error, ModelFailed)
+    assert "killed by SIGKILL" in str(sink.error)
+    deadline = time.monotonic() + 5
+    while not failures and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(failures) == 1 and failures[0] is sink.error
+    with pytest.raises(ModelFailed):
+        isolated.tokenize("hi")
+    with pytest.raises(ModelFailed):
+        isolated.generate(PROMPT, CancelToken(), _Sink())
+
+
+def test_close_ends_the_child_and_what_still_runs(tiny_model_path):
+    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, isolation="process"))
+    child = psutil.Process(model._proc.pid)
+    sink = _Sink()
+    model.generate(LONG, CancelToken(), sink)
+    assert sink.first.wait(30)
+    model.close()
+    assert sink.closed.wait(10)
+    assert sink.error is None or isinstance(sink.error, Cancelled)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(Cancelled):
+        model.generate(PROMPT, CancelToken(), _Sink())
+
+
+def test_the_child_dies_with_its_parent(tiny_model_path, tmp_path):
+    """No orphans: a server killed outright takes its model processes with it."""
+    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256, "isolation": "process"}]}
+    with running_server(config) as server:
+        r = httpx.post(server.base_url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+        children = psutil.Process(server.process.pid).children()
+        assert children, "the model should run in a child process"
+        server.process.kill()
+        server.process.wait(10)
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+
+
+def test_server_survives_a_dead_model_process(tiny_model_path):
+    config = {
+        "server": {"concurrency": 4},
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256},
+            {"name": "boxed", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 1, "isolation": "process"},
+        ],
+    }
+    with running_server(config) as server:
+        url = server.base_url
+        # Greedy: this prompt runs to max_tokens on the tiny model (sampling could stop early).
+        body = {"model": "boxed", "prompt": "Once upon a time", "max_tokens": 8000, "temperature": 0, "stream": True}
+        events = []
+        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                events.append(json.loads(line[6:]))
+                if len(events) == 3:
+                    (child,) = psutil.Process(server.process.pid).children()
+                    child.suspend()  # frozen mid-stream, then killed
+                    child.kill()
+        error = events[-1].get("error")
+        assert error, events[-3:]
+        assert error["type"] == "server_error" and error["code"] == "model_failed"
+        assert "Model 'boxed' failed" in error["message"] and "SIGKILL" in error["message"]
+        assert server.get("/health")[0] == 200
+        status = _model_status(server, "boxed", lambda m: m["state"] == "unloaded")
+        assert "SIGKILL" in status["last_error"]
+        r = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 4}, timeout=60)
+        assert r.status_code == 200, r.text
+        # The next request loads it again, in a fresh process.
+        r = httpx.post(url + "/v1/completions", json={"model": "boxed", "prompt": "hi", "max_tokens": 4}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert _model_status(server, "boxed", lambda m: m["state"] == "loaded")["last_error"] is None
+
+
+def _model_status(server, name, until, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = server.get("/api/status")
+        assert code == 200
+        model = next(m for m in json.loads(body)["models"] if m["name"] == name)
+        if until(model) or time.monotonic() > deadline:
+            assert until(model), model
+            return model
+        time.sleep(0.05)
+
+
+class _Sink:
+    def __init__(self):
+        self.first = threading.Event()
+        self.closed = threading.Event()
+        self.error = None
+        self.chunks = []
+
+    def put(self, index, chunk):
+        self.chunks.append(chunk)
+        self.first.set()
+
+    def close(self, error=None):
+        self.error = error
+        self.closed.set()
+
+    def flush(self):
+        pass
+
+
+def test_embeddings_in_a_child_process(tiny_model_path):
+    options = dict(n_ctx=256, embedding=True)
+    local = LlamaCppModel.load("emb", str(tiny_model_path), LlamaOptions(**options))
+    isolated = ProcessModel.load("emb", str(tiny_model_path), LlamaOptions(isolation="process", **options))
+    try:
+        expected = local.embed(["hello world", "good night"])
+        got = isolated.embed(["hello world", "good night"])
+        assert got.prompt_tokens == expected.prompt_tokens
+        for vector, want in zip(got.vectors, expected.vectors, strict=True):
+            assert vector == pytest.approx(want, abs=1e-6)
+        with pytest.raises(InvalidRequest, match="embeddings"):
+            isolated.generate(PROMPT, CancelToken(), _Sink())
+    finally:
+        local.close()
+        isolated.close()
