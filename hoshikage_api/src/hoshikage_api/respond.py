@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 
 from litestar import Request
 from litestar.response import Stream
+
+from hoshikage_core.protocol import Chunk
 
 from . import sse
 from .disconnect import until_disconnect
@@ -57,3 +59,23 @@ async def started_stream(request: Request, items: AsyncIterator[bytes], media_ty
 async def event_stream(request: Request, events: AsyncIterator[bytes]) -> OwnTypeStream:
     """A ``text/event-stream`` response over ``events`` (:func:`started_stream`)."""
     return await started_stream(request, events, "text/event-stream")
+
+
+async def rendered(
+    chunks: AsyncIterator[tuple[int, Chunk]],
+    render: Callable[[Chunk], Iterable[bytes]],
+    started: Callable[[], bool],
+    on_error: Callable[[Exception], bytes],
+) -> AsyncIterator[bytes]:
+    """One choice's chunks as a surface renders them (Anthropic's events, Ollama's lines).
+    An error before anything was rendered is raised, so the answer is a plain JSON error;
+    after it, ``on_error(exc)`` is the stream's last item."""
+    try:
+        async with aclosing(chunks) as stream:
+            async for _index, chunk in stream:
+                for item in render(chunk):
+                    yield item
+    except Exception as exc:
+        if not started():
+            raise
+        yield on_error(exc)

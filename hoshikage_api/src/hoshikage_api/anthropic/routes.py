@@ -9,8 +9,6 @@ key may come as ``x-api-key`` or as a Bearer token; ``anthropic-version`` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Annotated
 
 from litestar import Request, post
@@ -20,7 +18,7 @@ from litestar.params import Body
 from ..body import StrictBody
 from ..disconnect import until_disconnect
 from ..generation import collect, run
-from ..respond import event_stream
+from ..respond import event_stream, rendered
 from ..routes.deps import runtime_of
 from . import errors
 from .format import MessageFormat, sse
@@ -35,22 +33,12 @@ _ERROR_TEXT = {
     500: "`api_error`: the model failed to load, or an internal error.",
     529: "`overloaded_error`: the queue is full or the server is shutting down; see `Retry-After`.",
 }
+def _stream(fmt: MessageFormat, chunks):
+    """The event stream of one message; an error after it started is an ``error`` event."""
+    return rendered(chunks, fmt.events, lambda: fmt.started, lambda exc: sse("error", errors.to_anthropic(exc)[1]))
+
+
 RESPONSES = {code: ResponseSpec(data_container=AnthropicErrorBody, description=text) for code, text in _ERROR_TEXT.items()}
-
-
-async def _stream(fmt: MessageFormat, chunks) -> AsyncIterator[bytes]:
-    """The event stream of one message. An error before the first event is raised (a JSON
-    error response); after it, it is an ``error`` event and the stream ends."""
-    try:
-        async with aclosing(chunks) as stream:
-            async for _index, chunk in stream:
-                for event in fmt.events(chunk):
-                    yield event
-    except Exception as exc:
-        if not fmt.started:
-            raise
-        _error, body = errors.to_anthropic(exc)
-        yield sse("error", body)
 
 
 @post(

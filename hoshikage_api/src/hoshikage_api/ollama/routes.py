@@ -23,7 +23,7 @@ from ..body import StrictBody
 from ..disconnect import until_disconnect
 from ..errors import invalid
 from ..generation import ChoiceResult, run
-from ..respond import started_stream
+from ..respond import rendered, started_stream
 from ..routes.deps import runtime_of
 from ..translate import Job
 from . import errors, models
@@ -57,19 +57,10 @@ async def ndjson_stream(request: Request, lines: AsyncIterator[bytes]):
     return await started_stream(request, lines, "application/x-ndjson")
 
 
-async def _lines(fmt, chunks) -> AsyncIterator[bytes]:
-    """The NDJSON body. An error before the first line is raised (a JSON error response);
-    after it, it is a last ``{"error": ...}`` line, as Ollama sends it."""
-    try:
-        async with aclosing(chunks) as stream:
-            async for _index, chunk in stream:
-                for item in fmt.lines(chunk):
-                    yield item
-    except Exception as exc:
-        if not fmt.started:
-            raise
-        _error, body = errors.to_ollama(exc)
-        yield line(body)
+def _lines(fmt, chunks):
+    """The NDJSON body; an error after it started is a last ``{"error": ...}`` line, as
+    Ollama sends it."""
+    return rendered(chunks, fmt.lines, lambda: fmt.started, lambda exc: line(errors.to_ollama(exc)[1]))
 
 
 async def _collect(runtime, job: Job, fmt) -> ChoiceResult:
