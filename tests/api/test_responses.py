@@ -669,6 +669,32 @@ def test_the_store_is_bounded_and_lru():
     assert nothing.get("a") is None
 
 
+def test_the_store_follows_a_reloaded_size():
+    """``responses_store`` applies on reload: the app's store takes the running config's
+    size whenever it is used, and the next store evicts down to it."""
+    from types import SimpleNamespace
+
+    from hoshikage_api.responses.store import Stored, store_of
+
+    from litestar.datastructures import State
+
+    server = SimpleNamespace(responses_store=3)
+    runtime = SimpleNamespace(config=SimpleNamespace(server=server))
+    request = SimpleNamespace(app=SimpleNamespace(state=State({"runtime": runtime})))
+
+    def stored(response_id):
+        response = builder().response("completed")
+        response.id = response_id
+        return Stored(response, ())
+
+    for name in "abc":
+        store_of(request).put(stored(name))
+    assert len(store_of(request)) == 3
+    server.responses_store = 1  # what a reload does to the running config
+    store_of(request).put(stored("d"))
+    assert len(store_of(request)) == 1 and store_of(request).get("d") is not None
+
+
 # ---- a real model -------------------------------------------------------------------------
 
 

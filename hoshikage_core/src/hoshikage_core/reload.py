@@ -15,8 +15,8 @@ A reload re-reads the config file, rescans ``models_dir`` and runs every
   admit no new one meanwhile, unload, and load again at once with the new options (a changed
   model that was not loaded simply uses them at its next load). A change of aliases or
   ``idle_ttl`` alone applies at once and reloads nothing;
-- ``[server]`` ``concurrency``, ``max_queue``, ``affinity_wait``, ``max_tokens`` and
-  ``shutdown_grace`` and all of ``[unload]`` apply at once; :data:`RESTART_KEYS` (the socket
+- ``[server]`` ``concurrency``, ``max_queue``, ``affinity_wait``, ``max_tokens``,
+  ``shutdown_grace`` and ``responses_store`` and all of ``[unload]`` apply at once; :data:`RESTART_KEYS` (the socket
   and the HTTP app are built once) keep their running values until a restart, and the
   answer lists those that differ under ``needs_restart``.
 """

@@ -60,10 +60,13 @@ class ResponseStore:
 
 
 def store_of(request) -> ResponseStore:
-    """The app's store, made on first use with the configured size."""
+    """The app's store, made on first use, at the size the running config sets now (a
+    config reload that changes ``responses_store`` applies at the next store)."""
     state = request.app.state
+    size = state.runtime.config.server.responses_store
     store = state.get("responses_store")
     if store is None:
-        store = ResponseStore(request.app.state.runtime.config.server.responses_store)
+        store = ResponseStore(size)
         state["responses_store"] = store
+    store.size = size
     return store
