@@ -9,7 +9,6 @@ One server is shared by the module (an API key is set); tests leave it idle.
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -19,7 +18,7 @@ pytest.importorskip("llama_cpp")
 anthropic = pytest.importorskip("anthropic")
 httpx = pytest.importorskip("httpx")
 
-from tests.support.server import running_server  # noqa: E402
+from tests.support.server import running_server, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -387,21 +386,6 @@ def test_metrics_count_messages_and_their_errors(server):
 # ---- overload -----------------------------------------------------------------------------
 
 
-def status(server) -> dict:
-    code, body = server.get("/api/status", headers={"x-api-key": KEY})
-    assert code == 200
-    return json.loads(body)
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @contextmanager
 def long_generation(server):
     """A streamed chat generation that runs for seconds (EOS banned), its first event read."""
@@ -421,7 +405,7 @@ def long_generation(server):
 def test_full_queue_is_overloaded_error_529(server, client):
     with long_generation(server) as running, ThreadPoolExecutor(1) as pool:
         queued = pool.submit(post, server, "/v1/messages", {"model": "tiny", "max_tokens": 2, "messages": USER})
-        wait_for(lambda: status(server)["queued"] == 1, what="the second request to queue")
+        wait_for(lambda: server.status(headers={"x-api-key": KEY})["queued"] == 1, what="the second request to queue")
         r = post(server, "/v1/messages", {"model": "tiny", "max_tokens": 2, "messages": USER})
         assert_error(r, 529, "overloaded_error")
         assert int(r.headers["retry-after"]) >= 1
@@ -430,7 +414,7 @@ def test_full_queue_is_overloaded_error_529(server, client):
         assert exc.value.status_code == 529
         running.close()
         assert queued.result(timeout=30).status_code == 200
-    wait_for(lambda: status(server)["running"] == 0, what="the server to go idle")
+    wait_for(lambda: server.status(headers={"x-api-key": KEY})["running"] == 0, what="the server to go idle")
 
 
 def test_stream_disconnect_frees_the_slot(server):
@@ -441,7 +425,7 @@ def test_stream_disconnect_frees_the_slot(server):
         lines = response.iter_lines()
         assert next(lines) == "event: message_start"
         response.close()
-    wait_for(lambda: status(server)["running"] == 0, what="the cancelled stream to free its slot")
+    wait_for(lambda: server.status(headers={"x-api-key": KEY})["running"] == 0, what="the cancelled stream to free its slot")
     code, text = server.get("/metrics", headers={"x-api-key": KEY})
     assert 'hoshikage_requests_total{endpoint="messages",model="tiny",status="cancelled"}' in text.decode()
 

@@ -36,12 +36,6 @@ def client(server):
     return openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
 
 
-def status(server) -> dict:
-    code, body = server.get("/api/status")
-    assert code == 200
-    return json.loads(body)
-
-
 def metric(server, name: str) -> float:
     _code, body = server.get("/metrics")
     total = 0.0
@@ -63,7 +57,7 @@ def test_four_streams_are_decoded_together(server, client):
             next(iter(s))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            st = status(server)
+            st = server.status()
             if st["running"] == 4:
                 break
             time.sleep(0.02)
@@ -73,9 +67,9 @@ def test_four_streams_are_decoded_together(server, client):
         for s in streams:
             s.close()
     deadline = time.monotonic() + 10
-    while status(server)["running"] and time.monotonic() < deadline:
+    while server.status()["running"] and time.monotonic() < deadline:
         time.sleep(0.02)
-    st = status(server)
+    st = server.status()
     assert (st["running"], st["models"][0]["running_sequences"]) == (0, 0)
 
 
@@ -102,7 +96,7 @@ def test_second_turn_reports_cached_prompt_tokens(server, client):
                  {"role": "user", "content": "yes"}]  # fmt: skip
     second = client.chat.completions.create(model="tiny", messages=messages, max_tokens=5, temperature=0)
     assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
-    model = status(server)["models"][0]
+    model = server.status()["models"][0]
     assert model["cached_prompt_tokens"] >= second.usage.prompt_tokens_details.cached_tokens
 
 

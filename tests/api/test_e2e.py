@@ -22,7 +22,7 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 from tests.api.test_server_routes import parse_prometheus  # noqa: E402
-from tests.support.server import running_server  # noqa: E402
+from tests.support.server import running_server, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,24 +63,8 @@ def aclient(server):
     return openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key=KEY, max_retries=0, timeout=30)
 
 
-def status(server) -> dict:
-    code, body = server.get("/api/status", headers=AUTH)
-    assert code == 200
-    return json.loads(body)
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def idle(server) -> bool:
-    s = status(server)
+    s = server.status(headers=AUTH)
     return s["running"] == 0 and s["queued"] == 0
 
 
@@ -212,7 +196,7 @@ def test_queue_full_is_503_with_retry_after(server, client):
             httpx.post, server.base_url + "/v1/chat/completions", headers=AUTH, timeout=30,
             json={"model": "tiny", "messages": USER, "max_tokens": 2},
         )  # fmt: skip
-        wait_for(lambda: status(server)["queued"] == 1, what="the second request to queue")
+        wait_for(lambda: server.status(headers=AUTH)["queued"] == 1, what="the second request to queue")
         with pytest.raises(openai.InternalServerError) as exc:
             client.chat.completions.create(model="tiny", messages=USER, max_tokens=2)
         assert exc.value.status_code == 503 and exc.value.code == "queue_full"
@@ -223,7 +207,7 @@ def test_queue_full_is_503_with_retry_after(server, client):
 
 def test_stream_disconnect_cancels_and_frees_the_slot(server, client):
     with long_stream(server) as response:
-        assert status(server)["running"] == 1
+        assert server.status(headers=AUTH)["running"] == 1
         response.close()
         wait_for(lambda: idle(server), 3, "the cancelled stream to free its slot")
     assert client.chat.completions.create(model="tiny", messages=USER, max_tokens=2).choices
@@ -250,7 +234,7 @@ def test_models_answer_during_a_long_generation(server):
             code, _ = server.get("/v1/models", headers=AUTH)
             latencies.append(time.monotonic() - t)
             assert code == 200
-        assert status(server)["running"] == 1  # the generation was still going
+        assert server.status(headers=AUTH)["running"] == 1  # the generation was still going
         assert max(latencies) < 1.0, latencies
 
 

@@ -20,7 +20,7 @@ pytest.importorskip("llama_cpp")
 ollama = pytest.importorskip("ollama")
 httpx = pytest.importorskip("httpx")
 
-from tests.support.server import running_server  # noqa: E402
+from tests.support.server import running_server, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -408,15 +408,6 @@ def test_metrics_count_ollama_requests_and_errors(server):
 # ---- overload and disconnects -------------------------------------------------------------
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @contextmanager
 def long_generation(server):
     """A streamed generation that runs for seconds (EOS banned), its first line read."""
@@ -432,7 +423,7 @@ def test_full_queue_is_503_with_retry_after(server, client):
     short = {"model": "tiny", "stream": False, "messages": USER, "options": {"num_predict": 2}}
     with long_generation(server) as running, ThreadPoolExecutor(1) as pool:
         queued = pool.submit(post, server, "/api/chat", short)
-        wait_for(lambda: get(server, "/api/status").json()["queued"] == 1, what="the second request to queue")
+        wait_for(lambda: get(server, "/api/status").json()["queued"] == 1, 10, what="the second request to queue")
         r = post(server, "/api/chat", {**short, "stream": True})
         assert "busy" in assert_error(r, 503)
         assert int(r.headers["retry-after"]) >= 1
@@ -441,7 +432,7 @@ def test_full_queue_is_503_with_retry_after(server, client):
         assert info.value.status_code == 503
         running.close()
         assert queued.result(timeout=60).status_code == 200
-    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, what="the server to go idle")
+    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, 10, what="the server to go idle")
 
 
 def test_stream_disconnect_frees_the_slot(server):
@@ -450,7 +441,7 @@ def test_stream_disconnect_frees_the_slot(server):
         lines = response.iter_lines()
         assert json.loads(next(lines))["done"] is False
         response.close()
-    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, what="the cancelled stream to free its slot")
+    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, 10, what="the cancelled stream to free its slot")
     assert 'hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="cancelled"}' in get(server, "/metrics").text
 
 

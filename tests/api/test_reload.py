@@ -56,12 +56,6 @@ def configs(path) -> tuple[dict, dict]:
     return before, after
 
 
-def status(server) -> dict:
-    code, body = server.get("/api/status")
-    assert code == 200
-    return json.loads(body)
-
-
 def cli(server, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hoshikage_core.cli", "--config", str(server.config_path), "reload", "--url",
@@ -90,7 +84,7 @@ async def reload(way: str, server, client: httpx.AsyncClient, expect_models: lis
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
     server.process.send_signal(signal.SIGHUP)
-    await wait_for(lambda: [m["name"] for m in status(server)["models"]] == expect_models, "the SIGHUP reload")
+    await wait_for(lambda: [m["name"] for m in server.status()["models"]] == expect_models, "the SIGHUP reload")
     return None
 
 
@@ -136,7 +130,7 @@ async def test_reload_while_a_stream_runs(way, tiny_model_path):
                     assert (answer["added"], answer["removed"], answer["changed"]) == (["added"], ["gone"], ["keep"])
                     assert answer["needs_restart"] == [] and answer["models"] == ["keep", "added"]
                     assert answer["source"] == str(server.config_path)
-                keep = status(server)["models"][0]
+                keep = server.status()["models"][0]
                 assert keep["name"] == "keep" and keep["state"] == "busy" and keep["reload_pending"], keep
 
                 # the removed model is gone at once
@@ -145,7 +139,7 @@ async def test_reload_while_a_stream_runs(way, tiny_model_path):
                 # the added one serves at once, beside the stream
                 added = await client.post("/v1/completions", json={"model": "added", "prompt": "hi", "max_tokens": 4})
                 assert added.status_code == 200 and added.json()["choices"][0]["finish_reason"] == "length"
-                assert status(server)["models"][0]["state"] == "busy"  # the stream still runs
+                assert server.status()["models"][0]["state"] == "busy"  # the stream still runs
 
                 rest = [line async for line in lines]
             events = [line[6:] for line in [first, *rest] if line.startswith("data: ")]
@@ -157,7 +151,7 @@ async def test_reload_while_a_stream_runs(way, tiny_model_path):
             # the changed model loads again with its new options (parallel 2) when next used
             again = await client.post("/v1/completions", json={"model": "keep", "prompt": "hi", "max_tokens": 2})
             assert again.status_code == 200
-            keep = status(server)["models"][0]
+            keep = server.status()["models"][0]
             assert (keep["slots"], keep["reload_pending"]) == (2, False), keep
             metrics = (await client.get("/metrics")).text
             assert 'hoshikage_model_unloads_total{model="gone",reason="removed"} 1.0' in metrics
@@ -166,7 +160,7 @@ async def test_reload_while_a_stream_runs(way, tiny_model_path):
             # a config with errors is refused whole; the running one keeps serving
             server.config_path.write_text(BROKEN.format(path=tiny_model_path))
             await refused(way, server, client)
-            assert [m["name"] for m in status(server)["models"]] == ["keep", "added"]
+            assert [m["name"] for m in server.status()["models"]] == ["keep", "added"]
             for name in ("keep", "added"):
                 r = await client.post("/v1/completions", json={"model": name, "prompt": "hi", "max_tokens": 2})
                 assert r.status_code == 200

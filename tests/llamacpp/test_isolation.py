@@ -181,26 +181,14 @@ def test_server_survives_a_dead_model_process(tiny_model_path):
         assert error["type"] == "server_error" and error["code"] == "model_failed"
         assert "Model 'boxed' failed" in error["message"] and "SIGKILL" in error["message"]
         assert server.get("/health")[0] == 200
-        status = _model_status(server, "boxed", lambda m: m["state"] == "unloaded")
+        status = server.model_status("boxed", lambda m: m["state"] == "unloaded")
         assert "SIGKILL" in status["last_error"]
         r = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 4}, timeout=60)
         assert r.status_code == 200, r.text
         # The next request loads it again, in a fresh process.
         r = httpx.post(url + "/v1/completions", json={"model": "boxed", "prompt": "hi", "max_tokens": 4}, timeout=60)
         assert r.status_code == 200, r.text
-        assert _model_status(server, "boxed", lambda m: m["state"] == "loaded")["last_error"] is None
-
-
-def _model_status(server, name, until, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = server.get("/api/status")
-        assert code == 200
-        model = next(m for m in json.loads(body)["models"] if m["name"] == name)
-        if until(model) or time.monotonic() > deadline:
-            assert until(model), model
-            return model
-        time.sleep(0.05)
+        assert server.model_status("boxed", lambda m: m["state"] == "loaded")["last_error"] is None
 
 
 class _Sink:

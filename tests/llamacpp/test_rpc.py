@@ -161,7 +161,7 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
 
         # Loaded over RPC: status says where the layers went.
         assert complete("gemma-rpc").status_code == 200
-        status = model_status(server, "gemma-rpc", lambda m: m["state"] == "loaded")
+        status = server.model_status("gemma-rpc", lambda m: m["state"] == "loaded", timeout=15.0)
         assert remote_bytes(status["placement"], rpc_server.endpoint, "model") > 50 * 2**20, status
         assert remote_bytes(status["placement"], rpc_server.endpoint, "KV") > 0, status
         assert status["memory_bytes"] > remote_bytes(status["placement"], rpc_server.endpoint, "model")
@@ -198,7 +198,7 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         assert error, events[-3:]
         assert error["code"] == "model_failed" and rpc_server.endpoint in error["message"], error
         assert server.process.poll() is None and server.get("/health")[0] == 200
-        status = model_status(server, "gemma-rpc", lambda m: m["state"] == "unloaded")
+        status = server.model_status("gemma-rpc", lambda m: m["state"] == "unloaded", timeout=15.0)
         assert rpc_server.endpoint in status["last_error"]
         assert complete("tiny").status_code == 200
 
@@ -216,15 +216,3 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         finally:
             again.stop()
         assert "Remote RPC server crashed" in server.log() or "SIGABRT" in server.log()
-
-
-def model_status(server, name, until, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = server.get("/api/status")
-        assert code == 200
-        model = next(m for m in json.loads(body)["models"] if m["name"] == name)
-        if until(model) or time.monotonic() > deadline:
-            assert until(model), model
-            return model
-        time.sleep(0.05)

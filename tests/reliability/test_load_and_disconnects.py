@@ -16,12 +16,6 @@ from tests.support.server import running_server
 pytestmark = pytest.mark.timeout(120)
 
 
-def status(server) -> dict:
-    code, body = server.get("/api/status")
-    assert code == 200
-    return json.loads(body)
-
-
 async def test_64_clients_are_served_or_refused_cleanly(tiny_model_path):
     config = {
         "server": {"concurrency": 4, "max_queue": 16},
@@ -58,7 +52,7 @@ async def test_64_clients_are_served_or_refused_cleanly(tiny_model_path):
                 choice = json.loads(text)["choices"][0]
                 assert choice["finish_reason"] in ("length", "stop")
         assert server.get("/health")[0] == 200
-        s = status(server)
+        s = server.status()
         assert (s["running"], s["queued"]) == (0, 0)
         assert s["models"][0]["in_use"] == 0
 
@@ -90,7 +84,7 @@ async def test_disconnect_storm_frees_every_slot_and_thread(tiny_model_path):
             await asyncio.wait_for(started.wait(), 30)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                s = status(server)
+                s = server.status()
                 if (s["running"], s["queued"], s["models"][0]["running_sequences"]) == (4, 16, 4):
                     break
                 await asyncio.sleep(0.05)
@@ -103,7 +97,7 @@ async def test_disconnect_storm_frees_every_slot_and_thread(tiny_model_path):
         hung_up = time.monotonic()
         deadline = hung_up + 1.0
         while time.monotonic() < deadline:
-            s = status(server)
+            s = server.status()
             if (s["running"], s["queued"]) == (0, 0):
                 break
             await asyncio.sleep(0.02)

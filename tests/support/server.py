@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,22 @@ class Server:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def status(self, headers: Mapping[str, str] | None = None) -> dict:
+        """``GET /api/status``, which must answer 200."""
+        code, body = self.get("/api/status", headers=headers)
+        assert code == 200, body
+        return json.loads(body)
+
+    def model_status(self, name: str, until: Callable[[dict], Any], timeout: float = 10.0) -> dict:
+        """Model ``name``'s entry in ``/api/status`` once ``until(entry)`` holds (asserted)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            model = next(m for m in self.status()["models"] if m["name"] == name)
+            if until(model) or time.monotonic() > deadline:
+                assert until(model), model
+                return model
+            time.sleep(0.05)
+
     def terminate(self, timeout: float = 10.0) -> float:
         """Send SIGTERM; return the seconds the process took to exit (killed after ``timeout``)."""
         started = time.monotonic()
@@ -95,6 +111,17 @@ class Server:
                 self.process.kill()
                 self.process.wait(5)
         return time.monotonic() - started
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _wait_healthy(server: Server, timeout: float) -> None:
