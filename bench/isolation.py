@@ -42,11 +42,15 @@ def decode_tps(model, prompt: str, tokens: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="GGUF file (default: Gemma 3 270M from the demo extra)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--rpc-server", help="ggml-rpc-server executable: also measure over loopback RPC")
+    parser.add_argument(
+        "--rpc-server", help="ggml-rpc-server executable: also measure over loopback RPC"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
@@ -62,14 +66,20 @@ def main() -> None:
     common = dict(n_ctx=1024, parallel=1, n_threads=args.threads, cache_ram=0)
     variants = {
         "in-process": LlamaCppModel.load("local", path, LlamaOptions(**common)),
-        "child process": ProcessModel.load("child", path, LlamaOptions(isolation="process", **common)),
+        "child process": ProcessModel.load(
+            "child", path, LlamaOptions(isolation="process", **common)
+        ),
     }
     rpc = None
     if args.rpc_server:
         from tests.support.rpc import RpcServer
 
-        rpc = RpcServer(args.rpc_server, threads=args.threads or 1).start(Path("/tmp/bench-rpc-server.log"))
-        variants["rpc loopback"] = ProcessModel.load("rpc", path, LlamaOptions(rpc_servers=rpc.endpoint, **common))
+        rpc = RpcServer(args.rpc_server, threads=args.threads or 1).start(
+            Path("/tmp/bench-rpc-server.log")
+        )
+        variants["rpc loopback"] = ProcessModel.load(
+            "rpc", path, LlamaOptions(rpc_servers=rpc.endpoint, **common)
+        )
     results: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for model in variants.values():  # warm-up
@@ -78,7 +88,10 @@ def main() -> None:
             for name, model in variants.items():
                 tps = decode_tps(model, PROMPTS[rep % len(PROMPTS)], args.tokens)
                 results[name].append(tps)
-            print(f"rep {rep + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in results.items()), flush=True)
+            print(
+                f"rep {rep + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in results.items()),
+                flush=True,
+            )
     finally:
         for model in variants.values():
             model.close()
@@ -87,10 +100,12 @@ def main() -> None:
     base = results["in-process"]
     print(f"\ndecode tok/s, single stream, {args.tokens} tokens, {args.reps} interleaved reps")
     for name, values in results.items():
-        ratios = [v / b for v, b in zip(values, base)]
+        ratios = [v / b for v, b in zip(values, base, strict=True)]
         print(
-            f"  {name:14s} median {statistics.median(values):7.1f}  min {min(values):7.1f}  max {max(values):7.1f}"
-            f"  ratio to in-process: median {statistics.median(ratios):.3f} (per rep {min(ratios):.3f}..{max(ratios):.3f})"
+            f"  {name:14s} median {statistics.median(values):7.1f}  min {min(values):7.1f}  max {max(values):7.1f}"(
+                f"  ratio to in-process: median {statistics.median(ratios):.3f} (per rep "
+                f"{min(ratios):.3f}..{max(ratios):.3f})"
+            )
         )
 
 

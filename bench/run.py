@@ -67,7 +67,12 @@ def summary(values: list[float]) -> dict:
     values = [v for v in values if v == v]
     if not values:
         return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -112,14 +117,18 @@ class DirectEngine:
         from hoshikage_llamacpp.options import LlamaOptions
         from llama_cpp import Llama
 
-        kwargs = llama_kwargs(LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads), read_info(model).metadata)
+        kwargs = llama_kwargs(
+            LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads), read_info(model).metadata
+        )
         started = time.perf_counter()
         self.llm = Llama(str(model), **kwargs)
         self.load_s = time.perf_counter() - started
         self.max_tokens = args.max_tokens
 
     def stream(self, prompt: str, max_tokens: int):
-        for chunk in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
+        for chunk in self.llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=0, stream=True
+        ):
             if chunk["choices"][0]["text"]:
                 yield
 
@@ -139,9 +148,13 @@ class HttpEngine:
 
     def stream(self, prompt: str, max_tokens: int):
         for chunk in self.client.completions.create(
-            model=self.model, prompt=prompt, max_tokens=max_tokens, temperature=0, stream=True,
+            model=self.model,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
             extra_body=self.extra,
-        ):  # fmt: skip
+        ):
             if chunk.choices and chunk.choices[0].text:
                 yield
 
@@ -158,8 +171,14 @@ class RawSSEEngine:
         self.extra = extra or {}
 
     def stream(self, prompt: str, max_tokens: int):
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                "stream": True, **self.extra}  # fmt: skip
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            **self.extra,
+        }
         with self.client.stream("POST", "/v1/completions", json=body) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -189,20 +208,25 @@ def bench_throughput(engines: dict, args) -> dict:
             samples[name][0].append(ttft)
             if tps is not None:
                 samples[name][1].append(tps)
-    return {name: {"ttft_s": summary(t), "decode_tps": summary(d)} for name, (t, d) in samples.items()}
+    return {
+        name: {"ttft_s": summary(t), "decode_tps": summary(d)} for name, (t, d) in samples.items()
+    }
 
 
 class Server:
     """A server subprocess on loopback, started and waited for /health (or another path)."""
 
-    def __init__(self, argv: list[str], port: int, health: str = "/health", env: dict | None = None):
+    def __init__(
+        self, argv: list[str], port: int, health: str = "/health", env: dict | None = None
+    ):
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         # The log goes to a file: a pipe nobody reads fills up and blocks a chatty server.
         self.log = tempfile.TemporaryFile()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         self.startup_s = self._wait(health)
 
     def _wait(self, path: str, timeout: float = 120) -> float:
@@ -212,7 +236,9 @@ class Server:
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
-                raise RuntimeError(f"server exited: {self.log.read().decode(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"server exited: {self.log.read().decode(errors='replace')[-2000:]}"
+                )
             try:
                 if httpx.get(self.base_url + path, timeout=0.5).status_code == 200:
                     return time.perf_counter() - self.t0
@@ -231,17 +257,21 @@ class Server:
                 self.proc.wait()
 
 
-def hoshikage_server(model: Path, args, *, concurrency: int = 1, parallel: int = 4) -> tuple[Server, Path]:
+def hoshikage_server(
+    model: Path, args, *, concurrency: int = 1, parallel: int = 4
+) -> tuple[Server, Path]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
-    opts = f'n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n'
+    opts = f"n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n"
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nconcurrency = {concurrency}\nmax_queue = 64\n'
         f'[unload]\nidle_ttl = "10m"\nmax_loaded = 1\n'
         f'[[models]]\nname = "a"\npath = "{model}"\n{opts}'
         f'[[models]]\nname = "b"\npath = "{model}"\n{opts}'
     )
-    server = Server([sys.executable, "-m", "hoshikage_core.cli", "serve", "--config", str(cfg)], port)
+    server = Server(
+        [sys.executable, "-m", "hoshikage_core.cli", "serve", "--config", str(cfg)], port
+    )
     return server, cfg
 
 
@@ -266,7 +296,9 @@ def bench_hoshikage(model: Path, args) -> dict:
         done = threading.Event()
 
         def long_generation():
-            client.completions.create(model="a", prompt=prompt_for(500), max_tokens=400, temperature=0)
+            client.completions.create(
+                model="a", prompt=prompt_for(500), max_tokens=400, temperature=0
+            )
             done.set()
 
         t = threading.Thread(target=long_generation)
@@ -279,13 +311,18 @@ def bench_hoshikage(model: Path, args) -> dict:
             lat.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.01)
         t.join()
-        out["models_latency_ms"] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat)}
+        out["models_latency_ms"] = {
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "n": len(lat),
+        }
 
         # Switch: B right after A (max_loaded 1), minus the same request with B loaded.
         def one(name: str) -> float:
             t0 = time.perf_counter()
-            client.completions.create(model=name, prompt="Hi", max_tokens=1, temperature=0,
-                                      extra_body={"keep_alive": -1})  # fmt: skip
+            client.completions.create(
+                model=name, prompt="Hi", max_tokens=1, temperature=0, extra_body={"keep_alive": -1}
+            )
             return time.perf_counter() - t0
 
         switch, warm = [], []
@@ -296,7 +333,9 @@ def bench_hoshikage(model: Path, args) -> dict:
         out["switch_s"] = summary([s - w for s, w in zip(switch, warm, strict=True)])
 
         # RSS after idle unload: a last request with keep_alive 1 s, then wait.
-        client.completions.create(model="b", prompt="Hi", max_tokens=1, extra_body={"keep_alive": 1})
+        client.completions.create(
+            model="b", prompt="Hi", max_tokens=1, extra_body={"keep_alive": 1}
+        )
         deadline = time.time() + 10
         while time.time() < deadline:
             states = {m["name"]: m["state"] for m in http.get("/api/status").json()["models"]}
@@ -315,12 +354,18 @@ def bench_contention(model: Path, args, concurrency: int) -> dict:
 
     server, _ = hoshikage_server(model, args, concurrency=concurrency)
     try:
-        client = OpenAI(base_url=server.base_url + "/v1", api_key="bench", max_retries=0, timeout=600)
-        client.completions.create(model="a", prompt="Hi", max_tokens=1, extra_body={"keep_alive": -1})
+        client = OpenAI(
+            base_url=server.base_url + "/v1", api_key="bench", max_retries=0, timeout=600
+        )
+        client.completions.create(
+            model="a", prompt="Hi", max_tokens=1, extra_body={"keep_alive": -1}
+        )
         tokens = []
 
         def worker(i: int):
-            r = client.completions.create(model="a", prompt=prompt_for(i), max_tokens=48, temperature=0)
+            r = client.completions.create(
+                model="a", prompt=prompt_for(i), max_tokens=48, temperature=0
+            )
             tokens.append(r.usage.completion_tokens)
 
         t0 = time.perf_counter()
@@ -330,7 +375,12 @@ def bench_contention(model: Path, args, concurrency: int) -> dict:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        return {"clients": 8, "wall_s": wall, "tokens": sum(tokens), "aggregate_tps": sum(tokens) / wall}
+        return {
+            "clients": 8,
+            "wall_s": wall,
+            "tokens": sum(tokens),
+            "aggregate_tps": sum(tokens) / wall,
+        }
     finally:
         server.stop()
 
@@ -343,11 +393,26 @@ def start_llama_cpp_server(model: Path, args) -> Server | dict:
         return {"skipped": f"llama_cpp.server not installed ({exc}); pip install '.[bench]'"}
     port = free_port()
     return Server(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_ctx", str(args.n_ctx),
-         "--n_threads", str(args.threads), "--flash_attn", "true",
-         "--host", "127.0.0.1", "--port", str(port)],
-        port, health="/v1/models",
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--n_ctx",
+            str(args.n_ctx),
+            "--n_threads",
+            str(args.threads),
+            "--flash_attn",
+            "true",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        port,
+        health="/v1/models",
+    )
 
 
 def start_llama_server(binary: str | None, model: Path, args, slots: int = 1) -> Server | dict:
@@ -357,10 +422,25 @@ def start_llama_server(binary: str | None, model: Path, args, slots: int = 1) ->
         return {"skipped": "no --llama-server PATH given"}
     port = free_port()
     return Server(
-        [binary, "-m", str(model), "-c", str(args.n_ctx * slots), "-np", str(slots), "-t", str(args.threads),
-         "-fa", "on", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            binary,
+            "-m",
+            str(model),
+            "-c",
+            str(args.n_ctx * slots),
+            "-np",
+            str(slots),
+            "-t",
+            str(args.threads),
+            "-fa",
+            "on",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         port,
-    )  # fmt: skip
+    )
 
 
 def bench_batching(model: Path, args) -> dict:
@@ -379,7 +459,10 @@ def bench_batching(model: Path, args) -> dict:
         for name, server in servers.items():
             if server.proc.poll() is not None:
                 server.log.seek(0)
-                print(f"{name} exited ({server.proc.returncode}):", server.log.read().decode(errors="replace")[-3000:])
+                print(
+                    f"{name} exited ({server.proc.returncode}):",
+                    server.log.read().decode(errors="replace")[-3000:],
+                )
         raise
     finally:
         for server in servers.values():
@@ -435,15 +518,24 @@ def report(results: dict) -> None:
         return f"{s['median'] * scale:.1f} [{s['min'] * scale:.1f}–{s['max'] * scale:.1f}]"
 
     table.add_row("direct llama-cpp-python", fmt(d["ttft_s"], 1000), fmt(d["decode_tps"]), "-")
-    table.add_row("hoshikage (openai client)", fmt(h["ttft_s"], 1000), fmt(h["decode_tps"]), f"{h['startup_s']:.2f}")
+    table.add_row(
+        "hoshikage (openai client)",
+        fmt(h["ttft_s"], 1000),
+        fmt(h["decode_tps"]),
+        f"{h['startup_s']:.2f}",
+    )
     raw = results.get("hoshikage_raw_client") or {}
     if raw:
-        table.add_row("hoshikage (raw SSE client)", fmt(raw["ttft_s"], 1000), fmt(raw["decode_tps"]), "-")
+        table.add_row(
+            "hoshikage (raw SSE client)", fmt(raw["ttft_s"], 1000), fmt(raw["decode_tps"]), "-"
+        )
     for name, p in peers.items():
         if "skipped" in p:
             table.add_row(f"{name}: [dim]{p['skipped']}[/]", "", "", "")
         elif p:
-            table.add_row(name, fmt(p["ttft_s"], 1000), fmt(p["decode_tps"]), f"{p['startup_s']:.2f}")
+            table.add_row(
+                name, fmt(p["ttft_s"], 1000), fmt(p["decode_tps"]), f"{p['startup_s']:.2f}"
+            )
     console.print(table)
     t2 = Table(title="Targets (ratios from this run)", title_justify="left")
     for col in ("target", "measured", "bound", "ok"):
@@ -451,7 +543,12 @@ def report(results: dict) -> None:
     for key, value in results["ratios"].items():
         if key in TARGETS:
             ok = passes(key, value)
-            t2.add_row(TARGETS[key][0], f"{value:.3f}", TARGETS[key][1], "[green]yes[/]" if ok else "[red]no[/]")
+            t2.add_row(
+                TARGETS[key][0],
+                f"{value:.3f}",
+                TARGETS[key][1],
+                "[green]yes[/]" if ok else "[red]no[/]",
+            )
         else:
             t2.add_row(key, f"{value:.3f}", "-", "")
     console.print(t2)
@@ -472,13 +569,20 @@ def report_batching(b: dict) -> None:
     table.add_column("measure")
     for name in names:
         table.add_column(name, justify="right")
-    rows = [(f"aggregate decode tok/s, {k} streams", f"aggregate_tps_{k}", "{:.1f}") for k in (1, 2, 4, 8)]
-    rows += [("n=4 wall ÷ n=1 wall (64 tokens)", "n4_over_n1", "{:.2f}"),
-             ("later-turn TTFT ms, 2 conversations", "interleaved_2_ttft_ms", "{:.0f}"),
-             ("later-turn TTFT ms, 4 conversations", "interleaved_4_ttft_ms", "{:.0f}")]  # fmt: skip
+    rows = [
+        (f"aggregate decode tok/s, {k} streams", f"aggregate_tps_{k}", "{:.1f}")
+        for k in (1, 2, 4, 8)
+    ]
+    rows += [
+        ("n=4 wall ÷ n=1 wall (64 tokens)", "n4_over_n1", "{:.2f}"),
+        ("later-turn TTFT ms, 2 conversations", "interleaved_2_ttft_ms", "{:.0f}"),
+        ("later-turn TTFT ms, 4 conversations", "interleaved_4_ttft_ms", "{:.0f}"),
+    ]
     for label, key, fmt in rows:
         table.add_row(label, *(fmt.format(b[n][key]) if key in b[n] else "-" for n in names))
-    table.add_row("json_schema decode ÷ plain decode", *(f"{b[n]['schema']['ratio']:.2f}" for n in names))
+    table.add_row(
+        "json_schema decode ÷ plain decode", *(f"{b[n]['schema']['ratio']:.2f}" for n in names)
+    )
     Console().print(table)
     h, p = b.get("hoshikage"), b.get("llama_server")
     if not (h and p):
@@ -487,10 +591,25 @@ def report_batching(b: dict) -> None:
     for col in ("target", "measured", "bound", "ok"):
         t.add_column(col)
     checks = [
-        ("aggregate at 4 streams ÷ llama-server's", h["aggregate_tps_4"] / p["aggregate_tps_4"], ">=", 1.0),
+        (
+            "aggregate at 4 streams ÷ llama-server's",
+            h["aggregate_tps_4"] / p["aggregate_tps_4"],
+            ">=",
+            1.0,
+        ),
         ("n=4 cost ÷ llama-server's", h["n4_over_n1"] / p["n4_over_n1"], "<=", 1.0),
-        ("interleaved TTFT (2 conv.) ÷ llama-server's", h["interleaved_2_ttft_ms"] / p["interleaved_2_ttft_ms"], "<=", 1.2),
-        ("interleaved TTFT (4 conv.) ÷ llama-server's", h["interleaved_4_ttft_ms"] / p["interleaved_4_ttft_ms"], "<=", 1.2),
+        (
+            "interleaved TTFT (2 conv.) ÷ llama-server's",
+            h["interleaved_2_ttft_ms"] / p["interleaved_2_ttft_ms"],
+            "<=",
+            1.2,
+        ),
+        (
+            "interleaved TTFT (4 conv.) ÷ llama-server's",
+            h["interleaved_4_ttft_ms"] / p["interleaved_4_ttft_ms"],
+            "<=",
+            1.2,
+        ),
         ("json_schema ÷ plain decode", h["schema"]["ratio"], ">=", 0.9),
     ]
     for label, value, op, bound in checks:
@@ -500,24 +619,36 @@ def report_batching(b: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, help="GGUF file (default: the embedded Gemma 3 270M)")
     parser.add_argument("--reps", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=physical_cores())
-    parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary (optional peer)")
+    parser.add_argument(
+        "--llama-server", help="path to llama.cpp's llama-server binary (optional peer)"
+    )
     parser.add_argument("--skip-peers", action="store_true")
-    parser.add_argument("--batch-tokens", type=int, default=96, help="tokens per stream in the batching benchmark")
-    parser.add_argument("--batching-only", action="store_true", help="run only the batched-engine comparison")
+    parser.add_argument(
+        "--batch-tokens", type=int, default=96, help="tokens per stream in the batching benchmark"
+    )
+    parser.add_argument(
+        "--batching-only", action="store_true", help="run only the batched-engine comparison"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
     model = args.model or default_model()
 
     results: dict = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "threads": args.threads},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+        },
         "model": str(model),
         "settings": {"reps": args.reps, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx},
     }

@@ -24,7 +24,9 @@ def tiny_model_no_template_path(tmp_path_factory):
     pytest.importorskip("gguf")
     from tests.support.models import build_tiny_gguf
 
-    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-no-template.gguf", chat_template=False)
+    return build_tiny_gguf(
+        tmp_path_factory.mktemp("models") / "tiny-no-template.gguf", chat_template=False
+    )
 
 
 @pytest.fixture(scope="session")

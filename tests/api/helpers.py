@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
-def assert_openai_error(response, status: int, *, type: str = "invalid_request_error", code=None, param=None):
+def assert_openai_error(
+    response, status: int, *, type: str = "invalid_request_error", code=None, param=None
+):
     """The response is ``status`` with OpenAI's error body (and the given fields)."""
     assert response.status_code == status, response.text
     error = response.json()["error"]

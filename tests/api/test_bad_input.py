@@ -34,8 +34,18 @@ CHAT_CASES = [
     (chat(messages=[{"role": 5, "content": "x"}]), "messages[0].role"),
     (chat(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
     (chat(messages=[{"role": "user", "content": {"text": "x"}}]), "messages[0].content"),
-    (chat(messages=[{"role": "user", "content": [{"type": "audio", "x": 1}]}]), "messages[0].content[0].type"),
-    (chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), "messages[0].content[0]"),
+    (
+        chat(messages=[{"role": "user", "content": [{"type": "audio", "x": 1}]}]),
+        "messages[0].content[0].type",
+    ),
+    (
+        chat(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+            ]
+        ),
+        "messages[0].content[0]",
+    ),
     (chat(messages=[{"role": "tool", "content": "x"}]), "messages[0]"),
     (chat(messages=[{"role": "assistant", "tool_calls": "x"}]), "messages[0].tool_calls"),
     (chat(max_tokens="5"), "max_tokens"),
@@ -77,7 +87,10 @@ CHAT_CASES = [
     (chat(response_format={"type": "xml"}), "response_format.type"),
     (chat(response_format="json"), "response_format"),
     (chat(response_format={"type": "json_schema"}), "response_format"),
-    (chat(response_format={"type": "json_schema", "json_schema": {"schema": 5}}), "response_format.json_schema.schema"),
+    (
+        chat(response_format={"type": "json_schema", "json_schema": {"schema": 5}}),
+        "response_format.json_schema.schema",
+    ),
     (chat(tools="x"), "tools"),
     (chat(tools=[{"type": "function"}]), "tools[0]"),
     (chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type"),
@@ -91,7 +104,9 @@ CHAT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "param"), CHAT_CASES, ids=[json.dumps(c[0])[:60] for c in CHAT_CASES])
+@pytest.mark.parametrize(
+    ("body", "param"), CHAT_CASES, ids=[json.dumps(c[0])[:60] for c in CHAT_CASES]
+)
 async def test_chat_field_errors(client, body, param):
     r = await client.post("/v1/chat/completions", json=body)
     error = assert_openai_error(r, 400)
@@ -134,11 +149,20 @@ RAW_BODIES = [
     b"42",
     b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}',
     b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1' + b"0" * 5000 + b"}",
+    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1'
+    + b"0" * 5000
+    + b"}",
     b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e999}',
-    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": '
-    + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"}}]}",
+    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "extra": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}",
+    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], '
+    b'"tools": [{"type": "function", "function": {"name": "f", "parameters": '
+    + b'{"a": ' * 50_000
+    + b"1"
+    + b"}" * 50_000
+    + b"}}]}",
 ]
 
 
@@ -152,7 +176,9 @@ async def test_malformed_bodies(client, path, raw):
 
 async def test_oversized_body_is_413_and_server_stays_up(client):
     huge = json.dumps(chat(messages=[{"role": "user", "content": "x" * 300_000}]))
-    r = await client.post("/v1/chat/completions", content=huge, headers={"Content-Type": "application/json"})
+    r = await client.post(
+        "/v1/chat/completions", content=huge, headers={"Content-Type": "application/json"}
+    )
     assert_openai_error(r, 413, code="request_too_large")
     r = await client.post("/v1/chat/completions", json=chat(max_tokens=1))
     assert r.status_code == 200
@@ -164,5 +190,7 @@ async def test_unknown_route_and_method(client):
 
 
 async def test_unknown_fields_are_ignored(client):
-    r = await client.post("/v1/chat/completions", json=chat(max_tokens=1, store=False, metadata={"a": "b"}))
+    r = await client.post(
+        "/v1/chat/completions", json=chat(max_tokens=1, store=False, metadata={"a": "b"})
+    )
     assert r.status_code == 200, r.text

@@ -31,7 +31,13 @@ def sse_events(text: str) -> list:
 async def test_chat_completion_shape(client):
     r = await client.post(
         "/v1/chat/completions",
-        json={"model": "tiny-alias", "messages": MESSAGES, "max_tokens": 6, "temperature": 0, "seed": 3},
+        json={
+            "model": "tiny-alias",
+            "messages": MESSAGES,
+            "max_tokens": 6,
+            "temperature": 0,
+            "seed": 3,
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -52,12 +58,17 @@ async def test_chat_completion_shape(client):
 
 async def test_stream_shapes_and_text_match_non_stream(client):
     request = {
-        "model": "tiny", "messages": MESSAGES, "max_tokens": 12, "temperature": 0, "seed": 7,
+        "model": "tiny",
+        "messages": MESSAGES,
+        "max_tokens": 12,
+        "temperature": 0,
+        "seed": 7,
         "logit_bias": {"2": -100},
-    }  # fmt: skip
+    }
     whole = (await client.post("/v1/chat/completions", json=request)).json()
     r = await client.post(
-        "/v1/chat/completions", json={**request, "stream": True, "stream_options": {"include_usage": True}}
+        "/v1/chat/completions",
+        json={**request, "stream": True, "stream_options": {"include_usage": True}},
     )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -69,13 +80,17 @@ async def test_stream_shapes_and_text_match_non_stream(client):
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all("role" not in c["choices"][0]["delta"] for c in chunks[1:])
     assert all(c["usage"] is None for c in chunks)
-    finished = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
+    finished = [
+        c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]
+    ]
     assert finished == [whole["choices"][0]["finish_reason"]] == ["length"]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == whole["choices"][0]["message"]["content"]
     assert usage_chunk["choices"] == []
     streamed_details = usage_chunk["usage"].pop("prompt_tokens_details")
-    assert usage_chunk["usage"] == {k: v for k, v in whole["usage"].items() if k != "prompt_tokens_details"}
+    assert usage_chunk["usage"] == {
+        k: v for k, v in whole["usage"].items() if k != "prompt_tokens_details"
+    }
     # the same prompt a second time: all of it but the last token came from the cache
     assert streamed_details == {"cached_tokens": whole["usage"]["prompt_tokens"] - 1}
     u = usage_chunk["usage"]
@@ -84,7 +99,8 @@ async def test_stream_shapes_and_text_match_non_stream(client):
 
 async def test_stream_without_include_usage_has_no_usage_field(client):
     r = await client.post(
-        "/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 3, "stream": True}
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 3, "stream": True},
     )
     events = sse_events(r.text)
     assert all("usage" not in e for e in events[:-1])
@@ -94,7 +110,14 @@ async def test_stream_without_include_usage_has_no_usage_field(client):
 async def test_n_choices_each_finish_once(client):
     r = await client.post(
         "/v1/chat/completions",
-        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "n": 3, "stream": True, "seed": 1},
+        json={
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 4,
+            "n": 3,
+            "stream": True,
+            "seed": 1,
+        },
     )
     events = sse_events(r.text)[:-1]
     for index in range(3):
@@ -103,7 +126,10 @@ async def test_n_choices_each_finish_once(client):
         assert sum(1 for c in mine if c["finish_reason"]) == 1
         assert mine[-1]["finish_reason"]
     whole = (
-        await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "n": 2})
+        await client.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "n": 2},
+        )
     ).json()
     assert [c["index"] for c in whole["choices"]] == [0, 1]
 
@@ -111,7 +137,13 @@ async def test_n_choices_each_finish_once(client):
 async def test_logprobs_in_openai_chat_shape(client):
     r = await client.post(
         "/v1/chat/completions",
-        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "logprobs": True, "top_logprobs": 2},
+        json={
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 4,
+            "logprobs": True,
+            "top_logprobs": 2,
+        },
     )
     content = r.json()["choices"][0]["logprobs"]["content"]
     assert len(content) == r.json()["usage"]["completion_tokens"]
@@ -122,7 +154,13 @@ async def test_logprobs_in_openai_chat_shape(client):
         assert set(item["top_logprobs"][0]) == {"token", "logprob", "bytes"}
     stream = await client.post(
         "/v1/chat/completions",
-        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 3, "logprobs": True, "stream": True},
+        json={
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 3,
+            "logprobs": True,
+            "stream": True,
+        },
     )
     with_lp = [e for e in sse_events(stream.text)[:-1] if e["choices"][0]["logprobs"]]
     assert with_lp and all("content" in e["choices"][0]["logprobs"] for e in with_lp)
@@ -132,10 +170,13 @@ async def test_json_object_response_format_gives_json(client):
     r = await client.post(
         "/v1/chat/completions",
         json={
-            "model": "tiny", "messages": MESSAGES, "max_tokens": 40, "temperature": 0,
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 40,
+            "temperature": 0,
             "response_format": {"type": "json_object"},
         },
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
     text = r.json()["choices"][0]["message"]["content"]
     assert text.lstrip().startswith(("{", "["))
@@ -147,10 +188,14 @@ async def test_json_object_with_end_of_text_banned_does_not_kill_the_server(clie
     r = await client.post(
         "/v1/chat/completions",
         json={
-            "model": "tiny", "messages": MESSAGES, "max_tokens": 40, "temperature": 0,
-            "response_format": {"type": "json_object"}, "logit_bias": {"2": -100},
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 40,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+            "logit_bias": {"2": -100},
         },
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"].lstrip().startswith("{")
     assert (await client.get("/health")).status_code == 200
@@ -160,13 +205,20 @@ async def test_text_parts_and_developer_role_accepted(client):
     r = await client.post(
         "/v1/chat/completions",
         json={
-            "model": "tiny", "max_tokens": 2,
+            "model": "tiny",
+            "max_tokens": 2,
             "messages": [
                 {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
-                {"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "world"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "hello"},
+                        {"type": "text", "text": "world"},
+                    ],
+                },
             ],
         },
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
 
 
@@ -180,9 +232,14 @@ async def test_text_parts_are_joined_by_one_rule_on_every_surface(client):
     parts = ["hello", "world"]
 
     async def openai_prompt_tokens(content) -> int:
-        r = await client.post("/v1/chat/completions", json={
-            "model": "tiny", "max_tokens": 1, "messages": [{"role": "user", "content": content}],
-        })  # fmt: skip
+        r = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "tiny",
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": content}],
+            },
+        )
         assert r.status_code == 200, r.text
         return r.json()["usage"]["prompt_tokens"]
 
@@ -190,13 +247,19 @@ async def test_text_parts_are_joined_by_one_rule_on_every_surface(client):
     glued = await openai_prompt_tokens("helloworld")
     assert joined != glued  # the rule is visible in the prompt
     assert await openai_prompt_tokens([{"type": "text", "text": p} for p in parts]) == joined
-    r = await client.post("/v1/messages", json={
-        "model": "tiny", "max_tokens": 1,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}],
-    })  # fmt: skip
+    r = await client.post(
+        "/v1/messages",
+        json={
+            "model": "tiny",
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}],
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["input_tokens"] == joined
-    backend = normalize_messages([{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}])
+    backend = normalize_messages(
+        [{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}]
+    )
     assert backend[0]["content"] == join_text(parts) == "hello\nworld"
 
 
@@ -205,7 +268,11 @@ async def test_context_length_exceeded_is_a_json_error_even_when_streaming(clien
     for stream in (False, True):
         r = await client.post(
             "/v1/chat/completions",
-            json={"model": "tiny", "messages": [{"role": "user", "content": long}], "stream": stream},
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": long}],
+                "stream": stream,
+            },
         )
         assert r.headers["content-type"].startswith("application/json")
         assert_openai_error(r, 400, code="context_length_exceeded", param="messages")
@@ -222,7 +289,8 @@ async def test_unknown_model_is_404_even_when_streaming(client):
 
 async def test_keep_alive_zero_unloads_after_the_request(client):
     r = await client.post(
-        "/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "keep_alive": 0}
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "keep_alive": 0},
     )
     assert r.status_code == 200
     for _ in range(100):
@@ -232,7 +300,8 @@ async def test_keep_alive_zero_unloads_after_the_request(client):
         await asyncio.sleep(0.02)
     assert state == "unloaded"
     r = await client.post(
-        "/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "keep_alive": "5m"}
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "keep_alive": "5m"},
     )
     status = (await client.get("/api/status")).json()
     tiny = next(m for m in status["models"] if m["name"] == "tiny")
@@ -242,11 +311,20 @@ async def test_keep_alive_zero_unloads_after_the_request(client):
 async def test_tools_are_passed_to_the_backend(client):
     tool = {
         "type": "function",
-        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        },
     }
     r = await client.post(
         "/v1/chat/completions",
-        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 60, "tools": [tool], "tool_choice": "required"},
+        json={
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 60,
+            "tools": [tool],
+            "tool_choice": "required",
+        },
     )
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
@@ -256,11 +334,20 @@ async def test_tools_are_passed_to_the_backend(client):
     assert call["type"] == "function" and call["function"]["name"] == "lookup"
     assert isinstance(call["function"]["arguments"], str) and call["id"]
     # The prompt grew by the tool definitions the chat template rendered.
-    plain = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 1})
+    plain = await client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 1}
+    )
     assert r.json()["usage"]["prompt_tokens"] > plain.json()["usage"]["prompt_tokens"]
     stream = await client.post(
         "/v1/chat/completions",
-        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 60, "tools": [tool], "tool_choice": "required", "stream": True},
+        json={
+            "model": "tiny",
+            "messages": MESSAGES,
+            "max_tokens": 60,
+            "tools": [tool],
+            "tool_choice": "required",
+            "stream": True,
+        },
     )
     choices = [e["choices"][0] for e in sse_events(stream.text)[:-1]]
     calls = [c["delta"]["tool_calls"] for c in choices if "tool_calls" in c["delta"]]

@@ -22,55 +22,89 @@ async def test_completion_shape_and_stream_match(client):
     assert whole["object"] == "text_completion" and whole["id"].startswith("cmpl-")
     assert whole["model"] == "tiny"
     (choice,) = whole["choices"]
-    assert choice["index"] == 0 and choice["logprobs"] is None and choice["finish_reason"] in ("stop", "length")
-    r = await client.post("/v1/completions", json={**request, "stream": True, "stream_options": {"include_usage": True}})
+    assert (
+        choice["index"] == 0
+        and choice["logprobs"] is None
+        and choice["finish_reason"] in ("stop", "length")
+    )
+    r = await client.post(
+        "/v1/completions",
+        json={**request, "stream": True, "stream_options": {"include_usage": True}},
+    )
     events = sse_events(r.text)
     chunks, usage_chunk = events[:-2], events[-2]
     assert all(c["object"] == "text_completion" and c["id"] == usage_chunk["id"] for c in chunks)
     assert "".join(c["choices"][0]["text"] for c in chunks) == choice["text"]
-    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == [
-        choice["finish_reason"]
-    ]
+    assert [
+        c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]
+    ] == [choice["finish_reason"]]
     assert usage_chunk["choices"] == [] and usage_chunk["usage"] == whole["usage"]
 
 
 async def test_prompt_list_echo_and_logprobs(client):
     r = await client.post(
         "/v1/completions",
-        json={"model": "tiny", "prompt": ["the cat", "hello"], "n": 2, "max_tokens": 3, "echo": True, "logprobs": 2},
+        json={
+            "model": "tiny",
+            "prompt": ["the cat", "hello"],
+            "n": 2,
+            "max_tokens": 3,
+            "echo": True,
+            "logprobs": 2,
+        },
     )
     body = r.json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
-    assert body["choices"][0]["text"].startswith("the cat") and body["choices"][2]["text"].startswith("hello")
+    assert body["choices"][0]["text"].startswith("the cat") and body["choices"][2][
+        "text"
+    ].startswith("hello")
     lp = body["choices"][1]["logprobs"]
     assert set(lp) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
-    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"])
+    assert (
+        len(lp["tokens"])
+        == len(lp["token_logprobs"])
+        == len(lp["top_logprobs"])
+        == len(lp["text_offset"])
+    )
     assert lp["text_offset"][0] == len("the cat")
     assert all(len(alternatives) <= 2 for alternatives in lp["top_logprobs"])
 
 
 async def test_completion_context_overflow_names_prompt(client):
-    r = await client.post("/v1/completions", json={"model": "tiny", "prompt": "the cat " * 400, "stream": True})
+    r = await client.post(
+        "/v1/completions", json={"model": "tiny", "prompt": "the cat " * 400, "stream": True}
+    )
     assert_openai_error(r, 400, code="context_length_exceeded", param="prompt")
 
 
 async def test_embeddings_float_and_base64_agree(client):
     inputs = ["the cat sat", "hello world"]
-    floats = (await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": inputs})).json()
+    floats = (
+        await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": inputs})
+    ).json()
     assert floats["object"] == "list" and floats["model"] == "tiny-embed"
     assert [d["index"] for d in floats["data"]] == [0, 1]
     vector = floats["data"][0]["embedding"]
-    assert len(vector) == 64 and math.isclose(math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-3)
+    assert len(vector) == 64 and math.isclose(
+        math.sqrt(sum(x * x for x in vector)), 1.0, rel_tol=1e-3
+    )
     assert floats["usage"]["prompt_tokens"] > 0
     assert floats["usage"]["total_tokens"] == floats["usage"]["prompt_tokens"]
     b64 = (
-        await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": inputs, "encoding_format": "base64"})
+        await client.post(
+            "/v1/embeddings",
+            json={"model": "tiny-embed", "input": inputs, "encoding_format": "base64"},
+        )
     ).json()
     raw = base64.b64decode(b64["data"][0]["embedding"])
     decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert len(decoded) == len(vector)
-    assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(decoded, vector, strict=True))
-    single = (await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": "the cat sat"})).json()
+    assert all(
+        math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(decoded, vector, strict=True)
+    )
+    single = (
+        await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": "the cat sat"})
+    ).json()
     assert len(single["data"]) == 1
 
 

@@ -36,15 +36,24 @@ LONG = {"max_tokens": 7000, "temperature": 0, "logit_bias": {"2": -100}}
 def server_config(tiny_model_path, **server) -> dict:
     return {
         "server": {
-            "api_key": KEY, "concurrency": 1, "max_queue": 1, "max_body_size": "1MB",
-            "shutdown_grace": 1, **server,
+            "api_key": KEY,
+            "concurrency": 1,
+            "max_queue": 1,
+            "max_body_size": "1MB",
+            "shutdown_grace": 1,
+            **server,
         },
         "unload": {"max_loaded": 2},
         "models": [
-            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 8192},
+            {
+                "name": "tiny",
+                "path": str(tiny_model_path),
+                "aliases": ["tiny-alias"],
+                "n_ctx": 8192,
+            },
             {"name": "tiny-embed", "path": str(tiny_model_path), "n_ctx": 512, "embedding": True},
         ],
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,9 @@ def client(server):
 
 @pytest.fixture
 def aclient(server):
-    return openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    return openai.AsyncOpenAI(
+        base_url=server.base_url + "/v1", api_key=KEY, max_retries=0, timeout=30
+    )
 
 
 def idle(server) -> bool:
@@ -94,27 +105,42 @@ def test_models_list_and_retrieve(client):
 
 
 def test_chat_stream_equals_non_stream(client):
-    kwargs = {"model": "tiny-alias", "messages": USER, "max_tokens": 16, "temperature": 0, "seed": 11}
+    kwargs = {
+        "model": "tiny-alias",
+        "messages": USER,
+        "max_tokens": 16,
+        "temperature": 0,
+        "seed": 11,
+    }
     whole = client.chat.completions.create(**kwargs)
     assert whole.model == "tiny-alias" and whole.choices[0].message.role == "assistant"
-    stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == [whole.choices[0].finish_reason]
     assert chunks[-1].choices == []
     usage = chunks[-1].usage
-    assert (usage.prompt_tokens, usage.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        whole.usage.prompt_tokens,
+        whole.usage.completion_tokens,
+    )
     # asked twice: the second time the prompt (all but its last token) came from the cache
     assert usage.prompt_tokens_details.cached_tokens == whole.usage.prompt_tokens - 1
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
 
 async def test_async_client_chat_and_completions(aclient):
-    whole = await aclient.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0, seed=5)
+    whole = await aclient.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=8, temperature=0, seed=5
+    )
     stream = await aclient.chat.completions.create(
         model="tiny", messages=USER, max_tokens=8, temperature=0, seed=5, stream=True
     )
@@ -125,20 +151,32 @@ async def test_async_client_chat_and_completions(aclient):
 
 
 def test_completions_stream_with_usage(client):
-    kwargs = {"model": "tiny", "prompt": "the cat sat", "max_tokens": 10, "temperature": 0, "seed": 3}
+    kwargs = {
+        "model": "tiny",
+        "prompt": "the cat sat",
+        "max_tokens": 10,
+        "temperature": 0,
+        "seed": 3,
+    }
     whole = client.completions.create(**kwargs)
-    chunks = list(client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
 
 def test_embeddings_float_and_base64(client):
-    floats = client.embeddings.create(model="tiny-embed", input=["the cat", "hello"], encoding_format="float")
+    floats = client.embeddings.create(
+        model="tiny-embed", input=["the cat", "hello"], encoding_format="float"
+    )
     assert len(floats.data) == 2 and len(floats.data[0].embedding) == 64
     # Without encoding_format the SDK asks for base64 and decodes it itself.
     decoded = client.embeddings.create(model="tiny-embed", input=["the cat", "hello"])
     assert decoded.data[0].embedding == pytest.approx(floats.data[0].embedding, rel=1e-5, abs=1e-6)
-    raw = client.embeddings.with_raw_response.create(model="tiny-embed", input="the cat", encoding_format="base64")
+    raw = client.embeddings.with_raw_response.create(
+        model="tiny-embed", input="the cat", encoding_format="base64"
+    )
     b64 = json.loads(raw.text)["data"][0]["embedding"]
     values = struct.unpack("<64f", base64.b64decode(b64))
     assert values == pytest.approx(floats.data[0].embedding, rel=1e-5, abs=1e-6)
@@ -152,15 +190,18 @@ def test_error_types_and_codes(client, server):
         client.chat.completions.create(model="tiny", messages=[])
     assert exc.value.body["param"] == "messages"
     with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "the cat " * 5000}])
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "the cat " * 5000}]
+        )
     assert exc.value.code == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="tiny", messages=USER, temperature="hot")
     assert exc.value.body["param"] == "temperature"
     r = httpx.post(
-        server.base_url + "/v1/chat/completions", headers=AUTH,
+        server.base_url + "/v1/chat/completions",
+        headers=AUTH,
         json={"model": "tiny", "messages": USER, "stream_options": {"include_usage": True}},
-    )  # fmt: skip
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
 
 
@@ -180,10 +221,15 @@ def test_auth(server):
 def long_stream(server, **extra):
     """An open streamed response whose generation runs for seconds; its first event is read.
     ``response.close()`` disconnects early."""
-    with httpx.Client(timeout=30) as http, http.stream(
-        "POST", server.base_url + "/v1/chat/completions", headers=AUTH,
-        json={"model": "tiny", "messages": USER, "stream": True, **LONG, **extra},
-    ) as response:  # fmt: skip
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            server.base_url + "/v1/chat/completions",
+            headers=AUTH,
+            json={"model": "tiny", "messages": USER, "stream": True, **LONG, **extra},
+        ) as response,
+    ):
         assert response.status_code == 200
         response.lines = response.iter_lines()
         assert next(response.lines).startswith("data: ")
@@ -193,10 +239,15 @@ def long_stream(server, **extra):
 def test_queue_full_is_503_with_retry_after(server, client):
     with long_stream(server) as running, ThreadPoolExecutor(1) as pool:
         queued = pool.submit(
-            httpx.post, server.base_url + "/v1/chat/completions", headers=AUTH, timeout=30,
+            httpx.post,
+            server.base_url + "/v1/chat/completions",
+            headers=AUTH,
+            timeout=30,
             json={"model": "tiny", "messages": USER, "max_tokens": 2},
-        )  # fmt: skip
-        wait_for(lambda: server.status(headers=AUTH)["queued"] == 1, what="the second request to queue")
+        )
+        wait_for(
+            lambda: server.status(headers=AUTH)["queued"] == 1, what="the second request to queue"
+        )
         with pytest.raises(openai.InternalServerError) as exc:
             client.chat.completions.create(model="tiny", messages=USER, max_tokens=2)
         assert exc.value.status_code == 503 and exc.value.code == "queue_full"
@@ -217,9 +268,11 @@ def test_non_stream_disconnect_cancels(server):
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
-            server.base_url + "/v1/chat/completions", headers=AUTH, timeout=httpx.Timeout(30, read=1.0),
+            server.base_url + "/v1/chat/completions",
+            headers=AUTH,
+            timeout=httpx.Timeout(30, read=1.0),
             json={"model": "tiny", "messages": USER, **LONG},
-        )  # fmt: skip
+        )
     wait_for(lambda: idle(server), 3, "the abandoned request to be cancelled")
     assert time.monotonic() - started < 6  # the whole generation would take far longer
     samples = parse_prometheus(server.get("/metrics", headers=AUTH)[1].decode())
@@ -239,9 +292,17 @@ def test_models_answer_during_a_long_generation(server):
 
 
 def test_keep_alive_zero_unloads_right_after(client):
-    client.chat.completions.create(model="tiny", messages=USER, max_tokens=2, extra_body={"keep_alive": 0})
-    wait_for(lambda: client.models.retrieve("tiny").model_extra["state"] == "unloaded", 3, "tiny to unload")
-    client.chat.completions.create(model="tiny", messages=USER, max_tokens=2, extra_body={"keep_alive": "5m"})
+    client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=2, extra_body={"keep_alive": 0}
+    )
+    wait_for(
+        lambda: client.models.retrieve("tiny").model_extra["state"] == "unloaded",
+        3,
+        "tiny to unload",
+    )
+    client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=2, extra_body={"keep_alive": "5m"}
+    )
     assert client.models.retrieve("tiny").model_extra["state"] == "loaded"
 
 
@@ -256,7 +317,13 @@ def test_metrics_text_parses(server, client):
 
 def test_bad_bodies_over_http_keep_the_server_up(server):
     url = server.base_url + "/v1/chat/completions"
-    for raw in (b"{", b"\xff\xfe", b"", b"[]", b'{"model": "tiny", "messages": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"):
+    for raw in (
+        b"{",
+        b"\xff\xfe",
+        b"",
+        b"[]",
+        b'{"model": "tiny", "messages": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+    ):
         r = httpx.post(url, content=raw, headers={**AUTH, "Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     big = b"x" * 2_000_000
@@ -291,11 +358,25 @@ def test_sigterm_exits_within_seconds_during_a_stream(tiny_model_path):
 @pytest.mark.gemma
 @pytest.mark.timeout(180)
 def test_gemma_chat_without_template_streams_the_same_text(gemma_model_path):
-    config = {"server": {"shutdown_grace": 1}, "models": [{"name": "gemma", "path": str(gemma_model_path), "n_ctx": 1024}]}
+    config = {
+        "server": {"shutdown_grace": 1},
+        "models": [{"name": "gemma", "path": str(gemma_model_path), "n_ctx": 1024}],
+    }
     with running_server(config) as srv:
-        client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
-        kwargs = {"model": "gemma", "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 24, "temperature": 0, "seed": 1}
+        client = openai.OpenAI(
+            base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=120
+        )
+        kwargs = {
+            "model": "gemma",
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 24,
+            "temperature": 0,
+            "seed": 1,
+        }
         whole = client.chat.completions.create(**kwargs)
         assert whole.choices[0].message.content.strip()
-        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs, stream=True))
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(**kwargs, stream=True)
+        )
         assert text == whole.choices[0].message.content

@@ -30,7 +30,10 @@ async def test_over_long_chat_and_completion_name_their_prompt_field(client):
     and Anthropic), ``prompt`` for completions."""
     pytest.importorskip("llama_cpp")
     long = "the cat " * 400  # over the 512-token context of "tiny"
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": long}]})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": long}]},
+    )
     assert_openai_error(r, 400, code="context_length_exceeded", param="messages")
     r = await client.post("/v1/completions", json={"model": "tiny", "prompt": long})
     assert_openai_error(r, 400, code="context_length_exceeded", param="prompt")
@@ -39,5 +42,7 @@ async def test_over_long_chat_and_completion_name_their_prompt_field(client):
 async def test_over_long_embedding_input_names_input(client):
     pytest.importorskip("llama_cpp")
     # One input longer than n_batch (512) tokens.
-    r = await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": ["hello", "the cat " * 400]})
+    r = await client.post(
+        "/v1/embeddings", json={"model": "tiny-embed", "input": ["hello", "the cat " * 400]}
+    )
     assert_openai_error(r, 400, code="context_length_exceeded", param="input")

@@ -38,26 +38,47 @@ def post(server, path: str, body: dict) -> dict:
 
 @pytest.mark.parametrize(("model", "budget"), [("tiny", 12), ("tiny-own", 5)])
 def test_chat_without_max_tokens_stops_at_the_default(server, model, budget):
-    body = post(server, "/v1/chat/completions", {"model": model, "messages": USER, "temperature": 0, "logit_bias": NO_EOS})
+    body = post(
+        server,
+        "/v1/chat/completions",
+        {"model": model, "messages": USER, "temperature": 0, "logit_bias": NO_EOS},
+    )
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == budget
 
 
 def test_completions_without_max_tokens_stop_at_the_default(server):
-    body = post(server, "/v1/completions", {"model": "tiny", "prompt": "the cat", "temperature": 0, "logit_bias": NO_EOS})
+    body = post(
+        server,
+        "/v1/completions",
+        {"model": "tiny", "prompt": "the cat", "temperature": 0, "logit_bias": NO_EOS},
+    )
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 12
 
 
 def test_a_request_may_ask_for_more_than_the_default(server):
-    body = post(server, "/v1/chat/completions", {"model": "tiny-own", "messages": USER, "temperature": 0,
-                                                  "logit_bias": NO_EOS, "max_tokens": 40})  # fmt: skip
+    body = post(
+        server,
+        "/v1/chat/completions",
+        {
+            "model": "tiny-own",
+            "messages": USER,
+            "temperature": 0,
+            "logit_bias": NO_EOS,
+            "max_tokens": 40,
+        },
+    )
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 40
 
 
 def test_anthropic_messages_send_their_own_max_tokens(server):
     """Anthropic's max_tokens is required, so it always wins over the default."""
-    body = post(server, "/v1/messages", {"model": "tiny-own", "messages": USER, "max_tokens": 30, "temperature": 0})
+    body = post(
+        server,
+        "/v1/messages",
+        {"model": "tiny-own", "messages": USER, "max_tokens": 30, "temperature": 0},
+    )
     assert body["usage"]["output_tokens"] == 30, body
     assert body["stop_reason"] == "max_tokens"

@@ -19,7 +19,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def random_path(rng: random.Random) -> str:
-    word = "".join(rng.choices(string.ascii_letters + string.digits + "-_.~%", k=rng.randint(1, 24)))
+    word = "".join(
+        rng.choices(string.ascii_letters + string.digits + "-_.~%", k=rng.randint(1, 24))
+    )
     return rng.choice(
         [
             f"/{word}",
@@ -64,16 +66,25 @@ async def test_random_unauthenticated_paths_keep_the_series_bounded(make_client,
 
     # 1,000 more random URLs added no series at all, and no path appears in the output.
     assert series(after) == series(before)
-    assert not any(p.split("?")[0] in after for p in paths if len(p) > 8 and p.count("/") > 1 and "{" not in p)
+    assert not any(
+        p.split("?")[0] in after for p in paths if len(p) > 8 and p.count("/") > 1 and "{" not in p
+    )
     labels = error_series(after)
     assert 0 < len(labels) <= 16, labels
     assert 'hoshikage_http_errors_total{code="not_found",path="<unmatched>",status="404"}' in labels
-    assert parse_prometheus(after)['hoshikage_http_errors_total{code="not_found",path="<unmatched>",status="404"}'] > 100
+    assert (
+        parse_prometheus(after)[
+            'hoshikage_http_errors_total{code="not_found",path="<unmatched>",status="404"}'
+        ]
+        > 100
+    )
     # Matched routes are labelled by their template, not by the URL that matched them.
     assert any('path="/v1/models/{model_id}"' in name for name in labels), labels
 
 
-async def test_authenticated_unknown_models_and_urls_keep_the_series_bounded(make_client, tiny_model_path):
+async def test_authenticated_unknown_models_and_urls_keep_the_series_bounded(
+    make_client, tiny_model_path
+):
     client = await make_client(tiny_config(tiny_model_path, api_key=KEY))
     rng = random.Random(99)
     for i in range(300):
@@ -82,9 +93,10 @@ async def test_authenticated_unknown_models_and_urls_keep_the_series_bounded(mak
             r = await client.get(f"/v1/models/{name}", headers=AUTH)
         elif i % 3 == 1:
             r = await client.post(
-                "/v1/chat/completions", headers=AUTH,
+                "/v1/chat/completions",
+                headers=AUTH,
                 json={"model": name, "messages": [{"role": "user", "content": "hi"}]},
-            )  # fmt: skip
+            )
         else:
             r = await client.post(f"/{name}", headers=AUTH)
         assert r.status_code in (404, 405), r.text

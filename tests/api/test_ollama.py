@@ -36,7 +36,11 @@ LOOKUP = {
     "function": {
         "name": "lookup",
         "description": "Look a number up.",
-        "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "required": ["n"],
+        },
     },
 }
 CALL_FORMAT = {
@@ -53,7 +57,12 @@ def server(tiny_model_path):
         "server": {"api_key": KEY, "max_body_size": "1MB", "concurrency": 1, "max_queue": 1},
         "unload": {"max_loaded": 2},
         "models": [
-            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 2048},
+            {
+                "name": "tiny",
+                "path": str(tiny_model_path),
+                "aliases": ["tiny-alias"],
+                "n_ctx": 2048,
+            },
             {"name": "embed", "path": str(tiny_model_path), "n_ctx": 512, "embedding": True},
         ],
     }
@@ -68,7 +77,12 @@ def client(server):
 
 def post(server, path: str, body, headers=AUTH) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(server.base_url + path, content=content, headers={"content-type": "application/json", **headers}, timeout=60)
+    return httpx.post(
+        server.base_url + path,
+        content=content,
+        headers={"content-type": "application/json", **headers},
+        timeout=60,
+    )
 
 
 def get(server, path: str) -> httpx.Response:
@@ -113,17 +127,23 @@ def wait_unloaded(server, name: str, seconds: float = 10.0) -> None:
 
 def expires_in(server, name: str) -> float:
     (model,) = [m for m in get(server, "/api/ps").json()["models"] if m["name"] == f"{name}:latest"]
-    return (datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)).total_seconds()
+    return (
+        datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)
+    ).total_seconds()
 
 
 # ---- chat and generate --------------------------------------------------------------------
 
 
 def test_chat_whole_and_streamed_agree(client):
-    whole = client.chat(model="tiny", messages=USER, options={**GREEDY, "num_predict": 6}, stream=False)
+    whole = client.chat(
+        model="tiny", messages=USER, options={**GREEDY, "num_predict": 6}, stream=False
+    )
     assert whole.message.role == "assistant" and whole.message.content
     assert_final(whole, model="tiny", reason="length", eval_count=6)
-    parts = list(client.chat(model="tiny", messages=USER, options={**GREEDY, "num_predict": 6}, stream=True))
+    parts = list(
+        client.chat(model="tiny", messages=USER, options={**GREEDY, "num_predict": 6}, stream=True)
+    )
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
     assert "".join(p.message.content for p in parts) == whole.message.content
     assert parts[-1].message.content == "" and parts[-1].message.role == "assistant"
@@ -133,10 +153,16 @@ def test_chat_whole_and_streamed_agree(client):
 
 
 def test_stream_is_ndjson_and_a_conversation_continues(server):
-    body = {"model": "tiny", "options": {**GREEDY, "num_predict": 4}, "messages": [
-        {"role": "system", "content": "be brief"}, *USER,
-        {"role": "assistant", "content": "yes", "thinking": "hm"}, {"role": "user", "content": "the cat"},
-    ]}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "options": {**GREEDY, "num_predict": 4},
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            *USER,
+            {"role": "assistant", "content": "yes", "thinking": "hm"},
+            {"role": "user", "content": "the cat"},
+        ],
+    }
     lines = ndjson(post(server, "/api/chat", body))
     assert lines[-1]["done"] is True and lines[-1]["done_reason"] == "length"
     assert set(lines[0]) == {"model", "created_at", "message", "done"}
@@ -144,69 +170,152 @@ def test_stream_is_ndjson_and_a_conversation_continues(server):
 
 
 def test_generate_streamed_whole_and_raw(client):
-    whole = client.generate(model="tiny", prompt="the cat", system="be brief", options={**GREEDY, "num_predict": 5}, stream=False)
+    whole = client.generate(
+        model="tiny",
+        prompt="the cat",
+        system="be brief",
+        options={**GREEDY, "num_predict": 5},
+        stream=False,
+    )
     assert_final(whole, model="tiny", reason="length", eval_count=5)
-    parts = list(client.generate(model="tiny", prompt="the cat", system="be brief", options={**GREEDY, "num_predict": 5}, stream=True))
+    parts = list(
+        client.generate(
+            model="tiny",
+            prompt="the cat",
+            system="be brief",
+            options={**GREEDY, "num_predict": 5},
+            stream=True,
+        )
+    )
     assert "".join(p.response for p in parts) == whole.response and parts[-1].done
     assert parts[-1].context is None  # no token-id context: /api/chat carries conversations
     # raw: the prompt as it is, without the chat template: fewer prompt tokens.
-    raw = client.generate(model="tiny", prompt="the cat", raw=True, options={**GREEDY, "num_predict": 5}, stream=False)
+    raw = client.generate(
+        model="tiny", prompt="the cat", raw=True, options={**GREEDY, "num_predict": 5}, stream=False
+    )
     assert_final(raw, model="tiny", reason="length", eval_count=5)
     assert raw.prompt_eval_count < whole.prompt_eval_count
 
 
 def test_options_map_to_sampling(client):
     def text(**options):
-        return client.generate(model="tiny", prompt="hello", options={"num_predict": 8, **options}, stream=False).response
+        return client.generate(
+            model="tiny", prompt="hello", options={"num_predict": 8, **options}, stream=False
+        ).response
 
     assert text(temperature=0) == text(temperature=0)
     assert text(temperature=1.5, seed=7) == text(temperature=1.5, seed=7)
     assert len({text(temperature=1.5, seed=s) for s in range(5)}) > 1
     # Ollama's load-time options and unknown keys are accepted and ignored; whole floats count as integers.
-    same = text(temperature=0, num_ctx=99999, num_gpu=1, mirostat=0, no_such_option="x", num_predict=8.0)
+    same = text(
+        temperature=0, num_ctx=99999, num_gpu=1, mirostat=0, no_such_option="x", num_predict=8.0
+    )
     assert same == text(temperature=0)
-    short = client.generate(model="tiny", prompt="hello", options={**GREEDY, "num_predict": 3}, stream=False)
+    short = client.generate(
+        model="tiny", prompt="hello", options={**GREEDY, "num_predict": 3}, stream=False
+    )
     assert short.done_reason == "length" and short.eval_count == 3
     # A stop string from the greedy answer ends it there, with done_reason stop.
     full = text(temperature=0, num_predict=30)
-    start = next(i for i in range(2, len(full) - 2) if full[i : i + 2].isascii() and full[i : i + 2].isalpha())
-    stopped = client.generate(model="tiny", prompt="hello", options={**GREEDY, "num_predict": 30, "stop": [full[start : start + 2]]}, stream=False)
-    assert stopped.response == full[: full.index(full[start : start + 2])] and stopped.done_reason == "stop"
+    start = next(
+        i
+        for i in range(2, len(full) - 2)
+        if full[i : i + 2].isascii() and full[i : i + 2].isalpha()
+    )
+    stopped = client.generate(
+        model="tiny",
+        prompt="hello",
+        options={**GREEDY, "num_predict": 30, "stop": [full[start : start + 2]]},
+        stream=False,
+    )
+    assert (
+        stopped.response == full[: full.index(full[start : start + 2])]
+        and stopped.done_reason == "stop"
+    )
 
 
 def test_format_json_schema_is_enforced(client):
-    schema = {"type": "object", "properties": {"pick": {"enum": ["red", "blue", "green"]}}, "required": ["pick"]}
+    schema = {
+        "type": "object",
+        "properties": {"pick": {"enum": ["red", "blue", "green"]}},
+        "required": ["pick"],
+    }
     for seed in range(3):
-        reply = client.chat(model="tiny", messages=USER, format=schema, options={"temperature": 1.0, "seed": seed, "num_predict": 60}, stream=False)
+        reply = client.chat(
+            model="tiny",
+            messages=USER,
+            format=schema,
+            options={"temperature": 1.0, "seed": seed, "num_predict": 60},
+            stream=False,
+        )
         assert reply.done_reason == "stop", reply
         assert json.loads(reply.message.content)["pick"] in ("red", "blue", "green")
-    reply = client.generate(model="tiny", prompt="pick", format={"enum": ["yes", "no"]}, options=GREEDY, stream=False)
+    reply = client.generate(
+        model="tiny", prompt="pick", format={"enum": ["yes", "no"]}, options=GREEDY, stream=False
+    )
     assert json.loads(reply.response) in ("yes", "no")
 
 
 def test_logprobs(server):
-    body = {"model": "tiny", "prompt": "hi", "stream": False, "logprobs": True, "top_logprobs": 2, "options": {**GREEDY, "num_predict": 3}}
+    body = {
+        "model": "tiny",
+        "prompt": "hi",
+        "stream": False,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "options": {**GREEDY, "num_predict": 3},
+    }
     reply = post(server, "/api/generate", body).json()
     assert len(reply["logprobs"]) == 3
     first = reply["logprobs"][0]
-    assert first["logprob"] <= 0 and len(first["top_logprobs"]) == 2 and isinstance(first["bytes"], list)
+    assert (
+        first["logprob"] <= 0
+        and len(first["top_logprobs"]) == 2
+        and isinstance(first["bytes"], list)
+    )
 
 
 def test_tool_call_round_trip(client):
-    first = client.chat(model="tiny", messages=USER, tools=[LOOKUP], format=CALL_FORMAT, options=GREEDY, stream=False)
+    first = client.chat(
+        model="tiny",
+        messages=USER,
+        tools=[LOOKUP],
+        format=CALL_FORMAT,
+        options=GREEDY,
+        stream=False,
+    )
     assert first.done_reason == "stop"
     (call,) = first.message.tool_calls
     assert call.function.name == "lookup"
-    assert isinstance(call.function.arguments, dict) and isinstance(call.function.arguments["n"], int)
-    streamed = list(client.chat(model="tiny", messages=USER, tools=[LOOKUP], format=CALL_FORMAT, options=GREEDY, stream=True))
+    assert isinstance(call.function.arguments, dict) and isinstance(
+        call.function.arguments["n"], int
+    )
+    streamed = list(
+        client.chat(
+            model="tiny",
+            messages=USER,
+            tools=[LOOKUP],
+            format=CALL_FORMAT,
+            options=GREEDY,
+            stream=True,
+        )
+    )
     calls = [c for p in streamed for c in (p.message.tool_calls or ())]
-    assert [(c.function.name, c.function.arguments) for c in calls] == [("lookup", call.function.arguments)]
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        ("lookup", call.function.arguments)
+    ]
     history = [
         *USER,
         first.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_name": "lookup", "content": "forty two"},
     ]
-    reply = client.chat(model="tiny", messages=history, tools=[LOOKUP], options={**GREEDY, "num_predict": 4}, stream=False)
+    reply = client.chat(
+        model="tiny",
+        messages=history,
+        tools=[LOOKUP],
+        options={**GREEDY, "num_predict": 4},
+        stream=False,
+    )
     assert reply.done is True and reply.prompt_eval_count > first.prompt_eval_count
 
 
@@ -216,7 +325,13 @@ def test_tool_call_round_trip(client):
 def test_keep_alive_zero_unloads_after_the_request(client, server):
     client.generate(model="tiny", prompt="", keep_alive="5m")
     assert "tiny:latest" in loaded(server)
-    reply = client.chat(model="tiny", messages=USER, options={**GREEDY, "num_predict": 2}, keep_alive=0, stream=False)
+    reply = client.chat(
+        model="tiny",
+        messages=USER,
+        options={**GREEDY, "num_predict": 2},
+        keep_alive=0,
+        stream=False,
+    )
     assert reply.done and reply.eval_count == 2
     wait_unloaded(server, "tiny")
     states = {m["name"]: m["state"] for m in get(server, "/api/status").json()["models"]}
@@ -227,7 +342,12 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client, server):
     client.generate(model="tiny", prompt="", keep_alive=0)
     assert "tiny:latest" not in loaded(server)
     load = client.generate(model="tiny:latest", prompt="", keep_alive=-1)
-    assert load.done is True and load.done_reason == "load" and load.model == "tiny:latest" and load.response == ""
+    assert (
+        load.done is True
+        and load.done_reason == "load"
+        and load.model == "tiny:latest"
+        and load.response == ""
+    )
     assert "tiny:latest" in loaded(server)
     assert expires_in(server, "tiny") > 100 * 365 * 86400  # never: far in the future
     unload = client.generate(model="tiny", prompt="", keep_alive=0)
@@ -237,13 +357,19 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client, server):
     assert client.chat(model="tiny", messages=[], keep_alive=0).done_reason == "unload"
     assert "tiny:latest" not in loaded(server)
     chat_load = client.chat(model="tiny-alias", messages=[])
-    assert chat_load.done_reason == "load" and chat_load.message.content == "" and chat_load.message.role == "assistant"
+    assert (
+        chat_load.done_reason == "load"
+        and chat_load.message.content == ""
+        and chat_load.message.role == "assistant"
+    )
     assert "tiny:latest" in loaded(server)
 
 
 def test_keep_alive_durations_set_expires_at(client, server):
     for keep_alive, seconds in (("10m", 600), ("1h30m", 5400), (90, 90), ("2m30s", 150)):
-        client.generate(model="tiny", prompt="hello", keep_alive=keep_alive, options={"num_predict": 1})
+        client.generate(
+            model="tiny", prompt="hello", keep_alive=keep_alive, options={"num_predict": 1}
+        )
         assert seconds - 30 < expires_in(server, "tiny") <= seconds, keep_alive
     client.generate(model="tiny", prompt="", keep_alive="-1m")  # any negative: never
     assert expires_in(server, "tiny") > 100 * 365 * 86400
@@ -261,7 +387,11 @@ def test_tags_list_every_name_as_latest(client, tiny_model_path):
     assert tiny.size == tiny_model_path.stat().st_size
     assert len(tiny.digest) == 64 and tiny.digest == listed["tiny-alias:latest"].digest
     assert tiny.modified_at.tzinfo is not None
-    assert tiny.details.format == "gguf" and tiny.details.family == "llama" and tiny.details.families == ["llama"]
+    assert (
+        tiny.details.format == "gguf"
+        and tiny.details.family == "llama"
+        and tiny.details.families == ["llama"]
+    )
     assert tiny.details.quantization_level == "F32" and tiny.details.parameter_size.endswith("K")
     # The same digest on every listing: it is stable.
     assert client.list().models[0].digest == client.list().models[0].digest
@@ -317,7 +447,12 @@ def test_embed_and_embeddings(client):
 
 
 def test_names_and_unknown_models(client):
-    assert client.chat(model="tiny-alias:latest", messages=USER, options={"num_predict": 1}, stream=False).model == "tiny-alias:latest"
+    assert (
+        client.chat(
+            model="tiny-alias:latest", messages=USER, options={"num_predict": 1}, stream=False
+        ).model
+        == "tiny-alias:latest"
+    )
     for name in ("nope", "nope:latest", "tiny:7b", "tiny:"):
         for call in (
             lambda name=name: client.chat(model=name, messages=USER, stream=False),
@@ -348,18 +483,54 @@ def test_auth_is_required(server, tiny_model_path):
 @pytest.mark.parametrize(
     ("path", "body", "words"),
     [
-        ("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}, "images"),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]},
+            "images",
+        ),
         ("/api/generate", {"model": "tiny", "prompt": "x", "images": ["aGk="]}, "images"),
-        ("/api/chat", {"model": "tiny", "messages": USER, "think": True}, "does not support thinking"),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "suffix": "y"}, "does not support insert"),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "template": "{{ .Prompt }}"}, "template"),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": USER, "think": True},
+            "does not support thinking",
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "suffix": "y"},
+            "does not support insert",
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "template": "{{ .Prompt }}"},
+            "template",
+        ),
         ("/api/generate", {"model": "tiny", "prompt": "x", "context": [1, 2, 3]}, "context"),
         ("/api/chat", {"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, "role"),
-        ("/api/chat", {"model": "tiny", "messages": USER, "options": {"temperature": "hot"}}, "options.temperature"),
-        ("/api/chat", {"model": "tiny", "messages": USER, "options": {"num_predict": -5}}, "options.num_predict"),
-        ("/api/chat", {"model": "tiny", "messages": USER, "options": {"stop": [""]}}, "options.stop"),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": USER, "options": {"temperature": "hot"}},
+            "options.temperature",
+        ),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": USER, "options": {"num_predict": -5}},
+            "options.num_predict",
+        ),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": USER, "options": {"stop": [""]}},
+            "options.stop",
+        ),
         ("/api/chat", {"model": "tiny", "messages": USER, "format": "yaml"}, "format"),
-        ("/api/chat", {"model": "tiny", "messages": USER, "tools": [{"type": "web", "function": {"name": "f"}}]}, "tools[0].type"),
+        (
+            "/api/chat",
+            {
+                "model": "tiny",
+                "messages": USER,
+                "tools": [{"type": "web", "function": {"name": "f"}}],
+            },
+            "tools[0].type",
+        ),
         ("/api/chat", {"model": "tiny", "messages": "hi"}, "messages"),
         ("/api/chat", {"messages": USER}, "model"),
         ("/api/generate", b"{", "not valid JSON"),
@@ -373,14 +544,26 @@ def test_bad_requests_are_400_in_ollamas_shape(server, path, body, words):
 
 
 def test_over_long_prompt_is_400_before_the_stream(server):
-    r = post(server, "/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "the cat sat " * 2000}]})
+    r = post(
+        server,
+        "/api/chat",
+        {"model": "tiny", "messages": [{"role": "user", "content": "the cat sat " * 2000}]},
+    )
     assert "context" in assert_error(r, 400)
 
 
 def test_model_management_is_refused_clearly(server):
-    for method, path in (("POST", "/api/pull"), ("POST", "/api/push"), ("POST", "/api/create"),
-                         ("POST", "/api/copy"), ("DELETE", "/api/delete"), ("POST", "/api/blobs/sha256:abc")):  # fmt: skip
-        r = httpx.request(method, server.base_url + path, json={"model": "tiny"}, headers=AUTH, timeout=10)
+    for method, path in (
+        ("POST", "/api/pull"),
+        ("POST", "/api/push"),
+        ("POST", "/api/create"),
+        ("POST", "/api/copy"),
+        ("DELETE", "/api/delete"),
+        ("POST", "/api/blobs/sha256:abc"),
+    ):
+        r = httpx.request(
+            method, server.base_url + path, json={"model": "tiny"}, headers=AUTH, timeout=10
+        )
         assert "registered in its config" in assert_error(r, 501), path
     with pytest.raises(ollama.ResponseError) as info:
         ollama.Client(host=server.base_url, headers=AUTH).pull("tiny")
@@ -398,11 +581,18 @@ def test_urls_under_api_that_match_nothing_answer_in_ollamas_shape(server):
 def test_metrics_count_ollama_requests_and_errors(server):
     from tests.api.test_server_routes import parse_prometheus
 
-    post(server, "/api/chat", {"model": "tiny", "stream": False, "messages": USER, "options": {"num_predict": 1}})
+    post(
+        server,
+        "/api/chat",
+        {"model": "tiny", "stream": False, "messages": USER, "options": {"num_predict": 1}},
+    )
     post(server, "/api/chat", {"model": "nope", "messages": USER})
     samples = parse_prometheus(get(server, "/metrics").text)
     assert samples['hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="ok"}'] >= 1
-    assert samples['hoshikage_http_errors_total{code="model_not_found",path="/api/chat",status="404"}'] >= 1
+    assert (
+        samples['hoshikage_http_errors_total{code="model_not_found",path="/api/chat",status="404"}']
+        >= 1
+    )
 
 
 # ---- overload and disconnects -------------------------------------------------------------
@@ -411,8 +601,20 @@ def test_metrics_count_ollama_requests_and_errors(server):
 @contextmanager
 def long_generation(server):
     """A streamed generation that runs for seconds (EOS banned), its first line read."""
-    body = {"model": "tiny", "messages": USER, "stream": True, "max_tokens": 8000, "temperature": 0, "logit_bias": {"2": -100}}
-    with httpx.Client(timeout=30) as http, http.stream("POST", server.base_url + "/v1/chat/completions", headers=AUTH, json=body) as response:
+    body = {
+        "model": "tiny",
+        "messages": USER,
+        "stream": True,
+        "max_tokens": 8000,
+        "temperature": 0,
+        "logit_bias": {"2": -100},
+    }
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST", server.base_url + "/v1/chat/completions", headers=AUTH, json=body
+        ) as response,
+    ):
         assert response.status_code == 200
         lines = response.iter_lines()  # kept: a collected line iterator closes the response
         assert next(lines).startswith("data: ")
@@ -423,7 +625,11 @@ def test_full_queue_is_503_with_retry_after(server, client):
     short = {"model": "tiny", "stream": False, "messages": USER, "options": {"num_predict": 2}}
     with long_generation(server) as running, ThreadPoolExecutor(1) as pool:
         queued = pool.submit(post, server, "/api/chat", short)
-        wait_for(lambda: get(server, "/api/status").json()["queued"] == 1, 10, what="the second request to queue")
+        wait_for(
+            lambda: get(server, "/api/status").json()["queued"] == 1,
+            10,
+            what="the second request to queue",
+        )
         r = post(server, "/api/chat", {**short, "stream": True})
         assert "busy" in assert_error(r, 503)
         assert int(r.headers["retry-after"]) >= 1
@@ -432,34 +638,61 @@ def test_full_queue_is_503_with_retry_after(server, client):
         assert info.value.status_code == 503
         running.close()
         assert queued.result(timeout=60).status_code == 200
-    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, 10, what="the server to go idle")
+    wait_for(
+        lambda: get(server, "/api/status").json()["running"] == 0, 10, what="the server to go idle"
+    )
 
 
 def test_stream_disconnect_frees_the_slot(server):
     body = {"model": "tiny", "messages": USER, "options": {"num_predict": 8000, "temperature": 0}}
-    with httpx.Client(timeout=30) as http, http.stream("POST", server.base_url + "/api/chat", headers=AUTH, json=body) as response:
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", server.base_url + "/api/chat", headers=AUTH, json=body) as response,
+    ):
         lines = response.iter_lines()
         assert json.loads(next(lines))["done"] is False
         response.close()
-    wait_for(lambda: get(server, "/api/status").json()["running"] == 0, 10, what="the cancelled stream to free its slot")
-    assert 'hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="cancelled"}' in get(server, "/metrics").text
+    wait_for(
+        lambda: get(server, "/api/status").json()["running"] == 0,
+        10,
+        what="the cancelled stream to free its slot",
+    )
+    assert (
+        'hoshikage_requests_total{endpoint="ollama_chat",model="tiny",status="cancelled"}'
+        in get(server, "/metrics").text
+    )
 
 
 def test_a_broken_model_file_is_500_and_still_listed(tmp_path, tiny_model_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"PK\x03\x04 a zip, not a GGUF file")
-    config = {"models": [{"name": "bad", "path": str(bad)}, {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}]}
+    config = {
+        "models": [
+            {"name": "bad", "path": str(bad)},
+            {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256},
+        ]
+    }
     with running_server(config) as srv:
         client = ollama.Client(host=srv.base_url)
-        for call in (lambda: client.chat(model="bad", messages=USER), lambda: list(client.generate(model="bad:latest", prompt="x", stream=True)),
-                     lambda: client.generate(model="bad", prompt="")):  # fmt: skip
+        for call in (
+            lambda: client.chat(model="bad", messages=USER),
+            lambda: list(client.generate(model="bad:latest", prompt="x", stream=True)),
+            lambda: client.generate(model="bad", prompt=""),
+        ):
             with pytest.raises(ollama.ResponseError) as info:
                 call()
             assert info.value.status_code == 500 and "failed to load" in info.value.error
         listed = {m.model: m for m in client.list().models}
-        assert listed["bad:latest"].size == bad.stat().st_size and listed["bad:latest"].details.family == ""
-        assert client.show("bad").modelinfo == {} and client.show("bad").capabilities == ["completion"]
-        assert client.generate(model="tiny", prompt="hi", options={"num_predict": 2}).eval_count == 2  # others still serve
+        assert (
+            listed["bad:latest"].size == bad.stat().st_size
+            and listed["bad:latest"].details.family == ""
+        )
+        assert client.show("bad").modelinfo == {} and client.show("bad").capabilities == [
+            "completion"
+        ]
+        assert (
+            client.generate(model="tiny", prompt="hi", options={"num_predict": 2}).eval_count == 2
+        )  # others still serve
 
 
 def test_still_idle_afterwards(server):
@@ -492,7 +725,9 @@ def test_error_mapping_keeps_the_status_and_has_ollamas_body():
         error, body = to_ollama(exc)
         assert error.status == status_code and set(body) == {"error"} and body["error"], exc
     assert to_ollama(QueueFull(4, retry_after=2))[0].headers["Retry-After"] == "2"
-    assert to_ollama(ModelNotFound("x", ["tiny"]))[1]["error"].startswith('model "x" not found, try pulling it first')
+    assert to_ollama(ModelNotFound("x", ["tiny"]))[1]["error"].startswith(
+        'model "x" not found, try pulling it first'
+    )
     assert "see the server log" in to_ollama(RuntimeError("secret"))[1]["error"]
 
 
@@ -517,21 +752,43 @@ def test_tool_calls_arrive_in_a_line_of_their_own_with_object_arguments():
 
     calls = (
         {"id": "call_abc", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
-        {"id": "call_def", "type": "function", "function": {"name": "b", "arguments": '"{\\"y\\": 2}"'}},
+        {
+            "id": "call_def",
+            "type": "function",
+            "function": {"name": "b", "arguments": '"{\\"y\\": 2}"'},
+        },
     )
     fmt = ChatFormat("m")
-    lines = [json.loads(item) for chunk in (
-        Chunk(text="Let me look."),
-        Chunk(text=" ok", finish_reason="tool_calls", tool_calls=calls, prompt_tokens=9, completion_tokens=20),
-    ) for item in fmt.lines(chunk)]  # fmt: skip
+    lines = [
+        json.loads(item)
+        for chunk in (
+            Chunk(text="Let me look."),
+            Chunk(
+                text=" ok",
+                finish_reason="tool_calls",
+                tool_calls=calls,
+                prompt_tokens=9,
+                completion_tokens=20,
+            ),
+        )
+        for item in fmt.lines(chunk)
+    ]
     assert [line["message"]["content"] for line in lines] == ["Let me look.", " ok", "", ""]
     assert lines[2]["message"]["tool_calls"] == [
         {"id": "call_abc", "function": {"index": 0, "name": "a", "arguments": {"x": 1}}},
         {"id": "call_def", "function": {"index": 1, "name": "b", "arguments": {"y": 2}}},
     ]
     assert [line["done"] for line in lines] == [False, False, False, True]
-    assert lines[-1]["done_reason"] == "stop" and (lines[-1]["prompt_eval_count"], lines[-1]["eval_count"]) == (9, 20)
-    (only,) = [json.loads(item) for item in GenerateFormat("m").lines(Chunk(finish_reason="length", prompt_tokens=3, completion_tokens=0))]
+    assert lines[-1]["done_reason"] == "stop" and (
+        lines[-1]["prompt_eval_count"],
+        lines[-1]["eval_count"],
+    ) == (9, 20)
+    (only,) = [
+        json.loads(item)
+        for item in GenerateFormat("m").lines(
+            Chunk(finish_reason="length", prompt_tokens=3, completion_tokens=0)
+        )
+    ]
     assert only["done_reason"] == "length" and only["response"] == ""
 
 
@@ -539,10 +796,29 @@ def test_keep_alive_parsing():
     from hoshikage_api.errors import ApiError
     from hoshikage_api.ollama.translate import keep_alive
 
-    cases = {None: None, 0: 0.0, 90: 90.0, -1: -1.0, -5: -1.0, "0": 0.0, "10m": 600.0, "1h30m": 5400.0,
-             "2m30s": 150.0, "300ms": 0.3, "-1": -1.0, "-1m": -1.0, "45": 45.0, "never": -1.0, 1e300: -1.0}  # fmt: skip
+    cases = {
+        None: None,
+        0: 0.0,
+        90: 90.0,
+        -1: -1.0,
+        -5: -1.0,
+        "0": 0.0,
+        "10m": 600.0,
+        "1h30m": 5400.0,
+        "2m30s": 150.0,
+        "300ms": 0.3,
+        "-1": -1.0,
+        "-1m": -1.0,
+        "45": 45.0,
+        "never": -1.0,
+        1e300: -1.0,
+    }
     for value, seconds in cases.items():
-        assert keep_alive(value) == pytest.approx(seconds) if seconds is not None else keep_alive(value) is None, value
+        assert (
+            keep_alive(value) == pytest.approx(seconds)
+            if seconds is not None
+            else keep_alive(value) is None
+        ), value
     for bad in ("soon", "10 minutes", "1d2x", ""):
         with pytest.raises(ApiError):
             keep_alive(bad)
@@ -559,20 +835,42 @@ def test_gemma_chat_show_and_ps(gemma_model_path):
         client = ollama.Client(host=server.base_url, timeout=120)
         shown = client.show("gemma-3-270m:latest")
         assert shown.details.family == "gemma3" and shown.details.quantization_level == "Q4_K_M"
-        assert shown.details.parameter_size.endswith("M") and 200 < float(shown.details.parameter_size[:-1]) < 300
+        assert (
+            shown.details.parameter_size.endswith("M")
+            and 200 < float(shown.details.parameter_size[:-1]) < 300
+        )
         assert shown.modelinfo["gemma3.context_length"] > 0
         options = {"temperature": 0, "seed": 1, "num_predict": 24}
         messages = [{"role": "user", "content": "Name three colours."}]
-        whole = client.chat(model="gemma-3-270m:latest", messages=messages, options=options, stream=False)
+        whole = client.chat(
+            model="gemma-3-270m:latest", messages=messages, options=options, stream=False
+        )
         assert whole.message.content.strip() and whole.done_reason in ("stop", "length")
-        parts = list(client.chat(model="gemma-3-270m", messages=messages, options=options, stream=True))
+        parts = list(
+            client.chat(model="gemma-3-270m", messages=messages, options=options, stream=True)
+        )
         assert "".join(p.message.content for p in parts) == whole.message.content
-        assert parts[-1].eval_count == whole.eval_count and parts[-1].load_duration < whole.load_duration + 10**9
+        assert (
+            parts[-1].eval_count == whole.eval_count
+            and parts[-1].load_duration < whole.load_duration + 10**9
+        )
         assert whole.load_duration > 0
         (running,) = client.ps().models
         assert running.model == "gemma-3-270m:latest" and running.size > 100_000_000
-        schema = {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}}, "required": ["colour"]}
-        picked = client.chat(model="gemma-3-270m", messages=messages, format=schema, options={"temperature": 0}, stream=False)
+        schema = {
+            "type": "object",
+            "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+            "required": ["colour"],
+        }
+        picked = client.chat(
+            model="gemma-3-270m",
+            messages=messages,
+            format=schema,
+            options={"temperature": 0},
+            stream=False,
+        )
         assert json.loads(picked.message.content)["colour"] in ("red", "green", "blue")
-        assert client.generate(model="gemma-3-270m", prompt="", keep_alive=0).done_reason == "unload"
+        assert (
+            client.generate(model="gemma-3-270m", prompt="", keep_alive=0).done_reason == "unload"
+        )
         assert client.ps().models == []

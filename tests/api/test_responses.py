@@ -26,21 +26,38 @@ pytestmark = pytest.mark.timeout(120)
 KEY = "test-key"
 #: A tool whose forced call the tiny model completes at once: ``{"n": <int>}``.
 LOOKUP = {
-    "type": "function", "name": "lookup", "description": "Look a number up.", "strict": True,
-    "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False},
-}  # fmt: skip
+    "type": "function",
+    "name": "lookup",
+    "description": "Look a number up.",
+    "strict": True,
+    "parameters": {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+        "additionalProperties": False,
+    },
+}
 #: A schema the tiny random model can only answer one of two ways, then stops (grammar).
 COLOUR = {
-    "type": "json_schema", "name": "colour", "strict": True,
-    "schema": {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}}, "required": ["colour"], "additionalProperties": False},
-}  # fmt: skip
+    "type": "json_schema",
+    "name": "colour",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"colour": {"enum": ["red", "blue"]}},
+        "required": ["colour"],
+        "additionalProperties": False,
+    },
+}
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_path):
     config = {
         "server": {"api_key": KEY, "max_body_size": "1MB", "concurrency": 1, "max_queue": 4},
-        "models": [{"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 4096}],
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 4096}
+        ],
     }
     with running_server(config) as srv:
         yield srv
@@ -53,8 +70,14 @@ def client(server):
 
 def http(server, method: str, path: str, body=None, headers=None) -> httpx.Response:
     content = None if body is None else body if isinstance(body, (bytes, str)) else json.dumps(body)
-    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json", **(headers or {})}
-    return httpx.request(method, server.base_url + path, content=content, headers=headers, timeout=60)
+    headers = {
+        "authorization": f"Bearer {KEY}",
+        "content-type": "application/json",
+        **(headers or {}),
+    }
+    return httpx.request(
+        method, server.base_url + path, content=content, headers=headers, timeout=60
+    )
 
 
 def sse_events(text: str) -> list[dict]:
@@ -73,22 +96,37 @@ def sse_events(text: str) -> list[dict]:
 
 def test_create_from_a_string(client):
     r = client.responses.create(
-        model="tiny", input="hello world", max_output_tokens=6, temperature=0, metadata={"k": "v"}, user="someone"
+        model="tiny",
+        input="hello world",
+        max_output_tokens=6,
+        temperature=0,
+        metadata={"k": "v"},
+        user="someone",
     )
     assert r.id.startswith("resp_") and r.object == "response" and r.model == "tiny"
     assert r.created_at > time.time() - 600
     (message,) = r.output
-    assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    assert (
+        message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    )
     (part,) = message.content
     assert part.type == "output_text" and part.annotations == []
     assert r.output_text == part.text and part.text
     usage = r.usage
     assert usage.input_tokens > 0 and usage.output_tokens == 6
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
-    assert usage.input_tokens_details.cached_tokens >= 0 and usage.output_tokens_details.reasoning_tokens == 0
+    assert (
+        usage.input_tokens_details.cached_tokens >= 0
+        and usage.output_tokens_details.reasoning_tokens == 0
+    )
     # Echoed settings, as OpenAI echoes them.
     assert (r.temperature, r.metadata, r.store, r.max_output_tokens) == (0.0, {"k": "v"}, True, 6)
-    assert (r.instructions, r.previous_response_id, r.tools, r.tool_choice) == (None, None, [], "auto")
+    assert (r.instructions, r.previous_response_id, r.tools, r.tool_choice) == (
+        None,
+        None,
+        [],
+        "auto",
+    )
     assert r.parallel_tool_calls is True and r.text.format.type == "text" and r.error is None
 
 
@@ -97,38 +135,74 @@ def test_create_from_items_and_instructions(client):
     message exactly as a leading developer (or system) message is."""
     items = [
         {"role": "user", "content": "hello"},  # an "easy" message: no type
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "yes", "annotations": []}]},
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "the"}, {"type": "input_text", "text": "cat"}]},
-    ]  # fmt: skip
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "yes", "annotations": []}],
+        },
+        {
+            "type": "message",
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "the"},
+                {"type": "input_text", "text": "cat"},
+            ],
+        },
+    ]
     plain = client.responses.create(model="tiny", input=items, max_output_tokens=2, temperature=0)
-    told = client.responses.create(model="tiny", input=items, instructions="Be terse.", max_output_tokens=2, temperature=0)
+    told = client.responses.create(
+        model="tiny", input=items, instructions="Be terse.", max_output_tokens=2, temperature=0
+    )
     assert told.instructions == "Be terse."
     assert told.usage.input_tokens > plain.usage.input_tokens
     for role in ("developer", "system"):
         as_item = client.responses.create(
-            model="tiny", input=[{"role": role, "content": "Be terse."}, *items], max_output_tokens=2, temperature=0
+            model="tiny",
+            input=[{"role": role, "content": "Be terse."}, *items],
+            max_output_tokens=2,
+            temperature=0,
         )
         assert as_item.usage.input_tokens == told.usage.input_tokens, role
     # The same conversation as one text is a different (shorter) prompt.
-    assert client.responses.create(model="tiny", input="hello", max_output_tokens=2).usage.input_tokens < plain.usage.input_tokens
+    assert (
+        client.responses.create(model="tiny", input="hello", max_output_tokens=2).usage.input_tokens
+        < plain.usage.input_tokens
+    )
 
 
 def test_incomplete_at_max_output_tokens(client, server):
-    r = client.responses.create(model="tiny", input="hello world", max_output_tokens=5, temperature=0)
+    r = client.responses.create(
+        model="tiny", input="hello world", max_output_tokens=5, temperature=0
+    )
     # Greedy on the tiny model runs on past 5 tokens for this prompt.
     assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
     assert r.output[0].status == "incomplete" and r.usage.output_tokens == 5
-    events = sse_events(http(server, "POST", "/v1/responses", {
-        "model": "tiny", "input": "hello world", "max_output_tokens": 5, "temperature": 0, "stream": True,
-    }).text)  # fmt: skip
+    events = sse_events(
+        http(
+            server,
+            "POST",
+            "/v1/responses",
+            {
+                "model": "tiny",
+                "input": "hello world",
+                "max_output_tokens": 5,
+                "temperature": 0,
+                "stream": True,
+            },
+        ).text
+    )
     assert events[-1]["type"] == "response.incomplete"
     final = events[-1]["response"]
-    assert final["status"] == "incomplete" and final["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert final["status"] == "incomplete" and final["incomplete_details"] == {
+        "reason": "max_output_tokens"
+    }
     assert final["output"][0]["content"][0]["text"] == r.output_text
 
 
 def test_json_schema_text_format_is_enforced(client):
-    r = client.responses.create(model="tiny", input="pick a colour", text={"format": COLOUR}, max_output_tokens=60)
+    r = client.responses.create(
+        model="tiny", input="pick a colour", text={"format": COLOUR}, max_output_tokens=60
+    )
     assert r.status == "completed", r
     assert json.loads(r.output_text)["colour"] in ("red", "blue")
     assert r.text.format.type == "json_schema" and r.text.format.name == "colour"
@@ -140,50 +214,97 @@ def test_json_schema_text_format_is_enforced(client):
     class Colour(BaseModel):
         colour: Literal["red", "blue"]
 
-    parsed = client.responses.parse(model="tiny", input="pick a colour", text_format=Colour, max_output_tokens=60)
+    parsed = client.responses.parse(
+        model="tiny", input="pick a colour", text_format=Colour, max_output_tokens=60
+    )
     assert parsed.output_parsed.colour in ("red", "blue")
     # json_object: any JSON (its strings may hold anything on the random model, so only the start is checked).
-    r = client.responses.create(model="tiny", input="hi", text={"format": {"type": "json_object"}}, max_output_tokens=40, temperature=0)
+    r = client.responses.create(
+        model="tiny",
+        input="hi",
+        text={"format": {"type": "json_object"}},
+        max_output_tokens=40,
+        temperature=0,
+    )
     assert r.output_text.lstrip().startswith(("{", "[")) and r.text.format.type == "json_object"
 
 
 def test_the_path_without_v1_and_an_alias(server):
-    r = http(server, "POST", "/responses", {"model": "tiny-alias", "input": "hi", "max_output_tokens": 2})
+    r = http(
+        server, "POST", "/responses", {"model": "tiny-alias", "input": "hi", "max_output_tokens": 2}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["model"] == "tiny-alias"
     assert http(server, "GET", "/responses/" + r.json()["id"]).json()["id"] == r.json()["id"]
 
 
 def test_logprobs_on_request(client):
-    r = client.responses.create(model="tiny", input="hello", max_output_tokens=3, temperature=0, top_logprobs=2)
+    r = client.responses.create(
+        model="tiny", input="hello", max_output_tokens=3, temperature=0, top_logprobs=2
+    )
     logprobs = r.output[0].content[0].logprobs
     assert len(logprobs) == 3 and all(len(lp.top_logprobs) == 2 for lp in logprobs)
     assert "".join(lp.token for lp in logprobs) == r.output_text
-    r = client.responses.create(model="tiny", input="hello", max_output_tokens=3, include=["message.output_text.logprobs"])
+    r = client.responses.create(
+        model="tiny", input="hello", max_output_tokens=3, include=["message.output_text.logprobs"]
+    )
     assert len(r.output[0].content[0].logprobs) == 3
-    assert client.responses.create(model="tiny", input="hello", max_output_tokens=3).output[0].content[0].logprobs == []
+    assert (
+        client.responses.create(model="tiny", input="hello", max_output_tokens=3)
+        .output[0]
+        .content[0]
+        .logprobs
+        == []
+    )
 
 
 # ---- streaming ----------------------------------------------------------------------------
 
 
 def test_stream_events_in_order(server):
-    body = {"model": "tiny", "input": "pick a colour", "text": {"format": COLOUR}, "max_output_tokens": 60, "stream": True}
+    body = {
+        "model": "tiny",
+        "input": "pick a colour",
+        "text": {"format": COLOUR},
+        "max_output_tokens": 60,
+        "stream": True,
+    }
     r = http(server, "POST", "/v1/responses", body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     kinds = [e["type"] for e in events]
-    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
-    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert set(kinds[4:-4]) == {"response.output_text.delta"}
     created, final = events[0]["response"], events[-1]["response"]
-    assert created["status"] == "in_progress" and created["output"] == [] and created["usage"] is None
+    assert (
+        created["status"] == "in_progress" and created["output"] == [] and created["usage"] is None
+    )
     assert final["id"] == created["id"] and final["status"] == "completed"
     item_id = events[2]["item"]["id"]
-    assert events[2]["item"] == {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}
+    assert events[2]["item"] == {
+        "type": "message",
+        "id": item_id,
+        "status": "in_progress",
+        "role": "assistant",
+        "content": [],
+    }
     deltas = [e for e in events if e["type"] == "response.output_text.delta"]
-    assert all((d["item_id"], d["output_index"], d["content_index"], d["logprobs"]) == (item_id, 0, 0, []) for d in deltas)
+    assert all(
+        (d["item_id"], d["output_index"], d["content_index"], d["logprobs"]) == (item_id, 0, 0, [])
+        for d in deltas
+    )
     text = "".join(d["delta"] for d in deltas)
     assert events[-4]["text"] == text == final["output"][0]["content"][0]["text"]
     assert events[-2]["item"]["status"] == "completed" and final["output"] == [events[-2]["item"]]
@@ -193,9 +314,12 @@ def test_stream_events_in_order(server):
 
 def test_sdk_stream_text_equals_the_deltas(client):
     with client.responses.stream(
-        model="tiny", input="pick a colour", text={"format": COLOUR}, max_output_tokens=60,
+        model="tiny",
+        input="pick a colour",
+        text={"format": COLOUR},
+        max_output_tokens=60,
         stream_options={"include_obfuscation": False},
-    ) as stream:  # fmt: skip
+    ) as stream:
         events = list(stream)
         final = stream.get_final_response()
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
@@ -208,18 +332,32 @@ def test_sdk_stream_text_equals_the_deltas(client):
 
 
 def test_stream_disconnect_frees_the_slot(server):
-    body = {"model": "tiny", "input": "hello world", "max_output_tokens": 100000, "stream": True, "temperature": 0}
+    body = {
+        "model": "tiny",
+        "input": "hello world",
+        "max_output_tokens": 100000,
+        "stream": True,
+        "temperature": 0,
+    }
     headers = {"authorization": f"Bearer {KEY}"}
-    with httpx.Client(timeout=30) as c, c.stream("POST", server.base_url + "/v1/responses", headers=headers, json=body) as response:
+    with (
+        httpx.Client(timeout=30) as c,
+        c.stream("POST", server.base_url + "/v1/responses", headers=headers, json=body) as response,
+    ):
         lines = response.iter_lines()
         assert next(lines) == "event: response.created"
         response.close()
     deadline = time.monotonic() + 10
-    while json.loads(server.get("/api/status", headers=headers)[1])["running"] and time.monotonic() < deadline:
+    while (
+        json.loads(server.get("/api/status", headers=headers)[1])["running"]
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     assert json.loads(server.get("/api/status", headers=headers)[1])["running"] == 0
     metrics = server.get("/metrics", headers=headers)[1].decode()
-    assert 'hoshikage_requests_total{endpoint="responses",model="tiny",status="cancelled"}' in metrics
+    assert (
+        'hoshikage_requests_total{endpoint="responses",model="tiny",status="cancelled"}' in metrics
+    )
 
 
 def test_shutdown_during_a_stream_is_response_failed(tiny_model_path):
@@ -227,10 +365,22 @@ def test_shutdown_during_a_stream_is_response_failed(tiny_model_path):
     ``response.failed`` event, and the server exits."""
     import threading
 
-    config = {"server": {"shutdown_grace": 0.3}, "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192}]}
-    body = {"model": "tiny", "input": "hello world", "max_output_tokens": 8000, "temperature": 0, "stream": True}
+    config = {
+        "server": {"shutdown_grace": 0.3},
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192}],
+    }
+    body = {
+        "model": "tiny",
+        "input": "hello world",
+        "max_output_tokens": 8000,
+        "temperature": 0,
+        "stream": True,
+    }
     with running_server(config) as srv:
-        with httpx.Client(timeout=30) as c, c.stream("POST", srv.base_url + "/v1/responses", json=body) as response:
+        with (
+            httpx.Client(timeout=30) as c,
+            c.stream("POST", srv.base_url + "/v1/responses", json=body) as response,
+        ):
             lines = response.iter_lines()
             assert next(lines) == "event: response.created"
             received: list[str] = []
@@ -255,7 +405,11 @@ def test_retrieve_then_delete_then_404(client, server):
     again = client.responses.retrieve(r.id)
     assert again.model_dump() == r.model_dump()
     deleted = http(server, "DELETE", "/v1/responses/" + r.id)
-    assert deleted.status_code == 200 and deleted.json() == {"id": r.id, "object": "response", "deleted": True}
+    assert deleted.status_code == 200 and deleted.json() == {
+        "id": r.id,
+        "object": "response",
+        "deleted": True,
+    }
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)
     error = assert_openai_error(http(server, "GET", "/v1/responses/" + r.id), 404)
@@ -273,12 +427,24 @@ def test_unknown_previous_response_id_is_404(client, server):
         client.responses.create(model="tiny", input="x", previous_response_id="resp_nope")
     assert exc.value.body["param"] == "previous_response_id"
     error = assert_openai_error(
-        http(server, "POST", "/v1/responses", {"model": "tiny", "input": "x", "previous_response_id": "resp_nope"}),
-        404, param="previous_response_id", code="previous_response_not_found",
-    )  # fmt: skip
+        http(
+            server,
+            "POST",
+            "/v1/responses",
+            {"model": "tiny", "input": "x", "previous_response_id": "resp_nope"},
+        ),
+        404,
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
     assert "resp_nope" in error["message"]
     # Streamed, it is a JSON error too.
-    r = http(server, "POST", "/v1/responses", {"model": "tiny", "input": "x", "previous_response_id": "resp_nope", "stream": True})
+    r = http(
+        server,
+        "POST",
+        "/v1/responses",
+        {"model": "tiny", "input": "x", "previous_response_id": "resp_nope", "stream": True},
+    )
     assert r.headers["content-type"].startswith("application/json") and r.status_code == 404
 
 
@@ -288,53 +454,97 @@ def test_store_false_is_not_kept(client, server):
     assert_openai_error(http(server, "GET", "/v1/responses/" + r.id), 404)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="tiny", input="x", previous_response_id=r.id)
-    with client.responses.stream(model="tiny", input="pick", text={"format": COLOUR}, max_output_tokens=60, store=False) as stream:
+    with client.responses.stream(
+        model="tiny", input="pick", text={"format": COLOUR}, max_output_tokens=60, store=False
+    ) as stream:
         final = stream.get_final_response()
     assert_openai_error(http(server, "GET", "/v1/responses/" + final.id), 404)
 
 
 def test_previous_response_id_continues_the_conversation(client):
-    first = client.responses.create(model="tiny", input="hello world", max_output_tokens=8, temperature=0)
+    first = client.responses.create(
+        model="tiny", input="hello world", max_output_tokens=8, temperature=0
+    )
     second = client.responses.create(
-        model="tiny", input="the cat", previous_response_id=first.id, max_output_tokens=4, temperature=0
+        model="tiny",
+        input="the cat",
+        previous_response_id=first.id,
+        max_output_tokens=4,
+        temperature=0,
     )
     assert second.previous_response_id == first.id
     # The first turn's prompt sits in a slot's cache: the second reads only what is new.
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens
     # Exactly the stored input and output items, then the new input.
     stateless = client.responses.create(
-        model="tiny", max_output_tokens=4, temperature=0,
+        model="tiny",
+        max_output_tokens=4,
+        temperature=0,
         input=[
             {"role": "user", "content": "hello world"},
             {"role": "assistant", "content": first.output_text},
             {"role": "user", "content": "the cat"},
         ],
-    )  # fmt: skip
+    )
     assert second.usage.input_tokens == stateless.usage.input_tokens
     # It grew by the first answer (give or take the answer re-tokenised).
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens - 3
     # Transitively: a third turn sees both earlier ones.
-    third = client.responses.create(model="tiny", input="red", previous_response_id=second.id, max_output_tokens=2)
+    third = client.responses.create(
+        model="tiny", input="red", previous_response_id=second.id, max_output_tokens=2
+    )
     assert third.usage.input_tokens > second.usage.input_tokens + second.usage.output_tokens - 5
     # Instructions are not carried over (OpenAI's rule): a continuation without them has
     # the prompt of the same items without them.
-    told = client.responses.create(model="tiny", input="hello world", instructions="Be terse.", max_output_tokens=8, temperature=0)
-    untold = client.responses.create(model="tiny", input="the cat", previous_response_id=told.id, max_output_tokens=2)
+    told = client.responses.create(
+        model="tiny",
+        input="hello world",
+        instructions="Be terse.",
+        max_output_tokens=8,
+        temperature=0,
+    )
+    untold = client.responses.create(
+        model="tiny", input="the cat", previous_response_id=told.id, max_output_tokens=2
+    )
     assert untold.instructions is None
-    assert untold.usage.input_tokens == client.responses.create(
-        model="tiny", max_output_tokens=2,
-        input=[{"role": "user", "content": "hello world"}, {"role": "assistant", "content": told.output_text},
-               {"role": "user", "content": "the cat"}],
-    ).usage.input_tokens  # fmt: skip
+    assert (
+        untold.usage.input_tokens
+        == client.responses.create(
+            model="tiny",
+            max_output_tokens=2,
+            input=[
+                {"role": "user", "content": "hello world"},
+                {"role": "assistant", "content": told.output_text},
+                {"role": "user", "content": "the cat"},
+            ],
+        ).usage.input_tokens
+    )
     # Its input items are the whole context, newest first by default.
     items = client.responses.input_items.list(third.id)
     roles = [(item.type, getattr(item, "role", None)) for item in items.data]
-    assert roles == [("message", "user"), ("message", "assistant"), ("message", "user"), ("message", "assistant"), ("message", "user")]
-    assert items.data[0].content[0].text == "red" and items.data[-1].content[0].text == "hello world"
-    assert items.data[1].content[0].text == second.output_text and items.data[1].id == second.output[0].id
-    assert items.first_id == items.data[0].id and items.last_id == items.data[-1].id and not items.has_more
+    assert roles == [
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]
+    assert (
+        items.data[0].content[0].text == "red" and items.data[-1].content[0].text == "hello world"
+    )
+    assert (
+        items.data[1].content[0].text == second.output_text
+        and items.data[1].id == second.output[0].id
+    )
+    assert (
+        items.first_id == items.data[0].id
+        and items.last_id == items.data[-1].id
+        and not items.has_more
+    )
     page = client.responses.input_items.list(third.id, order="asc", limit=2)
-    assert [item.id for item in page.data] == [item.id for item in reversed(items.data)][:2] and page.has_more
+    assert [item.id for item in page.data] == [item.id for item in reversed(items.data)][
+        :2
+    ] and page.has_more
     rest = client.responses.input_items.list(third.id, order="asc", after=page.last_id)
     assert [item.id for item in rest.data] == [item.id for item in reversed(items.data)][2:]
 
@@ -345,7 +555,9 @@ def test_store_evicts_the_least_recently_used(tiny_model_path):
         "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 512}],
     }
     with running_server(config) as srv:
-        sdk = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        sdk = openai.OpenAI(
+            base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=60
+        )
 
         def create():
             return sdk.responses.create(model="tiny", input="hi", max_output_tokens=1).id
@@ -369,36 +581,67 @@ def test_store_evicts_the_least_recently_used(tiny_model_path):
 
 def test_function_call_round_trip(client):
     first = client.responses.create(
-        model="tiny", input="hello world", tools=[LOOKUP], tool_choice={"type": "function", "name": "lookup"},
-        max_output_tokens=100, temperature=0,
-    )  # fmt: skip
+        model="tiny",
+        input="hello world",
+        tools=[LOOKUP],
+        tool_choice={"type": "function", "name": "lookup"},
+        max_output_tokens=100,
+        temperature=0,
+    )
     assert first.status == "completed", first
     (call,) = first.output
     assert call.type == "function_call" and call.name == "lookup" and call.status == "completed"
     assert call.id.startswith("fc_") and call.call_id
     assert isinstance(json.loads(call.arguments)["n"], int)
-    assert first.tool_choice.name == "lookup" and first.tools[0].name == "lookup" and first.tools[0].strict is True
+    assert (
+        first.tool_choice.name == "lookup"
+        and first.tools[0].name == "lookup"
+        and first.tools[0].strict is True
+    )
     second = client.responses.create(
-        model="tiny", previous_response_id=first.id, tools=[LOOKUP], max_output_tokens=3, temperature=0,
+        model="tiny",
+        previous_response_id=first.id,
+        tools=[LOOKUP],
+        max_output_tokens=3,
+        temperature=0,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "forty two"}],
-    )  # fmt: skip
+    )
     assert second.status in ("completed", "incomplete")
     # The call and its result reached the prompt: the same, sent without the store.
     stateless = client.responses.create(
-        model="tiny", tools=[LOOKUP], max_output_tokens=3, temperature=0,
+        model="tiny",
+        tools=[LOOKUP],
+        max_output_tokens=3,
+        temperature=0,
         input=[
             {"role": "user", "content": "hello world"},
-            {"type": "function_call", "call_id": call.call_id, "name": "lookup", "arguments": call.arguments},
-            {"type": "function_call_output", "call_id": call.call_id, "output": [{"type": "input_text", "text": "forty two"}]},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": "lookup",
+                "arguments": call.arguments,
+            },
+            {
+                "type": "function_call_output",
+                "call_id": call.call_id,
+                "output": [{"type": "input_text", "text": "forty two"}],
+            },
         ],
-    )  # fmt: skip
+    )
     assert second.usage.input_tokens == stateless.usage.input_tokens > first.usage.input_tokens
     # OpenAI's documented stateless pattern: the output objects themselves appended to the input.
     appended = client.responses.create(
-        model="tiny", tools=[LOOKUP], max_output_tokens=3, temperature=0, store=False,
-        input=[{"role": "user", "content": "hello world"}, *first.output,
-               {"type": "function_call_output", "call_id": call.call_id, "output": "forty two"}],
-    )  # fmt: skip
+        model="tiny",
+        tools=[LOOKUP],
+        max_output_tokens=3,
+        temperature=0,
+        store=False,
+        input=[
+            {"role": "user", "content": "hello world"},
+            *first.output,
+            {"type": "function_call_output", "call_id": call.call_id, "output": "forty two"},
+        ],
+    )
     assert appended.usage.input_tokens == second.usage.input_tokens
     kinds = [item.type for item in client.responses.input_items.list(second.id, order="asc").data]
     assert kinds == ["message", "function_call", "function_call_output"]
@@ -406,21 +649,39 @@ def test_function_call_round_trip(client):
 
 def test_streamed_function_call(client, server):
     body = {
-        "model": "tiny", "input": "hello world", "tools": [LOOKUP], "tool_choice": "required",
-        "max_output_tokens": 100, "temperature": 0, "stream": True,
-    }  # fmt: skip
+        "model": "tiny",
+        "input": "hello world",
+        "tools": [LOOKUP],
+        "tool_choice": "required",
+        "max_output_tokens": 100,
+        "temperature": 0,
+        "stream": True,
+    }
     events = sse_events(http(server, "POST", "/v1/responses", body).text)
     kinds = [e["type"] for e in events]
     assert kinds == [
-        "response.created", "response.in_progress", "response.output_item.added",
-        "response.function_call_arguments.delta", "response.function_call_arguments.done",
-        "response.output_item.done", "response.completed",
-    ]  # fmt: skip
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     added, delta, done, item_done = events[2:6]
-    assert added["item"]["type"] == "function_call" and added["item"]["arguments"] == "" and added["output_index"] == 0
+    assert (
+        added["item"]["type"] == "function_call"
+        and added["item"]["arguments"] == ""
+        and added["output_index"] == 0
+    )
     assert delta["item_id"] == done["item_id"] == added["item"]["id"]
-    assert isinstance(json.loads(done["arguments"])["n"], int) and delta["delta"] == done["arguments"]
-    assert item_done["item"] == events[-1]["response"]["output"][0] and item_done["item"]["status"] == "completed"
+    assert (
+        isinstance(json.loads(done["arguments"])["n"], int) and delta["delta"] == done["arguments"]
+    )
+    assert (
+        item_done["item"] == events[-1]["response"]["output"][0]
+        and item_done["item"]["status"] == "completed"
+    )
     del body["stream"]
     with client.responses.stream(**body) as stream:
         final = stream.get_final_response()
@@ -429,7 +690,9 @@ def test_streamed_function_call(client, server):
 
 
 def test_tool_choice_none_leaves_the_tools_out(client):
-    with_tools = client.responses.create(model="tiny", input="hi", tools=[LOOKUP], tool_choice="none", max_output_tokens=2)
+    with_tools = client.responses.create(
+        model="tiny", input="hi", tools=[LOOKUP], tool_choice="none", max_output_tokens=2
+    )
     plain = client.responses.create(model="tiny", input="hi", max_output_tokens=2)
     assert with_tools.usage.input_tokens == plain.usage.input_tokens
     assert [item.type for item in with_tools.output] == ["message"]
@@ -438,16 +701,28 @@ def test_tool_choice_none_leaves_the_tools_out(client):
 @pytest.mark.parametrize(
     "tool",
     [
-        {"type": "web_search"}, {"type": "web_search_preview"}, {"type": "file_search", "vector_store_ids": ["vs_1"]},
-        {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"},
-        {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "mcp", "server_label": "x", "server_url": "http://x"},
-        {"type": "image_generation"}, {"type": "local_shell"}, {"type": "custom", "name": "x"},
+        {"type": "web_search"},
+        {"type": "web_search_preview"},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        {
+            "type": "computer_use_preview",
+            "display_width": 1024,
+            "display_height": 768,
+            "environment": "linux",
+        },
+        {"type": "code_interpreter", "container": {"type": "auto"}},
+        {"type": "mcp", "server_label": "x", "server_url": "http://x"},
+        {"type": "image_generation"},
+        {"type": "local_shell"},
+        {"type": "custom", "name": "x"},
     ],
     ids=lambda tool: tool["type"],
-)  # fmt: skip
+)
 def test_hosted_tools_are_refused_by_type(server, tool):
     body = {"model": "tiny", "input": "hi", "tools": [LOOKUP, tool]}
-    error = assert_openai_error(http(server, "POST", "/v1/responses", body), 400, param="tools[1].type")
+    error = assert_openai_error(
+        http(server, "POST", "/v1/responses", body), 400, param="tools[1].type"
+    )
     assert repr(tool["type"]) in error["message"]
 
 
@@ -468,16 +743,45 @@ HI = {"model": "tiny", "input": "hi"}
         ({"model": "tiny", "input": [{"content": "no role"}]}, "input[0].type"),
         ({"model": "tiny", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"model": "tiny", "input": [{"role": "user", "content": 5}]}, "input[0].content"),
-        ({"model": "tiny", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]}, "input[0].content[0]"),
-        ({"model": "tiny", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0]"),
-        ({"model": "tiny", "input": [{"role": "user", "content": [{"type": "video"}]}]}, "input[0].content[0].type"),
-        ({"model": "tiny", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[0]"),
-        ({"model": "tiny", "input": [{"type": "function_call_output", "call_id": "c"}]}, "input[0]"),
+        (
+            {
+                "model": "tiny",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_image", "image_url": "http://x/y.png"}],
+                    }
+                ],
+            },
+            "input[0].content[0]",
+        ),
+        (
+            {
+                "model": "tiny",
+                "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
+            },
+            "input[0].content[0]",
+        ),
+        (
+            {"model": "tiny", "input": [{"role": "user", "content": [{"type": "video"}]}]},
+            "input[0].content[0].type",
+        ),
+        (
+            {"model": "tiny", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
+            "input[0]",
+        ),
+        (
+            {"model": "tiny", "input": [{"type": "function_call_output", "call_id": "c"}]},
+            "input[0]",
+        ),
         ({**HI, "temperature": 3}, "temperature"),
         ({**HI, "top_p": "1"}, "top_p"),
         ({**HI, "max_output_tokens": 0}, "max_output_tokens"),
         ({**HI, "tool_choice": "required"}, "tool_choice"),
-        ({**HI, "tools": [LOOKUP], "tool_choice": {"type": "function", "name": "other"}}, "tool_choice.name"),
+        (
+            {**HI, "tools": [LOOKUP], "tool_choice": {"type": "function", "name": "other"}},
+            "tool_choice.name",
+        ),
         ({**HI, "tools": [LOOKUP], "tool_choice": {"type": "file_search"}}, "tool_choice.type"),
         ({**HI, "tools": [{"type": "function"}]}, "tools[0].name"),
         ({**HI, "text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format"),
@@ -499,28 +803,46 @@ def test_bad_body_is_a_clear_400(server, body, param):
 
 def test_fields_the_sdk_sends_are_accepted(client):
     r = client.responses.create(
-        model="tiny", input="hi", max_output_tokens=2, reasoning={"effort": "low", "summary": "auto"}, truncation="disabled",
-        include=["reasoning.encrypted_content"], parallel_tool_calls=False, service_tier="auto", safety_identifier="u1",
-        prompt_cache_key="k", text={"verbosity": "low"}, max_tool_calls=3,
+        model="tiny",
+        input="hi",
+        max_output_tokens=2,
+        reasoning={"effort": "low", "summary": "auto"},
+        truncation="disabled",
+        include=["reasoning.encrypted_content"],
+        parallel_tool_calls=False,
+        service_tier="auto",
+        safety_identifier="u1",
+        prompt_cache_key="k",
+        text={"verbosity": "low"},
+        max_tool_calls=3,
         extra_body={"keep_alive": "1m", "seed": 3, "top_k": 5},
-    )  # fmt: skip
+    )
     assert r.status in ("completed", "incomplete") and r.parallel_tool_calls is False
     assert r.reasoning.effort == "low" and r.text.verbosity == "low" and r.max_tool_calls == 3
     # A reasoning item sent back (as agents do) is skipped.
     items = [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "hi"}]
-    assert client.responses.create(model="tiny", input=items, max_output_tokens=2).usage.input_tokens == (
+    assert client.responses.create(
+        model="tiny", input=items, max_output_tokens=2
+    ).usage.input_tokens == (
         client.responses.create(model="tiny", input="hi", max_output_tokens=2).usage.input_tokens
     )
 
 
 def test_keep_alive_and_metrics(client, server):
     """The keep_alive extension reaches the unload policy, and responses are counted."""
-    client.responses.create(model="tiny", input="hi", max_output_tokens=2, extra_body={"keep_alive": 0})
+    client.responses.create(
+        model="tiny", input="hi", max_output_tokens=2, extra_body={"keep_alive": 0}
+    )
     deadline = time.monotonic() + 5
-    while client.models.retrieve("tiny").model_extra["state"] != "unloaded" and time.monotonic() < deadline:
+    while (
+        client.models.retrieve("tiny").model_extra["state"] != "unloaded"
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     assert client.models.retrieve("tiny").model_extra["state"] == "unloaded"
-    client.responses.create(model="tiny", input="hi", max_output_tokens=2, extra_body={"keep_alive": "5m"})
+    client.responses.create(
+        model="tiny", input="hi", max_output_tokens=2, extra_body={"keep_alive": "5m"}
+    )
     assert client.models.retrieve("tiny").model_extra["state"] == "loaded"
     http(server, "POST", "/v1/responses", {"model": "nope", "input": "hi"})
     metrics = server.get("/metrics", headers={"authorization": f"Bearer {KEY}"})[1].decode()
@@ -547,29 +869,48 @@ def test_bad_requests_through_the_sdk(client):
 
 
 def test_a_schema_without_a_grammar_names_text_format(server):
-    body = {"model": "tiny", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}}}
+    body = {
+        "model": "tiny",
+        "input": "hi",
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nonsense"}}},
+    }
     assert_openai_error(http(server, "POST", "/v1/responses", body), 400, param="text.format")
 
 
 def test_context_overflow_names_input(server):
     body = {"model": "tiny", "input": "the cat sat " * 3000, "max_output_tokens": 2}
-    assert_openai_error(http(server, "POST", "/v1/responses", body), 400, param="input", code="context_length_exceeded")
+    assert_openai_error(
+        http(server, "POST", "/v1/responses", body),
+        400,
+        param="input",
+        code="context_length_exceeded",
+    )
     r = http(server, "POST", "/v1/responses", {**body, "stream": True})
     assert r.headers["content-type"].startswith("application/json")
 
 
 def test_input_items_errors(server, client):
     r = client.responses.create(model="tiny", input="hi", max_output_tokens=1)
-    assert_openai_error(http(server, "GET", f"/v1/responses/{r.id}/input_items?after=msg_nope"), 400, param="after")
+    assert_openai_error(
+        http(server, "GET", f"/v1/responses/{r.id}/input_items?after=msg_nope"), 400, param="after"
+    )
     assert_openai_error(http(server, "GET", f"/v1/responses/{r.id}/input_items?limit=0"), 400)
     assert_openai_error(http(server, "GET", "/v1/responses/resp_nope/input_items"), 404)
-    assert_openai_error(http(server, "GET", f"/v1/responses/{r.id}?stream=true"), 400, param="stream")
+    assert_openai_error(
+        http(server, "GET", f"/v1/responses/{r.id}?stream=true"), 400, param="stream"
+    )
 
 
 @pytest.mark.parametrize(
-    "method, path", [("POST", "/v1/responses"), ("GET", "/v1/responses/resp_x"), ("DELETE", "/v1/responses/resp_x"),
-                     ("GET", "/v1/responses/resp_x/input_items"), ("POST", "/responses")],
-)  # fmt: skip
+    "method, path",
+    [
+        ("POST", "/v1/responses"),
+        ("GET", "/v1/responses/resp_x"),
+        ("DELETE", "/v1/responses/resp_x"),
+        ("GET", "/v1/responses/resp_x/input_items"),
+        ("POST", "/responses"),
+    ],
+)
 def test_every_route_needs_the_key(server, method, path):
     for headers in ({"authorization": ""}, {"authorization": "Bearer wrong"}):
         r = http(server, method, path, HI if method == "POST" else None, headers=headers)
@@ -596,14 +937,27 @@ async def test_an_error_after_the_stream_started_is_response_failed():
         raise ModelLoadError("tiny", "gone")
 
     stored = []
-    events = sse_events(b"".join([event async for event in _stream(builder(), chunks(), stored.append)]).decode())
+    events = sse_events(
+        b"".join([event async for event in _stream(builder(), chunks(), stored.append)]).decode()
+    )
     assert [e["type"] for e in events] == [
-        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.failed",
-    ]  # fmt: skip
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.failed",
+    ]
     failed = events[-1]["response"]
-    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error" and failed["error"]["message"]
-    assert failed["output"][0]["status"] == "incomplete" and failed["output"][0]["content"][0]["text"] == "hello"
+    assert (
+        failed["status"] == "failed"
+        and failed["error"]["code"] == "server_error"
+        and failed["error"]["message"]
+    )
+    assert (
+        failed["output"][0]["status"] == "incomplete"
+        and failed["output"][0]["content"][0]["text"] == "hello"
+    )
     assert stored == []  # a failed response is not kept
     # The SDK's stream reader accepts the sequence.
     from openai.lib.streaming.responses._responses import ResponseStreamState
@@ -622,16 +976,35 @@ def test_text_then_tool_calls_are_separate_output_items():
         {"id": "call_a", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
         {"id": "call_b", "type": "function", "function": {"name": "b", "arguments": {"y": 2}}},
     )
-    for parallel, expected in ((None, ["message", "function_call", "function_call"]), (False, ["message", "function_call"])):
+    for parallel, expected in (
+        (None, ["message", "function_call", "function_call"]),
+        (False, ["message", "function_call"]),
+    ):
         b = builder(parallel_tool_calls=parallel)
-        events = sse_events(b"".join([
-            *b.events(Chunk(text="Let me look.")),
-            *b.events(Chunk(finish_reason="tool_calls", tool_calls=calls, prompt_tokens=9, completion_tokens=20)),
-        ]).decode())  # fmt: skip
+        events = sse_events(
+            b"".join(
+                [
+                    *b.events(Chunk(text="Let me look.")),
+                    *b.events(
+                        Chunk(
+                            finish_reason="tool_calls",
+                            tool_calls=calls,
+                            prompt_tokens=9,
+                            completion_tokens=20,
+                        )
+                    ),
+                ]
+            ).decode()
+        )
         final = events[-1]["response"]
         assert [item["type"] for item in final["output"]] == expected
-        assert [e["output_index"] for e in events if e["type"] == "response.output_item.added"] == list(range(len(expected)))
-        assert final["output"][1]["call_id"] == "call_a" and final["output"][1]["arguments"] == '{"x": 1}'
+        assert [
+            e["output_index"] for e in events if e["type"] == "response.output_item.added"
+        ] == list(range(len(expected)))
+        assert (
+            final["output"][1]["call_id"] == "call_a"
+            and final["output"][1]["arguments"] == '{"x": 1}'
+        )
         assert final["usage"]["input_tokens"] == 9 and final["usage"]["total_tokens"] == 29
         if parallel is None:
             assert json.loads(final["output"][2]["arguments"]) == {"y": 2}
@@ -641,11 +1014,19 @@ def test_nothing_generated_is_one_empty_message():
     from hoshikage_core.protocol import Chunk
 
     b = builder()
-    events = sse_events(b"".join(b.events(Chunk(finish_reason="stop", prompt_tokens=3, completion_tokens=0))).decode())
+    events = sse_events(
+        b"".join(
+            b.events(Chunk(finish_reason="stop", prompt_tokens=3, completion_tokens=0))
+        ).decode()
+    )
     assert [e["type"] for e in events][2:] == [
-        "response.output_item.added", "response.content_part.added", "response.output_text.done",
-        "response.content_part.done", "response.output_item.done", "response.completed",
-    ]  # fmt: skip
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == ""
 
 
@@ -662,7 +1043,11 @@ def test_the_store_is_bounded_and_lru():
     store.put(stored("b"))
     assert store.get("a") is not None
     store.put(stored("c"))
-    assert (store.get("a") is not None, store.get("b"), store.get("c") is not None) == (True, None, True)
+    assert (store.get("a") is not None, store.get("b"), store.get("c") is not None) == (
+        True,
+        None,
+        True,
+    )
     assert store.delete("a") and not store.delete("a") and len(store) == 1
     nothing = ResponseStore(0)
     nothing.put(stored("a"))
@@ -675,7 +1060,6 @@ def test_the_store_follows_a_reloaded_size():
     from types import SimpleNamespace
 
     from hoshikage_api.responses.store import Stored, store_of
-
     from litestar.datastructures import State
 
     server = SimpleNamespace(responses_store=3)
@@ -707,15 +1091,23 @@ def test_gemma_conversation_with_previous_response_id(gemma_model_path):
     them again, as agents do."""
     config = {"models": [{"name": "gemma", "path": str(gemma_model_path), "n_ctx": 1024}]}
     with running_server(config) as srv:
-        sdk = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        sdk = openai.OpenAI(
+            base_url=srv.base_url + "/v1", api_key="unused", max_retries=0, timeout=120
+        )
         told = {"model": "gemma", "instructions": "You are a helpful assistant.", "temperature": 0}
-        first = sdk.responses.create(**told, input="My name is Ada. Say hello to me.", max_output_tokens=24)
+        first = sdk.responses.create(
+            **told, input="My name is Ada. Say hello to me.", max_output_tokens=24
+        )
         assert first.output_text.strip(), first
-        second = sdk.responses.create(**told, previous_response_id=first.id, input="What is my name?", max_output_tokens=16)
+        second = sdk.responses.create(
+            **told, previous_response_id=first.id, input="What is my name?", max_output_tokens=16
+        )
         assert second.output_text.strip()
         assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
         assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens
-        with sdk.responses.stream(**told, previous_response_id=second.id, input="Thank you.", max_output_tokens=12) as stream:
+        with sdk.responses.stream(
+            **told, previous_response_id=second.id, input="Thank you.", max_output_tokens=12
+        ) as stream:
             events = list(stream)
         deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
         assert events[-1].type in ("response.completed", "response.incomplete")
@@ -724,18 +1116,40 @@ def test_gemma_conversation_with_previous_response_id(gemma_model_path):
         assert last.usage.input_tokens > second.usage.input_tokens
         # A forced function call, answered through the store.
         weather = {
-            "type": "function", "name": "get_weather", "description": "The weather in a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]},
-        }  # fmt: skip
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 20}},
+                "required": ["city"],
+            },
+        }
         called = sdk.responses.create(
-            model="gemma", input="What is the weather in Paris?", tools=[weather],
-            tool_choice={"type": "function", "name": "get_weather"}, max_output_tokens=40, temperature=0,
-        )  # fmt: skip
+            model="gemma",
+            input="What is the weather in Paris?",
+            tools=[weather],
+            tool_choice={"type": "function", "name": "get_weather"},
+            max_output_tokens=40,
+            temperature=0,
+        )
         (call,) = called.output
-        assert call.type == "function_call" and isinstance(json.loads(call.arguments)["city"], str), called
+        assert call.type == "function_call" and isinstance(
+            json.loads(call.arguments)["city"], str
+        ), called
         answered = sdk.responses.create(
-            model="gemma", previous_response_id=called.id, tools=[weather], max_output_tokens=24, temperature=0,
-            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 degrees."}],
-        )  # fmt: skip
+            model="gemma",
+            previous_response_id=called.id,
+            tools=[weather],
+            max_output_tokens=24,
+            temperature=0,
+            input=[
+                {
+                    "type": "function_call_output",
+                    "call_id": call.call_id,
+                    "output": "Sunny, 24 degrees.",
+                }
+            ],
+        )
         assert answered.usage.input_tokens > called.usage.input_tokens
         assert answered.output_text.strip() or answered.output[0].type == "function_call"

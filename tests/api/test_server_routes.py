@@ -19,7 +19,10 @@ async def test_models_list_every_model_and_alias_with_state(client):
     assert set(cards) == {"tiny", "tiny-alias", "tiny-embed"}
     assert all(m["object"] == "model" and m["state"] == "unloaded" for m in cards.values())
     assert cards["tiny-alias"]["alias_of"] == "tiny" and cards["tiny"]["alias_of"] is None
-    await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    await client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+    )
     one = (await client.get("/v1/models/tiny-alias")).json()
     assert one["id"] == "tiny-alias" and one["state"] == "loaded"
     assert_openai_error(await client.get("/v1/models/nope"), 404, code="model_not_found")
@@ -40,7 +43,11 @@ async def test_health_status_and_admin_load_unload(client):
     assert unloaded == {"name": "tiny", "result": "unloaded", "state": "unloaded"}
     assert (await client.post("/api/models/tiny/unload")).json()["result"] == "not_loaded"
     assert_openai_error(await client.post("/api/models/nope/load"), 404, code="model_not_found")
-    assert_openai_error(await client.post("/api/models/tiny/load", params={"keep_alive": "soon"}), 400, param="keep_alive")
+    assert_openai_error(
+        await client.post("/api/models/tiny/load", params={"keep_alive": "soon"}),
+        400,
+        param="keep_alive",
+    )
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
@@ -56,8 +63,14 @@ def parse_prometheus(text: str) -> dict[str, float]:
 
 
 async def test_metrics_count_requests_tokens_and_loads(client):
-    await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
-    await client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+    await client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+    )
+    await client.post(
+        "/v1/chat/completions",
+        json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+    )
     r = await client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = parse_prometheus(r.text)
@@ -66,7 +79,12 @@ async def test_metrics_count_requests_tokens_and_loads(client):
     assert samples['hoshikage_model_loads_total{model="tiny"}'] == 1
     assert samples['hoshikage_model_load_seconds_count{model="tiny"}'] == 1
     assert samples['hoshikage_time_to_first_token_seconds_count{model="tiny"}'] == 1
-    assert samples['hoshikage_http_errors_total{code="model_not_found",path="/v1/chat/completions",status="404"}'] == 1
+    assert (
+        samples[
+            'hoshikage_http_errors_total{code="model_not_found",path="/v1/chat/completions",status="404"}'
+        ]
+        == 1
+    )
     assert samples["hoshikage_queue_depth"] == 0 and samples["hoshikage_in_flight_requests"] == 0
     assert samples['hoshikage_model_loaded{model="tiny"}'] == 1
 
@@ -74,8 +92,18 @@ async def test_metrics_count_requests_tokens_and_loads(client):
 async def test_api_key_required_except_health(make_client, tiny_model_path):
     client = await make_client(tiny_config(tiny_model_path, api_key="s3cret"))
     assert (await client.get("/health")).status_code == 200
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}, {"Authorization": "Bearer "}):
-        for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/metrics"), ("GET", "/api/status")):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "s3cret"},
+        {"Authorization": "Bearer "},
+    ):
+        for method, path in (
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/metrics"),
+            ("GET", "/api/status"),
+        ):
             r = await client.request(method, path, headers=headers, json={})
             assert_openai_error(r, 401, type="authentication_error", code="invalid_api_key")
     ok = await client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
@@ -83,7 +111,9 @@ async def test_api_key_required_except_health(make_client, tiny_model_path):
 
 
 async def test_cors_when_configured(make_client, tiny_model_path):
-    client = await make_client(tiny_config(tiny_model_path, cors_origins=["http://app.example"], api_key="k"))
+    client = await make_client(
+        tiny_config(tiny_model_path, cors_origins=["http://app.example"], api_key="k")
+    )
     r = await client.options(
         "/v1/chat/completions",
         headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
@@ -95,10 +125,20 @@ async def test_cors_when_configured(make_client, tiny_model_path):
 async def test_openapi_schema_describes_the_routes(client):
     schema = (await client.get("/schema/openapi.json")).json()
     paths = schema["paths"]
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/health", "/metrics", "/api/status"):
+    for path in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/health",
+        "/metrics",
+        "/api/status",
+    ):
         assert path in paths
     chat = paths["/v1/chat/completions"]["post"]
     ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     properties = schema["components"]["schemas"][ref]["properties"]
-    assert {"model", "messages", "stream", "keep_alive", "response_format", "tools"} <= set(properties)
+    assert {"model", "messages", "stream", "keep_alive", "response_format", "tools"} <= set(
+        properties
+    )
     assert {"200", "400", "404", "503"} <= set(chat["responses"])

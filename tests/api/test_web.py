@@ -12,8 +12,18 @@ from tests.api.helpers import assert_openai_error  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
-PAGE_FILES = ("index.html", "app.css", "app.js", "api.js", "chat.js", "chart.js", "conversations.js",
-              "markdown.js", "status.js", "icon.svg")  # fmt: skip
+PAGE_FILES = (
+    "index.html",
+    "app.css",
+    "app.js",
+    "api.js",
+    "chat.js",
+    "chart.js",
+    "conversations.js",
+    "markdown.js",
+    "status.js",
+    "icon.svg",
+)
 
 
 async def test_root_is_a_liveness_line_or_a_redirect_for_browsers(client):
@@ -37,9 +47,23 @@ async def test_page_files_are_served_with_the_csp(client):
     r = await client.get("/ui/")
     assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
     assert '<script type="module" src="app.js">' in r.text
-    csp = dict(part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";"))
-    assert csp["default-src"] == csp["script-src"] == csp["connect-src"] == csp["style-src"] == "'self'"
-    assert csp["object-src"] == csp["base-uri"] == csp["form-action"] == csp["frame-ancestors"] == "'none'"
+    csp = dict(
+        part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";")
+    )
+    assert (
+        csp["default-src"]
+        == csp["script-src"]
+        == csp["connect-src"]
+        == csp["style-src"]
+        == "'self'"
+    )
+    assert (
+        csp["object-src"]
+        == csp["base-uri"]
+        == csp["form-action"]
+        == csp["frame-ancestors"]
+        == "'none'"
+    )
     assert csp["require-trusted-types-for"] == "'script'"
     assert r.headers["x-content-type-options"] == "nosniff"
     for name in PAGE_FILES:
@@ -48,7 +72,11 @@ async def test_page_files_are_served_with_the_csp(client):
         assert "content-security-policy" in r.headers
         if name.endswith(".js"):
             assert r.headers["content-type"] == "text/javascript; charset=utf-8"
-            assert "innerHTML" not in r.text and "eval(" not in r.text and "document.write" not in r.text
+            assert (
+                "innerHTML" not in r.text
+                and "eval(" not in r.text
+                and "document.write" not in r.text
+            )
     head = await client.head("/ui/app.js")
     assert head.status_code == 200 and head.content == b""
     # Revalidation: an unchanged file is a 304.
@@ -59,9 +87,17 @@ async def test_page_files_are_served_with_the_csp(client):
 
 @pytest.mark.parametrize(
     "path",
-    ["/ui/nope.js", "/ui/../pyproject.toml", "/ui/%2e%2e/routes/web.py", "/ui/..%2fapp.py", "/ui/__init__.py",
-     "/ui/web/app.js", "/ui//etc/passwd", "/ui/app.js/"],
-)  # fmt: skip
+    [
+        "/ui/nope.js",
+        "/ui/../pyproject.toml",
+        "/ui/%2e%2e/routes/web.py",
+        "/ui/..%2fapp.py",
+        "/ui/__init__.py",
+        "/ui/web/app.js",
+        "/ui//etc/passwd",
+        "/ui/app.js/",
+    ],
+)
 async def test_only_the_page_files_are_reachable(client, path):
     r = await client.get(path)
     if r.status_code == 200:  # a URL that normalises to a page file (e.g. a trailing slash)

@@ -31,7 +31,9 @@ def tiny_ui_config(tiny_model_path, **server) -> dict:
     """The tiny model (alias ``tiny-alias``), with a context long enough for long answers."""
     return {
         "server": {**server},
-        "models": [{"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 4096}],
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 4096}
+        ],
     }
 
 
@@ -92,7 +94,9 @@ class Watched:
         if not self.page.locator("details.more").evaluate("d => d.open"):
             self.page.click("details.more summary")
 
-    def settings(self, *, temperature: str = "", max_tokens: str = "", keep_alive: str = "") -> None:
+    def settings(
+        self, *, temperature: str = "", max_tokens: str = "", keep_alive: str = ""
+    ) -> None:
         page = self.page
         self.open_settings()
         page.fill("#temperature", temperature)

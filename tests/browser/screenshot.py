@@ -34,9 +34,14 @@ def main(output: Path) -> None:
             page.fill("#keep-alive", "15s")
             page.fill("#prompt", "Name three bright stars.")
             page.press("#prompt", "Enter")
-            page.locator(".message.assistant .stats").last.wait_for(state="visible", timeout=120_000)
+            page.locator(".message.assistant .stats").last.wait_for(
+                state="visible", timeout=120_000
+            )
             page.wait_for_function(
-                "() => document.querySelector('.card[data-model=\"smollm2-135m-instruct\"]').dataset.state === 'unloaded'",
+                (
+                    "() => "
+                    "document.querySelector('.card[data-model=\"smollm2-135m-instruct\"]').dataset.state === 'unloaded'"
+                ),
                 timeout=60_000,
             )
             time.sleep(8)

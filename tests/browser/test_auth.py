@@ -32,7 +32,9 @@ def test_the_page_asks_for_the_key_and_then_works(browser, keyed_server):
 
         page.fill("#key-input", "wrong")
         page.click("#key-submit")
-        page.wait_for_function("() => document.getElementById('key-error').textContent.includes('refused')")
+        page.wait_for_function(
+            "() => document.getElementById('key-error').textContent.includes('refused')"
+        )
         assert dialog.is_visible()
 
         page.fill("#key-input", KEY)
@@ -47,8 +49,12 @@ def test_the_page_asks_for_the_key_and_then_works(browser, keyed_server):
         watched.settings(max_tokens="4")
         watched.send("hello")
         assert watched.wait_answer().endswith("4 tokens · hit max tokens")
-        page.locator(".card[data-model=tiny]").get_by_role("button", name="Unload tiny", exact=True).click()
-        page.wait_for_function("() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'")
+        page.locator(".card[data-model=tiny]").get_by_role(
+            "button", name="Unload tiny", exact=True
+        ).click()
+        page.wait_for_function(
+            "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'"
+        )
 
         # Once per tab: a reload does not ask again.
         page.reload()

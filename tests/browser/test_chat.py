@@ -36,7 +36,9 @@ def test_answer_streams_in_steps_then_shows_ttft_and_speed(watched):
     assert page.locator(".message").count() == 0
     page.press("#prompt", "Enter")
     stats = watched.wait_answer()
-    assert re.fullmatch(r"TTFT \d+\.\d\d s · \d+\.\d tok/s · 300 tokens · hit max tokens", stats), stats
+    assert re.fullmatch(r"TTFT \d+\.\d\d s · \d+\.\d tok/s · 300 tokens · hit max tokens", stats), (
+        stats
+    )
     user = page.locator(".message.user .content").last.inner_text()
     assert user == "hello\nthe cat"
     final = page.locator(".message.assistant .content").last.text_content()
@@ -63,14 +65,19 @@ def test_stop_cancels_the_answer_and_frees_the_slot_at_once(watched):
     assert busy["running_sequences"] == 1 and busy["in_use"] == 1, busy
     # The panel shows it too (it polls once a second).
     card = page.locator(".card[data-model=tiny]")
-    page.wait_for_function("() => document.querySelector('.card[data-model=tiny]').dataset.state === 'busy'")
+    page.wait_for_function(
+        "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'busy'"
+    )
     assert card.locator("[data-field=slots]").inner_text() == "1 of 4"
     assert card.locator("[data-field=unload]").inner_text() == "in use"
     assert page.locator("#server-figures [data-field=running]").inner_text() == "1"
     page.click("#stop")
     clicked = time.monotonic()
     free = wait_for(
-        lambda: (lambda m: m["running_sequences"] == 0 and m["in_use"] == 0)(model_status(watched.base_url)), 5.0
+        lambda: (lambda m: m["running_sequences"] == 0 and m["in_use"] == 0)(
+            model_status(watched.base_url)
+        ),
+        5.0,
     )
     freed_after = time.monotonic() - clicked
     assert free, "the slot was not freed after Stop"
@@ -110,15 +117,27 @@ def test_model_markdown_is_built_from_text_nodes(watched):
         "- <b>bold?</b>\n- `code` and **strong**\n\n"
         "3. three\n4. four\n\n<script>alert(2)</script> <img src=y onerror=alert(3)>"
     )
-    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
-    events += [{"choices": [{"index": 0, "delta": {"content": text[i : i + 7]}, "finish_reason": None}]}
-               for i in range(0, len(text), 7)]  # fmt: skip
+    events = [
+        {
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ]
+        }
+    ]
+    events += [
+        {"choices": [{"index": 0, "delta": {"content": text[i : i + 7]}, "finish_reason": None}]}
+        for i in range(0, len(text), 7)
+    ]
     events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
     body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
     watched.open()
     page = watched.page
-    page.route("**/v1/chat/completions", lambda route: route.fulfill(
-        status=200, headers={"Content-Type": "text/event-stream"}, body=body))  # fmt: skip
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream"}, body=body
+        ),
+    )
     watched.send("show me markdown")
     watched.wait_answer()
     content = page.locator(".message.assistant .content").last
@@ -161,7 +180,10 @@ def test_conversations_are_kept_switched_and_deleted(watched):
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator(".message.user .content").all_inner_texts() == ["first conversation"]
-    assert page.locator("#conversation-list .open[aria-current=true]").inner_text() == "first conversation"
+    assert (
+        page.locator("#conversation-list .open[aria-current=true]").inner_text()
+        == "first conversation"
+    )
     page.locator("#conversation-list .open").first.click()
     assert page.input_value("#system") == "You are terse."
     page.click("#conversation-list li:first-child .delete")

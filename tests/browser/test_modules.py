@@ -13,7 +13,8 @@ def test_event_stream_parser_reassembles_events_split_anywhere(watched):
     result = watched.page.evaluate(
         """async () => {
             const { eventBatches } = await import("./api.js");
-            const text = 'data: {"a":"星"}\\n\\n: a comment\\n\\ndata: {"b":1}\\r\\n\\r\\nevent: x\\ndata: [DONE]\\n\\n';
+            const text = 'data: {"a":"星"}\\n\\n: a comment\\n\\ndata: {"b":1}\\r\\n\\r\\n'
+                + 'event: x\\ndata: [DONE]\\n\\n';
             const bytes = new TextEncoder().encode(text);
             const runs = [];
             for (const size of [1, 2, 3, 5, 7, 1000]) {

@@ -14,7 +14,9 @@ def test_page_loads_from_root_with_csp_and_no_console_errors(watched):
     page = watched.page
     assert page.url == watched.base_url + "/ui/"
     csp = response.headers["content-security-policy"]
-    assert "default-src 'self'" in csp and "connect-src 'self'" in csp and "script-src 'self'" in csp
+    assert (
+        "default-src 'self'" in csp and "connect-src 'self'" in csp and "script-src 'self'" in csp
+    )
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     # The model picker lists the model and its alias, marked as one.
     options = page.locator("#model option")
@@ -54,10 +56,14 @@ def test_page_scripts_run_only_under_the_policy(watched):
         pass  # Playwright reports the refused script
     assert page.evaluate("() => window.inlineRan") is None
     # The (expected) violations are reported on the console; nothing else is.
-    assert all("Content Security Policy" in e or "Trusted" in e for e in watched.console_errors), watched.console_errors
+    assert all("Content Security Policy" in e or "Trusted" in e for e in watched.console_errors), (
+        watched.console_errors
+    )
 
 
-@pytest.mark.parametrize("context_options", [{"viewport": {"width": 390, "height": 844}, "is_mobile": True}])
+@pytest.mark.parametrize(
+    "context_options", [{"viewport": {"width": 390, "height": 844}, "is_mobile": True}]
+)
 def test_phone_width_has_no_horizontal_scroll(watched):
     watched.open()
     page = watched.page

@@ -24,22 +24,30 @@ def test_load_and_unload_buttons_change_the_state(watched):
     watched.open()
     page = watched.page
     card = page.locator(".card[data-model=tiny]")
-    page.wait_for_function("() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'")
+    page.wait_for_function(
+        "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'"
+    )
     assert card.locator("[data-field=memory]").inner_text() == "–"
     assert card.locator("[data-field=slots]").inner_text() == "–"
     assert not card.get_by_role("button", name="Unload tiny", exact=True).is_enabled()
 
     card.get_by_role("button", name="Load tiny", exact=True).click()
-    page.wait_for_function("() => document.querySelector('.card[data-model=tiny]').dataset.state === 'loaded'")
+    page.wait_for_function(
+        "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'loaded'"
+    )
     assert model_status(watched.base_url)["state"] == "loaded"
     assert re.fullmatch(r"[\d.]+ MiB", card.locator("[data-field=memory]").inner_text())
     assert card.locator("[data-field=slots]").inner_text() == "0 of 4"
-    assert re.fullmatch(r"in \d:\d\d", card.locator("[data-field=unload]").inner_text())  # 5 min default
+    assert re.fullmatch(
+        r"in \d:\d\d", card.locator("[data-field=unload]").inner_text()
+    )  # 5 min default
     assert not card.get_by_role("button", name="Load tiny", exact=True).is_enabled()
     page.wait_for_function(f"() => ({LAST_SHARE})() > 0")
 
     card.get_by_role("button", name="Unload tiny", exact=True).click()
-    page.wait_for_function("() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'")
+    page.wait_for_function(
+        "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'"
+    )
     assert model_status(watched.base_url)["state"] == "unloaded"
     assert page.evaluate(LAST_SHARE) == 0
     assert watched.console_errors == [] and watched.page_errors == []
@@ -47,7 +55,9 @@ def test_load_and_unload_buttons_change_the_state(watched):
 
 def test_one_second_keep_alive_unloads_and_the_chart_drops(watched):
     base = watched.base_url
-    httpx.post(base + "/api/models/tiny/load", params={"keep_alive": "-1"}, timeout=30).raise_for_status()
+    httpx.post(
+        base + "/api/models/tiny/load", params={"keep_alive": "-1"}, timeout=30
+    ).raise_for_status()
     watched.open()
     page = watched.page
     card = page.locator(".card[data-model=tiny]")
@@ -60,7 +70,8 @@ def test_one_second_keep_alive_unloads_and_the_chart_drops(watched):
     watched.wait_answer()
     # The chat's keep-alive replaces the load's "never": idle for a second, it unloads.
     page.wait_for_function(
-        "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'", timeout=15_000
+        "() => document.querySelector('.card[data-model=tiny]').dataset.state === 'unloaded'",
+        timeout=15_000,
     )
     assert model_status(base)["state"] == "unloaded"
     page.wait_for_function(f"() => ({LAST_SHARE})() === 0")

@@ -25,8 +25,12 @@ def cli(*args, stdin=None, timeout=60):
     env.pop("HOSHIKAGE_CONFIG", None)
     return subprocess.run(
         [sys.executable, "-m", "hoshikage_core.cli", *args],
-        capture_output=True, text=True, timeout=timeout, input=stdin, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +93,26 @@ def test_models_shows_state_from_the_server(server, tmp_path):
     data = json.loads(res.stdout)
     assert data["server"] == server.base_url
     (model,) = data["models"]
-    assert (model["architecture"], model["quantization"], model["state"]) == ("llama", "F32", "loaded")
+    assert (model["architecture"], model["quantization"], model["state"]) == (
+        "llama",
+        "F32",
+        "loaded",
+    )
     assert model["n_ctx"] == 512
 
 
 def test_chat_streams_a_reply(server):
-    res = cli("chat", "tiny", "--max-tokens", "8", "--temperature", "0", "--url", server.base_url,
-              stdin="hello\n/exit\n")  # fmt: skip
+    res = cli(
+        "chat",
+        "tiny",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--url",
+        server.base_url,
+        stdin="hello\n/exit\n",
+    )
     assert res.returncode == 0, res.stderr
     assert "ai ›" in res.stdout
     assert "tokens in" in res.stdout
@@ -121,8 +138,12 @@ def test_doctor_exit_codes(tiny_model_path, tmp_path):
     res = cli("--config", str(bad), "doctor", "--json")
     assert res.returncode == 1
     checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
-    assert checks["model gone"]["ok"] is False and "file not found" in checks["model gone"]["detail"]
-    assert checks["model junk"]["ok"] is False and "not a GGUF file" in checks["model junk"]["detail"]
+    assert (
+        checks["model gone"]["ok"] is False and "file not found" in checks["model gone"]["detail"]
+    )
+    assert (
+        checks["model junk"]["ok"] is False and "not a GGUF file" in checks["model junk"]["detail"]
+    )
     table = cli("--config", str(bad), "doctor")
     assert table.returncode == 1 and "2 problem(s) found" in table.stdout
 
@@ -148,8 +169,20 @@ def test_status_watch_renders_live_in_a_terminal(server):
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI in a pseudo-terminal
         os.environ["COLUMNS"], os.environ["LINES"] = "160", "40"
-        os.execv(sys.executable, [sys.executable, "-m", "hoshikage_core.cli", "status", "--watch",
-                                  "--interval", "0.2", "--url", server.base_url])  # fmt: skip
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "hoshikage_core.cli",
+                "status",
+                "--watch",
+                "--interval",
+                "0.2",
+                "--url",
+                server.base_url,
+            ],
+        )
     output = b""
     deadline = time.monotonic() + 15
     try:

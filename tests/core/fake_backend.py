@@ -69,8 +69,10 @@ class FakeModel:
 
     def generate(self, request, cancel, sink, n=1):
         """Checks the request here, then runs each choice on a thread of its own."""
-        prompt = request.prompt if request.prompt is not None else " ".join(
-            str(m.get("content", "")) for m in request.messages
+        prompt = (
+            request.prompt
+            if request.prompt is not None
+            else " ".join(str(m.get("content", "")) for m in request.messages)
         )
         prompt_tokens = len(prompt.split())
         if prompt_tokens > self.n_ctx:

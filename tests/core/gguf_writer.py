@@ -11,7 +11,9 @@ def _str(s: str) -> bytes:
     return struct.pack("<Q", len(b)) + b
 
 
-def write_minimal_gguf(path, *, arch="llama", context_length=2048, file_type=15, tensor_bytes=64, truncate=0):
+def write_minimal_gguf(
+    path, *, arch="llama", context_length=2048, file_type=15, tensor_bytes=64, truncate=0
+):
     kvs = [
         (_str("general.architecture"), 8, _str(arch)),
         (_str(f"{arch}.context_length"), 4, struct.pack("<I", context_length)),
@@ -22,7 +24,9 @@ def write_minimal_gguf(path, *, arch="llama", context_length=2048, file_type=15,
     header = b"GGUF" + struct.pack("<IQQ", 3, 1, len(kvs))
     for key, vtype, value in kvs:
         header += key + struct.pack("<I", vtype) + value
-    header += _str("w") + struct.pack("<I", 1) + struct.pack("<Q", n_floats) + struct.pack("<IQ", 0, 0)
+    header += (
+        _str("w") + struct.pack("<I", 1) + struct.pack("<Q", n_floats) + struct.pack("<IQ", 0, 0)
+    )
     pad = (-len(header)) % 32
     data = header + b"\0" * pad + b"\0" * (n_floats * 4)
     if truncate:

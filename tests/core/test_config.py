@@ -79,7 +79,9 @@ def test_resolution_order(tmp_path, monkeypatch):
 
 
 def test_durations_and_sizes(tmp_path):
-    cfg = load_text(tmp_path, """
+    cfg = load_text(
+        tmp_path,
+        """
         [server]
         affinity_wait = "500ms"
         max_body_size = "2MiB"
@@ -94,7 +96,8 @@ def test_durations_and_sizes(tmp_path):
         name = "b"
         path = "/b.gguf"
         idle_ttl = "1h"
-    """)  # fmt: skip
+    """,
+    )
     assert cfg.server.affinity_wait == 0.5
     assert cfg.server.max_body_size == 2 * 1024 * 1024
     assert cfg.unload.idle_ttl == 90.0
@@ -118,8 +121,14 @@ def test_durations_and_sizes(tmp_path):
         ("[[models]]\npath = '/x'\n", "models[0].name: is required"),
         ("[[models]]\nname = 'a'\n", "models[0].path: is required"),
         ("[[models]]\nname = ''\npath='/x'\n", "models[0].name: must not be empty"),
-        ("[[models]]\nname = 'a'\npath = '/x'\naliases = 'b'\n", "models[0].aliases: expected an array"),
-        ("[[models]]\nname = 'a'\npath = '/x'\npreload = 'yes'\n", "models[0].preload: expected true or false"),
+        (
+            "[[models]]\nname = 'a'\npath = '/x'\naliases = 'b'\n",
+            "models[0].aliases: expected an array",
+        ),
+        (
+            "[[models]]\nname = 'a'\npath = '/x'\npreload = 'yes'\n",
+            "models[0].preload: expected true or false",
+        ),
         ("models = 3\n", "models: expected an array"),
         ("[server]\nport = 1\n[server]\n", "not valid TOML"),
     ],
@@ -131,7 +140,9 @@ def test_errors_name_the_key(tmp_path, text, expected):
 
 
 def test_second_model_error_has_its_index(tmp_path):
-    message = error_of(tmp_path, """
+    message = error_of(
+        tmp_path,
+        """
         [[models]]
         name = "a"
         path = "/a"
@@ -139,13 +150,18 @@ def test_second_model_error_has_its_index(tmp_path):
         name = "b"
         path = "/b"
         idle_ttl = "soon"
-    """)  # fmt: skip
+    """,
+    )
     assert "models[1].idle_ttl: 'soon' is not a duration" in message
 
 
 def test_several_errors_are_all_reported(tmp_path):
     message = error_of(tmp_path, "[server]\nport = 'x'\nhost = 3\nbogus = 1\n")
-    assert "server.port:" in message and "server.host:" in message and "server.bogus: unknown key" in message
+    assert (
+        "server.port:" in message
+        and "server.host:" in message
+        and "server.bogus: unknown key" in message
+    )
 
 
 def test_every_error_of_a_file_is_reported_at_once(tmp_path):
@@ -154,7 +170,9 @@ def test_every_error_of_a_file_is_reported_at_once(tmp_path):
     pm = make_plugin_manager(load_entry_points=False)
     pm.register(FakeBackendPlugin())
     with pytest.raises(ConfigError) as info:
-        load_text(tmp_path, """
+        load_text(
+            tmp_path,
+            """
             [server]
             port = 70000
             concurrency = 0
@@ -174,7 +192,9 @@ def test_every_error_of_a_file_is_reported_at_once(tmp_path):
             path = "/b"
             aliases = ["a"]
             preload = "yes"
-        """, pm)  # fmt: skip
+        """,
+            pm,
+        )
     expected = [
         "server.port: must be between 0 and 65535",
         "server.concurrency: must be > 0",
@@ -198,14 +218,22 @@ def test_every_error_of_a_file_is_reported_at_once(tmp_path):
 def test_validators_and_unknown_keys_of_one_table_come_together(tmp_path):
     """attrs stops at the first failing validator, and cattrs only calls it when every
     field structured: both are reported here anyway."""
-    message = error_of(tmp_path, "[server]\nport = 'x'\nconcurrency = 0\nmax_queue = -1\nportt = 1\n")
-    for line in ("server.port: expected an integer", "server.concurrency: must be > 0",
-                 "server.max_queue: must be >= 0", "server.portt: unknown key"):  # fmt: skip
+    message = error_of(
+        tmp_path, "[server]\nport = 'x'\nconcurrency = 0\nmax_queue = -1\nportt = 1\n"
+    )
+    for line in (
+        "server.port: expected an integer",
+        "server.concurrency: must be > 0",
+        "server.max_queue: must be >= 0",
+        "server.portt: unknown key",
+    ):
         assert line in message
 
 
 def test_duplicate_names_and_aliases(tmp_path):
-    message = error_of(tmp_path, """
+    message = error_of(
+        tmp_path,
+        """
         [[models]]
         name = "a"
         path = "/a"
@@ -213,7 +241,8 @@ def test_duplicate_names_and_aliases(tmp_path):
         name = "b"
         path = "/b"
         aliases = ["a"]
-    """)  # fmt: skip
+    """,
+    )
     assert "models[1]: the name 'a' is already used by 'a'" in message
 
 
@@ -224,7 +253,9 @@ def test_backend_options_are_validated_by_the_backend_plugin(tmp_path):
     cfg = load_text(tmp_path, base + "tokens = 7\n", pm)
     assert cfg.models[0].options.tokens == 7
     assert "models[0].tokenz: unknown key" in error_of(tmp_path, base + "tokenz = 7\n", pm)
-    assert "models[0].tokens: expected an integer" in error_of(tmp_path, base + "tokens = '7'\n", pm)
+    assert "models[0].tokens: expected an integer" in error_of(
+        tmp_path, base + "tokens = '7'\n", pm
+    )
 
 
 def test_missing_explicit_file(tmp_path):

@@ -56,7 +56,11 @@ def test_discovery_walks_folders_and_skips_what_is_not_a_model(tmp_path):
     (root / "README.md").write_text("not a model")
     registry = build({"models_dir": str(root)})
     entries = {e.name: e for e in registry}
-    assert list(entries) == ["big", "tiny", "llava-7b"]  # path order, ignoring case: split/, Tiny.gguf, vision/
+    assert list(entries) == [
+        "big",
+        "tiny",
+        "llava-7b",
+    ]  # path order, ignoring case: split/, Tiny.gguf, vision/
     assert entries["big"].path == str(root / "split" / "Big-00001-of-00002.gguf")
     assert {e.source for e in entries.values()} == {"models_dir"}
     assert {e.backend for e in entries.values()} == {"llamacpp"}
@@ -66,9 +70,14 @@ def test_discovery_walks_folders_and_skips_what_is_not_a_model(tmp_path):
 def test_folder_defaults_apply_to_discovered_models(tmp_path):
     gguf(tmp_path / "a" / "one.gguf")
     gguf(tmp_path / "b" / "two.gguf")
-    registry = build({
-        "models_dir": [str(tmp_path / "a"), {"path": str(tmp_path / "b"), "idle_ttl": "10m", "n_ctx": 512}],
-    })  # fmt: skip
+    registry = build(
+        {
+            "models_dir": [
+                str(tmp_path / "a"),
+                {"path": str(tmp_path / "b"), "idle_ttl": "10m", "n_ctx": 512},
+            ],
+        }
+    )
     one, two = registry
     assert (one.name, one.options, one.idle_ttl) == ("one", {}, None)
     assert (two.name, two.options, two.idle_ttl) == ("two", {"n_ctx": 512}, 600.0)
@@ -77,10 +86,12 @@ def test_folder_defaults_apply_to_discovered_models(tmp_path):
 def test_an_explicit_entry_for_a_discovered_file_wins(tmp_path):
     path = gguf(tmp_path / "m" / "Tiny.gguf")
     gguf(tmp_path / "m" / "other.gguf")
-    registry = build({
-        "models_dir": [{"path": str(tmp_path / "m"), "n_ctx": 512}],
-        "models": [{"name": "mine", "path": str(path), "n_ctx": 2048, "aliases": ["other"]}],
-    })  # fmt: skip
+    registry = build(
+        {
+            "models_dir": [{"path": str(tmp_path / "m"), "n_ctx": 512}],
+            "models": [{"name": "mine", "path": str(path), "n_ctx": 2048, "aliases": ["other"]}],
+        }
+    )
     entries = {e.name: e for e in registry}
     assert list(entries) == ["mine", "other-2"]  # tiny dropped; 'other' is mine's alias
     assert entries["mine"].options == {"n_ctx": 2048}  # the entry's own options, not the folder's
@@ -104,7 +115,9 @@ def test_name_clashes_get_a_deterministic_suffix(tmp_path):
 
 def test_a_file_under_two_listed_folders_is_one_model(tmp_path):
     gguf(tmp_path / "sub" / "one.gguf")
-    assert [e.name for e in build({"models_dir": [str(tmp_path), str(tmp_path / "sub")]})] == ["one"]
+    assert [e.name for e in build({"models_dir": [str(tmp_path), str(tmp_path / "sub")]})] == [
+        "one"
+    ]
 
 
 def test_a_missing_folder_is_a_config_problem(tmp_path):
@@ -119,11 +132,17 @@ def test_a_missing_folder_is_a_config_problem(tmp_path):
 
 def test_models_dir_shapes_and_their_errors():
     pm = make_plugin_manager(load_entry_points=False)
-    assert [d.path for d in config_mod.structure({"models_dir": "~/m"}, pm=pm).models_dir] == ["~/m"]
-    both = config_mod.structure({"models_dir": ["a", {"path": "b", "preload": 1}]}, pm=None).models_dir
+    assert [d.path for d in config_mod.structure({"models_dir": "~/m"}, pm=pm).models_dir] == [
+        "~/m"
+    ]
+    both = config_mod.structure(
+        {"models_dir": ["a", {"path": "b", "preload": 1}]}, pm=None
+    ).models_dir
     assert [(d.path, d.options) for d in both] == [("a", {}), ("b", {"preload": 1})]
     with pytest.raises(ConfigError) as caught:
-        config_mod.structure({"models_dir": [{"idle_ttl": "soon"}, 5, ""], "models": [{"name": "x"}]}, pm=pm)
+        config_mod.structure(
+            {"models_dir": [{"idle_ttl": "soon"}, 5, ""], "models": [{"name": "x"}]}, pm=pm
+        )
     assert caught.value.problems == [
         "models[0].path: is required",
         "models_dir[0].path: is required",
@@ -133,4 +152,6 @@ def test_models_dir_shapes_and_their_errors():
     ]
     with pytest.raises(ConfigError) as caught:
         config_mod.structure({"models_dir": 3}, pm=pm)
-    assert caught.value.problems == ["models_dir: expected a folder path, an array of them or tables, got int 3"]
+    assert caught.value.problems == [
+        "models_dir: expected a folder path, an array of them or tables, got int 3"
+    ]

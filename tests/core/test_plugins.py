@@ -56,8 +56,11 @@ def run_cli(*args):
     env = {**os.environ, "HOSHIKAGE_LOAD_PLUGINS": "", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "hoshikage_core.cli", *args],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def test_help_does_not_import_backend_or_web_framework():
@@ -86,7 +89,7 @@ def test_config_check_reports_ok_and_errors(tmp_path):
     assert any("file not found: /nowhere/m.gguf" in w for w in summary["warnings"])
 
     bad = tmp_path / "bad.toml"
-    bad.write_text('[server]\nconcurrency = 0\n')
+    bad.write_text("[server]\nconcurrency = 0\n")
     res = run_cli("config", "check", str(bad))
     assert res.returncode == 1
     assert "server.concurrency: must be > 0" in res.stderr
@@ -118,7 +121,11 @@ def test_models_lists_gguf_facts_without_a_server(tmp_path):
     data = json.loads(res.stdout)
     assert data["server"] is None
     tiny, junk = data["models"]
-    assert (tiny["architecture"], tiny["quantization"], tiny["context_length"]) == ("llama", "Q4_K_M", 2048)
+    assert (tiny["architecture"], tiny["quantization"], tiny["context_length"]) == (
+        "llama",
+        "Q4_K_M",
+        2048,
+    )
     assert tiny["aliases"] == ["t"] and tiny["file_bytes"] == path.stat().st_size
     assert "not a GGUF file" in junk["error"]
     table = run_cli("--config", str(cfg), "models")

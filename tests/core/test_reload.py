@@ -18,7 +18,9 @@ from tests.core.test_scheduler import REQ, run, state, wait_for
 
 
 def fake_models(**models) -> list[dict]:
-    return [{"name": n, "path": f"/fake/{n}.gguf", "backend": "fake", **o} for n, o in models.items()]
+    return [
+        {"name": n, "path": f"/fake/{n}.gguf", "backend": "fake", **o} for n, o in models.items()
+    ]
 
 
 def reload_to(rt, **sections):
@@ -36,7 +38,9 @@ class Unloads:
 
 
 async def test_added_removed_and_changed_models(make_runtime, fake):
-    rt = await make_runtime({"keep": {}, "gone": {}, "edit": {"tokens": 3}}, unload={"max_loaded": 3})
+    rt = await make_runtime(
+        {"keep": {}, "gone": {}, "edit": {"tokens": 3}}, unload={"max_loaded": 3}
+    )
     reload_to(rt, unload={"max_loaded": 3}, models=fake_models(keep={}, edit={"tokens": 6}, new={}))
     result = await rt.reload()
     assert (result.added, result.removed, result.changed) == (["new"], ["gone"], ["edit"])
@@ -49,7 +53,9 @@ async def test_added_removed_and_changed_models(make_runtime, fake):
     await rt.stop()
 
 
-async def test_a_changed_model_finishes_its_request_then_loads_again_with_the_new_options(make_runtime, fake):
+async def test_a_changed_model_finishes_its_request_then_loads_again_with_the_new_options(
+    make_runtime, fake
+):
     unloads = Unloads()
     rt = await make_runtime({"a": {"tokens": 4}}, server={"concurrency": 4})
     rt.pm.register(unloads)
@@ -91,7 +97,9 @@ async def test_a_loaded_idle_model_that_changed_loads_again_at_once(make_runtime
     await rt.stop()
 
 
-async def test_a_removed_model_answers_not_found_at_once_and_unloads_after_its_request(make_runtime, fake):
+async def test_a_removed_model_answers_not_found_at_once_and_unloads_after_its_request(
+    make_runtime, fake
+):
     unloads = Unloads()
     rt = await make_runtime({"a": {}, "b": {}}, server={"concurrency": 4}, unload={"max_loaded": 2})
     rt.pm.register(unloads)
@@ -143,7 +151,9 @@ async def test_alias_and_idle_ttl_changes_apply_without_a_new_load(make_runtime,
 
 async def test_a_broken_config_is_refused_whole_and_the_old_one_keeps_serving(make_runtime, fake):
     rt = await make_runtime({"a": {}})
-    reload_to(rt, server={"port": -1, "concurrency": 0}, models=fake_models(a={}, b={"tokens": "x"}))
+    reload_to(
+        rt, server={"port": -1, "concurrency": 0}, models=fake_models(a={}, b={"tokens": "x"})
+    )
     with pytest.raises(ConfigError) as caught:
         await rt.reload()
     assert caught.value.problems == [
@@ -158,7 +168,11 @@ async def test_a_broken_config_is_refused_whole_and_the_old_one_keeps_serving(ma
 
 async def test_server_keys_live_and_needing_a_restart(make_runtime, fake):
     rt = await make_runtime({"a": {}}, server={"concurrency": 1, "port": 8000})
-    reload_to(rt, server={"concurrency": 3, "max_queue": 5, "port": 9000, "api_key": "k"}, models=fake_models(a={}))
+    reload_to(
+        rt,
+        server={"concurrency": 3, "max_queue": 5, "port": 9000, "api_key": "k"},
+        models=fake_models(a={}),
+    )
     result = await rt.reload()
     assert result.needs_restart == ["server.port", "server.api_key"]
     assert (rt.config.server.port, rt.config.server.api_key) == (8000, "")  # kept until a restart
@@ -175,8 +189,14 @@ async def test_plugins_register_models_again_on_reload(make_runtime, fake):
         @hookimpl
         def register_models(self, register, config):
             Contributor.calls += 1
-            register(ModelEntry(name=f"plugin-{Contributor.calls}", path="/fake/p.gguf", backend="fake",
-                                options={}))  # fmt: skip
+            register(
+                ModelEntry(
+                    name=f"plugin-{Contributor.calls}",
+                    path="/fake/p.gguf",
+                    backend="fake",
+                    options={},
+                )
+            )
 
     rt = await make_runtime({"a": {}})
     rt.pm.register(Contributor())

@@ -42,9 +42,7 @@ async def test_concurrency_one_runs_one_generation_at_a_time(make_runtime, fake)
 
 
 async def test_concurrency_two_runs_two_models_at_once(make_runtime, fake):
-    rt = await make_runtime(
-        {"a": {}, "b": {}}, server={"concurrency": 2}, unload={"max_loaded": 2}
-    )
+    rt = await make_runtime({"a": {}, "b": {}}, server={"concurrency": 2}, unload={"max_loaded": 2})
     gate_a, gate_b = fake.rec.gate("a"), fake.rec.gate("b")
     gate_a.clear()
     gate_b.clear()
@@ -247,9 +245,7 @@ async def test_busy_model_is_never_evicted(make_runtime, fake):
 
 
 async def test_loading_model_is_never_evicted(make_runtime, fake):
-    rt = await make_runtime(
-        {"a": {"load_delay": 0.3}, "b": {}}, server={"concurrency": 2}
-    )
+    rt = await make_runtime({"a": {"load_delay": 0.3}, "b": {}}, server={"concurrency": 2})
     a = asyncio.create_task(run(rt, "a"))
     await wait_for(lambda: state(rt, "a") == "loading")
     b = asyncio.create_task(run(rt, "b"))
@@ -270,8 +266,9 @@ async def test_failed_load_is_reported_and_not_left_loading(make_runtime, fake):
         def model_load_failed(self, name, error):
             failures.append((name, error))
 
-    rt = await make_runtime({"bad": {"fail_load": True, "load_delay": 0.1}, "good": {}},
-                            server={"concurrency": 3})  # fmt: skip
+    rt = await make_runtime(
+        {"bad": {"fail_load": True, "load_delay": 0.1}, "good": {}}, server={"concurrency": 3}
+    )
     rt.pm.register(Events())
     results = await asyncio.gather(*(run(rt, "bad") for _ in range(3)), return_exceptions=True)
     assert all(isinstance(r, ModelLoadError) for r in results)
@@ -292,7 +289,9 @@ async def test_unknown_model_lists_known_names(make_runtime):
     with pytest.raises(ModelNotFound) as info:
         await run(rt, "gamma")
     message = str(info.value)
-    assert "'gamma'" in message and "alpha" in message and "beta" in message and "default" in message
+    assert (
+        "'gamma'" in message and "alpha" in message and "beta" in message and "default" in message
+    )
     assert (await run(rt, "default"))[-1].finish_reason  # alias resolves
     await rt.stop()
 
@@ -311,8 +310,16 @@ async def test_events_fire_once_per_load_unload_and_request(make_runtime):
 
         @hookimpl
         def request_finished(self, record):
-            calls.append(("finished", record.model, record.status, record.prompt_tokens,
-                          record.completion_tokens, record.ttft is not None))  # fmt: skip
+            calls.append(
+                (
+                    "finished",
+                    record.model,
+                    record.status,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.ttft is not None,
+                )
+            )
 
     rt = await make_runtime({"a": {"memory": 1234, "tokens": 3}})
     rt.pm.register(Events())
@@ -371,7 +378,9 @@ async def test_admin_unload_of_busy_model_waits_for_it(make_runtime, fake):
 
 
 async def test_load_returns_its_duration_and_preload(make_runtime, fake):
-    rt = await make_runtime({"a": {"load_delay": 0.1}, "b": {"preload": True}}, unload={"max_loaded": 2})
+    rt = await make_runtime(
+        {"a": {"load_delay": 0.1}, "b": {"preload": True}}, unload={"max_loaded": 2}
+    )
     await wait_for(lambda: state(rt, "b") == "loaded")
     took = await rt.load("a")
     assert took >= 0.1
@@ -380,8 +389,9 @@ async def test_load_returns_its_duration_and_preload(make_runtime, fake):
 
 
 async def test_stop_cancels_running_generation_and_unloads(make_runtime, fake):
-    rt = await make_runtime({"a": {"tokens": 100_000, "token_delay": 0.001}},
-                            server={"shutdown_grace": 0.2})  # fmt: skip
+    rt = await make_runtime(
+        {"a": {"tokens": 100_000, "token_delay": 0.001}}, server={"shutdown_grace": 0.2}
+    )
     task = asyncio.create_task(run(rt, "a"))
     await wait_for(lambda: fake.rec.active.get("a") == 1)
     started = time.monotonic()
@@ -415,13 +425,17 @@ async def test_a_model_runs_up_to_its_capacity_and_the_rest_wait(make_runtime, f
 
 async def test_concurrency_bounds_sequences_over_all_models(make_runtime, fake):
     rt = await make_runtime(
-        {"a": {"parallel": 4}, "b": {"parallel": 4}}, server={"concurrency": 3}, unload={"max_loaded": 2}
+        {"a": {"parallel": 4}, "b": {"parallel": 4}},
+        server={"concurrency": 3},
+        unload={"max_loaded": 2},
     )
     await asyncio.gather(run(rt, "a"), run(rt, "b"))
     fake.rec.gate("a").clear()
     fake.rec.gate("b").clear()
     tasks = [asyncio.create_task(run(rt, m)) for m in ("a", "a", "b", "b")]
-    await wait_for(lambda: rt.scheduler.snapshot().sequences == 3 and rt.scheduler.snapshot().queued == 1)
+    await wait_for(
+        lambda: rt.scheduler.snapshot().sequences == 3 and rt.scheduler.snapshot().queued == 1
+    )
     fake.rec.gate("a").set()
     fake.rec.gate("b").set()
     await asyncio.gather(*tasks)
@@ -457,7 +471,9 @@ async def test_n_choices_hold_n_sequences_and_keep_their_place(make_runtime, fak
 
 
 async def test_requests_queued_behind_a_failing_load_share_its_error(make_runtime, fake):
-    rt = await make_runtime({"bad": {"fail_load": True, "load_delay": 0.2, "parallel": 4}}, server={"concurrency": 4})
+    rt = await make_runtime(
+        {"bad": {"fail_load": True, "load_delay": 0.2, "parallel": 4}}, server={"concurrency": 4}
+    )
     results = await asyncio.gather(*(run(rt, "bad") for _ in range(4)), return_exceptions=True)
     assert all(isinstance(r, ModelLoadError) for r in results), results
     assert fake.rec.loads["bad"] == 1
@@ -467,7 +483,9 @@ async def test_requests_queued_behind_a_failing_load_share_its_error(make_runtim
 async def test_a_model_that_fails_on_its_own_is_unloaded_and_loads_again(make_runtime, fake):
     from hoshikage_core.errors import ModelFailed
 
-    rt = await make_runtime({"a": {"tokens": 10_000, "token_delay": 0.005}, "b": {}}, server={"concurrency": 2})
+    rt = await make_runtime(
+        {"a": {"tokens": 10_000, "token_delay": 0.005}, "b": {}}, server={"concurrency": 2}
+    )
     running = asyncio.create_task(run(rt, "a"))
     await wait_for(lambda: fake.rec.active.get("a"))
     model = rt.pool.slot("a").model

@@ -39,7 +39,10 @@ def gpu_build() -> bool:
     from pathlib import Path
 
     lib = Path(llama_cpp.__file__).parent / "lib"
-    return any(any(lib.glob(f"libggml-{name}*")) for name in ("cuda", "hip", "musa", "vulkan", "metal", "sycl", "opencl"))
+    return any(
+        any(lib.glob(f"libggml-{name}*"))
+        for name in ("cuda", "hip", "musa", "vulkan", "metal", "sycl", "opencl")
+    )
 
 
 def test_gpu_offload_matches_the_build(checks):
@@ -76,6 +79,8 @@ def test_cuda_hint_names_this_architecture():
 def test_rpc_support_is_reported_from_the_build(checks):
     check = checks["RPC offload"]
     if llama_cpp.llama_supports_rpc():
-        assert check.detail == "supported by this build" and check.ok is None  # no model needs it here
+        assert (
+            check.detail == "supported by this build" and check.ok is None
+        )  # no model needs it here
     else:
         assert "not in this build" in check.detail and check.ok is None

@@ -43,7 +43,12 @@ def test_uses_the_plain_fallback(gemma):
 def test_coherent_streamed_text(gemma):
     text, chunks = run(gemma, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert "Paris" in text or "capital" in text
-    text, chunks = run(gemma, messages=({"role": "user", "content": "What is the capital of France?"},), max_tokens=30, temperature=0)
+    text, chunks = run(
+        gemma,
+        messages=({"role": "user", "content": "What is the capital of France?"},),
+        max_tokens=30,
+        temperature=0,
+    )
     assert "Paris" in text
     assert len(chunks) > 3
     assert chunks[-1].finish_reason in ("stop", "length")
@@ -60,12 +65,21 @@ def test_json_schema_output_validates(gemma):
     jsonschema = pytest.importorskip("jsonschema")
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 30}, "country": {"enum": ["France", "Spain", "Italy"]}},
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "country": {"enum": ["France", "Spain", "Italy"]},
+        },
         "required": ["city", "country"],
         "additionalProperties": False,
     }
     fmt = ResponseFormat(type="json_schema", schema=schema, strict=True)
-    text, chunks = run(gemma, messages=({"role": "user", "content": "Name the capital of France as JSON."},), max_tokens=60, temperature=0, response_format=fmt)
+    text, chunks = run(
+        gemma,
+        messages=({"role": "user", "content": "Name the capital of France as JSON."},),
+        max_tokens=60,
+        temperature=0,
+        response_format=fmt,
+    )
     assert chunks[-1].finish_reason == "stop"
     jsonschema.validate(json.loads(text), schema)
 
@@ -85,12 +99,19 @@ def test_context_overflow_reports_both_numbers(gemma):
 
 
 def test_second_turn_reuses_the_kv_cache(gemma):
-    system = {"role": "system", "content": " ".join(f"Rule {i}: answer politely and briefly." for i in range(60))}
+    system = {
+        "role": "system",
+        "content": " ".join(f"Rule {i}: answer politely and briefly." for i in range(60)),
+    }
     turn1 = (system, {"role": "user", "content": "Hello, who are you?"})
     answer, chunks = run(gemma, messages=turn1, max_tokens=12, temperature=0)
     assert chunks[-1].cached_tokens < 10
     first_prompt = chunks[-1].prompt_tokens
-    turn2 = (*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "Thanks!"})
+    turn2 = (
+        *turn1,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Thanks!"},
+    )
     _, chunks = run(gemma, messages=turn2, max_tokens=4, temperature=0)
     # Everything up to the first answer came from the cache: only the new turn was read.
     assert chunks[-1].cached_tokens >= first_prompt

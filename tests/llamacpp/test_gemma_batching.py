@@ -47,7 +47,9 @@ def text_of(sink) -> tuple[str, object]:
 
 def test_four_streams_each_continue_their_own_prompt(gemma):
     prompts = ["1, 2, 3,", "Monday, Tuesday,", "10, 20, 30,", "January, February,"]
-    sinks = [start(gemma, GenerationRequest(prompt=p, max_tokens=16, temperature=0)) for p in prompts]
+    sinks = [
+        start(gemma, GenerationRequest(prompt=p, max_tokens=16, temperature=0)) for p in prompts
+    ]
     texts = [text_of(s)[0] for s in sinks]
     numbers, days, tens, months = texts
     assert re.match(r"\s*4,\s*5,\s*6", numbers), numbers
@@ -57,14 +59,19 @@ def test_four_streams_each_continue_their_own_prompt(gemma):
     # the same start as each prompt alone: nothing leaked between the sequences (llama.cpp
     # does not promise bit-identical logits across batch shapes, so only the start is compared)
     for prompt, text in zip(prompts, texts, strict=True):
-        alone, _ = text_of(start(gemma, GenerationRequest(prompt=prompt, max_tokens=16, temperature=0)))
+        alone, _ = text_of(
+            start(gemma, GenerationRequest(prompt=prompt, max_tokens=16, temperature=0))
+        )
         assert alone[:8] == text[:8]
 
 
 def test_cancelling_one_of_four_frees_its_slot_and_the_others_finish(gemma):
     prompts = ["1, 2, 3,", "Monday, Tuesday,", "A, B, C,", "10, 20, 30,"]
     cancels = [CancelToken() for _ in prompts]
-    requests = [GenerationRequest(prompt=p, max_tokens=48, temperature=0, logit_bias={1: -100, 106: -100}) for p in prompts]
+    requests = [
+        GenerationRequest(prompt=p, max_tokens=48, temperature=0, logit_bias={1: -100, 106: -100})
+        for p in prompts
+    ]
     sinks = [start(gemma, r, c) for r, c in zip(requests, cancels, strict=True)]
     first = next(iter(sinks[1]))  # the day stream has started
     assert first[1].text
@@ -84,18 +91,36 @@ def test_json_schema_holds_while_others_run_unconstrained(gemma):
     jsonschema = pytest.importorskip("jsonschema")
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 30}, "country": {"enum": ["France", "Spain", "Italy"]}},
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "country": {"enum": ["France", "Spain", "Italy"]},
+        },
         "required": ["city", "country"],
         "additionalProperties": False,
     }
     fmt = ResponseFormat(type="json_schema", schema=schema, strict=True)
-    plain = [start(gemma, GenerationRequest(prompt=f"Story {i}: once upon a time", max_tokens=40, temperature=0.7, seed=i))
-             for i in range(2)]  # fmt: skip
+    plain = [
+        start(
+            gemma,
+            GenerationRequest(
+                prompt=f"Story {i}: once upon a time", max_tokens=40, temperature=0.7, seed=i
+            ),
+        )
+        for i in range(2)
+    ]
     constrained = [
-        start(gemma, GenerationRequest(messages=({"role": "user", "content": f"Name a capital city, as JSON ({i})."},),
-                                       max_tokens=60, temperature=t, seed=i, response_format=fmt))
+        start(
+            gemma,
+            GenerationRequest(
+                messages=({"role": "user", "content": f"Name a capital city, as JSON ({i})."},),
+                max_tokens=60,
+                temperature=t,
+                seed=i,
+                response_format=fmt,
+            ),
+        )
         for i, t in enumerate((0.0, 1.0))
-    ]  # fmt: skip
+    ]
     for sink in constrained:
         text, last = text_of(sink)
         assert last.finish_reason == "stop", (text, last)
@@ -107,7 +132,9 @@ def test_json_schema_holds_while_others_run_unconstrained(gemma):
 
 def test_n_choices_share_one_prefill(gemma):
     before = gemma.stats()
-    request = GenerationRequest(prompt="My favourite animal is", max_tokens=12, temperature=1.0, seed=7)
+    request = GenerationRequest(
+        prompt="My favourite animal is", max_tokens=12, temperature=1.0, seed=7
+    )
     finals, texts = {}, {}
     for index, chunk in stream(gemma, request, n=4):
         texts[index] = texts.get(index, "") + chunk.text
@@ -123,11 +150,16 @@ def test_n_choices_share_one_prefill(gemma):
 
 def test_concurrent_threads_see_the_same_answers_as_serial(gemma):
     prompts = [f"Fact {i}: the sun is" for i in range(6)]  # more than the four slots
-    serial = [text_of(start(gemma, GenerationRequest(prompt=p, max_tokens=10, temperature=0)))[0] for p in prompts]
+    serial = [
+        text_of(start(gemma, GenerationRequest(prompt=p, max_tokens=10, temperature=0)))[0]
+        for p in prompts
+    ]
     results: dict[int, str] = {}
 
     def work(i):
-        results[i] = text_of(start(gemma, GenerationRequest(prompt=prompts[i], max_tokens=10, temperature=0)))[0]
+        results[i] = text_of(
+            start(gemma, GenerationRequest(prompt=prompts[i], max_tokens=10, temperature=0))
+        )[0]
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
     for t in threads:

@@ -24,8 +24,9 @@ def test_file_type_names_match_the_gguf_package():
 
     expected = {
         int(t): t.name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        for t in LlamaFileType if t is not LlamaFileType.GUESSED
-    }  # fmt: skip
+        for t in LlamaFileType
+        if t is not LlamaFileType.GUESSED
+    }
     assert FILE_TYPES == expected
 
 
@@ -48,9 +49,15 @@ def truncated_copy(src, dst, keep):
     [
         (lambda src, tmp: tmp / "missing.gguf", "file not found"),
         (lambda src, tmp: tmp, "is a directory"),
-        (lambda src, tmp: _write(tmp / "notes.gguf", b"hello, I am text\n" * 10), "not a GGUF file"),
+        (
+            lambda src, tmp: _write(tmp / "notes.gguf", b"hello, I am text\n" * 10),
+            "not a GGUF file",
+        ),
         (lambda src, tmp: _write(tmp / "tiny.gguf", b"GGUF"), "truncated"),
-        (lambda src, tmp: truncated_copy(src, tmp / "head.gguf", 2000), "truncated: the file ends inside its header"),
+        (
+            lambda src, tmp: truncated_copy(src, tmp / "head.gguf", 2000),
+            "truncated: the file ends inside its header",
+        ),
         (lambda src, tmp: truncated_copy(src, tmp / "cut.gguf", -1000), "truncated: the file has"),
     ],
 )

@@ -29,7 +29,9 @@ PROMPT = GenerationRequest(prompt="Once upon a time", max_tokens=24, temperature
 
 @pytest.fixture
 def isolated(tiny_model_path):
-    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2, isolation="process"))
+    model = ProcessModel.load(
+        "tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2, isolation="process")
+    )
     yield model
     model.close()
 
@@ -38,7 +40,9 @@ def isolated(tiny_model_path):
 def long_isolated(tiny_model_path):
     """Room for thousands of tokens: the tiny model writes them in about a second, long
     enough to cancel or kill it mid-stream without racing its end."""
-    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, parallel=1, isolation="process"))
+    model = ProcessModel.load(
+        "tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, parallel=1, isolation="process")
+    )
     yield model
     model.close()
 
@@ -126,7 +130,9 @@ def test_a_dead_child_fails_its_streams_and_reports_once(long_isolated):
 
 
 def test_close_ends_the_child_and_what_still_runs(tiny_model_path):
-    model = ProcessModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, isolation="process"))
+    model = ProcessModel.load(
+        "tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, isolation="process")
+    )
     child = psutil.Process(model._proc.pid)
     sink = _Sink()
     model.generate(LONG, CancelToken(), sink)
@@ -141,9 +147,17 @@ def test_close_ends_the_child_and_what_still_runs(tiny_model_path):
 
 def test_the_child_dies_with_its_parent(tiny_model_path, tmp_path):
     """No orphans: a server killed outright takes its model processes with it."""
-    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256, "isolation": "process"}]}
+    config = {
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256, "isolation": "process"}
+        ]
+    }
     with running_server(config) as server:
-        r = httpx.post(server.base_url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2}, timeout=60)
+        r = httpx.post(
+            server.base_url + "/v1/completions",
+            json={"model": "tiny", "prompt": "hi", "max_tokens": 2},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         children = psutil.Process(server.process.pid).children()
         assert children, "the model should run in a child process"
@@ -158,13 +172,25 @@ def test_server_survives_a_dead_model_process(tiny_model_path):
         "server": {"concurrency": 4},
         "models": [
             {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256},
-            {"name": "boxed", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 1, "isolation": "process"},
+            {
+                "name": "boxed",
+                "path": str(tiny_model_path),
+                "n_ctx": 8192,
+                "parallel": 1,
+                "isolation": "process",
+            },
         ],
     }
     with running_server(config) as server:
         url = server.base_url
         # Greedy: this prompt runs to max_tokens on the tiny model (sampling could stop early).
-        body = {"model": "boxed", "prompt": "Once upon a time", "max_tokens": 8000, "temperature": 0, "stream": True}
+        body = {
+            "model": "boxed",
+            "prompt": "Once upon a time",
+            "max_tokens": 8000,
+            "temperature": 0,
+            "stream": True,
+        }
         events = []
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
             assert r.status_code == 200
@@ -183,10 +209,18 @@ def test_server_survives_a_dead_model_process(tiny_model_path):
         assert server.get("/health")[0] == 200
         status = server.model_status("boxed", lambda m: m["state"] == "unloaded")
         assert "SIGKILL" in status["last_error"]
-        r = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 4}, timeout=60)
+        r = httpx.post(
+            url + "/v1/completions",
+            json={"model": "tiny", "prompt": "hi", "max_tokens": 4},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         # The next request loads it again, in a fresh process.
-        r = httpx.post(url + "/v1/completions", json={"model": "boxed", "prompt": "hi", "max_tokens": 4}, timeout=60)
+        r = httpx.post(
+            url + "/v1/completions",
+            json={"model": "boxed", "prompt": "hi", "max_tokens": 4},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         assert server.model_status("boxed", lambda m: m["state"] == "loaded")["last_error"] is None
 
@@ -213,7 +247,9 @@ class _Sink:
 def test_embeddings_in_a_child_process(tiny_model_path):
     options = dict(n_ctx=256, embedding=True)
     local = LlamaCppModel.load("emb", str(tiny_model_path), LlamaOptions(**options))
-    isolated = ProcessModel.load("emb", str(tiny_model_path), LlamaOptions(isolation="process", **options))
+    isolated = ProcessModel.load(
+        "emb", str(tiny_model_path), LlamaOptions(isolation="process", **options)
+    )
     try:
         expected = local.embed(["hello world", "good night"])
         got = isolated.embed(["hello world", "good night"])

@@ -32,23 +32,58 @@ def test_defaults(pm):
     options = config_with(pm).models[0].options
     assert isinstance(options, LlamaOptions)
     assert (options.n_ctx, options.n_gpu_layers, options.flash_attn) == (4096, -1, "auto")
-    assert (options.type_k, options.type_v, options.use_mmap, options.embedding) == ("f16", "f16", True, False)
+    assert (options.type_k, options.type_v, options.use_mmap, options.embedding) == (
+        "f16",
+        "f16",
+        True,
+        False,
+    )
     assert options.threads() == physical_cores() >= 1
 
 
 def test_every_option_is_accepted(pm):
-    options = config_with(
-        pm,
-        n_ctx=2048, n_batch=256, n_ubatch=128, n_threads=2, n_threads_batch=4, n_gpu_layers=10,
-        main_gpu=1, split_mode="row", tensor_split=[3, 1], flash_attn=False, type_k="q8_0",
-        type_v="f16", use_mmap=False, use_mlock=True, seed=7, chat_format="chatml",
-        chat_template="{{ messages }}", embedding=True, pooling="cls", rope_freq_base=10000.0,
-        rope_freq_scale=0.5, rpc_servers="10.0.0.2:50052,10.0.0.3:50052", temperature=0.2,
-        top_p=0.9, top_k=20, min_p=0.1, repeat_penalty=1.1,
-    ).models[0].options
+    options = (
+        config_with(
+            pm,
+            n_ctx=2048,
+            n_batch=256,
+            n_ubatch=128,
+            n_threads=2,
+            n_threads_batch=4,
+            n_gpu_layers=10,
+            main_gpu=1,
+            split_mode="row",
+            tensor_split=[3, 1],
+            flash_attn=False,
+            type_k="q8_0",
+            type_v="f16",
+            use_mmap=False,
+            use_mlock=True,
+            seed=7,
+            chat_format="chatml",
+            chat_template="{{ messages }}",
+            embedding=True,
+            pooling="cls",
+            rope_freq_base=10000.0,
+            rope_freq_scale=0.5,
+            rpc_servers="10.0.0.2:50052,10.0.0.3:50052",
+            temperature=0.2,
+            top_p=0.9,
+            top_k=20,
+            min_p=0.1,
+            repeat_penalty=1.1,
+        )
+        .models[0]
+        .options
+    )
     assert options.tensor_split == [3.0, 1.0]
-    assert options.sampling_defaults() == {"temperature": 0.2, "top_p": 0.9, "top_k": 20, "min_p": 0.1,
-                                           "repeat_penalty": 1.1}  # fmt: skip
+    assert options.sampling_defaults() == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 20,
+        "min_p": 0.1,
+        "repeat_penalty": 1.1,
+    }
     assert config_with(pm).models[0].options.sampling_defaults() == {}
     assert options.threads() == 2 and options.threads_batch() == 4
 
@@ -67,7 +102,10 @@ def test_unknown_option_is_named(pm):
         ({"type_k": "q3"}, r"models\[0\]\.type_k: must be one of"),
         ({"flash_attn": "yes"}, r"models\[0\]\.flash_attn: must be \"auto\", true or false"),
         ({"chat_format": "nope"}, r"models\[0\]\.chat_format: must be one of"),
-        ({"rpc_servers": ["host-without-port"]}, r"models\[0\]\.rpc_servers: expected \"host:port\""),
+        (
+            {"rpc_servers": ["host-without-port"]},
+            r"models\[0\]\.rpc_servers: expected \"host:port\"",
+        ),
         ({"tensor_split": [0, 0]}, r"models\[0\]\.tensor_split"),
         ({"type_v": "q4_0", "flash_attn": False}, r"type_v: a quantized V cache needs flash_attn"),
         ({"temperature": 3}, r"models\[0\]\.temperature: must be between 0 and 2"),
@@ -84,14 +122,29 @@ def test_every_bad_option_is_reported_with_the_rest(pm):
     """The issue's example: a bad value and a misspelled key in one model, plus errors in a
     second model and in the core's keys, all in one error."""
     with pytest.raises(ConfigError) as info:
-        structure({
-            "server": {"concurrency": 0},
-            "models": [
-                {"name": "a", "path": "/a.gguf", "n_ctx": -5, "idle_ttl_typo": 3, "parallel": 0},
-                {"name": "b", "path": "/b.gguf", "idle_ttl": "soon", "type_k": "q3", "max_tokens": -1},
-                {"name": "c", "path": "/c.gguf", "type_v": "q4_0", "flash_attn": False},
-            ],
-        }, pm=pm)  # fmt: skip
+        structure(
+            {
+                "server": {"concurrency": 0},
+                "models": [
+                    {
+                        "name": "a",
+                        "path": "/a.gguf",
+                        "n_ctx": -5,
+                        "idle_ttl_typo": 3,
+                        "parallel": 0,
+                    },
+                    {
+                        "name": "b",
+                        "path": "/b.gguf",
+                        "idle_ttl": "soon",
+                        "type_k": "q3",
+                        "max_tokens": -1,
+                    },
+                    {"name": "c", "path": "/c.gguf", "type_v": "q4_0", "flash_attn": False},
+                ],
+            },
+            pm=pm,
+        )
     problems = info.value.problems
     for line in (
         "server.concurrency: must be > 0",

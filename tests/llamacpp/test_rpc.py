@@ -38,7 +38,9 @@ GREEDY = GenerationRequest(prompt="The capital of France is", max_tokens=12, tem
 @pytest.fixture(scope="module")
 def rpc_exe():
     if not llama_cpp.llama_supports_rpc():
-        pytest.fail("this llama-cpp-python build has no RPC support: run `make install` (it builds with -DGGML_RPC=on)")
+        pytest.fail(
+            "this llama-cpp-python build has no RPC support: run `make install` (it builds with -DGGML_RPC=on)"
+        )
     try:
         return find_rpc_server()
     except RuntimeError as exc:
@@ -56,31 +58,41 @@ def rpc_options(server: RpcServer, **extra) -> LlamaOptions:
     return LlamaOptions(n_ctx=512, parallel=1, rpc_servers=server.endpoint, **extra)
 
 
-def remote_bytes(placement: dict[str, dict[str, int]], endpoint: str, kind: str | None = None) -> int:
+def remote_bytes(
+    placement: dict[str, dict[str, int]], endpoint: str, kind: str | None = None
+) -> int:
     """Bytes on the RPC server at ``endpoint`` (of one kind: model, KV, compute, output)."""
     return sum(
         size
-        for name, kinds in placement.items() if name.startswith("RPC") and f"[{endpoint}]" in name
-        for k, size in kinds.items() if kind in (None, k)
-    )  # fmt: skip
+        for name, kinds in placement.items()
+        if name.startswith("RPC") and f"[{endpoint}]" in name
+        for k, size in kinds.items()
+        if kind in (None, k)
+    )
 
 
 def host_kinds(placement: dict[str, dict[str, int]]) -> set[str]:
-    return {kind for name, kinds in placement.items() if not name.startswith("RPC") for kind in kinds}
+    return {
+        kind for name, kinds in placement.items() if not name.startswith("RPC") for kind in kinds
+    }
 
 
 def greedy_text(model, request=GREEDY) -> str:
     return "".join(chunk.text for _index, chunk in stream(model, request))
 
 
-def test_layers_on_the_rpc_server_answer_like_a_local_load(rpc_server, gemma_model_path, monkeypatch):
+def test_layers_on_the_rpc_server_answer_like_a_local_load(
+    rpc_server, gemma_model_path, monkeypatch
+):
     base_rss = rpc_server.rss()
     model = ProcessModel.load("gemma-rpc", str(gemma_model_path), rpc_options(rpc_server))
     try:
         placement = model.placement
         # What the server holds for sure: weights and KV cache (the compute buffer is
         # allocated too, but its pages are touched only as far as a graph needs them).
-        remote = remote_bytes(placement, rpc_server.endpoint, "model") + remote_bytes(placement, rpc_server.endpoint, "KV")
+        remote = remote_bytes(placement, rpc_server.endpoint, "model") + remote_bytes(
+            placement, rpc_server.endpoint, "KV"
+        )
         # Every layer's weights and its KV cache went to the RPC device; the token embeddings
         # (an input layer, always kept on the host) did not.
         assert remote_bytes(placement, rpc_server.endpoint, "model") > 50 * 2**20, placement
@@ -94,7 +106,9 @@ def test_layers_on_the_rpc_server_answer_like_a_local_load(rpc_server, gemma_mod
         model.close()
     local = LlamaCppModel.load("gemma", str(gemma_model_path), LlamaOptions(n_ctx=512, parallel=1))
     try:
-        assert remote_bytes(local.placement, rpc_server.endpoint) == 0 and "KV" in host_kinds(local.placement)
+        assert remote_bytes(local.placement, rpc_server.endpoint) == 0 and "KV" in host_kinds(
+            local.placement
+        )
         local_text = greedy_text(local)
     finally:
         local.close()
@@ -112,7 +126,9 @@ def test_layers_on_the_rpc_server_answer_like_a_local_load(rpc_server, gemma_mod
         self.params.use_extra_bufts = False
 
     monkeypatch.setattr(loader._ModelParams, "__init__", no_repack)
-    same_kernels = LlamaCppModel.load("gemma", str(gemma_model_path), LlamaOptions(n_ctx=512, parallel=1))
+    same_kernels = LlamaCppModel.load(
+        "gemma", str(gemma_model_path), LlamaOptions(n_ctx=512, parallel=1)
+    )
     try:
         assert "CPU_REPACK" not in same_kernels.placement
         assert greedy_text(same_kernels) == rpc_text
@@ -128,10 +144,14 @@ def test_layers_on_the_rpc_server_answer_like_a_local_load(rpc_server, gemma_mod
 def test_an_rpc_host_down_at_load_is_a_load_error_naming_it(gemma_model_path):
     endpoint = f"127.0.0.1:{free_port()}"
     with pytest.raises(ModelLoadError, match=rf"cannot reach the RPC server\(s\) {endpoint}"):
-        ProcessModel.load("gemma-rpc", str(gemma_model_path), LlamaOptions(n_ctx=512, rpc_servers=endpoint))
+        ProcessModel.load(
+            "gemma-rpc", str(gemma_model_path), LlamaOptions(n_ctx=512, rpc_servers=endpoint)
+        )
 
 
-def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_path, tiny_model_path, tmp_path):
+def test_rpc_over_http_faults_are_contained(
+    rpc_exe, rpc_server, gemma_model_path, tiny_model_path, tmp_path
+):
     down = f"127.0.0.1:{free_port()}"
     config = {
         "server": {"concurrency": 4},
@@ -139,10 +159,18 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         "models": [
             {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256},
             {
-                "name": "gemma-rpc", "path": str(gemma_model_path), "n_ctx": 1024, "parallel": 1,
+                "name": "gemma-rpc",
+                "path": str(gemma_model_path),
+                "n_ctx": 1024,
+                "parallel": 1,
                 "rpc_servers": rpc_server.endpoint,
-            },  # fmt: skip
-            {"name": "gemma-down", "path": str(gemma_model_path), "n_ctx": 512, "rpc_servers": down},
+            },
+            {
+                "name": "gemma-down",
+                "path": str(gemma_model_path),
+                "n_ctx": 512,
+                "rpc_servers": down,
+            },
         ],
     }
     with running_server(config) as server:
@@ -156,7 +184,10 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         r = complete("gemma-down")
         assert r.status_code == 500, r.text
         error = r.json()["error"]
-        assert error["code"] == "model_load_failed" and f"cannot reach the RPC server(s) {down}" in error["message"]
+        assert (
+            error["code"] == "model_load_failed"
+            and f"cannot reach the RPC server(s) {down}" in error["message"]
+        )
         assert complete("tiny").status_code == 200
 
         # Loaded over RPC: status says where the layers went.
@@ -164,19 +195,33 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
         status = server.model_status("gemma-rpc", lambda m: m["state"] == "loaded", timeout=15.0)
         assert remote_bytes(status["placement"], rpc_server.endpoint, "model") > 50 * 2**20, status
         assert remote_bytes(status["placement"], rpc_server.endpoint, "KV") > 0, status
-        assert status["memory_bytes"] > remote_bytes(status["placement"], rpc_server.endpoint, "model")
+        assert status["memory_bytes"] > remote_bytes(
+            status["placement"], rpc_server.endpoint, "model"
+        )
 
         table = subprocess.run(
             [sys.executable, "-m", "hoshikage_core.cli", "status", "--url", url],
-            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        ).stdout
         assert "on RPC)" in next(line for line in table.splitlines() if "gemma-rpc" in line), table
 
         # doctor: RPC support in this build, the live host reachable, the dead one not.
         doctor = subprocess.run(
-            [sys.executable, "-m", "hoshikage_core.cli", "--config", str(server.config_path), "doctor"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "hoshikage_core.cli",
+                "--config",
+                str(server.config_path),
+                "doctor",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         out = doctor.stdout + doctor.stderr
         assert doctor.returncode != 0, out  # the unreachable host is a problem
         assert "RPC offload" in out and "supported by this build" in out
@@ -185,7 +230,13 @@ def test_rpc_over_http_faults_are_contained(rpc_exe, rpc_server, gemma_model_pat
 
         # Killed mid-generation: that stream ends with an error event naming the host.
         events = []
-        body = {"model": "gemma-rpc", "prompt": COUNT, "max_tokens": 800, "temperature": 0, "stream": True}
+        body = {
+            "model": "gemma-rpc",
+            "prompt": COUNT,
+            "max_tokens": 800,
+            "temperature": 0,
+            "stream": True,
+        }
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as r:
             assert r.status_code == 200
             for line in r.iter_lines():

@@ -27,7 +27,9 @@ async def runtime_for(tiny_model_path, parallel: int, concurrency: int = 8) -> R
     pm.register(plugin, name="llamacpp")
     data = {
         "server": {"concurrency": concurrency, "max_queue": 16},
-        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 4096, "parallel": parallel}],
+        "models": [
+            {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 4096, "parallel": parallel}
+        ],
     }
     rt = Runtime(config_mod.structure(data, pm=pm), pm)
     await rt.start()
@@ -55,9 +57,18 @@ async def test_the_scheduler_holds_a_real_model_to_its_slots(tiny_model_path):
         tasks = [asyncio.create_task(one()) for _ in range(5)]
         # three wait in the queue, and the two admitted are really decoding (the engine may
         # take a step to start them)
-        await wait_for(lambda: rt.scheduler.snapshot().queued == 3 and rt.status()["models"][0]["running_sequences"] == 2)
+        await wait_for(
+            lambda: (
+                rt.scheduler.snapshot().queued == 3
+                and rt.status()["models"][0]["running_sequences"] == 2
+            )
+        )
         (model,) = rt.status()["models"]
-        assert (rt.scheduler.snapshot().running, model["slots"], model["running_sequences"]) == (2, 2, 2)
+        assert (rt.scheduler.snapshot().running, model["slots"], model["running_sequences"]) == (
+            2,
+            2,
+            2,
+        )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -75,7 +86,9 @@ async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path)
         threads_before = threading.active_count()
 
         async def one(i: int):
-            request = GenerationRequest(prompt=f"the cat {i}", max_tokens=200, temperature=0, logit_bias={EOS: -100})
+            request = GenerationRequest(
+                prompt=f"the cat {i}", max_tokens=200, temperature=0, logit_bias={EOS: -100}
+            )
             async with rt.session("tiny") as s:
                 return [chunk async for _i, chunk in s.stream(request)]
 
@@ -85,7 +98,9 @@ async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path)
         woke, stepped = rt._waker.wakes - wakes, engine.steps - steps
         assert woke <= stepped + 8, (woke, stepped)
         # n = 4: four choices in lockstep, so every step carries four chunks, one wake
-        request = GenerationRequest(prompt="the cat", max_tokens=200, temperature=1.0, seed=1, logit_bias={EOS: -100})
+        request = GenerationRequest(
+            prompt="the cat", max_tokens=200, temperature=1.0, seed=1, logit_bias={EOS: -100}
+        )
         wakes, steps = rt._waker.wakes, engine.steps
         async with rt.session("tiny", sequences=4) as s:
             items = [item async for item in s.stream(request, 4)]

@@ -90,14 +90,21 @@ def test_end_of_sequence_is_stop(model):
 
 def test_stop_string_spanning_tokens(model):
     text, chunks = run(
-        model, messages=USER, temperature=0, max_tokens=40, response_format=const("hello world stop here"), stop=("op he",)
+        model,
+        messages=USER,
+        temperature=0,
+        max_tokens=40,
+        response_format=const("hello world stop here"),
+        stop=("op he",),
     )
     assert text == '"hello world st'
     assert chunks[-1].finish_reason == "stop"
 
 
 def test_multibyte_text_from_byte_tokens_is_never_split(model):
-    text, chunks = run(model, messages=USER, temperature=0, max_tokens=40, response_format=const("日本語 ok"))
+    text, chunks = run(
+        model, messages=USER, temperature=0, max_tokens=40, response_format=const("日本語 ok")
+    )
     assert text.startswith('"日本語 ok"')
     assert all("\ufffd" not in c.text for c in chunks)
     assert len(chunks) > 3  # streamed, not buffered
@@ -157,7 +164,9 @@ def test_logit_bias_out_of_vocabulary_is_invalid(model):
 
 
 def test_logprobs_cover_every_token_in_order(model):
-    text, chunks = run(model, messages=USER, max_tokens=12, temperature=0, logprobs=True, top_logprobs=3)
+    text, chunks = run(
+        model, messages=USER, max_tokens=12, temperature=0, logprobs=True, top_logprobs=3
+    )
     entries = [e for c in chunks for e in (c.logprobs or ())]
     assert len(entries) == 12
     assert all(isinstance(e, TokenLogprob) for e in entries)
@@ -174,7 +183,13 @@ def test_logprobs_cover_every_token_in_order(model):
 
 
 def test_json_object_parses(model):
-    text, chunks = run(model, messages=USER, max_tokens=200, temperature=0, response_format=ResponseFormat(type="json_object"))
+    text, chunks = run(
+        model,
+        messages=USER,
+        max_tokens=200,
+        temperature=0,
+        response_format=ResponseFormat(type="json_object"),
+    )
     assert chunks[-1].finish_reason == "stop"
     assert isinstance(json.loads(text), dict)
 
@@ -184,8 +199,14 @@ def test_bias_banning_what_the_grammar_requires_does_not_abort(model, banned):
     # Banning the only tokens the grammar allows used to leave llama.cpp no candidate, and
     # it aborted the whole process. The grammar wins: the output still parses.
     token = EOS if banned == "eos" else 3 + ord("{")  # the byte token <0x7B>
-    text, chunks = run(model, messages=USER, max_tokens=200, temperature=0,
-                       response_format=ResponseFormat(type="json_object"), logit_bias={token: -100})  # fmt: skip
+    text, chunks = run(
+        model,
+        messages=USER,
+        max_tokens=200,
+        temperature=0,
+        response_format=ResponseFormat(type="json_object"),
+        logit_bias={token: -100},
+    )
     assert chunks[-1].finish_reason in ("stop", "length")
     if chunks[-1].finish_reason == "stop":
         assert isinstance(json.loads(text), dict)
@@ -212,7 +233,14 @@ def test_json_schema_validates(model):
 def test_strict_schema_with_keywords_the_grammar_cannot_enforce_is_refused(model):
     schema = {"type": "object", "properties": {"minimum": {"type": "integer", "maximum": 9}}}
     with pytest.raises(InvalidRequest, match="cannot enforce these JSON schema keywords: maximum$"):
-        chunks_of(model, GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema, strict=True)), CancelToken())
+        chunks_of(
+            model,
+            GenerationRequest(
+                messages=USER,
+                response_format=ResponseFormat(type="json_schema", schema=schema, strict=True),
+            ),
+            CancelToken(),
+        )
 
 
 @pytest.mark.parametrize(
@@ -226,7 +254,13 @@ def test_strict_schema_with_keywords_the_grammar_cannot_enforce_is_refused(model
 )
 def test_bad_schema_is_an_invalid_request_before_any_chunk(model, schema):
     with pytest.raises(InvalidRequest) as info:
-        chunks_of(model, GenerationRequest(messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema)), CancelToken())
+        chunks_of(
+            model,
+            GenerationRequest(
+                messages=USER, response_format=ResponseFormat(type="json_schema", schema=schema)
+            ),
+            CancelToken(),
+        )
     assert info.value.param == "response_format"
 
 
@@ -238,15 +272,24 @@ TOOLS = (
         "function": {
             "name": "paint",
             "description": "Paint the cat",
-            "parameters": {"type": "object", "properties": {"color": {"enum": ["red", "blue"]}}, "required": ["color"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"color": {"enum": ["red", "blue"]}},
+                "required": ["color"],
+            },
         },
     },
-    {"type": "function", "function": {"name": "wait", "parameters": {"type": "object", "properties": {}}}},
+    {
+        "type": "function",
+        "function": {"name": "wait", "parameters": {"type": "object", "properties": {}}},
+    },
 )
 
 
 def test_required_tool_choice_returns_a_tool_call(model):
-    text, chunks = run(model, messages=USER, max_tokens=80, temperature=0, tools=TOOLS, tool_choice="required")
+    text, chunks = run(
+        model, messages=USER, max_tokens=80, temperature=0, tools=TOOLS, tool_choice="required"
+    )
     last = chunks[-1]
     assert text == ""
     assert last.finish_reason == "tool_calls"
@@ -258,7 +301,11 @@ def test_required_tool_choice_returns_a_tool_call(model):
 
 def test_named_tool_choice_calls_that_tool(model):
     _, chunks = run(
-        model, messages=USER, max_tokens=80, temperature=0, tools=TOOLS,
+        model,
+        messages=USER,
+        max_tokens=80,
+        temperature=0,
+        tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "paint"}},
     )
     (call,) = chunks[-1].tool_calls
@@ -268,8 +315,13 @@ def test_named_tool_choice_calls_that_tool(model):
 
 def test_unknown_tool_choice_is_invalid(model):
     with pytest.raises(InvalidRequest, match="not in tools"):
-        chunks_of(model,
-            GenerationRequest(messages=USER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "fly"}}),
+        chunks_of(
+            model,
+            GenerationRequest(
+                messages=USER,
+                tools=TOOLS,
+                tool_choice={"type": "function", "function": {"name": "fly"}},
+            ),
             CancelToken(),
         )
 
@@ -277,7 +329,9 @@ def test_unknown_tool_choice_is_invalid(model):
 def test_tools_are_described_to_a_template_without_tool_support(model):
     with_tools = model.chat.render(USER, TOOLS)
     assert "<tool_call>" in with_tools and '"name": "paint"' in with_tools
-    _, none_chunks = run(model, messages=USER, max_tokens=1, temperature=0, tools=TOOLS, tool_choice="none")
+    _, none_chunks = run(
+        model, messages=USER, max_tokens=1, temperature=0, tools=TOOLS, tool_choice="none"
+    )
     _, plain_chunks = run(model, messages=USER, max_tokens=1, temperature=0)
     assert none_chunks[-1].prompt_tokens == plain_chunks[-1].prompt_tokens
 
@@ -298,7 +352,9 @@ def test_generation_stops_with_length_when_the_context_is_full(tiny_model_path):
     small = LlamaCppModel.load("small", str(tiny_model_path), LlamaOptions(n_ctx=64))
     try:
         assert small.n_ctx == 256  # llama.cpp pads the window to a multiple of 256
-        _, chunks = run(small, prompt="the cat", max_tokens=1000, temperature=0, logit_bias={EOS: -100})
+        _, chunks = run(
+            small, prompt="the cat", max_tokens=1000, temperature=0, logit_bias={EOS: -100}
+        )
         last = chunks[-1]
         assert last.finish_reason == "length"
         assert last.prompt_tokens + last.completion_tokens == small.n_ctx
@@ -313,7 +369,9 @@ def test_kv_cache_prefix_is_reused_across_turns(model):
     turn2 = (*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "yes"})
     _, chunks = run(model, messages=turn2, max_tokens=4, temperature=0)
     assert chunks[-1].cached_tokens >= first_prompt
-    _, chunks = run(model, messages=({"role": "user", "content": "red"},), max_tokens=1, temperature=0)
+    _, chunks = run(
+        model, messages=({"role": "user", "content": "red"},), max_tokens=1, temperature=0
+    )
     assert chunks[-1].cached_tokens <= 11  # a different conversation shares at most "<s><|user|>\n"
 
 
@@ -339,7 +397,9 @@ def test_cancel_stops_at_the_next_step(model):
     cat = token_id(model, "cat")
     cancel = CancelToken()
     sink = GatedSink()
-    model.generate(GenerationRequest(messages=USER, max_tokens=200, logit_bias={cat: 100}), cancel, sink)
+    model.generate(
+        GenerationRequest(messages=USER, max_tokens=200, logit_bias={cat: 100}), cancel, sink
+    )
     assert sink.first.wait(5)
     cancel.cancel()  # while the engine is between two steps
     sink.go.set()
@@ -355,7 +415,9 @@ def endless(model):
 
 
 def test_a_request_waits_for_a_free_slot_and_can_be_cancelled_while_waiting(tiny_model_path):
-    one = LlamaCppModel.load("one", str(tiny_model_path), LlamaOptions(n_ctx=100_000 // 256 * 256 + 256, parallel=1))
+    one = LlamaCppModel.load(
+        "one", str(tiny_model_path), LlamaOptions(n_ctx=100_000 // 256 * 256 + 256, parallel=1)
+    )
     try:
         assert one.capacity == 1
         holder_cancel = CancelToken()
@@ -380,12 +442,18 @@ def test_a_request_waits_for_a_free_slot_and_can_be_cancelled_while_waiting(tiny
 
 
 def test_cancelling_one_of_four_leaves_the_others_to_finish(model):
-    expected = [run(model, prompt=f"the cat {word}", max_tokens=40, temperature=0, logit_bias={EOS: -100})[0]
-                for word in ("red", "blue", "green", "one")]  # fmt: skip
+    expected = [
+        run(model, prompt=f"the cat {word}", max_tokens=40, temperature=0, logit_bias={EOS: -100})[
+            0
+        ]
+        for word in ("red", "blue", "green", "one")
+    ]
     cancels = [CancelToken() for _ in range(4)]
     sinks = [BlockingStream() for _ in range(4)]
     for i, word in enumerate(("red", "blue", "green", "one")):
-        request = GenerationRequest(prompt=f"the cat {word}", max_tokens=40, temperature=0, logit_bias={EOS: -100})
+        request = GenerationRequest(
+            prompt=f"the cat {word}", max_tokens=40, temperature=0, logit_bias={EOS: -100}
+        )
         model.generate(request, cancels[i], sinks[i])
     cancels[1].cancel()
     results = [[chunk for _i, chunk in sink] for sink in sinks]
@@ -417,7 +485,9 @@ def test_interleaved_conversations_each_keep_their_own_slot(model):
 
 def test_n_choices_read_the_prompt_once(model):
     before = model.stats()
-    request = GenerationRequest(prompt="the cat sat", max_tokens=12, temperature=1.5, seed=3, logit_bias={EOS: -100})
+    request = GenerationRequest(
+        prompt="the cat sat", max_tokens=12, temperature=1.5, seed=3, logit_bias={EOS: -100}
+    )
     by_choice: dict[int, list] = {}
     for index, chunk in stream(model, request, n=4):
         by_choice.setdefault(index, []).append(chunk)
@@ -426,7 +496,9 @@ def test_n_choices_read_the_prompt_once(model):
     texts = ["".join(c.text for c in by_choice[i]) for i in range(4)]
     assert len(set(texts)) == 4, texts  # seed + j: four different choices
     finals = [by_choice[i][-1] for i in range(4)]
-    assert all(f.completion_tokens == 12 and f.prompt_tokens == finals[0].prompt_tokens for f in finals)
+    assert all(
+        f.completion_tokens == 12 and f.prompt_tokens == finals[0].prompt_tokens for f in finals
+    )
     assert after.prompt_tokens - before.prompt_tokens == finals[0].prompt_tokens  # counted once
     # choice j is exactly what a single request with seed + j gives
     for j in range(4):
@@ -443,7 +515,9 @@ def attrs_evolve(request, **changes):
 def test_more_choices_than_slots_run_in_waves(tiny_model_path):
     two = LlamaCppModel.load("two", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2))
     try:
-        request = GenerationRequest(prompt="the cat", max_tokens=5, temperature=1.0, seed=9, logit_bias={EOS: -100})
+        request = GenerationRequest(
+            prompt="the cat", max_tokens=5, temperature=1.0, seed=9, logit_bias={EOS: -100}
+        )
         finals = {i: c for i, c in stream(two, request, n=5) if c.finish_reason}
         assert sorted(finals) == [0, 1, 2, 3, 4]
         assert all(c.completion_tokens == 5 for c in finals.values())
@@ -481,8 +555,15 @@ def test_plain_fallback_without_a_template(tiny_model_no_template_path):
     m = LlamaCppModel.load("plain", str(tiny_model_no_template_path), LlamaOptions(n_ctx=256))
     try:
         assert m.chat.choice.origin.startswith("plain fallback")
-        messages = ({"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Really."}, *USER)
-        assert m.chat.render(messages) == "System: Be brief.\n\nSystem: Really.\n\nUser: hello the cat\n\nAssistant:"
+        messages = (
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Really."},
+            *USER,
+        )
+        assert (
+            m.chat.render(messages)
+            == "System: Be brief.\n\nSystem: Really.\n\nUser: hello the cat\n\nAssistant:"
+        )
         assert "\nUser:" in m.chat.stops
         _, chunks = run(m, messages=USER, max_tokens=3, temperature=0)
         assert chunks[-1].completion_tokens == 3
@@ -491,12 +572,23 @@ def test_plain_fallback_without_a_template(tiny_model_no_template_path):
 
 
 def test_configured_format_and_template_override_the_gguf_one(tiny_model_path):
-    by_format = LlamaCppModel.load("f", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_format="chatml"))
+    by_format = LlamaCppModel.load(
+        "f", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_format="chatml")
+    )
     by_template = LlamaCppModel.load(
-        "t", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_format="chatml", chat_template="{% for m in messages %}[{{ m.content }}]{% endfor %}")
+        "t",
+        str(tiny_model_path),
+        LlamaOptions(
+            n_ctx=128,
+            chat_format="chatml",
+            chat_template="{% for m in messages %}[{{ m.content }}]{% endfor %}",
+        ),
     )
     try:
-        assert by_format.chat.render(USER) == "<|im_start|>user\nhello the cat<|im_end|>\n<|im_start|>assistant\n"
+        assert (
+            by_format.chat.render(USER)
+            == "<|im_start|>user\nhello the cat<|im_end|>\n<|im_start|>assistant\n"
+        )
         assert by_template.chat.render(USER) == "[hello the cat]"
     finally:
         by_format.close()
@@ -504,9 +596,16 @@ def test_configured_format_and_template_override_the_gguf_one(tiny_model_path):
 
 
 def test_content_parts_are_joined_and_images_refused(model):
-    parts = ({"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "the cat"}]},)
+    parts = (
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "the cat"}],
+        },
+    )
     # Joined with a newline, as every API surface joins them (hoshikage_core.protocol.join_text).
-    assert model.chat.render(parts) == model.chat.render(({"role": "user", "content": "hello\nthe cat"},))
+    assert model.chat.render(parts) == model.chat.render(
+        ({"role": "user", "content": "hello\nthe cat"},)
+    )
     image = ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},)
     with pytest.raises(InvalidRequest, match="text only"):
         chunks_of(model, GenerationRequest(messages=image), CancelToken())
@@ -514,12 +613,16 @@ def test_content_parts_are_joined_and_images_refused(model):
 
 def test_a_broken_chat_template_option_fails_the_load(tiny_model_path):
     with pytest.raises(ModelLoadError, match=str(tiny_model_path)):
-        LlamaCppModel.load("bad", str(tiny_model_path), LlamaOptions(chat_template="{% for m in messages %}"))
+        LlamaCppModel.load(
+            "bad", str(tiny_model_path), LlamaOptions(chat_template="{% for m in messages %}")
+        )
 
 
 def test_template_errors_are_invalid_requests(tiny_model_path):
     strict = LlamaCppModel.load(
-        "strict", str(tiny_model_path), LlamaOptions(n_ctx=128, chat_template="{{ raise_exception('roles must alternate') }}")
+        "strict",
+        str(tiny_model_path),
+        LlamaOptions(n_ctx=128, chat_template="{{ raise_exception('roles must alternate') }}"),
     )
     try:
         with pytest.raises(InvalidRequest, match="roles must alternate"):
@@ -568,14 +671,21 @@ def test_device_memory_counts_only_this_hosts_gpu_buffers(tiny_model_path):
     # From what llama.cpp reported allocating: host RAM, pinned host RAM and RPC servers
     # are not this host's GPU.
     placement = {
-        "CPU_Mapped": {"model": 100}, "CPU": {"output": 5}, "CUDA_Host": {"compute": 7},
-        "CUDA0": {"model": 1000, "KV": 200, "compute": 30}, "RPC0[10.0.0.11:50052]": {"model": 900},
-    }  # fmt: skip
+        "CPU_Mapped": {"model": 100},
+        "CPU": {"output": 5},
+        "CUDA_Host": {"compute": 7},
+        "CUDA0": {"model": 1000, "KV": 200, "compute": 30},
+        "RPC0[10.0.0.11:50052]": {"model": 900},
+    }
     assert device_bytes(placement) == 1230
     model = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=256, n_gpu_layers=-1))
     try:
         assert model.placement  # llama.cpp's own report was read
-        gpu = [name for name in model.placement if not name.startswith(("CPU", "RPC")) and not name.endswith("_Host")]
+        gpu = [
+            name
+            for name in model.placement
+            if not name.startswith(("CPU", "RPC")) and not name.endswith("_Host")
+        ]
         if gpu:  # a GPU build: the offloaded weights are there
             assert model.device_memory_bytes() > 0
         else:  # a CPU-only build, even with RPC (where llama_supports_gpu_offload() is true)
@@ -618,11 +728,19 @@ def test_create_backend_hook(tiny_model_path):
         assert isinstance(loaded, LlamaCppModel) and loaded.n_ctx == 768
     finally:
         loaded.close()
-    assert plugin.create_backend(entry=ModelEntry(name="x", path="/x", backend="other"), config=None) is None
-    from_dict = plugin.create_backend(entry=ModelEntry(name="d", path=str(tiny_model_path), options={"n_ctx": 64}), config=None)
+    assert (
+        plugin.create_backend(entry=ModelEntry(name="x", path="/x", backend="other"), config=None)
+        is None
+    )
+    from_dict = plugin.create_backend(
+        entry=ModelEntry(name="d", path=str(tiny_model_path), options={"n_ctx": 64}), config=None
+    )
     from_dict.close()
     with pytest.raises(ModelLoadError, match="bad options"):
-        plugin.create_backend(entry=ModelEntry(name="d", path=str(tiny_model_path), options={"n_ctxx": 64}), config=None)
+        plugin.create_backend(
+            entry=ModelEntry(name="d", path=str(tiny_model_path), options={"n_ctxx": 64}),
+            config=None,
+        )
 
 
 def test_close_twice_is_harmless(tiny_model_path):
@@ -634,14 +752,26 @@ def test_close_twice_is_harmless(tiny_model_path):
 def test_grammar_checked_after_the_draw_gives_the_same_greedy_answer_as_grammar_first(model):
     """The fast path (draw, check one token, redraw over the best-scored tokens on a
     rejection) must choose exactly what filtering the whole vocabulary first chooses."""
-    schema = {"type": "object", "properties": {"pick": {"enum": ["red", "blue", "green"]}, "ok": {"type": "boolean"}},
-              "required": ["pick", "ok"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"pick": {"enum": ["red", "blue", "green"]}, "ok": {"type": "boolean"}},
+        "required": ["pick", "ok"],
+    }
     fmt = ResponseFormat(type="json_schema", schema=schema)
     for word in ("hello", "the cat", "json data", "one two"):
         messages = ({"role": "user", "content": word},)
-        lazy, chunks = run(model, messages=messages, max_tokens=200, temperature=0, response_format=fmt)
+        lazy, chunks = run(
+            model, messages=messages, max_tokens=200, temperature=0, response_format=fmt
+        )
         # any repetition penalty puts the grammar inside the chain, ahead of the draw
-        first, _ = run(model, messages=messages, max_tokens=200, temperature=0, response_format=fmt, presence_penalty=1e-9)
+        first, _ = run(
+            model,
+            messages=messages,
+            max_tokens=200,
+            temperature=0,
+            response_format=fmt,
+            presence_penalty=1e-9,
+        )
         assert lazy == first, word
         assert json.loads(lazy)["pick"] in ("red", "blue", "green")
 
@@ -649,13 +779,19 @@ def test_grammar_checked_after_the_draw_gives_the_same_greedy_answer_as_grammar_
 def test_a_default_max_tokens_bounds_requests_that_give_none(tiny_model_path):
     """The default given at load ends a request without ``max_tokens`` with "length"; a
     request may still ask for more, up to the context."""
-    bounded = LlamaCppModel.load("bounded", str(tiny_model_path), LlamaOptions(n_ctx=256), default_max_tokens=7)
+    bounded = LlamaCppModel.load(
+        "bounded", str(tiny_model_path), LlamaOptions(n_ctx=256), default_max_tokens=7
+    )
     try:
         _, chunks = run(bounded, prompt="the cat", temperature=0, logit_bias={EOS: -100})
         assert (chunks[-1].finish_reason, chunks[-1].completion_tokens) == ("length", 7)
-        _, chunks = run(bounded, prompt="the cat", max_tokens=20, temperature=0, logit_bias={EOS: -100})
+        _, chunks = run(
+            bounded, prompt="the cat", max_tokens=20, temperature=0, logit_bias={EOS: -100}
+        )
         assert (chunks[-1].finish_reason, chunks[-1].completion_tokens) == ("length", 20)
-        _, chunks = run(bounded, prompt="the cat", max_tokens=100_000, temperature=0, logit_bias={EOS: -100})
+        _, chunks = run(
+            bounded, prompt="the cat", max_tokens=100_000, temperature=0, logit_bias={EOS: -100}
+        )
         assert chunks[-1].prompt_tokens + chunks[-1].completion_tokens == bounded.n_ctx
     finally:
         bounded.close()
@@ -665,11 +801,17 @@ def test_a_default_max_tokens_bounds_requests_that_give_none(tiny_model_path):
     ("model_option", "server_default", "expected"),
     [(None, 2048, 2048), (5, 2048, 5), (None, 0, None), (0, 2048, None), (9, 0, 9)],
 )
-def test_create_backend_takes_the_models_max_tokens_else_the_servers(tiny_model_path, model_option, server_default, expected):
+def test_create_backend_takes_the_models_max_tokens_else_the_servers(
+    tiny_model_path, model_option, server_default, expected
+):
     from hoshikage_core.config import Config, ServerConfig
 
     config = Config(server=ServerConfig(max_tokens=server_default))
-    entry = ModelEntry(name="t", path=str(tiny_model_path), options=LlamaOptions(n_ctx=256, max_tokens=model_option))
+    entry = ModelEntry(
+        name="t",
+        path=str(tiny_model_path),
+        options=LlamaOptions(n_ctx=256, max_tokens=model_option),
+    )
     loaded = plugin.create_backend(entry=entry, config=config)
     try:
         assert loaded.default_max_tokens == expected
@@ -680,10 +822,18 @@ def test_create_backend_takes_the_models_max_tokens_else_the_servers(tiny_model_
 def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_path):
     """Two slots, three conversations taking turns: each turn finds its own prefix, from a
     slot or from the host-RAM cache, and answers exactly as if read in full."""
-    two = LlamaCppModel.load("two", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=2, cache_ram=64))
-    fresh = LlamaCppModel.load("fresh", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=1, cache_ram=0))
+    two = LlamaCppModel.load(
+        "two", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=2, cache_ram=64)
+    )
+    fresh = LlamaCppModel.load(
+        "fresh", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=1, cache_ram=0)
+    )
     try:
-        systems = ["the cat sat on the mat " * 10, "hello world red blue green " * 10, "one two yes no data " * 10]
+        systems = [
+            "the cat sat on the mat " * 10,
+            "hello world red blue green " * 10,
+            "one two yes no data " * 10,
+        ]
         history = [[{"role": "system", "content": system}] for system in systems]
         previous = [0, 0, 0]
         for turn, word in enumerate(("yes", "no")):
@@ -693,7 +843,9 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_pa
                 if turn:
                     assert chunks[-1].cached_tokens >= previous[conv], (turn, conv, chunks[-1])
                     # the same answer as a model that read the whole prompt
-                    run(fresh, messages=({"role": "user", "content": "red"},), max_tokens=1)  # empty its slot
+                    run(
+                        fresh, messages=({"role": "user", "content": "red"},), max_tokens=1
+                    )  # empty its slot
                     alone, _ = run(fresh, messages=messages, max_tokens=6, temperature=0)
                     assert answer == alone
                 history[conv] = [*messages, {"role": "assistant", "content": answer}]

@@ -17,8 +17,13 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def chat(server, model, **extra):
-    body = {"model": model, "max_tokens": 4, "temperature": 0,
-            "messages": [{"role": "user", "content": "hello"}], **extra}  # fmt: skip
+    body = {
+        "model": model,
+        "max_tokens": 4,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "hello"}],
+        **extra,
+    }
     return httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=60)
 
 
@@ -28,7 +33,9 @@ def state(server, name):
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_damaged_model_file_fails_clearly_and_others_keep_serving(tiny_model_path, tmp_path, damage):
+def test_damaged_model_file_fails_clearly_and_others_keep_serving(
+    tiny_model_path, tmp_path, damage
+):
     fragile = tmp_path / "fragile.gguf"
     shutil.copy(tiny_model_path, fragile)
     config = {
@@ -64,16 +71,25 @@ def test_damaged_model_file_fails_clearly_and_others_keep_serving(tiny_model_pat
 
 def test_sigterm_mid_batch_ends_every_stream_and_exits(tiny_model_path):
     """Four streams decoded together in one batch (parallel 4), then SIGTERM."""
-    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 4}]}
+    config = {
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 4}]
+    }
     with running_server(config) as server:
         seen: list[list[str]] = [[] for _ in range(4)]
         ended = [threading.Event() for _ in range(4)]
 
         def stream(i: int):
-            body = {"model": "tiny", "prompt": f"the cat {i}", "max_tokens": 8000, "stream": True,
-                    "logit_bias": {"2": -100}}  # fmt: skip
+            body = {
+                "model": "tiny",
+                "prompt": f"the cat {i}",
+                "max_tokens": 8000,
+                "stream": True,
+                "logit_bias": {"2": -100},
+            }
             try:
-                with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=30) as r:
+                with httpx.stream(
+                    "POST", server.base_url + "/v1/completions", json=body, timeout=30
+                ) as r:
                     for line in r.iter_lines():
                         seen[i].append(line)
             except httpx.HTTPError as exc:

@@ -25,8 +25,12 @@ async def test_64_clients_are_served_or_refused_cleanly(tiny_model_path):
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
 
             async def one(i: int):
-                body = {"model": "tiny", "max_tokens": 24, "temperature": 0,
-                        "messages": [{"role": "user", "content": f"hello {i}"}]}  # fmt: skip
+                body = {
+                    "model": "tiny",
+                    "max_tokens": 24,
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": f"hello {i}"}],
+                }
                 if i % 2:
                     body["stream"] = True
                     async with client.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -46,7 +50,9 @@ async def test_64_clients_are_served_or_refused_cleanly(tiny_model_path):
             elif text.startswith("data:"):
                 events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
                 assert events[-1] == "[DONE]"
-                finishes = [c["finish_reason"] for e in events[:-1] for c in json.loads(e)["choices"]]
+                finishes = [
+                    c["finish_reason"] for e in events[:-1] for c in json.loads(e)["choices"]
+                ]
                 assert [f for f in finishes if f] in (["length"], ["stop"])
             else:
                 choice = json.loads(text)["choices"][0]
@@ -65,14 +71,22 @@ async def test_disconnect_storm_frees_every_slot_and_thread(tiny_model_path):
     }
     with running_server(config) as server:
         pid = server.process.pid
-        warm = httpx.post(server.base_url + "/v1/completions",
-                          json={"model": "tiny", "prompt": "hi", "max_tokens": 2}, timeout=30)  # fmt: skip
+        warm = httpx.post(
+            server.base_url + "/v1/completions",
+            json={"model": "tiny", "prompt": "hi", "max_tokens": 2},
+            timeout=30,
+        )
         assert warm.status_code == 200
         baseline = server_threads(pid)
 
         async def hang_up(client: httpx.AsyncClient, i: int, started: asyncio.Event):
-            body = {"model": "tiny", "prompt": f"the cat {i}", "max_tokens": 4000, "stream": True,
-                    "logit_bias": {"2": -100}}  # no end of text: every one runs until hung up
+            body = {
+                "model": "tiny",
+                "prompt": f"the cat {i}",
+                "max_tokens": 4000,
+                "stream": True,
+                "logit_bias": {"2": -100},
+            }  # no end of text: every one runs until hung up
             async with client.stream("POST", "/v1/completions", json=body) as r:
                 async for _ in r.aiter_lines():
                     started.set()
@@ -102,11 +116,16 @@ async def test_disconnect_storm_frees_every_slot_and_thread(tiny_model_path):
                 break
             await asyncio.sleep(0.02)
         freed = time.monotonic() - hung_up
-        assert (s["running"], s["queued"]) == (0, 0), f"slots still held {freed:.2f}s after the storm: {s}"
+        assert (s["running"], s["queued"]) == (0, 0), (
+            f"slots still held {freed:.2f}s after the storm: {s}"
+        )
 
         t0 = time.monotonic()
-        r = httpx.post(server.base_url + "/v1/completions",
-                       json={"model": "tiny", "prompt": "hi", "max_tokens": 2}, timeout=30)  # fmt: skip
+        r = httpx.post(
+            server.base_url + "/v1/completions",
+            json={"model": "tiny", "prompt": "hi", "max_tokens": 2},
+            timeout=30,
+        )
         assert r.status_code == 200 and time.monotonic() - t0 < 1.0
         deadline = time.monotonic() + 2
         # No thread per request: only the runtime's bounded worker pool may have grown.

@@ -29,19 +29,46 @@ def test_api_key_guards_every_route_but_health(tiny_model_path):
         assert server.get("/health")[0] == 200
         for path in ("/", "/ui/", "/ui/app.js"):  # the web page's files carry no data: public
             assert server.get(path)[0] == 200, path
-        schema_status, schema = server.get("/schema/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
+        schema_status, schema = server.get(
+            "/schema/openapi.json", headers={"Authorization": f"Bearer {KEY}"}
+        )
         assert schema_status == 200
         paths = json.loads(schema)["paths"]
-        assert {"/v1/models", "/v1/chat/completions", "/api/status", "/metrics", "/v1/messages"} <= set(paths)
-        assert {"/api/chat", "/api/generate", "/api/tags", "/api/ps", "/api/show", "/api/embed", "/api/version"} <= set(paths)
-        assert {"/v1/responses", "/v1/responses/{response_id}", "/v1/responses/{response_id}/input_items"} <= set(paths)
+        assert {
+            "/v1/models",
+            "/v1/chat/completions",
+            "/api/status",
+            "/metrics",
+            "/v1/messages",
+        } <= set(paths)
+        assert {
+            "/api/chat",
+            "/api/generate",
+            "/api/tags",
+            "/api/ps",
+            "/api/show",
+            "/api/embed",
+            "/api/version",
+        } <= set(paths)
+        assert {
+            "/v1/responses",
+            "/v1/responses/{response_id}",
+            "/v1/responses/{response_id}/input_items",
+        } <= set(paths)
         checked = 0
         for path, methods in paths.items():
-            url = server.base_url + path.replace("{name}", "tiny").replace("{model_id}", "tiny").replace("{id}", "tiny").replace("{response_id}", "resp_x")
+            url = server.base_url + path.replace("{name}", "tiny").replace(
+                "{model_id}", "tiny"
+            ).replace("{id}", "tiny").replace("{response_id}", "resp_x")
             for method in methods:
                 if method not in ("get", "post", "delete"):
                     continue
-                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"x-api-key": "wrong"}):
+                for headers in (
+                    {},
+                    {"Authorization": "Bearer wrong"},
+                    {"Authorization": KEY},
+                    {"x-api-key": "wrong"},
+                ):
                     r = httpx.request(method.upper(), url, headers=headers, json={}, timeout=10)
                     if path == "/health":
                         assert r.status_code == 200
@@ -56,14 +83,20 @@ def test_api_key_guards_every_route_but_health(tiny_model_path):
         assert checked >= 40
         for path in ("/schema", "/schema/openapi.json"):  # the schema is guarded too
             assert httpx.get(server.base_url + path, timeout=10).status_code == 401
-        ok = httpx.get(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+        ok = httpx.get(
+            server.base_url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+        )
         assert ok.status_code == 200
         ok = httpx.get(server.base_url + "/v1/models", headers={"x-api-key": KEY}, timeout=10)
         assert ok.status_code == 200
 
         big = b'{"model": "tiny", "prompt": "' + b"a" * (10 * 1024 * 1024) + b'"}'
-        r = httpx.post(server.base_url + "/v1/completions", content=big, timeout=30,
-                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})  # fmt: skip
+        r = httpx.post(
+            server.base_url + "/v1/completions",
+            content=big,
+            timeout=30,
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        )
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
         assert server.get("/health")[0] == 200
 
@@ -72,15 +105,23 @@ def test_default_bind_is_loopback_only(tiny_model_path):
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.toml"
-        cfg.write_text(f'[server]\nport = {port}\n[[models]]\nname = "tiny"\npath = "{tiny_model_path}"\n')
-        proc = subprocess.Popen([sys.executable, "-m", "hoshikage_core.cli", "--config", str(cfg), "serve"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        cfg.write_text(
+            f'[server]\nport = {port}\n[[models]]\nname = "tiny"\npath = "{tiny_model_path}"\n'
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hoshikage_core.cli", "--config", str(cfg), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 30
             listening = []
             while time.monotonic() < deadline and not listening:
-                listening = [c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet")
-                             if c.status == psutil.CONN_LISTEN]  # fmt: skip
+                listening = [
+                    c.laddr
+                    for c in psutil.Process(proc.pid).net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN
+                ]
                 time.sleep(0.05)
             assert listening, "the server never listened"
             assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
@@ -95,13 +136,23 @@ def test_strangers_cannot_grow_the_metrics(tiny_model_path):
     unauthenticated requests to random URLs create 300 series on a server with a key."""
     import secrets
 
-    config = {"server": {"api_key": KEY}, "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}]}
+    config = {
+        "server": {"api_key": KEY},
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}],
+    }
     auth = {"Authorization": f"Bearer {KEY}"}
-    with running_server(config) as server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+    with (
+        running_server(config) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
 
         def series() -> list[str]:
             text = http.get("/metrics", headers=auth).text
-            return [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
+            return [
+                line.rsplit(" ", 1)[0]
+                for line in text.splitlines()
+                if line and not line.startswith("#")
+            ]
 
         for path in ("/x", "/v1/models/x", "/v1/messages/x"):
             http.get(path)

@@ -22,8 +22,27 @@ TINY_CHAT_TEMPLATE = (
 #: Whole words of the tiny vocabulary. Every prefix of "▁word" is a token too, so the SPM
 #: tokenizer can merge its way up to the word instead of falling back to bytes.
 TINY_WORDS = (
-    "the", "cat", "sat", "on", "mat", "hello", "world", "tool", "call", "yes", "no",
-    "stop", "here", "json", "name", "data", "red", "blue", "green", "one", "two",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "hello",
+    "world",
+    "tool",
+    "call",
+    "yes",
+    "no",
+    "stop",
+    "here",
+    "json",
+    "name",
+    "data",
+    "red",
+    "blue",
+    "green",
+    "one",
+    "two",
 )
 
 GEMMA_FILE_NAME = "gemma-3-270m-q4_k_m.gguf"

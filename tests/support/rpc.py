@@ -28,7 +28,9 @@ def find_rpc_server() -> str:
             raise RuntimeError(f"HOSHIKAGE_RPC_SERVER={exe} is not an executable")
         return exe
     script = ROOT / "scripts" / "llama-cpp.sh"
-    cache = subprocess.run([str(script), "dir"], capture_output=True, text=True, check=True).stdout.strip()
+    cache = subprocess.run(
+        [str(script), "dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if not list(Path(cache).glob("wheel/*.whl")):
         raise RuntimeError(
             f"ggml-rpc-server is not built (no llama-cpp-python wheel in {cache} for these CMAKE_ARGS): "
@@ -77,16 +79,23 @@ class RpcServer:
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [self.exe, "-H", "127.0.0.1", "-p", str(self.port), "-t", str(self.threads)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ggml-rpc-server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"ggml-rpc-server exited with {self.process.returncode}:\n{self.log()}"
+                )
             if _accepting(self.port):
                 return self
             time.sleep(0.05)
-        raise TimeoutError(f"ggml-rpc-server did not listen on {self.endpoint} within {timeout}s:\n{self.log()}")
+        raise TimeoutError(
+            f"ggml-rpc-server did not listen on {self.endpoint} within {timeout}s:\n{self.log()}"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

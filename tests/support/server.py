@@ -129,7 +129,9 @@ def _wait_healthy(server: Server, timeout: float) -> None:
     started = time.monotonic()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"hoshikage serve exited with {server.process.returncode}:\n{server.log()}")
+            raise RuntimeError(
+                f"hoshikage serve exited with {server.process.returncode}:\n{server.log()}"
+            )
         try:
             status, _ = server.get("/health", timeout=1.0)
             if status == 200:
@@ -161,14 +163,25 @@ def running_server(
         log_path = Path(tmp) / "server.log"
         port = free_port()
         cmd = [
-            sys.executable, "-m", "hoshikage_core.cli", *config_args,
-            "serve", "--host", "127.0.0.1", "--port", str(port), *args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "hoshikage_core.cli",
+            *config_args,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+        ]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 env={**os.environ, "COLUMNS": "200", **(env or {})},
-            )  # fmt: skip
+            )
         server = Server(f"http://127.0.0.1:{port}", process, log_path, config_path)
         try:
             _wait_healthy(server, startup_timeout)

@@ -41,13 +41,16 @@ def create_app(runtime):
         route_handlers=handlers(),
         exception_handlers={Exception: errors.handle},
         guards=[api_key_guard(server.api_key)] if server.api_key else None,
-        cors_config=CORSConfig(allow_origins=list(server.cors_origins)) if server.cors_origins else None,
+        cors_config=CORSConfig(allow_origins=list(server.cors_origins))
+        if server.cors_origins
+        else None,
         request_max_body_size=server.max_body_size,
         lifespan=[lifespan],
         state=State({"metrics": metrics, "runtime": runtime}),
         openapi_config=OpenAPIConfig(
-            title="Hoshikage", version=__version__,
+            title="Hoshikage",
+            version=__version__,
             description="A quiet local LLM server for GGUF models with OpenAI-, Anthropic- and Ollama-compatible APIs.",
-        ),  # fmt: skip
+        ),
         logging_config=None,
     )

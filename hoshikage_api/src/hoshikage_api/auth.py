@@ -13,9 +13,12 @@ from .errors import ApiError
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(
-        401, message, type="authentication_error", code="invalid_api_key",
+        401,
+        message,
+        type="authentication_error",
+        code="invalid_api_key",
         headers={"WWW-Authenticate": "Bearer"},
-    )  # fmt: skip
+    )
 
 
 def presented_keys(headers) -> list[str]:
@@ -43,7 +46,9 @@ def api_key_guard(api_key: str):
                 "Missing API key: send the header 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
             )
         # Every presented key is compared (no early exit), each in constant time.
-        matches = [hmac.compare_digest(key.encode("utf-8", "surrogateescape"), expected) for key in keys]
+        matches = [
+            hmac.compare_digest(key.encode("utf-8", "surrogateescape"), expected) for key in keys
+        ]
         if not any(matches):
             raise _unauthorized("Incorrect API key provided.")
 

@@ -56,13 +56,17 @@ class StrictBody(AbstractDTO):
         """Nothing to prepare: decoding needs only the annotation."""
 
     @classmethod
-    def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator):
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator
+    ):
         return schema_creator.for_field_definition(
             FieldDefinition.from_annotation(field_definition.annotation)
         )
 
     @classmethod
-    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[DTOFieldDefinition, None, None]:
+    def generate_field_definitions(
+        cls, model_type: type[Any]
+    ) -> Generator[DTOFieldDefinition, None, None]:
         yield from ()
 
     @classmethod
@@ -72,4 +76,3 @@ class StrictBody(AbstractDTO):
     def decode_bytes(self, value: bytes) -> Any:
         handler = self.asgi_connection.route_handler
         return decode(value, handler.parsed_fn_signature.parameters["data"].annotation)
-

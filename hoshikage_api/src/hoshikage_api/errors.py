@@ -53,7 +53,13 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {
-            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code, **self.extra}
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+                **self.extra,
+            }
         }
 
 
@@ -82,18 +88,25 @@ def from_domain(exc: HoshikageError) -> ApiError:
         return ApiError(400, str(exc), param=param, code="invalid_request")
     if isinstance(exc, QueueFull):
         return ApiError(
-            503, str(exc), type="server_busy", code="queue_full",
+            503,
+            str(exc),
+            type="server_busy",
+            code="queue_full",
             headers={"Retry-After": str(exc.retry_after)},
-        )  # fmt: skip
+        )
     if isinstance(exc, Cancelled):
-        return ApiError(503, str(exc), type="server_busy", code="cancelled", headers={"Retry-After": "1"})
+        return ApiError(
+            503, str(exc), type="server_busy", code="cancelled", headers={"Retry-After": "1"}
+        )
     return ApiError(500, str(exc), type="server_error", param=param, code=exc.code)
 
 
 def from_http(exc) -> ApiError:
     """The OpenAI form of one of Litestar's own HTTP exceptions."""
     status = exc.status_code
-    if status == 400 and any(e.get("key") == "data" for e in exc.extra or () if isinstance(e, dict)):
+    if status == 400 and any(
+        e.get("key") == "data" for e in exc.extra or () if isinstance(e, dict)
+    ):
         return invalid("The request body is empty: send a JSON object.")
     detail = exc.detail or "error"
     headers = dict(exc.headers or {})
@@ -102,7 +115,11 @@ def from_http(exc) -> ApiError:
     if status == 405:
         return ApiError(405, detail, code="method_not_allowed", headers=headers)
     if status == 413:
-        return ApiError(413, "The request body is larger than the server's max_body_size.", code="request_too_large")
+        return ApiError(
+            413,
+            "The request body is larger than the server's max_body_size.",
+            code="request_too_large",
+        )
     if status < 500:
         return ApiError(status, detail, headers=headers)
     return ApiError(status, detail, type="server_error", headers=headers)
@@ -130,7 +147,9 @@ def route_of(request) -> str:
 
 def log_and_count(request, error: ApiError) -> None:
     """Count an error response in the metrics (by route template) and log it."""
-    request.app.state.metrics.error_response(route_of(request), error.status, error.code or error.type)
+    request.app.state.metrics.error_response(
+        route_of(request), error.status, error.code or error.type
+    )
     level = logging.WARNING if error.status >= 500 else logging.INFO
     log.log(level, "%s %s %d %s", request.method, request.url.path, error.status, error.message)
 
@@ -165,4 +184,9 @@ def handle(request, exc: Exception):
         return surface(request, exc)
     error = to_api_error(exc)
     log_and_count(request, error)
-    return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")
+    return Response(
+        content=error.body(),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )

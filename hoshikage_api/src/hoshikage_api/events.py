@@ -18,7 +18,11 @@ log = logging.getLogger("hoshikage.api")
 
 def describe(record) -> str:
     """One line for a finished request: model, status, tokens, speed, TTFT, duration."""
-    model = record.model if record.requested_as == record.model else f"{record.model} (as {record.requested_as})"
+    model = (
+        record.model
+        if record.requested_as == record.model
+        else f"{record.model} (as {record.requested_as})"
+    )
     parts = [f"{record.endpoint} {model} {record.status}"]
     if record.prompt_tokens or record.completion_tokens:
         parts.append(f"{record.prompt_tokens}+{record.completion_tokens} tok")

@@ -35,18 +35,22 @@ class _Format:
 # ---- chat ---------------------------------------------------------------------------------
 
 
-def chat_logprobs(logprobs: list[TokenLogprob] | tuple[TokenLogprob, ...] | None) -> s.ChoiceLogprobs | None:
+def chat_logprobs(
+    logprobs: list[TokenLogprob] | tuple[TokenLogprob, ...] | None,
+) -> s.ChoiceLogprobs | None:
     if logprobs is None:
         return None
     return s.ChoiceLogprobs(
         content=[
             s.TokenLogprob(
-                token=lp.token, logprob=lp.logprob, bytes=list(lp.bytes),
+                token=lp.token,
+                logprob=lp.logprob,
+                bytes=list(lp.bytes),
                 top_logprobs=[
                     s.TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes))
                     for t in lp.top_logprobs
                 ],
-            )  # fmt: skip
+            )
             for lp in logprobs
         ]
     )
@@ -70,11 +74,15 @@ class ChatFormat(_Format):
     def response(self, results: list[ChoiceResult], usage: s.Usage) -> s.ChatCompletion:
         choices = []
         for index, r in enumerate(results):
-            calls = [s.ToolCall(id=_call_id(c), function=_function(c)) for c in r.tool_calls] or UNSET
+            calls = [
+                s.ToolCall(id=_call_id(c), function=_function(c)) for c in r.tool_calls
+            ] or UNSET
             choices.append(
                 s.ChatChoice(
                     index=index,
-                    message=s.ChatMessage(content=r.text if r.text or not calls else None, tool_calls=calls),
+                    message=s.ChatMessage(
+                        content=r.text if r.text or not calls else None, tool_calls=calls
+                    ),
                     logprobs=chat_logprobs(r.logprobs),
                     finish_reason=r.finish_reason,
                 )
@@ -85,16 +93,24 @@ class ChatFormat(_Format):
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.job.model, choices=[choice], usage=self.chunk_usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=[choice],
+            usage=self.chunk_usage,
         )
 
     def pieces(self, index: int, chunk: Chunk, first: bool) -> Iterator[s.ChatCompletionChunk]:
         if first:
-            yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(role="assistant", content="")))
+            yield self._chunk(
+                s.ChatChunkChoice(index=index, delta=s.Delta(role="assistant", content=""))
+            )
         if chunk.text or chunk.logprobs:
             yield self._chunk(
                 s.ChatChunkChoice(
-                    index=index, delta=s.Delta(content=chunk.text), logprobs=chat_logprobs(chunk.logprobs)
+                    index=index,
+                    delta=s.Delta(content=chunk.text),
+                    logprobs=chat_logprobs(chunk.logprobs),
                 )
             )
         if chunk.tool_calls:
@@ -152,20 +168,29 @@ class CompletionFormat(_Format):
             )
             for index, r in enumerate(results)
         ]
-        return s.Completion(id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage)
+        return s.Completion(
+            id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage
+        )
 
     def pieces(self, index: int, chunk: Chunk, first: bool) -> Iterator[s.CompletionChunk]:
         text = (self._echo(index) if first else "") + chunk.text
         if text or chunk.logprobs or chunk.finish_reason is not None:
             yield s.CompletionChunk(
-                id=self.id, created=self.created, model=self.job.model, usage=self.chunk_usage,
+                id=self.id,
+                created=self.created,
+                model=self.job.model,
+                usage=self.chunk_usage,
                 choices=[
                     s.CompletionChunkChoice(
-                        index=index, text=text, logprobs=self._logprobs(index, chunk.logprobs),
+                        index=index,
+                        text=text,
+                        logprobs=self._logprobs(index, chunk.logprobs),
                         finish_reason=chunk.finish_reason,
                     )
                 ],
-            )  # fmt: skip
+            )
 
     def usage_chunk(self, usage: s.Usage) -> s.CompletionChunk:
-        return s.CompletionChunk(id=self.id, created=self.created, model=self.job.model, choices=[], usage=usage)
+        return s.CompletionChunk(
+            id=self.id, created=self.created, model=self.job.model, choices=[], usage=usage
+        )

@@ -74,7 +74,9 @@ class ChoiceResult:
         return "".join(self.texts)
 
 
-async def collect(runtime, job: Job, on_ready: Callable[[], None] | None = None) -> list[ChoiceResult]:
+async def collect(
+    runtime, job: Job, on_ready: Callable[[], None] | None = None
+) -> list[ChoiceResult]:
     """Run ``job`` to the end and return its choices (``on_ready``: as for :func:`run`)."""
     results = [ChoiceResult() for _ in range(job.choices)]
     async with aclosing(run(runtime, job, on_ready)) as chunks:
@@ -92,7 +94,9 @@ class UsageCounter:
         self.completion_tokens = 0
         self.cached_tokens = 0
 
-    def add(self, index: int, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
+    def add(
+        self, index: int, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> None:
         if index % self.n == 0:
             self.prompt_tokens += prompt_tokens
             self.cached_tokens += cached_tokens

@@ -45,16 +45,25 @@ class _RuntimeGauges:
                 family.add_metric([m["name"]], value(m))
             return family
 
-        yield gauge("hoshikage_uptime_seconds", "Seconds since the server started.", status["uptime_seconds"])
+        yield gauge(
+            "hoshikage_uptime_seconds",
+            "Seconds since the server started.",
+            status["uptime_seconds"],
+        )
         yield gauge("hoshikage_in_flight_requests", "Requests holding a slot.", status["running"])
         yield gauge("hoshikage_queue_depth", "Requests waiting for a slot.", status["queued"])
-        yield per_model("hoshikage_model_queued_requests", "Requests waiting, by model.", lambda m: m["queued"])
         yield per_model(
-            "hoshikage_model_loaded", "1 if the model is loaded (idle or busy), else 0.",
+            "hoshikage_model_queued_requests", "Requests waiting, by model.", lambda m: m["queued"]
+        )
+        yield per_model(
+            "hoshikage_model_loaded",
+            "1 if the model is loaded (idle or busy), else 0.",
             lambda m: 1 if m["state"] in ("loaded", "busy") else 0,
-        )  # fmt: skip
+        )
         yield per_model(
-            "hoshikage_model_memory_bytes", "Memory held by each loaded model.", lambda m: m["memory_bytes"] or 0
+            "hoshikage_model_memory_bytes",
+            "Memory held by each loaded model.",
+            lambda m: m["memory_bytes"] or 0,
         )
 
 
@@ -71,29 +80,53 @@ class Metrics:
         GCCollector(registry=r)
         # Label names in alphabetical order: the exposition keeps this order.
         self.requests = Counter(
-            p + "requests", "Generation and embedding requests by endpoint, model and status.",
-            ["endpoint", "model", "status"], registry=r,
-        )  # fmt: skip
+            p + "requests",
+            "Generation and embedding requests by endpoint, model and status.",
+            ["endpoint", "model", "status"],
+            registry=r,
+        )
         self.errors = Counter(
-            p + "http_errors", "Error responses by route template (path), HTTP status and error code.",
-            ["code", "path", "status"], registry=r,
-        )  # fmt: skip
-        self.prompt_tokens = Counter(p + "prompt_tokens", "Prompt tokens processed, by model.", ["model"], registry=r)
+            p + "http_errors",
+            "Error responses by route template (path), HTTP status and error code.",
+            ["code", "path", "status"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            p + "prompt_tokens", "Prompt tokens processed, by model.", ["model"], registry=r
+        )
         self.completion_tokens = Counter(
             p + "completion_tokens", "Completion tokens generated, by model.", ["model"], registry=r
         )
         self.loads = Counter(p + "model_loads", "Model loads, by model.", ["model"], registry=r)
-        self.unloads = Counter(p + "model_unloads", "Model unloads, by model and reason.", ["model", "reason"], registry=r)
-        self.load_failures = Counter(p + "model_load_failures", "Failed model loads, by model.", ["model"], registry=r)
+        self.unloads = Counter(
+            p + "model_unloads",
+            "Model unloads, by model and reason.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.load_failures = Counter(
+            p + "model_load_failures", "Failed model loads, by model.", ["model"], registry=r
+        )
         self.load_seconds = Histogram(
-            p + "model_load_seconds", "Time to load a model.", ["model"], buckets=LOAD_BUCKETS, registry=r
+            p + "model_load_seconds",
+            "Time to load a model.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            p + "time_to_first_token_seconds", "Arrival to first output token.", ["model"],
-            buckets=TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
+            p + "time_to_first_token_seconds",
+            "Arrival to first output token.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.tps = Histogram(
-            p + "tokens_per_second", "Decode speed of a generation.", ["model"], buckets=TPS_BUCKETS, registry=r
+            p + "tokens_per_second",
+            "Decode speed of a generation.",
+            ["model"],
+            buckets=TPS_BUCKETS,
+            registry=r,
         )
 
     # ---- fed by events -----------------------------------------------------------------

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 
+from hoshikage_core.protocol import Chunk
 from litestar import Request
 from litestar.response import Stream
-
-from hoshikage_core.protocol import Chunk
 
 from . import sse
 from .disconnect import until_disconnect
@@ -48,7 +47,9 @@ async def respond(request: Request, runtime, job: Job, fmt):
     return await event_stream(request, sse.events(job, fmt, run(runtime, job)))
 
 
-async def started_stream(request: Request, items: AsyncIterator[bytes], media_type: str) -> OwnTypeStream:
+async def started_stream(
+    request: Request, items: AsyncIterator[bytes], media_type: str
+) -> OwnTypeStream:
     """A streamed response over ``items``, started only once the first item exists, so an
     error found before generation is still an ordinary JSON error. The wait for it is
     cancelled if the client leaves. Used for server-sent events and for Ollama's NDJSON."""

@@ -19,7 +19,9 @@ TopP = Annotated[float, Meta(ge=0, le=1)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
 MaxTokens = Annotated[int, Meta(ge=1, le=1_000_000)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-ChoiceCount = Annotated[int, Meta(ge=1, le=128, description="choices, decoded together from one reading of the prompt")]
+ChoiceCount = Annotated[
+    int, Meta(ge=1, le=128, description="choices, decoded together from one reading of the prompt")
+]
 Stop = str | Annotated[list[str], Meta(max_length=16)]
 KeepAlive = Annotated[
     float | str,
@@ -61,7 +63,9 @@ class SamplingFields(Struct, kw_only=True):
     seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: Annotated[dict[str, Annotated[float, Meta(ge=-100, le=100)]], Meta(max_length=1024)] | None = None
+    logit_bias: (
+        Annotated[dict[str, Annotated[float, Meta(ge=-100, le=100)]], Meta(max_length=1024)] | None
+    ) = None
     user: str | None = None
     # Extensions (as in llama.cpp's server and Ollama).
     top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None

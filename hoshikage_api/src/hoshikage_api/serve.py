@@ -30,7 +30,9 @@ def _setup(parser: argparse.ArgumentParser) -> None:
 def _configure_logging(debug: bool) -> None:
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, rich_tracebacks=debug, markup=False, log_time_format="%H:%M:%S")
+    handler = RichHandler(
+        show_path=False, rich_tracebacks=debug, markup=False, log_time_format="%H:%M:%S"
+    )
     for name in ("hoshikage", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -40,13 +42,18 @@ def _configure_logging(debug: bool) -> None:
 
 def serve(args: argparse.Namespace, ctx) -> int:
     import attrs
-    from hoshikage_core import config as config_mod
     from hoshikage_core.runtime import Runtime
+
+    from hoshikage_core import config as config_mod
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
 
     def with_overrides(config):
-        return attrs.evolve(config, server=attrs.evolve(config.server, **overrides)) if overrides else config
+        return (
+            attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
+            if overrides
+            else config
+        )
 
     def load_config():  # for a reload: the same file, the same --host/--port
         return with_overrides(config_mod.load(getattr(args, "config", None), pm=ctx.pm))
@@ -60,7 +67,9 @@ def serve(args: argparse.Namespace, ctx) -> int:
     server = config.server
     log = logging.getLogger("hoshikage.api")
     where = config.source or "built-in defaults"
-    log.info("serving %d model(s) from %s on %s", len(app.state.runtime.registry), where, server.base_url)
+    log.info(
+        "serving %d model(s) from %s on %s", len(app.state.runtime.registry), where, server.base_url
+    )
     log.info("web page: %s/ui/", server.base_url)
     for note in app.state.runtime.registry.notes:
         log.info("models_dir: %s", note)
@@ -100,7 +109,9 @@ def _drain_first(base):
         def _reload(self) -> None:
             import asyncio
 
-            task = asyncio.get_running_loop().create_task(self._reload_logged(), name="hoshikage-sighup-reload")
+            task = asyncio.get_running_loop().create_task(
+                self._reload_logged(), name="hoshikage-sighup-reload"
+            )
             self._reloads.add(task)
             task.add_done_callback(self._reloads.discard)
 

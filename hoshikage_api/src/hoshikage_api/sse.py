@@ -40,7 +40,12 @@ async def events(job: Job, fmt, chunks: AsyncIterator[tuple[int, Chunk]]) -> Asy
                     started.add(index)
                     yield event(piece)
                 if chunk.finish_reason is not None:
-                    usage.add(index, chunk.prompt_tokens or 0, chunk.completion_tokens or 0, chunk.cached_tokens or 0)
+                    usage.add(
+                        index,
+                        chunk.prompt_tokens or 0,
+                        chunk.completion_tokens or 0,
+                        chunk.cached_tokens or 0,
+                    )
     except Exception as exc:
         if not started:
             raise

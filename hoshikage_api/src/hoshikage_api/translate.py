@@ -78,7 +78,9 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         except ValueError:
             token = -1
         if token < 0 or str(token) != key.strip():
-            raise invalid(f"Invalid 'logit_bias': keys must be token ids, got {key!r}.", "logit_bias")
+            raise invalid(
+                f"Invalid 'logit_bias': keys must be token ids, got {key!r}.", "logit_bias"
+            )
         out[token] = value
     return out
 
@@ -86,9 +88,15 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
 def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest], **extra) -> Job:
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     return Job(
-        endpoint=endpoint, model=data.model, keep_alive=keep_alive(data.keep_alive),
-        requests=tuple(requests), n=data.n, stream=data.stream, include_usage=include_usage, **extra,
-    )  # fmt: skip
+        endpoint=endpoint,
+        model=data.model,
+        keep_alive=keep_alive(data.keep_alive),
+        requests=tuple(requests),
+        n=data.n,
+        stream=data.stream,
+        include_usage=include_usage,
+        **extra,
+    )
 
 
 def arguments_object(arguments: Any) -> dict[str, Any]:
@@ -152,7 +160,9 @@ def _response_format(fmt: s.ResponseFormatField | None) -> ResponseFormat | None
     if isinstance(fmt, s.JsonObjectFormat):
         return ResponseFormat(type="json_object")
     spec = fmt.json_schema
-    return ResponseFormat(type="json_schema", schema=spec.schema, name=spec.name, strict=bool(spec.strict))
+    return ResponseFormat(
+        type="json_schema", schema=spec.schema, name=spec.name, strict=bool(spec.strict)
+    )
 
 
 def chat_job(data: s.ChatCompletionRequest) -> Job:
@@ -170,10 +180,11 @@ def chat_job(data: s.ChatCompletionRequest) -> Job:
         top_logprobs=data.top_logprobs or 0,
         response_format=_response_format(data.response_format),
         tools=tuple(msgspec.to_builtins(data.tools)) if data.tools else None,
-        tool_choice=tool_choice if isinstance(tool_choice, str) or tool_choice is None
+        tool_choice=tool_choice
+        if isinstance(tool_choice, str) or tool_choice is None
         else msgspec.to_builtins(tool_choice),
         **sampling,
-    )  # fmt: skip
+    )
     return _job(data, "chat", [request])
 
 
@@ -199,7 +210,10 @@ def completion_job(data: s.CompletionRequest) -> Job:
     sampling = _sampling(data)
     requests = [
         GenerationRequest(
-            prompt=p, logprobs=data.logprobs is not None, top_logprobs=data.logprobs or 0, **sampling
+            prompt=p,
+            logprobs=data.logprobs is not None,
+            top_logprobs=data.logprobs or 0,
+            **sampling,
         )
         for p in prompts
     ]
@@ -211,7 +225,9 @@ def completion_job(data: s.CompletionRequest) -> Job:
 
 def embedding_inputs(data: s.EmbeddingRequest) -> list[str]:
     if data.dimensions is not None:
-        raise invalid("'dimensions' is not supported: the model's own size is returned.", "dimensions")
+        raise invalid(
+            "'dimensions' is not supported: the model's own size is returned.", "dimensions"
+        )
     inputs = [data.input] if isinstance(data.input, str) else data.input
     if not inputs:
         raise invalid("'input' must not be an empty list.", "input")

@@ -27,13 +27,24 @@ class Commands:
         self._parents = parents
         self._groups: dict[str, Commands] = {}
 
-    def add(self, name: str, *, help: str, run: Run, setup: Setup | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    def add(
+        self,
+        name: str,
+        *,
+        help: str,
+        run: Run,
+        setup: Setup | None = None,
+        description: str | None = None,
+    ) -> argparse.ArgumentParser:
         """Add ``hoshikage NAME``; ``setup(parser)`` adds its arguments, ``run(args, ctx)``
         does the work and returns the exit code (None: 0)."""
         parser = self._subparsers.add_parser(
-            name, help=help, description=description or help, parents=self._parents,
+            name,
+            help=help,
+            description=description or help,
+            parents=self._parents,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+        )
         if setup is not None:
             setup(parser)
         parser.set_defaults(_run=run)
@@ -51,7 +62,9 @@ class Commands:
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """``--url`` and ``--api-key``, for commands that talk to a running server."""
-    parser.add_argument("--url", help="server URL (default: from the config, http://127.0.0.1:8000)")
+    parser.add_argument(
+        "--url", help="server URL (default: from the config, http://127.0.0.1:8000)"
+    )
     parser.add_argument(
         "--api-key", default=None, help="API key (default: $HOSHIKAGE_API_KEY, else the config's)"
     )
@@ -105,10 +118,15 @@ def build_parser(pm) -> argparse.ArgumentParser:
     from . import __version__
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                        help="config file (default: $HOSHIKAGE_CONFIG, else ~/.config/hoshikage/config.toml)")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks on errors")  # fmt: skip
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $HOSHIKAGE_CONFIG, else ~/.config/hoshikage/config.toml)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     parser = argparse.ArgumentParser(
         prog="hoshikage",
         description="Hoshikage (星影): a quiet local LLM server with an OpenAI-compatible API.",
@@ -152,7 +170,9 @@ def _print_error(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,9 @@ class ServerUnreachable(HoshikageError):
 class ServerError(HoshikageError):
     code = "server_error"
 
-    def __init__(self, status: int, message: str, code: str | None = None, problems: list[str] | None = None):
+    def __init__(
+        self, status: int, message: str, code: str | None = None, problems: list[str] | None = None
+    ):
         self.status = status
         self.error_code = code
         #: A refused reload's config errors, one ``key.path: message`` each.
@@ -62,7 +64,9 @@ class ServerClient:
                 "Is `hoshikage serve` running? Use --url to point elsewhere."
             ) from None
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> Any:
         with self._open(method, path, body, "application/json", timeout) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None

@@ -62,7 +62,9 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
     ctx.console.print(f"  {len(registry)} model(s): {', '.join(summary['models']) or '-'}")
     if cfg.models_dir:
         discovered = sum(1 for e in registry if e.source == "models_dir")
-        ctx.console.print(f"  {discovered} found in models_dir: {', '.join(d.path for d in cfg.models_dir)}")
+        ctx.console.print(
+            f"  {discovered} found in models_dir: {', '.join(d.path for d in cfg.models_dir)}"
+        )
     for w in warnings:
         ctx.console.print(f"  [yellow]warning:[/] {w}")
     for note in registry.notes:
@@ -124,8 +126,11 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
 
     table = Table(title="Registered models", title_justify="left")
     for col in ("name", "aliases", "arch", "quant", "ctx", "size", "state"):
-        table.add_column(col, justify="right" if col in ("ctx", "size") else "left",
-                         no_wrap=col in ("name", "ctx", "size"))  # fmt: skip
+        table.add_column(
+            col,
+            justify="right" if col in ("ctx", "size") else "left",
+            no_wrap=col in ("name", "ctx", "size"),
+        )
     for r in rows:
         ctx_text = str(r["n_ctx"] or r["context_length"] or "-")
         if r["n_ctx"] and r["context_length"]:
@@ -136,11 +141,18 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
         elif r["note"] and not r["state"]:
             state = f"[dim]{r['note']}[/]"
         table.add_row(
-            r["name"], ", ".join(r["aliases"]) or "-", r["architecture"] or "-",
-            r["quantization"] or "-", ctx_text, format_bytes(r["file_bytes"]), state,
-        )  # fmt: skip
+            r["name"],
+            ", ".join(r["aliases"]) or "-",
+            r["architecture"] or "-",
+            r["quantization"] or "-",
+            ctx_text,
+            format_bytes(r["file_bytes"]),
+            state,
+        )
     if not rows:
-        ctx.console.print("No models registered. Add \\[\\[models]] to the config (see `hoshikage config check`).")
+        ctx.console.print(
+            "No models registered. Add \\[\\[models]] to the config (see `hoshikage config check`)."
+        )
     else:
         ctx.console.print(table)
     return 0

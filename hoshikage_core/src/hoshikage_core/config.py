@@ -169,7 +169,6 @@ def _converter(pm=None):
     """The config's converter: strict TOML types, unknown keys forbidden, and every error of
     a file collected (see :func:`_validated`). With ``pm``, each model's backend options are
     structured by its backend's class in the same pass, so their errors come with the rest."""
-    from cattrs.errors import ClassValidationError
     from cattrs.preconf.tomllib import make_converter
 
     conv = make_converter(forbid_extra_keys=True, detailed_validation=True)
@@ -188,7 +187,9 @@ def _converter(pm=None):
         if isinstance(data, str):  # a bare folder: no defaults
             data = {"path": data}
         elif not isinstance(data, Mapping):
-            raise ValueError(f"expected a folder path or a table, got {type(data).__name__} {data!r}")
+            raise ValueError(
+                f"expected a folder path or a table, got {type(data).__name__} {data!r}"
+            )
         return table_hook(data, _type)
 
     conv.register_structure_hook(ModelsDir, structure_dir)
@@ -198,7 +199,9 @@ def _converter(pm=None):
         if isinstance(data, str):  # ``models_dir = "path"``: the one-folder form of the list
             data = [data]
         elif not isinstance(data, list):
-            raise ValueError(f"expected a folder path, an array of them or tables, got {type(data).__name__} {data!r}")
+            raise ValueError(
+                f"expected a folder path, an array of them or tables, got {type(data).__name__} {data!r}"
+            )
         return dirs(data, _type)
 
     conv.register_structure_hook_func(lambda t: t == list[ModelsDir], structure_dirs)
@@ -224,7 +227,11 @@ def _with_options(conv, pm, cls, keys):
         except ClassValidationError as exc:
             errors.extend(exc.exceptions)
         backend = known.get("backend", "llamacpp")
-        options_cls = pm.hook.backend_options(backend=backend) if pm is not None and isinstance(backend, str) else None
+        options_cls = (
+            pm.hook.backend_options(backend=backend)
+            if pm is not None and isinstance(backend, str)
+            else None
+        )
         if options_cls is None:
             options = extra
         else:
@@ -257,11 +264,16 @@ def _validated(conv, cls):
     from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
     from cattrs.gen import make_dict_structure_fn
 
-    base = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True)
+    base = make_dict_structure_fn(
+        cls, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
+    )
     fields = attrs.fields(cls)
 
     def noted(exc: Exception, name: str, type_) -> Exception:
-        exc.__notes__ = [*getattr(exc, "__notes__", []), AttributeValidationNote(f"@ {name}", name, type_)]
+        exc.__notes__ = [
+            *getattr(exc, "__notes__", []),
+            AttributeValidationNote(f"@ {name}", name, type_),
+        ]
         return exc
 
     def hook(data, _type):
@@ -273,12 +285,21 @@ def _validated(conv, cls):
         errors: list[Exception] = []
         bad = set()
         for sub in raised.exceptions:
-            note = next((n for n in getattr(sub, "__notes__", []) if isinstance(n, AttributeValidationNote)), None)
+            note = next(
+                (
+                    n
+                    for n in getattr(sub, "__notes__", [])
+                    if isinstance(n, AttributeValidationNote)
+                ),
+                None,
+            )
             if note is not None:
                 bad.add(note.name)
                 errors.append(sub)
             elif isinstance(sub, ForbiddenExtraKeysError):
-                errors.extend(noted(UnknownKey("unknown key"), key, None) for key in sorted(sub.extra_fields))
+                errors.extend(
+                    noted(UnknownKey("unknown key"), key, None) for key in sorted(sub.extra_fields)
+                )
         for field in fields:
             if field.validator is None or field.alias in bad or field.alias not in data:
                 continue
@@ -362,10 +383,16 @@ def _duplicate_names(data: Mapping[str, Any]) -> list[str]:
         if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
             continue
         aliases = model.get("aliases", [])
-        labels = [model["name"], *(a for a in aliases if isinstance(a, str))] if isinstance(aliases, list) else [model["name"]]
+        labels = (
+            [model["name"], *(a for a in aliases if isinstance(a, str))]
+            if isinstance(aliases, list)
+            else [model["name"]]
+        )
         for label in labels:
             if label in seen:
-                problems.append(f"models[{i}]: the name '{label}' is already used by '{seen[label]}'")
+                problems.append(
+                    f"models[{i}]: the name '{label}' is already used by '{seen[label]}'"
+                )
             seen[label] = model["name"]
     return problems
 

@@ -123,10 +123,14 @@ def discover(config) -> Discovery:
             taken[unique] = str(path)
             entries.append(
                 ModelEntry(
-                    name=unique, path=str(path), backend=folder.backend, options=folder.options,
-                    idle_ttl=folder.idle_ttl, source=SOURCE,
+                    name=unique,
+                    path=str(path),
+                    backend=folder.backend,
+                    options=folder.options,
+                    idle_ttl=folder.idle_ttl,
+                    source=SOURCE,
                 )
-            )  # fmt: skip
+            )
     return Discovery(tuple(entries), tuple(notes), tuple(problems))
 
 

@@ -13,16 +13,26 @@ from .cli import Commands, Context
 from .doctor import Check
 
 PACKAGES = (
-    "hoshikage-core", "hoshikage-llamacpp", "hoshikage-api", "llama-cpp-python",
-    "litestar", "uvicorn", "pluggy", "attrs", "cattrs", "rich",
-)  # fmt: skip
+    "hoshikage-core",
+    "hoshikage-llamacpp",
+    "hoshikage-api",
+    "llama-cpp-python",
+    "litestar",
+    "uvicorn",
+    "pluggy",
+    "attrs",
+    "cattrs",
+    "rich",
+)
 
 
 def register(cli: Commands) -> None:
     cli.add(
         "doctor",
         help="check the installation, plugins, GPU libraries, config and model files",
-        setup=lambda p: p.add_argument("--json", action="store_true", help="machine-readable output"),
+        setup=lambda p: p.add_argument(
+            "--json", action="store_true", help="machine-readable output"
+        ),
         run=doctor,
     )
 
@@ -33,7 +43,14 @@ def gather(ctx: Context) -> list[Check]:
     from .plugins import plugin_names
     from .registry import ModelRegistry
 
-    checks = [Check(name="python", ok=None, detail=f"{platform.python_version()} ({sys.executable})", source="core")]
+    checks = [
+        Check(
+            name="python",
+            ok=None,
+            detail=f"{platform.python_version()} ({sys.executable})",
+            source="core",
+        )
+    ]
     for dist in PACKAGES:
         try:
             checks.append(Check(name=dist, ok=None, detail=metadata.version(dist), source="core"))
@@ -42,36 +59,73 @@ def gather(ctx: Context) -> list[Check]:
     plugins = [f"{name} ({version})" for name, version in plugin_names(ctx.pm)]
     checks.append(Check(name="plugins", ok=None, detail=", ".join(plugins), source="core"))
     for name, error in getattr(ctx.pm, "load_errors", []):
-        checks.append(Check(name=f"plugin {name}", ok=False, detail=f"failed to load: {error}",
-                            hint="reinstall it, or leave it out with HOSHIKAGE_LOAD_PLUGINS", source="core"))  # fmt: skip
+        checks.append(
+            Check(
+                name=f"plugin {name}",
+                ok=False,
+                detail=f"failed to load: {error}",
+                hint="reinstall it, or leave it out with HOSHIKAGE_LOAD_PLUGINS",
+                source="core",
+            )
+        )
     try:
         cfg = ctx.config
         registry = ModelRegistry.build(cfg, ctx.pm)
     except ConfigError as exc:
-        checks.append(Check(name="config", ok=False, detail=str(exc), hint="fix the key it names", source="core"))
+        checks.append(
+            Check(
+                name="config", ok=False, detail=str(exc), hint="fix the key it names", source="core"
+            )
+        )
         return checks
-    checks.append(Check(name="config", ok=True, detail=str(cfg.source or "built-in defaults (no file)"), source="core"))
+    checks.append(
+        Check(
+            name="config",
+            ok=True,
+            detail=str(cfg.source or "built-in defaults (no file)"),
+            source="core",
+        )
+    )
     for note in registry.notes:
         checks.append(Check(name="models_dir", ok=None, detail=note, source="core"))
     for entry in registry:
         if ctx.pm.hook.backend_options(backend=entry.backend) is None:
-            checks.append(Check(
-                name=f"model {entry.name}", ok=False,
-                detail=f"backend '{entry.backend}' is not installed",
-                hint=f"pip install hoshikage-{entry.backend}", source="core",
-            ))  # fmt: skip
+            checks.append(
+                Check(
+                    name=f"model {entry.name}",
+                    ok=False,
+                    detail=f"backend '{entry.backend}' is not installed",
+                    hint=f"pip install hoshikage-{entry.backend}",
+                    source="core",
+                )
+            )
             continue
         if entry.awaiting_first_load():
-            checks.append(Check(name=f"model {entry.name}", ok=None, source="core",
-                                detail=f"{entry.path}: not created yet ({entry.on_first_load})"))  # fmt: skip
+            checks.append(
+                Check(
+                    name=f"model {entry.name}",
+                    ok=None,
+                    source="core",
+                    detail=f"{entry.path}: not created yet ({entry.on_first_load})",
+                )
+            )
             continue
         try:
             info = read_info(entry.path)
-            detail = f"{entry.path}: {info.architecture}, {info.quantization}, ctx {info.context_length}"
+            detail = (
+                f"{entry.path}: {info.architecture}, {info.quantization}, ctx {info.context_length}"
+            )
             checks.append(Check(name=f"model {entry.name}", ok=True, detail=detail, source="core"))
         except GGUFError as exc:
-            checks.append(Check(name=f"model {entry.name}", ok=False, detail=f"{entry.path}: {exc}",
-                                hint="fix the path in the config or replace the file", source="core"))  # fmt: skip
+            checks.append(
+                Check(
+                    name=f"model {entry.name}",
+                    ok=False,
+                    detail=f"{entry.path}: {exc}",
+                    hint="fix the path in the config or replace the file",
+                    source="core",
+                )
+            )
     for found in ctx.pm.hook.doctor_checks(config=cfg):
         checks.extend(found or [])
     return checks
@@ -81,10 +135,21 @@ def doctor(args: argparse.Namespace, ctx: Context) -> int:
     checks = gather(ctx)
     failed = [c for c in checks if c.ok is False]
     if args.json:
-        ctx.print_json({
-            "ok": not failed,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint, "source": c.source} for c in checks],
-        })  # fmt: skip
+        ctx.print_json(
+            {
+                "ok": not failed,
+                "checks": [
+                    {
+                        "name": c.name,
+                        "ok": c.ok,
+                        "detail": c.detail,
+                        "hint": c.hint,
+                        "source": c.source,
+                    }
+                    for c in checks
+                ],
+            }
+        )
         return 1 if failed else 0
     from rich.markup import escape
     from rich.table import Table

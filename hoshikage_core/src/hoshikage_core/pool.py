@@ -36,10 +36,25 @@ log = logging.getLogger("hoshikage.pool")
 
 class _Slot:
     __slots__ = (
-        "entry", "state", "model", "in_use", "last_used", "keep_alive", "expires_at",
-        "memory_bytes", "loaded_at", "load_seconds", "load_task", "unload_task",
-        "last_error", "requests", "last_tps", "unload_requested", "pending", "retired",
-    )  # fmt: skip
+        "entry",
+        "state",
+        "model",
+        "in_use",
+        "last_used",
+        "keep_alive",
+        "expires_at",
+        "memory_bytes",
+        "loaded_at",
+        "load_seconds",
+        "load_task",
+        "unload_task",
+        "last_error",
+        "requests",
+        "last_tps",
+        "unload_requested",
+        "pending",
+        "retired",
+    )
 
     def __init__(self, entry: ModelEntry):
         self.entry = entry
@@ -152,14 +167,18 @@ class ModelPool:
             return True
         if slot.state == UNLOADING:
             return False
-        others = [s for s in self._slots.values() if s is not slot and (s.state != UNLOADED or s.in_use)]
+        others = [
+            s for s in self._slots.values() if s is not slot and (s.state != UNLOADED or s.in_use)
+        ]
         evictable = [s for s in others if s.state == LOADED and not s.in_use]
         max_loaded = self.config.unload.max_loaded
         if len(others) - len(evictable) + 1 > max_loaded:
             return False
         budget = self.config.unload.max_memory
         if budget is not None:
-            pinned = sum(s.memory_bytes or s.entry.file_size() or 0 for s in others if s not in evictable)
+            pinned = sum(
+                s.memory_bytes or s.entry.file_size() or 0 for s in others if s not in evictable
+            )
             if pinned and pinned + (slot.entry.file_size() or 0) > budget:
                 return False
         return True
@@ -249,7 +268,9 @@ class ModelPool:
             slot.last_used = slot.loaded_at
             ttl = self.ttl(slot)
             slot.expires_at = None if ttl < 0 else slot.loaded_at + ttl
-        self.pm.hook.model_loaded(name=name, seconds=slot.load_seconds, memory_bytes=slot.memory_bytes)
+        self.pm.hook.model_loaded(
+            name=name, seconds=slot.load_seconds, memory_bytes=slot.memory_bytes
+        )
         self._changed()
         return model
 
@@ -270,12 +291,17 @@ class ModelPool:
     def _choose(self, incoming: str | None) -> list[str]:
         """Ask the unload policy, then drop anything it may not touch."""
         now = time.monotonic()
-        answer = self.pm.hook.choose_unload(state=self.snapshot(incoming), now=now, config=self.config)
+        answer = self.pm.hook.choose_unload(
+            state=self.snapshot(incoming), now=now, config=self.config
+        )
         return [
-            n for n in dict.fromkeys(answer or ())
-            if n in self._slots and n != incoming
-            and self._slots[n].state == LOADED and not self._slots[n].in_use
-        ]  # fmt: skip
+            n
+            for n in dict.fromkeys(answer or ())
+            if n in self._slots
+            and n != incoming
+            and self._slots[n].state == LOADED
+            and not self._slots[n].in_use
+        ]
 
     # ---- unloading ---------------------------------------------------------------------
 
@@ -326,7 +352,9 @@ class ModelPool:
         slot.last_error = str(error)
         log.error("%s", error)
         slot.state = UNLOADING
-        slot.unload_task = asyncio.create_task(self._unload(slot, "failed"), name=f"unload:{slot.entry.name}")
+        slot.unload_task = asyncio.create_task(
+            self._unload(slot, "failed"), name=f"unload:{slot.entry.name}"
+        )
         self._changed()
 
     def unload_when_idle(self, name: str) -> None:
@@ -385,7 +413,8 @@ class ModelPool:
             return  # requests queued before the reload are still served
         if slot.state == LOADED:
             task = asyncio.get_running_loop().create_task(
-                self.unload(name, reason="removed" if slot.retired else "reload"), name=f"unload:{name}"
+                self.unload(name, reason="removed" if slot.retired else "reload"),
+                name=f"unload:{name}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -405,7 +434,10 @@ class ModelPool:
             future = [
                 s.expires_at
                 for s in self._slots.values()
-                if s.state == LOADED and not s.in_use and s.expires_at is not None and s.expires_at > now
+                if s.state == LOADED
+                and not s.in_use
+                and s.expires_at is not None
+                and s.expires_at > now
             ]
             timeout = min(future) - now if future else None
             try:

@@ -40,7 +40,6 @@ class CancelToken:
         return self._event.is_set()
 
 
-
 @attrs.frozen(kw_only=True)
 class ResponseFormat:
     """``text``, ``json_object`` (any JSON) or ``json_schema`` (JSON valid against ``schema``)."""
@@ -182,7 +181,9 @@ class LoadedModel(Protocol):
     #: Sequences it decodes at once; the scheduler admits at most this many requests.
     capacity: int
 
-    def generate(self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1) -> None:
+    def generate(
+        self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1
+    ) -> None:
         """Start ``n`` choices of ``request`` and return at once; chunks go to ``sink``.
 
         Raise :class:`~hoshikage_core.errors.ContextLengthExceeded` or
@@ -246,7 +247,9 @@ class BlockingStream:
             yield item
 
 
-def stream(model: LoadedModel, request: GenerationRequest, cancel: CancelToken | None = None, n: int = 1) -> Iterator[tuple[int, Chunk]]:
+def stream(
+    model: LoadedModel, request: GenerationRequest, cancel: CancelToken | None = None, n: int = 1
+) -> Iterator[tuple[int, Chunk]]:
     """Run ``request`` on ``model`` from a plain thread: ``(choice index, chunk)`` pairs.
 
     Errors found before generation are raised by this call, not by the iteration.

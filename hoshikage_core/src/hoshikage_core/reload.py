@@ -83,12 +83,21 @@ async def reload(runtime) -> ReloadResult:
     if runtime.closing:  # it began shutting down while the file was read
         raise Cancelled("The server is shutting down.")
     old = runtime.config
-    needs_restart = [f"server.{k}" for k in RESTART_KEYS if getattr(config.server, k) != getattr(old.server, k)]
+    needs_restart = [
+        f"server.{k}" for k in RESTART_KEYS if getattr(config.server, k) != getattr(old.server, k)
+    ]
     scheduler = runtime.scheduler
     live_scheduler = hasattr(scheduler, "reconfigure")
     if not live_scheduler:
-        needs_restart += [f"server.{k}" for k in SCHEDULER_KEYS if getattr(config.server, k) != getattr(old.server, k)]
-    kept = {k.removeprefix("server."): getattr(old.server, k.removeprefix("server.")) for k in needs_restart}
+        needs_restart += [
+            f"server.{k}"
+            for k in SCHEDULER_KEYS
+            if getattr(config.server, k) != getattr(old.server, k)
+        ]
+    kept = {
+        k.removeprefix("server."): getattr(old.server, k.removeprefix("server."))
+        for k in needs_restart
+    }
     config = attrs.evolve(config, server=attrs.evolve(config.server, **kept))
 
     before = {entry.name: entry for entry in runtime.registry}
@@ -96,7 +105,11 @@ async def reload(runtime) -> ReloadResult:
     reload_all = config.server.max_tokens != old.server.max_tokens
     added = [name for name in after if name not in before]
     removed = [name for name in before if name not in after]
-    changed = [name for name in after if name in before and (reload_all or not same_model(before[name], after[name]))]
+    changed = [
+        name
+        for name in after
+        if name in before and (reload_all or not same_model(before[name], after[name]))
+    ]
 
     # Applied in one synchronous step on the event loop: no request sees half of it.
     runtime.config = config
@@ -109,14 +122,23 @@ async def reload(runtime) -> ReloadResult:
             runtime.preload(name)
 
     result = ReloadResult(
-        source=str(config.source) if config.source else None, added=added, removed=removed,
-        changed=changed, needs_restart=needs_restart, notes=list(registry.notes), models=list(after),
-    )  # fmt: skip
+        source=str(config.source) if config.source else None,
+        added=added,
+        removed=removed,
+        changed=changed,
+        needs_restart=needs_restart,
+        notes=list(registry.notes),
+        models=list(after),
+    )
     log.info(
         "reloaded %s in %.2fs: %d model(s); added %s; removed %s; changed %s",
-        config.source or "built-in defaults", time.monotonic() - started, len(after),
-        ", ".join(added) or "none", ", ".join(removed) or "none", ", ".join(changed) or "none",
-    )  # fmt: skip
+        config.source or "built-in defaults",
+        time.monotonic() - started,
+        len(after),
+        ", ".join(added) or "none",
+        ", ".join(removed) or "none",
+        ", ".join(changed) or "none",
+    )
     if needs_restart:
         log.warning("these changes need a restart: %s", ", ".join(needs_restart))
     for note in registry.notes:

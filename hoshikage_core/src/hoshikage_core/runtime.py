@@ -97,7 +97,14 @@ def _in_pool(loop: asyncio.AbstractEventLoop, pool, target: Callable[[], Any]) -
 class Session:
     """One request's hold on one model. Use as ``async with runtime.session(...)``."""
 
-    def __init__(self, runtime: Runtime, requested: str, endpoint: str, keep_alive: float | None, sequences: int = 1):
+    def __init__(
+        self,
+        runtime: Runtime,
+        requested: str,
+        endpoint: str,
+        keep_alive: float | None,
+        sequences: int = 1,
+    ):
         self.runtime = runtime
         self.requested = requested
         self.keep_alive = keep_alive
@@ -171,7 +178,9 @@ class Session:
         self._workers.append(future)
         return future
 
-    async def stream(self, request: GenerationRequest, n: int = 1) -> AsyncIterator[tuple[int, Chunk]]:
+    async def stream(
+        self, request: GenerationRequest, n: int = 1
+    ) -> AsyncIterator[tuple[int, Chunk]]:
         """Stream ``n`` choices of one prompt as ``(index, chunk)``, decoded together.
 
         Errors found before generation are raised before the first item. If the consumer
@@ -256,7 +265,9 @@ class Runtime:
         self._sessions_changed = asyncio.Event()
         self._cancel_tokens: set[CancelToken] = set()
         #: Threads for the backend's blocking calls (planning a request, embeddings).
-        self._threads = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="hoshikage-worker")
+        self._threads = ThreadPoolExecutor(
+            max_workers=WORKER_THREADS, thread_name_prefix="hoshikage-worker"
+        )
         self._loop_waker: LoopWaker | None = None
 
     @property
@@ -327,7 +338,9 @@ class Runtime:
     def resolve(self, name: str) -> ModelEntry:
         return self.registry.resolve(name)
 
-    def session(self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1) -> Session:
+    def session(
+        self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1
+    ) -> Session:
         """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``)."""
         return Session(self, model, endpoint, keep_alive, sequences)
 
@@ -378,7 +391,9 @@ class Runtime:
                     "running_sequences": engine.running if engine else 0,
                     "prompt_tokens": engine.prompt_tokens if engine else 0,
                     "cached_prompt_tokens": engine.cached_tokens if engine else 0,
-                    "idle_seconds": None if slot.in_use or slot.last_used is None else now - slot.last_used,
+                    "idle_seconds": None
+                    if slot.in_use or slot.last_used is None
+                    else now - slot.last_used,
                     "unload_in_seconds": unload_in,
                     "requests": slot.requests,
                     "last_tokens_per_second": slot.last_tps,
@@ -388,7 +403,9 @@ class Runtime:
                     "reload_pending": slot.pending is not None,
                     # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0",
                     # "RPC0[host:port]"...): where the weights and the KV cache went.
-                    "placement": getattr(slot.model, "placement", None) if slot.model is not None else None,
+                    "placement": getattr(slot.model, "placement", None)
+                    if slot.model is not None
+                    else None,
                 }
             )
         return {

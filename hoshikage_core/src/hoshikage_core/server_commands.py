@@ -27,10 +27,17 @@ def register(cli: Commands) -> None:
     def status_setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--watch", "-w", action="store_true", help="refresh live, like top")
-        p.add_argument("--interval", type=float, default=1.0, help="refresh interval for --watch (s)")
+        p.add_argument(
+            "--interval", type=float, default=1.0, help="refresh interval for --watch (s)"
+        )
         add_server_options(p)
 
-    cli.add("status", help="show the running server's models, queue and uptime", setup=status_setup, run=status)
+    cli.add(
+        "status",
+        help="show the running server's models, queue and uptime",
+        setup=status_setup,
+        run=status,
+    )
 
     def name_setup(p: argparse.ArgumentParser) -> None:
         p.add_argument("name", help="model name or alias")
@@ -45,24 +52,30 @@ def register(cli: Commands) -> None:
         add_server_options(p)
 
     cli.add(
-        "reload", help="make the running server re-read its config file and models_dir",
+        "reload",
+        help="make the running server re-read its config file and models_dir",
         description=(
             "Make the running server re-read its config file and rescan models_dir, without a\n"
             "restart and without dropping a request (as POST /api/reload and SIGHUP do). A config\n"
             "with errors is refused as a whole: every error is printed, the exit code is 1 and the\n"
             "server keeps its running config."
         ),
-        setup=reload_setup, run=reload,
-    )  # fmt: skip
+        setup=reload_setup,
+        run=reload,
+    )
 
     def chat_setup(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", nargs="?", default="default", help="model name or alias (default: 'default')")
+        p.add_argument(
+            "model", nargs="?", default="default", help="model name or alias (default: 'default')"
+        )
         p.add_argument("--system", help="system prompt")
         p.add_argument("--temperature", type=float, default=None)
         p.add_argument("--max-tokens", type=int, default=None)
         add_server_options(p)
 
-    cli.add("chat", help="chat with a model in the terminal (streaming)", setup=chat_setup, run=chat)
+    cli.add(
+        "chat", help="chat with a model in the terminal (streaming)", setup=chat_setup, run=chat
+    )
 
 
 def _quote(name: str) -> str:
@@ -80,17 +93,26 @@ def render_status(data: dict):
         title=f"Hoshikage {data.get('version', '')}  ·  up {format_duration(data['uptime_seconds'])}",
         title_justify="left",
         caption=(
-            f"running {data['running']} requests, {data.get('sequences', data['running'])}/{data['concurrency']} sequences"
+            f"running {data['running']} requests, "
+            f"{data.get('sequences', data['running'])}/{data['concurrency']} sequences"
             f"  ·  queued {data['queued']}/{data['max_queue']}"
             f"  ·  max loaded {data['max_loaded']}"
         ),
         caption_justify="left",
     )
     for col, justify in (
-        ("model", "left"), ("state", "left"), ("memory", "right"), ("idle", "right"),
-        ("unload in", "right"), ("in use", "right"), ("slots", "right"), ("queued", "right"),
-        ("cached", "right"), ("reqs", "right"), ("tok/s", "right"),
-    ):  # fmt: skip
+        ("model", "left"),
+        ("state", "left"),
+        ("memory", "right"),
+        ("idle", "right"),
+        ("unload in", "right"),
+        ("in use", "right"),
+        ("slots", "right"),
+        ("queued", "right"),
+        ("cached", "right"),
+        ("reqs", "right"),
+        ("tok/s", "right"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)
     for m in data["models"]:
         state = m["state"]
@@ -173,7 +195,9 @@ def load(args: argparse.Namespace, ctx: Context) -> int:
         result = client.post(f"/api/models/{_quote(args.name)}/load", timeout=600)
     took = time.monotonic() - started
     if result.get("load_seconds"):
-        ctx.console.print(f"[green]✓[/] loaded [bold]{result['name']}[/] in {result['load_seconds']:.2f}s")
+        ctx.console.print(
+            f"[green]✓[/] loaded [bold]{result['name']}[/] in {result['load_seconds']:.2f}s"
+        )
     else:
         ctx.console.print(f"[green]✓[/] [bold]{result['name']}[/] was already loaded ({took:.2f}s)")
     return 0
@@ -213,7 +237,12 @@ def reload(args: argparse.Namespace, ctx: Context) -> int:
         result = client.post("/api/reload", timeout=120)
     except ConfigError as exc:
         if not args.url:  # the server's URL comes from this very file: report its errors here
-            return _refused(args, ctx, exc.problems, "(the server was not asked: its URL is in this config; --url asks it)")
+            return _refused(
+                args,
+                ctx,
+                exc.problems,
+                "(the server was not asked: its URL is in this config; --url asks it)",
+            )
         key = args.api_key if args.api_key is not None else os.environ.get("HOSHIKAGE_API_KEY", "")
         try:  # the server reads the file itself and reports every error
             result = ServerClient(args.url, key).post("/api/reload", timeout=120)
@@ -230,13 +259,19 @@ def reload(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     where = result.get("source") or "built-in defaults"
     ctx.console.print(f"[green]✓[/] reloaded {escape(where)}: {len(result['models'])} model(s)")
-    for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed (load again when idle)")):
+    for key, label in (
+        ("added", "added"),
+        ("removed", "removed"),
+        ("changed", "changed (load again when idle)"),
+    ):
         if result.get(key):
             ctx.console.print(f"  {label}: {escape(', '.join(result[key]))}", highlight=False)
     if not (result.get("added") or result.get("removed") or result.get("changed")):
         ctx.console.print("  no model added, removed or changed")
     if result.get("needs_restart"):
-        ctx.console.print(f"  [yellow]needs a restart:[/] {escape(', '.join(result['needs_restart']))}")
+        ctx.console.print(
+            f"  [yellow]needs a restart:[/] {escape(', '.join(result['needs_restart']))}"
+        )
     for note in result.get("notes") or []:
         ctx.console.print(f"  [dim]note:[/] {escape(note)}", highlight=False)
     return 0
@@ -248,7 +283,9 @@ def _refused(args: argparse.Namespace, ctx: Context, problems: list[str], note: 
     if args.json:
         ctx.print_json({"ok": False, "problems": problems})
         return 1
-    ctx.err.print("[bold red]reload refused:[/] the config has errors; the server keeps its running config.")
+    ctx.err.print(
+        "[bold red]reload refused:[/] the config has errors; the server keeps its running config."
+    )
     for problem in problems:
         ctx.err.print(f"  {escape(problem)}", highlight=False)
     if note:
@@ -264,8 +301,10 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
     messages: list[dict] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
-    ctx.console.print(f"[dim]Chatting with [bold]{args.model}[/] at {client.base_url}. "
-                      "Ctrl-D or /exit to quit, /reset to start over.[/]")  # fmt: skip
+    ctx.console.print(
+        f"[dim]Chatting with [bold]{args.model}[/] at {client.base_url}. "
+        "Ctrl-D or /exit to quit, /reset to start over.[/]"
+    )
     while True:
         try:
             line = ctx.console.input("[bold green]you ›[/] ")
@@ -280,8 +319,12 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        body = {"model": args.model, "messages": messages, "stream": True,
-                "stream_options": {"include_usage": True}}  # fmt: skip
+        body = {
+            "model": args.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if args.temperature is not None:
             body["temperature"] = args.temperature
         if args.max_tokens is not None:

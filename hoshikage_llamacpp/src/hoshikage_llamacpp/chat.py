@@ -123,7 +123,9 @@ def _text_content(content: Any, index: int) -> str:
                 )
             texts.append(str(part.get("text", "")))
         return join_text(texts)
-    raise InvalidRequest(f"messages[{index}].content must be a string or a list of parts", "messages")
+    raise InvalidRequest(
+        f"messages[{index}].content must be a string or a list of parts", "messages"
+    )
 
 
 def _call_with_object_arguments(call: Any) -> Any:
@@ -162,7 +164,10 @@ def _with_tools_in_text(
             calls = "".join(
                 "<tool_call>"
                 + json.dumps(
-                    {"name": c["function"].get("name"), "arguments": c["function"].get("arguments")},
+                    {
+                        "name": c["function"].get("name"),
+                        "arguments": c["function"].get("arguments"),
+                    },
                     ensure_ascii=False,
                 )
                 + "</tool_call>"
@@ -183,7 +188,9 @@ def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
     for tool in tools or ():
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise InvalidRequest("each tool must be {'type': 'function', 'function': {'name': ...}}", "tools")
+            raise InvalidRequest(
+                "each tool must be {'type': 'function', 'function': {'name': ...}}", "tools"
+            )
         names.append(function["name"])
     return names
 
@@ -234,7 +241,9 @@ def forced_tool_schema(
     if isinstance(tool_choice, Mapping):
         name = (tool_choice.get("function") or {}).get("name")
         if name not in by_name:
-            raise InvalidRequest(f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+            raise InvalidRequest(
+                f"tool_choice names {name!r}, which is not in tools", "tool_choice"
+            )
         chosen = [by_name[name]]
     else:
         chosen = list(by_name.values())

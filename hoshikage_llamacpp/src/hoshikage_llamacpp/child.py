@@ -79,7 +79,12 @@ class _Outgoing:
             items, closes = self.items, self.closes
             self.items, self.closes = [], []
             stats = self._model.stats()
-            message = ("out", items, closes, (stats.running, stats.prompt_tokens, stats.cached_tokens))
+            message = (
+                "out",
+                items,
+                closes,
+                (stats.running, stats.prompt_tokens, stats.cached_tokens),
+            )
             with self.send_lock:
                 self._conn.send(message)
 
@@ -123,7 +128,9 @@ def main(argv: list[str]) -> None:
 
     fd, parent = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     conn = Connection(fd)
     try:
         _serve(conn)
@@ -146,10 +153,19 @@ def _serve(conn) -> None:
     except BaseException as exc:
         conn.send(("loaded", False, dump_error(exc)))
         return
-    conn.send(("loaded", True, {
-        "n_ctx": model.n_ctx, "capacity": model.capacity, "memory_bytes": model.memory_bytes(),
-        "placement": model.placement, "embedding": model.embedding,
-    }))  # fmt: skip
+    conn.send(
+        (
+            "loaded",
+            True,
+            {
+                "n_ctx": model.n_ctx,
+                "capacity": model.capacity,
+                "memory_bytes": model.memory_bytes(),
+                "placement": model.placement,
+                "embedding": model.embedding,
+            },
+        )
+    )
     out = _Outgoing(conn, model)
     tokens: dict[int, CancelToken] = {}
     calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoshikage-child-call")

@@ -116,12 +116,23 @@ def register_demo(register, config) -> None:
 
     smollm2 = smollm2_path()
     if smollm2 is not None:
-        register(ModelEntry(
-            name=SMOLLM2_NAME, path=str(smollm2), aliases=SMOLLM2_ALIASES, options=dict(SMOLLM2_OPTIONS),
-            source=SOURCE,
-        ))  # fmt: skip
+        register(
+            ModelEntry(
+                name=SMOLLM2_NAME,
+                path=str(smollm2),
+                aliases=SMOLLM2_ALIASES,
+                options=dict(SMOLLM2_OPTIONS),
+                source=SOURCE,
+            )
+        )
     if importlib.util.find_spec(PACKAGE) is not None:
-        register(ModelEntry(
-            name=NAME, path=str(demo_target()), aliases=ALIASES, options={"n_ctx": 8192}, source=SOURCE,
-            on_first_load=f"assembled from the {PACKAGE.replace('_', '-')} package",
-        ))  # fmt: skip
+        register(
+            ModelEntry(
+                name=NAME,
+                path=str(demo_target()),
+                aliases=ALIASES,
+                options={"n_ctx": 8192},
+                source=SOURCE,
+                on_first_load=f"assembled from the {PACKAGE.replace('_', '-')} package",
+            )
+        )

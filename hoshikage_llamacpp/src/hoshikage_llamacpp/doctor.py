@@ -71,7 +71,11 @@ def _rpc_models(config) -> dict[str, list[str]]:
         if getattr(model, "backend", "llamacpp") != "llamacpp":
             continue
         options = model.options
-        value = options.get("rpc_servers") if isinstance(options, dict) else getattr(options, "rpc_servers", None)
+        value = (
+            options.get("rpc_servers")
+            if isinstance(options, dict)
+            else getattr(options, "rpc_servers", None)
+        )
         servers = rpc_server_list(value)
         if servers:
             found[model.name] = servers
@@ -85,14 +89,25 @@ def _rpc_checks(rpc: bool, models: dict[str, list[str]]) -> list[Check]:
 
     needed = ", ".join(models)
     if rpc:
-        out = [Check(name="RPC offload", ok=True if models else None, detail="supported by this build", source=SOURCE)]
+        out = [
+            Check(
+                name="RPC offload",
+                ok=True if models else None,
+                detail="supported by this build",
+                source=SOURCE,
+            )
+        ]
     else:
         out = [
             Check(
                 name="RPC offload",
                 ok=False if models else None,
                 detail="not in this build"
-                + (f", but rpc_servers is set for {needed}" if models else " (rpc_servers unavailable)"),
+                + (
+                    f", but rpc_servers is set for {needed}"
+                    if models
+                    else " (rpc_servers unavailable)"
+                ),
                 hint="Rebuild: make install (builds llama-cpp-python with -DGGML_RPC=on, see docs/scaling.md)",
                 source=SOURCE,
             )
@@ -108,8 +123,12 @@ def _rpc_checks(rpc: bool, models: dict[str, list[str]]) -> list[Check]:
             Check(
                 name=f"RPC server {endpoint}",
                 ok=not down,
-                detail=f"reachable (used by {used_by})" if not down else f"unreachable: {down[0]} (used by {used_by})",
-                hint="" if not down else "Start ggml-rpc-server there (make rpc-server, docs/scaling.md) and check the firewall",
+                detail=f"reachable (used by {used_by})"
+                if not down
+                else f"unreachable: {down[0]} (used by {used_by})",
+                hint=""
+                if not down
+                else "Start ggml-rpc-server there (make rpc-server, docs/scaling.md) and check the firewall",
                 source=SOURCE,
             )
         )
@@ -132,14 +151,22 @@ def _build_checks(rpc_models: dict[str, list[str]] | None = None) -> list[Check]
     # Not llama_supports_gpu_offload(): it is true for any build with RPC, GPU or not.
     gpu = _is_gpu_build()
     return [
-        Check(name="llama-cpp-python", ok=True, detail=f"version {llama_cpp.__version__}", source=SOURCE),
+        Check(
+            name="llama-cpp-python",
+            ok=True,
+            detail=f"version {llama_cpp.__version__}",
+            source=SOURCE,
+        ),
         Check(
             name="GPU offload",
             ok=True if gpu else None,
-            detail="supported by this build" if gpu else "not supported: this build runs on the CPU only",
+            detail="supported by this build"
+            if gpu
+            else "not supported: this build runs on the CPU only",
             hint=""
             if gpu
-            else 'For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36',
+            else 'For CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
+            "llama-cpp-python==0.3.36",
             source=SOURCE,
         ),
     ] + _rpc_checks(bool(llama_cpp.llama_supports_rpc()), rpc_models or {})
@@ -174,11 +201,21 @@ def search_dirs() -> list[str]:
     """Directories worth looking in: LD_LIBRARY_PATH, the ldconfig cache, CUDA toolkits."""
     dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
     try:
-        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=5).stdout
-        dirs += sorted({os.path.dirname(line.rsplit("=>", 1)[-1].strip()) for line in listing.splitlines() if "=>" in line})
+        listing = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, timeout=5
+        ).stdout
+        dirs += sorted(
+            {
+                os.path.dirname(line.rsplit("=>", 1)[-1].strip())
+                for line in listing.splitlines()
+                if "=>" in line
+            }
+        )
     except (OSError, subprocess.SubprocessError):
         pass
-    dirs += sorted(glob.glob("/usr/local/cuda*/targets/*/lib")) + sorted(glob.glob("/usr/local/cuda*/lib64"))
+    dirs += sorted(glob.glob("/usr/local/cuda*/targets/*/lib")) + sorted(
+        glob.glob("/usr/local/cuda*/lib64")
+    )
     return list(dict.fromkeys(dirs))
 
 
@@ -193,7 +230,9 @@ def _library_check(name: str, cuda_build: bool) -> Check:
     label = f"lib{name}"
     path = loader_path(name)
     if path:
-        return Check(name=label, ok=True if cuda_build else None, detail=f"found at {path}", source=SOURCE)
+        return Check(
+            name=label, ok=True if cuda_build else None, detail=f"found at {path}", source=SOURCE
+        )
     on_disk = find_on_disk(name)
     if on_disk:
         detail = f"not on the loader's path, but present at {on_disk[0]}"
@@ -206,5 +245,10 @@ def _library_check(name: str, cuda_build: bool) -> Check:
             else f"Install the CUDA toolkit, then export LD_LIBRARY_PATH={cuda_target_dir()}:$LD_LIBRARY_PATH"
         )
     if not cuda_build:
-        return Check(name=label, ok=None, detail=f"{detail} (not needed: this llama.cpp build is CPU-only)", source=SOURCE)
+        return Check(
+            name=label,
+            ok=None,
+            detail=f"{detail} (not needed: this llama.cpp build is CPU-only)",
+            source=SOURCE,
+        )
     return Check(name=label, ok=False, detail=detail, hint=hint, source=SOURCE)

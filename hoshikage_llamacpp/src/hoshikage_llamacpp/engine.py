@@ -64,7 +64,17 @@ class Slot:
 class Job:
     """One ``generate`` call: a planned prompt and its ``n`` choices."""
 
-    __slots__ = ("plan", "n", "sink", "cancel", "samplers", "started", "finished", "cached_tokens", "first")
+    __slots__ = (
+        "plan",
+        "n",
+        "sink",
+        "cancel",
+        "samplers",
+        "started",
+        "finished",
+        "cached_tokens",
+        "first",
+    )
 
     def __init__(self, plan: Plan, n: int, sink, cancel, samplers: list):
         self.plan = plan
@@ -95,7 +105,9 @@ class Batch:
         self.logits = np.zeros(capacity, dtype=np.int8)
         int32_p = ctypes.POINTER(ctypes.c_int32)
         base = self.seq.ctypes.data
-        self._seq_ptrs = (int32_p * capacity)(*(ctypes.cast(base + 4 * i, int32_p) for i in range(capacity)))
+        self._seq_ptrs = (int32_p * capacity)(
+            *(ctypes.cast(base + 4 * i, int32_p) for i in range(capacity))
+        )
         self.struct = lib.llama_batch(
             n_tokens=0,
             token=self.token.ctypes.data_as(int32_p),
@@ -141,8 +153,18 @@ class Engine:
     """Owns ``ctx``; every call but :meth:`submit`, :meth:`stats` and :meth:`close` runs
     on its own thread."""
 
-    def __init__(self, *, name: str, ctx, vocab, n_vocab: int, parallel: int, n_batch: int, piece,
-                 cache_bytes: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        name: str,
+        ctx,
+        vocab,
+        n_vocab: int,
+        parallel: int,
+        n_batch: int,
+        piece,
+        cache_bytes: int = 0,
+    ):
         import llama_cpp
 
         from . import native
@@ -167,7 +189,9 @@ class Engine:
         self.steps = 0
         #: Slot states kept in host RAM when their slot is given to another conversation.
         self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
-        self._thread = threading.Thread(target=self._loop, name=f"hoshikage-engine:{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"hoshikage-engine:{name}", daemon=True
+        )
         self._thread.start()
 
     # ---- other threads ----------------------------------------------------------------
@@ -476,7 +500,12 @@ def _slot_id(seq: Sequence) -> int:
 def _cancelled_chunk(job: Job):
     from hoshikage_core.protocol import Chunk
 
-    return Chunk(finish_reason="cancelled", prompt_tokens=len(job.plan.tokens), completion_tokens=0, cached_tokens=0)
+    return Chunk(
+        finish_reason="cancelled",
+        prompt_tokens=len(job.plan.tokens),
+        completion_tokens=0,
+        cached_tokens=0,
+    )
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

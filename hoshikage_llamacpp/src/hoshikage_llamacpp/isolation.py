@@ -33,7 +33,13 @@ import threading
 from typing import Any
 
 from hoshikage_core.errors import Cancelled, HoshikageError, ModelFailed, ModelLoadError
-from hoshikage_core.protocol import CancelToken, ChunkSink, Embeddings, EngineStats, GenerationRequest
+from hoshikage_core.protocol import (
+    CancelToken,
+    ChunkSink,
+    Embeddings,
+    EngineStats,
+    GenerationRequest,
+)
 
 from .child import load_error
 from .options import LlamaOptions, rpc_server_list
@@ -104,14 +110,18 @@ class ProcessModel:
     # ----------------------------------------------------------------- lifecycle
 
     @classmethod
-    def load(cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None) -> ProcessModel:
+    def load(
+        cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
+    ) -> ProcessModel:
         """Start the child and load the model there; every failure is a
         :class:`ModelLoadError` naming ``path`` (and the RPC hosts when one is at fault)."""
         self = cls(name, os.path.expanduser(path), options)
         if self.servers:
             down = check_reachable(self.servers)
             if down:
-                raise ModelLoadError(name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}")
+                raise ModelLoadError(
+                    name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}"
+                )
         self._start()
         try:
             self._send(("load", name, self.path, options, default_max_tokens))
@@ -132,7 +142,9 @@ class ProcessModel:
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
         self._stats = (0, 0, 0)
-        self._reader = threading.Thread(target=self._read, name=f"hoshikage-proxy:{name}", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, name=f"hoshikage-proxy:{name}", daemon=True
+        )
         self._reader.start()
         return self
 
@@ -142,7 +154,13 @@ class ProcessModel:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "hoshikage_llamacpp.child", str(theirs.fileno()), str(os.getpid())],
+                [
+                    sys.executable,
+                    "-m",
+                    "hoshikage_llamacpp.child",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -153,7 +171,9 @@ class ProcessModel:
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
-        self._stderr_thread = threading.Thread(target=self._read_stderr, name=f"hoshikage-child-log:{self.name}", daemon=True)
+        self._stderr_thread = threading.Thread(
+            target=self._read_stderr, name=f"hoshikage-child-log:{self.name}", daemon=True
+        )
         self._stderr_thread.start()
 
     def _read_stderr(self) -> None:
@@ -208,7 +228,9 @@ class ProcessModel:
 
     # ----------------------------------------------------------------- the contract
 
-    def generate(self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1) -> None:
+    def generate(
+        self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1
+    ) -> None:
         job_id = next(self._ids)
         with self._lock:
             self._check_alive()
@@ -222,7 +244,9 @@ class ProcessModel:
 
     def stats(self) -> EngineStats:
         running, prompt, cached = self._stats
-        return EngineStats(slots=self.capacity, running=running, prompt_tokens=prompt, cached_tokens=cached)
+        return EngineStats(
+            slots=self.capacity, running=running, prompt_tokens=prompt, cached_tokens=cached
+        )
 
     def embed(self, inputs: list[str]) -> Embeddings:
         return self._call("embed", list(inputs))
@@ -371,7 +395,10 @@ class ProcessModel:
                 code = self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        if self._stderr_thread is not None and self._stderr_thread is not threading.current_thread():
+        if (
+            self._stderr_thread is not None
+            and self._stderr_thread is not threading.current_thread()
+        ):
             self._stderr_thread.join(2)  # its last words
         if code is None:
             how = "its process stopped answering"
@@ -382,8 +409,16 @@ class ProcessModel:
                 how = f"its llama.cpp process was killed by signal {-code}"
         else:
             how = f"its llama.cpp process exited with status {code}"
-        said = [line for line in self._stderr_tail if "abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower()]
+        said = [
+            line
+            for line in self._stderr_tail
+            if "abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower()
+        ]
         # "…/ggml-rpc.cpp:566: Remote RPC server crashed…" without the build path
         detail = f" ({_SOURCE_PREFIX.sub('', said[-1].strip())})" if said else ""
-        hosts = f"; the RPC server(s) {', '.join(self.servers)} may have gone away" if self.servers else ""
+        hosts = (
+            f"; the RPC server(s) {', '.join(self.servers)} may have gone away"
+            if self.servers
+            else ""
+        )
         return f"{how}{detail}{hosts}"

@@ -67,9 +67,15 @@ def load(name: str, path: str, options: LlamaOptions) -> Loaded:
             raise ModelLoadError(name, f"{path}: {exc}") from None
     try:
         with logging_bridge.capture() as log:
-            loaded = _load_embedding(path, options, info.metadata) if options.embedding else _load_generation(path, options)
+            loaded = (
+                _load_embedding(path, options, info.metadata)
+                if options.embedding
+                else _load_generation(path, options)
+            )
     except (ValueError, RuntimeError, OSError, MemoryError) as exc:
-        errors = [line.strip() for line in log if "error" in line.lower() or "failed" in line.lower()]
+        errors = [
+            line.strip() for line in log if "error" in line.lower() or "failed" in line.lower()
+        ]
         detail = f" ({errors[-1]})" if errors else ""
         raise ModelLoadError(name, f"{path}: llama.cpp could not load it: {exc}{detail}") from None
     loaded.metadata = info.metadata
@@ -84,7 +90,9 @@ def _load_generation(path: str, options: LlamaOptions) -> Loaded:
     holder = _ModelParams(options)
     model = _internals.LlamaModel(path_model=path, params=holder.params, verbose=False)
     try:
-        context = _internals.LlamaContext(model=model, params=context_params(options), verbose=False)
+        context = _internals.LlamaContext(
+            model=model, params=context_params(options), verbose=False
+        )
     except BaseException:
         model.close()
         raise
@@ -111,8 +119,12 @@ class _ModelParams:
         self._tensor_split = None
         if options.tensor_split is not None:
             if len(options.tensor_split) > llama_cpp.LLAMA_MAX_DEVICES:
-                raise ValueError(f"tensor_split: at most {llama_cpp.LLAMA_MAX_DEVICES} devices in this build")
-            values = list(options.tensor_split) + [0.0] * (llama_cpp.LLAMA_MAX_DEVICES - len(options.tensor_split))
+                raise ValueError(
+                    f"tensor_split: at most {llama_cpp.LLAMA_MAX_DEVICES} devices in this build"
+                )
+            values = list(options.tensor_split) + [0.0] * (
+                llama_cpp.LLAMA_MAX_DEVICES - len(options.tensor_split)
+            )
             self._tensor_split = (ctypes.c_float * llama_cpp.LLAMA_MAX_DEVICES)(*values)
             params.tensor_split = self._tensor_split
         if options.use_mmap and options.use_mlock:
@@ -143,7 +155,9 @@ def context_params(options: LlamaOptions):
     params.n_threads = options.threads()
     params.n_threads_batch = options.threads_batch()
     params.flash_attn_type = (
-        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED if options.flash_attn is False else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if options.flash_attn is False
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
     )
     params.type_k = KV_CACHE_TYPES[options.type_k]
     params.type_v = KV_CACHE_TYPES[options.type_v]

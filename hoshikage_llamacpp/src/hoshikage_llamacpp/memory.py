@@ -35,7 +35,10 @@ def buffer_placement(log_lines: list[str]) -> dict[str, dict[str, int]]:
         if m := _PLACED_LINE.search(line):
             kinds = placed.setdefault(m.group(1), {})
             kinds[m.group(2)] = kinds.get(m.group(2), 0.0) + float(m.group(3))
-    return {name: {kind: int(mib * 1024 * 1024) for kind, mib in kinds.items()} for name, kinds in placed.items()}
+    return {
+        name: {kind: int(mib * 1024 * 1024) for kind, mib in kinds.items()}
+        for name, kinds in placed.items()
+    }
 
 
 def device_bytes(placement: dict[str, dict[str, int]]) -> int:
@@ -43,12 +46,19 @@ def device_bytes(placement: dict[str, dict[str, int]]) -> int:
     ``CPU*`` (host RAM), ``*_Host`` (pinned host RAM, e.g. ``CUDA_Host``) and ``RPC*``
     (another machine)."""
     return sum(
-        sum(kinds.values()) for name, kinds in placement.items()
+        sum(kinds.values())
+        for name, kinds in placement.items()
         if not name.startswith(("CPU", "RPC")) and not name.endswith("_Host")
-    )  # fmt: skip
+    )
 
 
-def memory_bytes(model_ptr, options: LlamaOptions, metadata: dict[str, Any], kv_cells: int, context_bytes: int | None) -> int:
+def memory_bytes(
+    model_ptr,
+    options: LlamaOptions,
+    metadata: dict[str, Any],
+    kv_cells: int,
+    context_bytes: int | None,
+) -> int:
     """Weights (``llama_model_size``: the bytes of every tensor, host or device) plus what the
     context allocated. Without llama.cpp's report, the KV cache is computed instead:
     ``n_layer × kv_cells × n_head_kv × (key_length × bytes(type_k) + value_length × bytes(type_v))``,
@@ -72,6 +82,7 @@ def memory_bytes(model_ptr, options: LlamaOptions, metadata: dict[str, Any], kv_
     key_len = meta("attention.key_length", n_embd // n_head)
     value_len = meta("attention.value_length", n_embd // n_head)
     per_token = n_head_kv * (
-        key_len * KV_CACHE_TYPE_BYTES[options.type_k] + value_len * KV_CACHE_TYPE_BYTES[options.type_v]
+        key_len * KV_CACHE_TYPE_BYTES[options.type_k]
+        + value_len * KV_CACHE_TYPE_BYTES[options.type_v]
     )
     return weights + int(n_layer * kv_cells * per_token)

@@ -36,7 +36,13 @@ from .planning import plan
 class LlamaCppModel:
     """One GGUF model in llama.cpp. Build it with :meth:`load`."""
 
-    def __init__(self, name: str, loaded: Loaded, options: LlamaOptions, default_max_tokens: int | None = None):
+    def __init__(
+        self,
+        name: str,
+        loaded: Loaded,
+        options: LlamaOptions,
+        default_max_tokens: int | None = None,
+    ):
         import llama_cpp
 
         self._lib = llama_cpp
@@ -66,19 +72,32 @@ class LlamaCppModel:
             self.capacity = int(llama_cpp.llama_n_seq_max(ctx))
             kv_cells = int(llama_cpp.llama_n_ctx(ctx))
             choice = choose_template(options, self.metadata)
-            self.chat = ChatRenderer(choice, self._token_text(self._model.token_bos()), self._token_text(self._model.token_eos()))
+            self.chat = ChatRenderer(
+                choice,
+                self._token_text(self._model.token_bos()),
+                self._token_text(self._model.token_eos()),
+            )
             self._engine = Engine(
-                name=name, ctx=ctx, vocab=self._vocab, n_vocab=self.n_vocab,
-                parallel=self.capacity, n_batch=int(llama_cpp.llama_n_batch(ctx)), piece=self._engine_piece,
+                name=name,
+                ctx=ctx,
+                vocab=self._vocab,
+                n_vocab=self.n_vocab,
+                parallel=self.capacity,
+                n_batch=int(llama_cpp.llama_n_batch(ctx)),
+                piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
-            )  # fmt: skip
+            )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
         self.placement: dict[str, dict[str, int]] = dict(loaded.placement)
-        self._memory = memory_bytes(loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes)
+        self._memory = memory_bytes(
+            loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes
+        )
 
     @classmethod
-    def load(cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None) -> LlamaCppModel:
+    def load(
+        cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
+    ) -> LlamaCppModel:
         """Check the file, then load it; every failure is a :class:`ModelLoadError` naming
         ``path`` and the reason. ``default_max_tokens`` bounds requests that give no
         ``max_tokens`` (``create_backend`` passes the model's or the server's default);
@@ -127,7 +146,9 @@ class LlamaCppModel:
 
     # ----------------------------------------------------------------- generation
 
-    def generate(self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1) -> None:
+    def generate(
+        self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1
+    ) -> None:
         """Plan the request here (its errors come before anything starts), then queue its
         ``n`` choices on the engine."""
         if self._engine is None:
@@ -137,7 +158,9 @@ class LlamaCppModel:
             )
         if n < 1:
             raise InvalidRequest("n must be at least 1", "n")
-        defaults = {k: v for k, v in self.options.sampling_defaults().items() if getattr(request, k) is None}
+        defaults = {
+            k: v for k, v in self.options.sampling_defaults().items() if getattr(request, k) is None
+        }
         if defaults:  # the model's own sampling defaults, for what the request leaves out
             request = attrs.evolve(request, **defaults)
         planned = plan(self, request)
@@ -156,9 +179,11 @@ class LlamaCppModel:
         if engine is None:
             return EngineStats(slots=self.capacity)
         return EngineStats(
-            slots=self.capacity, running=engine.running,
-            prompt_tokens=engine.prompt_tokens, cached_tokens=engine.cached_tokens,
-        )  # fmt: skip
+            slots=self.capacity,
+            running=engine.running,
+            prompt_tokens=engine.prompt_tokens,
+            cached_tokens=engine.cached_tokens,
+        )
 
     # ----------------------------------------------------------------- embeddings
 
@@ -179,7 +204,9 @@ class LlamaCppModel:
             if count > limit:
                 raise ContextLengthExceeded(count, limit, param="input")
         with self._embed_lock:
-            vectors, total = llama.embed(list(inputs), normalize=True, truncate=False, return_count=True)
+            vectors, total = llama.embed(
+                list(inputs), normalize=True, truncate=False, return_count=True
+            )
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=total)
 
     # ----------------------------------------------------------------- lifecycle

@@ -239,11 +239,13 @@ class LlamaOptions:
 
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
-            raise FieldError("type_v", "a quantized V cache needs flash_attn = true or \"auto\"")
+            raise FieldError("type_v", 'a quantized V cache needs flash_attn = true or "auto"')
 
     def sampling_defaults(self) -> dict[str, float]:
         """The sampling options this model sets, for requests that leave them out."""
-        return {name: value for name in SAMPLING_DEFAULTS if (value := getattr(self, name)) is not None}
+        return {
+            name: value for name in SAMPLING_DEFAULTS if (value := getattr(self, name)) is not None
+        }
 
     def isolated(self) -> bool:
         """Whether this model runs in a child process of its own (see :mod:`.isolation`)."""

@@ -64,6 +64,11 @@ def plan(model, request: GenerationRequest) -> Plan:
         budget = min(budget, max(limit, 0))
     seed = request.seed if request.seed is not None else model.options.seed
     return Plan(
-        request=request, tokens=tokens, stops=stops, grammar=grammar, budget=budget,
-        tool_names=names, seed=seed,
-    )  # fmt: skip
+        request=request,
+        tokens=tokens,
+        stops=stops,
+        grammar=grammar,
+        budget=budget,
+        tool_names=names,
+        seed=seed,
+    )

@@ -41,11 +41,15 @@ def create_backend(entry, config):
     try:
         materialise(entry)
     except (ImportError, OSError) as exc:
-        raise ModelLoadError(entry.name, f"{entry.path}: could not assemble the file: {exc}") from None
+        raise ModelLoadError(
+            entry.name, f"{entry.path}: could not assemble the file: {exc}"
+        ) from None
     if options.isolated():
         from .isolation import ProcessModel
 
-        return ProcessModel.load(entry.name, entry.path, options, default_max_tokens(options, config))
+        return ProcessModel.load(
+            entry.name, entry.path, options, default_max_tokens(options, config)
+        )
     return LlamaCppModel.load(entry.name, entry.path, options, default_max_tokens(options, config))
 
 

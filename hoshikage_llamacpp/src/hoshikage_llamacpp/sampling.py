@@ -53,7 +53,9 @@ def setting(request: GenerationRequest, name: str) -> float:
     return DEFAULTS[name] if value is None else value
 
 
-def grammar_for(fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any] | None) -> str | None:
+def grammar_for(
+    fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any] | None
+) -> str | None:
     """The GBNF that constrains the output, or None. A forced tool call wins over
     ``response_format``. A schema the converter rejects is :class:`InvalidRequest`."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
@@ -65,10 +67,13 @@ def grammar_for(fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any
     if fmt.type == "json_object":
         return JSON_GBNF
     if not isinstance(fmt.schema, Mapping):
-        raise InvalidRequest("response_format.json_schema.schema must be a JSON object", "response_format")
+        raise InvalidRequest(
+            "response_format.json_schema.schema must be a JSON object", "response_format"
+        )
     if fmt.strict and (unenforced := sorted(unenforced_keywords(fmt.schema))):
         raise InvalidRequest(
-            "response_format: strict mode cannot enforce these JSON schema keywords: " + ", ".join(unenforced),
+            "response_format: strict mode cannot enforce these JSON schema keywords: "
+            + ", ".join(unenforced),
             "response_format",
         )
     return _schema_grammar(json_schema_to_gbnf, fmt.schema, "response_format")
@@ -77,9 +82,23 @@ def grammar_for(fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any
 #: JSON schema keywords llama-cpp-python's grammar converter ignores.
 UNENFORCED_KEYWORDS = frozenset(
     {
-        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems",
-        "not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
-        "contains", "minProperties", "maxProperties", "propertyNames",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "uniqueItems",
+        "not",
+        "if",
+        "then",
+        "else",
+        "patternProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "contains",
+        "minProperties",
+        "maxProperties",
+        "propertyNames",
     }
 )
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
@@ -121,7 +140,9 @@ def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
 class SamplerChain:
     """One choice's llama.cpp sampler chain, plus its grammar. Call :meth:`close` when done."""
 
-    def __init__(self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None):
+    def __init__(
+        self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None
+    ):
         import llama_cpp
 
         from . import native
@@ -163,11 +184,17 @@ class SamplerChain:
         presence = setting(request, "presence_penalty")
         penalties = (repeat, frequency, presence) != (1.0, 0.0, 0.0)
         if penalties:
-            self._add(lib.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, repeat, frequency, presence))
+            self._add(
+                lib.llama_sampler_init_penalties(
+                    n_vocab, PENALTY_LAST_N, repeat, frequency, presence
+                )
+            )
         if grammar is not None:
             sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
             if not sampler:
-                raise InvalidRequest("The grammar derived from the request does not compile", "response_format")
+                raise InvalidRequest(
+                    "The grammar derived from the request does not compile", "response_format"
+                )
             if penalties:
                 self._add(sampler)  # checked on every token, inside the chain
             else:
@@ -223,7 +250,9 @@ class SamplerChain:
         import numpy as np
 
         n_vocab = self._n_vocab
-        logits = np.ctypeslib.as_array(self._native.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+        logits = np.ctypeslib.as_array(
+            self._native.llama_get_logits_ith(ctx, index), shape=(n_vocab,)
+        )
         need = self._enough_allowed
         if need is not None:
             for size in (max(64, 4 * need), max(1024, 16 * need)):
@@ -277,7 +306,10 @@ def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float], ban: float
     for i, (token, value) in enumerate(bias.items()):
         token = int(token)
         if not 0 <= token < n_vocab:
-            raise InvalidRequest(f"logit_bias: token id {token} is not in the vocabulary (0..{n_vocab - 1})", "logit_bias")
+            raise InvalidRequest(
+                f"logit_bias: token id {token} is not in the vocabulary (0..{n_vocab - 1})",
+                "logit_bias",
+            )
         entries[i].token = token
         entries[i].bias = ban if value <= BAN_BIAS else float(value)
     return lib.llama_sampler_init_logit_bias(n_vocab, len(bias), entries)
@@ -301,7 +333,9 @@ class LogprobReader:
         from .native import lib
 
         np = self._np
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
+        logits = np.ctypeslib.as_array(
+            lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,)
+        )
         peak = float(logits.max())
         log_total = peak + math.log(float(np.exp(logits - peak).sum()))
         top = ()

@@ -21,11 +21,31 @@ class Sequence:
     """Choice ``index`` of a :class:`~hoshikage_llamacpp.engine.Job`."""
 
     __slots__ = (
-        "job", "index", "sampler", "slot", "todo", "next_token", "logits_at", "n_gen",
-        "_stream", "_logprobs", "_pending", "_sent_chars", "_piece", "_announced",
-    )  # fmt: skip
+        "job",
+        "index",
+        "sampler",
+        "slot",
+        "todo",
+        "next_token",
+        "logits_at",
+        "n_gen",
+        "_stream",
+        "_logprobs",
+        "_pending",
+        "_sent_chars",
+        "_piece",
+        "_announced",
+    )
 
-    def __init__(self, job, index: int, sampler: SamplerChain, plan: Plan, piece, logprobs: LogprobReader | None):
+    def __init__(
+        self,
+        job,
+        index: int,
+        sampler: SamplerChain,
+        plan: Plan,
+        piece,
+        logprobs: LogprobReader | None,
+    ):
         self.job = job
         self.index = index
         self.sampler = sampler
@@ -69,9 +89,11 @@ class Sequence:
         self._announced = True
         job = self.job
         chunk = Chunk(
-            text=text, logprobs=released or None,
-            prompt_tokens=len(job.plan.tokens), cached_tokens=job.cached_tokens,
-        )  # fmt: skip
+            text=text,
+            logprobs=released or None,
+            prompt_tokens=len(job.plan.tokens),
+            cached_tokens=job.cached_tokens,
+        )
         return chunk, stream.stopped
 
     def final(self, finish: str) -> Chunk:

@@ -37,9 +37,13 @@ def to_anthropic(exc: Exception) -> tuple[ApiError, AnthropicErrorBody]:
     error = to_api_error(exc)
     message = error.message
     if isinstance(exc, ContextLengthExceeded):
-        message = f"prompt is too long: {exc.prompt_tokens} tokens > {exc.n_ctx} maximum. {error.message}"
+        message = (
+            f"prompt is too long: {exc.prompt_tokens} tokens > {exc.n_ctx} maximum. {error.message}"
+        )
     if error.status == 503:  # queue full, or shutting down
-        error = ApiError(OVERLOADED, message, type=error.type, code=error.code, headers=error.headers)
+        error = ApiError(
+            OVERLOADED, message, type=error.type, code=error.code, headers=error.headers
+        )
     if error.status in _TYPES:
         kind = _TYPES[error.status]
     elif 400 <= error.status < 500:
@@ -55,4 +59,6 @@ def handle(request, exc: Exception):
 
     error, body = to_anthropic(exc)
     log_and_count(request, error)
-    return Response(content=body, status_code=error.status, headers=error.headers, media_type="application/json")
+    return Response(
+        content=body, status_code=error.status, headers=error.headers, media_type="application/json"
+    )

@@ -54,14 +54,23 @@ class MessageFormat:
         content += calls
         reason, sequence = stop_reason(result.finish_reason, result.stop_sequence)
         return s.Message(
-            id=self.id, model=self.job.model, content=content, stop_reason=reason, stop_sequence=sequence,
-            usage=s.MessageUsage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens),
-        )  # fmt: skip
+            id=self.id,
+            model=self.job.model,
+            content=content,
+            stop_reason=reason,
+            stop_sequence=sequence,
+            usage=s.MessageUsage(
+                input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens
+            ),
+        )
 
     # ---- stream --------------------------------------------------------------------------
 
     def _open(self, block: dict[str, Any]) -> Iterator[bytes]:
-        yield sse("content_block_start", {"type": "content_block_start", "index": self._blocks, "content_block": block})
+        yield sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": self._blocks, "content_block": block},
+        )
         if self._blocks == 0:
             yield sse("ping", {"type": "ping"})
         self._blocks += 1
@@ -79,23 +88,35 @@ class MessageFormat:
         if not self._started:
             self._started = True
             start = s.Message(
-                id=self.id, model=self.job.model, content=[], stop_reason=None, stop_sequence=None,
+                id=self.id,
+                model=self.job.model,
+                content=[],
+                stop_reason=None,
+                stop_sequence=None,
                 usage=s.MessageUsage(input_tokens=chunk.prompt_tokens or 0, output_tokens=0),
-            )  # fmt: skip
+            )
             yield sse("message_start", {"type": "message_start", "message": start})
         if chunk.text:
             if not self._text_open:
                 yield from self._open({"type": "text", "text": ""})
                 self._text_open = True
             delta = {"type": "text_delta", "text": chunk.text}
-            yield sse("content_block_delta", {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta})
+            yield sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
+            )
         calls = tool_uses(chunk.tool_calls)
         if calls:
             yield from self._close_text()
         for call in calls:
-            yield from self._open({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
+            yield from self._open(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            )
             delta = {"type": "input_json_delta", "partial_json": _encode(call.input).decode()}
-            yield sse("content_block_delta", {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta})
+            yield sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
+            )
             yield from self._close()
         if chunk.finish_reason is None:
             return
@@ -109,7 +130,10 @@ class MessageFormat:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                "usage": {"input_tokens": chunk.prompt_tokens or 0, "output_tokens": chunk.completion_tokens or 0},
+                "usage": {
+                    "input_tokens": chunk.prompt_tokens or 0,
+                    "output_tokens": chunk.completion_tokens or 0,
+                },
             },
         )
         yield sse("message_stop", {"type": "message_stop"})

@@ -58,7 +58,13 @@ class RedactedThinkingBlock(Struct, tag_field="type", tag="redacted_thinking", k
 
 
 ContentBlock = (
-    TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
 )
 
 
@@ -138,7 +144,9 @@ class MessagesRequest(Conversation, kw_only=True):
     """``POST /v1/messages``."""
 
     max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)]
-    stop_sequences: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=64)] | None = None
+    stop_sequences: (
+        Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=64)] | None
+    ) = None
     stream: bool = False
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None

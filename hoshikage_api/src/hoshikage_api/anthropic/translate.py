@@ -86,7 +86,9 @@ def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
             flush()
             out.append(_tool_result(block, where))
         elif isinstance(block, s.ToolUseBlock):
-            raise invalid(f"Invalid '{where}': tool_use blocks belong in assistant messages.", where)
+            raise invalid(
+                f"Invalid '{where}': tool_use blocks belong in assistant messages.", where
+            )
         # thinking blocks: not part of the prompt
     flush()
     return out or [{"role": "user", "content": ""}]
@@ -138,7 +140,9 @@ def _tools(data: s.Conversation) -> tuple[dict[str, Any], ...] | None:
                 f"tools[{i}].type",
             )
         if tool.input_schema is None:
-            raise invalid(f"Invalid 'tools[{i}]': 'input_schema' is required.", f"tools[{i}].input_schema")
+            raise invalid(
+                f"Invalid 'tools[{i}]': 'input_schema' is required.", f"tools[{i}].input_schema"
+            )
         function = {"name": tool.name, "parameters": tool.input_schema}
         if tool.description:
             function["description"] = tool.description
@@ -159,7 +163,9 @@ def _tool_choice(data: s.Conversation) -> str | dict[str, Any] | None:
     if isinstance(choice, s.ToolChoiceAny):
         return "required"
     if choice.name not in {tool.name for tool in data.tools}:
-        raise invalid(f"Invalid 'tool_choice.name': no tool is named {choice.name!r}.", "tool_choice.name")
+        raise invalid(
+            f"Invalid 'tool_choice.name': no tool is named {choice.name!r}.", "tool_choice.name"
+        )
     return {"type": "function", "function": {"name": choice.name}}
 
 
@@ -186,9 +192,12 @@ def messages_job(data: s.MessagesRequest) -> Job:
         response_format=_response_format(data.output_config),
     )
     return Job(
-        endpoint="messages", model=data.model, keep_alive=keep_alive(data.keep_alive),
-        requests=(request,), stream=data.stream,
-    )  # fmt: skip
+        endpoint="messages",
+        model=data.model,
+        keep_alive=keep_alive(data.keep_alive),
+        requests=(request,),
+        stream=data.stream,
+    )
 
 
 def count_tokens_job(data: s.CountTokensRequest) -> Job:
@@ -197,9 +206,11 @@ def count_tokens_job(data: s.CountTokensRequest) -> Job:
     only rendering the prompt the same way can give. The prompt then sits in the KV cache,
     so the real request that usually follows does not read it again."""
     return Job(
-        endpoint="count_tokens", model=data.model, keep_alive=None,
+        endpoint="count_tokens",
+        model=data.model,
+        keep_alive=None,
         requests=(_request(data, max_tokens=1, temperature=0.0),),
-    )  # fmt: skip
+    )
 
 
 # ---- output -------------------------------------------------------------------------------
@@ -223,7 +234,9 @@ def tool_uses(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolUseConten
         function = call.get("function") or {}
         out.append(
             s.ToolUseContent(
-                id=_tool_use_id(call), name=str(function.get("name", "")), input=arguments_object(function.get("arguments"))
+                id=_tool_use_id(call),
+                name=str(function.get("name", "")),
+                input=arguments_object(function.get("arguments")),
             )
         )
     return out

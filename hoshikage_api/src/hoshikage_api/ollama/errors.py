@@ -51,4 +51,6 @@ def handle(request, exc: Exception):
 
     error, body = to_ollama(exc)
     log_and_count(request, error)
-    return Response(content=body, status_code=error.status, headers=error.headers, media_type="application/json")
+    return Response(
+        content=body, status_code=error.status, headers=error.headers, media_type="application/json"
+    )

@@ -76,10 +76,15 @@ def logprobs(items: list[TokenLogprob] | tuple[TokenLogprob, ...] | None) -> lis
         return None
     return [
         s.Logprob(
-            token=lp.token, logprob=lp.logprob, bytes=list(lp.bytes),
-            top_logprobs=[s.TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in lp.top_logprobs]
+            token=lp.token,
+            logprob=lp.logprob,
+            bytes=list(lp.bytes),
+            top_logprobs=[
+                s.TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes))
+                for t in lp.top_logprobs
+            ]
             or None,
-        )  # fmt: skip
+        )
         for lp in items
     ]
 
@@ -106,7 +111,11 @@ class _Format:
         if calls:
             yield line(self._part("", tool_calls=calls))
         if chunk.finish_reason is not None:
-            yield line(self._done(chunk.finish_reason, chunk.prompt_tokens or 0, chunk.completion_tokens or 0))
+            yield line(
+                self._done(
+                    chunk.finish_reason, chunk.prompt_tokens or 0, chunk.completion_tokens or 0
+                )
+            )
 
     def _done(self, finish: str | None, prompt_tokens: int, completion_tokens: int, **content):
         fields = self.timing.fields(prompt_tokens, completion_tokens)
@@ -114,26 +123,51 @@ class _Format:
 
 
 class ChatFormat(_Format):
-    def _part(self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields) -> s.ChatResponse:
+    def _part(
+        self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields
+    ) -> s.ChatResponse:
         message = s.Message(role="assistant", content=text, tool_calls=tool_calls)
-        return s.ChatResponse(model=self.model, created_at=now(), message=message, done=done, logprobs=logprobs, **fields)
+        return s.ChatResponse(
+            model=self.model,
+            created_at=now(),
+            message=message,
+            done=done,
+            logprobs=logprobs,
+            **fields,
+        )
 
     def whole(self, result: ChoiceResult) -> s.ChatResponse:
         return self._done(
-            result.finish_reason, result.prompt_tokens, result.completion_tokens,
-            text=result.text, tool_calls=tool_calls(result.tool_calls), logprobs=logprobs(result.logprobs),
-        )  # fmt: skip
+            result.finish_reason,
+            result.prompt_tokens,
+            result.completion_tokens,
+            text=result.text,
+            tool_calls=tool_calls(result.tool_calls),
+            logprobs=logprobs(result.logprobs),
+        )
 
 
 class GenerateFormat(_Format):
-    def _part(self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields) -> s.GenerateResponse:
-        return s.GenerateResponse(model=self.model, created_at=now(), response=text, done=done, logprobs=logprobs, **fields)
+    def _part(
+        self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields
+    ) -> s.GenerateResponse:
+        return s.GenerateResponse(
+            model=self.model,
+            created_at=now(),
+            response=text,
+            done=done,
+            logprobs=logprobs,
+            **fields,
+        )
 
     def whole(self, result: ChoiceResult) -> s.GenerateResponse:
         return self._done(
-            result.finish_reason, result.prompt_tokens, result.completion_tokens,
-            text=result.text, logprobs=logprobs(result.logprobs),
-        )  # fmt: skip
+            result.finish_reason,
+            result.prompt_tokens,
+            result.completion_tokens,
+            text=result.text,
+            logprobs=logprobs(result.logprobs),
+        )
 
 
 def load_answer(fmt: ChatFormat | GenerateFormat, reason: str):

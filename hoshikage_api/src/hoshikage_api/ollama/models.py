@@ -102,9 +102,13 @@ class Facts:
         if self.info is not None and self.info.parameter_count:
             size = human_number(self.info.parameter_count)
         return s.ModelDetails(
-            parent_model="", format="gguf", family=family, families=[family] if family else None,
-            parameter_size=str(size or ""), quantization_level=(self.info.quantization if self.info else None) or "",
-        )  # fmt: skip
+            parent_model="",
+            format="gguf",
+            family=family,
+            families=[family] if family else None,
+            parameter_size=str(size or ""),
+            quantization_level=(self.info.quantization if self.info else None) or "",
+        )
 
     def template(self) -> str:
         """The Jinja chat template the model renders chats with: the config's
@@ -174,9 +178,13 @@ def tags(runtime) -> s.TagsResponse:
         for name in (entry.name, *entry.aliases):
             models.append(
                 s.ListedModel(
-                    name=tagged(name), model=tagged(name), modified_at=rfc3339(facts.mtime),
-                    size=facts.size, digest=facts.digest, details=details,
-                )  # fmt: skip
+                    name=tagged(name),
+                    model=tagged(name),
+                    modified_at=rfc3339(facts.mtime),
+                    size=facts.size,
+                    digest=facts.digest,
+                    details=details,
+                )
             )
     return s.TagsResponse(models=models)
 
@@ -215,10 +223,15 @@ def ps(runtime) -> s.PsResponse:
         memory = int(slot.memory_bytes or 0)
         models.append(
             s.RunningModel(
-                name=tagged(entry.name), model=tagged(entry.name), size=memory, digest=facts.digest,
-                details=facts.details(), expires_at=_expires_at(runtime, slot),
-                size_vram=_vram(slot.model, memory), context_length=int(getattr(slot.model, "n_ctx", 0) or 0),
-            )  # fmt: skip
+                name=tagged(entry.name),
+                model=tagged(entry.name),
+                size=memory,
+                digest=facts.digest,
+                details=facts.details(),
+                expires_at=_expires_at(runtime, slot),
+                size_vram=_vram(slot.model, memory),
+                context_length=int(getattr(slot.model, "n_ctx", 0) or 0),
+            )
         )
     return s.PsResponse(models=models)
 
@@ -226,7 +239,11 @@ def ps(runtime) -> s.PsResponse:
 def show(runtime, label: str) -> s.ShowResponse:
     facts = Facts(runtime, runtime.resolve(label))
     return s.ShowResponse(
-        modelfile=facts.modelfile(), parameters=facts.parameters(), template=facts.template(),
-        details=facts.details(), model_info=facts.model_info(), capabilities=facts.capabilities(),
+        modelfile=facts.modelfile(),
+        parameters=facts.parameters(),
+        template=facts.template(),
+        details=facts.details(),
+        model_info=facts.model_info(),
+        capabilities=facts.capabilities(),
         modified_at=rfc3339(facts.mtime),
-    )  # fmt: skip
+    )

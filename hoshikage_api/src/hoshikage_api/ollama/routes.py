@@ -35,7 +35,10 @@ from .translate import chat_job, check_load, generate_job, keep_alive, options
 OLLAMA_VERSION = "0.12.6"
 
 _ERROR_TEXT = {
-    400: "Bad JSON, a wrong type or value, an option out of range, images, `think`, `suffix`, `template` or `context`, or a prompt over the context.",
+    400: (
+        "Bad JSON, a wrong type or value, an option out of range, images, `think`, `suffix`, "
+        "`template` or `context`, or a prompt over the context."
+    ),
     401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
     404: 'Unknown model: `model "x" not found, try pulling it first`.',
     413: "Body over `max_body_size`.",
@@ -45,7 +48,9 @@ _ERROR_TEXT = {
 
 
 def _responses(*codes: int) -> dict[int, ResponseSpec]:
-    return {c: ResponseSpec(data_container=s.OllamaErrorBody, description=_ERROR_TEXT[c]) for c in codes}
+    return {
+        c: ResponseSpec(data_container=s.OllamaErrorBody, description=_ERROR_TEXT[c]) for c in codes
+    }
 
 
 GENERATION = _responses(400, 401, 404, 413, 500, 503)
@@ -60,7 +65,9 @@ async def ndjson_stream(request: Request, lines: AsyncIterator[bytes]):
 def _lines(fmt, chunks):
     """The NDJSON body; an error after it started is a last ``{"error": ...}`` line, as
     Ollama sends it."""
-    return rendered(chunks, fmt.lines, lambda: fmt.started, lambda exc: line(errors.to_ollama(exc)[1]))
+    return rendered(
+        chunks, fmt.lines, lambda: fmt.started, lambda exc: line(errors.to_ollama(exc)[1])
+    )
 
 
 async def _collect(runtime, job: Job, fmt) -> ChoiceResult:
@@ -92,11 +99,16 @@ async def _load_or_unload(request: Request, label: str, data: s.GenerationFields
 
 
 @post(
-    "/api/chat", dto=StrictBody, return_dto=None, status_code=200, summary="Chat (Ollama)",
-    responses=GENERATION, **COMMON,
+    "/api/chat",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    summary="Chat (Ollama)",
+    responses=GENERATION,
+    **COMMON,
     description="NDJSON (`application/x-ndjson`) unless `stream` is false. No messages: load the "
     "model (`done_reason: load`), or with `keep_alive: 0` unload it (`done_reason: unload`).",
-)  # fmt: skip
+)
 async def chat(request: Request, data: Annotated[s.ChatRequest, Body()]) -> s.ChatResponse:
     label = models.resolve(runtime_of(request), data.model)
     fmt = ChatFormat(data.model)
@@ -106,12 +118,19 @@ async def chat(request: Request, data: Annotated[s.ChatRequest, Body()]) -> s.Ch
 
 
 @post(
-    "/api/generate", dto=StrictBody, return_dto=None, status_code=200, summary="Generate (Ollama)",
-    responses=GENERATION, **COMMON,
+    "/api/generate",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    summary="Generate (Ollama)",
+    responses=GENERATION,
+    **COMMON,
     description="NDJSON (`application/x-ndjson`) unless `stream` is false. An empty prompt: load "
     "the model (`done_reason: load`), or with `keep_alive: 0` unload it (`done_reason: unload`).",
-)  # fmt: skip
-async def generate(request: Request, data: Annotated[s.GenerateRequest, Body()]) -> s.GenerateResponse:
+)
+async def generate(
+    request: Request, data: Annotated[s.GenerateRequest, Body()]
+) -> s.GenerateResponse:
     label = models.resolve(runtime_of(request), data.model)
     fmt = GenerateFormat(data.model)
     if not data.prompt:
@@ -140,30 +159,57 @@ async def _embed(request: Request, model: str, inputs: list[str], raw_options, r
     return vectors, tokens, load, time.monotonic() - start
 
 
-@post("/api/embed", dto=StrictBody, return_dto=None, status_code=200, summary="Embed (Ollama)", responses=GENERATION, **COMMON)
+@post(
+    "/api/embed",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    summary="Embed (Ollama)",
+    responses=GENERATION,
+    **COMMON,
+)
 async def embed(request: Request, data: Annotated[s.EmbedRequest, Body()]) -> s.EmbedResponse:
     """``input`` (a string or a list) → ``embeddings``, L2-normalised. An empty input loads
     the model. ``dimensions`` is refused; ``truncate`` is accepted, but an input over the
     context is a 400 rather than cut."""
     if data.dimensions is not None:
-        raise invalid("'dimensions' is not supported: the model's own size is returned.", "dimensions")
+        raise invalid(
+            "'dimensions' is not supported: the model's own size is returned.", "dimensions"
+        )
     inputs = [data.input] if isinstance(data.input, str) else list(data.input)
     inputs = [] if inputs == [""] else inputs
     for i, text in enumerate(inputs):
         if not text:
             raise invalid(f"Invalid 'input[{i}]': must not be an empty string.", f"input[{i}]")
-    vectors, tokens, load, total = await _embed(request, data.model, inputs, data.options, data.keep_alive)
+    vectors, tokens, load, total = await _embed(
+        request, data.model, inputs, data.options, data.keep_alive
+    )
     return s.EmbedResponse(
-        model=data.model, embeddings=vectors, total_duration=int(total * 1e9),
-        load_duration=int(load * 1e9), prompt_eval_count=tokens,
-    )  # fmt: skip
+        model=data.model,
+        embeddings=vectors,
+        total_duration=int(total * 1e9),
+        load_duration=int(load * 1e9),
+        prompt_eval_count=tokens,
+    )
 
 
-@post("/api/embeddings", dto=StrictBody, return_dto=None, status_code=200, summary="Embedding (Ollama, older)", responses=GENERATION, **COMMON)
-async def embeddings(request: Request, data: Annotated[s.EmbeddingsRequest, Body()]) -> s.EmbeddingsResponse:
+@post(
+    "/api/embeddings",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    summary="Embedding (Ollama, older)",
+    responses=GENERATION,
+    **COMMON,
+)
+async def embeddings(
+    request: Request, data: Annotated[s.EmbeddingsRequest, Body()]
+) -> s.EmbeddingsResponse:
     """``prompt`` → ``embedding``. An empty prompt loads the model and returns an empty list."""
     inputs = [data.prompt] if data.prompt else []
-    vectors, _tokens, _load, _total = await _embed(request, data.model, inputs, data.options, data.keep_alive)
+    vectors, _tokens, _load, _total = await _embed(
+        request, data.model, inputs, data.options, data.keep_alive
+    )
     return s.EmbeddingsResponse(embedding=vectors[0] if vectors else [])
 
 
@@ -180,7 +226,15 @@ async def ps(request: Request) -> s.PsResponse:
     return models.ps(runtime_of(request))
 
 
-@post("/api/show", dto=StrictBody, return_dto=None, status_code=200, summary="Show a model (Ollama)", responses=_responses(400, 401, 404), **COMMON)
+@post(
+    "/api/show",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    summary="Show a model (Ollama)",
+    responses=_responses(400, 401, 404),
+    **COMMON,
+)
 async def show(request: Request, data: Annotated[s.ShowRequest, Body()]) -> s.ShowResponse:
     """Details, GGUF ``model_info``, the chat template, parameters and capabilities."""
     name = data.model or data.name
@@ -206,15 +260,81 @@ def _managed(action: str):
     return refuse
 
 
-_NOT_HERE = {"responses": {501: ResponseSpec(data_container=s.OllamaErrorBody, description="Models are managed by the config.")}, **COMMON}
-pull = post("/api/pull", summary="Pull (Ollama): not supported", name="ollama_pull", operation_id="ollama_pull", **_NOT_HERE)(_managed("pull"))
-push = post("/api/push", summary="Push (Ollama): not supported", name="ollama_push", operation_id="ollama_push", **_NOT_HERE)(_managed("push"))
-create = post("/api/create", summary="Create (Ollama): not supported", name="ollama_create", operation_id="ollama_create", **_NOT_HERE)(_managed("create"))
-copy = post("/api/copy", summary="Copy (Ollama): not supported", name="ollama_copy", operation_id="ollama_copy", **_NOT_HERE)(_managed("copy"))
-remove = delete("/api/delete", summary="Delete (Ollama): not supported", name="ollama_delete", operation_id="ollama_delete", status_code=200, **_NOT_HERE)(_managed("delete"))
-blob_head = head("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_head", operation_id="ollama_blob_head", **_NOT_HERE)(_managed("upload"))
-blob_post = post("/api/blobs/{digest:str}", summary="Blobs (Ollama): not supported", name="ollama_blob_post", operation_id="ollama_blob_post", **_NOT_HERE)(_managed("upload"))
+_NOT_HERE = {
+    "responses": {
+        501: ResponseSpec(
+            data_container=s.OllamaErrorBody, description="Models are managed by the config."
+        )
+    },
+    **COMMON,
+}
+pull = post(
+    "/api/pull",
+    summary="Pull (Ollama): not supported",
+    name="ollama_pull",
+    operation_id="ollama_pull",
+    **_NOT_HERE,
+)(_managed("pull"))
+push = post(
+    "/api/push",
+    summary="Push (Ollama): not supported",
+    name="ollama_push",
+    operation_id="ollama_push",
+    **_NOT_HERE,
+)(_managed("push"))
+create = post(
+    "/api/create",
+    summary="Create (Ollama): not supported",
+    name="ollama_create",
+    operation_id="ollama_create",
+    **_NOT_HERE,
+)(_managed("create"))
+copy = post(
+    "/api/copy",
+    summary="Copy (Ollama): not supported",
+    name="ollama_copy",
+    operation_id="ollama_copy",
+    **_NOT_HERE,
+)(_managed("copy"))
+remove = delete(
+    "/api/delete",
+    summary="Delete (Ollama): not supported",
+    name="ollama_delete",
+    operation_id="ollama_delete",
+    status_code=200,
+    **_NOT_HERE,
+)(_managed("delete"))
+blob_head = head(
+    "/api/blobs/{digest:str}",
+    summary="Blobs (Ollama): not supported",
+    name="ollama_blob_head",
+    operation_id="ollama_blob_head",
+    **_NOT_HERE,
+)(_managed("upload"))
+blob_post = post(
+    "/api/blobs/{digest:str}",
+    summary="Blobs (Ollama): not supported",
+    name="ollama_blob_post",
+    operation_id="ollama_blob_post",
+    **_NOT_HERE,
+)(_managed("upload"))
 
 
 def handlers() -> list:
-    return [chat, generate, embed, embeddings, tags, ps, show, version, pull, push, create, copy, remove, blob_head, blob_post]
+    return [
+        chat,
+        generate,
+        embed,
+        embeddings,
+        tags,
+        ps,
+        show,
+        version,
+        pull,
+        push,
+        create,
+        copy,
+        remove,
+        blob_head,
+        blob_post,
+    ]

@@ -17,10 +17,14 @@ from ..schemas import ModelName
 #: Seconds (a number, negative: never), or a Go duration string ("10m", "1h30m", "-1").
 KeepAlive = Annotated[
     float | str,
-    Meta(description='how long the model stays loaded after this request: seconds, "10m", 0 (unload now), -1 (never)'),
+    Meta(
+        description='how long the model stays loaded after this request: seconds, "10m", 0 (unload now), -1 (never)'
+    ),
 ]
 #: ``"json"``, or a JSON schema object; ``""`` means plain text.
-Format = Annotated[str | dict[str, Any], Meta(description='"json" or a JSON schema, enforced by grammar')]
+Format = Annotated[
+    str | dict[str, Any], Meta(description='"json" or a JSON schema, enforced by grammar')
+]
 
 # ---- chat messages and tools --------------------------------------------------------------
 

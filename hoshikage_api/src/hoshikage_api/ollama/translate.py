@@ -63,14 +63,35 @@ SAMPLING = frozenset(SamplingOptions.__struct_fields__)
 #: Ollama's load-time options: how the model is loaded is the config's business here.
 LOAD_TIME = frozenset(
     {
-        "numa", "num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all",
-        "vocab_only", "use_mmap", "use_mlock", "num_thread", "embedding_only",
-        "rope_frequency_base", "rope_frequency_scale",
+        "numa",
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "low_vram",
+        "f16_kv",
+        "logits_all",
+        "vocab_only",
+        "use_mmap",
+        "use_mlock",
+        "num_thread",
+        "embedding_only",
+        "rope_frequency_base",
+        "rope_frequency_scale",
     }
-)  # fmt: skip
+)
 #: Ollama's sampling options with no sampler here.
 NOT_APPLIED = frozenset(
-    {"num_keep", "typical_p", "repeat_last_n", "tfs_z", "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline"}
+    {
+        "num_keep",
+        "typical_p",
+        "repeat_last_n",
+        "tfs_z",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+    }
 )
 #: Known keys already logged once at INFO (later requests log them at DEBUG). Only keys of
 #: the two fixed sets above enter it, so clients cannot grow it.
@@ -113,7 +134,9 @@ def options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         message, _, path = str(exc).partition(" - at `$")
         param = "options" + ("." + path.rstrip("`").lstrip(".") if path else "")
         raise invalid(f"Invalid '{param}': {message}.", param) from None
-    _log_ignored([k for k in raw if k in LOAD_TIME], "load-time options are set in the model's config")
+    _log_ignored(
+        [k for k in raw if k in LOAD_TIME], "load-time options are set in the model's config"
+    )
     _log_ignored([k for k in raw if k in NOT_APPLIED], "no such sampler here")
     _log_unknown([k for k in raw if k not in SAMPLING | LOAD_TIME | NOT_APPLIED])
     out: dict[str, Any] = {
@@ -140,7 +163,16 @@ def options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
 #: Go's longest duration, in seconds: Ollama's "forever".
 FOREVER = (2**63 - 1) / 1e9
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 
 
 def _go_duration(text: str) -> float | None:
@@ -189,20 +221,30 @@ def response_format(fmt: str | dict[str, Any] | None) -> ResponseFormat | None:
         return ResponseFormat(type="json_object")
     if isinstance(fmt, dict):
         return ResponseFormat(type="json_schema", schema=fmt, strict=False)
-    raise invalid(f'Invalid \'format\': expected "json" or a JSON schema object, got {fmt!r}.', "format")
+    raise invalid(
+        f"Invalid 'format': expected \"json\" or a JSON schema object, got {fmt!r}.", "format"
+    )
 
 
 def _no_thinking(think: bool | str | None, model: str) -> None:
     if think is False or think is None:
         return
     if isinstance(think, str) and think not in ("high", "medium", "low"):
-        raise invalid(f"Invalid 'think': expected true, false, \"high\", \"medium\" or \"low\", got {think!r}.", "think")
-    raise invalid(f'"{model}" does not support thinking: no model served here has a thinking mode.', "think")
+        raise invalid(
+            f'Invalid \'think\': expected true, false, "high", "medium" or "low", got {think!r}.',
+            "think",
+        )
+    raise invalid(
+        f'"{model}" does not support thinking: no model served here has a thinking mode.', "think"
+    )
 
 
 def _no_images(images: list | None, where: str) -> None:
     if images:
-        raise invalid(f"Invalid '{where}': images are not supported; the models served here are text-only.", where)
+        raise invalid(
+            f"Invalid '{where}': images are not supported; the models served here are text-only.",
+            where,
+        )
 
 
 def _logprobs(data: s.GenerationFields) -> dict[str, Any]:
@@ -214,14 +256,21 @@ def _logprobs(data: s.GenerationFields) -> dict[str, Any]:
 
 def _common(data: s.GenerationFields, model: str) -> dict[str, Any]:
     _no_thinking(data.think, model)
-    return {**options(data.options), **_logprobs(data), "response_format": response_format(data.format)}
+    return {
+        **options(data.options),
+        **_logprobs(data),
+        "response_format": response_format(data.format),
+    }
 
 
 def _job(endpoint: str, label: str, data: s.GenerationFields, request: GenerationRequest) -> Job:
     return Job(
-        endpoint=endpoint, model=label, keep_alive=keep_alive(data.keep_alive),
-        requests=(request,), stream=data.stream is not False,
-    )  # fmt: skip
+        endpoint=endpoint,
+        model=label,
+        keep_alive=keep_alive(data.keep_alive),
+        requests=(request,),
+        stream=data.stream is not False,
+    )
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -236,7 +285,9 @@ def _arguments(arguments: dict[str, Any] | str | None, where: str) -> str:
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except ValueError:
-            raise invalid(f"Invalid '{where}': arguments must be an object (or JSON text of one).", where) from None
+            raise invalid(
+                f"Invalid '{where}': arguments must be an object (or JSON text of one).", where
+            ) from None
     return json.dumps(arguments, ensure_ascii=False)
 
 
@@ -244,20 +295,26 @@ def _message(message: s.ChatMessage, i: int) -> dict[str, Any]:
     where = f"messages[{i}]"
     if message.role not in ROLES:
         raise invalid(
-            f"Invalid '{where}.role': {message.role!r} is not one of system, user, assistant, tool.", f"{where}.role"
+            f"Invalid '{where}.role': {message.role!r} is not one of system, user, assistant, tool.",
+            f"{where}.role",
         )
     _no_images(message.images, f"{where}.images")
     out: dict[str, Any] = {"role": message.role, "content": message.content or ""}
     if message.tool_calls:
         if message.role != "assistant":
-            raise invalid(f"Invalid '{where}.tool_calls': only assistant messages make tool calls.", f"{where}.tool_calls")
+            raise invalid(
+                f"Invalid '{where}.tool_calls': only assistant messages make tool calls.",
+                f"{where}.tool_calls",
+            )
         out["tool_calls"] = [
             {
                 "id": call.id or f"call_{i}_{k}",
                 "type": "function",
                 "function": {
                     "name": call.function.name,
-                    "arguments": _arguments(call.function.arguments, f"{where}.tool_calls[{k}].function.arguments"),
+                    "arguments": _arguments(
+                        call.function.arguments, f"{where}.tool_calls[{k}].function.arguments"
+                    ),
                 },
             }
             for k, call in enumerate(message.tool_calls)
@@ -276,7 +333,10 @@ def _tools(tools: list[s.Tool] | None) -> tuple[dict[str, Any], ...] | None:
     out = []
     for i, tool in enumerate(tools):
         if tool.type != "function":
-            raise invalid(f"Invalid 'tools[{i}].type': only \"function\" tools are supported, not {tool.type!r}.", f"tools[{i}].type")
+            raise invalid(
+                f"Invalid 'tools[{i}].type': only \"function\" tools are supported, not {tool.type!r}.",
+                f"tools[{i}].type",
+            )
         out.append({"type": "function", "function": msgspec.to_builtins(tool.function)})
     return tuple(out)
 
@@ -286,8 +346,9 @@ def chat_job(data: s.ChatRequest, label: str) -> Job:
     common = _common(data, data.model)
     request = GenerationRequest(
         messages=tuple(_message(m, i) for i, m in enumerate(data.messages or ())),
-        tools=_tools(data.tools), **common,
-    )  # fmt: skip
+        tools=_tools(data.tools),
+        **common,
+    )
     return _job("ollama_chat", label, data, request)
 
 
@@ -299,7 +360,8 @@ def generate_job(data: s.GenerateRequest, label: str) -> Job:
     as it is. ``system`` is ignored with ``raw``, as in Ollama."""
     if data.suffix:
         raise invalid(
-            f'"{data.model}" does not support insert: \'suffix\' (fill-in-the-middle) is not supported.', "suffix"
+            f"\"{data.model}\" does not support insert: 'suffix' (fill-in-the-middle) is not supported.",
+            "suffix",
         )
     if data.template:
         raise invalid(
@@ -344,9 +406,12 @@ def tool_calls(calls: Sequence[Mapping[str, Any]] | None) -> list[s.ToolCallOut]
         out.append(
             s.ToolCallOut(
                 id=str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
-                function={"index": index, "name": str(function.get("name", "")),
-                          "arguments": arguments_object(function.get("arguments"))},
-            )  # fmt: skip
+                function={
+                    "index": index,
+                    "name": str(function.get("name", "")),
+                    "arguments": arguments_object(function.get("arguments")),
+                },
+            )
         )
     return out
 

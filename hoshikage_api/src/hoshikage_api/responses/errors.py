@@ -41,4 +41,9 @@ def handle(request, exc: Exception):
 
     error = to_openai(exc)
     log_and_count(request, error)
-    return Response(content=error.body(), status_code=error.status, headers=error.headers, media_type="application/json")
+    return Response(
+        content=error.body(),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )

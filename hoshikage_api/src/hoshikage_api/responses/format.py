@@ -42,13 +42,20 @@ def sse(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
 
 
-def _logprobs(logprobs: tuple[TokenLogprob, ...] | list[TokenLogprob] | None) -> list[dict[str, Any]]:
+def _logprobs(
+    logprobs: tuple[TokenLogprob, ...] | list[TokenLogprob] | None,
+) -> list[dict[str, Any]]:
     """The Responses API's ``logprobs`` entries (with bytes, as ``output_text`` has them)."""
     return [
         {
-            "token": lp.token, "bytes": list(lp.bytes), "logprob": lp.logprob,
-            "top_logprobs": [{"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob} for t in lp.top_logprobs],
-        }  # fmt: skip
+            "token": lp.token,
+            "bytes": list(lp.bytes),
+            "logprob": lp.logprob,
+            "top_logprobs": [
+                {"token": t.token, "bytes": list(t.bytes), "logprob": t.logprob}
+                for t in lp.top_logprobs
+            ],
+        }
         for lp in logprobs or ()
     ]
 
@@ -57,9 +64,12 @@ def _delta_logprobs(logprobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same entries as a delta event has them (without bytes)."""
     return [
         {
-            "token": lp["token"], "logprob": lp["logprob"],
-            "top_logprobs": [{"token": t["token"], "logprob": t["logprob"]} for t in lp["top_logprobs"]],
-        }  # fmt: skip
+            "token": lp["token"],
+            "logprob": lp["logprob"],
+            "top_logprobs": [
+                {"token": t["token"], "logprob": t["logprob"]} for t in lp["top_logprobs"]
+            ],
+        }
         for lp in logprobs
     ]
 
@@ -88,8 +98,14 @@ class ResponseBuilder:
 
     # ---- the response object -------------------------------------------------------------
 
-    def response(self, status: str, *, usage: s.ResponseUsage | None = None, error: s.ResponseError | None = None,
-                 incomplete: bool = False) -> s.Response:  # fmt: skip
+    def response(
+        self,
+        status: str,
+        *,
+        usage: s.ResponseUsage | None = None,
+        error: s.ResponseError | None = None,
+        incomplete: bool = False,
+    ) -> s.Response:
         data = self.data
         tools = [msgspec.to_builtins(tool) for tool in data.tools or ()]
         text_format = data.text.format if data.text and data.text.format else s.FormatText()
@@ -99,7 +115,9 @@ class ResponseBuilder:
             status=status,
             completed_at=int(time.time()) if status == "completed" else None,
             error=error,
-            incomplete_details=s.IncompleteDetails(reason="max_output_tokens") if incomplete else None,
+            incomplete_details=s.IncompleteDetails(reason="max_output_tokens")
+            if incomplete
+            else None,
             instructions=data.instructions,
             max_output_tokens=data.max_output_tokens,
             max_tool_calls=data.max_tool_calls,
@@ -110,8 +128,13 @@ class ResponseBuilder:
             reasoning=s.ReasoningEcho(effort=data.reasoning.effort if data.reasoning else None),
             store=data.store is not False,
             temperature=data.temperature,
-            text=s.TextEcho(format=text_format, verbosity=(data.text.verbosity if data.text else None) or "medium"),
-            tool_choice=msgspec.to_builtins(data.tool_choice) if data.tool_choice is not None else "auto",
+            text=s.TextEcho(
+                format=text_format,
+                verbosity=(data.text.verbosity if data.text else None) or "medium",
+            ),
+            tool_choice=msgspec.to_builtins(data.tool_choice)
+            if data.tool_choice is not None
+            else "auto",
             tools=tools,
             top_logprobs=data.top_logprobs,
             top_p=data.top_p,
@@ -123,10 +146,14 @@ class ResponseBuilder:
     def whole(self, result: ChoiceResult) -> s.Response:
         """The response for a collected (not streamed) generation."""
         chunk = Chunk(
-            text=result.text, finish_reason=result.finish_reason, logprobs=tuple(result.logprobs or ()),
-            tool_calls=tuple(result.tool_calls), prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
-        )  # fmt: skip
+            text=result.text,
+            finish_reason=result.finish_reason,
+            logprobs=tuple(result.logprobs or ()),
+            tool_calls=tuple(result.tool_calls),
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cached_tokens=result.cached_tokens,
+        )
         for _event in self.events(chunk):
             pass
         return self.final
@@ -142,12 +169,17 @@ class ResponseBuilder:
         self._message = s.OutputMessage(id=new_id("msg"), status="in_progress", content=[])
         self._message_index = len(self.output)
         self.output.append(self._message)
-        yield self._event("response.output_item.added", output_index=self._message_index, item=self._message)
+        yield self._event(
+            "response.output_item.added", output_index=self._message_index, item=self._message
+        )
         part = s.OutputTextContent(text="")
         yield self._event(
-            "response.content_part.added", item_id=self._message.id, output_index=self._message_index,
-            content_index=0, part=part,
-        )  # fmt: skip
+            "response.content_part.added",
+            item_id=self._message.id,
+            output_index=self._message_index,
+            content_index=0,
+            part=part,
+        )
         self._message.content.append(part)
 
     def _close_message(self, status: str) -> Iterator[bytes]:
@@ -156,25 +188,45 @@ class ResponseBuilder:
             return
         part = message.content[0]
         where = {"item_id": message.id, "output_index": self._message_index, "content_index": 0}
-        yield self._event("response.output_text.done", **where, text=part.text, logprobs=_delta_logprobs(part.logprobs))
+        yield self._event(
+            "response.output_text.done",
+            **where,
+            text=part.text,
+            logprobs=_delta_logprobs(part.logprobs),
+        )
         yield self._event("response.content_part.done", **where, part=part)
         message.status = status
-        yield self._event("response.output_item.done", output_index=self._message_index, item=message)
+        yield self._event(
+            "response.output_item.done", output_index=self._message_index, item=message
+        )
 
     def _function_call(self, call: Mapping[str, Any]) -> Iterator[bytes]:
         function = call.get("function") or {}
         item = s.FunctionToolCall(
-            id=new_id("fc"), call_id=str(call.get("id") or new_id("call")), name=str(function.get("name", "")),
-            arguments="", status="in_progress",
-        )  # fmt: skip
+            id=new_id("fc"),
+            call_id=str(call.get("id") or new_id("call")),
+            name=str(function.get("name", "")),
+            arguments="",
+            status="in_progress",
+        )
         index = len(self.output)
         self.output.append(item)
         yield self._event("response.output_item.added", output_index=index, item=item)
         arguments = _arguments(call)
-        yield self._event("response.function_call_arguments.delta", item_id=item.id, output_index=index, delta=arguments)
+        yield self._event(
+            "response.function_call_arguments.delta",
+            item_id=item.id,
+            output_index=index,
+            delta=arguments,
+        )
         item.arguments = arguments
-        yield self._event("response.function_call_arguments.done", item_id=item.id, output_index=index,
-                          name=item.name, arguments=arguments)  # fmt: skip
+        yield self._event(
+            "response.function_call_arguments.done",
+            item_id=item.id,
+            output_index=index,
+            name=item.name,
+            arguments=arguments,
+        )
         item.status = "completed"
         yield self._event("response.output_item.done", output_index=index, item=item)
 
@@ -196,9 +248,13 @@ class ResponseBuilder:
             part.text += chunk.text
             part.logprobs.extend(logprobs)
             yield self._event(
-                "response.output_text.delta", item_id=self._message.id, output_index=self._message_index,
-                content_index=0, delta=chunk.text, logprobs=_delta_logprobs(logprobs),
-            )  # fmt: skip
+                "response.output_text.delta",
+                item_id=self._message.id,
+                output_index=self._message_index,
+                content_index=0,
+                delta=chunk.text,
+                logprobs=_delta_logprobs(logprobs),
+            )
         if chunk.finish_reason is None:
             return
         incomplete = chunk.finish_reason == "length"
@@ -218,7 +274,9 @@ class ResponseBuilder:
             output_tokens_details=s.OutputTokensDetails(),
             total_tokens=prompt + completion,
         )
-        self.final = self.response("incomplete" if incomplete else "completed", usage=usage, incomplete=incomplete)
+        self.final = self.response(
+            "incomplete" if incomplete else "completed", usage=usage, incomplete=incomplete
+        )
         kind = "response.incomplete" if incomplete else "response.completed"
         yield self._event(kind, response=self.final)
 
@@ -238,12 +296,23 @@ def listed(item) -> dict[str, Any]:
     if not isinstance(item, s.MessageItem):
         return msgspec.to_builtins(item)
     if item.role == "assistant":
-        texts = [item.content] if isinstance(item.content, str) else [
-            part.text if isinstance(part, (s.InputText, s.OutputText)) else part.refusal for part in item.content
-        ]  # fmt: skip
+        texts = (
+            [item.content]
+            if isinstance(item.content, str)
+            else [
+                part.text if isinstance(part, (s.InputText, s.OutputText)) else part.refusal
+                for part in item.content
+            ]
+        )
         content = [msgspec.to_builtins(s.OutputTextContent(text=text)) for text in texts]
     elif isinstance(item.content, str):
         content = [{"type": "input_text", "text": item.content}]
     else:
         content = msgspec.to_builtins(item.content)
-    return {"id": item.id, "type": "message", "role": item.role, "status": item.status, "content": content}
+    return {
+        "id": item.id,
+        "type": "message",
+        "role": item.role,
+        "status": item.status,
+        "content": content,
+    }

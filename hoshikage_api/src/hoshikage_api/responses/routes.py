@@ -34,9 +34,15 @@ from .translate import previous_not_found, response_job, wants_logprobs
 
 TAGS = ["OpenAI Responses"]
 _ERROR_TEXT = {
-    400: "Invalid request: bad JSON, a wrong type or value (`param` names it), a refused field, item or hosted tool, or a prompt over the context (`context_length_exceeded`, `param: input`).",
+    400: (
+        "Invalid request: bad JSON, a wrong type or value (`param` names it), a refused field, item or hosted tool, or "
+        "a prompt over the context (`context_length_exceeded`, `param: input`)."
+    ),
     401: "Missing or wrong API key (`authentication_error`).",
-    404: "Unknown model (`model_not_found`), or a response that is not stored: never stored, deleted or evicted (`previous_response_not_found` with `param: previous_response_id`, or `response_not_found`).",
+    404: (
+        "Unknown model (`model_not_found`), or a response that is not stored: never stored, deleted or evicted "
+        "(`previous_response_not_found` with `param: previous_response_id`, or `response_not_found`)."
+    ),
     413: "Request body over `max_body_size`.",
     500: "The model failed to load (`model_load_failed`) or an internal error.",
     503: "The queue is full (`queue_full`) or the server is shutting down; see `Retry-After`.",
@@ -44,7 +50,11 @@ _ERROR_TEXT = {
 
 
 def error_specs(*statuses: int) -> dict[int, ResponseSpec]:
-    return {code: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[code]) for code in statuses}
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[code])
+        for code in statuses
+    }
+
 
 ResponseId = Annotated[str, Parameter(description="a response id (`resp_...`)", max_length=256)]
 
@@ -53,7 +63,9 @@ def _not_found(response_id: str) -> ApiError:
     return ApiError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
 
 
-async def _stream(builder: ResponseBuilder, chunks, finish: Callable[[s.Response], None]) -> AsyncIterator[bytes]:
+async def _stream(
+    builder: ResponseBuilder, chunks, finish: Callable[[s.Response], None]
+) -> AsyncIterator[bytes]:
     """The event stream of one response. An error before the first event is raised (a JSON
     error response); after it, a ``response.failed`` event ends the stream."""
     try:
@@ -72,8 +84,13 @@ async def _stream(builder: ResponseBuilder, chunks, finish: Callable[[s.Response
 
 
 @post(
-    ["/v1/responses", "/responses"], dto=StrictBody, return_dto=None, status_code=200, tags=TAGS,
-    summary="Create a response (OpenAI Responses API)", responses=error_specs(400, 401, 404, 413, 500, 503),
+    ["/v1/responses", "/responses"],
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    tags=TAGS,
+    summary="Create a response (OpenAI Responses API)",
+    responses=error_specs(400, 401, 404, 413, 500, 503),
     exception_handlers={Exception: errors.handle},
     description="With `previous_response_id` the stored conversation (its input and output items, "
     "transitively; not its `instructions`) comes before the new `input`; an unknown or evicted id is "
@@ -82,8 +99,10 @@ async def _stream(builder: ResponseBuilder, chunks, finish: Callable[[s.Response
     "output item, content part, `response.output_text.delta` and function-call argument events, and "
     "`response.completed` or `response.incomplete` (or `response.failed` if generation fails after "
     "the stream started).",
-)  # fmt: skip
-async def create_response(request: Request, data: Annotated[s.CreateResponse, Body()]) -> s.Response:
+)
+async def create_response(
+    request: Request, data: Annotated[s.CreateResponse, Body()]
+) -> s.Response:
     store = store_of(request)
     previous = None
     if data.previous_response_id is not None:
@@ -107,16 +126,23 @@ async def create_response(request: Request, data: Annotated[s.CreateResponse, Bo
 
 
 @get(
-    ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"], tags=TAGS,
-    summary="Retrieve a stored response", responses=error_specs(400, 401, 404),
+    ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
+    tags=TAGS,
+    summary="Retrieve a stored response",
+    responses=error_specs(400, 401, 404),
     exception_handlers={Exception: errors.handle},
-)  # fmt: skip
+)
 async def retrieve_response(
-    request: Request, response_id: ResponseId,
-    stream: Annotated[bool, Parameter(description="not supported: a stored response is whole")] = False,
-) -> s.Response:  # fmt: skip
+    request: Request,
+    response_id: ResponseId,
+    stream: Annotated[
+        bool, Parameter(description="not supported: a stored response is whole")
+    ] = False,
+) -> s.Response:
     if stream:
-        raise ApiError(400, "Streaming a stored response ('stream=true') is not supported.", param="stream")
+        raise ApiError(
+            400, "Streaming a stored response ('stream=true') is not supported.", param="stream"
+        )
     stored = store_of(request).get(response_id)
     if stored is None:
         raise _not_found(response_id)
@@ -124,10 +150,13 @@ async def retrieve_response(
 
 
 @delete(
-    ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"], status_code=200, tags=TAGS,
-    summary="Delete a stored response", responses=error_specs(401, 404),
+    ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
+    status_code=200,
+    tags=TAGS,
+    summary="Delete a stored response",
+    responses=error_specs(401, 404),
     exception_handlers={Exception: errors.handle},
-)  # fmt: skip
+)
 async def delete_response(request: Request, response_id: ResponseId) -> s.DeletedResponse:
     if not store_of(request).delete(response_id):
         raise _not_found(response_id)
@@ -135,18 +164,23 @@ async def delete_response(request: Request, response_id: ResponseId) -> s.Delete
 
 
 @get(
-    ["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"], tags=TAGS,
-    summary="List a stored response's input items", responses=error_specs(400, 401, 404),
+    ["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"],
+    tags=TAGS,
+    summary="List a stored response's input items",
+    responses=error_specs(400, 401, 404),
     exception_handlers={Exception: errors.handle},
     description="The items the response was generated from, earlier responses' items included "
     "(`instructions` are not items). `order` is `desc` (newest first) by default.",
-)  # fmt: skip
+)
 async def list_input_items(
-    request: Request, response_id: ResponseId,
+    request: Request,
+    response_id: ResponseId,
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    order: Annotated[Literal["asc", "desc"], Parameter(description="`desc` (newest first) or `asc`")] = "desc",
+    order: Annotated[
+        Literal["asc", "desc"], Parameter(description="`desc` (newest first) or `asc`")
+    ] = "desc",
     after: Annotated[str | None, Parameter(description="list the items after this item id")] = None,
-) -> s.InputItemList:  # fmt: skip
+) -> s.InputItemList:
     stored = store_of(request).get(response_id)
     if stored is None:
         raise _not_found(response_id)
@@ -156,13 +190,19 @@ async def list_input_items(
     if after is not None:
         ids = [item["id"] for item in items]
         if after not in ids:
-            raise ApiError(400, f"Invalid 'after': no input item of '{response_id}' has id '{after}'.", param="after")
+            raise ApiError(
+                400,
+                f"Invalid 'after': no input item of '{response_id}' has id '{after}'.",
+                param="after",
+            )
         items = items[ids.index(after) + 1 :]
     page = items[:limit]
     return s.InputItemList(
-        data=page, first_id=page[0]["id"] if page else None, last_id=page[-1]["id"] if page else None,
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
         has_more=len(items) > limit,
-    )  # fmt: skip
+    )
 
 
 def handlers() -> list:

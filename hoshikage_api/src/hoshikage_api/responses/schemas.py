@@ -79,7 +79,9 @@ class MessageItem(Struct, tag_field="type", tag="message", kw_only=True, omit_de
     status: ItemStatus | None = None
 
 
-class FunctionCallItem(Struct, tag_field="type", tag="function_call", kw_only=True, omit_defaults=True):
+class FunctionCallItem(
+    Struct, tag_field="type", tag="function_call", kw_only=True, omit_defaults=True
+):
     """A call the model made in an earlier turn (an output item sent back as input)."""
 
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
@@ -89,7 +91,9 @@ class FunctionCallItem(Struct, tag_field="type", tag="function_call", kw_only=Tr
     status: ItemStatus | None = None
 
 
-class FunctionCallOutputItem(Struct, tag_field="type", tag="function_call_output", kw_only=True, omit_defaults=True):
+class FunctionCallOutputItem(
+    Struct, tag_field="type", tag="function_call_output", kw_only=True, omit_defaults=True
+):
     """The client's result of a call: ``output`` is text, or text parts."""
 
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
@@ -206,7 +210,9 @@ class CreateResponse(Struct, kw_only=True):
     stream: bool = False
     stream_options: ResponseStreamOptions | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
-    include: Annotated[list[Annotated[str, Meta(max_length=128)]], Meta(max_length=32)] | None = None
+    include: Annotated[list[Annotated[str, Meta(max_length=128)]], Meta(max_length=32)] | None = (
+        None
+    )
     # Accepted, and change nothing here.
     reasoning: ReasoningParam | None = None
     truncation: Literal["auto", "disabled"] | None = None

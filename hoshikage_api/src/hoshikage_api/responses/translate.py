@@ -28,8 +28,12 @@ from . import schemas as s
 from .store import Stored
 
 #: Item types of OpenAI's hosted tools (and others this server never produces), refused by name.
-_ITEM_TYPES = {"message": s.MessageItem, "function_call": s.FunctionCallItem,
-               "function_call_output": s.FunctionCallOutputItem, "reasoning": s.ReasoningItem}  # fmt: skip
+_ITEM_TYPES = {
+    "message": s.MessageItem,
+    "function_call": s.FunctionCallItem,
+    "function_call_output": s.FunctionCallOutputItem,
+    "reasoning": s.ReasoningItem,
+}
 _ID_PREFIX = {s.MessageItem: "msg", s.FunctionCallItem: "fc", s.FunctionCallOutputItem: "fco"}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -60,7 +64,10 @@ def _item(raw: dict[str, Any], i: int):
         kind = "message"  # OpenAI's "easy" message: type may be left out
         raw = {**raw, "type": "message"}
     if kind is None:
-        raise invalid(f"Invalid '{where}': an item needs a 'type' (or a 'role', for a message).", f"{where}.type")
+        raise invalid(
+            f"Invalid '{where}': an item needs a 'type' (or a 'role', for a message).",
+            f"{where}.type",
+        )
     if not isinstance(kind, str):
         raise invalid(f"Invalid '{where}.type': expected a string.", f"{where}.type")
     if kind == "item_reference":
@@ -82,7 +89,11 @@ def _item(raw: dict[str, Any], i: int):
 
 def _check_parts(item, where: str) -> None:
     """Refuse media parts, and parts in the wrong kind of message."""
-    content = getattr(item, "content", None) if not isinstance(item, s.FunctionCallOutputItem) else item.output
+    content = (
+        getattr(item, "content", None)
+        if not isinstance(item, s.FunctionCallOutputItem)
+        else item.output
+    )
     field = "output" if isinstance(item, s.FunctionCallOutputItem) else "content"
     if not isinstance(content, list):
         return
@@ -91,20 +102,27 @@ def _check_parts(item, where: str) -> None:
         if isinstance(part, (s.InputImage, s.InputFile, s.InputAudio)):
             kind = {s.InputImage: "image", s.InputFile: "file", s.InputAudio: "audio"}[type(part)]
             raise invalid(
-                f"Invalid '{param}': {kind} inputs are not supported; the models served here read text only.", param
+                f"Invalid '{param}': {kind} inputs are not supported; the models served here read text only.",
+                param,
             )
 
 
 def input_items(data: s.CreateResponse) -> list:
     """The request's ``input`` as items, each with an ``id`` (``reasoning`` items dropped)."""
     if isinstance(data.input, str):
-        return [s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")]
+        return [
+            s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")
+        ]
     items = []
     for i, raw in enumerate(data.input):
         item = _item(raw, i)
         if isinstance(item, s.ReasoningItem):
             continue
-        items.append(msgspec.structs.replace(item, id=item.id or new_id(_ID_PREFIX[type(item)]), status="completed"))
+        items.append(
+            msgspec.structs.replace(
+                item, id=item.id or new_id(_ID_PREFIX[type(item)]), status="completed"
+            )
+        )
     return items
 
 
@@ -114,10 +132,18 @@ def output_as_input(response: s.Response) -> list:
     for out in response.output:
         if isinstance(out, s.OutputMessage):
             content = [s.OutputText(text=part.text) for part in out.content]
-            items.append(s.MessageItem(role="assistant", content=content, id=out.id, status=out.status))
+            items.append(
+                s.MessageItem(role="assistant", content=content, id=out.id, status=out.status)
+            )
         else:
             items.append(
-                s.FunctionCallItem(call_id=out.call_id, name=out.name, arguments=out.arguments, id=out.id, status=out.status)
+                s.FunctionCallItem(
+                    call_id=out.call_id,
+                    name=out.name,
+                    arguments=out.arguments,
+                    id=out.id,
+                    status=out.status,
+                )
             )
     return items
 
@@ -142,13 +168,19 @@ def messages(items: Sequence) -> list[dict[str, Any]]:
             role = "system" if item.role == "developer" else item.role
             out.append({"role": role, "content": _text(item.content)})
         elif isinstance(item, s.FunctionCallItem):
-            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+            call = {
+                "id": item.call_id,
+                "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments},
+            }
             if out and out[-1]["role"] == "assistant":
                 out[-1].setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif isinstance(item, s.FunctionCallOutputItem):
-            out.append({"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)})
+            out.append(
+                {"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)}
+            )
     return out
 
 
@@ -166,7 +198,9 @@ def _tools(data: s.CreateResponse) -> list[dict[str, Any]]:
                 f"tools[{i}].type",
             )
         if tool.name is None:
-            raise invalid(f"Invalid 'tools[{i}]': a function tool needs a 'name'.", f"tools[{i}].name")
+            raise invalid(
+                f"Invalid 'tools[{i}]': a function tool needs a 'name'.", f"tools[{i}].name"
+            )
         function: dict[str, Any] = {"name": tool.name}
         if tool.description:
             function["description"] = tool.description
@@ -181,9 +215,15 @@ def _allowed(choice: s.ToolChoiceParam, tools: list[dict[str, Any]]) -> list[dic
     for j, entry in enumerate(choice.tools or ()):
         param = f"tool_choice.tools[{j}]"
         if entry.get("type") != "function":
-            raise invalid(f"Invalid '{param}': only function tools can be allowed, got {entry.get('type')!r}.", param)
+            raise invalid(
+                f"Invalid '{param}': only function tools can be allowed, got {entry.get('type')!r}.",
+                param,
+            )
         if entry.get("name") not in names:
-            raise invalid(f"Invalid '{param}.name': no function tool is named {entry.get('name')!r}.", f"{param}.name")
+            raise invalid(
+                f"Invalid '{param}.name': no function tool is named {entry.get('name')!r}.",
+                f"{param}.name",
+            )
         allowed.append(entry["name"])
     return [tool for tool in tools if tool["function"]["name"] in allowed]
 
@@ -201,11 +241,16 @@ def _tool_choice(data: s.CreateResponse, tools: list[dict[str, Any]]):
         return tools, "required"
     if choice.type == "function":
         if choice.name not in {tool["function"]["name"] for tool in tools}:
-            raise invalid(f"Invalid 'tool_choice.name': no function tool is named {choice.name!r}.", "tool_choice.name")
+            raise invalid(
+                f"Invalid 'tool_choice.name': no function tool is named {choice.name!r}.",
+                "tool_choice.name",
+            )
         return tools, {"type": "function", "function": {"name": choice.name}}
     if choice.type == "allowed_tools":
         if choice.mode is None or not choice.tools:
-            raise invalid("Invalid 'tool_choice': allowed_tools needs 'mode' and 'tools'.", "tool_choice")
+            raise invalid(
+                "Invalid 'tool_choice': allowed_tools needs 'mode' and 'tools'.", "tool_choice"
+            )
         return _allowed(choice, tools), choice.mode
     raise invalid(
         f"Invalid 'tool_choice.type': the tool choice type {choice.type!r} is not supported; "
@@ -220,16 +265,26 @@ def _response_format(text: s.TextConfig | None) -> ResponseFormat | None:
         return None
     if isinstance(fmt, s.FormatJsonObject):
         return ResponseFormat(type="json_object")
-    return ResponseFormat(type="json_schema", schema=fmt.schema, name=fmt.name, strict=bool(fmt.strict))
+    return ResponseFormat(
+        type="json_schema", schema=fmt.schema, name=fmt.name, strict=bool(fmt.strict)
+    )
 
 
 def _refuse_unsupported(data: s.CreateResponse) -> None:
     if data.background:
-        raise invalid("'background' responses are not supported: this server answers while you wait.", "background")
+        raise invalid(
+            "'background' responses are not supported: this server answers while you wait.",
+            "background",
+        )
     if data.conversation is not None:
-        raise invalid("'conversation' is not supported; continue with 'previous_response_id'.", "conversation")
+        raise invalid(
+            "'conversation' is not supported; continue with 'previous_response_id'.", "conversation"
+        )
     if data.prompt is not None:
-        raise invalid("Stored prompt templates ('prompt') are not supported; send 'instructions' and 'input'.", "prompt")
+        raise invalid(
+            "Stored prompt templates ('prompt') are not supported; send 'instructions' and 'input'.",
+            "prompt",
+        )
     if data.truncation == "auto":
         raise invalid(
             "'truncation: \"auto\"' is not supported: a context over the model's window is an error "
@@ -237,7 +292,9 @@ def _refuse_unsupported(data: s.CreateResponse) -> None:
             "truncation",
         )
     if data.context_management:
-        raise invalid("'context_management' (server-side compaction) is not supported.", "context_management")
+        raise invalid(
+            "'context_management' (server-side compaction) is not supported.", "context_management"
+        )
     if data.stream_options is not None and not data.stream:
         raise invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options")
 
@@ -251,9 +308,11 @@ def wants_logprobs(data: s.CreateResponse) -> bool:
 
 def previous_not_found(response_id: str) -> ApiError:
     return ApiError(
-        404, f"Previous response with id '{response_id}' not found.",
-        param="previous_response_id", code="previous_response_not_found",
-    )  # fmt: skip
+        404,
+        f"Previous response with id '{response_id}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
 
 
 def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, tuple]:
@@ -286,7 +345,10 @@ def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, 
         tool_choice=tool_choice if tools else None,
     )
     job = Job(
-        endpoint="responses", model=data.model, keep_alive=keep_alive(data.keep_alive),
-        requests=(request,), stream=data.stream,
-    )  # fmt: skip
+        endpoint="responses",
+        model=data.model,
+        keep_alive=keep_alive(data.keep_alive),
+        requests=(request,),
+        stream=data.stream,
+    )
     return job, context

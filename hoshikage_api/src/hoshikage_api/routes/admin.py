@@ -11,7 +11,9 @@ from ..translate import keep_alive as parse_keep_alive
 from .deps import ModelPath, runtime_of
 from .docs import errors
 
-KeepAliveQuery = Annotated[str | None, Parameter(description="idle time after the load: seconds, 5m, -1")]
+KeepAliveQuery = Annotated[
+    str | None, Parameter(description="idle time after the load: seconds, 5m, -1")
+]
 
 
 @get("/api/status", tags=["Admin"], summary="Server and model status", responses=errors(401))
@@ -22,10 +24,15 @@ async def status(request: Request) -> dict[str, Any]:
 
 
 @post(
-    "/api/models/{name:str}/load", status_code=200, tags=["Admin"], summary="Load a model",
+    "/api/models/{name:str}/load",
+    status_code=200,
+    tags=["Admin"],
+    summary="Load a model",
     responses=errors(401, 404, 500, 503),
-)  # fmt: skip
-async def load(name: ModelPath, request: Request, keep_alive: KeepAliveQuery = None) -> dict[str, Any]:
+)
+async def load(
+    name: ModelPath, request: Request, keep_alive: KeepAliveQuery = None
+) -> dict[str, Any]:
     """Load ``name`` now (through the queue, like a request). ``keep_alive`` (query) sets
     how long it then stays loaded while idle."""
     runtime = runtime_of(request)
@@ -35,9 +42,12 @@ async def load(name: ModelPath, request: Request, keep_alive: KeepAliveQuery = N
 
 
 @post(
-    "/api/models/{name:str}/unload", status_code=200, tags=["Admin"], summary="Unload a model",
+    "/api/models/{name:str}/unload",
+    status_code=200,
+    tags=["Admin"],
+    summary="Unload a model",
     responses=errors(401, 404),
-)  # fmt: skip
+)
 async def unload(name: ModelPath, request: Request) -> dict[str, Any]:
     """``result`` is ``unloaded``, ``scheduled`` (when its requests end) or ``not_loaded``."""
     runtime = runtime_of(request)
@@ -46,7 +56,13 @@ async def unload(name: ModelPath, request: Request) -> dict[str, Any]:
     return {"name": entry.name, "result": result, "state": runtime.pool.state(entry.name)}
 
 
-@post("/api/reload", status_code=200, tags=["Admin"], summary="Reload the config", responses=errors(400, 401))
+@post(
+    "/api/reload",
+    status_code=200,
+    tags=["Admin"],
+    summary="Reload the config",
+    responses=errors(400, 401),
+)
 async def reload(request: Request) -> dict[str, Any]:
     """Re-read the config file and rescan ``models_dir``, without a restart and without
     dropping a request: models ``added`` can be used at once, ``removed`` ones answer 404 at

@@ -17,11 +17,18 @@ from .docs import GENERATION_ERRORS
 
 
 @post(
-    "/v1/chat/completions", dto=StrictBody, return_dto=None, status_code=200, tags=["OpenAI"],
-    summary="Create a chat completion", responses=GENERATION_ERRORS,
+    "/v1/chat/completions",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    tags=["OpenAI"],
+    summary="Create a chat completion",
+    responses=GENERATION_ERRORS,
     description="With `stream: true` the answer is a `text/event-stream` of "
     "`chat.completion.chunk` objects ending with `data: [DONE]`.",
-)  # fmt: skip
-async def chat_completions(request: Request, data: Annotated[ChatCompletionRequest, Body()]) -> ChatCompletion:
+)
+async def chat_completions(
+    request: Request, data: Annotated[ChatCompletionRequest, Body()]
+) -> ChatCompletion:
     job = chat_job(data)
     return await respond(request, runtime_of(request), job, ChatFormat(job))

@@ -17,11 +17,16 @@ from .docs import GENERATION_ERRORS
 
 
 @post(
-    "/v1/completions", dto=StrictBody, return_dto=None, status_code=200, tags=["OpenAI"],
-    summary="Create a text completion", responses=GENERATION_ERRORS,
+    "/v1/completions",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    tags=["OpenAI"],
+    summary="Create a text completion",
+    responses=GENERATION_ERRORS,
     description="With `stream: true` the answer is a `text/event-stream` of `text_completion` "
     "objects ending with `data: [DONE]`.",
-)  # fmt: skip
+)
 async def completions(request: Request, data: Annotated[CompletionRequest, Body()]) -> Completion:
     job = completion_job(data)
     return await respond(request, runtime_of(request), job, CompletionFormat(job))

@@ -10,14 +10,20 @@ from ..schemas import ErrorBody
 def errors(*statuses: int) -> dict[int, ResponseSpec]:
     """The documented error responses of a route; every one has OpenAI's error body."""
     text = {
-        400: "Invalid request: bad JSON, a wrong type or value (`param` names it), or a prompt over the context (`context_length_exceeded`); for `/api/reload`, a config with errors (`config_error`, every one in `problems`).",
+        400: (
+            "Invalid request: bad JSON, a wrong type or value (`param` names it), or a prompt over the context "
+            "(`context_length_exceeded`); for `/api/reload`, a config with errors "
+            "(`config_error`, every one in `problems`)."
+        ),
         401: "Missing or wrong API key (`authentication_error`).",
         404: "Unknown model (`model_not_found`).",
         413: "Request body over `max_body_size`.",
         500: "The model failed to load (`model_load_failed`) or an internal error.",
         503: "The queue is full (`queue_full`) or the server is shutting down; see `Retry-After`.",
     }
-    return {code: ResponseSpec(data_container=ErrorBody, description=text[code]) for code in statuses}
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=text[code]) for code in statuses
+    }
 
 
 GENERATION_ERRORS = errors(400, 401, 404, 413, 500, 503)

@@ -27,9 +27,14 @@ def float32_base64(vector: list[float]) -> str:
 
 
 @post(
-    "/v1/embeddings", dto=StrictBody, return_dto=None, status_code=200, tags=["OpenAI"],
-    summary="Create embeddings", responses=GENERATION_ERRORS,
-)  # fmt: skip
+    "/v1/embeddings",
+    dto=StrictBody,
+    return_dto=None,
+    status_code=200,
+    tags=["OpenAI"],
+    summary="Create embeddings",
+    responses=GENERATION_ERRORS,
+)
 async def embeddings(request: Request, data: Annotated[EmbeddingRequest, Body()]) -> EmbeddingList:
     inputs = embedding_inputs(data)
     ka = keep_alive(data.keep_alive)

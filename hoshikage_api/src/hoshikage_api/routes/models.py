@@ -23,7 +23,9 @@ def _cards(runtime: Runtime, entry) -> list[ModelCard]:
         created = int(runtime.started_at)
     state = runtime.pool.state(entry.name)
     cards = [ModelCard(id=entry.name, created=created, state=state)]
-    cards += [ModelCard(id=a, created=created, state=state, alias_of=entry.name) for a in entry.aliases]
+    cards += [
+        ModelCard(id=a, created=created, state=state, alias_of=entry.name) for a in entry.aliases
+    ]
     return cards
 
 
@@ -33,7 +35,12 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=[card for entry in runtime.registry for card in _cards(runtime, entry)])
 
 
-@get("/v1/models/{model_id:path}", tags=["OpenAI"], summary="Describe a model or alias", responses=errors(401, 404))
+@get(
+    "/v1/models/{model_id:path}",
+    tags=["OpenAI"],
+    summary="Describe a model or alias",
+    responses=errors(401, 404),
+)
 async def get_model(model_id: ModelPath, request: Request) -> ModelCard:
     name = model_id.lstrip("/")
     runtime = runtime_of(request)

@@ -79,7 +79,12 @@ def page_files() -> dict[str, tuple[bytes, str, str]]:
     return files
 
 
-@route("/", http_method=[HttpMethod.GET, HttpMethod.HEAD], opt={"public": True}, include_in_schema=False)
+@route(
+    "/",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    opt={"public": True},
+    include_in_schema=False,
+)
 async def root(request: Request) -> Response:
     """A browser goes to the page; anything else (a liveness probe) gets one line of text."""
     if "text/html" in request.headers.get("accept", ""):
@@ -87,7 +92,12 @@ async def root(request: Request) -> Response:
     return Response(LIVENESS, media_type="text/plain")
 
 
-@route("/ui", http_method=[HttpMethod.GET, HttpMethod.HEAD], opt={"public": True}, include_in_schema=False)
+@route(
+    "/ui",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    opt={"public": True},
+    include_in_schema=False,
+)
 async def page(request: Request) -> Response:
     """``/ui/`` is ``index.html``; ``/ui`` redirects there so the page's relative links
     resolve (Litestar routes both paths here)."""
@@ -98,9 +108,11 @@ async def page(request: Request) -> Response:
 
 
 @route(
-    "/ui/{file_path:path}", http_method=[HttpMethod.GET, HttpMethod.HEAD],
-    opt={"public": True}, include_in_schema=False,
-)  # fmt: skip
+    "/ui/{file_path:path}",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    opt={"public": True},
+    include_in_schema=False,
+)
 async def page_file(request: Request, file_path: FromPath[str]) -> Response:
     """One of the page's files (a flat folder: the name is looked up, never joined to a path)."""
     return _file(request, file_path.lstrip("/"))
