@@ -94,6 +94,15 @@ class ServerConfig:
     #: ``previous_response_id`` and ``GET /v1/responses/{id}``; the least recently used is
     #: evicted beyond it. 0: keep none.
     responses_store: int = attrs.field(default=256, validator=_non_negative)
+    #: Largest JSON schema a request may constrain its output with (``response_format``,
+    #: ``text.format``, ``output_config``, ``format``, a forced tool's parameters), in bytes.
+    max_schema_bytes: Size = attrs.field(default=Size(128 * 1024), validator=_positive)
+    #: Most ``enum`` values over a whole schema (OpenAI's own limit is 1000).
+    max_schema_enum: int = attrs.field(default=1000, validator=_positive)
+    #: Largest grammar (GBNF, as the backend compiles it) a request may lead to, in bytes.
+    max_grammar_bytes: Size = attrs.field(default=Size(256 * 1024), validator=_positive)
+    #: Most choices one request may ask for: prompts × ``n`` (OpenAI's ``n`` goes to 128).
+    max_choices: int = attrs.field(default=128, validator=_positive)
 
     @property
     def base_url(self) -> str:

@@ -27,6 +27,7 @@ import attrs
 from . import __version__
 from .delivery import LoopSink, LoopWaker
 from .errors import Cancelled, HoshikageError
+from .limits import Limits, check_choices, check_request
 from .pool import ModelPool
 from .protocol import CancelToken, Chunk, Embeddings, EngineStats, GenerationRequest, LoadedModel
 from .registry import ModelEntry, ModelRegistry
@@ -193,9 +194,12 @@ class Session:
         self._workers.append(sink.done)
         rt._cancel_tokens.add(cancel)
 
+        limits = Limits.of(rt.config.server)
+        check_choices(limits, n)
+
         def submit() -> None:
             try:
-                model.generate(request, cancel, sink, n)
+                model.generate(check_request(limits, request), cancel, sink, n)
             except BaseException as exc:
                 sink.close(exc)  # nothing was started: the sink is done
                 sink.flush()
@@ -339,9 +343,18 @@ class Runtime:
         return self.registry.resolve(name)
 
     def session(
-        self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1
+        self,
+        model: str,
+        *,
+        endpoint: str = "",
+        keep_alive: float | None = None,
+        sequences: int = 1,
+        choices: int | None = None,
     ) -> Session:
-        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``)."""
+        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``);
+        ``choices``: all it asks for (prompts × ``n``), checked against ``max_choices``
+        before it queues."""
+        check_choices(Limits.of(self.config.server), max(sequences, choices or 0))
         return Session(self, model, endpoint, keep_alive, sequences)
 
     async def load(self, name: str, keep_alive: float | None = None) -> float:
