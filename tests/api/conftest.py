@@ -41,7 +41,8 @@ async def make_client():
     async def build(config: dict):
         pm = make_plugin_manager()
         runtime = Runtime(config_mod.structure(copy.deepcopy(config), pm=pm), pm)
-        client = AsyncTestClient(create_app(runtime), timeout=30)
+        # localhost: a server without a key answers only its own host names (guard.py).
+        client = AsyncTestClient(create_app(runtime), base_url="http://localhost", timeout=30)
         await client.__aenter__()
         clients.append(client)
         return client

@@ -17,6 +17,7 @@ def create_app(runtime):
 
     from . import errors
     from .auth import api_key_guard
+    from .guard import browser_guard
     from .events import EventSink
     from .metrics import Metrics
     from .routes import handlers
@@ -40,7 +41,7 @@ def create_app(runtime):
     return Litestar(
         route_handlers=handlers(),
         exception_handlers={Exception: errors.handle},
-        guards=[api_key_guard(server.api_key)] if server.api_key else None,
+        guards=[*([api_key_guard(server.api_key)] if server.api_key else []), browser_guard(server)],
         cors_config=CORSConfig(allow_origins=list(server.cors_origins))
         if server.cors_origins
         else None,

@@ -79,8 +79,11 @@ class ServerConfig:
     affinity_wait: Duration = Duration(10.0)
     #: Largest request body accepted, in bytes (or "8MB").
     max_body_size: Size = Size(8 * 1024 * 1024)
-    #: Origins allowed by CORS; empty: CORS off.
+    #: Origins allowed by CORS, and to make state-changing requests; empty: CORS off.
     cors_origins: list[str] = attrs.Factory(list)
+    #: Host names answered when no ``api_key`` is set, besides the bound address,
+    #: ``localhost``, this machine's name and IP literals; ``["*"]``: any.
+    allowed_hosts: list[str] = attrs.Factory(list)
     #: Where the CLI reaches the server; default http://host:port.
     url: str = ""
     #: Tokens generated for a request that gives no ``max_tokens``, unless the model sets its
