@@ -35,7 +35,11 @@ def test_bodies_that_are_not_json_are_415(server):
             assert r.status_code == 415, (path, content_type, r.status_code, r.text)
             error = r.json()["error"]
             assert "application/json" in (error if isinstance(error, str) else error["message"])
-    for content_type in ("application/json", "application/json; charset=utf-8", "application/vnd.x+json"):
+    for content_type in (
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.x+json",
+    ):
         r = httpx.post(
             server.base_url + "/v1/chat/completions",
             content=body,
@@ -57,7 +61,9 @@ def test_a_foreign_origin_cannot_change_anything(server):
         ("/v1/messages", {**CHAT, "max_tokens": 2}),
     ):
         for origin in (EVIL, "null", "http://127.0.0.1.evil.example"):
-            r = httpx.post(server.base_url + path, json=body, headers={"Origin": origin}, timeout=10)
+            r = httpx.post(
+                server.base_url + path, json=body, headers={"Origin": origin}, timeout=10
+            )
             assert r.status_code == 403, (path, origin, r.status_code, r.text)
             error = r.json()["error"]
             assert "cors_origins" in (error if isinstance(error, str) else error["message"])
@@ -65,7 +71,10 @@ def test_a_foreign_origin_cannot_change_anything(server):
     # The server's own origin (the web page) and a configured one may.
     for origin in (server.base_url, "http://friend.example"):
         r = httpx.post(
-            server.base_url + "/v1/chat/completions", json=CHAT, headers={"Origin": origin}, timeout=30
+            server.base_url + "/v1/chat/completions",
+            json=CHAT,
+            headers={"Origin": origin},
+            timeout=30,
         )
         assert r.status_code == 200, (origin, r.text)
     # Reads are not state-changing: a foreign Origin may GET (CORS keeps the answer from it).

@@ -17,8 +17,8 @@ def create_app(runtime):
 
     from . import errors
     from .auth import api_key_guard
-    from .guard import browser_guard
     from .events import EventSink
+    from .guard import browser_guard
     from .metrics import Metrics
     from .routes import handlers
 
@@ -41,7 +41,10 @@ def create_app(runtime):
     return Litestar(
         route_handlers=handlers(),
         exception_handlers={Exception: errors.handle},
-        guards=[*([api_key_guard(server.api_key)] if server.api_key else []), browser_guard(server)],
+        guards=[
+            *([api_key_guard(server.api_key)] if server.api_key else []),
+            browser_guard(server),
+        ],
         cors_config=CORSConfig(allow_origins=list(server.cors_origins))
         if server.cors_origins
         else None,
