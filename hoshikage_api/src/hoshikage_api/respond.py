@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 
@@ -25,7 +26,29 @@ class OwnTypeStream(Stream):
 
     def to_asgi_response(self, *args, **kwargs):
         kwargs["media_type"] = self.own_media_type
-        return super().to_asgi_response(*args, **kwargs)
+        response = super().to_asgi_response(*args, **kwargs)
+        response.__class__ = _closing_class(type(response))
+        return response
+
+
+@functools.cache
+def _closing_class(base: type) -> type:
+    """Litestar's streaming response, closing its iterator however the stream stopped (the
+    end, a disconnect, a write that timed out), so that its session releases the slot at
+    once rather than whenever the garbage collector gets to the iterator."""
+
+    class ClosingStreamingResponse(base):
+        __slots__ = ()
+
+        async def send_body(self, send, receive) -> None:
+            try:
+                await super().send_body(send, receive)
+            finally:
+                aclose = getattr(self.iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    return ClosingStreamingResponse
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

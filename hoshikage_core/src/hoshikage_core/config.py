@@ -106,6 +106,17 @@ class ServerConfig:
     max_grammar_bytes: Size = attrs.field(default=Size(256 * 1024), validator=_positive)
     #: Most choices one request may ask for: prompts × ``n`` (OpenAI's ``n`` goes to 128).
     max_choices: int = attrs.field(default=128, validator=_positive)
+    #: How long one write to a client may wait for it to read before the connection is
+    #: closed; the request's slot is released when generation ends regardless.
+    send_timeout: Duration = attrs.field(default=Duration(60.0), validator=_positive)
+    #: Output held for a slow client beyond what its socket takes, per response.
+    send_buffer: Size = attrs.field(default=Size(4 * 1024 * 1024), validator=_positive)
+    #: How long a client may take to send a request's headers.
+    header_timeout: Duration = attrs.field(default=Duration(10.0), validator=_positive)
+    #: How long a client may take to send a request's body, from the end of its headers.
+    body_timeout: Duration = attrs.field(default=Duration(60.0), validator=_positive)
+    #: Connections (and requests in flight) at once; one more request gets 503.
+    max_connections: int = attrs.field(default=512, validator=_positive)
 
     @property
     def base_url(self) -> str:

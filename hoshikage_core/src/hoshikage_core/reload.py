@@ -36,8 +36,20 @@ from .registry import ModelRegistry
 log = logging.getLogger("hoshikage.reload")
 
 #: ``[server]`` keys a reload cannot change: the listening socket (host, port) and what the
-#: HTTP app was built with (api_key, cors_origins, allowed_hosts, max_body_size). ``url`` is the CLI's.
-RESTART_KEYS = ("host", "port", "api_key", "cors_origins", "allowed_hosts", "max_body_size")
+#: HTTP app and its connections were built with. ``url`` is the CLI's.
+RESTART_KEYS = (
+    "host",
+    "port",
+    "api_key",
+    "cors_origins",
+    "allowed_hosts",
+    "max_body_size",
+    "send_timeout",
+    "send_buffer",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+)
 #: ``[server]`` keys the scheduler takes on a reload (when it has ``reconfigure``).
 SCHEDULER_KEYS = ("concurrency", "max_queue", "affinity_wait")
 
