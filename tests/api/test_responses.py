@@ -1030,7 +1030,7 @@ def test_nothing_generated_is_one_empty_message():
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == ""
 
 
-def test_the_store_is_bounded_and_lru():
+def test_the_store_is_bounded_and_lru(tmp_path):
     from hoshikage_api.responses.store import ResponseStore, Stored
 
     def stored(response_id):
@@ -1038,7 +1038,7 @@ def test_the_store_is_bounded_and_lru():
         response.id = response_id
         return Stored(response, ())
 
-    store = ResponseStore(2)
+    store = ResponseStore(2, path=tmp_path / "a.sqlite3")
     store.put(stored("a"))
     store.put(stored("b"))
     assert store.get("a") is not None
@@ -1049,12 +1049,12 @@ def test_the_store_is_bounded_and_lru():
         True,
     )
     assert store.delete("a") and not store.delete("a") and len(store) == 1
-    nothing = ResponseStore(0)
+    nothing = ResponseStore(0, path=tmp_path / "b.sqlite3")
     nothing.put(stored("a"))
     assert nothing.get("a") is None
 
 
-def test_the_store_follows_a_reloaded_size():
+def test_the_store_follows_a_reloaded_size(monkeypatch, tmp_path):
     """``responses_store`` applies on reload: the app's store takes the running config's
     size whenever it is used, and the next store evicts down to it."""
     from types import SimpleNamespace
@@ -1062,7 +1062,8 @@ def test_the_store_follows_a_reloaded_size():
     from hoshikage_api.responses.store import Stored, store_of
     from litestar.datastructures import State
 
-    server = SimpleNamespace(responses_store=3)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    server = SimpleNamespace(responses_store=3, responses_store_bytes=1 << 20)
     runtime = SimpleNamespace(config=SimpleNamespace(server=server))
     request = SimpleNamespace(app=SimpleNamespace(state=State({"runtime": runtime})))
 

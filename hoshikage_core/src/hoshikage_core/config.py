@@ -93,10 +93,13 @@ class ServerConfig:
     max_tokens: int = attrs.field(default=2048, validator=_non_negative)
     #: How long SIGTERM waits for in-flight requests before cancelling them.
     shutdown_grace: Duration = Duration(3.0)
-    #: Finished responses of the OpenAI Responses API kept in memory for
-    #: ``previous_response_id`` and ``GET /v1/responses/{id}``; the least recently used is
-    #: evicted beyond it. 0: keep none.
+    #: Finished responses of the OpenAI Responses API kept (in SQLite under the user's data
+    #: directory) for ``previous_response_id`` and ``GET /v1/responses/{id}``; the least
+    #: recently used is evicted beyond it. 0: keep none.
     responses_store: int = attrs.field(default=256, validator=_non_negative)
+    #: Bytes the stored responses may take in all (their JSON); the oldest are evicted
+    #: beyond it, as beyond ``responses_store`` entries.
+    responses_store_bytes: Size = attrs.field(default=Size(64 * 1024 * 1024), validator=_positive)
     #: Largest JSON schema a request may constrain its output with (``response_format``,
     #: ``text.format``, ``output_config``, ``format``, a forced tool's parameters), in bytes.
     max_schema_bytes: Size = attrs.field(default=Size(128 * 1024), validator=_positive)

@@ -70,12 +70,16 @@ Content = str | Annotated[list[ContentPart], Meta(max_length=100_000)]
 
 Role = Literal["user", "assistant", "system", "developer"]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
+#: An item id the client may set: stored and echoed back, so bounded.
+ItemId = Annotated[str, Meta(max_length=256)]
+#: A free string the client may set that is stored and echoed back (``user``...).
+FreeString = Annotated[str, Meta(max_length=256)]
 
 
 class MessageItem(Struct, tag_field="type", tag="message", kw_only=True, omit_defaults=True):
     role: Role
     content: Content
-    id: str | None = None
+    id: ItemId | None = None
     status: ItemStatus | None = None
 
 
@@ -87,7 +91,7 @@ class FunctionCallItem(
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
     name: Annotated[str, Meta(min_length=1, max_length=256)]
     arguments: str
-    id: str | None = None
+    id: ItemId | None = None
     status: ItemStatus | None = None
 
 
@@ -98,7 +102,7 @@ class FunctionCallOutputItem(
 
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
     output: Content
-    id: str | None = None
+    id: ItemId | None = None
     status: ItemStatus | None = None
 
 
@@ -106,7 +110,7 @@ class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True):
     """An earlier turn's reasoning sent back by the client: accepted and left out of the
     prompt (no model served here produces reasoning items)."""
 
-    id: str | None = None
+    id: ItemId | None = None
 
 
 InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
@@ -217,11 +221,11 @@ class CreateResponse(Struct, kw_only=True):
     reasoning: ReasoningParam | None = None
     truncation: Literal["auto", "disabled"] | None = None
     max_tool_calls: Annotated[int, Meta(ge=1)] | None = None
-    user: str | None = None
-    safety_identifier: str | None = None
-    prompt_cache_key: str | None = None
-    prompt_cache_retention: str | None = None
-    service_tier: str | None = None
+    user: FreeString | None = None
+    safety_identifier: FreeString | None = None
+    prompt_cache_key: FreeString | None = None
+    prompt_cache_retention: FreeString | None = None
+    service_tier: FreeString | None = None
     # Refused when set: no background mode, no conversations, no stored prompts here.
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
@@ -331,7 +335,7 @@ class Response(Struct, kw_only=True):
     top_p: float | None = None
     truncation: Literal["disabled"] = "disabled"
     usage: ResponseUsage | None = None
-    user: str | None = None
+    user: FreeString | None = None
     metadata: dict[str, str] = {}
 
 
