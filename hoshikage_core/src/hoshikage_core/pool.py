@@ -119,6 +119,11 @@ class ModelPool:
     def slot(self, name: str) -> _Slot:
         return self._slots[name]
 
+    def draining(self) -> list[_Slot]:
+        """Slots of models a reload removed that still serve (or hold) requests, or have
+        not unloaded yet: ``/api/status`` shows them as ``draining`` until they go."""
+        return [slot for slot in self._slots.values() if slot.retired]
+
     def state(self, name: str) -> str:
         return self._slots[name].public_state
 

@@ -382,8 +382,10 @@ class Runtime:
         now = time.monotonic()
         sched = self.scheduler.snapshot()
         models = []
-        for entry in self.registry:
-            slot = self.pool.slot(entry.name)
+        # The registry's models, then those a reload removed that are still draining.
+        shown = [(entry, self.pool.slot(entry.name), None) for entry in self.registry]
+        shown += [(slot.entry, slot, "draining") for slot in self.pool.draining()]
+        for entry, slot, state in shown:
             engine = _engine_stats(slot.model)
             unload_in: float | None = None
             if slot.public_state == LOADED:
@@ -394,7 +396,7 @@ class Runtime:
                     "aliases": list(entry.aliases),
                     "backend": entry.backend,
                     "path": entry.path,
-                    "state": slot.public_state,
+                    "state": state or slot.public_state,
                     "memory_bytes": slot.memory_bytes,
                     "file_bytes": entry.file_size(),
                     "in_use": slot.in_use,
