@@ -11,6 +11,7 @@ before its last event or its body is sent, so a client may continue from it at o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Annotated, Literal
@@ -29,6 +30,7 @@ from ..schemas import ErrorBody
 from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
+from .running import Running, running_of
 from .store import Stored, store_of
 from .translate import previous_not_found, response_job, wants_logprobs
 
@@ -64,10 +66,23 @@ def _not_found(response_id: str) -> ApiError:
 
 
 async def _stream(
-    builder: ResponseBuilder, chunks, finish: Callable[[s.Response], None]
+    builder: ResponseBuilder,
+    chunks,
+    finish: Callable[[s.Response], None],
+    done: Callable[[], object] = lambda: None,
 ) -> AsyncIterator[bytes]:
     """The event stream of one response. An error before the first event is raised (a JSON
-    error response); after it, a ``response.failed`` event ends the stream."""
+    error response); after it, a ``response.failed`` event ends the stream. ``done`` is
+    called when it ends, however it ends."""
+    try:
+        async with aclosing(_events(builder, chunks, finish)) as events:
+            async for event in events:
+                yield event
+    finally:
+        done()
+
+
+async def _events(builder: ResponseBuilder, chunks, finish) -> AsyncIterator[bytes]:
     try:
         async with aclosing(chunks) as stream:
             async for _index, chunk in stream:
@@ -117,12 +132,40 @@ async def create_response(
             store.put(Stored(response, context))
 
     runtime = runtime_of(request)
+    running = running_of(request)
+    entry = running[builder.id] = Running(builder)  # GET answers it as in_progress
+    if data.background:
+        entry.task = asyncio.create_task(_background(builder, collect(runtime, job), finish))
+        entry.task.add_done_callback(lambda _t: running.pop(builder.id, None))
+        return entry.snapshot()
     if not job.stream:
-        (result,) = await until_disconnect(request, collect(runtime, job))
+        try:
+            (result,) = await until_disconnect(request, collect(runtime, job))
+        finally:
+            running.pop(builder.id, None)
         response = builder.whole(result)
         finish(response)
         return response
-    return await event_stream(request, _stream(builder, run(runtime, job), finish))
+    events = _stream(builder, run(runtime, job), finish, lambda: running.pop(builder.id, None))
+    try:
+        return await event_stream(request, events)
+    except BaseException:
+        running.pop(builder.id, None)
+        raise
+
+
+async def _background(builder: ResponseBuilder, results, finish) -> None:
+    """A ``background: true`` response, to its end: stored completed (or incomplete),
+    failed with its error, or cancelled (by ``POST .../cancel``, or the server stopping)."""
+    try:
+        (result,) = await results
+        finish(builder.whole(result))
+    except asyncio.CancelledError:
+        finish(builder.response("cancelled"))
+    except Exception as exc:
+        error = errors.to_openai(exc)
+        failure = s.ResponseError(code=errors.failure_code(error), message=error.message)
+        finish(builder.response("failed", error=failure))
 
 
 @get(
@@ -144,9 +187,43 @@ async def retrieve_response(
             400, "Streaming a stored response ('stream=true') is not supported.", param="stream"
         )
     stored = store_of(request).get(response_id)
-    if stored is None:
+    if stored is not None:
+        return stored.response
+    running = running_of(request).get(response_id)
+    if running is not None:
+        return running.snapshot()
+    raise _not_found(response_id)
+
+
+@post(
+    ["/v1/responses/{response_id:str}/cancel", "/responses/{response_id:str}/cancel"],
+    status_code=200,
+    tags=TAGS,
+    summary="Cancel a background response",
+    responses=error_specs(400, 401, 404),
+    exception_handlers={Exception: errors.handle},
+    description="Only a response created with `background: true` can be cancelled. While it "
+    'generates, it stops and is stored with `status: "cancelled"`; once it has finished, it is '
+    "answered as it is.",
+)
+async def cancel_response(request: Request, response_id: ResponseId) -> s.Response:
+    running = running_of(request).get(response_id)
+    if running is not None and running.task is not None:
+        running.cancelled = True
+        running.task.cancel()
+        await asyncio.wait([running.task])
+        stored = store_of(request).get(response_id)
+        return stored.response if stored is not None else running.snapshot()
+    stored = store_of(request).get(response_id)
+    if running is None and stored is None:
         raise _not_found(response_id)
-    return stored.response
+    if stored is not None and stored.response.background:
+        return stored.response
+    raise ApiError(
+        400,
+        "Only a response created with 'background': true can be cancelled.",
+        param="response_id",
+    )
 
 
 @delete(
@@ -206,4 +283,4 @@ async def list_input_items(
 
 
 def handlers() -> list:
-    return [create_response, retrieve_response, delete_response, list_input_items]
+    return [create_response, retrieve_response, cancel_response, delete_response, list_input_items]

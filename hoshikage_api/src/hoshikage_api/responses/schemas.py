@@ -4,7 +4,7 @@ The request body is decoded strictly (see :mod:`hoshikage_api.body`): a wrong ty
 is a 400 naming its path. Unknown fields are ignored, as on the other OpenAI routes. Fields
 the official SDK sends that change nothing here (``user``, ``include``, ``reasoning``,
 ``service_tier``, ``prompt_cache_key``...) are declared so that their types are checked;
-those that would ask for something this server cannot do (``background``, ``conversation``,
+those that would ask for something this server cannot do (streamed ``background``, ``conversation``,
 ``prompt``, ``truncation: "auto"``, hosted tools) decode, so the translator can refuse them
 by name.
 
@@ -226,8 +226,10 @@ class CreateResponse(Struct, kw_only=True):
     prompt_cache_key: FreeString | None = None
     prompt_cache_retention: FreeString | None = None
     service_tier: FreeString | None = None
-    # Refused when set: no background mode, no conversations, no stored prompts here.
+    #: Answer at once and generate in the background (GET it, or cancel it); not with
+    #: ``stream`` or ``store: false``.
     background: bool | None = None
+    # Refused when set: no conversations, no stored prompts here.
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
     context_management: list[Any] | None = None
@@ -312,7 +314,7 @@ class Response(Struct, kw_only=True):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["completed", "incomplete", "in_progress", "failed"]
+    status: Literal["completed", "incomplete", "in_progress", "failed", "cancelled"]
     background: bool = False
     completed_at: int | None = None
     error: ResponseError | None = None
