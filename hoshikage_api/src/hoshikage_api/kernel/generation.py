@@ -3,6 +3,7 @@ in turn with its ``n`` choices decoded together, as a stream of ``(choice index,
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
@@ -10,8 +11,7 @@ import attrs
 from hoshikage_core.errors import Cancelled
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
-from .schemas import PromptTokensDetails, Usage
-from .translate import Job
+from .job import Job
 
 SHUTDOWN = "The generation was cancelled because the server is shutting down."
 
@@ -54,8 +54,12 @@ class ChoiceResult:
     completion_tokens: int = 0
     cached_tokens: int = 0
     stop_sequence: str | None = None
+    #: When the first chunk came (the monotonic clock): Ollama reports ``eval_duration``.
+    first_at: float | None = None
 
     def add(self, chunk: Chunk) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         if chunk.text:
             self.texts.append(chunk.text)
         if chunk.logprobs is not None:
@@ -85,34 +89,35 @@ async def collect(
     return results
 
 
-class UsageCounter:
-    """Token usage over a job: the prompt is counted once per prompt, not once per choice."""
+@attrs.frozen
+class Tokens:
+    """A job's token counts: the prompt counted once per prompt, not once per choice."""
+
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+
+
+class TokenCounter:
+    """Adds up :class:`Tokens` over a job's choices as they finish."""
 
     def __init__(self, job: Job):
         self.n = job.n
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cached_tokens = 0
+        self.prompt = self.completion = self.cached = 0
 
-    def add(
-        self, index: int, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
-    ) -> None:
+    def add(self, index: int, prompt: int, completion: int, cached: int = 0) -> None:
         if index % self.n == 0:
-            self.prompt_tokens += prompt_tokens
-            self.cached_tokens += cached_tokens
-        self.completion_tokens += completion_tokens
+            self.prompt += prompt
+            self.cached += cached
+        self.completion += completion
 
-    def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens),
-        )
+    def tokens(self) -> Tokens:
+        return Tokens(self.prompt, self.completion, self.cached)
 
 
-def usage_of(job: Job, results: list[ChoiceResult]) -> Usage:
-    counter = UsageCounter(job)
+def tokens_of(job: Job, results: list[ChoiceResult]) -> Tokens:
+    """The :class:`Tokens` of a collected job."""
+    counter = TokenCounter(job)
     for index, result in enumerate(results):
         counter.add(index, result.prompt_tokens, result.completion_tokens, result.cached_tokens)
-    return counter.usage()
+    return counter.tokens()
