@@ -5,10 +5,10 @@ same for every surface:
 
 * whole: the job is collected, then ``fmt.whole(results)`` is the response body;
 * streamed: ``fmt.items(index, chunk)`` is written for each chunk (one write per chunk),
-  ``fmt.end()`` after the last. The response starts only once the first item exists, so an
-  error found before generation (bad input, unknown model, context overflow, full queue) is
-  still an ordinary JSON error in the surface's shape. An error after it is the stream's
-  last item, ``fmt.error_item(exc)``.
+  ``fmt.end()`` after the last (the session's usage is final by then). The response starts
+  only once the first item exists, so an error found before generation (bad input, unknown
+  model, context overflow, full queue) is still an ordinary JSON error in the surface's
+  shape. An error after it is the stream's last item, ``fmt.error_item(exc)``.
 
 Both wait under :func:`~.disconnect.until_disconnect`, so a client that leaves while its
 request is queued or generating cancels it.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hoshikage_core.protocol import Chunk
 from litestar import Request
@@ -27,6 +27,9 @@ from litestar.response import Stream
 from .disconnect import until_disconnect
 from .generation import ChoiceResult, collect, run
 from .job import Job
+
+if TYPE_CHECKING:
+    from hoshikage_core.runtime import Session
 
 #: Headers of every streamed answer: no caching, no proxy buffering.
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -57,9 +60,10 @@ class Format(Protocol):
         """The items after the last chunk (OpenAI's usage chunk and ``[DONE]``)."""
         return b""
 
-    def ready(self) -> None:
-        """Called once the session holds its slot with the model loaded (Ollama times its
-        ``load_duration`` by it)."""
+    def ready(self, session: Session) -> None:
+        """Called once ``session`` holds its slot with the model loaded. Ollama times its
+        ``load_duration`` by it; OpenAI keeps the session to report ``session.usage``, the
+        core's count, once the job is done."""
 
 
 class OwnTypeStream(Stream):

@@ -6,22 +6,27 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import attrs
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
 from .job import Job
 
+if TYPE_CHECKING:
+    from hoshikage_core.runtime import Session
+
 
 async def run(
-    runtime, job: Job, on_ready: Callable[[], None] | None = None
+    runtime, job: Job, on_ready: Callable[[Session], None] | None = None
 ) -> AsyncIterator[tuple[int, Chunk]]:
     """Yield every choice's chunks inside one session: prompt after prompt, the ``n``
     choices of a prompt decoded together from one reading of it (choice ``j`` samples
     with ``seed + j``).
 
-    ``on_ready`` is called once the session holds its slot and the model is loaded (the
-    Ollama surface times its ``load_duration`` by it).
+    ``on_ready(session)`` is called once the session holds its slot and the model is
+    loaded (the Ollama surface times its ``load_duration`` by it; the OpenAI surface keeps
+    the session to report its ``usage``, the core's one count, at the end).
 
     Closing or cancelling the iterator cancels the backend within a step; the session
     releases its slot once the engine has let go of it.
@@ -30,7 +35,7 @@ async def run(
         job.model, endpoint=job.endpoint, keep_alive=job.keep_alive, sequences=job.n
     ) as session:
         if on_ready is not None:
-            on_ready()
+            on_ready(session)
         for i, request in enumerate(job.requests):
             async with aclosing(session.stream(request, job.n)) as chunks:
                 async for j, chunk in chunks:
@@ -74,7 +79,7 @@ class ChoiceResult:
 
 
 async def collect(
-    runtime, job: Job, on_ready: Callable[[], None] | None = None
+    runtime, job: Job, on_ready: Callable[[Session], None] | None = None
 ) -> list[ChoiceResult]:
     """Run ``job`` to the end and return its choices (``on_ready``: as for :func:`run`)."""
     results = [ChoiceResult() for _ in range(job.choices)]
@@ -82,37 +87,3 @@ async def collect(
         async for index, chunk in chunks:
             results[index].add(chunk)
     return results
-
-
-@attrs.frozen
-class Tokens:
-    """A job's token counts: the prompt counted once per prompt, not once per choice."""
-
-    prompt: int = 0
-    completion: int = 0
-    cached: int = 0
-
-
-class TokenCounter:
-    """Adds up :class:`Tokens` over a job's choices as they finish."""
-
-    def __init__(self, job: Job):
-        self.n = job.n
-        self.prompt = self.completion = self.cached = 0
-
-    def add(self, index: int, prompt: int, completion: int, cached: int = 0) -> None:
-        if index % self.n == 0:
-            self.prompt += prompt
-            self.cached += cached
-        self.completion += completion
-
-    def tokens(self) -> Tokens:
-        return Tokens(self.prompt, self.completion, self.cached)
-
-
-def tokens_of(job: Job, results: list[ChoiceResult]) -> Tokens:
-    """The :class:`Tokens` of a collected job."""
-    counter = TokenCounter(job)
-    for index, result in enumerate(results):
-        counter.add(index, result.prompt_tokens, result.completion_tokens, result.cached_tokens)
-    return counter.tokens()

@@ -95,7 +95,7 @@ class _Format(Format):
         self.model = model
         self.timing = Timing()
 
-    def ready(self) -> None:
+    def ready(self, session) -> None:
         self.timing.on_ready()
 
     def items(self, index: int, chunk: Chunk) -> bytes:

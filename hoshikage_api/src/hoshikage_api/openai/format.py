@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hoshikage_core.protocol import Chunk, TokenLogprob
+from hoshikage_core.protocol import Chunk, TokenCounts, TokenLogprob
 from msgspec import UNSET
 
 from ..kernel.answer import Format
 from ..kernel.errors import to_api_error
-from ..kernel.generation import ChoiceResult, TokenCounter, Tokens, tokens_of
+from ..kernel.generation import ChoiceResult
 from ..kernel.job import Job
 from ..kernel.wire import data_event, encode
 from . import schemas as s
@@ -35,12 +35,13 @@ _MARK = "\x00hoshikage\x00"
 _MARK_JSON = encode(_MARK)
 
 
-def usage(tokens: Tokens) -> s.Usage:
+def usage(tokens: TokenCounts) -> s.Usage:
+    """OpenAI's ``usage`` from the core's count (each prompt once, however many choices)."""
     return s.Usage(
-        prompt_tokens=tokens.prompt,
-        completion_tokens=tokens.completion,
-        total_tokens=tokens.prompt + tokens.completion,
-        prompt_tokens_details=s.PromptTokensDetails(cached_tokens=tokens.cached),
+        prompt_tokens=tokens.prompt_tokens,
+        completion_tokens=tokens.completion_tokens,
+        total_tokens=tokens.total_tokens,
+        prompt_tokens_details=s.PromptTokensDetails(cached_tokens=tokens.cached_tokens),
     )
 
 
@@ -55,7 +56,8 @@ class _Format(Format):
         self.include_usage = include_usage
         #: ``usage: null`` on every chunk but the last, only when the client asked for usage.
         self.chunk_usage = None if include_usage else UNSET
-        self._tokens = TokenCounter(job)
+        #: The job's session, from :meth:`ready`: its ``usage`` is the answer's.
+        self._session = None
         #: Per choice: whether its first event was sent.
         self._started = [False] * job.choices
         #: Per choice: the bytes of a text-only event before and after its text.
@@ -72,13 +74,11 @@ class _Format(Format):
     def _text_chunk(self, index: int, text: str):
         raise NotImplementedError
 
-    def _finished(self, index: int, chunk: Chunk) -> None:
-        self._tokens.add(
-            index,
-            chunk.prompt_tokens or 0,
-            chunk.completion_tokens or 0,
-            chunk.cached_tokens or 0,
-        )
+    def ready(self, session) -> None:
+        self._session = session
+
+    def _usage(self) -> s.Usage:
+        return usage(self._session.usage if self._session is not None else TokenCounts())
 
     def error_item(self, exc: Exception) -> bytes:
         return data_event(to_api_error(exc).body())
@@ -86,7 +86,7 @@ class _Format(Format):
     def end(self) -> bytes:
         if not self.include_usage:
             return DONE
-        last = self._usage_chunk(usage(self._tokens.tokens()))
+        last = self._usage_chunk(self._usage())
         return data_event(last) + DONE
 
 
@@ -150,7 +150,7 @@ class ChatFormat(_Format):
             created=self.created,
             model=self.job.model,
             choices=choices,
-            usage=usage(tokens_of(self.job, results)),
+            usage=self._usage(),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -197,7 +197,6 @@ class ChatFormat(_Format):
             ]
             yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=calls)))
         if chunk.finish_reason is not None:
-            self._finished(index, chunk)
             yield self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)
             )
@@ -255,7 +254,7 @@ class CompletionFormat(_Format):
             created=self.created,
             model=self.job.model,
             choices=choices,
-            usage=usage(tokens_of(self.job, results)),
+            usage=self._usage(),
         )
 
     def _text_chunk(self, index: int, text: str) -> s.CompletionChunk:
@@ -272,8 +271,6 @@ class CompletionFormat(_Format):
         if not first and chunk.text and chunk.logprobs is None and chunk.finish_reason is None:
             return self._text_event(index, chunk.text)
         text = (self._echo(index) if first else "") + chunk.text
-        if chunk.finish_reason is not None:
-            self._finished(index, chunk)
         if not (text or chunk.logprobs or chunk.finish_reason is not None):
             return b""
         self._started[index] = True
