@@ -70,9 +70,32 @@ def modules():
         yield ".".join((PACKAGE, *parts)), path
 
 
-def test_every_part_of_the_layout_exists():
+def test_every_part_of_the_layout_exists_and_surfaces_have_a_router():
+    from importlib import import_module
+
+    from litestar import Router
+
     for part in ALLOWED:
         assert (ROOT / part / "__init__.py").is_file(), part
+    for part in (*SURFACES, "server"):
+        router = import_module(f"{PACKAGE}.{part}").router()
+        assert isinstance(router, Router) and Exception in router.exception_handlers, part
+
+
+def test_the_app_keeps_a_surfaces_error_shape_under_its_prefix():
+    """The unmatched-URL table comes from the routers: Anthropic's and Ollama's prefixes,
+    each with its own handler."""
+    from hoshikage_api.anthropic import errors as anthropic_errors
+    from hoshikage_api.app import unmatched
+    from hoshikage_api.ollama import errors as ollama_errors
+
+    from hoshikage_api import anthropic, ollama, openai, responses, server
+
+    routers = [part.router() for part in (anthropic, ollama, responses, openai, server)]
+    assert unmatched(routers) == [
+        ("/v1/messages", anthropic_errors.handle),
+        ("/api", ollama_errors.handle),
+    ]
 
 
 @pytest.mark.parametrize("module, path", list(modules()), ids=lambda v: str(v))
