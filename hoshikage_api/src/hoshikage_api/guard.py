@@ -15,7 +15,7 @@ rebinding (its own name resolving to ``127.0.0.1``) even read the answers. So:
   ``Host``) or one of ``[server] cors_origins`` (``"*"``: any). Clients other than browsers
   send no ``Origin`` and are not affected; the web page at ``/ui/`` is the server's own origin.
 
-The errors are :class:`~hoshikage_api.errors.ApiError`, which each surface renders in its
+The errors are :class:`~hoshikage_api.kernel.errors.ApiError`, which each surface renders in its
 own error shape, like the API key's 401.
 """
 
@@ -26,7 +26,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from .errors import ApiError
+from .kernel.errors import ApiError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -2,8 +2,8 @@
 ``GET /v1/responses/{response_id}/input_items`` (each also without ``/v1``, as OpenAI's
 base URL may or may not end in it).
 
-Creating a response is a translator onto the one generation path
-(:func:`hoshikage_api.generation.run`): the same session, scheduler, keep-alive,
+Creating a response is a translator onto the one answer path
+(:func:`hoshikage_api.kernel.answer.answer`): the same session, scheduler, keep-alive,
 cancel-on-disconnect and ``request_finished`` as chat. A finished response is kept in the
 app's :class:`~.store.ResponseStore` unless the request says ``store: false``; it is stored
 before its last event or its body is sent, so a client may continue from it at once.
@@ -16,17 +16,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Annotated, Literal
 
-from litestar import Request, delete, get, post
+from litestar import Request, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 
-from ..body import StrictBody
-from ..disconnect import until_disconnect
-from ..errors import ApiError
-from ..generation import collect, run
-from ..respond import event_stream
-from ..routes.deps import runtime_of
-from ..schemas import ErrorBody
+from ..kernel.answer import answer
+from ..kernel.body import StrictBody
+from ..kernel.deps import runtime_of
+from ..kernel.errors import ApiError
+from ..kernel.generation import collect
+from ..kernel.wire import ErrorBody
 from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
@@ -65,48 +64,21 @@ def _not_found(response_id: str) -> ApiError:
     return ApiError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
 
 
-async def _stream(
-    builder: ResponseBuilder,
-    chunks,
-    finish: Callable[[s.Response], None],
-    done: Callable[[], object] = lambda: None,
-) -> AsyncIterator[bytes]:
-    """The event stream of one response. An error before the first event is raised (a JSON
-    error response); after it, a ``response.failed`` event ends the stream. ``done`` is
-    called when it ends, however it ends."""
+async def _then(items: AsyncIterator[bytes], done: Callable[[], object]) -> AsyncIterator[bytes]:
+    """``items``, then ``done()`` however the stream ends (finished, failed, cut off)."""
     try:
-        async with aclosing(_events(builder, chunks, finish)) as events:
-            async for event in events:
-                yield event
+        async with aclosing(items) as source:
+            async for item in source:
+                yield item
     finally:
         done()
 
 
-async def _events(builder: ResponseBuilder, chunks, finish) -> AsyncIterator[bytes]:
-    try:
-        async with aclosing(chunks) as stream:
-            async for _index, chunk in stream:
-                events = list(builder.events(chunk))
-                if builder.final is not None:
-                    finish(builder.final)  # stored before the client can read the last event
-                for event in events:
-                    yield event
-    except Exception as exc:
-        if not builder.started:
-            raise
-        error = errors.to_openai(exc)
-        yield builder.failed(errors.failure_code(error), error.message)
-
-
 @post(
     ["/v1/responses", "/responses"],
-    dto=StrictBody,
-    return_dto=None,
     status_code=200,
-    tags=TAGS,
     summary="Create a response (OpenAI Responses API)",
     responses=error_specs(400, 401, 404, 413, 500, 503),
-    exception_handlers={Exception: errors.handle},
     description="With `previous_response_id` the stored conversation (its input and output items, "
     "transitively; not its `instructions`) comes before the new `input`; an unknown or evicted id is "
     "a 404 (`previous_response_not_found`). With `stream: true` the answer is a `text/event-stream` "
@@ -125,55 +97,55 @@ async def create_response(
         if previous is None:
             raise previous_not_found(data.previous_response_id)
     job, context = response_job(data, previous)
-    builder = ResponseBuilder(data, logprobs=wants_logprobs(data))
 
-    def finish(response: s.Response) -> None:
+    def keep(response: s.Response) -> None:
         if data.store is not False:
             store.put(Stored(response, context))
 
+    builder = ResponseBuilder(data, logprobs=wants_logprobs(data), on_final=keep)
     runtime = runtime_of(request)
     running = running_of(request)
     entry = running[builder.id] = Running(builder)  # GET answers it as in_progress
-    if data.background:
-        entry.task = asyncio.create_task(_background(builder, collect(runtime, job), finish))
-        entry.task.add_done_callback(lambda _t: running.pop(builder.id, None))
-        return entry.snapshot()
-    if not job.stream:
-        try:
-            (result,) = await until_disconnect(request, collect(runtime, job))
-        finally:
-            running.pop(builder.id, None)
-        response = builder.whole(result)
-        finish(response)
-        return response
-    events = _stream(builder, run(runtime, job), finish, lambda: running.pop(builder.id, None))
-    try:
-        return await event_stream(request, events)
-    except BaseException:
+
+    def gone() -> None:
         running.pop(builder.id, None)
-        raise
 
-
-async def _background(builder: ResponseBuilder, results, finish) -> None:
-    """A ``background: true`` response, to its end: stored completed (or incomplete),
-    failed with its error, or cancelled (by ``POST .../cancel``, or the server stopping)."""
+    if data.background:
+        entry.task = asyncio.create_task(
+            _background(builder, collect(runtime, job, builder.ready), keep)
+        )
+        entry.task.add_done_callback(lambda _task: gone())
+        return entry.snapshot()
     try:
-        (result,) = await results
-        finish(builder.whole(result))
+        response = await answer(request, runtime, job, builder)
+    except BaseException:
+        gone()
+        raise
+    if not job.stream:
+        gone()
+        return response
+    response.iterator = _then(response.iterator, gone)  # in progress until the stream ends
+    return response
+
+
+async def _background(builder: ResponseBuilder, results, keep) -> None:
+    """A ``background: true`` response, to its end: stored completed (or incomplete, by the
+    builder's ``on_final``), failed with its error, or cancelled (by ``POST .../cancel``, or
+    the server stopping)."""
+    try:
+        builder.whole(await results)
     except asyncio.CancelledError:
-        finish(builder.response("cancelled"))
+        keep(builder.response("cancelled"))
     except Exception as exc:
         error = errors.to_openai(exc)
         failure = s.ResponseError(code=errors.failure_code(error), message=error.message)
-        finish(builder.response("failed", error=failure))
+        keep(builder.response("failed", error=failure))
 
 
 @get(
     ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
-    tags=TAGS,
     summary="Retrieve a stored response",
     responses=error_specs(400, 401, 404),
-    exception_handlers={Exception: errors.handle},
 )
 async def retrieve_response(
     request: Request,
@@ -198,10 +170,8 @@ async def retrieve_response(
 @post(
     ["/v1/responses/{response_id:str}/cancel", "/responses/{response_id:str}/cancel"],
     status_code=200,
-    tags=TAGS,
     summary="Cancel a background response",
     responses=error_specs(400, 401, 404),
-    exception_handlers={Exception: errors.handle},
     description="Only a response created with `background: true` can be cancelled. While it "
     'generates, it stops and is stored with `status: "cancelled"`; once it has finished, it is '
     "answered as it is.",
@@ -229,10 +199,8 @@ async def cancel_response(request: Request, response_id: ResponseId) -> s.Respon
 @delete(
     ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
     status_code=200,
-    tags=TAGS,
     summary="Delete a stored response",
     responses=error_specs(401, 404),
-    exception_handlers={Exception: errors.handle},
 )
 async def delete_response(request: Request, response_id: ResponseId) -> s.DeletedResponse:
     if not store_of(request).delete(response_id):
@@ -242,10 +210,8 @@ async def delete_response(request: Request, response_id: ResponseId) -> s.Delete
 
 @get(
     ["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"],
-    tags=TAGS,
     summary="List a stored response's input items",
     responses=error_specs(400, 401, 404),
-    exception_handlers={Exception: errors.handle},
     description="The items the response was generated from, earlier responses' items included "
     "(`instructions` are not items). `order` is `desc` (newest first) by default.",
 )
@@ -282,5 +248,21 @@ async def list_input_items(
     )
 
 
-def handlers() -> list:
-    return [create_response, retrieve_response, cancel_response, delete_response, list_input_items]
+def router() -> Router:
+    """The Responses surface, with its own error mapping (the default shape, with this
+    API's field names). Its URLs are under two prefixes (with and without ``/v1``), and an
+    unknown URL under them gets the default body, which is the same."""
+    return Router(
+        "/",
+        route_handlers=[
+            create_response,
+            retrieve_response,
+            cancel_response,
+            delete_response,
+            list_input_items,
+        ],
+        tags=TAGS,
+        dto=StrictBody,
+        return_dto=None,
+        exception_handlers={Exception: errors.handle},
+    )
