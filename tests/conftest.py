@@ -38,6 +38,20 @@ def pytest_make_collect_report(collector):
     return report
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory):
+    """Every server a test starts keeps its data (the Responses store) in a temporary
+    ``XDG_DATA_HOME``, never in the user's own."""
+    path = tmp_path_factory.mktemp("data-home")
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """A ~0.5 MB random llama GGUF with a small Jinja chat template (loads in milliseconds)."""

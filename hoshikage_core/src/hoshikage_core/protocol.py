@@ -88,6 +88,9 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     tools: tuple[Mapping[str, Any], ...] | None = None
     tool_choice: str | Mapping[str, Any] | None = None
+    #: The largest grammar the backend may compile for this request (``[server]
+    #: max_grammar_bytes``, set by the session; see :mod:`hoshikage_core.limits`). None: no cap.
+    max_grammar_bytes: int | None = None
 
     @property
     def is_chat(self) -> bool:

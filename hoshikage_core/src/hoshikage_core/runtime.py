@@ -29,6 +29,7 @@ from . import __version__
 from .catalog import build_registry
 from .delivery import LoopSink, LoopWaker
 from .errors import Cancelled, HoshikageError
+from .limits import Limits, check_choices, check_request
 from .pool import ModelPool, ModelView
 from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel, TokenCounts
 from .registry import ModelEntry
@@ -217,9 +218,12 @@ class Session:
         self._workers.append(sink.done)
         rt.track(cancel)
 
+        limits = Limits.of(rt.config.server)
+        check_choices(limits, n)
+
         def submit() -> None:
             try:
-                model.generate(request, cancel, sink, n)
+                model.generate(check_request(limits, request), cancel, sink, n)
             except BaseException as exc:
                 sink.close(exc)  # nothing was started: the sink is done
                 sink.flush()
@@ -385,9 +389,18 @@ class Runtime:
         return self.registry.resolve(name)
 
     def session(
-        self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1
+        self,
+        model: str,
+        *,
+        endpoint: str = "",
+        keep_alive: float | None = None,
+        sequences: int = 1,
+        choices: int | None = None,
     ) -> Session:
-        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``)."""
+        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``);
+        ``choices``: all it asks for (prompts × ``n``), checked against ``max_choices``
+        before it queues."""
+        check_choices(Limits.of(self.config.server), max(sequences, choices or 0))
         return Session(self, model, endpoint, keep_alive, sequences)
 
     async def load(self, name: str, keep_alive: float | None = None) -> float:
@@ -421,7 +434,9 @@ class Runtime:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
         sched = self.scheduler.snapshot()
-        models = [_status_of(view, sched.queued_by_model, now) for view in self.views()]
+        # The registry's models, then those a reload removed that are still draining.
+        views = [*self.views(), *(self.pool.view(name) for name in self.pool.draining())]
+        models = [_status_of(view, sched.queued_by_model, now) for view in views]
         return {
             "version": __version__,
             "uptime_seconds": now - self._started,

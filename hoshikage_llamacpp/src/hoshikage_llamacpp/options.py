@@ -236,6 +236,12 @@ class LlamaOptions:
     #: mid-generation) kills only that model; "none": in the server process. None:
     #: "process" when rpc_servers is set, else "none".
     isolation: str | None = attrs.field(default=None, validator=_one_of(ISOLATION_MODES))
+    #: Seconds a model in a child process (isolation = "process", the RPC default) may take
+    #: to load; then the child is killed and the load fails (a busy rpc-server never answers).
+    rpc_load_timeout: float = attrs.field(default=300.0, validator=_positive)
+    #: Seconds the child may leave a call (tokenize, embed, a request's submission), or its
+    #: running streams, without an answer; then it is killed and reported as dead.
+    rpc_call_timeout: float = attrs.field(default=120.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:

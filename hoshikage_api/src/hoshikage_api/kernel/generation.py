@@ -32,7 +32,11 @@ async def run(
     releases its slot once the engine has let go of it.
     """
     async with runtime.session(
-        job.model, endpoint=job.endpoint, keep_alive=job.keep_alive, sequences=job.n
+        job.model,
+        endpoint=job.endpoint,
+        keep_alive=job.keep_alive,
+        sequences=job.n,
+        choices=job.choices,
     ) as session:
         if on_ready is not None:
             on_ready(session)
