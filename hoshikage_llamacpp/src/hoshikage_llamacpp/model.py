@@ -86,6 +86,9 @@ class LlamaCppModel:
                 n_batch=int(llama_cpp.llama_n_batch(ctx)),
                 piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
+                n_swa=0
+                if options.swa_full
+                else int(llama_cpp.llama_model_n_swa(self._model.model)),
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
