@@ -6,7 +6,18 @@ test run never needs them. A fixture whose package is missing skips the tests th
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+
+def pytest_configure(config):
+    """Prompt states that models write to disk when they unload go to a folder of this run,
+    not to the user's cache (every subprocess server inherits it)."""
+    os.environ.setdefault(
+        "HOSHIKAGE_PROMPT_CACHE", tempfile.mkdtemp(prefix="hoshikage-test-prompts-")
+    )
 
 
 @pytest.fixture(scope="session")

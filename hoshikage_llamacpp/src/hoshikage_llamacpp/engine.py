@@ -50,6 +50,8 @@ MIN_RESTORE_GAIN = 32
 
 #: Sliding-window checkpoints kept per slot (the latest prompts' ends).
 CHECKPOINTS = 2
+#: Slots holding fewer tokens than this are not written to disk at unload.
+MIN_SAVED_TOKENS = 64
 #: Prompts shorter than this get no checkpoint: reading them again costs little.
 MIN_CHECKPOINT_TOKENS = 64
 
@@ -172,6 +174,7 @@ class Engine:
         piece,
         cache_bytes: int = 0,
         n_swa: int = 0,
+        disk=None,
     ):
         import llama_cpp
 
@@ -197,6 +200,8 @@ class Engine:
         self.steps = 0
         #: Slot states kept in host RAM when their slot is given to another conversation.
         self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
+        #: Slot states an earlier load left on disk (a :class:`.disk_cache.DiskCache`).
+        self.disk = disk
         #: The sliding window of a model whose SWA layers hold only the window (0: none, or
         #: kept at full size): a reused prefix must still have its window, see _window.
         self.n_swa = n_swa
@@ -249,7 +254,7 @@ class Engine:
             except Exception:  # a broken sink must not stop the engine for everyone
                 log.exception("delivering a step's output failed")
         out = _Outbox()
-        self._fail_all(out, Cancelled("The model was unloaded."))
+        self._fail_all(out, Cancelled("The model was unloaded."), clear=False)
         out.deliver()
 
     def _step(self, out: _Outbox) -> None:
@@ -339,7 +344,7 @@ class Engine:
             if not free:
                 return
             slot = _best_slot(free, job.plan.tokens)
-            if self.cache is not None:
+            if self.cache is not None or self.disk:
                 self._swap_in(slot, job.plan.tokens)
             self._start(job, job.started, slot)
             if job.started == job.n:
@@ -351,7 +356,17 @@ class Engine:
         prefix with ``tokens`` than the slot does."""
         cache = self.cache
         held = _common_prefix(slot.tokens, tokens)
-        entry, saved = cache.best(tokens, _common_prefix)
+        entry, saved = cache.best(tokens, _common_prefix) if cache is not None else (None, 0)
+        if self.disk:
+            on_disk, stored = self.disk.best(tokens, _common_prefix)
+            if on_disk is not None and stored > max(held, saved) + MIN_RESTORE_GAIN:
+                if cache is not None and held * 2 < len(slot.tokens):
+                    cache.save(slot.id, slot.tokens, slot.checkpoints)
+                if self._restore_from_disk(slot, on_disk):
+                    self.disk.restored_tokens += min(stored, len(tokens) - 1)
+                return
+        if cache is None:
+            return
         if held * 2 < len(slot.tokens):
             cache.save(slot.id, slot.tokens, slot.checkpoints)
         if entry is not None and saved > held + MIN_RESTORE_GAIN and entry in cache._entries:
@@ -360,6 +375,50 @@ class Engine:
             slot.checkpoints = list(entry.checkpoints) if restored else []
             if restored:
                 cache.restored_tokens += min(saved, len(tokens) - 1)
+
+    def _restore_from_disk(self, slot: Slot, entry) -> bool:
+        """Load a state an earlier load of this model left on disk into ``slot``."""
+        lib = self._lib
+        read = self.disk.take(entry)
+        lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.tokens, slot.checkpoints = [], []
+        if read is None:
+            return False
+        data, checkpoints = read
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if int(lib.llama_state_seq_set_data(self._ctx, buf, len(data), slot.id)) <= 0:
+            log.warning("restoring a prompt state from disk failed; the prompt is read again")
+            lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+            return False
+        slot.tokens = list(entry.tokens)
+        for n_tokens, pos_min, raw in checkpoints:
+            array = (ctypes.c_uint8 * len(raw)).from_buffer(raw)
+            slot.checkpoints.append(Checkpoint(n_tokens, pos_min, array, len(raw)))
+        return True
+
+    def saved_states(self) -> list:
+        """What the disk cache keeps of this engine when its model unloads: the slots'
+        states, most recently used first, then the RAM cache's. Call after :meth:`close`
+        and before the context is freed."""
+        from .disk_cache import Saved
+
+        states = []
+        for slot in sorted(self.slots, key=lambda s: s.last_used, reverse=True):
+            if len(slot.tokens) < MIN_SAVED_TOKENS:
+                continue
+            size = int(self._lib.llama_state_seq_get_size(self._ctx, slot.id))
+            if size <= 0:
+                continue
+            buf = (ctypes.c_uint8 * size)()
+            written = int(self._lib.llama_state_seq_get_data(self._ctx, buf, size, slot.id))
+            if written <= 0:
+                continue
+            data = memoryview(buf)[:written]
+            states.append(Saved(list(slot.tokens), data, _views(slot.checkpoints)))
+        for entry in self.cache.entries() if self.cache is not None else ():
+            data = memoryview(entry.data)[: entry.size]
+            states.append(Saved(list(entry.tokens), data, _views(entry.checkpoints)))
+        return states
 
     def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
         """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
@@ -507,7 +566,9 @@ class Engine:
         error = HoshikageError(f"llama.cpp could not decode the batch ({reason}).")
         self._fail_all(out, error)
 
-    def _fail_all(self, out: _Outbox, error: BaseException) -> None:
+    def _fail_all(self, out: _Outbox, error: BaseException, clear: bool = True) -> None:
+        """End every job with ``error``; ``clear``: empty the slots and the KV cache too (not
+        at unload, whose slot states go to the disk cache)."""
         jobs = {id(s.job): s.job for s in self._running}
         for job in list(self._waiting) + list(self._incoming):
             jobs[id(job)] = job
@@ -520,6 +581,8 @@ class Engine:
                 job.samplers[index].close()
             job.started = job.n
             out.close(job.sink, error)
+        if not clear:
+            return
         for slot in self.slots:
             slot.tokens = []
             slot.checkpoints = []
@@ -557,6 +620,10 @@ class _Outbox:
             sinks[id(sink)] = sink
         for sink in sinks.values():
             sink.flush()
+
+
+def _views(checkpoints) -> list:
+    return [(c.n_tokens, c.pos_min, memoryview(c.data)[: c.size]) for c in checkpoints]
 
 
 def _slot_id(seq: Sequence) -> int:
