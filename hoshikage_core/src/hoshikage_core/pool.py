@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from . import load_progress
 from .errors import BackendNotFound, HoshikageError, ModelLoadError
 from .protocol import LoadedModel
 from .registry import ModelEntry, ModelRegistry
@@ -54,6 +55,7 @@ class _Slot:
         "unload_requested",
         "pending",
         "retired",
+        "load_progress",
     )
 
     def __init__(self, entry: ModelEntry):
@@ -78,6 +80,8 @@ class _Slot:
         self.pending: ModelEntry | None = None
         #: A reload removed the model: the slot goes once its requests have ended.
         self.retired = False
+        #: While it loads: the share loaded (0.0 to 1.0), when its backend tells.
+        self.load_progress: float | None = None
 
     @property
     def public_state(self) -> str:
@@ -236,10 +240,12 @@ class ModelPool:
         started = time.monotonic()
         try:
             await self._make_room(name)
-            model = await asyncio.to_thread(self._create, slot.entry)
+            slot.load_progress = None
+            model = await asyncio.to_thread(self._create, slot.entry, slot)
         except BaseException as exc:
             slot.state = UNLOADED
             slot.load_task = None
+            slot.load_progress = None
             error = exc if isinstance(exc, HoshikageError) else ModelLoadError(name, repr(exc))
             slot.last_error = str(error)
             log.warning("%s", error)
@@ -253,6 +259,7 @@ class ModelPool:
         slot.model = model
         slot.state = LOADED
         slot.load_task = None
+        slot.load_progress = None
         slot.last_error = None
         watch = getattr(model, "on_failure", None)
         if callable(watch):
@@ -274,8 +281,13 @@ class ModelPool:
         self._changed()
         return model
 
-    def _create(self, entry: ModelEntry) -> LoadedModel:
-        model = self.pm.hook.create_backend(entry=entry, config=self.config)
+    def _create(self, entry: ModelEntry, slot: _Slot | None = None) -> LoadedModel:
+        def report(fraction: float) -> None:  # on the loading thread; a float store is atomic
+            if slot is not None:
+                slot.load_progress = fraction
+
+        with load_progress.reporting(report):
+            model = self.pm.hook.create_backend(entry=entry, config=self.config)
         if model is None:
             raise BackendNotFound(
                 f"Model '{entry.name}' needs the backend '{entry.backend}', and no installed "

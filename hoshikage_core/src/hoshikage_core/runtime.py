@@ -16,6 +16,7 @@ only after the engine has really stopped using it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,8 @@ from .pool import ModelPool
 from .protocol import CancelToken, Chunk, Embeddings, EngineStats, GenerationRequest, LoadedModel
 from .registry import ModelEntry, ModelRegistry
 from .unload import LOADED, LOADING
+
+log = logging.getLogger("hoshikage.runtime")
 
 
 @attrs.define(kw_only=True)
@@ -364,6 +367,13 @@ class Runtime:
             return "scheduled"
         return "not_loaded"
 
+    def _cached_prompts(self, entry) -> int:
+        try:
+            return int(self.pm.hook.cached_prompts(entry=entry, config=self.config) or 0)
+        except Exception:  # a status figure must not fail the status
+            log.debug("cached_prompts failed for %s", entry.name, exc_info=True)
+            return 0
+
     def status(self) -> dict[str, Any]:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
@@ -398,6 +408,10 @@ class Runtime:
                     "requests": slot.requests,
                     "last_tokens_per_second": slot.last_tps,
                     "load_seconds": slot.load_seconds,
+                    # While loading: the share loaded, 0.0 to 1.0 (None: not told).
+                    "load_progress": slot.load_progress if slot.state == LOADING else None,
+                    # Prompt prefixes on disk that the next load can restore.
+                    "cached_prompts": self._cached_prompts(entry),
                     "last_error": slot.last_error,
                     # A reload changed it: it loads again with the new options when idle.
                     "reload_pending": slot.pending is not None,

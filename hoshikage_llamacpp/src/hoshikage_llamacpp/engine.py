@@ -205,8 +205,10 @@ class Engine:
         #: The sliding window of a model whose SWA layers hold only the window (0: none, or
         #: kept at full size): a reused prefix must still have its window, see _window.
         self.n_swa = n_swa
-        #: Prompts whose cached prefix could not be used because the window was gone.
+        #: Prompts whose cached prefix could not be used because the window was gone, and
+        #: those that kept theirs through a checkpoint.
         self.window_misses = 0
+        self.checkpoint_restores = 0
         self._thread = threading.Thread(
             target=self._loop, name=f"hoshikage-engine:{name}", daemon=True
         )
@@ -462,6 +464,7 @@ class Engine:
             if checkpoint.pos_min <= max(0, keep - n_swa + 1) and checkpoint.restore(
                 self._ctx, slot.id
             ):
+                self.checkpoint_restores += 1
                 return keep
         self.window_misses += 1
         return 0
