@@ -20,6 +20,13 @@ def pytest_configure(config):
     )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_prompt_cache(tmp_path_factory, monkeypatch):
+    """A disk prompt cache of its own for each test, so no test restores a prefix another
+    test's unload saved (a server or model started in it keeps that folder)."""
+    monkeypatch.setenv("HOSHIKAGE_PROMPT_CACHE", str(tmp_path_factory.mktemp("prompts")))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """A ~0.5 MB random llama GGUF with a small Jinja chat template (loads in milliseconds)."""
