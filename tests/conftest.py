@@ -10,6 +10,7 @@ missing ``llama_cpp``, chromium or rpc-server must fail CI, not quietly shrink t
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -50,6 +51,21 @@ def data_home(tmp_path_factory):
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = old
+
+
+def pytest_configure(config):
+    """Prompt states that models write to disk when they unload go to a folder of this run,
+    not to the user's cache (every subprocess server inherits it)."""
+    os.environ.setdefault(
+        "HOSHIKAGE_PROMPT_CACHE", tempfile.mkdtemp(prefix="hoshikage-test-prompts-")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prompt_cache(tmp_path_factory, monkeypatch):
+    """A disk prompt cache of its own for each test, so no test restores a prefix another
+    test's unload saved (a server or model started in it keeps that folder)."""
+    monkeypatch.setenv("HOSHIKAGE_PROMPT_CACHE", str(tmp_path_factory.mktemp("prompts")))
 
 
 @pytest.fixture(scope="session")

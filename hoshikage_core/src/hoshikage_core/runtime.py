@@ -17,6 +17,7 @@ A generation cancelled by the server (shutdown) raises ``Cancelled`` with the re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ from .limits import Limits, check_choices, check_request
 from .pool import ModelPool, ModelView
 from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel, TokenCounts
 from .registry import ModelEntry
+
+log = logging.getLogger("hoshikage.runtime")
 
 
 @attrs.define(kw_only=True)
@@ -430,13 +433,23 @@ class Runtime:
         """The view of the model ``name`` (or an alias) names; ModelNotFound if none."""
         return self.pool.view(self.resolve(name).name)
 
+    def _cached_prompts(self, entry) -> int:
+        try:
+            return int(self.pm.hook.cached_prompts(entry=entry, config=self.config) or 0)
+        except Exception:  # a status figure must not fail the status
+            log.debug("cached_prompts failed for %s", entry.name, exc_info=True)
+            return 0
+
     def status(self) -> dict[str, Any]:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
         sched = self.scheduler.snapshot()
         # The registry's models, then those a reload removed that are still draining.
         views = [*self.views(), *(self.pool.view(name) for name in self.pool.draining())]
-        models = [_status_of(view, sched.queued_by_model, now) for view in views]
+        models = [
+            _status_of(view, sched.queued_by_model, now, self._cached_prompts(view.entry))
+            for view in views
+        ]
         return {
             "version": __version__,
             "uptime_seconds": now - self._started,
@@ -471,7 +484,9 @@ def resident_bytes() -> int | None:
         return None
 
 
-def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str, Any]:
+def _status_of(
+    view: ModelView, queued: dict[str, int], now: float, cached_prompts: int = 0
+) -> dict[str, Any]:
     """One model's entry in :meth:`Runtime.status`."""
     entry, engine = view.entry, view.engine
     unload_in: float | None = None
@@ -497,6 +512,10 @@ def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str,
         "requests": view.requests,
         "last_tokens_per_second": view.last_tokens_per_second,
         "load_seconds": view.load_seconds,
+        # While loading: the share loaded, 0.0 to 1.0 (None: not told).
+        "load_progress": view.load_progress,
+        # Prompt prefixes on disk that the next load can restore.
+        "cached_prompts": cached_prompts,
         "last_error": view.last_error,
         # A reload changed it: it loads again with the new options when idle.
         "reload_pending": view.reload_pending,

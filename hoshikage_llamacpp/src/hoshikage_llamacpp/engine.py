@@ -39,7 +39,7 @@ from collections import deque
 from hoshikage_core.errors import Cancelled, HoshikageError
 
 from .planning import Plan
-from .prompt_cache import PromptCache
+from .prompt_cache import Checkpoint, PromptCache
 from .sequence import Sequence
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
@@ -48,17 +48,26 @@ log = logging.getLogger("hoshikage.llamacpp.engine")
 #: what the chosen slot already holds.
 MIN_RESTORE_GAIN = 32
 
+#: Sliding-window checkpoints kept per slot (the latest prompts' ends).
+CHECKPOINTS = 2
+#: Slots holding fewer tokens than this are not written to disk at unload.
+MIN_SAVED_TOKENS = 64
+#: Prompts shorter than this get no checkpoint: reading them again costs little.
+MIN_CHECKPOINT_TOKENS = 64
+
 
 class Slot:
     """One KV sequence of the context and the tokens it holds, position by position."""
 
-    __slots__ = ("id", "tokens", "last_used", "seq")
+    __slots__ = ("id", "tokens", "last_used", "seq", "checkpoints")
 
     def __init__(self, id: int):
         self.id = id
         self.tokens: list[int] = []
         self.last_used = 0.0
         self.seq: Sequence | None = None
+        #: Sliding-window checkpoints of what it holds, oldest first (SWA models only).
+        self.checkpoints: list[Checkpoint] = []
 
 
 class Job:
@@ -164,6 +173,8 @@ class Engine:
         n_batch: int,
         piece,
         cache_bytes: int = 0,
+        n_swa: int = 0,
+        disk=None,
     ):
         import llama_cpp
 
@@ -189,6 +200,15 @@ class Engine:
         self.steps = 0
         #: Slot states kept in host RAM when their slot is given to another conversation.
         self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
+        #: Slot states an earlier load left on disk (a :class:`.disk_cache.DiskCache`).
+        self.disk = disk
+        #: The sliding window of a model whose SWA layers hold only the window (0: none, or
+        #: kept at full size): a reused prefix must still have its window, see _window.
+        self.n_swa = n_swa
+        #: Prompts whose cached prefix could not be used because the window was gone, and
+        #: those that kept theirs through a checkpoint.
+        self.window_misses = 0
+        self.checkpoint_restores = 0
         self._thread = threading.Thread(
             target=self._loop, name=f"hoshikage-engine:{name}", daemon=True
         )
@@ -236,7 +256,7 @@ class Engine:
             except Exception:  # a broken sink must not stop the engine for everyone
                 log.exception("delivering a step's output failed")
         out = _Outbox()
-        self._fail_all(out, Cancelled("The model was unloaded."))
+        self._fail_all(out, Cancelled("The model was unloaded."), clear=False)
         out.deliver()
 
     def _step(self, out: _Outbox) -> None:
@@ -259,6 +279,7 @@ class Engine:
                 seq.next_token = None
             else:
                 seq.logits_at = -1
+        read = []
         for seq in self._running:  # then prompt chunks, in arrival order
             if seq.todo and batch.room:
                 slot = seq.slot
@@ -268,8 +289,11 @@ class Engine:
                 slot.tokens.extend(take)
                 if not seq.todo:
                     seq.logits_at = row
+                    read.append(seq.slot)
         batch.struct.n_tokens = batch.n
         status = self._lib.llama_decode(self._ctx, batch.struct)
+        if status == 1 and self._evict_idle():  # a full shared pool: idle slots make room
+            status = self._lib.llama_decode(self._ctx, batch.struct)
         # An asynchronous backend (RPC, CUDA) may still be computing: wait here, without the
         # GIL, not inside the GIL-holding sampler call below (see .native). With RPC that
         # wait in the sampler deadlocked: the RPC dispatcher thread logs through the Python
@@ -279,6 +303,9 @@ class Engine:
         if status != 0:
             self._decode_failed(out, status)
             return
+        if self.n_swa:
+            for slot in read:
+                self._checkpoint(slot)
         for seq in list(self._running):
             row = seq.logits_at
             if row >= 0:
@@ -319,7 +346,7 @@ class Engine:
             if not free:
                 return
             slot = _best_slot(free, job.plan.tokens)
-            if self.cache is not None:
+            if self.cache is not None or self.disk:
                 self._swap_in(slot, job.plan.tokens)
             self._start(job, job.started, slot)
             if job.started == job.n:
@@ -331,26 +358,125 @@ class Engine:
         prefix with ``tokens`` than the slot does."""
         cache = self.cache
         held = _common_prefix(slot.tokens, tokens)
-        entry, saved = cache.best(tokens, _common_prefix)
+        entry, saved = cache.best(tokens, _common_prefix) if cache is not None else (None, 0)
+        if self.disk:
+            on_disk, stored = self.disk.best(tokens, _common_prefix)
+            if on_disk is not None and stored > max(held, saved) + MIN_RESTORE_GAIN:
+                if cache is not None and held * 2 < len(slot.tokens):
+                    cache.save(slot.id, slot.tokens, slot.checkpoints)
+                if self._restore_from_disk(slot, on_disk):
+                    self.disk.restored_tokens += min(stored, len(tokens) - 1)
+                return
+        if cache is None:
+            return
         if held * 2 < len(slot.tokens):
-            cache.save(slot.id, slot.tokens)
+            cache.save(slot.id, slot.tokens, slot.checkpoints)
         if entry is not None and saved > held + MIN_RESTORE_GAIN and entry in cache._entries:
             restored = cache.restore(entry, slot.id)
             slot.tokens = list(entry.tokens) if restored else []
+            slot.checkpoints = list(entry.checkpoints) if restored else []
             if restored:
                 cache.restored_tokens += min(saved, len(tokens) - 1)
+
+    def _restore_from_disk(self, slot: Slot, entry) -> bool:
+        """Load a state an earlier load of this model left on disk into ``slot``."""
+        lib = self._lib
+        read = self.disk.take(entry)
+        lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.tokens, slot.checkpoints = [], []
+        if read is None:
+            return False
+        data, checkpoints = read
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if int(lib.llama_state_seq_set_data(self._ctx, buf, len(data), slot.id)) <= 0:
+            log.warning("restoring a prompt state from disk failed; the prompt is read again")
+            lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+            return False
+        slot.tokens = list(entry.tokens)
+        for n_tokens, pos_min, raw in checkpoints:
+            array = (ctypes.c_uint8 * len(raw)).from_buffer(raw)
+            slot.checkpoints.append(Checkpoint(n_tokens, pos_min, array, len(raw)))
+        return True
+
+    def saved_states(self) -> list:
+        """What the disk cache keeps of this engine when its model unloads: the slots'
+        states, most recently used first, then the RAM cache's. Call after :meth:`close`
+        and before the context is freed."""
+        from .disk_cache import Saved
+
+        states = []
+        for slot in sorted(self.slots, key=lambda s: s.last_used, reverse=True):
+            if len(slot.tokens) < MIN_SAVED_TOKENS:
+                continue
+            size = int(self._lib.llama_state_seq_get_size(self._ctx, slot.id))
+            if size <= 0:
+                continue
+            buf = (ctypes.c_uint8 * size)()
+            written = int(self._lib.llama_state_seq_get_data(self._ctx, buf, size, slot.id))
+            if written <= 0:
+                continue
+            data = memoryview(buf)[:written]
+            states.append(Saved(list(slot.tokens), data, _views(slot.checkpoints)))
+        for entry in self.cache.entries() if self.cache is not None else ():
+            data = memoryview(entry.data)[: entry.size]
+            states.append(Saved(list(entry.tokens), data, _views(entry.checkpoints)))
+        return states
 
     def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
         """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
         last prompt token is always decoded again, for fresh logits."""
         tokens = job.plan.tokens
         common = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        if self.n_swa and common:
+            common = self._window(slot, common)
         if common < len(slot.tokens):
             if not self._lib.llama_memory_seq_rm(self._mem, slot.id, common, -1):
                 self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
                 common = 0
             del slot.tokens[common:]
+            slot.checkpoints = [c for c in slot.checkpoints if c.n_tokens <= common]
         return self._run(job, index, slot, tokens[common:], common)
+
+    def _evict_idle(self) -> bool:
+        """With one KV pool for every slot (``kv_unified``) a long sequence can fill it:
+        the idle slots' cells go (to the RAM cache first). Whether any went."""
+        evicted = False
+        for slot in self.slots:
+            if slot.seq is None and slot.tokens:
+                if self.cache is not None:
+                    self.cache.save(slot.id, slot.tokens, slot.checkpoints)
+                self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+                slot.tokens, slot.checkpoints = [], []
+                evicted = True
+        return evicted
+
+    def _window(self, slot: Slot, common: int) -> int:
+        """How much of ``slot``'s first ``common`` tokens can be kept on a model whose
+        sliding-window layers hold only the window: all of it when those layers still hold
+        the window of position ``common`` (positions from ``common - n_swa + 1``), else the
+        prefix of the latest checkpoint that has it (restored here), else 0."""
+        lib, n_swa = self._lib, self.n_swa
+        pos_min = int(lib.llama_memory_seq_pos_min(self._mem, slot.id))
+        if 0 <= pos_min <= max(0, common - n_swa + 1):
+            return common
+        for checkpoint in reversed(slot.checkpoints):
+            keep = min(common, checkpoint.n_tokens)
+            if checkpoint.pos_min <= max(0, keep - n_swa + 1) and checkpoint.restore(
+                self._ctx, slot.id
+            ):
+                self.checkpoint_restores += 1
+                return keep
+        self.window_misses += 1
+        return 0
+
+    def _checkpoint(self, slot: Slot) -> None:
+        """``slot`` has just read a prompt: keep its sliding-window state at this point."""
+        n = len(slot.tokens)
+        if n < MIN_CHECKPOINT_TOKENS or any(c.n_tokens == n for c in slot.checkpoints):
+            return
+        checkpoint = Checkpoint.take(self._ctx, slot.id, n)
+        if checkpoint is not None:
+            slot.checkpoints = [*slot.checkpoints, checkpoint][-CHECKPOINTS:]
 
     def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Sequence:
         """Choice ``index`` runs in ``slot``, which holds ``cached`` prompt tokens already;
@@ -379,10 +505,11 @@ class Engine:
             if job.started == job.n:
                 break
             if self.cache is not None:
-                self.cache.save(slot.id, slot.tokens)
+                self.cache.save(slot.id, slot.tokens, slot.checkpoints)
             # Across KV streams llama.cpp copies the whole stream (applied at the next decode).
             self._lib.llama_memory_seq_cp(self._mem, first.slot.id, slot.id, -1, -1)
             slot.tokens = list(first.slot.tokens)
+            slot.checkpoints = list(first.slot.checkpoints)
             siblings.append(self._run(job, job.started, slot, [], len(slot.tokens)))
         if job.started == job.n and job in self._waiting:
             self._waiting.remove(job)
@@ -442,7 +569,9 @@ class Engine:
         error = HoshikageError(f"llama.cpp could not decode the batch ({reason}).")
         self._fail_all(out, error)
 
-    def _fail_all(self, out: _Outbox, error: BaseException) -> None:
+    def _fail_all(self, out: _Outbox, error: BaseException, clear: bool = True) -> None:
+        """End every job with ``error``; ``clear``: empty the slots and the KV cache too (not
+        at unload, whose slot states go to the disk cache)."""
         jobs = {id(s.job): s.job for s in self._running}
         for job in list(self._waiting) + list(self._incoming):
             jobs[id(job)] = job
@@ -455,8 +584,11 @@ class Engine:
                 job.samplers[index].close()
             job.started = job.n
             out.close(job.sink, error)
+        if not clear:
+            return
         for slot in self.slots:
             slot.tokens = []
+            slot.checkpoints = []
             slot.seq = None
         try:
             self._lib.llama_memory_clear(self._mem, True)
@@ -491,6 +623,10 @@ class _Outbox:
             sinks[id(sink)] = sink
         for sink in sinks.values():
             sink.flush()
+
+
+def _views(checkpoints) -> list:
+    return [(c.n_tokens, c.pos_min, memoryview(c.data)[: c.size]) for c in checkpoints]
 
 
 def _slot_id(seq: Sequence) -> int:

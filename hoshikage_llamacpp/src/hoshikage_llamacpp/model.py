@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import threading
 from typing import Any
 
@@ -32,6 +33,8 @@ from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
 
+log = logging.getLogger("hoshikage.llamacpp.model")
+
 
 class LlamaCppModel:
     """One GGUF model in llama.cpp. Build it with :meth:`load`."""
@@ -44,6 +47,8 @@ class LlamaCppModel:
         default_max_tokens: int | None = None,
     ):
         import llama_cpp
+
+        from .disk_cache import DiskCache
 
         self._lib = llama_cpp
         self.name = name
@@ -62,6 +67,7 @@ class LlamaCppModel:
         self.chat: ChatRenderer | None = None
         self._engine: Engine | None = None
         self._embed_lock = threading.Lock()
+        self.disk = None
         if options.embedding:
             self.capacity = 1
             self.n_ctx = loaded.llama.n_ctx()
@@ -71,6 +77,8 @@ class LlamaCppModel:
             self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))
             self.capacity = int(llama_cpp.llama_n_seq_max(ctx))
             kv_cells = int(llama_cpp.llama_n_ctx(ctx))
+            #: States an earlier load left on disk, and where this one leaves its own.
+            self.disk = DiskCache.open(name, loaded.path, options)
             choice = choose_template(options, self.metadata)
             self.chat = ChatRenderer(
                 choice,
@@ -86,6 +94,10 @@ class LlamaCppModel:
                 n_batch=int(llama_cpp.llama_n_batch(ctx)),
                 piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
+                n_swa=0
+                if options.swa_full
+                else int(llama_cpp.llama_model_n_swa(self._model.model)),
+                disk=self.disk,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
@@ -96,15 +108,21 @@ class LlamaCppModel:
 
     @classmethod
     def load(
-        cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
+        cls,
+        name: str,
+        path: str,
+        options: LlamaOptions,
+        default_max_tokens: int | None = None,
+        progress=None,
     ) -> LlamaCppModel:
         """Check the file, then load it; every failure is a :class:`ModelLoadError` naming
         ``path`` and the reason. ``default_max_tokens`` bounds requests that give no
         ``max_tokens`` (``create_backend`` passes the model's or the server's default);
-        None: ``options.max_tokens``, and without that, up to the context."""
+        None: ``options.max_tokens``, and without that, up to the context. ``progress`` is
+        called with the share of the weights loaded (0.0 to 1.0) while they load."""
         from hoshikage_core.errors import ModelLoadError
 
-        loaded = load(name, path, options)
+        loaded = load(name, path, options, progress)
         try:
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
@@ -222,9 +240,17 @@ class LlamaCppModel:
         return device_bytes(self.placement)
 
     def close(self) -> None:
-        """Stop the engine, then free the context, the KV cache and the weights."""
+        """Stop the engine, then free the context, the KV cache and the weights. The slots'
+        prompt states are copied out first and written to the disk cache afterwards, by a
+        thread of their own, so writing never holds the memory back."""
+        states = []
         if self._engine is not None:
             self._engine.close()
+            if self.disk is not None:
+                try:
+                    states = self._engine.saved_states()
+                except Exception:
+                    log.exception("copying the prompt states of %s failed", self.name)
             self._engine = None
         with self._embed_lock:
             loaded, self._loaded = self._loaded, None
@@ -235,6 +261,8 @@ class LlamaCppModel:
         self._model = None
         gc.collect()
         _trim_heap()
+        if states and self.disk is not None:
+            self.disk.write_later(states)
 
 
 def _trim_heap() -> None:

@@ -177,6 +177,18 @@ class LlamaOptions:
     #: MiB of host RAM for slot states saved when a slot is given to another conversation,
     #: restored when that conversation comes back (llama-server's ``--cache-ram``). 0: off.
     cache_ram: int = attrs.field(default=256, validator=_non_negative)
+    #: MiB of disk, under the user's cache directory, for the prompt states of the most
+    #: recently used slots and of the RAM cache, written when the model unloads and read
+    #: back by the next load (see :mod:`.disk_cache`). 0: off.
+    cache_disk: int = attrs.field(default=512, validator=_non_negative)
+    #: One KV pool shared by every slot (llama-server's default) instead of a stream of
+    #: ``n_ctx`` cells per slot. A request may then grow into what idle slots do not use,
+    #: up to ``n_ctx × parallel``; attention scans the whole pool's used cells.
+    kv_unified: bool = False
+    #: Keep the sliding-window layers (Gemma 3 and others) at full size. Off (the default),
+    #: they hold only the window, and cached prefixes are reused through checkpoints of
+    #: those layers' state taken when a prompt has been read (as llama-server does).
+    swa_full: bool = False
     #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
     n_batch: int = attrs.field(default=512, validator=_positive)
     #: Physical micro-batch size inside one decode call.
