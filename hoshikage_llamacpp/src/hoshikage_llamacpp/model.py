@@ -86,6 +86,7 @@ class LlamaCppModel:
                 n_batch=int(llama_cpp.llama_n_batch(ctx)),
                 piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
+                draft_max=options.draft_max if options.ngram_drafts() and _can_trim(ctx) else 0,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
@@ -183,6 +184,8 @@ class LlamaCppModel:
             running=engine.running,
             prompt_tokens=engine.prompt_tokens,
             cached_tokens=engine.cached_tokens,
+            draft_tokens=engine.draft_tokens,
+            draft_accepted=engine.draft_accepted,
         )
 
     # ----------------------------------------------------------------- embeddings
@@ -235,6 +238,15 @@ class LlamaCppModel:
         self._model = None
         gc.collect()
         _trim_heap()
+
+
+def _can_trim(ctx) -> bool:
+    """Whether a sequence's last tokens can be dropped from its cache (speculation needs it):
+    not for recurrent or hybrid models, whose state cannot be rolled back."""
+    import llama_cpp
+
+    model = llama_cpp.llama_get_model(ctx)
+    return not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
 
 
 def _trim_heap() -> None:

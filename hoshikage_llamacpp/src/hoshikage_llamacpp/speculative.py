@@ -1,0 +1,178 @@
+"""Speculative decoding: cheap guesses of a sequence's next tokens, checked by the model in
+the same ``llama_decode`` that produces its next token (see :mod:`.engine`).
+
+A :class:`Drafter` is one sequence's guesser, behind llama.cpp's ``begin/draft/accept``
+interface (``common/speculative.cpp``):
+
+* :meth:`Drafter.begin` gets the prompt's tokens;
+* :meth:`Drafter.push` gets every token the sequence generates;
+* :meth:`Drafter.draft` guesses up to ``k`` tokens that follow the last one;
+* :meth:`Drafter.accept` learns how many of the last draft were right.
+
+:class:`NgramDrafter` guesses from the sequence's own prompt and output: the most recent
+earlier occurrence of its last few tokens (the longest n-gram that matches, 4 down to 2
+tokens), and what followed it. Output that copies its input (editing pasted code,
+quoting, JSON re-emitted with a field changed, a greedy model looping) drafts long runs;
+free text drafts rarely, and then costs nothing.
+
+:class:`DraftLength` decides ``k`` per sequence from its recent acceptance and from how
+full the batch is, so speculation backs off where it would cost more than it saves.
+
+Verification is sample-and-match (llama-cpp-python's ``examples/server``, llama-server):
+each position is sampled with the sequence's own sampler chain, the drafts matching the
+samples are kept, plus the first sample that differs. Every token is drawn exactly as it
+would have been without a draft, so the output is the same at any temperature.
+"""
+
+from __future__ import annotations
+
+#: The n-gram sizes looked up, longest first: a longer match is a better predictor.
+NGRAM_SIZES = (4, 3, 2)
+
+
+class Drafter:
+    """One sequence's guesser (the interface; :class:`NgramDrafter` is the built-in one)."""
+
+    def begin(self, prompt: list[int]) -> None:
+        raise NotImplementedError
+
+    def push(self, token: int) -> None:
+        raise NotImplementedError
+
+    def draft(self, k: int) -> list[int]:
+        raise NotImplementedError
+
+    def accept(self, drafted: int, accepted: int) -> None:
+        """The last draft's ``drafted`` tokens, of which the first ``accepted`` were right."""
+
+
+class NgramDrafter(Drafter):
+    """Drafts from the sequence's own history (prompt plus output).
+
+    For each n-gram size it keeps a dict from the n tokens to where the tokens after their
+    most recent occurrence start, updated as tokens arrive: a lookup is a dict probe, not a
+    scan of the history, whatever its length.
+    """
+
+    __slots__ = ("tokens", "_index")
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self._index: tuple[dict, ...] = tuple({} for _ in NGRAM_SIZES)
+
+    def begin(self, prompt: list[int]) -> None:
+        self.tokens = []
+        for index in self._index:
+            index.clear()
+        for token in prompt:
+            self.push(token)
+
+    def push(self, token: int) -> None:
+        tokens = self.tokens
+        tokens.append(token)
+        end = len(tokens) - 1  # the n-grams ending just before the new token are followed by it
+        for n, index in zip(NGRAM_SIZES, self._index, strict=True):
+            if end >= n:
+                index[tuple(tokens[end - n : end])] = end
+
+    def draft(self, k: int) -> list[int]:
+        if k <= 0:
+            return []
+        tokens = self.tokens
+        out: list[int] = []
+        # A match close to the end continues into the text being drafted (a loop): look up
+        # again from the draft's own tail until k tokens are found or nothing matches.
+        while len(out) < k:
+            tail = tokens[-8:] + out if out else tokens
+            start = self._lookup(tail)
+            if start is None:
+                break
+            run = tokens[start : start + k - len(out)]
+            if not run:
+                break
+            out.extend(run)
+        return out
+
+    def _lookup(self, tail: list[int]) -> int | None:
+        for n, index in zip(NGRAM_SIZES, self._index, strict=True):
+            if len(tail) >= n:
+                start = index.get(tuple(tail[-n:]))
+                if start is not None:
+                    return start
+        return None
+
+
+#: What one more token with logits adds to a decode step, as a share of a one-token step.
+#: Measured with Gemma 3 270M on 2 threads of this CPU (docs/performance.md): a step of
+#: ``n`` tokens took about ``1 + 0.35·(n-1)`` one-token steps, most of it the output layer
+#: (a 262k vocabulary), computed at every draft position.
+TOKEN_COST = 0.35
+
+
+class DraftLength:
+    """How many tokens one sequence drafts next, from its recent acceptance and the batch.
+
+    The acceptance of a draft token is estimated as a rate ``p``: each accepted token is a
+    success, the first rejected one a failure (tokens after it were never tried), older
+    drafts counting less (``DECAY``). ``k`` drafts then yield ``E(k) = (1 - p^(k+1)) / (1 - p)``
+    tokens on average, and make the step ``k·TOKEN_COST`` longer. With ``others`` other
+    sequences generating in the same step (each yields one token) the step's throughput is
+    ``(others + E(k)) / (1 + (others + k)·TOKEN_COST)`` (see :func:`best_length`), and ``k``
+    is the length that maximises it. A full batch already spends the step on the others,
+    so it takes a higher acceptance for a draft to pay there: speculation backs off as the
+    batch fills.
+
+    After a run of failures the sequence stops drafting and tries one token again every
+    ``RETRY`` steps, so a sequence that starts copying its input later is found again.
+    """
+
+    DECAY = 0.7
+    RETRY = 8
+
+    __slots__ = ("max", "_hits", "_tries", "_idle")
+
+    def __init__(self, draft_max: int):
+        self.max = draft_max
+        # A prior of p = 0.8 until the first verdicts.
+        self._hits = 1.0
+        self._tries = 1.25
+        self._idle = 0
+
+    @property
+    def rate(self) -> float:
+        return self._hits / self._tries if self._tries else 0.0
+
+    def next(self, others: int, limit: int) -> int:
+        """The length of the next draft, at most ``limit``."""
+        k = best_length(self.rate, min(self.max, limit), others)
+        if k == 0 and limit > 0:
+            self._idle += 1
+            if self._idle >= self.RETRY:
+                self._idle = 0
+                return 1
+        return k
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted <= 0:
+            return
+        tries = accepted + (1 if accepted < drafted else 0)
+        self._hits = self._hits * self.DECAY + accepted
+        self._tries = self._tries * self.DECAY + tries
+        if accepted:
+            self._idle = 0
+
+
+def best_length(p: float, k_max: int, others: int = 0, cost: float = TOKEN_COST) -> int:
+    """The draft length in ``0..k_max`` with the most tokens per unit of step time, for a
+    sequence whose draft tokens are each right with probability ``p`` (given the ones
+    before), in a step where ``others`` other sequences generate one token each."""
+    base = 1.0 + others * cost
+    best_k, best = 0, (others + 1.0) / base
+    gain, term = 1.0, 1.0
+    for k in range(1, k_max + 1):
+        term *= p
+        gain += term  # 1 + p + ... + p^k
+        value = (others + gain) / (base + k * cost)
+        if value > best * 1.0001:
+            best_k, best = k, value
+    return best_k
