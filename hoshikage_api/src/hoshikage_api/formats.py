@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hoshikage_core.protocol import Chunk, TokenLogprob
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from . import schemas as s
 from .generation import ChoiceResult
@@ -68,6 +68,17 @@ def _call_id(call: Mapping[str, Any]) -> str:
     return str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
 
 
+def timings(results) -> s.Timings | UnsetType:
+    """The ``timings`` extension over choices (results or last chunks) that drafted."""
+    drafted = [r for r in results if r.draft_tokens is not None]
+    if not drafted:
+        return UNSET
+    return s.Timings(
+        draft_n=sum(r.draft_tokens for r in drafted),
+        draft_n_accepted=sum(r.draft_accepted or 0 for r in drafted),
+    )
+
+
 class ChatFormat(_Format):
     prefix = "chatcmpl"
 
@@ -88,7 +99,12 @@ class ChatFormat(_Format):
                 )
             )
         return s.ChatCompletion(
-            id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=choices,
+            usage=usage,
+            timings=timings(results),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -120,9 +136,11 @@ class ChatFormat(_Format):
             ]
             yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=calls)))
         if chunk.finish_reason is not None:
-            yield self._chunk(
+            last = self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)
             )
+            last.timings = timings([chunk])
+            yield last
 
     def usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
@@ -169,7 +187,12 @@ class CompletionFormat(_Format):
             for index, r in enumerate(results)
         ]
         return s.Completion(
-            id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=choices,
+            usage=usage,
+            timings=timings(results),
         )
 
     def pieces(self, index: int, chunk: Chunk, first: bool) -> Iterator[s.CompletionChunk]:
@@ -188,6 +211,7 @@ class CompletionFormat(_Format):
                         finish_reason=chunk.finish_reason,
                     )
                 ],
+                timings=timings([chunk]) if chunk.finish_reason is not None else UNSET,
             )
 
     def usage_chunk(self, usage: s.Usage) -> s.CompletionChunk:

@@ -48,6 +48,9 @@ class RequestRecord:
     #: Of ``prompt_tokens``, those found in the model's KV cache.
     cached_tokens: int = 0
     completion_tokens: int = 0
+    #: Speculative decoding: tokens drafted, and how many of them the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
     queued_seconds: float = 0.0
     #: Seconds from the request's arrival to its first output, or None.
     ttft: float | None = None
@@ -213,6 +216,8 @@ class Session:
                         rec.prompt_tokens += chunk.prompt_tokens or 0
                         rec.cached_tokens += chunk.cached_tokens or 0
                     rec.completion_tokens += chunk.completion_tokens or 0
+                    rec.draft_tokens += chunk.draft_tokens or 0
+                    rec.draft_accepted += chunk.draft_accepted or 0
                 yield index, chunk
         finally:
             if not sink.done.done():
@@ -391,6 +396,9 @@ class Runtime:
                     "running_sequences": engine.running if engine else 0,
                     "prompt_tokens": engine.prompt_tokens if engine else 0,
                     "cached_prompt_tokens": engine.cached_tokens if engine else 0,
+                    # Speculative decoding since the load: tokens drafted and confirmed.
+                    "draft_tokens": engine.draft_tokens if engine else 0,
+                    "draft_accepted": engine.draft_accepted if engine else 0,
                     "idle_seconds": None
                     if slot.in_use or slot.last_used is None
                     else now - slot.last_used,

@@ -110,6 +110,7 @@ def render_status(data: dict):
         ("slots", "right"),
         ("queued", "right"),
         ("cached", "right"),
+        ("drafts", "right"),
         ("reqs", "right"),
         ("tok/s", "right"),
     ):
@@ -127,6 +128,7 @@ def render_status(data: dict):
         tps = m.get("last_tokens_per_second")
         slots = m.get("slots")
         prompt, cached = m.get("prompt_tokens") or 0, m.get("cached_prompt_tokens") or 0
+        drafted, accepted = m.get("draft_tokens") or 0, m.get("draft_accepted") or 0
         table.add_row(
             label,
             state_text,
@@ -137,6 +139,7 @@ def render_status(data: dict):
             f"{m.get('running_sequences', 0)}/{slots}" if slots else "-",
             str(m["queued"]),
             f"{cached / prompt:.0%}" if prompt else "-",
+            f"{accepted / drafted:.0%} of {drafted}" if drafted else "-",
             str(m["requests"]),
             f"{tps:.1f}" if tps else "-",
         )

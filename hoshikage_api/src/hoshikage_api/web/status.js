@@ -34,6 +34,13 @@ export function unloadText(model) {
   return `in ${formatSeconds(model.unload_in_seconds)}`;
 }
 
+/** Speculative decoding: the share of drafted tokens the model confirmed, and how many. */
+export function draftText(model) {
+  const drafted = model.draft_tokens || 0;
+  if (!drafted) return "–";
+  return `${Math.round((100 * (model.draft_accepted || 0)) / drafted)}% of ${drafted}`;
+}
+
 function element(tag, className, text) {
   const el = document.createElement(tag);
   if (className) el.className = className;
@@ -158,6 +165,7 @@ export class StatusPanel {
       ["slots", "Slots busy"],
       ["queue", "Queue"],
       ["tps", "Last tok/s"],
+      ["drafts", "Drafts accepted"],
     ]) {
       const dd = element("dd");
       dd.dataset.field = key;
@@ -196,6 +204,7 @@ export class StatusPanel {
     f.slots.textContent = model.slots == null ? "–" : `${model.running_sequences} of ${model.slots}`;
     f.queue.textContent = String(model.queued);
     f.tps.textContent = model.last_tokens_per_second == null ? "–" : model.last_tokens_per_second.toFixed(1);
+    f.drafts.textContent = draftText(model);
     if (model.last_error && !card.actionError) {
       f.error.textContent = model.last_error;
       f.error.hidden = false;
