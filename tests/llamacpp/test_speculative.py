@@ -290,3 +290,56 @@ def test_speculation_is_counted_and_can_be_turned_off(spec, plain):
     assert last[0].draft_tokens is None
     assert spec.stats().draft_tokens == after.draft_tokens
     assert plain.stats().draft_tokens == 0
+
+
+# ---- a draft model -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_drafted(tiny_model_path):
+    """The tiny model drafting for itself: at temperature 0 every draft is right."""
+    options = LlamaOptions(
+        n_ctx=1024, parallel=4, speculative="draft", draft_model=str(tiny_model_path)
+    )
+    m = LlamaCppModel.load("tiny", str(tiny_model_path), options)
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_a_model_drafting_for_itself_has_every_draft_accepted(self_drafted, plain, chains, prompt):
+    (ids0, texts0, _), (ids1, texts1, last1) = both(self_drafted, plain, chains, request(prompt))
+    assert ids1 == ids0 and texts1 == texts0
+    # wandering prompts too: the draft model does not need the output to repeat
+    assert last1[0].draft_tokens > 40
+    assert last1[0].draft_accepted == last1[0].draft_tokens
+
+
+def test_draft_model_concurrent_streams_and_n_keep_to_their_own(self_drafted, plain, chains):
+    reqs = [request(p, max_tokens=60) for p in PROMPTS[:4]]
+    alone = [collect(start(plain, r))[0][0] for r in reqs]
+    sinks = [start(self_drafted, r) for r in reqs]
+    assert [collect(s)[0][0] for s in sinks] == alone
+    req = request(PROMPTS[1], temperature=0.9, seed=5, max_tokens=40)
+    (ids0, texts0, _), (ids1, texts1, _) = both(self_drafted, plain, chains, req, n=2)
+    assert ids1 == ids0 and texts1 == texts0
+
+
+def test_the_draft_model_is_counted_in_the_memory(self_drafted, plain):
+    assert self_drafted.memory_bytes() > plain.memory_bytes() * 1.5
+
+
+def test_a_draft_model_with_another_vocabulary_is_refused(tiny_model_path, tmp_path, monkeypatch):
+    from hoshikage_core.errors import ModelLoadError
+
+    from tests.support import models
+
+    monkeypatch.setattr(
+        models, "TINY_WORDS", tuple(w.replace("cat", "dog") for w in models.TINY_WORDS)
+    )
+    other = models.build_tiny_gguf(tmp_path / "other-vocab.gguf")
+    options = LlamaOptions(n_ctx=256, parallel=1, draft_model=str(other))
+    with pytest.raises(
+        ModelLoadError, match=r"cannot draft for .*token \d+ is '▁d' in it and '▁c'"
+    ):
+        LlamaCppModel.load("tiny", str(tiny_model_path), options)

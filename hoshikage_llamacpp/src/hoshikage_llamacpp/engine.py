@@ -175,6 +175,8 @@ class Engine:
         piece,
         cache_bytes: int = 0,
         draft_max: int = 0,
+        ngram: bool = True,
+        draft_model=None,
     ):
         import llama_cpp
 
@@ -198,9 +200,12 @@ class Engine:
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.steps = 0
-        #: Most draft tokens per sequence and step (0: no speculation), and the drafts so
-        #: far: tokens drafted, and of those the ones the model confirmed.
+        #: Most draft tokens per sequence and step (0: no speculation), who drafts (n-gram
+        #: lookup, a :class:`~.speculative.DraftModel`, or both: the lookup first), and the
+        #: drafts so far: tokens drafted, and of those the ones the model confirmed.
         self.draft_max = draft_max
+        self._ngram = ngram
+        self.draft_model = draft_model
         self.draft_tokens = 0
         self.draft_accepted = 0
         #: Slot states kept in host RAM when their slot is given to another conversation.
@@ -313,17 +318,26 @@ class Engine:
         next token comes first), its token budget and its draft length."""
         room = self._batch.capacity - len(generating)
         others = len(generating) - 1
+        wanted, asking = [], []  # what the draft model is asked for, and by whom
         for seq in generating:
-            drafter = seq.drafter
-            if drafter is None or room <= 0:
-                seq.drafts = ()
+            seq.drafts = ()
+            if seq.draft_length is None or room <= 0:
                 continue
             # The step yields up to k + 1 tokens; the last one may not exceed the budget.
             limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
             k = seq.draft_length.next(others, limit) if limit > 0 else 0
-            drafts = drafter.draft(k) if k else ()
-            seq.drafts = drafts
-            room -= len(drafts)
+            if not k:
+                continue
+            if seq.drafter is not None:
+                seq.drafts = seq.drafter.draft(k)
+            if not seq.drafts and self.draft_model is not None:
+                wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
+                asking.append(seq)
+                room -= k
+            room -= len(seq.drafts)
+        if wanted:
+            for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
+                seq.drafts = drafts
 
     def _verify(self, seq: Sequence, row: int, out: _Outbox) -> None:
         """Sample ``seq`` at ``row`` and, while the samples match its draft, at the draft's
@@ -469,9 +483,10 @@ class Engine:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
         seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
         if self.draft_max > 0 and request.speculative:
-            seq.drafter = NgramDrafter()
-            seq.drafter.begin(job.plan.tokens)
             seq.draft_length = DraftLength(self.draft_max)
+            if self._ngram:
+                seq.drafter = NgramDrafter()
+                seq.drafter.begin(job.plan.tokens)
         return seq
 
     # ---- endings ------------------------------------------------------------------------

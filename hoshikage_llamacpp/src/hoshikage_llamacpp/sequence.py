@@ -136,8 +136,8 @@ class Sequence:
             completion_tokens=self.n_gen,
             cached_tokens=job.cached_tokens,
             stop_sequence=stop_sequence,
-            draft_tokens=self.draft_tokens if self.drafter is not None else None,
-            draft_accepted=self.draft_accepted if self.drafter is not None else None,
+            draft_tokens=self.draft_tokens if self.draft_length is not None else None,
+            draft_accepted=self.draft_accepted if self.draft_length is not None else None,
         )
 
     def _release(self, final: bool) -> tuple:
