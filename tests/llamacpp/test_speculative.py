@@ -69,6 +69,28 @@ def test_draft_length_falls_to_zero_when_drafts_fail_and_grows_when_they_hold():
     assert length.next(0, 3) <= 3
 
 
+def test_a_sequence_whose_drafts_fail_retries_ever_more_rarely():
+    length = DraftLength(16)
+    for _ in range(4):
+        length.update(length.next(0, 16) or 1, 0)
+    tries = []
+    for step in range(600):
+        k = length.next(0, 16)
+        if k:
+            tries.append(step)
+            length.update(k, 0)
+    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] == DraftLength.RETRY_MAX
+    length.update(1, 1)  # a try that holds: tries come every RETRY steps again...
+    ks = [length.next(0, 16) for _ in range(DraftLength.RETRY)]
+    k = ks[-1]
+    assert k == 1
+    for _ in range(4):  # ...and drafts that hold grow the length back
+        length.update(max(k, 1), max(k, 1))
+        k = length.next(0, 16)
+    assert k >= 4
+
+
 def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
     for p in (0.6, 0.8, 0.9, 0.95):
         assert best_length(p, 16, others=7) <= best_length(p, 16, others=0)

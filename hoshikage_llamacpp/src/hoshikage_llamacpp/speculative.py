@@ -122,14 +122,17 @@ class DraftLength:
     so it takes a higher acceptance for a draft to pay there: speculation backs off as the
     batch fills.
 
-    After a run of failures the sequence stops drafting and tries one token again every
-    ``RETRY`` steps, so a sequence that starts copying its input later is found again.
+    After a run of failures the sequence stops drafting and tries one token again after
+    ``RETRY`` steps, then after twice as many each time that try fails too (up to
+    ``RETRY_MAX``), so a sequence that starts copying its input later is found again while
+    one that never does costs next to nothing.
     """
 
     DECAY = 0.7
     RETRY = 8
+    RETRY_MAX = 128
 
-    __slots__ = ("max", "_hits", "_tries", "_idle")
+    __slots__ = ("max", "_hits", "_tries", "_idle", "_retry")
 
     def __init__(self, draft_max: int):
         self.max = draft_max
@@ -137,6 +140,7 @@ class DraftLength:
         self._hits = 1.0
         self._tries = 1.25
         self._idle = 0
+        self._retry = self.RETRY
 
     @property
     def rate(self) -> float:
@@ -147,8 +151,9 @@ class DraftLength:
         k = best_length(self.rate, min(self.max, limit), others)
         if k == 0 and limit > 0:
             self._idle += 1
-            if self._idle >= self.RETRY:
+            if self._idle >= self._retry:
                 self._idle = 0
+                self._retry = min(self._retry * 2, self.RETRY_MAX)
                 return 1
         return k
 
@@ -160,6 +165,7 @@ class DraftLength:
         self._tries = self._tries * self.DECAY + tries
         if accepted:
             self._idle = 0
+            self._retry = self.RETRY
 
 
 def best_length(p: float, k_max: int, others: int = 0, cost: float = TOKEN_COST) -> int:
