@@ -254,6 +254,38 @@ def test_json_schema_output_still_validates_and_drafts(spec, plain, chains):
     assert last1[0].draft_accepted > 0
 
 
+def test_a_drafted_tool_call_is_parsed_as_without_drafts(spec, plain, chains):
+    note = "the cat sat on the mat " * 5
+    tools = (
+        {
+            "type": "function",
+            "function": {
+                "name": "remember",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"note": {"const": note}},
+                    "required": ["note"],
+                },
+            },
+        },
+    )
+    req = GenerationRequest(
+        messages=({"role": "user", "content": "the cat"},),
+        max_tokens=200,
+        temperature=0,
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "remember"}},
+    )
+    (ids0, _, last0), (ids1, texts1, last1) = both(spec, plain, chains, req)
+    assert ids1 == ids0 and texts1[0] == ""
+    assert last1[0].finish_reason == last0[0].finish_reason == "tool_calls"
+    (call,) = last1[0].tool_calls
+    assert call["function"]["name"] == "remember"
+    assert json.loads(call["function"]["arguments"]) == {"note": note}
+    assert [c["function"] for c in last0[0].tool_calls] == [call["function"]]
+    assert last1[0].draft_accepted > 0
+
+
 def test_n_choices_each_draft_on_their_own(spec, plain, chains):
     req = request(PROMPTS[2], temperature=0.9, seed=11, max_tokens=60)
     (ids0, texts0, last0), (ids1, texts1, last1) = both(spec, plain, chains, req, n=3)
