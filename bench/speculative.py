@@ -220,7 +220,8 @@ def start_llama(binary: str, model: Path, args, spec_type: str) -> bench.Server:
     ]
     if spec_type != "none":
         argv += ["--spec-type", spec_type, "--spec-draft-n-max", "16"]
-    return bench.Server(argv, port)
+    # Its own libraries first, wherever its build put them (a copied build keeps working).
+    return bench.Server(argv, port, env={"LD_LIBRARY_PATH": str(Path(binary).resolve().parent)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ interface (``common/speculative.cpp``):
 * :meth:`Drafter.accept` learns how many of the last draft were right.
 
 :class:`NgramDrafter` guesses from the sequence's own prompt and output: the most recent
-earlier occurrence of its last few tokens (the longest n-gram that matches, 4 down to 2
+earlier occurrence of its last few tokens (the longest n-gram that matches, 12 down to 3
 tokens), and what followed it. Output that copies its input (editing pasted code,
 quoting, JSON re-emitted with a field changed, a greedy model looping) drafts long runs;
 free text drafts rarely, and then costs nothing.
@@ -26,8 +26,10 @@ would have been without a draft, so the output is the same at any temperature.
 
 from __future__ import annotations
 
-#: The n-gram sizes looked up, longest first: a longer match is a better predictor.
-NGRAM_SIZES = (4, 3, 2)
+#: The n-gram sizes looked up, longest first: a longer match is a better predictor (a
+#: 12-token match, llama.cpp's ngram-simple key, is right nearly always; 2-token matches
+#: were wrong too often in JSON and prose to be worth their cost).
+NGRAM_SIZES = (12, 8, 5, 3)
 
 
 class Drafter:
@@ -83,7 +85,7 @@ class NgramDrafter(Drafter):
         # A match close to the end continues into the text being drafted (a loop): look up
         # again from the draft's own tail until k tokens are found or nothing matches.
         while len(out) < k:
-            tail = tokens[-8:] + out if out else tokens
+            tail = tokens[-NGRAM_SIZES[0] :] + out if out else tokens
             start = self._lookup(tail)
             if start is None:
                 break
