@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--llama-server", default=None, help="llama.cpp's llama-server binary")
     p.add_argument("--only", nargs="*", default=None, help="workload names (default: all)")
+    p.add_argument(
+        "--llama-types",
+        nargs="*",
+        default=list(LLAMA_TYPES),
+        help="llama-server --spec-type values",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     args = p.parse_args(argv)
     import httpx
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         engines["hoshikage off"] = ("hoshikage", {"speculative": False})
         engines["hoshikage on"] = ("hoshikage", {})
         if args.llama_server:
-            for kind in LLAMA_TYPES:
+            for kind in args.llama_types:
                 servers[kind] = start_llama(args.llama_server, model, args, kind)
                 engines[f"llama-server {kind}"] = (kind, {})
         factories = {
