@@ -327,3 +327,16 @@ def test_a_load_that_never_finishes_times_out(tiny_model_path):
         assert f"127.0.0.1:{port}" in str(info.value)
     finally:
         listener.close()
+
+
+def test_a_model_in_a_child_process_drafts_and_counts_its_drafts(isolated):
+    looping = GenerationRequest(
+        prompt="the cat sat on the mat the cat sat on the mat the cat",
+        max_tokens=60,
+        temperature=0,
+        logit_bias={2: -100},
+    )
+    _texts, (last,) = text_of(isolated, looping)
+    assert last.draft_accepted > 0 and last.draft_tokens >= last.draft_accepted
+    stats = isolated.stats()
+    assert (stats.draft_tokens, stats.draft_accepted) == (last.draft_tokens, last.draft_accepted)

@@ -53,6 +53,9 @@ class RequestRecord:
     #: Of ``prompt_tokens``, those found in the model's KV cache.
     cached_tokens: int = 0
     completion_tokens: int = 0
+    #: Speculative decoding: tokens drafted, and how many of them the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
     queued_seconds: float = 0.0
     #: Seconds from the request's arrival to its first output, or None.
     ttft: float | None = None
@@ -244,6 +247,8 @@ class Session:
                         rec.prompt_tokens += chunk.prompt_tokens or 0
                         rec.cached_tokens += chunk.cached_tokens or 0
                     rec.completion_tokens += chunk.completion_tokens or 0
+                    rec.draft_tokens += chunk.draft_tokens or 0
+                    rec.draft_accepted += chunk.draft_accepted or 0
                     if chunk.finish_reason == "cancelled":
                         raise cancelled_error(cancel.reason)
                 yield index, chunk
@@ -507,6 +512,9 @@ def _status_of(
         "running_sequences": engine.running if engine else 0,
         "prompt_tokens": engine.prompt_tokens if engine else 0,
         "cached_prompt_tokens": engine.cached_tokens if engine else 0,
+        # Speculative decoding since the load: tokens drafted and confirmed.
+        "draft_tokens": engine.draft_tokens if engine else 0,
+        "draft_accepted": engine.draft_accepted if engine else 0,
         "idle_seconds": None if view.in_use or view.last_used is None else now - view.last_used,
         "unload_in_seconds": unload_in,
         "requests": view.requests,

@@ -92,7 +92,7 @@ class ProcessModel:
         #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
         self.placement: dict[str, dict[str, int]] = {}
         self._memory = 0
-        self._stats = (0, 0, 0)
+        self._stats = (0, 0, 0, 0, 0)
         self._ids = itertools.count(1)
         self._jobs: dict[int, tuple[ChunkSink, CancelToken]] = {}
         self._cancel_sent: set[int] = set()
@@ -151,7 +151,7 @@ class ProcessModel:
         self.capacity = value["capacity"]
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
-        self._stats = (0, 0, 0)
+        self._stats = (0, 0, 0, 0, 0)
         self._reader = threading.Thread(
             target=self._read, name=f"hoshikage-proxy:{name}", daemon=True
         )
@@ -253,9 +253,14 @@ class ProcessModel:
             raise
 
     def stats(self) -> EngineStats:
-        running, prompt, cached = self._stats
+        running, prompt, cached, drafted, accepted = self._stats
         return EngineStats(
-            slots=self.capacity, running=running, prompt_tokens=prompt, cached_tokens=cached
+            slots=self.capacity,
+            running=running,
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            draft_tokens=drafted,
+            draft_accepted=accepted,
         )
 
     def embed(self, inputs: list[str]) -> Embeddings:
