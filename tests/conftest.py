@@ -39,6 +39,20 @@ def pytest_make_collect_report(collector):
     return report
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory):
+    """Every server a test starts keeps its data (the Responses store) in a temporary
+    ``XDG_DATA_HOME``, never in the user's own."""
+    path = tmp_path_factory.mktemp("data-home")
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
 def pytest_configure(config):
     """Prompt states that models write to disk when they unload go to a folder of this run,
     not to the user's cache (every subprocess server inherits it)."""

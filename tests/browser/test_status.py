@@ -113,3 +113,21 @@ def test_the_card_counts_the_prompts_kept_on_disk(watched):
     # the progress bar shows only while a model loads
     assert not page.locator(".card[data-model=tiny] [data-field=progress]").is_visible()
     assert watched.page_errors == []
+
+
+def test_the_card_shows_the_share_of_drafts_accepted(watched):
+    body = {
+        "model": "tiny",
+        "prompt": "the cat sat on the mat the cat sat on the mat the cat",
+        "max_tokens": 80,
+        "temperature": 0,
+        "logit_bias": {"2": -100},
+    }
+    httpx.post(watched.base_url + "/v1/completions", json=body, timeout=60).raise_for_status()
+    model = model_status(watched.base_url)
+    assert model["draft_tokens"] > 0
+    watched.open()
+    field = watched.page.locator(".card[data-model=tiny] [data-field=drafts]")
+    share = round(100 * model["draft_accepted"] / model["draft_tokens"])
+    field.get_by_text(f"{share}% of {model['draft_tokens']}").wait_for()
+    assert watched.console_errors == [] and watched.page_errors == []

@@ -73,14 +73,19 @@ def serve(args: argparse.Namespace, ctx) -> int:
     log.info("web page: %s/ui/", server.base_url)
     for note in app.state.runtime.registry.notes:
         log.info("models_dir: %s", note)
+    from .connections import buffered_send, quiet_slow_clients, timed_protocol
+
+    quiet_slow_clients()
     uv_config = uvicorn.Config(
-        app,
+        buffered_send(app, server.send_timeout, server.send_buffer),
         host=server.host,
         port=server.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=2,
         timeout_keep_alive=5,
+        http=timed_protocol(server.header_timeout, server.body_timeout, server.send_timeout),
+        limit_concurrency=server.max_connections,
     )
     _drain_first(uvicorn.Server)(uv_config, app.state.runtime).run()
     return 0

@@ -104,7 +104,8 @@ class ModelView:
     (``Runtime.status()``, Ollama's ``/api/ps``, the admin routes). Never blocks."""
 
     entry: ModelEntry
-    #: ``unloaded``, ``loading``, ``loaded``, ``busy`` (loaded and in use) or ``unloading``.
+    #: ``unloaded``, ``loading``, ``loaded``, ``busy`` (loaded and in use) or ``unloading``;
+    #: ``draining`` for a model a reload removed, until it has gone.
     state: str
     in_use: int
     #: Bytes held (host plus device), and of those on a GPU; 0 while not loaded.
@@ -180,7 +181,7 @@ class ModelPool:
         model = record.model
         return ModelView(
             entry=record.entry,
-            state=record.public_state,
+            state="draining" if record.retired else record.public_state,
             in_use=record.in_use,
             memory_bytes=record.memory_bytes,
             device_memory_bytes=min(device_memory_of(model), record.memory_bytes)
@@ -223,6 +224,11 @@ class ModelPool:
     def is_loading_or_busy(self, name: str) -> bool:
         record = self._records[name]
         return record.state == LOADING or bool(record.in_use)
+
+    def draining(self) -> list[str]:
+        """Models a reload removed that still serve (or hold) requests, or have not unloaded
+        yet: their views say ``draining``, and ``/api/status`` lists them until they go."""
+        return [name for name, record in self._records.items() if record.retired]
 
     def state(self, name: str) -> str:
         return self._records[name].public_state

@@ -30,6 +30,7 @@ from . import __version__
 from .catalog import build_registry
 from .delivery import LoopSink, LoopWaker
 from .errors import Cancelled, HoshikageError
+from .limits import Limits, check_choices, check_request
 from .pool import ModelPool, ModelView
 from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel, TokenCounts
 from .registry import ModelEntry
@@ -52,6 +53,9 @@ class RequestRecord:
     #: Of ``prompt_tokens``, those found in the model's KV cache.
     cached_tokens: int = 0
     completion_tokens: int = 0
+    #: Speculative decoding: tokens drafted, and how many of them the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
     queued_seconds: float = 0.0
     #: Seconds from the request's arrival to its first output, or None.
     ttft: float | None = None
@@ -220,9 +224,12 @@ class Session:
         self._workers.append(sink.done)
         rt.track(cancel)
 
+        limits = Limits.of(rt.config.server)
+        check_choices(limits, n)
+
         def submit() -> None:
             try:
-                model.generate(request, cancel, sink, n)
+                model.generate(check_request(limits, request), cancel, sink, n)
             except BaseException as exc:
                 sink.close(exc)  # nothing was started: the sink is done
                 sink.flush()
@@ -240,6 +247,8 @@ class Session:
                         rec.prompt_tokens += chunk.prompt_tokens or 0
                         rec.cached_tokens += chunk.cached_tokens or 0
                     rec.completion_tokens += chunk.completion_tokens or 0
+                    rec.draft_tokens += chunk.draft_tokens or 0
+                    rec.draft_accepted += chunk.draft_accepted or 0
                     if chunk.finish_reason == "cancelled":
                         raise cancelled_error(cancel.reason)
                 yield index, chunk
@@ -388,9 +397,18 @@ class Runtime:
         return self.registry.resolve(name)
 
     def session(
-        self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1
+        self,
+        model: str,
+        *,
+        endpoint: str = "",
+        keep_alive: float | None = None,
+        sequences: int = 1,
+        choices: int | None = None,
     ) -> Session:
-        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``)."""
+        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``);
+        ``choices``: all it asks for (prompts × ``n``), checked against ``max_choices``
+        before it queues."""
+        check_choices(Limits.of(self.config.server), max(sequences, choices or 0))
         return Session(self, model, endpoint, keep_alive, sequences)
 
     async def load(self, name: str, keep_alive: float | None = None) -> float:
@@ -431,9 +449,11 @@ class Runtime:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
         sched = self.scheduler.snapshot()
+        # The registry's models, then those a reload removed that are still draining.
+        views = [*self.views(), *(self.pool.view(name) for name in self.pool.draining())]
         models = [
             _status_of(view, sched.queued_by_model, now, self._cached_prompts(view.entry))
-            for view in self.views()
+            for view in views
         ]
         return {
             "version": __version__,
@@ -492,6 +512,9 @@ def _status_of(
         "running_sequences": engine.running if engine else 0,
         "prompt_tokens": engine.prompt_tokens if engine else 0,
         "cached_prompt_tokens": engine.cached_tokens if engine else 0,
+        # Speculative decoding since the load: tokens drafted and confirmed.
+        "draft_tokens": engine.draft_tokens if engine else 0,
+        "draft_accepted": engine.draft_accepted if engine else 0,
         "idle_seconds": None if view.in_use or view.last_used is None else now - view.last_used,
         "unload_in_seconds": unload_in,
         "requests": view.requests,

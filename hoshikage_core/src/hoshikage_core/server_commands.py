@@ -111,6 +111,7 @@ def render_status(data: dict):
         ("queued", "right"),
         ("cached", "right"),
         ("on disk", "right"),
+        ("drafts", "right"),
         ("reqs", "right"),
         ("tok/s", "right"),
     ):
@@ -130,6 +131,7 @@ def render_status(data: dict):
         tps = m.get("last_tokens_per_second")
         slots = m.get("slots")
         prompt, cached = m.get("prompt_tokens") or 0, m.get("cached_prompt_tokens") or 0
+        drafted, accepted = m.get("draft_tokens") or 0, m.get("draft_accepted") or 0
         table.add_row(
             label,
             state_text,
@@ -142,6 +144,7 @@ def render_status(data: dict):
             f"{cached / prompt:.0%}" if prompt else "-",
             # prompt prefixes on disk that the next load restores
             str(m["cached_prompts"]) if m.get("cached_prompts") else "-",
+            f"{accepted / drafted:.0%} of {drafted}" if drafted else "-",
             str(m["requests"]),
             f"{tps:.1f}" if tps else "-",
         )

@@ -19,6 +19,15 @@ A step:
 4. sample each sequence at its own logits row, with its own sampler chain;
 5. hand the step's chunks to the sinks together (the event loop wakes once per step).
 
+Speculation (:mod:`.speculative`). A generating sequence may add draft tokens after its next
+token, each with logits, in the same batch. After the decode, its rows are sampled in turn
+with its own chain while the samples match the drafts: the matching drafts and the first
+sample that differs are its tokens this step, and the rest of the draft is dropped from its
+KV stream (``llama_memory_seq_rm``). Every token goes through the same per-token handling
+(budget, end of generation, stop strings, log-probs) as an undrafted one, and the chain
+samples only tokens that are kept, so its state (penalties, grammar, the seeded draw) is the
+one it would have without the draft.
+
 ``n > 1``: the prompt is decoded once, in choice 0's slot. When it is read, its KV is copied
 to free slots (``llama_memory_seq_cp``) for the other choices, which sample their first
 token from the same logits and decode together from then on. Choices beyond ``parallel``
@@ -41,6 +50,7 @@ from hoshikage_core.errors import Cancelled, HoshikageError
 from .planning import Plan
 from .prompt_cache import Checkpoint, PromptCache
 from .sequence import Sequence
+from .speculative import DraftLength, NgramDrafter
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
 
@@ -175,6 +185,9 @@ class Engine:
         cache_bytes: int = 0,
         n_swa: int = 0,
         disk=None,
+        draft_max: int = 0,
+        ngram: bool = True,
+        draft_model=None,
     ):
         import llama_cpp
 
@@ -198,6 +211,14 @@ class Engine:
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.steps = 0
+        #: Most draft tokens per sequence and step (0: no speculation), who drafts (n-gram
+        #: lookup, a :class:`~.speculative.DraftModel`, or both: the lookup first), and the
+        #: drafts so far: tokens drafted, and of those the ones the model confirmed.
+        self.draft_max = draft_max
+        self._ngram = ngram
+        self.draft_model = draft_model
+        self.draft_tokens = 0
+        self.draft_accepted = 0
         #: Slot states kept in host RAM when their slot is given to another conversation.
         self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
         #: Slot states an earlier load left on disk (a :class:`.disk_cache.DiskCache`).
@@ -268,18 +289,23 @@ class Engine:
             return
         batch = self._batch
         batch.clear()
-        # Every generating sequence's next token first, in slot order: llama.cpp reuses the
-        # previous step's compute graph only when the batch's sequences come in the same
-        # order, and rebuilding it costs about a third of a step (Gemma 3 270M, 4 streams).
-        for seq in sorted(self._running, key=_slot_id):
-            if seq.next_token is not None:
-                slot = seq.slot
-                seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
-                slot.tokens.append(seq.next_token)
-                seq.next_token = None
-            else:
-                seq.logits_at = -1
-        read = []
+        generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
+        self._plan_drafts(generating)
+        # Every generating sequence's next token (and its draft) first, in slot order:
+        # llama.cpp reuses the previous step's compute graph only when the batch's sequences
+        # come in the same order, and rebuilding it costs about a third of a step (Gemma 3
+        # 270M, 4 streams).
+        for seq in self._running:
+            seq.logits_at = -1
+        for seq in generating:
+            slot = seq.slot
+            seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
+            slot.tokens.append(seq.next_token)
+            seq.next_token = None
+            for token in seq.drafts:
+                batch.add(token, len(slot.tokens), slot.id)
+                slot.tokens.append(token)
+        read = []  # slots that finish reading their prompt in this step
         for seq in self._running:  # then prompt chunks, in arrival order
             if seq.todo and batch.room:
                 slot = seq.slot
@@ -310,18 +336,77 @@ class Engine:
             row = seq.logits_at
             if row >= 0:
                 siblings = self._start_siblings(seq) if seq is seq.job.first else ()
-                self._sample(seq, row, out)
+                self._verify(seq, row, out)
                 for sibling in siblings:
-                    self._sample(sibling, row, out)
+                    self._verify(sibling, row, out)
 
-    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> None:
+    def _plan_drafts(self, generating: list[Sequence]) -> None:
+        """Each generating sequence's draft for this step, within the batch's room (every
+        next token comes first), its token budget and its draft length."""
+        room = self._batch.capacity - len(generating)
+        others = len(generating) - 1
+        wanted, asking = [], []  # what the draft model is asked for, and by whom
+        for seq in generating:
+            seq.drafts = ()
+            if seq.draft_length is None or room <= 0:
+                continue
+            # The step yields up to k + 1 tokens; the last one may not exceed the budget.
+            limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
+            k = seq.draft_length.next(others, limit) if limit > 0 else 0
+            if not k:
+                continue
+            if seq.drafter is not None:
+                seq.drafts = seq.drafter.draft(k)
+            if not seq.drafts and self.draft_model is not None:
+                wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
+                asking.append(seq)
+                room -= k
+            room -= len(seq.drafts)
+        if wanted:
+            for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
+                seq.drafts = drafts
+
+    def _verify(self, seq: Sequence, row: int, out: _Outbox) -> None:
+        """Sample ``seq`` at ``row`` and, while the samples match its draft, at the draft's
+        rows after it; keep the matching drafts in its KV stream and drop the rest."""
+        drafts = seq.drafts
+        seq.draft_tokens += len(drafts)  # counted before its last chunk may go out
+        accepted = 0
+        for i in range(len(drafts) + 1):
+            token = self._sample(seq, row + i, out)
+            if token is None:
+                break  # it finished
+            if seq.drafter is not None:
+                seq.drafter.push(token)
+            if i < len(drafts) and token == drafts[i]:
+                accepted += 1  # already decoded, where the draft put it
+                seq.draft_accepted += 1
+                continue
+            seq.next_token = token
+            break
+        if not drafts:
+            return
+        seq.drafts = ()
+        seq.draft_length.update(len(drafts), accepted)
+        self.draft_tokens += len(drafts)
+        self.draft_accepted += accepted
+        slot = seq.slot
+        keep = len(slot.tokens) - len(drafts) + accepted
+        if keep < len(slot.tokens):
+            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
+                raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
+            del slot.tokens[keep:]
+
+    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> int | None:
+        """Draw ``seq``'s next token at ``row``: the token when the sequence goes on, None
+        when it has finished (its last chunk is out)."""
         if seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
-            return
+            return None
         token = seq.sampler.sample(self._ctx, row)
         if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
-            return
+            return None
         chunk, stopped = seq.accept(token, row)
         if chunk is not None:
             out.put(seq.job.sink, seq.index, chunk)
@@ -330,7 +415,8 @@ class Engine:
         elif seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
         else:
-            seq.next_token = token
+            return token
+        return None
 
     # ---- slots --------------------------------------------------------------------------
 
@@ -522,7 +608,13 @@ class Engine:
         logprobs = None
         if request.logprobs:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
-        return Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
+        seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
+        if self.draft_max > 0 and request.speculative:
+            seq.draft_length = DraftLength(self.draft_max)
+            if self._ngram:
+                seq.drafter = NgramDrafter()
+                seq.drafter.begin(job.plan.tokens)
+        return seq
 
     # ---- endings ------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from .loader import Loaded, load
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
+from .speculative import DraftModel, vocab_mismatch
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
@@ -45,6 +46,7 @@ class LlamaCppModel:
         loaded: Loaded,
         options: LlamaOptions,
         default_max_tokens: int | None = None,
+        draft: Loaded | None = None,
     ):
         import llama_cpp
 
@@ -68,6 +70,8 @@ class LlamaCppModel:
         self._engine: Engine | None = None
         self._embed_lock = threading.Lock()
         self.disk = None
+        #: The draft model (``draft_model``), loaded and freed with this one.
+        self._draft: DraftModel | None = None
         if options.embedding:
             self.capacity = 1
             self.n_ctx = loaded.llama.n_ctx()
@@ -85,6 +89,9 @@ class LlamaCppModel:
                 self._token_text(self._model.token_bos()),
                 self._token_text(self._model.token_eos()),
             )
+            if draft is not None:
+                self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
+            speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
             self._engine = Engine(
                 name=name,
                 ctx=ctx,
@@ -98,6 +105,9 @@ class LlamaCppModel:
                 if options.swa_full
                 else int(llama_cpp.llama_model_n_swa(self._model.model)),
                 disk=self.disk,
+                draft_max=options.draft_max if speculates else 0,
+                ngram=options.ngram_drafts(),
+                draft_model=self._draft,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
@@ -105,6 +115,10 @@ class LlamaCppModel:
         self._memory = memory_bytes(
             loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes
         )
+        if draft is not None:  # its weights and its slots' KV cache are held for this model
+            self._memory += memory_bytes(
+                draft.model.model, options, draft.metadata, kv_cells, draft.context_bytes
+            )
 
     @classmethod
     def load(
@@ -123,11 +137,20 @@ class LlamaCppModel:
         from hoshikage_core.errors import ModelLoadError
 
         loaded = load(name, path, options, progress)
+        draft = None
         try:
+            draft_path = None if options.embedding else options.draft_model_used()
+            if draft_path is not None:
+                draft = _load_draft(name, draft_path, options, loaded)
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
-            return cls(name, loaded, options, default_max_tokens)
+            return cls(name, loaded, options, default_max_tokens, draft)
+        except ModelLoadError:
+            loaded.close()
+            raise
         except Exception as exc:
+            if draft is not None:
+                draft.close()
             loaded.close()
             raise ModelLoadError(name, f"{loaded.path}: {exc}") from None
 
@@ -201,6 +224,8 @@ class LlamaCppModel:
             running=engine.running,
             prompt_tokens=engine.prompt_tokens,
             cached_tokens=engine.cached_tokens,
+            draft_tokens=engine.draft_tokens,
+            draft_accepted=engine.draft_accepted,
         )
 
     # ----------------------------------------------------------------- embeddings
@@ -240,9 +265,9 @@ class LlamaCppModel:
         return device_bytes(self.placement)
 
     def close(self) -> None:
-        """Stop the engine, then free the context, the KV cache and the weights. The slots'
-        prompt states are copied out first and written to the disk cache afterwards, by a
-        thread of their own, so writing never holds the memory back."""
+        """Stop the engine, then free the context, the KV cache and the weights (the draft
+        model's too). The slots' prompt states are copied out first and written to the disk
+        cache afterwards, by a thread of their own, so writing never holds the memory back."""
         states = []
         if self._engine is not None:
             self._engine.close()
@@ -252,6 +277,9 @@ class LlamaCppModel:
                 except Exception:
                     log.exception("copying the prompt states of %s failed", self.name)
             self._engine = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
         with self._embed_lock:
             loaded, self._loaded = self._loaded, None
             self.chat = None
@@ -263,6 +291,31 @@ class LlamaCppModel:
         _trim_heap()
         if states and self.disk is not None:
             self.disk.write_later(states)
+
+
+def _load_draft(name: str, path: str, options: LlamaOptions, target: Loaded) -> Loaded:
+    """The draft model for ``target``, with the same slots and context length, refused with
+    a :class:`ModelLoadError` when its vocabulary differs (see :func:`.speculative.vocab_mismatch`)."""
+    from hoshikage_core.errors import ModelLoadError
+
+    draft_options = attrs.evolve(
+        options, draft_model=None, speculative="off", cache_ram=0, chat_template=None
+    )
+    draft = load(name, path, draft_options)
+    reason = vocab_mismatch(target.model.vocab, draft.model.vocab)
+    if reason is not None:
+        draft.close()
+        raise ModelLoadError(name, f"draft_model {path} cannot draft for {target.path}: {reason}")
+    return draft
+
+
+def _can_trim(ctx) -> bool:
+    """Whether a sequence's last tokens can be dropped from its cache (speculation needs it):
+    not for recurrent or hybrid models, whose state cannot be rolled back."""
+    import llama_cpp
+
+    model = llama_cpp.llama_get_model(ctx)
+    return not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
 
 
 def _trim_heap() -> None:

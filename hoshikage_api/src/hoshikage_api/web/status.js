@@ -35,6 +35,13 @@ export function unloadText(model) {
   return `in ${formatSeconds(model.unload_in_seconds)}`;
 }
 
+/** Speculative decoding: the share of drafted tokens the model confirmed, and how many. */
+export function draftText(model) {
+  const drafted = model.draft_tokens || 0;
+  if (!drafted) return "–";
+  return `${Math.round((100 * (model.draft_accepted || 0)) / drafted)}% of ${drafted}`;
+}
+
 function element(tag, className, text) {
   const el = document.createElement(tag);
   if (className) el.className = className;
@@ -163,6 +170,7 @@ export class StatusPanel {
       ["queue", "Queue"],
       ["tps", "Last tok/s"],
       ["disk", "On disk"],
+      ["drafts", "Drafts accepted"],
     ]) {
       const dd = element("dd");
       dd.dataset.field = key;
@@ -216,6 +224,7 @@ export class StatusPanel {
     // prompt prefixes saved at the last unload, restored by the next load
     const disk = model.cached_prompts ?? 0;
     f.disk.textContent = disk ? `${disk} prompt${disk === 1 ? "" : "s"}` : "–";
+    f.drafts.textContent = draftText(model);
     if (model.last_error && !card.actionError) {
       f.error.textContent = model.last_error;
       f.error.hidden = false;
