@@ -72,6 +72,8 @@ class SamplingFields(Struct, kw_only=True):
     min_p: TopP | None = None
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
     keep_alive: KeepAlive | None = None
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
 
 
 # ---- chat ---------------------------------------------------------------------------------

@@ -88,6 +88,17 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     tools: tuple[Mapping[str, Any], ...] | None = None
     tool_choice: str | Mapping[str, Any] | None = None
+    #: A GBNF grammar (llama.cpp's format) that constrains the raw output, special tokens and
+    #: reasoning or tool-call markers included, before anything is parsed out of it.
+    grammar: str | None = None
+    #: Extra variables for the chat template (``chat_template_kwargs``), over the model's own.
+    template_kwargs: Mapping[str, Any] | None = None
+    #: Whether the model should reason before it answers: None (the model's default), False
+    #: (the template's own switch turned off, and no reasoning shown), True, or an effort
+    #: level ("low", "medium", "high") for templates that take one.
+    reasoning: bool | str | None = None
+    #: Most tokens of reasoning before the engine ends the think block itself; None: no limit.
+    reasoning_budget: int | None = None
 
     @property
     def is_chat(self) -> bool:

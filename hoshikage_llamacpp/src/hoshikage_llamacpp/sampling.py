@@ -54,12 +54,22 @@ def setting(request: GenerationRequest, name: str) -> float:
 
 
 def grammar_for(
-    fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any] | None
+    fmt: ResponseFormat | None,
+    forced_tool_schema: Mapping[str, Any] | None,
+    grammar: str | None = None,
 ) -> str | None:
-    """The GBNF that constrains the output, or None. A forced tool call wins over
+    """The GBNF that constrains the output, or None. The request's own ``grammar`` cannot be
+    combined with a ``response_format`` schema; a forced tool call wins over
     ``response_format``. A schema the converter rejects is :class:`InvalidRequest`."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+    if grammar:
+        if fmt is not None and fmt.type != "text":
+            raise InvalidRequest(
+                "grammar cannot be combined with a JSON response_format: give one of them",
+                "grammar",
+            )
+        return grammar
     if forced_tool_schema is not None:
         return _schema_grammar(json_schema_to_gbnf, forced_tool_schema, "tool_choice")
     if fmt is None or fmt.type == "text":
@@ -123,6 +133,36 @@ def unenforced_keywords(schema: Any) -> set[str]:
         for item in schema:
             found |= unenforced_keywords(item)
     return found
+
+
+def compile_grammar(lib, vocab, grammar: str, request: GenerationRequest):
+    """llama.cpp's grammar sampler for ``grammar``. A grammar that does not parse is
+    :class:`InvalidRequest` naming llama.cpp's own parse error (it only logs it)."""
+    from . import logging_bridge
+
+    logging_bridge.install()
+    with logging_bridge.capture() as lines:
+        sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if sampler:
+        return sampler
+    if request.grammar:
+        from .gbnf_check import explain
+
+        reason = explain(grammar) or grammar_error(lines)
+        raise InvalidRequest(f"Invalid 'grammar': {reason}", "grammar")
+    param = (
+        "tool_choice" if request.tool_choice not in (None, "auto", "none") else "response_format"
+    )
+    raise InvalidRequest("The grammar derived from the request does not compile", param)
+
+
+def grammar_error(lines: list[str]) -> str:
+    """The parse error in what llama.cpp logged while compiling a grammar."""
+    text = "".join(lines)
+    for line in text.splitlines():
+        if "grammar" in line.lower() and line.strip():
+            return line.strip().removeprefix("llama_grammar_init_impl: ").strip()
+    return "it does not parse as GBNF (see llama.cpp's grammars/README.md)"
 
 
 def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
@@ -190,11 +230,7 @@ class SamplerChain:
                 )
             )
         if grammar is not None:
-            sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-            if not sampler:
-                raise InvalidRequest(
-                    "The grammar derived from the request does not compile", "response_format"
-                )
+            sampler = compile_grammar(lib, vocab, grammar, request)
             if penalties:
                 self._add(sampler)  # checked on every token, inside the chain
             else:

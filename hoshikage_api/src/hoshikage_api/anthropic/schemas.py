@@ -156,6 +156,8 @@ class MessagesRequest(Conversation, kw_only=True):
     metadata: dict[str, Any] | None = None
     #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.
     keep_alive: KeepAlive | None = None
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
 
 
 # ---- responses ----------------------------------------------------------------------------

@@ -190,6 +190,7 @@ def messages_job(data: s.MessagesRequest) -> Job:
         top_k=data.top_k,
         stop=tuple(data.stop_sequences or ()),
         response_format=_response_format(data.output_config),
+        grammar=data.grammar or None,
     )
     return Job(
         endpoint="messages",

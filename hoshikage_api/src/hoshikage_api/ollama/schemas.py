@@ -77,6 +77,8 @@ class GenerationFields(Struct, kw_only=True):
     format: Format | None = None
     options: dict[str, Any] | None = None
     keep_alive: KeepAlive | None = None
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
     #: false or absent only: no model served here has a thinking mode.
     think: bool | str | None = None
     logprobs: bool | None = None

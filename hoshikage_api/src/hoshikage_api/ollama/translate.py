@@ -260,6 +260,7 @@ def _common(data: s.GenerationFields, model: str) -> dict[str, Any]:
         **options(data.options),
         **_logprobs(data),
         "response_format": response_format(data.format),
+        "grammar": data.grammar or None,
     }
 
 

@@ -343,6 +343,7 @@ def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, 
         response_format=_response_format(data.text),
         tools=tuple(tools) if tools else None,
         tool_choice=tool_choice if tools else None,
+        grammar=data.grammar or None,
     )
     job = Job(
         endpoint="responses",
