@@ -47,28 +47,27 @@ def sdist_path() -> Path:
 
 
 @functools.cache
-def _members() -> dict[str, tarfile.TarInfo]:
+def _templates() -> dict[str, str]:
+    """Every ``models/templates/*.jinja``, read in one pass over the sdist."""
+    prefix = _TOP + "/models/templates/"
+    out = {}
     with tarfile.open(sdist_path()) as tar:
-        return {m.name: m for m in tar.getmembers() if m.name.startswith(_TOP + "/models/")}
+        for member in tar:
+            if member.name.startswith(prefix) and member.name.endswith(".jinja"):
+                data = tar.extractfile(member)
+                assert data is not None
+                out[member.name[len(prefix) : -len(".jinja")]] = data.read().decode("utf-8")
+    return out
 
 
 def template_names() -> list[str]:
     """The vendored templates' names (file names without ``.jinja``), sorted."""
-    prefix = _TOP + "/models/templates/"
-    return sorted(
-        name[len(prefix) : -len(".jinja")]
-        for name in _members()
-        if name.startswith(prefix) and name.endswith(".jinja")
-    )
+    return sorted(_templates())
 
 
-@functools.cache
 def template(name: str) -> str:
     """The text of ``models/templates/<name>.jinja``."""
-    with tarfile.open(sdist_path()) as tar:
-        member = tar.extractfile(f"{_TOP}/models/templates/{name}.jinja")
-        assert member is not None
-        return member.read().decode("utf-8")
+    return _templates()[name]
 
 
 def vocab_path(vocab: str, into: Path) -> Path:

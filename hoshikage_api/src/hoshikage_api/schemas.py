@@ -122,6 +122,9 @@ class AssistantMessage(Struct, tag_field="role", tag="assistant", kw_only=True):
     content: str | list[TextPart] | None = None
     tool_calls: list[ToolCall] | None = None
     name: str | None = None
+    #: The reasoning of an earlier answer (llama-server's and DeepSeek's field): it goes back
+    #: into the prompt where the model's template writes reasoning of earlier turns.
+    reasoning_content: str | None = None
 
 
 class ToolMessage(Struct, tag_field="role", tag="tool", kw_only=True):
@@ -186,6 +189,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     tools: Annotated[list[Tool], Meta(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    #: Extra chat-template variables (llama-server's and vLLM's), e.g. ``{"enable_thinking":
+    #: false}``; they go over the model's own ``chat_template_kwargs``.
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class ChatMessage(Struct, kw_only=True):

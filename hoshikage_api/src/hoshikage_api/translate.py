@@ -150,6 +150,8 @@ def _message(message: s.Message, i: int) -> dict[str, Any]:
         out["name"] = message.name
     if isinstance(message, s.AssistantMessage) and message.tool_calls:
         out["tool_calls"] = msgspec.to_builtins(message.tool_calls)
+    if isinstance(message, s.AssistantMessage) and message.reasoning_content:
+        out["reasoning_content"] = message.reasoning_content
     if isinstance(message, s.ToolMessage):
         out["tool_call_id"] = message.tool_call_id
     return out
@@ -184,6 +186,7 @@ def chat_job(data: s.ChatCompletionRequest) -> Job:
         tool_choice=tool_choice
         if isinstance(tool_choice, str) or tool_choice is None
         else msgspec.to_builtins(tool_choice),
+        template_kwargs=data.chat_template_kwargs or None,
         **sampling,
     )
     return _job(data, "chat", [request])

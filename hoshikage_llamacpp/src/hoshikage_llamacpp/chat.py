@@ -52,38 +52,48 @@ def choose_template(options, metadata: Mapping[str, Any]) -> TemplateChoice:
 
 
 class ChatRenderer:
-    """Renders OpenAI-style messages to a prompt string with one Jinja template."""
+    """Renders OpenAI-style messages to a prompt string with one Jinja template
+    (:mod:`.templating`: sandboxed, with llama.cpp's polyfills)."""
 
-    def __init__(self, choice: TemplateChoice, bos_token: str, eos_token: str):
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    def __init__(
+        self,
+        choice: TemplateChoice,
+        bos_token: str,
+        eos_token: str,
+        kwargs: Mapping[str, Any] | None = None,
+    ):
+        from .templating import Template
 
         self.choice = choice
         self.stops = choice.stops
-        self.supports_tools = "tools" in choice.template
+        #: Template variables every render gets (the model's ``chat_template_kwargs``).
+        self.kwargs = dict(kwargs or {})
         # Compiles the template: a syntax error surfaces here, at load time.
-        self._formatter = Jinja2ChatFormatter(
-            template=choice.template,
-            eos_token=eos_token,
-            bos_token=bos_token,
-            add_generation_prompt=True,
-        )
+        self.template = Template(choice.template, bos_token=bos_token, eos_token=eos_token)
+        self.supports_tools = self.template.supports_tools or "tools" in choice.template
 
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> str:
         """The prompt text; a template error (e.g. roles that must alternate) is the
-        client's :class:`InvalidRequest`."""
-        import jinja2
-
+        client's :class:`InvalidRequest`. ``kwargs`` (a request's ``chat_template_kwargs``)
+        go over the model's own."""
         msgs = normalize_messages(messages)
         if tools and not self.supports_tools:
             msgs = _with_tools_in_text(msgs, tools)
             tools = None
+        variables = {**self.kwargs, **(kwargs or {})}
+        for reserved in ("messages", "tools", "add_generation_prompt"):
+            if reserved in variables:
+                raise InvalidRequest(
+                    f"chat_template_kwargs may not set {reserved!r}", "chat_template_kwargs"
+                )
         try:
-            return self._formatter(messages=msgs, tools=list(tools) if tools else None).prompt
-        except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+            return self.template.render(msgs, tools, add_generation_prompt=True, **variables)
+        except Exception as exc:  # a template may raise anything (raise_exception included)
             raise InvalidRequest(
                 f"The model's chat template cannot render these messages: {exc}", "messages"
             ) from None

@@ -76,6 +76,7 @@ class LlamaCppModel:
                 choice,
                 self._token_text(self._model.token_bos()),
                 self._token_text(self._model.token_eos()),
+                options.chat_template_kwargs,
             )
             self._engine = Engine(
                 name=name,

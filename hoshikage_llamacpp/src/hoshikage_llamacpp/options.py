@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import attrs
 from hoshikage_core.config import FieldError
@@ -222,6 +223,9 @@ class LlamaOptions:
     chat_format: str | None = attrs.field(default=None, validator=_one_of(tuple(CHAT_FORMATS)))
     #: A Jinja chat template; overrides both chat_format and the GGUF template.
     chat_template: str | None = attrs.field(default=None, validator=_not_blank)
+    #: Extra variables for the chat template, e.g. ``{enable_thinking = false}``; a request's
+    #: ``chat_template_kwargs`` go over these.
+    chat_template_kwargs: dict[str, Any] | None = None
     #: Load for embeddings (/v1/embeddings) instead of text generation.
     embedding: bool = False
     #: Pooling of token vectors for embeddings; None: the model's own, else "mean".

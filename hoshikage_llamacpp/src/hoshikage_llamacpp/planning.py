@@ -40,7 +40,7 @@ def plan(model, request: GenerationRequest) -> Plan:
     if tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
         forced = forced_tool_schema(tools, request.tool_choice)
     if request.is_chat:
-        prompt = model.chat.render(request.messages, tools)
+        prompt = model.chat.render(request.messages, tools, request.template_kwargs)
         stops = (*request.stop, *model.chat.stops)
     elif request.prompt is not None:
         prompt = request.prompt
