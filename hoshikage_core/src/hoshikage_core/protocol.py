@@ -146,6 +146,10 @@ class Chunk:
     #: On the last chunk of a choice that one of the request's ``stop`` strings ended
     #: (``finish_reason`` "stop"): that string. None when the model ended its turn itself.
     stop_sequence: str | None = None
+    #: A delta of the model's reasoning (its think block), apart from the answer's ``text``.
+    reasoning: str = ""
+    #: On the last chunk: of ``completion_tokens``, how many were reasoning.
+    reasoning_tokens: int | None = None
 
 
 @attrs.frozen

@@ -113,6 +113,8 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         msg["content"] = _text_content(msg.get("content"), i)
         if msg.get("tool_calls"):
             msg["tool_calls"] = [_call_with_object_arguments(call) for call in msg["tool_calls"]]
+        if msg.get("reasoning_content") and "thinking" not in msg:
+            msg["thinking"] = msg["reasoning_content"]  # gpt-oss's template reads this name
         out.append(msg)
     return out
 

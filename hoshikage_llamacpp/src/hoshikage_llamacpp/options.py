@@ -226,6 +226,12 @@ class LlamaOptions:
     #: Extra variables for the chat template, e.g. ``{enable_thinking = false}``; a request's
     #: ``chat_template_kwargs`` go over these.
     chat_template_kwargs: dict[str, Any] | None = None
+    #: "auto": reasoning is told apart from the answer in the form the chat template
+    #: writes (``<think>``, harmony's analysis channel, ...); "off": the raw text passes.
+    reasoning: str = attrs.field(default="auto", validator=_one_of(("auto", "off")))
+    #: Most tokens of reasoning before the engine closes the think block itself; None: no
+    #: limit. A request's budget (Anthropic's ``budget_tokens``) goes under it.
+    reasoning_budget: int | None = attrs.field(default=None, validator=_non_negative_or_none)
     #: Load for embeddings (/v1/embeddings) instead of text generation.
     embedding: bool = False
     #: Pooling of token vectors for embeddings; None: the model's own, else "mean".

@@ -12,6 +12,7 @@ from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import GenerationRequest
 
 from .chat import forced_tool_schema, tool_names
+from .reasoning import ReasoningForm, opens_in_prompt
 from .sampling import SamplerChain, grammar_for
 
 
@@ -26,6 +27,16 @@ class Plan:
     tool_names: tuple[str, ...] | list[str]
     #: Choice ``j`` samples with ``seed + j``; None: a fresh random seed per choice.
     seed: int | None
+    #: The model's reasoning form, when its answers are split into reasoning and answer.
+    reasoning: ReasoningForm | None = None
+    #: The prompt leaves the think block open: the answer starts inside the reasoning.
+    reasoning_open: bool = False
+    #: False: thinking was turned off, reasoning text is never shown.
+    show_reasoning: bool = True
+    #: Most reasoning tokens before :attr:`reasoning_end` is inserted; None: no limit.
+    reasoning_budget: int | None = None
+    #: The tokens that close the think block (the form's end marker, then a blank line).
+    reasoning_end: tuple[int, ...] = ()
 
     def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
         seed = None if self.seed is None else self.seed + index
@@ -39,8 +50,12 @@ def plan(model, request: GenerationRequest) -> Plan:
     forced = None
     if tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
         forced = forced_tool_schema(tools, request.tool_choice)
+    form = model.reasoning if request.is_chat else None
     if request.is_chat:
-        prompt = model.chat.render(request.messages, tools, request.template_kwargs)
+        kwargs = thinking_kwargs(model.chat.template.source, request) if form else {}
+        prompt = model.chat.render(
+            request.messages, tools, {**kwargs, **(request.template_kwargs or {})}
+        )
         stops = (*request.stop, *model.chat.stops)
     elif request.prompt is not None:
         prompt = request.prompt
@@ -63,6 +78,24 @@ def plan(model, request: GenerationRequest) -> Plan:
     if limit is not None:
         budget = min(budget, max(limit, 0))
     seed = request.seed if request.seed is not None else model.options.seed
+    reasoning = {}
+    if form is not None:
+        budgets = [
+            b for b in (request.reasoning_budget, model.options.reasoning_budget) if b is not None
+        ]
+        end = (
+            form.end if not form.harmony else "<|end|><|start|>assistant<|channel|>final<|message|>"
+        )
+        reasoning = {
+            "reasoning": form,
+            "reasoning_open": opens_in_prompt(form, prompt),
+            "show_reasoning": request.reasoning is not False,
+            # A grammar's state would not follow inserted tokens: no budget under one.
+            "reasoning_budget": min(budgets) if budgets and grammar is None else None,
+            "reasoning_end": tuple(
+                model.special_tokens(end + ("\n\n" if not form.harmony else ""))
+            ),
+        }
     return Plan(
         request=request,
         tokens=tokens,
@@ -71,4 +104,23 @@ def plan(model, request: GenerationRequest) -> Plan:
         budget=budget,
         tool_names=names,
         seed=seed,
+        **reasoning,
     )
+
+
+#: Effort levels a request may ask for (OpenAI's ``reasoning_effort``, Ollama's ``think``).
+EFFORTS = ("low", "medium", "high")
+
+
+def thinking_kwargs(template: str, request: GenerationRequest) -> dict:
+    """The template's own switches for the request's ``reasoning``: ``enable_thinking``
+    (Qwen3, GLM, DeepSeek V3.1, Gemma 4, ...) and ``reasoning_effort`` (gpt-oss)."""
+    wanted = request.reasoning
+    kwargs: dict = {}
+    if wanted is None:
+        return kwargs
+    if "enable_thinking" in template:
+        kwargs["enable_thinking"] = wanted is not False
+    if isinstance(wanted, str) and wanted in EFFORTS and "reasoning_effort" in template:
+        kwargs["reasoning_effort"] = wanted
+    return kwargs
