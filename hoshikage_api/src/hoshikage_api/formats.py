@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgspec
 from hoshikage_core.protocol import Chunk, TokenLogprob
 from msgspec import UNSET
 
@@ -30,6 +31,16 @@ class _Format:
         self.created = int(time.time())
         #: ``usage: null`` on every chunk but the last, only when the client asked for usage.
         self.chunk_usage = None if job.include_usage else UNSET
+        #: Reasoning tokens per choice, from each choice's last chunk (None: no reasoning).
+        self.reasoning_tokens: dict[int, int] = {}
+
+    def _usage(self, usage: s.Usage) -> s.Usage:
+        """``usage`` with ``completion_tokens_details.reasoning_tokens`` when any choice
+        came from a model that reasons."""
+        if not self.reasoning_tokens:
+            return usage
+        details = s.CompletionTokensDetails(reasoning_tokens=sum(self.reasoning_tokens.values()))
+        return msgspec.structs.replace(usage, completion_tokens_details=details)
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -74,6 +85,8 @@ class ChatFormat(_Format):
     def response(self, results: list[ChoiceResult], usage: s.Usage) -> s.ChatCompletion:
         choices = []
         for index, r in enumerate(results):
+            if r.reasoning_tokens is not None:
+                self.reasoning_tokens[index] = r.reasoning_tokens
             calls = [
                 s.ToolCall(id=_call_id(c), function=_function(c)) for c in r.tool_calls
             ] or UNSET
@@ -81,14 +94,20 @@ class ChatFormat(_Format):
                 s.ChatChoice(
                     index=index,
                     message=s.ChatMessage(
-                        content=r.text if r.text or not calls else None, tool_calls=calls
+                        content=r.text if r.text or not calls else None,
+                        reasoning_content=r.reasoning or UNSET,
+                        tool_calls=calls,
                     ),
                     logprobs=chat_logprobs(r.logprobs),
                     finish_reason=r.finish_reason,
                 )
             )
         return s.ChatCompletion(
-            id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=choices,
+            usage=self._usage(usage),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -105,6 +124,12 @@ class ChatFormat(_Format):
             yield self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(role="assistant", content=""))
             )
+        if chunk.reasoning:
+            yield self._chunk(
+                s.ChatChunkChoice(index=index, delta=s.Delta(reasoning_content=chunk.reasoning))
+            )
+        if chunk.reasoning_tokens is not None:
+            self.reasoning_tokens[index] = chunk.reasoning_tokens
         if chunk.text or chunk.logprobs:
             yield self._chunk(
                 s.ChatChunkChoice(
@@ -126,7 +151,11 @@ class ChatFormat(_Format):
 
     def usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.job.model, choices=[], usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=[],
+            usage=self._usage(usage),
         )
 
 

@@ -42,11 +42,18 @@ class PromptTokensDetails(Struct, kw_only=True):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(Struct, kw_only=True):
+    #: Of ``completion_tokens``, those the model spent reasoning.
+    reasoning_tokens: int = 0
+
+
 class Usage(Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
+    #: Present when the model reasons (llama-server's and OpenAI's field).
+    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
 class SamplingFields(Struct, kw_only=True):
@@ -192,11 +199,16 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     #: Extra chat-template variables (llama-server's and vLLM's), e.g. ``{"enable_thinking":
     #: false}``; they go over the model's own ``chat_template_kwargs``.
     chat_template_kwargs: dict[str, Any] | None = None
+    #: ``"none"`` turns thinking off (the template's own switch); the levels go to templates
+    #: that take one (gpt-oss's ``reasoning_effort``).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
 
 
 class ChatMessage(Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    #: The model's reasoning, apart from ``content`` (llama-server's and DeepSeek's field).
+    reasoning_content: str | UnsetType = UNSET
     #: Present only when the model called tools.
     tool_calls: list[ToolCall] | UnsetType = UNSET
 
@@ -247,6 +259,7 @@ class ToolCallDelta(Struct, kw_only=True):
 class Delta(Struct, kw_only=True, omit_defaults=True):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 

@@ -100,6 +100,15 @@ def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest
     )
 
 
+def reasoning_of_effort(effort: str | None) -> bool | str | None:
+    """OpenAI's ``reasoning_effort`` as the core's ``reasoning``: "none" is off."""
+    if effort is None:
+        return None
+    if effort == "none":
+        return False
+    return "low" if effort == "minimal" else effort
+
+
 def arguments_object(arguments: Any) -> dict[str, Any]:
     """A tool call's arguments as the object that Anthropic's ``input`` and Ollama's
     ``arguments`` must be (OpenAI's are a JSON string). Arguments encoded twice (a JSON
@@ -187,6 +196,7 @@ def chat_job(data: s.ChatCompletionRequest) -> Job:
         if isinstance(tool_choice, str) or tool_choice is None
         else msgspec.to_builtins(tool_choice),
         template_kwargs=data.chat_template_kwargs or None,
+        reasoning=reasoning_of_effort(data.reasoning_effort),
         **sampling,
     )
     return _job(data, "chat", [request])

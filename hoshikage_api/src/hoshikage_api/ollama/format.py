@@ -97,7 +97,15 @@ class _Format:
         self.timing = Timing()
         self.started = False
 
-    def _part(self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields):
+    def _part(
+        self,
+        text: str = "",
+        tool_calls=None,
+        logprobs=None,
+        done: bool = False,
+        thinking: str | None = None,
+        **fields,
+    ):
         """One object of the answer (a line of the stream, or the whole answer)."""
         raise NotImplementedError
 
@@ -105,6 +113,8 @@ class _Format:
         """The NDJSON lines for one chunk of the generation."""
         self.timing.output()
         self.started = True
+        if chunk.reasoning:
+            yield line(self._part("", thinking=chunk.reasoning))
         if chunk.text or chunk.logprobs:
             yield line(self._part(chunk.text, logprobs=logprobs(chunk.logprobs)))
         calls = tool_calls(chunk.tool_calls)
@@ -124,9 +134,17 @@ class _Format:
 
 class ChatFormat(_Format):
     def _part(
-        self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields
+        self,
+        text: str = "",
+        tool_calls=None,
+        logprobs=None,
+        done: bool = False,
+        thinking: str | None = None,
+        **fields,
     ) -> s.ChatResponse:
-        message = s.Message(role="assistant", content=text, tool_calls=tool_calls)
+        message = s.Message(
+            role="assistant", content=text, thinking=thinking or None, tool_calls=tool_calls
+        )
         return s.ChatResponse(
             model=self.model,
             created_at=now(),
@@ -142,6 +160,7 @@ class ChatFormat(_Format):
             result.prompt_tokens,
             result.completion_tokens,
             text=result.text,
+            thinking=result.reasoning,
             tool_calls=tool_calls(result.tool_calls),
             logprobs=logprobs(result.logprobs),
         )
@@ -149,12 +168,19 @@ class ChatFormat(_Format):
 
 class GenerateFormat(_Format):
     def _part(
-        self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields
+        self,
+        text: str = "",
+        tool_calls=None,
+        logprobs=None,
+        done: bool = False,
+        thinking: str | None = None,
+        **fields,
     ) -> s.GenerateResponse:
         return s.GenerateResponse(
             model=self.model,
             created_at=now(),
             response=text,
+            thinking=thinking or None,
             done=done,
             logprobs=logprobs,
             **fields,
@@ -166,6 +192,7 @@ class GenerateFormat(_Format):
             result.prompt_tokens,
             result.completion_tokens,
             text=result.text,
+            thinking=result.reasoning,
             logprobs=logprobs(result.logprobs),
         )
 
