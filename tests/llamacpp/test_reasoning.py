@@ -172,3 +172,26 @@ def test_the_budget_closes_the_think_block_with_the_end_marker(qwen35):
     assert last.completion_tokens - last.reasoning_tokens >= 8  # then the answer
     free, _, _ = run(qwen35, temperature=1.0, seed=3, max_tokens=16)
     assert free[-1].reasoning_tokens == 16  # unbounded, it never left the block
+
+
+HARMONY = (
+    'root ::= <|channel|> "analysis" <|message|> "Think" "." <|end|> '
+    '<|start|> "assistant" <|channel|> "final" <|message|> "Hi" "."'
+)
+
+
+def test_harmony_channels_on_the_real_engine(family_model):
+    """gpt-oss's template with harmony's markers as control tokens: the analysis channel is
+    reasoning, the final channel the answer (the markers render because they are preserved)."""
+    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.options import LlamaOptions
+
+    path = str(family_model("qwen2", "openai-gpt-oss-120b"))
+    model = LlamaCppModel.load("gpt-oss", path, LlamaOptions(n_ctx=2048, parallel=1))
+    try:
+        assert model.reasoning.name == "harmony"
+        chunks, reasoning, answer = run(model, grammar=HARMONY)
+    finally:
+        model.close()
+    assert (reasoning, answer) == ("Think.", "Hi.")
+    assert chunks[-1].reasoning_tokens >= 2

@@ -9,14 +9,13 @@ Which template renders a chat, first match wins:
 
 Tools: a template that mentions ``tools`` gets them as the Hugging Face convention passes
 them. Any other template gets a system message describing the tools and asking for
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. :func:`parse_tool_calls` reads
-that form back, and also Mistral's ``[TOOL_CALLS][...]`` and a bare JSON object or list.
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. The model's answer is read back
+by the family's parser (:mod:`.tool_calls`).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,8 +24,6 @@ from hoshikage_core.errors import InvalidRequest
 from hoshikage_core.protocol import join_text
 
 from .chat_formats import CHAT_FORMATS
-
-TOOL_CALL_MARKERS = ("<tool_call>", "[TOOL_CALLS]")
 
 
 @attrs.frozen
@@ -205,43 +202,6 @@ def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
             )
         names.append(function["name"])
     return names
-
-
-def parse_tool_calls(text: str, known: Sequence[str]) -> list[dict[str, Any]] | None:
-    """Tool calls in OpenAI's shape, or None when ``text`` is not (only) tool calls of
-    tools in ``known``."""
-    text = text.strip()
-    if "<tool_call>" in text:
-        blocks = [part.split("</tool_call>")[0] for part in text.split("<tool_call>")[1:]]
-        objects = [_json(block) for block in blocks]
-    elif text.startswith("[TOOL_CALLS]"):
-        objects = _json(text[len("[TOOL_CALLS]") :])
-        objects = objects if isinstance(objects, list) else [objects]
-    else:
-        parsed = _json(text)
-        objects = parsed if isinstance(parsed, list) else [parsed]
-    calls = []
-    for obj in objects:
-        if not isinstance(obj, dict) or obj.get("name") not in known:
-            return None
-        arguments = obj.get("arguments", obj.get("parameters", {}))
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, ensure_ascii=False)
-        calls.append(
-            {
-                "id": "call_" + secrets.token_hex(12),
-                "type": "function",
-                "function": {"name": obj["name"], "arguments": arguments},
-            }
-        )
-    return calls or None
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text.strip())
-    except ValueError:
-        return None
 
 
 def forced_tool_schema(

@@ -32,6 +32,8 @@ from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
 from .reasoning import detect
+from .tool_calls import FORMATS
+from .tool_calls import detect as detect_tool_format
 
 
 class LlamaCppModel:
@@ -63,6 +65,8 @@ class LlamaCppModel:
         self.chat: ChatRenderer | None = None
         #: The reasoning form of the chat template (None: none, or ``reasoning = "off"``).
         self.reasoning = None
+        #: The family's tool-call form (the ``tool_format`` option, else detected).
+        self.tool_format = FORMATS["hermes"]
         #: Special tokens rendered as text (reasoning and tool-call markers).
         self._preserved: frozenset[int] = frozenset()
         self._engine: Engine | None = None
@@ -85,7 +89,16 @@ class LlamaCppModel:
             )
             if options.reasoning != "off":
                 self.reasoning = detect(choice.template)
-            self._preserved = self._single_tokens(self.reasoning.markers if self.reasoning else ())
+            self.tool_format = (
+                FORMATS[options.tool_format]
+                if options.tool_format
+                else detect_tool_format(choice.template)
+            )
+            markers = (
+                *(self.reasoning.markers if self.reasoning else ()),
+                *self.tool_format.markers,
+            )
+            self._preserved = self._single_tokens(markers)
             self._engine = Engine(
                 name=name,
                 ctx=ctx,

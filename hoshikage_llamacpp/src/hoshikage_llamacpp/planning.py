@@ -14,6 +14,7 @@ from hoshikage_core.protocol import GenerationRequest
 from .chat import forced_tool_schema, tool_names
 from .reasoning import ReasoningForm, opens_in_prompt
 from .sampling import SamplerChain, grammar_for
+from .tool_calls import FORMATS, ToolFormat
 
 
 @attrs.define(kw_only=True)
@@ -27,6 +28,8 @@ class Plan:
     tool_names: tuple[str, ...] | list[str]
     #: Choice ``j`` samples with ``seed + j``; None: a fresh random seed per choice.
     seed: int | None
+    #: The family's tool-call form, whose parser reads calls out of the answer.
+    tool_format: ToolFormat = FORMATS["hermes"]
     #: The model's reasoning form, when its answers are split into reasoning and answer.
     reasoning: ReasoningForm | None = None
     #: The prompt leaves the think block open: the answer starts inside the reasoning.
@@ -104,6 +107,8 @@ def plan(model, request: GenerationRequest) -> Plan:
         budget=budget,
         tool_names=names,
         seed=seed,
+        # A template without tool support was taught the hermes form in its system text.
+        tool_format=model.tool_format if model.chat.supports_tools else FORMATS["hermes"],
         **reasoning,
     )
 

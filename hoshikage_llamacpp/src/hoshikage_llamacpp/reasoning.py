@@ -209,7 +209,8 @@ class _Harmony:
                     or "to=functions" in header
                 ):
                     # A tool call: its header and body stay in the answer for the tool parser.
-                    answer.append(header + self.HEADER_END)
+                    at = header.find("<|channel|>")
+                    answer.append((header[at:] if at != -1 else header) + self.HEADER_END)
                     self.channel = "call"
                 else:
                     self.channel = channel

@@ -14,7 +14,7 @@ from collections import deque
 
 from hoshikage_core.protocol import Chunk
 
-from .chat import TOOL_CALL_MARKERS, parse_tool_calls
+from . import tool_calls as calls
 from .planning import Plan
 from .reasoning import Splitter
 from .sampling import LogprobReader, SamplerChain
@@ -68,8 +68,11 @@ class Sequence:
         self.n_gen = 0
         self._piece = piece
         self._stream = TextStream(stops=plan.stops)
+        fmt = plan.tool_format
         self._tools = ToolCapture(
-            TOOL_CALL_MARKERS if plan.tool_names else (), leading_json=bool(plan.tool_names)
+            (*fmt.openers, "<tool_call>") if plan.tool_names else (),
+            # A bare JSON call is what a forced call's grammar writes, in every family.
+            leading_json=bool(plan.tool_names),
         )
         self._split = (
             Splitter(plan.reasoning, inside=plan.reasoning_open, show=plan.show_reasoning)
@@ -145,7 +148,8 @@ class Sequence:
         text = tools.feed(raw, final=True)
         tool_calls = None
         if tools.captured:
-            tool_calls = parse_tool_calls(tools.captured, self.job.plan.tool_names)
+            plan = self.job.plan
+            tool_calls = calls.parse(plan.tool_format, tools.captured, plan.tool_names)
             if tool_calls is None:
                 text += tools.captured
                 self._sent_chars += len(tools.captured)

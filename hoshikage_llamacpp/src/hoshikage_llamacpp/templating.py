@@ -149,6 +149,7 @@ class Template:
         template still raises, the further rewrites are tried in turn and the first error
         is raised if none renders."""
         first_error: Exception | None = None
+        tools = [_complete_tool(tool) for tool in tools] if tools else None
         for level in range(len(_LEVELS)):
             msgs = self.adapt(messages, level)
             try:
@@ -178,6 +179,16 @@ class Template:
 
 #: The rewrites in order (level 0 applies only what the probes found missing).
 _LEVELS = ("arguments", "system", "tool_calls", "tool_results", "alternate")
+
+
+def _complete_tool(tool: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A function tool with the keys templates read without checking (gpt-oss writes
+    ``tool.description``): an empty description and an empty object schema if absent."""
+    function = tool.get("function")
+    if not isinstance(function, Mapping):
+        return tool
+    function = {"description": "", "parameters": {"type": "object", "properties": {}}, **function}
+    return {**tool, "function": function}
 
 
 def _cohere_tool(tool: Mapping[str, Any]) -> dict:
