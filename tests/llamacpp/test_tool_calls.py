@@ -162,3 +162,69 @@ DETECTED = {
 @pytest.mark.parametrize("name", list(DETECTED))
 def test_the_format_is_detected_from_the_template(name):
     assert detect(template(name)).name == DETECTED[name]
+
+
+# ---- constrained calls on the real engine ---------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Kyoto", "Nara"]}},
+            "required": ["city"],
+        },
+    },
+}
+TOOL_CALL = 151657  # Qwen's <tool_call>
+
+
+@pytest.fixture(scope="module")
+def qwen3(family_model):
+    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.options import LlamaOptions
+
+    path = str(family_model("qwen35", "Qwen-Qwen3-0.6B"))
+    model = LlamaCppModel.load("qwen3", path, LlamaOptions(n_ctx=1024, parallel=1))
+    yield model
+    model.close()
+
+
+def generate(model, **fields):
+    from hoshikage_core.protocol import GenerationRequest, stream
+
+    request = GenerationRequest(
+        messages=({"role": "user", "content": "weather?"},),
+        temperature=0,
+        max_tokens=60,
+        template_kwargs={"enable_thinking": False},
+        **fields,
+    )
+    return [chunk for _, chunk in stream(model, request)][-1]
+
+
+def test_a_forced_call_is_written_in_the_familys_own_syntax(qwen3):
+    from hoshikage_llamacpp.planning import plan
+
+    request_fields = {"tools": (WEATHER,), "tool_choice": "required"}
+    from hoshikage_core.protocol import GenerationRequest
+
+    planned = plan(
+        qwen3, GenerationRequest(messages=({"role": "user", "content": "x"},), **request_fields)
+    )
+    assert planned.grammar.startswith('root ::= "<tool_call>"') and planned.grammar_trigger is None
+    last = generate(qwen3, **request_fields)
+    assert last.finish_reason == "tool_calls"
+    assert json.loads(last.tool_calls[0]["function"]["arguments"])["city"] in ("Kyoto", "Nara")
+
+
+def test_a_strict_tool_is_held_to_its_schema_from_the_call_marker_on(qwen3):
+    """No tool_choice: the model writes freely until it opens a call (here pushed to by a
+    logit bias on ``<tool_call>``); from there a lazy grammar holds it to the schema."""
+    strict = {**WEATHER, "function": {**WEATHER["function"], "strict": True}}
+    last = generate(qwen3, tools=(strict,), logit_bias={TOOL_CALL: 100.0})
+    assert last.finish_reason == "tool_calls", last
+    assert json.loads(last.tool_calls[0]["function"]["arguments"])["city"] in ("Kyoto", "Nara")
+    free = generate(qwen3, tools=(WEATHER,), logit_bias={TOOL_CALL: 100.0})
+    assert free.finish_reason != "tool_calls"  # without strict, nothing makes it a valid call

@@ -14,7 +14,7 @@ from hoshikage_core.protocol import GenerationRequest
 from .chat import forced_tool_schema, tool_names
 from .reasoning import ReasoningForm, opens_in_prompt
 from .sampling import SamplerChain, grammar_for
-from .tool_calls import FORMATS, ToolFormat
+from .tool_calls import FORMATS, ToolFormat, call_grammar
 
 
 @attrs.define(kw_only=True)
@@ -28,6 +28,8 @@ class Plan:
     tool_names: tuple[str, ...] | list[str]
     #: Choice ``j`` samples with ``seed + j``; None: a fresh random seed per choice.
     seed: int | None
+    #: With a grammar: the text that starts it (a lazy grammar); None: from the first token.
+    grammar_trigger: str | None = None
     #: The family's tool-call form, whose parser reads calls out of the answer.
     tool_format: ToolFormat = FORMATS["hermes"]
     #: The model's reasoning form, when its answers are split into reasoning and answer.
@@ -43,7 +45,9 @@ class Plan:
 
     def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
         seed = None if self.seed is None else self.seed + index
-        return SamplerChain(vocab, n_vocab, self.request, seed, self.grammar)
+        return SamplerChain(
+            vocab, n_vocab, self.request, seed, self.grammar, trigger=self.grammar_trigger
+        )
 
 
 def plan(model, request: GenerationRequest) -> Plan:
@@ -51,8 +55,13 @@ def plan(model, request: GenerationRequest) -> Plan:
     tools = request.tools if request.tool_choice != "none" else None
     names = tool_names(tools)
     forced = None
+    lazy = False
     if tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
         forced = forced_tool_schema(tools, request.tool_choice)
+    elif tools and request.grammar is None and (strict := strict_tools(tools)):
+        # Calls of strict tools follow their schema from the call marker on (a lazy grammar):
+        # the free text before a call costs nothing.
+        forced, lazy = forced_tool_schema(strict, "required"), True
     form = model.reasoning if request.is_chat else None
     if request.is_chat:
         kwargs = thinking_kwargs(model.chat.template.source, request) if form else {}
@@ -73,7 +82,18 @@ def plan(model, request: GenerationRequest) -> Plan:
         raise InvalidRequest("The prompt is empty", field)
     if len(tokens) >= model.n_ctx:
         raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
+    tool_format = (
+        model.tool_format if model.chat and model.chat.supports_tools else FORMATS["hermes"]
+    )
+    if lazy and request.response_format is not None and request.response_format.type != "text":
+        forced, lazy = None, False  # the answer's own format wins over strict tools
     grammar = grammar_for(request.response_format, forced, request.grammar)
+    trigger = None
+    if forced is not None and grammar is not None:
+        grammar, trigger = call_grammar(tool_format, grammar)
+        if lazy and trigger is None:
+            grammar = None  # no fixed call marker to wait for: strict is not enforced
+    grammar_trigger = trigger if lazy else None
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a
     # request without max_tokens on all of them; a request may ask for more, up to the context.
@@ -108,9 +128,19 @@ def plan(model, request: GenerationRequest) -> Plan:
         tool_names=names,
         seed=seed,
         # A template without tool support was taught the hermes form in its system text.
-        tool_format=model.tool_format if model.chat.supports_tools else FORMATS["hermes"],
+        tool_format=tool_format,
+        grammar_trigger=grammar_trigger,
         **reasoning,
     )
+
+
+def strict_tools(tools) -> list:
+    """The function tools marked ``strict: true``."""
+    return [
+        tool
+        for tool in tools
+        if isinstance(tool.get("function"), dict) and tool["function"].get("strict") is True
+    ]
 
 
 #: Effort levels a request may ask for (OpenAI's ``reasoning_effort``, Ollama's ``think``).

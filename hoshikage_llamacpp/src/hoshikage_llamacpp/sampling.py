@@ -135,14 +135,28 @@ def unenforced_keywords(schema: Any) -> set[str]:
     return found
 
 
-def compile_grammar(lib, vocab, grammar: str, request: GenerationRequest):
-    """llama.cpp's grammar sampler for ``grammar``. A grammar that does not parse is
-    :class:`InvalidRequest` naming llama.cpp's own parse error (it only logs it)."""
+def compile_grammar(
+    lib, vocab, grammar: str, request: GenerationRequest, trigger: str | None = None
+):
+    """llama.cpp's grammar sampler for ``grammar`` (lazy, from ``trigger`` on, when given).
+    A grammar that does not parse is :class:`InvalidRequest` naming the problem."""
+    import re
+
     from . import logging_bridge
 
     logging_bridge.install()
     with logging_bridge.capture() as lines:
-        sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if trigger is None:
+            sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        else:
+            # llama.cpp's own pattern for a trigger word: the grammar starts at the match.
+            patterns = (ctypes.c_char_p * 1)(
+                ("[\\s\\S]*?(" + re.escape(trigger) + ")[\\s\\S]*").encode()
+            )
+            tokens = (lib.llama_token * 1)()
+            sampler = lib.llama_sampler_init_grammar_lazy_patterns(
+                vocab, grammar.encode(), b"root", patterns, 1, tokens, 0
+            )
     if sampler:
         return sampler
     if request.grammar:
@@ -181,7 +195,13 @@ class SamplerChain:
     """One choice's llama.cpp sampler chain, plus its grammar. Call :meth:`close` when done."""
 
     def __init__(
-        self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None
+        self,
+        vocab,
+        n_vocab: int,
+        request: GenerationRequest,
+        seed: int | None,
+        grammar: str | None,
+        trigger: str | None = None,
     ):
         import llama_cpp
 
@@ -205,6 +225,8 @@ class SamplerChain:
         #: Draws the grammar rejected, and draws in all (for tests and the benchmark).
         self.rejected = 0
         self.draws = 0
+        #: A lazy grammar waits for this text before it constrains anything.
+        self._trigger = trigger
         try:
             self._build(vocab, n_vocab, request, grammar)
         except BaseException:
@@ -230,7 +252,7 @@ class SamplerChain:
                 )
             )
         if grammar is not None:
-            sampler = compile_grammar(lib, vocab, grammar, request)
+            sampler = compile_grammar(lib, vocab, grammar, request, self._trigger)
             if penalties:
                 self._add(sampler)  # checked on every token, inside the chain
             else:

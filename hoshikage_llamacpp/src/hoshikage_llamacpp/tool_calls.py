@@ -360,6 +360,29 @@ _SIGNS = (
 )
 
 
+#: Formats whose call is a ``{"name", "arguments"}`` object between fixed texts: a grammar
+#: for them is the call's JSON schema inside them (prefix, suffix as GBNF).
+_CALL_SYNTAX = {
+    "hermes": ('"<tool_call>" "\\n"?', '"\\n"? "</tool_call>"'),
+    "granite": ('<|tool_call|> "["', '"]"'),
+    "firefunction": ('"functools["', '"]"'),
+}
+
+
+def call_grammar(fmt: ToolFormat, call_gbnf: str) -> tuple[str, str | None]:
+    """A grammar for one call in ``fmt``'s own syntax around ``call_gbnf`` (a grammar whose
+    ``root`` is the ``{"name", "arguments"}`` object), and the text that opens it (the
+    trigger of a lazy grammar). Families without such a form get the bare JSON object,
+    which every family's parser reads too, and no trigger."""
+    syntax = _CALL_SYNTAX.get(fmt.name)
+    if not syntax:
+        return call_gbnf, None
+    prefix, suffix = syntax
+    renamed = re.sub(r'(?<![\w"\\-])root(?![\w"-])', "tool-call", call_gbnf)
+    opener = {"hermes": "<tool_call>", "granite": "<|tool_call|>"}.get(fmt.name, fmt.openers[0])
+    return f"root ::= {prefix} tool-call {suffix}\n{renamed}", opener
+
+
 def detect(template: str) -> ToolFormat:
     """The tool-call format a chat template writes; ``hermes`` (what the tool instructions
     of a template without tools ask for) when none is recognised."""
