@@ -96,3 +96,14 @@ def gemma_model_path():
     from tests.support.models import gemma_path
 
     return gemma_path()
+
+
+@pytest.fixture(scope="session")
+def family_model():
+    """``family_model(vocab, template)``: the path of a tiny random GGUF with the real
+    tokenizer of ``ggml-vocab-<vocab>.gguf`` and a real template (a vendored template's name
+    or the text), built once into the test-model cache (see tests/support/families.py)."""
+    pytest.importorskip("gguf")
+    from tests.support.families import family_model
+
+    return family_model

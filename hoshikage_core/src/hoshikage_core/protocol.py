@@ -94,6 +94,17 @@ class GenerationRequest:
     #: Whether the backend may decode speculatively (guess tokens and verify them) where
     #: the model is set up for it; the output is the same either way.
     speculative: bool = True
+    #: A GBNF grammar (llama.cpp's format) that constrains the raw output, special tokens and
+    #: reasoning or tool-call markers included, before anything is parsed out of it.
+    grammar: str | None = None
+    #: Extra variables for the chat template (``chat_template_kwargs``), over the model's own.
+    template_kwargs: Mapping[str, Any] | None = None
+    #: Whether the model should reason before it answers: None (the model's default), False
+    #: (the template's own switch turned off, and no reasoning shown), True, or an effort
+    #: level ("low", "medium", "high") for templates that take one.
+    reasoning: bool | str | None = None
+    #: Most tokens of reasoning before the engine ends the think block itself; None: no limit.
+    reasoning_budget: int | None = None
 
     @property
     def is_chat(self) -> bool:
@@ -146,6 +157,10 @@ class Chunk:
     #: ``draft_n`` and ``draft_n_accepted``). None when it did not speculate.
     draft_tokens: int | None = None
     draft_accepted: int | None = None
+    #: A delta of the model's reasoning (its think block), apart from the answer's ``text``.
+    reasoning: str = ""
+    #: On the last chunk: of ``completion_tokens``, how many were reasoning.
+    reasoning_tokens: int | None = None
 
 
 @attrs.frozen

@@ -391,10 +391,20 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
         reply = []
         started = time.monotonic()
         usage = None
+        thinking = False
         try:
             for event in client.stream("/v1/chat/completions", body):
                 for choice in event.get("choices", []):
-                    piece = choice.get("delta", {}).get("content") or ""
+                    delta = choice.get("delta", {})
+                    # A model that reasons: its reasoning dimmed, the answer on its own line.
+                    thought = delta.get("reasoning_content") or ""
+                    if thought:
+                        thinking = True
+                        ctx.console.out(thought, style="dim", end="", highlight=False)
+                    piece = delta.get("content") or ""
+                    if piece and thinking:
+                        thinking = False
+                        ctx.console.out("")
                     reply.append(piece)
                     ctx.console.out(piece, end="", highlight=False)
                 usage = event.get("usage") or usage

@@ -403,7 +403,8 @@ class Engine:
         if seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
             return None
-        token = seq.sampler.sample(self._ctx, row)
+        # The think block closed at its budget: its end marker goes in instead of a draw.
+        token = seq.forced.popleft() if seq.forced else seq.sampler.sample(self._ctx, row)
         if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
             return None

@@ -32,7 +32,10 @@ from .loader import Loaded, load
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
+from .reasoning import detect
 from .speculative import DraftModel, vocab_mismatch
+from .tool_calls import FORMATS
+from .tool_calls import detect as detect_tool_format
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
@@ -67,6 +70,12 @@ class LlamaCppModel:
         self._piece_lock = threading.Lock()
         self.embedding = options.embedding
         self.chat: ChatRenderer | None = None
+        #: The reasoning form of the chat template (None: none, or ``reasoning = "off"``).
+        self.reasoning = None
+        #: The family's tool-call form (the ``tool_format`` option, else detected).
+        self.tool_format = FORMATS["hermes"]
+        #: Special tokens rendered as text (reasoning and tool-call markers).
+        self._preserved: frozenset[int] = frozenset()
         self._engine: Engine | None = None
         self._embed_lock = threading.Lock()
         self.disk = None
@@ -88,10 +97,23 @@ class LlamaCppModel:
                 choice,
                 self._token_text(self._model.token_bos()),
                 self._token_text(self._model.token_eos()),
+                options.chat_template_kwargs,
             )
             if draft is not None:
                 self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
             speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
+            if options.reasoning != "off":
+                self.reasoning = detect(choice.template)
+            self.tool_format = (
+                FORMATS[options.tool_format]
+                if options.tool_format
+                else detect_tool_format(choice.template)
+            )
+            markers = (
+                *(self.reasoning.markers if self.reasoning else ()),
+                *self.tool_format.markers,
+            )
+            self._preserved = self._single_tokens(markers)
             self._engine = Engine(
                 name=name,
                 ctx=ctx,
@@ -172,13 +194,28 @@ class LlamaCppModel:
             tokens.insert(0, bos)
         return tokens
 
+    def special_tokens(self, text: str) -> list[int]:
+        """Tokens of ``text`` with special tokens recognised, no BOS."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _single_tokens(self, markers) -> frozenset[int]:
+        """The ids of the markers that are one special token each."""
+        ids = set()
+        for marker in markers:
+            tokens = self.special_tokens(marker)
+            if len(tokens) == 1:
+                ids.add(tokens[0])
+        return frozenset(ids)
+
     def _engine_piece(self, token: int) -> bytes:
-        """The bytes a token stands for (engine thread only: it reuses one buffer)."""
+        """The bytes a token stands for (engine thread only: it reuses one buffer). Control
+        tokens render as nothing, except the preserved markers (llama-server's rule)."""
         buf, lib = self._piece_buf, native.lib
-        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        special = token in self._preserved
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
-            n = lib.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
+            n = lib.llama_token_to_piece(self._vocab, token, big, -n, 0, special)
             return big.raw[:n]
         return buf.raw[:n]
 

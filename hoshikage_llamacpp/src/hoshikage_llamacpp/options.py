@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import attrs
 from hoshikage_core.config import FieldError
 
 from .chat_formats import CHAT_FORMATS
+
+#: The names of tool_calls.FORMATS (repeated here: this module imports no parser code).
+TOOL_FORMATS = (
+    "hermes",
+    "qwen3-coder",
+    "llama3",
+    "mistral",
+    "harmony",
+    "deepseek",
+    "glm",
+    "kimi",
+    "command-r",
+    "functionary",
+    "granite",
+    "firefunction",
+    "minimax",
+)
 
 #: KV-cache element types llama.cpp accepts, by name, with their ggml type ids.
 KV_CACHE_TYPES: dict[str, int] = {
@@ -239,6 +257,18 @@ class LlamaOptions:
     chat_format: str | None = attrs.field(default=None, validator=_one_of(tuple(CHAT_FORMATS)))
     #: A Jinja chat template; overrides both chat_format and the GGUF template.
     chat_template: str | None = attrs.field(default=None, validator=_not_blank)
+    #: Extra variables for the chat template, e.g. ``{enable_thinking = false}``; a request's
+    #: ``chat_template_kwargs`` go over these.
+    chat_template_kwargs: dict[str, Any] | None = None
+    #: "auto": reasoning is told apart from the answer in the form the chat template
+    #: writes (``<think>``, harmony's analysis channel, ...); "off": the raw text passes.
+    reasoning: str = attrs.field(default="auto", validator=_one_of(("auto", "off")))
+    #: Most tokens of reasoning before the engine closes the think block itself; None: no
+    #: limit. A request's budget (Anthropic's ``budget_tokens``) goes under it.
+    reasoning_budget: int | None = attrs.field(default=None, validator=_non_negative_or_none)
+    #: The tool-call form whose parser reads calls (see tool_calls.FORMATS); None: detected
+    #: from the chat template.
+    tool_format: str | None = attrs.field(default=None, validator=_one_of(TOOL_FORMATS))
     #: Load for embeddings (/v1/embeddings) instead of text generation.
     embedding: bool = False
     #: Pooling of token vectors for embeddings; None: the model's own, else "mean".
