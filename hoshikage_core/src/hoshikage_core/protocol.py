@@ -156,6 +156,56 @@ class EngineStats:
     cached_tokens: int = 0
 
 
+@attrs.frozen(kw_only=True)
+class ScorePrompt:
+    """One prompt and the continuations to score after it.
+
+    Exactly one of ``messages`` (rendered with the model's chat template, with the
+    assistant's turn opened) and ``prompt`` (raw text) is set. Each continuation is text
+    that follows the prompt directly (the assistant's reply, for ``messages``).
+    """
+
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    prompt: str | None = None
+    continuations: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ScoreRequest:
+    """Many prompts, each with continuations to score. The prompts' longest shared token
+    prefix is read once; what follows it is read once per prompt."""
+
+    prompts: tuple[ScorePrompt, ...]
+
+
+@attrs.frozen
+class Scores:
+    """:meth:`Scorer.score`'s answer."""
+
+    #: Per prompt, per continuation: the continuation's total log-probability under the
+    #: model after its prompt, summed over every one of its tokens (natural log).
+    logprobs: tuple[tuple[float, ...], ...]
+    #: Per prompt, per continuation: how many tokens the continuation was.
+    token_counts: tuple[tuple[int, ...], ...]
+    #: Prompt tokens of the request: the shared prefix once, plus each prompt's own rest.
+    prompt_tokens: int
+    #: Of ``prompt_tokens``, those found in the KV cache and not read again.
+    cached_tokens: int
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """An optional feature of a :class:`LoadedModel`: exact log-probabilities of short
+    continuations, many at once, for classification (the Decisions API) and reranking."""
+
+    def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
+        """Check ``request`` and queue it on the model's engine, like :meth:`LoadedModel.generate`;
+        return at once. The engine puts one :class:`Scores` into ``sink`` (index 0), then
+        closes it, or closes it with the error (:class:`~hoshikage_core.errors.Cancelled`
+        when ``cancel`` fires). Errors found before anything starts are raised here."""
+        ...
+
+
 class ChunkSink(Protocol):
     """Where a backend's engine delivers one generation's output, from any thread.
 

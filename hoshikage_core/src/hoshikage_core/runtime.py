@@ -26,9 +26,19 @@ import attrs
 
 from . import __version__
 from .delivery import LoopSink, LoopWaker
-from .errors import Cancelled, HoshikageError
+from .errors import Cancelled, HoshikageError, InvalidRequest
 from .pool import ModelPool
-from .protocol import CancelToken, Chunk, Embeddings, EngineStats, GenerationRequest, LoadedModel
+from .protocol import (
+    CancelToken,
+    Chunk,
+    Embeddings,
+    EngineStats,
+    GenerationRequest,
+    LoadedModel,
+    Scorer,
+    ScoreRequest,
+    Scores,
+)
 from .registry import ModelEntry, ModelRegistry
 from .unload import LOADED, LOADING
 
@@ -228,6 +238,49 @@ class Session:
         async with aclosing(self.stream(request)) as chunks:
             async for _index, chunk in chunks:
                 yield chunk
+
+    async def score(self, request: ScoreRequest) -> Scores:
+        """Score continuations after prompts (:class:`~hoshikage_core.protocol.Scorer`), in
+        the model's engine beside its generations. Cancelled within a step if the caller
+        goes away; counted in the record like a prompt that generated nothing."""
+        rt, rec, model = self.runtime, self.record, self.model
+        if not isinstance(model, Scorer):
+            raise InvalidRequest(
+                f"The model '{self.entry.name}' cannot score continuations (its backend has no scoring)",
+                "model",
+            )
+        sink = LoopSink(rt._waker)
+        cancel = CancelToken()
+        self._tokens.append(cancel)
+        self._workers.append(sink.done)
+        rt._cancel_tokens.add(cancel)
+
+        def submit() -> None:
+            try:
+                model.score(request, cancel, sink)
+            except BaseException as exc:
+                sink.close(exc)
+                sink.flush()
+                raise
+
+        try:
+            await self._in_thread(submit)
+            result: Scores | None = None
+            async for _index, item in sink:
+                result = item
+            if result is None:
+                raise Cancelled("The scoring was cancelled.")
+            rec.prompt_tokens += result.prompt_tokens
+            rec.cached_tokens += result.cached_tokens
+            return result
+        finally:
+            if not sink.done.done():
+                cancel.cancel("client went away")
+                try:
+                    await asyncio.shield(sink.done)
+                except BaseException:
+                    pass
+            rt._cancel_tokens.discard(cancel)
 
     async def embed(self, inputs: list[str]) -> Embeddings:
         result = await self._in_thread(lambda: self.model.embed(inputs))

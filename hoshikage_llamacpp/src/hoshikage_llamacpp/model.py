@@ -22,6 +22,7 @@ from hoshikage_core.protocol import (
     Embeddings,
     EngineStats,
     GenerationRequest,
+    ScoreRequest,
 )
 
 from . import native
@@ -31,6 +32,10 @@ from .loader import Loaded, load
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
+
+
+#: Prompt tokens tokenized again with a continuation to find its tokens in context.
+TAIL = 4
 
 
 class LlamaCppModel:
@@ -173,6 +178,69 @@ class LlamaCppModel:
                 sampler.close()
             raise
         self._engine.submit(Job(planned, n, sink, cancel, samplers))
+
+    def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
+        """Render and tokenize every prompt and continuation here (errors come before
+        anything starts), then queue the whole tree on the engine (:mod:`.scoring`)."""
+        from .scoring import Branch, ScoreJob
+
+        if self._engine is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' is loaded for embeddings (embedding = true) and cannot score text",
+                "model",
+            )
+        if not request.prompts:
+            raise InvalidRequest("Nothing to score", "prompts")
+        branches, memo = [], {}
+        for prompt in request.prompts:
+            if prompt.messages is not None:
+                text = self.chat.render(prompt.messages, None)
+                field = "messages"
+            elif prompt.prompt is not None:
+                text, field = prompt.prompt, "prompt"
+            else:
+                raise InvalidRequest("A prompt needs messages or text", "prompt")
+            tokens = self.prompt_tokens(text)
+            if not tokens:
+                raise InvalidRequest("The prompt is empty", field)
+            if not prompt.continuations:
+                raise InvalidRequest("A prompt needs at least one continuation", field)
+            conts = [self._continuation(tokens, c, memo) for c in prompt.continuations]
+            longest = len(tokens) + max(len(c) for c in conts)
+            if longest > self.n_ctx:
+                raise ContextLengthExceeded(longest, self.n_ctx, param=field)
+            branches.append(Branch(tokens, conts))
+        self._engine.submit_score(ScoreJob(branches, sink, cancel))
+
+    def _continuation(self, tokens: list[int], continuation: str, memo: dict) -> list[int]:
+        """The tokens of ``continuation`` after the prompt ``tokens`` as the model reads them
+        together, so a label is tokenized as it would be generated: the prompt's last
+        :data:`TAIL` tokens are tokenized again with it, and what follows them is the
+        continuation. Where the two merge across the boundary, its tokens on their own."""
+        if not continuation:
+            raise InvalidRequest("A continuation must not be empty", "continuations")
+        tail = tuple(tokens[-TAIL:])
+        key = (tail, continuation)
+        if key not in memo:
+            text = b"".join(self.token_bytes(t, special=True) for t in tail)
+            whole = self._model.tokenize(
+                text + continuation.encode("utf-8"), add_bos=False, special=True
+            )
+            if tuple(whole[: len(tail)]) == tail and len(whole) > len(tail):
+                memo[key] = whole[len(tail) :]
+            else:
+                memo[key] = self.tokenize(continuation)
+        return memo[key]
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes ``token`` stands for; ``special``: control tokens as their text."""
+        buf = ctypes.create_string_buffer(256)
+        lib = native.lib
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lib.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
 
     def stats(self) -> EngineStats:
         engine = self._engine
