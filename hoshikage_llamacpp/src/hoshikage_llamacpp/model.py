@@ -33,7 +33,6 @@ from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
 
-
 #: Prompt tokens tokenized again with a continuation to find its tokens in context.
 TAIL = 4
 
