@@ -168,6 +168,9 @@ class ScorePrompt:
     messages: tuple[Mapping[str, Any], ...] | None = None
     prompt: str | None = None
     continuations: tuple[str, ...] = ()
+    #: Score each continuation as the whole reply: followed by the model's end-of-turn
+    #: token (so a label that is the start of another is not credited with its mass).
+    end_of_turn: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -191,6 +194,8 @@ class Scores:
     prompt_tokens: int
     #: Of ``prompt_tokens``, those found in the KV cache and not read again.
     cached_tokens: int
+    #: The shared prefix: read once, and kept in the model's prompt cache afterwards.
+    prefix_tokens: int = 0
 
 
 @runtime_checkable
@@ -203,6 +208,30 @@ class Scorer(Protocol):
         return at once. The engine puts one :class:`Scores` into ``sink`` (index 0), then
         closes it, or closes it with the error (:class:`~hoshikage_core.errors.Cancelled`
         when ``cancel`` fires). Errors found before anything starts are raised here."""
+        ...
+
+
+@runtime_checkable
+class TokenCodec(Protocol):
+    """An optional feature of a :class:`LoadedModel`: its tokenizer and chat template as
+    they are (llama-server's ``/tokenize``, ``/detokenize`` and ``/apply-template``)."""
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        """``add_special``: the BOS token where the model wants one; ``parse_special``:
+        special tokens written as text (``<|im_start|>``) are read as those tokens."""
+        ...
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes ``token`` stands for (``special``: control tokens as their text);
+        InvalidRequest for an id outside the vocabulary."""
+        ...
+
+    def apply_template(
+        self,
+        messages: tuple[Mapping[str, Any], ...],
+        tools: tuple[Mapping[str, Any], ...] | None = None,
+    ) -> str:
+        """The prompt the chat template renders, the assistant's turn opened."""
         ...
 
 

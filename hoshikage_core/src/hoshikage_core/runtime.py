@@ -282,6 +282,12 @@ class Session:
                     pass
             rt._cancel_tokens.discard(cancel)
 
+    async def call(self, target: Callable[[Any], Any]) -> Any:
+        """``target(model)`` on a worker thread (a blocking backend call such as
+        tokenizing), with the session's hold on the model."""
+        model = self.model
+        return await self._in_thread(lambda: target(model))
+
     async def embed(self, inputs: list[str]) -> Embeddings:
         result = await self._in_thread(lambda: self.model.embed(inputs))
         self.record.prompt_tokens += result.prompt_tokens

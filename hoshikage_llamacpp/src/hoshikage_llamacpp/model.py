@@ -205,6 +205,8 @@ class LlamaCppModel:
             if not prompt.continuations:
                 raise InvalidRequest("A prompt needs at least one continuation", field)
             conts = [self._continuation(tokens, c, memo) for c in prompt.continuations]
+            if prompt.end_of_turn:
+                conts = [[*c, self._end_of_turn()] for c in conts]
             longest = len(tokens) + max(len(c) for c in conts)
             if longest > self.n_ctx:
                 raise ContextLengthExceeded(longest, self.n_ctx, param=field)
@@ -231,8 +233,32 @@ class LlamaCppModel:
                 memo[key] = self.tokenize(continuation)
         return memo[key]
 
+    def _end_of_turn(self) -> int:
+        """The token that ends the model's turn: end-of-turn where the vocabulary has one,
+        else end-of-sequence."""
+        token = self._lib.llama_vocab_eot(self._vocab)
+        return token if token >= 0 else self._lib.llama_vocab_eos(self._vocab)
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        """The core's :class:`~hoshikage_core.protocol.TokenCodec`: tokens as llama-server's
+        ``/tokenize`` gives them."""
+        return self._model.tokenize(
+            text.encode("utf-8"), add_bos=add_special, special=parse_special
+        )
+
+    def apply_template(self, messages, tools=None) -> str:
+        if self.chat is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' is loaded for embeddings and has no chat", "model"
+            )
+        return self.chat.render(messages, tools)
+
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         """The bytes ``token`` stands for; ``special``: control tokens as their text."""
+        if not 0 <= token < self.n_vocab:
+            raise InvalidRequest(
+                f"Token {token} is not in the vocabulary (0..{self.n_vocab - 1})", "tokens"
+            )
         buf = ctypes.create_string_buffer(256)
         lib = native.lib
         n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)

@@ -297,6 +297,7 @@ class Scoring:
             token_counts=tuple(tuple(len(c) for c in b.conts) for b in job.branches),
             prompt_tokens=job.prompt_tokens,
             cached_tokens=job.cached_tokens,
+            prefix_tokens=len(job.prefix),
         )
 
     # ---- endings --------------------------------------------------------------------------

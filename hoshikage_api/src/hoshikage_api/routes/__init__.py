@@ -5,12 +5,16 @@ from __future__ import annotations
 
 def handlers() -> list:
     from ..anthropic import routes as anthropic
+    from ..decisions import routes as decisions
+    from ..llamaserver import routes as llamaserver
     from ..ollama import routes as ollama
     from ..responses import routes as responses
     from . import admin, chat, completions, embeddings, health, metrics, models, web
 
     return [
         *anthropic.handlers(),
+        *decisions.handlers(),
+        *llamaserver.handlers(),
         *ollama.handlers(),
         *responses.handlers(),
         chat.chat_completions,

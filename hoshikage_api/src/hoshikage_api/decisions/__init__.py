@@ -1,0 +1,2 @@
+"""The OpenAI Decisions API (``POST /v1/decisions``): predicate, choice and score questions
+about one input, answered from the model's probabilities of each answer's text."""

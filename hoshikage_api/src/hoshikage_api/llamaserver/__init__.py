@@ -1,0 +1,2 @@
+"""llama-server's own utility routes: ``/tokenize``, ``/detokenize``, ``/apply-template``
+(and, with the FIM tokens a model declares, ``/infill``), in llama-server's shapes."""
