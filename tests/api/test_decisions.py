@@ -320,7 +320,10 @@ def tokenize(server, model, text):
             },
             "questions[0].levels",
         ),
-        ({"input": "x", "questions": [{"type": "guess", "instructions": "x"}]}, "questions[0].type"),
+        (
+            {"input": "x", "questions": [{"type": "guess", "instructions": "x"}]},
+            "questions[0].type",
+        ),
         (
             {"input": "x", "questions": [{**CHOICE, "choices": [{"value": 1}, {"value": 2}]}]},
             "questions[0].choices[0].value",
