@@ -211,6 +211,27 @@ class Scorer(Protocol):
         ...
 
 
+@attrs.frozen
+class Ranking:
+    """Relevance of documents to a query, from a model's relevance head."""
+
+    #: One per document, in the documents' order.
+    scores: tuple[float, ...]
+    prompt_tokens: int
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """An optional feature of a :class:`LoadedModel`: a relevance head (llama.cpp's rank
+    pooling, as in bge-reranker and Qwen3-Reranker GGUFs)."""
+
+    def rerank(self, query: str, documents: list[str]) -> Ranking | None:
+        """Each document's relevance to ``query`` (blocking; the core calls it from a worker
+        thread), or None when this model has no relevance head (generative models are
+        scored with :class:`Scorer` instead)."""
+        ...
+
+
 @runtime_checkable
 class TokenCodec(Protocol):
     """An optional feature of a :class:`LoadedModel`: its tokenizer and chat template as

@@ -22,6 +22,7 @@ from hoshikage_core.protocol import (
     Embeddings,
     EngineStats,
     GenerationRequest,
+    Ranking,
     ScoreRequest,
 )
 
@@ -301,6 +302,24 @@ class LlamaCppModel:
                 list(inputs), normalize=True, truncate=False, return_count=True
             )
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=total)
+
+    # ----------------------------------------------------------------- reranking
+
+    @property
+    def ranks(self) -> bool:
+        """Whether the model has a relevance head: loaded for embeddings with rank pooling."""
+        llama = self._loaded.llama if self._loaded is not None else None
+        return llama is not None and llama.pooling_type() == self._lib.LLAMA_POOLING_TYPE_RANK
+
+    def rerank(self, query: str, documents: list[str]) -> Ranking | None:
+        """The relevance head's first output for each (query, document) pair, None without
+        one (:mod:`.rerank`)."""
+        if not self.ranks:
+            return None
+        from .rerank import rank
+
+        with self._embed_lock:
+            return rank(self._loaded.llama, self.metadata, query, documents)
 
     # ----------------------------------------------------------------- lifecycle
 

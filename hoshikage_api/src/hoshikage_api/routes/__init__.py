@@ -8,6 +8,7 @@ def handlers() -> list:
     from ..decisions import routes as decisions
     from ..llamaserver import routes as llamaserver
     from ..ollama import routes as ollama
+    from ..rerank import routes as rerank
     from ..responses import routes as responses
     from . import admin, chat, completions, embeddings, health, metrics, models, web
 
@@ -15,6 +16,7 @@ def handlers() -> list:
         *anthropic.handlers(),
         *decisions.handlers(),
         *llamaserver.handlers(),
+        *rerank.handlers(),
         *ollama.handlers(),
         *responses.handlers(),
         chat.chat_completions,
