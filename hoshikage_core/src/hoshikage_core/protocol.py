@@ -88,6 +88,11 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     tools: tuple[Mapping[str, Any], ...] | None = None
     tool_choice: str | Mapping[str, Any] | None = None
+    #: Fill in the middle: with ``prompt`` as the code before the gap, this is the code
+    #: after it (the model must have FIM tokens). ``fim_files`` are other files given as
+    #: context before it, ``{"filename", "text"}`` each (llama-server's ``input_extra``).
+    suffix: str | None = None
+    fim_files: tuple[Mapping[str, str], ...] = ()
 
     @property
     def is_chat(self) -> bool:

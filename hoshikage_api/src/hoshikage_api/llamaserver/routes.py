@@ -17,10 +17,13 @@ from ..disconnect import until_disconnect
 from ..errors import invalid
 from ..routes.deps import runtime_of
 from ..routes.docs import GENERATION_ERRORS
+from ..translate import Job
 from .schemas import (
     ApplyTemplateRequest,
     Content,
     DetokenizeRequest,
+    InfillRequest,
+    InfillResult,
     Piece,
     Prompt,
     TokenizeRequest,
@@ -104,5 +107,93 @@ async def apply_template(request: Request, data: Annotated[ApplyTemplateRequest,
     return await on_model(request, data.model, "apply-template", run)
 
 
+# ---- fill in the middle ---------------------------------------------------------------------
+
+
+def infill_job(runtime, data: InfillRequest) -> Job:
+    from hoshikage_core.protocol import GenerationRequest
+
+    limit = data.max_tokens if data.max_tokens is not None else data.n_predict
+    request = GenerationRequest(
+        prompt=data.input_prefix + data.prompt,
+        suffix=data.input_suffix,
+        fim_files=tuple({"filename": f.filename, "text": f.text} for f in data.input_extra),
+        max_tokens=None if limit is None or limit < 0 else limit,
+        temperature=data.temperature,
+        top_k=data.top_k,
+        top_p=data.top_p,
+        min_p=data.min_p,
+        seed=data.seed,
+        stop=tuple(data.stop),
+    )
+    return Job(
+        endpoint="infill",
+        model=model_name(runtime, data.model),
+        keep_alive=None,
+        requests=(request,),
+        stream=data.stream,
+    )
+
+
+def _stop_type(finish: str | None, stop_sequence: str | None) -> str:
+    if finish == "length":
+        return "limit"
+    return "word" if stop_sequence else "eos"
+
+
+def infill_result(job: Job, result) -> InfillResult:
+    return InfillResult(
+        content=result.text,
+        model=job.model,
+        stop_type=_stop_type(result.finish_reason, result.stop_sequence),
+        stopping_word=result.stop_sequence or "",
+        tokens_predicted=result.completion_tokens,
+        tokens_evaluated=result.prompt_tokens,
+        tokens_cached=result.cached_tokens,
+    )
+
+
+@post(
+    "/infill",
+    summary="Fill in the middle (llama-server)",
+    responses=GENERATION_ERRORS,
+    description="For models whose metadata names FIM tokens (else 400). With `stream: true`, "
+    'server-sent events `data: {"content", "stop": false}`, then the final object with `stop: true`.',
+    **_COMMON,
+)
+async def infill(request: Request, data: Annotated[InfillRequest, Body()]) -> InfillResult:
+    from ..generation import ChoiceResult, collect, run
+    from ..respond import event_stream, rendered
+    from ..sse import event
+
+    runtime = runtime_of(request)
+    job = infill_job(runtime, data)
+    if not job.stream:
+        (result,) = await until_disconnect(request, collect(runtime, job))
+        return infill_result(job, result)
+    total = ChoiceResult()
+    started = []
+
+    def render(chunk):
+        total.add(chunk)
+        if chunk.text:
+            started.append(True)
+            yield event({"content": chunk.text, "stop": False})
+        if chunk.finish_reason is not None:
+            started.append(True)
+            final = infill_result(job, total)
+            final.content = ""
+            yield event(final)
+
+    def on_error(exc):
+        from ..errors import to_api_error
+
+        return event(to_api_error(exc).body())
+
+    return await event_stream(
+        request, rendered(run(runtime, job), render, lambda: bool(started), on_error)
+    )
+
+
 def handlers() -> list:
-    return [tokenize, detokenize, apply_template]
+    return [tokenize, detokenize, apply_template, infill]

@@ -51,3 +51,42 @@ class ApplyTemplateRequest(Struct, kw_only=True):
 
 class Prompt(Struct, kw_only=True):
     prompt: str
+
+
+class ExtraFile(Struct, kw_only=True):
+    text: str = ""
+    filename: str = "tmp"
+
+
+class InfillRequest(Struct, kw_only=True):
+    """llama-server's ``/infill``: the code before and after the gap, other files as context,
+    and ``prompt``, read after the code before (where the model's answer begins)."""
+
+    input_prefix: str
+    input_suffix: str
+    model: ModelField = None
+    input_extra: Annotated[list[ExtraFile], Meta(max_length=1024)] = []
+    prompt: str = ""
+    n_predict: Annotated[int, Meta(ge=-1, le=1_000_000)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    seed: int | None = None
+    stop: Annotated[list[str], Meta(max_length=16)] = []
+    stream: bool = False
+
+
+class InfillResult(Struct, kw_only=True):
+    """llama-server's ``/completion`` answer, the fields clients read."""
+
+    content: str
+    model: str
+    stop: bool = True
+    #: ``eos`` (the model ended), ``limit`` (``n_predict``), ``word`` (a stop string).
+    stop_type: str = "eos"
+    stopping_word: str = ""
+    tokens_predicted: int = 0
+    tokens_evaluated: int = 0
+    tokens_cached: int = 0
