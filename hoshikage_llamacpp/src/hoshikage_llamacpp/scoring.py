@@ -14,7 +14,8 @@ A :class:`ScoreJob` is a tree of tokens:
   of continuations, root to each deepest inner node, are decoded.
 
 Every piece of work is a *unit*: a prompt plus one path. A unit runs in a *stream* (an
-engine slot): the stream's tokens are trimmed back to what the unit shares with it
+engine slot), which walks every path of the prompt it took, one per step, so the prompt's
+own tokens are read once: the stream's tokens are trimmed back to what the unit shares with it
 (``llama_memory_seq_rm``), then the rest goes into the engine's batch beside the other
 sequences' tokens, with logits only at the rows the unit needs. Once the shared prefix is
 read, free slots are borrowed as more streams (their KV copied from the first with
@@ -90,8 +91,10 @@ class ScoreJob:
         # shortest prompt.
         shared = min(shared, min(len(b.tokens) for b in branches) - 1)
         self.prefix = first[:shared]
-        self.units = deque((b, path) for b in branches for path in b.paths)
-        self.left = len(self.units)
+        #: Prompts not yet started; a stream walks all the paths of the prompt it takes, so
+        #: the prompt's own tokens are read once.
+        self.units = deque(branches)
+        self.left = sum(len(b.paths) for b in branches)
         self.streams: list[Stream] = []
         self.primary: Stream | None = None
         self.prompt_tokens = shared + sum(len(b.tokens) - shared for b in branches)
@@ -101,12 +104,14 @@ class ScoreJob:
 class Stream:
     """A slot working for a score job: the unit it decodes and where it is in it."""
 
-    __slots__ = ("job", "slot", "unit", "target", "pos", "wanted", "rows")
+    __slots__ = ("job", "slot", "unit", "paths", "target", "pos", "wanted", "rows")
 
     def __init__(self, job: ScoreJob, slot):
         self.job = job
         self.slot = slot
         self.unit = None
+        #: Paths of the unit's prompt still to walk.
+        self.paths: deque = deque()
         #: The tokens the slot should hold when the unit is done.
         self.target: list[int] = []
         #: The next position of ``target`` to decode.
@@ -206,8 +211,11 @@ class Scoring:
         for stream in list(job.streams):
             if stream.busy:
                 continue
-            if job.units:
-                branch, path = job.units.popleft()
+            if not stream.paths and job.units and (stream is primary or not engine._waiting):
+                branch = job.units.popleft()
+                stream.paths = deque((branch, path) for path in branch.paths)
+            if stream.paths:
+                branch, path = stream.paths.popleft()
                 target = branch.tokens + list(path)
                 base = len(branch.tokens) - 1
                 wanted = {
