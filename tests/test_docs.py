@@ -78,7 +78,9 @@ def test_readme_decisions_example_runs(default_server, capsys):
     exec(compile(code, "README.md", "exec"), {})
     choice, confidence, probability, score = capsys.readouterr().out.split()
     assert choice in ("billing", "technical", "sales")
-    assert 1 / 3 <= float(confidence) <= 1 and 0 <= float(probability) <= 1 and 0 <= float(score) <= 2
+    assert (
+        1 / 3 <= float(confidence) <= 1 and 0 <= float(probability) <= 1 and 0 <= float(score) <= 2
+    )
 
 
 def test_readme_anthropic_example_runs(default_server, capsys):

@@ -196,3 +196,27 @@ def test_a_cancelled_request_ends_as_cancelled(setup):
     with pytest.raises(Cancelled):
         list(sink)
     assert model.stats().running == 0
+
+
+def test_cancelled_midway_it_stops_and_frees_its_slots(setup):
+    model, _ref = setup
+    prompts = [
+        ScorePrompt(prompt=f"hello world {i} the cat", continuations=(" sat", " on the"))
+        for i in range(300)
+    ]
+    cancel = CancelToken()
+    sink = BlockingStream()
+    model.score(ScoreRequest(prompts=tuple(prompts)), cancel, sink)
+    seen_running = 0
+    for _ in range(200):  # it runs: counted in the engine's status
+        seen_running = max(seen_running, model.stats().running)
+        if seen_running:
+            break
+        threading.Event().wait(0.01)
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        list(sink)
+    assert seen_running >= 1
+    assert model.stats().running == 0
+    # The model still serves.
+    assert len(score(model, prompts[:2]).logprobs) == 2
