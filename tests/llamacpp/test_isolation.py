@@ -268,8 +268,8 @@ def test_scoring_and_the_tokenizer_in_the_child(isolated, tiny_model_path):
     from hoshikage_core.protocol import (
         BlockingStream,
         CancelToken,
-        Scorer,
         ScorePrompt,
+        Scorer,
         ScoreRequest,
         TokenCodec,
     )
