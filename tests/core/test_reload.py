@@ -116,7 +116,7 @@ async def test_a_removed_model_answers_not_found_at_once_and_unloads_after_its_r
     chunks = await running
     assert chunks[-1].finish_reason == "length"  # the request in flight finished
     await wait_for(lambda: ("b", "removed") in unloads.reasons)
-    await wait_for(lambda: "b" not in rt.pool._slots)
+    await wait_for(lambda: "b" not in rt.pool.names())
     await rt.stop()
 
 
@@ -133,7 +133,7 @@ async def test_requests_queued_for_a_removed_model_are_still_served(make_runtime
     gate.set()
     await holder
     assert (await queued)[-1].finish_reason == "length"
-    await wait_for(lambda: "b" not in rt.pool._slots)
+    await wait_for(lambda: "b" not in rt.pool.names())
     await rt.stop()
 
 

@@ -82,7 +82,7 @@ async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path)
     rt = await runtime_for(tiny_model_path, parallel=4)
     try:
         await rt.load("tiny")
-        engine = rt.pool.slot("tiny").model._engine
+        engine = rt.pool.loaded_model("tiny")._engine
         threads_before = threading.active_count()
 
         async def one(i: int):
@@ -92,19 +92,19 @@ async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path)
             async with rt.session("tiny") as s:
                 return [chunk async for _i, chunk in s.stream(request)]
 
-        wakes, steps = rt._waker.wakes, engine.steps
+        wakes, steps = rt.waker.wakes, engine.steps
         results = await asyncio.gather(*(one(i) for i in range(4)))
         assert all(r[-1].completion_tokens == 200 for r in results)
-        woke, stepped = rt._waker.wakes - wakes, engine.steps - steps
+        woke, stepped = rt.waker.wakes - wakes, engine.steps - steps
         assert woke <= stepped + 8, (woke, stepped)
         # n = 4: four choices in lockstep, so every step carries four chunks, one wake
         request = GenerationRequest(
             prompt="the cat", max_tokens=200, temperature=1.0, seed=1, logit_bias={EOS: -100}
         )
-        wakes, steps = rt._waker.wakes, engine.steps
+        wakes, steps = rt.waker.wakes, engine.steps
         async with rt.session("tiny", sequences=4) as s:
             items = [item async for item in s.stream(request, 4)]
-        woke, stepped = rt._waker.wakes - wakes, engine.steps - steps
+        woke, stepped = rt.waker.wakes - wakes, engine.steps - steps
         assert len(items) > 3 * stepped, (len(items), stepped)
         assert woke <= stepped + 2, (woke, stepped)
         # the runtime's bounded worker pool may have grown; nothing per request

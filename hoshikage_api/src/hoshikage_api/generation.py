@@ -7,13 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 import attrs
-from hoshikage_core.errors import Cancelled
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
 from .schemas import PromptTokensDetails, Usage
 from .translate import Job
-
-SHUTDOWN = "The generation was cancelled because the server is shutting down."
 
 
 async def run(
@@ -37,8 +34,6 @@ async def run(
         for i, request in enumerate(job.requests):
             async with aclosing(session.stream(request, job.n)) as chunks:
                 async for j, chunk in chunks:
-                    if chunk.finish_reason == "cancelled":
-                        raise Cancelled(SHUTDOWN)
                     yield i * job.n + j, chunk
 
 

@@ -31,10 +31,10 @@ def register(cli: Commands) -> None:
 
 def config_check(args: argparse.Namespace, ctx: Context) -> int:
     from . import config as config_mod
-    from .registry import ModelRegistry
+    from .catalog import build_registry
 
     cfg = config_mod.load(args.path or getattr(args, "config", None), pm=ctx.pm)
-    registry = ModelRegistry.build(cfg, ctx.pm)
+    registry = build_registry(cfg, ctx.pm)
     warnings = []
     for entry in registry:
         if ctx.pm.hook.backend_options(backend=entry.backend) is None:
@@ -73,12 +73,12 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def models(args: argparse.Namespace, ctx: Context) -> int:
+    from .catalog import build_registry
     from .client import ServerClient, ServerError, ServerUnreachable
     from .gguf_info import GGUFError, read_info
-    from .registry import ModelRegistry
     from .units import format_bytes
 
-    registry = ModelRegistry.build(ctx.config, ctx.pm)
+    registry = build_registry(ctx.config, ctx.pm)
     states: dict[str, str] = {}
     client: ServerClient = ctx.client()
     client.timeout = 0.5

@@ -73,7 +73,7 @@ class ServerConfig:
     #: ``n``); each model is further held to its own capacity (``parallel``). 1: strictly
     #: one generation at a time, as the seed's VRAM semaphore.
     concurrency: int = attrs.field(default=4, validator=_positive)
-    #: Requests allowed to wait for a slot; one more is refused with 503.
+    #: Requests allowed to wait for their turn; one more is refused with 503.
     max_queue: int = attrs.field(default=32, validator=_non_negative)
     #: How long a request may be passed over for requests to the loaded model.
     affinity_wait: Duration = Duration(10.0)

@@ -7,9 +7,9 @@ from .hookspecs import hookimpl
 
 @hookimpl(trylast=True)
 def create_scheduler(config, pool):
-    from .scheduler import Scheduler
+    from .scheduler import FairScheduler
 
-    return Scheduler(config, pool)
+    return FairScheduler(config, pool)
 
 
 @hookimpl(trylast=True)

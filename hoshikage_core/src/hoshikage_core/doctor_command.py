@@ -38,10 +38,10 @@ def register(cli: Commands) -> None:
 
 
 def gather(ctx: Context) -> list[Check]:
+    from .catalog import build_registry
     from .errors import ConfigError
     from .gguf_info import GGUFError, read_info
     from .plugins import plugin_names
-    from .registry import ModelRegistry
 
     checks = [
         Check(
@@ -70,7 +70,7 @@ def gather(ctx: Context) -> list[Check]:
         )
     try:
         cfg = ctx.config
-        registry = ModelRegistry.build(cfg, ctx.pm)
+        registry = build_registry(cfg, ctx.pm)
     except ConfigError as exc:
         checks.append(
             Check(

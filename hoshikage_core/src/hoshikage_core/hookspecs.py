@@ -47,10 +47,13 @@ def create_backend(entry, config):
 
 @hookspec(firstresult=True)
 def create_scheduler(config, pool):
-    """Return the scheduler that admits requests: an object with ``acquire(name)``,
-    ``release(lease)``, ``wake()`` and ``snapshot()`` (see :mod:`hoshikage_core.scheduler`).
+    """Return the scheduler that admits requests: a
+    :class:`~hoshikage_core.protocol.Scheduler` (``acquire(model, sequences)``,
+    ``release(lease)``, ``wake()``, ``reconfigure(config)``, ``snapshot()``).
 
-    ``pool`` is the :class:`~hoshikage_core.pool.ModelPool`. The built-in one is ``trylast``.
+    ``pool`` is the :class:`~hoshikage_core.pool.ModelPool`: its ``capacity``,
+    ``is_resident``, ``can_admit`` and ``reserve`` are what a scheduler asks and tells.
+    The built-in :class:`~hoshikage_core.scheduler.FairScheduler` is ``trylast``.
     """
 
 

@@ -15,8 +15,8 @@ A config reload (:meth:`ModelPool.reconfigure`) never drops a request either:
   serving the requests it holds and admits no new one; once idle it unloads, takes its new
   entry and loads again with the new options (for the requests queued meanwhile, and
   because it was loaded); a changed model that was not loaded just takes its new entry;
-- a removed model keeps its slot until the requests it holds (and those already queued for
-  it) have ended, then unloads and its slot goes.
+- a removed model keeps its record until the requests it holds (and those already queued for
+  it) have ended, then unloads and its record goes.
 """
 
 from __future__ import annotations
@@ -24,17 +24,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import attrs
 
 from .errors import BackendNotFound, HoshikageError, ModelLoadError
-from .protocol import LoadedModel
+from .protocol import (
+    EngineStats,
+    LoadedModel,
+    WatchesFailure,
+    device_memory_of,
+    placement_of,
+)
 from .registry import ModelEntry, ModelRegistry
 from .unload import BUSY, LOADED, LOADING, UNLOADED, UNLOADING, ModelStatus, PoolState
 
 log = logging.getLogger("hoshikage.pool")
 
 
-class _Slot:
+class _Record:
+    """The pool's own, mutable record of one registered model (readers get a :class:`ModelView`)."""
+
     __slots__ = (
         "entry",
         "state",
@@ -76,7 +86,7 @@ class _Slot:
         self.unload_requested = False
         #: A reload changed the entry: the one to load next, once this instance is idle.
         self.pending: ModelEntry | None = None
-        #: A reload removed the model: the slot goes once its requests have ended.
+        #: A reload removed the model: the record goes once its requests have ended.
         self.retired = False
 
     @property
@@ -84,12 +94,51 @@ class _Slot:
         return BUSY if self.state == LOADED and self.in_use else self.state
 
 
+@attrs.frozen(kw_only=True)
+class ModelView:
+    """One model as everyone outside the pool sees it: a frozen copy taken at one moment
+    (``Runtime.status()``, Ollama's ``/api/ps``, the admin routes). Never blocks."""
+
+    entry: ModelEntry
+    #: ``unloaded``, ``loading``, ``loaded``, ``busy`` (loaded and in use) or ``unloading``.
+    state: str
+    in_use: int
+    #: Bytes held (host plus device), and of those on a GPU; 0 while not loaded.
+    memory_bytes: int
+    device_memory_bytes: int
+    #: Bytes per backend buffer, when the backend tells (:class:`ReportsPlacement`).
+    placement: Mapping[str, Mapping[str, int]] | None
+    #: The engine's own counters while loaded, else None.
+    engine: EngineStats | None
+    #: The context window of one sequence while loaded, else None.
+    n_ctx: int | None
+    last_used: float | None
+    #: When an idle loaded model unloads (``time.monotonic()``), None for never or not idle.
+    expires_at: float | None
+    #: The idle time it gets once its requests end (seconds; -1: never).
+    idle_ttl: float
+    requests: int
+    last_tokens_per_second: float | None
+    load_seconds: float | None
+    last_error: str | None
+    #: A reload changed it: it loads again with the new options when idle.
+    reload_pending: bool
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.state in (LOADED, BUSY)
+
+
 class ModelPool:
     def __init__(self, config, registry: ModelRegistry, pm):
         self.config = config
         self.registry = registry
         self.pm = pm
-        self._slots = {entry.name: _Slot(entry) for entry in registry}
+        self._records = {entry.name: _Record(entry) for entry in registry}
         self._listeners: list[Callable[[], None]] = []
         self._failure_listeners: list[Callable[[str, BaseException], None]] = []
         self._wake = asyncio.Event()
@@ -116,29 +165,80 @@ class ModelPool:
         for listener in self._listeners:
             listener()
 
-    def slot(self, name: str) -> _Slot:
-        return self._slots[name]
+    def _record(self, name: str) -> _Record:
+        return self._records[name]
+
+    def view(self, name: str) -> ModelView:
+        """A frozen copy of ``name``'s state (see :class:`ModelView`)."""
+        record = self._records[name]
+        model = record.model
+        return ModelView(
+            entry=record.entry,
+            state=record.public_state,
+            in_use=record.in_use,
+            memory_bytes=record.memory_bytes,
+            device_memory_bytes=min(device_memory_of(model), record.memory_bytes)
+            if model is not None
+            else 0,
+            placement=placement_of(model) if model is not None else None,
+            engine=_engine_stats(model),
+            n_ctx=int(model.n_ctx) if model is not None else None,
+            last_used=record.last_used,
+            expires_at=record.expires_at if record.state == LOADED and not record.in_use else None,
+            idle_ttl=self.ttl(record),
+            requests=record.requests,
+            last_tokens_per_second=record.last_tps,
+            load_seconds=record.load_seconds,
+            last_error=record.last_error,
+            reload_pending=record.pending is not None,
+        )
+
+    def names(self) -> list[str]:
+        """Every model the pool holds a record of: the registered ones, and a removed one
+        until its last request has ended."""
+        return list(self._records)
+
+    def loaded_model(self, name: str) -> LoadedModel | None:
+        """The backend's model object while ``name`` is loaded, else None."""
+        return self._records[name].model
+
+    def count_request(self, name: str, tokens_per_second: float | None) -> None:
+        """A request that read or wrote tokens ended (for status: requests, last tok/s)."""
+        record = self._records[name]
+        record.requests += 1
+        if tokens_per_second is not None:
+            record.last_tps = tokens_per_second
+
+    def is_loaded_and_idle(self, name: str) -> bool:
+        record = self._records[name]
+        return record.state == LOADED and not record.in_use
+
+    def is_loading_or_busy(self, name: str) -> bool:
+        record = self._records[name]
+        return record.state == LOADING or bool(record.in_use)
 
     def state(self, name: str) -> str:
-        return self._slots[name].public_state
+        return self._records[name].public_state
 
     def snapshot(self, incoming: str | None = None) -> PoolState:
         queued = self.queued_counts()
         models = tuple(
             ModelStatus(
                 name=name,
-                state=slot.public_state,
-                in_use=slot.in_use,
+                state=record.public_state,
+                in_use=record.in_use,
                 queued=queued.get(name, 0),
-                last_used=slot.last_used,
-                expires_at=slot.expires_at if slot.state == LOADED and not slot.in_use else None,
-                memory_bytes=slot.memory_bytes,
+                last_used=record.last_used,
+                expires_at=record.expires_at
+                if record.state == LOADED and not record.in_use
+                else None,
+                memory_bytes=record.memory_bytes,
             )
-            for name, slot in self._slots.items()
+            for name, record in self._records.items()
         )
         incoming_bytes = 0
         if incoming is not None:
-            incoming_bytes = self._slots[incoming].entry.file_size() or 0
+            incoming_bytes = self._records[incoming].entry.file_size() or 0
         return PoolState(
             models=models,
             incoming=incoming,
@@ -151,24 +251,26 @@ class ModelPool:
 
     def capacity(self, name: str) -> int | None:
         """Sequences the loaded model decodes at once; None while it is not loaded."""
-        model = self._slots[name].model
+        model = self._records[name].model
         return None if model is None else max(1, int(model.capacity))
 
     def is_resident(self, name: str) -> bool:
         """Loaded or loading: a request for it needs no swap."""
-        return self._slots[name].state in (LOADING, LOADED)
+        return self._records[name].state in (LOADING, LOADED)
 
     def can_admit(self, name: str) -> bool:
         """Whether a request for ``name`` can start now without evicting a busy model."""
-        slot = self._slots[name]
-        if slot.pending is not None:  # the old instance drains first, then the new one loads
+        record = self._records[name]
+        if record.pending is not None:  # the old instance drains first, then the new one loads
             return False
-        if slot.state in (LOADING, LOADED) or slot.in_use:
+        if record.state in (LOADING, LOADED) or record.in_use:
             return True
-        if slot.state == UNLOADING:
+        if record.state == UNLOADING:
             return False
         others = [
-            s for s in self._slots.values() if s is not slot and (s.state != UNLOADED or s.in_use)
+            s
+            for s in self._records.values()
+            if s is not record and (s.state != UNLOADED or s.in_use)
         ]
         evictable = [s for s in others if s.state == LOADED and not s.in_use]
         max_loaded = self.config.unload.max_loaded
@@ -179,69 +281,69 @@ class ModelPool:
             pinned = sum(
                 s.memory_bytes or s.entry.file_size() or 0 for s in others if s not in evictable
             )
-            if pinned and pinned + (slot.entry.file_size() or 0) > budget:
+            if pinned and pinned + (record.entry.file_size() or 0) > budget:
                 return False
         return True
 
     def reserve(self, name: str) -> None:
-        slot = self._slots[name]
-        slot.in_use += 1
-        slot.expires_at = None
+        record = self._records[name]
+        record.in_use += 1
+        record.expires_at = None
 
     def release(self, name: str, keep_alive: float | None = None) -> None:
         """A request is done with ``name``; ``keep_alive`` (seconds, -1 never) overrides the
         model's idle TTL for the idle period that follows."""
-        slot = self._slots[name]
-        slot.in_use -= 1
-        assert slot.in_use >= 0, f"release without reserve for {name}"
-        slot.last_used = time.monotonic()
-        slot.keep_alive = keep_alive
-        if slot.in_use == 0:
-            ttl = self.ttl(slot)
-            slot.expires_at = None if ttl < 0 else slot.last_used + ttl
-            self._settle(slot)
+        record = self._records[name]
+        record.in_use -= 1
+        assert record.in_use >= 0, f"release without reserve for {name}"
+        record.last_used = time.monotonic()
+        record.keep_alive = keep_alive
+        if record.in_use == 0:
+            ttl = self.ttl(record)
+            record.expires_at = None if ttl < 0 else record.last_used + ttl
+            self._settle(record)
         self._changed()
 
-    def ttl(self, slot: _Slot) -> float:
-        """The idle time ``slot``'s model gets once its requests end (seconds; -1: never)."""
-        if slot.unload_requested:
+    def ttl(self, record: _Record) -> float:
+        """The idle time ``record``'s model gets once its requests end (seconds; -1: never)."""
+        if record.unload_requested:
             return 0.0
-        if slot.keep_alive is not None:
-            return slot.keep_alive
-        if slot.entry.idle_ttl is not None:
-            return slot.entry.idle_ttl
+        if record.keep_alive is not None:
+            return record.keep_alive
+        if record.entry.idle_ttl is not None:
+            return record.entry.idle_ttl
         return self.config.unload.idle_ttl
 
     # ---- loading -----------------------------------------------------------------------
 
     async def ensure_loaded(self, name: str) -> LoadedModel:
         """The loaded model, loading it first if needed. Concurrent callers share one load."""
-        slot = self._slots[name]
+        record = self._records[name]
         while True:
-            if slot.state == LOADED:
-                assert slot.model is not None
-                return slot.model
-            if slot.state == UNLOADING and slot.unload_task is not None:
-                await asyncio.shield(slot.unload_task)
+            if record.state == LOADED:
+                assert record.model is not None
+                return record.model
+            if record.state == UNLOADING and record.unload_task is not None:
+                await asyncio.shield(record.unload_task)
                 continue
-            if slot.state == UNLOADED:
-                slot.state = LOADING
-                slot.load_task = asyncio.create_task(self._load(slot), name=f"load:{name}")
+            if record.state == UNLOADED:
+                record.state = LOADING
+                record.load_task = asyncio.create_task(self._load(record), name=f"load:{name}")
                 self._changed()
-            assert slot.load_task is not None
-            return await asyncio.shield(slot.load_task)
+            assert record.load_task is not None
+            return await asyncio.shield(record.load_task)
 
-    async def _load(self, slot: _Slot) -> LoadedModel:
-        name = slot.entry.name
+    async def _load(self, record: _Record) -> LoadedModel:
+        name = record.entry.name
         started = time.monotonic()
         try:
             await self._make_room(name)
-            model = await asyncio.to_thread(self._create, slot.entry)
+            model = await asyncio.to_thread(self._create, record.entry)
         except BaseException as exc:
-            slot.state = UNLOADED
-            slot.load_task = None
+            record.state = UNLOADED
+            record.load_task = None
             error = exc if isinstance(exc, HoshikageError) else ModelLoadError(name, repr(exc))
-            slot.last_error = str(error)
+            record.last_error = str(error)
             log.warning("%s", error)
             self.pm.hook.model_load_failed(name=name, error=error)
             for listener in self._failure_listeners:
@@ -250,26 +352,27 @@ class ModelPool:
             if isinstance(exc, Exception) and error is not exc:
                 raise error from exc
             raise
-        slot.model = model
-        slot.state = LOADED
-        slot.load_task = None
-        slot.last_error = None
-        watch = getattr(model, "on_failure", None)
-        if callable(watch):
+        record.model = model
+        record.state = LOADED
+        record.load_task = None
+        record.last_error = None
+        if isinstance(model, WatchesFailure):
             loop = asyncio.get_running_loop()
-            watch(lambda error: loop.call_soon_threadsafe(self._failed, slot, model, error))
-        slot.loaded_at = time.monotonic()
-        slot.load_seconds = slot.loaded_at - started
+            model.on_failure(
+                lambda error: loop.call_soon_threadsafe(self._failed, record, model, error)
+            )
+        record.loaded_at = time.monotonic()
+        record.load_seconds = record.loaded_at - started
         try:
-            slot.memory_bytes = int(model.memory_bytes())
+            record.memory_bytes = int(model.memory_bytes())
         except Exception:  # a status figure must not fail a load
-            slot.memory_bytes = slot.entry.file_size() or 0
-        if not slot.in_use:  # preloaded or loaded by admin: starts its idle period now
-            slot.last_used = slot.loaded_at
-            ttl = self.ttl(slot)
-            slot.expires_at = None if ttl < 0 else slot.loaded_at + ttl
+            record.memory_bytes = record.entry.file_size() or 0
+        if not record.in_use:  # preloaded or loaded by admin: starts its idle period now
+            record.last_used = record.loaded_at
+            ttl = self.ttl(record)
+            record.expires_at = None if ttl < 0 else record.loaded_at + ttl
         self.pm.hook.model_loaded(
-            name=name, seconds=slot.load_seconds, memory_bytes=slot.memory_bytes
+            name=name, seconds=record.load_seconds, memory_bytes=record.memory_bytes
         )
         self._changed()
         return model
@@ -297,72 +400,74 @@ class ModelPool:
         return [
             n
             for n in dict.fromkeys(answer or ())
-            if n in self._slots
+            if n in self._records
             and n != incoming
-            and self._slots[n].state == LOADED
-            and not self._slots[n].in_use
+            and self._records[n].state == LOADED
+            and not self._records[n].in_use
         ]
 
     # ---- unloading ---------------------------------------------------------------------
 
     async def unload(self, name: str, reason: str = "request") -> bool:
         """Unload ``name`` if it is loaded and idle. True if it was unloaded by this call."""
-        slot = self._slots[name]
-        if slot.state == UNLOADING and slot.unload_task is not None:
-            await asyncio.shield(slot.unload_task)
+        record = self._records[name]
+        if record.state == UNLOADING and record.unload_task is not None:
+            await asyncio.shield(record.unload_task)
             return False
-        if slot.state != LOADED or slot.in_use:
+        if record.state != LOADED or record.in_use:
             return False
-        slot.state = UNLOADING
-        slot.unload_task = asyncio.create_task(self._unload(slot, reason), name=f"unload:{name}")
+        record.state = UNLOADING
+        record.unload_task = asyncio.create_task(
+            self._unload(record, reason), name=f"unload:{name}"
+        )
         self._changed()
-        await asyncio.shield(slot.unload_task)
+        await asyncio.shield(record.unload_task)
         return True
 
-    async def _unload(self, slot: _Slot, reason: str) -> None:
+    async def _unload(self, record: _Record, reason: str) -> None:
         started = time.monotonic()
-        model, slot.model = slot.model, None
+        model, record.model = record.model, None
         try:
             if model is not None:
                 await asyncio.to_thread(model.close)
         except Exception:
-            log.exception("closing model %s failed", slot.entry.name)
+            log.exception("closing model %s failed", record.entry.name)
         finally:
             del model
-            slot.state = UNLOADED
-            slot.unload_task = None
-            slot.unload_requested = False
-            slot.memory_bytes = 0
-            slot.loaded_at = None
-            slot.expires_at = None
+            record.state = UNLOADED
+            record.unload_task = None
+            record.unload_requested = False
+            record.memory_bytes = 0
+            record.loaded_at = None
+            record.expires_at = None
             self.pm.hook.model_unloaded(
-                name=slot.entry.name, reason=reason, seconds=time.monotonic() - started
+                name=record.entry.name, reason=reason, seconds=time.monotonic() - started
             )
-            changed = reason == "reload" and slot.pending is not None and not slot.retired
-            self._settle(slot)
+            changed = reason == "reload" and record.pending is not None and not record.retired
+            self._settle(record)
             self._changed()
             if changed:  # it was loaded: it stays loaded, now with its new options
-                self.load_again(slot.entry.name)
+                self.load_again(record.entry.name)
 
-    def _failed(self, slot: _Slot, model: LoadedModel, error: BaseException) -> None:
+    def _failed(self, record: _Record, model: LoadedModel, error: BaseException) -> None:
         """``model`` reported that it stopped working: unload it (its in-flight requests
         already ended with ``error``), keeping the error for status."""
-        if slot.model is not model or slot.state != LOADED:
+        if record.model is not model or record.state != LOADED:
             return
-        slot.last_error = str(error)
+        record.last_error = str(error)
         log.error("%s", error)
-        slot.state = UNLOADING
-        slot.unload_task = asyncio.create_task(
-            self._unload(slot, "failed"), name=f"unload:{slot.entry.name}"
+        record.state = UNLOADING
+        record.unload_task = asyncio.create_task(
+            self._unload(record, "failed"), name=f"unload:{record.entry.name}"
         )
         self._changed()
 
     def unload_when_idle(self, name: str) -> None:
         """Make ``name`` due for unload as soon as its in-flight requests end."""
-        slot = self._slots[name]
-        slot.unload_requested = True
-        if slot.state == LOADED and not slot.in_use:
-            slot.expires_at = time.monotonic()
+        record = self._records[name]
+        record.unload_requested = True
+        if record.state == LOADED and not record.in_use:
+            record.expires_at = time.monotonic()
         self._changed()
 
     # ---- reload ------------------------------------------------------------------------
@@ -375,65 +480,68 @@ class ModelPool:
         names = set()
         for entry in registry:
             names.add(entry.name)
-            slot = self._slots.get(entry.name)
-            if slot is None:
-                self._slots[entry.name] = _Slot(entry)
+            record = self._records.get(entry.name)
+            if record is None:
+                self._records[entry.name] = _Record(entry)
                 continue
-            slot.retired = False
-            if reload_all or not same_model(slot.entry, entry):
-                slot.pending = entry
+            record.retired = False
+            if reload_all or not same_model(record.entry, entry):
+                record.pending = entry
             else:
-                slot.entry, slot.pending = entry, None  # aliases or idle_ttl: no new load needed
-                if slot.state == LOADED and not slot.in_use and slot.last_used is not None:
-                    ttl = self.ttl(slot)
-                    slot.expires_at = None if ttl < 0 else slot.last_used + ttl
-        for name, slot in self._slots.items():
+                record.entry, record.pending = (
+                    entry,
+                    None,
+                )  # aliases or idle_ttl: no new load needed
+                if record.state == LOADED and not record.in_use and record.last_used is not None:
+                    ttl = self.ttl(record)
+                    record.expires_at = None if ttl < 0 else record.last_used + ttl
+        for name, record in self._records.items():
             if name not in names:
-                slot.retired = True
-                slot.pending = None
-        for slot in list(self._slots.values()):
-            self._settle(slot)
+                record.retired = True
+                record.pending = None
+        for record in list(self._records.values()):
+            self._settle(record)
         self._changed()
 
-    def _settle(self, slot: _Slot) -> None:
-        """Carry out a reload's change to ``slot`` once nothing holds it: unload the old
-        instance, then take the new entry (changed) or drop the slot (removed)."""
-        if slot.pending is None and not slot.retired:
+    def _settle(self, record: _Record) -> None:
+        """Carry out a reload's change to ``record`` once nothing holds it: unload the old
+        instance, then take the new entry (changed) or drop the record (removed)."""
+        if record.pending is None and not record.retired:
             return
-        if slot.state in (LOADING, UNLOADING):
+        if record.state in (LOADING, UNLOADING):
             return  # the end of the load's requests (or of the unload) settles it
-        if slot.state == UNLOADED and slot.pending is not None:
-            slot.entry, slot.pending = slot.pending, None  # no instance to drain
-            slot.last_error = None
+        if record.state == UNLOADED and record.pending is not None:
+            record.entry, record.pending = record.pending, None  # no instance to drain
+            record.last_error = None
             return
-        if slot.in_use:
+        if record.in_use:
             return  # the end of the last request settles it
-        name = slot.entry.name
-        if slot.retired and self.queued_counts().get(name):
+        name = record.entry.name
+        if record.retired and self.queued_counts().get(name):
             return  # requests queued before the reload are still served
-        if slot.state == LOADED:
+        if record.state == LOADED:
             task = asyncio.get_running_loop().create_task(
-                self.unload(name, reason="removed" if slot.retired else "reload"),
+                self.unload(name, reason="removed" if record.retired else "reload"),
                 name=f"unload:{name}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        if self._slots.get(name) is slot:  # retired, unloaded and unused: it goes
-            del self._slots[name]
+        if self._records.get(name) is record:  # retired, unloaded and unused: it goes
+            del self._records[name]
 
     async def run_reaper(self) -> None:
         """Unload models as the policy says, sleeping until the next keep-alive expires."""
         while True:
             self._wake.clear()
-            for slot in list(self._slots.values()):
-                self._settle(slot)  # a removed model whose queued requests went away
+            for record in list(self._records.values()):
+                self._settle(record)  # a removed model whose queued requests went away
             for victim in self._choose(None):
                 await self.unload(victim, reason="idle")
             now = time.monotonic()
             future = [
                 s.expires_at
-                for s in self._slots.values()
+                for s in self._records.values()
                 if s.state == LOADED
                 and not s.in_use
                 and s.expires_at is not None
@@ -446,13 +554,13 @@ class ModelPool:
                 pass
 
     async def unload_all(self, reason: str = "shutdown") -> None:
-        for slot in list(self._slots.values()):
-            if slot.load_task is not None:
+        for record in list(self._records.values()):
+            if record.load_task is not None:
                 try:
-                    await asyncio.shield(slot.load_task)
+                    await asyncio.shield(record.load_task)
                 except Exception:
                     pass
-        await asyncio.gather(*(self.unload(name, reason=reason) for name in list(self._slots)))
+        await asyncio.gather(*(self.unload(name, reason=reason) for name in list(self._records)))
         for task in list(self._tasks):
             task.cancel()
 
@@ -460,3 +568,12 @@ class ModelPool:
 def same_model(a: ModelEntry, b: ModelEntry) -> bool:
     """Whether a loaded ``a`` serves as ``b``: same file, backend and backend options."""
     return (a.path, a.backend, a.options) == (b.path, b.backend, b.options)
+
+
+def _engine_stats(model: LoadedModel | None) -> EngineStats | None:
+    if model is None:
+        return None
+    try:
+        return model.stats()
+    except Exception:  # a status figure must never fail the status
+        return None

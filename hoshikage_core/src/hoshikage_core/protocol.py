@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -318,6 +318,122 @@ class LoadedModel(Protocol):
     def close(self) -> None:
         """Release every resource; the object is not used again."""
         ...
+
+
+# ---- optional backend features --------------------------------------------------------
+# A LoadedModel may offer any of these as well; the core finds them with isinstance.
+
+
+@runtime_checkable
+class WatchesFailure(Protocol):
+    """A model that can stop working on its own (e.g. in a child process that died)."""
+
+    def on_failure(self, callback: Callable[[BaseException], None]) -> None:
+        """Call ``callback(error)``, from any thread, once, when the model stops working;
+        its in-flight generations have then already ended with that error."""
+        ...
+
+
+@runtime_checkable
+class ReportsPlacement(Protocol):
+    """A model that knows where its buffers went."""
+
+    #: Bytes per backend buffer and kind: ``{"CPU_Mapped": {"weights": n}, "CUDA0": {...}}``.
+    placement: Mapping[str, Mapping[str, int]]
+
+
+@runtime_checkable
+class ReportsDeviceMemory(Protocol):
+    """A model that can tell how much of :meth:`LoadedModel.memory_bytes` is on a GPU."""
+
+    def device_memory_bytes(self) -> int: ...
+
+
+def placement_of(model: object) -> Mapping[str, Mapping[str, int]] | None:
+    return model.placement if isinstance(model, ReportsPlacement) else None
+
+
+def device_memory_of(model: object) -> int:
+    """Bytes on the GPU when the model tells (:class:`ReportsDeviceMemory`), else 0."""
+    if not isinstance(model, ReportsDeviceMemory):
+        return 0
+    try:
+        return int(model.device_memory_bytes())
+    except Exception:  # a status figure must never fail a request
+        return 0
+
+
+# ---- the scheduler -------------------------------------------------------------------
+
+
+@runtime_checkable
+class Lease(Protocol):
+    """One admitted request's hold, from :meth:`Scheduler.acquire` to :meth:`Scheduler.release`."""
+
+    model: str
+    #: Sequences it holds: the choices it may decode at once.
+    sequences: int
+    released: bool
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """What ``create_scheduler`` returns: admission, ordering and concurrency.
+
+    The core calls every method on the event loop. The built-in one is
+    :class:`hoshikage_core.scheduler.FairScheduler`.
+    """
+
+    async def acquire(self, model: str, sequences: int = 1) -> Lease:
+        """Wait until a request for ``model`` that decodes ``sequences`` choices at once may
+        start, and return its lease. Raise :class:`~hoshikage_core.errors.QueueFull` at once
+        when no more may wait. A caller cancelled while waiting leaves the queue."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """The request is done; idempotent."""
+        ...
+
+    def wake(self) -> None:
+        """The pool changed (a model loaded or unloaded, a request ended): dispatch again."""
+        ...
+
+    def reconfigure(self, config) -> None:
+        """Take a reloaded config's ``[server]`` limits; running requests keep their hold."""
+        ...
+
+    def snapshot(self) -> SchedulerSnapshot:
+        """Counts for status and metrics; never blocks."""
+        ...
+
+
+@attrs.frozen
+class SchedulerSnapshot:
+    #: Requests admitted and not yet finished.
+    running: int
+    queued: int
+    #: Most sequences running at once over all models.
+    concurrency: int
+    max_queue: int
+    queued_by_model: dict[str, int]
+    #: Sequences held now, over all models and per model.
+    sequences: int = 0
+    sequences_by_model: dict[str, int] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class TokenCounts:
+    """A request's token usage as the core counts it: each prompt once, however many
+    choices were decoded from it, and every choice's completion tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: Of ``prompt_tokens``, those found in the model's KV cache and not read again.
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 _END = object()

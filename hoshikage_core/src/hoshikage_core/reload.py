@@ -29,17 +29,15 @@ import time
 
 import attrs
 
+from .catalog import build_registry
 from .errors import Cancelled, ConfigError
 from .pool import same_model
-from .registry import ModelRegistry
 
 log = logging.getLogger("hoshikage.reload")
 
 #: ``[server]`` keys a reload cannot change: the listening socket (host, port) and what the
 #: HTTP app was built with (api_key, cors_origins, max_body_size). ``url`` is the CLI's.
 RESTART_KEYS = ("host", "port", "api_key", "cors_origins", "max_body_size")
-#: ``[server]`` keys the scheduler takes on a reload (when it has ``reconfigure``).
-SCHEDULER_KEYS = ("concurrency", "max_queue", "affinity_wait")
 
 
 @attrs.frozen(kw_only=True)
@@ -66,7 +64,7 @@ class ReloadResult:
 def read(load_config, pm):
     """The new config and registry, or ConfigError with every problem (blocking: files)."""
     config = load_config()
-    return config, ModelRegistry.build(config, pm)
+    return config, build_registry(config, pm)
 
 
 async def reload(runtime) -> ReloadResult:
@@ -86,14 +84,6 @@ async def reload(runtime) -> ReloadResult:
     needs_restart = [
         f"server.{k}" for k in RESTART_KEYS if getattr(config.server, k) != getattr(old.server, k)
     ]
-    scheduler = runtime.scheduler
-    live_scheduler = hasattr(scheduler, "reconfigure")
-    if not live_scheduler:
-        needs_restart += [
-            f"server.{k}"
-            for k in SCHEDULER_KEYS
-            if getattr(config.server, k) != getattr(old.server, k)
-        ]
     kept = {
         k.removeprefix("server."): getattr(old.server, k.removeprefix("server."))
         for k in needs_restart
@@ -115,8 +105,7 @@ async def reload(runtime) -> ReloadResult:
     runtime.config = config
     runtime.registry = registry
     runtime.pool.reconfigure(config, registry, reload_all=reload_all)
-    if live_scheduler:
-        scheduler.reconfigure(config)
+    runtime.scheduler.reconfigure(config)
     for name in added:
         if after[name].preload:
             runtime.preload(name)

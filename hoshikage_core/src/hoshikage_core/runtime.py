@@ -6,11 +6,12 @@ One path for every request::
         async for index, chunk in session.stream(request, n):   # from the model's engine
             ...
 
-Entering the session resolves the name (ModelNotFound), waits for a slot (QueueFull),
-and ensures the model is loaded (ModelLoadError). Leaving it releases the slot, applies the
-keep-alive and fires ``request_finished``. A generation whose consumer goes away (client
-disconnect, task cancelled) is cancelled at the engine's next step, and its slot is released
-only after the engine has really stopped using it.
+Entering the session resolves the name (ModelNotFound), waits for admission by the
+scheduler (QueueFull), and ensures the model is loaded (ModelLoadError). Leaving it releases
+its lease, applies the keep-alive and fires ``request_finished``. A generation whose
+consumer goes away (client disconnect, task cancelled) is cancelled at the engine's next
+step, and its lease is released only after the engine has really stopped using the model.
+A generation cancelled by the server (shutdown) raises ``Cancelled`` with the reason.
 """
 
 from __future__ import annotations
@@ -25,22 +26,22 @@ from typing import Any
 import attrs
 
 from . import __version__
+from .catalog import build_registry
 from .delivery import LoopSink, LoopWaker
 from .errors import Cancelled, HoshikageError, InvalidRequest
-from .pool import ModelPool
+from .pool import ModelPool, ModelView
 from .protocol import (
     CancelToken,
     Chunk,
     Embeddings,
-    EngineStats,
     GenerationRequest,
     LoadedModel,
     Scorer,
     ScoreRequest,
     Scores,
+    TokenCounts,
 )
-from .registry import ModelEntry, ModelRegistry
-from .unload import LOADED, LOADING
+from .registry import ModelEntry
 
 
 @attrs.define(kw_only=True)
@@ -64,12 +65,32 @@ class RequestRecord:
     duration: float = 0.0
 
     @property
+    def usage(self) -> TokenCounts:
+        return TokenCounts(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached_tokens=self.cached_tokens,
+        )
+
+    @property
     def tokens_per_second(self) -> float | None:
         """Decode rate: completion tokens after the first, over the time after the first."""
         if self.ttft is None or self.completion_tokens < 2:
             return None
         decode = self.duration - self.ttft
         return (self.completion_tokens - 1) / decode if decode > 0 else None
+
+
+#: Why a generation was cancelled (its token's reason), as the error a client reads.
+CANCEL_MESSAGES = {
+    "shutdown": "The generation was cancelled because the server is shutting down.",
+}
+
+
+def cancelled_error(reason: str | None) -> Cancelled:
+    return Cancelled(
+        CANCEL_MESSAGES.get(reason or "", f"The generation was {reason or 'cancelled'}.")
+    )
 
 
 #: Threads for the backends' blocking calls (planning a request, embeddings), made on
@@ -136,7 +157,7 @@ class Session:
         if rt.closing:
             raise Cancelled("The server is shutting down.")
         self._lease = await rt.scheduler.acquire(self.entry.name, self.sequences)
-        rt._sessions += 1
+        rt.sessions_opened()
         self.record.queued_seconds = time.monotonic() - self._arrived
         try:
             self.model = await rt.pool.ensure_loaded(self.entry.name)
@@ -172,21 +193,23 @@ class Session:
             rec.status, rec.error = exc.code, str(exc)
         else:
             rec.status, rec.error = "error", repr(exc)
-        slot = rt.pool.slot(self.entry.name)
         if rec.completion_tokens or rec.prompt_tokens:
-            slot.requests += 1
-            if rec.tokens_per_second is not None:
-                slot.last_tps = rec.tokens_per_second
+            rt.pool.count_request(self.entry.name, rec.tokens_per_second)
         rt.pool.release(self.entry.name, self.keep_alive)
         rt.scheduler.release(self._lease)
-        rt._sessions -= 1
-        rt._sessions_changed.set()
+        rt.sessions_closed()
         rt.pm.hook.request_finished(record=rec)
 
     def _in_thread(self, target: Callable[[], Any]) -> asyncio.Future:
-        future = _in_pool(asyncio.get_running_loop(), self.runtime._threads, target)
+        future = self.runtime.in_thread(target)
         self._workers.append(future)
         return future
+
+    @property
+    def usage(self) -> TokenCounts:
+        """The tokens this session has read and written so far: each prompt once, however
+        many choices it decoded (the one count every surface reports)."""
+        return self.record.usage
 
     async def stream(
         self, request: GenerationRequest, n: int = 1
@@ -194,14 +217,15 @@ class Session:
         """Stream ``n`` choices of one prompt as ``(index, chunk)``, decoded together.
 
         Errors found before generation are raised before the first item. If the consumer
-        goes away, every choice is cancelled within a step.
+        goes away, every choice is cancelled within a step. If the server cancels the
+        generation (shutdown), :class:`Cancelled` is raised with the reason.
         """
         rt, rec, model = self.runtime, self.record, self.model
-        sink = LoopSink(rt._waker)
+        sink = LoopSink(rt.waker)
         cancel = CancelToken()
         self._tokens.append(cancel)
         self._workers.append(sink.done)
-        rt._cancel_tokens.add(cancel)
+        rt.track(cancel)
 
         def submit() -> None:
             try:
@@ -223,6 +247,8 @@ class Session:
                         rec.prompt_tokens += chunk.prompt_tokens or 0
                         rec.cached_tokens += chunk.cached_tokens or 0
                     rec.completion_tokens += chunk.completion_tokens or 0
+                    if chunk.finish_reason == "cancelled":
+                        raise cancelled_error(cancel.reason)
                 yield index, chunk
         finally:
             if not sink.done.done():
@@ -231,7 +257,7 @@ class Session:
                     await asyncio.shield(sink.done)
                 except BaseException:
                     pass  # __aexit__ waits for the backend before releasing the model
-            rt._cancel_tokens.discard(cancel)
+            rt.untrack(cancel)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """Stream one choice's chunks (see :meth:`stream`)."""
@@ -249,11 +275,11 @@ class Session:
                 f"The model '{self.entry.name}' cannot score continuations (its backend has no scoring)",
                 "model",
             )
-        sink = LoopSink(rt._waker)
+        sink = LoopSink(rt.waker)
         cancel = CancelToken()
         self._tokens.append(cancel)
         self._workers.append(sink.done)
-        rt._cancel_tokens.add(cancel)
+        rt.track(cancel)
 
         def submit() -> None:
             try:
@@ -269,7 +295,7 @@ class Session:
             async for _index, item in sink:
                 result = item
             if result is None:
-                raise Cancelled("The scoring was cancelled.")
+                raise cancelled_error(cancel.reason)
             rec.prompt_tokens += result.prompt_tokens
             rec.cached_tokens += result.cached_tokens
             return result
@@ -280,7 +306,7 @@ class Session:
                     await asyncio.shield(sink.done)
                 except BaseException:
                     pass
-            rt._cancel_tokens.discard(cancel)
+            rt.untrack(cancel)
 
     async def call(self, target: Callable[[Any], Any]) -> Any:
         """``target(model)`` on a worker thread (a blocking backend call such as
@@ -295,7 +321,7 @@ class Session:
 
     @property
     def load_seconds(self) -> float | None:
-        return self.runtime.pool.slot(self.entry.name).load_seconds
+        return self.runtime.pool.view(self.entry.name).load_seconds
 
 
 class Runtime:
@@ -310,7 +336,7 @@ class Runtime:
         #: keeps its --host/--port); default: the file ``config`` came from.
         self.load_config = load_config or self._read_config_file
         self._reload_lock = asyncio.Lock()
-        self.registry = ModelRegistry.build(config, pm)
+        self.registry = build_registry(config, pm)
         self.pool = ModelPool(config, self.registry, pm)
         self.scheduler = pm.hook.create_scheduler(config=config, pool=self.pool)
         self.pool.queued_counts = lambda: self.scheduler.snapshot().queued_by_model
@@ -329,8 +355,28 @@ class Runtime:
         )
         self._loop_waker: LoopWaker | None = None
 
+    # ---- for sessions -------------------------------------------------------------------
+
+    def sessions_opened(self) -> None:
+        self._sessions += 1
+
+    def sessions_closed(self) -> None:
+        self._sessions -= 1
+        self._sessions_changed.set()
+
+    def track(self, cancel: CancelToken) -> None:
+        """Cancel ``cancel`` when the server shuts down (until :meth:`untrack`)."""
+        self._cancel_tokens.add(cancel)
+
+    def untrack(self, cancel: CancelToken) -> None:
+        self._cancel_tokens.discard(cancel)
+
+    def in_thread(self, target: Callable[[], Any]) -> asyncio.Future:
+        """Run a backend's blocking call on the runtime's worker threads (see :func:`_in_pool`)."""
+        return _in_pool(asyncio.get_running_loop(), self._threads, target)
+
     @property
-    def _waker(self) -> LoopWaker:
+    def waker(self) -> LoopWaker:
         """The waker of the running event loop (made on first use)."""
         loop = asyncio.get_running_loop()
         if self._loop_waker is None or self._loop_waker._loop is not loop:
@@ -414,59 +460,27 @@ class Runtime:
     async def unload(self, name: str) -> str:
         """Returns ``unloaded``, ``scheduled`` (it unloads when its requests end) or ``not_loaded``."""
         entry = self.resolve(name)
-        slot = self.pool.slot(entry.name)
-        if slot.state == LOADED and not slot.in_use:
+        if self.pool.is_loaded_and_idle(entry.name):
             await self.pool.unload(entry.name, reason="request")
             return "unloaded"
-        if slot.state == LOADING or slot.in_use:
+        if self.pool.is_loading_or_busy(entry.name):
             self.pool.unload_when_idle(entry.name)
             return "scheduled"
         return "not_loaded"
+
+    def views(self) -> list[ModelView]:
+        """Every registered model's :class:`ModelView`, in registry order."""
+        return [self.pool.view(entry.name) for entry in self.registry]
+
+    def view(self, name: str) -> ModelView:
+        """The view of the model ``name`` (or an alias) names; ModelNotFound if none."""
+        return self.pool.view(self.resolve(name).name)
 
     def status(self) -> dict[str, Any]:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
         sched = self.scheduler.snapshot()
-        models = []
-        for entry in self.registry:
-            slot = self.pool.slot(entry.name)
-            engine = _engine_stats(slot.model)
-            unload_in: float | None = None
-            if slot.public_state == LOADED:
-                unload_in = -1.0 if slot.expires_at is None else max(0.0, slot.expires_at - now)
-            models.append(
-                {
-                    "name": entry.name,
-                    "aliases": list(entry.aliases),
-                    "backend": entry.backend,
-                    "path": entry.path,
-                    "state": slot.public_state,
-                    "memory_bytes": slot.memory_bytes,
-                    "file_bytes": entry.file_size(),
-                    "in_use": slot.in_use,
-                    "queued": sched.queued_by_model.get(entry.name, 0),
-                    # The engine's own view: sequences it decodes at once and is decoding now.
-                    "slots": engine.slots if engine else None,
-                    "running_sequences": engine.running if engine else 0,
-                    "prompt_tokens": engine.prompt_tokens if engine else 0,
-                    "cached_prompt_tokens": engine.cached_tokens if engine else 0,
-                    "idle_seconds": None
-                    if slot.in_use or slot.last_used is None
-                    else now - slot.last_used,
-                    "unload_in_seconds": unload_in,
-                    "requests": slot.requests,
-                    "last_tokens_per_second": slot.last_tps,
-                    "load_seconds": slot.load_seconds,
-                    "last_error": slot.last_error,
-                    # A reload changed it: it loads again with the new options when idle.
-                    "reload_pending": slot.pending is not None,
-                    # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0",
-                    # "RPC0[host:port]"...): where the weights and the KV cache went.
-                    "placement": getattr(slot.model, "placement", None)
-                    if slot.model is not None
-                    else None,
-                }
-            )
+        models = [_status_of(view, sched.queued_by_model, now) for view in self.views()]
         return {
             "version": __version__,
             "uptime_seconds": now - self._started,
@@ -501,10 +515,36 @@ def resident_bytes() -> int | None:
         return None
 
 
-def _engine_stats(model: LoadedModel | None) -> EngineStats | None:
-    if model is None:
-        return None
-    try:
-        return model.stats()
-    except Exception:  # a status figure must never fail the status
-        return None
+def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str, Any]:
+    """One model's entry in :meth:`Runtime.status`."""
+    entry, engine = view.entry, view.engine
+    unload_in: float | None = None
+    if view.state == "loaded":
+        unload_in = -1.0 if view.expires_at is None else max(0.0, view.expires_at - now)
+    return {
+        "name": entry.name,
+        "aliases": list(entry.aliases),
+        "backend": entry.backend,
+        "path": entry.path,
+        "state": view.state,
+        "memory_bytes": view.memory_bytes,
+        "file_bytes": entry.file_size(),
+        "in_use": view.in_use,
+        "queued": queued.get(entry.name, 0),
+        # The engine's own view: sequences it decodes at once and is decoding now.
+        "slots": engine.slots if engine else None,
+        "running_sequences": engine.running if engine else 0,
+        "prompt_tokens": engine.prompt_tokens if engine else 0,
+        "cached_prompt_tokens": engine.cached_tokens if engine else 0,
+        "idle_seconds": None if view.in_use or view.last_used is None else now - view.last_used,
+        "unload_in_seconds": unload_in,
+        "requests": view.requests,
+        "last_tokens_per_second": view.last_tokens_per_second,
+        "load_seconds": view.load_seconds,
+        "last_error": view.last_error,
+        # A reload changed it: it loads again with the new options when idle.
+        "reload_pending": view.reload_pending,
+        # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0", "RPC0[host:port]"...):
+        # where the weights and the KV cache went.
+        "placement": view.placement,
+    }

@@ -1,4 +1,5 @@
-"""The built-in scheduler: slots, a bounded queue, and model affinity.
+"""The built-in scheduler (:class:`FairScheduler`, a :class:`~hoshikage_core.protocol.Scheduler`):
+sequence limits, a bounded queue, and model affinity.
 
 - A request needs one sequence per choice it decodes at once (``n``), capped by what its
   model can decode together. At most ``server.concurrency`` sequences run at once over all
@@ -11,7 +12,7 @@
   that does not fit yet.
 - At most ``server.max_queue`` wait; one more raises :class:`QueueFull` at once.
 - A waiter whose task is cancelled (its client went away) leaves the queue.
-- Affinity: when a slot frees, a waiter for a model already loaded (or loading) goes ahead
+- Affinity: when sequences free up, a waiter for a model already loaded (or loading) goes ahead
   of one that would force a swap, so A B A C is served A A B C. Once the oldest waiter has
   waited ``server.affinity_wait``, the queue is served strictly in order, so nothing starves.
 - A request is only started when the pool can make room for its model without evicting a
@@ -30,10 +31,13 @@ from collections import Counter
 import attrs
 
 from .errors import QueueFull
+from .protocol import SchedulerSnapshot
 
 
 @attrs.define(eq=False)
-class Lease:
+class Admission:
+    """The built-in scheduler's :class:`~hoshikage_core.protocol.Lease`."""
+
     model: str
     released: bool = False
     #: Sequences held: the choices it may decode at once.
@@ -48,21 +52,7 @@ class _Waiter:
     sequences: int = 1
 
 
-@attrs.frozen
-class SchedulerSnapshot:
-    #: Requests admitted and not yet finished.
-    running: int
-    queued: int
-    #: Most sequences running at once over all models.
-    concurrency: int
-    max_queue: int
-    queued_by_model: dict[str, int]
-    #: Sequences held now, over all models and per model.
-    sequences: int = 0
-    sequences_by_model: dict[str, int] = attrs.Factory(dict)
-
-
-class Scheduler:
+class FairScheduler:
     def __init__(self, config, pool):
         self.pool = pool
         self.reconfigure(config, dispatch=False)
@@ -73,7 +63,7 @@ class Scheduler:
         pool.subscribe(self.wake)
         pool.subscribe_load_failures(self.load_failed)
 
-    async def acquire(self, model: str, sequences: int = 1) -> Lease:
+    async def acquire(self, model: str, sequences: int = 1) -> Admission:
         """Wait until ``model`` can run ``sequences`` more sequences (capped by its capacity
         and ``concurrency``). Raises QueueFull when the queue is full."""
         if not self._waiters and self._fits(model, sequences):
@@ -94,7 +84,7 @@ class Scheduler:
                 self._dispatch()
             raise
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Admission) -> None:
         if lease.released:
             return
         lease.released = True
@@ -113,7 +103,7 @@ class Scheduler:
 
     def reconfigure(self, config, dispatch: bool = True) -> None:
         """Take ``[server]``'s concurrency, max_queue and affinity_wait (at start, and on a
-        config reload). Requests already running keep their slots; a lower concurrency only
+        config reload). Requests already running keep their sequences; a lower concurrency only
         holds back new ones."""
         self.concurrency = config.server.concurrency
         self.max_queue = config.server.max_queue
@@ -153,13 +143,13 @@ class Scheduler:
             return False
         return self.pool.can_admit(model)
 
-    def _start(self, model: str, sequences: int) -> Lease:
+    def _start(self, model: str, sequences: int) -> Admission:
         width = self._width(model, sequences)
         self._running += 1
         self._sequences += width
         self._by_model[model] += width
         self.pool.reserve(model)
-        return Lease(model, sequences=width)
+        return Admission(model, sequences=width)
 
     def _dispatch(self) -> None:
         # A waiter cancelled a moment ago may not have left the queue yet.

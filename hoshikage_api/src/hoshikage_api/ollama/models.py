@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hoshikage_core.registry import ModelEntry
-from hoshikage_core.unload import BUSY, LOADED
+from hoshikage_core.unload import BUSY
 
 from . import schemas as s
 from .errors import not_found
@@ -189,38 +189,27 @@ def tags(runtime) -> s.TagsResponse:
     return s.TagsResponse(models=models)
 
 
-def _expires_at(runtime, slot) -> str:
+def _expires_at(view) -> str:
     """The real unload deadline: the pool's for an idle model, or what it will be once a
     busy model's requests end; far in the future for never."""
     wall = datetime.now(UTC)
-    if slot.public_state == BUSY:
-        ttl = runtime.pool.ttl(slot)
+    if view.state == BUSY:
+        ttl = view.idle_ttl
         return rfc3339(wall + (NEVER if ttl < 0 else timedelta(seconds=ttl)))
-    if slot.expires_at is None:
+    if view.expires_at is None:
         return rfc3339(wall + NEVER)
-    return rfc3339(wall + timedelta(seconds=max(0.0, slot.expires_at - time.monotonic())))
-
-
-def _vram(model, memory: int) -> int:
-    """Bytes on the GPU, when the backend tells (``device_memory_bytes()``); else 0."""
-    probe = getattr(model, "device_memory_bytes", None)
-    if probe is None:
-        return 0
-    try:
-        return max(0, min(int(probe()), memory))
-    except Exception:  # a status figure must never fail the listing
-        return 0
+    return rfc3339(wall + timedelta(seconds=max(0.0, view.expires_at - time.monotonic())))
 
 
 def ps(runtime) -> s.PsResponse:
     """The loaded models (idle or busy), with their memory and unload deadline."""
     models = []
-    for entry in runtime.registry:
-        slot = runtime.pool.slot(entry.name)
-        if slot.public_state not in (LOADED, BUSY) or slot.model is None:
+    for view in runtime.views():
+        if not view.is_loaded:
             continue
+        entry = view.entry
         facts = Facts(runtime, entry)
-        memory = int(slot.memory_bytes or 0)
+        memory = int(view.memory_bytes or 0)
         models.append(
             s.RunningModel(
                 name=tagged(entry.name),
@@ -228,9 +217,9 @@ def ps(runtime) -> s.PsResponse:
                 size=memory,
                 digest=facts.digest,
                 details=facts.details(),
-                expires_at=_expires_at(runtime, slot),
-                size_vram=_vram(slot.model, memory),
-                context_length=int(getattr(slot.model, "n_ctx", 0) or 0),
+                expires_at=_expires_at(view),
+                size_vram=max(0, view.device_memory_bytes),
+                context_length=view.n_ctx or 0,
             )
         )
     return s.PsResponse(models=models)
