@@ -180,26 +180,27 @@ def _listed(label: str, description: str | None) -> str:
     return f"- {label}: {description}" if description else f"- {label}"
 
 
+def _space(labels: list[str], descriptions: list[str | None], heading: str) -> str:
+    """The answer space: inline (``Answer with one of: a, b, c.``) when no label has a
+    description or a comma, else one ``- label: description`` line each under ``heading``."""
+    if not any(descriptions) and not any("," in label or "\n" in label for label in labels):
+        return f"Answer with one of: {', '.join(labels)}."
+    listed = "\n".join(_listed(label, d) for label, d in zip(labels, descriptions, strict=True))
+    return f"{heading}:\n{listed}\nAnswer with exactly one of them, as written."
+
+
 def question_text(question: s.Question, where: str) -> tuple[str, list[str]]:
     """The question as the model reads it, and the labels of its answer space."""
     instructions = _instructions(question, where)
     if isinstance(question, s.Predicate):
-        text = f"Statement: {instructions}\nIs the statement true? Answer with exactly one word: true or false."
-        return text, list(TRUE_FALSE)
+        return f"Statement: {instructions}\nIs it true? Answer true or false.", list(TRUE_FALSE)
     if isinstance(question, s.ChoiceQuestion):
         labels = choice_labels(question.choices)
-        listed = "\n".join(
-            _listed(label, c.description) for label, c in zip(labels, question.choices, strict=True)
-        )
-        text = f"{instructions}\nChoices:\n{listed}\nAnswer with exactly one of the choices, as written."
-        return text, labels
+        space = _space(labels, [c.description for c in question.choices], "Choices")
+        return f"{instructions}\n{space}", labels
     labels = [level.label for level in question.levels]
-    listed = "\n".join(_listed(level.label, level.description) for level in question.levels)
-    text = (
-        f"{instructions}\nLevels, from lowest to highest:\n{listed}\n"
-        "Answer with exactly one of the levels, as written."
-    )
-    return text, labels
+    space = _space(labels, [level.description for level in question.levels], "Levels")
+    return f"{instructions} (levels from lowest to highest)\n{space}", labels
 
 
 def validate(data: s.DecisionRequest) -> None:
