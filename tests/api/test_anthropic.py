@@ -648,38 +648,14 @@ def test_error_mapping_is_anthropic_shaped():
     )
 
 
-async def test_an_error_after_the_stream_started_is_an_error_event():
-    from hoshikage_api.anthropic.format import MessageFormat
-    from hoshikage_api.anthropic.routes import _stream
-    from hoshikage_api.translate import Job
-    from hoshikage_core.errors import ModelLoadError
-    from hoshikage_core.protocol import Chunk
-
-    async def chunks():
-        yield 0, Chunk(text="hello")
-        raise ModelLoadError("tiny", "gone")
-
-    job = Job(endpoint="messages", model="tiny", keep_alive=None, requests=(), stream=True)
-    text = b"".join([event async for event in _stream(MessageFormat(job), chunks())]).decode()
-    events = sse_events(text)
-    assert [name for name, _ in events] == [
-        "message_start",
-        "content_block_start",
-        "ping",
-        "content_block_delta",
-        "error",
-    ]
-    assert events[-1][1]["error"]["type"] == "api_error"
-
-
 def format_events(*chunks) -> list[tuple[str, dict]]:
     from hoshikage_api.anthropic.format import MessageFormat
-    from hoshikage_api.translate import Job
+    from hoshikage_api.kernel.job import Job
 
     fmt = MessageFormat(
         Job(endpoint="messages", model="m", keep_alive=None, requests=(), stream=True)
     )
-    return sse_events(b"".join(event for chunk in chunks for event in fmt.events(chunk)).decode())
+    return sse_events(b"".join(fmt.items(0, chunk) for chunk in chunks).decode())
 
 
 def test_stream_of_text_then_tool_calls_numbers_the_blocks():

@@ -8,7 +8,7 @@ from tests.api.helpers import assert_openai_error
 
 
 def test_the_domain_error_names_its_param():
-    from hoshikage_api.errors import from_domain
+    from hoshikage_api.kernel.errors import from_domain
     from hoshikage_core.errors import (
         ContextLengthExceeded,
         HoshikageError,

@@ -731,21 +731,6 @@ def test_error_mapping_keeps_the_status_and_has_ollamas_body():
     assert "see the server log" in to_ollama(RuntimeError("secret"))[1]["error"]
 
 
-async def test_an_error_after_the_stream_started_is_a_last_error_line():
-    from hoshikage_api.ollama.format import ChatFormat
-    from hoshikage_api.ollama.routes import _lines
-    from hoshikage_core.errors import ModelLoadError
-    from hoshikage_core.protocol import Chunk
-
-    async def chunks():
-        yield 0, Chunk(text="hello")
-        raise ModelLoadError("tiny", "gone")
-
-    lines = [json.loads(item) async for item in _lines(ChatFormat("tiny"), chunks())]
-    assert lines[0]["message"]["content"] == "hello" and lines[0]["done"] is False
-    assert set(lines[-1]) == {"error"} and "gone" in lines[-1]["error"]
-
-
 def test_tool_calls_arrive_in_a_line_of_their_own_with_object_arguments():
     from hoshikage_api.ollama.format import ChatFormat, GenerateFormat
     from hoshikage_core.protocol import Chunk
@@ -771,7 +756,7 @@ def test_tool_calls_arrive_in_a_line_of_their_own_with_object_arguments():
                 completion_tokens=20,
             ),
         )
-        for item in fmt.lines(chunk)
+        for item in fmt.items(0, chunk).splitlines()
     ]
     assert [line["message"]["content"] for line in lines] == ["Let me look.", " ok", "", ""]
     assert lines[2]["message"]["tool_calls"] == [
@@ -785,15 +770,15 @@ def test_tool_calls_arrive_in_a_line_of_their_own_with_object_arguments():
     ) == (9, 20)
     (only,) = [
         json.loads(item)
-        for item in GenerateFormat("m").lines(
-            Chunk(finish_reason="length", prompt_tokens=3, completion_tokens=0)
-        )
+        for item in GenerateFormat("m")
+        .items(0, Chunk(finish_reason="length", prompt_tokens=3, completion_tokens=0))
+        .splitlines()
     ]
     assert only["done_reason"] == "length" and only["response"] == ""
 
 
 def test_keep_alive_parsing():
-    from hoshikage_api.errors import ApiError
+    from hoshikage_api.kernel.errors import ApiError
     from hoshikage_api.ollama.translate import keep_alive
 
     cases = {

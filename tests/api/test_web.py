@@ -90,7 +90,7 @@ async def test_page_files_are_served_with_the_csp(client):
     [
         "/ui/nope.js",
         "/ui/../pyproject.toml",
-        "/ui/%2e%2e/routes/web.py",
+        "/ui/%2e%2e/server/web.py",
         "/ui/..%2fapp.py",
         "/ui/__init__.py",
         "/ui/web/app.js",

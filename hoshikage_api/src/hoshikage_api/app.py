@@ -1,5 +1,5 @@
-"""``create_app(runtime)``: the Litestar app. Litestar is imported here, not at plugin import,
-so ``hoshikage --help`` stays fast."""
+"""``create_app(runtime)``: the Litestar app, composed of the surfaces' routers. Litestar is
+imported here, not at plugin import, so ``hoshikage --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ def create_app(runtime):
 
     from hoshikage_core import __version__
 
-    from . import errors
+    from . import anthropic, decisions, llamaserver, ollama, openai, rerank, responses, server
     from .auth import api_key_guard
     from .events import EventSink
+    from .kernel import errors
     from .metrics import Metrics
-    from .routes import handlers
 
-    server = runtime.config.server
+    surfaces = (anthropic, ollama, responses, openai, decisions, rerank, llamaserver, server)
+    routers = [surface.router() for surface in surfaces]
+    settings = runtime.config.server
     metrics = Metrics()
     sink = EventSink(metrics)
 
@@ -38,13 +40,13 @@ def create_app(runtime):
                 runtime.pm.unregister(sink)
 
     return Litestar(
-        route_handlers=handlers(),
-        exception_handlers={Exception: errors.handle},
-        guards=[api_key_guard(server.api_key)] if server.api_key else None,
-        cors_config=CORSConfig(allow_origins=list(server.cors_origins))
-        if server.cors_origins
+        route_handlers=routers,
+        exception_handlers={Exception: errors.app_handler(unmatched(routers))},
+        guards=[api_key_guard(settings.api_key)] if settings.api_key else None,
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins))
+        if settings.cors_origins
         else None,
-        request_max_body_size=server.max_body_size,
+        request_max_body_size=settings.max_body_size,
         lifespan=[lifespan],
         state=State({"metrics": metrics, "runtime": runtime}),
         openapi_config=OpenAPIConfig(
@@ -54,3 +56,17 @@ def create_app(runtime):
         ),
         logging_config=None,
     )
+
+
+def unmatched(routers) -> list[tuple[str, object]]:
+    """The unmatched-URL table: ``(path prefix, exception handler)`` of each surface whose
+    router has a path of its own (``/v1/messages``, ``/api``), so a URL under it that
+    matches no route or method keeps that surface's error shape."""
+    from litestar.types import Empty
+
+    table = []
+    for router in routers:
+        handler = (router.exception_handlers or {}).get(Exception, Empty)
+        if router.path != "/" and handler is not Empty:
+            table.append((router.path, handler))
+    return table

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import ApiError
+from .kernel.errors import ApiError
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -1,4 +1,4 @@
-"""Domain errors. The API maps each to an HTTP status in one place (``hoshikage_api.errors``)."""
+"""Domain errors. The API maps each to an HTTP status in one place (``hoshikage_api.kernel.errors``)."""
 
 from __future__ import annotations
 

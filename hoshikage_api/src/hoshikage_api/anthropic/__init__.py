@@ -7,3 +7,10 @@
 * :mod:`.errors`: Anthropic's error shape and its status mapping, in one place;
 * :mod:`.routes`: the handlers.
 """
+
+
+def router():
+    """This surface's Litestar router (:func:`.routes.router`)."""
+    from .routes import router
+
+    return router()

@@ -1,7 +1,7 @@
 """The one place where errors on the Anthropic routes become responses.
 
 Every error body has Anthropic's shape ``{"type": "error", "error": {"type", "message"}}``.
-Any exception is first turned into the API's :class:`~hoshikage_api.errors.ApiError` (so
+Any exception is first turned into the API's :class:`~hoshikage_api.kernel.errors.ApiError` (so
 domain errors, Litestar's HTTP errors and body validation are mapped exactly as on the
 OpenAI routes), then its status picks Anthropic's error type. Two cases differ from OpenAI:
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from hoshikage_core.errors import ContextLengthExceeded
 
-from ..errors import ApiError, log_and_count, to_api_error
+from ..kernel.errors import ApiError, respond, to_api_error
 from .schemas import AnthropicErrorBody, AnthropicErrorDetail
 
 #: Anthropic's status for "overloaded".
@@ -55,10 +55,4 @@ def to_anthropic(exc: Exception) -> tuple[ApiError, AnthropicErrorBody]:
 
 def handle(request, exc: Exception):
     """Litestar exception handler for the Anthropic routes."""
-    from litestar import Response
-
-    error, body = to_anthropic(exc)
-    log_and_count(request, error)
-    return Response(
-        content=body, status_code=error.status, headers=error.headers, media_type="application/json"
-    )
+    return respond(request, *to_anthropic(exc))

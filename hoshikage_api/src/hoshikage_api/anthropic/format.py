@@ -18,23 +18,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 from hoshikage_core.protocol import Chunk
 
-from ..generation import ChoiceResult
-from ..translate import Job
+from ..kernel.answer import Format
+from ..kernel.generation import ChoiceResult
+from ..kernel.job import Job
+from ..kernel.wire import encode as _encode
+from ..kernel.wire import named_event as sse
 from . import schemas as s
+from .errors import to_anthropic
 from .translate import message_id, stop_reason, tool_uses
 
-_encode = msgspec.json.Encoder().encode
 
-
-def sse(kind: str, data: Any) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
-
-
-class MessageFormat:
+class MessageFormat(Format):
     """One message's id and model, and the state of its event stream."""
+
+    media_type = "text/event-stream"
 
     def __init__(self, job: Job):
         self.job = job
@@ -46,7 +45,8 @@ class MessageFormat:
 
     # ---- whole message -------------------------------------------------------------------
 
-    def message(self, result: ChoiceResult) -> s.Message:
+    def whole(self, results: list[ChoiceResult]) -> s.Message:
+        (result,) = results
         calls = tool_uses(result.tool_calls)
         content: list[s.TextContent | s.ToolUseContent] = []
         if result.text or not calls:
@@ -82,6 +82,12 @@ class MessageFormat:
         if self._text_open:
             self._text_open = False
             yield from self._close()
+
+    def items(self, index: int, chunk: Chunk) -> bytes:
+        return b"".join(self.events(chunk))
+
+    def error_item(self, exc: Exception) -> bytes:
+        return sse("error", to_anthropic(exc)[1])
 
     def events(self, chunk: Chunk) -> Iterator[bytes]:
         """The events for one chunk of the generation."""
@@ -137,7 +143,3 @@ class MessageFormat:
             },
         )
         yield sse("message_stop", {"type": "message_stop"})
-
-    @property
-    def started(self) -> bool:
-        return self._started

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-from ..schemas import KeepAlive, ModelName
+from ..kernel.wire import KeepAlive, ModelName
 
 # ---- request content blocks ---------------------------------------------------------------
 

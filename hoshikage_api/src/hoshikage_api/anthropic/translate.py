@@ -21,8 +21,8 @@ from typing import Any
 
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
-from ..errors import invalid
-from ..translate import Job, arguments_object, keep_alive
+from ..kernel.errors import invalid
+from ..kernel.job import Job, arguments_object, keep_alive
 from . import schemas as s
 
 #: ``finish_reason`` of the core -> Anthropic's ``stop_reason`` (``stop`` is decided apart).

@@ -4,7 +4,7 @@ core's prompt fields (``messages``, ``prompt``) are this API's ``input``."""
 
 from __future__ import annotations
 
-from ..errors import ApiError, log_and_count, to_api_error
+from ..kernel.errors import ApiError, respond, to_api_error
 
 _PARAMS = {"messages": "input", "prompt": "input", "continuations": "questions"}
 
@@ -17,13 +17,5 @@ def to_openai(exc: Exception) -> ApiError:
 
 def handle(request, exc: Exception):
     """Litestar exception handler for the Decisions route."""
-    from litestar import Response
-
     error = to_openai(exc)
-    log_and_count(request, error)
-    return Response(
-        content=error.body(),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
-    )
+    return respond(request, error, error.body())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Request, post
+from litestar import Request, Router, post
 from litestar.params import Body
 
-from ..body import StrictBody
-from ..disconnect import until_disconnect
-from ..routes.deps import runtime_of
-from ..routes.docs import GENERATION_ERRORS
+from ..kernel.body import StrictBody
+from ..kernel.deps import runtime_of
+from ..kernel.disconnect import until_disconnect
+from ..kernel.docs import GENERATION_ERRORS
 from . import errors
 from .schemas import Decision, DecisionRequest
 from .translate import decision, score_request
@@ -24,13 +24,9 @@ from .translate import decision, score_request
 
 @post(
     "/v1/decisions",
-    dto=StrictBody,
-    return_dto=None,
     status_code=200,
-    tags=["OpenAI"],
     summary="Answer predicate, choice and score questions about an input (OpenAI Decisions API)",
     responses=GENERATION_ERRORS,
-    exception_handlers={Exception: errors.handle},
     description="Up to 400 questions about one input, answered together from the model's "
     "probabilities of each answer's text: the input is read once for all of them. No stream.",
 )
@@ -46,5 +42,13 @@ async def create_decision(request: Request, data: Annotated[DecisionRequest, Bod
     return decision(data, scores)
 
 
-def handlers() -> list:
-    return [create_decision]
+def router() -> Router:
+    """The Decisions surface: its route, errors in OpenAI's shape."""
+    return Router(
+        "/",
+        route_handlers=[create_decision],
+        tags=["OpenAI Decisions"],
+        dto=StrictBody,
+        return_dto=None,
+        exception_handlers={Exception: errors.handle},
+    )

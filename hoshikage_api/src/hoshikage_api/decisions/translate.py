@@ -24,7 +24,7 @@ from typing import Any
 
 from hoshikage_core.protocol import ScorePrompt, ScoreRequest, Scores, join_text
 
-from ..errors import invalid
+from ..kernel.errors import invalid
 from . import schemas as s
 
 #: Labels of a predicate's answer space, in this order.

@@ -9,15 +9,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from hoshikage_core.protocol import TokenCodec
-from litestar import Request, post
+from litestar import Request, Router, post
 from litestar.params import Body
 
-from ..body import StrictBody
-from ..disconnect import until_disconnect
-from ..errors import invalid
-from ..routes.deps import runtime_of
-from ..routes.docs import GENERATION_ERRORS
-from ..translate import Job
+from ..kernel import errors
+from ..kernel.body import StrictBody
+from ..kernel.deps import runtime_of
+from ..kernel.disconnect import until_disconnect
+from ..kernel.docs import GENERATION_ERRORS
+from ..kernel.errors import invalid
+from ..kernel.job import Job
 from .schemas import (
     ApplyTemplateRequest,
     Content,
@@ -62,7 +63,7 @@ def _piece(raw: bytes) -> str | list[int]:
         return list(raw)
 
 
-_COMMON = {"dto": StrictBody, "return_dto": None, "status_code": 200, "tags": ["llama-server"]}
+_COMMON = {"status_code": 200}
 
 
 @post("/tokenize", summary="Tokenize text (llama-server)", responses=GENERATION_ERRORS, **_COMMON)
@@ -162,9 +163,9 @@ def infill_result(job: Job, result) -> InfillResult:
     **_COMMON,
 )
 async def infill(request: Request, data: Annotated[InfillRequest, Body()]) -> InfillResult:
-    from ..generation import ChoiceResult, collect, run
-    from ..respond import event_stream, rendered
-    from ..sse import event
+    from ..kernel.answer import stream_response
+    from ..kernel.generation import ChoiceResult, collect, run
+    from ..kernel.wire import data_event as event
 
     runtime = runtime_of(request)
     job = infill_job(runtime, data)
@@ -185,15 +186,26 @@ async def infill(request: Request, data: Annotated[InfillRequest, Body()]) -> In
             final.content = ""
             yield event(final)
 
-    def on_error(exc):
-        from ..errors import to_api_error
+    async def events():
+        try:
+            async for _index, chunk in run(runtime, job):
+                for item in render(chunk):
+                    yield item
+        except Exception as exc:  # before anything went out, the answer is a plain error
+            if not started:
+                raise
+            yield event(errors.to_api_error(exc).body())
 
-        return event(to_api_error(exc).body())
+    return await stream_response(request, events(), "text/event-stream")
 
-    return await event_stream(
-        request, rendered(run(runtime, job), render, lambda: bool(started), on_error)
+
+def router() -> Router:
+    """llama-server's utility routes at its paths, errors in OpenAI's shape."""
+    return Router(
+        "/",
+        route_handlers=[tokenize, detokenize, apply_template, infill],
+        tags=["llama-server"],
+        dto=StrictBody,
+        return_dto=None,
+        exception_handlers={Exception: errors.handle},
     )
-
-
-def handlers() -> list:
-    return [tokenize, detokenize, apply_template, infill]

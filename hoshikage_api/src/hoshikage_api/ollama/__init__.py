@@ -10,3 +10,10 @@ one generation path.
 * :mod:`.errors`: Ollama's error shape ``{"error": "..."}`` and its status mapping, in one place;
 * :mod:`.routes`: the handlers.
 """
+
+
+def router():
+    """This surface's Litestar router (:func:`.routes.router`)."""
+    from .routes import router
+
+    return router()

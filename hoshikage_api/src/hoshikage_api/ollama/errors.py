@@ -1,7 +1,7 @@
 """The one place where errors on the Ollama routes become responses.
 
 Every error body has Ollama's shape ``{"error": "..."}``. Any exception is first turned into
-the API's :class:`~hoshikage_api.errors.ApiError` (so domain errors, Litestar's HTTP errors,
+the API's :class:`~hoshikage_api.kernel.errors.ApiError` (so domain errors, Litestar's HTTP errors,
 body validation and the API-key guard are mapped exactly as on the OpenAI routes: 400 bad
 body, 401 missing key, 413 too large, 500 load failure, 503 queue full with
 ``Retry-After``), then only the body changes. One message differs: an unknown model says
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from hoshikage_core.errors import ModelNotFound
 
-from ..errors import ApiError, log_and_count, to_api_error
+from ..kernel.errors import ApiError, respond, to_api_error
 
 #: Ollama's pull, push, create, copy and delete: models here come from the config.
 MANAGED_BY_CONFIG = (
@@ -47,10 +47,4 @@ def to_ollama(exc: Exception) -> tuple[ApiError, dict[str, str]]:
 
 def handle(request, exc: Exception):
     """Litestar exception handler for the Ollama routes."""
-    from litestar import Response
-
-    error, body = to_ollama(exc)
-    log_and_count(request, error)
-    return Response(
-        content=body, status_code=error.status, headers=error.headers, media_type="application/json"
-    )
+    return respond(request, *to_ollama(exc))

@@ -23,19 +23,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import msgspec
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
-from ..generation import ChoiceResult
+from ..kernel.answer import Format
+from ..kernel.generation import ChoiceResult
+from ..kernel.wire import line
 from . import schemas as s
+from .errors import to_ollama
 from .models import now
 from .translate import done_reason, tool_calls
-
-_encode = msgspec.json.Encoder().encode
-
-
-def line(obj) -> bytes:
-    return _encode(obj) + b"\n"
 
 
 def _ns(seconds: float) -> int:
@@ -53,9 +49,10 @@ class Timing:
     def on_ready(self) -> None:
         self.ready = time.monotonic()
 
-    def output(self) -> None:
+    def output(self, at: float | None = None) -> None:
+        """The first output came (now, or ``at``)."""
         if self.first is None:
-            self.first = time.monotonic()
+            self.first = time.monotonic() if at is None else at
 
     def fields(self, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         end = time.monotonic()
@@ -89,13 +86,29 @@ def logprobs(items: list[TokenLogprob] | tuple[TokenLogprob, ...] | None) -> lis
     ]
 
 
-class _Format:
+class _Format(Format):
     """One answer's model name (as the client wrote it) and timing."""
+
+    media_type = "application/x-ndjson"
 
     def __init__(self, model: str):
         self.model = model
         self.timing = Timing()
-        self.started = False
+
+    def ready(self, session) -> None:
+        self.timing.on_ready()
+
+    def items(self, index: int, chunk: Chunk) -> bytes:
+        return b"".join(self.lines(chunk))
+
+    def error_item(self, exc: Exception) -> bytes:
+        return line(to_ollama(exc)[1])
+
+    def whole(self, results: list[ChoiceResult]):
+        (result,) = results
+        if result.first_at is not None:
+            self.timing.output(result.first_at)
+        return self._whole(result)
 
     def _part(self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields):
         """One object of the answer (a line of the stream, or the whole answer)."""
@@ -104,7 +117,6 @@ class _Format:
     def lines(self, chunk: Chunk) -> Iterator[bytes]:
         """The NDJSON lines for one chunk of the generation."""
         self.timing.output()
-        self.started = True
         if chunk.text or chunk.logprobs:
             yield line(self._part(chunk.text, logprobs=logprobs(chunk.logprobs)))
         calls = tool_calls(chunk.tool_calls)
@@ -136,7 +148,7 @@ class ChatFormat(_Format):
             **fields,
         )
 
-    def whole(self, result: ChoiceResult) -> s.ChatResponse:
+    def _whole(self, result: ChoiceResult) -> s.ChatResponse:
         return self._done(
             result.finish_reason,
             result.prompt_tokens,
@@ -160,7 +172,7 @@ class GenerateFormat(_Format):
             **fields,
         )
 
-    def whole(self, result: ChoiceResult) -> s.GenerateResponse:
+    def _whole(self, result: ChoiceResult) -> s.GenerateResponse:
         return self._done(
             result.finish_reason,
             result.prompt_tokens,

@@ -2,8 +2,8 @@
 ``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, and a clear 501 for
 Ollama's model management routes (pull, push, create, copy, delete, blobs).
 
-Generation is a translator onto the one path (:func:`hoshikage_api.generation.run`): the
-same session, scheduler, keep-alive, cancel-on-disconnect and ``request_finished`` as the
+Generation is a translator onto the one answer path (:func:`hoshikage_api.kernel.answer.answer`):
+the same session, scheduler, keep-alive, cancel-on-disconnect and ``request_finished`` as the
 OpenAI routes. Errors have Ollama's shape (:mod:`.errors`). With ``api_key`` set, these
 routes need it like every other (``Authorization: Bearer <key>``).
 """
@@ -11,24 +11,20 @@ routes need it like every other (``Authorization: Bearer <key>``).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Annotated
 
-from litestar import Request, delete, get, head, post
+from litestar import Request, Router, delete, get, head, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body
 
-from ..body import StrictBody
-from ..disconnect import until_disconnect
-from ..errors import invalid
-from ..generation import ChoiceResult, run
-from ..respond import rendered, started_stream
-from ..routes.deps import runtime_of
-from ..translate import Job
+from ..kernel.answer import answer
+from ..kernel.body import StrictBody
+from ..kernel.deps import runtime_of
+from ..kernel.disconnect import until_disconnect
+from ..kernel.errors import invalid
 from . import errors, models
 from . import schemas as s
-from .format import ChatFormat, GenerateFormat, line, load_answer
+from .format import ChatFormat, GenerateFormat, load_answer
 from .translate import chat_job, check_load, generate_job, keep_alive, options
 
 #: The Ollama API version these routes follow, for clients that check ``/api/version``.
@@ -54,36 +50,6 @@ def _responses(*codes: int) -> dict[int, ResponseSpec]:
 
 
 GENERATION = _responses(400, 401, 404, 413, 500, 503)
-COMMON = {"tags": ["Ollama"], "exception_handlers": {Exception: errors.handle}}
-
-
-async def ndjson_stream(request: Request, lines: AsyncIterator[bytes]):
-    """An NDJSON response over ``lines``, started only once the first line exists."""
-    return await started_stream(request, lines, "application/x-ndjson")
-
-
-def _lines(fmt, chunks):
-    """The NDJSON body; an error after it started is a last ``{"error": ...}`` line, as
-    Ollama sends it."""
-    return rendered(
-        chunks, fmt.lines, lambda: fmt.started, lambda exc: line(errors.to_ollama(exc)[1])
-    )
-
-
-async def _collect(runtime, job: Job, fmt) -> ChoiceResult:
-    result = ChoiceResult()
-    async with aclosing(run(runtime, job, fmt.timing.on_ready)) as chunks:
-        async for _index, chunk in chunks:
-            fmt.timing.output()
-            result.add(chunk)
-    return result
-
-
-async def _answer(request: Request, job: Job, fmt):
-    runtime = runtime_of(request)
-    if not job.stream:
-        return fmt.whole(await until_disconnect(request, _collect(runtime, job, fmt)))
-    return await ndjson_stream(request, _lines(fmt, run(runtime, job, fmt.timing.on_ready)))
 
 
 async def _load_or_unload(request: Request, label: str, data: s.GenerationFields, fmt):
@@ -99,13 +65,10 @@ async def _load_or_unload(request: Request, label: str, data: s.GenerationFields
 
 
 @post(
-    "/api/chat",
-    dto=StrictBody,
-    return_dto=None,
+    "/chat",
     status_code=200,
     summary="Chat (Ollama)",
     responses=GENERATION,
-    **COMMON,
     description="NDJSON (`application/x-ndjson`) unless `stream` is false. No messages: load the "
     "model (`done_reason: load`), or with `keep_alive: 0` unload it (`done_reason: unload`).",
 )
@@ -114,17 +77,14 @@ async def chat(request: Request, data: Annotated[s.ChatRequest, Body()]) -> s.Ch
     fmt = ChatFormat(data.model)
     if not data.messages:
         return await _load_or_unload(request, label, data, fmt)
-    return await _answer(request, chat_job(data, label), fmt)
+    return await answer(request, runtime_of(request), chat_job(data, label), fmt)
 
 
 @post(
-    "/api/generate",
-    dto=StrictBody,
-    return_dto=None,
+    "/generate",
     status_code=200,
     summary="Generate (Ollama)",
     responses=GENERATION,
-    **COMMON,
     description="NDJSON (`application/x-ndjson`) unless `stream` is false. An empty prompt: load "
     "the model (`done_reason: load`), or with `keep_alive: 0` unload it (`done_reason: unload`).",
 )
@@ -135,7 +95,7 @@ async def generate(
     fmt = GenerateFormat(data.model)
     if not data.prompt:
         return await _load_or_unload(request, label, data, fmt)
-    return await _answer(request, generate_job(data, label), fmt)
+    return await answer(request, runtime_of(request), generate_job(data, label), fmt)
 
 
 async def _embed(request: Request, model: str, inputs: list[str], raw_options, raw_keep_alive):
@@ -160,13 +120,10 @@ async def _embed(request: Request, model: str, inputs: list[str], raw_options, r
 
 
 @post(
-    "/api/embed",
-    dto=StrictBody,
-    return_dto=None,
+    "/embed",
     status_code=200,
     summary="Embed (Ollama)",
     responses=GENERATION,
-    **COMMON,
 )
 async def embed(request: Request, data: Annotated[s.EmbedRequest, Body()]) -> s.EmbedResponse:
     """``input`` (a string or a list) → ``embeddings``, L2-normalised. An empty input loads
@@ -194,13 +151,10 @@ async def embed(request: Request, data: Annotated[s.EmbedRequest, Body()]) -> s.
 
 
 @post(
-    "/api/embeddings",
-    dto=StrictBody,
-    return_dto=None,
+    "/embeddings",
     status_code=200,
     summary="Embedding (Ollama, older)",
     responses=GENERATION,
-    **COMMON,
 )
 async def embeddings(
     request: Request, data: Annotated[s.EmbeddingsRequest, Body()]
@@ -213,13 +167,13 @@ async def embeddings(
     return s.EmbeddingsResponse(embedding=vectors[0] if vectors else [])
 
 
-@get("/api/tags", summary="List models (Ollama)", responses=_responses(401), **COMMON)
+@get("/tags", summary="List models (Ollama)", responses=_responses(401))
 async def tags(request: Request) -> s.TagsResponse:
     """Every registered model and alias as ``name:latest``."""
     return models.tags(runtime_of(request))
 
 
-@get("/api/ps", summary="Loaded models (Ollama)", responses=_responses(401), **COMMON)
+@get("/ps", summary="Loaded models (Ollama)", responses=_responses(401))
 async def ps(request: Request) -> s.PsResponse:
     """The loaded models, with memory (``size``, ``size_vram``) and ``expires_at``, the real
     unload deadline."""
@@ -227,13 +181,10 @@ async def ps(request: Request) -> s.PsResponse:
 
 
 @post(
-    "/api/show",
-    dto=StrictBody,
-    return_dto=None,
+    "/show",
     status_code=200,
     summary="Show a model (Ollama)",
     responses=_responses(400, 401, 404),
-    **COMMON,
 )
 async def show(request: Request, data: Annotated[s.ShowRequest, Body()]) -> s.ShowResponse:
     """Details, GGUF ``model_info``, the chat template, parameters and capabilities."""
@@ -244,7 +195,7 @@ async def show(request: Request, data: Annotated[s.ShowRequest, Body()]) -> s.Sh
     return models.show(runtime, models.resolve(runtime, name))
 
 
-@get("/api/version", summary="Ollama API version", responses=_responses(401), **COMMON)
+@get("/version", summary="Ollama API version", responses=_responses(401))
 async def version() -> s.VersionResponse:
     """The Ollama API version these routes follow (not Hoshikage's; see ``/health``)."""
     return s.VersionResponse(version=OLLAMA_VERSION)
@@ -266,38 +217,37 @@ _NOT_HERE = {
             data_container=s.OllamaErrorBody, description="Models are managed by the config."
         )
     },
-    **COMMON,
 }
 pull = post(
-    "/api/pull",
+    "/pull",
     summary="Pull (Ollama): not supported",
     name="ollama_pull",
     operation_id="ollama_pull",
     **_NOT_HERE,
 )(_managed("pull"))
 push = post(
-    "/api/push",
+    "/push",
     summary="Push (Ollama): not supported",
     name="ollama_push",
     operation_id="ollama_push",
     **_NOT_HERE,
 )(_managed("push"))
 create = post(
-    "/api/create",
+    "/create",
     summary="Create (Ollama): not supported",
     name="ollama_create",
     operation_id="ollama_create",
     **_NOT_HERE,
 )(_managed("create"))
 copy = post(
-    "/api/copy",
+    "/copy",
     summary="Copy (Ollama): not supported",
     name="ollama_copy",
     operation_id="ollama_copy",
     **_NOT_HERE,
 )(_managed("copy"))
 remove = delete(
-    "/api/delete",
+    "/delete",
     summary="Delete (Ollama): not supported",
     name="ollama_delete",
     operation_id="ollama_delete",
@@ -305,14 +255,14 @@ remove = delete(
     **_NOT_HERE,
 )(_managed("delete"))
 blob_head = head(
-    "/api/blobs/{digest:str}",
+    "/blobs/{digest:str}",
     summary="Blobs (Ollama): not supported",
     name="ollama_blob_head",
     operation_id="ollama_blob_head",
     **_NOT_HERE,
 )(_managed("upload"))
 blob_post = post(
-    "/api/blobs/{digest:str}",
+    "/blobs/{digest:str}",
     summary="Blobs (Ollama): not supported",
     name="ollama_blob_post",
     operation_id="ollama_blob_post",
@@ -320,21 +270,31 @@ blob_post = post(
 )(_managed("upload"))
 
 
-def handlers() -> list:
-    return [
-        chat,
-        generate,
-        embed,
-        embeddings,
-        tags,
-        ps,
-        show,
-        version,
-        pull,
-        push,
-        create,
-        copy,
-        remove,
-        blob_head,
-        blob_post,
-    ]
+def router() -> Router:
+    """The Ollama surface: its routes under ``/api``, and every error there (an unknown URL
+    under it too; Hoshikage's own admin routes under ``/api`` are the server's) in Ollama's
+    shape."""
+    return Router(
+        "/api",
+        route_handlers=[
+            chat,
+            generate,
+            embed,
+            embeddings,
+            tags,
+            ps,
+            show,
+            version,
+            pull,
+            push,
+            create,
+            copy,
+            remove,
+            blob_head,
+            blob_post,
+        ],
+        tags=["Ollama"],
+        dto=StrictBody,
+        return_dto=None,
+        exception_handlers={Exception: errors.handle},
+    )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from ..schemas import ModelName
+from ..kernel.wire import ModelName
 
 #: Seconds (a number, negative: never), or a Go duration string ("10m", "1h30m", "-1").
 KeepAlive = Annotated[

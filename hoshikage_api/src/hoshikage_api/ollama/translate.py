@@ -29,8 +29,8 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat
 from hoshikage_core.units import parse_duration
 from msgspec import Meta, Struct
 
-from ..errors import invalid
-from ..translate import Job, arguments_object
+from ..kernel.errors import invalid
+from ..kernel.job import Job, arguments_object
 from . import schemas as s
 
 log = logging.getLogger("hoshikage.api")

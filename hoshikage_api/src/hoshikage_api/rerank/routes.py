@@ -12,23 +12,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from hoshikage_core.protocol import Reranker
-from litestar import Request, post
+from litestar import Request, Router, post
 from litestar.params import Body
 
-from ..body import StrictBody
-from ..disconnect import until_disconnect
-from ..routes.deps import runtime_of
-from ..routes.docs import GENERATION_ERRORS
+from ..kernel import errors
+from ..kernel.body import StrictBody
+from ..kernel.deps import runtime_of
+from ..kernel.disconnect import until_disconnect
+from ..kernel.docs import GENERATION_ERRORS
 from .schemas import RerankRequest, RerankResponse
 from .translate import relevance, response, score_request, texts
 
 
 @post(
     ["/v1/rerank", "/rerank"],
-    dto=StrictBody,
-    return_dto=None,
     status_code=200,
-    tags=["Rerank"],
     summary="Rank documents by relevance to a query (Jina/Cohere shape, as llama-server)",
     responses=GENERATION_ERRORS,
 )
@@ -51,5 +49,13 @@ async def rerank(request: Request, data: Annotated[RerankRequest, Body()]) -> Re
     return response(data, documents, scores, prompt_tokens)
 
 
-def handlers() -> list:
-    return [rerank]
+def router() -> Router:
+    """The rerank surface: ``/v1/rerank`` and ``/rerank``, errors in OpenAI's shape."""
+    return Router(
+        "/",
+        route_handlers=[rerank],
+        tags=["Rerank"],
+        dto=StrictBody,
+        return_dto=None,
+        exception_handlers={Exception: errors.handle},
+    )

@@ -9,3 +9,10 @@ bounded in-memory store of finished responses. A translator onto the one generat
 * :mod:`.errors`: OpenAI's error shape on these routes, in one place;
 * :mod:`.routes`: the handlers.
 """
+
+
+def router():
+    """This surface's Litestar router (:func:`.routes.router`)."""
+    from .routes import router
+
+    return router()

@@ -1,7 +1,7 @@
 """The one place where errors on the Responses routes become responses.
 
 Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, and
-the mapping is the OpenAI routes' own (:func:`hoshikage_api.errors.to_api_error`). A prompt
+the mapping is the OpenAI routes' own (:func:`hoshikage_api.kernel.errors.to_api_error`). A prompt
 over the context names ``input``, the field that holds the prompt here, and a schema the
 backend cannot turn into a grammar names ``text.format``. After a stream has
 started, an error ends it with a ``response.failed`` event instead (:mod:`.format`).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hoshikage_core.errors import HoshikageError
 
-from ..errors import ApiError, log_and_count, to_api_error
+from ..kernel.errors import ApiError, respond, to_api_error
 
 #: The core's names for request fields (chat's), as this API names them.
 _PARAMS = {"messages": "input", "prompt": "input", "response_format": "text.format"}
@@ -37,13 +37,5 @@ def failure_code(error: ApiError) -> str:
 
 def handle(request, exc: Exception):
     """Litestar exception handler for the Responses routes."""
-    from litestar import Response
-
     error = to_openai(exc)
-    log_and_count(request, error)
-    return Response(
-        content=error.body(),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
-    )
+    return respond(request, error, error.body())

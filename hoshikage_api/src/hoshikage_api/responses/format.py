@@ -25,21 +25,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
-from ..generation import ChoiceResult
+from ..kernel.answer import Format
+from ..kernel.generation import ChoiceResult
+from ..kernel.wire import named_event as sse
 from . import schemas as s
+from .errors import failure_code, to_openai
 from .translate import new_id
-
-_encode = msgspec.json.Encoder().encode
-
-
-def sse(kind: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
 
 
 def _logprobs(
@@ -79,12 +76,25 @@ def _arguments(call: Mapping[str, Any]) -> str:
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
 
 
-class ResponseBuilder:
-    """One response's id, echoed settings and output, and the state of its event stream."""
+class ResponseBuilder(Format):
+    """One response's id, echoed settings and output, and the state of its event stream.
 
-    def __init__(self, data: s.CreateResponse, *, logprobs: bool):
+    ``on_final`` is called with the finished response (not a failed one) before its body or
+    its last event is sent: the store writes it there, so a client may continue from it at
+    once."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        data: s.CreateResponse,
+        *,
+        logprobs: bool,
+        on_final: Callable[[s.Response], None] | None = None,
+    ):
         self.data = data
         self.logprobs = logprobs
+        self.on_final = on_final
         self.id = "resp_" + uuid.uuid4().hex
         self.created_at = int(time.time())
         self.output: list[s.OutputItem] = []
@@ -143,8 +153,9 @@ class ResponseBuilder:
             metadata=dict(data.metadata or {}),
         )
 
-    def whole(self, result: ChoiceResult) -> s.Response:
+    def whole(self, results: list[ChoiceResult]) -> s.Response:
         """The response for a collected (not streamed) generation."""
+        (result,) = results
         chunk = Chunk(
             text=result.text,
             finish_reason=result.finish_reason,
@@ -154,9 +165,18 @@ class ResponseBuilder:
             completion_tokens=result.completion_tokens,
             cached_tokens=result.cached_tokens,
         )
-        for _event in self.events(chunk):
-            pass
+        self.items(0, chunk)
         return self.final
+
+    def items(self, index: int, chunk: Chunk) -> bytes:
+        data = b"".join(self.events(chunk))
+        if self.final is not None and self.on_final is not None:
+            self.on_final(self.final)
+        return data
+
+    def error_item(self, exc: Exception) -> bytes:
+        error = to_openai(exc)
+        return self.failed(failure_code(error), error.message)
 
     # ---- the stream ----------------------------------------------------------------------
 

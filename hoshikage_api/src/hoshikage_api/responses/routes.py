@@ -2,8 +2,8 @@
 ``GET /v1/responses/{response_id}/input_items`` (each also without ``/v1``, as OpenAI's
 base URL may or may not end in it).
 
-Creating a response is a translator onto the one generation path
-(:func:`hoshikage_api.generation.run`): the same session, scheduler, keep-alive,
+Creating a response is a translator onto the one answer path
+(:func:`hoshikage_api.kernel.answer.answer`): the same session, scheduler, keep-alive,
 cancel-on-disconnect and ``request_finished`` as chat. A finished response is kept in the
 app's :class:`~.store.ResponseStore` unless the request says ``store: false``; it is stored
 before its last event or its body is sent, so a client may continue from it at once.
@@ -11,21 +11,17 @@ before its last event or its body is sent, so a client may continue from it at o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
 from typing import Annotated, Literal
 
-from litestar import Request, delete, get, post
+from litestar import Request, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 
-from ..body import StrictBody
-from ..disconnect import until_disconnect
-from ..errors import ApiError
-from ..generation import collect, run
-from ..respond import event_stream
-from ..routes.deps import runtime_of
-from ..schemas import ErrorBody
+from ..kernel.answer import answer
+from ..kernel.body import StrictBody
+from ..kernel.deps import runtime_of
+from ..kernel.errors import ApiError
+from ..kernel.wire import ErrorBody
 from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
@@ -63,35 +59,11 @@ def _not_found(response_id: str) -> ApiError:
     return ApiError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
 
 
-async def _stream(
-    builder: ResponseBuilder, chunks, finish: Callable[[s.Response], None]
-) -> AsyncIterator[bytes]:
-    """The event stream of one response. An error before the first event is raised (a JSON
-    error response); after it, a ``response.failed`` event ends the stream."""
-    try:
-        async with aclosing(chunks) as stream:
-            async for _index, chunk in stream:
-                events = list(builder.events(chunk))
-                if builder.final is not None:
-                    finish(builder.final)  # stored before the client can read the last event
-                for event in events:
-                    yield event
-    except Exception as exc:
-        if not builder.started:
-            raise
-        error = errors.to_openai(exc)
-        yield builder.failed(errors.failure_code(error), error.message)
-
-
 @post(
     ["/v1/responses", "/responses"],
-    dto=StrictBody,
-    return_dto=None,
     status_code=200,
-    tags=TAGS,
     summary="Create a response (OpenAI Responses API)",
     responses=error_specs(400, 401, 404, 413, 500, 503),
-    exception_handlers={Exception: errors.handle},
     description="With `previous_response_id` the stored conversation (its input and output items, "
     "transitively; not its `instructions`) comes before the new `input`; an unknown or evicted id is "
     "a 404 (`previous_response_not_found`). With `stream: true` the answer is a `text/event-stream` "
@@ -110,27 +82,19 @@ async def create_response(
         if previous is None:
             raise previous_not_found(data.previous_response_id)
     job, context = response_job(data, previous)
-    builder = ResponseBuilder(data, logprobs=wants_logprobs(data))
 
-    def finish(response: s.Response) -> None:
+    def keep(response: s.Response) -> None:
         if data.store is not False:
             store.put(Stored(response, context))
 
-    runtime = runtime_of(request)
-    if not job.stream:
-        (result,) = await until_disconnect(request, collect(runtime, job))
-        response = builder.whole(result)
-        finish(response)
-        return response
-    return await event_stream(request, _stream(builder, run(runtime, job), finish))
+    builder = ResponseBuilder(data, logprobs=wants_logprobs(data), on_final=keep)
+    return await answer(request, runtime_of(request), job, builder)
 
 
 @get(
     ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
-    tags=TAGS,
     summary="Retrieve a stored response",
     responses=error_specs(400, 401, 404),
-    exception_handlers={Exception: errors.handle},
 )
 async def retrieve_response(
     request: Request,
@@ -152,10 +116,8 @@ async def retrieve_response(
 @delete(
     ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
     status_code=200,
-    tags=TAGS,
     summary="Delete a stored response",
     responses=error_specs(401, 404),
-    exception_handlers={Exception: errors.handle},
 )
 async def delete_response(request: Request, response_id: ResponseId) -> s.DeletedResponse:
     if not store_of(request).delete(response_id):
@@ -165,10 +127,8 @@ async def delete_response(request: Request, response_id: ResponseId) -> s.Delete
 
 @get(
     ["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"],
-    tags=TAGS,
     summary="List a stored response's input items",
     responses=error_specs(400, 401, 404),
-    exception_handlers={Exception: errors.handle},
     description="The items the response was generated from, earlier responses' items included "
     "(`instructions` are not items). `order` is `desc` (newest first) by default.",
 )
@@ -205,5 +165,15 @@ async def list_input_items(
     )
 
 
-def handlers() -> list:
-    return [create_response, retrieve_response, delete_response, list_input_items]
+def router() -> Router:
+    """The Responses surface, with its own error mapping (the default shape, with this
+    API's field names). Its URLs are under two prefixes (with and without ``/v1``), and an
+    unknown URL under them gets the default body, which is the same."""
+    return Router(
+        "/",
+        route_handlers=[create_response, retrieve_response, delete_response, list_input_items],
+        tags=TAGS,
+        dto=StrictBody,
+        return_dto=None,
+        exception_handlers={Exception: errors.handle},
+    )

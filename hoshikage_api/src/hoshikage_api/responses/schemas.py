@@ -19,7 +19,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from ..schemas import KeepAlive, ModelName, Seed, Temperature, TopP
+from ..kernel.wire import KeepAlive, ModelName
+from ..openai.schemas import Seed, Temperature, TopP
 
 # ---- input content parts ------------------------------------------------------------------
 

@@ -22,8 +22,8 @@ from typing import Any
 import msgspec
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
-from ..errors import ApiError, invalid
-from ..translate import Job, keep_alive
+from ..kernel.errors import ApiError, invalid
+from ..kernel.job import Job, keep_alive
 from . import schemas as s
 from .store import Stored
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from litestar.openapi.datastructures import ResponseSpec
 
-from ..schemas import ErrorBody
+from .wire import ErrorBody
 
 
 def errors(*statuses: int) -> dict[int, ResponseSpec]:
-    """The documented error responses of a route; every one has OpenAI's error body."""
+    """The documented error responses of a route with the default (OpenAI) error body."""
     text = {
         400: (
             "Invalid request: bad JSON, a wrong type or value (`param` names it), or a prompt over the context "

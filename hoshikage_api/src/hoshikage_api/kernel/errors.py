@@ -1,5 +1,7 @@
-"""The one place where errors become HTTP responses (for the Anthropic routes, the mapping
-continues in :mod:`hoshikage_api.anthropic.errors`, which starts from :func:`to_api_error`).
+"""The one place where errors become HTTP responses. A surface with its own error shape
+(Anthropic's, Ollama's) starts from :func:`to_api_error` and changes only the body and, where
+its clients expect it, the status (:mod:`hoshikage_api.anthropic.errors`,
+:mod:`hoshikage_api.ollama.errors`).
 
 Every error body here has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 Domain errors from the core, Litestar's own HTTP errors (unknown route, oversized body) and
@@ -10,7 +12,8 @@ is logged with its traceback. Client input never reaches that last branch.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hoshikage_core.errors import (
     Cancelled,
@@ -22,7 +25,13 @@ from hoshikage_core.errors import (
     QueueFull,
 )
 
+if TYPE_CHECKING:
+    from litestar import Response
+
 log = logging.getLogger("hoshikage.api")
+
+#: A Litestar exception handler: ``(request, exc) -> Response``.
+Handler = Callable[[Any, Exception], "Response"]
 
 INVALID_REQUEST = "invalid_request_error"
 
@@ -154,39 +163,34 @@ def log_and_count(request, error: ApiError) -> None:
     log.log(level, "%s %s %d %s", request.method, request.url.path, error.status, error.message)
 
 
-#: API surfaces whose errors keep their own shape even on a URL under their prefix that
-#: matches no route (404) or no method (405), which Litestar hands to the app's handler:
-#: path prefix -> the module holding that surface's ``handle``. (Hoshikage's own admin
-#: routes under ``/api`` always match, so only strangers' URLs there get Ollama's shape.)
-SURFACE_PREFIXES = (
-    ("/v1/messages", "hoshikage_api.anthropic.errors"),
-    ("/api", "hoshikage_api.ollama.errors"),
-)
-
-
-def _surface_handler(path: str):
-    from importlib import import_module
-
-    for prefix, module in SURFACE_PREFIXES:
-        if path == prefix or path.startswith(prefix + "/"):
-            return import_module(module).handle
-    return None
-
-
-def handle(request, exc: Exception):
-    """Litestar exception handler for every exception type (the app's; routes of a surface
-    with its own error shape set their own, and :data:`SURFACE_PREFIXES` covers the URLs
-    under them that match no route)."""
+def respond(request, error: ApiError, body) -> Response:
+    """The JSON response for ``error`` with ``body`` (a surface's shape), counted and logged."""
     from litestar import Response
 
-    surface = _surface_handler(request.url.path) if route_of(request) == UNMATCHED else None
-    if surface is not None:
-        return surface(request, exc)
-    error = to_api_error(exc)
     log_and_count(request, error)
     return Response(
-        content=error.body(),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
+        content=body, status_code=error.status, headers=error.headers, media_type="application/json"
     )
+
+
+def handle(request, exc: Exception) -> Response:
+    """Litestar exception handler with the default (OpenAI) error shape."""
+    error = to_api_error(exc)
+    return respond(request, error, error.body())
+
+
+def app_handler(surfaces: Sequence[tuple[str, Handler]]) -> Handler:
+    """The app's exception handler. A surface's routes have their own handler (set on its
+    router); a URL that matches no route (404) or no method (405) gets the handler of the
+    surface whose path prefix it is under, from ``surfaces`` (``(prefix, handler)``), so it
+    keeps that surface's error shape; anything else gets :func:`handle`."""
+
+    def handle_any(request, exc: Exception) -> Response:
+        if route_of(request) == UNMATCHED:
+            path = request.url.path
+            for prefix, surface in surfaces:
+                if path == prefix or path.startswith(prefix + "/"):
+                    return surface(request, exc)
+        return handle(request, exc)
+
+    return handle_any

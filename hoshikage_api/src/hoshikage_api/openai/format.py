@@ -1,8 +1,13 @@
-"""OpenAI's exact shapes for chat and text completions, streamed and not.
+"""OpenAI's exact shapes for chat and text completions, streamed and not: the two
+:class:`~hoshikage_api.kernel.answer.Format` classes of this surface.
 
-A format turns the core's chunks into response objects: ``response()`` for a whole answer,
-``pieces()`` for the server-sent events of one chunk, ``usage_chunk()`` for the final
-``include_usage`` event. Every event of a stream shares the format's ``id`` and ``created``.
+A stream is server-sent events ``data: {json}``, ending with ``data: [DONE]``; with
+``stream_options.include_usage`` a last chunk before it carries the usage (and every other
+chunk ``usage: null``). An error after the stream started is a ``data: {"error": ...}``
+event. Every event of a stream shares the format's ``id`` and ``created``.
+
+A chunk with text only (nearly every chunk) is written from bytes made once per choice
+around the text: the encoder's own output for the same object, split at the text.
 """
 
 from __future__ import annotations
@@ -13,23 +18,76 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hoshikage_core.protocol import Chunk, TokenLogprob
+from hoshikage_core.protocol import Chunk, TokenCounts, TokenLogprob
 from msgspec import UNSET
 
+from ..kernel.answer import Format
+from ..kernel.errors import to_api_error
+from ..kernel.generation import ChoiceResult
+from ..kernel.job import Job
+from ..kernel.wire import data_event, encode
 from . import schemas as s
-from .generation import ChoiceResult
-from .translate import Job
+
+DONE = b"data: [DONE]\n\n"
+
+#: A text that stands for the text of a chunk while its bytes around it are made.
+_MARK = "\x00hoshikage\x00"
+_MARK_JSON = encode(_MARK)
 
 
-class _Format:
+def usage(tokens: TokenCounts) -> s.Usage:
+    """OpenAI's ``usage`` from the core's count (each prompt once, however many choices)."""
+    return s.Usage(
+        prompt_tokens=tokens.prompt_tokens,
+        completion_tokens=tokens.completion_tokens,
+        total_tokens=tokens.total_tokens,
+        prompt_tokens_details=s.PromptTokensDetails(cached_tokens=tokens.cached_tokens),
+    )
+
+
+class _Format(Format):
     prefix = ""
+    media_type = "text/event-stream"
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, *, include_usage: bool = False):
         self.job = job
         self.id = f"{self.prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
+        self.include_usage = include_usage
         #: ``usage: null`` on every chunk but the last, only when the client asked for usage.
-        self.chunk_usage = None if job.include_usage else UNSET
+        self.chunk_usage = None if include_usage else UNSET
+        #: The job's session, from :meth:`ready`: its ``usage`` is the answer's.
+        self._session = None
+        #: Per choice: whether its first event was sent.
+        self._started = [False] * job.choices
+        #: Per choice: the bytes of a text-only event before and after its text.
+        self._around: dict[int, tuple[bytes, bytes]] = {}
+
+    def _text_event(self, index: int, text: str) -> bytes:
+        around = self._around.get(index)
+        if around is None:
+            whole = data_event(self._text_chunk(index, _MARK))
+            before, _, after = whole.rpartition(_MARK_JSON)
+            around = self._around[index] = (before, after)
+        return around[0] + encode(text) + around[1]
+
+    def _text_chunk(self, index: int, text: str):
+        raise NotImplementedError
+
+    def ready(self, session) -> None:
+        self._session = session
+
+    def _usage(self) -> s.Usage:
+        return usage(self._session.usage if self._session is not None else TokenCounts())
+
+    def error_item(self, exc: Exception) -> bytes:
+        return data_event(to_api_error(exc).body())
+
+    def end(self) -> bytes:
+        if not self.include_usage:
+            return DONE
+        last = self._usage_chunk(self._usage())
+        return data_event(last) + DONE
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -71,7 +129,7 @@ def _call_id(call: Mapping[str, Any]) -> str:
 class ChatFormat(_Format):
     prefix = "chatcmpl"
 
-    def response(self, results: list[ChoiceResult], usage: s.Usage) -> s.ChatCompletion:
+    def whole(self, results: list[ChoiceResult]) -> s.ChatCompletion:
         choices = []
         for index, r in enumerate(results):
             calls = [
@@ -88,7 +146,11 @@ class ChatFormat(_Format):
                 )
             )
         return s.ChatCompletion(
-            id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=choices,
+            usage=self._usage(),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -100,8 +162,23 @@ class ChatFormat(_Format):
             usage=self.chunk_usage,
         )
 
-    def pieces(self, index: int, chunk: Chunk, first: bool) -> Iterator[s.ChatCompletionChunk]:
-        if first:
+    def _text_chunk(self, index: int, text: str) -> s.ChatCompletionChunk:
+        return self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(content=text)))
+
+    def items(self, index: int, chunk: Chunk) -> bytes:
+        if (
+            self._started[index]
+            and chunk.text
+            and chunk.logprobs is None
+            and not chunk.tool_calls
+            and chunk.finish_reason is None
+        ):
+            return self._text_event(index, chunk.text)
+        return b"".join(map(data_event, self._pieces(index, chunk)))
+
+    def _pieces(self, index: int, chunk: Chunk) -> Iterator[s.ChatCompletionChunk]:
+        if not self._started[index]:
+            self._started[index] = True
             yield self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(role="assistant", content=""))
             )
@@ -124,7 +201,7 @@ class ChatFormat(_Format):
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)
             )
 
-    def usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
+    def _usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
             id=self.id, created=self.created, model=self.job.model, choices=[], usage=usage
         )
@@ -136,13 +213,17 @@ class ChatFormat(_Format):
 class CompletionFormat(_Format):
     prefix = "cmpl"
 
-    def __init__(self, job: Job):
-        super().__init__(job)
+    def __init__(
+        self, job: Job, *, include_usage: bool = False, echo: tuple[str, ...] | None = None
+    ):
+        super().__init__(job, include_usage=include_usage)
+        #: With ``echo``: each prompt, repeated before its choices' text.
+        self.echo = echo
         #: Per choice: characters of text already sent, for ``logprobs.text_offset``.
         self._offsets = [len(self._echo(i)) for i in range(job.choices)]
 
     def _echo(self, index: int) -> str:
-        return self.job.echo[index // self.job.n] if self.job.echo else ""
+        return self.echo[index // self.job.n] if self.echo else ""
 
     def _logprobs(self, index: int, logprobs) -> s.CompletionLogprobs | None:
         if logprobs is None:
@@ -158,7 +239,7 @@ class CompletionFormat(_Format):
             text_offset=offsets,
         )
 
-    def response(self, results: list[ChoiceResult], usage: s.Usage) -> s.Completion:
+    def whole(self, results: list[ChoiceResult]) -> s.Completion:
         choices = [
             s.CompletionChoice(
                 index=index,
@@ -169,13 +250,32 @@ class CompletionFormat(_Format):
             for index, r in enumerate(results)
         ]
         return s.Completion(
-            id=self.id, created=self.created, model=self.job.model, choices=choices, usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=choices,
+            usage=self._usage(),
         )
 
-    def pieces(self, index: int, chunk: Chunk, first: bool) -> Iterator[s.CompletionChunk]:
+    def _text_chunk(self, index: int, text: str) -> s.CompletionChunk:
+        return s.CompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            usage=self.chunk_usage,
+            choices=[s.CompletionChunkChoice(index=index, text=text)],
+        )
+
+    def items(self, index: int, chunk: Chunk) -> bytes:
+        first = not self._started[index]
+        if not first and chunk.text and chunk.logprobs is None and chunk.finish_reason is None:
+            return self._text_event(index, chunk.text)
         text = (self._echo(index) if first else "") + chunk.text
-        if text or chunk.logprobs or chunk.finish_reason is not None:
-            yield s.CompletionChunk(
+        if not (text or chunk.logprobs or chunk.finish_reason is not None):
+            return b""
+        self._started[index] = True
+        return data_event(
+            s.CompletionChunk(
                 id=self.id,
                 created=self.created,
                 model=self.job.model,
@@ -189,8 +289,9 @@ class CompletionFormat(_Format):
                     )
                 ],
             )
+        )
 
-    def usage_chunk(self, usage: s.Usage) -> s.CompletionChunk:
+    def _usage_chunk(self, usage: s.Usage) -> s.CompletionChunk:
         return s.CompletionChunk(
             id=self.id, created=self.created, model=self.job.model, choices=[], usage=usage
         )

@@ -3,25 +3,30 @@ in turn with its ``n`` choices decoded together, as a stream of ``(choice index,
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 import attrs
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
-from .schemas import PromptTokensDetails, Usage
-from .translate import Job
+from .job import Job
+
+if TYPE_CHECKING:
+    from hoshikage_core.runtime import Session
 
 
 async def run(
-    runtime, job: Job, on_ready: Callable[[], None] | None = None
+    runtime, job: Job, on_ready: Callable[[Session], None] | None = None
 ) -> AsyncIterator[tuple[int, Chunk]]:
     """Yield every choice's chunks inside one session: prompt after prompt, the ``n``
     choices of a prompt decoded together from one reading of it (choice ``j`` samples
     with ``seed + j``).
 
-    ``on_ready`` is called once the session holds its slot and the model is loaded (the
-    Ollama surface times its ``load_duration`` by it).
+    ``on_ready(session)`` is called once the session holds its slot and the model is
+    loaded (the Ollama surface times its ``load_duration`` by it; the OpenAI surface keeps
+    the session to report its ``usage``, the core's one count, at the end).
 
     Closing or cancelling the iterator cancels the backend within a step; the session
     releases its slot once the engine has let go of it.
@@ -30,7 +35,7 @@ async def run(
         job.model, endpoint=job.endpoint, keep_alive=job.keep_alive, sequences=job.n
     ) as session:
         if on_ready is not None:
-            on_ready()
+            on_ready(session)
         for i, request in enumerate(job.requests):
             async with aclosing(session.stream(request, job.n)) as chunks:
                 async for j, chunk in chunks:
@@ -49,8 +54,12 @@ class ChoiceResult:
     completion_tokens: int = 0
     cached_tokens: int = 0
     stop_sequence: str | None = None
+    #: When the first chunk came (the monotonic clock): Ollama reports ``eval_duration``.
+    first_at: float | None = None
 
     def add(self, chunk: Chunk) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         if chunk.text:
             self.texts.append(chunk.text)
         if chunk.logprobs is not None:
@@ -70,7 +79,7 @@ class ChoiceResult:
 
 
 async def collect(
-    runtime, job: Job, on_ready: Callable[[], None] | None = None
+    runtime, job: Job, on_ready: Callable[[Session], None] | None = None
 ) -> list[ChoiceResult]:
     """Run ``job`` to the end and return its choices (``on_ready``: as for :func:`run`)."""
     results = [ChoiceResult() for _ in range(job.choices)]
@@ -78,36 +87,3 @@ async def collect(
         async for index, chunk in chunks:
             results[index].add(chunk)
     return results
-
-
-class UsageCounter:
-    """Token usage over a job: the prompt is counted once per prompt, not once per choice."""
-
-    def __init__(self, job: Job):
-        self.n = job.n
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cached_tokens = 0
-
-    def add(
-        self, index: int, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
-    ) -> None:
-        if index % self.n == 0:
-            self.prompt_tokens += prompt_tokens
-            self.cached_tokens += cached_tokens
-        self.completion_tokens += completion_tokens
-
-    def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.prompt_tokens + self.completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens),
-        )
-
-
-def usage_of(job: Job, results: list[ChoiceResult]) -> Usage:
-    counter = UsageCounter(job)
-    for index, result in enumerate(results):
-        counter.add(index, result.prompt_tokens, result.completion_tokens, result.cached_tokens)
-    return counter.usage()

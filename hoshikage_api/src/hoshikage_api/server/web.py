@@ -19,7 +19,7 @@ from litestar import HttpMethod, Request, Response, route
 from litestar.params import FromPath
 from litestar.response import Redirect
 
-from ..errors import ApiError
+from ..kernel.errors import ApiError
 
 #: What ``GET /`` says to anything but a browser (Ollama answers "Ollama is running").
 LIVENESS = "Hoshikage is running"

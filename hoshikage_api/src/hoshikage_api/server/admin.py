@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.params import Parameter
 
-from ..translate import keep_alive as parse_keep_alive
-from .deps import ModelPath, runtime_of
-from .docs import errors
+from ..kernel.deps import ModelPath, runtime_of
+from ..kernel.docs import errors
+from ..kernel.job import keep_alive as parse_keep_alive
 
 KeepAliveQuery = Annotated[
     str | None, Parameter(description="idle time after the load: seconds, 5m, -1")

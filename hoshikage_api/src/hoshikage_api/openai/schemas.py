@@ -1,6 +1,6 @@
 """Request and response types, as msgspec Structs.
 
-Request bodies are decoded strictly against these types (see :mod:`hoshikage_api.body`), so a
+Request bodies are decoded strictly against these types (see :mod:`hoshikage_api.kernel.body`), so a
 wrong type anywhere is a 400 naming its path, and Litestar's OpenAPI schema is generated from
 the same types. Unknown fields are ignored, as OpenAI-compatible servers usually do, so
 clients that send newer OpenAI fields keep working.
@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
+
+from ..kernel.wire import KeepAlive, ModelName
 
 # ---- shared field types -------------------------------------------------------------------
 
@@ -23,14 +25,6 @@ ChoiceCount = Annotated[
     int, Meta(ge=1, le=128, description="choices, decoded together from one reading of the prompt")
 ]
 Stop = str | Annotated[list[str], Meta(max_length=16)]
-KeepAlive = Annotated[
-    float | str,
-    Meta(
-        description="Hoshikage extension: how long the model stays loaded after this request: "
-        'seconds, a duration like "5m", 0 (unload now) or -1 (never)'
-    ),
-]
-ModelName = Annotated[str, Meta(min_length=1, max_length=512)]
 
 
 class StreamOptions(Struct, kw_only=True):
@@ -369,17 +363,3 @@ class ModelCard(Struct, kw_only=True):
 class ModelList(Struct, kw_only=True):
     data: list[ModelCard]
     object: Literal["list"] = "list"
-
-
-# ---- errors -------------------------------------------------------------------------------
-
-
-class ErrorDetail(Struct, kw_only=True):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorBody(Struct, kw_only=True):
-    error: ErrorDetail

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import Request, get
 
-from .deps import runtime_of
-from .docs import errors
+from ..kernel.deps import runtime_of
+from ..kernel.docs import errors
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -4,49 +4,14 @@ mapping of each OpenAI field onto the core's names."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import attrs
 import msgspec
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
-from hoshikage_core.units import parse_duration
 
+from ..kernel.errors import invalid
+from ..kernel.job import Job, keep_alive
 from . import schemas as s
-from .errors import invalid
-
-
-@attrs.frozen(kw_only=True)
-class Job:
-    """Everything one generation request asks for: one session, ``len(requests) * n`` choices.
-
-    Choice ``i * n + j`` is the ``j``-th sample of prompt ``i``.
-    """
-
-    endpoint: str
-    #: The model name as the client wrote it (alias or not); echoed back in responses.
-    model: str
-    keep_alive: float | None
-    requests: tuple[GenerationRequest, ...]
-    n: int = 1
-    stream: bool = False
-    include_usage: bool = False
-    #: Completions with ``echo``: each prompt, repeated before its choices' text.
-    echo: tuple[str, ...] | None = None
-
-    @property
-    def choices(self) -> int:
-        return len(self.requests) * self.n
-
-
-def keep_alive(value: float | str | None) -> float | None:
-    """Seconds (-1: never) from the ``keep_alive`` extension field."""
-    if value is None:
-        return None
-    try:
-        return parse_duration(value, allow_never=True)
-    except ValueError as exc:
-        raise invalid(f"Invalid 'keep_alive': {exc}.", "keep_alive") from None
 
 
 def _sampling(data: s.SamplingFields) -> dict[str, Any]:
@@ -85,8 +50,7 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
     return out
 
 
-def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest], **extra) -> Job:
-    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest]) -> Job:
     return Job(
         endpoint=endpoint,
         model=data.model,
@@ -94,27 +58,12 @@ def _job(data: s.SamplingFields, endpoint: str, requests: list[GenerationRequest
         requests=tuple(requests),
         n=data.n,
         stream=data.stream,
-        include_usage=include_usage,
-        **extra,
     )
 
 
-def arguments_object(arguments: Any) -> dict[str, Any]:
-    """A tool call's arguments as the object that Anthropic's ``input`` and Ollama's
-    ``arguments`` must be (OpenAI's are a JSON string). Arguments encoded twice (a JSON
-    string holding JSON) are decoded twice; anything still not an object is kept under
-    ``"arguments"`` rather than lost."""
-    value = arguments
-    for _ in range(2):
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(value)
-        except ValueError:
-            break
-    if isinstance(value, dict):
-        return value
-    return {} if value in (None, "") else {"arguments": value}
+def include_usage(data: s.SamplingFields) -> bool:
+    """Whether a stream ends with a usage chunk (``stream_options.include_usage``)."""
+    return bool(data.stream_options and data.stream_options.include_usage)
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -217,7 +166,12 @@ def completion_job(data: s.CompletionRequest) -> Job:
         )
         for p in prompts
     ]
-    return _job(data, "completions", requests, echo=tuple(prompts) if data.echo else None)
+    return _job(data, "completions", requests)
+
+
+def echo(data: s.CompletionRequest) -> tuple[str, ...] | None:
+    """With ``echo``: each prompt, repeated before its choices' text."""
+    return tuple(_prompts(data.prompt)) if data.echo else None
 
 
 # ---- embeddings ---------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""The job: everything one generation request asks for, in the core's terms and no
+surface's, and the two field rules every surface shares (``keep_alive``, tool-call
+arguments as an object)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from hoshikage_core.protocol import GenerationRequest
+from hoshikage_core.units import parse_duration
+
+from .errors import invalid
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One session, ``len(requests) * n`` choices. Choice ``i * n + j`` is the ``j``-th
+    sample of prompt ``i``."""
+
+    endpoint: str
+    #: The model name as the client wrote it (alias or not); echoed back in responses.
+    model: str
+    keep_alive: float | None
+    requests: tuple[GenerationRequest, ...]
+    n: int = 1
+    stream: bool = False
+
+    @property
+    def choices(self) -> int:
+        return len(self.requests) * self.n
+
+
+def keep_alive(value: float | str | None) -> float | None:
+    """Seconds (-1: never) from the ``keep_alive`` extension field."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, allow_never=True)
+    except ValueError as exc:
+        raise invalid(f"Invalid 'keep_alive': {exc}.", "keep_alive") from None
+
+
+def arguments_object(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments as the object that Anthropic's ``input`` and Ollama's
+    ``arguments`` must be (OpenAI's are a JSON string). Arguments encoded twice (a JSON
+    string holding JSON) are decoded twice; anything still not an object is kept under
+    ``"arguments"`` rather than lost."""
+    value = arguments
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    if isinstance(value, dict):
+        return value
+    return {} if value in (None, "") else {"arguments": value}
