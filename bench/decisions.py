@@ -33,7 +33,7 @@ CHOICES = [
 ]
 
 
-def long_input(salt: int, words: int = 700) -> str:
+def long_input(salt: int, words: int = 980) -> str:
     """About 1,000 Gemma tokens of ticket-like text, different from the first word on per
     ``salt`` (so nothing of it is cached)."""
     body = " ".join(WORDS[(i * 7 + salt) % len(WORDS)] for i in range(words))
