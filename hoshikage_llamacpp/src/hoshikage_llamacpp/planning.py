@@ -60,7 +60,7 @@ def plan(model, request: GenerationRequest) -> Plan:
         raise InvalidRequest("The prompt is empty", field)
     if len(tokens) >= model.n_ctx:
         raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
-    grammar = grammar_for(request.response_format, forced)
+    grammar = grammar_for(request.response_format, forced, request.max_grammar_bytes)
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a
     # request without max_tokens on all of them; a request may ask for more, up to the context.

@@ -198,15 +198,19 @@ class Scoring:
         primary = job.primary
         if primary.unit is None and primary.busy:
             return  # still reading the shared prefix
+        if engine.n_swa and not job.streams[0].paths and primary.unit is None and job.units:
+            # The prefix is read: keep its sliding window, which every prompt goes back to.
+            engine._checkpoint(primary.slot)
         if job.units and not engine._waiting and len(job.units) > len(job.streams):
             for slot in engine._free_slots():
                 if len(job.streams) > len(job.units):
                     break
                 if engine.cache is not None:
-                    engine.cache.save(slot.id, slot.tokens)
+                    engine.cache.save(slot.id, slot.tokens, slot.checkpoints)
                 # Across KV streams llama.cpp copies the whole stream (at the next decode).
                 engine._lib.llama_memory_seq_cp(engine._mem, primary.slot.id, slot.id, -1, -1)
                 slot.tokens = list(primary.slot.tokens)
+                slot.checkpoints = list(primary.slot.checkpoints)
                 self._take(job, slot)
         for stream in list(job.streams):
             if stream.busy:
@@ -234,11 +238,16 @@ class Scoring:
         keep = _common(slot.tokens, target)
         if wanted:
             keep = min(keep, min(wanted))
+        if engine.n_swa and keep < len(slot.tokens) and keep:
+            # Sliding-window layers holding only the window: going back needs the window
+            # of ``keep`` (a checkpoint of the shared prefix, restored), else read again.
+            keep = engine._window(slot, keep)
         if keep < len(slot.tokens):
             if not engine._lib.llama_memory_seq_rm(engine._mem, slot.id, keep, -1):
                 engine._lib.llama_memory_seq_rm(engine._mem, slot.id, -1, -1)
                 keep = 0
             del slot.tokens[keep:]
+            slot.checkpoints = [c for c in slot.checkpoints if c.n_tokens <= keep]
         stream.target = target
         stream.pos = keep
         stream.wanted = wanted

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hoshikage_core.protocol import Chunk, TokenCounts, TokenLogprob
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from ..kernel.answer import Format
 from ..kernel.errors import to_api_error
@@ -126,6 +126,17 @@ def _call_id(call: Mapping[str, Any]) -> str:
     return str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
 
 
+def timings(results) -> s.Timings | UnsetType:
+    """The ``timings`` extension over choices (results or last chunks) that drafted."""
+    drafted = [r for r in results if r.draft_tokens is not None]
+    if not drafted:
+        return UNSET
+    return s.Timings(
+        draft_n=sum(r.draft_tokens for r in drafted),
+        draft_n_accepted=sum(r.draft_accepted or 0 for r in drafted),
+    )
+
+
 class ChatFormat(_Format):
     prefix = "chatcmpl"
 
@@ -151,6 +162,7 @@ class ChatFormat(_Format):
             model=self.job.model,
             choices=choices,
             usage=self._usage(),
+            timings=timings(results),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -197,9 +209,11 @@ class ChatFormat(_Format):
             ]
             yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=calls)))
         if chunk.finish_reason is not None:
-            yield self._chunk(
+            last = self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)
             )
+            last.timings = timings([chunk])
+            yield last
 
     def _usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
@@ -255,6 +269,7 @@ class CompletionFormat(_Format):
             model=self.job.model,
             choices=choices,
             usage=self._usage(),
+            timings=timings(results),
         )
 
     def _text_chunk(self, index: int, text: str) -> s.CompletionChunk:
@@ -288,6 +303,7 @@ class CompletionFormat(_Format):
                         finish_reason=chunk.finish_reason,
                     )
                 ],
+                timings=timings([chunk]) if chunk.finish_reason is not None else UNSET,
             )
         )
 
