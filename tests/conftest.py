@@ -107,3 +107,22 @@ def family_model():
     from tests.support.families import family_model
 
     return family_model
+
+
+@pytest.fixture(scope="session")
+def tiny_fim_model_path(tmp_path_factory):
+    """The tiny model with fill-in-the-middle tokens in its vocabulary and metadata."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-fim.gguf", fim=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_rank_model_path(tmp_path_factory):
+    """A tiny reranker: ``qwen3`` with rank pooling and a yes/no head, as llama.cpp converts
+    Qwen3-Reranker (load it with ``embedding = true``)."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-rank.gguf", rank=True)

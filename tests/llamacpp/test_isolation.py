@@ -340,3 +340,40 @@ def test_a_model_in_a_child_process_drafts_and_counts_its_drafts(isolated):
     assert last.draft_accepted > 0 and last.draft_tokens >= last.draft_accepted
     stats = isolated.stats()
     assert (stats.draft_tokens, stats.draft_accepted) == (last.draft_tokens, last.draft_accepted)
+
+
+def test_scoring_and_the_tokenizer_in_the_child(isolated, tiny_model_path):
+    """The child serves the optional features too: the same scores as in process."""
+    from hoshikage_core.protocol import (
+        BlockingStream,
+        CancelToken,
+        ScorePrompt,
+        Scorer,
+        ScoreRequest,
+        TokenCodec,
+    )
+    from hoshikage_llamacpp.model import LlamaCppModel
+
+    assert isinstance(isolated, Scorer) and isinstance(isolated, TokenCodec)
+    request = ScoreRequest(
+        prompts=(ScorePrompt(prompt="the cat sat", continuations=(" on", " on the mat")),)
+    )
+
+    def scores(model):
+        sink = BlockingStream()
+        model.score(request, CancelToken(), sink)
+        ((_index, result),) = list(sink)
+        return result
+
+    local = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2))
+    try:
+        assert list(scores(isolated).logprobs[0]) == pytest.approx(
+            list(scores(local).logprobs[0]), abs=1e-4
+        )
+        tokens = isolated.encode("the cat", True, True)
+        assert tokens == local.encode("the cat", True, True)
+        assert isolated.token_bytes(tokens[1], True) == local.token_bytes(tokens[1], True)
+        messages = ({"role": "user", "content": "hi"},)
+        assert isolated.apply_template(messages) == local.apply_template(messages)
+    finally:
+        local.close()

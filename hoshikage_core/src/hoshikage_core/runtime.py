@@ -29,10 +29,20 @@ import attrs
 from . import __version__
 from .catalog import build_registry
 from .delivery import LoopSink, LoopWaker
-from .errors import Cancelled, HoshikageError
+from .errors import Cancelled, HoshikageError, InvalidRequest
 from .limits import Limits, check_choices, check_request
 from .pool import ModelPool, ModelView
-from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel, TokenCounts
+from .protocol import (
+    CancelToken,
+    Chunk,
+    Embeddings,
+    GenerationRequest,
+    LoadedModel,
+    Scorer,
+    ScoreRequest,
+    Scores,
+    TokenCounts,
+)
 from .registry import ModelEntry
 
 log = logging.getLogger("hoshikage.runtime")
@@ -266,6 +276,55 @@ class Session:
         async with aclosing(self.stream(request)) as chunks:
             async for _index, chunk in chunks:
                 yield chunk
+
+    async def score(self, request: ScoreRequest) -> Scores:
+        """Score continuations after prompts (:class:`~hoshikage_core.protocol.Scorer`), in
+        the model's engine beside its generations. Cancelled within a step if the caller
+        goes away; counted in the record like a prompt that generated nothing."""
+        rt, rec, model = self.runtime, self.record, self.model
+        if not isinstance(model, Scorer):
+            raise InvalidRequest(
+                f"The model '{self.entry.name}' cannot score continuations (its backend has no scoring)",
+                "model",
+            )
+        sink = LoopSink(rt.waker)
+        cancel = CancelToken()
+        self._tokens.append(cancel)
+        self._workers.append(sink.done)
+        rt.track(cancel)
+
+        def submit() -> None:
+            try:
+                model.score(request, cancel, sink)
+            except BaseException as exc:
+                sink.close(exc)
+                sink.flush()
+                raise
+
+        try:
+            await self._in_thread(submit)
+            result: Scores | None = None
+            async for _index, item in sink:
+                result = item
+            if result is None:
+                raise cancelled_error(cancel.reason)
+            rec.prompt_tokens += result.prompt_tokens
+            rec.cached_tokens += result.cached_tokens
+            return result
+        finally:
+            if not sink.done.done():
+                cancel.cancel("client went away")
+                try:
+                    await asyncio.shield(sink.done)
+                except BaseException:
+                    pass
+            rt.untrack(cancel)
+
+    async def call(self, target: Callable[[Any], Any]) -> Any:
+        """``target(model)`` on a worker thread (a blocking backend call such as
+        tokenizing), with the session's hold on the model."""
+        model = self.model
+        return await self._in_thread(lambda: target(model))
 
     async def embed(self, inputs: list[str]) -> Embeddings:
         result = await self._in_thread(lambda: self.model.embed(inputs))

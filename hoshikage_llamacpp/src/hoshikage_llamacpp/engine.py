@@ -49,6 +49,7 @@ from hoshikage_core.errors import Cancelled, HoshikageError
 
 from .planning import Plan
 from .prompt_cache import Checkpoint, PromptCache
+from .scoring import Scoring
 from .sequence import Sequence
 from .speculative import DraftLength, NgramDrafter
 
@@ -230,6 +231,8 @@ class Engine:
         #: those that kept theirs through a checkpoint.
         self.window_misses = 0
         self.checkpoint_restores = 0
+        #: Score jobs (:mod:`.scoring`), batched beside the generations.
+        self.scoring = Scoring(self)
         self._thread = threading.Thread(
             target=self._loop, name=f"hoshikage-engine:{name}", daemon=True
         )
@@ -243,9 +246,16 @@ class Engine:
         self._incoming.append(job)
         self._wake.set()
 
+    def submit_score(self, job) -> None:
+        """Queue a :class:`.scoring.ScoreJob`."""
+        if self._stopping:
+            raise Cancelled("The model is being unloaded.")
+        self.scoring.incoming.append(job)
+        self._wake.set()
+
     @property
     def running(self) -> int:
-        return len(self._running)
+        return len(self._running) + self.scoring.running
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread; whatever still runs (or was submitted as it stopped) ends as
@@ -253,7 +263,7 @@ class Engine:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        if not self._thread.is_alive() and self._incoming:
+        if not self._thread.is_alive() and (self._incoming or self.scoring.pending):
             out = _Outbox()
             self._fail_all(out, Cancelled("The model was unloaded."))
             out.deliver()
@@ -262,7 +272,7 @@ class Engine:
 
     def _loop(self) -> None:
         while not self._stopping:
-            if not (self._running or self._waiting or self._incoming):
+            if not (self._running or self._waiting or self._incoming or self.scoring.pending):
                 self._wake.wait()
                 self._wake.clear()
                 continue
@@ -285,7 +295,8 @@ class Engine:
             self._waiting.append(self._incoming.popleft())
         self._drop_cancelled(out)
         self._start_waiting(out)
-        if not self._running:
+        self.scoring.start(out)
+        if not (self._running or self.scoring.active):
             return
         batch = self._batch
         batch.clear()
@@ -316,6 +327,10 @@ class Engine:
                 if not seq.todo:
                     seq.logits_at = row
                     read.append(seq.slot)
+        self.scoring.fill(batch)  # score jobs last, in the room that is left
+        if not batch.n:
+            self.scoring.read(out)
+            return
         batch.struct.n_tokens = batch.n
         status = self._lib.llama_decode(self._ctx, batch.struct)
         if status == 1 and self._evict_idle():  # a full shared pool: idle slots make room
@@ -332,6 +347,7 @@ class Engine:
         if self.n_swa:
             for slot in read:
                 self._checkpoint(slot)
+        self.scoring.read(out)
         for seq in list(self._running):
             row = seq.logits_at
             if row >= 0:
@@ -672,6 +688,7 @@ class Engine:
         self._incoming.clear()
         for seq in list(self._running):
             self._release(seq)
+        self.scoring.fail_all(out, error)
         for job in jobs.values():
             for index in range(job.started, job.n):
                 job.samplers[index].close()

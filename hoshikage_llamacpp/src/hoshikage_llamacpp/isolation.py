@@ -252,6 +252,32 @@ class ProcessModel:
                 self._jobs.pop(job_id, None)
             raise
 
+    def score(self, request, cancel: CancelToken, sink: ChunkSink) -> None:
+        """The child's engine scores it (the core's ``Scorer``); its one ``Scores`` comes
+        back like a chunk."""
+        job_id = next(self._ids)
+        with self._lock:
+            self._check_alive()
+            self._jobs[job_id] = (sink, cancel)
+        try:
+            self._call_raw(("score", None, job_id, request))
+        except BaseException:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            raise
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        return self._call("encode", text, add_special, parse_special)
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        return self._call("token_bytes", token, special)
+
+    def apply_template(self, messages, tools=None) -> str:
+        return self._call("apply_template", messages, tools)
+
+    def rerank(self, query: str, documents: list[str]):
+        return self._call("rerank", query, list(documents))
+
     def stats(self) -> EngineStats:
         running, prompt, cached, drafted, accepted = self._stats
         return EngineStats(

@@ -23,6 +23,8 @@ from hoshikage_core.protocol import (
     Embeddings,
     EngineStats,
     GenerationRequest,
+    Ranking,
+    ScoreRequest,
 )
 
 from . import native
@@ -38,6 +40,9 @@ from .tool_calls import FORMATS
 from .tool_calls import detect as detect_tool_format
 
 log = logging.getLogger("hoshikage.llamacpp.model")
+
+#: Prompt tokens tokenized again with a continuation to find its tokens in context.
+TAIL = 4
 
 
 class LlamaCppModel:
@@ -252,6 +257,95 @@ class LlamaCppModel:
             raise
         self._engine.submit(Job(planned, n, sink, cancel, samplers))
 
+    def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
+        """Render and tokenize every prompt and continuation here (errors come before
+        anything starts), then queue the whole tree on the engine (:mod:`.scoring`)."""
+        from .scoring import Branch, ScoreJob
+
+        if self._engine is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' is loaded for embeddings (embedding = true) and cannot score text",
+                "model",
+            )
+        if not request.prompts:
+            raise InvalidRequest("Nothing to score", "prompts")
+        branches, memo = [], {}
+        for prompt in request.prompts:
+            if prompt.messages is not None:
+                text = self.chat.render(prompt.messages, None)
+                field = "messages"
+            elif prompt.prompt is not None:
+                text, field = prompt.prompt, "prompt"
+            else:
+                raise InvalidRequest("A prompt needs messages or text", "prompt")
+            tokens = self.prompt_tokens(text)
+            if not tokens:
+                raise InvalidRequest("The prompt is empty", field)
+            if not prompt.continuations:
+                raise InvalidRequest("A prompt needs at least one continuation", field)
+            conts = [self._continuation(tokens, c, memo) for c in prompt.continuations]
+            if prompt.end_of_turn:
+                conts = [[*c, self._end_of_turn()] for c in conts]
+            longest = len(tokens) + max(len(c) for c in conts)
+            if longest > self.n_ctx:
+                raise ContextLengthExceeded(longest, self.n_ctx, param=field)
+            branches.append(Branch(tokens, conts))
+        self._engine.submit_score(ScoreJob(branches, sink, cancel))
+
+    def _continuation(self, tokens: list[int], continuation: str, memo: dict) -> list[int]:
+        """The tokens of ``continuation`` after the prompt ``tokens`` as the model reads them
+        together, so a label is tokenized as it would be generated: the prompt's last
+        :data:`TAIL` tokens are tokenized again with it, and what follows them is the
+        continuation. Where the two merge across the boundary, its tokens on their own."""
+        if not continuation:
+            raise InvalidRequest("A continuation must not be empty", "continuations")
+        tail = tuple(tokens[-TAIL:])
+        key = (tail, continuation)
+        if key not in memo:
+            text = b"".join(self.token_bytes(t, special=True) for t in tail)
+            whole = self._model.tokenize(
+                text + continuation.encode("utf-8"), add_bos=False, special=True
+            )
+            if tuple(whole[: len(tail)]) == tail and len(whole) > len(tail):
+                memo[key] = whole[len(tail) :]
+            else:
+                memo[key] = self.tokenize(continuation)
+        return memo[key]
+
+    def _end_of_turn(self) -> int:
+        """The token that ends the model's turn: end-of-turn where the vocabulary has one,
+        else end-of-sequence."""
+        token = self._lib.llama_vocab_eot(self._vocab)
+        return token if token >= 0 else self._lib.llama_vocab_eos(self._vocab)
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        """The core's :class:`~hoshikage_core.protocol.TokenCodec`: tokens as llama-server's
+        ``/tokenize`` gives them."""
+        return self._model.tokenize(
+            text.encode("utf-8"), add_bos=add_special, special=parse_special
+        )
+
+    def apply_template(self, messages, tools=None) -> str:
+        if self.chat is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' is loaded for embeddings and has no chat", "model"
+            )
+        return self.chat.render(messages, tools)
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes ``token`` stands for; ``special``: control tokens as their text."""
+        if not 0 <= token < self.n_vocab:
+            raise InvalidRequest(
+                f"Token {token} is not in the vocabulary (0..{self.n_vocab - 1})", "tokens"
+            )
+        buf = ctypes.create_string_buffer(256)
+        lib = native.lib
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lib.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
     def stats(self) -> EngineStats:
         engine = self._engine
         if engine is None:
@@ -288,6 +382,24 @@ class LlamaCppModel:
                 list(inputs), normalize=True, truncate=False, return_count=True
             )
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=total)
+
+    # ----------------------------------------------------------------- reranking
+
+    @property
+    def ranks(self) -> bool:
+        """Whether the model has a relevance head: loaded for embeddings with rank pooling."""
+        llama = self._loaded.llama if self._loaded is not None else None
+        return llama is not None and llama.pooling_type() == self._lib.LLAMA_POOLING_TYPE_RANK
+
+    def rerank(self, query: str, documents: list[str]) -> Ranking | None:
+        """The relevance head's first output for each (query, document) pair, None without
+        one (:mod:`.rerank`)."""
+        if not self.ranks:
+            return None
+        from .rerank import rank
+
+        with self._embed_lock:
+            return rank(self._loaded.llama, self.metadata, query, documents)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -77,7 +77,12 @@ def plan(model, request: GenerationRequest) -> Plan:
     # The field that holds the prompt, in the core's names; each API surface renames it to
     # its own field where that differs (Responses' ``input``).
     field = "messages" if request.is_chat else "prompt"
-    tokens = model.prompt_tokens(prompt)
+    if request.suffix is not None and not request.is_chat:
+        from .fim import fim_tokens
+
+        tokens = fim_tokens(model, prompt, request.suffix, request.fim_files)
+    else:
+        tokens = model.prompt_tokens(prompt)
     if not tokens:
         raise InvalidRequest("The prompt is empty", field)
     if len(tokens) >= model.n_ctx:

@@ -100,7 +100,7 @@ class GenerateRequest(GenerationFields, kw_only=True):
     system: str | None = None
     #: Send the prompt as it is, without the chat template.
     raw: bool | None = None
-    #: Refused when not empty (see the API spec).
+    #: Fill in the middle: the text after the gap (models with FIM tokens; see the API spec).
     suffix: str | None = None
     template: str | None = None
     context: list[int] | None = None

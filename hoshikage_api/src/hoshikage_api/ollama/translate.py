@@ -358,11 +358,6 @@ def chat_job(data: s.ChatRequest, label: str) -> Job:
 def generate_job(data: s.GenerateRequest, label: str) -> Job:
     """The job of a generate with a prompt: a chat of one user turn, or ``raw`` the prompt
     as it is. ``system`` is ignored with ``raw``, as in Ollama."""
-    if data.suffix:
-        raise invalid(
-            f"\"{data.model}\" does not support insert: 'suffix' (fill-in-the-middle) is not supported.",
-            "suffix",
-        )
     if data.template:
         raise invalid(
             "'template' is not supported: Ollama's Go templates do not apply here; the model's own "
@@ -378,7 +373,9 @@ def generate_job(data: s.GenerateRequest, label: str) -> Job:
     _no_images(data.images, "images")
     common = _common(data, data.model)
     prompt = data.prompt or ""
-    if data.raw:
+    if data.suffix:  # fill in the middle, from the model's FIM tokens (no chat template)
+        request = GenerationRequest(prompt=prompt, suffix=data.suffix, **common)
+    elif data.raw:
         request = GenerationRequest(prompt=prompt, **common)
     else:
         messages = [{"role": "system", "content": data.system}] if data.system else []

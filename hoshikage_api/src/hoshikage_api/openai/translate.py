@@ -157,8 +157,6 @@ def _prompts(prompt: str | list) -> list[str]:
 
 
 def completion_job(data: s.CompletionRequest) -> Job:
-    if data.suffix:
-        raise invalid("'suffix' is not supported.", "suffix")
     if data.best_of is not None and data.best_of != data.n:
         raise invalid("'best_of' is not supported (it may only equal 'n').", "best_of")
     prompts = _prompts(data.prompt)
@@ -168,6 +166,8 @@ def completion_job(data: s.CompletionRequest) -> Job:
             prompt=p,
             logprobs=data.logprobs is not None,
             top_logprobs=data.logprobs or 0,
+            # Fill in the middle (the model needs FIM tokens): the prompt is the code before.
+            suffix=data.suffix or None,
             **sampling,
         )
         for p in prompts
