@@ -10,6 +10,7 @@ missing ``llama_cpp``, chromium or rpc-server must fail CI, not quietly shrink t
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -36,6 +37,35 @@ def pytest_make_collect_report(collector):
     report = yield
     _required(report)
     return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_home(tmp_path_factory):
+    """Every server a test starts keeps its data (the Responses store) in a temporary
+    ``XDG_DATA_HOME``, never in the user's own."""
+    path = tmp_path_factory.mktemp("data-home")
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old
+
+
+def pytest_configure(config):
+    """Prompt states that models write to disk when they unload go to a folder of this run,
+    not to the user's cache (every subprocess server inherits it)."""
+    os.environ.setdefault(
+        "HOSHIKAGE_PROMPT_CACHE", tempfile.mkdtemp(prefix="hoshikage-test-prompts-")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prompt_cache(tmp_path_factory, monkeypatch):
+    """A disk prompt cache of its own for each test, so no test restores a prefix another
+    test's unload saved (a server or model started in it keeps that folder)."""
+    monkeypatch.setenv("HOSHIKAGE_PROMPT_CACHE", str(tmp_path_factory.mktemp("prompts")))
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,16 @@ def toml_blocks():
                 yield pytest.param(data, id=f"{doc.name}-{i}")
 
 
+def test_every_server_key_is_in_the_user_manual():
+    import attrs
+
+    manual = (ROOT / "docs" / "user-manual.md").read_text()
+    section = manual.split("### `[server]`", 1)[1].split("\n### ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.M))
+    missing = {f.name for f in attrs.fields(config_mod.ServerConfig)} - documented
+    assert not missing, f"[server] keys missing from docs/user-manual.md: {sorted(missing)}"
+
+
 @pytest.mark.parametrize("data", list(toml_blocks()))
 def test_config_examples_validate(data):
     pm = make_plugin_manager()

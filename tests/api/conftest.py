@@ -27,8 +27,10 @@ def api_config(tiny_model_path) -> dict:
 
 
 @pytest.fixture
-async def make_client():
-    """``await make_client(config_dict)``: an entered AsyncTestClient (lifespan running)."""
+async def make_client(monkeypatch, tmp_path):
+    """``await make_client(config_dict)``: an entered AsyncTestClient (lifespan running),
+    with a Responses store of its own test's (``XDG_DATA_HOME``)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     from hoshikage_api.app import create_app
     from hoshikage_core.plugins import make_plugin_manager
     from hoshikage_core.runtime import Runtime
@@ -41,7 +43,8 @@ async def make_client():
     async def build(config: dict):
         pm = make_plugin_manager()
         runtime = Runtime(config_mod.structure(copy.deepcopy(config), pm=pm), pm)
-        client = AsyncTestClient(create_app(runtime), timeout=30)
+        # localhost: a server without a key answers only its own host names (guard.py).
+        client = AsyncTestClient(create_app(runtime), base_url="http://localhost", timeout=30)
         await client.__aenter__()
         clients.append(client)
         return client

@@ -91,6 +91,27 @@ CHAT_CASES = [
         chat(response_format={"type": "json_schema", "json_schema": {"schema": 5}}),
         "response_format.json_schema.schema",
     ),
+    (  # an unbalanced group: the grammar converter used to close it by itself, silently
+        chat(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "p", "schema": {"type": "string", "pattern": "^(((a$"}},
+            }
+        ),
+        "response_format",
+    ),
+    (
+        chat(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "p",
+                    "schema": {"type": "object", "properties": {"x": {"pattern": "^[a-$"}}},
+                },
+            }
+        ),
+        "response_format",
+    ),
     (chat(tools="x"), "tools"),
     (chat(tools=[{"type": "function"}]), "tools[0]"),
     (chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type"),

@@ -251,9 +251,14 @@ async def test_reload_route_is_behind_the_api_key_and_takes_no_input(tiny_model_
             assert r.status_code == 200 and r.json()["models"] == ["tiny"]
             assert r.json()["added"] == r.json()["removed"] == r.json()["changed"] == []
             r = await client.post(
-                "/api/reload", headers=auth, content=b"\xff{not json"
+                "/api/reload",
+                headers={**auth, "Content-Type": "application/json"},
+                content=b"\xff{",
             )  # a body is ignored
             assert r.status_code == 200
+            # ... but one not declared JSON is what a web page's form sends: refused (guard.py)
+            r = await client.post("/api/reload", headers=auth, content=b"\xff{not json")
+            assert r.status_code == 415
             r = await client.get("/api/reload", headers=auth)
             assert r.status_code == 405
             # the file is gone: refused, and the running config stays
@@ -286,3 +291,34 @@ def test_cli_reload_with_a_broken_config_and_no_url_reports_every_error(tmp_path
         done.stderr
     )
     assert "--url" in done.stderr
+
+
+async def test_a_removed_model_still_serving_shows_as_draining_until_it_unloads(tiny_model_path):
+    """A reload removes a model in the middle of its stream: ``/api/status`` keeps showing it,
+    as ``draining``, until the stream has ended and it has unloaded (it used to vanish)."""
+    before, after = configs(tiny_model_path)
+    before["models"][1]["n_ctx"] = 4096
+    with running_server(before) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            body = {
+                "model": "gone",
+                "prompt": "the cat",
+                "max_tokens": 400,
+                "stream": True,
+                "logit_bias": {"2": -100},
+            }
+            async with client.stream("POST", "/v1/completions", json=body) as stream:
+                lines = stream.aiter_lines()
+                assert (await anext(lines)).startswith("data: ")
+                server.config_path.write_text(to_toml(after))
+                answer = await reload("api", server, client, ["keep", "added"])
+                assert answer["removed"] == ["gone"]
+                gone = [m for m in server.status()["models"] if m["name"] == "gone"]
+                assert len(gone) == 1 and gone[0]["state"] == "draining", gone
+                assert gone[0]["in_use"] == 1 and gone[0]["running_sequences"] == 1
+                rest = [line async for line in lines]
+            assert rest[-1] == "data: [DONE]" or "data: [DONE]" in rest
+            await wait_for(
+                lambda: all(m["name"] != "gone" for m in server.status()["models"]),
+                "the drained model to go",
+            )

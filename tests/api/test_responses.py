@@ -787,7 +787,8 @@ HI = {"model": "tiny", "input": "hi"}
         ({**HI, "text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format"),
         ({**HI, "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({**HI, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-        ({**HI, "background": True}, "background"),
+        ({**HI, "background": True, "stream": True}, "background"),
+        ({**HI, "background": True, "store": False}, "background"),
         ({**HI, "conversation": "conv_1"}, "conversation"),
         ({**HI, "prompt": {"id": "pmpt_1"}}, "prompt"),
         ({**HI, "truncation": "auto"}, "truncation"),
@@ -989,7 +990,7 @@ def test_nothing_generated_is_one_empty_message():
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == ""
 
 
-def test_the_store_is_bounded_and_lru():
+def test_the_store_is_bounded_and_lru(tmp_path):
     from hoshikage_api.responses.store import ResponseStore, Stored
 
     def stored(response_id):
@@ -997,7 +998,7 @@ def test_the_store_is_bounded_and_lru():
         response.id = response_id
         return Stored(response, ())
 
-    store = ResponseStore(2)
+    store = ResponseStore(2, path=tmp_path / "a.sqlite3")
     store.put(stored("a"))
     store.put(stored("b"))
     assert store.get("a") is not None
@@ -1008,12 +1009,12 @@ def test_the_store_is_bounded_and_lru():
         True,
     )
     assert store.delete("a") and not store.delete("a") and len(store) == 1
-    nothing = ResponseStore(0)
+    nothing = ResponseStore(0, path=tmp_path / "b.sqlite3")
     nothing.put(stored("a"))
     assert nothing.get("a") is None
 
 
-def test_the_store_follows_a_reloaded_size():
+def test_the_store_follows_a_reloaded_size(monkeypatch, tmp_path):
     """``responses_store`` applies on reload: the app's store takes the running config's
     size whenever it is used, and the next store evicts down to it."""
     from types import SimpleNamespace
@@ -1021,7 +1022,8 @@ def test_the_store_follows_a_reloaded_size():
     from hoshikage_api.responses.store import Stored, store_of
     from litestar.datastructures import State
 
-    server = SimpleNamespace(responses_store=3)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    server = SimpleNamespace(responses_store=3, responses_store_bytes=1 << 20)
     runtime = SimpleNamespace(config=SimpleNamespace(server=server))
     request = SimpleNamespace(app=SimpleNamespace(state=State({"runtime": runtime})))
 
@@ -1112,3 +1114,55 @@ def test_gemma_conversation_with_previous_response_id(gemma_model_path):
         )
         assert answered.usage.input_tokens > called.usage.input_tokens
         assert answered.output_text.strip() or answered.output[0].type == "function_call"
+
+
+# ---- in progress, background, cancel --------------------------------------------------------
+
+
+def test_a_response_still_generating_is_in_progress_and_a_background_one_can_be_cancelled(
+    tiny_model_path,
+):
+    """GET of a response still generating answers ``in_progress`` (it used to be a 404);
+    ``background: true`` answers at once and runs on; ``POST .../cancel`` stops it, and it is
+    kept as ``cancelled``. Through the official client."""
+    import openai
+
+    from tests.support.server import running_server, wait_for
+
+    config = {
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 2}]
+    }
+    long = {"model": "tiny", "input": "hi", "max_output_tokens": 6000, "temperature": 0}
+    with running_server(config) as server:
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x")
+        started = client.responses.create(**long, background=True)
+        assert started.status == "in_progress" and started.background
+        got = client.responses.retrieve(started.id)
+        assert got.status == "in_progress"
+        cancelled = client.responses.cancel(started.id)
+        assert cancelled.status == "cancelled"
+        assert client.responses.retrieve(started.id).status == "cancelled"
+        wait_for(lambda: server.status()["running"] == 0, 10, "the slot to be released")
+
+        done = client.responses.create(
+            model="tiny", input="hi", max_output_tokens=4, background=True
+        )
+        finished = wait_for(
+            lambda: (r := client.responses.retrieve(done.id)).status != "in_progress" and r,
+            30,
+            "the background response to finish",
+        )
+        assert finished.status == "incomplete" and finished.output_text
+        assert client.responses.cancel(done.id).status == "incomplete"  # finished: as it is
+
+        # A response that waits for its answer is in_progress to another client meanwhile.
+        with client.responses.stream(**long) as stream:
+            first = next(iter(stream))
+            response_id = first.response.id
+            assert client.responses.retrieve(response_id).status == "in_progress"
+            with pytest.raises(openai.BadRequestError, match="background"):
+                client.responses.cancel(response_id)
+        with pytest.raises(openai.BadRequestError, match="background"):
+            client.responses.create(model="tiny", input="hi", background=True, stream=True)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.cancel("resp_unknown")

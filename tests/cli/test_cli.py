@@ -168,6 +168,9 @@ def test_status_watch_renders_live_in_a_terminal(server):
     cli("load", "tiny", "--url", server.base_url)
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI in a pseudo-terminal
+        # A background job of a non-interactive shell inherits SIGINT ignored, and Python
+        # then leaves it ignored: the SIGINT below would never stop the child.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.environ["COLUMNS"], os.environ["LINES"] = "160", "40"
         os.execv(
             sys.executable,
@@ -194,7 +197,7 @@ def test_status_watch_renders_live_in_a_terminal(server):
                 except OSError:
                     break
         os.kill(pid, signal.SIGINT)
-        _, status = os.waitpid(pid, 0)
+        status = _wait_child(pid, 15)
     finally:
         os.close(fd)
     text = output.decode("utf-8", errors="replace")
@@ -202,3 +205,46 @@ def test_status_watch_renders_live_in_a_terminal(server):
     assert "loaded" in text and "up " in text and "queued 0/" in text
     assert b"\x1b[" in output  # a live terminal view (cursor movement), not a plain dump
     assert os.WEXITSTATUS(status) == 0
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """The child's wait status; it is killed (and the test fails) if it has not exited by
+    then, rather than waiting forever."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child did not exit within {timeout}s of SIGINT")
+
+
+def test_status_shows_the_prompts_kept_on_disk_after_an_unload(server):
+    import httpx
+
+    cli("load", "tiny", "--url", server.base_url)
+    body = {
+        "model": "tiny",
+        "messages": [
+            {"role": "system", "content": "the cat sat on the mat " * 20},
+            {"role": "user", "content": "hello"},
+        ],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=60).raise_for_status()
+    assert cli("unload", "tiny", "--url", server.base_url).returncode == 0
+    deadline = time.monotonic() + 20
+    model = {}
+    while time.monotonic() < deadline:  # the states are written after the memory is freed
+        model = json.loads(cli("status", "--json", "--url", server.base_url).stdout)["models"][0]
+        if model["cached_prompts"]:
+            break
+        time.sleep(0.2)
+    assert model["cached_prompts"] >= 1 and model["load_progress"] is None
+    table = cli("status", "--url", server.base_url).stdout
+    assert "on disk" in table
+    row = next(line for line in table.splitlines() if "tiny" in line and "unloaded" in line)
+    assert f" {model['cached_prompts']} " in row

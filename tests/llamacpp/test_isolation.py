@@ -68,8 +68,10 @@ def test_the_child_answers_like_the_model_in_process(isolated, tiny_model_path):
         assert isolated.tokenize("hello world") == local.tokenize("hello world")
         assert isolated.count_tokens("hello world") == local.count_tokens("hello world")
         assert (isolated.n_ctx, isolated.capacity) == (local.n_ctx, local.capacity)
-        assert isolated.memory_bytes() == local.memory_bytes()
         assert isolated.placement and isolated.placement == local.placement
+        # the same but for the compute buffer's resident share, measured in each process
+        compute = sum(kinds.get("compute", 0) for kinds in local.placement.values())
+        assert abs(isolated.memory_bytes() - local.memory_bytes()) <= compute
     finally:
         local.close()
     stats = isolated.stats()
@@ -261,3 +263,80 @@ def test_embeddings_in_a_child_process(tiny_model_path):
     finally:
         local.close()
         isolated.close()
+
+
+def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path):
+    """A child that stops answering without dying (SIGSTOP here; a wedged RPC call in life):
+    a call waits ``rpc_call_timeout``, then the child is killed, the call and the running
+    stream fail with ModelFailed, and the failure is reported once."""
+    options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", rpc_call_timeout=2)
+    model = ProcessModel.load("tiny", str(tiny_model_path), options)
+    try:
+        failures = []
+        model.on_failure(failures.append)
+        sink = _Sink()
+        model.generate(LONG, CancelToken(), sink)
+        assert sink.first.wait(30)
+        psutil.Process(model._proc.pid).suspend()
+        started = time.monotonic()
+        with pytest.raises(ModelFailed, match="rpc_call_timeout"):
+            model.tokenize("hi")
+        assert time.monotonic() - started < 15
+        assert sink.closed.wait(10) and isinstance(sink.error, ModelFailed)
+        assert "stopped answering" in str(sink.error)
+        deadline = time.monotonic() + 5
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(failures) == 1
+        assert model._proc.poll() is not None  # killed, not left frozen
+    finally:
+        model.close()
+
+
+def test_a_stream_whose_child_hangs_fails_without_any_call(tiny_model_path):
+    options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", rpc_call_timeout=2)
+    model = ProcessModel.load("tiny", str(tiny_model_path), options)
+    try:
+        sink = _Sink()
+        model.generate(LONG, CancelToken(), sink)
+        assert sink.first.wait(30)
+        psutil.Process(model._proc.pid).suspend()
+        assert sink.closed.wait(20), "the stream of a frozen child never ended"
+        assert isinstance(sink.error, ModelFailed) and "rpc_call_timeout" in str(sink.error)
+    finally:
+        model.close()
+
+
+def test_a_load_that_never_finishes_times_out(tiny_model_path):
+    """A busy rpc-server accepts the connection and never answers: the load used to hang
+    for good. Here a listener that never speaks stands in for it."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    options = LlamaOptions(
+        n_ctx=256, parallel=1, rpc_servers=f"127.0.0.1:{port}", rpc_load_timeout=3
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(ModelLoadError, match="rpc_load_timeout") as info:
+            ProcessModel.load("tiny", str(tiny_model_path), options)
+        assert time.monotonic() - started < 20
+        assert f"127.0.0.1:{port}" in str(info.value)
+    finally:
+        listener.close()
+
+
+def test_a_model_in_a_child_process_drafts_and_counts_its_drafts(isolated):
+    looping = GenerationRequest(
+        prompt="the cat sat on the mat the cat sat on the mat the cat",
+        max_tokens=60,
+        temperature=0,
+        logit_bias={2: -100},
+    )
+    _texts, (last,) = text_of(isolated, looping)
+    assert last.draft_accepted > 0 and last.draft_tokens >= last.draft_accepted
+    stats = isolated.stats()
+    assert (stats.draft_tokens, stats.draft_accepted) == (last.draft_tokens, last.draft_accepted)

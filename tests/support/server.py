@@ -180,7 +180,13 @@ def running_server(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "COLUMNS": "200", **(env or {})},
+                # Its own data directory (the Responses store) unless ``env`` names one.
+                env={
+                    **os.environ,
+                    "COLUMNS": "200",
+                    "XDG_DATA_HOME": str(Path(tmp) / "data"),
+                    **(env or {}),
+                },
             )
         server = Server(f"http://127.0.0.1:{port}", process, log_path, config_path)
         try:

@@ -18,6 +18,7 @@ def create_app(runtime):
     from . import anthropic, ollama, openai, responses, server
     from .auth import api_key_guard
     from .events import EventSink
+    from .guard import browser_guard
     from .kernel import errors
     from .metrics import Metrics
 
@@ -41,7 +42,10 @@ def create_app(runtime):
     return Litestar(
         route_handlers=routers,
         exception_handlers={Exception: errors.app_handler(unmatched(routers))},
-        guards=[api_key_guard(settings.api_key)] if settings.api_key else None,
+        guards=[
+            *([api_key_guard(settings.api_key)] if settings.api_key else []),
+            browser_guard(settings),
+        ],
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins))
         if settings.cors_origins
         else None,

@@ -73,14 +73,19 @@ def serve(args: argparse.Namespace, ctx) -> int:
     log.info("web page: %s/ui/", server.base_url)
     for note in app.state.runtime.registry.notes:
         log.info("models_dir: %s", note)
+    from .connections import buffered_send, quiet_slow_clients, timed_protocol
+
+    quiet_slow_clients()
     uv_config = uvicorn.Config(
-        app,
+        buffered_send(app, server.send_timeout, server.send_buffer),
         host=server.host,
         port=server.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=2,
         timeout_keep_alive=5,
+        http=timed_protocol(server.header_timeout, server.body_timeout, server.send_timeout),
+        limit_concurrency=server.max_connections,
     )
     _drain_first(uvicorn.Server)(uv_config, app.state.runtime).run()
     return 0
@@ -126,6 +131,28 @@ def _drain_first(base):
                 pass
             except Exception:
                 log.exception("reload failed")
+
+        async def main_loop(self) -> None:
+            """uvicorn's own loop wakes ten times a second to look at its exit flag. This one
+            ticks once a second (the ``Date`` header changes no faster), and a signal wakes
+            it at once (:meth:`handle_exit`): an idle server stays idle."""
+            import asyncio
+
+            self._exit_now = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            counter = 0
+            while not await self.on_tick(counter):  # counter % 10 == 0: every tick is a second
+                counter = (counter + 10) % 864000
+                try:
+                    await asyncio.wait_for(self._exit_now.wait(), 1.0)
+                except TimeoutError:
+                    pass
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            loop = getattr(self, "_loop", None)
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._exit_now.set)
 
         async def shutdown(self, sockets=None):
             for listener in self.servers:

@@ -79,8 +79,11 @@ class ServerConfig:
     affinity_wait: Duration = Duration(10.0)
     #: Largest request body accepted, in bytes (or "8MB").
     max_body_size: Size = Size(8 * 1024 * 1024)
-    #: Origins allowed by CORS; empty: CORS off.
+    #: Origins allowed by CORS, and to make state-changing requests; empty: CORS off.
     cors_origins: list[str] = attrs.Factory(list)
+    #: Host names answered when no ``api_key`` is set, besides the bound address,
+    #: ``localhost``, this machine's name and IP literals; ``["*"]``: any.
+    allowed_hosts: list[str] = attrs.Factory(list)
     #: Where the CLI reaches the server; default http://host:port.
     url: str = ""
     #: Tokens generated for a request that gives no ``max_tokens``, unless the model sets its
@@ -90,10 +93,33 @@ class ServerConfig:
     max_tokens: int = attrs.field(default=2048, validator=_non_negative)
     #: How long SIGTERM waits for in-flight requests before cancelling them.
     shutdown_grace: Duration = Duration(3.0)
-    #: Finished responses of the OpenAI Responses API kept in memory for
-    #: ``previous_response_id`` and ``GET /v1/responses/{id}``; the least recently used is
-    #: evicted beyond it. 0: keep none.
+    #: Finished responses of the OpenAI Responses API kept (in SQLite under the user's data
+    #: directory) for ``previous_response_id`` and ``GET /v1/responses/{id}``; the least
+    #: recently used is evicted beyond it. 0: keep none.
     responses_store: int = attrs.field(default=256, validator=_non_negative)
+    #: Bytes the stored responses may take in all (their JSON); the oldest are evicted
+    #: beyond it, as beyond ``responses_store`` entries.
+    responses_store_bytes: Size = attrs.field(default=Size(64 * 1024 * 1024), validator=_positive)
+    #: Largest JSON schema a request may constrain its output with (``response_format``,
+    #: ``text.format``, ``output_config``, ``format``, a forced tool's parameters), in bytes.
+    max_schema_bytes: Size = attrs.field(default=Size(128 * 1024), validator=_positive)
+    #: Most ``enum`` values over a whole schema (OpenAI's own limit is 1000).
+    max_schema_enum: int = attrs.field(default=1000, validator=_positive)
+    #: Largest grammar (GBNF, as the backend compiles it) a request may lead to, in bytes.
+    max_grammar_bytes: Size = attrs.field(default=Size(256 * 1024), validator=_positive)
+    #: Most choices one request may ask for: prompts × ``n`` (OpenAI's ``n`` goes to 128).
+    max_choices: int = attrs.field(default=128, validator=_positive)
+    #: How long one write to a client may wait for it to read before the connection is
+    #: closed; the request's slot is released when generation ends regardless.
+    send_timeout: Duration = attrs.field(default=Duration(60.0), validator=_positive)
+    #: Output held for a slow client beyond what its socket takes, per response.
+    send_buffer: Size = attrs.field(default=Size(4 * 1024 * 1024), validator=_positive)
+    #: How long a client may take to send a request's headers.
+    header_timeout: Duration = attrs.field(default=Duration(10.0), validator=_positive)
+    #: How long a client may take to send a request's body, from the end of its headers.
+    body_timeout: Duration = attrs.field(default=Duration(60.0), validator=_positive)
+    #: Connections (and requests in flight) at once; one more request gets 503.
+    max_connections: int = attrs.field(default=512, validator=_positive)
 
     @property
     def base_url(self) -> str:

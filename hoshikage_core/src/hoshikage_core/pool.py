@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
+from . import load_progress
 from .errors import BackendNotFound, HoshikageError, ModelLoadError
 from .protocol import (
     EngineStats,
@@ -64,6 +65,7 @@ class _Record:
         "unload_requested",
         "pending",
         "retired",
+        "load_progress",
     )
 
     def __init__(self, entry: ModelEntry):
@@ -88,6 +90,8 @@ class _Record:
         self.pending: ModelEntry | None = None
         #: A reload removed the model: the record goes once its requests have ended.
         self.retired = False
+        #: While it loads: the share loaded (0.0 to 1.0), when its backend tells.
+        self.load_progress: float | None = None
 
     @property
     def public_state(self) -> str:
@@ -100,7 +104,8 @@ class ModelView:
     (``Runtime.status()``, Ollama's ``/api/ps``, the admin routes). Never blocks."""
 
     entry: ModelEntry
-    #: ``unloaded``, ``loading``, ``loaded``, ``busy`` (loaded and in use) or ``unloading``.
+    #: ``unloaded``, ``loading``, ``loaded``, ``busy`` (loaded and in use) or ``unloading``;
+    #: ``draining`` for a model a reload removed, until it has gone.
     state: str
     in_use: int
     #: Bytes held (host plus device), and of those on a GPU; 0 while not loaded.
@@ -123,6 +128,8 @@ class ModelView:
     last_error: str | None
     #: A reload changed it: it loads again with the new options when idle.
     reload_pending: bool
+    #: While it loads: the share loaded (0.0 to 1.0), when its backend tells; else None.
+    load_progress: float | None = None
 
     @property
     def name(self) -> str:
@@ -174,7 +181,7 @@ class ModelPool:
         model = record.model
         return ModelView(
             entry=record.entry,
-            state=record.public_state,
+            state="draining" if record.retired else record.public_state,
             in_use=record.in_use,
             memory_bytes=record.memory_bytes,
             device_memory_bytes=min(device_memory_of(model), record.memory_bytes)
@@ -191,6 +198,7 @@ class ModelPool:
             load_seconds=record.load_seconds,
             last_error=record.last_error,
             reload_pending=record.pending is not None,
+            load_progress=record.load_progress if record.state == LOADING else None,
         )
 
     def names(self) -> list[str]:
@@ -216,6 +224,11 @@ class ModelPool:
     def is_loading_or_busy(self, name: str) -> bool:
         record = self._records[name]
         return record.state == LOADING or bool(record.in_use)
+
+    def draining(self) -> list[str]:
+        """Models a reload removed that still serve (or hold) requests, or have not unloaded
+        yet: their views say ``draining``, and ``/api/status`` lists them until they go."""
+        return [name for name, record in self._records.items() if record.retired]
 
     def state(self, name: str) -> str:
         return self._records[name].public_state
@@ -338,10 +351,12 @@ class ModelPool:
         started = time.monotonic()
         try:
             await self._make_room(name)
-            model = await asyncio.to_thread(self._create, record.entry)
+            record.load_progress = None
+            model = await asyncio.to_thread(self._create, record.entry, record)
         except BaseException as exc:
             record.state = UNLOADED
             record.load_task = None
+            record.load_progress = None
             error = exc if isinstance(exc, HoshikageError) else ModelLoadError(name, repr(exc))
             record.last_error = str(error)
             log.warning("%s", error)
@@ -355,6 +370,7 @@ class ModelPool:
         record.model = model
         record.state = LOADED
         record.load_task = None
+        record.load_progress = None
         record.last_error = None
         if isinstance(model, WatchesFailure):
             loop = asyncio.get_running_loop()
@@ -377,8 +393,13 @@ class ModelPool:
         self._changed()
         return model
 
-    def _create(self, entry: ModelEntry) -> LoadedModel:
-        model = self.pm.hook.create_backend(entry=entry, config=self.config)
+    def _create(self, entry: ModelEntry, record: _Record | None = None) -> LoadedModel:
+        def report(fraction: float) -> None:  # on the loading thread; a float store is atomic
+            if record is not None:
+                record.load_progress = fraction
+
+        with load_progress.reporting(report):
+            model = self.pm.hook.create_backend(entry=entry, config=self.config)
         if model is None:
             raise BackendNotFound(
                 f"Model '{entry.name}' needs the backend '{entry.backend}', and no installed "

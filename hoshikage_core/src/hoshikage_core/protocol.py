@@ -88,6 +88,12 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     tools: tuple[Mapping[str, Any], ...] | None = None
     tool_choice: str | Mapping[str, Any] | None = None
+    #: The largest grammar the backend may compile for this request (``[server]
+    #: max_grammar_bytes``, set by the session; see :mod:`hoshikage_core.limits`). None: no cap.
+    max_grammar_bytes: int | None = None
+    #: Whether the backend may decode speculatively (guess tokens and verify them) where
+    #: the model is set up for it; the output is the same either way.
+    speculative: bool = True
     #: A GBNF grammar (llama.cpp's format) that constrains the raw output, special tokens and
     #: reasoning or tool-call markers included, before anything is parsed out of it.
     grammar: str | None = None
@@ -146,6 +152,11 @@ class Chunk:
     #: On the last chunk of a choice that one of the request's ``stop`` strings ended
     #: (``finish_reason`` "stop"): that string. None when the model ended its turn itself.
     stop_sequence: str | None = None
+    #: On the last chunk, when the backend decoded speculatively: the tokens it drafted
+    #: for this choice, and how many of them the model confirmed (llama-server's
+    #: ``draft_n`` and ``draft_n_accepted``). None when it did not speculate.
+    draft_tokens: int | None = None
+    draft_accepted: int | None = None
     #: A delta of the model's reasoning (its think block), apart from the answer's ``text``.
     reasoning: str = ""
     #: On the last chunk: of ``completion_tokens``, how many were reasoning.
@@ -169,6 +180,9 @@ class EngineStats:
     #: Prompt tokens of every generation so far, and how many of them came from the cache.
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    #: Speculative decoding so far: tokens drafted, and how many the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
 
 
 class ChunkSink(Protocol):

@@ -9,7 +9,8 @@ A reload re-reads the config file, rescans ``models_dir`` and runs every
   (:class:`~hoshikage_core.errors.ConfigError`), and the running config stays;
 - **added** models can be used at once;
 - **removed** models answer 404 to new requests at once; the requests they hold (and those
-  already queued for them) finish, then they unload;
+  already queued for them) finish, then they unload (``/api/status`` shows them as
+  ``draining`` until then);
 - **changed** models (path, backend or backend options; or every model when
   ``[server].max_tokens``, which the backends read, changed) finish the requests they hold,
   admit no new one meanwhile, unload, and load again at once with the new options (a changed
@@ -36,8 +37,20 @@ from .pool import same_model
 log = logging.getLogger("hoshikage.reload")
 
 #: ``[server]`` keys a reload cannot change: the listening socket (host, port) and what the
-#: HTTP app was built with (api_key, cors_origins, max_body_size). ``url`` is the CLI's.
-RESTART_KEYS = ("host", "port", "api_key", "cors_origins", "max_body_size")
+#: HTTP app and its connections were built with. ``url`` is the CLI's.
+RESTART_KEYS = (
+    "host",
+    "port",
+    "api_key",
+    "cors_origins",
+    "allowed_hosts",
+    "max_body_size",
+    "send_timeout",
+    "send_buffer",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+)
 
 
 @attrs.frozen(kw_only=True)

@@ -17,6 +17,7 @@ A generation cancelled by the server (shutdown) raises ``Cancelled`` with the re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +30,12 @@ from . import __version__
 from .catalog import build_registry
 from .delivery import LoopSink, LoopWaker
 from .errors import Cancelled, HoshikageError
+from .limits import Limits, check_choices, check_request
 from .pool import ModelPool, ModelView
 from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel, TokenCounts
 from .registry import ModelEntry
+
+log = logging.getLogger("hoshikage.runtime")
 
 
 @attrs.define(kw_only=True)
@@ -49,6 +53,9 @@ class RequestRecord:
     #: Of ``prompt_tokens``, those found in the model's KV cache.
     cached_tokens: int = 0
     completion_tokens: int = 0
+    #: Speculative decoding: tokens drafted, and how many of them the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
     queued_seconds: float = 0.0
     #: Seconds from the request's arrival to its first output, or None.
     ttft: float | None = None
@@ -217,9 +224,12 @@ class Session:
         self._workers.append(sink.done)
         rt.track(cancel)
 
+        limits = Limits.of(rt.config.server)
+        check_choices(limits, n)
+
         def submit() -> None:
             try:
-                model.generate(request, cancel, sink, n)
+                model.generate(check_request(limits, request), cancel, sink, n)
             except BaseException as exc:
                 sink.close(exc)  # nothing was started: the sink is done
                 sink.flush()
@@ -237,6 +247,8 @@ class Session:
                         rec.prompt_tokens += chunk.prompt_tokens or 0
                         rec.cached_tokens += chunk.cached_tokens or 0
                     rec.completion_tokens += chunk.completion_tokens or 0
+                    rec.draft_tokens += chunk.draft_tokens or 0
+                    rec.draft_accepted += chunk.draft_accepted or 0
                     if chunk.finish_reason == "cancelled":
                         raise cancelled_error(cancel.reason)
                 yield index, chunk
@@ -385,9 +397,18 @@ class Runtime:
         return self.registry.resolve(name)
 
     def session(
-        self, model: str, *, endpoint: str = "", keep_alive: float | None = None, sequences: int = 1
+        self,
+        model: str,
+        *,
+        endpoint: str = "",
+        keep_alive: float | None = None,
+        sequences: int = 1,
+        choices: int | None = None,
     ) -> Session:
-        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``)."""
+        """A request's hold on ``model``; ``sequences``: choices it decodes at once (``n``);
+        ``choices``: all it asks for (prompts × ``n``), checked against ``max_choices``
+        before it queues."""
+        check_choices(Limits.of(self.config.server), max(sequences, choices or 0))
         return Session(self, model, endpoint, keep_alive, sequences)
 
     async def load(self, name: str, keep_alive: float | None = None) -> float:
@@ -417,11 +438,23 @@ class Runtime:
         """The view of the model ``name`` (or an alias) names; ModelNotFound if none."""
         return self.pool.view(self.resolve(name).name)
 
+    def _cached_prompts(self, entry) -> int:
+        try:
+            return int(self.pm.hook.cached_prompts(entry=entry, config=self.config) or 0)
+        except Exception:  # a status figure must not fail the status
+            log.debug("cached_prompts failed for %s", entry.name, exc_info=True)
+            return 0
+
     def status(self) -> dict[str, Any]:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
         sched = self.scheduler.snapshot()
-        models = [_status_of(view, sched.queued_by_model, now) for view in self.views()]
+        # The registry's models, then those a reload removed that are still draining.
+        views = [*self.views(), *(self.pool.view(name) for name in self.pool.draining())]
+        models = [
+            _status_of(view, sched.queued_by_model, now, self._cached_prompts(view.entry))
+            for view in views
+        ]
         return {
             "version": __version__,
             "uptime_seconds": now - self._started,
@@ -456,7 +489,9 @@ def resident_bytes() -> int | None:
         return None
 
 
-def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str, Any]:
+def _status_of(
+    view: ModelView, queued: dict[str, int], now: float, cached_prompts: int = 0
+) -> dict[str, Any]:
     """One model's entry in :meth:`Runtime.status`."""
     entry, engine = view.entry, view.engine
     unload_in: float | None = None
@@ -477,11 +512,18 @@ def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str,
         "running_sequences": engine.running if engine else 0,
         "prompt_tokens": engine.prompt_tokens if engine else 0,
         "cached_prompt_tokens": engine.cached_tokens if engine else 0,
+        # Speculative decoding since the load: tokens drafted and confirmed.
+        "draft_tokens": engine.draft_tokens if engine else 0,
+        "draft_accepted": engine.draft_accepted if engine else 0,
         "idle_seconds": None if view.in_use or view.last_used is None else now - view.last_used,
         "unload_in_seconds": unload_in,
         "requests": view.requests,
         "last_tokens_per_second": view.last_tokens_per_second,
         "load_seconds": view.load_seconds,
+        # While loading: the share loaded, 0.0 to 1.0 (None: not told).
+        "load_progress": view.load_progress,
+        # Prompt prefixes on disk that the next load can restore.
+        "cached_prompts": cached_prompts,
         "last_error": view.last_error,
         # A reload changed it: it loads again with the new options when idle.
         "reload_pending": view.reload_pending,

@@ -83,7 +83,13 @@ class _Outgoing:
                 "out",
                 items,
                 closes,
-                (stats.running, stats.prompt_tokens, stats.cached_tokens),
+                (
+                    stats.running,
+                    stats.prompt_tokens,
+                    stats.cached_tokens,
+                    stats.draft_tokens,
+                    stats.draft_accepted,
+                ),
             )
             with self.send_lock:
                 self._conn.send(message)

@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from hoshikage_core.errors import Cancelled, HoshikageError, ModelFailed, ModelLoadError
@@ -91,7 +92,7 @@ class ProcessModel:
         #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
         self.placement: dict[str, dict[str, int]] = {}
         self._memory = 0
-        self._stats = (0, 0, 0)
+        self._stats = (0, 0, 0, 0, 0)
         self._ids = itertools.count(1)
         self._jobs: dict[int, tuple[ChunkSink, CancelToken]] = {}
         self._cancel_sent: set[int] = set()
@@ -106,6 +107,8 @@ class ProcessModel:
         self._conn = None
         self._reader: threading.Thread | None = None
         self._stderr_thread: threading.Thread | None = None
+        #: Why the child was killed as hung (see :meth:`_hung`), or None.
+        self._hung_reason: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -125,6 +128,13 @@ class ProcessModel:
         self._start()
         try:
             self._send(("load", name, self.path, options, default_max_tokens))
+            if not self._conn.poll(options.rpc_load_timeout):
+                self._kill()
+                raise ModelLoadError(
+                    name,
+                    f"{self.path}: the load did not finish within {options.rpc_load_timeout:g}s "
+                    f"(rpc_load_timeout){self._hosts_note()}; its process was killed",
+                )
             try:
                 _, ok, value = self._conn.recv()
             except (EOFError, OSError):
@@ -141,7 +151,7 @@ class ProcessModel:
         self.capacity = value["capacity"]
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
-        self._stats = (0, 0, 0)
+        self._stats = (0, 0, 0, 0, 0)
         self._reader = threading.Thread(
             target=self._read, name=f"hoshikage-proxy:{name}", daemon=True
         )
@@ -243,9 +253,14 @@ class ProcessModel:
             raise
 
     def stats(self) -> EngineStats:
-        running, prompt, cached = self._stats
+        running, prompt, cached, drafted, accepted = self._stats
         return EngineStats(
-            slots=self.capacity, running=running, prompt_tokens=prompt, cached_tokens=cached
+            slots=self.capacity,
+            running=running,
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            draft_tokens=drafted,
+            draft_accepted=accepted,
         )
 
     def embed(self, inputs: list[str]) -> Embeddings:
@@ -292,19 +307,40 @@ class ProcessModel:
             self._send(message)
         except (OSError, ValueError):
             pass  # the child is gone: the reader fails the waiter
-        waiter.event.wait()
+        if not waiter.event.wait(self.options.rpc_call_timeout):
+            self._hung(f"a call ({message[0]})")
+            waiter.event.wait(30)  # the reader fails it once the child is gone
+            if not waiter.event.is_set():
+                raise ModelFailed(self.name, self._hung_reason or "its process stopped answering")
         if waiter.ok:
             return waiter.value
         raise waiter.value
 
+    def _hung(self, what: str) -> None:
+        """The child answered nothing for ``rpc_call_timeout``: kill it, so it is reported
+        (by the reader, which then sees the socket close) like a child that died."""
+        if self._hung_reason is None:
+            self._hung_reason = (
+                f"its process stopped answering {what} for {self.options.rpc_call_timeout:g}s "
+                "(rpc_call_timeout) and was killed"
+            )
+            log.error("%s: %s", self.name, self._hung_reason)
+        self._kill()
+
     def _read(self) -> None:
         conn = self._conn
+        quiet_since = time.monotonic()
         while True:
             try:
                 ready = conn.poll(CANCEL_POLL)
                 message = conn.recv() if ready else None
             except (EOFError, OSError):
                 break
+            now = time.monotonic()
+            if message is not None or not self._jobs:
+                quiet_since = now
+            elif now - quiet_since > self.options.rpc_call_timeout:
+                self._hung("its running streams")  # the socket closes: the loop ends
             try:
                 if message is not None:
                     self._dispatch(message)
@@ -400,7 +436,9 @@ class ProcessModel:
             and self._stderr_thread is not threading.current_thread()
         ):
             self._stderr_thread.join(2)  # its last words
-        if code is None:
+        if self._hung_reason is not None:
+            how = self._hung_reason
+        elif code is None:
             how = "its process stopped answering"
         elif code < 0:
             try:
@@ -416,9 +454,9 @@ class ProcessModel:
         ]
         # "…/ggml-rpc.cpp:566: Remote RPC server crashed…" without the build path
         detail = f" ({_SOURCE_PREFIX.sub('', said[-1].strip())})" if said else ""
-        hosts = (
-            f"; the RPC server(s) {', '.join(self.servers)} may have gone away"
-            if self.servers
-            else ""
-        )
-        return f"{how}{detail}{hosts}"
+        return f"{how}{detail}{self._hosts_note()}"
+
+    def _hosts_note(self) -> str:
+        if not self.servers:
+            return ""
+        return f"; the RPC server(s) {', '.join(self.servers)} may have gone away"

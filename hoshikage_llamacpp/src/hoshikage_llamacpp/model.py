@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import threading
 from typing import Any
 
@@ -32,8 +33,11 @@ from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
 from .reasoning import detect
+from .speculative import DraftModel, vocab_mismatch
 from .tool_calls import FORMATS
 from .tool_calls import detect as detect_tool_format
+
+log = logging.getLogger("hoshikage.llamacpp.model")
 
 
 class LlamaCppModel:
@@ -45,8 +49,11 @@ class LlamaCppModel:
         loaded: Loaded,
         options: LlamaOptions,
         default_max_tokens: int | None = None,
+        draft: Loaded | None = None,
     ):
         import llama_cpp
+
+        from .disk_cache import DiskCache
 
         self._lib = llama_cpp
         self.name = name
@@ -71,6 +78,9 @@ class LlamaCppModel:
         self._preserved: frozenset[int] = frozenset()
         self._engine: Engine | None = None
         self._embed_lock = threading.Lock()
+        self.disk = None
+        #: The draft model (``draft_model``), loaded and freed with this one.
+        self._draft: DraftModel | None = None
         if options.embedding:
             self.capacity = 1
             self.n_ctx = loaded.llama.n_ctx()
@@ -80,6 +90,8 @@ class LlamaCppModel:
             self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))
             self.capacity = int(llama_cpp.llama_n_seq_max(ctx))
             kv_cells = int(llama_cpp.llama_n_ctx(ctx))
+            #: States an earlier load left on disk, and where this one leaves its own.
+            self.disk = DiskCache.open(name, loaded.path, options)
             choice = choose_template(options, self.metadata)
             self.chat = ChatRenderer(
                 choice,
@@ -87,6 +99,9 @@ class LlamaCppModel:
                 self._token_text(self._model.token_eos()),
                 options.chat_template_kwargs,
             )
+            if draft is not None:
+                self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
+            speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
             if options.reasoning != "off":
                 self.reasoning = detect(choice.template)
             self.tool_format = (
@@ -108,6 +123,13 @@ class LlamaCppModel:
                 n_batch=int(llama_cpp.llama_n_batch(ctx)),
                 piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
+                n_swa=0
+                if options.swa_full
+                else int(llama_cpp.llama_model_n_swa(self._model.model)),
+                disk=self.disk,
+                draft_max=options.draft_max if speculates else 0,
+                ngram=options.ngram_drafts(),
+                draft_model=self._draft,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
@@ -115,23 +137,42 @@ class LlamaCppModel:
         self._memory = memory_bytes(
             loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes
         )
+        if draft is not None:  # its weights and its slots' KV cache are held for this model
+            self._memory += memory_bytes(
+                draft.model.model, options, draft.metadata, kv_cells, draft.context_bytes
+            )
 
     @classmethod
     def load(
-        cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
+        cls,
+        name: str,
+        path: str,
+        options: LlamaOptions,
+        default_max_tokens: int | None = None,
+        progress=None,
     ) -> LlamaCppModel:
         """Check the file, then load it; every failure is a :class:`ModelLoadError` naming
         ``path`` and the reason. ``default_max_tokens`` bounds requests that give no
         ``max_tokens`` (``create_backend`` passes the model's or the server's default);
-        None: ``options.max_tokens``, and without that, up to the context."""
+        None: ``options.max_tokens``, and without that, up to the context. ``progress`` is
+        called with the share of the weights loaded (0.0 to 1.0) while they load."""
         from hoshikage_core.errors import ModelLoadError
 
-        loaded = load(name, path, options)
+        loaded = load(name, path, options, progress)
+        draft = None
         try:
+            draft_path = None if options.embedding else options.draft_model_used()
+            if draft_path is not None:
+                draft = _load_draft(name, draft_path, options, loaded)
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
-            return cls(name, loaded, options, default_max_tokens)
+            return cls(name, loaded, options, default_max_tokens, draft)
+        except ModelLoadError:
+            loaded.close()
+            raise
         except Exception as exc:
+            if draft is not None:
+                draft.close()
             loaded.close()
             raise ModelLoadError(name, f"{loaded.path}: {exc}") from None
 
@@ -220,6 +261,8 @@ class LlamaCppModel:
             running=engine.running,
             prompt_tokens=engine.prompt_tokens,
             cached_tokens=engine.cached_tokens,
+            draft_tokens=engine.draft_tokens,
+            draft_accepted=engine.draft_accepted,
         )
 
     # ----------------------------------------------------------------- embeddings
@@ -259,10 +302,21 @@ class LlamaCppModel:
         return device_bytes(self.placement)
 
     def close(self) -> None:
-        """Stop the engine, then free the context, the KV cache and the weights."""
+        """Stop the engine, then free the context, the KV cache and the weights (the draft
+        model's too). The slots' prompt states are copied out first and written to the disk
+        cache afterwards, by a thread of their own, so writing never holds the memory back."""
+        states = []
         if self._engine is not None:
             self._engine.close()
+            if self.disk is not None:
+                try:
+                    states = self._engine.saved_states()
+                except Exception:
+                    log.exception("copying the prompt states of %s failed", self.name)
             self._engine = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
         with self._embed_lock:
             loaded, self._loaded = self._loaded, None
             self.chat = None
@@ -272,6 +326,33 @@ class LlamaCppModel:
         self._model = None
         gc.collect()
         _trim_heap()
+        if states and self.disk is not None:
+            self.disk.write_later(states)
+
+
+def _load_draft(name: str, path: str, options: LlamaOptions, target: Loaded) -> Loaded:
+    """The draft model for ``target``, with the same slots and context length, refused with
+    a :class:`ModelLoadError` when its vocabulary differs (see :func:`.speculative.vocab_mismatch`)."""
+    from hoshikage_core.errors import ModelLoadError
+
+    draft_options = attrs.evolve(
+        options, draft_model=None, speculative="off", cache_ram=0, chat_template=None
+    )
+    draft = load(name, path, draft_options)
+    reason = vocab_mismatch(target.model.vocab, draft.model.vocab)
+    if reason is not None:
+        draft.close()
+        raise ModelLoadError(name, f"draft_model {path} cannot draft for {target.path}: {reason}")
+    return draft
+
+
+def _can_trim(ctx) -> bool:
+    """Whether a sequence's last tokens can be dropped from its cache (speculation needs it):
+    not for recurrent or hybrid models, whose state cannot be rolled back."""
+    import llama_cpp
+
+    model = llama_cpp.llama_get_model(ctx)
+    return not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
 
 
 def _trim_heap() -> None:

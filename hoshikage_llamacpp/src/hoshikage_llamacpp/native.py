@@ -9,6 +9,11 @@ whole batch, waits up to the interpreter's switch interval. Measured on Gemma 3 
 four streams over HTTP, those hand-overs cost about a quarter of the aggregate throughput.
 The same symbols bound through ``ctypes.PyDLL`` run with the GIL held: a few microseconds
 (the sampler's pass over the vocabulary, well under a millisecond) without a hand-over.
+
+A call whose cost grows with the request must not come through here: with the GIL held it
+stops the event loop for as long as it runs (``/health`` took 16.7 s while a grammar of a
+100,000-value ``enum`` filtered a vocabulary). :mod:`.sampling` therefore makes its grammar
+calls through llama-cpp-python's own binding whenever they can be long.
 """
 
 from __future__ import annotations

@@ -64,6 +64,11 @@ SPLIT_MODES = ("none", "layer", "row")
 #: Where a model runs: "process" (a child process of its own), "none" (in the server).
 ISOLATION_MODES = ("process", "none")
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+#: Speculative decoding: "auto" (n-gram lookup, and the draft model when one is given),
+#: "ngram" (n-gram lookup only), "draft" (the draft model only), "off".
+SPECULATIVE_MODES = ("auto", "ngram", "draft", "off")
+#: llama-server's ``--draft-max`` default.
+DRAFT_MAX = 16
 _RPC_SERVER = re.compile(r"^[^\s:]+:\d{1,5}$")
 
 
@@ -195,6 +200,18 @@ class LlamaOptions:
     #: MiB of host RAM for slot states saved when a slot is given to another conversation,
     #: restored when that conversation comes back (llama-server's ``--cache-ram``). 0: off.
     cache_ram: int = attrs.field(default=256, validator=_non_negative)
+    #: MiB of disk, under the user's cache directory, for the prompt states of the most
+    #: recently used slots and of the RAM cache, written when the model unloads and read
+    #: back by the next load (see :mod:`.disk_cache`). 0: off.
+    cache_disk: int = attrs.field(default=512, validator=_non_negative)
+    #: One KV pool shared by every slot (llama-server's default) instead of a stream of
+    #: ``n_ctx`` cells per slot. A request may then grow into what idle slots do not use,
+    #: up to ``n_ctx × parallel``; attention scans the whole pool's used cells.
+    kv_unified: bool = False
+    #: Keep the sliding-window layers (Gemma 3 and others) at full size. Off (the default),
+    #: they hold only the window, and cached prefixes are reused through checkpoints of
+    #: those layers' state taken when a prompt has been read (as llama-server does).
+    swa_full: bool = False
     #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
     n_batch: int = attrs.field(default=512, validator=_positive)
     #: Physical micro-batch size inside one decode call.
@@ -266,10 +283,37 @@ class LlamaOptions:
     #: mid-generation) kills only that model; "none": in the server process. None:
     #: "process" when rpc_servers is set, else "none".
     isolation: str | None = attrs.field(default=None, validator=_one_of(ISOLATION_MODES))
+    #: Seconds a model in a child process (isolation = "process", the RPC default) may take
+    #: to load; then the child is killed and the load fails (a busy rpc-server never answers).
+    rpc_load_timeout: float = attrs.field(default=300.0, validator=_positive)
+    #: Seconds the child may leave a call (tokenize, embed, a request's submission), or its
+    #: running streams, without an answer; then it is killed and reported as dead.
+    rpc_call_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: Speculative decoding: "auto" (n-gram lookup in the sequence's own prompt and output,
+    #: plus ``draft_model`` when given), "ngram", "draft" (``draft_model`` only) or "off".
+    #: The output is the same either way; only the speed differs.
+    speculative: str = attrs.field(default="auto", validator=_one_of(SPECULATIVE_MODES))
+    #: Most tokens drafted per sequence and step; each sequence drafts fewer (down to none)
+    #: when its drafts keep failing or the batch is full. 0 turns speculation off.
+    draft_max: int = attrs.field(default=DRAFT_MAX, validator=_between_or_none(0, 64))
+    #: A second, smaller GGUF with the same vocabulary that drafts for this one.
+    draft_model: str | None = attrs.field(default=None, validator=_not_blank)
 
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
             raise FieldError("type_v", 'a quantized V cache needs flash_attn = true or "auto"')
+        if self.speculative == "draft" and self.draft_model is None:
+            raise FieldError("speculative", '"draft" needs a draft_model')
+
+    def ngram_drafts(self) -> bool:
+        """Whether sequences draft by n-gram lookup."""
+        return self.speculative in ("auto", "ngram") and self.draft_max > 0
+
+    def draft_model_used(self) -> str | None:
+        """The draft model's path when it drafts, else None."""
+        if self.speculative in ("auto", "draft") and self.draft_max > 0:
+            return self.draft_model
+        return None
 
     def sampling_defaults(self) -> dict[str, float]:
         """The sampling options this model sets, for requests that leave them out."""

@@ -87,7 +87,9 @@ def plan(model, request: GenerationRequest) -> Plan:
     )
     if lazy and request.response_format is not None and request.response_format.type != "text":
         forced, lazy = None, False  # the answer's own format wins over strict tools
-    grammar = grammar_for(request.response_format, forced, request.grammar)
+    grammar = grammar_for(
+        request.response_format, forced, request.grammar, request.max_grammar_bytes
+    )
     trigger = None
     if forced is not None and grammar is not None:
         wrapped, trigger = call_grammar(tool_format, grammar)

@@ -12,6 +12,13 @@ distribution filtered by the grammar and the draw made again. Filtering a 262k v
 through a grammar costs far more than decoding a token; checking one token costs nothing.
 The output is exactly as constrained either way. With repetition penalties, whose history
 must not see a rejected draw, the grammar runs inside the chain on every token instead.
+
+The GIL. The per-token calls go through :mod:`.native`'s GIL-holding binding, which is right
+for work of a few microseconds. A grammar's cost grows with the request (a 100,000-value
+``enum`` is 100,000 grammar stacks, and filtering a whole vocabulary through it takes
+seconds), so every call that filters a whole distribution through a grammar, and every
+grammar call at all for a grammar over :data:`GIL_HELD_GRAMMAR_BYTES`, goes through
+llama-cpp-python's own binding, which releases the GIL: the event loop keeps answering.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ BAN_BIAS = -100.0
 GRAMMAR_BAN = -1e9
 
 
+#: A grammar up to this size is checked per token with the GIL held (microseconds); a larger
+#: one releases it for every call (see the module docstring).
+GIL_HELD_GRAMMAR_BYTES = 4096
+
+
 def setting(request: GenerationRequest, name: str) -> float:
     value = getattr(request, name)
     return DEFAULTS[name] if value is None else value
@@ -57,10 +69,32 @@ def grammar_for(
     fmt: ResponseFormat | None,
     forced_tool_schema: Mapping[str, Any] | None,
     grammar: str | None = None,
+    max_bytes: int | None = None,
 ) -> str | None:
     """The GBNF that constrains the output, or None. The request's own ``grammar`` cannot be
     combined with a ``response_format`` schema; a forced tool call wins over
-    ``response_format``. A schema the converter rejects is :class:`InvalidRequest`."""
+    ``response_format``. A schema the converter rejects, or a grammar over ``max_bytes``
+    (``[server] max_grammar_bytes``), is :class:`InvalidRequest`."""
+    result = _grammar_for(fmt, forced_tool_schema, grammar)
+    if result is not None and max_bytes is not None and len(result) > max_bytes:
+        if grammar:
+            param, what = "grammar", "The grammar is"
+        else:
+            param = "tool_choice" if forced_tool_schema is not None else "response_format"
+            what = f"{param}: the JSON schema makes a grammar of"
+        raise InvalidRequest(
+            f"{what} {len(result)} bytes; this server accepts at most {max_bytes} "
+            "(server.max_grammar_bytes).",
+            param,
+        )
+    return result
+
+
+def _grammar_for(
+    fmt: ResponseFormat | None,
+    forced_tool_schema: Mapping[str, Any] | None,
+    grammar: str | None = None,
+) -> str | None:
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     if grammar:
@@ -135,6 +169,46 @@ def unenforced_keywords(schema: Any) -> set[str]:
     return found
 
 
+#: ``re`` errors that mean the pattern itself is malformed in any regex dialect (not merely
+#: written in a dialect ``re`` does not read, such as ``\p{L}``).
+_MALFORMED = (
+    "missing ),",
+    "unbalanced parenthesis",
+    "unterminated character set",
+    "nothing to repeat",
+    "multiple repeat",
+    "bad character range",
+    "min repeat greater than max repeat",
+)
+
+
+def check_patterns(schema: Any, param: str) -> None:
+    """Every ``pattern`` in ``schema`` is a well-formed regular expression, else
+    :class:`InvalidRequest`: the grammar converter would otherwise close an unbalanced
+    group by itself and enforce something else than asked."""
+    import re
+
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == "pattern" and isinstance(value, str):
+                    try:
+                        re.compile(value)
+                    except re.error as exc:
+                        if any(text in str(exc) for text in _MALFORMED):
+                            raise InvalidRequest(
+                                f"{param}: the JSON schema's pattern {value[:100]!r} is not a valid "
+                                f"regular expression: {exc}",
+                                param,
+                            ) from None
+                elif isinstance(value, Mapping | list) and key not in ("enum", "const"):
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo.extend(v for v in node if isinstance(v, Mapping | list))
+
+
 def compile_grammar(
     lib, vocab, grammar: str, request: GenerationRequest, trigger: str | None = None
 ):
@@ -180,6 +254,7 @@ def grammar_error(lines: list[str]) -> str:
 
 
 def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
+    check_patterns(schema, param)
     try:
         return convert(json.dumps(schema))
     except RecursionError:
@@ -209,6 +284,10 @@ class SamplerChain:
 
         self._lib = llama_cpp
         self._native = native.lib
+        #: The binding of the grammar's per-token calls: GIL-free for a large grammar.
+        self._grammar_lib = native.lib
+        #: The binding of the chain's draw: GIL-free when the grammar runs inside the chain.
+        self._chain_lib = native.lib
         self.seed = seed if seed is not None else secrets.randbits(31)
         self._n_vocab = n_vocab
         params = llama_cpp.llama_sampler_chain_default_params()
@@ -253,8 +332,11 @@ class SamplerChain:
             )
         if grammar is not None:
             sampler = compile_grammar(lib, vocab, grammar, request, self._trigger)
+            if len(grammar) > GIL_HELD_GRAMMAR_BYTES:
+                self._grammar_lib = lib
             if penalties:
                 self._add(sampler)  # checked on every token, inside the chain
+                self._chain_lib = lib  # over the whole vocabulary: without the GIL
             else:
                 self._grammar = sampler
                 self._one = (lib.llama_token_data * 1)()
@@ -280,11 +362,11 @@ class SamplerChain:
 
     def sample(self, ctx, index: int = -1) -> int:
         """Draw a token from the logits at batch position ``index`` and advance the state."""
-        lib = self._native
-        token = lib.llama_sampler_sample(self._chain, ctx, index)
+        token = self._chain_lib.llama_sampler_sample(self._chain, ctx, index)
         grammar = self._grammar
         if grammar is None:
             return token
+        lib = self._grammar_lib
         self.draws += 1
         one = self._one[0]
         one.id, one.logit, one.p = token, 1.0, 0.0
@@ -326,10 +408,10 @@ class SamplerChain:
 
     def _draw(self, ids, logits, need: int) -> int | None:
         """Grammar, then chain, over the candidates ``ids``; None when fewer than ``need``
-        of them pass the grammar."""
+        of them pass the grammar. Both run without the GIL (see the module docstring)."""
         import numpy as np
 
-        lib = self._native
+        lib = self._lib
         cand = np.empty(len(ids), dtype=_token_data_dtype())
         cand["id"] = ids
         cand["logit"] = logits

@@ -39,6 +39,11 @@ class Sequence:
         "_sent_chars",
         "_piece",
         "_announced",
+        "drafter",
+        "draft_length",
+        "drafts",
+        "draft_tokens",
+        "draft_accepted",
         "_split",
         "_tools",
         "n_reasoning",
@@ -88,6 +93,13 @@ class Sequence:
         self._sent_chars = 0
         #: Whether a chunk has gone out: the first one also carries the prompt's counts.
         self._announced = False
+        #: Speculation (see :mod:`.speculative`): its guesser and draft length (None when it
+        #: does not speculate), this step's draft, and its tokens drafted and accepted.
+        self.drafter = None
+        self.draft_length = None
+        self.drafts: list[int] | tuple = ()
+        self.draft_tokens = 0
+        self.draft_accepted = 0
 
     def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
         """Take a sampled (non end-of-generation) token: the chunk to send, if any, and
@@ -172,6 +184,8 @@ class Sequence:
             completion_tokens=self.n_gen,
             cached_tokens=job.cached_tokens,
             stop_sequence=stop_sequence,
+            draft_tokens=self.draft_tokens if self.draft_length is not None else None,
+            draft_accepted=self.draft_accepted if self.draft_length is not None else None,
         )
 
     def _release(self, final: bool) -> tuple:

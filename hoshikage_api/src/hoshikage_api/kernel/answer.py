@@ -16,6 +16,7 @@ request is queued or generating cancels it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
@@ -76,7 +77,29 @@ class OwnTypeStream(Stream):
 
     def to_asgi_response(self, *args, **kwargs):
         kwargs["media_type"] = self.own_media_type
-        return super().to_asgi_response(*args, **kwargs)
+        response = super().to_asgi_response(*args, **kwargs)
+        response.__class__ = _closing_class(type(response))
+        return response
+
+
+@functools.cache
+def _closing_class(base: type) -> type:
+    """Litestar's streaming response, closing its iterator however the stream stopped (the
+    end, a disconnect, a write that timed out), so that its session releases the slot at
+    once rather than whenever the garbage collector gets to the iterator."""
+
+    class ClosingStreamingResponse(base):
+        __slots__ = ()
+
+        async def send_body(self, send, receive) -> None:
+            try:
+                await super().send_body(send, receive)
+            finally:
+                aclose = getattr(self.iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    return ClosingStreamingResponse
 
 
 async def streamed(fmt: Format, chunks: AsyncIterator[tuple[int, Chunk]]) -> AsyncIterator[bytes]:

@@ -32,7 +32,11 @@ async def run(
     releases its slot once the engine has let go of it.
     """
     async with runtime.session(
-        job.model, endpoint=job.endpoint, keep_alive=job.keep_alive, sequences=job.n
+        job.model,
+        endpoint=job.endpoint,
+        keep_alive=job.keep_alive,
+        sequences=job.n,
+        choices=job.choices,
     ) as session:
         if on_ready is not None:
             on_ready(session)
@@ -57,6 +61,9 @@ class ChoiceResult:
     completion_tokens: int = 0
     cached_tokens: int = 0
     stop_sequence: str | None = None
+    #: Speculative decoding of this choice (None: the model did not draft).
+    draft_tokens: int | None = None
+    draft_accepted: int | None = None
     #: When the first chunk came (the monotonic clock): Ollama reports ``eval_duration``.
     first_at: float | None = None
 
@@ -77,6 +84,8 @@ class ChoiceResult:
             self.completion_tokens = chunk.completion_tokens or 0
             self.cached_tokens = chunk.cached_tokens or 0
             self.stop_sequence = chunk.stop_sequence
+            self.draft_tokens = chunk.draft_tokens
+            self.draft_accepted = chunk.draft_accepted
             self.reasoning_tokens = chunk.reasoning_tokens
 
     @property

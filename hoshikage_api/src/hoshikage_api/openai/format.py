@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 from hoshikage_core.protocol import Chunk, TokenCounts, TokenLogprob
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from ..kernel.answer import Format
 from ..kernel.errors import to_api_error
@@ -135,6 +135,17 @@ def _call_id(call: Mapping[str, Any]) -> str:
     return str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
 
 
+def timings(results) -> s.Timings | UnsetType:
+    """The ``timings`` extension over choices (results or last chunks) that drafted."""
+    drafted = [r for r in results if r.draft_tokens is not None]
+    if not drafted:
+        return UNSET
+    return s.Timings(
+        draft_n=sum(r.draft_tokens for r in drafted),
+        draft_n_accepted=sum(r.draft_accepted or 0 for r in drafted),
+    )
+
+
 class ChatFormat(_Format):
     prefix = "chatcmpl"
 
@@ -164,6 +175,7 @@ class ChatFormat(_Format):
             model=self.job.model,
             choices=choices,
             usage=self._usage(),
+            timings=timings(results),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -217,9 +229,11 @@ class ChatFormat(_Format):
             ]
             yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=calls)))
         if chunk.finish_reason is not None:
-            yield self._chunk(
+            last = self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)
             )
+            last.timings = timings([chunk])
+            yield last
 
     def _usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
@@ -279,6 +293,7 @@ class CompletionFormat(_Format):
             model=self.job.model,
             choices=choices,
             usage=self._usage(),
+            timings=timings(results),
         )
 
     def _text_chunk(self, index: int, text: str) -> s.CompletionChunk:
@@ -312,6 +327,7 @@ class CompletionFormat(_Format):
                         finish_reason=chunk.finish_reason,
                     )
                 ],
+                timings=timings([chunk]) if chunk.finish_reason is not None else UNSET,
             )
         )
 

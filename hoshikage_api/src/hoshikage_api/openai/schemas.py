@@ -73,8 +73,27 @@ class SamplingFields(Struct, kw_only=True):
     min_p: TopP | None = None
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
     keep_alive: KeepAlive | None = None
+    speculative: (
+        Annotated[
+            bool,
+            Meta(
+                description="Hoshikage extension: false turns speculative decoding off for "
+                "this request (the output is the same; only the speed differs)"
+            ),
+        ]
+        | None
+    ) = None
     #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
     grammar: str | None = None
+
+
+class Timings(Struct, kw_only=True):
+    """Hoshikage extension, as llama-server's ``timings``: the speculative decoding of the
+    answer, summed over its choices. Present only when the model drafted."""
+
+    #: Tokens drafted, and how many of them the model confirmed.
+    draft_n: int
+    draft_n_accepted: int
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -241,6 +260,7 @@ class ChatCompletion(Struct, kw_only=True):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    timings: Timings | UnsetType = UNSET
 
 
 class ToolCallDelta(Struct, kw_only=True):
@@ -274,6 +294,8 @@ class ChatCompletionChunk(Struct, kw_only=True):
     choices: list[ChatChunkChoice]
     #: Present (null until the last chunk) only with ``stream_options.include_usage``.
     usage: Usage | None | UnsetType = UNSET
+    #: On a choice's finishing chunk, when the model drafted for it.
+    timings: Timings | UnsetType = UNSET
 
 
 # ---- completions --------------------------------------------------------------------------
@@ -314,6 +336,7 @@ class Completion(Struct, kw_only=True):
     model: str
     choices: list[CompletionChoice]
     usage: Usage
+    timings: Timings | UnsetType = UNSET
 
 
 class CompletionChunkChoice(Struct, kw_only=True):
@@ -332,6 +355,7 @@ class CompletionChunk(Struct, kw_only=True):
     model: str
     choices: list[CompletionChunkChoice]
     usage: Usage | None | UnsetType = UNSET
+    timings: Timings | UnsetType = UNSET
 
 
 # ---- embeddings ---------------------------------------------------------------------------

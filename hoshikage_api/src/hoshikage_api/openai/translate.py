@@ -30,6 +30,7 @@ def _sampling(data: s.SamplingFields) -> dict[str, Any]:
         "stop": (stop,) if isinstance(stop, str) else tuple(stop or ()),
         "seed": data.seed,
         "logit_bias": _logit_bias(data.logit_bias),
+        "speculative": data.speculative is not False,
         "grammar": data.grammar or None,
     }
 

@@ -140,6 +140,7 @@ class ResponseBuilder(Format):
             output=list(self.output),
             parallel_tool_calls=data.parallel_tool_calls is not False,
             previous_response_id=data.previous_response_id,
+            background=bool(data.background),
             reasoning=s.ReasoningEcho(effort=data.reasoning.effort if data.reasoning else None),
             store=data.store is not False,
             temperature=data.temperature,

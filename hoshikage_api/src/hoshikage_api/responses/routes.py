@@ -11,6 +11,9 @@ before its last event or its body is sent, so a client may continue from it at o
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Annotated, Literal
 
 from litestar import Request, Router, delete, get, post
@@ -21,10 +24,12 @@ from ..kernel.answer import answer
 from ..kernel.body import StrictBody
 from ..kernel.deps import runtime_of
 from ..kernel.errors import ApiError
+from ..kernel.generation import collect
 from ..kernel.wire import ErrorBody
 from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
+from .running import Running, running_of
 from .store import Stored, store_of
 from .translate import previous_not_found, response_job, wants_logprobs
 
@@ -59,6 +64,16 @@ def _not_found(response_id: str) -> ApiError:
     return ApiError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
 
 
+async def _then(items: AsyncIterator[bytes], done: Callable[[], object]) -> AsyncIterator[bytes]:
+    """``items``, then ``done()`` however the stream ends (finished, failed, cut off)."""
+    try:
+        async with aclosing(items) as source:
+            async for item in source:
+                yield item
+    finally:
+        done()
+
+
 @post(
     ["/v1/responses", "/responses"],
     status_code=200,
@@ -88,7 +103,43 @@ async def create_response(
             store.put(Stored(response, context))
 
     builder = ResponseBuilder(data, logprobs=wants_logprobs(data), on_final=keep)
-    return await answer(request, runtime_of(request), job, builder)
+    runtime = runtime_of(request)
+    running = running_of(request)
+    entry = running[builder.id] = Running(builder)  # GET answers it as in_progress
+
+    def gone() -> None:
+        running.pop(builder.id, None)
+
+    if data.background:
+        entry.task = asyncio.create_task(
+            _background(builder, collect(runtime, job, builder.ready), keep)
+        )
+        entry.task.add_done_callback(lambda _task: gone())
+        return entry.snapshot()
+    try:
+        response = await answer(request, runtime, job, builder)
+    except BaseException:
+        gone()
+        raise
+    if not job.stream:
+        gone()
+        return response
+    response.iterator = _then(response.iterator, gone)  # in progress until the stream ends
+    return response
+
+
+async def _background(builder: ResponseBuilder, results, keep) -> None:
+    """A ``background: true`` response, to its end: stored completed (or incomplete, by the
+    builder's ``on_final``), failed with its error, or cancelled (by ``POST .../cancel``, or
+    the server stopping)."""
+    try:
+        builder.whole(await results)
+    except asyncio.CancelledError:
+        keep(builder.response("cancelled"))
+    except Exception as exc:
+        error = errors.to_openai(exc)
+        failure = s.ResponseError(code=errors.failure_code(error), message=error.message)
+        keep(builder.response("failed", error=failure))
 
 
 @get(
@@ -108,9 +159,41 @@ async def retrieve_response(
             400, "Streaming a stored response ('stream=true') is not supported.", param="stream"
         )
     stored = store_of(request).get(response_id)
-    if stored is None:
+    if stored is not None:
+        return stored.response
+    running = running_of(request).get(response_id)
+    if running is not None:
+        return running.snapshot()
+    raise _not_found(response_id)
+
+
+@post(
+    ["/v1/responses/{response_id:str}/cancel", "/responses/{response_id:str}/cancel"],
+    status_code=200,
+    summary="Cancel a background response",
+    responses=error_specs(400, 401, 404),
+    description="Only a response created with `background: true` can be cancelled. While it "
+    'generates, it stops and is stored with `status: "cancelled"`; once it has finished, it is '
+    "answered as it is.",
+)
+async def cancel_response(request: Request, response_id: ResponseId) -> s.Response:
+    running = running_of(request).get(response_id)
+    if running is not None and running.task is not None:
+        running.cancelled = True
+        running.task.cancel()
+        await asyncio.wait([running.task])
+        stored = store_of(request).get(response_id)
+        return stored.response if stored is not None else running.snapshot()
+    stored = store_of(request).get(response_id)
+    if running is None and stored is None:
         raise _not_found(response_id)
-    return stored.response
+    if stored is not None and stored.response.background:
+        return stored.response
+    raise ApiError(
+        400,
+        "Only a response created with 'background': true can be cancelled.",
+        param="response_id",
+    )
 
 
 @delete(
@@ -171,7 +254,13 @@ def router() -> Router:
     unknown URL under them gets the default body, which is the same."""
     return Router(
         "/",
-        route_handlers=[create_response, retrieve_response, delete_response, list_input_items],
+        route_handlers=[
+            create_response,
+            retrieve_response,
+            cancel_response,
+            delete_response,
+            list_input_items,
+        ],
         tags=TAGS,
         dto=StrictBody,
         return_dto=None,

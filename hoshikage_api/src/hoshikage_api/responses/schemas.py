@@ -4,7 +4,7 @@ The request body is decoded strictly (see :mod:`hoshikage_api.body`): a wrong ty
 is a 400 naming its path. Unknown fields are ignored, as on the other OpenAI routes. Fields
 the official SDK sends that change nothing here (``user``, ``include``, ``reasoning``,
 ``service_tier``, ``prompt_cache_key``...) are declared so that their types are checked;
-those that would ask for something this server cannot do (``background``, ``conversation``,
+those that would ask for something this server cannot do (streamed ``background``, ``conversation``,
 ``prompt``, ``truncation: "auto"``, hosted tools) decode, so the translator can refuse them
 by name.
 
@@ -71,12 +71,16 @@ Content = str | Annotated[list[ContentPart], Meta(max_length=100_000)]
 
 Role = Literal["user", "assistant", "system", "developer"]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
+#: An item id the client may set: stored and echoed back, so bounded.
+ItemId = Annotated[str, Meta(max_length=256)]
+#: A free string the client may set that is stored and echoed back (``user``...).
+FreeString = Annotated[str, Meta(max_length=256)]
 
 
 class MessageItem(Struct, tag_field="type", tag="message", kw_only=True, omit_defaults=True):
     role: Role
     content: Content
-    id: str | None = None
+    id: ItemId | None = None
     status: ItemStatus | None = None
 
 
@@ -88,7 +92,7 @@ class FunctionCallItem(
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
     name: Annotated[str, Meta(min_length=1, max_length=256)]
     arguments: str
-    id: str | None = None
+    id: ItemId | None = None
     status: ItemStatus | None = None
 
 
@@ -99,7 +103,7 @@ class FunctionCallOutputItem(
 
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
     output: Content
-    id: str | None = None
+    id: ItemId | None = None
     status: ItemStatus | None = None
 
 
@@ -107,7 +111,7 @@ class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True):
     """An earlier turn's reasoning sent back by the client: accepted and left out of the
     prompt (no model served here produces reasoning items)."""
 
-    id: str | None = None
+    id: ItemId | None = None
 
 
 InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
@@ -219,13 +223,15 @@ class CreateResponse(Struct, kw_only=True):
     reasoning: ReasoningParam | None = None
     truncation: Literal["auto", "disabled"] | None = None
     max_tool_calls: Annotated[int, Meta(ge=1)] | None = None
-    user: str | None = None
-    safety_identifier: str | None = None
-    prompt_cache_key: str | None = None
-    prompt_cache_retention: str | None = None
-    service_tier: str | None = None
-    # Refused when set: no background mode, no conversations, no stored prompts here.
+    user: FreeString | None = None
+    safety_identifier: FreeString | None = None
+    prompt_cache_key: FreeString | None = None
+    prompt_cache_retention: FreeString | None = None
+    service_tier: FreeString | None = None
+    #: Answer at once and generate in the background (GET it, or cancel it); not with
+    #: ``stream`` or ``store: false``.
     background: bool | None = None
+    # Refused when set: no conversations, no stored prompts here.
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
     context_management: list[Any] | None = None
@@ -327,7 +333,7 @@ class Response(Struct, kw_only=True):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["completed", "incomplete", "in_progress", "failed"]
+    status: Literal["completed", "incomplete", "in_progress", "failed", "cancelled"]
     background: bool = False
     completed_at: int | None = None
     error: ResponseError | None = None
@@ -350,7 +356,7 @@ class Response(Struct, kw_only=True):
     top_p: float | None = None
     truncation: Literal["disabled"] = "disabled"
     usage: ResponseUsage | None = None
-    user: str | None = None
+    user: FreeString | None = None
     metadata: dict[str, str] = {}
 
 

@@ -1,26 +1,45 @@
-"""The bounded in-memory store of finished responses, for ``previous_response_id``,
-``GET /v1/responses/{id}`` and its ``input_items``.
+"""The store of finished responses, for ``previous_response_id``, ``GET /v1/responses/{id}``
+and its ``input_items``: a SQLite database (the standard library's ``sqlite3``, WAL mode)
+under the user's data directory, so a client's ``previous_response_id`` survives a restart.
 
-It holds at most ``[server] responses_store`` entries; adding one more evicts the least
-recently used (creating, continuing from or retrieving a response counts as a use). ``0``
-keeps nothing. Nothing survives a restart.
+It holds at most ``[server] responses_store`` entries and ``responses_store_bytes`` bytes
+(each entry's JSON); adding one more evicts the least recently used first (creating,
+continuing from or retrieving a response counts as a use). ``0`` entries keeps nothing, and
+a single response over the byte budget is not kept. The file is
+``$XDG_DATA_HOME/hoshikage/responses.sqlite3`` (``~/.local/share/hoshikage/...``).
 
 Every entry keeps the whole context its response was generated from, as input items (those
 of the earlier responses in its chain first), so a continuation needs only its direct
 predecessor: evicting an older response in a chain does not break the newer ones.
 
-The store is touched only from the event loop, by plain synchronous calls that never await
-in between, so no lock is needed: a request reads its predecessor before it queues, and
-stores its own response once generation has finished.
+Each write is one transaction, committed before the call returns: a crash (even kill -9)
+loses nothing that was committed, and the file opens again at the next start. The store is
+touched only from the event loop, by plain synchronous calls (a write is a few
+milliseconds), so no lock is needed.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import os
+import sqlite3
+import threading
+from pathlib import Path
 
 import attrs
+import msgspec
 
 from .schemas import InputItem, Response
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    used INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    response BLOB NOT NULL,
+    context BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_used ON responses (used);
+"""
 
 
 @attrs.frozen
@@ -31,42 +50,118 @@ class Stored:
     context: tuple[InputItem, ...]
 
 
+def default_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "hoshikage" / "responses.sqlite3"
+
+
 class ResponseStore:
-    def __init__(self, size: int):
+    def __init__(self, size: int, max_bytes: int = 64 * 1024 * 1024, path: Path | None = None):
         self.size = size
-        self._entries: OrderedDict[str, Stored] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.path = Path(path) if path is not None else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a transaction is durable once committed to the WAL against a crash of the
+        # process (kill -9); only a power cut may lose the last ones.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        used, total = self._db.execute(
+            "SELECT COALESCE(MAX(used), 0), COALESCE(SUM(bytes), 0) FROM responses"
+        ).fetchone()
+        self._used = used
+        self.bytes = total
+        self._response = msgspec.json.Decoder(Response)
+        self._context = msgspec.json.Decoder(list[InputItem])
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def _tick(self) -> int:
+        self._used += 1
+        return self._used
 
     def get(self, response_id: str) -> Stored | None:
         """The entry, now the most recently used; None if unknown, deleted or evicted."""
-        stored = self._entries.get(response_id)
-        if stored is not None:
-            self._entries.move_to_end(response_id)
-        return stored
+        with self._lock:
+            row = self._db.execute(
+                "SELECT response, context FROM responses WHERE id = ?", (response_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE responses SET used = ? WHERE id = ?", (self._tick(), response_id)
+            )
+        return Stored(self._response.decode(row[0]), tuple(self._context.decode(row[1])))
 
     def put(self, stored: Stored) -> None:
-        """Keep ``stored``, evicting the least recently used entries beyond the size."""
+        """Keep ``stored``, evicting the least recently used entries beyond the size and the
+        byte budget."""
         if self.size <= 0:
             return
-        self._entries[stored.response.id] = stored
-        self._entries.move_to_end(stored.response.id)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        response = msgspec.json.encode(stored.response)
+        context = msgspec.json.encode(list(stored.context))
+        size = len(response) + len(context)
+        if size > self.max_bytes:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            old = self._db.execute(
+                "SELECT bytes FROM responses WHERE id = ?", (stored.response.id,)
+            ).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (id, used, bytes, response, context) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (stored.response.id, self._tick(), size, response, context),
+            )
+            self.bytes += size - (old[0] if old else 0)
+            self._evict()
+
+    def _evict(self) -> None:
+        count = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        while count > self.size or self.bytes > self.max_bytes:
+            row = self._db.execute(
+                "SELECT id, bytes FROM responses ORDER BY used LIMIT 1"
+            ).fetchone()
+            if row is None:
+                break
+            self._db.execute("DELETE FROM responses WHERE id = ?", (row[0],))
+            self.bytes -= row[1]
+            count -= 1
 
     def delete(self, response_id: str) -> bool:
-        return self._entries.pop(response_id, None) is not None
+        with self._lock, self._db:
+            row = self._db.execute(
+                "SELECT bytes FROM responses WHERE id = ?", (response_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            self.bytes -= row[0]
+            return True
+
+    def resize(self, size: int, max_bytes: int) -> None:
+        """Take the running config's bounds (a reload); the next put evicts down to them."""
+        self.size = size
+        self.max_bytes = max_bytes
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def store_of(request) -> ResponseStore:
-    """The app's store, made on first use, at the size the running config sets now (a
-    config reload that changes ``responses_store`` applies at the next store)."""
+    """The app's store, opened on first use, at the bounds the running config sets now (a
+    config reload that changes ``responses_store`` or ``responses_store_bytes`` applies at
+    the next store)."""
     state = request.app.state
-    size = state.runtime.config.server.responses_store
+    server = state.runtime.config.server
     store = state.get("responses_store")
     if store is None:
-        store = ResponseStore(size)
+        store = ResponseStore(server.responses_store, server.responses_store_bytes)
         state["responses_store"] = store
-    store.size = size
+    store.resize(server.responses_store, server.responses_store_bytes)
     return store

@@ -273,9 +273,10 @@ def _response_format(text: s.TextConfig | None) -> ResponseFormat | None:
 
 
 def _refuse_unsupported(data: s.CreateResponse) -> None:
-    if data.background:
+    if data.background and (data.stream or data.store is False):
         raise invalid(
-            "'background' responses are not supported: this server answers while you wait.",
+            "'background' responses here are neither streamed nor unstored: send "
+            "'stream': false and leave 'store' true, then GET the response.",
             "background",
         )
     if data.conversation is not None:
