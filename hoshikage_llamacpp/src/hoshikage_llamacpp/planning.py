@@ -97,7 +97,13 @@ def plan(model, request: GenerationRequest) -> Plan:
     )
     trigger = None
     if forced is not None and grammar is not None:
-        grammar, trigger = call_grammar(tool_format, grammar)
+        wrapped, trigger = call_grammar(tool_format, grammar)
+        # The family's own syntax only where its call marker is one token of this model's
+        # vocabulary: spelled out in pieces it costs tokens and wanders (a plain vocabulary).
+        if trigger is not None and len(model.special_tokens(trigger)) == 1:
+            grammar = wrapped
+        else:
+            trigger = None
         if lazy and trigger is None:
             grammar = None  # no fixed call marker to wait for: strict is not enforced
     grammar_trigger = trigger if lazy else None
