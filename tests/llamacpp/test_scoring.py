@@ -228,12 +228,11 @@ def test_cancelled_midway_it_stops_and_frees_its_slots(setup):
     "the 512 window differ from its completions by up to ~0.3 nats; a fresh completion and a fresh score "
     "of the same prompt differ too (-12.71 vs -12.88), so how the prompt is chunked matters there",
 )
+@pytest.mark.parametrize("setup", ["gemma"], indirect=True)  # the tiny model has no window
 def test_a_prefix_longer_than_the_sliding_window(setup):
     """Gemma's sliding-window layers hold only the window (512): several prompts after a
     ~700-token shared prefix still score what the engine's own completions say."""
     model, _ref = setup
-    if model.name == "tiny":
-        pytest.skip("the tiny model has no sliding window")
     base = "the cat sat on the mat. hello world, one two red blue green. " * 45
     prompts = [
         ScorePrompt(prompt=base + end, continuations=(" yes", " no"))
