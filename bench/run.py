@@ -443,6 +443,19 @@ def start_llama_server(binary: str | None, model: Path, args, slots: int = 1) ->
     )
 
 
+def bench_decisions(model: Path, args) -> dict:
+    """The Decisions API and rerank against one request per question (bench/decisions.py),
+    on a server with 4 slots and a context of 4096 per slot (the input is ~1,000 tokens)."""
+    import decisions
+
+    wide = argparse.Namespace(**{**vars(args), "n_ctx": max(args.n_ctx, 4096)})
+    server, _cfg = hoshikage_server(model, wide, concurrency=4, parallel=4)
+    try:
+        return decisions.run(server.base_url, "a", min(args.reps, 3))
+    finally:
+        server.stop()
+
+
 def bench_batching(model: Path, args) -> dict:
     """The batched engine beside llama-server, both with 4 slots (bench/batching.py)."""
     import batching
@@ -637,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batching-only", action="store_true", help="run only the batched-engine comparison"
     )
+    parser.add_argument(
+        "--decisions-only", action="store_true", help="run only the Decisions and rerank benchmark"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
     model = args.model or default_model()
@@ -653,6 +669,15 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"reps": args.reps, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx},
     }
     sys.path.insert(0, str(Path(__file__).parent))
+    if args.decisions_only:
+        results["decisions"] = bench_decisions(model, args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        import decisions
+
+        decisions.report(results["decisions"])
+        print(f"JSON: {args.out}")
+        return 0
     if args.batching_only:
         results["batching"] = bench_batching(model, args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -697,11 +722,16 @@ def main(argv: list[str] | None = None) -> int:
     results["contention_c2"] = bench_contention(model, args, 2)
     # 8: the batched engine beside llama-server.
     results["batching"] = bench_batching(model, args)
+    # 9: one prefill, many answers (bench/decisions.py).
+    results["decisions"] = bench_decisions(model, args)
     results["ratios"] = ratios(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     report(results)
     report_batching(results["batching"])
+    import decisions
+
+    decisions.report(results["decisions"])
     print(f"JSON: {args.out}")
     return 0
 

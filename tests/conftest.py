@@ -10,6 +10,7 @@ missing ``llama_cpp``, chromium or rpc-server must fail CI, not quietly shrink t
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -52,6 +53,21 @@ def data_home(tmp_path_factory):
         os.environ["XDG_DATA_HOME"] = old
 
 
+def pytest_configure(config):
+    """Prompt states that models write to disk when they unload go to a folder of this run,
+    not to the user's cache (every subprocess server inherits it)."""
+    os.environ.setdefault(
+        "HOSHIKAGE_PROMPT_CACHE", tempfile.mkdtemp(prefix="hoshikage-test-prompts-")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prompt_cache(tmp_path_factory, monkeypatch):
+    """A disk prompt cache of its own for each test, so no test restores a prefix another
+    test's unload saved (a server or model started in it keeps that folder)."""
+    monkeypatch.setenv("HOSHIKAGE_PROMPT_CACHE", str(tmp_path_factory.mktemp("prompts")))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """A ~0.5 MB random llama GGUF with a small Jinja chat template (loads in milliseconds)."""
@@ -80,3 +96,33 @@ def gemma_model_path():
     from tests.support.models import gemma_path
 
     return gemma_path()
+
+
+@pytest.fixture(scope="session")
+def family_model():
+    """``family_model(vocab, template)``: the path of a tiny random GGUF with the real
+    tokenizer of ``ggml-vocab-<vocab>.gguf`` and a real template (a vendored template's name
+    or the text), built once into the test-model cache (see tests/support/families.py)."""
+    pytest.importorskip("gguf")
+    from tests.support.families import family_model
+
+    return family_model
+
+
+@pytest.fixture(scope="session")
+def tiny_fim_model_path(tmp_path_factory):
+    """The tiny model with fill-in-the-middle tokens in its vocabulary and metadata."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-fim.gguf", fim=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_rank_model_path(tmp_path_factory):
+    """A tiny reranker: ``qwen3`` with rank pooling and a yes/no head, as llama.cpp converts
+    Qwen3-Reranker (load it with ``embedding = true``)."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+
+    return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-rank.gguf", rank=True)

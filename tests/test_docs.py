@@ -81,6 +81,18 @@ def test_readme_responses_example_runs(default_server, capsys):
     assert printed and int(printed[-1].rsplit(" ", 1)[-1]) > 0
 
 
+def test_readme_decisions_example_runs(default_server, capsys):
+    pytest.importorskip("openai")
+    (example,) = [b for b in readme_blocks("python") if "client.decisions.create" in b]
+    code = example.replace("http://127.0.0.1:8000", default_server.base_url)
+    exec(compile(code, "README.md", "exec"), {})
+    choice, confidence, probability, score = capsys.readouterr().out.split()
+    assert choice in ("billing", "technical", "sales")
+    assert (
+        1 / 3 <= float(confidence) <= 1 and 0 <= float(probability) <= 1 and 0 <= float(score) <= 2
+    )
+
+
 def test_readme_anthropic_example_runs(default_server, capsys):
     pytest.importorskip("anthropic")
     (example,) = [b for b in readme_blocks("python") if "anthropic.Anthropic(" in b]

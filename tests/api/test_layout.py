@@ -1,7 +1,8 @@
 """The API's layout rules, read from the imports of every module (deferred ones too):
 
 * ``kernel`` imports no surface and no server route: only itself;
-* a surface (``openai``, ``responses``, ``anthropic``, ``ollama``) imports the kernel and
+* a surface (``openai``, ``responses``, ``anthropic``, ``ollama``, ``decisions``, ``rerank``,
+  ``llamaserver``) imports the kernel and
   itself, and no other surface, except Responses -> OpenAI's schemas, where the wire types
   really are shared;
 * ``server`` (Hoshikage's own routes) imports the kernel only.
@@ -17,7 +18,7 @@ import pytest
 
 PACKAGE = "hoshikage_api"
 ROOT = Path(__file__).resolve().parents[2] / "hoshikage_api" / "src" / PACKAGE
-SURFACES = ("openai", "responses", "anthropic", "ollama")
+SURFACES = ("openai", "responses", "anthropic", "ollama", "decisions", "rerank", "llamaserver")
 
 #: Part of the package -> the modules of the package it may import, besides its own.
 ALLOWED = {

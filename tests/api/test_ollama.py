@@ -491,8 +491,8 @@ def test_auth_is_required(server, tiny_model_path):
         ("/api/generate", {"model": "tiny", "prompt": "x", "images": ["aGk="]}, "images"),
         (
             "/api/chat",
-            {"model": "tiny", "messages": USER, "think": True},
-            "does not support thinking",
+            {"model": "tiny", "messages": USER, "think": "extreme"},
+            "Invalid 'think'",
         ),
         (
             "/api/generate",

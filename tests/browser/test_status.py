@@ -85,3 +85,49 @@ def test_one_second_keep_alive_unloads_and_the_chart_drops(watched):
     legend = page.locator("#memory-legend li[data-series=tiny] .figure").inner_text()
     assert legend == "0.0 MiB"
     assert watched.page_errors == []
+
+
+def test_the_card_counts_the_prompts_kept_on_disk(watched):
+    base = watched.base_url
+    httpx.post(base + "/api/models/tiny/load", timeout=30).raise_for_status()
+    body = {
+        "model": "tiny",
+        "messages": [
+            {"role": "system", "content": "hello world red blue green " * 20},
+            {"role": "user", "content": "yes"},
+        ],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    httpx.post(base + "/v1/chat/completions", json=body, timeout=60).raise_for_status()
+    unload(base)
+    watched.open()
+    page = watched.page
+    page.wait_for_function(
+        "() => /^\\d+ prompts?$/.test(document.querySelector("
+        "'.card[data-model=tiny] [data-field=disk]').textContent)",
+        timeout=20_000,
+    )
+    shown = page.locator(".card[data-model=tiny] [data-field=disk]").inner_text()
+    assert shown.split()[0] == str(model_status(base)["cached_prompts"])
+    # the progress bar shows only while a model loads
+    assert not page.locator(".card[data-model=tiny] [data-field=progress]").is_visible()
+    assert watched.page_errors == []
+
+
+def test_the_card_shows_the_share_of_drafts_accepted(watched):
+    body = {
+        "model": "tiny",
+        "prompt": "the cat sat on the mat the cat sat on the mat the cat",
+        "max_tokens": 80,
+        "temperature": 0,
+        "logit_bias": {"2": -100},
+    }
+    httpx.post(watched.base_url + "/v1/completions", json=body, timeout=60).raise_for_status()
+    model = model_status(watched.base_url)
+    assert model["draft_tokens"] > 0
+    watched.open()
+    field = watched.page.locator(".card[data-model=tiny] [data-field=drafts]")
+    share = round(100 * model["draft_accepted"] / model["draft_tokens"])
+    field.get_by_text(f"{share}% of {model['draft_tokens']}").wait_for()
+    assert watched.console_errors == [] and watched.page_errors == []

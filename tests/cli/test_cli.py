@@ -219,3 +219,32 @@ def _wait_child(pid: int, timeout: float) -> int:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError(f"the child did not exit within {timeout}s of SIGINT")
+
+
+def test_status_shows_the_prompts_kept_on_disk_after_an_unload(server):
+    import httpx
+
+    cli("load", "tiny", "--url", server.base_url)
+    body = {
+        "model": "tiny",
+        "messages": [
+            {"role": "system", "content": "the cat sat on the mat " * 20},
+            {"role": "user", "content": "hello"},
+        ],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=60).raise_for_status()
+    assert cli("unload", "tiny", "--url", server.base_url).returncode == 0
+    deadline = time.monotonic() + 20
+    model = {}
+    while time.monotonic() < deadline:  # the states are written after the memory is freed
+        model = json.loads(cli("status", "--json", "--url", server.base_url).stdout)["models"][0]
+        if model["cached_prompts"]:
+            break
+        time.sleep(0.2)
+    assert model["cached_prompts"] >= 1 and model["load_progress"] is None
+    table = cli("status", "--url", server.base_url).stdout
+    assert "on disk" in table
+    row = next(line for line in table.splitlines() if "tiny" in line and "unloaded" in line)
+    assert f" {model['cached_prompts']} " in row

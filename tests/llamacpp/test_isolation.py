@@ -68,8 +68,10 @@ def test_the_child_answers_like_the_model_in_process(isolated, tiny_model_path):
         assert isolated.tokenize("hello world") == local.tokenize("hello world")
         assert isolated.count_tokens("hello world") == local.count_tokens("hello world")
         assert (isolated.n_ctx, isolated.capacity) == (local.n_ctx, local.capacity)
-        assert isolated.memory_bytes() == local.memory_bytes()
         assert isolated.placement and isolated.placement == local.placement
+        # the same but for the compute buffer's resident share, measured in each process
+        compute = sum(kinds.get("compute", 0) for kinds in local.placement.values())
+        assert abs(isolated.memory_bytes() - local.memory_bytes()) <= compute
     finally:
         local.close()
     stats = isolated.stats()
@@ -325,3 +327,53 @@ def test_a_load_that_never_finishes_times_out(tiny_model_path):
         assert f"127.0.0.1:{port}" in str(info.value)
     finally:
         listener.close()
+
+
+def test_a_model_in_a_child_process_drafts_and_counts_its_drafts(isolated):
+    looping = GenerationRequest(
+        prompt="the cat sat on the mat the cat sat on the mat the cat",
+        max_tokens=60,
+        temperature=0,
+        logit_bias={2: -100},
+    )
+    _texts, (last,) = text_of(isolated, looping)
+    assert last.draft_accepted > 0 and last.draft_tokens >= last.draft_accepted
+    stats = isolated.stats()
+    assert (stats.draft_tokens, stats.draft_accepted) == (last.draft_tokens, last.draft_accepted)
+
+
+def test_scoring_and_the_tokenizer_in_the_child(isolated, tiny_model_path):
+    """The child serves the optional features too: the same scores as in process."""
+    from hoshikage_core.protocol import (
+        BlockingStream,
+        CancelToken,
+        ScorePrompt,
+        Scorer,
+        ScoreRequest,
+        TokenCodec,
+    )
+    from hoshikage_llamacpp.model import LlamaCppModel
+
+    assert isinstance(isolated, Scorer) and isinstance(isolated, TokenCodec)
+    request = ScoreRequest(
+        prompts=(ScorePrompt(prompt="the cat sat", continuations=(" on", " on the mat")),)
+    )
+
+    def scores(model):
+        sink = BlockingStream()
+        model.score(request, CancelToken(), sink)
+        ((_index, result),) = list(sink)
+        return result
+
+    local = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2))
+    try:
+        assert list(scores(isolated).logprobs[0]) == pytest.approx(
+            list(scores(local).logprobs[0]), abs=1e-4
+        )
+        tokens = isolated.encode("the cat", True, True)
+        assert tokens == local.encode("the cat", True, True)
+        assert isolated.token_bytes(tokens[1], True) == local.token_bytes(tokens[1], True)
+        messages = ({"role": "user", "content": "hi"},)
+        assert isolated.apply_template(messages) == local.apply_template(messages)
+    finally:
+        local.close()

@@ -121,8 +121,8 @@ def test_layers_on_the_rpc_server_answer_like_a_local_load(
 
     plain_init = loader._ModelParams.__init__
 
-    def no_repack(self, options):
-        plain_init(self, options)
+    def no_repack(self, options, progress=None):
+        plain_init(self, options, progress)
         self.params.use_extra_bufts = False
 
     monkeypatch.setattr(loader._ModelParams, "__init__", no_repack)

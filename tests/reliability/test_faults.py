@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import threading
 import time
 
@@ -142,3 +144,37 @@ def test_idle_unload_for_real_gives_memory_back(gemma_model_path):
         time.sleep(3.5)
         kept = state(server, "kept")
         assert kept["state"] == "loaded" and kept["unload_in_seconds"] == -1
+
+
+def _context_switches(pid: int) -> dict[str, int]:
+    counts = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                counts[task] = sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except OSError:
+            pass
+    return counts
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_idle_means_idle(tiny_model_path):
+    """Nothing loaded until asked; no thread of an idle server wakes more than once a second;
+    after an unload the resident set is back near where it was before the load (what stays
+    is mostly llama.cpp's and numpy's shared libraries, mapped at the first load)."""
+    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 512}]}
+    with running_server(config) as server:
+        pid = server.process.pid
+        assert state(server, "tiny")["state"] == "unloaded"
+        time.sleep(1.0)
+        before = _context_switches(pid)
+        time.sleep(4.0)
+        after = _context_switches(pid)
+        busiest = max((after[t] - n) / 4.0 for t, n in before.items() if t in after)
+        assert busiest <= 1.5, (before, after)
+        baseline = server_rss(pid)
+        assert chat(server, "tiny").status_code == 200
+        httpx.post(server.base_url + "/api/models/tiny/unload", timeout=30).raise_for_status()
+        time.sleep(0.5)
+        assert server_rss(pid) - baseline < 40 * 2**20
+        assert state(server, "tiny")["state"] == "unloaded"

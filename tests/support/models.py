@@ -48,8 +48,13 @@ TINY_WORDS = (
 GEMMA_FILE_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
-def tiny_vocab() -> list[str]:
-    """``<unk> <s> </s>``, the 256 byte tokens, the letters, then word pieces and words."""
+#: Fill-in-the-middle control tokens of the ``fim=True`` tiny model (Qwen2.5-Coder's names).
+FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+
+
+def tiny_vocab(fim: bool = False) -> list[str]:
+    """``<unk> <s> </s>``, the 256 byte tokens, the letters, then word pieces and words (and
+    the FIM tokens last with ``fim``)."""
     pieces: list[str] = ["<unk>", "<s>", "</s>"]
     pieces += [f"<0x{b:02X}>" for b in range(256)]
     pieces += ["▁", *"abcdefghijklmnopqrstuvwxyz"]
@@ -58,6 +63,8 @@ def tiny_vocab() -> list[str]:
             piece = "▁" + word[:end]
             if piece not in pieces:
                 pieces.append(piece)
+    if fim:
+        pieces += FIM_TOKENS
     return pieces
 
 
@@ -71,18 +78,25 @@ def build_tiny_gguf(
     n_ff: int = 128,
     context_length: int = 2048,
     seed: int = 1234,
+    fim: bool = False,
+    rank: bool = False,
 ) -> Path:
     """Write a llama-architecture GGUF with random F32 weights and an SPM vocabulary.
 
     It is deterministic for a given ``seed``, about 0.5 MB, and loads in milliseconds. The
     output head is scaled up so the logits are peaked: greedy decoding then picks the same
     token even when the KV cache is reused and rounding differs slightly.
+
+    ``fim``: the vocabulary ends with :data:`FIM_TOKENS`, named in the metadata as the
+    fill-in-the-middle tokens. ``rank``: a reranker as llama.cpp converts Qwen3-Reranker, a
+    ``qwen3`` model with ``pooling_type`` rank and a ``cls.output`` head of two labels
+    (``yes``, ``no``), to be loaded with ``embedding = true``.
     """
     import gguf
     import numpy as np
 
     path = Path(path)
-    vocab = tiny_vocab()
+    vocab = tiny_vocab(fim)
     n_vocab = len(vocab)
     rng = np.random.default_rng(seed)
 
@@ -90,7 +104,8 @@ def build_tiny_gguf(
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     tmp = path.with_name(path.name + ".partial")
-    writer = gguf.GGUFWriter(tmp, "llama")
+    arch = "qwen3" if rank else "llama"
+    writer = gguf.GGUFWriter(tmp, arch)
     writer.add_name("hoshikage-tiny-test")
     writer.add_context_length(context_length)
     writer.add_embedding_length(n_embd)
@@ -109,7 +124,8 @@ def build_tiny_gguf(
     types = (
         [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
         + [gguf.TokenType.BYTE] * 256
-        + [gguf.TokenType.NORMAL] * (n_vocab - 259)
+        + [gguf.TokenType.NORMAL] * (n_vocab - 259 - (len(FIM_TOKENS) if fim else 0))
+        + [gguf.TokenType.CONTROL] * (len(FIM_TOKENS) if fim else 0)
     )
     writer.add_token_types(types)
     writer.add_unk_token_id(0)
@@ -119,6 +135,14 @@ def build_tiny_gguf(
     writer.add_add_eos_token(False)
     if chat_template:
         writer.add_chat_template(TINY_CHAT_TEMPLATE)
+    if fim:
+        first = n_vocab - len(FIM_TOKENS)
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_PRE_ID, first)
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_SUF_ID, first + 1)
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_MID_ID, first + 2)
+    if rank:
+        writer.add_pooling_type(gguf.PoolingType.RANK)
+        writer.add_classifier_output_labels(["yes", "no"])
 
     writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd, scale=1.0))
     for i in range(n_layers):
@@ -128,12 +152,18 @@ def build_tiny_gguf(
         writer.add_tensor(f"{block}.attn_k.weight", weights(n_embd, n_embd))
         writer.add_tensor(f"{block}.attn_v.weight", weights(n_embd, n_embd))
         writer.add_tensor(f"{block}.attn_output.weight", weights(n_embd, n_embd))
+        if rank:
+            head = n_embd // n_head
+            writer.add_tensor(f"{block}.attn_q_norm.weight", np.ones(head, dtype=np.float32))
+            writer.add_tensor(f"{block}.attn_k_norm.weight", np.ones(head, dtype=np.float32))
         writer.add_tensor(f"{block}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         writer.add_tensor(f"{block}.ffn_gate.weight", weights(n_ff, n_embd))
         writer.add_tensor(f"{block}.ffn_up.weight", weights(n_ff, n_embd))
         writer.add_tensor(f"{block}.ffn_down.weight", weights(n_embd, n_ff))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     writer.add_tensor("output.weight", weights(n_vocab, n_embd, scale=0.6))
+    if rank:
+        writer.add_tensor("cls.output.weight", weights(2, n_embd, scale=0.05))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -15,14 +15,15 @@ def create_app(runtime):
 
     from hoshikage_core import __version__
 
-    from . import anthropic, ollama, openai, responses, server
+    from . import anthropic, decisions, llamaserver, ollama, openai, rerank, responses, server
     from .auth import api_key_guard
     from .events import EventSink
     from .guard import browser_guard
     from .kernel import errors
     from .metrics import Metrics
 
-    routers = [surface.router() for surface in (anthropic, ollama, responses, openai, server)]
+    surfaces = (anthropic, ollama, responses, openai, decisions, rerank, llamaserver, server)
+    routers = [surface.router() for surface in surfaces]
     settings = runtime.config.server
     metrics = Metrics()
     sink = EventSink(metrics)

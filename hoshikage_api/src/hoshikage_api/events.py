@@ -28,6 +28,8 @@ def describe(record) -> str:
         parts.append(f"{record.prompt_tokens}+{record.completion_tokens} tok")
     if record.tokens_per_second is not None:
         parts.append(f"{record.tokens_per_second:.1f} tok/s")
+    if record.draft_tokens:
+        parts.append(f"drafts {record.draft_accepted}/{record.draft_tokens}")
     if record.ttft is not None:
         parts.append(f"ttft {record.ttft:.2f}s")
     if record.queued_seconds >= 0.01:

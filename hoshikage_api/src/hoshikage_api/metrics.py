@@ -97,6 +97,18 @@ class Metrics:
         self.completion_tokens = Counter(
             p + "completion_tokens", "Completion tokens generated, by model.", ["model"], registry=r
         )
+        self.draft_tokens = Counter(
+            p + "draft_tokens",
+            "Tokens drafted by speculative decoding, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.draft_accepted = Counter(
+            p + "draft_accepted_tokens",
+            "Drafted tokens the model confirmed, by model.",
+            ["model"],
+            registry=r,
+        )
         self.loads = Counter(p + "model_loads", "Model loads, by model.", ["model"], registry=r)
         self.unloads = Counter(
             p + "model_unloads",
@@ -138,6 +150,9 @@ class Metrics:
             self.prompt_tokens.labels(model=model).inc(record.prompt_tokens)
         if record.completion_tokens:
             self.completion_tokens.labels(model=model).inc(record.completion_tokens)
+        if record.draft_tokens:
+            self.draft_tokens.labels(model=model).inc(record.draft_tokens)
+            self.draft_accepted.labels(model=model).inc(record.draft_accepted)
         if record.ttft is not None:
             self.ttft.labels(model=model).observe(record.ttft)
         if record.tokens_per_second is not None:

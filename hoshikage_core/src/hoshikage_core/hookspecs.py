@@ -41,7 +41,17 @@ def create_backend(entry, config):
     :class:`~hoshikage_core.protocol.LoadedModel`, or None if ``entry.backend`` is not yours.
 
     Called in a worker thread. Raise :class:`~hoshikage_core.errors.ModelLoadError` with the
-    path and the reason when the model cannot be loaded.
+    path and the reason when the model cannot be loaded. To show the load's progress, call
+    :func:`hoshikage_core.load_progress.reporter` on that thread and, if it returns a
+    function, call it with the share loaded (0.0 to 1.0).
+    """
+
+
+@hookspec(firstresult=True)
+def cached_prompts(entry, config):
+    """Return how many prompt prefixes your backend keeps on disk for ``entry`` (states an
+    earlier load left, which the next load can restore), or None if ``entry.backend`` is
+    not yours. Called for every model on each status request, loaded or not: keep it cheap.
     """
 
 

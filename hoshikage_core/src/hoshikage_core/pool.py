@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
+from . import load_progress
 from .errors import BackendNotFound, HoshikageError, ModelLoadError
 from .protocol import (
     EngineStats,
@@ -64,6 +65,7 @@ class _Record:
         "unload_requested",
         "pending",
         "retired",
+        "load_progress",
     )
 
     def __init__(self, entry: ModelEntry):
@@ -88,6 +90,8 @@ class _Record:
         self.pending: ModelEntry | None = None
         #: A reload removed the model: the record goes once its requests have ended.
         self.retired = False
+        #: While it loads: the share loaded (0.0 to 1.0), when its backend tells.
+        self.load_progress: float | None = None
 
     @property
     def public_state(self) -> str:
@@ -124,6 +128,8 @@ class ModelView:
     last_error: str | None
     #: A reload changed it: it loads again with the new options when idle.
     reload_pending: bool
+    #: While it loads: the share loaded (0.0 to 1.0), when its backend tells; else None.
+    load_progress: float | None = None
 
     @property
     def name(self) -> str:
@@ -192,6 +198,7 @@ class ModelPool:
             load_seconds=record.load_seconds,
             last_error=record.last_error,
             reload_pending=record.pending is not None,
+            load_progress=record.load_progress if record.state == LOADING else None,
         )
 
     def names(self) -> list[str]:
@@ -344,10 +351,12 @@ class ModelPool:
         started = time.monotonic()
         try:
             await self._make_room(name)
-            model = await asyncio.to_thread(self._create, record.entry)
+            record.load_progress = None
+            model = await asyncio.to_thread(self._create, record.entry, record)
         except BaseException as exc:
             record.state = UNLOADED
             record.load_task = None
+            record.load_progress = None
             error = exc if isinstance(exc, HoshikageError) else ModelLoadError(name, repr(exc))
             record.last_error = str(error)
             log.warning("%s", error)
@@ -361,6 +370,7 @@ class ModelPool:
         record.model = model
         record.state = LOADED
         record.load_task = None
+        record.load_progress = None
         record.last_error = None
         if isinstance(model, WatchesFailure):
             loop = asyncio.get_running_loop()
@@ -383,8 +393,13 @@ class ModelPool:
         self._changed()
         return model
 
-    def _create(self, entry: ModelEntry) -> LoadedModel:
-        model = self.pm.hook.create_backend(entry=entry, config=self.config)
+    def _create(self, entry: ModelEntry, record: _Record | None = None) -> LoadedModel:
+        def report(fraction: float) -> None:  # on the loading thread; a float store is atomic
+            if record is not None:
+                record.load_progress = fraction
+
+        with load_progress.reporting(report):
+            model = self.pm.hook.create_backend(entry=entry, config=self.config)
         if model is None:
             raise BackendNotFound(
                 f"Model '{entry.name}' needs the backend '{entry.backend}', and no installed "

@@ -91,6 +91,25 @@ class GenerationRequest:
     #: The largest grammar the backend may compile for this request (``[server]
     #: max_grammar_bytes``, set by the session; see :mod:`hoshikage_core.limits`). None: no cap.
     max_grammar_bytes: int | None = None
+    #: Whether the backend may decode speculatively (guess tokens and verify them) where
+    #: the model is set up for it; the output is the same either way.
+    speculative: bool = True
+    #: A GBNF grammar (llama.cpp's format) that constrains the raw output, special tokens and
+    #: reasoning or tool-call markers included, before anything is parsed out of it.
+    grammar: str | None = None
+    #: Extra variables for the chat template (``chat_template_kwargs``), over the model's own.
+    template_kwargs: Mapping[str, Any] | None = None
+    #: Whether the model should reason before it answers: None (the model's default), False
+    #: (the template's own switch turned off, and no reasoning shown), True, or an effort
+    #: level ("low", "medium", "high") for templates that take one.
+    reasoning: bool | str | None = None
+    #: Most tokens of reasoning before the engine ends the think block itself; None: no limit.
+    reasoning_budget: int | None = None
+    #: Fill in the middle: with ``prompt`` as the code before the gap, this is the code
+    #: after it (the model must have FIM tokens). ``fim_files`` are other files given as
+    #: context before it, ``{"filename", "text"}`` each (llama-server's ``input_extra``).
+    suffix: str | None = None
+    fim_files: tuple[Mapping[str, str], ...] = ()
 
     @property
     def is_chat(self) -> bool:
@@ -138,6 +157,15 @@ class Chunk:
     #: On the last chunk of a choice that one of the request's ``stop`` strings ended
     #: (``finish_reason`` "stop"): that string. None when the model ended its turn itself.
     stop_sequence: str | None = None
+    #: On the last chunk, when the backend decoded speculatively: the tokens it drafted
+    #: for this choice, and how many of them the model confirmed (llama-server's
+    #: ``draft_n`` and ``draft_n_accepted``). None when it did not speculate.
+    draft_tokens: int | None = None
+    draft_accepted: int | None = None
+    #: A delta of the model's reasoning (its think block), apart from the answer's ``text``.
+    reasoning: str = ""
+    #: On the last chunk: of ``completion_tokens``, how many were reasoning.
+    reasoning_tokens: int | None = None
 
 
 @attrs.frozen
@@ -157,6 +185,109 @@ class EngineStats:
     #: Prompt tokens of every generation so far, and how many of them came from the cache.
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    #: Speculative decoding so far: tokens drafted, and how many the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class ScorePrompt:
+    """One prompt and the continuations to score after it.
+
+    Exactly one of ``messages`` (rendered with the model's chat template, with the
+    assistant's turn opened) and ``prompt`` (raw text) is set. Each continuation is text
+    that follows the prompt directly (the assistant's reply, for ``messages``).
+    """
+
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    prompt: str | None = None
+    continuations: tuple[str, ...] = ()
+    #: Score each continuation as the whole reply: followed by the model's end-of-turn
+    #: token (so a label that is the start of another is not credited with its mass).
+    end_of_turn: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ScoreRequest:
+    """Many prompts, each with continuations to score. The prompts' longest shared token
+    prefix is read once; what follows it is read once per prompt."""
+
+    prompts: tuple[ScorePrompt, ...]
+
+
+@attrs.frozen
+class Scores:
+    """:meth:`Scorer.score`'s answer."""
+
+    #: Per prompt, per continuation: the continuation's total log-probability under the
+    #: model after its prompt, summed over every one of its tokens (natural log).
+    logprobs: tuple[tuple[float, ...], ...]
+    #: Per prompt, per continuation: how many tokens the continuation was.
+    token_counts: tuple[tuple[int, ...], ...]
+    #: Prompt tokens of the request: the shared prefix once, plus each prompt's own rest.
+    prompt_tokens: int
+    #: Of ``prompt_tokens``, those found in the KV cache and not read again.
+    cached_tokens: int
+    #: The shared prefix: read once, and kept in the model's prompt cache afterwards.
+    prefix_tokens: int = 0
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """An optional feature of a :class:`LoadedModel`: exact log-probabilities of short
+    continuations, many at once, for classification (the Decisions API) and reranking."""
+
+    def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
+        """Check ``request`` and queue it on the model's engine, like :meth:`LoadedModel.generate`;
+        return at once. The engine puts one :class:`Scores` into ``sink`` (index 0), then
+        closes it, or closes it with the error (:class:`~hoshikage_core.errors.Cancelled`
+        when ``cancel`` fires). Errors found before anything starts are raised here."""
+        ...
+
+
+@attrs.frozen
+class Ranking:
+    """Relevance of documents to a query, from a model's relevance head."""
+
+    #: One per document, in the documents' order.
+    scores: tuple[float, ...]
+    prompt_tokens: int
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """An optional feature of a :class:`LoadedModel`: a relevance head (llama.cpp's rank
+    pooling, as in bge-reranker and Qwen3-Reranker GGUFs)."""
+
+    def rerank(self, query: str, documents: list[str]) -> Ranking | None:
+        """Each document's relevance to ``query`` (blocking; the core calls it from a worker
+        thread), or None when this model has no relevance head (generative models are
+        scored with :class:`Scorer` instead)."""
+        ...
+
+
+@runtime_checkable
+class TokenCodec(Protocol):
+    """An optional feature of a :class:`LoadedModel`: its tokenizer and chat template as
+    they are (llama-server's ``/tokenize``, ``/detokenize`` and ``/apply-template``)."""
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        """``add_special``: the BOS token where the model wants one; ``parse_special``:
+        special tokens written as text (``<|im_start|>``) are read as those tokens."""
+        ...
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes ``token`` stands for (``special``: control tokens as their text);
+        InvalidRequest for an id outside the vocabulary."""
+        ...
+
+    def apply_template(
+        self,
+        messages: tuple[Mapping[str, Any], ...],
+        tools: tuple[Mapping[str, Any], ...] | None = None,
+    ) -> str:
+        """The prompt the chat template renders, the assistant's turn opened."""
+        ...
 
 
 class ChunkSink(Protocol):

@@ -17,6 +17,7 @@ A generation cancelled by the server (shutdown) raises ``Cancelled`` with the re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +29,23 @@ import attrs
 from . import __version__
 from .catalog import build_registry
 from .delivery import LoopSink, LoopWaker
-from .errors import Cancelled, HoshikageError
+from .errors import Cancelled, HoshikageError, InvalidRequest
 from .limits import Limits, check_choices, check_request
 from .pool import ModelPool, ModelView
-from .protocol import CancelToken, Chunk, Embeddings, GenerationRequest, LoadedModel, TokenCounts
+from .protocol import (
+    CancelToken,
+    Chunk,
+    Embeddings,
+    GenerationRequest,
+    LoadedModel,
+    Scorer,
+    ScoreRequest,
+    Scores,
+    TokenCounts,
+)
 from .registry import ModelEntry
+
+log = logging.getLogger("hoshikage.runtime")
 
 
 @attrs.define(kw_only=True)
@@ -50,6 +63,9 @@ class RequestRecord:
     #: Of ``prompt_tokens``, those found in the model's KV cache.
     cached_tokens: int = 0
     completion_tokens: int = 0
+    #: Speculative decoding: tokens drafted, and how many of them the model confirmed.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
     queued_seconds: float = 0.0
     #: Seconds from the request's arrival to its first output, or None.
     ttft: float | None = None
@@ -241,6 +257,8 @@ class Session:
                         rec.prompt_tokens += chunk.prompt_tokens or 0
                         rec.cached_tokens += chunk.cached_tokens or 0
                     rec.completion_tokens += chunk.completion_tokens or 0
+                    rec.draft_tokens += chunk.draft_tokens or 0
+                    rec.draft_accepted += chunk.draft_accepted or 0
                     if chunk.finish_reason == "cancelled":
                         raise cancelled_error(cancel.reason)
                 yield index, chunk
@@ -258,6 +276,55 @@ class Session:
         async with aclosing(self.stream(request)) as chunks:
             async for _index, chunk in chunks:
                 yield chunk
+
+    async def score(self, request: ScoreRequest) -> Scores:
+        """Score continuations after prompts (:class:`~hoshikage_core.protocol.Scorer`), in
+        the model's engine beside its generations. Cancelled within a step if the caller
+        goes away; counted in the record like a prompt that generated nothing."""
+        rt, rec, model = self.runtime, self.record, self.model
+        if not isinstance(model, Scorer):
+            raise InvalidRequest(
+                f"The model '{self.entry.name}' cannot score continuations (its backend has no scoring)",
+                "model",
+            )
+        sink = LoopSink(rt.waker)
+        cancel = CancelToken()
+        self._tokens.append(cancel)
+        self._workers.append(sink.done)
+        rt.track(cancel)
+
+        def submit() -> None:
+            try:
+                model.score(request, cancel, sink)
+            except BaseException as exc:
+                sink.close(exc)
+                sink.flush()
+                raise
+
+        try:
+            await self._in_thread(submit)
+            result: Scores | None = None
+            async for _index, item in sink:
+                result = item
+            if result is None:
+                raise cancelled_error(cancel.reason)
+            rec.prompt_tokens += result.prompt_tokens
+            rec.cached_tokens += result.cached_tokens
+            return result
+        finally:
+            if not sink.done.done():
+                cancel.cancel("client went away")
+                try:
+                    await asyncio.shield(sink.done)
+                except BaseException:
+                    pass
+            rt.untrack(cancel)
+
+    async def call(self, target: Callable[[Any], Any]) -> Any:
+        """``target(model)`` on a worker thread (a blocking backend call such as
+        tokenizing), with the session's hold on the model."""
+        model = self.model
+        return await self._in_thread(lambda: target(model))
 
     async def embed(self, inputs: list[str]) -> Embeddings:
         result = await self._in_thread(lambda: self.model.embed(inputs))
@@ -430,13 +497,23 @@ class Runtime:
         """The view of the model ``name`` (or an alias) names; ModelNotFound if none."""
         return self.pool.view(self.resolve(name).name)
 
+    def _cached_prompts(self, entry) -> int:
+        try:
+            return int(self.pm.hook.cached_prompts(entry=entry, config=self.config) or 0)
+        except Exception:  # a status figure must not fail the status
+            log.debug("cached_prompts failed for %s", entry.name, exc_info=True)
+            return 0
+
     def status(self) -> dict[str, Any]:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
         now = time.monotonic()
         sched = self.scheduler.snapshot()
         # The registry's models, then those a reload removed that are still draining.
         views = [*self.views(), *(self.pool.view(name) for name in self.pool.draining())]
-        models = [_status_of(view, sched.queued_by_model, now) for view in views]
+        models = [
+            _status_of(view, sched.queued_by_model, now, self._cached_prompts(view.entry))
+            for view in views
+        ]
         return {
             "version": __version__,
             "uptime_seconds": now - self._started,
@@ -471,7 +548,9 @@ def resident_bytes() -> int | None:
         return None
 
 
-def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str, Any]:
+def _status_of(
+    view: ModelView, queued: dict[str, int], now: float, cached_prompts: int = 0
+) -> dict[str, Any]:
     """One model's entry in :meth:`Runtime.status`."""
     entry, engine = view.entry, view.engine
     unload_in: float | None = None
@@ -492,11 +571,18 @@ def _status_of(view: ModelView, queued: dict[str, int], now: float) -> dict[str,
         "running_sequences": engine.running if engine else 0,
         "prompt_tokens": engine.prompt_tokens if engine else 0,
         "cached_prompt_tokens": engine.cached_tokens if engine else 0,
+        # Speculative decoding since the load: tokens drafted and confirmed.
+        "draft_tokens": engine.draft_tokens if engine else 0,
+        "draft_accepted": engine.draft_accepted if engine else 0,
         "idle_seconds": None if view.in_use or view.last_used is None else now - view.last_used,
         "unload_in_seconds": unload_in,
         "requests": view.requests,
         "last_tokens_per_second": view.last_tokens_per_second,
         "load_seconds": view.load_seconds,
+        # While loading: the share loaded, 0.0 to 1.0 (None: not told).
+        "load_progress": view.load_progress,
+        # Prompt prefixes on disk that the next load can restore.
+        "cached_prompts": cached_prompts,
         "last_error": view.last_error,
         # A reload changed it: it loads again with the new options when idle.
         "reload_pending": view.reload_pending,

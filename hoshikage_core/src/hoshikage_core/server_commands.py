@@ -110,6 +110,8 @@ def render_status(data: dict):
         ("slots", "right"),
         ("queued", "right"),
         ("cached", "right"),
+        ("on disk", "right"),
+        ("drafts", "right"),
         ("reqs", "right"),
         ("tok/s", "right"),
     ):
@@ -122,11 +124,14 @@ def render_status(data: dict):
             state_text = "[red]failed[/]"
         else:
             state_text = f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+        if state == "loading" and m.get("load_progress") is not None:
+            state_text += f" {m['load_progress']:.0%}"
         if m.get("reload_pending"):  # a reload changed its options: it loads again when idle
             state_text += " [yellow](reload pending)[/]"
         tps = m.get("last_tokens_per_second")
         slots = m.get("slots")
         prompt, cached = m.get("prompt_tokens") or 0, m.get("cached_prompt_tokens") or 0
+        drafted, accepted = m.get("draft_tokens") or 0, m.get("draft_accepted") or 0
         table.add_row(
             label,
             state_text,
@@ -137,6 +142,9 @@ def render_status(data: dict):
             f"{m.get('running_sequences', 0)}/{slots}" if slots else "-",
             str(m["queued"]),
             f"{cached / prompt:.0%}" if prompt else "-",
+            # prompt prefixes on disk that the next load restores
+            str(m["cached_prompts"]) if m.get("cached_prompts") else "-",
+            f"{accepted / drafted:.0%} of {drafted}" if drafted else "-",
             str(m["requests"]),
             f"{tps:.1f}" if tps else "-",
         )
@@ -191,8 +199,7 @@ def load(args: argparse.Namespace, ctx: Context) -> int:
         result = client.post(f"/api/models/{_quote(args.name)}/load", timeout=600)
         ctx.print_json(result)
         return 0
-    with ctx.console.status(f"Loading [bold]{args.name}[/]…", spinner="dots"):
-        result = client.post(f"/api/models/{_quote(args.name)}/load", timeout=600)
+    result = _load_with_progress(ctx, client, args.name)
     took = time.monotonic() - started
     if result.get("load_seconds"):
         ctx.console.print(
@@ -201,6 +208,57 @@ def load(args: argparse.Namespace, ctx: Context) -> int:
     else:
         ctx.console.print(f"[green]✓[/] [bold]{result['name']}[/] was already loaded ({took:.2f}s)")
     return 0
+
+
+def _load_with_progress(ctx: Context, client, name: str) -> dict:
+    """POST the load in a thread; meanwhile a progress bar follows the model's
+    ``load_progress`` in ``/api/status`` (a spinner until the backend reports one)."""
+    import threading
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    outcome: dict = {}
+
+    def post() -> None:
+        try:
+            outcome["result"] = client.post(f"/api/models/{_quote(name)}/load", timeout=600)
+        except BaseException as exc:  # raised again on the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=post, name="hoshikage-load", daemon=True)
+    worker.start()
+    columns = (
+        SpinnerColumn(),
+        TextColumn("Loading [bold]{task.description}[/]"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=ctx.console, transient=True) as progress:
+        task = progress.add_task(name, total=None)
+        while worker.is_alive():
+            worker.join(0.1)
+            if not worker.is_alive():
+                break
+            fraction = _load_progress(client, name)
+            if fraction is not None:
+                progress.update(task, total=1.0, completed=fraction)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _load_progress(client, name: str) -> float | None:
+    from .client import ServerError, ServerUnreachable
+
+    try:
+        data = client.get("/api/status", timeout=2.0)
+    except (ServerError, ServerUnreachable):
+        return None
+    for m in data.get("models", ()):
+        if m["name"] == name or name in m.get("aliases", ()):
+            return m.get("load_progress")
+    return None
 
 
 def unload(args: argparse.Namespace, ctx: Context) -> int:
@@ -333,10 +391,20 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
         reply = []
         started = time.monotonic()
         usage = None
+        thinking = False
         try:
             for event in client.stream("/v1/chat/completions", body):
                 for choice in event.get("choices", []):
-                    piece = choice.get("delta", {}).get("content") or ""
+                    delta = choice.get("delta", {})
+                    # A model that reasons: its reasoning dimmed, the answer on its own line.
+                    thought = delta.get("reasoning_content") or ""
+                    if thought:
+                        thinking = True
+                        ctx.console.out(thought, style="dim", end="", highlight=False)
+                    piece = delta.get("content") or ""
+                    if piece and thinking:
+                        thinking = False
+                        ctx.console.out("")
                     reply.append(piece)
                     ctx.console.out(piece, end="", highlight=False)
                 usage = event.get("usage") or usage

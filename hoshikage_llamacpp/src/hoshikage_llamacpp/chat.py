@@ -9,14 +9,13 @@ Which template renders a chat, first match wins:
 
 Tools: a template that mentions ``tools`` gets them as the Hugging Face convention passes
 them. Any other template gets a system message describing the tools and asking for
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. :func:`parse_tool_calls` reads
-that form back, and also Mistral's ``[TOOL_CALLS][...]`` and a bare JSON object or list.
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. The model's answer is read back
+by the family's parser (:mod:`.tool_calls`).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,8 +24,6 @@ from hoshikage_core.errors import InvalidRequest
 from hoshikage_core.protocol import join_text
 
 from .chat_formats import CHAT_FORMATS
-
-TOOL_CALL_MARKERS = ("<tool_call>", "[TOOL_CALLS]")
 
 
 @attrs.frozen
@@ -52,38 +49,48 @@ def choose_template(options, metadata: Mapping[str, Any]) -> TemplateChoice:
 
 
 class ChatRenderer:
-    """Renders OpenAI-style messages to a prompt string with one Jinja template."""
+    """Renders OpenAI-style messages to a prompt string with one Jinja template
+    (:mod:`.templating`: sandboxed, with llama.cpp's polyfills)."""
 
-    def __init__(self, choice: TemplateChoice, bos_token: str, eos_token: str):
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    def __init__(
+        self,
+        choice: TemplateChoice,
+        bos_token: str,
+        eos_token: str,
+        kwargs: Mapping[str, Any] | None = None,
+    ):
+        from .templating import Template
 
         self.choice = choice
         self.stops = choice.stops
-        self.supports_tools = "tools" in choice.template
+        #: Template variables every render gets (the model's ``chat_template_kwargs``).
+        self.kwargs = dict(kwargs or {})
         # Compiles the template: a syntax error surfaces here, at load time.
-        self._formatter = Jinja2ChatFormatter(
-            template=choice.template,
-            eos_token=eos_token,
-            bos_token=bos_token,
-            add_generation_prompt=True,
-        )
+        self.template = Template(choice.template, bos_token=bos_token, eos_token=eos_token)
+        self.supports_tools = self.template.supports_tools or "tools" in choice.template
 
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> str:
         """The prompt text; a template error (e.g. roles that must alternate) is the
-        client's :class:`InvalidRequest`."""
-        import jinja2
-
+        client's :class:`InvalidRequest`. ``kwargs`` (a request's ``chat_template_kwargs``)
+        go over the model's own."""
         msgs = normalize_messages(messages)
         if tools and not self.supports_tools:
             msgs = _with_tools_in_text(msgs, tools)
             tools = None
+        variables = {**self.kwargs, **(kwargs or {})}
+        for reserved in ("messages", "tools", "add_generation_prompt"):
+            if reserved in variables:
+                raise InvalidRequest(
+                    f"chat_template_kwargs may not set {reserved!r}", "chat_template_kwargs"
+                )
         try:
-            return self._formatter(messages=msgs, tools=list(tools) if tools else None).prompt
-        except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+            return self.template.render(msgs, tools, add_generation_prompt=True, **variables)
+        except Exception as exc:  # a template may raise anything (raise_exception included)
             raise InvalidRequest(
                 f"The model's chat template cannot render these messages: {exc}", "messages"
             ) from None
@@ -103,6 +110,8 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         msg["content"] = _text_content(msg.get("content"), i)
         if msg.get("tool_calls"):
             msg["tool_calls"] = [_call_with_object_arguments(call) for call in msg["tool_calls"]]
+        if msg.get("reasoning_content") and "thinking" not in msg:
+            msg["thinking"] = msg["reasoning_content"]  # gpt-oss's template reads this name
         out.append(msg)
     return out
 
@@ -193,43 +202,6 @@ def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
             )
         names.append(function["name"])
     return names
-
-
-def parse_tool_calls(text: str, known: Sequence[str]) -> list[dict[str, Any]] | None:
-    """Tool calls in OpenAI's shape, or None when ``text`` is not (only) tool calls of
-    tools in ``known``."""
-    text = text.strip()
-    if "<tool_call>" in text:
-        blocks = [part.split("</tool_call>")[0] for part in text.split("<tool_call>")[1:]]
-        objects = [_json(block) for block in blocks]
-    elif text.startswith("[TOOL_CALLS]"):
-        objects = _json(text[len("[TOOL_CALLS]") :])
-        objects = objects if isinstance(objects, list) else [objects]
-    else:
-        parsed = _json(text)
-        objects = parsed if isinstance(parsed, list) else [parsed]
-    calls = []
-    for obj in objects:
-        if not isinstance(obj, dict) or obj.get("name") not in known:
-            return None
-        arguments = obj.get("arguments", obj.get("parameters", {}))
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, ensure_ascii=False)
-        calls.append(
-            {
-                "id": "call_" + secrets.token_hex(12),
-                "type": "function",
-                "function": {"name": obj["name"], "arguments": arguments},
-            }
-        )
-    return calls or None
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text.strip())
-    except ValueError:
-        return None
 
 
 def forced_tool_schema(

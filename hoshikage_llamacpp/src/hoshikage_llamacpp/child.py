@@ -8,7 +8,8 @@ process dies. It dies with the server too: ``PR_SET_PDEATHSIG`` kills it when th
 goes, and the socket closing ends it otherwise.
 
 Messages from the server: ``("load", name, path, options, default_max_tokens)`` once, then
-``("generate", call_id, job_id, request, n)``, ``("cancel", job_id)``, ``("call", call_id,
+``("generate", call_id, job_id, request, n)``, ``("score", call_id, job_id, request)``,
+``("cancel", job_id)``, ``("call", call_id,
 method, args)`` and ``("close",)``. Replies: ``("reply", call_id, ok, value)``; a step's
 output for every job goes in one ``("out", items, closes, stats)`` message.
 """
@@ -23,7 +24,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 #: Calls the server may make with ``("call", ...)``.
-CALLS = ("tokenize", "count_tokens", "embed")
+CALLS = ("tokenize", "count_tokens", "embed", "encode", "token_bytes", "apply_template", "rerank")
 
 
 def dump_error(exc: BaseException) -> tuple:
@@ -83,7 +84,13 @@ class _Outgoing:
                 "out",
                 items,
                 closes,
-                (stats.running, stats.prompt_tokens, stats.cached_tokens),
+                (
+                    stats.running,
+                    stats.prompt_tokens,
+                    stats.cached_tokens,
+                    stats.draft_tokens,
+                    stats.draft_accepted,
+                ),
             )
             with self.send_lock:
                 self._conn.send(message)
@@ -189,11 +196,15 @@ def _serve(conn) -> None:
             except (EOFError, OSError):
                 break
             kind = message[0]
-            if kind == "generate":
-                _, call_id, job_id, request, n = message
+            if kind in ("generate", "score"):
+                _, call_id, job_id, request, *n = message
                 token = tokens[job_id] = CancelToken()
                 try:
-                    model.generate(request, token, _RemoteSink(job_id, out, tokens), n)
+                    sink = _RemoteSink(job_id, out, tokens)
+                    if kind == "generate":
+                        model.generate(request, token, sink, *n)
+                    else:
+                        model.score(request, token, sink)
                 except BaseException as exc:
                     tokens.pop(job_id, None)
                     reply(call_id, False, dump_error(exc))

@@ -19,6 +19,15 @@ A step:
 4. sample each sequence at its own logits row, with its own sampler chain;
 5. hand the step's chunks to the sinks together (the event loop wakes once per step).
 
+Speculation (:mod:`.speculative`). A generating sequence may add draft tokens after its next
+token, each with logits, in the same batch. After the decode, its rows are sampled in turn
+with its own chain while the samples match the drafts: the matching drafts and the first
+sample that differs are its tokens this step, and the rest of the draft is dropped from its
+KV stream (``llama_memory_seq_rm``). Every token goes through the same per-token handling
+(budget, end of generation, stop strings, log-probs) as an undrafted one, and the chain
+samples only tokens that are kept, so its state (penalties, grammar, the seeded draw) is the
+one it would have without the draft.
+
 ``n > 1``: the prompt is decoded once, in choice 0's slot. When it is read, its KV is copied
 to free slots (``llama_memory_seq_cp``) for the other choices, which sample their first
 token from the same logits and decode together from then on. Choices beyond ``parallel``
@@ -39,8 +48,10 @@ from collections import deque
 from hoshikage_core.errors import Cancelled, HoshikageError
 
 from .planning import Plan
-from .prompt_cache import PromptCache
+from .prompt_cache import Checkpoint, PromptCache
+from .scoring import Scoring
 from .sequence import Sequence
+from .speculative import DraftLength, NgramDrafter
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
 
@@ -48,17 +59,26 @@ log = logging.getLogger("hoshikage.llamacpp.engine")
 #: what the chosen slot already holds.
 MIN_RESTORE_GAIN = 32
 
+#: Sliding-window checkpoints kept per slot (the latest prompts' ends).
+CHECKPOINTS = 2
+#: Slots holding fewer tokens than this are not written to disk at unload.
+MIN_SAVED_TOKENS = 64
+#: Prompts shorter than this get no checkpoint: reading them again costs little.
+MIN_CHECKPOINT_TOKENS = 64
+
 
 class Slot:
     """One KV sequence of the context and the tokens it holds, position by position."""
 
-    __slots__ = ("id", "tokens", "last_used", "seq")
+    __slots__ = ("id", "tokens", "last_used", "seq", "checkpoints")
 
     def __init__(self, id: int):
         self.id = id
         self.tokens: list[int] = []
         self.last_used = 0.0
         self.seq: Sequence | None = None
+        #: Sliding-window checkpoints of what it holds, oldest first (SWA models only).
+        self.checkpoints: list[Checkpoint] = []
 
 
 class Job:
@@ -164,6 +184,11 @@ class Engine:
         n_batch: int,
         piece,
         cache_bytes: int = 0,
+        n_swa: int = 0,
+        disk=None,
+        draft_max: int = 0,
+        ngram: bool = True,
+        draft_model=None,
     ):
         import llama_cpp
 
@@ -187,8 +212,27 @@ class Engine:
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self.steps = 0
+        #: Most draft tokens per sequence and step (0: no speculation), who drafts (n-gram
+        #: lookup, a :class:`~.speculative.DraftModel`, or both: the lookup first), and the
+        #: drafts so far: tokens drafted, and of those the ones the model confirmed.
+        self.draft_max = draft_max
+        self._ngram = ngram
+        self.draft_model = draft_model
+        self.draft_tokens = 0
+        self.draft_accepted = 0
         #: Slot states kept in host RAM when their slot is given to another conversation.
         self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
+        #: Slot states an earlier load left on disk (a :class:`.disk_cache.DiskCache`).
+        self.disk = disk
+        #: The sliding window of a model whose SWA layers hold only the window (0: none, or
+        #: kept at full size): a reused prefix must still have its window, see _window.
+        self.n_swa = n_swa
+        #: Prompts whose cached prefix could not be used because the window was gone, and
+        #: those that kept theirs through a checkpoint.
+        self.window_misses = 0
+        self.checkpoint_restores = 0
+        #: Score jobs (:mod:`.scoring`), batched beside the generations.
+        self.scoring = Scoring(self)
         self._thread = threading.Thread(
             target=self._loop, name=f"hoshikage-engine:{name}", daemon=True
         )
@@ -202,9 +246,16 @@ class Engine:
         self._incoming.append(job)
         self._wake.set()
 
+    def submit_score(self, job) -> None:
+        """Queue a :class:`.scoring.ScoreJob`."""
+        if self._stopping:
+            raise Cancelled("The model is being unloaded.")
+        self.scoring.incoming.append(job)
+        self._wake.set()
+
     @property
     def running(self) -> int:
-        return len(self._running)
+        return len(self._running) + self.scoring.running
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread; whatever still runs (or was submitted as it stopped) ends as
@@ -212,7 +263,7 @@ class Engine:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        if not self._thread.is_alive() and self._incoming:
+        if not self._thread.is_alive() and (self._incoming or self.scoring.pending):
             out = _Outbox()
             self._fail_all(out, Cancelled("The model was unloaded."))
             out.deliver()
@@ -221,7 +272,7 @@ class Engine:
 
     def _loop(self) -> None:
         while not self._stopping:
-            if not (self._running or self._waiting or self._incoming):
+            if not (self._running or self._waiting or self._incoming or self.scoring.pending):
                 self._wake.wait()
                 self._wake.clear()
                 continue
@@ -236,7 +287,7 @@ class Engine:
             except Exception:  # a broken sink must not stop the engine for everyone
                 log.exception("delivering a step's output failed")
         out = _Outbox()
-        self._fail_all(out, Cancelled("The model was unloaded."))
+        self._fail_all(out, Cancelled("The model was unloaded."), clear=False)
         out.deliver()
 
     def _step(self, out: _Outbox) -> None:
@@ -244,21 +295,28 @@ class Engine:
             self._waiting.append(self._incoming.popleft())
         self._drop_cancelled(out)
         self._start_waiting(out)
-        if not self._running:
+        self.scoring.start(out)
+        if not (self._running or self.scoring.active):
             return
         batch = self._batch
         batch.clear()
-        # Every generating sequence's next token first, in slot order: llama.cpp reuses the
-        # previous step's compute graph only when the batch's sequences come in the same
-        # order, and rebuilding it costs about a third of a step (Gemma 3 270M, 4 streams).
-        for seq in sorted(self._running, key=_slot_id):
-            if seq.next_token is not None:
-                slot = seq.slot
-                seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
-                slot.tokens.append(seq.next_token)
-                seq.next_token = None
-            else:
-                seq.logits_at = -1
+        generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
+        self._plan_drafts(generating)
+        # Every generating sequence's next token (and its draft) first, in slot order:
+        # llama.cpp reuses the previous step's compute graph only when the batch's sequences
+        # come in the same order, and rebuilding it costs about a third of a step (Gemma 3
+        # 270M, 4 streams).
+        for seq in self._running:
+            seq.logits_at = -1
+        for seq in generating:
+            slot = seq.slot
+            seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
+            slot.tokens.append(seq.next_token)
+            seq.next_token = None
+            for token in seq.drafts:
+                batch.add(token, len(slot.tokens), slot.id)
+                slot.tokens.append(token)
+        read = []  # slots that finish reading their prompt in this step
         for seq in self._running:  # then prompt chunks, in arrival order
             if seq.todo and batch.room:
                 slot = seq.slot
@@ -268,8 +326,15 @@ class Engine:
                 slot.tokens.extend(take)
                 if not seq.todo:
                     seq.logits_at = row
+                    read.append(seq.slot)
+        self.scoring.fill(batch)  # score jobs last, in the room that is left
+        if not batch.n:
+            self.scoring.read(out)
+            return
         batch.struct.n_tokens = batch.n
         status = self._lib.llama_decode(self._ctx, batch.struct)
+        if status == 1 and self._evict_idle():  # a full shared pool: idle slots make room
+            status = self._lib.llama_decode(self._ctx, batch.struct)
         # An asynchronous backend (RPC, CUDA) may still be computing: wait here, without the
         # GIL, not inside the GIL-holding sampler call below (see .native). With RPC that
         # wait in the sampler deadlocked: the RPC dispatcher thread logs through the Python
@@ -279,22 +344,86 @@ class Engine:
         if status != 0:
             self._decode_failed(out, status)
             return
+        if self.n_swa:
+            for slot in read:
+                self._checkpoint(slot)
+        self.scoring.read(out)
         for seq in list(self._running):
             row = seq.logits_at
             if row >= 0:
                 siblings = self._start_siblings(seq) if seq is seq.job.first else ()
-                self._sample(seq, row, out)
+                self._verify(seq, row, out)
                 for sibling in siblings:
-                    self._sample(sibling, row, out)
+                    self._verify(sibling, row, out)
 
-    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> None:
+    def _plan_drafts(self, generating: list[Sequence]) -> None:
+        """Each generating sequence's draft for this step, within the batch's room (every
+        next token comes first), its token budget and its draft length."""
+        room = self._batch.capacity - len(generating)
+        others = len(generating) - 1
+        wanted, asking = [], []  # what the draft model is asked for, and by whom
+        for seq in generating:
+            seq.drafts = ()
+            if seq.draft_length is None or room <= 0:
+                continue
+            # The step yields up to k + 1 tokens; the last one may not exceed the budget.
+            limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
+            k = seq.draft_length.next(others, limit) if limit > 0 else 0
+            if not k:
+                continue
+            if seq.drafter is not None:
+                seq.drafts = seq.drafter.draft(k)
+            if not seq.drafts and self.draft_model is not None:
+                wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
+                asking.append(seq)
+                room -= k
+            room -= len(seq.drafts)
+        if wanted:
+            for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
+                seq.drafts = drafts
+
+    def _verify(self, seq: Sequence, row: int, out: _Outbox) -> None:
+        """Sample ``seq`` at ``row`` and, while the samples match its draft, at the draft's
+        rows after it; keep the matching drafts in its KV stream and drop the rest."""
+        drafts = seq.drafts
+        seq.draft_tokens += len(drafts)  # counted before its last chunk may go out
+        accepted = 0
+        for i in range(len(drafts) + 1):
+            token = self._sample(seq, row + i, out)
+            if token is None:
+                break  # it finished
+            if seq.drafter is not None:
+                seq.drafter.push(token)
+            if i < len(drafts) and token == drafts[i]:
+                accepted += 1  # already decoded, where the draft put it
+                seq.draft_accepted += 1
+                continue
+            seq.next_token = token
+            break
+        if not drafts:
+            return
+        seq.drafts = ()
+        seq.draft_length.update(len(drafts), accepted)
+        self.draft_tokens += len(drafts)
+        self.draft_accepted += accepted
+        slot = seq.slot
+        keep = len(slot.tokens) - len(drafts) + accepted
+        if keep < len(slot.tokens):
+            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
+                raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
+            del slot.tokens[keep:]
+
+    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> int | None:
+        """Draw ``seq``'s next token at ``row``: the token when the sequence goes on, None
+        when it has finished (its last chunk is out)."""
         if seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
-            return
-        token = seq.sampler.sample(self._ctx, row)
+            return None
+        # The think block closed at its budget: its end marker goes in instead of a draw.
+        token = seq.forced.popleft() if seq.forced else seq.sampler.sample(self._ctx, row)
         if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
-            return
+            return None
         chunk, stopped = seq.accept(token, row)
         if chunk is not None:
             out.put(seq.job.sink, seq.index, chunk)
@@ -303,7 +432,8 @@ class Engine:
         elif seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
         else:
-            seq.next_token = token
+            return token
+        return None
 
     # ---- slots --------------------------------------------------------------------------
 
@@ -319,7 +449,7 @@ class Engine:
             if not free:
                 return
             slot = _best_slot(free, job.plan.tokens)
-            if self.cache is not None:
+            if self.cache is not None or self.disk:
                 self._swap_in(slot, job.plan.tokens)
             self._start(job, job.started, slot)
             if job.started == job.n:
@@ -331,26 +461,125 @@ class Engine:
         prefix with ``tokens`` than the slot does."""
         cache = self.cache
         held = _common_prefix(slot.tokens, tokens)
-        entry, saved = cache.best(tokens, _common_prefix)
+        entry, saved = cache.best(tokens, _common_prefix) if cache is not None else (None, 0)
+        if self.disk:
+            on_disk, stored = self.disk.best(tokens, _common_prefix)
+            if on_disk is not None and stored > max(held, saved) + MIN_RESTORE_GAIN:
+                if cache is not None and held * 2 < len(slot.tokens):
+                    cache.save(slot.id, slot.tokens, slot.checkpoints)
+                if self._restore_from_disk(slot, on_disk):
+                    self.disk.restored_tokens += min(stored, len(tokens) - 1)
+                return
+        if cache is None:
+            return
         if held * 2 < len(slot.tokens):
-            cache.save(slot.id, slot.tokens)
+            cache.save(slot.id, slot.tokens, slot.checkpoints)
         if entry is not None and saved > held + MIN_RESTORE_GAIN and entry in cache._entries:
             restored = cache.restore(entry, slot.id)
             slot.tokens = list(entry.tokens) if restored else []
+            slot.checkpoints = list(entry.checkpoints) if restored else []
             if restored:
                 cache.restored_tokens += min(saved, len(tokens) - 1)
+
+    def _restore_from_disk(self, slot: Slot, entry) -> bool:
+        """Load a state an earlier load of this model left on disk into ``slot``."""
+        lib = self._lib
+        read = self.disk.take(entry)
+        lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.tokens, slot.checkpoints = [], []
+        if read is None:
+            return False
+        data, checkpoints = read
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if int(lib.llama_state_seq_set_data(self._ctx, buf, len(data), slot.id)) <= 0:
+            log.warning("restoring a prompt state from disk failed; the prompt is read again")
+            lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+            return False
+        slot.tokens = list(entry.tokens)
+        for n_tokens, pos_min, raw in checkpoints:
+            array = (ctypes.c_uint8 * len(raw)).from_buffer(raw)
+            slot.checkpoints.append(Checkpoint(n_tokens, pos_min, array, len(raw)))
+        return True
+
+    def saved_states(self) -> list:
+        """What the disk cache keeps of this engine when its model unloads: the slots'
+        states, most recently used first, then the RAM cache's. Call after :meth:`close`
+        and before the context is freed."""
+        from .disk_cache import Saved
+
+        states = []
+        for slot in sorted(self.slots, key=lambda s: s.last_used, reverse=True):
+            if len(slot.tokens) < MIN_SAVED_TOKENS:
+                continue
+            size = int(self._lib.llama_state_seq_get_size(self._ctx, slot.id))
+            if size <= 0:
+                continue
+            buf = (ctypes.c_uint8 * size)()
+            written = int(self._lib.llama_state_seq_get_data(self._ctx, buf, size, slot.id))
+            if written <= 0:
+                continue
+            data = memoryview(buf)[:written]
+            states.append(Saved(list(slot.tokens), data, _views(slot.checkpoints)))
+        for entry in self.cache.entries() if self.cache is not None else ():
+            data = memoryview(entry.data)[: entry.size]
+            states.append(Saved(list(entry.tokens), data, _views(entry.checkpoints)))
+        return states
 
     def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
         """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
         last prompt token is always decoded again, for fresh logits."""
         tokens = job.plan.tokens
         common = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        if self.n_swa and common:
+            common = self._window(slot, common)
         if common < len(slot.tokens):
             if not self._lib.llama_memory_seq_rm(self._mem, slot.id, common, -1):
                 self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
                 common = 0
             del slot.tokens[common:]
+            slot.checkpoints = [c for c in slot.checkpoints if c.n_tokens <= common]
         return self._run(job, index, slot, tokens[common:], common)
+
+    def _evict_idle(self) -> bool:
+        """With one KV pool for every slot (``kv_unified``) a long sequence can fill it:
+        the idle slots' cells go (to the RAM cache first). Whether any went."""
+        evicted = False
+        for slot in self.slots:
+            if slot.seq is None and slot.tokens:
+                if self.cache is not None:
+                    self.cache.save(slot.id, slot.tokens, slot.checkpoints)
+                self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+                slot.tokens, slot.checkpoints = [], []
+                evicted = True
+        return evicted
+
+    def _window(self, slot: Slot, common: int) -> int:
+        """How much of ``slot``'s first ``common`` tokens can be kept on a model whose
+        sliding-window layers hold only the window: all of it when those layers still hold
+        the window of position ``common`` (positions from ``common - n_swa + 1``), else the
+        prefix of the latest checkpoint that has it (restored here), else 0."""
+        lib, n_swa = self._lib, self.n_swa
+        pos_min = int(lib.llama_memory_seq_pos_min(self._mem, slot.id))
+        if 0 <= pos_min <= max(0, common - n_swa + 1):
+            return common
+        for checkpoint in reversed(slot.checkpoints):
+            keep = min(common, checkpoint.n_tokens)
+            if checkpoint.pos_min <= max(0, keep - n_swa + 1) and checkpoint.restore(
+                self._ctx, slot.id
+            ):
+                self.checkpoint_restores += 1
+                return keep
+        self.window_misses += 1
+        return 0
+
+    def _checkpoint(self, slot: Slot) -> None:
+        """``slot`` has just read a prompt: keep its sliding-window state at this point."""
+        n = len(slot.tokens)
+        if n < MIN_CHECKPOINT_TOKENS or any(c.n_tokens == n for c in slot.checkpoints):
+            return
+        checkpoint = Checkpoint.take(self._ctx, slot.id, n)
+        if checkpoint is not None:
+            slot.checkpoints = [*slot.checkpoints, checkpoint][-CHECKPOINTS:]
 
     def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Sequence:
         """Choice ``index`` runs in ``slot``, which holds ``cached`` prompt tokens already;
@@ -379,10 +608,11 @@ class Engine:
             if job.started == job.n:
                 break
             if self.cache is not None:
-                self.cache.save(slot.id, slot.tokens)
+                self.cache.save(slot.id, slot.tokens, slot.checkpoints)
             # Across KV streams llama.cpp copies the whole stream (applied at the next decode).
             self._lib.llama_memory_seq_cp(self._mem, first.slot.id, slot.id, -1, -1)
             slot.tokens = list(first.slot.tokens)
+            slot.checkpoints = list(first.slot.checkpoints)
             siblings.append(self._run(job, job.started, slot, [], len(slot.tokens)))
         if job.started == job.n and job in self._waiting:
             self._waiting.remove(job)
@@ -395,7 +625,13 @@ class Engine:
         logprobs = None
         if request.logprobs:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
-        return Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
+        seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
+        if self.draft_max > 0 and request.speculative:
+            seq.draft_length = DraftLength(self.draft_max)
+            if self._ngram:
+                seq.drafter = NgramDrafter()
+                seq.drafter.begin(job.plan.tokens)
+        return seq
 
     # ---- endings ------------------------------------------------------------------------
 
@@ -442,7 +678,9 @@ class Engine:
         error = HoshikageError(f"llama.cpp could not decode the batch ({reason}).")
         self._fail_all(out, error)
 
-    def _fail_all(self, out: _Outbox, error: BaseException) -> None:
+    def _fail_all(self, out: _Outbox, error: BaseException, clear: bool = True) -> None:
+        """End every job with ``error``; ``clear``: empty the slots and the KV cache too (not
+        at unload, whose slot states go to the disk cache)."""
         jobs = {id(s.job): s.job for s in self._running}
         for job in list(self._waiting) + list(self._incoming):
             jobs[id(job)] = job
@@ -450,13 +688,17 @@ class Engine:
         self._incoming.clear()
         for seq in list(self._running):
             self._release(seq)
+        self.scoring.fail_all(out, error)
         for job in jobs.values():
             for index in range(job.started, job.n):
                 job.samplers[index].close()
             job.started = job.n
             out.close(job.sink, error)
+        if not clear:
+            return
         for slot in self.slots:
             slot.tokens = []
+            slot.checkpoints = []
             slot.seq = None
         try:
             self._lib.llama_memory_clear(self._mem, True)
@@ -491,6 +733,10 @@ class _Outbox:
             sinks[id(sink)] = sink
         for sink in sinks.values():
             sink.flush()
+
+
+def _views(checkpoints) -> list:
+    return [(c.n_tokens, c.pos_min, memoryview(c.data)[: c.size]) for c in checkpoints]
 
 
 def _slot_id(seq: Sequence) -> int:

@@ -92,7 +92,7 @@ class ProcessModel:
         #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
         self.placement: dict[str, dict[str, int]] = {}
         self._memory = 0
-        self._stats = (0, 0, 0)
+        self._stats = (0, 0, 0, 0, 0)
         self._ids = itertools.count(1)
         self._jobs: dict[int, tuple[ChunkSink, CancelToken]] = {}
         self._cancel_sent: set[int] = set()
@@ -151,7 +151,7 @@ class ProcessModel:
         self.capacity = value["capacity"]
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
-        self._stats = (0, 0, 0)
+        self._stats = (0, 0, 0, 0, 0)
         self._reader = threading.Thread(
             target=self._read, name=f"hoshikage-proxy:{name}", daemon=True
         )
@@ -252,10 +252,41 @@ class ProcessModel:
                 self._jobs.pop(job_id, None)
             raise
 
+    def score(self, request, cancel: CancelToken, sink: ChunkSink) -> None:
+        """The child's engine scores it (the core's ``Scorer``); its one ``Scores`` comes
+        back like a chunk."""
+        job_id = next(self._ids)
+        with self._lock:
+            self._check_alive()
+            self._jobs[job_id] = (sink, cancel)
+        try:
+            self._call_raw(("score", None, job_id, request))
+        except BaseException:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            raise
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        return self._call("encode", text, add_special, parse_special)
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        return self._call("token_bytes", token, special)
+
+    def apply_template(self, messages, tools=None) -> str:
+        return self._call("apply_template", messages, tools)
+
+    def rerank(self, query: str, documents: list[str]):
+        return self._call("rerank", query, list(documents))
+
     def stats(self) -> EngineStats:
-        running, prompt, cached = self._stats
+        running, prompt, cached, drafted, accepted = self._stats
         return EngineStats(
-            slots=self.capacity, running=running, prompt_tokens=prompt, cached_tokens=cached
+            slots=self.capacity,
+            running=running,
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            draft_tokens=drafted,
+            draft_accepted=accepted,
         )
 
     def embed(self, inputs: list[str]) -> Embeddings:

@@ -1,9 +1,10 @@
 """Loading a GGUF file into llama.cpp: checks first, then the weights and a context.
 
 A model for text generation gets a context of its own making, through llama-cpp-python's
-low-level API: ``n_seq_max = parallel`` and a KV stream of ``n_ctx`` cells per slot (see
-:mod:`.engine`). A model loaded for embeddings keeps llama-cpp-python's ``Llama``, whose
-``embed`` does the pooling and batching. Every failure is a :class:`ModelLoadError` that
+low-level API: ``n_seq_max = parallel`` and a KV stream of ``n_ctx`` cells per slot, or one
+pool of ``n_ctx × parallel`` cells with ``kv_unified`` (see :mod:`.engine`). A model
+loaded for embeddings keeps llama-cpp-python's ``Llama``, whose ``embed`` does the pooling
+and batching. Every failure is a :class:`ModelLoadError` that
 names the file and the reason.
 """
 
@@ -17,7 +18,7 @@ import attrs
 from hoshikage_core.errors import ModelLoadError
 from hoshikage_core.gguf_info import GGUFError, read_info
 
-from .memory import buffer_placement, context_buffer_bytes
+from .memory import buffer_placement, context_buffer_bytes, held_context_bytes
 from .options import KV_CACHE_TYPES, LlamaOptions, rpc_server_list
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
@@ -35,6 +36,8 @@ class Loaded:
     context: Any = None  # llama_cpp._internals.LlamaContext
     llama: Any = None  # llama_cpp.Llama
     context_bytes: int | None = None
+    #: Growth of the resident set while the context was created (Linux), or None.
+    context_resident: int | None = None
     #: Bytes per llama.cpp buffer (see :func:`.memory.buffer_placement`).
     placement: dict[str, dict[str, int]] = attrs.field(factory=dict)
 
@@ -48,7 +51,9 @@ class Loaded:
         self.llama = self.context = self.model = None
 
 
-def load(name: str, path: str, options: LlamaOptions) -> Loaded:
+def load(name: str, path: str, options: LlamaOptions, progress=None) -> Loaded:
+    """``progress``, if given, is called with the share of the weights loaded so far
+    (0.0 to 1.0, from llama.cpp's progress callback, on the loading thread)."""
     path = os.path.expanduser(path)
     try:
         info = read_info(path)
@@ -70,7 +75,7 @@ def load(name: str, path: str, options: LlamaOptions) -> Loaded:
             loaded = (
                 _load_embedding(path, options, info.metadata)
                 if options.embedding
-                else _load_generation(path, options)
+                else _load_generation(path, options, progress)
             )
     except (ValueError, RuntimeError, OSError, MemoryError) as exc:
         errors = [
@@ -79,16 +84,28 @@ def load(name: str, path: str, options: LlamaOptions) -> Loaded:
         detail = f" ({errors[-1]})" if errors else ""
         raise ModelLoadError(name, f"{path}: llama.cpp could not load it: {exc}{detail}") from None
     loaded.metadata = info.metadata
-    loaded.context_bytes = context_buffer_bytes(log)
     loaded.placement = buffer_placement(log)
+    loaded.context_bytes = held_context_bytes(loaded.placement, loaded.context_resident)
+    if loaded.context_bytes is None:
+        loaded.context_bytes = context_buffer_bytes(log)
     return loaded
 
 
-def _load_generation(path: str, options: LlamaOptions) -> Loaded:
+def _resident() -> int | None:
+    """This process's resident bytes (Linux ``/proc/self/statm``), or None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _load_generation(path: str, options: LlamaOptions, progress=None) -> Loaded:
     from llama_cpp import _internals
 
-    holder = _ModelParams(options)
+    holder = _ModelParams(options, progress)
     model = _internals.LlamaModel(path_model=path, params=holder.params, verbose=False)
+    before = _resident()
     try:
         context = _internals.LlamaContext(
             model=model, params=context_params(options), verbose=False
@@ -96,7 +113,9 @@ def _load_generation(path: str, options: LlamaOptions) -> Loaded:
     except BaseException:
         model.close()
         raise
-    return Loaded(path=path, metadata={}, model=model, context=context)
+    after = _resident()
+    grown = after - before if before is not None and after is not None else None
+    return Loaded(path=path, metadata={}, model=model, context=context, context_resident=grown)
 
 
 def _load_embedding(path: str, options: LlamaOptions, metadata: dict[str, Any]) -> Loaded:
@@ -107,12 +126,25 @@ def _load_embedding(path: str, options: LlamaOptions, metadata: dict[str, Any]) 
 
 
 class _ModelParams:
-    """``llama_model_params`` for ``options``; keeps the arrays it points to alive."""
+    """``llama_model_params`` for ``options``; keeps the arrays and the progress callback
+    it points to alive."""
 
-    def __init__(self, options: LlamaOptions):
+    def __init__(self, options: LlamaOptions, progress=None):
         import llama_cpp
 
         params = llama_cpp.llama_model_default_params()
+        self._progress = None
+        if progress is not None:
+
+            def report(fraction: float, _user_data) -> bool:
+                try:
+                    progress(min(max(float(fraction), 0.0), 1.0))
+                except Exception:  # a broken reporter must not abort the load
+                    pass
+                return True
+
+            self._progress = llama_cpp.llama_progress_callback(report)
+            params.progress_callback = self._progress
         params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
         params.split_mode = _SPLIT_MODES[options.split_mode]
         params.main_gpu = options.main_gpu
@@ -140,16 +172,16 @@ class _ModelParams:
 
 def context_params(options: LlamaOptions):
     """``llama_context_params`` of a generation model: ``parallel`` slots of ``n_ctx``
-    tokens each, in separate KV streams; SWA layers keep their full size, so any cached
-    prefix can be reused."""
+    tokens each, in separate KV streams (or one shared pool of as many cells with
+    ``kv_unified``); sliding-window layers hold only their window unless ``swa_full``."""
     import llama_cpp
 
     params = llama_cpp.llama_context_default_params()
     parallel = options.parallel
     params.n_ctx = options.n_ctx * parallel
     params.n_seq_max = parallel
-    params.kv_unified = False
-    params.swa_full = True
+    params.kv_unified = options.kv_unified
+    params.swa_full = options.swa_full
     params.n_batch = max(options.n_batch, parallel)
     params.n_ubatch = min(options.n_ubatch, params.n_batch)
     params.n_threads = options.threads()

@@ -1,8 +1,12 @@
-"""How much memory a loaded model holds: its weights plus what its context allocated.
+"""How much memory a loaded model holds: its weights plus what its context holds.
 
-The context's share is the KV cache of every slot (``parallel × n_ctx`` cells, see
-:mod:`.engine`), the logits buffer and the compute buffer, as llama.cpp reports them while
-it creates the context. Without that report, the KV cache is computed from the GGUF header.
+The context's share is the KV cache as allocated (every slot's cells; sliding-window layers
+at window size unless ``swa_full``), the logits (output) buffer, and the part of the
+compute buffer that is resident. llama.cpp sizes the compute buffer for the worst case
+(``n_ubatch`` rows of logits over the whole vocabulary: 0.5 GiB for Gemma 3) and the engine
+never asks for more than a few rows, so most of it is address space that is never touched;
+on Linux the resident part is measured while the context is created. Without llama.cpp's
+buffer report, the KV cache is computed from the GGUF header.
 """
 
 from __future__ import annotations
@@ -21,6 +25,31 @@ def context_buffer_bytes(log_lines: list[str]) -> int | None:
     it created the context, or None when it reported none."""
     sizes = [float(m.group(1)) for line in log_lines if (m := _BUFFER_LINE.search(line))]
     return int(sum(sizes) * 1024 * 1024) if sizes else None
+
+
+def held_context_bytes(placement: dict[str, dict[str, int]], resident: int | None) -> int | None:
+    """What a context holds, from its :func:`buffer_placement`: the KV and output buffers
+    as allocated, device compute buffers as allocated, and of the host's compute buffer the
+    resident part: ``resident`` (how much the process's resident set grew while the context
+    was created) less the host's KV and output buffers. Without ``resident``, the whole
+    compute buffer. None when llama.cpp reported no context buffer."""
+    kinds = ("KV", "output", "compute")
+    if not any(kind in placed for placed in placement.values() for kind in kinds):
+        return None
+    host_fixed = host_compute = other = 0
+    for name, placed in placement.items():
+        host = name.startswith("CPU") or name.endswith("_Host")
+        for kind in kinds:
+            size = placed.get(kind, 0)
+            if not host:
+                other += size
+            elif kind == "compute":
+                host_compute += size
+            else:
+                host_fixed += size
+    if resident is not None:
+        host_compute = min(host_compute, max(resident - host_fixed, 0))
+    return host_fixed + host_compute + other
 
 
 def buffer_placement(log_lines: list[str]) -> dict[str, dict[str, int]]:
@@ -60,7 +89,8 @@ def memory_bytes(
     context_bytes: int | None,
 ) -> int:
     """Weights (``llama_model_size``: the bytes of every tensor, host or device) plus what the
-    context allocated. Without llama.cpp's report, the KV cache is computed instead:
+    context holds (:func:`held_context_bytes`). Without llama.cpp's report, the KV cache is
+    computed instead:
     ``n_layer × kv_cells × n_head_kv × (key_length × bytes(type_k) + value_length × bytes(type_v))``,
     where ``kv_cells`` is ``n_ctx`` times the slots.
     """

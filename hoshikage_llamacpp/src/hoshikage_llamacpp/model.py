@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import threading
 from typing import Any
 
@@ -22,6 +23,8 @@ from hoshikage_core.protocol import (
     Embeddings,
     EngineStats,
     GenerationRequest,
+    Ranking,
+    ScoreRequest,
 )
 
 from . import native
@@ -31,6 +34,15 @@ from .loader import Loaded, load
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .planning import plan
+from .reasoning import detect
+from .speculative import DraftModel, vocab_mismatch
+from .tool_calls import FORMATS
+from .tool_calls import detect as detect_tool_format
+
+log = logging.getLogger("hoshikage.llamacpp.model")
+
+#: Prompt tokens tokenized again with a continuation to find its tokens in context.
+TAIL = 4
 
 
 class LlamaCppModel:
@@ -42,8 +54,11 @@ class LlamaCppModel:
         loaded: Loaded,
         options: LlamaOptions,
         default_max_tokens: int | None = None,
+        draft: Loaded | None = None,
     ):
         import llama_cpp
+
+        from .disk_cache import DiskCache
 
         self._lib = llama_cpp
         self.name = name
@@ -60,8 +75,17 @@ class LlamaCppModel:
         self._piece_lock = threading.Lock()
         self.embedding = options.embedding
         self.chat: ChatRenderer | None = None
+        #: The reasoning form of the chat template (None: none, or ``reasoning = "off"``).
+        self.reasoning = None
+        #: The family's tool-call form (the ``tool_format`` option, else detected).
+        self.tool_format = FORMATS["hermes"]
+        #: Special tokens rendered as text (reasoning and tool-call markers).
+        self._preserved: frozenset[int] = frozenset()
         self._engine: Engine | None = None
         self._embed_lock = threading.Lock()
+        self.disk = None
+        #: The draft model (``draft_model``), loaded and freed with this one.
+        self._draft: DraftModel | None = None
         if options.embedding:
             self.capacity = 1
             self.n_ctx = loaded.llama.n_ctx()
@@ -71,12 +95,30 @@ class LlamaCppModel:
             self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))
             self.capacity = int(llama_cpp.llama_n_seq_max(ctx))
             kv_cells = int(llama_cpp.llama_n_ctx(ctx))
+            #: States an earlier load left on disk, and where this one leaves its own.
+            self.disk = DiskCache.open(name, loaded.path, options)
             choice = choose_template(options, self.metadata)
             self.chat = ChatRenderer(
                 choice,
                 self._token_text(self._model.token_bos()),
                 self._token_text(self._model.token_eos()),
+                options.chat_template_kwargs,
             )
+            if draft is not None:
+                self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
+            speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
+            if options.reasoning != "off":
+                self.reasoning = detect(choice.template)
+            self.tool_format = (
+                FORMATS[options.tool_format]
+                if options.tool_format
+                else detect_tool_format(choice.template)
+            )
+            markers = (
+                *(self.reasoning.markers if self.reasoning else ()),
+                *self.tool_format.markers,
+            )
+            self._preserved = self._single_tokens(markers)
             self._engine = Engine(
                 name=name,
                 ctx=ctx,
@@ -86,6 +128,13 @@ class LlamaCppModel:
                 n_batch=int(llama_cpp.llama_n_batch(ctx)),
                 piece=self._engine_piece,
                 cache_bytes=options.cache_ram * 1024 * 1024,
+                n_swa=0
+                if options.swa_full
+                else int(llama_cpp.llama_model_n_swa(self._model.model)),
+                disk=self.disk,
+                draft_max=options.draft_max if speculates else 0,
+                ngram=options.ngram_drafts(),
+                draft_model=self._draft,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
@@ -93,23 +142,42 @@ class LlamaCppModel:
         self._memory = memory_bytes(
             loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes
         )
+        if draft is not None:  # its weights and its slots' KV cache are held for this model
+            self._memory += memory_bytes(
+                draft.model.model, options, draft.metadata, kv_cells, draft.context_bytes
+            )
 
     @classmethod
     def load(
-        cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
+        cls,
+        name: str,
+        path: str,
+        options: LlamaOptions,
+        default_max_tokens: int | None = None,
+        progress=None,
     ) -> LlamaCppModel:
         """Check the file, then load it; every failure is a :class:`ModelLoadError` naming
         ``path`` and the reason. ``default_max_tokens`` bounds requests that give no
         ``max_tokens`` (``create_backend`` passes the model's or the server's default);
-        None: ``options.max_tokens``, and without that, up to the context."""
+        None: ``options.max_tokens``, and without that, up to the context. ``progress`` is
+        called with the share of the weights loaded (0.0 to 1.0) while they load."""
         from hoshikage_core.errors import ModelLoadError
 
-        loaded = load(name, path, options)
+        loaded = load(name, path, options, progress)
+        draft = None
         try:
+            draft_path = None if options.embedding else options.draft_model_used()
+            if draft_path is not None:
+                draft = _load_draft(name, draft_path, options, loaded)
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
-            return cls(name, loaded, options, default_max_tokens)
+            return cls(name, loaded, options, default_max_tokens, draft)
+        except ModelLoadError:
+            loaded.close()
+            raise
         except Exception as exc:
+            if draft is not None:
+                draft.close()
             loaded.close()
             raise ModelLoadError(name, f"{loaded.path}: {exc}") from None
 
@@ -131,13 +199,28 @@ class LlamaCppModel:
             tokens.insert(0, bos)
         return tokens
 
+    def special_tokens(self, text: str) -> list[int]:
+        """Tokens of ``text`` with special tokens recognised, no BOS."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _single_tokens(self, markers) -> frozenset[int]:
+        """The ids of the markers that are one special token each."""
+        ids = set()
+        for marker in markers:
+            tokens = self.special_tokens(marker)
+            if len(tokens) == 1:
+                ids.add(tokens[0])
+        return frozenset(ids)
+
     def _engine_piece(self, token: int) -> bytes:
-        """The bytes a token stands for (engine thread only: it reuses one buffer)."""
+        """The bytes a token stands for (engine thread only: it reuses one buffer). Control
+        tokens render as nothing, except the preserved markers (llama-server's rule)."""
         buf, lib = self._piece_buf, native.lib
-        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        special = token in self._preserved
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
-            n = lib.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
+            n = lib.llama_token_to_piece(self._vocab, token, big, -n, 0, special)
             return big.raw[:n]
         return buf.raw[:n]
 
@@ -174,6 +257,95 @@ class LlamaCppModel:
             raise
         self._engine.submit(Job(planned, n, sink, cancel, samplers))
 
+    def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
+        """Render and tokenize every prompt and continuation here (errors come before
+        anything starts), then queue the whole tree on the engine (:mod:`.scoring`)."""
+        from .scoring import Branch, ScoreJob
+
+        if self._engine is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' is loaded for embeddings (embedding = true) and cannot score text",
+                "model",
+            )
+        if not request.prompts:
+            raise InvalidRequest("Nothing to score", "prompts")
+        branches, memo = [], {}
+        for prompt in request.prompts:
+            if prompt.messages is not None:
+                text = self.chat.render(prompt.messages, None)
+                field = "messages"
+            elif prompt.prompt is not None:
+                text, field = prompt.prompt, "prompt"
+            else:
+                raise InvalidRequest("A prompt needs messages or text", "prompt")
+            tokens = self.prompt_tokens(text)
+            if not tokens:
+                raise InvalidRequest("The prompt is empty", field)
+            if not prompt.continuations:
+                raise InvalidRequest("A prompt needs at least one continuation", field)
+            conts = [self._continuation(tokens, c, memo) for c in prompt.continuations]
+            if prompt.end_of_turn:
+                conts = [[*c, self._end_of_turn()] for c in conts]
+            longest = len(tokens) + max(len(c) for c in conts)
+            if longest > self.n_ctx:
+                raise ContextLengthExceeded(longest, self.n_ctx, param=field)
+            branches.append(Branch(tokens, conts))
+        self._engine.submit_score(ScoreJob(branches, sink, cancel))
+
+    def _continuation(self, tokens: list[int], continuation: str, memo: dict) -> list[int]:
+        """The tokens of ``continuation`` after the prompt ``tokens`` as the model reads them
+        together, so a label is tokenized as it would be generated: the prompt's last
+        :data:`TAIL` tokens are tokenized again with it, and what follows them is the
+        continuation. Where the two merge across the boundary, its tokens on their own."""
+        if not continuation:
+            raise InvalidRequest("A continuation must not be empty", "continuations")
+        tail = tuple(tokens[-TAIL:])
+        key = (tail, continuation)
+        if key not in memo:
+            text = b"".join(self.token_bytes(t, special=True) for t in tail)
+            whole = self._model.tokenize(
+                text + continuation.encode("utf-8"), add_bos=False, special=True
+            )
+            if tuple(whole[: len(tail)]) == tail and len(whole) > len(tail):
+                memo[key] = whole[len(tail) :]
+            else:
+                memo[key] = self.tokenize(continuation)
+        return memo[key]
+
+    def _end_of_turn(self) -> int:
+        """The token that ends the model's turn: end-of-turn where the vocabulary has one,
+        else end-of-sequence."""
+        token = self._lib.llama_vocab_eot(self._vocab)
+        return token if token >= 0 else self._lib.llama_vocab_eos(self._vocab)
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        """The core's :class:`~hoshikage_core.protocol.TokenCodec`: tokens as llama-server's
+        ``/tokenize`` gives them."""
+        return self._model.tokenize(
+            text.encode("utf-8"), add_bos=add_special, special=parse_special
+        )
+
+    def apply_template(self, messages, tools=None) -> str:
+        if self.chat is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' is loaded for embeddings and has no chat", "model"
+            )
+        return self.chat.render(messages, tools)
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes ``token`` stands for; ``special``: control tokens as their text."""
+        if not 0 <= token < self.n_vocab:
+            raise InvalidRequest(
+                f"Token {token} is not in the vocabulary (0..{self.n_vocab - 1})", "tokens"
+            )
+        buf = ctypes.create_string_buffer(256)
+        lib = native.lib
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lib.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
     def stats(self) -> EngineStats:
         engine = self._engine
         if engine is None:
@@ -183,6 +355,8 @@ class LlamaCppModel:
             running=engine.running,
             prompt_tokens=engine.prompt_tokens,
             cached_tokens=engine.cached_tokens,
+            draft_tokens=engine.draft_tokens,
+            draft_accepted=engine.draft_accepted,
         )
 
     # ----------------------------------------------------------------- embeddings
@@ -209,6 +383,24 @@ class LlamaCppModel:
             )
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=total)
 
+    # ----------------------------------------------------------------- reranking
+
+    @property
+    def ranks(self) -> bool:
+        """Whether the model has a relevance head: loaded for embeddings with rank pooling."""
+        llama = self._loaded.llama if self._loaded is not None else None
+        return llama is not None and llama.pooling_type() == self._lib.LLAMA_POOLING_TYPE_RANK
+
+    def rerank(self, query: str, documents: list[str]) -> Ranking | None:
+        """The relevance head's first output for each (query, document) pair, None without
+        one (:mod:`.rerank`)."""
+        if not self.ranks:
+            return None
+        from .rerank import rank
+
+        with self._embed_lock:
+            return rank(self._loaded.llama, self.metadata, query, documents)
+
     # ----------------------------------------------------------------- lifecycle
 
     def memory_bytes(self) -> int:
@@ -222,10 +414,21 @@ class LlamaCppModel:
         return device_bytes(self.placement)
 
     def close(self) -> None:
-        """Stop the engine, then free the context, the KV cache and the weights."""
+        """Stop the engine, then free the context, the KV cache and the weights (the draft
+        model's too). The slots' prompt states are copied out first and written to the disk
+        cache afterwards, by a thread of their own, so writing never holds the memory back."""
+        states = []
         if self._engine is not None:
             self._engine.close()
+            if self.disk is not None:
+                try:
+                    states = self._engine.saved_states()
+                except Exception:
+                    log.exception("copying the prompt states of %s failed", self.name)
             self._engine = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
         with self._embed_lock:
             loaded, self._loaded = self._loaded, None
             self.chat = None
@@ -235,6 +438,33 @@ class LlamaCppModel:
         self._model = None
         gc.collect()
         _trim_heap()
+        if states and self.disk is not None:
+            self.disk.write_later(states)
+
+
+def _load_draft(name: str, path: str, options: LlamaOptions, target: Loaded) -> Loaded:
+    """The draft model for ``target``, with the same slots and context length, refused with
+    a :class:`ModelLoadError` when its vocabulary differs (see :func:`.speculative.vocab_mismatch`)."""
+    from hoshikage_core.errors import ModelLoadError
+
+    draft_options = attrs.evolve(
+        options, draft_model=None, speculative="off", cache_ram=0, chat_template=None
+    )
+    draft = load(name, path, draft_options)
+    reason = vocab_mismatch(target.model.vocab, draft.model.vocab)
+    if reason is not None:
+        draft.close()
+        raise ModelLoadError(name, f"draft_model {path} cannot draft for {target.path}: {reason}")
+    return draft
+
+
+def _can_trim(ctx) -> bool:
+    """Whether a sequence's last tokens can be dropped from its cache (speculation needs it):
+    not for recurrent or hybrid models, whose state cannot be rolled back."""
+    import llama_cpp
+
+    model = llama_cpp.llama_get_model(ctx)
+    return not (llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model))
 
 
 def _trim_heap() -> None:

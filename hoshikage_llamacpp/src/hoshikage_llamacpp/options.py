@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import attrs
 from hoshikage_core.config import FieldError
 
 from .chat_formats import CHAT_FORMATS
+
+#: The names of tool_calls.FORMATS (repeated here: this module imports no parser code).
+TOOL_FORMATS = (
+    "hermes",
+    "qwen3-coder",
+    "llama3",
+    "mistral",
+    "harmony",
+    "deepseek",
+    "glm",
+    "kimi",
+    "command-r",
+    "functionary",
+    "granite",
+    "firefunction",
+    "minimax",
+)
 
 #: KV-cache element types llama.cpp accepts, by name, with their ggml type ids.
 KV_CACHE_TYPES: dict[str, int] = {
@@ -46,6 +64,11 @@ SPLIT_MODES = ("none", "layer", "row")
 #: Where a model runs: "process" (a child process of its own), "none" (in the server).
 ISOLATION_MODES = ("process", "none")
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+#: Speculative decoding: "auto" (n-gram lookup, and the draft model when one is given),
+#: "ngram" (n-gram lookup only), "draft" (the draft model only), "off".
+SPECULATIVE_MODES = ("auto", "ngram", "draft", "off")
+#: llama-server's ``--draft-max`` default.
+DRAFT_MAX = 16
 _RPC_SERVER = re.compile(r"^[^\s:]+:\d{1,5}$")
 
 
@@ -177,6 +200,18 @@ class LlamaOptions:
     #: MiB of host RAM for slot states saved when a slot is given to another conversation,
     #: restored when that conversation comes back (llama-server's ``--cache-ram``). 0: off.
     cache_ram: int = attrs.field(default=256, validator=_non_negative)
+    #: MiB of disk, under the user's cache directory, for the prompt states of the most
+    #: recently used slots and of the RAM cache, written when the model unloads and read
+    #: back by the next load (see :mod:`.disk_cache`). 0: off.
+    cache_disk: int = attrs.field(default=512, validator=_non_negative)
+    #: One KV pool shared by every slot (llama-server's default) instead of a stream of
+    #: ``n_ctx`` cells per slot. A request may then grow into what idle slots do not use,
+    #: up to ``n_ctx × parallel``; attention scans the whole pool's used cells.
+    kv_unified: bool = False
+    #: Keep the sliding-window layers (Gemma 3 and others) at full size. Off (the default),
+    #: they hold only the window, and cached prefixes are reused through checkpoints of
+    #: those layers' state taken when a prompt has been read (as llama-server does).
+    swa_full: bool = False
     #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
     n_batch: int = attrs.field(default=512, validator=_positive)
     #: Physical micro-batch size inside one decode call.
@@ -222,6 +257,18 @@ class LlamaOptions:
     chat_format: str | None = attrs.field(default=None, validator=_one_of(tuple(CHAT_FORMATS)))
     #: A Jinja chat template; overrides both chat_format and the GGUF template.
     chat_template: str | None = attrs.field(default=None, validator=_not_blank)
+    #: Extra variables for the chat template, e.g. ``{enable_thinking = false}``; a request's
+    #: ``chat_template_kwargs`` go over these.
+    chat_template_kwargs: dict[str, Any] | None = None
+    #: "auto": reasoning is told apart from the answer in the form the chat template
+    #: writes (``<think>``, harmony's analysis channel, ...); "off": the raw text passes.
+    reasoning: str = attrs.field(default="auto", validator=_one_of(("auto", "off")))
+    #: Most tokens of reasoning before the engine closes the think block itself; None: no
+    #: limit. A request's budget (Anthropic's ``budget_tokens``) goes under it.
+    reasoning_budget: int | None = attrs.field(default=None, validator=_non_negative_or_none)
+    #: The tool-call form whose parser reads calls (see tool_calls.FORMATS); None: detected
+    #: from the chat template.
+    tool_format: str | None = attrs.field(default=None, validator=_one_of(TOOL_FORMATS))
     #: Load for embeddings (/v1/embeddings) instead of text generation.
     embedding: bool = False
     #: Pooling of token vectors for embeddings; None: the model's own, else "mean".
@@ -242,10 +289,31 @@ class LlamaOptions:
     #: Seconds the child may leave a call (tokenize, embed, a request's submission), or its
     #: running streams, without an answer; then it is killed and reported as dead.
     rpc_call_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: Speculative decoding: "auto" (n-gram lookup in the sequence's own prompt and output,
+    #: plus ``draft_model`` when given), "ngram", "draft" (``draft_model`` only) or "off".
+    #: The output is the same either way; only the speed differs.
+    speculative: str = attrs.field(default="auto", validator=_one_of(SPECULATIVE_MODES))
+    #: Most tokens drafted per sequence and step; each sequence drafts fewer (down to none)
+    #: when its drafts keep failing or the batch is full. 0 turns speculation off.
+    draft_max: int = attrs.field(default=DRAFT_MAX, validator=_between_or_none(0, 64))
+    #: A second, smaller GGUF with the same vocabulary that drafts for this one.
+    draft_model: str | None = attrs.field(default=None, validator=_not_blank)
 
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
             raise FieldError("type_v", 'a quantized V cache needs flash_attn = true or "auto"')
+        if self.speculative == "draft" and self.draft_model is None:
+            raise FieldError("speculative", '"draft" needs a draft_model')
+
+    def ngram_drafts(self) -> bool:
+        """Whether sequences draft by n-gram lookup."""
+        return self.speculative in ("auto", "ngram") and self.draft_max > 0
+
+    def draft_model_used(self) -> str | None:
+        """The draft model's path when it drafts, else None."""
+        if self.speculative in ("auto", "draft") and self.draft_max > 0:
+            return self.draft_model
+        return None
 
     def sampling_defaults(self) -> dict[str, float]:
         """The sampling options this model sets, for requests that leave them out."""

@@ -12,7 +12,9 @@ from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import GenerationRequest
 
 from .chat import forced_tool_schema, tool_names
+from .reasoning import ReasoningForm, opens_in_prompt
 from .sampling import SamplerChain, grammar_for
+from .tool_calls import FORMATS, ToolFormat, call_grammar
 
 
 @attrs.define(kw_only=True)
@@ -26,10 +28,26 @@ class Plan:
     tool_names: tuple[str, ...] | list[str]
     #: Choice ``j`` samples with ``seed + j``; None: a fresh random seed per choice.
     seed: int | None
+    #: With a grammar: the text that starts it (a lazy grammar); None: from the first token.
+    grammar_trigger: str | None = None
+    #: The family's tool-call form, whose parser reads calls out of the answer.
+    tool_format: ToolFormat = FORMATS["hermes"]
+    #: The model's reasoning form, when its answers are split into reasoning and answer.
+    reasoning: ReasoningForm | None = None
+    #: The prompt leaves the think block open: the answer starts inside the reasoning.
+    reasoning_open: bool = False
+    #: False: thinking was turned off, reasoning text is never shown.
+    show_reasoning: bool = True
+    #: Most reasoning tokens before :attr:`reasoning_end` is inserted; None: no limit.
+    reasoning_budget: int | None = None
+    #: The tokens that close the think block (the form's end marker, then a blank line).
+    reasoning_end: tuple[int, ...] = ()
 
     def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
         seed = None if self.seed is None else self.seed + index
-        return SamplerChain(vocab, n_vocab, self.request, seed, self.grammar)
+        return SamplerChain(
+            vocab, n_vocab, self.request, seed, self.grammar, trigger=self.grammar_trigger
+        )
 
 
 def plan(model, request: GenerationRequest) -> Plan:
@@ -37,10 +55,19 @@ def plan(model, request: GenerationRequest) -> Plan:
     tools = request.tools if request.tool_choice != "none" else None
     names = tool_names(tools)
     forced = None
+    lazy = False
     if tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
         forced = forced_tool_schema(tools, request.tool_choice)
+    elif tools and request.grammar is None and (strict := strict_tools(tools)):
+        # Calls of strict tools follow their schema from the call marker on (a lazy grammar):
+        # the free text before a call costs nothing.
+        forced, lazy = forced_tool_schema(strict, "required"), True
+    form = model.reasoning if request.is_chat else None
     if request.is_chat:
-        prompt = model.chat.render(request.messages, tools)
+        kwargs = thinking_kwargs(model.chat.template.source, request) if form else {}
+        prompt = model.chat.render(
+            request.messages, tools, {**kwargs, **(request.template_kwargs or {})}
+        )
         stops = (*request.stop, *model.chat.stops)
     elif request.prompt is not None:
         prompt = request.prompt
@@ -50,12 +77,36 @@ def plan(model, request: GenerationRequest) -> Plan:
     # The field that holds the prompt, in the core's names; each API surface renames it to
     # its own field where that differs (Responses' ``input``).
     field = "messages" if request.is_chat else "prompt"
-    tokens = model.prompt_tokens(prompt)
+    if request.suffix is not None and not request.is_chat:
+        from .fim import fim_tokens
+
+        tokens = fim_tokens(model, prompt, request.suffix, request.fim_files)
+    else:
+        tokens = model.prompt_tokens(prompt)
     if not tokens:
         raise InvalidRequest("The prompt is empty", field)
     if len(tokens) >= model.n_ctx:
         raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
-    grammar = grammar_for(request.response_format, forced, request.max_grammar_bytes)
+    tool_format = (
+        model.tool_format if model.chat and model.chat.supports_tools else FORMATS["hermes"]
+    )
+    if lazy and request.response_format is not None and request.response_format.type != "text":
+        forced, lazy = None, False  # the answer's own format wins over strict tools
+    grammar = grammar_for(
+        request.response_format, forced, request.grammar, request.max_grammar_bytes
+    )
+    trigger = None
+    if forced is not None and grammar is not None:
+        wrapped, trigger = call_grammar(tool_format, grammar)
+        # The family's own syntax only where its call marker is one token of this model's
+        # vocabulary: spelled out in pieces it costs tokens and wanders (a plain vocabulary).
+        if trigger is not None and len(model.special_tokens(trigger)) == 1:
+            grammar = wrapped
+        else:
+            trigger = None
+        if lazy and trigger is None:
+            grammar = None  # no fixed call marker to wait for: strict is not enforced
+    grammar_trigger = trigger if lazy else None
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a
     # request without max_tokens on all of them; a request may ask for more, up to the context.
@@ -63,6 +114,24 @@ def plan(model, request: GenerationRequest) -> Plan:
     if limit is not None:
         budget = min(budget, max(limit, 0))
     seed = request.seed if request.seed is not None else model.options.seed
+    reasoning = {}
+    if form is not None:
+        budgets = [
+            b for b in (request.reasoning_budget, model.options.reasoning_budget) if b is not None
+        ]
+        end = (
+            form.end if not form.harmony else "<|end|><|start|>assistant<|channel|>final<|message|>"
+        )
+        reasoning = {
+            "reasoning": form,
+            "reasoning_open": opens_in_prompt(form, prompt),
+            "show_reasoning": request.reasoning is not False,
+            # A grammar's state would not follow inserted tokens: no budget under one.
+            "reasoning_budget": min(budgets) if budgets and grammar is None else None,
+            "reasoning_end": tuple(
+                model.special_tokens(end + ("\n\n" if not form.harmony else ""))
+            ),
+        }
     return Plan(
         request=request,
         tokens=tokens,
@@ -71,4 +140,35 @@ def plan(model, request: GenerationRequest) -> Plan:
         budget=budget,
         tool_names=names,
         seed=seed,
+        # A template without tool support was taught the hermes form in its system text.
+        tool_format=tool_format,
+        grammar_trigger=grammar_trigger,
+        **reasoning,
     )
+
+
+def strict_tools(tools) -> list:
+    """The function tools marked ``strict: true``."""
+    return [
+        tool
+        for tool in tools
+        if isinstance(tool.get("function"), dict) and tool["function"].get("strict") is True
+    ]
+
+
+#: Effort levels a request may ask for (OpenAI's ``reasoning_effort``, Ollama's ``think``).
+EFFORTS = ("low", "medium", "high")
+
+
+def thinking_kwargs(template: str, request: GenerationRequest) -> dict:
+    """The template's own switches for the request's ``reasoning``: ``enable_thinking``
+    (Qwen3, GLM, DeepSeek V3.1, Gemma 4, ...) and ``reasoning_effort`` (gpt-oss)."""
+    wanted = request.reasoning
+    kwargs: dict = {}
+    if wanted is None:
+        return kwargs
+    if "enable_thinking" in template:
+        kwargs["enable_thinking"] = wanted is not False
+    if isinstance(wanted, str) and wanted in EFFORTS and "reasoning_effort" in template:
+        kwargs["reasoning_effort"] = wanted
+    return kwargs

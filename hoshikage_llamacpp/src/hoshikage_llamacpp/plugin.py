@@ -50,7 +50,28 @@ def create_backend(entry, config):
         return ProcessModel.load(
             entry.name, entry.path, options, default_max_tokens(options, config)
         )
-    return LlamaCppModel.load(entry.name, entry.path, options, default_max_tokens(options, config))
+    from hoshikage_core.load_progress import reporter
+
+    return LlamaCppModel.load(
+        entry.name, entry.path, options, default_max_tokens(options, config), reporter()
+    )
+
+
+@hookimpl
+def cached_prompts(entry, config):
+    """Prompt prefixes this model's disk cache holds for its file and options now."""
+    if entry.backend != BACKEND:
+        return None
+    from .disk_cache import count
+    from .options import LlamaOptions
+
+    options = entry.options
+    if isinstance(options, dict):
+        try:
+            options = LlamaOptions(**options)
+        except (TypeError, ValueError):
+            return 0
+    return count(entry.name, entry.path, options)
 
 
 def default_max_tokens(options, config) -> int | None:

@@ -22,12 +22,56 @@ MIN_TOKENS = 64
 
 
 class _Entry:
-    __slots__ = ("tokens", "data", "size")
+    __slots__ = ("tokens", "data", "size", "checkpoints")
 
-    def __init__(self, tokens: list[int], data, size: int):
+    def __init__(self, tokens: list[int], data, size: int, checkpoints=()):
         self.tokens = tokens
         self.data = data
         self.size = size
+        #: The sliding-window checkpoints of the slot it came from (see :class:`Checkpoint`).
+        self.checkpoints: list[Checkpoint] = list(checkpoints)
+
+
+#: ``llama_state_seq_*_ext`` flag: only the memory that cannot be rolled back (the
+#: sliding-window layers of an iSWA cache).
+PARTIAL_ONLY = 1
+
+
+class Checkpoint:
+    """The sliding-window layers' state of a slot right after it read ``n_tokens`` tokens
+    (llama-server's context checkpoints). Those layers keep only their window, so cutting a
+    slot back to an earlier prefix can leave the next token without the window it attends
+    to; restoring a checkpoint at or after the cut brings the window back."""
+
+    __slots__ = ("n_tokens", "pos_min", "data", "size")
+
+    def __init__(self, n_tokens: int, pos_min: int, data, size: int):
+        self.n_tokens = n_tokens
+        self.pos_min = pos_min
+        self.data = data
+        self.size = size
+
+    @classmethod
+    def take(cls, ctx, seq_id: int, n_tokens: int) -> Checkpoint | None:
+        import llama_cpp as lib
+
+        size = int(lib.llama_state_seq_get_size_ext(ctx, seq_id, PARTIAL_ONLY))
+        if size <= 0:
+            return None
+        data = (ctypes.c_uint8 * size)()
+        written = int(lib.llama_state_seq_get_data_ext(ctx, data, size, seq_id, PARTIAL_ONLY))
+        if written <= 0:
+            return None
+        pos_min = int(lib.llama_memory_seq_pos_min(lib.llama_get_memory(ctx), seq_id))
+        return cls(n_tokens, pos_min, data, written)
+
+    def restore(self, ctx, seq_id: int) -> bool:
+        import llama_cpp as lib
+
+        return (
+            int(lib.llama_state_seq_set_data_ext(ctx, self.data, self.size, seq_id, PARTIAL_ONLY))
+            > 0
+        )
 
 
 class PromptCache:
@@ -45,7 +89,7 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def save(self, seq_id: int, tokens: list[int]) -> None:
+    def save(self, seq_id: int, tokens: list[int], checkpoints=()) -> None:
         """Copy the state of sequence ``seq_id``, which holds ``tokens``, into RAM."""
         if self.limit <= 0 or len(tokens) < MIN_TOKENS:
             return
@@ -60,11 +104,18 @@ class PromptCache:
         written = int(lib.llama_state_seq_get_data(self._ctx, data, size, seq_id))
         if written <= 0:
             return
-        self._entries.append(_Entry(list(tokens), data, written))
-        self.bytes += size
+        self._entries.append(_Entry(list(tokens), data, written, checkpoints))
+        self.bytes += size + sum(c.size for c in checkpoints)
         while self.bytes > self.limit and self._entries:
-            old = self._entries.pop(0)
-            self.bytes -= len(old.data)
+            self._drop(self._entries[0])
+
+    def _drop(self, entry: _Entry) -> None:
+        self._entries.remove(entry)
+        self.bytes -= len(entry.data) + sum(c.size for c in entry.checkpoints)
+
+    def entries(self) -> list[_Entry]:
+        """The saved states, most recently used first."""
+        return self._entries[::-1]
 
     def best(self, tokens: list[int], common_prefix) -> tuple[_Entry | None, int]:
         """The saved state sharing the longest prefix with ``tokens``, and that length."""
@@ -82,8 +133,7 @@ class PromptCache:
         mem = lib.llama_get_memory(self._ctx)
         lib.llama_memory_seq_rm(mem, seq_id, -1, -1)
         read = int(lib.llama_state_seq_set_data(self._ctx, entry.data, entry.size, seq_id))
-        self._entries.remove(entry)
-        self.bytes -= len(entry.data)
+        self._drop(entry)
         if read <= 0:
             log.warning("restoring a saved prompt state failed; the prompt is read again")
             lib.llama_memory_seq_rm(mem, seq_id, -1, -1)

@@ -68,27 +68,42 @@ def setting(request: GenerationRequest, name: str) -> float:
 def grammar_for(
     fmt: ResponseFormat | None,
     forced_tool_schema: Mapping[str, Any] | None,
+    grammar: str | None = None,
     max_bytes: int | None = None,
 ) -> str | None:
-    """The GBNF that constrains the output, or None. A forced tool call wins over
-    ``response_format``. A schema the converter rejects, or whose grammar is over
-    ``max_bytes`` (``[server] max_grammar_bytes``), is :class:`InvalidRequest`."""
-    grammar = _grammar_for(fmt, forced_tool_schema)
-    if grammar is not None and max_bytes is not None and len(grammar) > max_bytes:
-        param = "tool_choice" if forced_tool_schema is not None else "response_format"
+    """The GBNF that constrains the output, or None. The request's own ``grammar`` cannot be
+    combined with a ``response_format`` schema; a forced tool call wins over
+    ``response_format``. A schema the converter rejects, or a grammar over ``max_bytes``
+    (``[server] max_grammar_bytes``), is :class:`InvalidRequest`."""
+    result = _grammar_for(fmt, forced_tool_schema, grammar)
+    if result is not None and max_bytes is not None and len(result) > max_bytes:
+        if grammar:
+            param, what = "grammar", "The grammar is"
+        else:
+            param = "tool_choice" if forced_tool_schema is not None else "response_format"
+            what = f"{param}: the JSON schema makes a grammar of"
         raise InvalidRequest(
-            f"{param}: the JSON schema makes a grammar of {len(grammar)} bytes; this server "
-            f"accepts at most {max_bytes} (server.max_grammar_bytes).",
+            f"{what} {len(result)} bytes; this server accepts at most {max_bytes} "
+            "(server.max_grammar_bytes).",
             param,
         )
-    return grammar
+    return result
 
 
 def _grammar_for(
-    fmt: ResponseFormat | None, forced_tool_schema: Mapping[str, Any] | None
+    fmt: ResponseFormat | None,
+    forced_tool_schema: Mapping[str, Any] | None,
+    grammar: str | None = None,
 ) -> str | None:
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+    if grammar:
+        if fmt is not None and fmt.type != "text":
+            raise InvalidRequest(
+                "grammar cannot be combined with a JSON response_format: give one of them",
+                "grammar",
+            )
+        return grammar
     if forced_tool_schema is not None:
         return _schema_grammar(json_schema_to_gbnf, forced_tool_schema, "tool_choice")
     if fmt is None or fmt.type == "text":
@@ -194,6 +209,50 @@ def check_patterns(schema: Any, param: str) -> None:
             todo.extend(v for v in node if isinstance(v, Mapping | list))
 
 
+def compile_grammar(
+    lib, vocab, grammar: str, request: GenerationRequest, trigger: str | None = None
+):
+    """llama.cpp's grammar sampler for ``grammar`` (lazy, from ``trigger`` on, when given).
+    A grammar that does not parse is :class:`InvalidRequest` naming the problem."""
+    import re
+
+    from . import logging_bridge
+
+    logging_bridge.install()
+    with logging_bridge.capture() as lines:
+        if trigger is None:
+            sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        else:
+            # llama.cpp's own pattern for a trigger word: the grammar starts at the match.
+            patterns = (ctypes.c_char_p * 1)(
+                ("[\\s\\S]*?(" + re.escape(trigger) + ")[\\s\\S]*").encode()
+            )
+            tokens = (lib.llama_token * 1)()
+            sampler = lib.llama_sampler_init_grammar_lazy_patterns(
+                vocab, grammar.encode(), b"root", patterns, 1, tokens, 0
+            )
+    if sampler:
+        return sampler
+    if request.grammar:
+        from .gbnf_check import explain
+
+        reason = explain(grammar) or grammar_error(lines)
+        raise InvalidRequest(f"Invalid 'grammar': {reason}", "grammar")
+    param = (
+        "tool_choice" if request.tool_choice not in (None, "auto", "none") else "response_format"
+    )
+    raise InvalidRequest("The grammar derived from the request does not compile", param)
+
+
+def grammar_error(lines: list[str]) -> str:
+    """The parse error in what llama.cpp logged while compiling a grammar."""
+    text = "".join(lines)
+    for line in text.splitlines():
+        if "grammar" in line.lower() and line.strip():
+            return line.strip().removeprefix("llama_grammar_init_impl: ").strip()
+    return "it does not parse as GBNF (see llama.cpp's grammars/README.md)"
+
+
 def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
     check_patterns(schema, param)
     try:
@@ -211,7 +270,13 @@ class SamplerChain:
     """One choice's llama.cpp sampler chain, plus its grammar. Call :meth:`close` when done."""
 
     def __init__(
-        self, vocab, n_vocab: int, request: GenerationRequest, seed: int | None, grammar: str | None
+        self,
+        vocab,
+        n_vocab: int,
+        request: GenerationRequest,
+        seed: int | None,
+        grammar: str | None,
+        trigger: str | None = None,
     ):
         import llama_cpp
 
@@ -239,6 +304,8 @@ class SamplerChain:
         #: Draws the grammar rejected, and draws in all (for tests and the benchmark).
         self.rejected = 0
         self.draws = 0
+        #: A lazy grammar waits for this text before it constrains anything.
+        self._trigger = trigger
         try:
             self._build(vocab, n_vocab, request, grammar)
         except BaseException:
@@ -264,11 +331,7 @@ class SamplerChain:
                 )
             )
         if grammar is not None:
-            sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-            if not sampler:
-                raise InvalidRequest(
-                    "The grammar derived from the request does not compile", "response_format"
-                )
+            sampler = compile_grammar(lib, vocab, grammar, request, self._trigger)
             if len(grammar) > GIL_HELD_GRAMMAR_BYTES:
                 self._grammar_lib = lib
             if penalties:

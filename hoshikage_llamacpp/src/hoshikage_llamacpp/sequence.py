@@ -1,8 +1,11 @@
 """One choice being generated: what stays per sequence while the engine batches many.
 
 A :class:`Sequence` owns its sampler chain, its text stream (UTF-8 reassembly, stop strings
-held back across tokens, tool-call capture) and the log-probabilities waiting for their
-text to go out. The engine hands it each sampled token and sends the chunks it returns.
+held back across tokens), the split of that text into reasoning and answer
+(:mod:`.reasoning`), the tool-call capture on the answer, and the log-probabilities
+waiting for their text to go out. The engine hands it each sampled token and sends the
+chunks it returns; when the reasoning reaches its budget, :attr:`forced` holds the tokens
+that close the think block, which the engine decodes instead of sampling.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from collections import deque
 
 from hoshikage_core.protocol import Chunk
 
-from .chat import TOOL_CALL_MARKERS, parse_tool_calls
+from . import tool_calls as calls
 from .planning import Plan
+from .reasoning import Splitter
 from .sampling import LogprobReader, SamplerChain
-from .text_stream import TextStream
+from .text_stream import TextStream, ToolCapture
 
 
 class Sequence:
@@ -35,6 +39,15 @@ class Sequence:
         "_sent_chars",
         "_piece",
         "_announced",
+        "drafter",
+        "draft_length",
+        "drafts",
+        "draft_tokens",
+        "draft_accepted",
+        "_split",
+        "_tools",
+        "n_reasoning",
+        "forced",
     )
 
     def __init__(
@@ -59,16 +72,34 @@ class Sequence:
         self.logits_at = -1
         self.n_gen = 0
         self._piece = piece
-        self._stream = TextStream(
-            stops=plan.stops,
-            capture=TOOL_CALL_MARKERS if plan.tool_names else (),
-            capture_leading_json=bool(plan.tool_names),
+        self._stream = TextStream(stops=plan.stops)
+        fmt = plan.tool_format
+        self._tools = ToolCapture(
+            (*fmt.openers, "<tool_call>") if plan.tool_names else (),
+            # A bare JSON call is what a forced call's grammar writes, in every family.
+            leading_json=bool(plan.tool_names),
         )
+        self._split = (
+            Splitter(plan.reasoning, inside=plan.reasoning_open, show=plan.show_reasoning)
+            if plan.reasoning is not None
+            else None
+        )
+        #: Tokens generated inside the think block.
+        self.n_reasoning = 0
+        #: Tokens to decode next instead of sampling (the think block closed at its budget).
+        self.forced: deque = deque()
         self._logprobs = logprobs
         self._pending: deque = deque()  # (start, end, TokenLogprob) waiting for their text
         self._sent_chars = 0
         #: Whether a chunk has gone out: the first one also carries the prompt's counts.
         self._announced = False
+        #: Speculation (see :mod:`.speculative`): its guesser and draft length (None when it
+        #: does not speculate), this step's draft, and its tokens drafted and accepted.
+        self.drafter = None
+        self.draft_length = None
+        self.drafts: list[int] | tuple = ()
+        self.draft_tokens = 0
+        self.draft_accepted = 0
 
     def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
         """Take a sampled (non end-of-generation) token: the chunk to send, if any, and
@@ -77,36 +108,63 @@ class Sequence:
         self.n_gen += 1
         stream = self._stream
         start = stream.decoded_chars
-        text = stream.feed(self._piece(token))
+        raw = stream.feed(self._piece(token))
         if entry is not None:
             self._pending.append((start, stream.decoded_chars, entry))
-        self._sent_chars += len(text)
+        self._sent_chars += len(raw)
+        split = self._split
+        reasoning = ""
+        if split is not None:
+            was_inside = split.inside
+            reasoning, raw = split.feed(raw)
+            if was_inside and (split.inside or reasoning):
+                self.n_reasoning += 1
+                self._check_budget()
+        text = self._tools.feed(raw)
         released = self._release(final=False) if self._pending else ()
-        if not (text or released):
+        if not (text or reasoning or released):
             return None, stream.stopped
         if self._announced:
-            return Chunk(text=text, logprobs=released or None), stream.stopped
+            chunk = Chunk(text=text, reasoning=reasoning, logprobs=released or None)
+            return chunk, stream.stopped
         self._announced = True
         job = self.job
         chunk = Chunk(
             text=text,
+            reasoning=reasoning,
             logprobs=released or None,
             prompt_tokens=len(job.plan.tokens),
             cached_tokens=job.cached_tokens,
         )
         return chunk, stream.stopped
 
+    def _check_budget(self) -> None:
+        plan = self.job.plan
+        budget = plan.reasoning_budget
+        if budget is not None and self.n_reasoning >= budget and not self.forced:
+            if self._split is not None and self._split.inside:
+                self.forced.extend(plan.reasoning_end)
+
     def final(self, finish: str) -> Chunk:
         """The last chunk: what the stream still held, tool calls, counts."""
         stream = self._stream
-        text = stream.finish()
-        self._sent_chars += len(text)
+        raw = stream.finish()
+        self._sent_chars += len(raw)
+        reasoning = ""
+        if self._split is not None:
+            reasoning, raw = self._split.feed(raw)
+            more_reasoning, more = self._split.finish()
+            reasoning += more_reasoning
+            raw += more
+        tools = self._tools
+        text = tools.feed(raw, final=True)
         tool_calls = None
-        if stream.captured:
-            tool_calls = parse_tool_calls(stream.captured, self.job.plan.tool_names)
+        if tools.captured:
+            plan = self.job.plan
+            tool_calls = calls.parse(plan.tool_format, tools.captured, plan.tool_names)
             if tool_calls is None:
-                text += stream.captured
-                self._sent_chars += len(stream.captured)
+                text += tools.captured
+                self._sent_chars += len(tools.captured)
             elif finish != "cancelled":
                 finish = "tool_calls"
         released = self._release(final=True) if self._logprobs is not None else ()
@@ -117,6 +175,8 @@ class Sequence:
         stop_sequence = found if found is not None and found in job.plan.request.stop else None
         return Chunk(
             text=text,
+            reasoning=reasoning,
+            reasoning_tokens=self.n_reasoning if self._split is not None else None,
             finish_reason=finish,
             logprobs=released or None,
             tool_calls=tuple(tool_calls) if tool_calls else None,
@@ -124,6 +184,8 @@ class Sequence:
             completion_tokens=self.n_gen,
             cached_tokens=job.cached_tokens,
             stop_sequence=stop_sequence,
+            draft_tokens=self.draft_tokens if self.draft_length is not None else None,
+            draft_accepted=self.draft_accepted if self.draft_length is not None else None,
         )
 
     def _release(self, final: bool) -> tuple:

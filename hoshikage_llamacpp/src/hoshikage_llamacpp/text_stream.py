@@ -65,13 +65,52 @@ class HoldBack:
         return 0
 
 
+class ToolCapture:
+    """Answer text in, releasable text out; from a tool-call opener on, text is kept.
+
+    ``markers`` (tool-call openers such as ``<tool_call>``) work like stop strings except
+    that generation goes on: the marker and everything after it is kept in
+    :attr:`captured` instead of being sent. With ``leading_json`` an answer whose first
+    non-blank character is ``{`` or ``[`` is captured whole (a bare JSON tool call).
+    """
+
+    def __init__(self, markers: tuple[str, ...] | list[str] = (), leading_json: bool = False):
+        self._capture = HoldBack(markers)
+        self._leading_blank = ""
+        self._started = not leading_json
+        self.captured = ""
+
+    def feed(self, text: str, final: bool = False) -> str:
+        if self.captured:
+            self.captured += text
+            return ""
+        if not self._started:
+            text = self._leading_blank + text
+            stripped = text.lstrip()
+            if not stripped:
+                self._leading_blank = text
+                return self._leading_flush() if final else ""
+            self._leading_blank = ""
+            self._started = True
+            if stripped[0] in "{[":
+                self.captured = text
+                return ""
+        released = self._capture.feed(text)
+        if self._capture.found is not None:
+            self.captured = self._capture.rest
+        elif final:
+            released += self._capture.flush()
+        return released
+
+    def _leading_flush(self) -> str:
+        blank, self._leading_blank = self._leading_blank, ""
+        return blank
+
+
 class TextStream:
     """Token bytes in, releasable text out, stopping at the first stop string.
 
-    ``capture`` markers (tool-call openers such as ``<tool_call>``) work like stop strings
-    except that generation goes on: the marker and everything after it is kept in
-    :attr:`captured` instead of being sent. With ``capture_leading_json`` an answer whose
-    first non-blank character is ``{`` or ``[`` is captured whole (a bare JSON tool call).
+    ``capture`` and ``capture_leading_json``: a :class:`ToolCapture` on the released text.
     """
 
     def __init__(
@@ -82,13 +121,13 @@ class TextStream:
     ):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = HoldBack(stops)
-        self._capture = HoldBack(capture)
-        self._leading_json = capture_leading_json
-        self._leading_blank = ""
-        self._started = not capture_leading_json
-        self.captured = ""
+        self._tools = ToolCapture(capture, capture_leading_json)
         #: Characters of text decoded so far (released, held or captured).
         self.decoded_chars = 0
+
+    @property
+    def captured(self) -> str:
+        return self._tools.captured
 
     @property
     def stopped(self) -> bool:
@@ -110,35 +149,9 @@ class TextStream:
         """The stream ended: flush the decoder and every held-back tail."""
         out = self._route(self._decoder.decode(b"", final=True))
         tail = "" if self.stopped else self._stops.flush()
-        out += self._after_stops(tail, final=True)
-        if not self._started:
-            out += self._leading_blank
-            self._leading_blank = ""
-        return out
+        return out + self._tools.feed(tail, final=True)
 
     def _route(self, text: str) -> str:
         if self.stopped:
             return ""
-        return self._after_stops(self._stops.feed(text), final=False)
-
-    def _after_stops(self, text: str, final: bool) -> str:
-        if self.captured:
-            self.captured += text
-            return ""
-        if not self._started:
-            text = self._leading_blank + text
-            stripped = text.lstrip()
-            if not stripped:
-                self._leading_blank = text
-                return ""
-            self._leading_blank = ""
-            self._started = True
-            if stripped[0] in "{[":
-                self.captured = text
-                return ""
-        released = self._capture.feed(text)
-        if self._capture.found is not None:
-            self.captured = self._capture.rest
-        elif final:
-            released += self._capture.flush()
-        return released
+        return self._tools.feed(self._stops.feed(text))

@@ -3,7 +3,9 @@
 A stream is ``event: <type>`` / ``data: <json>`` pairs in this order::
 
     message_start
-    content_block_start (text)   ping   content_block_delta (text_delta)...   content_block_stop
+    content_block_start (thinking)   ping   content_block_delta (thinking_delta)...
+        content_block_delta (signature_delta)   content_block_stop
+    content_block_start (text)   content_block_delta (text_delta)...   content_block_stop
     content_block_start (tool_use)   content_block_delta (input_json_delta)   content_block_stop
     ...
     message_delta (stop_reason, stop_sequence, usage)   message_stop
@@ -41,6 +43,7 @@ class MessageFormat(Format):
         #: Stream state: blocks opened so far, and whether a text block is open.
         self._blocks = 0
         self._text_open = False
+        self._thinking_open = False
         self._started = False
 
     # ---- whole message -------------------------------------------------------------------
@@ -48,7 +51,9 @@ class MessageFormat(Format):
     def whole(self, results: list[ChoiceResult]) -> s.Message:
         (result,) = results
         calls = tool_uses(result.tool_calls)
-        content: list[s.TextContent | s.ToolUseContent] = []
+        content: list[s.ThinkingContent | s.TextContent | s.ToolUseContent] = []
+        if result.reasoning:
+            content.append(s.ThinkingContent(thinking=result.reasoning))
         if result.text or not calls:
             content.append(s.TextContent(text=result.text))
         content += calls
@@ -83,6 +88,18 @@ class MessageFormat(Format):
             self._text_open = False
             yield from self._close()
 
+    def _close_thinking(self) -> Iterator[bytes]:
+        if self._thinking_open:
+            self._thinking_open = False
+            yield from self._delta({"type": "signature_delta", "signature": ""})
+            yield from self._close()
+
+    def _delta(self, delta: dict[str, Any]) -> Iterator[bytes]:
+        yield sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
+        )
+
     def items(self, index: int, chunk: Chunk) -> bytes:
         return b"".join(self.events(chunk))
 
@@ -102,6 +119,14 @@ class MessageFormat(Format):
                 usage=s.MessageUsage(input_tokens=chunk.prompt_tokens or 0, output_tokens=0),
             )
             yield sse("message_start", {"type": "message_start", "message": start})
+        if chunk.reasoning:
+            if not self._thinking_open:
+                yield from self._close_text()
+                yield from self._open({"type": "thinking", "thinking": "", "signature": ""})
+                self._thinking_open = True
+            yield from self._delta({"type": "thinking_delta", "thinking": chunk.reasoning})
+        if chunk.text or chunk.tool_calls or chunk.finish_reason is not None:
+            yield from self._close_thinking()
         if chunk.text:
             if not self._text_open:
                 yield from self._open({"type": "text", "text": ""})

@@ -47,7 +47,8 @@ class ToolResultBlock(Struct, tag_field="type", tag="tool_result", kw_only=True)
 
 
 class ThinkingBlock(Struct, tag_field="type", tag="thinking", kw_only=True):
-    """An earlier turn's thinking, sent back by the client: accepted and left out of the prompt."""
+    """An earlier turn's thinking, sent back by the client: its ``reasoning_content``, back
+    into the prompt where the model's template writes it."""
 
     thinking: str = ""
     signature: str | None = None
@@ -132,7 +133,8 @@ class Conversation(Struct, kw_only=True):
     system: str | list[TextBlock] | None = None
     tools: Annotated[list[ToolParam], Meta(max_length=128)] | None = None
     tool_choice: ToolChoice | None = None
-    #: Accepted and ignored: no model served here has a thinking mode to switch.
+    #: ``{"type": "enabled", "budget_tokens": n}`` or ``{"type": "disabled"}`` (the
+    #: template's own switch; disabled never shows thinking). ``adaptive`` is as enabled.
     thinking: dict[str, Any] | None = None
 
 
@@ -156,6 +158,8 @@ class MessagesRequest(Conversation, kw_only=True):
     metadata: dict[str, Any] | None = None
     #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.
     keep_alive: KeepAlive | None = None
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
 
 
 # ---- responses ----------------------------------------------------------------------------
@@ -163,6 +167,13 @@ class MessagesRequest(Conversation, kw_only=True):
 
 class TextContent(Struct, tag_field="type", tag="text", kw_only=True):
     text: str
+
+
+class ThinkingContent(Struct, tag_field="type", tag="thinking", kw_only=True):
+    """The model's reasoning. Local models sign nothing: ``signature`` is empty."""
+
+    thinking: str
+    signature: str = ""
 
 
 class ToolUseContent(Struct, tag_field="type", tag="tool_use", kw_only=True):
@@ -188,7 +199,7 @@ class Message(Struct, kw_only=True):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[TextContent | ToolUseContent]
+    content: list[ThinkingContent | TextContent | ToolUseContent]
     stop_reason: StopReason | None
     stop_sequence: str | None
     usage: MessageUsage

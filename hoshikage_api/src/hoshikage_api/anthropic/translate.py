@@ -9,7 +9,8 @@ so the backend receives plain string content.
 * a ``user`` message's ``tool_result`` blocks become ``tool`` messages (with
   ``tool_call_id``), its text blocks one ``user`` message, in their order;
 * an ``assistant`` message's ``tool_use`` blocks become OpenAI-shaped ``tool_calls``;
-* ``thinking`` blocks are left out; image and document blocks are refused.
+* ``thinking`` blocks of an assistant turn are its ``reasoning_content``; image and
+  document blocks are refused.
 """
 
 from __future__ import annotations
@@ -95,12 +96,14 @@ def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
 
 
 def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
-    texts, calls = [], []
+    texts, calls, thoughts = [], [], []
     for j, block in enumerate(message.content):
         where = f"messages[{i}].content[{j}]"
         _refuse_media(block, where)
         if isinstance(block, s.TextBlock):
             texts.append(block.text)
+        elif isinstance(block, s.ThinkingBlock):
+            thoughts.append(block.thinking)
         elif isinstance(block, s.ToolUseBlock):
             calls.append(_tool_call(block))
         elif isinstance(block, s.ToolResultBlock):
@@ -108,6 +111,8 @@ def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
     out: dict[str, Any] = {"role": "assistant", "content": join_text(texts)}
     if calls:
         out["tool_calls"] = calls
+    if any(thoughts):
+        out["reasoning_content"] = join_text(thoughts)
     return out
 
 
@@ -171,8 +176,35 @@ def _tool_choice(data: s.Conversation) -> str | dict[str, Any] | None:
 
 def _request(data: s.Conversation, **sampling) -> GenerationRequest:
     return GenerationRequest(
-        messages=messages(data), tools=_tools(data), tool_choice=_tool_choice(data), **sampling
+        messages=messages(data),
+        tools=_tools(data),
+        tool_choice=_tool_choice(data),
+        **_thinking(data.thinking),
+        **sampling,
     )
+
+
+def _thinking(thinking: dict[str, Any] | None) -> dict[str, Any]:
+    """``thinking`` as the core's ``reasoning`` and ``reasoning_budget``."""
+    if thinking is None:
+        return {}
+    kind = thinking.get("type")
+    if kind == "disabled":
+        return {"reasoning": False}
+    if kind not in ("enabled", "adaptive"):
+        raise invalid(
+            'Invalid \'thinking.type\': expected "enabled", "adaptive" or "disabled".',
+            "thinking.type",
+        )
+    budget = thinking.get("budget_tokens")
+    if kind == "enabled" and (
+        not isinstance(budget, int) or isinstance(budget, bool) or budget < 1
+    ):
+        raise invalid(
+            "Invalid 'thinking.budget_tokens': a positive integer is required.",
+            "thinking.budget_tokens",
+        )
+    return {"reasoning": True, "reasoning_budget": budget if kind == "enabled" else None}
 
 
 def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
@@ -190,6 +222,7 @@ def messages_job(data: s.MessagesRequest) -> Job:
         top_k=data.top_k,
         stop=tuple(data.stop_sequences or ()),
         response_format=_response_format(data.output_config),
+        grammar=data.grammar or None,
     )
     return Job(
         endpoint="messages",

@@ -51,6 +51,9 @@ class ChoiceResult:
     """One choice, accumulated from its chunks."""
 
     texts: list[str] = attrs.Factory(list)
+    #: The reasoning deltas (the model's think block), apart from the answer.
+    reasonings: list[str] = attrs.Factory(list)
+    reasoning_tokens: int | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list = attrs.Factory(list)
     finish_reason: str | None = None
@@ -58,6 +61,9 @@ class ChoiceResult:
     completion_tokens: int = 0
     cached_tokens: int = 0
     stop_sequence: str | None = None
+    #: Speculative decoding of this choice (None: the model did not draft).
+    draft_tokens: int | None = None
+    draft_accepted: int | None = None
     #: When the first chunk came (the monotonic clock): Ollama reports ``eval_duration``.
     first_at: float | None = None
 
@@ -66,6 +72,8 @@ class ChoiceResult:
             self.first_at = time.monotonic()
         if chunk.text:
             self.texts.append(chunk.text)
+        if chunk.reasoning:
+            self.reasonings.append(chunk.reasoning)
         if chunk.logprobs is not None:
             self.logprobs = (self.logprobs or []) + list(chunk.logprobs)
         if chunk.tool_calls:
@@ -76,10 +84,17 @@ class ChoiceResult:
             self.completion_tokens = chunk.completion_tokens or 0
             self.cached_tokens = chunk.cached_tokens or 0
             self.stop_sequence = chunk.stop_sequence
+            self.draft_tokens = chunk.draft_tokens
+            self.draft_accepted = chunk.draft_accepted
+            self.reasoning_tokens = chunk.reasoning_tokens
 
     @property
     def text(self) -> str:
         return "".join(self.texts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasonings)
 
 
 async def collect(

@@ -42,6 +42,16 @@ def keep_alive(value: float | str | None) -> float | None:
         raise invalid(f"Invalid 'keep_alive': {exc}.", "keep_alive") from None
 
 
+def reasoning_of_effort(effort: str | None) -> bool | str | None:
+    """OpenAI's ``reasoning_effort`` (chat) and ``reasoning.effort`` (Responses) as the
+    core's ``reasoning``: "none" is off, "minimal" is "low"."""
+    if effort is None:
+        return None
+    if effort == "none":
+        return False
+    return "low" if effort == "minimal" else effort
+
+
 def arguments_object(arguments: Any) -> dict[str, Any]:
     """A tool call's arguments as the object that Anthropic's ``input`` and Ollama's
     ``arguments`` must be (OpenAI's are a JSON string). Arguments encoded twice (a JSON

@@ -110,13 +110,23 @@ class _Format(Format):
             self.timing.output(result.first_at)
         return self._whole(result)
 
-    def _part(self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields):
+    def _part(
+        self,
+        text: str = "",
+        tool_calls=None,
+        logprobs=None,
+        done: bool = False,
+        thinking: str | None = None,
+        **fields,
+    ):
         """One object of the answer (a line of the stream, or the whole answer)."""
         raise NotImplementedError
 
     def lines(self, chunk: Chunk) -> Iterator[bytes]:
         """The NDJSON lines for one chunk of the generation."""
         self.timing.output()
+        if chunk.reasoning:
+            yield line(self._part("", thinking=chunk.reasoning))
         if chunk.text or chunk.logprobs:
             yield line(self._part(chunk.text, logprobs=logprobs(chunk.logprobs)))
         calls = tool_calls(chunk.tool_calls)
@@ -136,9 +146,17 @@ class _Format(Format):
 
 class ChatFormat(_Format):
     def _part(
-        self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields
+        self,
+        text: str = "",
+        tool_calls=None,
+        logprobs=None,
+        done: bool = False,
+        thinking: str | None = None,
+        **fields,
     ) -> s.ChatResponse:
-        message = s.Message(role="assistant", content=text, tool_calls=tool_calls)
+        message = s.Message(
+            role="assistant", content=text, thinking=thinking or None, tool_calls=tool_calls
+        )
         return s.ChatResponse(
             model=self.model,
             created_at=now(),
@@ -154,6 +172,7 @@ class ChatFormat(_Format):
             result.prompt_tokens,
             result.completion_tokens,
             text=result.text,
+            thinking=result.reasoning,
             tool_calls=tool_calls(result.tool_calls),
             logprobs=logprobs(result.logprobs),
         )
@@ -161,12 +180,19 @@ class ChatFormat(_Format):
 
 class GenerateFormat(_Format):
     def _part(
-        self, text: str = "", tool_calls=None, logprobs=None, done: bool = False, **fields
+        self,
+        text: str = "",
+        tool_calls=None,
+        logprobs=None,
+        done: bool = False,
+        thinking: str | None = None,
+        **fields,
     ) -> s.GenerateResponse:
         return s.GenerateResponse(
             model=self.model,
             created_at=now(),
             response=text,
+            thinking=thinking or None,
             done=done,
             logprobs=logprobs,
             **fields,
@@ -178,6 +204,7 @@ class GenerateFormat(_Format):
             result.prompt_tokens,
             result.completion_tokens,
             text=result.text,
+            thinking=result.reasoning,
             logprobs=logprobs(result.logprobs),
         )
 

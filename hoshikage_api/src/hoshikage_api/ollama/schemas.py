@@ -46,7 +46,7 @@ class ChatMessage(Struct, kw_only=True):
     content: str | None = None
     #: Refused with a 400: the models served here are text-only.
     images: list[Any] | None = None
-    #: An earlier turn's thinking: accepted and left out of the prompt.
+    #: An earlier turn's thinking: back into the prompt where the template writes it.
     thinking: str | None = None
     tool_calls: Annotated[list[ToolCall], Meta(max_length=1024)] | None = None
     #: On ``tool`` messages: the tool that produced this result.
@@ -77,7 +77,9 @@ class GenerationFields(Struct, kw_only=True):
     format: Format | None = None
     options: dict[str, Any] | None = None
     keep_alive: KeepAlive | None = None
-    #: false or absent only: no model served here has a thinking mode.
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
+    #: true/false, or an effort level ("high", "medium", "low"): the template's own switch.
     think: bool | str | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
@@ -98,7 +100,7 @@ class GenerateRequest(GenerationFields, kw_only=True):
     system: str | None = None
     #: Send the prompt as it is, without the chat template.
     raw: bool | None = None
-    #: Refused when not empty (see the API spec).
+    #: Fill in the middle: the text after the gap (models with FIM tokens; see the API spec).
     suffix: str | None = None
     template: str | None = None
     context: list[int] | None = None
@@ -144,6 +146,7 @@ class ToolCallOut(Struct, kw_only=True):
 class Message(Struct, kw_only=True, omit_defaults=True):
     role: str
     content: str
+    thinking: str | None = None
     tool_calls: list[ToolCallOut] | None = None
 
 
@@ -187,6 +190,7 @@ class GenerateResponse(Final, kw_only=True, omit_defaults=True):
     """``/api/generate`` without streaming (streamed, each line has this shape too)."""
 
     response: str
+    thinking: str | None = None
     logprobs: list[Logprob] | None = None
 
 

@@ -3,7 +3,7 @@ calls back to Ollama's shape.
 
 * ``/api/chat`` messages become the core's chat messages: ``tool_calls`` with object
   ``arguments`` become OpenAI-shaped calls (JSON-string arguments), a ``tool`` message's
-  ``tool_name`` its ``name``; ``thinking`` is left out; ``images`` are refused.
+  ``tool_name`` its ``name``; ``thinking`` is its ``reasoning_content``; ``images`` are refused.
 * ``/api/generate`` becomes a chat of one user message (after ``system``), rendered by the
   model's chat template, or with ``raw: true`` a plain completion of the prompt as it is.
 * ``options`` map onto sampling (:data:`SAMPLING`); Ollama's load-time options
@@ -226,17 +226,14 @@ def response_format(fmt: str | dict[str, Any] | None) -> ResponseFormat | None:
     )
 
 
-def _no_thinking(think: bool | str | None, model: str) -> None:
-    if think is False or think is None:
-        return
+def _thinking(think: bool | str | None) -> bool | str | None:
+    """Ollama's ``think`` as the core's ``reasoning``."""
     if isinstance(think, str) and think not in ("high", "medium", "low"):
         raise invalid(
             f'Invalid \'think\': expected true, false, "high", "medium" or "low", got {think!r}.',
             "think",
         )
-    raise invalid(
-        f'"{model}" does not support thinking: no model served here has a thinking mode.', "think"
-    )
+    return think
 
 
 def _no_images(images: list | None, where: str) -> None:
@@ -255,11 +252,12 @@ def _logprobs(data: s.GenerationFields) -> dict[str, Any]:
 
 
 def _common(data: s.GenerationFields, model: str) -> dict[str, Any]:
-    _no_thinking(data.think, model)
     return {
+        "reasoning": _thinking(data.think),
         **options(data.options),
         **_logprobs(data),
         "response_format": response_format(data.format),
+        "grammar": data.grammar or None,
     }
 
 
@@ -319,6 +317,8 @@ def _message(message: s.ChatMessage, i: int) -> dict[str, Any]:
             }
             for k, call in enumerate(message.tool_calls)
         ]
+    if message.role == "assistant" and message.thinking:
+        out["reasoning_content"] = message.thinking
     if message.role == "tool":
         if message.tool_name:
             out["name"] = message.tool_name
@@ -358,11 +358,6 @@ def chat_job(data: s.ChatRequest, label: str) -> Job:
 def generate_job(data: s.GenerateRequest, label: str) -> Job:
     """The job of a generate with a prompt: a chat of one user turn, or ``raw`` the prompt
     as it is. ``system`` is ignored with ``raw``, as in Ollama."""
-    if data.suffix:
-        raise invalid(
-            f"\"{data.model}\" does not support insert: 'suffix' (fill-in-the-middle) is not supported.",
-            "suffix",
-        )
     if data.template:
         raise invalid(
             "'template' is not supported: Ollama's Go templates do not apply here; the model's own "
@@ -378,7 +373,9 @@ def generate_job(data: s.GenerateRequest, label: str) -> Job:
     _no_images(data.images, "images")
     common = _common(data, data.model)
     prompt = data.prompt or ""
-    if data.raw:
+    if data.suffix:  # fill in the middle, from the model's FIM tokens (no chat template)
+        request = GenerationRequest(prompt=prompt, suffix=data.suffix, **common)
+    elif data.raw:
         request = GenerationRequest(prompt=prompt, **common)
     else:
         messages = [{"role": "system", "content": data.system}] if data.system else []

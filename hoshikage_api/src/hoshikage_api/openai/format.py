@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgspec
 from hoshikage_core.protocol import Chunk, TokenCounts, TokenLogprob
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from ..kernel.answer import Format
 from ..kernel.errors import to_api_error
@@ -56,6 +57,8 @@ class _Format(Format):
         self.include_usage = include_usage
         #: ``usage: null`` on every chunk but the last, only when the client asked for usage.
         self.chunk_usage = None if include_usage else UNSET
+        #: Reasoning tokens per choice, from each choice's last chunk (None: no reasoning).
+        self.reasoning_tokens: dict[int, int] = {}
         #: The job's session, from :meth:`ready`: its ``usage`` is the answer's.
         self._session = None
         #: Per choice: whether its first event was sent.
@@ -78,7 +81,13 @@ class _Format(Format):
         self._session = session
 
     def _usage(self) -> s.Usage:
-        return usage(self._session.usage if self._session is not None else TokenCounts())
+        """The session's usage, with ``completion_tokens_details.reasoning_tokens`` when
+        any choice came from a model that reasons."""
+        out = usage(self._session.usage if self._session is not None else TokenCounts())
+        if not self.reasoning_tokens:
+            return out
+        details = s.CompletionTokensDetails(reasoning_tokens=sum(self.reasoning_tokens.values()))
+        return msgspec.structs.replace(out, completion_tokens_details=details)
 
     def error_item(self, exc: Exception) -> bytes:
         return data_event(to_api_error(exc).body())
@@ -126,12 +135,25 @@ def _call_id(call: Mapping[str, Any]) -> str:
     return str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}")
 
 
+def timings(results) -> s.Timings | UnsetType:
+    """The ``timings`` extension over choices (results or last chunks) that drafted."""
+    drafted = [r for r in results if r.draft_tokens is not None]
+    if not drafted:
+        return UNSET
+    return s.Timings(
+        draft_n=sum(r.draft_tokens for r in drafted),
+        draft_n_accepted=sum(r.draft_accepted or 0 for r in drafted),
+    )
+
+
 class ChatFormat(_Format):
     prefix = "chatcmpl"
 
     def whole(self, results: list[ChoiceResult]) -> s.ChatCompletion:
         choices = []
         for index, r in enumerate(results):
+            if r.reasoning_tokens is not None:
+                self.reasoning_tokens[index] = r.reasoning_tokens
             calls = [
                 s.ToolCall(id=_call_id(c), function=_function(c)) for c in r.tool_calls
             ] or UNSET
@@ -139,7 +161,9 @@ class ChatFormat(_Format):
                 s.ChatChoice(
                     index=index,
                     message=s.ChatMessage(
-                        content=r.text if r.text or not calls else None, tool_calls=calls
+                        content=r.text if r.text or not calls else None,
+                        reasoning_content=r.reasoning or UNSET,
+                        tool_calls=calls,
                     ),
                     logprobs=chat_logprobs(r.logprobs),
                     finish_reason=r.finish_reason,
@@ -151,6 +175,7 @@ class ChatFormat(_Format):
             model=self.job.model,
             choices=choices,
             usage=self._usage(),
+            timings=timings(results),
         )
 
     def _chunk(self, choice: s.ChatChunkChoice) -> s.ChatCompletionChunk:
@@ -169,6 +194,7 @@ class ChatFormat(_Format):
         if (
             self._started[index]
             and chunk.text
+            and not chunk.reasoning
             and chunk.logprobs is None
             and not chunk.tool_calls
             and chunk.finish_reason is None
@@ -182,6 +208,12 @@ class ChatFormat(_Format):
             yield self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(role="assistant", content=""))
             )
+        if chunk.reasoning:
+            yield self._chunk(
+                s.ChatChunkChoice(index=index, delta=s.Delta(reasoning_content=chunk.reasoning))
+            )
+        if chunk.reasoning_tokens is not None:
+            self.reasoning_tokens[index] = chunk.reasoning_tokens
         if chunk.text or chunk.logprobs:
             yield self._chunk(
                 s.ChatChunkChoice(
@@ -197,13 +229,19 @@ class ChatFormat(_Format):
             ]
             yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=calls)))
         if chunk.finish_reason is not None:
-            yield self._chunk(
+            last = self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)
             )
+            last.timings = timings([chunk])
+            yield last
 
     def _usage_chunk(self, usage: s.Usage) -> s.ChatCompletionChunk:
         return s.ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.job.model, choices=[], usage=usage
+            id=self.id,
+            created=self.created,
+            model=self.job.model,
+            choices=[],
+            usage=usage,
         )
 
 
@@ -255,6 +293,7 @@ class CompletionFormat(_Format):
             model=self.job.model,
             choices=choices,
             usage=self._usage(),
+            timings=timings(results),
         )
 
     def _text_chunk(self, index: int, text: str) -> s.CompletionChunk:
@@ -288,6 +327,7 @@ class CompletionFormat(_Format):
                         finish_reason=chunk.finish_reason,
                     )
                 ],
+                timings=timings([chunk]) if chunk.finish_reason is not None else UNSET,
             )
         )
 

@@ -36,11 +36,18 @@ class PromptTokensDetails(Struct, kw_only=True):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(Struct, kw_only=True):
+    #: Of ``completion_tokens``, those the model spent reasoning.
+    reasoning_tokens: int = 0
+
+
 class Usage(Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
+    #: Present when the model reasons (llama-server's and OpenAI's field).
+    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
 class SamplingFields(Struct, kw_only=True):
@@ -66,6 +73,27 @@ class SamplingFields(Struct, kw_only=True):
     min_p: TopP | None = None
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
     keep_alive: KeepAlive | None = None
+    speculative: (
+        Annotated[
+            bool,
+            Meta(
+                description="Hoshikage extension: false turns speculative decoding off for "
+                "this request (the output is the same; only the speed differs)"
+            ),
+        ]
+        | None
+    ) = None
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
+
+
+class Timings(Struct, kw_only=True):
+    """Hoshikage extension, as llama-server's ``timings``: the speculative decoding of the
+    answer, summed over its choices. Present only when the model drafted."""
+
+    #: Tokens drafted, and how many of them the model confirmed.
+    draft_n: int
+    draft_n_accepted: int
 
 
 # ---- chat ---------------------------------------------------------------------------------
@@ -114,6 +142,9 @@ class AssistantMessage(Struct, tag_field="role", tag="assistant", kw_only=True):
     content: str | list[TextPart] | None = None
     tool_calls: list[ToolCall] | None = None
     name: str | None = None
+    #: The reasoning of an earlier answer (llama-server's and DeepSeek's field): it goes back
+    #: into the prompt where the model's template writes reasoning of earlier turns.
+    reasoning_content: str | None = None
 
 
 class ToolMessage(Struct, tag_field="role", tag="tool", kw_only=True):
@@ -178,11 +209,19 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     tools: Annotated[list[Tool], Meta(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    #: Extra chat-template variables (llama-server's and vLLM's), e.g. ``{"enable_thinking":
+    #: false}``; they go over the model's own ``chat_template_kwargs``.
+    chat_template_kwargs: dict[str, Any] | None = None
+    #: ``"none"`` turns thinking off (the template's own switch); the levels go to templates
+    #: that take one (gpt-oss's ``reasoning_effort``).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
 
 
 class ChatMessage(Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    #: The model's reasoning, apart from ``content`` (llama-server's and DeepSeek's field).
+    reasoning_content: str | UnsetType = UNSET
     #: Present only when the model called tools.
     tool_calls: list[ToolCall] | UnsetType = UNSET
 
@@ -221,6 +260,7 @@ class ChatCompletion(Struct, kw_only=True):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    timings: Timings | UnsetType = UNSET
 
 
 class ToolCallDelta(Struct, kw_only=True):
@@ -233,6 +273,7 @@ class ToolCallDelta(Struct, kw_only=True):
 class Delta(Struct, kw_only=True, omit_defaults=True):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 
@@ -253,6 +294,8 @@ class ChatCompletionChunk(Struct, kw_only=True):
     choices: list[ChatChunkChoice]
     #: Present (null until the last chunk) only with ``stream_options.include_usage``.
     usage: Usage | None | UnsetType = UNSET
+    #: On a choice's finishing chunk, when the model drafted for it.
+    timings: Timings | UnsetType = UNSET
 
 
 # ---- completions --------------------------------------------------------------------------
@@ -293,6 +336,7 @@ class Completion(Struct, kw_only=True):
     model: str
     choices: list[CompletionChoice]
     usage: Usage
+    timings: Timings | UnsetType = UNSET
 
 
 class CompletionChunkChoice(Struct, kw_only=True):
@@ -311,6 +355,7 @@ class CompletionChunk(Struct, kw_only=True):
     model: str
     choices: list[CompletionChunkChoice]
     usage: Usage | None | UnsetType = UNSET
+    timings: Timings | UnsetType = UNSET
 
 
 # ---- embeddings ---------------------------------------------------------------------------

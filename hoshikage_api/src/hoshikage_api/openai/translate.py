@@ -10,7 +10,7 @@ import msgspec
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
-from ..kernel.job import Job, keep_alive
+from ..kernel.job import Job, keep_alive, reasoning_of_effort
 from . import schemas as s
 
 
@@ -30,6 +30,8 @@ def _sampling(data: s.SamplingFields) -> dict[str, Any]:
         "stop": (stop,) if isinstance(stop, str) else tuple(stop or ()),
         "seed": data.seed,
         "logit_bias": _logit_bias(data.logit_bias),
+        "speculative": data.speculative is not False,
+        "grammar": data.grammar or None,
     }
 
 
@@ -98,6 +100,8 @@ def _message(message: s.Message, i: int) -> dict[str, Any]:
         out["name"] = message.name
     if isinstance(message, s.AssistantMessage) and message.tool_calls:
         out["tool_calls"] = msgspec.to_builtins(message.tool_calls)
+    if isinstance(message, s.AssistantMessage) and message.reasoning_content:
+        out["reasoning_content"] = message.reasoning_content
     if isinstance(message, s.ToolMessage):
         out["tool_call_id"] = message.tool_call_id
     return out
@@ -132,6 +136,8 @@ def chat_job(data: s.ChatCompletionRequest) -> Job:
         tool_choice=tool_choice
         if isinstance(tool_choice, str) or tool_choice is None
         else msgspec.to_builtins(tool_choice),
+        template_kwargs=data.chat_template_kwargs or None,
+        reasoning=reasoning_of_effort(data.reasoning_effort),
         **sampling,
     )
     return _job(data, "chat", [request])
@@ -151,8 +157,6 @@ def _prompts(prompt: str | list) -> list[str]:
 
 
 def completion_job(data: s.CompletionRequest) -> Job:
-    if data.suffix:
-        raise invalid("'suffix' is not supported.", "suffix")
     if data.best_of is not None and data.best_of != data.n:
         raise invalid("'best_of' is not supported (it may only equal 'n').", "best_of")
     prompts = _prompts(data.prompt)
@@ -162,6 +166,8 @@ def completion_job(data: s.CompletionRequest) -> Job:
             prompt=p,
             logprobs=data.logprobs is not None,
             top_logprobs=data.logprobs or 0,
+            # Fill in the middle (the model needs FIM tokens): the prompt is the code before.
+            suffix=data.suffix or None,
             **sampling,
         )
         for p in prompts

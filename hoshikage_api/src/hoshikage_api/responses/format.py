@@ -4,6 +4,8 @@ A stream is ``event: <type>`` / ``data: <json>`` pairs, each with a ``sequence_n
 counting from 0, in this order::
 
     response.created   response.in_progress
+    response.output_item.added (reasoning)   response.reasoning_text.delta...
+    response.reasoning_text.done   response.output_item.done
     response.output_item.added (message)   response.content_part.added (output_text)
     response.output_text.delta...
     response.output_text.done   response.content_part.done   response.output_item.done
@@ -103,6 +105,9 @@ class ResponseBuilder(Format):
         #: The message being streamed, and its index in ``output``.
         self._message: s.OutputMessage | None = None
         self._message_index = 0
+        #: The reasoning item being streamed, and its index in ``output``.
+        self._reasoning: s.OutputReasoning | None = None
+        self._reasoning_index = 0
         #: The finished response, once the last chunk has been seen.
         self.final: s.Response | None = None
 
@@ -159,6 +164,8 @@ class ResponseBuilder(Format):
         (result,) = results
         chunk = Chunk(
             text=result.text,
+            reasoning=result.reasoning,
+            reasoning_tokens=result.reasoning_tokens,
             finish_reason=result.finish_reason,
             logprobs=tuple(result.logprobs or ()),
             tool_calls=tuple(result.tool_calls),
@@ -185,6 +192,43 @@ class ResponseBuilder(Format):
         data = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return sse(kind, data)
+
+    def _reason(self, text: str) -> Iterator[bytes]:
+        if self._reasoning is None:
+            self._reasoning = s.OutputReasoning(
+                id=new_id("rs"), status="in_progress", content=[s.ReasoningTextContent(text="")]
+            )
+            self._reasoning_index = len(self.output)
+            self.output.append(self._reasoning)
+            yield self._event(
+                "response.output_item.added",
+                output_index=self._reasoning_index,
+                item=self._reasoning,
+            )
+        self._reasoning.content[0].text += text
+        yield self._event(
+            "response.reasoning_text.delta",
+            item_id=self._reasoning.id,
+            output_index=self._reasoning_index,
+            content_index=0,
+            delta=text,
+        )
+
+    def _close_reasoning(self) -> Iterator[bytes]:
+        item, self._reasoning = self._reasoning, None
+        if item is None:
+            return
+        yield self._event(
+            "response.reasoning_text.done",
+            item_id=item.id,
+            output_index=self._reasoning_index,
+            content_index=0,
+            text=item.content[0].text,
+        )
+        item.status = "completed"
+        yield self._event(
+            "response.output_item.done", output_index=self._reasoning_index, item=item
+        )
 
     def _open_message(self) -> Iterator[bytes]:
         self._message = s.OutputMessage(id=new_id("msg"), status="in_progress", content=[])
@@ -261,6 +305,10 @@ class ResponseBuilder(Format):
         """The events for one chunk of the generation (``response.created`` first)."""
         if not self.started:
             yield from self.start()
+        if chunk.reasoning:
+            yield from self._reason(chunk.reasoning)
+        if chunk.text or chunk.tool_calls or chunk.finish_reason is not None:
+            yield from self._close_reasoning()
         if chunk.text or (chunk.logprobs and self.logprobs):
             if self._message is None:
                 yield from self._open_message()
@@ -292,7 +340,9 @@ class ResponseBuilder(Format):
             input_tokens=prompt,
             input_tokens_details=s.InputTokensDetails(cached_tokens=chunk.cached_tokens or 0),
             output_tokens=completion,
-            output_tokens_details=s.OutputTokensDetails(),
+            output_tokens_details=s.OutputTokensDetails(
+                reasoning_tokens=chunk.reasoning_tokens or 0
+            ),
             total_tokens=prompt + completion,
         )
         self.final = self.response(

@@ -181,7 +181,8 @@ class ResponseStreamOptions(Struct, kw_only=True):
 
 
 class ReasoningParam(Struct, kw_only=True):
-    """Accepted and echoed: no model served here has a reasoning mode to configure."""
+    """``effort``: ``"none"`` turns thinking off (the template's own switch), a level goes to
+    templates that take one; echoed. ``summary`` is accepted (no summaries are written)."""
 
     effort: str | None = None
     summary: str | None = None
@@ -240,6 +241,8 @@ class CreateResponse(Struct, kw_only=True):
     min_p: TopP | None = None
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
     keep_alive: KeepAlive | None = None
+    #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
+    grammar: str | None = None
 
 
 # ---- response -----------------------------------------------------------------------------
@@ -268,7 +271,22 @@ class FunctionToolCall(Struct, tag_field="type", tag="function_call", kw_only=Tr
     status: ItemStatus
 
 
-OutputItem = OutputMessage | FunctionToolCall
+class ReasoningTextContent(Struct, kw_only=True):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class OutputReasoning(Struct, tag_field="type", tag="reasoning", kw_only=True):
+    """The model's reasoning, apart from its message (``content``: the raw reasoning
+    text; local models write no summary)."""
+
+    id: str
+    status: ItemStatus
+    summary: list[Any] = []
+    content: list[ReasoningTextContent] = []
+
+
+OutputItem = OutputMessage | FunctionToolCall | OutputReasoning
 
 
 class InputTokensDetails(Struct, kw_only=True):

@@ -23,7 +23,7 @@ import msgspec
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import ApiError, invalid
-from ..kernel.job import Job, keep_alive
+from ..kernel.job import Job, keep_alive, reasoning_of_effort
 from . import schemas as s
 from .store import Stored
 
@@ -130,6 +130,8 @@ def output_as_input(response: s.Response) -> list:
     """A response's output items as the input items that continue it."""
     items = []
     for out in response.output:
+        if isinstance(out, s.OutputReasoning):
+            continue  # the template decides what earlier reasoning it keeps: none is sent
         if isinstance(out, s.OutputMessage):
             content = [s.OutputText(text=part.text) for part in out.content]
             items.append(
@@ -344,6 +346,8 @@ def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, 
         response_format=_response_format(data.text),
         tools=tuple(tools) if tools else None,
         tool_choice=tool_choice if tools else None,
+        grammar=data.grammar or None,
+        reasoning=reasoning_of_effort(data.reasoning.effort if data.reasoning else None),
     )
     job = Job(
         endpoint="responses",

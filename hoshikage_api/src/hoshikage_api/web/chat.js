@@ -92,13 +92,21 @@ export class Chat {
     const who = document.createElement("p");
     who.className = "who";
     who.textContent = message.role === "user" ? "You" : message.model || "Assistant";
+    // The model's reasoning, apart from its answer: a collapsed "Thinking" block above it.
+    const thinking = document.createElement("details");
+    thinking.className = "thinking";
+    thinking.hidden = true;
+    const summary = document.createElement("summary");
+    const reasoning = document.createElement("div");
+    reasoning.className = "reasoning muted";
+    thinking.append(summary, reasoning);
     const body = document.createElement("div");
     body.className = "content";
     const stats = document.createElement("p");
     stats.className = "stats muted";
-    li.append(who, body, stats);
+    li.append(who, thinking, body, stats);
     this.el.messages.append(li);
-    const view = { li, body, stats };
+    const view = { li, body, stats, thinking, summary, reasoning };
     this.#fill(view, message);
     return view;
   }
@@ -106,6 +114,7 @@ export class Chat {
   #fill(view, message) {
     // A user's text is always plain text; the model's may be the Markdown subset.
     renderInto(view.body, message.content, message.role === "assistant" && this.el.markdown.checked);
+    this.#fillThinking(view, message);
     view.stats.textContent = message.stats ? statsText(message.stats) : "";
     view.stats.hidden = !message.stats;
     view.li.classList.toggle("stopped", Boolean(message.stopped));
@@ -119,6 +128,14 @@ export class Chat {
       }
       error.textContent = message.error;
     }
+  }
+
+  #fillThinking(view, message) {
+    view.thinking.hidden = !message.reasoning;
+    if (!message.reasoning) return;
+    view.reasoning.textContent = message.reasoning; // plain text, never HTML
+    const seconds = message.thinkingSeconds;
+    view.summary.textContent = seconds == null ? "Thinking…" : `Thought for ${seconds.toFixed(1)} s`;
   }
 
   #scroll() {
@@ -174,7 +191,7 @@ export class Chat {
     this.el.prompt.value = "";
     this.#append(conversation.messages.at(-1));
     const body = this.#body(conversation);
-    const answer = { role: "assistant", content: "", model: body.model };
+    const answer = { role: "assistant", content: "", reasoning: "", model: body.model };
     conversation.messages.push(answer);
     this.conversations.touch(conversation);
     this.hooks.onListChanged();
@@ -190,6 +207,12 @@ export class Chat {
     let tokens = 0;
     let usageTokens = null;
     let finish = null;
+    let thoughtFrom = null;
+    const thoughtUntil = () => {
+      if (thoughtFrom !== null && answer.thinkingSeconds == null) {
+        answer.thinkingSeconds = (performance.now() - thoughtFrom) / 1000;
+      }
+    };
     try {
       const response = await call("/v1/chat/completions", { method: "POST", body, signal: controller.signal });
       if (!response.ok) throw await errorOf(response);
@@ -201,7 +224,15 @@ export class Chat {
           if (event.usage) usageTokens = event.usage.completion_tokens;
           const choice = event.choices?.[0];
           if (!choice) continue;
+          const thought = choice.delta?.reasoning_content;
+          if (thought) {
+            if (first === null) first = performance.now();
+            if (thoughtFrom === null) thoughtFrom = started;
+            answer.reasoning += thought;
+            tokens += 1;
+          }
           const delta = choice.delta?.content;
+          if (delta || choice.delta?.tool_calls) thoughtUntil();
           if (delta) {
             if (first === null) first = performance.now();
             answer.content += delta;
@@ -210,6 +241,7 @@ export class Chat {
           if (choice.finish_reason) finish = choice.finish_reason;
         }
         renderInto(view.body, answer.content, this.el.markdown.checked);
+        this.#fillThinking(view, answer);
         this.#scroll();
       }
     } catch (error) {
@@ -220,6 +252,7 @@ export class Chat {
         answer.error = error.message;
       }
     } finally {
+      thoughtUntil();
       const ended = performance.now();
       const count = usageTokens ?? tokens;
       answer.stats = {

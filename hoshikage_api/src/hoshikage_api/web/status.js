@@ -7,6 +7,7 @@ import { formatBytes } from "./chart.js";
 
 const VISIBLE_MS = 1000;
 const HIDDEN_MS = 5000;
+const LOADING_MS = 250;
 
 function formatSeconds(seconds) {
   const s = Math.max(0, Math.ceil(seconds));
@@ -32,6 +33,13 @@ export function unloadText(model) {
   if (model.unload_in_seconds == null) return "–";
   if (model.unload_in_seconds < 0) return "stays loaded";
   return `in ${formatSeconds(model.unload_in_seconds)}`;
+}
+
+/** Speculative decoding: the share of drafted tokens the model confirmed, and how many. */
+export function draftText(model) {
+  const drafted = model.draft_tokens || 0;
+  if (!drafted) return "–";
+  return `${Math.round((100 * (model.draft_accepted || 0)) / drafted)}% of ${drafted}`;
 }
 
 function element(tag, className, text) {
@@ -71,7 +79,10 @@ export class StatusPanel {
 
   schedule() {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.refresh(), document.hidden ? HIDDEN_MS : VISIBLE_MS);
+    // A model loading: poll faster, so its progress bar moves.
+    const loading = this.last?.models?.some((m) => m.state === "loading");
+    const wait = document.hidden ? HIDDEN_MS : loading ? LOADING_MS : VISIBLE_MS;
+    this.timer = setTimeout(() => this.refresh(), wait);
   }
 
   /** Poll now. One poll at a time: a call during a poll gets one more poll right after it
@@ -158,12 +169,20 @@ export class StatusPanel {
       ["slots", "Slots busy"],
       ["queue", "Queue"],
       ["tps", "Last tok/s"],
+      ["disk", "On disk"],
+      ["drafts", "Drafts accepted"],
     ]) {
       const dd = element("dd");
       dd.dataset.field = key;
       dl.append(element("dt", "", term), dd);
       fields[key] = dd;
     }
+    // llama.cpp's load progress, while the model loads
+    const progress = element("progress", "load-progress");
+    progress.max = 1;
+    progress.hidden = true;
+    progress.dataset.field = "progress";
+    fields.progress = progress;
     const error = element("p", "error small");
     error.hidden = true;
     fields.error = error;
@@ -177,7 +196,7 @@ export class StatusPanel {
     load.addEventListener("click", () => this.#act(model.name, "load"));
     unload.addEventListener("click", () => this.#act(model.name, "unload"));
     buttons.append(load, unload);
-    li.append(head, aliases, dl, buttons, error);
+    li.append(head, aliases, progress, dl, buttons, error);
     this.el.cards.append(li);
     card = { li, fields, load, unload, pending: false };
     this.cards.set(model.name, card);
@@ -188,7 +207,13 @@ export class StatusPanel {
     const card = this.#card(model);
     const f = card.fields;
     card.li.dataset.state = model.state;
-    f.state.textContent = model.state;
+    const share = model.state === "loading" ? model.load_progress : null;
+    f.state.textContent = share == null ? model.state : `loading ${Math.round(share * 100)}%`;
+    f.progress.hidden = share == null;
+    if (share != null) {
+      f.progress.value = share;
+      f.progress.setAttribute("aria-label", `Loading ${model.name}: ${Math.round(share * 100)}%`);
+    }
     f.aliases.textContent = model.aliases.length ? `aliases: ${model.aliases.join(", ")}` : "";
     f.aliases.hidden = !model.aliases.length;
     f.memory.textContent = model.memory_bytes ? formatBytes(model.memory_bytes) : "–";
@@ -196,6 +221,10 @@ export class StatusPanel {
     f.slots.textContent = model.slots == null ? "–" : `${model.running_sequences} of ${model.slots}`;
     f.queue.textContent = String(model.queued);
     f.tps.textContent = model.last_tokens_per_second == null ? "–" : model.last_tokens_per_second.toFixed(1);
+    // prompt prefixes saved at the last unload, restored by the next load
+    const disk = model.cached_prompts ?? 0;
+    f.disk.textContent = disk ? `${disk} prompt${disk === 1 ? "" : "s"}` : "–";
+    f.drafts.textContent = draftText(model);
     if (model.last_error && !card.actionError) {
       f.error.textContent = model.last_error;
       f.error.hidden = false;

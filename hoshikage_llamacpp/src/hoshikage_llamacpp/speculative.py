@@ -1,0 +1,335 @@
+"""Speculative decoding: cheap guesses of a sequence's next tokens, checked by the model in
+the same ``llama_decode`` that produces its next token (see :mod:`.engine`).
+
+A :class:`Drafter` is one sequence's guesser, behind llama.cpp's ``begin/draft/accept``
+interface (``common/speculative.cpp``):
+
+* :meth:`Drafter.begin` gets the prompt's tokens;
+* :meth:`Drafter.push` gets every token the sequence generates;
+* :meth:`Drafter.draft` guesses up to ``k`` tokens that follow the last one;
+* :meth:`Drafter.accept` learns how many of the last draft were right.
+
+:class:`NgramDrafter` guesses from the sequence's own prompt and output: the most recent
+earlier occurrence of its last few tokens (the longest n-gram that matches, 12 down to 3
+tokens), and what followed it. Output that copies its input (editing pasted code,
+quoting, JSON re-emitted with a field changed, a greedy model looping) drafts long runs;
+free text drafts rarely, and then costs nothing.
+
+:class:`DraftLength` decides ``k`` per sequence from its recent acceptance and from how
+full the batch is, so speculation backs off where it would cost more than it saves.
+
+Verification is sample-and-match (llama-cpp-python's ``examples/server``, llama-server):
+each position is sampled with the sequence's own sampler chain, the drafts matching the
+samples are kept, plus the first sample that differs. Every token is drawn exactly as it
+would have been without a draft, so the output is the same at any temperature.
+"""
+
+from __future__ import annotations
+
+#: The n-gram sizes looked up, longest first: a longer match is a better predictor (a
+#: 12-token match, llama.cpp's ngram-simple key, is right nearly always; 2-token matches
+#: were wrong too often in JSON and prose to be worth their cost).
+NGRAM_SIZES = (12, 8, 5, 3)
+
+
+class Drafter:
+    """One sequence's guesser (the interface; :class:`NgramDrafter` is the built-in one)."""
+
+    def begin(self, prompt: list[int]) -> None:
+        raise NotImplementedError
+
+    def push(self, token: int) -> None:
+        raise NotImplementedError
+
+    def draft(self, k: int) -> list[int]:
+        raise NotImplementedError
+
+    def accept(self, drafted: int, accepted: int) -> None:
+        """The last draft's ``drafted`` tokens, of which the first ``accepted`` were right."""
+
+
+class NgramDrafter(Drafter):
+    """Drafts from the sequence's own history (prompt plus output).
+
+    For each n-gram size it keeps a dict from the n tokens to where the tokens after their
+    most recent occurrence start, updated as tokens arrive: a lookup is a dict probe, not a
+    scan of the history, whatever its length.
+    """
+
+    __slots__ = ("tokens", "_index")
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self._index: tuple[dict, ...] = tuple({} for _ in NGRAM_SIZES)
+
+    def begin(self, prompt: list[int]) -> None:
+        self.tokens = []
+        for index in self._index:
+            index.clear()
+        for token in prompt:
+            self.push(token)
+
+    def push(self, token: int) -> None:
+        tokens = self.tokens
+        tokens.append(token)
+        end = len(tokens) - 1  # the n-grams ending just before the new token are followed by it
+        for n, index in zip(NGRAM_SIZES, self._index, strict=True):
+            if end >= n:
+                index[tuple(tokens[end - n : end])] = end
+
+    def draft(self, k: int) -> list[int]:
+        if k <= 0:
+            return []
+        tokens = self.tokens
+        out: list[int] = []
+        # A match close to the end continues into the text being drafted (a loop): look up
+        # again from the draft's own tail until k tokens are found or nothing matches.
+        while len(out) < k:
+            tail = tokens[-NGRAM_SIZES[0] :] + out if out else tokens
+            start = self._lookup(tail)
+            if start is None:
+                break
+            run = tokens[start : start + k - len(out)]
+            if not run:
+                break
+            out.extend(run)
+        return out
+
+    def _lookup(self, tail: list[int]) -> int | None:
+        for n, index in zip(NGRAM_SIZES, self._index, strict=True):
+            if len(tail) >= n:
+                start = index.get(tuple(tail[-n:]))
+                if start is not None:
+                    return start
+        return None
+
+
+#: What one more token with logits adds to a decode step, as a share of a one-token step.
+#: Measured with Gemma 3 270M on 2 threads of this CPU (docs/performance.md): a step of
+#: ``n`` tokens took about ``1 + 0.35·(n-1)`` one-token steps, most of it the output layer
+#: (a 262k vocabulary), computed at every draft position.
+TOKEN_COST = 0.35
+
+
+class DraftLength:
+    """How many tokens one sequence drafts next, from its recent acceptance and the batch.
+
+    The acceptance of a draft token is estimated as a rate ``p``: each accepted token is a
+    success, the first rejected one a failure (tokens after it were never tried), older
+    drafts counting less (``DECAY``). ``k`` drafts then yield ``E(k) = (1 - p^(k+1)) / (1 - p)``
+    tokens on average, and make the step ``k·TOKEN_COST`` longer. With ``others`` other
+    sequences generating in the same step (each yields one token) the step's throughput is
+    ``(others + E(k)) / (1 + (others + k)·TOKEN_COST)`` (see :func:`best_length`), and ``k``
+    is the length that maximises it. A full batch already spends the step on the others,
+    so it takes a higher acceptance for a draft to pay there: speculation backs off as the
+    batch fills.
+
+    After a run of failures the sequence stops drafting and tries one token again after
+    ``RETRY`` steps, then after twice as many each time that try fails too (up to
+    ``RETRY_MAX``), so a sequence that starts copying its input later is found again while
+    one that never does costs next to nothing.
+    """
+
+    DECAY = 0.7
+    RETRY = 8
+    RETRY_MAX = 128
+
+    __slots__ = ("max", "_hits", "_tries", "_idle", "_retry")
+
+    def __init__(self, draft_max: int):
+        self.max = draft_max
+        # A prior of p = 0.8 until the first verdicts.
+        self._hits = 1.0
+        self._tries = 1.25
+        self._idle = 0
+        self._retry = self.RETRY
+
+    @property
+    def rate(self) -> float:
+        return self._hits / self._tries if self._tries else 0.0
+
+    def next(self, others: int, limit: int) -> int:
+        """The length of the next draft, at most ``limit``."""
+        k = best_length(self.rate, min(self.max, limit), others)
+        if k == 0 and limit > 0:
+            self._idle += 1
+            if self._idle >= self._retry:
+                self._idle = 0
+                self._retry = min(self._retry * 2, self.RETRY_MAX)
+                return 1
+        return k
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted <= 0:
+            return
+        tries = accepted + (1 if accepted < drafted else 0)
+        self._hits = self._hits * self.DECAY + accepted
+        self._tries = self._tries * self.DECAY + tries
+        if accepted:
+            self._idle = 0
+            self._retry = self.RETRY
+
+
+def best_length(p: float, k_max: int, others: int = 0, cost: float = TOKEN_COST) -> int:
+    """The draft length in ``0..k_max`` with the most tokens per unit of step time, for a
+    sequence whose draft tokens are each right with probability ``p`` (given the ones
+    before), in a step where ``others`` other sequences generate one token each."""
+    base = 1.0 + others * cost
+    best_k, best = 0, (others + 1.0) / base
+    gain, term = 1.0, 1.0
+    for k in range(1, k_max + 1):
+        term *= p
+        gain += term  # 1 + p + ... + p^k
+        value = (others + gain) / (base + k * cost)
+        if value > best * 1.0001:
+            best_k, best = k, value
+    return best_k
+
+
+# ---- a draft model -----------------------------------------------------------------------
+
+#: As llama.cpp's ``common_speculative_are_compatible``: vocabularies may differ in size by
+#: this much, and token texts are compared from this id on (the first few are special).
+VOCAB_SIZE_SLACK = 128
+VOCAB_CHECK_FROM = 5
+
+
+def vocab_mismatch(target, draft) -> str | None:
+    """Why ``draft``'s vocabulary (a ``llama_vocab`` pointer) cannot draft for ``target``'s,
+    checked as llama.cpp checks it: type, BOS/EOS handling and ids, size, then the text of
+    every token both have. None when they match."""
+    import llama_cpp as lib
+
+    for what, get in (
+        ("vocabulary type", lib.llama_vocab_type),
+        ("add-BOS setting", lib.llama_vocab_get_add_bos),
+        ("add-EOS setting", lib.llama_vocab_get_add_eos),
+        ("BOS token", lib.llama_vocab_bos),
+        ("EOS token", lib.llama_vocab_eos),
+    ):
+        a, b = get(target), get(draft)
+        if a != b:
+            return f"its {what} differs from the model's ({b} against {a})"
+    n_target, n_draft = lib.llama_vocab_n_tokens(target), lib.llama_vocab_n_tokens(draft)
+    if abs(n_target - n_draft) > VOCAB_SIZE_SLACK:
+        return f"its vocabulary has {n_draft} tokens, the model's {n_target}"
+    for token in range(VOCAB_CHECK_FROM, min(n_target, n_draft)):
+        a, b = lib.llama_vocab_get_text(target, token), lib.llama_vocab_get_text(draft, token)
+        if a != b:
+            a, b = (t.decode("utf-8", "replace") for t in (a, b))
+            return f"token {token} is {b!r} in it and {a!r} in the model"
+    return None
+
+
+class DraftModel:
+    """A second, smaller model that drafts for every slot of the target's engine: its own
+    context with the same slots (KV sequence ``i`` follows target slot ``i``), greedy.
+
+    Each call first brings each slot's draft cache up to the tokens the target holds (the
+    prompt once, then what the last step kept, the rest dropped), then drafts ``k`` tokens per
+    sequence, one batched decode per drafted token. Engine thread only.
+    """
+
+    def __init__(self, loaded, n_vocab_target: int, n_batch: int):
+        import llama_cpp
+        import numpy as np
+
+        from .engine import Batch
+
+        self._np = np
+        self._lib = llama_cpp
+        self.loaded = loaded
+        ctx = loaded.context.ctx
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(loaded.model.vocab)
+        #: Drafted ids must be tokens of the target too.
+        self._limit = min(self._n_vocab, n_vocab_target)
+        n_slots = int(llama_cpp.llama_n_seq_max(ctx))
+        self._batch = Batch(llama_cpp, max(n_batch, n_slots))
+        self.tokens: list[list[int]] = [[] for _ in range(n_slots)]
+
+    def draft(self, wanted: list[tuple[int, list[int], int]]) -> list[list[int]]:
+        """For each ``(slot, tokens, k)``: up to ``k`` tokens to follow ``tokens``."""
+        out: list[list[int]] = [[] for _ in wanted]
+        todo = []
+        for slot, tokens, _k in wanted:
+            held = self.tokens[slot]
+            common = min(_common_prefix(held, tokens), len(tokens) - 1)
+            if common < len(held):
+                if not self._lib.llama_memory_seq_rm(self._mem, slot, common, -1):
+                    self._lib.llama_memory_seq_rm(self._mem, slot, -1, -1)
+                    common = 0
+                del held[common:]
+            todo.append(tokens[common:])
+        batch = self._batch
+        # Catch up, in chunks of the batch: the prompt the first time, a token or two after.
+        while any(todo):
+            batch.clear()
+            rows = {}
+            for i, (slot, _tokens, _k) in enumerate(wanted):
+                if todo[i] and batch.room:
+                    take = todo[i][: batch.room]
+                    todo[i] = todo[i][len(take) :]
+                    held = self.tokens[slot]
+                    row = batch.add_prompt(take, len(held), slot, logits_last=not todo[i])
+                    held.extend(take)
+                    if not todo[i]:
+                        rows[i] = row
+            if not self._decode():
+                return out
+            for i, row in rows.items():
+                out[i].append(self._best(row))
+        # Then one token per decode for every sequence that wants more.
+        while True:
+            batch.clear()
+            rows = {}
+            for i, (slot, _tokens, k) in enumerate(wanted):
+                if out[i] and len(out[i]) < k and out[i][-1] < self._limit:
+                    held = self.tokens[slot]
+                    rows[i] = batch.add(out[i][-1], len(held), slot)
+                    held.append(out[i][-1])
+            if not rows or not self._decode():
+                break
+            for i, row in rows.items():
+                out[i].append(self._best(row))
+        for i, (_slot, _tokens, k) in enumerate(wanted):
+            draft = out[i][:k]
+            for j, token in enumerate(draft):
+                if token >= self._limit:
+                    del draft[j:]
+                    break
+            out[i] = draft
+        return out
+
+    def _decode(self) -> bool:
+        batch = self._batch
+        batch.struct.n_tokens = batch.n
+        if self._lib.llama_decode(self._ctx, batch.struct) != 0:
+            # What it wrote is unknown: start every slot's draft cache again.
+            self._lib.llama_memory_clear(self._mem, True)
+            for held in self.tokens:
+                held.clear()
+            return False
+        return True
+
+    def _best(self, row: int) -> int:
+        from .native import lib
+
+        logits = self._np.ctypeslib.as_array(
+            lib.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,)
+        )
+        return int(logits.argmax())
+
+    def close(self) -> None:
+        loaded, self.loaded = self.loaded, None
+        if loaded is not None:
+            loaded.close()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,420 @@
+"""Tool calls in each model family's own form: a registry of small parsers, one chosen
+from the chat template's text (:func:`detect`), or forced by the ``tool_format`` option.
+
+Each :class:`ToolFormat` names the markers that open a call (the engine's text stream
+captures the answer from the first of them on) and parses the captured text into calls in
+OpenAI's shape. A capture that does not parse, or that calls a tool the request did not
+offer, is given back as text: a botched call reaches the client as text, never as an error.
+
+=================  ==========================================================  ==============
+format             a call                                                       families
+=================  ==========================================================  ==============
+``hermes``         ``<tool_call>{"name", "arguments"}</tool_call>``              Qwen2.5/3, Hermes,
+                                                                                SmolLM3, ...
+``qwen3-coder``    ``<tool_call><function=f><parameter=p>v</parameter>…``       Qwen3-Coder, Qwen3.5,
+                                                                                Nemotron 3
+``llama3``         ``{"name", "parameters"}``, ``<|python_tag|>`` + JSON           Llama 3.1-3.3
+``mistral``        ``[TOOL_CALLS][{…}]`` and ``[TOOL_CALLS]f[ARGS]{…}``            Mistral Nemo/Small,
+                                                                                Devstral, Ministral
+``harmony``        ``<|channel|>commentary to=functions.f … <|message|>{…}``     gpt-oss
+``deepseek``       ``<｜tool▁call▁begin｜>[function<｜tool▁sep｜>]f…{…}``            DeepSeek R1/V3.x
+``glm``            ``<tool_call>f<arg_key>k</arg_key><arg_value>v</arg_value>``  GLM-4.5/4.6/4.7
+``kimi``           ``<|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>``  Kimi-K2
+``command-r``      ``<|START_ACTION|>[{"tool_name", "parameters"}]``              Command R7B, A
+``functionary``    ``>>>f\\n{…}`` (v3.2), ``<function=f>{…}</function>`` (v3.1)     Functionary
+``granite``        ``<|tool_call|>[{"name", "arguments"}]``                      Granite 3.x/4
+``firefunction``   ``functools[{"name", "arguments"}]``                          Firefunction v2
+``minimax``        ``<minimax:tool_call><invoke name="f"><parameter name=…>``     MiniMax-M2
+=================  ==========================================================  ==============
+
+Pure Python.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+Call = tuple[str, Any]  # (name, arguments: an object, or JSON text)
+
+
+@attrs.frozen
+class ToolFormat:
+    name: str
+    #: Text that opens a call: from the first of them on, the answer is captured.
+    openers: tuple[str, ...]
+    #: Reads the captured text into ``(name, arguments)`` pairs; None when it does not parse.
+    read: Callable[[str], list[Call] | None]
+    #: The family writes calls as bare JSON too (an answer that starts with ``{`` or ``[``
+    #: is captured whenever tools are offered: a forced call's grammar writes that form).
+    leading_json: bool = False
+    #: Special tokens that must render as text for the parser to see them.
+    markers: tuple[str, ...] = ()
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text.strip())
+    except ValueError:
+        return None
+
+
+def _objects(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _named(
+    objects: list[Any], name_key="name", args_keys=("arguments", "parameters")
+) -> list[Call] | None:
+    calls = []
+    for obj in objects:
+        if not isinstance(obj, dict) or not isinstance(obj.get(name_key), str):
+            return None
+        arguments = next((obj[k] for k in args_keys if k in obj), {})
+        calls.append((obj[name_key], arguments))
+    return calls or None
+
+
+def _between(text: str, start: str, end: str) -> list[str]:
+    """The texts between each ``start`` and the next ``end`` (or the end of the text)."""
+    out = []
+    for part in text.split(start)[1:]:
+        out.append(part.split(end)[0] if end else part)
+    return out
+
+
+def _value(text: str) -> Any:
+    """A parameter value as XML-ish formats write it: JSON when it is JSON, else the text."""
+    text = text.strip("\n")
+    parsed = _json(text)
+    return parsed if parsed is not None or text.strip() == "null" else text
+
+
+# ---- the readers ----------------------------------------------------------------------------
+
+
+def read_hermes(text: str) -> list[Call] | None:
+    if "<tool_call>" in text:
+        blocks = _between(text, "<tool_call>", "</tool_call>")
+        objects = [_json(block) for block in blocks]
+        return _named(objects)
+    return read_bare_json(text)
+
+
+def read_bare_json(text: str) -> list[Call] | None:
+    parsed = _json(text)
+    if parsed is None:
+        return None
+    return _named(_objects(parsed))
+
+
+_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.S)
+_PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)(?:</parameter>|(?=<parameter=)|$)", re.S)
+
+
+def read_qwen3_coder(text: str) -> list[Call] | None:
+    calls = []
+    for name, body in _FUNCTION.findall(text):
+        calls.append((name, {key: _value(value) for key, value in _PARAMETER.findall(body)}))
+    return calls or None
+
+
+def read_llama3(text: str) -> list[Call] | None:
+    text = text.strip()
+    if text.startswith("<|python_tag|>"):
+        text = text[len("<|python_tag|>") :]
+        parsed = _json(text)
+        if parsed is None:  # several JSON objects separated by ";", as Llama 3.1 writes them
+            parsed = [_json(part) for part in text.split(";") if part.strip()]
+        return _named(_objects(parsed))
+    return read_bare_json(text)
+
+
+def read_mistral(text: str) -> list[Call] | None:
+    text = text.strip()
+    if not text.startswith("[TOOL_CALLS]"):
+        return None
+    calls: list[Call] = []
+    for part in text.split("[TOOL_CALLS]")[1:]:
+        part = part.strip()
+        if "[ARGS]" in part:  # the new form: name[ARGS]{...}
+            name, _, arguments = part.partition("[ARGS]")
+            args = _json(arguments)
+            if not name.strip() or not isinstance(args, dict):
+                return None
+            calls.append((name.strip(), args))
+        else:  # the old form: a JSON list of calls
+            named = _named(_objects(_json(part)))
+            if named is None:
+                return None
+            calls += named
+    return calls or None
+
+
+_HARMONY = re.compile(
+    r"to=functions\.([\w.\-]+)[^<]*(?:<\|constrain\|>\s*\w+\s*)?<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)",
+    re.S,
+)
+
+
+def read_harmony(text: str) -> list[Call] | None:
+    calls = []
+    for name, body in _HARMONY.findall(text):
+        args = _json(body)
+        if not isinstance(args, dict):
+            return None
+        calls.append((name, args))
+    return calls or None
+
+
+_DEEPSEEK = re.compile(
+    r"<｜tool▁call▁begin｜>(?:function<｜tool▁sep｜>)?([^\n<｜]+?)\s*(?:<｜tool▁sep｜>|\n)"
+    r"(?:```json\s*)?(.*?)(?:\s*```)?\s*(?:<｜tool▁call▁end｜>|$)",
+    re.S,
+)
+
+
+def read_deepseek(text: str) -> list[Call] | None:
+    calls = []
+    for name, body in _DEEPSEEK.findall(text):
+        args = _json(body)
+        if not isinstance(args, dict):
+            return None
+        calls.append((name.strip(), args))
+    return calls or None
+
+
+_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
+
+
+def read_glm(text: str) -> list[Call] | None:
+    calls = []
+    for block in _between(text, "<tool_call>", "</tool_call>"):
+        name = block.split("<arg_key>")[0].strip()
+        if not name:
+            return None
+        calls.append((name, {k.strip(): _value(v) for k, v in _ARG.findall(block)}))
+    return calls or None
+
+
+_KIMI = re.compile(
+    r"<\|tool_call_begin\|>\s*(?:functions\.)?([\w.\-]+?)(?::\d+)?\s*<\|tool_call_argument_begin\|>(.*?)"
+    r"(?:<\|tool_call_end\|>|$)",
+    re.S,
+)
+
+
+def read_kimi(text: str) -> list[Call] | None:
+    calls = []
+    for name, body in _KIMI.findall(text):
+        args = _json(body)
+        if not isinstance(args, dict):
+            return None
+        calls.append((name, args))
+    return calls or None
+
+
+def read_command_r(text: str) -> list[Call] | None:
+    blocks = _between(text, "<|START_ACTION|>", "<|END_ACTION|>")
+    if not blocks:
+        return None
+    objects = []
+    for block in blocks:
+        parsed = _json(block)
+        if parsed is None:
+            return None
+        objects += _objects(parsed)
+    return _named(objects, name_key="tool_name", args_keys=("parameters",))
+
+
+_FUNCTIONARY = re.compile(r">>>\s*([\w.\-]+)\s*\n(.*?)(?=>>>|$)", re.S)
+
+
+def read_functionary(text: str) -> list[Call] | None:
+    if "<function=" in text:  # v3.1
+        calls = []
+        for name, body in re.findall(r"<function=([\w.\-]+)>(.*?)(?:</function>|$)", text, re.S):
+            args = _json(body)
+            if not isinstance(args, dict):
+                return None
+            calls.append((name, args))
+        return calls or None
+    text = text if text.lstrip().startswith(">>>") else ">>>" + text
+    calls = []
+    for name, body in _FUNCTIONARY.findall(text):
+        if name == "all":  # plain text to the user: not a call
+            continue
+        args = _json(body)
+        if not isinstance(args, dict):
+            return None
+        calls.append((name, args))
+    return calls or None
+
+
+def read_granite(text: str) -> list[Call] | None:
+    text = text.strip()
+    if text.startswith("<|tool_call|>"):
+        text = text[len("<|tool_call|>") :]
+    parsed = _json(text)
+    return None if parsed is None else _named(_objects(parsed))
+
+
+def read_firefunction(text: str) -> list[Call] | None:
+    text = text.strip()
+    if text.startswith("functools"):
+        text = text[len("functools") :]
+    parsed = _json(text)
+    return None if parsed is None else _named(_objects(parsed))
+
+
+_INVOKE = re.compile(r'<invoke name="([^"]+)">(.*?)(?:</invoke>|$)', re.S)
+_MM_PARAM = re.compile(r'<parameter name="([^"]+)">(.*?)(?:</parameter>|$)', re.S)
+
+
+def read_minimax(text: str) -> list[Call] | None:
+    calls = []
+    for name, body in _INVOKE.findall(text):
+        calls.append((name, {k: _value(v) for k, v in _MM_PARAM.findall(body)}))
+    return calls or None
+
+
+FORMATS: dict[str, ToolFormat] = {
+    f.name: f
+    for f in (
+        ToolFormat("hermes", ("<tool_call>",), read_hermes, leading_json=True),
+        ToolFormat("qwen3-coder", ("<tool_call>", "<function="), read_qwen3_coder),
+        ToolFormat(
+            "llama3",
+            ("<|python_tag|>",),
+            read_llama3,
+            leading_json=True,
+            markers=("<|python_tag|>",),
+        ),
+        ToolFormat("mistral", ("[TOOL_CALLS]",), read_mistral, markers=("[TOOL_CALLS]", "[ARGS]")),
+        ToolFormat("harmony", ("<|channel|>commentary to=", "to=functions."), read_harmony),
+        ToolFormat(
+            "deepseek",
+            ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>"),
+            read_deepseek,
+            markers=(
+                "<｜tool▁calls▁begin｜>",
+                "<｜tool▁call▁begin｜>",
+                "<｜tool▁sep｜>",
+                "<｜tool▁call▁end｜>",
+                "<｜tool▁calls▁end｜>",
+            ),
+        ),
+        ToolFormat("glm", ("<tool_call>",), read_glm),
+        ToolFormat(
+            "kimi",
+            ("<|tool_calls_section_begin|>", "<|tool_call_begin|>"),
+            read_kimi,
+            markers=(
+                "<|tool_calls_section_begin|>",
+                "<|tool_call_begin|>",
+                "<|tool_call_argument_begin|>",
+                "<|tool_call_end|>",
+                "<|tool_calls_section_end|>",
+            ),
+        ),
+        ToolFormat(
+            "command-r",
+            ("<|START_ACTION|>",),
+            read_command_r,
+            markers=("<|START_ACTION|>", "<|END_ACTION|>"),
+        ),
+        ToolFormat("functionary", (">>>", "<function="), read_functionary),
+        ToolFormat(
+            "granite",
+            ("<|tool_call|>",),
+            read_granite,
+            leading_json=True,
+            markers=("<|tool_call|>",),
+        ),
+        ToolFormat("firefunction", ("functools",), read_firefunction),
+        ToolFormat("minimax", ("<minimax:tool_call>",), read_minimax),
+    )
+}
+
+#: Which text in a template means which format, most specific first.
+_SIGNS = (
+    ("<|channel|>", "harmony"),
+    ("tool▁call▁begin", "deepseek"),
+    ("<|tool_call_begin|>", "kimi"),
+    ("<arg_key>", "glm"),
+    ("<minimax:tool_call>", "minimax"),
+    ("<parameter=", "qwen3-coder"),
+    ("[TOOL_CALLS]", "mistral"),
+    ("<|START_ACTION|>", "command-r"),
+    (">>>", "functionary"),
+    ("<function=", "functionary"),
+    ("<|tool_call|>", "granite"),
+    ("functools", "firefunction"),
+    ("<|python_tag|>", "llama3"),
+    ("<tool_call>", "hermes"),
+)
+
+
+#: Formats whose call is a ``{"name", "arguments"}`` object between fixed texts: a grammar
+#: for them is the call's JSON schema inside them (prefix, suffix as GBNF).
+_CALL_SYNTAX = {
+    "hermes": ('"<tool_call>" "\\n"?', '"\\n"? "</tool_call>"'),
+    "granite": ('<|tool_call|> "["', '"]"'),
+    "firefunction": ('"functools["', '"]"'),
+}
+
+
+def call_grammar(fmt: ToolFormat, call_gbnf: str) -> tuple[str, str | None]:
+    """A grammar for one call in ``fmt``'s own syntax around ``call_gbnf`` (a grammar whose
+    ``root`` is the ``{"name", "arguments"}`` object), and the text that opens it (the
+    trigger of a lazy grammar). Families without such a form get the bare JSON object,
+    which every family's parser reads too, and no trigger."""
+    syntax = _CALL_SYNTAX.get(fmt.name)
+    if not syntax:
+        return call_gbnf, None
+    prefix, suffix = syntax
+    renamed = re.sub(r'(?<![\w"\\-])root(?![\w"-])', "tool-call", call_gbnf)
+    opener = {"hermes": "<tool_call>", "granite": "<|tool_call|>"}.get(fmt.name, fmt.openers[0])
+    return f"root ::= {prefix} tool-call {suffix}\n{renamed}", opener
+
+
+def detect(template: str) -> ToolFormat:
+    """The tool-call format a chat template writes; ``hermes`` (what the tool instructions
+    of a template without tools ask for) when none is recognised."""
+    for sign, name in _SIGNS:
+        if sign in template:
+            return FORMATS[name]
+    return FORMATS["hermes"]
+
+
+def parse(fmt: ToolFormat, text: str, known: Sequence[str]) -> list[dict[str, Any]] | None:
+    """Tool calls in OpenAI's shape, or None when ``text`` is not (only) calls of tools in
+    ``known``."""
+    try:
+        calls = fmt.read(text)
+    except Exception:  # a reader must never turn a botched call into an error
+        calls = None
+    if fmt.name != "hermes" and calls is None:
+        # The instructions' own form and a forced call's bare JSON, for any template.
+        calls = read_hermes(text)
+    if not calls:
+        return None
+    out = []
+    for name, arguments in calls:
+        if name not in known:
+            return None
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        out.append(
+            {
+                "id": "call_" + secrets.token_hex(12),
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+        )
+    return out

@@ -1,0 +1,123 @@
+"""Speculative decoding through the HTTP API, with the official ``openai`` client against a
+real server on the tiny model (real llama.cpp): the ``timings`` extension reports drafts
+as llama-server does, ``"speculative": false`` turns them off for one request with the same
+answer, and the drafts are counted in ``/metrics``, ``/api/status``, ``hoshikage status`` and
+the server log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("llama_cpp")
+
+from tests.support.server import running_server  # noqa: E402
+
+#: A prompt whose greedy continuation loops on the tiny model, so it drafts and accepts.
+LOOPING = "the cat sat on the mat the cat sat on the mat the cat"
+EOS_BANNED = {"2": -100}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_path):
+    config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 1024}]}
+    with running_server(config) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+
+
+def metric(server, name: str) -> float:
+    _code, body = server.get("/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith(name + "{")
+    )
+
+
+def complete(client, **extra):
+    return client.completions.create(
+        model="tiny",
+        prompt=LOOPING,
+        max_tokens=80,
+        temperature=0,
+        logit_bias=EOS_BANNED,
+        extra_body=extra or None,
+    )
+
+
+def test_timings_report_drafts_and_speculative_false_gives_the_same_text(server, client):
+    drafted = complete(client)
+    timings = drafted.model_extra["timings"]
+    assert timings["draft_n"] >= timings["draft_n_accepted"] > 0
+    plain = complete(client, speculative=False)
+    assert "timings" not in (plain.model_extra or {})
+    assert plain.choices[0].text == drafted.choices[0].text
+    assert plain.usage.completion_tokens == drafted.usage.completion_tokens == 80
+
+
+def test_chat_streams_report_drafts_on_the_finishing_chunk(server, client):
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": LOOPING}],
+        max_tokens=80,
+        temperature=0,
+        logit_bias=EOS_BANNED,
+        stream=True,
+    )
+    chunks = list(stream)
+    finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finishing) == 1
+    assert finishing[0].model_extra["timings"]["draft_n"] > 0
+    assert all("timings" not in (c.model_extra or {}) for c in chunks if c is not finishing[0])
+    whole = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": LOOPING}],
+        max_tokens=80,
+        temperature=0,
+        logit_bias=EOS_BANNED,
+    )
+    assert whole.choices[0].message.content == "".join(
+        c.choices[0].delta.content or "" for c in chunks if c.choices
+    )
+    assert whole.model_extra["timings"]["draft_n_accepted"] > 0
+
+
+def test_a_wrong_speculative_value_is_a_400_in_openai_shape(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        complete(client, speculative="yes")
+    assert "speculative" in str(err.value)
+
+
+def test_drafts_are_counted_in_metrics_status_cli_and_log(server, client):
+    before = metric(server, "hoshikage_draft_tokens_total")
+    accepted_before = metric(server, "hoshikage_draft_accepted_tokens_total")
+    timings = complete(client).model_extra["timings"]
+    assert metric(server, "hoshikage_draft_tokens_total") - before == timings["draft_n"]
+    assert (
+        metric(server, "hoshikage_draft_accepted_tokens_total") - accepted_before
+        == timings["draft_n_accepted"]
+    )
+    (model,) = server.status()["models"]
+    assert model["draft_tokens"] >= timings["draft_n"] > 0
+    assert 0 < model["draft_accepted"] <= model["draft_tokens"]
+    assert f"drafts {timings['draft_n_accepted']}/{timings['draft_n']}" in server.log()
+    env = {**os.environ, "COLUMNS": "200", "XDG_CONFIG_HOME": "/nonexistent"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "hoshikage_core.cli", "status", "--url", server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert shown.returncode == 0, shown.stderr
+    share = round(100 * model["draft_accepted"] / model["draft_tokens"])
+    assert "drafts" in shown.stdout and f"{share}% of {model['draft_tokens']}" in shown.stdout

@@ -1,0 +1,255 @@
+"""The scoring primitive on real llama.cpp: every continuation's total log-probability equals
+an independent computation (llama-cpp-python's own ``Llama`` with logits at every position),
+whatever the batching, the branching into borrowed slots and the cache did."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from hoshikage_core.errors import Cancelled, ContextLengthExceeded, InvalidRequest  # noqa: E402
+from hoshikage_core.protocol import (  # noqa: E402
+    BlockingStream,
+    CancelToken,
+    GenerationRequest,
+    ScorePrompt,
+    Scorer,
+    ScoreRequest,
+    stream,
+)
+from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
+
+
+def score(model, prompts, cancel=None):
+    sink = BlockingStream()
+    model.score(ScoreRequest(prompts=tuple(prompts)), cancel or CancelToken(), sink)
+    ((index, result),) = list(sink)
+    assert index == 0
+    return result
+
+
+class Reference:
+    """Log-probabilities from llama-cpp-python's ``Llama`` (one sequence, logits at every
+    position): nothing of Hoshikage's engine is involved."""
+
+    def __init__(self, path):
+        import numpy as np
+
+        self.np = np
+        self.llama = llama_cpp.Llama(
+            str(path), n_ctx=1024, n_batch=1024, logits_all=True, verbose=False
+        )
+
+    def total(self, prompt: list[int], cont: list[int]) -> float:
+        np = self.np
+        self.llama.reset()
+        self.llama.eval(prompt + cont[:-1])
+        total = 0.0
+        for j, token in enumerate(cont):
+            row = np.asarray(self.llama.scores[len(prompt) - 1 + j], dtype=np.float64)
+            peak = row.max()
+            total += float(row[token] - (peak + math.log(np.exp(row - peak).sum())))
+        return total
+
+    def close(self):
+        self.llama.close()
+
+
+@pytest.fixture(scope="module", params=["tiny", "gemma"])
+def setup(request, tmp_path_factory):
+    if request.param == "tiny":
+        path = request.getfixturevalue("tiny_model_path")
+    else:
+        path = request.getfixturevalue("gemma_model_path")
+    model = LlamaCppModel.load(request.param, str(path), LlamaOptions(n_ctx=1024, parallel=4))
+    ref = Reference(path)
+    yield model, ref
+    model.close()
+    ref.close()
+
+
+def flat(nested):
+    return [x for row in nested for x in row]
+
+
+def continuation_tokens(model, prompt_tokens, text):
+    return model._continuation(prompt_tokens, text, {})
+
+
+def test_scores_equal_an_independent_computation(setup):
+    model, ref = setup
+    # Gemma's Q4_K weights give logits some hundredths apart in another context (the
+    # reference's KV layout and batch shapes differ); its exact check is the next test.
+    tolerance = 2e-3 if model.name == "tiny" else 0.5
+    assert isinstance(model, Scorer)
+    base = "the cat sat on the mat. hello world, the cat sat on the mat again."
+    prompts = [
+        ScorePrompt(
+            prompt=base + " one", continuations=(" yes", " no", " the cat sat", " the cat")
+        ),
+        ScorePrompt(prompt=base + " two", continuations=(" red", " blue green", " blue")),
+        ScorePrompt(prompt=base, continuations=(" hello", " hello world")),
+    ]
+    result = score(model, prompts)
+    assert len(result.logprobs) == 3
+    for prompt, got, counts in zip(prompts, result.logprobs, result.token_counts, strict=True):
+        tokens = model.prompt_tokens(prompt.prompt)
+        for text, lp, count in zip(prompt.continuations, got, counts, strict=True):
+            cont = continuation_tokens(model, tokens, text)
+            assert count == len(cont)
+            expected = ref.total(tokens, cont)
+            assert lp == pytest.approx(expected, abs=tolerance), (text, lp, expected)
+            assert lp < 0
+    # Multi-token continuations really are several tokens (the sum is over all of them).
+    assert max(max(c) for c in result.token_counts) >= 2
+
+
+def test_scores_equal_the_engines_own_completions_token_by_token(setup):
+    """Each token forced with ``logit_bias`` in a one-token completion: its reported
+    log-probability is the raw model's; their sum is the score, to rounding."""
+    model, _ref = setup
+    base = "the cat sat on the mat. hello world, the cat sat on the mat again. one"
+    conts = (" yes", " the cat sat", " the cat", " blue green")
+    (got,) = score(model, [ScorePrompt(prompt=base, continuations=conts)]).logprobs
+    tokens = model.prompt_tokens(base)
+    for text, lp in zip(conts, got, strict=True):
+        cont = continuation_tokens(model, tokens, text)
+        total, prompt = 0.0, base
+        for k, token in enumerate(cont):
+            assert model.prompt_tokens(prompt) == tokens + cont[:k]
+            request = GenerationRequest(
+                prompt=prompt,
+                max_tokens=1,
+                logprobs=True,
+                logit_bias={token: 100.0},
+                temperature=0.0,
+            )
+            (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
+            total += entry.logprob
+            prompt += model.token_bytes(token).decode()
+        assert lp == pytest.approx(total, abs=1e-4), text
+
+
+def test_the_second_request_reads_the_shared_prefix_from_cache(setup):
+    model, _ref = setup
+    base = "hello world " * 20
+    prompts = [ScorePrompt(prompt=base + w, continuations=(" yes", " no")) for w in ("the", "cat")]
+    first = score(model, prompts)
+    second = score(model, prompts)
+    shared = len(model.prompt_tokens(base)) - 2
+    assert second.cached_tokens >= shared
+    assert second.cached_tokens > first.cached_tokens
+    assert second.prompt_tokens == first.prompt_tokens
+    assert flat(second.logprobs) == pytest.approx(flat(first.logprobs), rel=2e-3, abs=1e-2)
+
+
+def test_many_prompts_beside_a_running_generation(setup):
+    model, _ref = setup
+    done = threading.Event()
+    texts = []
+
+    def generate():
+        request = GenerationRequest(prompt="the cat", max_tokens=40, temperature=0.0)
+        texts.append("".join(c.text for _i, c in stream(model, request)))
+        done.set()
+
+    thread = threading.Thread(target=generate)
+    thread.start()
+    prompts = [
+        ScorePrompt(prompt=f"hello world {i} the", continuations=(" cat", " mat sat"))
+        for i in range(60)
+    ]
+    result = score(model, prompts)
+    thread.join(60)
+    assert done.is_set()
+    assert len(result.logprobs) == 60
+    alone = score(model, prompts[:3])
+    assert flat(result.logprobs[:3]) == pytest.approx(flat(alone.logprobs), rel=2e-3, abs=1e-2)
+    assert model.stats().running == 0
+
+
+def test_bad_requests_are_refused_before_anything_starts(setup):
+    model, _ref = setup
+    with pytest.raises(InvalidRequest):
+        score(model, [])
+    with pytest.raises(InvalidRequest):
+        score(model, [ScorePrompt(prompt="the cat", continuations=())])
+    with pytest.raises(InvalidRequest):
+        score(model, [ScorePrompt(prompt="the cat", continuations=("",))])
+    with pytest.raises(ContextLengthExceeded):
+        score(model, [ScorePrompt(prompt="the cat " * 1200, continuations=(" no",))])
+
+
+def test_a_cancelled_request_ends_as_cancelled(setup):
+    model, _ref = setup
+    cancel = CancelToken()
+    cancel.cancel()
+    sink = BlockingStream()
+    model.score(
+        ScoreRequest(prompts=(ScorePrompt(prompt="the cat", continuations=(" no",)),)), cancel, sink
+    )
+    with pytest.raises(Cancelled):
+        list(sink)
+    assert model.stats().running == 0
+
+
+def test_cancelled_midway_it_stops_and_frees_its_slots(setup):
+    model, _ref = setup
+    prompts = [
+        ScorePrompt(prompt=f"hello world {i} the cat", continuations=(" sat", " on the"))
+        for i in range(300)
+    ]
+    cancel = CancelToken()
+    sink = BlockingStream()
+    model.score(ScoreRequest(prompts=tuple(prompts)), cancel, sink)
+    seen_running = 0
+    for _ in range(200):  # it runs: counted in the engine's status
+        seen_running = max(seen_running, model.stats().running)
+        if seen_running:
+            break
+        threading.Event().wait(0.01)
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        list(sink)
+    assert seen_running >= 1
+    assert model.stats().running == 0
+    # The model still serves.
+    assert len(score(model, prompts[:2]).logprobs) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: with window-size SWA caches (main's memory branch) Gemma's scores after a prefix over "
+    "the 512 window differ from its completions by up to ~0.3 nats; a fresh completion and a fresh score "
+    "of the same prompt differ too (-12.71 vs -12.88), so how the prompt is chunked matters there",
+)
+@pytest.mark.parametrize("setup", ["gemma"], indirect=True)  # the tiny model has no window
+def test_a_prefix_longer_than_the_sliding_window(setup):
+    """Gemma's sliding-window layers hold only the window (512): several prompts after a
+    ~700-token shared prefix still score what the engine's own completions say."""
+    model, _ref = setup
+    base = "the cat sat on the mat. hello world, one two red blue green. " * 45
+    prompts = [
+        ScorePrompt(prompt=base + end, continuations=(" yes", " no"))
+        for end in ("one", "two", "red")
+    ]
+    result = score(model, prompts)
+    assert result.prefix_tokens > 512
+    for prompt, got in zip(prompts, result.logprobs, strict=True):
+        tokens = model.prompt_tokens(prompt.prompt)
+        for text, lp in zip(prompt.continuations, got, strict=True):
+            (token,) = continuation_tokens(model, tokens, text)
+            request = GenerationRequest(
+                prompt=prompt.prompt,
+                max_tokens=1,
+                logprobs=True,
+                logit_bias={token: 100.0},
+                temperature=0.0,
+            )
+            (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
+            assert lp == pytest.approx(entry.logprob, abs=1e-3), (prompt.prompt[-5:], text)

@@ -1,0 +1,399 @@
+"""Speculative decoding on real llama.cpp (the tiny model): with and without drafts the
+output is the same, token for token, and everything per token (stop strings, max_tokens,
+log-probs, grammar, n > 1, concurrent streams, cancel) stays right for drafted tokens.
+
+Two copies of the tiny model serve the same requests: ``spec`` with the default options
+(n-gram speculation on) and ``plain`` with ``speculative = "off"``. The tiny model's greedy
+output falls into loops, which the n-gram lookup drafts, so these runs really accept drafts
+(each test checks it did)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from hoshikage_core.config import FieldError  # noqa: E402
+from hoshikage_core.protocol import (  # noqa: E402
+    BlockingStream,
+    CancelToken,
+    GenerationRequest,
+    ResponseFormat,
+)
+from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
+from hoshikage_llamacpp.speculative import DraftLength, NgramDrafter, best_length  # noqa: E402
+
+from hoshikage_llamacpp import planning  # noqa: E402
+
+EOS = 2
+#: Prompts whose greedy continuations loop (they draft a lot) or wander (they draft little).
+PROMPTS = [
+    "the cat sat on the mat the cat sat on the mat the cat",
+    "hello world",
+    "red blue green one two red blue green one",
+    "json data name",
+    "yes no stop here",
+]
+
+
+# ---- the guesser and the draft length, alone -----------------------------------------
+
+
+def test_ngram_drafter_continues_the_latest_match():
+    drafter = NgramDrafter()
+    drafter.begin([5, 6, 7, 8, 9, 1, 2, 5, 6, 7])
+    assert drafter.draft(3) == [8, 9, 1]
+    drafter.push(4)  # 6 7 4 was never seen; "7 4" neither: no draft
+    assert drafter.draft(3) == []
+    assert drafter.draft(0) == []
+
+
+def test_ngram_drafter_follows_a_loop_past_the_end_of_the_history():
+    drafter = NgramDrafter()
+    drafter.begin([3, 4, 3, 4, 3, 4])
+    assert drafter.draft(7) == [3, 4, 3, 4, 3, 4, 3]
+
+
+def test_draft_length_falls_to_zero_when_drafts_fail_and_grows_when_they_hold():
+    length = DraftLength(16)
+    for _ in range(6):
+        length.update(length.next(0, 16) or 1, 0)
+    assert length.next(0, 16) == 0
+    for _ in range(6):
+        length.update(8, 8)
+    assert length.next(0, 16) >= 8
+    assert length.next(0, 3) <= 3
+
+
+def test_a_sequence_whose_drafts_fail_retries_ever_more_rarely():
+    length = DraftLength(16)
+    for _ in range(4):
+        length.update(length.next(0, 16) or 1, 0)
+    tries = []
+    for step in range(600):
+        k = length.next(0, 16)
+        if k:
+            tries.append(step)
+            length.update(k, 0)
+    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] == DraftLength.RETRY_MAX
+    length.update(1, 1)  # a try that holds: tries come every RETRY steps again...
+    ks = [length.next(0, 16) for _ in range(DraftLength.RETRY)]
+    k = ks[-1]
+    assert k == 1
+    for _ in range(4):  # ...and drafts that hold grow the length back
+        length.update(max(k, 1), max(k, 1))
+        k = length.next(0, 16)
+    assert k >= 4
+
+
+def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
+    for p in (0.6, 0.8, 0.9, 0.95):
+        assert best_length(p, 16, others=7) <= best_length(p, 16, others=0)
+    assert best_length(0.7, 16, others=7) == 0
+    assert best_length(0.3, 16, others=0) == 0
+
+
+def test_draft_needs_a_draft_model():
+    with pytest.raises(FieldError, match="draft_model"):
+        LlamaOptions(speculative="draft")
+
+
+# ---- on llama.cpp ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_model_path):
+    m = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=4))
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_model_path):
+    options = LlamaOptions(n_ctx=1024, parallel=4, speculative="off")
+    m = LlamaCppModel.load("tiny", str(tiny_model_path), options)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def chains(monkeypatch):
+    """Every sampler chain a request makes, each recording the tokens it drew: the token
+    ids of the output (a chain draws only tokens that are kept)."""
+    made = []
+    original = planning.Plan.sampler
+    sample = planning.SamplerChain.sample
+
+    def sampler(self, vocab, n_vocab, index):
+        chain = original(self, vocab, n_vocab, index)
+        chain.drawn = []
+        made.append(chain)
+        return chain
+
+    def recording(self, ctx, index=-1):
+        token = sample(self, ctx, index)
+        self.drawn.append(token)
+        return token
+
+    monkeypatch.setattr(planning.Plan, "sampler", sampler)
+    monkeypatch.setattr(planning.SamplerChain, "sample", recording)
+    return made
+
+
+def request(prompt, **fields):
+    fields.setdefault("max_tokens", 80)
+    fields.setdefault("temperature", 0)
+    fields.setdefault("logit_bias", {EOS: -100})
+    return GenerationRequest(prompt=prompt, **fields)
+
+
+def start(model, req, n=1, cancel=None):
+    sink = BlockingStream()
+    model.generate(req, cancel or CancelToken(), sink, n)
+    return sink
+
+
+def collect(sink):
+    """Per choice: its text and its last chunk."""
+    texts, last = {}, {}
+    for index, chunk in sink:
+        texts[index] = texts.get(index, "") + chunk.text
+        if chunk.finish_reason is not None:
+            last[index] = chunk
+    return texts, last
+
+
+def both(spec, plain, chains, req, n=1):
+    """The request on both models: (ids, texts, last chunks) of each."""
+    out = []
+    for model in (plain, spec):
+        del chains[:]
+        texts, last = collect(start(model, req, n))
+        out.append(([list(c.drawn) for c in chains], texts, last))
+    return out
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_output_is_the_same_token_ids_with_and_without_drafts(spec, plain, chains, prompt):
+    (ids0, texts0, last0), (ids1, texts1, last1) = both(spec, plain, chains, request(prompt))
+    assert ids1 == ids0
+    assert texts1 == texts0
+    assert last1[0].completion_tokens == last0[0].completion_tokens == 80
+    assert last0[0].draft_tokens is None  # the plain model never drafts
+    assert last1[0].draft_tokens >= last1[0].draft_accepted >= 0
+
+
+def test_the_looping_prompts_really_accept_drafts(spec, chains):
+    accepted = 0
+    for prompt in PROMPTS:
+        _texts, last = collect(start(spec, request(prompt)))
+        accepted += last[0].draft_accepted
+        assert len(chains[-1].drawn) == last[0].completion_tokens  # no draw wasted
+    assert accepted > 80
+
+
+def test_a_seeded_sampled_output_is_the_same_with_and_without_drafts(spec, plain, chains):
+    for seed in (1, 2, 3):
+        req = request(PROMPTS[0], temperature=0.7, seed=seed, max_tokens=120)
+        (ids0, texts0, _), (ids1, texts1, _) = both(spec, plain, chains, req)
+        assert ids1 == ids0 and texts1 == texts0
+
+
+def test_a_stop_string_inside_an_accepted_run_ends_it_there(spec, plain, chains):
+    texts, last = collect(start(spec, request(PROMPTS[0], max_tokens=120)))
+    assert last[0].draft_accepted > 10
+    text = texts[0]
+    # a stop taken from late in the loop, where the run is drafted and accepted
+    stop = text[len(text) * 3 // 4 : len(text) * 3 // 4 + 5]
+    (ids0, texts0, last0), (ids1, texts1, last1) = both(
+        spec, plain, chains, request(PROMPTS[0], max_tokens=120, stop=(stop,))
+    )
+    assert last1[0].finish_reason == last0[0].finish_reason == "stop"
+    assert last1[0].stop_sequence == stop
+    assert texts1 == texts0 and stop not in texts1[0]
+    assert last1[0].completion_tokens == last0[0].completion_tokens
+    assert ids1 == ids0
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 7, 13, 33])
+def test_max_tokens_is_exact_when_it_falls_inside_a_draft(spec, plain, chains, max_tokens):
+    req = request(PROMPTS[0], max_tokens=max_tokens)
+    (ids0, texts0, last0), (ids1, texts1, last1) = both(spec, plain, chains, req)
+    assert last1[0].completion_tokens == max_tokens == last0[0].completion_tokens
+    assert last1[0].finish_reason == "length"
+    assert ids1 == ids0 and texts1 == texts0
+
+
+def test_logprobs_of_drafted_tokens_equal_the_plain_ones(spec, plain):
+    def logprobs(model):
+        entries = []
+        for _index, chunk in start(model, request(PROMPTS[0], logprobs=True, top_logprobs=3)):
+            entries += chunk.logprobs or ()
+        return entries
+
+    with_drafts, without = logprobs(spec), logprobs(plain)
+    assert len(with_drafts) == len(without) == 80
+    for a, b in zip(with_drafts, without, strict=True):
+        assert a.bytes == b.bytes
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        assert [t.bytes for t in a.top_logprobs] == [t.bytes for t in b.top_logprobs]
+
+
+def test_json_schema_output_still_validates_and_drafts(spec, plain, chains):
+    value = "the cat sat on the mat " * 6
+    fmt = ResponseFormat(type="json_schema", schema={"const": value})
+    req = request("json data", response_format=fmt, max_tokens=200, logit_bias=None)
+    (ids0, texts0, _), (ids1, texts1, last1) = both(spec, plain, chains, req)
+    assert json.loads(texts1[0]) == value
+    assert ids1 == ids0
+    assert last1[0].draft_accepted > 0
+
+
+def test_a_drafted_tool_call_is_parsed_as_without_drafts(spec, plain, chains):
+    note = "the cat sat on the mat " * 5
+    tools = (
+        {
+            "type": "function",
+            "function": {
+                "name": "remember",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"note": {"const": note}},
+                    "required": ["note"],
+                },
+            },
+        },
+    )
+    req = GenerationRequest(
+        messages=({"role": "user", "content": "the cat"},),
+        max_tokens=200,
+        temperature=0,
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "remember"}},
+    )
+    (ids0, _, last0), (ids1, texts1, last1) = both(spec, plain, chains, req)
+    assert ids1 == ids0 and texts1[0] == ""
+    assert last1[0].finish_reason == last0[0].finish_reason == "tool_calls"
+    (call,) = last1[0].tool_calls
+    assert call["function"]["name"] == "remember"
+    assert json.loads(call["function"]["arguments"]) == {"note": note}
+    assert [c["function"] for c in last0[0].tool_calls] == [call["function"]]
+    assert last1[0].draft_accepted > 0
+
+
+def test_n_choices_each_draft_on_their_own(spec, plain, chains):
+    req = request(PROMPTS[2], temperature=0.9, seed=11, max_tokens=60)
+    (ids0, texts0, last0), (ids1, texts1, last1) = both(spec, plain, chains, req, n=3)
+    assert ids1 == ids0 and texts1 == texts0
+    assert len(set(texts1.values())) > 1  # the choices really differ
+    assert all(last1[i].draft_tokens is not None for i in range(3))
+
+
+def test_four_concurrent_streams_mixing_drafting_and_not_keep_to_their_own(spec, plain):
+    reqs = [
+        request(PROMPTS[0], max_tokens=100),
+        request(PROMPTS[1], max_tokens=100, speculative=False),
+        request(PROMPTS[2], max_tokens=100),
+        request(PROMPTS[3], max_tokens=100, speculative=False),
+    ]
+    alone = [collect(start(plain, r))[0][0] for r in reqs]
+    sinks = [start(spec, r) for r in reqs]
+    results = [collect(s) for s in sinks]
+    assert [texts[0] for texts, _ in results] == alone
+    drafted = [last[0].draft_tokens for _texts, last in results]
+    assert drafted[1] is None and drafted[3] is None  # the requests that asked for none
+    assert drafted[0] > 0
+
+
+def test_cancel_mid_run_then_the_slot_serves_the_next_request_right(spec, plain):
+    cancel = CancelToken()
+    sink = start(spec, request(PROMPTS[0], max_tokens=100_000), cancel=cancel)
+    seen = threading.Event()
+    chunks = []
+    for _index, chunk in sink:
+        chunks.append(chunk)
+        if len(chunks) == 20:
+            cancel.cancel()
+            seen.set()
+    assert chunks[-1].finish_reason == "cancelled"
+    assert chunks[-1].completion_tokens < 100_000
+    # the slot keeps what it decoded for reuse: its cache must hold exactly those tokens
+    follow = request(PROMPTS[0] + " the", max_tokens=60)
+    assert collect(start(spec, follow))[0] == collect(start(plain, follow))[0]
+
+
+def test_a_conversation_continued_from_a_drafted_answer_reuses_a_correct_cache(spec, plain):
+    for model in (spec, plain):
+        first = collect(start(model, request(PROMPTS[2], max_tokens=50)))[0][0]
+        model._conversation = collect(start(model, request(PROMPTS[2] + first, max_tokens=50)))
+    assert spec._conversation[0] == plain._conversation[0]
+
+
+def test_speculation_is_counted_and_can_be_turned_off(spec, plain):
+    before = spec.stats()
+    _texts, last = collect(start(spec, request(PROMPTS[0])))
+    after = spec.stats()
+    assert after.draft_tokens - before.draft_tokens == last[0].draft_tokens > 0
+    assert after.draft_accepted - before.draft_accepted == last[0].draft_accepted > 0
+    _texts, last = collect(start(spec, request(PROMPTS[0], speculative=False)))
+    assert last[0].draft_tokens is None
+    assert spec.stats().draft_tokens == after.draft_tokens
+    assert plain.stats().draft_tokens == 0
+
+
+# ---- a draft model -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_drafted(tiny_model_path):
+    """The tiny model drafting for itself: at temperature 0 every draft is right."""
+    options = LlamaOptions(
+        n_ctx=1024, parallel=4, speculative="draft", draft_model=str(tiny_model_path)
+    )
+    m = LlamaCppModel.load("tiny", str(tiny_model_path), options)
+    yield m
+    m.close()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_a_model_drafting_for_itself_has_every_draft_accepted(self_drafted, plain, chains, prompt):
+    (ids0, texts0, _), (ids1, texts1, last1) = both(self_drafted, plain, chains, request(prompt))
+    assert ids1 == ids0 and texts1 == texts0
+    # wandering prompts too: the draft model does not need the output to repeat
+    assert last1[0].draft_tokens > 40
+    assert last1[0].draft_accepted == last1[0].draft_tokens
+
+
+def test_draft_model_concurrent_streams_and_n_keep_to_their_own(self_drafted, plain, chains):
+    reqs = [request(p, max_tokens=60) for p in PROMPTS[:4]]
+    alone = [collect(start(plain, r))[0][0] for r in reqs]
+    sinks = [start(self_drafted, r) for r in reqs]
+    assert [collect(s)[0][0] for s in sinks] == alone
+    req = request(PROMPTS[1], temperature=0.9, seed=5, max_tokens=40)
+    (ids0, texts0, _), (ids1, texts1, _) = both(self_drafted, plain, chains, req, n=2)
+    assert ids1 == ids0 and texts1 == texts0
+
+
+def test_the_draft_model_is_counted_in_the_memory(self_drafted, plain):
+    assert self_drafted.memory_bytes() > plain.memory_bytes() * 1.5
+
+
+def test_a_draft_model_with_another_vocabulary_is_refused(tiny_model_path, tmp_path, monkeypatch):
+    from hoshikage_core.errors import ModelLoadError
+
+    from tests.support import models
+
+    monkeypatch.setattr(
+        models, "TINY_WORDS", tuple(w.replace("cat", "dog") for w in models.TINY_WORDS)
+    )
+    other = models.build_tiny_gguf(tmp_path / "other-vocab.gguf")
+    options = LlamaOptions(n_ctx=256, parallel=1, draft_model=str(other))
+    with pytest.raises(
+        ModelLoadError, match=r"cannot draft for .*token \d+ is '▁d' in it and '▁c'"
+    ):
+        LlamaCppModel.load("tiny", str(tiny_model_path), options)
