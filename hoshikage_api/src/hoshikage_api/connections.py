@@ -6,8 +6,8 @@ uvicorn's HTTP protocol.
   ``send_timeout`` for the client to read. A response that fits is therefore done as far as
   the app is concerned when generation ends: the session closes and its slot is released,
   whatever the client does. A client that reads nothing for ``send_timeout`` has its
-  connection closed (the app's next write raises :class:`SlowClient`, which cancels the
-  generation like a disconnect).
+  connection closed: the app then receives a disconnect, which cancels the generation as
+  when a client leaves.
 - :func:`timed_protocol` (uvicorn): a request's headers must arrive within
   ``header_timeout`` of its first byte (or of the connection), and its body within
   ``body_timeout`` of the headers; otherwise the connection is closed. A client that trickles
@@ -42,12 +42,29 @@ class _Writer:
         self._bytes = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self._failed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: SlowClient | None = None
 
+    async def receive(self, receive):
+        """The app's ``receive``: a disconnect as soon as a write has failed, so the app
+        stops its stream as it does when a client leaves (nothing raised through it)."""
+        if self.failed is not None:
+            return {"type": "http.disconnect"}
+        waiting = asyncio.ensure_future(receive())
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait([waiting, failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        return {"type": "http.disconnect"}
+
     async def send(self, message) -> None:
         if self.failed is not None:
-            raise self.failed
+            return  # the connection is being closed: the rest goes nowhere
         self._queue.append(message)
         self._bytes += len(message.get("body", b""))
         if self._task is None:
@@ -56,8 +73,6 @@ class _Writer:
         while self._bytes > self._limit and self.failed is None:
             self._room.clear()
             await self._room.wait()
-        if self.failed is not None:
-            raise self.failed
 
     async def _drain(self) -> None:
         while True:
@@ -69,10 +84,12 @@ class _Writer:
                     self.failed = SlowClient(
                         f"the client read nothing for {self._timeout:g}s (send_timeout)"
                     )
+                    self._failed.set()
                     self._room.set()
                     return
                 except Exception as exc:  # the connection broke: nothing more to send
                     self.failed = SlowClient(f"the connection failed: {exc!r}")
+                    self._failed.set()
                     self._room.set()
                     return
                 self._queue.popleft()
@@ -103,7 +120,7 @@ def buffered_send(app, send_timeout: float, send_buffer: int):
             return await app(scope, receive, send)
         writer = _Writer(send, send_timeout, send_buffer)
         try:
-            await app(scope, receive, writer.send)
+            await app(scope, lambda: writer.receive(receive), writer.send)
         except BaseException as exc:
             if not _slow(exc):
                 writer.abort()
