@@ -93,10 +93,10 @@ class DecisionRequest(Struct, kw_only=True):
 
 
 # ---- the answer ----------------------------------------------------------------------------
+# Tagged by ``type`` (written first, as before), so the union of answers has an OpenAPI schema.
 
 
-class PredicateAnswer(Struct, kw_only=True, omit_defaults=False):
-    type: Literal["predicate"] = "predicate"
+class PredicateAnswer(Struct, tag_field="type", tag="predicate", kw_only=True, omit_defaults=False):
     name: str | None = None
     probability: float = 0.0
 
@@ -106,8 +106,7 @@ class ChoiceProbability(Struct, kw_only=True):
     probability: float
 
 
-class ChoiceAnswer(Struct, kw_only=True):
-    type: Literal["choice"] = "choice"
+class ChoiceAnswer(Struct, tag_field="type", tag="choice", kw_only=True):
     name: str | None = None
     choice: str | bool
     confidence: float
@@ -120,8 +119,7 @@ class LevelProbability(Struct, kw_only=True):
     probability: float
 
 
-class ScoreAnswer(Struct, kw_only=True):
-    type: Literal["score"] = "score"
+class ScoreAnswer(Struct, tag_field="type", tag="score", kw_only=True):
     name: str | None = None
     score: float
     confidence: float

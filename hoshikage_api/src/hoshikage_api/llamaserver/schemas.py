@@ -31,7 +31,8 @@ class Piece(Struct, kw_only=True):
 
 
 class Tokens(Struct, kw_only=True):
-    tokens: list[int] | list[Piece]
+    #: Ids, or with ``with_pieces`` each id with its piece (one list type, so OpenAPI can say it).
+    tokens: list[int | Piece]
 
 
 class DetokenizeRequest(Struct, kw_only=True):
