@@ -89,7 +89,8 @@ class SamplingFields(Struct, kw_only=True):
 
 class Timings(Struct, kw_only=True):
     """Hoshikage extension, as llama-server's ``timings``: the speculative decoding of the
-    answer, summed over its choices. Present only when the model drafted."""
+    answer, summed over its choices. Present when speculation was on (0s when nothing was
+    drafted), absent when it was off."""
 
     #: Tokens drafted, and how many of them the model confirmed.
     draft_n: int
@@ -294,7 +295,7 @@ class ChatCompletionChunk(Struct, kw_only=True):
     choices: list[ChatChunkChoice]
     #: Present (null until the last chunk) only with ``stream_options.include_usage``.
     usage: Usage | None | UnsetType = UNSET
-    #: On a choice's finishing chunk, when the model drafted for it.
+    #: On a choice's finishing chunk, when speculation was on for it.
     timings: Timings | UnsetType = UNSET
 
 
