@@ -135,6 +135,23 @@ FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 
 
 @attrs.frozen
+class ToolCallDelta:
+    """A piece of a tool call as it is generated (see :attr:`Chunk.tool_deltas`).
+
+    A call's first delta names it: ``id`` and ``name`` set, ``arguments`` empty. Its later
+    deltas carry only ``arguments``, pieces of the argument text in order; every prefix of
+    their concatenation is a prefix of valid JSON. The call's whole ``arguments`` on the
+    choice's last chunk (:attr:`Chunk.tool_calls`) equal the concatenation.
+    """
+
+    #: The call's place among the choice's calls, from 0, in the order they are written.
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@attrs.frozen
 class Chunk:
     """A piece of output as it is produced.
 
@@ -144,6 +161,13 @@ class Chunk:
     chunk of a generation carries ``finish_reason`` and the token counts, and may carry
     ``tool_calls`` (OpenAI shape: ``{"id", "type": "function", "function": {"name",
     "arguments"}}``) and ``text`` too.
+
+    Tool calls stream as :attr:`tool_deltas` while they are generated (their name first,
+    then argument text); the last chunk still carries every call whole in ``tool_calls``,
+    with the same ids, each call's ``arguments`` equal to its deltas joined. Surfaces that
+    send whole calls (Ollama, whole answers) read ``tool_calls`` and ignore the deltas. A
+    backend that streams no deltas may set ``tool_calls`` alone: a streaming surface then
+    sends each call whole at the end.
     """
 
     text: str = ""
@@ -166,6 +190,9 @@ class Chunk:
     reasoning: str = ""
     #: On the last chunk: of ``completion_tokens``, how many were reasoning.
     reasoning_tokens: int | None = None
+    #: Tool calls as they are generated (:class:`ToolCallDelta`), in order; the last chunk
+    #: may carry the rest of them alongside the whole ``tool_calls``.
+    tool_deltas: tuple[ToolCallDelta, ...] | None = None
 
 
 @attrs.frozen

@@ -249,7 +249,7 @@ class Session:
             await self._in_thread(submit)
             counted_prompt = False
             async for index, chunk in sink:
-                if rec.ttft is None and (chunk.text or chunk.tool_calls):
+                if rec.ttft is None and (chunk.text or chunk.tool_deltas or chunk.tool_calls):
                     rec.ttft = time.monotonic() - self._arrived
                 if chunk.finish_reason is not None:
                     if not counted_prompt:  # one prompt, read once, however many choices

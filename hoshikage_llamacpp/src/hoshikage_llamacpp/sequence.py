@@ -2,10 +2,11 @@
 
 A :class:`Sequence` owns its sampler chain, its text stream (UTF-8 reassembly, stop strings
 held back across tokens), the split of that text into reasoning and answer
-(:mod:`.reasoning`), the tool-call capture on the answer, and the log-probabilities
-waiting for their text to go out. The engine hands it each sampled token and sends the
-chunks it returns; when the reasoning reaches its budget, :attr:`forced` holds the tokens
-that close the think block, which the engine decodes instead of sampling.
+(:mod:`.reasoning`), the tool-call capture on the answer with its calls streamed as they
+grow (:mod:`.tool_stream`), and the log-probabilities waiting for their text to go out.
+The engine hands it each sampled token and sends the chunks it returns; when the
+reasoning reaches its budget, :attr:`forced` holds the tokens that close the think block,
+which the engine decodes instead of sampling.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .planning import Plan
 from .reasoning import Splitter
 from .sampling import LogprobReader, SamplerChain
 from .text_stream import TextStream, ToolCapture
+from .tool_stream import ToolStream
 
 
 class Sequence:
@@ -46,6 +48,7 @@ class Sequence:
         "draft_accepted",
         "_split",
         "_tools",
+        "_calls",
         "n_reasoning",
         "forced",
     )
@@ -79,6 +82,8 @@ class Sequence:
             # A bare JSON call is what a forced call's grammar writes, in every family.
             leading_json=bool(plan.tool_names),
         )
+        #: The captured calls' deltas (None without tools).
+        self._calls = ToolStream(fmt, plan.tool_names) if plan.tool_names else None
         self._split = (
             Splitter(plan.reasoning, inside=plan.reasoning_open, show=plan.show_reasoning)
             if plan.reasoning is not None
@@ -120,12 +125,19 @@ class Sequence:
             if was_inside and (split.inside or reasoning):
                 self.n_reasoning += 1
                 self._check_budget()
-        text = self._tools.feed(raw)
+        tools = self._tools
+        text = tools.feed(raw)
+        deltas = self._calls.feed(tools.captured) if tools.captured and raw else None
         released = self._release(final=False) if self._pending else ()
-        if not (text or reasoning or released):
+        if not (text or reasoning or released or deltas):
             return None, stream.stopped
         if self._announced:
-            chunk = Chunk(text=text, reasoning=reasoning, logprobs=released or None)
+            chunk = Chunk(
+                text=text,
+                reasoning=reasoning,
+                logprobs=released or None,
+                tool_deltas=deltas or None,
+            )
             return chunk, stream.stopped
         self._announced = True
         job = self.job
@@ -133,6 +145,7 @@ class Sequence:
             text=text,
             reasoning=reasoning,
             logprobs=released or None,
+            tool_deltas=deltas or None,
             prompt_tokens=len(job.plan.tokens),
             cached_tokens=job.cached_tokens,
         )
@@ -158,15 +171,16 @@ class Sequence:
             raw += more
         tools = self._tools
         text = tools.feed(raw, final=True)
-        tool_calls = None
+        tool_calls = deltas = None
         if tools.captured:
             plan = self.job.plan
-            tool_calls = calls.parse(plan.tool_format, tools.captured, plan.tool_names)
+            parsed = calls.parse(plan.tool_format, tools.captured, plan.tool_names)
+            deltas, tool_calls = self._calls.finish(tools.captured, parsed)
             if tool_calls is None:
                 text += tools.captured
                 self._sent_chars += len(tools.captured)
-            elif finish != "cancelled":
-                finish = "tool_calls"
+            elif finish == "stop" or parsed is not None and finish != "cancelled":
+                finish = "tool_calls"  # a call cut short by the budget stays "length"
         released = self._release(final=True) if self._logprobs is not None else ()
         job = self.job
         # Only the request's own strings are named: a chat format's turn markers (also stop
@@ -180,6 +194,7 @@ class Sequence:
             finish_reason=finish,
             logprobs=released or None,
             tool_calls=tuple(tool_calls) if tool_calls else None,
+            tool_deltas=deltas or None,
             prompt_tokens=len(job.plan.tokens),
             completion_tokens=self.n_gen,
             cached_tokens=job.cached_tokens,

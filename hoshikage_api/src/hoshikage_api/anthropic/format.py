@@ -6,13 +6,15 @@ A stream is ``event: <type>`` / ``data: <json>`` pairs in this order::
     content_block_start (thinking)   ping   content_block_delta (thinking_delta)...
         content_block_delta (signature_delta)   content_block_stop
     content_block_start (text)   content_block_delta (text_delta)...   content_block_stop
-    content_block_start (tool_use)   content_block_delta (input_json_delta)   content_block_stop
+    content_block_start (tool_use)   content_block_delta (input_json_delta)...   content_block_stop
     ...
     message_delta (stop_reason, stop_sequence, usage)   message_stop
 
 The ``ping`` follows the first ``content_block_start``. ``message_start`` reports the
 prompt's ``input_tokens`` (the first chunk of a choice carries them) and ``message_delta``
-reports both counts again at the end.
+reports both counts again at the end. A tool call's block opens as soon as its name is
+known (``input: {}``); its ``input_json_delta`` events carry the argument text as it is
+generated, every prefix of it valid partial JSON (the SDK parses each one).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from typing import Any
 from hoshikage_core.protocol import Chunk
 
 from ..kernel.answer import Format
+from ..kernel.calls import CallDeltas
 from ..kernel.generation import ChoiceResult
-from ..kernel.job import Job
+from ..kernel.job import Job, arguments_object
 from ..kernel.wire import encode as _encode
 from ..kernel.wire import named_event as sse
 from . import schemas as s
 from .errors import to_anthropic
-from .translate import message_id, stop_reason, tool_uses
+from .translate import _tool_use_id, message_id, stop_reason, tool_uses
 
 
 class MessageFormat(Format):
@@ -45,6 +48,10 @@ class MessageFormat(Format):
         self._text_open = False
         self._thinking_open = False
         self._started = False
+        #: The tool calls streamed so far, the block of each, and whether one is open.
+        self._calls = CallDeltas(lambda arguments: _encode(arguments_object(arguments)).decode())
+        self._tool_blocks: dict[int, int] = {}
+        self._tool_open = False
 
     # ---- whole message -------------------------------------------------------------------
 
@@ -88,6 +95,11 @@ class MessageFormat(Format):
             self._text_open = False
             yield from self._close()
 
+    def _close_tool(self) -> Iterator[bytes]:
+        if self._tool_open:
+            self._tool_open = False
+            yield from self._close()
+
     def _close_thinking(self) -> Iterator[bytes]:
         if self._thinking_open:
             self._thinking_open = False
@@ -125,9 +137,11 @@ class MessageFormat(Format):
                 yield from self._open({"type": "thinking", "thinking": "", "signature": ""})
                 self._thinking_open = True
             yield from self._delta({"type": "thinking_delta", "thinking": chunk.reasoning})
-        if chunk.text or chunk.tool_calls or chunk.finish_reason is not None:
+        calls = chunk.tool_deltas or chunk.tool_calls
+        if chunk.text or calls or chunk.finish_reason is not None:
             yield from self._close_thinking()
         if chunk.text:
+            yield from self._close_tool()
             if not self._text_open:
                 yield from self._open({"type": "text", "text": ""})
                 self._text_open = True
@@ -136,25 +150,36 @@ class MessageFormat(Format):
                 "content_block_delta",
                 {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
             )
-        calls = tool_uses(chunk.tool_calls)
-        if calls:
-            yield from self._close_text()
-        for call in calls:
-            yield from self._open(
-                {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-            )
-            delta = {"type": "input_json_delta", "partial_json": _encode(call.input).decode()}
-            yield sse(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": self._blocks - 1, "delta": delta},
-            )
-            yield from self._close()
+        for d in self._calls.of(chunk) if calls else ():
+            if d.name is not None:
+                yield from self._close_text()
+                yield from self._close_tool()
+                block = {
+                    "type": "tool_use",
+                    "id": _tool_use_id({"id": d.id}),
+                    "name": d.name,
+                    "input": {},
+                }
+                yield from self._open(block)
+                self._tool_blocks[d.index] = self._blocks - 1
+                self._tool_open = True
+            elif d.index in self._tool_blocks:
+                delta = {"type": "input_json_delta", "partial_json": d.arguments}
+                yield sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self._tool_blocks[d.index],
+                        "delta": delta,
+                    },
+                )
         if chunk.finish_reason is None:
             return
         if self._blocks == 0:  # nothing was generated: one empty text block, as in a whole message
             yield from self._open({"type": "text", "text": ""})
             yield from self._close()
         yield from self._close_text()
+        yield from self._close_tool()
         reason, sequence = stop_reason(chunk.finish_reason, chunk.stop_sequence)
         yield sse(
             "message_delta",

@@ -23,6 +23,7 @@ from hoshikage_core.protocol import Chunk, TokenCounts, TokenLogprob
 from msgspec import UNSET, UnsetType
 
 from ..kernel.answer import Format
+from ..kernel.calls import CallDeltas
 from ..kernel.errors import to_api_error
 from ..kernel.generation import ChoiceResult
 from ..kernel.job import Job
@@ -65,6 +66,8 @@ class _Format(Format):
         self._started = [False] * job.choices
         #: Per choice: the bytes of a text-only event before and after its text.
         self._around: dict[int, tuple[bytes, bytes]] = {}
+        #: Per choice: its tool calls streamed so far.
+        self._calls = [CallDeltas() for _ in range(job.choices)]
 
     def _text_event(self, index: int, text: str) -> bytes:
         around = self._around.get(index)
@@ -196,6 +199,7 @@ class ChatFormat(_Format):
             and chunk.text
             and not chunk.reasoning
             and chunk.logprobs is None
+            and not chunk.tool_deltas
             and not chunk.tool_calls
             and chunk.finish_reason is None
         ):
@@ -222,12 +226,20 @@ class ChatFormat(_Format):
                     logprobs=chat_logprobs(chunk.logprobs),
                 )
             )
-        if chunk.tool_calls:
-            calls = [
-                s.ToolCallDelta(index=k, id=_call_id(c), function=_function(c))
-                for k, c in enumerate(chunk.tool_calls)
-            ]
-            yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=calls)))
+        if chunk.tool_deltas or chunk.tool_calls:
+            for d in self._calls[index].of(chunk):
+                if d.name is not None:
+                    call = s.ToolCallDelta(
+                        index=d.index,
+                        id=d.id,
+                        type="function",
+                        function=s.FunctionDelta(name=d.name, arguments=""),
+                    )
+                else:
+                    call = s.ToolCallDelta(
+                        index=d.index, function=s.FunctionDelta(arguments=d.arguments)
+                    )
+                yield self._chunk(s.ChatChunkChoice(index=index, delta=s.Delta(tool_calls=[call])))
         if chunk.finish_reason is not None:
             last = self._chunk(
                 s.ChatChunkChoice(index=index, delta=s.Delta(), finish_reason=chunk.finish_reason)

@@ -264,11 +264,21 @@ class ChatCompletion(Struct, kw_only=True):
     timings: Timings | UnsetType = UNSET
 
 
+class FunctionDelta(Struct, kw_only=True):
+    """A piece of a call's function: its name on the call's first delta only."""
+
+    name: str | UnsetType = UNSET
+    arguments: str
+
+
 class ToolCallDelta(Struct, kw_only=True):
+    """A piece of a streamed call, as OpenAI sends them: the first with ``id``, ``type`` and
+    the name (``arguments`` empty), then ``index`` and argument text only."""
+
     index: int
-    id: str
-    function: FunctionCall
-    type: Literal["function"] = "function"
+    id: str | UnsetType = UNSET
+    type: Literal["function"] | UnsetType = UNSET
+    function: FunctionDelta
 
 
 class Delta(Struct, kw_only=True, omit_defaults=True):

@@ -9,7 +9,7 @@ counting from 0, in this order::
     response.output_item.added (message)   response.content_part.added (output_text)
     response.output_text.delta...
     response.output_text.done   response.content_part.done   response.output_item.done
-    response.output_item.added (function_call)   response.function_call_arguments.delta
+    response.output_item.added (function_call)   response.function_call_arguments.delta...
     response.function_call_arguments.done   response.output_item.done
     ...
     response.completed | response.incomplete
@@ -18,22 +18,25 @@ counting from 0, in this order::
 it (unknown model, prompt over the context, full queue) is an ordinary JSON error. An error
 after it is a ``response.failed`` event, and the stream ends.
 
+A function call's item is added as soon as its name is known; its argument deltas follow
+as they are generated, and it is done when the next call starts or the response ends.
+
 A whole response is built by the same :class:`ResponseBuilder` from the collected result,
 so streamed and whole responses have the same shape.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
 from ..kernel.answer import Format
+from ..kernel.calls import CallDeltas
 from ..kernel.generation import ChoiceResult
 from ..kernel.wire import named_event as sse
 from . import schemas as s
@@ -73,11 +76,6 @@ def _delta_logprobs(logprobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _arguments(call: Mapping[str, Any]) -> str:
-    arguments = (call.get("function") or {}).get("arguments", "")
-    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
 class ResponseBuilder(Format):
     """One response's id, echoed settings and output, and the state of its event stream.
 
@@ -110,6 +108,11 @@ class ResponseBuilder(Format):
         self._reasoning_index = 0
         #: The finished response, once the last chunk has been seen.
         self.final: s.Response | None = None
+        #: The tool calls streamed so far: each one's item and its index in ``output``, and
+        #: the one still open.
+        self._calls = CallDeltas()
+        self._call_items: dict[int, tuple[s.FunctionToolCall, int]] = {}
+        self._open_call: int | None = None
 
     # ---- the response object -------------------------------------------------------------
 
@@ -265,32 +268,45 @@ class ResponseBuilder(Format):
             "response.output_item.done", output_index=self._message_index, item=message
         )
 
-    def _function_call(self, call: Mapping[str, Any]) -> Iterator[bytes]:
-        function = call.get("function") or {}
-        item = s.FunctionToolCall(
-            id=new_id("fc"),
-            call_id=str(call.get("id") or new_id("call")),
-            name=str(function.get("name", "")),
-            arguments="",
-            status="in_progress",
-        )
-        index = len(self.output)
-        self.output.append(item)
-        yield self._event("response.output_item.added", output_index=index, item=item)
-        arguments = _arguments(call)
+    def _call_delta(self, delta) -> Iterator[bytes]:
+        """One tool-call delta: a new ``function_call`` item, or arguments of one."""
+        if delta.name is not None:
+            yield from self._close_call()
+            item = s.FunctionToolCall(
+                id=new_id("fc"),
+                call_id=delta.id or new_id("call"),
+                name=delta.name,
+                arguments="",
+                status="in_progress",
+            )
+            index = len(self.output)
+            self.output.append(item)
+            self._call_items[delta.index] = (item, index)
+            self._open_call = delta.index
+            yield self._event("response.output_item.added", output_index=index, item=item)
+            return
+        if delta.index not in self._call_items:
+            return
+        item, index = self._call_items[delta.index]
+        item.arguments += delta.arguments
         yield self._event(
             "response.function_call_arguments.delta",
             item_id=item.id,
             output_index=index,
-            delta=arguments,
+            delta=delta.arguments,
         )
-        item.arguments = arguments
+
+    def _close_call(self) -> Iterator[bytes]:
+        if self._open_call is None:
+            return
+        item, index = self._call_items[self._open_call]
+        self._open_call = None
         yield self._event(
             "response.function_call_arguments.done",
             item_id=item.id,
             output_index=index,
             name=item.name,
-            arguments=arguments,
+            arguments=item.arguments,
         )
         item.status = "completed"
         yield self._event("response.output_item.done", output_index=index, item=item)
@@ -307,7 +323,8 @@ class ResponseBuilder(Format):
             yield from self.start()
         if chunk.reasoning:
             yield from self._reason(chunk.reasoning)
-        if chunk.text or chunk.tool_calls or chunk.finish_reason is not None:
+        calls = chunk.tool_deltas or chunk.tool_calls
+        if chunk.text or calls or chunk.finish_reason is not None:
             yield from self._close_reasoning()
         if chunk.text or (chunk.logprobs and self.logprobs):
             if self._message is None:
@@ -324,17 +341,19 @@ class ResponseBuilder(Format):
                 delta=chunk.text,
                 logprobs=_delta_logprobs(logprobs),
             )
+        for delta in self._calls.of(chunk) if calls else ():
+            if delta.index and self.data.parallel_tool_calls is False:
+                continue  # only the first call
+            if delta.name is not None:
+                yield from self._close_message("completed")
+            yield from self._call_delta(delta)
         if chunk.finish_reason is None:
             return
         incomplete = chunk.finish_reason == "length"
-        calls = list(chunk.tool_calls or ())
-        if self.data.parallel_tool_calls is False:
-            calls = calls[:1]
-        if self._message is None and not calls:
+        if self._message is None and not self._call_items:
             yield from self._open_message()  # nothing generated: one empty message, as OpenAI
         yield from self._close_message("incomplete" if incomplete else "completed")
-        for call in calls:
-            yield from self._function_call(call)
+        yield from self._close_call()
         prompt, completion = chunk.prompt_tokens or 0, chunk.completion_tokens or 0
         usage = s.ResponseUsage(
             input_tokens=prompt,

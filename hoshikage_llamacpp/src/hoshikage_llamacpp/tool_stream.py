@@ -1,0 +1,648 @@
+"""Tool calls streamed as they are generated: a partial read of the captured call text after
+each token, and the difference from what was sent (llama.cpp's partial parse and
+``common_chat_msg_diff``, vLLM's ``extract_tool_calls_streaming``).
+
+Each format of :mod:`.tool_calls` has an incremental reader here that sees the capture so
+far and says, per call, its name once the name is complete, and the argument text that is
+safe to send:
+
+* JSON forms (hermes, llama3, mistral, harmony, deepseek, kimi, command-r, functionary,
+  granite, firefunction, and bare JSON): the model's own argument text, as far as it is
+  valid JSON (a resumable scanner reads it, so each token costs only its own characters);
+* XML forms (qwen3-coder, glm, minimax): a JSON rendering, one ``"key": value`` member as
+  each parameter completes, ``}`` when the call closes (``json.dumps`` of the parameters:
+  the same text :func:`.tool_calls.parse` writes).
+
+The rules (docs/backend-llamacpp.md, "Tool calls streamed"):
+
+1. A call starts streaming once its name is complete and is one of the request's tools,
+   and its arguments have begun: the first key of the JSON object (or ``{}``), or the first
+   parameter complete (XML forms). Its first delta is the id and name, then argument
+   pieces. Calls start in the order they are written.
+2. Argument text goes out only as far as it is valid JSON, so any prefix parses with a
+   partial JSON parser (the Anthropic SDK parses every ``input_json_delta``).
+3. At the end, when the capture parses (:func:`.tool_calls.parse`), each call's
+   ``arguments`` are its deltas joined: the last chunk carries what was still missing
+   (for a call never streamed: all of it). For the JSON forms that is the model's own
+   argument text, not a re-dump of it.
+4. A botched capture (bad JSON, a tool not offered, cut by ``max_tokens``) is text, as in a
+   whole answer, when no call has started. Once one has, it cannot be taken back: the calls
+   that started are the answer's calls, each with the argument text streamed (valid JSON
+   so far, but incomplete where the model went wrong, as a call cut by ``max_tokens`` is on
+   OpenAI), and the rest of the capture is dropped.
+
+A format without a reader here streams nothing: its calls go out whole on the last chunk.
+Pure Python.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hoshikage_core.protocol import ToolCallDelta
+
+from .tool_calls import ToolFormat, _value
+
+# ---- a resumable JSON scanner ---------------------------------------------------------------
+
+_WS = " \t\n\r"
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?\Z")
+_NUMBER_PREFIX = re.compile(r"-?(?:(?:0|[1-9]\d*)(?:\.\d*)?(?:(?<=\d)[eE][+-]?\d*)?)?\Z")
+_LITERALS = ("true", "false", "null")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+# scanner states
+_VALUE, _VALUE_OR_CLOSE, _KEY_OR_CLOSE, _KEY, _COLON, _NEXT = range(6)
+_STRING, _ESCAPE, _UNICODE, _SCALAR, _DONE, _BAD = range(6, 12)
+
+
+class JsonScan:
+    """One JSON value read from ``at`` in a text that grows.
+
+    :meth:`feed` reads on up to a position; :attr:`pos` is then how far the text is valid
+    JSON (a prefix of some valid value), :attr:`start` where the value begins (after blanks),
+    :attr:`end` where it ended (None while it goes on), :attr:`bad` whether it went wrong at
+    :attr:`pos`. With ``track``, the top object (or each object in a top array) is kept in
+    :attr:`objects` as ``[members, end]``: its members ``[key, value start, value end]``
+    each, and where it ended (None while open).
+    """
+
+    __slots__ = ("pos", "start", "end", "state", "stack", "objects", "_tok", "_is_key", "_hex")
+
+    def __init__(self, at: int, track: bool = False):
+        self.pos = at
+        self.start: int | None = None
+        self.end: int | None = None
+        self.state = _VALUE
+        #: Open containers: [kind "{" or "[", members and record (tracked objects) or None].
+        self.stack: list[list] = []
+        self.objects: list[list[list]] | None = [] if track else None
+        self._tok = 0  # where the current string or scalar began
+        self._is_key = False
+        self._hex = 0
+
+    @property
+    def bad(self) -> bool:
+        return self.state == _BAD
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None
+
+    def feed(self, text: str, upto: int) -> None:
+        i = self.pos
+        while i < upto:
+            state = self.state
+            if state >= _DONE:
+                break
+            c = text[i]
+            if state == _STRING:
+                if c == '"':
+                    if self._is_key:
+                        members = self.stack[-1][1]
+                        if members is not None:
+                            members.append([json.loads(text[self._tok : i + 1]), None, None])
+                        self.state = _COLON
+                    else:
+                        self._value_done(i + 1)
+                elif c == "\\":
+                    self.state = _ESCAPE
+                elif c < " ":  # a raw control character: json.loads refuses it
+                    self.state = _BAD
+                    break
+            elif state == _ESCAPE:
+                if c == "u":
+                    self.state, self._hex = _UNICODE, 0
+                elif c in '"\\/bfnrt':
+                    self.state = _STRING
+                else:
+                    self.state = _BAD
+                    break
+            elif state == _UNICODE:
+                if c not in _HEX:
+                    self.state = _BAD
+                    break
+                self._hex += 1
+                if self._hex == 4:
+                    self.state = _STRING
+            elif state == _SCALAR:
+                word = text[self._tok : i + 1]
+                number = word[0] in "-0123456789"
+                if c in _NUMBER_CHARS if number else c.isalpha():
+                    if not (
+                        _NUMBER_PREFIX.match(word)
+                        if number
+                        else any(lit.startswith(word) for lit in _LITERALS)
+                    ):
+                        self.state = _BAD
+                        break
+                else:
+                    word = word[:-1]
+                    if not (_NUMBER.match(word) or word in _LITERALS):
+                        self.state = _BAD
+                        break
+                    self._value_done(i)
+                    continue  # the character after the scalar is read again, in its new state
+            elif c in _WS:
+                pass
+            elif state == _VALUE or state == _VALUE_OR_CLOSE:
+                if c == "]" and state == _VALUE_OR_CLOSE:
+                    self._close(i)
+                elif not self._open_value(text, i, c):
+                    self.state = _BAD
+                    break
+            elif state == _KEY_OR_CLOSE and c == "}":
+                self._close(i)
+            elif (state == _KEY_OR_CLOSE or state == _KEY) and c == '"':
+                self.state, self._tok, self._is_key = _STRING, i, True
+            elif state == _COLON and c == ":":
+                self.state = _VALUE
+            elif state == _NEXT and c == ",":
+                self.state = _KEY if self.stack[-1][0] == "{" else _VALUE
+            elif state == _NEXT and c == ("}" if self.stack[-1][0] == "{" else "]"):
+                self._close(i)
+            else:
+                self.state = _BAD
+                break
+            i += 1
+        self.pos = i
+
+    def _open_value(self, text: str, i: int, c: str) -> bool:
+        if c not in '{["-0123456789tfn':
+            return False
+        if self.start is None:
+            self.start = i
+        if self.stack:
+            members = self.stack[-1][1]
+            if members is not None:
+                members[-1][1] = i
+        if c == "{":
+            track = self.objects is not None and (
+                not self.stack or (len(self.stack) == 1 and self.stack[0][0] == "[")
+            )
+            members = [] if track else None
+            record = [members, None] if track else None
+            if track:
+                self.objects.append(record)
+            self.stack.append(["{", members, record])
+            self.state = _KEY_OR_CLOSE
+        elif c == "[":
+            self.stack.append(["[", None, None])
+            self.state = _VALUE_OR_CLOSE
+        elif c == '"':
+            self.state, self._tok, self._is_key = _STRING, i, False
+        else:
+            self.state, self._tok = _SCALAR, i
+        return True
+
+    def _close(self, i: int) -> None:
+        record = self.stack.pop()[2]
+        if record is not None:
+            record[1] = i + 1
+        self._value_done(i + 1)
+
+    def _value_done(self, end: int) -> None:
+        if not self.stack:
+            self.end, self.state = end, _DONE
+            return
+        self.state = _NEXT
+        members = self.stack[-1][1]
+        if members is not None and members and members[-1][2] is None and self.stack[-1][0] == "{":
+            members[-1][2] = end
+
+
+# ---- what a reader sees of each call ---------------------------------------------------------
+
+
+class View:
+    """One call as read so far: its ``name`` once complete (else None), the argument text
+    safe to send, whether enough of it is known to start (rule 1), and whether its
+    arguments are complete."""
+
+    __slots__ = ("name", "args", "started", "done")
+
+    def __init__(self, name: str | None, args: str = "", started: bool = False, done: bool = False):
+        self.name, self.args, self.started, self.done = name, args, started, done
+
+    def __repr__(self) -> str:  # for test failures
+        return f"View({self.name!r}, {self.args!r}, started={self.started}, done={self.done})"
+
+
+#: The arguments have begun: the object's first key (and its colon) or its end.
+_BEGUN = re.compile(r'\{\s*(?:\}|"(?:[^"\\]|\\.)*"\s*:)')
+
+
+class Reader:
+    """The partial reads of one capture: the JSON scanners, kept between calls."""
+
+    def __init__(self, read: Callable[[Reader, str, bool], list[View]]):
+        self._read = read
+        self._scans: dict[tuple[int, bool], JsonScan] = {}
+
+    def __call__(self, text: str, final: bool) -> list[View]:
+        return self._read(self, text, final)
+
+    def scan(self, text: str, at: int, upto: int | None = None, track: bool = False) -> JsonScan:
+        scan = self._scans.get((at, track))
+        if scan is None:
+            scan = self._scans[(at, track)] = JsonScan(at, track)
+        scan.feed(text, len(text) if upto is None else upto)
+        return scan
+
+    def args(self, name: str | None, text: str, at: int, upto: int | None = None) -> View:
+        """A call whose arguments are the JSON object at ``at``."""
+        scan = self.scan(text, at, upto)
+        if name is None or scan.start is None:
+            return View(name)
+        args = text[scan.start : scan.end if scan.end is not None else scan.pos]
+        return View(name, args, started=bool(_BEGUN.match(args)), done=scan.done)
+
+    def named(
+        self,
+        text: str,
+        at: int,
+        upto: int | None = None,
+        name_key: str = "name",
+        args_keys: Sequence[str] = ("arguments", "parameters"),
+        many: bool = False,
+    ) -> list[View]:
+        """Calls written as ``{"name", "arguments"}`` objects (or a list of them) at ``at``;
+        with ``many``, several such values separated by ``;`` or blanks."""
+        upto = len(text) if upto is None else upto
+        views: list[View] = []
+        while True:
+            scan = self.scan(text, at, upto, track=True)
+            for members, end in scan.objects or ():
+                views.append(
+                    _named_view(text, scan.pos, members, end is not None, name_key, args_keys)
+                )
+            if not (many and scan.done):
+                return views
+            at = scan.end
+            while at < upto and text[at] in _WS + ";":
+                at += 1
+            if at >= upto:
+                return views
+
+
+def _named_view(text: str, pos: int, members, closed: bool, name_key, args_keys) -> View:
+    name = None
+    args = None
+    for key, start, end in members:
+        if key == name_key and start is not None and end is not None and text[start] == '"':
+            name = json.loads(text[start:end])
+        elif key in args_keys and args is None and start is not None:
+            args = (start, end)
+    if name is None:
+        return View(None)
+    if args is None:  # no arguments: an empty object, once the call's object has closed
+        return View(name, "{}", started=True, done=True) if closed else View(name)
+    start, end = args
+    if text[start] != "{":
+        return View(name)  # arguments that are not an object are not streamed
+    piece = text[start : end if end is not None else pos]
+    return View(name, piece, started=bool(_BEGUN.match(piece)), done=end is not None)
+
+
+def _render(params: list[tuple[str, str]], closed: bool) -> str:
+    """The JSON text of XML-form parameters: ``json.dumps`` of them, built one at a time."""
+    members = [
+        json.dumps(key, ensure_ascii=False) + ": " + json.dumps(_value(value), ensure_ascii=False)
+        for key, value in params
+    ]
+    return "{" + ", ".join(members) + ("}" if closed else "")
+
+
+def _xml_view(name: str | None, params: list[tuple[str, str]], closed: bool) -> View:
+    if name is None:
+        return View(None)
+    return View(name, _render(params, closed), started=bool(params) or closed, done=closed)
+
+
+def _find(text: str, what: str, at: int, default: int | None = None) -> int | None:
+    found = text.find(what, at)
+    return default if found == -1 else found
+
+
+# ---- the readers, one per format --------------------------------------------------------------
+
+
+def _hermes(r: Reader, text: str, final: bool) -> list[View]:
+    if "<tool_call>" not in text:
+        return r.named(text, 0) if text.lstrip()[:1] in ("{", "[") else []
+    views = []
+    at = text.find("<tool_call>")
+    while at != -1:
+        start = at + len("<tool_call>")
+        end = _find(text, "</tool_call>", start, len(text))
+        views += r.named(text, start, end)
+        at = text.find("<tool_call>", end)
+    return views
+
+
+_QWEN_PARAM = re.compile(r"<parameter=([^>\s]+)>")
+
+
+def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    for head in re.finditer(r"<function=([^>\s]*)(>?)", text):
+        if not head.group(2):
+            views.append(View(None))
+            break
+        body_end = _find(text, "</function>", head.end())
+        closed = body_end is not None or final
+        body = text[head.end() : body_end if body_end is not None else len(text)]
+        params = []
+        marks = list(_QWEN_PARAM.finditer(body))
+        for k, mark in enumerate(marks):
+            value_end = _find(body, "</parameter>", mark.end())
+            nxt = marks[k + 1].start() if k + 1 < len(marks) else None
+            ends = [e for e in (value_end, nxt) if e is not None]
+            if ends:
+                params.append((mark.group(1), body[mark.end() : min(ends)]))
+            elif closed:
+                params.append((mark.group(1), body[mark.end() :]))
+        views.append(_xml_view(head.group(1), params, closed))
+        if body_end is None:
+            break
+    return views
+
+
+def _glm(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    at = text.find("<tool_call>")
+    while at != -1:
+        start = at + len("<tool_call>")
+        end = _find(text, "</tool_call>", start)
+        block = text[start : end if end is not None else len(text)]
+        cut = block.find("<arg_key>")
+        name = (
+            block[:cut].strip()
+            if cut != -1
+            else (block.strip() if end is not None or final else None)
+        )
+        params = [
+            (k.strip(), v)
+            for k, v in re.findall(
+                r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", block, re.S
+            )
+        ]
+        views.append(_xml_view(name or None, params, end is not None or final))
+        if end is None:
+            break
+        at = text.find("<tool_call>", end)
+    return views
+
+
+def _minimax(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    for head in re.finditer(r'<invoke name="([^"]*)("?>?)', text):
+        if head.group(2) != '">':
+            views.append(View(None))
+            break
+        end = _find(text, "</invoke>", head.end())
+        body = text[head.end() : end if end is not None else len(text)]
+        params = re.findall(r'<parameter name="([^"]+)">(.*?)</parameter>', body, re.S)
+        views.append(_xml_view(head.group(1), params, end is not None or final))
+        if end is None:
+            break
+    return views
+
+
+def _llama3(r: Reader, text: str, final: bool) -> list[View]:
+    at = text.find("<|python_tag|>")
+    if at != -1:
+        return r.named(text, at + len("<|python_tag|>"), many=True)
+    return r.named(text, 0) if text.lstrip()[:1] in ("{", "[") else []
+
+
+def _after(marker: str) -> Callable[[Reader, str, bool], list[View]]:
+    """Calls as a JSON list (or object) after ``marker`` (or bare)."""
+
+    def read(r: Reader, text: str, final: bool) -> list[View]:
+        at = text.find(marker)
+        return r.named(text, 0 if at == -1 else at + len(marker))
+
+    return read
+
+
+def _command_r(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    at = text.find("<|START_ACTION|>")
+    while at != -1:
+        start = at + len("<|START_ACTION|>")
+        end = _find(text, "<|END_ACTION|>", start, len(text))
+        views += r.named(text, start, end, name_key="tool_name", args_keys=("parameters",))
+        at = text.find("<|START_ACTION|>", end)
+    return views
+
+
+def _mistral(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    marks = [m.end() for m in re.finditer(re.escape("[TOOL_CALLS]"), text)]
+    for k, start in enumerate(marks):
+        end = marks[k + 1] - len("[TOOL_CALLS]") if k + 1 < len(marks) else len(text)
+        part = text[start:end]
+        cut = part.find("[ARGS]")
+        if cut != -1:  # the new form: name[ARGS]{...}
+            name = part[:cut].strip()
+            views.append(r.args(name or None, text, start + cut + len("[ARGS]"), end))
+        elif part.lstrip()[:1] in ("[", "{"):  # the old form: a JSON list of calls
+            views += r.named(text, start, end)
+        else:
+            views.append(View(None))
+    return views
+
+
+_HARMONY_HEAD = re.compile(r"to=functions\.([\w.\-]+)(?=[^\w.\-])")
+
+
+def _harmony(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    heads = list(_HARMONY_HEAD.finditer(text))
+    for k, head in enumerate(heads):
+        limit = heads[k + 1].start() if k + 1 < len(heads) else len(text)
+        body = _find(text, "<|message|>", head.end())
+        if body is None or body > limit:
+            views.append(View(head.group(1)))
+            continue
+        views.append(r.args(head.group(1), text, body + len("<|message|>"), limit))
+    return views
+
+
+_DEEPSEEK_HEAD = re.compile(
+    r"<｜tool▁call▁begin｜>(?:function<｜tool▁sep｜>)?([^\n<｜]+?)\s*(?:<｜tool▁sep｜>|\n)"
+)
+
+
+def _deepseek(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    for head in _DEEPSEEK_HEAD.finditer(text):
+        at = head.end()
+        while at < len(text) and text[at] in _WS:
+            at += 1
+        rest = text[at : at + 7]
+        if rest.startswith("```json"):
+            at += 7
+        elif "```json".startswith(rest) and rest:
+            views.append(View(head.group(1).strip()))
+            break
+        end = _find(text, "<｜tool▁call▁end｜>", at, len(text))
+        views.append(r.args(head.group(1).strip(), text, at, end))
+    return views
+
+
+_KIMI_HEAD = re.compile(
+    r"<\|tool_call_begin\|>\s*(?:functions\.)?([\w.\-]+?)(?::\d+)?\s*<\|tool_call_argument_begin\|>"
+)
+
+
+def _kimi(r: Reader, text: str, final: bool) -> list[View]:
+    return [
+        r.args(
+            head.group(1), text, head.end(), _find(text, "<|tool_call_end|>", head.end(), len(text))
+        )
+        for head in _KIMI_HEAD.finditer(text)
+    ]
+
+
+def _functionary(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    if "<function=" in text:  # v3.1
+        for head in re.finditer(r"<function=([\w.\-]*)(>?)", text):
+            if not head.group(2):
+                return views + [View(None)]
+            end = _find(text, "</function>", head.end(), len(text))
+            views.append(r.args(head.group(1), text, head.end(), end))
+        return views
+    offset = 0 if text.lstrip().startswith(">>>") else 3
+    text = text if offset == 0 else ">>>" + text
+    heads = list(re.finditer(r">>>\s*([\w.\-]+)(\s*\n)?", text))
+    for k, head in enumerate(heads):
+        if head.group(1) == "all":
+            continue
+        if not head.group(2):
+            views.append(View(None))
+            break
+        end = heads[k + 1].start() if k + 1 < len(heads) else len(text)
+        views.append(r.args(head.group(1), text, head.end(), end))
+    return views
+
+
+READERS: dict[str, Callable[[Reader, str, bool], list[View]]] = {
+    "hermes": _hermes,
+    "qwen3-coder": _qwen3_coder,
+    "llama3": _llama3,
+    "mistral": _mistral,
+    "harmony": _harmony,
+    "deepseek": _deepseek,
+    "glm": _glm,
+    "kimi": _kimi,
+    "command-r": _command_r,
+    "functionary": _functionary,
+    "granite": _after("<|tool_call|>"),
+    "firefunction": _after("functools"),
+    "minimax": _minimax,
+}
+
+
+# ---- the stream --------------------------------------------------------------------------------
+
+
+class ToolStream:
+    """Deltas of the calls in a capture that grows (:meth:`feed`), and at the end the
+    calls whole, consistent with them (:meth:`finish`). See the module's rules."""
+
+    def __init__(self, fmt: ToolFormat, known: Sequence[str]):
+        self.known = frozenset(known)
+        own = READERS.get(fmt.name)
+        #: Readers to try until one finds a call (the format's own, then hermes: the
+        #: instructions' own form and a forced call's bare JSON, as :func:`parse` does).
+        self._readers = [Reader(read) for read in dict.fromkeys(x for x in (own, _hermes) if x)]
+        #: Per started call: [id, name, argument text sent].
+        self.sent: list[list[str]] = []
+
+    def _views(self, text: str, final: bool) -> list[View]:
+        for reader in self._readers:
+            try:
+                views = reader(text, final)
+            except Exception:  # a reader must never turn a botched call into an error
+                views = []
+            if any(v.name is not None for v in views) or self.sent:
+                self._readers = [reader]  # the form is known now
+                return views
+        return []
+
+    def feed(self, text: str) -> tuple[ToolCallDelta, ...]:
+        """The deltas the capture ``text`` (all of it so far) adds to what was sent."""
+        return tuple(self._diff(self._views(text, final=False)))
+
+    def _diff(self, views: list[View]) -> list[ToolCallDelta]:
+        out = []
+        for index, view in enumerate(views):
+            if index < len(self.sent):
+                record = self.sent[index]
+                if view.name != record[1]:
+                    break  # not the same call any more: nothing more goes out
+                if len(view.args) > len(record[2]) and view.args.startswith(record[2]):
+                    out.append(ToolCallDelta(index, arguments=view.args[len(record[2]) :]))
+                    record[2] = view.args
+                continue
+            if not view.started or view.name not in self.known:
+                break  # calls start in order
+            call_id = "call_" + secrets.token_hex(12)
+            self.sent.append([call_id, view.name, view.args])
+            out.append(ToolCallDelta(index, id=call_id, name=view.name))
+            if view.args:
+                out.append(ToolCallDelta(index, arguments=view.args))
+        return out
+
+    def finish(
+        self, text: str, calls: list[dict[str, Any]] | None
+    ) -> tuple[tuple[ToolCallDelta, ...], list[dict[str, Any]] | None]:
+        """The last deltas and the calls whole, given :func:`parse`'s reading of the whole
+        capture ``text`` (None: botched). Calls None: the capture goes out as text."""
+        views = self._views(text, final=True)
+        sent = self.sent
+        consistent = calls is not None and len(calls) >= len(sent)
+        consistent = consistent and all(
+            calls[i]["function"]["name"] == record[1] for i, record in enumerate(sent)
+        )
+        if not consistent:  # rule 4: what started stands, the rest is dropped
+            return (), [_call(call_id, name, args) for call_id, name, args in sent] or None
+        deltas: list[ToolCallDelta] = []
+        out = []
+        for index, call in enumerate(calls):
+            name, parsed = call["function"]["name"], call["function"]["arguments"]
+            view = views[index] if index < len(views) and views[index].name == name else None
+            full = (
+                view.args if view is not None and view.done and _same(view.args, parsed) else None
+            )
+            if index < len(sent):
+                call_id, _name, done = sent[index]
+                if full is None or not full.startswith(done):
+                    full = parsed if parsed.startswith(done) else done
+            else:
+                call_id, done = call["id"], ""
+                full = parsed if full is None else full
+                deltas.append(ToolCallDelta(index, id=call_id, name=name))
+            if len(full) > len(done):
+                deltas.append(ToolCallDelta(index, arguments=full[len(done) :]))
+            out.append(_call(call_id, name, full))
+        return tuple(deltas), out
+
+
+def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return False

@@ -1,0 +1,168 @@
+"""The incremental tool-call reader (:mod:`hoshikage_llamacpp.tool_stream`) on every
+family's calls from llama.cpp's tests/test-chat.cpp (the cases of test_tool_calls.py), fed
+one character at a time, and split in two at every position: the name comes first, the
+argument deltas join to the final ``arguments`` (which parse to the call's arguments), every
+prefix of them is valid partial JSON, and a botched call follows the documented rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hoshikage_llamacpp.tool_calls import FORMATS, parse
+from hoshikage_llamacpp.tool_stream import JsonScan, ToolStream
+
+from tests.llamacpp.test_tool_calls import CASES, KNOWN
+
+jiter = pytest.importorskip("jiter")
+
+
+def run(fmt: str, pieces: list[str], known=KNOWN):
+    """Feed ``pieces`` as the capture grows; the deltas, and finish's deltas and calls."""
+    stream = ToolStream(FORMATS[fmt], known)
+    text, deltas = "", []
+    for piece in pieces:
+        text += piece
+        deltas.append(list(stream.feed(text)))
+    last, calls = stream.finish(text, parse(FORMATS[fmt], text, known))
+    return deltas, list(last), calls
+
+
+def joined(deltas):
+    """Per call index: [id, name, arguments joined], checking the order of deltas."""
+    calls: dict[int, list] = {}
+    for d in deltas:
+        if d.name is not None:
+            assert d.index not in calls and d.id and d.arguments == ""
+            assert d.index == len(calls)  # calls start in order
+            calls[d.index] = [d.id, d.name, ""]
+        else:
+            assert d.id is None and d.arguments
+            calls[d.index][2] += d.arguments
+            # every prefix is valid partial JSON (the Anthropic SDK parses each one)
+            jiter.from_json(calls[d.index][2].encode(), partial_mode=True)
+    return [calls[i] for i in sorted(calls)]
+
+
+@pytest.mark.parametrize("fmt,text,expected", CASES)
+def test_a_call_fed_a_character_at_a_time_streams_its_name_then_its_arguments(fmt, text, expected):
+    steps, last, calls = run(fmt, list(text))
+    streamed = [d for step in steps for d in step]
+    assert joined(streamed + last) == [
+        [c["id"], c["function"]["name"], c["function"]["arguments"]] for c in calls
+    ]
+    assert [
+        (c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls
+    ] == expected
+    # The name went out before the arguments were complete, and the arguments in pieces.
+    first_name = next(k for k, step in enumerate(steps) if any(d.name for d in step))
+    assert first_name < len(text) - 1
+    pieces = [d for d in streamed if d.name is None and d.index == 0]
+    assert len(pieces) > 1
+
+
+@pytest.mark.parametrize("fmt,text,expected", CASES)
+def test_split_in_two_anywhere_gives_the_same_calls(fmt, text, expected):
+    for at in range(len(text) + 1):
+        steps, last, calls = run(fmt, [text[:at], text[at:]])
+        got = joined([d for step in steps for d in step] + last)
+        assert [(name, json.loads(args)) for _, name, args in got] == expected, at
+        assert [args for _, _, args in got] == [c["function"]["arguments"] for c in calls]
+
+
+def test_json_arguments_keep_the_models_own_text():
+    text = '<tool_call>\n{"name": "special_function", "arguments": {"arg1":1,  "x": "\\u00e9"}}\n</tool_call>'
+    _, last, calls = run("hermes", list(text))
+    assert calls[0]["function"]["arguments"] == '{"arg1":1,  "x": "\\u00e9"}'
+
+
+def test_xml_arguments_are_rendered_as_json_as_parameters_complete():
+    text = (
+        "<tool_call>\n<function=special_function_with_opt>\n<parameter=arg1>\n1\n</parameter>\n"
+        "<parameter=arg2>\ntwo words\n</parameter>\n</function>\n</tool_call>"
+    )
+    steps, last, calls = run("qwen3-coder", list(text))
+    pieces = [d.arguments for step in steps for d in step if d.name is None] + [
+        d.arguments for d in last
+    ]
+    assert pieces == ['{"arg1": 1', ', "arg2": "two words"', "}"]
+    assert calls[0]["function"]["arguments"] == '{"arg1": 1, "arg2": "two words"}'
+
+
+def test_a_tool_not_offered_is_never_streamed_and_is_text():
+    text = '<tool_call>{"name": "rm_rf", "arguments": {"path": "/"}}</tool_call>'
+    steps, last, calls = run("hermes", list(text))
+    assert not any(steps) and not last and calls is None
+
+
+def test_bad_json_before_the_arguments_begin_is_text():
+    text = '<tool_call>{"name": "special_function", "arguments": {broken}}</tool_call>'
+    steps, last, calls = run("hermes", list(text))
+    assert not any(steps) and not last and calls is None
+
+
+def test_a_call_that_went_wrong_after_it_started_keeps_what_was_streamed():
+    text = '<tool_call>{"name": "special_function", "arguments": {"arg1": 1, oops}}</tool_call>'
+    steps, last, calls = run("hermes", list(text))
+    got = joined([d for step in steps for d in step] + last)
+    assert got[0][1:] == ["special_function", '{"arg1": 1, ']
+    assert [c["function"]["arguments"] for c in calls] == ['{"arg1": 1, ']
+    assert calls[0]["id"] == got[0][0]
+
+
+def test_a_call_cut_short_keeps_its_partial_arguments():
+    text = '[TOOL_CALLS]special_function[ARGS]{"arg1": 1, "arg2": "unfini'
+    steps, last, calls = run("mistral", list(text))
+    assert [c["function"]["arguments"] for c in calls] == ['{"arg1": 1, "arg2": "unfini']
+
+
+def test_a_second_call_of_a_tool_not_offered_stops_the_stream_and_keeps_the_first():
+    text = (
+        '<tool_call>{"name": "special_function", "arguments": {"arg1": 1}}</tool_call>'
+        '<tool_call>{"name": "rm_rf", "arguments": {"path": "/"}}</tool_call>'
+    )
+    steps, last, calls = run("hermes", list(text))
+    assert [c["function"]["name"] for c in calls] == ["special_function"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"arg1": 1}
+
+
+def test_a_format_falls_back_to_the_instructions_own_form():
+    text = '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>'
+    steps, last, calls = run("qwen3-coder", list(text))
+    assert any(steps) and json.loads(calls[0]["function"]["arguments"]) == {"arg1": 1}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"a": [1, -2.5e+3, true, false, null, {"b": "x\\"y\\u00e9"}], "c": {}}',
+        "[]",
+        '"s"',
+        "0",
+        "-1.5E-2",
+    ],
+)
+def test_the_scanner_finds_where_a_value_ends_and_accepts_every_prefix(value):
+    text = value + " tail"
+    for at in range(len(value)):
+        scan = JsonScan(0)
+        scan.feed(text, at)
+        assert not scan.bad and not scan.done and scan.pos == at
+    scan = JsonScan(0)
+    scan.feed(text, len(text))
+    if value[0] in '{["':
+        assert scan.done and scan.end == len(value)
+    else:  # a bare scalar ends at the blank after it
+        assert scan.done and scan.end == len(value)
+
+
+@pytest.mark.parametrize(
+    "bad", ["{a", '{"a" 1}', '{"a": tru e}', '{"a": 01}', '{"a": "\\x"}', '["a\n"]', "[1,,2]"]
+)
+def test_the_scanner_stops_where_json_goes_wrong(bad):
+    scan = JsonScan(0)
+    scan.feed(bad, len(bad))
+    assert scan.bad and not scan.done
+    with pytest.raises(ValueError):
+        json.loads(bad)
+    jiter.from_json(bad[: scan.pos].encode(), partial_mode=True)
