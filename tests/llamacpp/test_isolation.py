@@ -377,3 +377,38 @@ def test_scoring_and_the_tokenizer_in_the_child(isolated, tiny_model_path):
         assert isolated.apply_template(messages) == local.apply_template(messages)
     finally:
         local.close()
+
+
+def test_tool_call_deltas_cross_the_process_boundary(tiny_model_path):
+    """Chunks are pickled to the server: their tool-call deltas (name first, then argument
+    pieces) arrive as in-process, and the last chunk's whole call has the same id."""
+    weather = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object"}},
+    }
+    request = GenerationRequest(
+        messages=({"role": "user", "content": "weather?"},),
+        tools=(weather,),
+        grammar='root ::= "<tool_call>{\\"name\\": \\"get_weather\\", '
+        '\\"arguments\\": {\\"city\\": \\"Kyoto\\"}}</tool_call>"',
+        max_tokens=200,
+        temperature=0,
+    )
+    options = LlamaOptions(n_ctx=1024, parallel=1, isolation="process")
+    isolated = ProcessModel.load("tiny", str(tiny_model_path), options)
+    local = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=1))
+    try:
+        seen = []
+        for model in (isolated, local):
+            chunks = [chunk for _, chunk in stream(model, request)]
+            deltas = [d for chunk in chunks for d in chunk.tool_deltas or ()]
+            (call,) = chunks[-1].tool_calls
+            assert deltas[0].name == "get_weather" and deltas[0].id == call["id"]
+            pieces = [d.arguments for d in deltas[1:]]
+            assert len(pieces) > 1 and "".join(pieces) == call["function"]["arguments"]
+            assert chunks[-1].finish_reason == "tool_calls"
+            seen.append(("get_weather", call["function"]["arguments"], len(deltas)))
+        assert seen[0] == seen[1]
+    finally:
+        isolated.close()
+        local.close()
