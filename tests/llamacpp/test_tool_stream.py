@@ -11,6 +11,8 @@ import json
 import pytest
 from hoshikage_llamacpp.tool_calls import FORMATS, parse
 from hoshikage_llamacpp.tool_stream import JsonScan, ToolStream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.llamacpp.test_tool_calls import CASES, KNOWN
 
@@ -166,3 +168,79 @@ def test_the_scanner_stops_where_json_goes_wrong(bad):
     with pytest.raises(ValueError):
         json.loads(bad)
     jiter.from_json(bad[: scan.pos].encode(), partial_mode=True)
+
+
+_PIECES = [
+    "<tool_call>", "</tool_call>", "<function=", "special_function", ">", "<parameter=", "arg1",
+    "</parameter>", "</function>", "[TOOL_CALLS]", "[ARGS]", "to=functions.", "<|message|>", "<|call|>",
+    "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>",
+    "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", '<invoke name="', '">', ">>>", "\n", " ",
+    '{"name": "special_function", "arguments": ', '{"arg1": 1}', '{"arg1": ', '"x', "}", "]", "[", ",", ":",
+    "1", "true", "\\", '"', "```json",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fmt=st.sampled_from(sorted(FORMATS)),
+    parts=st.lists(st.sampled_from(_PIECES), max_size=14),
+    cuts=st.lists(st.integers(0, 200), max_size=6),
+)
+def test_any_capture_streams_without_error_and_agrees_with_its_calls(fmt, parts, cuts):
+    """Random pieces of every family's syntax, fed at random cuts: the reader never fails,
+    and whatever calls come out, their arguments are their deltas joined."""
+    text = "".join(parts)
+    bounds = sorted({min(c, len(text)) for c in cuts} | {len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+    steps, last, calls = run(fmt, pieces)
+    got = joined([d for step in steps for d in step] + last)
+    assert [
+        [c["id"], c["function"]["name"], c["function"]["arguments"]] for c in calls or ()
+    ] == got
+    parsed = parse(FORMATS[fmt], text, KNOWN)
+    if parsed is not None and calls is not None and len(calls) == len(parsed):
+        for call, whole in zip(calls, parsed, strict=True):
+            assert call["function"]["name"] == whole["function"]["name"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=st.sampled_from(CASES),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["cut", "insert", "delete"]),
+            st.integers(0, 300),
+            st.sampled_from(_PIECES),
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+    cuts=st.lists(st.integers(0, 300), max_size=6),
+)
+def test_a_damaged_call_streams_what_parse_reads_or_follows_the_botched_rule(case, edits, cuts):
+    """Every family's call cut short, with a piece of syntax put in or a few characters
+    taken out: when the whole capture parses, the streamed calls are parse's calls
+    (names, and arguments as JSON); when it does not, only calls that had started are kept,
+    with the valid argument text streamed."""
+    fmt, text, _ = case
+    for kind, at, piece in edits:
+        at = min(at, len(text))
+        text = {
+            "cut": text[:at],
+            "insert": text[:at] + piece + text[at:],
+            "delete": text[:at] + text[at + 5 :],
+        }[kind]
+    bounds = sorted({min(c, len(text)) for c in cuts} | {len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+    steps, last, calls = run(fmt, pieces)
+    got = joined([d for step in steps for d in step] + last)
+    assert [
+        [c["id"], c["function"]["name"], c["function"]["arguments"]] for c in calls or ()
+    ] == got
+    parsed = parse(FORMATS[fmt], text, KNOWN)
+    if parsed is not None:
+        assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+            (c["function"]["name"], json.loads(c["function"]["arguments"])) for c in parsed
+        ]
+    elif calls is not None:
+        assert steps and any(d.name for step in steps for d in step)  # only calls that started

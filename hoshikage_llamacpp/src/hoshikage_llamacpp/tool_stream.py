@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from hoshikage_core.protocol import ToolCallDelta
@@ -329,6 +329,37 @@ def _find(text: str, what: str, at: int, default: int | None = None) -> int | No
     return default if found == -1 else found
 
 
+def _blocks(text: str, start: str, end: str) -> Iterator[tuple[int, int, bool]]:
+    """Each text after ``start`` up to the next ``end`` or ``start`` (as :mod:`.tool_calls`'s
+    ``_between`` reads them): ``(from, to, closed by end)``."""
+    at = text.find(start)
+    while at != -1:
+        begin = at + len(start)
+        close = _find(text, end, begin, len(text))
+        nxt = _find(text, start, begin, len(text))
+        yield begin, min(close, nxt), close < nxt
+        at = text.find(start, begin) if nxt <= close else text.find(start, close)
+
+
+def _bodies(text: str, head: re.Pattern, end: str) -> Iterator[tuple[re.Match, int, bool]]:
+    """Each ``head`` match and its body, up to the next ``end`` (as a lazy ``(.*?)(?:end|$)``
+    reads it): ``(match, body end, closed)``; a head not yet complete ends the bodies with
+    ``(None, 0, False)``."""
+    at = 0
+    while True:
+        match = head.search(text, at)
+        if match is None:
+            return
+        if not match.group(2):  # the head goes on
+            yield None, 0, False
+            return
+        close = text.find(end, match.end())
+        yield match, len(text) if close == -1 else close, close != -1
+        if close == -1:
+            return
+        at = close + len(end)
+
+
 # ---- the readers, one per format --------------------------------------------------------------
 
 
@@ -336,81 +367,73 @@ def _hermes(r: Reader, text: str, final: bool) -> list[View]:
     if "<tool_call>" not in text:
         return r.named(text, 0) if text.lstrip()[:1] in ("{", "[") else []
     views = []
-    at = text.find("<tool_call>")
-    while at != -1:
-        start = at + len("<tool_call>")
-        end = _find(text, "</tool_call>", start, len(text))
-        views += r.named(text, start, end)
-        at = text.find("<tool_call>", end)
+    for begin, end, _closed in _blocks(text, "<tool_call>", "</tool_call>"):
+        views += r.named(text, begin, end)
     return views
 
 
+_QWEN_HEAD = re.compile(r"<function=([^>\s]*)(>?)")
 _QWEN_PARAM = re.compile(r"<parameter=([^>\s]+)>")
 
 
 def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
     views = []
-    for head in re.finditer(r"<function=([^>\s]*)(>?)", text):
-        if not head.group(2):
+    for head, body_end, closed in _bodies(text, _QWEN_HEAD, "</function>"):
+        if head is None:
             views.append(View(None))
             break
-        body_end = _find(text, "</function>", head.end())
-        closed = body_end is not None or final
-        body = text[head.end() : body_end if body_end is not None else len(text)]
+        closed = closed or final
+        body = text[head.end() : body_end]
         params = []
-        marks = list(_QWEN_PARAM.finditer(body))
-        for k, mark in enumerate(marks):
+        for mark in _QWEN_PARAM.finditer(body):
             value_end = _find(body, "</parameter>", mark.end())
-            nxt = marks[k + 1].start() if k + 1 < len(marks) else None
+            nxt = _find(body, "<parameter=", mark.end())
             ends = [e for e in (value_end, nxt) if e is not None]
             if ends:
                 params.append((mark.group(1), body[mark.end() : min(ends)]))
             elif closed:
                 params.append((mark.group(1), body[mark.end() :]))
         views.append(_xml_view(head.group(1), params, closed))
-        if body_end is None:
-            break
     return views
+
+
+_GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
 
 
 def _glm(r: Reader, text: str, final: bool) -> list[View]:
     views = []
-    at = text.find("<tool_call>")
-    while at != -1:
-        start = at + len("<tool_call>")
-        end = _find(text, "</tool_call>", start)
-        block = text[start : end if end is not None else len(text)]
+    for begin, end, closed in _blocks(text, "<tool_call>", "</tool_call>"):
+        block = text[begin:end]
+        complete = end < len(text) or closed or final
         cut = block.find("<arg_key>")
-        name = (
-            block[:cut].strip()
-            if cut != -1
-            else (block.strip() if end is not None or final else None)
-        )
-        params = [
-            (k.strip(), v)
-            for k, v in re.findall(
-                r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", block, re.S
-            )
-        ]
-        views.append(_xml_view(name or None, params, end is not None or final))
-        if end is None:
-            break
-        at = text.find("<tool_call>", end)
+        name = block[:cut].strip() if cut != -1 else (block.strip() if complete else None)
+        params = [(k.strip(), v) for k, v in _GLM_ARG.findall(block)]
+        views.append(_xml_view(name or None, params, complete))
     return views
+
+
+_MINIMAX_HEAD = re.compile(r'<invoke name="([^"]*)("?>?)')
+_MINIMAX_PARAM = re.compile(r'<parameter name="([^"]+)">')
 
 
 def _minimax(r: Reader, text: str, final: bool) -> list[View]:
     views = []
-    for head in re.finditer(r'<invoke name="([^"]*)("?>?)', text):
-        if head.group(2) != '">':
+    for head, body_end, closed in _bodies(text, _MINIMAX_HEAD, "</invoke>"):
+        if head is None or head.group(2) != '">':
             views.append(View(None))
             break
-        end = _find(text, "</invoke>", head.end())
-        body = text[head.end() : end if end is not None else len(text)]
-        params = re.findall(r'<parameter name="([^"]+)">(.*?)</parameter>', body, re.S)
-        views.append(_xml_view(head.group(1), params, end is not None or final))
-        if end is None:
-            break
+        closed = closed or final
+        body = text[head.end() : body_end]
+        params, at = [], 0
+        while (mark := _MINIMAX_PARAM.search(body, at)) is not None:
+            value_end = body.find("</parameter>", mark.end())
+            if value_end == -1:
+                if closed:  # the last value runs to the end of the call
+                    params.append((mark.group(1), body[mark.end() :]))
+                break
+            params.append((mark.group(1), body[mark.end() : value_end]))
+            at = value_end + len("</parameter>")
+        views.append(_xml_view(head.group(1), params, closed))
     return views
 
 
@@ -433,12 +456,8 @@ def _after(marker: str) -> Callable[[Reader, str, bool], list[View]]:
 
 def _command_r(r: Reader, text: str, final: bool) -> list[View]:
     views = []
-    at = text.find("<|START_ACTION|>")
-    while at != -1:
-        start = at + len("<|START_ACTION|>")
-        end = _find(text, "<|END_ACTION|>", start, len(text))
-        views += r.named(text, start, end, name_key="tool_name", args_keys=("parameters",))
-        at = text.find("<|START_ACTION|>", end)
+    for begin, end, _closed in _blocks(text, "<|START_ACTION|>", "<|END_ACTION|>"):
+        views += r.named(text, begin, end, name_key="tool_name", args_keys=("parameters",))
     return views
 
 
@@ -511,13 +530,15 @@ def _kimi(r: Reader, text: str, final: bool) -> list[View]:
     ]
 
 
+_FUNCTIONARY_HEAD = re.compile(r"<function=([\w.\-]*)(>?)")
+
+
 def _functionary(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     if "<function=" in text:  # v3.1
-        for head in re.finditer(r"<function=([\w.\-]*)(>?)", text):
-            if not head.group(2):
+        for head, end, _closed in _bodies(text, _FUNCTIONARY_HEAD, "</function>"):
+            if head is None:
                 return views + [View(None)]
-            end = _find(text, "</function>", head.end(), len(text))
             views.append(r.args(head.group(1), text, head.end(), end))
         return views
     offset = 0 if text.lstrip().startswith(">>>") else 3
