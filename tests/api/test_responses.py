@@ -1114,7 +1114,11 @@ def test_gemma_conversation_with_previous_response_id(gemma_model_path):
             ],
         )
         assert answered.usage.input_tokens > called.usage.input_tokens
-        assert answered.output_text.strip() or answered.output[0].type == "function_call"
+        # Text, or a call again (streamed as it was written, it stays a call even where
+        # what follows it goes wrong: docs/backend-llamacpp.md, "Tool calls streamed").
+        assert answered.output_text.strip() or any(
+            i.type == "function_call" for i in answered.output
+        )
 
 
 # ---- in progress, background, cancel --------------------------------------------------------
