@@ -788,7 +788,6 @@ HI = {"model": "tiny", "input": "hi"}
         ({**HI, "text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format"),
         ({**HI, "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({**HI, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-        ({**HI, "background": True, "stream": True}, "background"),
         ({**HI, "background": True, "store": False}, "background"),
         ({**HI, "conversation": "conv_1"}, "conversation"),
         ({**HI, "prompt": {"id": "pmpt_1"}}, "prompt"),
@@ -1167,7 +1166,69 @@ def test_a_response_still_generating_is_in_progress_and_a_background_one_can_be_
             assert client.responses.retrieve(response_id).status == "in_progress"
             with pytest.raises(openai.BadRequestError, match="background"):
                 client.responses.cancel(response_id)
-        with pytest.raises(openai.BadRequestError, match="background"):
-            client.responses.create(model="tiny", input="hi", background=True, stream=True)
         with pytest.raises(openai.NotFoundError):
             client.responses.cancel("resp_unknown")
+
+
+def test_a_streamed_background_response_outlives_its_client_and_streams_again(tiny_model_path):
+    """``background: true`` with ``stream: true``: the client that created it may leave,
+    the response generates on to its end and is stored, and ``GET ...?stream=true
+    &starting_after=N`` replays its events after ``N`` (and follows them while it runs),
+    with the official client's ``retrieve(stream=True)``."""
+    import openai
+
+    from tests.support.server import running_server, wait_for
+
+    config = {
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 2}]
+    }
+    body = {"model": "tiny", "input": "hi", "max_output_tokens": 40, "temperature": 0}
+    with running_server(config) as server:
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x")
+        seen = []
+        with client.responses.create(**body, background=True, stream=True) as events:
+            for event in events:
+                seen.append(event)
+                if event.type == "response.output_text.delta":
+                    break  # the client leaves in the middle of the answer
+        response_id = seen[0].response.id
+        assert seen[0].type == "response.created" and seen[0].response.background
+        finished = wait_for(
+            lambda: (r := client.responses.retrieve(response_id)).status != "in_progress" and r,
+            30,
+            "the background response to finish without its client",
+        )
+        assert finished.status in ("completed", "incomplete")
+        assert finished.usage.output_tokens == 40
+
+        last = seen[-1].sequence_number
+        rest = list(client.responses.retrieve(response_id, stream=True, starting_after=last))
+        numbers = [e.sequence_number for e in seen + rest]
+        assert numbers == list(range(len(numbers)))  # nothing lost, nothing twice
+        assert rest[-1].type == f"response.{finished.status}"
+        text = "".join(e.delta for e in seen + rest if e.type == "response.output_text.delta")
+        assert text == finished.output_text
+        again = list(client.responses.retrieve(response_id, stream=True))  # from the start
+        assert [e.sequence_number for e in again] == numbers
+
+        # A follower of one still running sees it end when it is cancelled.
+        running = client.responses.create(
+            **{**body, "max_output_tokens": 6000}, background=True, stream=True
+        )
+        first = next(iter(running))
+        running.close()
+        follower = client.responses.retrieve(first.response.id, stream=True, starting_after=0)
+        next(iter(follower))
+        assert client.responses.cancel(first.response.id).status == "cancelled"
+        list(follower)  # ends
+        assert client.responses.retrieve(first.response.id).status == "cancelled"
+
+        with pytest.raises(openai.BadRequestError, match="stream"):
+            plain = client.responses.create(model="tiny", input="hi", max_output_tokens=2)
+            client.responses.retrieve(plain.id, stream=True)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve("resp_unknown", stream=True)
+        with pytest.raises(openai.BadRequestError, match="starting_after"):
+            client.responses.retrieve(response_id, starting_after=3)
+        with pytest.raises(openai.NotFoundError, match="model"):
+            client.responses.create(model="nope", input="hi", background=True, stream=True)

@@ -142,3 +142,31 @@ async def test_openapi_schema_describes_the_routes(client):
         properties
     )
     assert {"200", "400", "404", "503"} <= set(chat["responses"])
+
+
+def test_the_app_does_not_import_pydantic(tiny_model_path, tmp_path):
+    """pydantic is installed beside the official clients, and Litestar imports it whenever
+    it can (about 8 MB resident); no route uses it, so the server's app leaves it out (only
+    the OpenAPI document, made when /schema is first asked for, still brings it in, through
+    Litestar's example factories)."""
+    import subprocess
+    import sys
+
+    import pydantic  # noqa: F401  (installed here: the check below means something)
+
+    code = (
+        "import sys\n"
+        "from hoshikage_api.app import create_app\n"
+        "from hoshikage_core.plugins import make_plugin_manager\n"
+        "from hoshikage_core.runtime import Runtime\n"
+        "from hoshikage_core import config\n"
+        "pm = make_plugin_manager()\n"
+        f"data = {{'models': [{{'name': 'tiny', 'path': {str(tiny_model_path)!r}}}]}}\n"
+        "app = create_app(Runtime(config.structure(data, pm=pm), pm))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

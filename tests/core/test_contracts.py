@@ -53,3 +53,42 @@ async def test_status_readers_get_a_frozen_view_not_the_pools_record(make_runtim
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         view.in_use = 5
     assert rt.view("a").in_use == 0
+
+
+async def test_status_never_waits_for_the_disk_count_of_cached_prompts(make_runtime):
+    """``cached_prompts`` may touch a slow disk: status shows the last count, taken on a
+    worker thread, and answers at once even while the hook is stuck."""
+    import asyncio
+    import threading
+    import time
+
+    from hoshikage_core.hookspecs import hookimpl
+
+    release = threading.Event()
+    callers: list[str] = []
+
+    class SlowDisk:
+        @hookimpl
+        def cached_prompts(self, entry, config):
+            callers.append(threading.current_thread().name)
+            release.wait(10)
+            return 3
+
+    rt = await make_runtime({"a": {}})
+    rt.pm.register(SlowDisk(), name="slow-disk")
+    try:
+        started = time.monotonic()
+        first = rt.status()["models"][0]["cached_prompts"]
+        assert time.monotonic() - started < 0.5 and first == 0
+        await asyncio.sleep(0.1)
+        assert rt.status()["models"][0]["cached_prompts"] == 0  # still counting: not waited for
+        release.set()
+        deadline = time.monotonic() + 5
+        while rt.status()["models"][0]["cached_prompts"] != 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert rt.status()["models"][0]["cached_prompts"] == 3
+        assert callers and all(name.startswith("hoshikage-worker") for name in callers)
+        assert threading.current_thread().name not in callers
+    finally:
+        release.set()
+        await rt.stop()

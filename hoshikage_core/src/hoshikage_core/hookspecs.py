@@ -51,7 +51,9 @@ def create_backend(entry, config):
 def cached_prompts(entry, config):
     """Return how many prompt prefixes your backend keeps on disk for ``entry`` (states an
     earlier load left, which the next load can restore), or None if ``entry.backend`` is
-    not yours. Called for every model on each status request, loaded or not: keep it cheap.
+    not yours. Called for every model, loaded or not, on a worker thread at most once a
+    second while status is asked for (the status shows the last count): it may touch the
+    disk, but keep it cheap.
     """
 
 

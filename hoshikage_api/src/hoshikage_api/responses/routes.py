@@ -20,16 +20,17 @@ from litestar import Request, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
 
-from ..kernel.answer import answer
+from ..kernel.answer import HEADERS, OwnTypeStream, answer
 from ..kernel.body import StrictBody
 from ..kernel.deps import runtime_of
+from ..kernel.disconnect import until_disconnect
 from ..kernel.errors import ApiError
-from ..kernel.generation import collect
+from ..kernel.generation import collect, run
 from ..kernel.wire import ErrorBody
 from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
-from .running import Running, running_of
+from .running import EventLog, Running, finished_logs_of, keep_finished, running_of
 from .store import Stored, store_of
 from .translate import previous_not_found, response_job, wants_logprobs
 
@@ -85,7 +86,10 @@ async def _then(items: AsyncIterator[bytes], done: Callable[[], object]) -> Asyn
     "of OpenAI's events, each with a `sequence_number`: `response.created`, `response.in_progress`, "
     "output item, content part, `response.output_text.delta` and function-call argument events, and "
     "`response.completed` or `response.incomplete` (or `response.failed` if generation fails after "
-    "the stream started).",
+    "the stream started). With `background: true` the response generates on its own: without "
+    "`stream` the answer is the response `in_progress` at once; with `stream: true` its events are "
+    "streamed and kept, so a client that leaves does not stop it and may come back with `GET "
+    "/v1/responses/{id}?stream=true&starting_after=N`.",
 )
 async def create_response(
     request: Request, data: Annotated[s.CreateResponse, Body()]
@@ -111,11 +115,26 @@ async def create_response(
         running.pop(builder.id, None)
 
     if data.background:
-        entry.task = asyncio.create_task(
-            _background(builder, collect(runtime, job, builder.ready), keep)
-        )
-        entry.task.add_done_callback(lambda _task: gone())
-        return entry.snapshot()
+        if data.stream:
+            entry.log = EventLog()
+            work = _background_stream(builder, run(runtime, job, builder.ready), entry.log, keep)
+        else:
+            work = _background(builder, collect(runtime, job, builder.ready), keep)
+        entry.task = asyncio.create_task(work)
+        finished = finished_logs_of(request)
+
+        def ended(_task) -> None:
+            gone()
+            if entry.log is not None and entry.log.error is None:
+                keep_finished(finished, builder.id, entry.log)
+
+        entry.task.add_done_callback(ended)
+        if entry.log is None:
+            return entry.snapshot()
+        # An error before the first event (unknown model, full queue) is an ordinary error
+        # answer; a client that leaves before it only stops waiting.
+        await until_disconnect(request, entry.log.started())
+        return OwnTypeStream(entry.log.follow(), own_media_type=builder.media_type, headers=HEADERS)
     try:
         response = await answer(request, runtime, job, builder)
     except BaseException:
@@ -142,22 +161,70 @@ async def _background(builder: ResponseBuilder, results, keep) -> None:
         keep(builder.response("failed", error=failure))
 
 
+async def _background_stream(builder: ResponseBuilder, chunks, log: EventLog, keep) -> None:
+    """A streamed ``background: true`` response, to its end, its events written to ``log``
+    whoever reads it: stored as it ends (completed or incomplete, by the builder's
+    ``on_final``), failed (after a ``response.failed`` event), or cancelled. A failure
+    before the first event is left in the log for the creating request to answer."""
+    error = None
+    try:
+        async with aclosing(chunks) as source:
+            async for index, chunk in source:
+                log.extend(builder.items(index, chunk))
+    except asyncio.CancelledError:
+        keep(builder.response("cancelled"))
+    except Exception as exc:
+        if not log.events:
+            error = exc
+        else:
+            failure = errors.to_openai(exc)
+            code = errors.failure_code(failure)
+            log.extend(builder.failed(code, failure.message))
+            keep(
+                builder.response(
+                    "failed", error=s.ResponseError(code=code, message=failure.message)
+                )
+            )
+    finally:
+        log.close(error)
+
+
 @get(
     ["/v1/responses/{response_id:str}", "/responses/{response_id:str}"],
-    summary="Retrieve a stored response",
+    summary="Retrieve a stored response, or stream a background one's events again",
     responses=error_specs(400, 401, 404),
 )
 async def retrieve_response(
     request: Request,
     response_id: ResponseId,
     stream: Annotated[
-        bool, Parameter(description="not supported: a stored response is whole")
+        bool,
+        Parameter(
+            description="stream the events of a response created with `background: true` and "
+            "`stream: true` (while it runs, and for the last few after it ends)"
+        ),
     ] = False,
+    starting_after: Annotated[
+        int | None,
+        Parameter(ge=0, description="with `stream`: the sequence number to start after"),
+    ] = None,
 ) -> s.Response:
     if stream:
-        raise ApiError(
-            400, "Streaming a stored response ('stream=true') is not supported.", param="stream"
-        )
+        running = running_of(request).get(response_id)
+        log = running.log if running is not None else finished_logs_of(request).get(response_id)
+        if log is None:
+            if store_of(request).get(response_id) is None:
+                raise _not_found(response_id)
+            raise ApiError(
+                400,
+                "Only a response created with 'background': true and 'stream': true can be "
+                "streamed again ('stream=true'), while it runs or shortly after; GET it whole.",
+                param="stream",
+            )
+        after = -1 if starting_after is None else starting_after
+        return OwnTypeStream(log.follow(after), own_media_type="text/event-stream", headers=HEADERS)
+    if starting_after is not None:
+        raise ApiError(400, "'starting_after' needs 'stream=true'.", param="starting_after")
     stored = store_of(request).get(response_id)
     if stored is not None:
         return stored.response

@@ -4,7 +4,7 @@ The request body is decoded strictly (see :mod:`hoshikage_api.body`): a wrong ty
 is a 400 naming its path. Unknown fields are ignored, as on the other OpenAI routes. Fields
 the official SDK sends that change nothing here (``user``, ``include``, ``reasoning``,
 ``service_tier``, ``prompt_cache_key``...) are declared so that their types are checked;
-those that would ask for something this server cannot do (streamed ``background``, ``conversation``,
+those that would ask for something this server cannot do (unstored ``background``, ``conversation``,
 ``prompt``, ``truncation: "auto"``, hosted tools) decode, so the translator can refuse them
 by name.
 
@@ -228,8 +228,8 @@ class CreateResponse(Struct, kw_only=True):
     prompt_cache_key: FreeString | None = None
     prompt_cache_retention: FreeString | None = None
     service_tier: FreeString | None = None
-    #: Answer at once and generate in the background (GET it, or cancel it); not with
-    #: ``stream`` or ``store: false``.
+    #: Generate in the background (GET it, cancel it; with ``stream``, its events are kept
+    #: to be streamed again); not with ``store: false``.
     background: bool | None = None
     # Refused when set: no conversations, no stored prompts here.
     conversation: str | dict[str, Any] | None = None

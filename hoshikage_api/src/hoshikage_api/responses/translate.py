@@ -273,10 +273,10 @@ def _response_format(text: s.TextConfig | None) -> ResponseFormat | None:
 
 
 def _refuse_unsupported(data: s.CreateResponse) -> None:
-    if data.background and (data.stream or data.store is False):
+    if data.background and data.store is False:
         raise invalid(
-            "'background' responses here are neither streamed nor unstored: send "
-            "'stream': false and leave 'store' true, then GET the response.",
+            "'background' responses are stored (GET them, or stream them again): leave "
+            "'store' true.",
             "background",
         )
     if data.conversation is not None:
