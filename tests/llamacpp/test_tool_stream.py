@@ -78,17 +78,48 @@ def test_json_arguments_keep_the_models_own_text():
     assert calls[0]["function"]["arguments"] == '{"arg1":1,  "x": "\\u00e9"}'
 
 
-def test_xml_arguments_are_rendered_as_json_as_parameters_complete():
+def test_xml_arguments_are_rendered_as_json_as_parameters_are_written():
+    """The name as soon as it is complete; a value that may be JSON once it ends, a value
+    that can only be text as it is written (a file being written streams)."""
     text = (
         "<tool_call>\n<function=special_function_with_opt>\n<parameter=arg1>\n1\n</parameter>\n"
-        "<parameter=arg2>\ntwo words\n</parameter>\n</function>\n</tool_call>"
+        "<parameter=arg2>\ntwo words\nand a < b\n</parameter>\n</function>\n</tool_call>"
     )
     steps, last, calls = run("qwen3-coder", list(text))
+    named = next(k for k, step in enumerate(steps) if any(d.name for d in step))
+    assert text[: named + 1].endswith("<function=special_function_with_opt>")
     pieces = [d.arguments for step in steps for d in step if d.name is None] + [
         d.arguments for d in last
     ]
-    assert pieces == ['{"arg1": 1', ', "arg2": "two words"', "}"]
-    assert calls[0]["function"]["arguments"] == '{"arg1": 1, "arg2": "two words"}'
+    assert pieces[:3] == ["{", '"arg1": 1', ', "arg2": "tw']  # "t" might have been true
+    assert (
+        "".join(pieces)
+        == calls[0]["function"]["arguments"]
+        == json.dumps({"arg1": 1, "arg2": "two words\nand a < b"})
+    )
+    assert len(pieces) > 10 and pieces[-2:] == ['"', "}"]
+
+
+@pytest.mark.parametrize(
+    "fmt,text",
+    [
+        (
+            "glm",
+            "<tool_call>special_function<arg_key>arg1</arg_key><arg_value>some text</arg_value></tool_call>",
+        ),
+        (
+            "minimax",
+            '<invoke name="special_function"><parameter name="arg1">some text</parameter></invoke>',
+        ),
+    ],
+)
+def test_glm_and_minimax_stream_a_text_value_as_it_is_written(fmt, text):
+    steps, last, calls = run(fmt, list(text))
+    pieces = [d.arguments for step in steps for d in step if d.name is None] + [
+        d.arguments for d in last
+    ]
+    assert "".join(pieces) == calls[0]["function"]["arguments"] == '{"arg1": "some text"}'
+    assert len(pieces) > 5
 
 
 def test_a_tool_not_offered_is_never_streamed_and_is_text():
@@ -203,7 +234,7 @@ def test_any_capture_streams_without_error_and_agrees_with_its_calls(fmt, parts,
             assert call["function"]["name"] == whole["function"]["name"]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     case=st.sampled_from(CASES),
     edits=st.lists(
@@ -221,7 +252,7 @@ def test_a_damaged_call_streams_what_parse_reads_or_follows_the_botched_rule(cas
     """Every family's call cut short, with a piece of syntax put in or a few characters
     taken out: when the whole capture parses, the streamed calls are parse's calls
     (names, and arguments as JSON); when it does not, only calls that had started are kept,
-    with the valid argument text streamed."""
+    with the valid argument text streamed. The arguments are always their deltas joined."""
     fmt, text, _ = case
     for kind, at, piece in edits:
         at = min(at, len(text))
@@ -239,8 +270,12 @@ def test_a_damaged_call_streams_what_parse_reads_or_follows_the_botched_rule(cas
     ] == got
     parsed = parse(FORMATS[fmt], text, KNOWN)
     if parsed is not None:
-        assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
-            (c["function"]["name"], json.loads(c["function"]["arguments"])) for c in parsed
-        ]
+        streamed = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+        whole = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in parsed]
+        if fmt == "glm":  # a text value whose </arg_value> is botched: parse drops it, but
+            # it was streamed as it was written, and stays (closed)
+            assert [name for name, _ in streamed] == [name for name, _ in whole]
+        else:
+            assert streamed == whole
     elif calls is not None:
         assert steps and any(d.name for step in steps for d in step)  # only calls that started

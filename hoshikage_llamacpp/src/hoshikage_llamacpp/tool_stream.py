@@ -9,22 +9,23 @@ safe to send:
 * JSON forms (hermes, llama3, mistral, harmony, deepseek, kimi, command-r, functionary,
   granite, firefunction, and bare JSON): the model's own argument text, as far as it is
   valid JSON (a resumable scanner reads it, so each token costs only its own characters);
-* XML forms (qwen3-coder, glm, minimax): a JSON rendering, one ``"key": value`` member as
-  each parameter completes, ``}`` when the call closes (``json.dumps`` of the parameters:
-  the same text :func:`.tool_calls.parse` writes).
+* XML forms (qwen3-coder, glm, minimax): a JSON rendering (``json.dumps`` of the
+  parameters: the same text :func:`.tool_calls.parse` writes), built member by member: a
+  value that may be JSON once it ends, a text value as it is written (:func:`_partial`).
 
 The rules (docs/backend-llamacpp.md, "Tool calls streamed"):
 
 1. A call starts streaming once its name is complete and is one of the request's tools,
-   and its arguments have begun: the first key of the JSON object (or ``{}``), or the first
-   parameter complete (XML forms). Its first delta is the id and name, then argument
-   pieces. Calls start in the order they are written.
+   and (JSON forms) its arguments have begun: the first key of the JSON object, or ``{}``.
+   Its first delta is the id and name, then argument pieces. Calls start in the order
+   they are written.
 2. Argument text goes out only as far as it is valid JSON, so any prefix parses with a
    partial JSON parser (the Anthropic SDK parses every ``input_json_delta``).
 3. At the end, when the capture parses (:func:`.tool_calls.parse`), each call's
    ``arguments`` are its deltas joined: the last chunk carries what was still missing
    (for a call never streamed: all of it). For the JSON forms that is the model's own
-   argument text, not a re-dump of it.
+   argument text, not a re-dump of it. Where the whole reading disagrees with what was
+   streamed, the streamed text stands, closed where closing makes it JSON (:func:`_healed`).
 4. A botched capture (bad JSON, a tool not offered, cut by ``max_tokens``) is text, as in a
    whole answer, when no call has started. Once one has, it cannot be taken back: the calls
    that started are the answer's calls, each with the argument text streamed (valid JSON
@@ -309,19 +310,46 @@ def _named_view(text: str, pos: int, members, closed: bool, name_key, args_keys)
     return View(name, piece, started=bool(_BEGUN.match(piece)), done=end is not None)
 
 
-def _render(params: list[tuple[str, str]], closed: bool) -> str:
-    """The JSON text of XML-form parameters: ``json.dumps`` of them, built one at a time."""
+def _render(params: list[tuple[str, str]], closed: bool, partial: str | None = None) -> str:
+    """The JSON text of XML-form parameters: ``json.dumps`` of them, built one at a time;
+    ``partial``, the rendering of a parameter still being written, last."""
     members = [
         json.dumps(key, ensure_ascii=False) + ": " + json.dumps(_value(value), ensure_ascii=False)
         for key, value in params
     ]
+    if partial is not None and not closed:
+        members.append(partial)
     return "{" + ", ".join(members) + ("}" if closed else "")
 
 
-def _xml_view(name: str | None, params: list[tuple[str, str]], closed: bool) -> View:
+def _partial(r: Reader, text: str, key: str, at: int, markers: tuple[str, ...]) -> str | None:
+    """A parameter still being written, from ``at`` to the end of ``text``: its member so
+    far (``"key": "text`` without the closing quote), once its value is certainly a string
+    (what :func:`.tool_calls._value` makes of text that is not JSON); None while it may
+    still be JSON (then it goes out whole, once complete). A tail that may become the
+    closing marker, and trailing newlines (stripped at the end), wait."""
+    sofar = text[at:]
+    keep = len(sofar)
+    for size in range(min(len(sofar), max(map(len, markers)) - 1), 0, -1):
+        if any(marker.startswith(sofar[-size:]) for marker in markers):
+            keep -= size
+            break
+    value = sofar[:keep].strip("\n")
+    if not value:
+        return None
+    scan = r.scan(text, at, at + keep)
+    if not (scan.bad or scan.done and text[scan.end : at + keep].strip()):
+        return None  # JSON so far: its value is not known until it ends
+    return json.dumps(key, ensure_ascii=False) + ": " + json.dumps(value, ensure_ascii=False)[:-1]
+
+
+def _xml_view(
+    name: str | None, params: list[tuple[str, str]], closed: bool, partial: str | None = None
+) -> View:
+    """An XML-form call: streamed from its name on, the arguments as they are rendered."""
     if name is None:
         return View(None)
-    return View(name, _render(params, closed), started=bool(params) or closed, done=closed)
+    return View(name, _render(params, closed, partial), started=True, done=closed)
 
 
 def _find(text: str, what: str, at: int, default: int | None = None) -> int | None:
@@ -374,6 +402,7 @@ def _hermes(r: Reader, text: str, final: bool) -> list[View]:
 
 _QWEN_HEAD = re.compile(r"<function=([^>\s]*)(>?)")
 _QWEN_PARAM = re.compile(r"<parameter=([^>\s]+)>")
+_QWEN_ENDS = ("</parameter>", "<parameter=", "</function>")
 
 
 def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
@@ -384,7 +413,7 @@ def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
             break
         closed = closed or final
         body = text[head.end() : body_end]
-        params = []
+        params, partial = [], None
         for mark in _QWEN_PARAM.finditer(body):
             value_end = _find(body, "</parameter>", mark.end())
             nxt = _find(body, "<parameter=", mark.end())
@@ -393,11 +422,14 @@ def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
                 params.append((mark.group(1), body[mark.end() : min(ends)]))
             elif closed:
                 params.append((mark.group(1), body[mark.end() :]))
-        views.append(_xml_view(head.group(1), params, closed))
+            else:
+                partial = _partial(r, text, mark.group(1), head.end() + mark.end(), _QWEN_ENDS)
+        views.append(_xml_view(head.group(1), params, closed, partial))
     return views
 
 
 _GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
+_GLM_OPEN = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>", re.S)
 
 
 def _glm(r: Reader, text: str, final: bool) -> list[View]:
@@ -407,8 +439,15 @@ def _glm(r: Reader, text: str, final: bool) -> list[View]:
         complete = end < len(text) or closed or final
         cut = block.find("<arg_key>")
         name = block[:cut].strip() if cut != -1 else (block.strip() if complete else None)
-        params = [(k.strip(), v) for k, v in _GLM_ARG.findall(block)]
-        views.append(_xml_view(name or None, params, complete))
+        params, partial, last = [], None, 0
+        for arg in _GLM_ARG.finditer(block):
+            params.append((arg.group(1).strip(), arg.group(2)))
+            last = arg.end()
+        going = _GLM_OPEN.search(block, last)
+        if going is not None and not complete and "</arg_value>" not in block[going.end() :]:
+            ends = ("</arg_value>", "</tool_call>")
+            partial = _partial(r, text, going.group(1).strip(), begin + going.end(), ends)
+        views.append(_xml_view(name or None, params, complete, partial))
     return views
 
 
@@ -424,16 +463,19 @@ def _minimax(r: Reader, text: str, final: bool) -> list[View]:
             break
         closed = closed or final
         body = text[head.end() : body_end]
-        params, at = [], 0
+        params, at, partial = [], 0, None
         while (mark := _MINIMAX_PARAM.search(body, at)) is not None:
             value_end = body.find("</parameter>", mark.end())
             if value_end == -1:
                 if closed:  # the last value runs to the end of the call
                     params.append((mark.group(1), body[mark.end() :]))
+                else:
+                    ends = ("</parameter>", "</invoke>")
+                    partial = _partial(r, text, mark.group(1), head.end() + mark.end(), ends)
                 break
             params.append((mark.group(1), body[mark.end() : value_end]))
             at = value_end + len("</parameter>")
-        views.append(_xml_view(head.group(1), params, closed))
+        views.append(_xml_view(head.group(1), params, closed, partial))
     return views
 
 
@@ -647,7 +689,7 @@ class ToolStream:
             if index < len(sent):
                 call_id, _name, done = sent[index]
                 if full is None or not full.startswith(done):
-                    full = parsed if parsed.startswith(done) else done
+                    full = parsed if parsed.startswith(done) else _healed(done)
             else:
                 call_id, done = call["id"], ""
                 full = parsed if full is None else full
@@ -656,6 +698,23 @@ class ToolStream:
                 deltas.append(ToolCallDelta(index, arguments=full[len(done) :]))
             out.append(_call(call_id, name, full))
         return tuple(deltas), out
+
+
+def _healed(streamed: str) -> str:
+    """Streamed argument text that the whole reading disagrees with (a value whose closing
+    marker the model botched), closed where that only takes closing it: an open string
+    value and the open containers. Anything else stays as it was streamed."""
+    scan = JsonScan(0)
+    scan.feed(streamed, len(streamed))
+    if scan.state == _STRING and not scan._is_key:
+        tail = '"'
+    elif scan.state in (_NEXT, _KEY_OR_CLOSE, _VALUE_OR_CLOSE):
+        tail = ""
+    else:
+        return streamed
+    return (
+        streamed + tail + "".join("}" if kind == "{" else "]" for kind, *_ in reversed(scan.stack))
+    )
 
 
 def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
