@@ -417,3 +417,41 @@ def test_ollama_still_gets_whole_calls(server):
     assert [(c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
         ("get_weather", {"city": "Kyoto"})
     ]
+
+
+def test_a_call_cut_by_max_tokens_stays_a_call_with_its_partial_arguments(oai, claude):
+    """As OpenAI does: finish_reason "length" and the arguments so far (not JSON yet), the
+    same streamed and whole; the Anthropic SDK's partial JSON parser takes every piece."""
+    grammar = (
+        'root ::= <tool_call> "{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": \\"" [a-z]{2000} '
+        '"\\"}}" </tool_call>'
+    )
+    body = {"grammar": grammar, **NO_THINKING}
+    events = oai.chat.completions.create(
+        model="qwen3", messages=USER, tools=TOOLS, stream=True, max_tokens=100, extra_body=body
+    )
+    finish = []
+
+    def chunks():
+        for chunk in events:
+            finish.extend(c.finish_reason for c in chunk.choices if c.finish_reason)
+            yield chunk
+
+    deltas, content = chat_deltas(chunks())
+    ((_, name, arguments, pieces),) = calls_of(deltas)
+    assert finish == ["length"] and content == "" and pieces > 1
+    assert (
+        name == "get_weather" and arguments.startswith('{"city": "') and not arguments.endswith("}")
+    )
+    whole = oai.chat.completions.create(
+        model="qwen3", messages=USER, tools=TOOLS, max_tokens=100, extra_body=body
+    )
+    assert whole.choices[0].finish_reason == "length"
+    assert [c.function.arguments for c in whole.choices[0].message.tool_calls] == [arguments]
+    with claude.messages.stream(
+        model="qwen3", max_tokens=100, messages=USER, tools=CLAUDE_TOOLS, extra_body=body
+    ) as stream:
+        message = stream.get_final_message()
+    assert message.stop_reason == "max_tokens"
+    assert [b.type for b in message.content] == ["tool_use"]
+    assert isinstance(message.content[0].input, dict)  # its partial parse of what came
