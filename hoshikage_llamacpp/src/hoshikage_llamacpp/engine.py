@@ -388,8 +388,10 @@ class Engine:
         drafts = seq.drafts
         seq.draft_tokens += len(drafts)  # counted before its last chunk may go out
         accepted = 0
+        # A greedy chain's draws at every row at once (None: the chain draws row by row).
+        best = seq.sampler.best(self._ctx, row, len(drafts) + 1) if not seq.forced else None
         for i in range(len(drafts) + 1):
-            token = self._sample(seq, row + i, out)
+            token = self._sample(seq, row + i, out, best[i] if best is not None else None)
             if token is None:
                 break  # it finished
             if seq.drafter is not None:
@@ -413,14 +415,20 @@ class Engine:
                 raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
             del slot.tokens[keep:]
 
-    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> int | None:
-        """Draw ``seq``'s next token at ``row``: the token when the sequence goes on, None
-        when it has finished (its last chunk is out)."""
+    def _sample(
+        self, seq: Sequence, row: int, out: _Outbox, drawn: int | None = None
+    ) -> int | None:
+        """Draw ``seq``'s next token at ``row`` (``drawn``: its chain's draw there, made
+        already): the token when the sequence goes on, None when it has finished (its last
+        chunk is out)."""
         if seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
             return None
         # The think block closed at its budget: its end marker goes in instead of a draw.
-        token = seq.forced.popleft() if seq.forced else seq.sampler.sample(self._ctx, row)
+        if seq.forced:
+            token = seq.forced.popleft()
+        else:
+            token = seq.sampler.sample(self._ctx, row, drawn)
         if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
             return None
