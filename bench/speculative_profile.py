@@ -8,8 +8,10 @@ Usage::
 Runs bench/speculative.py's workloads on Gemma 3 270M in-process (no server), speculation
 on and off, and reports per workload: steps, tokens, the Python CPU time of the engine
 thread per step and per token (``time.thread_time``, so other load on the machine does not
-count), and the decode's wall time per step. ``--profile`` adds a cProfile of the engine
-thread's steps. Relative figures for comparing changes, not the benchmark's tok/s.
+count), the decode's wall time per step, and the modelled decode cost per token (steps plus
+``TOKEN_COST`` per drafted token, in one-token steps: how a draft-length policy fares, with
+no noise from the machine). ``--profile`` adds a cProfile of the engine thread's steps.
+Relative figures for comparing changes, not the benchmark's tok/s.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--workload", action="append")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--on-only", action="store_true", help="skip the runs without drafts")
     args = parser.parse_args()
 
     import llama_cpp
@@ -98,7 +101,7 @@ def main() -> None:
     try:
         for name in names:
             body = bench.workloads()[name]
-            for speculative in (False, True):
+            for speculative in (True,) if args.on_only else (False, True):
                 req = GenerationRequest(
                     prompt=body["prompt"],
                     temperature=body["temperature"],
@@ -123,7 +126,9 @@ def main() -> None:
                     f"py/step={1e6 * py / max(clock.steps, 1):6.0f}us "
                     f"py/token={1e6 * py / max(tokens, 1):6.0f}us "
                     f"decode/step={1e3 * clock.decode_wall / max(clock.steps, 1):6.2f}ms "
-                    f"drafts={last.draft_accepted}/{last.draft_tokens} wall={wall:5.2f}s",
+                    f"drafts={last.draft_accepted}/{last.draft_tokens} "
+                    f"cost/token={_cost(clock.steps, last.draft_tokens or 0) / max(tokens, 1):5.3f} "
+                    f"wall={wall:5.2f}s",
                     flush=True,
                 )
                 if clock.profile is not None:
@@ -134,6 +139,15 @@ def main() -> None:
                     clock.profile = None
     finally:
         model.close()
+
+
+def _cost(steps: int, drafted: int) -> float:
+    """The decode time of a run in one-token steps, as the draft-length policy models it
+    (:data:`~hoshikage_llamacpp.speculative.TOKEN_COST` per extra token with logits): a
+    figure the machine's load does not change."""
+    from hoshikage_llamacpp.speculative import TOKEN_COST
+
+    return steps + TOKEN_COST * drafted
 
 
 def _run(model, req, CancelToken, BlockingStream) -> list:

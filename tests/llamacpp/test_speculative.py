@@ -91,6 +91,32 @@ def test_a_sequence_whose_drafts_fail_retries_ever_more_rarely():
     assert k >= 4
 
 
+def test_ngram_drafter_reports_how_long_a_copy_its_draft_continues():
+    text = list(range(100, 160))
+    drafter = NgramDrafter()
+    drafter.begin([*text, 7, 8, *text[:40]])  # the text, then a copy of its first 40 tokens
+    assert drafter.draft(16) == text[40:56]
+    assert drafter.matched == 40
+    drafter.push(9)  # the copy breaks: no n-gram ending in 9 was seen before
+    assert drafter.draft(16) == [] and drafter.matched == 0
+    drafter.begin([1, 2, 3, 4, 9, 9, 2, 3, 4])  # found by a 3-token key, one more agrees
+    assert drafter.draft(2) == [9, 9] and drafter.matched == 3
+
+
+def test_a_long_copy_drafts_long_at_once_and_a_short_match_after_a_rejection_does_not():
+    fresh = DraftLength(16)
+    assert fresh.next(0, 16) == 3  # no evidence yet: the prior's length
+    assert fresh.next(0, 16, matched=40) >= 14  # continuing a 40-token copy
+    assert DraftLength(16).next(7, 16, matched=40) <= DraftLength(16).next(0, 16, matched=40)
+    trusted = DraftLength(16)
+    for _ in range(10):
+        trusted.update(16, 16)
+    assert trusted.next(0, 16) == 16 and trusted.rate > 0.98
+    trusted.update(16, 4)  # rejected; what follows matches a 3-token key only
+    assert trusted.next(0, 16, matched=3) == 3
+    assert trusted.next(0, 16, matched=60) == 16  # the copy is back
+
+
 def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
     for p in (0.6, 0.8, 0.9, 0.95):
         assert best_length(p, 16, others=7) <= best_length(p, 16, others=0)

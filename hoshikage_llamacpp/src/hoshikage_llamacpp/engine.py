@@ -358,26 +358,35 @@ class Engine:
 
     def _plan_drafts(self, generating: list[Sequence]) -> None:
         """Each generating sequence's draft for this step, within the batch's room (every
-        next token comes first), its token budget and its draft length."""
+        next token comes first), its token budget and its draft length. The n-gram lookup
+        comes first, as long as it can be: how long a copy it continues is part of what
+        decides how much of it to keep (:class:`~.speculative.DraftLength`)."""
         room = self._batch.capacity - len(generating)
         others = len(generating) - 1
         wanted, asking = [], []  # what the draft model is asked for, and by whom
         for seq in generating:
             seq.drafts = ()
-            if seq.draft_length is None or room <= 0:
+            length = seq.draft_length
+            if length is None or room <= 0:
                 continue
             # The step yields up to k + 1 tokens; the last one may not exceed the budget.
             limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
-            k = seq.draft_length.next(others, limit) if limit > 0 else 0
-            if not k:
+            if limit <= 0:
                 continue
-            if seq.drafter is not None:
-                seq.drafts = seq.drafter.draft(k)
-            if not seq.drafts and self.draft_model is not None:
-                wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
-                asking.append(seq)
-                room -= k
-            room -= len(seq.drafts)
+            drafter = seq.drafter
+            if drafter is not None:
+                draft = drafter.draft(min(length.max, limit))
+                if draft:
+                    k = length.next(others, len(draft), drafter.matched)
+                    seq.drafts = draft[:k]
+                    room -= k
+                    continue
+            if self.draft_model is not None:
+                k = length.next(others, limit)
+                if k:
+                    wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
+                    asking.append(seq)
+                    room -= k
         if wanted:
             for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
                 seq.drafts = drafts
