@@ -162,7 +162,7 @@ class DraftLength:
     a stretch of ``matched`` tokens that agree with the sequence's last ones, each of those
     beyond the longest n-gram key (``LONG_MATCH``) counts as one more accepted token in the
     estimate for this draft, so a sequence copying its input drafts long as soon as the copy
-    is long (a 40-token copy: 15 of 16, whatever came before) instead of growing from 3. A
+    is long (a 40-token copy: all 16 alone, whatever came before) instead of growing from 3. A
     draft found only by a shorter key is trusted at most as Laplace's rule of succession
     trusts ``m`` agreements in a row, ``(m + 1) / (m + 2)`` (a 3-token match: 0.8, 3 tokens
     alone), so right after a rejection, where the copy being continued is short again, a
