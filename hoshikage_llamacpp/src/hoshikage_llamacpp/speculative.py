@@ -70,11 +70,11 @@ class NgramDrafter(Drafter):
         self.matched = 0
 
     def begin(self, prompt: list[int]) -> None:
-        self.tokens = []
-        for index in self._index:
+        # As a push of each token, in one pass per n-gram size (a later occurrence wins).
+        tokens = self.tokens = list(prompt)
+        for n, index in zip(NGRAM_SIZES, self._index, strict=True):
             index.clear()
-        for token in prompt:
-            self.push(token)
+            index.update((tuple(tokens[end - n : end]), end) for end in range(n, len(tokens)))
 
     def push(self, token: int) -> None:
         tokens = self.tokens
