@@ -169,9 +169,9 @@ class DraftLength:
     sequence with a long record of accepted drafts does not draft 12 tokens on a guess.
 
     After a run of failures the sequence stops drafting and tries one token again after
-    ``RETRY`` steps, then after twice as many each time that try fails too (up to
-    ``RETRY_MAX``), so a sequence that starts copying its input later is found again while
-    one that never does costs next to nothing.
+    ``RETRY`` steps with a draft at hand (calls of :meth:`next`), then after twice as many
+    each time that try fails too (up to ``RETRY_MAX``), so a sequence that starts copying
+    its input later is found again while one that never does costs next to nothing.
     """
 
     DECAY = 0.7
