@@ -107,6 +107,8 @@ def test_a_long_copy_drafts_long_at_once_and_a_short_match_after_a_rejection_doe
     fresh = DraftLength(16)
     assert fresh.next(0, 16) == 3  # no evidence yet: the prior's length
     assert fresh.next(0, 16, matched=40) >= 14  # continuing a 40-token copy
+    # A sampled draw leaves a copy as easily after 40 agreeing tokens: no such trust.
+    assert DraftLength(16, greedy=False).next(0, 16, matched=40) == 3
     assert DraftLength(16).next(7, 16, matched=40) <= DraftLength(16).next(0, 16, matched=40)
     trusted = DraftLength(16)
     for _ in range(10):

@@ -644,7 +644,7 @@ class Engine:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
         seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
         if self.draft_max > 0 and request.speculative:
-            seq.draft_length = DraftLength(self.draft_max)
+            seq.draft_length = DraftLength(self.draft_max, greedy=seq.sampler.greedy)
             if self._ngram:
                 seq.drafter = NgramDrafter()
                 seq.drafter.begin(job.plan.tokens)

@@ -315,8 +315,9 @@ class SamplerChain:
         #: Draws the grammar rejected, and draws in all (for tests and the benchmark).
         self.rejected = 0
         self.draws = 0
-        #: The chain is greedy alone: its draw is the argmax of the raw logits, made with
-        #: numpy (see the module docstring).
+        #: Temperature 0; and the chain is greedy alone: its draw is the argmax of the raw
+        #: logits, made with numpy (see the module docstring).
+        self.greedy = False
         self.argmax = False
         #: A lazy grammar waits for this text before it constrains anything.
         self._trigger = trigger
@@ -360,6 +361,7 @@ class SamplerChain:
         if self._grammar is not None and not request.logit_bias:
             self._enough_allowed = 1 if temperature <= 0 else (top_k if top_k > 0 else None)
         if temperature <= 0:
+            self.greedy = True
             self._add(lib.llama_sampler_init_greedy())
             self.argmax = FAST_GREEDY and not request.logit_bias and not penalties
             return

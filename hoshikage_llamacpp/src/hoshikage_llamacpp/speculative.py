@@ -161,8 +161,8 @@ class DraftLength:
     How long a verbatim copy the draft continues is evidence of its own. When it continues
     a stretch of ``matched`` tokens that agree with the sequence's last ones, each of those
     beyond the longest n-gram key (``LONG_MATCH``) counts as one more accepted token in the
-    estimate for this draft, so a sequence copying its input drafts long as soon as the copy
-    is long (a 40-token copy: all 16 alone, whatever came before) instead of growing from 3. A
+    estimate for this draft (greedy sequences only), so a sequence copying its input drafts
+    long as soon as the copy is long (a 40-token copy: all 16 alone, whatever came before) instead of growing from 3. A
     draft found only by a shorter key is trusted at most as Laplace's rule of succession
     trusts ``m`` agreements in a row, ``(m + 1) / (m + 2)`` (a 3-token match: 0.8, 3 tokens
     alone), so right after a rejection, where the copy being continued is short again, a
@@ -178,10 +178,13 @@ class DraftLength:
     RETRY = 8
     RETRY_MAX = 128
 
-    __slots__ = ("max", "_hits", "_tries", "_idle", "_retry")
+    __slots__ = ("max", "greedy", "_hits", "_tries", "_idle", "_retry")
 
-    def __init__(self, draft_max: int):
+    def __init__(self, draft_max: int, greedy: bool = True):
         self.max = draft_max
+        #: Whether a long copy counts as evidence (greedy draws only: a sampled draw leaves
+        #: a copy as easily after 20 agreeing tokens as after 3).
+        self.greedy = greedy
         # A prior of p = 0.8 until the first verdicts.
         self._hits = 1.0
         self._tries = 1.25
@@ -196,7 +199,7 @@ class DraftLength:
         """The length of the next draft, at most ``limit``, for a draft that continues a
         verbatim copy of ``matched`` tokens (0: unknown)."""
         p = self.rate
-        if matched > LONG_MATCH:
+        if matched > LONG_MATCH and self.greedy:
             extra = matched - LONG_MATCH
             p = (self._hits + extra) / (self._tries + extra)
         elif 0 < matched < LONG_MATCH:
