@@ -27,7 +27,7 @@ from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 from hoshikage_llamacpp.speculative import DraftLength, NgramDrafter, best_length  # noqa: E402
 
-from hoshikage_llamacpp import planning  # noqa: E402
+from hoshikage_llamacpp import planning, sampling  # noqa: E402
 
 EOS = 2
 #: Prompts whose greedy continuations loop (they draft a lot) or wander (they draft little).
@@ -91,6 +91,34 @@ def test_a_sequence_whose_drafts_fail_retries_ever_more_rarely():
     assert k >= 4
 
 
+def test_ngram_drafter_reports_how_long_a_copy_its_draft_continues():
+    text = list(range(100, 160))
+    drafter = NgramDrafter()
+    drafter.begin([*text, 7, 8, *text[:40]])  # the text, then a copy of its first 40 tokens
+    assert drafter.draft(16) == text[40:56]
+    assert drafter.matched == 40
+    drafter.push(9)  # the copy breaks: no n-gram ending in 9 was seen before
+    assert drafter.draft(16) == [] and drafter.matched == 0
+    drafter.begin([1, 2, 3, 4, 9, 9, 2, 3, 4])  # found by a 3-token key, one more agrees
+    assert drafter.draft(2) == [9, 9] and drafter.matched == 3
+
+
+def test_a_long_copy_drafts_long_at_once_and_a_short_match_after_a_rejection_does_not():
+    fresh = DraftLength(16)
+    assert fresh.next(0, 16) == 3  # no evidence yet: the prior's length
+    assert fresh.next(0, 16, matched=40) >= 14  # continuing a 40-token copy
+    # A sampled draw leaves a copy as easily after 40 agreeing tokens: no such trust.
+    assert DraftLength(16, greedy=False).next(0, 16, matched=40) == 3
+    assert DraftLength(16).next(7, 16, matched=40) <= DraftLength(16).next(0, 16, matched=40)
+    trusted = DraftLength(16)
+    for _ in range(10):
+        trusted.update(16, 16)
+    assert trusted.next(0, 16) == 16 and trusted.rate > 0.98
+    trusted.update(16, 4)  # rejected; what follows matches a 3-token key only
+    assert trusted.next(0, 16, matched=3) == 3
+    assert trusted.next(0, 16, matched=60) == 16  # the copy is back
+
+
 def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
     for p in (0.6, 0.8, 0.9, 0.95):
         assert best_length(p, 16, others=7) <= best_length(p, 16, others=0)
@@ -135,8 +163,8 @@ def chains(monkeypatch):
         made.append(chain)
         return chain
 
-    def recording(self, ctx, index=-1):
-        token = sample(self, ctx, index)
+    def recording(self, ctx, index=-1, drawn=None):
+        token = sample(self, ctx, index, drawn)
         self.drawn.append(token)
         return token
 
@@ -284,6 +312,73 @@ def test_a_drafted_tool_call_is_parsed_as_without_drafts(spec, plain, chains):
     assert json.loads(call["function"]["arguments"]) == {"note": note}
     assert [c["function"] for c in last0[0].tool_calls] == [call["function"]]
     assert last1[0].draft_accepted > 0
+
+
+# ---- the greedy fast path ----------------------------------------------------------------
+#
+# A greedy chain without bias or penalties draws with numpy's argmax over all of a step's
+# rows at once (sampling.SamplerChain.best). ``plain`` is made to draw through llama.cpp's
+# chain (FAST_GREEDY off) as the reference.
+
+FAST_CASES = {
+    "no bias": {},
+    "json schema": {
+        "response_format": ResponseFormat(
+            type="json_schema", schema={"const": "the cat sat on the mat " * 4}
+        ),
+        "max_tokens": 120,
+    },
+    "a grammar": {"grammar": 'root ::= ("the cat " | "sat on " | "the mat ")+', "max_tokens": 60},
+}
+
+
+def fast_and_chain(spec, plain, chains, monkeypatch, req):
+    """``req`` drafted with the fast path, then without drafts through the whole chain:
+    (ids, texts, argmax flags) of each."""
+    out = []
+    for model, fast in ((spec, True), (plain, False)):
+        monkeypatch.setattr(sampling, "FAST_GREEDY", fast)
+        del chains[:]
+        texts, last = collect(start(model, req))
+        out.append(([list(c.drawn) for c in chains], texts, [c.argmax for c in chains], last))
+    return out
+
+
+@pytest.mark.parametrize("case", FAST_CASES)
+@pytest.mark.parametrize("prompt", PROMPTS[:3])
+def test_the_greedy_fast_path_draws_what_the_chain_draws(
+    spec, plain, chains, monkeypatch, case, prompt
+):
+    req = request(prompt, logit_bias=None, **FAST_CASES[case])
+    (ids1, texts1, fast1, last1), (ids0, texts0, fast0, _) = fast_and_chain(
+        spec, plain, chains, monkeypatch, req
+    )
+    assert fast1 == [True] and fast0 == [False]
+    assert ids1 == ids0 and texts1 == texts0
+    assert len(ids1[0]) == last1[0].completion_tokens + (last1[0].finish_reason == "stop")
+
+
+def test_the_looping_prompt_drafts_on_the_fast_path(spec, chains, monkeypatch):
+    monkeypatch.setattr(sampling, "FAST_GREEDY", True)
+    _texts, last = collect(start(spec, request(PROMPTS[0], logit_bias=None, max_tokens=60)))
+    assert chains[0].argmax and last[0].draft_accepted > 20
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"logit_bias": {EOS: -100, 5: 3.5}},
+        {"repeat_penalty": 1.3},
+        {"presence_penalty": 0.5, "grammar": 'root ::= ("the cat " | "the mat ")+'},
+    ],
+    ids=["logit bias", "penalty", "penalty and grammar"],
+)
+def test_a_bias_or_a_penalty_keeps_the_whole_chain(spec, plain, chains, monkeypatch, fields):
+    (ids1, texts1, fast1, _), (ids0, texts0, _, _) = fast_and_chain(
+        spec, plain, chains, monkeypatch, request(PROMPTS[0], **fields)
+    )
+    assert fast1 == [False]
+    assert ids1 == ids0 and texts1 == texts0
 
 
 def test_n_choices_each_draft_on_their_own(spec, plain, chains):

@@ -358,26 +358,35 @@ class Engine:
 
     def _plan_drafts(self, generating: list[Sequence]) -> None:
         """Each generating sequence's draft for this step, within the batch's room (every
-        next token comes first), its token budget and its draft length."""
+        next token comes first), its token budget and its draft length. The n-gram lookup
+        comes first, as long as it can be: how long a copy it continues is part of what
+        decides how much of it to keep (:class:`~.speculative.DraftLength`)."""
         room = self._batch.capacity - len(generating)
         others = len(generating) - 1
         wanted, asking = [], []  # what the draft model is asked for, and by whom
         for seq in generating:
             seq.drafts = ()
-            if seq.draft_length is None or room <= 0:
+            length = seq.draft_length
+            if length is None or room <= 0:
                 continue
             # The step yields up to k + 1 tokens; the last one may not exceed the budget.
             limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
-            k = seq.draft_length.next(others, limit) if limit > 0 else 0
-            if not k:
+            if limit <= 0:
                 continue
-            if seq.drafter is not None:
-                seq.drafts = seq.drafter.draft(k)
-            if not seq.drafts and self.draft_model is not None:
-                wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
-                asking.append(seq)
-                room -= k
-            room -= len(seq.drafts)
+            drafter = seq.drafter
+            if drafter is not None:
+                draft = drafter.draft(min(length.max, limit))
+                if draft:
+                    k = length.next(others, len(draft), drafter.matched)
+                    seq.drafts = draft[:k]
+                    room -= k
+                    continue
+            if self.draft_model is not None:
+                k = length.next(others, limit)
+                if k:
+                    wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
+                    asking.append(seq)
+                    room -= k
         if wanted:
             for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
                 seq.drafts = drafts
@@ -388,8 +397,10 @@ class Engine:
         drafts = seq.drafts
         seq.draft_tokens += len(drafts)  # counted before its last chunk may go out
         accepted = 0
+        # A greedy chain's draws at every row at once (None: the chain draws row by row).
+        best = seq.sampler.best(self._ctx, row, len(drafts) + 1) if not seq.forced else None
         for i in range(len(drafts) + 1):
-            token = self._sample(seq, row + i, out)
+            token = self._sample(seq, row + i, out, best[i] if best is not None else None)
             if token is None:
                 break  # it finished
             if seq.drafter is not None:
@@ -413,14 +424,20 @@ class Engine:
                 raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
             del slot.tokens[keep:]
 
-    def _sample(self, seq: Sequence, row: int, out: _Outbox) -> int | None:
-        """Draw ``seq``'s next token at ``row``: the token when the sequence goes on, None
-        when it has finished (its last chunk is out)."""
+    def _sample(
+        self, seq: Sequence, row: int, out: _Outbox, drawn: int | None = None
+    ) -> int | None:
+        """Draw ``seq``'s next token at ``row`` (``drawn``: its chain's draw there, made
+        already): the token when the sequence goes on, None when it has finished (its last
+        chunk is out)."""
         if seq.n_gen >= seq.job.plan.budget:
             self._finish(seq, "length", out)
             return None
         # The think block closed at its budget: its end marker goes in instead of a draw.
-        token = seq.forced.popleft() if seq.forced else seq.sampler.sample(self._ctx, row)
+        if seq.forced:
+            token = seq.forced.popleft()
+        else:
+            token = seq.sampler.sample(self._ctx, row, drawn)
         if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
             return None
@@ -627,7 +644,7 @@ class Engine:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
         seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
         if self.draft_max > 0 and request.speculative:
-            seq.draft_length = DraftLength(self.draft_max)
+            seq.draft_length = DraftLength(self.draft_max, greedy=seq.sampler.greedy)
             if self._ngram:
                 seq.drafter = NgramDrafter()
                 seq.drafter.begin(job.plan.tokens)

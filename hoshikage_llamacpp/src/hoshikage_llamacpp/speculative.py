@@ -7,7 +7,9 @@ interface (``common/speculative.cpp``):
 * :meth:`Drafter.begin` gets the prompt's tokens;
 * :meth:`Drafter.push` gets every token the sequence generates;
 * :meth:`Drafter.draft` guesses up to ``k`` tokens that follow the last one;
-* :meth:`Drafter.accept` learns how many of the last draft were right.
+* :meth:`Drafter.accept` learns how many of the last draft were right;
+* :attr:`Drafter.matched` says how long a stretch of the history agreed, token for token,
+  with the place the last draft was copied from (0: no such evidence).
 
 :class:`NgramDrafter` guesses from the sequence's own prompt and output: the most recent
 earlier occurrence of its last few tokens (the longest n-gram that matches, 12 down to 3
@@ -35,6 +37,10 @@ NGRAM_SIZES = (12, 8, 5, 3)
 class Drafter:
     """One sequence's guesser (the interface; :class:`NgramDrafter` is the built-in one)."""
 
+    #: Tokens before the last draft's source that agree with the sequence's own last
+    #: tokens (see :class:`DraftLength`).
+    matched = 0
+
     def begin(self, prompt: list[int]) -> None:
         raise NotImplementedError
 
@@ -56,18 +62,19 @@ class NgramDrafter(Drafter):
     scan of the history, whatever its length.
     """
 
-    __slots__ = ("tokens", "_index")
+    __slots__ = ("tokens", "_index", "matched")
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
         self._index: tuple[dict, ...] = tuple({} for _ in NGRAM_SIZES)
+        self.matched = 0
 
     def begin(self, prompt: list[int]) -> None:
-        self.tokens = []
-        for index in self._index:
+        # As a push of each token, in one pass per n-gram size (a later occurrence wins).
+        tokens = self.tokens = list(prompt)
+        for n, index in zip(NGRAM_SIZES, self._index, strict=True):
             index.clear()
-        for token in prompt:
-            self.push(token)
+            index.update((tuple(tokens[end - n : end]), end) for end in range(n, len(tokens)))
 
     def push(self, token: int) -> None:
         tokens = self.tokens
@@ -78,6 +85,7 @@ class NgramDrafter(Drafter):
                 index[tuple(tokens[end - n : end])] = end
 
     def draft(self, k: int) -> list[int]:
+        self.matched = 0
         if k <= 0:
             return []
         tokens = self.tokens
@@ -89,6 +97,8 @@ class NgramDrafter(Drafter):
             start = self._lookup(tail)
             if start is None:
                 break
+            if not out:
+                self.matched = _agreement(tokens, start, MAX_MATCHED)
             run = tokens[start : start + k - len(out)]
             if not run:
                 break
@@ -104,11 +114,35 @@ class NgramDrafter(Drafter):
         return None
 
 
+#: How far back :attr:`NgramDrafter.matched` is counted.
+MAX_MATCHED = 256
+
+
+def _agreement(tokens: list[int], start: int, cap: int) -> int:
+    """How many tokens before ``start`` equal the history's last ones, position for
+    position (at most ``cap``): the length of the verbatim copy being continued."""
+    end = len(tokens)
+    limit = min(cap, start)
+    n, block = 0, 16
+    while (
+        n + block <= limit
+        and tokens[start - n - block : start - n] == tokens[end - n - block : end - n]
+    ):
+        n += block
+    while n < limit and tokens[start - 1 - n] == tokens[end - 1 - n]:
+        n += 1
+    return n
+
+
 #: What one more token with logits adds to a decode step, as a share of a one-token step.
 #: Measured with Gemma 3 270M on 2 threads of this CPU (docs/performance.md): a step of
 #: ``n`` tokens took about ``1 + 0.35·(n-1)`` one-token steps, most of it the output layer
 #: (a 262k vocabulary), computed at every draft position.
 TOKEN_COST = 0.35
+
+
+#: Agreement beyond the longest n-gram key is what counts as evidence (see DraftLength).
+LONG_MATCH = NGRAM_SIZES[0]
 
 
 class DraftLength:
@@ -124,20 +158,33 @@ class DraftLength:
     so it takes a higher acceptance for a draft to pay there: speculation backs off as the
     batch fills.
 
+    How long a verbatim copy the draft continues is evidence of its own. When it continues
+    a stretch of ``matched`` tokens that agree with the sequence's last ones, each of those
+    beyond the longest n-gram key (``LONG_MATCH``) counts as one more accepted token in the
+    estimate for this draft (greedy sequences only), so a sequence copying its input drafts
+    long as soon as the copy is long (a 40-token copy: all 16 alone, whatever came before) instead of growing from 3. A
+    draft found only by a shorter key is trusted at most as Laplace's rule of succession
+    trusts ``m`` agreements in a row, ``(m + 1) / (m + 2)`` (a 3-token match: 0.8, 3 tokens
+    alone), so right after a rejection, where the copy being continued is short again, a
+    sequence with a long record of accepted drafts does not draft 12 tokens on a guess.
+
     After a run of failures the sequence stops drafting and tries one token again after
-    ``RETRY`` steps, then after twice as many each time that try fails too (up to
-    ``RETRY_MAX``), so a sequence that starts copying its input later is found again while
-    one that never does costs next to nothing.
+    ``RETRY`` steps with a draft at hand (calls of :meth:`next`), then after twice as many
+    each time that try fails too (up to ``RETRY_MAX``), so a sequence that starts copying
+    its input later is found again while one that never does costs next to nothing.
     """
 
     DECAY = 0.7
     RETRY = 8
     RETRY_MAX = 128
 
-    __slots__ = ("max", "_hits", "_tries", "_idle", "_retry")
+    __slots__ = ("max", "greedy", "_hits", "_tries", "_idle", "_retry")
 
-    def __init__(self, draft_max: int):
+    def __init__(self, draft_max: int, greedy: bool = True):
         self.max = draft_max
+        #: Whether a long copy counts as evidence (greedy draws only: a sampled draw leaves
+        #: a copy as easily after 20 agreeing tokens as after 3).
+        self.greedy = greedy
         # A prior of p = 0.8 until the first verdicts.
         self._hits = 1.0
         self._tries = 1.25
@@ -148,9 +195,16 @@ class DraftLength:
     def rate(self) -> float:
         return self._hits / self._tries if self._tries else 0.0
 
-    def next(self, others: int, limit: int) -> int:
-        """The length of the next draft, at most ``limit``."""
-        k = best_length(self.rate, min(self.max, limit), others)
+    def next(self, others: int, limit: int, matched: int = 0) -> int:
+        """The length of the next draft, at most ``limit``, for a draft that continues a
+        verbatim copy of ``matched`` tokens (0: unknown)."""
+        p = self.rate
+        if matched > LONG_MATCH and self.greedy:
+            extra = matched - LONG_MATCH
+            p = (self._hits + extra) / (self._tries + extra)
+        elif 0 < matched < LONG_MATCH:
+            p = min(p, (matched + 1) / (matched + 2))
+        k = best_length(p, min(self.max, limit), others)
         if k == 0 and limit > 0:
             self._idle += 1
             if self._idle >= self._retry:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-from ..kernel.wire import KeepAlive, ModelName
+from ..kernel.wire import KeepAlive, ModelName, Speculative
 
 # ---- request content blocks ---------------------------------------------------------------
 
@@ -158,6 +158,7 @@ class MessagesRequest(Conversation, kw_only=True):
     metadata: dict[str, Any] | None = None
     #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.
     keep_alive: KeepAlive | None = None
+    speculative: Speculative | None = None
     #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
     grammar: str | None = None
 

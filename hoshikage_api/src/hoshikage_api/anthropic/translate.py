@@ -23,7 +23,7 @@ from typing import Any
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
-from ..kernel.job import Job, arguments_object, keep_alive
+from ..kernel.job import Job, arguments_object, keep_alive, speculative
 from . import schemas as s
 
 #: ``finish_reason`` of the core -> Anthropic's ``stop_reason`` (``stop`` is decided apart).
@@ -223,6 +223,7 @@ def messages_job(data: s.MessagesRequest) -> Job:
         stop=tuple(data.stop_sequences or ()),
         response_format=_response_format(data.output_config),
         grammar=data.grammar or None,
+        speculative=speculative(data.speculative),
     )
     return Job(
         endpoint="messages",

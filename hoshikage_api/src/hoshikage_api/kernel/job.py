@@ -1,6 +1,6 @@
 """The job: everything one generation request asks for, in the core's terms and no
-surface's, and the two field rules every surface shares (``keep_alive``, tool-call
-arguments as an object)."""
+surface's, and the field rules every surface shares (``keep_alive``, ``speculative``,
+tool-call arguments as an object)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,20 @@ def keep_alive(value: float | str | None) -> float | None:
         return parse_duration(value, allow_never=True)
     except ValueError as exc:
         raise invalid(f"Invalid 'keep_alive': {exc}.", "keep_alive") from None
+
+
+def speculative(value: object, param: str = "speculative") -> bool:
+    """Whether the request may draft, from the ``speculative`` extension field: only
+    ``false`` turns speculative decoding off (absent or ``true``: the model's setting). A
+    surface whose schema types the field passes it decoded; one that takes it from a free
+    object (Ollama's ``options``) passes it raw, and anything but a boolean is a 400."""
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise invalid(
+            f"Invalid '{param}': expected true or false, got {type(value).__name__}.", param
+        )
+    return value
 
 
 def reasoning_of_effort(effort: str | None) -> bool | str | None:

@@ -16,6 +16,13 @@ KeepAlive = Annotated[
     ),
 ]
 ModelName = Annotated[str, Meta(min_length=1, max_length=512)]
+Speculative = Annotated[
+    bool,
+    Meta(
+        description="Hoshikage extension: false turns speculative decoding off for this request "
+        "(the output is the same; only the speed differs)"
+    ),
+]
 
 
 class ErrorDetail(Struct, kw_only=True):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from ..kernel.wire import ModelName
+from ..kernel.wire import ModelName, Speculative
 
 #: Seconds (a number, negative: never), or a Go duration string ("10m", "1h30m", "-1").
 KeepAlive = Annotated[
@@ -77,6 +77,8 @@ class GenerationFields(Struct, kw_only=True):
     format: Format | None = None
     options: dict[str, Any] | None = None
     keep_alive: KeepAlive | None = None
+    #: Hoshikage extension (also taken from ``options``, where the ollama client can set it).
+    speculative: Speculative | None = None
     #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
     grammar: str | None = None
     #: true/false, or an effort level ("high", "medium", "low"): the template's own switch.

@@ -9,7 +9,8 @@ calls back to Ollama's shape.
 * ``options`` map onto sampling (:data:`SAMPLING`); Ollama's load-time options
   (:data:`LOAD_TIME`) and the sampling options this backend has no sampler for
   (:data:`NOT_APPLIED`) are accepted, logged and ignored: the model's config decides them.
-  Unknown keys are ignored too, as Ollama does.
+  Unknown keys are ignored too, as Ollama does. Hoshikage's ``speculative`` extension is
+  read from ``options`` as well as from the top level (:data:`EXTENSIONS`).
 * ``keep_alive`` is Ollama's: seconds or a Go duration (``"10m"``, ``"1h30m"``); any
   negative value means never unload.
 """
@@ -30,7 +31,7 @@ from hoshikage_core.units import parse_duration
 from msgspec import Meta, Struct
 
 from ..kernel.errors import invalid
-from ..kernel.job import Job, arguments_object
+from ..kernel.job import Job, arguments_object, speculative
 from . import schemas as s
 
 log = logging.getLogger("hoshikage.api")
@@ -93,6 +94,9 @@ NOT_APPLIED = frozenset(
         "penalize_newline",
     }
 )
+#: Hoshikage's own options, read apart (``speculative``: the ollama client sends no
+#: top-level field it does not know, but passes ``options`` as they are).
+EXTENSIONS = frozenset({"speculative"})
 #: Known keys already logged once at INFO (later requests log them at DEBUG). Only keys of
 #: the two fixed sets above enter it, so clients cannot grow it.
 _logged: set[str] = set()
@@ -138,7 +142,7 @@ def options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         [k for k in raw if k in LOAD_TIME], "load-time options are set in the model's config"
     )
     _log_ignored([k for k in raw if k in NOT_APPLIED], "no such sampler here")
-    _log_unknown([k for k in raw if k not in SAMPLING | LOAD_TIME | NOT_APPLIED])
+    _log_unknown([k for k in raw if k not in SAMPLING | LOAD_TIME | NOT_APPLIED | EXTENSIONS])
     out: dict[str, Any] = {
         "temperature": opts.temperature,
         "top_p": opts.top_p,
@@ -258,6 +262,9 @@ def _common(data: s.GenerationFields, model: str) -> dict[str, Any]:
         **_logprobs(data),
         "response_format": response_format(data.format),
         "grammar": data.grammar or None,
+        # Top level (as ``keep_alive``) or in ``options``: false in either turns it off.
+        "speculative": speculative(data.speculative)
+        and speculative((data.options or {}).get("speculative"), "options.speculative"),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from ..kernel.wire import KeepAlive, ModelName
+from ..kernel.wire import KeepAlive, ModelName, Speculative
 
 # ---- shared field types -------------------------------------------------------------------
 
@@ -73,16 +73,7 @@ class SamplingFields(Struct, kw_only=True):
     min_p: TopP | None = None
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
     keep_alive: KeepAlive | None = None
-    speculative: (
-        Annotated[
-            bool,
-            Meta(
-                description="Hoshikage extension: false turns speculative decoding off for "
-                "this request (the output is the same; only the speed differs)"
-            ),
-        ]
-        | None
-    ) = None
+    speculative: Speculative | None = None
     #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
     grammar: str | None = None
 

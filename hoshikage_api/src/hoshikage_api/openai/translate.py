@@ -10,7 +10,7 @@ import msgspec
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
-from ..kernel.job import Job, keep_alive, reasoning_of_effort
+from ..kernel.job import Job, keep_alive, reasoning_of_effort, speculative
 from . import schemas as s
 
 
@@ -30,7 +30,7 @@ def _sampling(data: s.SamplingFields) -> dict[str, Any]:
         "stop": (stop,) if isinstance(stop, str) else tuple(stop or ()),
         "seed": data.seed,
         "logit_bias": _logit_bias(data.logit_bias),
-        "speculative": data.speculative is not False,
+        "speculative": speculative(data.speculative),
         "grammar": data.grammar or None,
     }
 

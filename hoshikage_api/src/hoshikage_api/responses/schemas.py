@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from ..kernel.wire import KeepAlive, ModelName
+from ..kernel.wire import KeepAlive, ModelName, Speculative
 from ..openai.schemas import Seed, Temperature, TopP
 
 # ---- input content parts ------------------------------------------------------------------
@@ -241,6 +241,7 @@ class CreateResponse(Struct, kw_only=True):
     min_p: TopP | None = None
     repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
     keep_alive: KeepAlive | None = None
+    speculative: Speculative | None = None
     #: Hoshikage extension (llama-server's): a GBNF grammar the raw output must follow.
     grammar: str | None = None
 

@@ -23,7 +23,7 @@ import msgspec
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import ApiError, invalid
-from ..kernel.job import Job, keep_alive, reasoning_of_effort
+from ..kernel.job import Job, keep_alive, reasoning_of_effort, speculative
 from . import schemas as s
 from .store import Stored
 
@@ -347,6 +347,7 @@ def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, 
         tools=tuple(tools) if tools else None,
         tool_choice=tool_choice if tools else None,
         grammar=data.grammar or None,
+        speculative=speculative(data.speculative),
         reasoning=reasoning_of_effort(data.reasoning.effort if data.reasoning else None),
     )
     job = Job(
