@@ -222,12 +222,6 @@ def test_cancelled_midway_it_stops_and_frees_its_slots(setup):
     assert len(score(model, prompts[:2]).logprobs) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: with window-size SWA caches (main's memory branch) Gemma's scores after a prefix over "
-    "the 512 window differ from its completions by up to ~0.3 nats; a fresh completion and a fresh score "
-    "of the same prompt differ too (-12.71 vs -12.88), so how the prompt is chunked matters there",
-)
 @pytest.mark.parametrize("setup", ["gemma"], indirect=True)  # the tiny model has no window
 def test_a_prefix_longer_than_the_sliding_window(setup):
     """Gemma's sliding-window layers hold only the window (512): several prompts after a
@@ -253,3 +247,38 @@ def test_a_prefix_longer_than_the_sliding_window(setup):
             )
             (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
             assert lp == pytest.approx(entry.logprob, abs=1e-3), (prompt.prompt[-5:], text)
+
+
+def test_a_shorter_prefix_of_a_state_restored_from_disk(gemma_model_path):
+    """A slot restored from the disk cache holds a 721-token prompt whose sliding-window
+    layers kept only its last 512 positions (and a checkpoint of just those): scoring a
+    321-token prefix of it must read the start of the window again, not trust the
+    checkpoint (which once claimed it held positions from 0, and scored 1.4 nats off)."""
+    options = LlamaOptions(n_ctx=1024, parallel=2)
+    unit = "the cat sat on the mat. hello world, one two red blue green. "
+    ends = ("one", "two")
+    model = LlamaCppModel.load("gemma-restored", str(gemma_model_path), options)
+    try:
+        score(model, [ScorePrompt(prompt=unit * 45 + e, continuations=(" yes",)) for e in ends])
+    finally:
+        model.close()
+    model = LlamaCppModel.load("gemma-restored", str(gemma_model_path), options)
+    try:
+        prompts = [ScorePrompt(prompt=unit * 20 + e, continuations=(" yes", " no")) for e in ends]
+        result = score(model, prompts)
+        assert model._engine.disk.restored_tokens > 0 and model._engine.window_misses > 0
+        for prompt, got in zip(prompts, result.logprobs, strict=True):
+            tokens = model.prompt_tokens(prompt.prompt)
+            for text, lp in zip(prompt.continuations, got, strict=True):
+                (token,) = continuation_tokens(model, tokens, text)
+                request = GenerationRequest(
+                    prompt=prompt.prompt,
+                    max_tokens=1,
+                    logprobs=True,
+                    logit_bias={token: 100.0},
+                    temperature=0.0,
+                )
+                (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
+                assert lp == pytest.approx(entry.logprob, abs=1e-3), (prompt.prompt[-5:], text)
+    finally:
+        model.close()
