@@ -282,3 +282,30 @@ def test_a_shorter_prefix_of_a_state_restored_from_disk(gemma_model_path):
                 assert lp == pytest.approx(entry.logprob, abs=1e-3), (prompt.prompt[-5:], text)
     finally:
         model.close()
+
+
+def test_prompts_sharing_their_rest_share_its_work(setup, monkeypatch):
+    """Two groups of prompts whose rests share a long start (questions with the same answer
+    space): a stream takes the prompt that shares most with what it holds, so that start is
+    read about once per stream, not once per prompt; the scores are those of each alone."""
+    model, _ref = setup
+    base = "hello world the cat sat on the mat. " * 4
+    groups = ("one two red blue green one two red blue green. ", "the mat sat on the cat. " * 2)
+    prompts = [
+        ScorePrompt(prompt=base + groups[i // 4 % 2] + f"word {i}", continuations=(" yes", " no"))
+        for i in range(16)
+    ]  # in arrival order, each stream's next prompt would be of the other group
+    jobs = []
+    engine = model._engine
+    submit = engine.submit_score
+    monkeypatch.setattr(engine, "submit_score", lambda job: (jobs.append(job), submit(job)))
+    together = score(model, prompts)
+    (job,) = jobs
+    rests = sum(len(b.tokens) - len(job.prefix) for b in job.branches)
+    assert job.decoded - len(job.prefix) < rests * 0.75, (job.decoded, len(job.prefix), rests)
+    alone = [score(model, [p]).logprobs[0] for p in prompts]
+    # Gemma's f16 KV cache rounds a value computed in another batch layout (the slot it
+    # found cached, a stream of another width) differently now and then, by some hundredths
+    # or tenths of a nat at the end (0.26 seen); the tiny model's check is exact.
+    tolerance = 1e-3 if model.name == "tiny" else 0.5
+    assert flat(together.logprobs) == pytest.approx(flat(alone), abs=tolerance)
