@@ -8,8 +8,15 @@ request at a time.
     input as a cached prefix and ``logit_bias`` on the choices' first tokens (what a
     llama-server client would do), sequential and 4 at a time, the faster of the two;
   also the same with the input already cached (a second request about it).
+  Deterministic counts beside the times (they do not depend on the load): the input's
+  tokens (the shared prefix every question starts with) and the questions' own tokens as
+  ``usage`` counts them (the engine reads fewer: see docs/performance.md).
 * **Rerank**: 32 documents of ~200 tokens in one ``/v1/rerank`` request, documents/s, ÷ 32
-  separate one-document requests.
+  separate one-document requests; and beside llama-server's ``/v1/rerank`` on the same model
+  (``--reranking``, 4 slots; ``bench/run.py --llama-server PATH``). llama-server serves a
+  generative GGUF that way too: with no classifier head, its rank pooling scores the last
+  hidden state, so its order means nothing; only its documents/s are compared (it reads each
+  document once, as Hoshikage does, plus the "yes"/"no" rows Hoshikage reads).
 
 Usage: ``.venv/bin/python bench/run.py --decisions-only [--reps 3]`` (or ``make bench``).
 """
@@ -50,6 +57,45 @@ def questions() -> list[dict]:
         }
         for i in range(20)
     ]
+
+
+#: The rerank benchmark's query, and its documents: ~200 Gemma tokens each.
+RERANK_QUERY = "Which document is about a refund for a double card charge?"
+RERANK_DOCUMENTS = 32
+
+
+def rerank_documents(salt: str) -> list[str]:
+    """32 documents of ~200 tokens, each starting with ``salt`` (nothing cached)."""
+    return [
+        f"{salt} Document {i}. " + long_input(i * 11 + 5, words=190)
+        for i in range(RERANK_DOCUMENTS)
+    ]
+
+
+def rerank(http, model: str | None, documents: list[str]) -> list[dict]:
+    body: dict = {"query": RERANK_QUERY, "documents": documents}
+    if model is not None:
+        body["model"] = model
+    r = http.post("/v1/rerank", json=body)
+    r.raise_for_status()
+    results = r.json()["results"]
+    assert len(results) == len(documents), results
+    return results
+
+
+def rerank_peer(base_url: str, reps: int) -> dict:
+    """llama-server's ``/v1/rerank`` (started with ``--reranking``) on the same documents:
+    documents/s of one 32-document request, from a cold cache each rep."""
+    import httpx
+
+    http = httpx.Client(base_url=base_url, timeout=600)
+    rerank(http, None, rerank_documents("warm")[:2])
+    times = []
+    for rep in range(reps):
+        t = time.perf_counter()
+        rerank(http, None, rerank_documents(f"peer {rep}"))
+        times.append(time.perf_counter() - t)
+    return {"one_request_s": times, "docs_per_s": RERANK_DOCUMENTS / _median(times)}
 
 
 def _median(xs: list[float]) -> float:
@@ -111,6 +157,7 @@ def run(base_url: str, model: str, reps: int) -> dict:
         "per_question_seq_s": [],
         "per_question_par4_s": [],
         "input_tokens": None,
+        "prefix_tokens": None,
     }
     for rep in range(reps):
         # One prefill of the input (cold): the first question's prompt, one token.
@@ -127,7 +174,11 @@ def run(base_url: str, model: str, reps: int) -> dict:
         d = http.post("/v1/decisions", json=body)
         out["decisions_cold_s"].append(time.perf_counter() - t)
         d.raise_for_status()
-        out["input_tokens"] = d.json()["usage"]["input_tokens"]
+        usage = d.json()["usage"]
+        out["input_tokens"] = usage["input_tokens"]
+        # Cold: nothing cached, so what was written is the shared prefix.
+        details = usage["input_tokens_details"]
+        out["prefix_tokens"] = details["cache_write_tokens"] + details["cached_tokens"]
         t = time.perf_counter()
         http.post("/v1/decisions", json=body).raise_for_status()
         out["decisions_warm_s"].append(time.perf_counter() - t)
@@ -149,23 +200,20 @@ def run(base_url: str, model: str, reps: int) -> dict:
         out["per_question_par4_s"].append(time.perf_counter() - t)
 
     # Rerank: 32 documents of ~200 tokens.
-    docs = [f"Document {i}. " + long_input(i * 11 + 5, words=150) for i in range(32)]
-    query = "Which document is about a refund for a double card charge?"
     one_s, each_s = [], []
     for rep in range(reps):
-        salted = [f"{rep} {d}" for d in docs]
         t = time.perf_counter()
-        http.post(
-            "/v1/rerank", json={"model": model, "query": query, "documents": salted}
-        ).raise_for_status()
+        rerank(http, model, rerank_documents(f"{rep}"))
         one_s.append(time.perf_counter() - t)
-        salted = [f"{rep} b {d}" for d in docs]
         t = time.perf_counter()
-        for doc in salted:
-            http.post(
-                "/v1/rerank", json={"model": model, "query": query, "documents": [doc]}
-            ).raise_for_status()
+        for doc in rerank_documents(f"{rep} b"):
+            rerank(http, model, [doc])
         each_s.append(time.perf_counter() - t)
+    doc_tokens = [
+        len(http.post("/tokenize", json={"model": model, "content": d}).json()["tokens"])
+        for d in rerank_documents("0")
+    ]
+    prefix = out.pop("prefix_tokens")
 
     med = {k: _median(v) for k, v in out.items() if isinstance(v, list)}
     fastest_each = min(med["per_question_seq_s"], med["per_question_par4_s"])
@@ -173,6 +221,9 @@ def run(base_url: str, model: str, reps: int) -> dict:
         "raw": out,
         "median_s": med,
         "input_tokens": out["input_tokens"],
+        "shared_prefix_tokens": prefix,
+        "beyond_prefix_tokens": out["input_tokens"] - prefix,
+        "rerank_document_tokens": _median([float(n) for n in doc_tokens]),
         "decisions_over_prefill": med["decisions_cold_s"] / med["prefill_s"],
         "decisions_over_per_question": med["decisions_cold_s"] / fastest_each,
         "decisions_warm_over_per_question": med["decisions_warm_s"] / fastest_each,
@@ -201,6 +252,21 @@ def report(result: dict) -> None:
         f"  decisions / fastest per-question        {result['decisions_over_per_question']:.2f}x (target <= 0.5)"
     )
     print(
-        f"Rerank: 32 documents of ~200 tokens: {result['rerank_docs_per_s']:.1f} docs/s in one request, "
+        f"  tokens: shared prefix (the input) {result['shared_prefix_tokens']}, the questions' own "
+        f"{result['beyond_prefix_tokens']} ({result['beyond_prefix_tokens'] / 20:.1f} each; usage "
+        "counts them all, the engine reads a start shared with the slot's last question once)"
+    )
+    print(
+        f"Rerank: 32 documents of {result['rerank_document_tokens']:.0f} tokens: "
+        f"{result['rerank_docs_per_s']:.1f} docs/s in one request, "
         f"{result['rerank_separate_docs_per_s']:.1f} docs/s in 32 requests ({result['rerank_speedup']:.2f}x)"
     )
+    peer = result.get("llama_server_rerank") or {}
+    if "docs_per_s" in peer:
+        print(
+            f"  llama-server /v1/rerank (--reranking, same GGUF, its order meaningless without a "
+            f"classifier head): {peer['docs_per_s']:.1f} docs/s; Hoshikage "
+            f"{result['rerank_docs_per_s'] / peer['docs_per_s']:.2f}x"
+        )
+    else:
+        print(f"  llama-server /v1/rerank: {peer.get('error') or peer.get('skipped') or 'not run'}")

@@ -415,9 +415,12 @@ def start_llama_cpp_server(model: Path, args) -> Server | dict:
     )
 
 
-def start_llama_server(binary: str | None, model: Path, args, slots: int = 1) -> Server | dict:
+def start_llama_server(
+    binary: str | None, model: Path, args, slots: int = 1, extra: tuple[str, ...] = ()
+) -> Server | dict:
     """llama.cpp's own llama-server, when a binary is given: ``slots`` sequences (``-np``),
-    each with ``n_ctx`` tokens of context, as Hoshikage's ``parallel`` gives each slot."""
+    each with ``n_ctx`` tokens of context, as Hoshikage's ``parallel`` gives each slot;
+    ``extra`` arguments after the others (``--reranking``)."""
     if not binary:
         return {"skipped": "no --llama-server PATH given"}
     port = free_port()
@@ -438,6 +441,7 @@ def start_llama_server(binary: str | None, model: Path, args, slots: int = 1) ->
             "127.0.0.1",
             "--port",
             str(port),
+            *extra,
         ],
         port,
     )
@@ -451,9 +455,23 @@ def bench_decisions(model: Path, args) -> dict:
     wide = argparse.Namespace(**{**vars(args), "n_ctx": max(args.n_ctx, 4096)})
     server, _cfg = hoshikage_server(model, wide, concurrency=4, parallel=4)
     try:
-        return decisions.run(server.base_url, "a", min(args.reps, 3))
+        result = decisions.run(server.base_url, "a", min(args.reps, 3))
     finally:
         server.stop()
+    # llama-server's /v1/rerank on the same model, 4 slots (it runs a generative GGUF with
+    # --reranking too, its rank pooling then reading the last hidden state: see
+    # decisions.rerank_peer), after Hoshikage's server is gone.
+    peer = start_llama_server(args.llama_server, model, wide, slots=4, extra=("--reranking",))
+    if isinstance(peer, Server):
+        try:
+            result["llama_server_rerank"] = decisions.rerank_peer(peer.base_url, min(args.reps, 3))
+        except Exception as exc:  # it may refuse the model: say so instead of a figure
+            result["llama_server_rerank"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        finally:
+            peer.stop()
+    else:
+        result["llama_server_rerank"] = peer
+    return result
 
 
 def bench_batching(model: Path, args) -> dict:

@@ -130,7 +130,10 @@ async def test_errors(rank_client):
     )
 
 
-@pytest.mark.parametrize("which", ["smollm2", "gemma"])
+# SmolLM2 only: Gemma 3 270M rates all four documents 0.81-0.89 in every prompt tried (this
+# one, Qwen3-Reranker's, the query last), so its order is noise: it put the answer first
+# with flash attention on and second with it off.
+@pytest.mark.parametrize("which", ["smollm2"])
 async def test_the_answer_ranks_first(make_client, which, request):
     if which == "gemma":
         path = request.getfixturevalue("gemma_model_path")

@@ -222,12 +222,6 @@ def test_cancelled_midway_it_stops_and_frees_its_slots(setup):
     assert len(score(model, prompts[:2]).logprobs) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: with window-size SWA caches (main's memory branch) Gemma's scores after a prefix over "
-    "the 512 window differ from its completions by up to ~0.3 nats; a fresh completion and a fresh score "
-    "of the same prompt differ too (-12.71 vs -12.88), so how the prompt is chunked matters there",
-)
 @pytest.mark.parametrize("setup", ["gemma"], indirect=True)  # the tiny model has no window
 def test_a_prefix_longer_than_the_sliding_window(setup):
     """Gemma's sliding-window layers hold only the window (512): several prompts after a
@@ -253,3 +247,65 @@ def test_a_prefix_longer_than_the_sliding_window(setup):
             )
             (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
             assert lp == pytest.approx(entry.logprob, abs=1e-3), (prompt.prompt[-5:], text)
+
+
+def test_a_shorter_prefix_of_a_state_restored_from_disk(gemma_model_path):
+    """A slot restored from the disk cache holds a 721-token prompt whose sliding-window
+    layers kept only its last 512 positions (and a checkpoint of just those): scoring a
+    321-token prefix of it must read the start of the window again, not trust the
+    checkpoint (which once claimed it held positions from 0, and scored 1.4 nats off)."""
+    options = LlamaOptions(n_ctx=1024, parallel=2)
+    unit = "the cat sat on the mat. hello world, one two red blue green. "
+    ends = ("one", "two")
+    model = LlamaCppModel.load("gemma-restored", str(gemma_model_path), options)
+    try:
+        score(model, [ScorePrompt(prompt=unit * 45 + e, continuations=(" yes",)) for e in ends])
+    finally:
+        model.close()
+    model = LlamaCppModel.load("gemma-restored", str(gemma_model_path), options)
+    try:
+        prompts = [ScorePrompt(prompt=unit * 20 + e, continuations=(" yes", " no")) for e in ends]
+        result = score(model, prompts)
+        assert model._engine.disk.restored_tokens > 0 and model._engine.window_misses > 0
+        for prompt, got in zip(prompts, result.logprobs, strict=True):
+            tokens = model.prompt_tokens(prompt.prompt)
+            for text, lp in zip(prompt.continuations, got, strict=True):
+                (token,) = continuation_tokens(model, tokens, text)
+                request = GenerationRequest(
+                    prompt=prompt.prompt,
+                    max_tokens=1,
+                    logprobs=True,
+                    logit_bias={token: 100.0},
+                    temperature=0.0,
+                )
+                (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
+                assert lp == pytest.approx(entry.logprob, abs=1e-3), (prompt.prompt[-5:], text)
+    finally:
+        model.close()
+
+
+def test_prompts_sharing_their_rest_share_its_work(setup, monkeypatch):
+    """Two groups of prompts whose rests share a long start (questions with the same answer
+    space): a stream takes the prompt that shares most with what it holds, so that start is
+    read about once per stream, not once per prompt; the scores are those of each alone."""
+    model, _ref = setup
+    base = "hello world the cat sat on the mat. " * 4
+    groups = ("one two red blue green one two red blue green. ", "the mat sat on the cat. " * 2)
+    prompts = [
+        ScorePrompt(prompt=base + groups[i // 4 % 2] + f"word {i}", continuations=(" yes", " no"))
+        for i in range(16)
+    ]  # in arrival order, each stream's next prompt would be of the other group
+    jobs = []
+    engine = model._engine
+    submit = engine.submit_score
+    monkeypatch.setattr(engine, "submit_score", lambda job: (jobs.append(job), submit(job)))
+    together = score(model, prompts)
+    (job,) = jobs
+    rests = sum(len(b.tokens) - len(job.prefix) for b in job.branches)
+    assert job.decoded - len(job.prefix) < rests * 0.75, (job.decoded, len(job.prefix), rests)
+    alone = [score(model, [p]).logprobs[0] for p in prompts]
+    # Gemma's f16 KV cache rounds a value computed in another batch layout (the slot it
+    # found cached, a stream of another width) differently now and then, by some hundredths
+    # or tenths of a nat at the end (0.26 seen); the tiny model's check is exact.
+    tolerance = 1e-3 if model.name == "tiny" else 0.5
+    assert flat(together.logprobs) == pytest.approx(flat(alone), abs=tolerance)

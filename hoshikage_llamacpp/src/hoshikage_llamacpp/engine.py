@@ -581,9 +581,10 @@ class Engine:
             return common
         for checkpoint in reversed(slot.checkpoints):
             keep = min(common, checkpoint.n_tokens)
-            if checkpoint.pos_min <= max(0, keep - n_swa + 1) and checkpoint.restore(
-                self._ctx, slot.id
-            ):
+            # A checkpoint holds the window of its last token at most (older entries on disk
+            # may claim more: their pos_min was the layers', not the state's).
+            first = max(checkpoint.pos_min, checkpoint.n_tokens - n_swa)
+            if first <= max(0, keep - n_swa + 1) and checkpoint.restore(self._ctx, slot.id):
                 self.checkpoint_restores += 1
                 return keep
         self.window_misses += 1
@@ -594,7 +595,7 @@ class Engine:
         n = len(slot.tokens)
         if n < MIN_CHECKPOINT_TOKENS or any(c.n_tokens == n for c in slot.checkpoints):
             return
-        checkpoint = Checkpoint.take(self._ctx, slot.id, n)
+        checkpoint = Checkpoint.take(self._ctx, slot.id, n, self.n_swa)
         if checkpoint is not None:
             slot.checkpoints = [*slot.checkpoints, checkpoint][-CHECKPOINTS:]
 

@@ -170,6 +170,23 @@ class _ModelParams:
         self.params = params
 
 
+def flash_attention(options: LlamaOptions) -> bool:
+    """Whether a context of ``options`` uses flash attention. llama-cpp-python 0.3.36 takes
+    on/off only, and llama.cpp itself still turns it off for architectures that cannot use
+    it. ``"auto"`` is on where a GPU backend or RPC servers compute, or a quantized V cache
+    needs it; off on the CPU, whose kernel accumulates an f16 V cache in f16 for batches of
+    fewer than 64 tokens per sequence and in f32 for larger ones (or in KV chunks for a lone
+    token): a token's logits there depend on what else was in its batch, by up to 0.3 nats
+    on Gemma 3, so scores, log-probabilities and greedy text would change with the load."""
+    if options.flash_attn != "auto":
+        return bool(options.flash_attn)
+    if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
+        return True
+    from .doctor import _is_gpu_build
+
+    return options.n_gpu_layers != 0 and _is_gpu_build()
+
+
 def context_params(options: LlamaOptions):
     """``llama_context_params`` of a generation model: ``parallel`` slots of ``n_ctx``
     tokens each, in separate KV streams (or one shared pool of as many cells with
@@ -187,9 +204,9 @@ def context_params(options: LlamaOptions):
     params.n_threads = options.threads()
     params.n_threads_batch = options.threads_batch()
     params.flash_attn_type = (
-        llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        if options.flash_attn is False
-        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if flash_attention(options)
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     )
     params.type_k = KV_CACHE_TYPES[options.type_k]
     params.type_v = KV_CACHE_TYPES[options.type_v]
@@ -218,9 +235,7 @@ def llama_kwargs(options: LlamaOptions, metadata: dict[str, Any]) -> dict[str, A
         split_mode=_SPLIT_MODES[options.split_mode],
         main_gpu=options.main_gpu,
         tensor_split=options.tensor_split,
-        # llama-cpp-python 0.3.36 takes on/off only: "auto" is on, and llama.cpp itself
-        # turns it off for architectures that cannot use it.
-        flash_attn=options.flash_attn is not False,
+        flash_attn=flash_attention(options),
         type_k=KV_CACHE_TYPES[options.type_k],
         type_v=KV_CACHE_TYPES[options.type_v],
         use_mmap=options.use_mmap,

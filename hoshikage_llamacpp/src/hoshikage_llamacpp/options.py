@@ -228,7 +228,7 @@ class LlamaOptions:
     split_mode: str = attrs.field(default="layer", validator=_one_of(SPLIT_MODES))
     #: Proportion of the model per GPU, e.g. [3, 1]. None: by free memory.
     tensor_split: list[float] | None = attrs.field(default=None, validator=_tensor_split)
-    #: Flash attention: "auto" (on; llama.cpp turns it off for models that cannot use it),
+    #: Flash attention: "auto" (on a GPU, off on the CPU: see loader.flash_attention),
     #: true or false.
     flash_attn: bool | str = attrs.field(default="auto", validator=_flash_attn)
     #: KV-cache element type for keys, e.g. "f16", "q8_0", "q4_0".

@@ -52,7 +52,11 @@ class Checkpoint:
         self.size = size
 
     @classmethod
-    def take(cls, ctx, seq_id: int, n_tokens: int) -> Checkpoint | None:
+    def take(cls, ctx, seq_id: int, n_tokens: int, n_swa: int) -> Checkpoint | None:
+        """The state of ``seq_id``'s sliding-window layers now. Its ``pos_min`` is the first
+        position the state holds: llama.cpp writes only the cells inside the window of the
+        last position (``pos_max - n_swa + 1`` on), even while the layers still hold older
+        ones, which a restore does not bring back."""
         import llama_cpp as lib
 
         size = int(lib.llama_state_seq_get_size_ext(ctx, seq_id, PARTIAL_ONLY))
@@ -62,7 +66,9 @@ class Checkpoint:
         written = int(lib.llama_state_seq_get_data_ext(ctx, data, size, seq_id, PARTIAL_ONLY))
         if written <= 0:
             return None
-        pos_min = int(lib.llama_memory_seq_pos_min(lib.llama_get_memory(ctx), seq_id))
+        mem = lib.llama_get_memory(ctx)
+        pos_min = int(lib.llama_memory_seq_pos_min(mem, seq_id))
+        pos_min = max(pos_min, int(lib.llama_memory_seq_pos_max(mem, seq_id)) - n_swa + 1)
         return cls(n_tokens, pos_min, data, written)
 
     def restore(self, ctx, seq_id: int) -> bool:

@@ -33,6 +33,9 @@ from collections import deque
 from hoshikage_core.errors import Cancelled
 from hoshikage_core.protocol import Scores
 
+#: How many waiting prompts a stream looks through for the one sharing most with its slot.
+LOOKAHEAD = 64
+
 
 class Branch:
     """One prompt: its tokens, its continuations' tokens and the rows read so far."""
@@ -77,6 +80,7 @@ class ScoreJob:
         "prompt_tokens",
         "cached_tokens",
         "left",
+        "decoded",
     )
 
     def __init__(self, branches: list[Branch], sink, cancel):
@@ -99,6 +103,9 @@ class ScoreJob:
         self.primary: Stream | None = None
         self.prompt_tokens = shared + sum(len(b.tokens) - shared for b in branches)
         self.cached_tokens = 0
+        #: Tokens it has put into batches so far (the prefix, each prompt's rest as its
+        #: stream did not hold it already, the continuations' rows).
+        self.decoded = 0
 
 
 class Stream:
@@ -216,7 +223,7 @@ class Scoring:
             if stream.busy:
                 continue
             if not stream.paths and job.units and (stream is primary or not engine._waiting):
-                branch = job.units.popleft()
+                branch = self._nearest(job, stream)
                 stream.paths = deque((branch, path) for path in branch.paths)
             if stream.paths:
                 branch, path = stream.paths.popleft()
@@ -229,6 +236,21 @@ class Scoring:
                 self._aim(stream, target, wanted)
             elif stream is not primary or engine._waiting:
                 self._let_go(job, stream)
+
+    def _nearest(self, job: ScoreJob, stream: Stream):
+        """Take the waiting prompt that shares the most with what ``stream``'s slot holds
+        beyond the job's prefix (questions with the same answer space, documents after the
+        same query), among the next :data:`LOOKAHEAD`; the first on a tie."""
+        start = len(job.prefix)
+        held = stream.slot.tokens[start:]
+        best, best_len = 0, -1
+        for k in range(min(len(job.units), LOOKAHEAD)):
+            n = _common(held, job.units[k].tokens[start:])
+            if n > best_len:
+                best, best_len = k, n
+        branch = job.units[best]
+        del job.units[best]
+        return branch
 
     def _aim(self, stream: Stream, target: list[int], wanted: dict) -> None:
         """Point ``stream`` at ``target``: keep what its slot shares with it (up to the first
@@ -279,6 +301,7 @@ class Scoring:
                         stream.rows.append((first + k, unit[0], node))
                 slot.tokens.extend(take)
                 stream.pos += len(take)
+                job.decoded += len(take)
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""

@@ -8,7 +8,7 @@ The prompt of a question (the exact text is in ``docs/api-spec.md``):
    as compact JSON), a function call is an assistant message with that tool call and its
    output a ``tool`` message;
 2. the question, appended to the last message after a blank line when that is the user's,
-   else as a new user message: its instructions, then the answer space (:func:`question_text`);
+   else as a new user message: its answer space, then its instructions (:func:`question_text`);
 3. rendered with the model's chat template, the assistant's turn opened.
 
 Every question's prompt starts with the same rendered input, so the engine reads it once.
@@ -180,27 +180,44 @@ def _listed(label: str, description: str | None) -> str:
     return f"- {label}: {description}" if description else f"- {label}"
 
 
+def _either(labels: list[str]) -> str:
+    """``a, b or c``."""
+    return f"{', '.join(labels[:-1])} or {labels[-1]}"
+
+
+def _inline(labels: list[str], descriptions: list[str | None]) -> bool:
+    """Whether the answer space fits on one line: no description, and no label that a
+    comma, ``or`` or a line break would blur."""
+    return not any(descriptions) and not any(
+        "," in label or "\n" in label or " or " in f" {label} " for label in labels
+    )
+
+
 def _space(labels: list[str], descriptions: list[str | None], heading: str) -> str:
-    """The answer space: inline (``Answer with one of: a, b, c.``) when no label has a
-    description or a comma, else one ``- label: description`` line each under ``heading``."""
-    if not any(descriptions) and not any("," in label or "\n" in label for label in labels):
-        return f"Answer with one of: {', '.join(labels)}."
+    """The answer space: inline (``Choices: a, b or c.``) when :func:`_inline`, else one
+    ``- label: description`` line each under the heading. Every token of it is read once
+    per question (questions with the same answer space share it: it comes first), so it
+    is short."""
+    if _inline(labels, descriptions):
+        return f"{heading}: {_either(labels)}."
     listed = "\n".join(_listed(label, d) for label, d in zip(labels, descriptions, strict=True))
     return f"{heading}:\n{listed}\nAnswer with exactly one of them, as written."
 
 
 def question_text(question: s.Question, where: str) -> tuple[str, list[str]]:
-    """The question as the model reads it, and the labels of its answer space."""
+    """The question as the model reads it (its answer space first, then its
+    instructions), and the labels of its answer space."""
     instructions = _instructions(question, where)
     if isinstance(question, s.Predicate):
-        return f"Statement: {instructions}\nIs it true? Answer true or false.", list(TRUE_FALSE)
+        return f"True or false: {instructions}", list(TRUE_FALSE)
     if isinstance(question, s.ChoiceQuestion):
         labels = choice_labels(question.choices)
         space = _space(labels, [c.description for c in question.choices], "Choices")
-        return f"{instructions}\n{space}", labels
+        return f"{space}\n{instructions}", labels
     labels = [level.label for level in question.levels]
-    space = _space(labels, [level.description for level in question.levels], "Levels")
-    return f"{instructions} (levels from lowest to highest)\n{space}", labels
+    descriptions = [level.description for level in question.levels]
+    space = _space(labels, descriptions, "Levels (lowest to highest)")
+    return f"{space}\n{instructions}", labels
 
 
 def validate(data: s.DecisionRequest) -> None:

@@ -5,7 +5,7 @@ format, one prompt per document, all sharing the instructions and the query.
 The prompt (rendered with the model's chat template, the assistant's turn opened):
 
 * system: :data:`JUDGE`;
-* user: ``<Instruct>: {INSTRUCT}\\n<Query>: {query}\\n<Document>: {document}``.
+* user: ``Query: {query}\\nDocument: {document}\\n{QUESTION}``.
 """
 
 from __future__ import annotations
