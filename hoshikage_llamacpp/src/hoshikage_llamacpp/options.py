@@ -32,6 +32,12 @@ TOOL_FORMATS = (
     "granite",
     "firefunction",
     "minimax",
+    "seed",
+    "gemma4",
+    "dsml",
+    "pythonic",
+    "tool-calls",
+    "apertus",
 )
 
 #: KV-cache element types llama.cpp accepts, by name, with their ggml type ids.
