@@ -3,6 +3,8 @@
 * Responses: a ``reasoning`` item in ``input`` (as Codex sends it) becomes the next assistant
   message's ``reasoning_content``, and the Qwen3 template decides: it keeps the reasoning of
   the turn still in progress (after the last user message) and drops earlier turns'.
+* A forced call (``tool_choice`` required / a named tool / Anthropic's ``any``) on random
+  weights is still a valid call of the schema: the family's grammar alone writes it.
 * ``think`` on a model without a thinking mode is Ollama's 400; ``reasoning_effort`` and
   Anthropic's ``thinking`` are ignored there (the answer simply has no reasoning).
 """
@@ -166,6 +168,84 @@ def test_reasoning_effort_and_anthropic_thinking_are_ignored_without_a_thinking_
         extra_body={"grammar": 'root ::= "Hello" "!"'},
     )
     assert [block.type for block in message.content] == ["text"]
+
+
+CHAT_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "enum": ["Kyoto", "Nara"]},
+                    "days": {"type": "integer"},
+                },
+                "required": ["city", "days"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}},
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_forced_call_through_the_openai_client_is_valid(oai, choice):
+    import json
+
+    for stream in (False, True):
+        kwargs = dict(
+            model="qwen3",
+            messages=[{"role": "user", "content": "Weather in Kyoto?"}],
+            tools=CHAT_TOOLS,
+            tool_choice=choice,
+            reasoning_effort="none",
+            max_tokens=120,
+            temperature=0,
+        )
+        if not stream:
+            choice_ = oai.chat.completions.create(**kwargs).choices[0]
+            assert choice_.finish_reason == "tool_calls"
+            (call,) = choice_.message.tool_calls
+            name, arguments = call.function.name, call.function.arguments
+        else:
+            name, arguments = None, ""
+            for chunk in oai.chat.completions.create(**kwargs, stream=True):
+                for c in chunk.choices:
+                    for delta in c.delta.tool_calls or ():
+                        name = delta.function.name or name
+                        arguments += delta.function.arguments or ""
+        args = json.loads(arguments)
+        if name == "get_weather" or isinstance(choice, dict):
+            assert (
+                name == "get_weather"
+                and args["city"] in ("Kyoto", "Nara")
+                and isinstance(args["days"], int)
+            )
+        else:
+            assert name == "ping" and isinstance(args, dict)
+
+
+def test_anthropic_tool_choice_any_is_a_valid_tool_use(server):
+    claude = anthropic.Anthropic(base_url=server.base_url, api_key=KEY, max_retries=0)
+    tool = CHAT_TOOLS[0]["function"]
+    message = claude.messages.create(
+        model="qwen3",
+        max_tokens=120,
+        messages=[{"role": "user", "content": "Weather in Kyoto?"}],
+        tools=[{"name": tool["name"], "input_schema": tool["parameters"]}],
+        tool_choice={"type": "any"},
+        thinking={"type": "disabled"},
+        extra_body={"temperature": 0},
+    )
+    (use,) = [b for b in message.content if b.type == "tool_use"]
+    assert message.stop_reason == "tool_use" and use.name == "get_weather"
+    assert use.input["city"] in ("Kyoto", "Nara") and isinstance(use.input["days"], int)
 
 
 def test_the_ollama_surfaces_thinking_signs_are_the_backends():

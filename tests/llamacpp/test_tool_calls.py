@@ -188,6 +188,12 @@ CASES = [
         '{"name": "special_function_with_opt", "arguments": {"arg1": 1, "arg2": 2}}\n</tool_calls>',
         TWO,
     ),
+    (
+        "command-r-plus",
+        'Action:\n```json\n[\n    {\n        "tool_name": "special_function",\n        "parameters": {"arg1": 1}\n'
+        "    }\n]\n```",
+        ONE,
+    ),
     ("apertus", '<|tools_prefix|>[{"special_function": {"arg1": 1}}]<|tools_suffix|>', ONE),
     (
         "seed",
@@ -216,6 +222,16 @@ def test_expected_parses_from_llama_cpps_test_chat(fmt, text, expected):
         ("harmony", "<|channel|>commentary to=functions.special_function<|message|>{oops"),
         ("kimi", "<|tool_call_begin|>functions.special_function:0<|tool_call_argument_begin|>[1,"),
         ("deepseek", "<｜tool▁call▁begin｜>special_function<｜tool▁sep｜>{"),
+        ("gemma4", '<|tool_call>call:special_function{arg1:<|"|>open<tool_call|>'),
+        (
+            "pythonic",
+            "<|tool_call_start|>[special_function(arg1=__import__('os'))]<|tool_call_end|>",
+        ),
+        ("pythonic", "<|tool_call_start|>[special_function(1)]<|tool_call_end|>"),
+        ("tool-calls", '<tool_calls>[{"name": "special_function", "arguments": </tool_calls>'),
+        ("apertus", '<|tools_prefix|>[{"special_function": 1}]<|tools_suffix|>'),
+        ("command-r-plus", "Action:\n```json\n[{oops\n```"),
+        ("dsml", '<｜DSML｜invoke name="unknown">\n</｜DSML｜invoke>'),
     ],
 )
 def test_a_botched_call_is_not_a_call(fmt, text):
@@ -257,6 +273,7 @@ DETECTED = {
     "MiniMax-M1": "tool-calls",
     "Apertus-8B-Instruct": "apertus",
     "meta-llama-Llama-3.2-3B-Instruct": "llama3",
+    "CohereForAI-c4ai-command-r-plus-tool_use": "command-r-plus",
 }
 
 

@@ -74,11 +74,12 @@ FAMILIES = {
     "functionary": ("llama-bpe", "meetkai-functionary-medium-v3.1", {}, None),
     "granite": ("llama-bpe", "ibm-granite-granite-3.3-2B-Instruct", {}, None),
     "firefunction": ("llama-bpe", "fireworks-ai-llama-3-firefunction-v2", {}, None),
-    "minimax": ("qwen2", "MiniMax-M2", {}, None),
+    "minimax": ("qwen35", "MiniMax-M2", {}, {151668: 100.0}),  # its prompt opens <think>
     "seed": ("qwen35", "ByteDance-Seed-OSS", {}, None),
     "dsml": ("qwen35", "deepseek-ai-DeepSeek-V3.2", {}, None),
     "tool-calls": ("qwen2", "unsloth-Apriel-1.5", {}, None),
     "apertus": ("llama-bpe", "Apertus-8B-Instruct", {}, None),
+    "command-r-plus": ("command-r", "CohereForAI-c4ai-command-r-plus-tool_use", {}, None),
 }
 
 
@@ -95,6 +96,11 @@ def request(syntax: str, **fields):
     from hoshikage_core.protocol import GenerationRequest
 
     _, _, kwargs, bias = FAMILIES[syntax]
+    if bias is None:
+        # Thinking off: random weights that open a think block may never close it (the
+        # think-first path has its own tests, with a bias that closes the block).
+        fields.setdefault("reasoning", False)
+    bias = fields.pop("logit_bias", bias)
     return GenerationRequest(
         messages=({"role": "user", "content": "weather?"},),
         temperature=0,
@@ -121,7 +127,6 @@ def test_a_forced_call_is_the_familys_own_syntax_and_valid_under_the_schema(fami
     from hoshikage_llamacpp.planning import plan
 
     model = load(family_model, syntax)
-    raw_model = load(family_model, syntax, reasoning="off")
     try:
         base = syntax.removesuffix("-old").removesuffix("-r1")
         assert model.tool_format.name == base
@@ -132,12 +137,13 @@ def test_a_forced_call_is_the_familys_own_syntax_and_valid_under_the_schema(fami
             (call,) = last.tool_calls
             assert call["function"]["name"] in names
             valid(call["function"]["name"], json.loads(call["function"]["arguments"]))
-        # The same grammar on its own: the raw output is the family's syntax, read by the
-        # family's own reader.
+        # The same grammar on the same prompt as a plain completion (no reasoning split, no
+        # call capture): the raw output is the family's syntax, read by its own reader.
         # (Thinking off: no think block first, which random weights might never close.)
-        planned = plan(model, request(syntax, tools=TOOLS, tool_choice="required", reasoning=False))
+        req = request(syntax, tools=TOOLS, tool_choice="required", reasoning=False)
+        planned = plan(model, req)
         assert planned.grammar_trigger is None  # forced: from the first token
-        raw, _ = run(raw_model, request(syntax, grammar=planned.grammar))
+        raw = raw_output(model, req, planned.grammar)
         assert OPENERS[syntax] in raw, raw
         calls = FORMATS[base].read(raw[raw.index(OPENERS[syntax]) :])
         assert calls is not None and len(calls) == 1, raw
@@ -145,7 +151,22 @@ def test_a_forced_call_is_the_familys_own_syntax_and_valid_under_the_schema(fami
         valid(name, json.loads(arguments) if isinstance(arguments, str) else arguments)
     finally:
         model.close()
-        raw_model.close()
+
+
+def raw_output(model, req, grammar: str) -> str:
+    """``req``'s chat prompt, rendered as the model renders it, completed under ``grammar``."""
+    import attrs
+    from hoshikage_llamacpp.planning import thinking_kwargs
+
+    kwargs = {**thinking_kwargs(model.chat.template.source, req), **(req.template_kwargs or {})}
+    prompt = model.chat.render(req.messages, req.tools, kwargs)
+    text, _ = run(
+        model,
+        attrs.evolve(
+            req, messages=None, prompt=prompt, tools=None, tool_choice=None, grammar=grammar
+        ),
+    )
+    return text
 
 
 def test_a_strict_tool_waits_for_the_call_marker_then_holds_the_call(family_model):
@@ -167,23 +188,27 @@ def test_a_strict_tool_waits_for_the_call_marker_then_holds_the_call(family_mode
 
 
 def test_a_reasoning_family_may_think_before_a_forced_call(family_model):
-    """Thinking on (Qwen3 opens the block itself): the grammar lets the block come first,
-    and the call follows it; the reasoning is apart from the call."""
+    """Thinking on (Qwen3 opens the block itself): the grammar lets the block come first
+    (pushed there by a bias on ``<think>``, and closed by one on ``</think>``), and the call
+    follows it; the raw output shows the order, the answer the call."""
+    import attrs
+    from hoshikage_llamacpp.planning import plan
+
     model = load(family_model, "hermes")
     try:
-        import attrs
-        from hoshikage_core.protocol import stream
-
-        req = request("hermes", tools=TOOLS, tool_choice="required")
-        req = attrs.evolve(req, template_kwargs={}, logit_bias={151668: 100.0})
-        chunks = [chunk for _, chunk in stream(model, req)]
-        last = chunks[-1]
-        assert last.finish_reason == "tool_calls", last
-        assert "".join(c.reasoning for c in chunks)  # it thought first
-        valid(
-            last.tool_calls[0]["function"]["name"],
-            json.loads(last.tool_calls[0]["function"]["arguments"]),
+        bias = {151667: 50.0, 151668: 100.0}  # <think>, </think>
+        req = attrs.evolve(
+            request("hermes", tools=TOOLS, tool_choice="required"),
+            template_kwargs={},
+            reasoning=None,
+            logit_bias=bias,
         )
+        _, last = run(model, req)
+        assert last.finish_reason == "tool_calls", last
+        call = last.tool_calls[0]["function"]
+        valid(call["name"], json.loads(call["arguments"]))
+        raw = raw_output(model, req, plan(model, req).grammar)
+        assert raw.startswith("<think>") and raw.index("</think>") < raw.index("<tool_call>"), raw
     finally:
         model.close()
 
@@ -191,31 +216,55 @@ def test_a_reasoning_family_may_think_before_a_forced_call(family_model):
 # ---- the grammar's pieces, on strings ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("word", ["</parameter>", "aab", "abab", "</think>"])
-def test_text_without_a_word_never_contains_it(word):
-    """The KMP rules, run as an automaton over every string of the word's letters plus one
-    other, up to a length: a string is accepted exactly when it does not contain the word."""
+def _texts(word: str):
+    """Every string over the word's letters and one other up to a length (short words), and
+    random strings built from pieces of the word (long ones)."""
     import itertools
+    import random
+
+    alphabet = sorted(set(word)) + ["x"]
+    if len(alphabet) <= 4:
+        for length in range(len(word) + 4):
+            yield from ("".join(letters) for letters in itertools.product(alphabet, repeat=length))
+        return
+    rng = random.Random(7)
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randrange(1, 5)):
+            a = rng.randrange(len(word))
+            parts.append(
+                word[a : rng.randrange(a, len(word) + 1)] + rng.choice(["", "x", "<", "\n"])
+            )
+        yield "".join(parts)
+
+
+@pytest.mark.parametrize("word", ["</parameter>", "aab", "abab", "aaa", "</think>"])
+def test_text_without_a_word_never_contains_it(word):
+    """The KMP rules, run as an automaton: a string is accepted exactly when it does not
+    contain the word."""
     import re
 
     rules: dict[str, str] = {}
     start = text_without(word, "t", rules)
-    moves = {}
+    moves: dict = {}
     for name, body in rules.items():
         state = int(name.split("-")[1])
         for lit_char, nxt in re.findall(r'"((?:\\.|[^"])+)" t-(\d+)', body):
             moves[(state, json.loads(f'"{lit_char}"'))] = int(nxt)
-        moves[(state, None)] = int(re.search(r"\] t-(\d+)", body).group(1))
+        excluded = re.search(r"\[\^(.*?)\] t-", body).group(1).replace("\\", "")
+        moves[(state, "excluded")] = set(excluded)
     assert start == "t-0"
-    alphabet = sorted(set(word)) + ["x"]
-    for length in range(len(word) + 3):
-        for letters in itertools.product(alphabet, repeat=length):
-            text, state = "".join(letters), 0
-            for c in text:
-                state = moves.get((state, c), moves[(state, None)] if c not in word else -1)
-                if state == -1:
-                    break
-            assert (state != -1) == (word not in text), text
+    for text in _texts(word):
+        state = 0
+        for c in text:
+            if (state, c) in moves:
+                state = moves[(state, c)]
+            elif c in moves[(state, "excluded")]:
+                state = -1
+                break
+            else:
+                state = 0
+        assert (state != -1) == (word not in text), text
 
 
 def test_literals_escape_what_gbnf_needs():

@@ -38,6 +38,7 @@ TOOL_FORMATS = (
     "pythonic",
     "tool-calls",
     "apertus",
+    "command-r-plus",
 )
 
 #: KV-cache element types llama.cpp accepts, by name, with their ggml type ids.

@@ -158,14 +158,14 @@ def plan(model, request: GenerationRequest) -> Plan:
 
 def _think(form: ReasoningForm | None, prompt: str, request: GenerationRequest) -> Think | None:
     """The think block a forced call's grammar lets the model write first: none when the
-    model has no reasoning form or thinking was turned off."""
-    if form is None or request.reasoning is False:
+    model has no reasoning form, or thinking was turned off and the prompt left no block
+    open (one it opened anyway must still be closed first)."""
+    if form is None:
         return None
-    if form.harmony:
-        return Think(
-            form.start, form.end, opens_in_prompt(form, prompt), after="<|start|>assistant"
-        )
-    return Think(form.start, form.end, opens_in_prompt(form, prompt))
+    opened = opens_in_prompt(form, prompt)
+    if request.reasoning is False and not opened:
+        return None
+    return Think(form.start, form.end, opened, after="<|start|>assistant" if form.harmony else "")
 
 
 def strict_tools(tools) -> list:

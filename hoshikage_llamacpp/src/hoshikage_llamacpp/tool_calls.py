@@ -25,7 +25,16 @@ format             a call                                                       
 ``granite``        ``<|tool_call|>[{"name", "arguments"}]``                      Granite 3.x/4
 ``firefunction``   ``functools[{"name", "arguments"}]``                          Firefunction v2
 ``minimax``        ``<minimax:tool_call><invoke name="f"><parameter name=…>``     MiniMax-M2
+``seed``           ``<seed:tool_call><function=f><parameter=p>v</parameter>…``  Seed-OSS
+``gemma4``         ``<|tool_call>call:f{k:<|"|>v<|"|>,n:1}<tool_call|>``           Gemma 4
+``dsml``           ``<｜DSML｜invoke name="f"><｜DSML｜parameter name=p string=…>``  DeepSeek V3.2/V4
+``pythonic``       ``<|tool_call_start|>[f(a=1, b="x")]<|tool_call_end|>``        LFM2, LFM2.5
+``tool-calls``     ``<tool_calls>[{"name", "arguments"}]</tool_calls>``          Apriel, MiniMax-M1
+``apertus``        ``<|tools_prefix|>[{"f": {…}}]<|tools_suffix|>``               Apertus
+``command-r-plus`` ``Action:`` then a fenced JSON list of ``{"tool_name", "parameters"}``  Command R+
 =================  ==========================================================  ==============
+
+A constrained call's grammar, in each family's syntax, is :mod:`.tool_grammar`'s.
 
 Pure Python.
 """
@@ -397,6 +406,22 @@ def read_apertus(text: str) -> list[Call] | None:
     return calls or None
 
 
+_ACTION = re.compile(r"Action:\s*```(?:json)?\s*(.*?)\s*(?:```|$)", re.S)
+
+
+def read_command_r_plus(text: str) -> list[Call] | None:
+    """Command R+'s ``Action:`` and a fenced JSON list of ``{"tool_name", "parameters"}``
+    (its ``directly-answer`` tool means "no call")."""
+    objects = []
+    for block in _ACTION.findall(text):
+        parsed = _json(block)
+        if parsed is None:
+            return None
+        objects += _objects(parsed)
+    calls = _named(objects, name_key="tool_name", args_keys=("parameters",))
+    return [c for c in calls if c[0] != "directly-answer"] or None if calls else None
+
+
 FORMATS: dict[str, ToolFormat] = {
     f.name: f
     for f in (
@@ -472,6 +497,7 @@ FORMATS: dict[str, ToolFormat] = {
             markers=("<|tool_call_start|>", "<|tool_call_end|>"),
         ),
         ToolFormat("tool-calls", ("<tool_calls>",), read_tool_calls_tag),
+        ToolFormat("command-r-plus", ("Action:",), read_command_r_plus),
         ToolFormat(
             "apertus",
             ("<|tools_prefix|>",),
@@ -499,6 +525,7 @@ _SIGNS = (
     ("<parameter=", "qwen3-coder"),
     ("[TOOL_CALLS]", "mistral"),
     ("<|START_ACTION|>", "command-r"),
+    ("Write \\'Action:\\'", "command-r-plus"),
     (">>>", "functionary"),
     ("<function=", "functionary"),
     ("<|tool_call|>", "granite"),

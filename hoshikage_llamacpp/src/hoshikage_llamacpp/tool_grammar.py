@@ -25,6 +25,8 @@ The syntax per family (``NAME`` the function's name, ``ARGS`` its arguments as J
                   (R1's) …function<｜tool▁sep｜>NAME\\n```json\\nARGS\\n```…
     glm           <tool_call>NAME\\n<arg_key>P</arg_key>\\n<arg_value>V</arg_value>\\n…</tool_call>
     kimi          <|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>ARGS…
+    command-r+    Action:\\n```json\\n[\\n    {\\n        "tool_name": "NAME",\\n        "parameters": ARGS
+                  \\n    }\\n]\\n```
     command-r     <|START_ACTION|>[\\n    {"tool_call_id": "0", "tool_name": "NAME", "parameters": ARGS}
                   \\n]<|END_ACTION|>
     functionary   <function=NAME>ARGS</function> (v3.1); v3.2's prompt ends in ``>>>``, so its
@@ -253,6 +255,7 @@ OPENERS = {
     "dsml": "<｜DSML｜function_calls>",
     "tool-calls": "<tool_calls>",
     "apertus": "<|tools_prefix|>",
+    "command-r-plus": "Action:",
     "json": '{"name": ',
 }
 
@@ -316,6 +319,11 @@ def _call(b: _Builder, syntax: str, function: Mapping[str, Any], i: int) -> str:
             f'"<|START_ACTION|>[\\n    {{\\"tool_call_id\\": \\"0\\", \\"tool_name\\": " {quoted} '
             f'", \\"parameters\\": " {args()} "}}\\n]<|END_ACTION|>"'
         )
+    if syntax == "command-r-plus":
+        return (
+            f'"Action:\\n```json\\n[\\n    {{\\n        \\"tool_name\\": " {quoted} ",\\n        \\"parameters\\": " '
+            f'{args()} "\\n    }}\\n]\\n```"'
+        )
     if syntax == "functionary":
         return f'"<function=" {lit(name)} ">" {args()} "</function>"'
     if syntax == "qwen3-coder":
@@ -336,7 +344,7 @@ def _call(b: _Builder, syntax: str, function: Mapping[str, Any], i: int) -> str:
             prefix,
             "</arg_value>",
             lambda k, v, _: (
-                f'"<arg_key>" {k} "</arg_key>\\n"? "<arg_value>" {v} "</arg_value>\\n"?'
+                f'"<arg_key>" {k} "</arg_key>" "\\n"? "<arg_value>" {v} "</arg_value>" "\\n"?'
             ),
         )
         return f'"<tool_call>" {lit(name)} "\\n"? {params} "</tool_call>"'
