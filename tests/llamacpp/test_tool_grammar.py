@@ -277,6 +277,18 @@ def test_every_familys_grammar_compiles_in_llama_cpp(family_model):
     from hoshikage_llamacpp.tool_grammar import Think
 
     free = {"type": "function", "function": {"name": "anything", "parameters": {"type": "object"}}}
+    refs = {
+        "type": "function",
+        "function": {
+            "name": "with.refs",
+            "parameters": {
+                "type": "object",
+                "$defs": {"C": {"type": "string", "enum": ["a", "b"]}, "N": {"type": "object"}},
+                "properties": {"c": {"$ref": "#/$defs/C"}, "n": {"$ref": "#/$defs/N"}},
+                "required": ["c"],
+            },
+        },
+    }
     model = load(family_model, "hermes")
     try:
         import llama_cpp
@@ -287,7 +299,7 @@ def test_every_familys_grammar_compiles_in_llama_cpp(family_model):
             template = {"mistral": "[ARGS]", "deepseek-r1": "```json"}.get(syntax, "")
             grammar, _ = call_grammar(
                 fmt,
-                (*TOOLS, free),
+                (*TOOLS, free, refs),
                 template=template,
                 think=Think("<think>", "</think>"),
                 bare=syntax == "json",

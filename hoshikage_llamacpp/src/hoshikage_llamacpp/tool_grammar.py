@@ -177,6 +177,8 @@ def _is_text(schema: Any) -> bool:
 def _xml_value(b: _Builder, schema: Any, name: str, end: str) -> str:
     """A parameter's value in the XML-ish forms: a string raw (its ``enum``/``const`` held),
     anything else as JSON of its schema."""
+    if isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str):
+        schema = b.converter._refs.get(schema["$ref"], schema)  # resolved by b.resolve
     if _is_text(schema):
         values = (
             schema.get("enum")
@@ -200,12 +202,14 @@ def _xml_params(
     one, each other one optional; names outside the schema only when it allows them.
     ``param(name_expr, value_expr, raw)`` writes one parameter; a raw value never contains
     ``end``."""
-    schema = function.get("parameters") or {}
+    schema = b.resolve(function.get("parameters") or {}, f"{prefix}-xml")
     properties = schema.get("properties") if isinstance(schema, Mapping) else None
     properties = properties if isinstance(properties, Mapping) else {}
     required = set(schema.get("required") or ()) if isinstance(schema, Mapping) else set()
     parts = []
     for i, (key, sub) in enumerate(properties.items()):
+        if isinstance(sub, Mapping) and isinstance(sub.get("$ref"), str):
+            sub = b.converter._refs.get(sub["$ref"], sub)
         one = param(literal(key), _xml_value(b, sub, f"{prefix}-p{i}", end), _is_text(sub))
         parts.append(one if key in required else f"( {one} )?")
     extra = (
