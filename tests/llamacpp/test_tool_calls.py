@@ -333,7 +333,7 @@ def test_a_forced_call_is_written_in_the_familys_own_syntax(qwen3):
     )
     # Thinking is on: the think block may come first, then the call in hermes syntax.
     assert planned.grammar.startswith('root ::= ( "<think>" ') and planned.grammar_trigger is None
-    assert '"<tool_call>\\n{\\"name\\": " "\\"get_weather\\""' in planned.grammar
+    assert '"{\\"name\\": " "\\"get_weather\\""' in planned.grammar
     last = generate(qwen3, **request_fields)
     assert last.finish_reason == "tool_calls"
     assert json.loads(last.tool_calls[0]["function"]["arguments"])["city"] in ("Kyoto", "Nara")
