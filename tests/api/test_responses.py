@@ -820,7 +820,7 @@ def test_fields_the_sdk_sends_are_accepted(client):
     )
     assert r.status in ("completed", "incomplete") and r.parallel_tool_calls is False
     assert r.reasoning.effort == "low" and r.text.verbosity == "low" and r.max_tool_calls == 3
-    # A reasoning item sent back (as agents do) is skipped.
+    # A reasoning item sent back (as agents do) with no text changes nothing.
     items = [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "hi"}]
     assert client.responses.create(
         model="tiny", input=items, max_output_tokens=2

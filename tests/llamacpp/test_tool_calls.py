@@ -14,7 +14,8 @@ from tests.support.families import template
 
 ONE = [("special_function", {"arg1": 1})]
 TWO = [("special_function", {"arg1": 1}), ("special_function_with_opt", {"arg1": 1, "arg2": 2})]
-KNOWN = ["special_function", "special_function_with_opt"]
+KNOWN = ["special_function", "special_function_with_opt", "get_time", "get_weather", "empty_args"]
+PARIS = [("get_time", {"city": "Paris"})]
 
 CASES = [
     (
@@ -107,6 +108,98 @@ CASES = [
         "</minimax:tool_call>",
         ONE,
     ),
+    # Gemma 4: strings between <|"|> marks, bare keys.
+    (
+        "gemma4",
+        "<|tool_call>call:special_function{arg1:42}<tool_call|>",
+        [("special_function", {"arg1": 42})],
+    ),
+    ("gemma4", '<|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>', PARIS),
+    ("gemma4", "<|tool_call>call:empty_args{}<tool_call|>", [("empty_args", {})]),
+    (
+        "gemma4",
+        "<|tool_call>call:special_function{arg1:-7}<tool_call|>",
+        [("special_function", {"arg1": -7})],
+    ),
+    (
+        "gemma4",
+        "<|tool_call>call:special_function{arg1:1.5e10}<tool_call|>",
+        [("special_function", {"arg1": 1.5e10})],
+    ),
+    (
+        "gemma4",
+        "<|tool_call>call:special_function{arg1:true}<tool_call|>",
+        [("special_function", {"arg1": True})],
+    ),
+    (
+        "gemma4",
+        "<|tool_call>call:special_function{arg1:null}<tool_call|>",
+        [("special_function", {"arg1": None})],
+    ),
+    (
+        "gemma4",
+        '<|tool_call>call:special_function{arg1:[<|"|>buy milk<|"|>,<|"|>walk, dog: now<|"|>]}<tool_call|>',
+        [("special_function", {"arg1": ["buy milk", "walk, dog: now"]})],
+    ),
+    (
+        "gemma4",
+        '<|tool_call>call:special_function{arg1:{theme:<|"|>dark<|"|>,count:3}}<tool_call|>',
+        [("special_function", {"arg1": {"theme": "dark", "count": 3}})],
+    ),
+    (
+        "gemma4",
+        '<|tool_call>call:get_time{city:<|"|>London<|"|>}<tool_call|>'
+        '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|>',
+        [("get_time", {"city": "London"}), ("get_weather", {"city": "Paris"})],
+    ),
+    # DeepSeek V3.2 / V4 DSML: string="true" raw, string="false" JSON.
+    (
+        "dsml",
+        '<｜DSML｜function_calls>\n<｜DSML｜invoke name="special_function">\n'
+        '<｜DSML｜parameter name="arg1" string="false">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+        "</｜DSML｜function_calls>",
+        ONE,
+    ),
+    (
+        "dsml",
+        '<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_time">\n'
+        '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+        '<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
+        "</｜DSML｜invoke>\n</｜DSML｜function_calls>",
+        [("get_time", {"city": "Paris"}), ("get_weather", {"city": "Paris"})],
+    ),
+    # LFM2: Python call syntax.
+    ("pythonic", "<|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>", ONE),
+    ("pythonic", '<|tool_call_start|>[get_time(city="Paris")]<|tool_call_end|>', PARIS),
+    (
+        "pythonic",
+        "<|tool_call_start|>[special_function(arg1=1), special_function_with_opt(arg1=1, arg2=2)]<|tool_call_end|>",
+        TWO,
+    ),
+    # Apriel 1.5/1.6 (a JSON list) and MiniMax-M1 (a JSON object a line).
+    (
+        "tool-calls",
+        '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>',
+        ONE,
+    ),
+    (
+        "tool-calls",
+        '<tool_calls>\n{"name": "special_function", "arguments": {"arg1": 1}}\n'
+        '{"name": "special_function_with_opt", "arguments": {"arg1": 1, "arg2": 2}}\n</tool_calls>',
+        TWO,
+    ),
+    (
+        "command-r-plus",
+        'Action:\n```json\n[\n    {\n        "tool_name": "special_function",\n        "parameters": {"arg1": 1}\n'
+        "    }\n]\n```",
+        ONE,
+    ),
+    ("apertus", '<|tools_prefix|>[{"special_function": {"arg1": 1}}]<|tools_suffix|>', ONE),
+    (
+        "seed",
+        "<seed:tool_call>\n<function=special_function>\n<parameter=arg1>1</parameter>\n</function>\n</seed:tool_call>",
+        ONE,
+    ),
 ]
 
 
@@ -129,6 +222,16 @@ def test_expected_parses_from_llama_cpps_test_chat(fmt, text, expected):
         ("harmony", "<|channel|>commentary to=functions.special_function<|message|>{oops"),
         ("kimi", "<|tool_call_begin|>functions.special_function:0<|tool_call_argument_begin|>[1,"),
         ("deepseek", "<｜tool▁call▁begin｜>special_function<｜tool▁sep｜>{"),
+        ("gemma4", '<|tool_call>call:special_function{arg1:<|"|>open<tool_call|>'),
+        (
+            "pythonic",
+            "<|tool_call_start|>[special_function(arg1=__import__('os'))]<|tool_call_end|>",
+        ),
+        ("pythonic", "<|tool_call_start|>[special_function(1)]<|tool_call_end|>"),
+        ("tool-calls", '<tool_calls>[{"name": "special_function", "arguments": </tool_calls>'),
+        ("apertus", '<|tools_prefix|>[{"special_function": 1}]<|tools_suffix|>'),
+        ("command-r-plus", "Action:\n```json\n[{oops\n```"),
+        ("dsml", '<｜DSML｜invoke name="unknown">\n</｜DSML｜invoke>'),
     ],
 )
 def test_a_botched_call_is_not_a_call(fmt, text):
@@ -156,6 +259,21 @@ DETECTED = {
     "ibm-granite-granite-3.3-2B-Instruct": "granite",
     "fireworks-ai-llama-3-firefunction-v2": "firefunction",
     "MiniMax-M2": "minimax",
+    "google-gemma-4-31B-it": "gemma4",
+    "google-gemma-4-31B-it-interleaved": "gemma4",
+    "deepseek-ai-DeepSeek-V3.2": "dsml",
+    "deepseek-ai-DeepSeek-V4": "dsml",
+    "deepseek-ai-DeepSeek-V4-Flash-0731": "dsml",
+    "ByteDance-Seed-OSS": "seed",
+    "LFM2-8B-A1B": "pythonic",
+    "LFM2.5-8B-A1B": "pythonic",
+    "LFM2.5-Instruct": "pythonic",
+    "unsloth-Apriel-1.5": "tool-calls",
+    "Apriel-1.6-15b-Thinker-fixed": "tool-calls",
+    "MiniMax-M1": "tool-calls",
+    "Apertus-8B-Instruct": "apertus",
+    "meta-llama-Llama-3.2-3B-Instruct": "llama3",
+    "CohereForAI-c4ai-command-r-plus-tool_use": "command-r-plus",
 }
 
 
@@ -213,7 +331,9 @@ def test_a_forced_call_is_written_in_the_familys_own_syntax(qwen3):
     planned = plan(
         qwen3, GenerationRequest(messages=({"role": "user", "content": "x"},), **request_fields)
     )
-    assert planned.grammar.startswith('root ::= "<tool_call>"') and planned.grammar_trigger is None
+    # Thinking is on: the think block may come first, then the call in hermes syntax.
+    assert planned.grammar.startswith('root ::= ( "<think>" ') and planned.grammar_trigger is None
+    assert '"{\\"name\\": " "\\"get_weather\\""' in planned.grammar
     last = generate(qwen3, **request_fields)
     assert last.finish_reason == "tool_calls"
     assert json.loads(last.tool_calls[0]["function"]["arguments"])["city"] in ("Kyoto", "Nara")

@@ -204,30 +204,17 @@ def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
     return names
 
 
-def forced_tool_schema(
+def forced_tools(
     tools: Sequence[Mapping[str, Any]], tool_choice: str | Mapping[str, Any]
-) -> dict[str, Any]:
-    """The JSON schema of a call when ``tool_choice`` forces one: ``"required"`` (any of
-    the tools) or ``{"type": "function", "function": {"name": ...}}`` (that one)."""
-    by_name = {tool["function"]["name"]: tool["function"] for tool in tools}
+) -> list[Mapping[str, Any]]:
+    """The tools one of which ``tool_choice`` forces a call of: ``"required"`` (any of
+    them) or ``{"type": "function", "function": {"name": ...}}`` (that one)."""
     if isinstance(tool_choice, Mapping):
         name = (tool_choice.get("function") or {}).get("name")
-        if name not in by_name:
+        chosen = [tool for tool in tools if tool["function"]["name"] == name]
+        if not chosen:
             raise InvalidRequest(
                 f"tool_choice names {name!r}, which is not in tools", "tool_choice"
             )
-        chosen = [by_name[name]]
-    else:
-        chosen = list(by_name.values())
-
-    def call_schema(function: Mapping[str, Any]) -> dict[str, Any]:
-        parameters = function.get("parameters") or {"type": "object"}
-        return {
-            "type": "object",
-            "properties": {"name": {"const": function["name"]}, "arguments": parameters},
-            "required": ["name", "arguments"],
-        }
-
-    if len(chosen) == 1:
-        return call_schema(chosen[0])
-    return {"anyOf": [call_schema(function) for function in chosen]}
+        return chosen[:1]
+    return list(tools)

@@ -32,6 +32,13 @@ TOOL_FORMATS = (
     "granite",
     "firefunction",
     "minimax",
+    "seed",
+    "gemma4",
+    "dsml",
+    "pythonic",
+    "tool-calls",
+    "apertus",
+    "command-r-plus",
 )
 
 #: KV-cache element types llama.cpp accepts, by name, with their ggml type ids.

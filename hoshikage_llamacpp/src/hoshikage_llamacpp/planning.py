@@ -11,10 +11,11 @@ import attrs
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import GenerationRequest
 
-from .chat import forced_tool_schema, tool_names
+from .chat import forced_tools, tool_names
 from .reasoning import ReasoningForm, opens_in_prompt
-from .sampling import SamplerChain, grammar_for
-from .tool_calls import FORMATS, ToolFormat, call_grammar
+from .sampling import SamplerChain, check_grammar_size, grammar_for
+from .tool_calls import FORMATS, ToolFormat
+from .tool_grammar import Think, call_grammar
 
 
 @attrs.define(kw_only=True)
@@ -54,14 +55,14 @@ def plan(model, request: GenerationRequest) -> Plan:
     """Render, tokenize and check ``request`` for ``model`` (a :class:`LlamaCppModel`)."""
     tools = request.tools if request.tool_choice != "none" else None
     names = tool_names(tools)
-    forced = None
+    forced = None  # the tools one of which must be called
     lazy = False
     if tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
-        forced = forced_tool_schema(tools, request.tool_choice)
+        forced = forced_tools(tools, request.tool_choice)
     elif tools and request.grammar is None and (strict := strict_tools(tools)):
         # Calls of strict tools follow their schema from the call marker on (a lazy grammar):
         # the free text before a call costs nothing.
-        forced, lazy = forced_tool_schema(strict, "required"), True
+        forced, lazy = strict, True
     form = model.reasoning if request.is_chat else None
     if request.is_chat:
         kwargs = thinking_kwargs(model.chat.template.source, request) if form else {}
@@ -92,21 +93,29 @@ def plan(model, request: GenerationRequest) -> Plan:
     )
     if lazy and request.response_format is not None and request.response_format.type != "text":
         forced, lazy = None, False  # the answer's own format wins over strict tools
-    grammar = grammar_for(
-        request.response_format, forced, request.grammar, request.max_grammar_bytes
-    )
-    trigger = None
-    if forced is not None and grammar is not None:
-        wrapped, trigger = call_grammar(tool_format, grammar)
-        # The family's own syntax only where its call marker is one token of this model's
-        # vocabulary: spelled out in pieces it costs tokens and wanders (a plain vocabulary).
-        if trigger is not None and len(model.special_tokens(trigger)) == 1:
-            grammar = wrapped
-        else:
-            trigger = None
-        if lazy and trigger is None:
-            grammar = None  # no fixed call marker to wait for: strict is not enforced
-    grammar_trigger = trigger if lazy else None
+    grammar_trigger = None
+    if forced is not None and request.grammar is None:
+        # The request's own grammar wins: it constrains the raw output, calls included.
+        grammar, trigger = call_grammar(
+            tool_format,
+            forced,
+            template=model.chat.template.source if model.chat else "",
+            lazy=lazy,
+            think=_think(form, prompt, request) if request.is_chat and not lazy else None,
+            # A template without tool support was taught the hermes form; where its marker
+            # is not one token of this vocabulary, spelling it out costs tokens and wanders:
+            # the bare object, which every parser reads, instead.
+            bare=not lazy
+            and tool_format is FORMATS["hermes"]
+            and len(model.special_tokens("<tool_call>")) != 1,
+            param="tools" if lazy else "tool_choice",
+        )
+        check_grammar_size(grammar, "tools" if lazy else "tool_choice", request.max_grammar_bytes)
+        grammar_trigger = trigger if lazy else None
+    else:
+        grammar = grammar_for(
+            request.response_format, None, request.grammar, request.max_grammar_bytes
+        )
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a
     # request without max_tokens on all of them; a request may ask for more, up to the context.
@@ -145,6 +154,18 @@ def plan(model, request: GenerationRequest) -> Plan:
         grammar_trigger=grammar_trigger,
         **reasoning,
     )
+
+
+def _think(form: ReasoningForm | None, prompt: str, request: GenerationRequest) -> Think | None:
+    """The think block a forced call's grammar lets the model write first: none when the
+    model has no reasoning form, or thinking was turned off and the prompt left no block
+    open (one it opened anyway must still be closed first)."""
+    if form is None:
+        return None
+    opened = opens_in_prompt(form, prompt)
+    if request.reasoning is False and not opened:
+        return None
+    return Think(form.start, form.end, opened, after="<|start|>assistant" if form.harmony else "")
 
 
 def strict_tools(tools) -> list:

@@ -87,18 +87,29 @@ def grammar_for(
     ``response_format``. A schema the converter rejects, or a grammar over ``max_bytes``
     (``[server] max_grammar_bytes``), is :class:`InvalidRequest`."""
     result = _grammar_for(fmt, forced_tool_schema, grammar)
-    if result is not None and max_bytes is not None and len(result) > max_bytes:
+    if result is not None:
         if grammar:
-            param, what = "grammar", "The grammar is"
+            param = "grammar"
         else:
             param = "tool_choice" if forced_tool_schema is not None else "response_format"
-            what = f"{param}: the JSON schema makes a grammar of"
-        raise InvalidRequest(
-            f"{what} {len(result)} bytes; this server accepts at most {max_bytes} "
-            "(server.max_grammar_bytes).",
-            param,
-        )
+        check_grammar_size(result, param, max_bytes)
     return result
+
+
+def check_grammar_size(grammar: str, param: str, max_bytes: int | None) -> None:
+    """:class:`InvalidRequest` for a grammar over ``max_bytes`` (``[server]
+    max_grammar_bytes``); ``param`` names where it came from (``grammar``: the request's
+    own)."""
+    if max_bytes is None or len(grammar) <= max_bytes:
+        return
+    what = (
+        "The grammar is" if param == "grammar" else f"{param}: the JSON schema makes a grammar of"
+    )
+    raise InvalidRequest(
+        f"{what} {len(grammar)} bytes; this server accepts at most {max_bytes} "
+        "(server.max_grammar_bytes).",
+        param,
+    )
 
 
 def _grammar_for(

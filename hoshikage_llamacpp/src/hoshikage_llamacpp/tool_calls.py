@@ -25,7 +25,16 @@ format             a call                                                       
 ``granite``        ``<|tool_call|>[{"name", "arguments"}]``                      Granite 3.x/4
 ``firefunction``   ``functools[{"name", "arguments"}]``                          Firefunction v2
 ``minimax``        ``<minimax:tool_call><invoke name="f"><parameter name=…>``     MiniMax-M2
+``seed``           ``<seed:tool_call><function=f><parameter=p>v</parameter>…``  Seed-OSS
+``gemma4``         ``<|tool_call>call:f{k:<|"|>v<|"|>,n:1}<tool_call|>``           Gemma 4
+``dsml``           ``<｜DSML｜invoke name="f"><｜DSML｜parameter name=p string=…>``  DeepSeek V3.2/V4
+``pythonic``       ``<|tool_call_start|>[f(a=1, b="x")]<|tool_call_end|>``        LFM2, LFM2.5
+``tool-calls``     ``<tool_calls>[{"name", "arguments"}]</tool_calls>``          Apriel, MiniMax-M1
+``apertus``        ``<|tools_prefix|>[{"f": {…}}]<|tools_suffix|>``               Apertus
+``command-r-plus`` ``Action:`` then a fenced JSON list of ``{"tool_name", "parameters"}``  Command R+
 =================  ==========================================================  ==============
+
+A constrained call's grammar, in each family's syntax, is :mod:`.tool_grammar`'s.
 
 Pure Python.
 """
@@ -283,6 +292,136 @@ def read_minimax(text: str) -> list[Call] | None:
     return calls or None
 
 
+_GEMMA4 = re.compile(r"<\|tool_call>\s*call:([\w.\-]+)\s*(\{.*?\})\s*(?:<tool_call\|>|$)", re.S)
+_GEMMA4_STRING = re.compile(r'<\|"\|>(.*?)<\|"\|>', re.S)
+_BARE_KEY = re.compile(r"([{,]\s*)([A-Za-z_][\w.\-]*)\s*:")
+
+
+def gemma4_value(text: str) -> Any:
+    """Gemma 4's argument notation as JSON: strings between ``<|"|>`` marks, keys bare
+    (``{city:<|"|>Paris<|"|>,count:3}``); None when it does not read."""
+    strings: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        strings.append(match.group(1))
+        return f"\x00{len(strings) - 1}\x00"
+
+    text = _BARE_KEY.sub(r'\1"\2":', _GEMMA4_STRING.sub(keep, text))
+    text = re.sub("\x00(\\d+)\x00", lambda m: json.dumps(strings[int(m.group(1))]), text)
+    return _json(text)
+
+
+def read_gemma4(text: str) -> list[Call] | None:
+    calls = []
+    for name, body in _GEMMA4.findall(text):
+        args = gemma4_value(body)
+        if not isinstance(args, dict):
+            return None
+        calls.append((name, args))
+    return calls or None
+
+
+_DSML_INVOKE = re.compile(r'<｜DSML｜invoke name="([^"]+)">(.*?)(?:</｜DSML｜invoke>|$)', re.S)
+_DSML_PARAM = re.compile(
+    r'<｜DSML｜parameter name="([^"]+)"(?:\s+string="(true|false)")?>(.*?)(?:</｜DSML｜parameter>|$)',
+    re.S,
+)
+
+
+def read_dsml(text: str) -> list[Call] | None:
+    """DeepSeek V3.2/V4's DSML: ``string="true"`` values are raw text, the others JSON."""
+    calls = []
+    for name, body in _DSML_INVOKE.findall(text):
+        args = {}
+        for key, is_string, value in _DSML_PARAM.findall(body):
+            args[key] = value if is_string == "true" else _value(value)
+        calls.append((name, args))
+    return calls or None
+
+
+_PY_CONSTANTS = {"true": True, "false": False, "null": None, "none": None}
+
+
+def _py_value(node) -> Any:
+    import ast
+
+    if isinstance(node, ast.Name) and node.id.lower() in _PY_CONSTANTS:
+        return _PY_CONSTANTS[node.id.lower()]
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_py_value(item) for item in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_py_value(k): _py_value(v) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_py_value(node.operand)
+    if isinstance(node, ast.Constant):
+        return node.value
+    raise ValueError("not a literal")
+
+
+def read_pythonic(text: str) -> list[Call] | None:
+    """LFM2's ``<|tool_call_start|>[f(a=1, b="x"), g()]<|tool_call_end|>``: Python call
+    syntax, read with :mod:`ast` (never evaluated), JSON's ``true``/``null`` allowed."""
+    import ast
+
+    calls = []
+    for block in _between(text, "<|tool_call_start|>", "<|tool_call_end|>") or [text]:
+        try:
+            tree = ast.parse(block.strip(), mode="eval").body
+        except SyntaxError:
+            return None
+        for node in tree.elts if isinstance(tree, ast.List) else [tree]:
+            if not isinstance(node, ast.Call) or node.args:
+                return None
+            name = ast.unparse(node.func)
+            try:
+                calls.append((name, {kw.arg: _py_value(kw.value) for kw in node.keywords}))
+            except (ValueError, TypeError):
+                return None
+    return calls or None
+
+
+def read_tool_calls_tag(text: str) -> list[Call] | None:
+    """``<tool_calls>[{"name", "arguments"}, …]</tool_calls>`` (Apriel), or one JSON object
+    a line between those tags (MiniMax-M1)."""
+    objects: list[Any] = []
+    for block in _between(text, "<tool_calls>", "</tool_calls>"):
+        parsed = _json(block)
+        if parsed is None:
+            parsed = [_json(line) for line in block.splitlines() if line.strip()]
+        objects += _objects(parsed)
+    return _named(objects) if objects else None
+
+
+def read_apertus(text: str) -> list[Call] | None:
+    """Apertus's ``<|tools_prefix|>[{"name": {arguments}}, …]<|tools_suffix|>``."""
+    calls = []
+    for block in _between(text, "<|tools_prefix|>", "<|tools_suffix|>"):
+        for obj in _objects(_json(block)):
+            if not isinstance(obj, dict) or len(obj) != 1:
+                return None
+            ((name, args),) = obj.items()
+            if not isinstance(args, dict):
+                return None
+            calls.append((name, args))
+    return calls or None
+
+
+_ACTION = re.compile(r"Action:\s*```(?:json)?\s*(.*?)\s*(?:```|$)", re.S)
+
+
+def read_command_r_plus(text: str) -> list[Call] | None:
+    """Command R+'s ``Action:`` and a fenced JSON list of ``{"tool_name", "parameters"}``
+    (its ``directly-answer`` tool means "no call")."""
+    objects = []
+    for block in _ACTION.findall(text):
+        parsed = _json(block)
+        if parsed is None:
+            return None
+        objects += _objects(parsed)
+    calls = _named(objects, name_key="tool_name", args_keys=("parameters",))
+    return [c for c in calls if c[0] != "directly-answer"] or None if calls else None
+
+
 FORMATS: dict[str, ToolFormat] = {
     f.name: f
     for f in (
@@ -338,12 +477,47 @@ FORMATS: dict[str, ToolFormat] = {
         ),
         ToolFormat("firefunction", ("functools",), read_firefunction),
         ToolFormat("minimax", ("<minimax:tool_call>",), read_minimax),
+        ToolFormat(
+            "seed",
+            ("<seed:tool_call>",),
+            read_qwen3_coder,
+            markers=("<seed:tool_call>", "</seed:tool_call>"),
+        ),
+        ToolFormat(
+            "gemma4",
+            ("<|tool_call>",),
+            read_gemma4,
+            markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
+        ),
+        ToolFormat("dsml", ("<｜DSML｜function_calls>", "<｜DSML｜invoke"), read_dsml),
+        ToolFormat(
+            "pythonic",
+            ("<|tool_call_start|>",),
+            read_pythonic,
+            markers=("<|tool_call_start|>", "<|tool_call_end|>"),
+        ),
+        ToolFormat("tool-calls", ("<tool_calls>",), read_tool_calls_tag),
+        ToolFormat("command-r-plus", ("Action:",), read_command_r_plus),
+        ToolFormat(
+            "apertus",
+            ("<|tools_prefix|>",),
+            read_apertus,
+            markers=("<|tools_prefix|>", "<|tools_suffix|>"),
+        ),
     )
 }
 
 #: Which text in a template means which format, most specific first.
 _SIGNS = (
     ("<|channel|>", "harmony"),
+    ("｜DSML｜", "dsml"),
+    ("<|tool_call>call:", "gemma4"),
+    ("<seed:tool_call>", "seed"),
+    ("<|tool_call_start|>", "pythonic"),
+    ("<|tool_list_start|>", "pythonic"),  # LFM2
+    ("List of tools: [", "pythonic"),  # LFM2.5
+    ("<|tools_prefix|>", "apertus"),
+    ("<tool_calls>", "tool-calls"),
     ("tool▁call▁begin", "deepseek"),
     ("<|tool_call_begin|>", "kimi"),
     ("<arg_key>", "glm"),
@@ -351,36 +525,15 @@ _SIGNS = (
     ("<parameter=", "qwen3-coder"),
     ("[TOOL_CALLS]", "mistral"),
     ("<|START_ACTION|>", "command-r"),
+    ("Write \\'Action:\\'", "command-r-plus"),
     (">>>", "functionary"),
     ("<function=", "functionary"),
     ("<|tool_call|>", "granite"),
     ("functools", "firefunction"),
     ("<|python_tag|>", "llama3"),
+    ('"parameters": dictionary of argument name', "llama3"),  # Llama 3.2: JSON only
     ("<tool_call>", "hermes"),
 )
-
-
-#: Formats whose call is a ``{"name", "arguments"}`` object between fixed texts: a grammar
-#: for them is the call's JSON schema inside them (prefix, suffix as GBNF).
-_CALL_SYNTAX = {
-    "hermes": ('"<tool_call>" "\\n"?', '"\\n"? "</tool_call>"'),
-    "granite": ('<|tool_call|> "["', '"]"'),
-    "firefunction": ('"functools["', '"]"'),
-}
-
-
-def call_grammar(fmt: ToolFormat, call_gbnf: str) -> tuple[str, str | None]:
-    """A grammar for one call in ``fmt``'s own syntax around ``call_gbnf`` (a grammar whose
-    ``root`` is the ``{"name", "arguments"}`` object), and the text that opens it (the
-    trigger of a lazy grammar). Families without such a form get the bare JSON object,
-    which every family's parser reads too, and no trigger."""
-    syntax = _CALL_SYNTAX.get(fmt.name)
-    if not syntax:
-        return call_gbnf, None
-    prefix, suffix = syntax
-    renamed = re.sub(r'(?<![\w"\\-])root(?![\w"-])', "tool-call", call_gbnf)
-    opener = {"hermes": "<tool_call>", "granite": "<|tool_call|>"}.get(fmt.name, fmt.openers[0])
-    return f"root ::= {prefix} tool-call {suffix}\n{renamed}", opener
 
 
 def detect(template: str) -> ToolFormat:

@@ -75,6 +75,18 @@ def _gguf(path: str, size: int, mtime_ns: int):
         return None
 
 
+#: Text in a chat template that means a thinking mode (``hoshikage_llamacpp.reasoning``'s
+#: signs; a test keeps the two equal).
+THINKING_SIGNS = (
+    "<|channel|>analysis",
+    "<|channel>thought",
+    "<seed:think>",
+    "[THINK]",
+    "START_THINKING",
+    "<think>",
+)
+
+
 class Facts:
     """One registered model's file facts."""
 
@@ -123,7 +135,21 @@ class Facts:
     def capabilities(self) -> list[str]:
         if self.entry.option("embedding", False):
             return ["embedding"]
-        return ["completion", "tools"] if "tools" in self.template() else ["completion"]
+        out = ["completion"]
+        if "tools" in self.template():
+            out.append("tools")
+        if self.thinks():
+            out.append("thinking")
+        return out
+
+    def thinks(self) -> bool:
+        """Whether the model has a thinking mode: its template writes one of the reasoning
+        forms the backend detects (the same signs as ``hoshikage_llamacpp.reasoning``,
+        which this package does not import), and the ``reasoning`` option is not "off"."""
+        if self.entry.option("reasoning") == "off":
+            return False
+        template = self.template()
+        return any(sign in template for sign in THINKING_SIGNS)
 
     def model_info(self) -> dict[str, Any]:
         """Scalar and string GGUF metadata (arrays such as the vocabulary are left out; the

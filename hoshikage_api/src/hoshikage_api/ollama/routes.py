@@ -10,6 +10,7 @@ routes need it like every other (``Authorization: Bearer <key>``).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -52,6 +53,20 @@ def _responses(*codes: int) -> dict[int, ResponseSpec]:
 GENERATION = _responses(400, 401, 404, 413, 500, 503)
 
 
+def _check_think(request: Request, label: str, data: s.GenerationFields) -> None:
+    """Ollama's answer to ``think`` (true or an effort level) on a model without a thinking
+    mode: 400 ``"<model>" does not support thinking``. ``think: false`` is always fine."""
+    if (
+        data.think is None
+        or data.think is False
+        or data.think not in (True, "high", "medium", "low")
+    ):
+        return  # off, or a value the translation refuses by itself
+    runtime = runtime_of(request)
+    if not models.Facts(runtime, runtime.resolve(label)).thinks():
+        raise invalid(f"{json.dumps(data.model)} does not support thinking", "think")
+
+
 async def _load_or_unload(request: Request, label: str, data: s.GenerationFields, fmt):
     """No prompt or messages: load the model (``done_reason: load``), or with
     ``keep_alive: 0`` unload it without loading it first (``done_reason: unload``)."""
@@ -74,6 +89,7 @@ async def _load_or_unload(request: Request, label: str, data: s.GenerationFields
 )
 async def chat(request: Request, data: Annotated[s.ChatRequest, Body()]) -> s.ChatResponse:
     label = models.resolve(runtime_of(request), data.model)
+    _check_think(request, label, data)
     fmt = ChatFormat(data.model)
     if not data.messages:
         return await _load_or_unload(request, label, data, fmt)
@@ -92,6 +108,7 @@ async def generate(
     request: Request, data: Annotated[s.GenerateRequest, Body()]
 ) -> s.GenerateResponse:
     label = models.resolve(runtime_of(request), data.model)
+    _check_think(request, label, data)
     fmt = GenerateFormat(data.model)
     if not data.prompt:
         return await _load_or_unload(request, label, data, fmt)

@@ -107,11 +107,17 @@ class FunctionCallOutputItem(
     status: ItemStatus | None = None
 
 
-class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True):
-    """An earlier turn's reasoning sent back by the client: accepted and left out of the
-    prompt (no model served here produces reasoning items)."""
+class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True, omit_defaults=True):
+    """An earlier turn's reasoning sent back by the client (as Codex does): its text
+    (``content``'s ``reasoning_text`` parts, else ``summary``'s ``summary_text``) goes back
+    into the prompt as the next assistant message's ``reasoning_content``, where the
+    template keeps it. ``encrypted_content`` is accepted and ignored (none is issued here)."""
 
     id: ItemId | None = None
+    summary: list[Any] = []
+    content: list[Any] | None = None
+    encrypted_content: str | None = None
+    status: ItemStatus | None = None
 
 
 InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem

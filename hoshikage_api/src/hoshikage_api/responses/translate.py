@@ -9,7 +9,10 @@ the way :mod:`hoshikage_api.translate` maps chat's messages:
 * ``function_call`` items become ``tool_calls`` on an assistant message (the one just before
   them, when there is one, so that a turn's text and calls stay one message);
 * a ``function_call_output`` becomes a ``tool`` message with its ``tool_call_id``;
-* ``reasoning`` items are left out; images, files, audio and hosted tools are refused.
+* a ``reasoning`` item's text becomes the ``reasoning_content`` of the assistant message
+  that follows it (the template decides whether earlier reasoning stays in the prompt:
+  Qwen3's keeps only the last turn's); one with no assistant message after it is dropped;
+* images, files, audio and hosted tools are refused.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ _ITEM_TYPES = {
     "function_call_output": s.FunctionCallOutputItem,
     "reasoning": s.ReasoningItem,
 }
-_ID_PREFIX = {s.MessageItem: "msg", s.FunctionCallItem: "fc", s.FunctionCallOutputItem: "fco"}
+_ID_PREFIX = {
+    s.MessageItem: "msg",
+    s.FunctionCallItem: "fc",
+    s.FunctionCallOutputItem: "fco",
+    s.ReasoningItem: "rs",
+}
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
@@ -79,7 +87,7 @@ def _item(raw: dict[str, Any], i: int):
     if kind not in _ITEM_TYPES:
         raise invalid(
             f"Invalid '{where}.type': items of type {kind!r} are not supported; only message, "
-            "function_call, function_call_output (and reasoning, which is skipped) are.",
+            "function_call, function_call_output and reasoning are.",
             f"{where}.type",
         )
     item = _convert(raw, _ITEM_TYPES[kind], where)
@@ -108,7 +116,7 @@ def _check_parts(item, where: str) -> None:
 
 
 def input_items(data: s.CreateResponse) -> list:
-    """The request's ``input`` as items, each with an ``id`` (``reasoning`` items dropped)."""
+    """The request's ``input`` as items, each with an ``id``."""
     if isinstance(data.input, str):
         return [
             s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")
@@ -116,8 +124,6 @@ def input_items(data: s.CreateResponse) -> list:
     items = []
     for i, raw in enumerate(data.input):
         item = _item(raw, i)
-        if isinstance(item, s.ReasoningItem):
-            continue
         items.append(
             msgspec.structs.replace(
                 item, id=item.id or new_id(_ID_PREFIX[type(item)]), status="completed"
@@ -131,8 +137,10 @@ def output_as_input(response: s.Response) -> list:
     items = []
     for out in response.output:
         if isinstance(out, s.OutputReasoning):
-            continue  # the template decides what earlier reasoning it keeps: none is sent
-        if isinstance(out, s.OutputMessage):
+            # The template decides what earlier reasoning it keeps (see :func:`messages`).
+            content = [{"type": "reasoning_text", "text": part.text} for part in out.content]
+            items.append(s.ReasoningItem(id=out.id, content=content, status=out.status))
+        elif isinstance(out, s.OutputMessage):
             content = [s.OutputText(text=part.text) for part in out.content]
             items.append(
                 s.MessageItem(role="assistant", content=content, id=out.id, status=out.status)
@@ -162,23 +170,49 @@ def _text(content: str | Sequence) -> str:
     return join_text(texts)
 
 
+def reasoning_text(item: s.ReasoningItem) -> str:
+    """A reasoning item's text: its ``reasoning_text`` parts, else its summary."""
+
+    def texts(parts, kind: str) -> list[str]:
+        return [
+            p["text"]
+            for p in parts or ()
+            if isinstance(p, dict) and p.get("type") == kind and isinstance(p.get("text"), str)
+        ]
+
+    return join_text(texts(item.content, "reasoning_text") or texts(item.summary, "summary_text"))
+
+
 def messages(items: Sequence) -> list[dict[str, Any]]:
     """Context items as the core's chat messages (string content, OpenAI chat roles)."""
     out: list[dict[str, Any]] = []
+    reasoning: list[str] = []  # reasoning items not yet given to an assistant message
+
+    def assistant(message: dict[str, Any]) -> dict[str, Any]:
+        if reasoning:
+            message["reasoning_content"] = join_text(reasoning)
+            reasoning.clear()
+        return message
+
     for item in items:
+        if isinstance(item, s.ReasoningItem):
+            if text := reasoning_text(item):
+                reasoning.append(text)
+            continue
         if isinstance(item, s.MessageItem):
             role = "system" if item.role == "developer" else item.role
-            out.append({"role": role, "content": _text(item.content)})
+            message = {"role": role, "content": _text(item.content)}
+            out.append(assistant(message) if role == "assistant" else message)
         elif isinstance(item, s.FunctionCallItem):
             call = {
                 "id": item.call_id,
                 "type": "function",
                 "function": {"name": item.name, "arguments": item.arguments},
             }
-            if out and out[-1]["role"] == "assistant":
+            if out and out[-1]["role"] == "assistant" and not reasoning:
                 out[-1].setdefault("tool_calls", []).append(call)
             else:
-                out.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                out.append(assistant({"role": "assistant", "content": "", "tool_calls": [call]}))
         elif isinstance(item, s.FunctionCallOutputItem):
             out.append(
                 {"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)}
