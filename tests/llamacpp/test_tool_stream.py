@@ -10,7 +10,7 @@ import json
 
 import pytest
 from hoshikage_llamacpp.tool_calls import FORMATS, parse
-from hoshikage_llamacpp.tool_stream import JsonScan, ToolStream
+from hoshikage_llamacpp.tool_stream import READERS, JsonScan, ToolStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +46,10 @@ def joined(deltas):
     return [calls[i] for i in sorted(calls)]
 
 
+def test_every_format_has_an_incremental_reader():
+    assert sorted(READERS) == sorted(FORMATS)
+
+
 @pytest.mark.parametrize("fmt,text,expected", CASES)
 def test_a_call_fed_a_character_at_a_time_streams_its_name_then_its_arguments(fmt, text, expected):
     steps, last, calls = run(fmt, list(text))
@@ -60,7 +64,7 @@ def test_a_call_fed_a_character_at_a_time_streams_its_name_then_its_arguments(fm
     first_name = next(k for k, step in enumerate(steps) if any(d.name for d in step))
     assert first_name < len(text) - 1
     pieces = [d for d in streamed if d.name is None and d.index == 0]
-    assert len(pieces) > 1
+    assert len(pieces) > 1 or expected[0][1] == {}  # "{}" comes in one piece
 
 
 @pytest.mark.parametrize("fmt,text,expected", CASES)
@@ -111,15 +115,45 @@ def test_xml_arguments_are_rendered_as_json_as_parameters_are_written():
             "minimax",
             '<invoke name="special_function"><parameter name="arg1">some text</parameter></invoke>',
         ),
+        (
+            "dsml",
+            '<｜DSML｜invoke name="special_function"><｜DSML｜parameter name="arg1" string="true">'
+            "some text</｜DSML｜parameter></｜DSML｜invoke>",
+        ),
+        (
+            "gemma4",
+            '<|tool_call>call:special_function{arg1:<|"|>some text<|"|>}<tool_call|>',
+        ),
     ],
 )
-def test_glm_and_minimax_stream_a_text_value_as_it_is_written(fmt, text):
+def test_text_values_stream_as_they_are_written(fmt, text):
     steps, last, calls = run(fmt, list(text))
     pieces = [d.arguments for step in steps for d in step if d.name is None] + [
         d.arguments for d in last
     ]
-    assert "".join(pieces) == calls[0]["function"]["arguments"] == '{"arg1": "some text"}'
+    assert "".join(pieces) == calls[0]["function"]["arguments"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"arg1": "some text"}
     assert len(pieces) > 5
+
+
+def test_a_dsml_raw_value_is_text_from_its_first_character():
+    """``string="true"``: ``1`` is the text "1", streamed at once, never read as JSON."""
+    text = (
+        '<｜DSML｜invoke name="special_function"><｜DSML｜parameter name="arg1" string="true">'
+        "12</｜DSML｜parameter></｜DSML｜invoke>"
+    )
+    steps, last, calls = run("dsml", list(text))
+    pieces = [d.arguments for step in steps for d in step if d.name is None]
+    assert pieces[:3] == ["{", '"arg1": "', "1"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"arg1": "12"}
+
+
+def test_pythonic_arguments_go_out_one_by_one_as_json():
+    text = '<|tool_call_start|>[special_function_with_opt(arg1=1, arg2="a, b)")]<|tool_call_end|>'
+    steps, last, calls = run("pythonic", list(text))
+    pieces = [d.arguments for step in steps for d in step if d.name is None]
+    assert pieces == ["{", '"arg1": 1', ', "arg2": "a, b)"}']
+    assert calls[0]["function"]["arguments"] == '{"arg1": 1, "arg2": "a, b)"}'
 
 
 def test_a_tool_not_offered_is_never_streamed_and_is_text():
@@ -208,6 +242,11 @@ _PIECES = [
     "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", '<invoke name="', '">', ">>>", "\n", " ",
     '{"name": "special_function", "arguments": ', '{"arg1": 1}', '{"arg1": ', '"x', "}", "]", "[", ",", ":",
     "1", "true", "\\", '"', "```json",
+    "<|tool_call>", "call:", "<tool_call|>", '<|"|>', "arg1:", '<｜DSML｜invoke name="',
+    '<｜DSML｜parameter name="arg1" string="true">', "</｜DSML｜parameter>", "</｜DSML｜invoke>",
+    "<|tool_call_start|>", "special_function(", "arg1=", ")", "<|tool_call_end|>", "<tool_calls>",
+    "</tool_calls>", "Action:", "```", '"tool_name": "special_function", "parameters": ',
+    "<|tools_prefix|>", '{"special_function": ', "<|tools_suffix|>", "<seed:tool_call>",
 ]  # fmt: skip
 
 

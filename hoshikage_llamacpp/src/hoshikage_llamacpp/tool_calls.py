@@ -313,7 +313,10 @@ def gemma4_value(text: str) -> Any:
 
 def read_gemma4(text: str) -> list[Call] | None:
     calls = []
-    for name, body in _GEMMA4.findall(text):
+    found = _GEMMA4.findall(text)
+    if len(found) != text.count("<|tool_call>"):
+        return None  # a call that does not read: botched, not dropped
+    for name, body in found:
         args = gemma4_value(body)
         if not isinstance(args, dict):
             return None
@@ -321,9 +324,9 @@ def read_gemma4(text: str) -> list[Call] | None:
     return calls or None
 
 
-_DSML_INVOKE = re.compile(r'<｜DSML｜invoke name="([^"]+)">(.*?)(?:</｜DSML｜invoke>|$)', re.S)
+_DSML_INVOKE = re.compile(r'<｜DSML｜invoke name="([^"]+)">(.*?)(?:</｜DSML｜invoke>|\Z)', re.S)
 _DSML_PARAM = re.compile(
-    r'<｜DSML｜parameter name="([^"]+)"(?:\s+string="(true|false)")?>(.*?)(?:</｜DSML｜parameter>|$)',
+    r'<｜DSML｜parameter name="([^"]+)"(?:\s+string="(true|false)")?>(.*?)(?:</｜DSML｜parameter>|\Z)',
     re.S,
 )
 

@@ -6,12 +6,16 @@ Each format of :mod:`.tool_calls` has an incremental reader here that sees the c
 far and says, per call, its name once the name is complete, and the argument text that is
 safe to send:
 
-* JSON forms (hermes, llama3, mistral, harmony, deepseek, kimi, command-r, functionary,
-  granite, firefunction, and bare JSON): the model's own argument text, as far as it is
-  valid JSON (a resumable scanner reads it, so each token costs only its own characters);
-* XML forms (qwen3-coder, glm, minimax): a JSON rendering (``json.dumps`` of the
+* JSON forms (hermes, llama3, mistral, harmony, deepseek, kimi, command-r, command-r-plus,
+  functionary, granite, firefunction, tool-calls, apertus, and bare JSON): the model's own
+  argument text, as far as it is valid JSON (a resumable scanner reads it, so each token
+  costs only its own characters); Gemma 4's notation is turned into JSON as it is written
+  (strings between ``<|"|>`` marks, bare keys quoted) and read the same way;
+* XML forms (qwen3-coder, seed, glm, minimax, dsml): a JSON rendering (``json.dumps`` of the
   parameters: the same text :func:`.tool_calls.parse` writes), built member by member: a
-  value that may be JSON once it ends, a text value as it is written (:func:`_partial`).
+  value that may be JSON once it ends, a text value as it is written (:func:`_partial`);
+* LFM2's Python call syntax (pythonic): each keyword argument rendered as JSON once its
+  value ends.
 
 The rules (docs/backend-llamacpp.md, "Tool calls streamed"):
 
@@ -310,30 +314,43 @@ def _named_view(text: str, pos: int, members, closed: bool, name_key, args_keys)
     return View(name, piece, started=bool(_BEGUN.match(piece)), done=end is not None)
 
 
-def _render(params: list[tuple[str, str]], closed: bool, partial: str | None = None) -> str:
-    """The JSON text of XML-form parameters: ``json.dumps`` of them, built one at a time;
-    ``partial``, the rendering of a parameter still being written, last."""
+def _render(params: list[tuple], closed: bool, partial: str | None = None) -> str:
+    """The JSON text of XML-form parameters ``(key, text)`` or ``(key, text, raw)``:
+    ``json.dumps`` of them, built one at a time (a raw value is text as written, not read as
+    JSON); ``partial``, the rendering of a parameter still being written, last."""
     members = [
-        json.dumps(key, ensure_ascii=False) + ": " + json.dumps(_value(value), ensure_ascii=False)
-        for key, value in params
+        json.dumps(key, ensure_ascii=False)
+        + ": "
+        + json.dumps(value if raw else _value(value), ensure_ascii=False)
+        for key, value, *flag in params
+        for raw in (bool(flag and flag[0]),)
     ]
     if partial is not None and not closed:
         members.append(partial)
     return "{" + ", ".join(members) + ("}" if closed else "")
 
 
-def _partial(r: Reader, text: str, key: str, at: int, markers: tuple[str, ...]) -> str | None:
+def _partial(
+    r: Reader, text: str, key: str, at: int, markers: tuple[str, ...], raw: bool = False
+) -> str | None:
     """A parameter still being written, from ``at`` to the end of ``text``: its member so
     far (``"key": "text`` without the closing quote), once its value is certainly a string
     (what :func:`.tool_calls._value` makes of text that is not JSON); None while it may
     still be JSON (then it goes out whole, once complete). A tail that may become the
-    closing marker, and trailing newlines (stripped at the end), wait."""
+    closing marker, and trailing newlines (stripped at the end), wait. A ``raw`` value
+    (DSML's ``string="true"``) is text from its first character, kept as written."""
     sofar = text[at:]
     keep = len(sofar)
     for size in range(min(len(sofar), max(map(len, markers)) - 1), 0, -1):
         if any(marker.startswith(sofar[-size:]) for marker in markers):
             keep -= size
             break
+    if raw:
+        return (
+            json.dumps(key, ensure_ascii=False)
+            + ": "
+            + json.dumps(sofar[:keep], ensure_ascii=False)[:-1]
+        )
     value = sofar[:keep].strip("\n")
     if not value:
         return None
@@ -344,7 +361,7 @@ def _partial(r: Reader, text: str, key: str, at: int, markers: tuple[str, ...]) 
 
 
 def _xml_view(
-    name: str | None, params: list[tuple[str, str]], closed: bool, partial: str | None = None
+    name: str | None, params: list[tuple], closed: bool, partial: str | None = None
 ) -> View:
     """An XML-form call: streamed from its name on, the arguments as they are rendered."""
     if name is None:
@@ -597,6 +614,220 @@ def _functionary(r: Reader, text: str, final: bool) -> list[View]:
     return views
 
 
+def _tool_calls_tag(r: Reader, text: str, final: bool) -> list[View]:
+    """Apriel's ``<tool_calls>[…]`` and MiniMax-M1's one object a line in those tags."""
+    views = []
+    for begin, end, _closed in _blocks(text, "<tool_calls>", "</tool_calls>"):
+        views += r.named(text, begin, end, many=True)
+    return views
+
+
+_ACTION_HEAD = re.compile(r"Action:\s*")
+
+
+def _command_r_plus(r: Reader, text: str, final: bool) -> list[View]:
+    """``Action:``, a fence (```` ```json ````), then a JSON list of calls."""
+    views = []
+    for head in _ACTION_HEAD.finditer(text):
+        at = head.end()
+        fence = text[at : at + 7]
+        if "```json".startswith(fence) and len(fence) < 7 and at + len(fence) == len(text):
+            return views + [View(None)]  # the fence goes on
+        if fence.startswith("```"):
+            at += 7 if fence == "```json" else 3
+        end = _find(text, "```", at, len(text))
+        views += r.named(text, at, end, name_key="tool_name", args_keys=("parameters",))
+    return views
+
+
+def _apertus(r: Reader, text: str, final: bool) -> list[View]:
+    """``<|tools_prefix|>[{"name": {arguments}}, …]``: each object's one key is the name."""
+    views = []
+    for begin, end, _closed in _blocks(text, "<|tools_prefix|>", "<|tools_suffix|>"):
+        scan = r.scan(text, begin, end, track=True)
+        for members, _end in scan.objects or ():
+            if not members or members[0][1] is None or text[members[0][1]] != "{":
+                views.append(View(None))
+                return views
+            _key, start, stop = members[0]
+            piece = text[start : stop if stop is not None else scan.pos]
+            views.append(
+                View(members[0][0], piece, started=bool(_BEGUN.match(piece)), done=stop is not None)
+            )
+    return views
+
+
+_DSML_HEAD = re.compile(r'<｜DSML｜invoke name="([^"]*)("?>?)')
+_DSML_PARAM = re.compile(r'<｜DSML｜parameter name="([^"]+)"(?:\s+string="(true|false)")?>')
+_DSML_ENDS = ("</｜DSML｜parameter>", "</｜DSML｜invoke>")
+
+
+def _dsml(r: Reader, text: str, final: bool) -> list[View]:
+    """DeepSeek V3.2/V4: as minimax, a ``string="true"`` value raw text from its start."""
+    views = []
+    for head, body_end, closed in _bodies(text, _DSML_HEAD, "</｜DSML｜invoke>"):
+        if head is None or head.group(2) != '">':
+            views.append(View(None))
+            break
+        closed = closed or final
+        body = text[head.end() : body_end]
+        params, at, partial = [], 0, None
+        while (mark := _DSML_PARAM.search(body, at)) is not None:
+            raw = mark.group(2) == "true"
+            value_end = body.find("</｜DSML｜parameter>", mark.end())
+            if value_end == -1:
+                if closed:
+                    params.append((mark.group(1), body[mark.end() :], raw))
+                else:
+                    at = head.end() + mark.end()
+                    partial = _partial(r, text, mark.group(1), at, _DSML_ENDS, raw)
+                break
+            params.append((mark.group(1), body[mark.end() : value_end], raw))
+            at = value_end + len("</｜DSML｜parameter>")
+        views.append(_xml_view(head.group(1), params, closed, partial))
+    return views
+
+
+_PY_HEAD = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
+_PY_OPEN, _PY_CLOSE = "([{", ")]}"
+
+
+def _pythonic(r: Reader, text: str, final: bool) -> list[View]:
+    """LFM2's ``[f(a=1, b="x"), g()]``: each call from its name on, each keyword argument
+    rendered as JSON once its value ends (at a ``,`` or ``)`` outside brackets and strings),
+    read with :mod:`ast` as :func:`.tool_calls.read_pythonic` does."""
+    import ast
+
+    from .tool_calls import _py_value
+
+    views: list[View] = []
+    for begin, end, _closed in _blocks(text, "<|tool_call_start|>", "<|tool_call_end|>"):
+        at = begin
+        while at < end:
+            while at < end and text[at] in _WS + "[,":
+                at += 1
+            head = _PY_HEAD.match(text, at, end)
+            if head is None:
+                if at < end and text[at] != "]":
+                    views.append(View(None))  # a name still being written, or not a call
+                return views
+            params: list[tuple[str, Any]] = []
+            i, depth, quote, start, closed = head.end(), 0, None, head.end(), False
+            while i < end:
+                c = text[i]
+                if quote:
+                    if c == "\\":
+                        i += 1
+                    elif c == quote:
+                        quote = None
+                elif c in "'\"":
+                    quote = c
+                elif c in _PY_OPEN:
+                    depth += 1
+                elif c in _PY_CLOSE and depth:
+                    depth -= 1
+                elif c in ",)" and not depth:
+                    arg = text[start:i].strip()
+                    if arg:
+                        key, eq, value = arg.partition("=")
+                        try:
+                            if not eq or not key.strip().isidentifier():
+                                raise ValueError(arg)
+                            params.append(
+                                (key.strip(), _py_value(ast.parse(value.strip(), mode="eval").body))
+                            )
+                        except (ValueError, TypeError, SyntaxError):
+                            views.append(View(None))
+                            return views
+                    start = i + 1
+                    if c == ")":
+                        closed = True
+                        break
+                i += 1
+            members = [
+                json.dumps(k, ensure_ascii=False) + ": " + json.dumps(v, ensure_ascii=False)
+                for k, v in params
+            ]
+            args = "{" + ", ".join(members) + ("}" if closed else "")
+            views.append(View(head.group(1), args, started=True, done=closed))
+            if not closed:
+                return views
+            at = i + 1
+    return views
+
+
+_GEMMA4_HEAD = re.compile(r"<\|tool_call>\s*call:([\w.\-]*)(\s*\{?)")
+_GEMMA4_QUOTE = '<|"|>'
+_KEY_CHARS = re.compile(r"[\w.\-]*")
+
+
+class _GemmaJson:
+    """Gemma 4's argument notation (``{city:<|"|>Paris<|"|>,n:3}``) turned into JSON as it
+    is written: strings between ``<|"|>`` marks escaped, bare keys quoted (as
+    :func:`.tool_calls.gemma4_value` reads it); :attr:`out` only grows."""
+
+    __slots__ = ("pos", "out", "in_string")
+
+    def __init__(self, at: int):
+        self.pos, self.out, self.in_string = at, "", False
+
+    def feed(self, text: str, upto: int) -> None:
+        i = self.pos
+        while i < upto:
+            if text.startswith(_GEMMA4_QUOTE, i):
+                self.out += '"'
+                self.in_string = not self.in_string
+                i += len(_GEMMA4_QUOTE)
+                continue
+            if _GEMMA4_QUOTE.startswith(text[i:upto]):
+                break  # may be a quote mark: wait
+            c = text[i]
+            if self.in_string:
+                self.out += json.dumps(c, ensure_ascii=False)[1:-1]
+            elif c.isalpha() or c == "_":
+                word = _KEY_CHARS.match(text, i, upto).group()
+                after = i + len(word)
+                while after < upto and text[after] in _WS:
+                    after += 1
+                if after >= upto:
+                    break  # a key or a literal: not known yet
+                prev = self.out.rstrip()[-1:]
+                if text[after] == ":" and prev in ("{", ","):
+                    self.out += json.dumps(word)
+                else:
+                    self.out += word
+                i += len(word)
+                continue
+            else:
+                self.out += c
+            i += 1
+        self.pos = i
+
+
+def _gemma4(r: Reader, text: str, final: bool) -> list[View]:
+    views = []
+    for head, body_end, _closed in _bodies(text, _GEMMA4_HEAD, "<tool_call|>"):
+        if head is None or "{" not in head.group(2):
+            views.append(View(None))
+            break
+        at = head.end() - 1
+        conv = r._scans.get((at, "gemma4"))
+        if conv is None:
+            conv = r._scans[(at, "gemma4")] = _GemmaJson(at)
+            r._scans[(at, "gemma4 json")] = JsonScan(0)
+        conv.feed(text, body_end)
+        scan = r._scans[(at, "gemma4 json")]
+        scan.feed(conv.out, len(conv.out))
+        if scan.start is None:
+            views.append(View(None))
+            break
+        args = conv.out[scan.start : scan.end if scan.end is not None else scan.pos]
+        views.append(View(head.group(1), args, started=bool(_BEGUN.match(args)), done=scan.done))
+        if not scan.done:
+            break
+    return views
+
+
 READERS: dict[str, Callable[[Reader, str, bool], list[View]]] = {
     "hermes": _hermes,
     "qwen3-coder": _qwen3_coder,
@@ -611,6 +842,13 @@ READERS: dict[str, Callable[[Reader, str, bool], list[View]]] = {
     "granite": _after("<|tool_call|>"),
     "firefunction": _after("functools"),
     "minimax": _minimax,
+    "seed": _qwen3_coder,
+    "tool-calls": _tool_calls_tag,
+    "command-r-plus": _command_r_plus,
+    "apertus": _apertus,
+    "dsml": _dsml,
+    "pythonic": _pythonic,
+    "gemma4": _gemma4,
 }
 
 
