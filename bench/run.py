@@ -257,12 +257,27 @@ class Server:
                 self.proc.wait()
 
 
+#: ``--flash-attn`` as the model option's TOML value (llama-server always runs ``-fa on``).
+FLASH_ATTN = {"auto": '"auto"', "on": "true", "off": "false"}
+
+
+def flash_attn_argument(parser) -> None:
+    parser.add_argument(
+        "--flash-attn",
+        choices=sorted(FLASH_ATTN),
+        default="auto",
+        help='Hoshikage\'s flash_attn (default "auto": off on a CPU build, on with a GPU)',
+    )
+
+
 def hoshikage_server(
     model: Path, args, *, concurrency: int = 1, parallel: int = 4
 ) -> tuple[Server, Path]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
     opts = f"n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n"
+    # The model's flash_attn: "auto" (its default: off on a CPU-only build) unless asked.
+    opts += f"flash_attn = {FLASH_ATTN[getattr(args, 'flash_attn', 'auto')]}\n"
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nconcurrency = {concurrency}\nmax_queue = 64\n'
         f'[unload]\nidle_ttl = "10m"\nmax_loaded = 1\n'
@@ -671,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--decisions-only", action="store_true", help="run only the Decisions and rerank benchmark"
     )
+    flash_attn_argument(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
     model = args.model or default_model()
@@ -684,7 +700,12 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
         },
         "model": str(model),
-        "settings": {"reps": args.reps, "max_tokens": args.max_tokens, "n_ctx": args.n_ctx},
+        "settings": {
+            "reps": args.reps,
+            "max_tokens": args.max_tokens,
+            "n_ctx": args.n_ctx,
+            "flash_attn": args.flash_attn,
+        },
     }
     sys.path.insert(0, str(Path(__file__).parent))
     if args.decisions_only:

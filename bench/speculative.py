@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         help="llama-server --spec-type values",
     )
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    bench.flash_attn_argument(p)
     args = p.parse_args(argv)
     import httpx
 
