@@ -51,7 +51,7 @@ from .planning import Plan
 from .prompt_cache import Checkpoint, PromptCache
 from .scoring import Scoring
 from .sequence import Sequence
-from .speculative import DraftLength, NgramDrafter
+from .speculative import DraftLength, NgramDrafter, StepCost
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
 
@@ -216,6 +216,9 @@ class Engine:
         #: lookup, a :class:`~.speculative.DraftModel`, or both: the lookup first), and the
         #: drafts so far: tokens drafted, and of those the ones the model confirmed.
         self.draft_max = draft_max
+        #: What a generation step costs by its size, measured here (speculation's draft
+        #: lengths are chosen with it).
+        self.step_cost = StepCost()
         self._ngram = ngram
         self.draft_model = draft_model
         self.draft_tokens = 0
@@ -316,6 +319,8 @@ class Engine:
             for token in seq.drafts:
                 batch.add(token, len(slot.tokens), slot.id)
                 slot.tokens.append(token)
+        # Only generation rows (each with logits): what the step costs by its size.
+        generation_only = batch.n
         read = []  # slots that finish reading their prompt in this step
         for seq in self._running:  # then prompt chunks, in arrival order
             if seq.todo and batch.room:
@@ -332,6 +337,7 @@ class Engine:
             self.scoring.read(out)
             return
         batch.struct.n_tokens = batch.n
+        started = time.perf_counter()
         status = self._lib.llama_decode(self._ctx, batch.struct)
         if status == 1 and self._evict_idle():  # a full shared pool: idle slots make room
             status = self._lib.llama_decode(self._ctx, batch.struct)
@@ -344,6 +350,8 @@ class Engine:
         if status != 0:
             self._decode_failed(out, status)
             return
+        if batch.n == generation_only:
+            self.step_cost.record(batch.n, time.perf_counter() - started)
         if self.n_swa:
             for slot in read:
                 self._checkpoint(slot)
@@ -363,6 +371,7 @@ class Engine:
         decides how much of it to keep (:class:`~.speculative.DraftLength`)."""
         room = self._batch.capacity - len(generating)
         others = len(generating) - 1
+        planned = 0  # draft tokens already in the step
         wanted, asking = [], []  # what the draft model is asked for, and by whom
         for seq in generating:
             seq.drafts = ()
@@ -377,13 +386,15 @@ class Engine:
             if drafter is not None:
                 draft = drafter.draft(min(length.max, limit))
                 if draft:
-                    k = length.next(others, len(draft), drafter.matched)
+                    k = length.next(others, len(draft), drafter.matched, planned)
                     seq.drafts = draft[:k]
                     room -= k
+                    planned += k
                     continue
             if self.draft_model is not None:
-                k = length.next(others, limit)
+                k = length.next(others, limit, planned=planned)
                 if k:
+                    planned += k
                     wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
                     asking.append(seq)
                     room -= k
@@ -645,7 +656,9 @@ class Engine:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
         seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
         if self.draft_max > 0 and request.speculative:
-            seq.draft_length = DraftLength(self.draft_max, greedy=seq.sampler.greedy)
+            seq.draft_length = DraftLength(
+                self.draft_max, greedy=seq.sampler.greedy, cost=self.step_cost
+            )
             if self._ngram:
                 seq.drafter = NgramDrafter()
                 seq.drafter.begin(job.plan.tokens)

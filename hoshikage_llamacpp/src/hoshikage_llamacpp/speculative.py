@@ -28,6 +28,8 @@ would have been without a draft, so the output is the same at any temperature.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 #: The n-gram sizes looked up, longest first: a longer match is a better predictor (a
 #: 12-token match, llama.cpp's ngram-simple key, is right nearly always; 2-token matches
 #: were wrong too often in JSON and prose to be worth their cost).
@@ -134,11 +136,55 @@ def _agreement(tokens: list[int], start: int, cap: int) -> int:
     return n
 
 
-#: What one more token with logits adds to a decode step, as a share of a one-token step.
-#: Measured with Gemma 3 270M on 2 threads of this CPU (docs/performance.md): a step of
-#: ``n`` tokens took about ``1 + 0.35·(n-1)`` one-token steps, most of it the output layer
-#: (a 262k vocabulary), computed at every draft position.
+#: What one more token with logits adds to a decode step, as a share of a one-token step,
+#: before :class:`StepCost` has measured it: the optimistic end of what was measured (Gemma
+#: 3 270M on 2 threads of this CPU: ``1 + 0.35·(n-1)`` one-token steps at 8 to 16 tokens),
+#: so that every length is tried before the measurement decides.
 TOKEN_COST = 0.35
+
+
+def linear_cost(n: int) -> float:
+    """A step of ``n`` tokens with logits, in one-token steps, before any measurement."""
+    return 1.0 + TOKEN_COST * (n - 1)
+
+
+class StepCost:
+    """What a decode step of ``n`` tokens, each with logits, costs on this model and
+    machine, in one-token steps: measured on the engine's own generation steps (the
+    seconds of ``llama_decode``, graph rebuild included), a moving average per size.
+
+    The cost is far from linear in ``n``: on a CPU a step of 2 tokens cost 2.2 one-token
+    steps, one of 8 tokens 3.8 and one of 16 5.3 (Gemma 3 270M, 2 threads: the matrix
+    kernels change with the batch's size), so a draft of 1 to 4 tokens at 60 % acceptance
+    lost 10–16 % of the decode speed under a linear estimate. A size not measured yet
+    counts as the largest measured size below it plus :data:`TOKEN_COST` a token (the
+    first step of a size, which builds its graph and buffers, is not counted)."""
+
+    ALPHA = 0.2
+
+    __slots__ = ("_seconds", "_seen")
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, float] = {}
+        self._seen: set[int] = set()
+
+    def record(self, n: int, seconds: float) -> None:
+        if n not in self._seen:
+            self._seen.add(n)
+            return
+        old = self._seconds.get(n)
+        self._seconds[n] = seconds if old is None else old + self.ALPHA * (seconds - old)
+
+    def __call__(self, n: int) -> float:
+        one = self._seconds.get(1)
+        if n <= 1 or one is None:
+            return linear_cost(n)
+        this = self._seconds.get(n)
+        if this is not None:
+            return this / one
+        # Not measured: the largest measured size below it, and TOKEN_COST a token more.
+        below = max((m for m in self._seconds if m < n), default=1)
+        return self._seconds[below] / one + TOKEN_COST * (n - below)
 
 
 #: Agreement beyond the longest n-gram key is what counts as evidence (see DraftLength).
@@ -151,10 +197,11 @@ class DraftLength:
     The acceptance of a draft token is estimated as a rate ``p``: each accepted token is a
     success, the first rejected one a failure (tokens after it were never tried), older
     drafts counting less (``DECAY``). ``k`` drafts then yield ``E(k) = (1 - p^(k+1)) / (1 - p)``
-    tokens on average, and make the step ``k·TOKEN_COST`` longer. With ``others`` other
-    sequences generating in the same step (each yields one token) the step's throughput is
-    ``(others + E(k)) / (1 + (others + k)·TOKEN_COST)`` (see :func:`best_length`), and ``k``
-    is the length that maximises it. A full batch already spends the step on the others,
+    tokens on average, in a step of ``k + 1`` tokens. With ``others`` other sequences
+    generating in the same step (each yields one token) the step's throughput is
+    ``(others + E(k)) / cost(others + 1 + k)``, a step's cost as the engine measured it for
+    that size (:class:`StepCost`; see :func:`best_length`), and ``k`` is the length that
+    maximises it. A full batch already spends the step on the others,
     so it takes a higher acceptance for a draft to pay there: speculation backs off as the
     batch fills.
 
@@ -178,10 +225,12 @@ class DraftLength:
     RETRY = 8
     RETRY_MAX = 128
 
-    __slots__ = ("max", "greedy", "_hits", "_tries", "_idle", "_retry")
+    __slots__ = ("max", "greedy", "cost", "_hits", "_tries", "_idle", "_retry")
 
-    def __init__(self, draft_max: int, greedy: bool = True):
+    def __init__(self, draft_max: int, greedy: bool = True, cost: StepCost | None = None):
         self.max = draft_max
+        #: The cost of a step by its size (the engine's :class:`StepCost`; None: linear).
+        self.cost = cost
         #: Whether a long copy counts as evidence (greedy draws only: a sampled draw leaves
         #: a copy as easily after 20 agreeing tokens as after 3).
         self.greedy = greedy
@@ -195,16 +244,17 @@ class DraftLength:
     def rate(self) -> float:
         return self._hits / self._tries if self._tries else 0.0
 
-    def next(self, others: int, limit: int, matched: int = 0) -> int:
+    def next(self, others: int, limit: int, matched: int = 0, planned: int = 0) -> int:
         """The length of the next draft, at most ``limit``, for a draft that continues a
-        verbatim copy of ``matched`` tokens (0: unknown)."""
+        verbatim copy of ``matched`` tokens (0: unknown), in a step where ``others`` other
+        sequences generate and ``planned`` draft tokens of theirs are already in."""
         p = self.rate
         if matched > LONG_MATCH and self.greedy:
             extra = matched - LONG_MATCH
             p = (self._hits + extra) / (self._tries + extra)
         elif 0 < matched < LONG_MATCH:
             p = min(p, (matched + 1) / (matched + 2))
-        k = best_length(p, min(self.max, limit), others)
+        k = best_length(p, min(self.max, limit), others, self.cost, planned)
         if k == 0 and limit > 0:
             self._idle += 1
             if self._idle >= self._retry:
@@ -224,17 +274,26 @@ class DraftLength:
             self._retry = self.RETRY
 
 
-def best_length(p: float, k_max: int, others: int = 0, cost: float = TOKEN_COST) -> int:
+def best_length(
+    p: float,
+    k_max: int,
+    others: int = 0,
+    cost: Callable[[int], float] | None = None,
+    planned: int = 0,
+) -> int:
     """The draft length in ``0..k_max`` with the most tokens per unit of step time, for a
     sequence whose draft tokens are each right with probability ``p`` (given the ones
-    before), in a step where ``others`` other sequences generate one token each."""
-    base = 1.0 + others * cost
-    best_k, best = 0, (others + 1.0) / base
+    before), in a step where ``others`` other sequences generate one token each (and
+    ``planned`` tokens of their drafts are in it too); ``cost`` says what a step of ``n``
+    tokens costs (default :func:`linear_cost`)."""
+    cost = cost or linear_cost
+    size = others + 1 + planned
+    best_k, best = 0, (others + 1.0) / cost(size)
     gain, term = 1.0, 1.0
     for k in range(1, k_max + 1):
         term *= p
         gain += term  # 1 + p + ... + p^k
-        value = (others + gain) / (base + k * cost)
+        value = (others + gain) / cost(size + k)
         if value > best * 1.0001:
             best_k, best = k, value
     return best_k
