@@ -25,7 +25,12 @@ from hoshikage_core.protocol import (  # noqa: E402
 )
 from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
-from hoshikage_llamacpp.speculative import DraftLength, NgramDrafter, best_length  # noqa: E402
+from hoshikage_llamacpp.speculative import (  # noqa: E402
+    DraftLength,
+    NgramDrafter,
+    StepCost,
+    best_length,
+)
 
 from hoshikage_llamacpp import planning, sampling  # noqa: E402
 
@@ -124,6 +129,34 @@ def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
         assert best_length(p, 16, others=7) <= best_length(p, 16, others=0)
     assert best_length(0.7, 16, others=7) == 0
     assert best_length(0.3, 16, others=0) == 0
+
+
+def test_step_cost_is_measured_per_size_and_decides_the_draft_length():
+    cost = StepCost()
+    assert cost(4) == pytest.approx(2.05)  # nothing measured: linear
+    for n, seconds in ((1, 0.010), (2, 0.021), (4, 0.031), (8, 0.038)):
+        cost.record(n, 1.0)  # the first step of a size builds its graph: not counted
+        for _ in range(3):
+            cost.record(n, seconds)
+    assert cost(2) == pytest.approx(2.1) and cost(8) == pytest.approx(3.8)
+    assert cost(10) == pytest.approx(3.8 + 2 * 0.35)  # from the largest measured below
+    # Two tokens cost 2.1 steps here: a draft of one never pays, a long one may.
+    assert best_length(0.8, 1, cost=cost) == 0 and best_length(0.8, 1) == 1
+    assert best_length(0.95, 16, cost=cost) >= 7
+    assert DraftLength(16, cost=cost).next(0, 1) == 0
+    # Drafts already planned by other sequences make the step bigger.
+    assert best_length(0.8, 16, others=3, cost=cost, planned=4) <= best_length(
+        0.8, 16, others=3, cost=cost
+    )
+
+
+def test_a_retry_waits_for_a_draft_that_continues_a_longer_copy():
+    length = DraftLength(16)
+    for _ in range(6):
+        length.update(length.next(0, 16) or 1, 0)
+    short = [length.next(0, 16, matched=3) for _ in range(3 * DraftLength.RETRY)]
+    assert not any(short)  # free text's 3-token matches: no tries
+    assert length.next(0, 16, matched=DraftLength.RETRY_MATCH) == 1
 
 
 def test_draft_needs_a_draft_model():

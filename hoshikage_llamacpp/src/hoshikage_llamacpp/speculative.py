@@ -218,12 +218,17 @@ class DraftLength:
     After a run of failures the sequence stops drafting and tries one token again after
     ``RETRY`` steps with a draft at hand (calls of :meth:`next`), then after twice as many
     each time that try fails too (up to ``RETRY_MAX``), so a sequence that starts copying
-    its input later is found again while one that never does costs next to nothing.
+    its input later is found again while one that never does costs next to nothing. A try
+    waits for a draft that continues a copy of ``RETRY_MATCH`` tokens or more.
     """
 
     DECAY = 0.7
     RETRY = 8
     RETRY_MAX = 128
+    #: A try needs a draft that continues a copy of at least this many tokens (when that is
+    #: known): free text's 3-token matches (common phrases) fail, and each try is a step of
+    #: two tokens, which costs two one-token steps on a CPU.
+    RETRY_MATCH = NGRAM_SIZES[2]
 
     __slots__ = ("max", "greedy", "cost", "_hits", "_tries", "_idle", "_retry")
 
@@ -257,7 +262,7 @@ class DraftLength:
         k = best_length(p, min(self.max, limit), others, self.cost, planned)
         if k == 0 and limit > 0:
             self._idle += 1
-            if self._idle >= self._retry:
+            if self._idle >= self._retry and not 0 < matched < self.RETRY_MATCH:
                 self._idle = 0
                 self._retry = min(self._retry * 2, self.RETRY_MAX)
                 return 1
