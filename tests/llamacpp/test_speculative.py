@@ -507,8 +507,16 @@ def test_draft_model_concurrent_streams_and_n_keep_to_their_own(self_drafted, pl
     assert ids1 == ids0 and texts1 == texts0
 
 
-def test_the_draft_model_is_counted_in_the_memory(self_drafted, plain):
-    assert self_drafted.memory_bytes() > plain.memory_bytes() * 1.5
+def test_the_draft_model_is_counted_in_the_memory(self_drafted):
+    """Its weights and its context (its KV cache as allocated: the compute buffer's
+    resident part, measured from the process's resident set, varies between runs)."""
+    import llama_cpp
+
+    target, draft = self_drafted._loaded, self_drafted._draft.loaded
+    draft_kv = sum(placed.get("KV", 0) for placed in draft.placement.values())
+    assert draft_kv > 0 and draft.context_bytes >= draft_kv
+    sizes = [llama_cpp.llama_model_size(m.model.model) + m.context_bytes for m in (target, draft)]
+    assert self_drafted.memory_bytes() == sum(sizes)
 
 
 def test_a_draft_model_with_another_vocabulary_is_refused(tiny_model_path, tmp_path, monkeypatch):
