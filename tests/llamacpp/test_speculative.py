@@ -134,10 +134,10 @@ def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
 def test_step_cost_is_measured_per_size_and_decides_the_draft_length():
     cost = StepCost()
     assert cost(4) == pytest.approx(2.05)  # nothing measured: linear
-    for n, seconds in ((1, 0.010), (2, 0.021), (4, 0.031), (8, 0.038)):
-        cost.record(n, 1.0)  # the first step of a size builds its graph: not counted
+    for n, seqs, seconds in ((1, 1, 0.010), (2, 1, 0.021), (4, 1, 0.031), (8, 1, 0.038)):
+        cost.record(n, seqs, 1.0)  # the first step of a size builds its graph: not counted
         for _ in range(3):
-            cost.record(n, seconds)
+            cost.record(n, seqs, seconds)
     assert cost(2) == pytest.approx(2.1) and cost(8) == pytest.approx(3.8)
     assert cost(10) == pytest.approx(3.8 + 2 * 0.35)  # from the largest measured below
     # Two tokens cost 2.1 steps here: a draft of one never pays, a long one may.
@@ -148,6 +148,26 @@ def test_step_cost_is_measured_per_size_and_decides_the_draft_length():
     assert best_length(0.8, 16, others=3, cost=cost, planned=4) <= best_length(
         0.8, 16, others=3, cost=cost
     )
+    # Four sequences, one drafting: the batch is split (a KV stream per slot), dearer than
+    # the same number of tokens of one sequence.
+    for n, seconds in ((4, 0.033), (5, 0.048), (6, 0.055), (7, 0.063), (8, 0.069)):
+        for _ in range(4):
+            cost.record(n, 4, seconds)
+    assert cost(8, 4) == pytest.approx(6.9) and cost(8) == pytest.approx(3.8)
+    assert best_length(0.9, 4, others=3, cost=cost) == 0 < best_length(0.9, 4, others=3)
+
+
+def test_a_try_after_failures_is_the_shortest_draft_that_could_pay():
+    cost = StepCost()
+    for n, seconds in ((1, 0.010), (2, 0.021), (3, 0.027), (4, 0.031), (8, 0.038)):
+        for _ in range(4):
+            cost.record(n, 1, seconds)
+    length = DraftLength(16, cost=cost)
+    for _ in range(6):
+        length.update(4, 0)
+    tries = [length.next(0, 16, matched=20) for _ in range(DraftLength.RETRY)]
+    assert tries[:-1] == [0] * (DraftLength.RETRY - 1)
+    assert tries[-1] == best_length(DraftLength.RETRY_P, tries[-1], cost=cost) > 1
 
 
 def test_a_retry_waits_for_a_draft_that_continues_a_longer_copy():

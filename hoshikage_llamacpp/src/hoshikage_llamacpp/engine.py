@@ -351,7 +351,7 @@ class Engine:
             self._decode_failed(out, status)
             return
         if batch.n == generation_only:
-            self.step_cost.record(batch.n, time.perf_counter() - started)
+            self.step_cost.record(batch.n, len(generating), time.perf_counter() - started)
         if self.n_swa:
             for slot in read:
                 self._checkpoint(slot)
@@ -371,7 +371,7 @@ class Engine:
         decides how much of it to keep (:class:`~.speculative.DraftLength`)."""
         room = self._batch.capacity - len(generating)
         others = len(generating) - 1
-        planned = 0  # draft tokens already in the step
+        planned, planned_yield = 0, 0.0  # draft tokens in the step, and what they should add
         wanted, asking = [], []  # what the draft model is asked for, and by whom
         for seq in generating:
             seq.drafts = ()
@@ -386,15 +386,17 @@ class Engine:
             if drafter is not None:
                 draft = drafter.draft(min(length.max, limit))
                 if draft:
-                    k = length.next(others, len(draft), drafter.matched, planned)
+                    k = length.next(others, len(draft), drafter.matched, planned, planned_yield)
                     seq.drafts = draft[:k]
                     room -= k
                     planned += k
+                    planned_yield += length.expected if k else 0.0
                     continue
             if self.draft_model is not None:
-                k = length.next(others, limit, planned=planned)
+                k = length.next(others, limit, planned=planned, planned_yield=planned_yield)
                 if k:
                     planned += k
+                    planned_yield += length.expected
                     wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
                     asking.append(seq)
                     room -= k

@@ -143,48 +143,56 @@ def _agreement(tokens: list[int], start: int, cap: int) -> int:
 TOKEN_COST = 0.35
 
 
-def linear_cost(n: int) -> float:
+def linear_cost(n: int, sequences: int = 1) -> float:
     """A step of ``n`` tokens with logits, in one-token steps, before any measurement."""
     return 1.0 + TOKEN_COST * (n - 1)
 
 
 class StepCost:
-    """What a decode step of ``n`` tokens, each with logits, costs on this model and
-    machine, in one-token steps: measured on the engine's own generation steps (the
-    seconds of ``llama_decode``, graph rebuild included), a moving average per size.
+    """What a decode step of ``n`` tokens, each with logits, of ``sequences`` sequences
+    costs on this model and machine, in one-token steps: measured on the engine's own
+    generation steps (the seconds of ``llama_decode``, graph rebuild included), a moving
+    average per size and number of sequences.
 
     The cost is far from linear in ``n``: on a CPU a step of 2 tokens cost 2.2 one-token
     steps, one of 8 tokens 3.8 and one of 16 5.3 (Gemma 3 270M, 2 threads: the matrix
     kernels change with the batch's size), so a draft of 1 to 4 tokens at 60 % acceptance
-    lost 10–16 % of the decode speed under a linear estimate. A size not measured yet
-    counts as the largest measured size below it plus :data:`TOKEN_COST` a token (the
-    first step of a size, which builds its graph and buffers, is not counted)."""
+    lost 10–16 % of the decode speed under a linear estimate. And it depends on how the
+    tokens are spread: with a KV stream per slot, llama.cpp splits a batch whose sequences
+    have unequal token counts into several micro-batches (``split_equal``), so one
+    sequence's draft of 4 beside 3 others' single tokens cost 6.9 one-token steps where 8
+    tokens of one sequence cost 3.8. A size not measured yet counts as the largest
+    measured size below it (of as many sequences) plus :data:`TOKEN_COST` a token (the
+    first step of each, which builds its graph and buffers, is not counted)."""
 
     ALPHA = 0.2
 
     __slots__ = ("_seconds", "_seen")
 
     def __init__(self) -> None:
-        self._seconds: dict[int, float] = {}
-        self._seen: set[int] = set()
+        self._seconds: dict[tuple[int, int], float] = {}
+        self._seen: set[tuple[int, int]] = set()
 
-    def record(self, n: int, seconds: float) -> None:
-        if n not in self._seen:
-            self._seen.add(n)
+    def record(self, n: int, sequences: int, seconds: float) -> None:
+        key = (n, sequences)
+        if key not in self._seen:
+            self._seen.add(key)
             return
-        old = self._seconds.get(n)
-        self._seconds[n] = seconds if old is None else old + self.ALPHA * (seconds - old)
+        old = self._seconds.get(key)
+        self._seconds[key] = seconds if old is None else old + self.ALPHA * (seconds - old)
 
-    def __call__(self, n: int) -> float:
-        one = self._seconds.get(1)
+    def __call__(self, n: int, sequences: int = 1) -> float:
+        one = self._seconds.get((1, 1))
         if n <= 1 or one is None:
             return linear_cost(n)
-        this = self._seconds.get(n)
+        this = self._seconds.get((n, sequences))
         if this is not None:
             return this / one
         # Not measured: the largest measured size below it, and TOKEN_COST a token more.
-        below = max((m for m in self._seconds if m < n), default=1)
-        return self._seconds[below] / one + TOKEN_COST * (n - below)
+        below = max((m for m, seqs in self._seconds if seqs == sequences and m < n), default=0)
+        if not below:
+            return linear_cost(n)
+        return self._seconds[(below, sequences)] / one + TOKEN_COST * (n - below)
 
 
 #: Agreement beyond the longest n-gram key is what counts as evidence (see DraftLength).
@@ -209,7 +217,9 @@ class DraftLength:
     a stretch of ``matched`` tokens that agree with the sequence's last ones, each of those
     beyond the longest n-gram key (``LONG_MATCH``) counts as one more accepted token in the
     estimate for this draft (greedy sequences only), so a sequence copying its input drafts
-    long as soon as the copy is long (a 40-token copy: all 16 alone, whatever came before) instead of growing from 3. A
+    long as soon as the copy is long (a 40-token copy: all 16 alone, whatever came before) instead of growing from 3.
+    That trust is itself earned: each draft made on it moves :attr:`trust` halfway to the
+    share of it accepted, and the agreeing tokens count that much. A
     draft found only by a shorter key is trusted at most as Laplace's rule of succession
     trusts ``m`` agreements in a row, ``(m + 1) / (m + 2)`` (a 3-token match: 0.8, 3 tokens
     alone), so right after a rejection, where the copy being continued is short again, a
@@ -219,7 +229,8 @@ class DraftLength:
     ``RETRY`` steps with a draft at hand (calls of :meth:`next`), then after twice as many
     each time that try fails too (up to ``RETRY_MAX``), so a sequence that starts copying
     its input later is found again while one that never does costs next to nothing. A try
-    waits for a draft that continues a copy of ``RETRY_MATCH`` tokens or more.
+    waits for a draft that continues a copy of ``RETRY_MATCH`` tokens or more, and is the
+    shortest draft that would pay at an acceptance of ``RETRY_P`` (none, where none would).
     """
 
     DECAY = 0.7
@@ -229,8 +240,22 @@ class DraftLength:
     #: known): free text's 3-token matches (common phrases) fail, and each try is a step of
     #: two tokens, which costs two one-token steps on a CPU.
     RETRY_MATCH = NGRAM_SIZES[2]
+    #: A try is as long as it must be to pay if its tokens were right this often: where a
+    #: step of two tokens costs two one-token steps (a CPU), a try of one never would.
+    RETRY_P = 0.9
 
-    __slots__ = ("max", "greedy", "cost", "_hits", "_tries", "_idle", "_retry")
+    __slots__ = (
+        "max",
+        "greedy",
+        "cost",
+        "trust",
+        "expected",
+        "_hits",
+        "_tries",
+        "_idle",
+        "_retry",
+        "_long",
+    )
 
     def __init__(self, draft_max: int, greedy: bool = True, cost: StepCost | None = None):
         self.max = draft_max
@@ -244,28 +269,56 @@ class DraftLength:
         self._tries = 1.25
         self._idle = 0
         self._retry = self.RETRY
+        #: How far a long copy is trusted (1: fully), from how the drafts it made fared: a
+        #: greedy model's loop with a changing detail (a number, a name) is a long copy
+        #: that keeps breaking.
+        self.trust = 1.0
+        self._long = False  # whether the last draft was made on a long copy's trust
+        #: The tokens the last draft :meth:`next` sized is expected to add to the step.
+        self.expected = 0.0
 
     @property
     def rate(self) -> float:
         return self._hits / self._tries if self._tries else 0.0
 
-    def next(self, others: int, limit: int, matched: int = 0, planned: int = 0) -> int:
+    def next(
+        self,
+        others: int,
+        limit: int,
+        matched: int = 0,
+        planned: int = 0,
+        planned_yield: float | None = None,
+    ) -> int:
         """The length of the next draft, at most ``limit``, for a draft that continues a
         verbatim copy of ``matched`` tokens (0: unknown), in a step where ``others`` other
-        sequences generate and ``planned`` draft tokens of theirs are already in."""
+        sequences generate and ``planned`` draft tokens of theirs are already in, expected
+        to yield ``planned_yield`` tokens. :attr:`expected` is then what this draft is
+        expected to yield."""
         p = self.rate
-        if matched > LONG_MATCH and self.greedy:
-            extra = matched - LONG_MATCH
+        self._long = matched > LONG_MATCH and self.greedy
+        if self._long:
+            extra = (matched - LONG_MATCH) * self.trust
             p = (self._hits + extra) / (self._tries + extra)
         elif 0 < matched < LONG_MATCH:
             p = min(p, (matched + 1) / (matched + 2))
-        k = best_length(p, min(self.max, limit), others, self.cost, planned)
+        k = best_length(p, min(self.max, limit), others, self.cost, planned, planned_yield)
+        self.expected = p * (1 - p**k) / (1 - p) if p < 1 else float(k)
         if k == 0 and limit > 0:
             self._idle += 1
             if self._idle >= self._retry and not 0 < matched < self.RETRY_MATCH:
                 self._idle = 0
                 self._retry = min(self._retry * 2, self.RETRY_MAX)
-                return 1
+                # The shortest try that would pay were the draft as right as a good copy.
+                k = min(
+                    (
+                        k
+                        for k in range(1, min(self.max, limit) + 1)
+                        if best_length(self.RETRY_P, k, others, self.cost, planned, planned_yield)
+                    ),
+                    default=0,
+                )
+                self.expected = p * (1 - p**k) / (1 - p) if p < 1 else float(k)
+                return k
         return k
 
     def update(self, drafted: int, accepted: int) -> None:
@@ -274,6 +327,8 @@ class DraftLength:
         tries = accepted + (1 if accepted < drafted else 0)
         self._hits = self._hits * self.DECAY + accepted
         self._tries = self._tries * self.DECAY + tries
+        if self._long:
+            self.trust = 0.5 * self.trust + 0.5 * accepted / drafted
         if accepted:
             self._idle = 0
             self._retry = self.RETRY
@@ -283,22 +338,26 @@ def best_length(
     p: float,
     k_max: int,
     others: int = 0,
-    cost: Callable[[int], float] | None = None,
+    cost: Callable[[int, int], float] | None = None,
     planned: int = 0,
+    planned_yield: float | None = None,
 ) -> int:
     """The draft length in ``0..k_max`` with the most tokens per unit of step time, for a
     sequence whose draft tokens are each right with probability ``p`` (given the ones
     before), in a step where ``others`` other sequences generate one token each (and
     ``planned`` tokens of their drafts are in it too); ``cost`` says what a step of ``n``
-    tokens costs (default :func:`linear_cost`)."""
+    tokens of ``others + 1`` sequences costs (default :func:`linear_cost`)."""
     cost = cost or linear_cost
-    size = others + 1 + planned
-    best_k, best = 0, (others + 1.0) / cost(size)
+    # What the step yields without this draft: a token per sequence, and what the drafts
+    # planned so far are expected to add (all of them, when that is not known).
+    size, sequences = others + 1 + planned, others + 1
+    base = others + 1 + (planned if planned_yield is None else planned_yield)
+    best_k, best = 0, base / cost(size, sequences)
     gain, term = 1.0, 1.0
     for k in range(1, k_max + 1):
         term *= p
         gain += term  # 1 + p + ... + p^k
-        value = (others + gain) / cost(size + k)
+        value = (base - 1 + gain) / cost(size + k, sequences)
         if value > best * 1.0001:
             best_k, best = k, value
     return best_k
