@@ -472,28 +472,40 @@ _MINIMAX_HEAD = re.compile(r'<invoke name="([^"]*)("?>?)')
 _MINIMAX_PARAM = re.compile(r'<parameter name="([^"]+)">')
 
 
-def _minimax(r: Reader, text: str, final: bool) -> list[View]:
-    views = []
-    for head, body_end, closed in _bodies(text, _MINIMAX_HEAD, "</invoke>"):
-        if head is None or head.group(2) != '">':
-            views.append(View(None))
-            break
-        closed = closed or final
-        body = text[head.end() : body_end]
-        params, at, partial = [], 0, None
-        while (mark := _MINIMAX_PARAM.search(body, at)) is not None:
-            value_end = body.find("</parameter>", mark.end())
-            if value_end == -1:
-                if closed:  # the last value runs to the end of the call
-                    params.append((mark.group(1), body[mark.end() :]))
-                else:
-                    ends = ("</parameter>", "</invoke>")
-                    partial = _partial(r, text, mark.group(1), head.end() + mark.end(), ends)
+def _invokes(head_re: re.Pattern, param_re: re.Pattern, param_end: str, invoke_end: str):
+    """A reader of ``<invoke name="…"><parameter name="…">value</parameter>…</invoke>``
+    calls with these tags (minimax, DSML); a parameter whose second group is ``true``
+    (DSML's ``string="true"``) is raw text from its first character."""
+    ends = (param_end, invoke_end)
+
+    def read(r: Reader, text: str, final: bool) -> list[View]:
+        views = []
+        for head, body_end, closed in _bodies(text, head_re, invoke_end):
+            if head is None or head.group(2) != '">':
+                views.append(View(None))
                 break
-            params.append((mark.group(1), body[mark.end() : value_end]))
-            at = value_end + len("</parameter>")
-        views.append(_xml_view(head.group(1), params, closed, partial))
-    return views
+            closed = closed or final
+            body = text[head.end() : body_end]
+            params, at, partial = [], 0, None
+            while (mark := param_re.search(body, at)) is not None:
+                raw = mark.lastindex == 2 and mark.group(2) == "true"
+                value_end = body.find(param_end, mark.end())
+                if value_end == -1:
+                    if closed:  # the last value runs to the end of the call
+                        params.append((mark.group(1), body[mark.end() :], raw))
+                    else:
+                        start = head.end() + mark.end()
+                        partial = _partial(r, text, mark.group(1), start, ends, raw)
+                    break
+                params.append((mark.group(1), body[mark.end() : value_end], raw))
+                at = value_end + len(param_end)
+            views.append(_xml_view(head.group(1), params, closed, partial))
+        return views
+
+    return read
+
+
+_minimax = _invokes(_MINIMAX_HEAD, _MINIMAX_PARAM, "</parameter>", "</invoke>")
 
 
 def _llama3(r: Reader, text: str, final: bool) -> list[View]:
@@ -659,33 +671,8 @@ def _apertus(r: Reader, text: str, final: bool) -> list[View]:
 
 _DSML_HEAD = re.compile(r'<｜DSML｜invoke name="([^"]*)("?>?)')
 _DSML_PARAM = re.compile(r'<｜DSML｜parameter name="([^"]+)"(?:\s+string="(true|false)")?>')
-_DSML_ENDS = ("</｜DSML｜parameter>", "</｜DSML｜invoke>")
-
-
-def _dsml(r: Reader, text: str, final: bool) -> list[View]:
-    """DeepSeek V3.2/V4: as minimax, a ``string="true"`` value raw text from its start."""
-    views = []
-    for head, body_end, closed in _bodies(text, _DSML_HEAD, "</｜DSML｜invoke>"):
-        if head is None or head.group(2) != '">':
-            views.append(View(None))
-            break
-        closed = closed or final
-        body = text[head.end() : body_end]
-        params, at, partial = [], 0, None
-        while (mark := _DSML_PARAM.search(body, at)) is not None:
-            raw = mark.group(2) == "true"
-            value_end = body.find("</｜DSML｜parameter>", mark.end())
-            if value_end == -1:
-                if closed:
-                    params.append((mark.group(1), body[mark.end() :], raw))
-                else:
-                    at = head.end() + mark.end()
-                    partial = _partial(r, text, mark.group(1), at, _DSML_ENDS, raw)
-                break
-            params.append((mark.group(1), body[mark.end() : value_end], raw))
-            at = value_end + len("</｜DSML｜parameter>")
-        views.append(_xml_view(head.group(1), params, closed, partial))
-    return views
+#: DeepSeek V3.2/V4: as minimax, a ``string="true"`` value raw text from its start.
+_dsml = _invokes(_DSML_HEAD, _DSML_PARAM, "</｜DSML｜parameter>", "</｜DSML｜invoke>")
 
 
 _PY_HEAD = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
