@@ -250,6 +250,19 @@ _PIECES = [
 ]  # fmt: skip
 
 
+def run_cut(fmt: str, text: str, cuts: list[int]):
+    """``text`` fed in pieces cut at ``cuts``: the steps' deltas and the calls, checked to
+    be the deltas joined (arguments included) whatever came out."""
+    bounds = sorted({min(c, len(text)) for c in cuts} | {len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+    steps, last, calls = run(fmt, pieces)
+    got = joined([d for step in steps for d in step] + last)
+    assert [
+        [c["id"], c["function"]["name"], c["function"]["arguments"]] for c in calls or ()
+    ] == got
+    return steps, calls
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     fmt=st.sampled_from(sorted(FORMATS)),
@@ -260,13 +273,7 @@ def test_any_capture_streams_without_error_and_agrees_with_its_calls(fmt, parts,
     """Random pieces of every family's syntax, fed at random cuts: the reader never fails,
     and whatever calls come out, their arguments are their deltas joined."""
     text = "".join(parts)
-    bounds = sorted({min(c, len(text)) for c in cuts} | {len(text)})
-    pieces = [text[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
-    steps, last, calls = run(fmt, pieces)
-    got = joined([d for step in steps for d in step] + last)
-    assert [
-        [c["id"], c["function"]["name"], c["function"]["arguments"]] for c in calls or ()
-    ] == got
+    _steps, calls = run_cut(fmt, text, cuts)
     parsed = parse(FORMATS[fmt], text, KNOWN)
     if parsed is not None and calls is not None and len(calls) == len(parsed):
         for call, whole in zip(calls, parsed, strict=True):
@@ -300,13 +307,7 @@ def test_a_damaged_call_streams_what_parse_reads_or_follows_the_botched_rule(cas
             "insert": text[:at] + piece + text[at:],
             "delete": text[:at] + text[at + 5 :],
         }[kind]
-    bounds = sorted({min(c, len(text)) for c in cuts} | {len(text)})
-    pieces = [text[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
-    steps, last, calls = run(fmt, pieces)
-    got = joined([d for step in steps for d in step] + last)
-    assert [
-        [c["id"], c["function"]["name"], c["function"]["arguments"]] for c in calls or ()
-    ] == got
+    steps, calls = run_cut(fmt, text, cuts)
     parsed = parse(FORMATS[fmt], text, KNOWN)
     if parsed is not None:
         streamed = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
