@@ -148,6 +148,16 @@ def test_a_dsml_raw_value_is_text_from_its_first_character():
     assert json.loads(calls[0]["function"]["arguments"]) == {"arg1": "12"}
 
 
+def test_a_gemma4_end_marker_inside_a_string_is_text_as_parse_reads_it():
+    text = '<|tool_call>call:special_function{arg1:<|"|>a <tool_call|> b<|"|>}<tool_call|>'
+    steps, last, calls = run("gemma4", list(text))
+    streamed = "".join(d.arguments for step in steps for d in step) + "".join(
+        d.arguments for d in last
+    )
+    assert streamed == calls[0]["function"]["arguments"]
+    assert json.loads(streamed) == {"arg1": "a <tool_call|> b"}
+
+
 def test_pythonic_arguments_go_out_one_by_one_as_json():
     text = '<|tool_call_start|>[special_function_with_opt(arg1=1, arg2="a, b)")]<|tool_call_end|>'
     steps, last, calls = run("pythonic", list(text))

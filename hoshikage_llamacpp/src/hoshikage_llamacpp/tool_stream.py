@@ -791,13 +791,21 @@ class _GemmaJson:
         self.pos = i
 
 
+#: Where a Gemma 4 call's arguments end, as :func:`.tool_calls.read_gemma4` reads them: the
+#: first ``}`` followed by the end marker (one inside a string, before it, is text).
+_GEMMA4_END = re.compile(r"\}\s*<tool_call\|>")
+
+
 def _gemma4(r: Reader, text: str, final: bool) -> list[View]:
     views = []
-    for head, body_end, _closed in _bodies(text, _GEMMA4_HEAD, "<tool_call|>"):
-        if head is None or "{" not in head.group(2):
-            views.append(View(None))
+    start = 0
+    while (head := _GEMMA4_HEAD.search(text, start)) is not None:
+        if "{" not in head.group(2):
+            views.append(View(None))  # the head goes on, or is not a call
             break
         at = head.end() - 1
+        end = _GEMMA4_END.search(text, at)
+        body_end = end.start() + 1 if end else len(text)
         conv = r._scans.get((at, "gemma4"))
         if conv is None:
             conv = r._scans[(at, "gemma4")] = _GemmaJson(at)
@@ -810,8 +818,9 @@ def _gemma4(r: Reader, text: str, final: bool) -> list[View]:
             break
         args = conv.out[scan.start : scan.end if scan.end is not None else scan.pos]
         views.append(View(head.group(1), args, started=bool(_BEGUN.match(args)), done=scan.done))
-        if not scan.done:
+        if not scan.done or end is None:
             break
+        start = end.end()
     return views
 
 
