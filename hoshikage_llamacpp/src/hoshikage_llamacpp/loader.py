@@ -10,8 +10,10 @@ names the file and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import threading
 from typing import Any
 
 import attrs
@@ -121,8 +123,33 @@ def _load_generation(path: str, options: LlamaOptions, progress=None) -> Loaded:
 def _load_embedding(path: str, options: LlamaOptions, metadata: dict[str, Any]) -> Loaded:
     from llama_cpp import Llama
 
-    llama = Llama(model_path=path, **llama_kwargs(options, metadata))
+    with extra_buffers_for_llama(use_extra_buffers(options)):
+        llama = Llama(model_path=path, **llama_kwargs(options, metadata))
     return Loaded(path=path, metadata={}, model=llama._model, llama=llama)
+
+
+_DEFAULTS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def extra_buffers_for_llama(enabled: bool):
+    """``Llama(...)`` has no argument for ``use_extra_bufts``: while this is entered, the
+    model parameters it starts from (``llama_model_default_params``) carry ``enabled``."""
+    import llama_cpp.llama_cpp as lib
+
+    with _DEFAULTS_LOCK:
+        original = lib.llama_model_default_params
+
+        def defaults():
+            params = original()
+            params.use_extra_bufts = enabled
+            return params
+
+        lib.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
 
 
 class _ModelParams:
@@ -147,6 +174,7 @@ class _ModelParams:
             params.progress_callback = self._progress
         params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
         params.split_mode = _SPLIT_MODES[options.split_mode]
+        params.use_extra_bufts = use_extra_buffers(options)
         params.main_gpu = options.main_gpu
         self._tensor_split = None
         if options.tensor_split is not None:
@@ -168,6 +196,16 @@ class _ModelParams:
         else:
             params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         self.params = params
+
+
+def use_extra_buffers(options: LlamaOptions) -> bool:
+    """Whether llama.cpp may repack the weights into its extra buffer types (see
+    :mod:`.safe_mode`): ``extra_buffers`` when set, else off on a CPU with AMX."""
+    if options.extra_buffers != "auto":
+        return bool(options.extra_buffers)
+    from .safe_mode import cpu_facts
+
+    return not cpu_facts().amx
 
 
 def flash_attention(options: LlamaOptions) -> bool:

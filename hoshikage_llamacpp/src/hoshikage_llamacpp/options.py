@@ -120,14 +120,14 @@ def _one_of(choices):
     return check
 
 
+def _auto_or_bool(_inst, attr, value):
+    if value not in ("auto", True, False):
+        raise FieldError(attr.name, f'must be "auto", true or false, not {value!r}')
+
+
 def _gpu_layers(_inst, attr, value):
     if value < -1:
         raise FieldError(attr.name, "must be -1 (all layers), 0 (none) or a layer count")
-
-
-def _flash_attn(_inst, attr, value):
-    if value not in ("auto", True, False):
-        raise FieldError(attr.name, f'must be "auto", true or false, not {value!r}')
 
 
 def _tensor_split(_inst, attr, value):
@@ -237,11 +237,15 @@ class LlamaOptions:
     tensor_split: list[float] | None = attrs.field(default=None, validator=_tensor_split)
     #: Flash attention: "auto" (on a GPU, off on the CPU: see loader.flash_attention),
     #: true or false.
-    flash_attn: bool | str = attrs.field(default="auto", validator=_flash_attn)
+    flash_attn: bool | str = attrs.field(default="auto", validator=_auto_or_bool)
     #: KV-cache element type for keys, e.g. "f16", "q8_0", "q4_0".
     type_k: str = attrs.field(default="f16", validator=_one_of(tuple(KV_CACHE_TYPES)))
     #: KV-cache element type for values; a quantized type needs flash attention.
     type_v: str = attrs.field(default="f16", validator=_one_of(tuple(KV_CACHE_TYPES)))
+    #: llama.cpp's extra weight buffer types (repacked weights: AMX, CPU_REPACK):
+    #: "auto" (on, unless this CPU and build are known to crash with them), true or false
+    #: (llama-server's ``--no-repack``). See :mod:`.safe_mode`.
+    extra_buffers: bool | str = attrs.field(default="auto", validator=_auto_or_bool)
     #: Map the file instead of reading it into memory.
     use_mmap: bool = True
     #: Lock the weights in RAM so the OS cannot swap them out.
