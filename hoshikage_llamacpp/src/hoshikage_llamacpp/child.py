@@ -1,5 +1,5 @@
 """The child side of an isolated model (see :mod:`.isolation`): ``python -m
-hoshikage_llamacpp.child FD PARENT_PID``.
+hoshikage_llamacpp.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
 
 It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
 speaks to the server over the socket ``FD`` with :mod:`multiprocessing.connection`
@@ -22,6 +22,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 #: A test-only fault: ``HOSHIKAGE_FAULT="[model@]point[:SIGNAL][:extra],..."`` makes this
@@ -90,8 +91,11 @@ def _die(faults: dict[str, int], point: str) -> None:
     if point in faults:
         _err.write(f"{FAULT_ENV}: dying at {point}\n")
         _err.flush()
-        signal.signal(faults[point], signal.SIG_DFL)
-        os.kill(os.getpid(), faults[point])
+        # To this thread, so nothing after this line runs (os.kill may be delivered to another
+        # thread while this one goes on); no handler is set for these signals: the default kills.
+        signal.pthread_kill(threading.get_ident(), faults[point])
+        while True:
+            time.sleep(1)
 
 
 class _Outgoing:

@@ -136,6 +136,8 @@ class ProcessModel:
         #: Calls sent and not answered: call id -> the message, sent again to a child that
         #: replaces a dead one (see :meth:`_replace`).
         self._sent: dict[int, tuple] = {}
+        #: Each running job's submission, sent again to a child that replaces a dead one.
+        self._submitted: dict[int, tuple] = {}
         #: Jobs that have had output: never sent again to a new child.
         self._started: set[int] = set()
         #: A new child is loading in place of a dead one (calls wait to be sent).
@@ -164,6 +166,7 @@ class ProcessModel:
                 )
         self._subject = Subject.of(self.path)
         decision = decide(options.extra_buffers, self._subject, isolated=True)
+        self.safe_mode = decision.safe
         self._default_max_tokens = default_max_tokens
         try:
             self._spawn(decision.extra)
@@ -198,9 +201,9 @@ class ProcessModel:
         self.safe_mode = True
         self._may_fall_back = False
 
-    def _spawn(self, extra: bool) -> None:
-        """A child with the model loaded and warmed up, and its reader running; raises
-        :class:`_Died` when the child dies on the way (a native crash)."""
+    def _spawn(self, extra: bool, reader: bool = True) -> None:
+        """A child with the model loaded and warmed up, and (``reader``) its reader thread
+        running; raises :class:`_Died` when the child dies on the way (a native crash)."""
         options = attrs.evolve(self.options, extra_buffers=extra)
         self.extra_buffers = extra
         self._stage = "loading"
@@ -244,6 +247,8 @@ class ProcessModel:
         self.placement = value["placement"]
         self._stats = (0, 0, 0, 0, 0)
         self._stage = "in its first decode"
+        if not reader:
+            return
         self._reader = threading.Thread(
             target=self._read,
             args=(self._conn, self._proc),
@@ -264,6 +269,7 @@ class ProcessModel:
                     "hoshikage_llamacpp.child",
                     str(theirs.fileno()),
                     str(os.getpid()),
+                    self.name,  # unread: for `ps`, and tests, to tell the processes apart
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -344,11 +350,13 @@ class ProcessModel:
         with self._lock:
             self._check_alive()
             self._jobs[job_id] = (sink, cancel)
+        self._submitted[job_id] = ("generate", None, job_id, request, n)
         try:
-            self._call_raw(("generate", None, job_id, request, n))
+            self._call_raw(self._submitted[job_id])
         except BaseException:
             with self._lock:
                 self._jobs.pop(job_id, None)
+                self._submitted.pop(job_id, None)
             raise
 
     def score(self, request, cancel: CancelToken, sink: ChunkSink) -> None:
@@ -358,11 +366,13 @@ class ProcessModel:
         with self._lock:
             self._check_alive()
             self._jobs[job_id] = (sink, cancel)
+        self._submitted[job_id] = ("score", None, job_id, request)
         try:
-            self._call_raw(("score", None, job_id, request))
+            self._call_raw(self._submitted[job_id])
         except BaseException:
             with self._lock:
                 self._jobs.pop(job_id, None)
+                self._submitted.pop(job_id, None)
             raise
 
     def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
@@ -497,6 +507,7 @@ class ProcessModel:
                     entry = jobs.pop(job_id, None)
                 self._cancel_sent.discard(job_id)
                 self._started.discard(job_id)
+                self._submitted.pop(job_id, None)
                 if entry is not None:
                     entry[0].close(None if error is None else load_error(error))
                     touched[job_id] = entry[0]
@@ -543,11 +554,27 @@ class ProcessModel:
             and self._hung_reason is None
         ):
             self._fall_back(reason)
-            try:
-                self._replace(reason)
-                return
-            except (_Died, HoshikageError) as again:
-                reason = f"{reason}; in safe mode: {again}"
+            # A thread of its own starts the new child and stays its reader: the child dies
+            # with the thread that started it (PR_SET_PDEATHSIG), and this one ends now.
+            threading.Thread(
+                target=self._replace_and_read,
+                args=(reason,),
+                name=f"hoshikage-proxy:{self.name}",
+                daemon=True,
+            ).start()
+            return
+        self._give_up(reason)
+
+    def _replace_and_read(self, reason: str) -> None:
+        try:
+            self._replace(reason)
+        except (_Died, HoshikageError) as again:
+            self._give_up(f"{reason}; in safe mode: {again}")
+            return
+        self._read(self._conn, self._proc)
+
+    def _give_up(self, reason: str) -> None:
+        """The child died for good: every request ends with the failure, and the pool hears."""
         failure = ModelFailed(self.name, reason)
         with self._lock:
             self._failure = failure
@@ -568,20 +595,24 @@ class ProcessModel:
         with self._lock:
             lost = {job: self._jobs.pop(job) for job in list(self._started) if job in self._jobs}
             self._started.clear()
+            for job in lost:
+                self._submitted.pop(job, None)
         for sink, _cancel in lost.values():
             sink.close(failure)
             sink.flush()
         try:
-            self._spawn(False)
+            self._spawn(False, reader=False)
         except BaseException:
             with self._send_lock:
                 self._replacing = False
             raise
         with self._send_lock:
+            for job_id, message in sorted(self._submitted.items()):
+                if job_id not in lost:
+                    self._conn.send(message)
             for _call_id, message in sorted(self._sent.items()):
-                if message[0] in ("generate", "score") and message[2] in lost:
-                    continue
-                self._conn.send(message)
+                if message[0] not in ("generate", "score"):  # those went with their jobs
+                    self._conn.send(message)
             self._replacing = False
         log.warning(
             "model %s: its process died in its first decode (%s); it was loaded again in safe "
@@ -596,6 +627,7 @@ class ProcessModel:
             waiters, self._waiters = self._waiters, {}
             self._sent.clear()
             self._started.clear()
+            self._submitted.clear()
         for sink, _cancel in jobs.values():
             try:
                 sink.close(error)
@@ -632,6 +664,8 @@ class ProcessModel:
             how = f"its llama.cpp process was killed by {name} {self._stage}"
         else:
             how = f"its llama.cpp process exited with status {code} {self._stage}"
+        if self.safe_mode and self._hung_reason is None:
+            how += " in safe mode (extra buffer types off)"
         tail = list(self._stderr_tail)
         said = [
             line

@@ -219,6 +219,8 @@ class Decision:
     #: Whether a crash of this load should be retried in safe mode (``extra_buffers`` is
     #: "auto" and the extra buffer types were on).
     may_fall_back: bool = False
+    #: Off because a verdict says they crash here: the load is in safe mode.
+    safe: bool = False
 
 
 def decide(setting, subject: Subject, isolated: bool) -> Decision:
