@@ -113,15 +113,19 @@ class DirectEngine:
 
     def __init__(self, model: Path, args):
         from hoshikage_core.gguf_info import read_info
-        from hoshikage_llamacpp.loader import llama_kwargs
+        from hoshikage_llamacpp.loader import (
+            extra_buffers_for_llama,
+            llama_kwargs,
+            use_extra_buffers,
+        )
         from hoshikage_llamacpp.options import LlamaOptions
         from llama_cpp import Llama
 
-        kwargs = llama_kwargs(
-            LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads), read_info(model).metadata
-        )
+        options = LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads, isolation="none")
+        kwargs = llama_kwargs(options, read_info(model).metadata)
         started = time.perf_counter()
-        self.llm = Llama(str(model), **kwargs)
+        with extra_buffers_for_llama(use_extra_buffers(options, str(model))):
+            self.llm = Llama(str(model), **kwargs)
         self.load_s = time.perf_counter() - started
         self.max_tokens = args.max_tokens
 
