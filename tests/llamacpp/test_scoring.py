@@ -39,7 +39,6 @@ class Reference:
 
     def __init__(self, path):
         import numpy as np
-
         from hoshikage_llamacpp.loader import extra_buffers_for_llama, use_extra_buffers
         from hoshikage_llamacpp.options import LlamaOptions
 
