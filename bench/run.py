@@ -63,6 +63,29 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server's model processes), from /proc."""
+    found = [pid]
+    for parent in found:
+        for task in os.listdir(f"/proc/{parent}/task"):
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    found.extend(int(child) for child in f.read().split())
+            except OSError:
+                pass
+    return found
+
+
+def pss_mb(pid: int) -> float:
+    """The summed proportional set size of ``pid`` and its descendants: the machine's cost
+    of a server and its model processes, shared pages counted once."""
+    total = 0
+    for each in tree(pid):
+        with open(f"/proc/{each}/smaps_rollup") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    return total / 1024
+
+
 def summary(values: list[float]) -> dict:
     values = [v for v in values if v == v]
     if not values:
