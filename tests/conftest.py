@@ -132,3 +132,17 @@ def tiny_rank_model_path(tmp_path_factory):
     from tests.support.models import build_tiny_gguf
 
     return build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-rank.gguf", rank=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_dir(tmp_path_factory):
+    """A folder with the tiny model (``tiny-vision.gguf``) and its projector beside it
+    (``mmproj-tiny-vision.gguf``, clip.cpp's LLaVA type, 4 embeddings per image)."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+    from tests.support.projectors import build_clip_projector
+
+    folder = tmp_path_factory.mktemp("vision")
+    build_tiny_gguf(folder / "tiny-vision.gguf")
+    build_clip_projector(folder / "mmproj-tiny-vision.gguf", n_embd_text=64)
+    return folder

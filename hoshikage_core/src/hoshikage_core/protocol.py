@@ -61,6 +61,27 @@ def join_text(parts: Iterable[str]) -> str:
     return TEXT_PART_SEPARATOR.join(parts)
 
 
+#: The text that stands for one image or audio clip in a message's content: the API surfaces
+#: put it where the part was and add the part to :attr:`GenerationRequest.media`, in order.
+#: It is llama.cpp's own default (``mtmd_default_marker``), so templates pass it through.
+MEDIA_MARKER = "<__media__>"
+
+
+@attrs.frozen(kw_only=True)
+class Media:
+    """One decoded image (``kind`` "image": ``width`` × ``height`` RGB pixels, 3 bytes each)
+    or audio clip (``kind`` "audio": mono float32 samples at the model's rate, ``width`` of
+    them). ``id`` is the hash of the content, which is what the prompt cache compares;
+    ``field`` names where it came from in the request, for errors."""
+
+    kind: Literal["image", "audio"]
+    data: bytes = attrs.field(repr=False)
+    width: int
+    height: int = 1
+    id: str = ""
+    field: str = "messages"
+
+
 @attrs.frozen(kw_only=True)
 class GenerationRequest:
     """One choice's worth of generation. ``None`` sampling values mean "backend default".
@@ -110,6 +131,9 @@ class GenerationRequest:
     #: context before it, ``{"filename", "text"}`` each (llama-server's ``input_extra``).
     suffix: str | None = None
     fim_files: tuple[Mapping[str, str], ...] = ()
+    #: Images and audio, in the order their :data:`MEDIA_MARKER` appears in the prompt
+    #: (the messages' contents, or ``prompt``).
+    media: tuple[Media, ...] = ()
 
     @property
     def is_chat(self) -> bool:

@@ -252,6 +252,7 @@ def _serve(conn) -> None:
                 "memory_bytes": model.memory_bytes(),
                 "placement": model.placement,
                 "embedding": model.embedding,
+                "modalities": model.modalities,
             },
         )
     )

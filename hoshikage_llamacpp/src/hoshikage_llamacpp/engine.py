@@ -47,6 +47,7 @@ from collections import deque
 
 from hoshikage_core.errors import Cancelled, HoshikageError
 
+from .multimodal import decode_span
 from .planning import Plan
 from .prompt_cache import Checkpoint, PromptCache
 from .scoring import Scoring
@@ -189,6 +190,8 @@ class Engine:
         draft_max: int = 0,
         ngram: bool = True,
         draft_model=None,
+        projector=None,
+        n_embd: int = 0,
     ):
         import llama_cpp
 
@@ -234,6 +237,12 @@ class Engine:
         #: those that kept theirs through a checkpoint.
         self.window_misses = 0
         self.checkpoint_restores = 0
+        #: The multimodal projector (:mod:`.multimodal`) that encodes a prompt's media, and
+        #: the width of the embeddings it gives; media chunks read so far.
+        self._projector = projector
+        self._n_embd = n_embd
+        self._n_batch = n_batch
+        self.media_chunks = 0
         #: Score jobs (:mod:`.scoring`), batched beside the generations.
         self.scoring = Scoring(self)
         self._thread = threading.Thread(
@@ -301,6 +310,8 @@ class Engine:
         self.scoring.start(out)
         if not (self._running or self.scoring.active):
             return
+        if self._projector is not None and not self._read_media(out):
+            return
         batch = self._batch
         batch.clear()
         generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
@@ -326,6 +337,10 @@ class Engine:
             if seq.todo and batch.room:
                 slot = seq.slot
                 take = seq.todo[: batch.room]
+                if seq.job.plan.media:  # text up to the next media chunk (the next step's)
+                    take = _text_run(take)
+                    if not take:
+                        continue
                 seq.todo = seq.todo[len(take) :]
                 row = batch.add_prompt(take, len(slot.tokens), slot.id, logits_last=not seq.todo)
                 slot.tokens.extend(take)
@@ -364,6 +379,61 @@ class Engine:
                 for sibling in siblings:
                     self._verify(sibling, row, out)
 
+    def _read_media(self, out: _Outbox) -> bool:
+        """Each sequence whose prompt goes on with an image or audio chunk: encode it (once
+        per job) and decode its embeddings into the sequence's slot, one chunk per sequence
+        and step, so the others' tokens still go out every step. False when a decode
+        failed (every job has ended then)."""
+        lib = self._lib
+        for seq in list(self._running):
+            if not seq.todo or seq.todo[0] >= 0 or seq.job.cancel.cancelled:
+                continue
+            slot, plan = seq.slot, seq.job.plan
+            pos = len(slot.tokens)
+            try:
+                span = plan.span_at(pos)
+                embeddings = self._projector.encode(span, self._n_embd)
+            except (LookupError, HoshikageError) as exc:
+                error = exc if isinstance(exc, HoshikageError) else HoshikageError(str(exc))
+                self._fail_job(seq.job, error, out)
+                continue
+            if seq.job.cancel.cancelled:  # cancelled while it was encoded
+                continue
+            status = decode_span(
+                lib, self._ctx, embeddings, pos, slot.id, self._n_batch, span.non_causal
+            )
+            if status == 1 and self._evict_idle():
+                status = decode_span(
+                    lib, self._ctx, embeddings, pos, slot.id, self._n_batch, span.non_causal
+                )
+            if status != 0:
+                self._decode_failed(out, status)
+                return False
+            n = span.end - span.start
+            slot.tokens.extend(seq.todo[:n])
+            seq.todo = seq.todo[n:]
+            self.media_chunks += 1
+        return True
+
+    def _fail_job(self, job: Job, error: BaseException, out: _Outbox) -> None:
+        """End ``job`` alone with ``error``; the slots it ran in forget what it wrote."""
+        for seq in [s for s in self._running if s.job is job]:
+            slot = seq.slot
+            self._release(seq)
+            self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+            slot.tokens, slot.checkpoints = [], []
+        if job in self._waiting:
+            self._waiting.remove(job)
+        for index in range(job.started, job.n):
+            job.samplers[index].close()
+        job.started = job.finished = job.n
+        self._free_media(job)
+        out.close(job.sink, error)
+
+    def _free_media(self, job: Job) -> None:
+        if job.plan.media and self._projector is not None:
+            self._projector.free(job.plan.media)
+
     def _plan_drafts(self, generating: list[Sequence]) -> None:
         """Each generating sequence's draft for this step, within the batch's room (every
         next token comes first), its token budget and its draft length. The n-gram lookup
@@ -385,6 +455,8 @@ class Engine:
             drafter = seq.drafter
             if drafter is not None:
                 draft = drafter.draft(min(length.max, limit))
+                if draft and seq.job.plan.media:
+                    draft = _text_run(draft)  # never a media placeholder
                 if draft:
                     k = length.next(others, len(draft), drafter.matched, planned, planned_yield)
                     seq.drafts = draft[:k]
@@ -392,7 +464,7 @@ class Engine:
                     planned += k
                     planned_yield += length.expected if k else 0.0
                     continue
-            if self.draft_model is not None:
+            if self.draft_model is not None and not seq.job.plan.media:
                 k = length.next(others, limit, planned=planned, planned_yield=planned_yield)
                 if k:
                     planned += k
@@ -560,6 +632,8 @@ class Engine:
         last prompt token is always decoded again, for fresh logits."""
         tokens = job.plan.tokens
         common = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        if job.plan.media:
+            common = job.plan.media_start(common)
         if self.n_swa and common:
             common = self._window(slot, common)
         if common < len(slot.tokens):
@@ -674,6 +748,7 @@ class Engine:
         self._release(seq)
         job.finished += 1
         if job.finished == job.n:
+            self._free_media(job)
             out.close(job.sink)
 
     def _release(self, seq: Sequence) -> None:
@@ -702,6 +777,7 @@ class Engine:
             seq_chunk = _cancelled_chunk(job)
             out.put(job.sink, index, seq_chunk)
         if job.finished == job.n:
+            self._free_media(job)
             out.close(job.sink)
 
     def _decode_failed(self, out: _Outbox, status: int) -> None:
@@ -726,6 +802,7 @@ class Engine:
             for index in range(job.started, job.n):
                 job.samplers[index].close()
             job.started = job.n
+            self._free_media(job)
             out.close(job.sink, error)
         if not clear:
             return
@@ -785,6 +862,14 @@ def _cancelled_chunk(job: Job):
         completion_tokens=0,
         cached_tokens=0,
     )
+
+
+def _text_run(tokens: list[int]) -> list[int]:
+    """``tokens`` up to the first media placeholder (a negative id, see :mod:`.multimodal`)."""
+    for i, token in enumerate(tokens):
+        if token < 0:
+            return tokens[:i]
+    return tokens
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -104,6 +104,8 @@ class ProcessModel:
         self.embedding = options.embedding
         #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
         self.placement: dict[str, dict[str, int]] = {}
+        #: What the model takes besides text ("vision", "audio"), from its projector.
+        self.modalities: tuple[str, ...] = ()
         self._memory = 0
         self._stats = (0, 0, 0, 0, 0)
         self._ids = itertools.count(1)
@@ -245,6 +247,7 @@ class ProcessModel:
         self.capacity = value["capacity"]
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
+        self.modalities = tuple(value.get("modalities", ()))
         self._stats = (0, 0, 0, 0, 0)
         self._stage = "in its first decode"
         if not reader:

@@ -48,6 +48,21 @@ def install() -> None:
     llama_cpp.llama_log_set(_callback, None)
 
 
+_mtmd_installed = False
+
+
+def install_mtmd() -> None:
+    """Route the multimodal library's log (clip.cpp, mtmd) the same way (once per process)."""
+    global _mtmd_installed
+    install()
+    if _mtmd_installed:
+        return
+    from llama_cpp import mtmd_cpp
+
+    mtmd_cpp.mtmd_helper_log_set(_callback, None)
+    _mtmd_installed = True
+
+
 @contextlib.contextmanager
 def capture():
     """Collect the lines llama.cpp logs from this thread inside the ``with`` block."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import threading
 from typing import Any
 
@@ -86,6 +87,8 @@ class LlamaCppModel:
         self.disk = None
         #: The draft model (``draft_model``), loaded and freed with this one.
         self._draft: DraftModel | None = None
+        #: The multimodal projector (``mmproj``), loaded and freed with this one.
+        self.projector = None
         if options.embedding:
             self.capacity = 1
             self.n_ctx = loaded.llama.n_ctx()
@@ -107,6 +110,12 @@ class LlamaCppModel:
             if draft is not None:
                 self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
             speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
+            if options.mmproj:
+                from .multimodal import Projector
+
+                self.projector = Projector(
+                    name, os.path.expanduser(options.mmproj), self._model.model, options.threads()
+                )
             if options.reasoning != "off":
                 self.reasoning = detect(choice.template)
             self.tool_format = (
@@ -135,6 +144,8 @@ class LlamaCppModel:
                 draft_max=options.draft_max if speculates else 0,
                 ngram=options.ngram_drafts(),
                 draft_model=self._draft,
+                projector=self.projector,
+                n_embd=int(llama_cpp.llama_model_n_embd_inp(self._model.model)),
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
@@ -142,6 +153,8 @@ class LlamaCppModel:
         self._memory = memory_bytes(
             loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes
         )
+        if self.projector is not None:
+            self._memory += self.projector.memory_bytes
         if draft is not None:  # its weights and its slots' KV cache are held for this model
             self._memory += memory_bytes(
                 draft.model.model, options, draft.metadata, kv_cells, draft.context_bytes
@@ -180,6 +193,8 @@ class LlamaCppModel:
                 default_max_tokens = options.max_tokens or None
             return cls(name, loaded, options, default_max_tokens, draft)
         except ModelLoadError:
+            if draft is not None:
+                draft.close()
             loaded.close()
             raise
         except Exception as exc:
@@ -205,6 +220,30 @@ class LlamaCppModel:
         if self._model.add_bos_token() and bos >= 0 and tokens[:1] != [bos]:
             tokens.insert(0, bos)
         return tokens
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """What it takes besides text: "vision", "audio" (from its projector)."""
+        return self.projector.modalities if self.projector is not None else ()
+
+    def media_prompt_tokens(self, text: str, media, field: str):
+        """Tokens of a rendered prompt whose media stand as markers, with placeholders for
+        each media chunk (see :mod:`.multimodal`), and the chunks' spans. BOS as in
+        :meth:`prompt_tokens`."""
+        if self.projector is None:
+            raise InvalidRequest(
+                f"The model '{self.name}' takes no {media[0].kind} input: it has no"
+                " multimodal projector (mmproj)",
+                media[0].field,
+            )
+        tokens, spans = self.projector.tokenize(text, media, field)
+        bos = self._model.token_bos()
+        if self._model.add_bos_token() and bos >= 0 and tokens[:1] != [bos]:
+            tokens.insert(0, bos)
+            for span in spans:
+                span.start += 1
+                span.end += 1
+        return tokens, spans
 
     def special_tokens(self, text: str) -> list[int]:
         """Tokens of ``text`` with special tokens recognised, no BOS."""
@@ -436,6 +475,9 @@ class LlamaCppModel:
         if self._draft is not None:
             self._draft.close()
             self._draft = None
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
         with self._embed_lock:
             loaded, self._loaded = self._loaded, None
             self.chat = None

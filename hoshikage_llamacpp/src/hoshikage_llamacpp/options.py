@@ -309,6 +309,10 @@ class LlamaOptions:
     draft_max: int = attrs.field(default=DRAFT_MAX, validator=_between_or_none(0, 64))
     #: A second, smaller GGUF with the same vocabulary that drafts for this one.
     draft_model: str | None = attrs.field(default=None, validator=_not_blank)
+    #: The multimodal projector GGUF (``mmproj-*.gguf``) that lets the model take images or
+    #: audio, loaded with it in its process (llama-server's ``--mmproj``). ``models_dir``
+    #: finds the one beside the model file itself.
+    mmproj: str | None = attrs.field(default=None, validator=_not_blank)
 
     def __attrs_post_init__(self) -> None:
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:

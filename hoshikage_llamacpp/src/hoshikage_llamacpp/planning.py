@@ -43,6 +43,23 @@ class Plan:
     reasoning_budget: int | None = None
     #: The tokens that close the think block (the form's end marker, then a blank line).
     reasoning_end: tuple[int, ...] = ()
+    #: The prompt's images and audio (:class:`.multimodal.MediaSpan`), in order: their
+    #: tokens in :attr:`tokens` are placeholders.
+    media: list = attrs.Factory(list)
+
+    def span_at(self, pos: int):
+        """The media span that starts at prompt position ``pos``."""
+        for span in self.media:
+            if span.start == pos:
+                return span
+        raise LookupError(pos)
+
+    def media_start(self, common: int) -> int:
+        """``common`` moved back to the start of the media span it would cut in two."""
+        for span in self.media:
+            if span.start < common < span.end:
+                return span.start
+        return common
 
     def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
         seed = None if self.seed is None else self.seed + index
@@ -78,16 +95,31 @@ def plan(model, request: GenerationRequest) -> Plan:
     # The field that holds the prompt, in the core's names; each API surface renames it to
     # its own field where that differs (Responses' ``input``).
     field = "messages" if request.is_chat else "prompt"
-    if request.suffix is not None and not request.is_chat:
+    spans: list = []
+    if request.media:
+        if request.suffix is not None:
+            raise InvalidRequest("Fill-in-the-middle takes no images or audio", "suffix")
+        tokens, spans = model.media_prompt_tokens(prompt, request.media, field)
+    elif request.suffix is not None and not request.is_chat:
         from .fim import fim_tokens
 
         tokens = fim_tokens(model, prompt, request.suffix, request.fim_files)
     else:
         tokens = model.prompt_tokens(prompt)
-    if not tokens:
-        raise InvalidRequest("The prompt is empty", field)
-    if len(tokens) >= model.n_ctx:
-        raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
+    try:
+        return _planned(
+            model, request, prompt, stops, tokens, spans, field, names, forced, lazy, form
+        )
+    except BaseException:
+        if spans:
+            model.projector.free(spans)
+        raise
+
+
+def _planned(
+    model, request, prompt, stops, tokens, spans, field, names, forced, lazy, form
+) -> Plan:
+    _check_prompt(model, tokens, spans, request.media, field)
     tool_format = (
         model.tool_format if model.chat and model.chat.supports_tools else FORMATS["hermes"]
     )
@@ -142,6 +174,7 @@ def plan(model, request: GenerationRequest) -> Plan:
             ),
         }
     return Plan(
+        media=spans,
         request=request,
         tokens=tokens,
         stops=stops,
@@ -193,3 +226,22 @@ def thinking_kwargs(template: str, request: GenerationRequest) -> dict:
     if isinstance(wanted, str) and wanted in EFFORTS and "reasoning_effort" in template:
         kwargs["reasoning_effort"] = wanted
     return kwargs
+
+
+def _check_prompt(model, tokens: list[int], spans: list, media, field: str) -> None:
+    if not tokens:
+        raise InvalidRequest("The prompt is empty", field)
+    if len(tokens) >= model.n_ctx:
+        if spans:
+            held = sum(span.end - span.start for span in spans)
+            # the first image or clip that does not fit (one chunk per item)
+            over = next((i for i, s in enumerate(spans) if s.end >= model.n_ctx), len(spans) - 1)
+            raise InvalidRequest(
+                f"The prompt's {len(spans)} images or audio clips take {held} tokens and the"
+                f" whole prompt {len(tokens)}: more than the context of {model.n_ctx} tokens"
+                " holds",
+                media[min(over, len(media) - 1)].field,
+            )
+        raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
+    if spans and spans[-1].end == len(tokens):
+        raise InvalidRequest("The prompt must end with text after its last image", field)

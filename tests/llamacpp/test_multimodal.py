@@ -1,0 +1,219 @@
+"""Images through llama.cpp's real ``mtmd`` with the tiny model and a tiny random projector
+of clip.cpp's LLaVA type (tests/support/projectors.py): each image becomes 4 embeddings,
+encoded by the projector and decoded into the slot's sequence by the batched engine."""
+
+from __future__ import annotations
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from hoshikage_core.errors import InvalidRequest, ModelLoadError  # noqa: E402
+from hoshikage_core.protocol import MEDIA_MARKER, GenerationRequest, stream  # noqa: E402
+from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
+
+from tests.support.projectors import build_clip_projector, image_media  # noqa: E402
+
+RED, BLUE = (200, 40, 40), (30, 60, 220)
+#: Embeddings per image of the tiny projector (28-pixel images, 14-pixel patches).
+PER_IMAGE = 4
+
+
+@pytest.fixture(scope="module")
+def model(tiny_vision_dir):
+    m = LlamaCppModel.load(
+        "tiny-vision",
+        str(tiny_vision_dir / "tiny-vision.gguf"),
+        LlamaOptions(
+            n_ctx=512, parallel=2, mmproj=str(tiny_vision_dir / "mmproj-tiny-vision.gguf")
+        ),
+    )
+    yield m
+    m.close()
+
+
+def ask(model, content, media, n=1, **fields):
+    request = GenerationRequest(
+        messages=({"role": "user", "content": content},),
+        media=tuple(media),
+        **{"max_tokens": 6, "temperature": 0, **fields},
+    )
+    chunks = {}
+    for index, chunk in stream(model, request, None, n=n):
+        chunks.setdefault(index, []).append(chunk)
+    return [("".join(c.text for c in cs), cs[-1]) for _, cs in sorted(chunks.items())]
+
+
+def test_the_projector_loads_beside_the_model(model, tiny_vision_dir):
+    assert model.modalities == ("vision",)
+    projector = tiny_vision_dir / "mmproj-tiny-vision.gguf"
+    assert model.projector.memory_bytes >= projector.stat().st_size
+    bare = LlamaCppModel.load(
+        "bare", str(tiny_vision_dir / "tiny-vision.gguf"), LlamaOptions(n_ctx=512, parallel=2)
+    )
+    try:
+        assert bare.modalities == ()
+        # its memory figure counts the projector's beside the weights
+        weights = (tiny_vision_dir / "tiny-vision.gguf").stat().st_size
+        assert model.memory_bytes() >= weights + model.projector.memory_bytes
+    finally:
+        bare.close()
+
+
+def test_an_image_grows_the_context_by_its_chunk(model):
+    text_only = model.prompt_tokens(model.chat.render([{"role": "user", "content": "hello "}]))
+    tokens, spans = model.media_prompt_tokens(
+        model.chat.render([{"role": "user", "content": f"hello {MEDIA_MARKER}"}]),
+        (image_media(RED),),
+        "messages",
+    )
+    model.projector.free(spans)
+    assert len(spans) == 1
+    assert spans[0].end - spans[0].start == PER_IMAGE
+    assert len(tokens) == len(text_only) + PER_IMAGE
+    before = model._engine.media_chunks
+    [(text, last)] = ask(model, f"hello {MEDIA_MARKER}", [image_media(RED)])
+    assert last.finish_reason in ("stop", "length")
+    assert last.prompt_tokens == len(text_only) + PER_IMAGE
+    assert model._engine.media_chunks == before + 1
+
+
+def test_the_same_image_again_hits_the_cache_and_another_does_not(model):
+    content = f"the cat {MEDIA_MARKER} sat"
+    before = model._engine.media_chunks
+    [(first, read)] = ask(model, content, [image_media(RED)])
+    assert model._engine.media_chunks == before + 1
+    assert read.cached_tokens < read.prompt_tokens - 1
+    [(again, last)] = ask(model, content, [image_media(RED)])
+    # everything but the last prompt token came from the slot's cache, the image included
+    assert last.cached_tokens == last.prompt_tokens - 1
+    assert model._engine.media_chunks == before + 1  # not read again
+    assert again == first
+    [(_, other)] = ask(model, content, [image_media(BLUE)])
+    # a different image: the cache ends where the image starts
+    assert other.cached_tokens < other.prompt_tokens - 1 - PER_IMAGE + 1
+    assert model._engine.media_chunks == before + 2
+
+
+def test_an_image_changes_what_the_model_says(model):
+    red = ask(model, f"hello {MEDIA_MARKER}", [image_media(RED)], max_tokens=12)[0][0]
+    blue = ask(model, f"hello {MEDIA_MARKER}", [image_media(BLUE)], max_tokens=12)[0][0]
+    plain = ask(model, "hello", [], max_tokens=12)[0][0]
+    assert len({red, blue, plain}) > 1
+
+
+def test_two_images_in_one_message_and_one_in_a_later_turn(model):
+    content = f"{MEDIA_MARKER} the red cat {MEDIA_MARKER}"
+    media = (image_media(RED), image_media(BLUE))
+    tokens, spans = model.media_prompt_tokens(
+        model.chat.render([{"role": "user", "content": content}]), media, "messages"
+    )
+    model.projector.free(spans)
+    assert [s.end - s.start for s in spans] == [PER_IMAGE, PER_IMAGE]
+    before = model._engine.media_chunks
+    [(text, last)] = ask(model, content, media)
+    assert last.prompt_tokens == len(tokens)
+    assert model._engine.media_chunks == before + 2
+    request = GenerationRequest(
+        messages=(
+            {"role": "user", "content": f"hello {MEDIA_MARKER}"},
+            {"role": "assistant", "content": "red"},
+            {"role": "user", "content": f"and {MEDIA_MARKER}"},
+        ),
+        media=(image_media(RED), image_media(BLUE)),
+        max_tokens=4,
+        temperature=0,
+    )
+    chunks = [c for _, c in stream(model, request, None)]
+    assert chunks[-1].finish_reason in ("stop", "length")
+
+
+def test_n_choices_with_an_image_agree_at_temperature_zero(model):
+    choices = ask(model, f"two {MEDIA_MARKER}", [image_media(BLUE)], n=3)
+    assert len(choices) == 3
+    assert len({text for text, _ in choices}) == 1
+    assert {last.prompt_tokens for _, last in choices} == {choices[0][1].prompt_tokens}
+
+
+def test_speculation_off_gives_the_same_answer(model):
+    on = ask(model, f"one {MEDIA_MARKER} one", [image_media(RED)], max_tokens=16)[0][0]
+    off = ask(
+        model, f"one {MEDIA_MARKER} one", [image_media(RED)], max_tokens=16, speculative=False
+    )[0][0]
+    assert on == off
+
+
+def test_an_image_for_a_text_only_model_names_the_field(tiny_vision_dir):
+    bare = LlamaCppModel.load(
+        "bare", str(tiny_vision_dir / "tiny-vision.gguf"), LlamaOptions(n_ctx=512)
+    )
+    try:
+        with pytest.raises(InvalidRequest) as err:
+            ask(bare, f"hi {MEDIA_MARKER}", [image_media(RED, field="messages[0].content[1]")])
+        assert err.value.param == "messages[0].content[1]"
+        assert "no image input" in str(err.value) or "projector" in str(err.value)
+    finally:
+        bare.close()
+
+
+def test_markers_and_images_must_agree(model):
+    with pytest.raises(InvalidRequest) as err:
+        ask(model, "no marker here", [image_media(RED)])
+    assert err.value.param == "messages"
+    with pytest.raises(InvalidRequest):
+        ask(model, f"{MEDIA_MARKER}{MEDIA_MARKER}", [image_media(RED)])
+
+
+def test_more_images_than_the_context_holds(tiny_vision_dir):
+    small = LlamaCppModel.load(
+        "small",
+        str(tiny_vision_dir / "tiny-vision.gguf"),
+        LlamaOptions(
+            n_ctx=256, parallel=1, mmproj=str(tiny_vision_dir / "mmproj-tiny-vision.gguf")
+        ),
+    )
+    try:
+        count = small.n_ctx // PER_IMAGE + 1
+        media = [image_media((i % 250, i // 250, 0), field=f"images[{i}]") for i in range(count)]
+        with pytest.raises(InvalidRequest) as err:
+            ask(small, MEDIA_MARKER * count, media)
+        assert "context" in str(err.value)
+        # the first image that does not fit
+        assert err.value.param.startswith("images[") and err.value.param != "images[0]"
+    finally:
+        small.close()
+
+
+def test_a_projector_of_another_width_is_a_load_error_naming_both(tiny_vision_dir, tmp_path):
+    wide = build_clip_projector(tmp_path / "mmproj-wide.gguf", n_embd_text=640)
+    with pytest.raises(ModelLoadError) as err:
+        LlamaCppModel.load(
+            "mismatch",
+            str(tiny_vision_dir / "tiny-vision.gguf"),
+            LlamaOptions(n_ctx=512, mmproj=str(wide)),
+        )
+    assert "640" in str(err.value) and "64" in str(err.value)
+    assert "width" in str(err.value)
+
+
+@pytest.mark.gemma
+def test_a_projector_for_gemma_reads_an_image_into_its_context(gemma_model_path, tmp_path):
+    projector = build_clip_projector(tmp_path / "mmproj-gemma.gguf", n_embd_text=640)
+    gemma = LlamaCppModel.load(
+        "gemma", str(gemma_model_path), LlamaOptions(n_ctx=512, mmproj=str(projector))
+    )
+    try:
+        assert gemma.modalities == ("vision",)
+        request = GenerationRequest(
+            prompt=f"Look: {MEDIA_MARKER} It shows",
+            media=(image_media(RED),),
+            max_tokens=4,
+            temperature=0,
+        )
+        chunks = [c for _, c in stream(gemma, request, None)]
+        plain = len(gemma.prompt_tokens("Look:  It shows"))
+        assert chunks[-1].prompt_tokens in (plain + PER_IMAGE, plain + PER_IMAGE + 1)
+        assert gemma._engine.media_chunks == 1
+    finally:
+        gemma.close()

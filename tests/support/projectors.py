@@ -1,0 +1,132 @@
+"""Test projectors: tiny random multimodal projector GGUFs that the pinned ``mtmd`` loads.
+
+No real vision model with its projector is installable here, so the tests write one with the
+``gguf`` package, as llama.cpp's ``tools/mtmd/clip.cpp`` reads it: clip.cpp's LLaVA type
+(``clip.projector_type = "mlp"``), a ViT tower of ``n_block`` blocks ``width`` wide over a
+``image_size``-pixel square cut into ``patch_size`` patches, then the two-layer MLP
+(``mm.0``, GELU, ``mm.2``) whose output width is the text model's embedding width. With the
+defaults (28-pixel images, 14-pixel patches) every image becomes 4 embeddings.
+
+The weights are random, so what the model "sees" is noise; the path is real: mtmd decodes
+the bitmap, preprocesses it, runs the tower, and the embeddings go into the text model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def build_clip_projector(
+    path: str | os.PathLike,
+    *,
+    n_embd_text: int = 64,
+    image_size: int = 28,
+    patch_size: int = 14,
+    width: int = 32,
+    n_block: int = 2,
+    n_head: int = 4,
+    n_ff: int = 64,
+    seed: int = 4321,
+) -> Path:
+    """Write a LLaVA-type CLIP projector GGUF whose projection width is ``n_embd_text``.
+
+    ``n_embd_text`` must equal the text model's ``embedding_length`` (64 for the tiny
+    fixtures, 640 for Gemma 3 270M); a different width is what mtmd rejects as a mismatch.
+    """
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float32)
+
+    n_patches = (image_size // patch_size) ** 2
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(tmp, "clip")
+    writer.add_name("hoshikage-tiny-projector")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", False)
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_uint32("clip.vision.image_size", image_size)
+    writer.add_uint32("clip.vision.patch_size", patch_size)
+    writer.add_uint32("clip.vision.embedding_length", width)
+    writer.add_uint32("clip.vision.feed_forward_length", n_ff)
+    writer.add_uint32("clip.vision.block_count", n_block)
+    writer.add_uint32("clip.vision.projection_dim", n_embd_text)
+    writer.add_uint32("clip.vision.attention.head_count", n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    # numpy shapes are ggml's ne reversed: the patch kernel is ne [p, p, 3, width].
+    writer.add_tensor("v.patch_embd.weight", weights(width, 3, patch_size, patch_size))
+    writer.add_tensor("v.position_embd.weight", weights(n_patches, width))
+    writer.add_tensor("v.pre_ln.weight", ones(width))
+    writer.add_tensor("v.pre_ln.bias", zeros(width))
+    for i in range(n_block):
+        block = f"v.blk.{i}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"{block}.{name}.weight", weights(width, width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(f"{block}.{name}.weight", ones(width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights(n_ff, width))
+        writer.add_tensor(f"{block}.ffn_up.bias", zeros(n_ff))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights(width, n_ff))
+        writer.add_tensor(f"{block}.ffn_down.bias", zeros(width))
+    writer.add_tensor("mm.0.weight", weights(n_embd_text, width, scale=0.2))
+    writer.add_tensor("mm.0.bias", zeros(n_embd_text))
+    writer.add_tensor("mm.2.weight", weights(n_embd_text, n_embd_text, scale=0.2))
+    writer.add_tensor("mm.2.bias", zeros(n_embd_text))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def png_bytes(
+    width: int = 32, height: int = 32, color: tuple[int, int, int] = (200, 40, 40)
+) -> bytes:
+    """A small solid-colour PNG, written with Pillow."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def image_media(
+    color: tuple[int, int, int] = (200, 40, 40), size: int = 32, field: str = "messages"
+):
+    """A decoded solid-colour image as the core's :class:`~hoshikage_core.protocol.Media`
+    (what the API surfaces hand the backend after Pillow), its id the hash of its pixels."""
+    import hashlib
+
+    from hoshikage_core.protocol import Media
+
+    data = bytes(color) * (size * size)
+    return Media(
+        kind="image",
+        data=data,
+        width=size,
+        height=size,
+        id=hashlib.sha256(data).hexdigest(),
+        field=field,
+    )
