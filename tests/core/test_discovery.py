@@ -155,3 +155,48 @@ def test_models_dir_shapes_and_their_errors():
     assert caught.value.problems == [
         "models_dir: expected a folder path, an array of them or tables, got int 3"
     ]
+
+
+def test_a_projector_beside_a_model_is_its_mmproj(tmp_path):
+    root = tmp_path / "models"
+    gguf(root / "vision" / "llava-7b.gguf")
+    gguf(root / "vision" / "mmproj-llava-7b-f16.gguf")
+    gguf(root / "pair" / "gemma-3-4b-it-Q4_K_M.gguf")
+    gguf(root / "pair" / "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf")
+    gguf(root / "pair" / "mmproj-gemma-3-4b-it-f16.gguf")
+    gguf(root / "pair" / "mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf")
+    gguf(root / "pair" / "unrelated.gguf")
+    gguf(root / "plain" / "text-only.gguf")
+    gguf(root / "set" / "chosen.gguf")
+    gguf(root / "set" / "mmproj-chosen.gguf")
+    registry = build(
+        {
+            "models_dir": [
+                str(root / "vision"),
+                str(root / "pair"),
+                str(root / "plain"),
+                {"path": str(root / "set"), "mmproj": "/elsewhere/mine.gguf"},
+            ]
+        }
+    )
+    entries = {e.name: e for e in registry}
+    assert set(entries) == {
+        "llava-7b",
+        "gemma-3-4b-it-q4_k_m",
+        "qwen2.5-vl-3b-instruct-q4_k_m",
+        "unrelated",
+        "text-only",
+        "chosen",
+    }
+    assert entries["llava-7b"].option("mmproj") == str(root / "vision" / "mmproj-llava-7b-f16.gguf")
+    assert entries["gemma-3-4b-it-q4_k_m"].option("mmproj") == str(
+        root / "pair" / "mmproj-gemma-3-4b-it-f16.gguf"
+    )
+    assert entries["qwen2.5-vl-3b-instruct-q4_k_m"].option("mmproj") == str(
+        root / "pair" / "mmproj-Qwen2.5-VL-3B-Instruct-f16.gguf"
+    )
+    # several projectors and none named like it: none
+    assert entries["unrelated"].option("mmproj") is None
+    assert entries["text-only"].option("mmproj") is None
+    # the folder's own setting wins
+    assert entries["chosen"].option("mmproj") == "/elsewhere/mine.gguf"

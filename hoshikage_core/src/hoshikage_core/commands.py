@@ -101,6 +101,7 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
             "quantization": None,
             "context_length": None,
             "n_ctx": entry.option("n_ctx"),
+            "input": ["text", *entry.modalities()],
             "error": None,
             "note": None,
             "state": states.get(entry.name),
@@ -125,7 +126,7 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
     from rich.table import Table
 
     table = Table(title="Registered models", title_justify="left")
-    for col in ("name", "aliases", "arch", "quant", "ctx", "size", "state"):
+    for col in ("name", "aliases", "arch", "quant", "ctx", "size", "input", "state"):
         table.add_column(
             col,
             justify="right" if col in ("ctx", "size") else "left",
@@ -147,6 +148,7 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
             r["quantization"] or "-",
             ctx_text,
             format_bytes(r["file_bytes"]),
+            ", ".join(r["input"]),
             state,
         )
     if not rows:

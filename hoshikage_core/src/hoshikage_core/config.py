@@ -107,6 +107,11 @@ class ServerConfig:
     max_schema_enum: int = attrs.field(default=1000, validator=_positive)
     #: Largest grammar (GBNF, as the backend compiles it) a request may lead to, in bytes.
     max_grammar_bytes: Size = attrs.field(default=Size(256 * 1024), validator=_positive)
+    #: Most pixels (width × height) of one image a request may send; a larger image, a
+    #: decompression bomb included, is a 400 before it is decoded.
+    max_image_pixels: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    #: Most images one request may send, over all its messages.
+    max_images: int = attrs.field(default=16, validator=_positive)
     #: Most choices one request may ask for: prompts × ``n`` (OpenAI's ``n`` goes to 128).
     max_choices: int = attrs.field(default=128, validator=_positive)
     #: How long one write to a client may wait for it to read before the connection is

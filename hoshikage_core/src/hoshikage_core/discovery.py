@@ -4,7 +4,11 @@
 - **Names** come from the file name: lower-case, ``.gguf`` dropped, and for the first shard
   of a split model the ``-00001-of-00003`` part dropped too (``Qwen3-8B-Q4_K_M.gguf`` is
   ``qwen3-8b-q4_k_m``).
-- **Skipped**: ``mmproj-*`` projector files, the second and later shards of a split model
+- **Projectors**: an ``mmproj*.gguf`` in the same folder as a model is its ``mmproj`` option
+  (unless the folder's options set one): the only one there, or, when the folder holds
+  several, the one whose name after ``mmproj`` shares the longest prefix with the model's
+  file name (ignoring case and separators).
+- **Skipped**: ``mmproj-*`` projector files (as models), the second and later shards of a split model
   (llama.cpp loads them from the first), and hidden files and folders (``.cache/``,
   macOS' ``._name.gguf``).
 - **Explicit ``[[models]]`` entries win**: a file that a ``[[models]]`` entry names by path
@@ -126,12 +130,56 @@ def discover(config) -> Discovery:
                     name=unique,
                     path=str(path),
                     backend=folder.backend,
-                    options=folder.options,
+                    options=_with_projector(folder.options, path),
                     idle_ttl=folder.idle_ttl,
                     source=SOURCE,
                 )
             )
     return Discovery(tuple(entries), tuple(notes), tuple(problems))
+
+
+def projector_for(model: Path) -> Path | None:
+    """The ``mmproj*.gguf`` beside ``model`` that goes with it (see the module docstring)."""
+    try:
+        candidates = sorted(
+            p
+            for p in model.parent.iterdir()
+            if p.name.lower().startswith("mmproj")
+            and p.name.lower().endswith(".gguf")
+            and p.is_file()
+        )
+    except OSError:
+        return None
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    stem = _letters(model.name[: -len(".gguf")])
+
+    def shared(projector: Path) -> int:
+        rest = _letters(projector.name[len("mmproj") : -len(".gguf")])
+        n = 0
+        while n < min(len(rest), len(stem)) and rest[n] == stem[n]:
+            n += 1
+        return n
+
+    best = max(candidates, key=shared)
+    return best if shared(best) > 0 else None
+
+
+def _letters(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _with_projector(options, model: Path):
+    """The folder's options with ``mmproj`` set to the projector beside ``model``, where the
+    backend takes that option and the folder does not set it."""
+    projector = projector_for(model)
+    if projector is None:
+        return options
+    if isinstance(options, dict):
+        return options if options.get("mmproj") else {**options, "mmproj": str(projector)}
+    if attrs.has(type(options)) and hasattr(options, "mmproj") and not options.mmproj:
+        return attrs.evolve(options, mmproj=str(projector))
+    return options
 
 
 def _real(path: str) -> str:

@@ -10,6 +10,7 @@ The backend runs it before every load; ``hoshikage models`` and ``doctor`` use i
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -288,3 +289,28 @@ def _parse(buf, size: int) -> GGUFInfo:
         parameter_count=parameters,
         tensor_types=frozenset(types),
     )
+
+
+def projector_modalities(path: str | os.PathLike) -> tuple[str, ...]:
+    """What a multimodal projector GGUF (``mmproj``) adds to its model: ``"vision"`` and/or
+    ``"audio"``, from its ``clip.has_vision_encoder`` and ``clip.has_audio_encoder``; empty
+    when the file cannot be read. Cached by path, size and modification time."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ()
+    return _projector_modalities(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _projector_modalities(path: str, _size: int, _mtime_ns: int) -> tuple[str, ...]:
+    try:
+        metadata = read_info(path).metadata
+    except GGUFError:
+        return ()
+    out = []
+    if metadata.get("clip.has_vision_encoder"):
+        out.append("vision")
+    if metadata.get("clip.has_audio_encoder"):
+        out.append("audio")
+    return tuple(out)

@@ -47,6 +47,16 @@ class ModelEntry:
         except OSError:
             return None
 
+    def modalities(self) -> tuple[str, ...]:
+        """What the model takes besides text (``"vision"``, ``"audio"``): its ``mmproj``
+        projector's encoders, read from the projector's metadata without loading it."""
+        projector = self.option("mmproj")
+        if not projector:
+            return ()
+        from .gguf_info import projector_modalities
+
+        return projector_modalities(os.path.expanduser(str(projector)))
+
     def option(self, key: str, default: Any = None) -> Any:
         if isinstance(self.options, dict):
             return self.options.get(key, default)

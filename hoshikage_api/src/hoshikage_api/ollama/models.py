@@ -140,6 +140,7 @@ class Facts:
             out.append("tools")
         if self.thinks():
             out.append("thinking")
+        out += self.entry.modalities()  # "vision", "audio": Ollama's names
         return out
 
     def thinks(self) -> bool:

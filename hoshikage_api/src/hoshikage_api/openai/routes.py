@@ -53,7 +53,10 @@ from .translate import chat_job, completion_job, echo, embedding_inputs, include
 async def chat_completions(
     request: Request, data: Annotated[ChatCompletionRequest, Body()]
 ) -> ChatCompletion:
-    job = chat_job(data)
+    from ..kernel.media import Collector, attach
+
+    images = Collector()
+    job = await attach(runtime_of(request), chat_job(data, images), images)
     fmt = ChatFormat(job, include_usage=include_usage(data))
     return await answer(request, runtime_of(request), job, fmt)
 
@@ -116,9 +119,11 @@ def _cards(runtime: Runtime, entry) -> list[ModelCard]:
     except OSError:
         created = int(runtime.started_at)
     state = runtime.pool.state(entry.name)
-    cards = [ModelCard(id=entry.name, created=created, state=state)]
+    takes = ["text", *entry.modalities()]
+    cards = [ModelCard(id=entry.name, created=created, state=state, input=takes)]
     cards += [
-        ModelCard(id=a, created=created, state=state, alias_of=entry.name) for a in entry.aliases
+        ModelCard(id=a, created=created, state=state, alias_of=entry.name, input=takes)
+        for a in entry.aliases
     ]
     return cards
 

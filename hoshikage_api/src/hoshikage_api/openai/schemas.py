@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from ..kernel.wire import KeepAlive, ModelName, Speculative
 
@@ -405,6 +405,9 @@ class ModelCard(Struct, kw_only=True):
     state: str
     #: Hoshikage extension: the model this alias names (null for a model's own name).
     alias_of: str | None = None
+    #: Hoshikage extension: what the model takes: "text", and "vision" (images) or "audio"
+    #: where it has a multimodal projector (``mmproj``).
+    input: list[str] = field(default_factory=lambda: ["text"])
 
 
 class ModelList(Struct, kw_only=True):

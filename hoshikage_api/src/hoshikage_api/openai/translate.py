@@ -11,6 +11,7 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
 from ..kernel.job import Job, keep_alive, reasoning_of_effort, speculative
+from ..kernel.media import Collector
 from . import schemas as s
 
 
@@ -71,8 +72,10 @@ def include_usage(data: s.SamplingFields) -> bool:
 # ---- chat ---------------------------------------------------------------------------------
 
 
-def _text(content: str | list | None, param: str) -> str:
-    """Message content as one string: text parts joined by the core's one rule (:func:`join_text`)."""
+def _text(content: str | list | None, param: str, images: Collector | None = None) -> str:
+    """Message content as one string: text parts joined by the core's one rule
+    (:func:`join_text`), each image part as the media marker (its image kept in
+    ``images``)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -80,21 +83,22 @@ def _text(content: str | list | None, param: str) -> str:
     texts = []
     for i, part in enumerate(content):
         if isinstance(part, s.ImageUrlPart):
-            raise invalid(
-                f"Invalid '{param}[{i}]': image inputs are not supported; the models served "
-                "here are text-only.",
-                f"{param}[{i}]",
-            )
+            field = f"{param}[{i}].image_url"
+            if images is None:
+                raise invalid(f"Invalid '{field}': images are not taken here.", field)
+            url = part.image_url.get("url") if isinstance(part.image_url, dict) else None
+            texts.append(images.add_url(url, f"{field}.url"))
+            continue
         texts.append(part.text)
     return join_text(texts)
 
 
-def _message(message: s.Message, i: int) -> dict[str, Any]:
+def _message(message: s.Message, i: int, images: Collector | None = None) -> dict[str, Any]:
     role = type(message).__struct_config__.tag
     out: dict[str, Any] = {
         # Chat templates know "system"; OpenAI's "developer" role means the same.
         "role": "system" if role == "developer" else role,
-        "content": _text(message.content, f"messages[{i}].content"),
+        "content": _text(message.content, f"messages[{i}].content", images),
     }
     if getattr(message, "name", None):
         out["name"] = message.name
@@ -118,7 +122,9 @@ def _response_format(fmt: s.ResponseFormatField | None) -> ResponseFormat | None
     )
 
 
-def chat_job(data: s.ChatCompletionRequest) -> Job:
+def chat_job(data: s.ChatCompletionRequest, images: Collector | None = None) -> Job:
+    """The job of a chat request; its image parts go to ``images`` (see
+    :func:`~..kernel.media.attach`)."""
     if data.top_logprobs is not None and not data.logprobs:
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     if data.tool_choice is not None and data.tool_choice != "none" and not data.tools:
@@ -128,7 +134,7 @@ def chat_job(data: s.ChatCompletionRequest) -> Job:
         sampling["max_tokens"] = data.max_completion_tokens
     tool_choice = data.tool_choice
     request = GenerationRequest(
-        messages=tuple(_message(m, i) for i, m in enumerate(data.messages)),
+        messages=tuple(_message(m, i, images) for i, m in enumerate(data.messages)),
         logprobs=data.logprobs,
         top_logprobs=data.top_logprobs or 0,
         response_format=_response_format(data.response_format),

@@ -1,0 +1,160 @@
+"""Images sent to a model: collected by each surface, decoded here with Pillow in a worker
+thread (never on the event loop), checked against ``[server]`` ``max_image_pixels`` and
+``max_images``, and handed to the backend as :class:`~hoshikage_core.protocol.Media`.
+
+A surface's translator calls :meth:`Collector.add` for each image part, in prompt order, and
+writes :data:`~hoshikage_core.protocol.MEDIA_MARKER` where the part was; the route then
+awaits :func:`attach`, which decodes them and puts them on the job's requests. Every problem
+is a 400 naming the part's field (an :class:`~.errors.ApiError`, which each surface renders
+in its own shape).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+
+import attrs
+from hoshikage_core.protocol import MEDIA_MARKER, Media
+
+from .errors import invalid
+
+#: Formats Pillow decodes that a browser or an SDK sends.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*),", re.I)
+
+
+@attrs.define
+class Pending:
+    """An image part as the client sent it: its encoded bytes and its field."""
+
+    data: bytes
+    field: str
+
+
+@attrs.define
+class Collector:
+    """The image parts of one request, in the order their markers stand in the prompt."""
+
+    items: list[Pending] = attrs.Factory(list)
+
+    def add(self, data: bytes, field: str) -> str:
+        """Keep an image part; returns the marker that stands for it in the text."""
+        self.items.append(Pending(data, field))
+        return MEDIA_MARKER
+
+    def add_url(self, url: str, field: str) -> str:
+        """An image given as a URL: ``data:`` URLs only (``http(s)`` is not fetched)."""
+        return self.add(data_url_bytes(url, field), field)
+
+    def add_base64(self, text: str, field: str) -> str:
+        return self.add(base64_bytes(text, field), field)
+
+
+def data_url_bytes(url: str, field: str) -> bytes:
+    """The bytes of a ``data:`` URL holding base64 (the only kind of image URL served)."""
+    if not isinstance(url, str) or not url:
+        raise invalid(f"Invalid '{field}': an image URL must be a non-empty string.", field)
+    if url.lower().startswith(("http://", "https://")):
+        raise invalid(
+            f"Invalid '{field}': images are not fetched from http(s) URLs here; send the image"
+            " itself as a data: URL (data:image/png;base64,...).",
+            field,
+        )
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise invalid(
+            f"Invalid '{field}': expected a data: URL (data:image/png;base64,...).", field
+        )
+    if ";base64" not in match.group("params").lower():
+        raise invalid(f"Invalid '{field}': the data: URL must be base64-encoded.", field)
+    return base64_bytes(url[match.end() :], field)
+
+
+def base64_bytes(text: str, field: str) -> bytes:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise invalid(f"Invalid '{field}': the image is not valid base64.", field) from None
+    if not data:
+        raise invalid(f"Invalid '{field}': the image is empty.", field)
+    return data
+
+
+def decode(item: Pending, max_pixels: int) -> Media:
+    """One image as RGB pixels (blocking: run it in a worker). The size is checked from the
+    header before any pixel is decoded, so a decompression bomb costs nothing."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    field = item.field
+    try:
+        image = Image.open(io.BytesIO(item.data))
+    except UnidentifiedImageError:
+        raise invalid(
+            f"Invalid '{field}': the bytes are not an image in a supported format"
+            f" ({', '.join(FORMATS)}).",
+            field,
+        ) from None
+    except Image.DecompressionBombError:
+        raise invalid(
+            f"Invalid '{field}': the image has more pixels than {max_pixels}"
+            " (server.max_image_pixels).",
+            field,
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise invalid(f"Invalid '{field}': the image cannot be read ({exc}).", field) from None
+    with image:
+        if image.format not in FORMATS:
+            raise invalid(
+                f"Invalid '{field}': {image.format} images are not supported"
+                f" ({', '.join(FORMATS)} are).",
+                field,
+            )
+        width, height = image.size
+        if width * height > max_pixels:
+            raise invalid(
+                f"Invalid '{field}': the image is {width} × {height} pixels, more than"
+                f" {max_pixels} (server.max_image_pixels).",
+                field,
+            )
+        try:
+            rgb = image.convert("RGB")
+            pixels = rgb.tobytes()
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
+            raise invalid(
+                f"Invalid '{field}': the image data is truncated or corrupt ({exc}).", field
+            ) from None
+    return Media(
+        kind="image",
+        data=pixels,
+        width=width,
+        height=height,
+        id=hashlib.sha256(pixels).hexdigest(),
+        field=field,
+    )
+
+
+async def attach(runtime, job, collector: Collector):
+    """``job`` with the collected images decoded onto its requests (each request's markers
+    are the collector's, in order); ``job`` itself when there are none."""
+    if not collector.items:
+        return job
+    server = runtime.config.server
+    if len(collector.items) > server.max_images:
+        extra = collector.items[server.max_images]
+        raise invalid(
+            f"Invalid '{extra.field}': a request may send at most {server.max_images} images"
+            " (server.max_images).",
+            extra.field,
+        )
+    from anyio import to_thread
+
+    def decode_all() -> tuple[Media, ...]:
+        return tuple(decode(item, server.max_image_pixels) for item in collector.items)
+
+    media = await to_thread.run_sync(decode_all)
+    return attrs.evolve(job, requests=tuple(attrs.evolve(r, media=media) for r in job.requests))

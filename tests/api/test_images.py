@@ -1,0 +1,202 @@
+"""Images on a real server: the tiny model with its projector found beside it in a
+``models_dir`` (tests/support/projectors.py), real llama.cpp and ``mtmd`` in the model's
+process, driven through the official SDKs; every bad image is a 400 naming its field."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("PIL")
+
+from tests.support.projectors import png_bytes  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Embeddings per image of the tiny projector.
+PER_IMAGE = 4
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def huge_png_header(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG whose header claims ``width`` × ``height`` (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def tiff_bytes() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(out, format="TIFF")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_vision_dir, tiny_model_path):
+    config = {
+        "server": {"max_images": 3},
+        "models_dir": [{"path": str(tiny_vision_dir), "n_ctx": 512, "parallel": 2}],
+        "models": [{"name": "text-only", "path": str(tiny_model_path), "n_ctx": 512}],
+    }
+    with running_server(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+
+
+def image_message(*images: bytes, text: str = "what is this"):
+    parts = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": data_url(i)}} for i in images]
+    return [{"role": "user", "content": parts}]
+
+
+def test_capabilities_are_listed(server, client):
+    cards = {m.id: m for m in client.models.list().data}
+    assert cards["tiny-vision"].input == ["text", "vision"]
+    assert cards["text-only"].input == ["text"]
+    import httpx
+
+    shown = httpx.post(server.base_url + "/api/show", json={"model": "tiny-vision"}).json()
+    assert "vision" in shown["capabilities"]
+    plain = httpx.post(server.base_url + "/api/show", json={"model": "text-only"}).json()
+    assert "vision" not in plain["capabilities"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "hoshikage_core.cli", "--config", str(server.config_path)]
+        + ["models", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    rows = {r["name"]: r for r in json.loads(listed.stdout)["models"]}
+    assert rows["tiny-vision"]["input"] == ["text", "vision"]
+    assert rows["text-only"]["input"] == ["text"]
+
+
+def test_an_image_reaches_the_context_and_is_cached_the_second_time(client):
+    plain = client.chat.completions.create(
+        model="tiny-vision", messages=image_message(), max_tokens=3, temperature=0
+    )
+    red = png_bytes(color=(220, 10, 10))
+    first = client.chat.completions.create(
+        model="tiny-vision", messages=image_message(red), max_tokens=3, temperature=0
+    )
+    assert first.choices[0].finish_reason in ("stop", "length")
+    # the text joined with a newline and the marker; the image adds its 4 embeddings
+    assert first.usage.prompt_tokens >= plain.usage.prompt_tokens + PER_IMAGE
+    again = client.chat.completions.create(
+        model="tiny-vision", messages=image_message(red), max_tokens=3, temperature=0
+    )
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+    assert again.choices[0].message.content == first.choices[0].message.content
+
+
+def test_two_images_and_an_image_in_a_later_turn(client):
+    red, blue = png_bytes(color=(200, 0, 0)), png_bytes(color=(0, 0, 200))
+    one = client.chat.completions.create(
+        model="tiny-vision", messages=image_message(red), max_tokens=2, temperature=0
+    )
+    two = client.chat.completions.create(
+        model="tiny-vision", messages=image_message(red, blue), max_tokens=2, temperature=0
+    )
+    assert two.usage.prompt_tokens >= one.usage.prompt_tokens + PER_IMAGE
+    turns = [
+        *image_message(red),
+        {"role": "assistant", "content": "red"},
+        *image_message(blue, text="and this"),
+    ]
+    later = client.chat.completions.create(
+        model="tiny-vision", messages=turns, max_tokens=2, temperature=0, stream=True
+    )
+    chunks = list(later)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+BAD = {
+    "not an image": (b"this is plain text, not a picture", "not an image"),
+    "truncated PNG": (None, "truncated"),
+    "bomb": (None, "server.max_image_pixels"),
+    "unsupported format": (None, "not supported"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_images_are_400s_naming_the_field(client, server, case):
+    data, words = BAD[case]
+    if case == "truncated PNG":
+        full = png_bytes(width=64, height=64, color=(1, 2, 3))
+        from PIL import Image
+
+        noisy = io.BytesIO()
+        Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(noisy, format="PNG")
+        data = noisy.getvalue()[: len(noisy.getvalue()) // 2]
+        assert full  # a valid one of the same kind decodes (see the tests above)
+    elif case == "bomb":
+        data = huge_png_header()
+    elif case == "unsupported format":
+        data = tiff_bytes()
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="tiny-vision", messages=image_message(data), max_tokens=2
+        )
+    body = err.value.body
+    assert body["param"] == "messages[0].content[1].image_url.url"
+    assert words in body["message"]
+    # the server is still up and serving images
+    ok = client.chat.completions.create(
+        model="tiny-vision", messages=image_message(png_bytes()), max_tokens=1
+    )
+    assert ok.choices
+
+
+def test_an_image_for_a_text_only_model(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="text-only", messages=image_message(png_bytes()), max_tokens=2
+        )
+    assert err.value.body["param"] == "messages[0].content[1].image_url.url"
+    assert "no image input" in err.value.body["message"] or "projector" in err.value.body["message"]
+
+
+def test_http_urls_and_too_many_images(client):
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
+        }
+    ]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny-vision", messages=messages, max_tokens=2)
+    assert err.value.body["param"] == "messages[0].content[0].image_url.url"
+    assert "data: URL" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="tiny-vision", messages=image_message(*[png_bytes()] * 4), max_tokens=2
+        )
+    assert err.value.body["param"] == "messages[0].content[4].image_url.url"
+    assert "server.max_images" in err.value.body["message"]
