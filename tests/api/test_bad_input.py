@@ -44,7 +44,7 @@ CHAT_CASES = [
                 {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
             ]
         ),
-        "messages[0].content[0]",
+        "messages[0].content[0].image_url.url",
     ),
     (chat(messages=[{"role": "tool", "content": "x"}]), "messages[0]"),
     (chat(messages=[{"role": "assistant", "tool_calls": "x"}]), "messages[0].tool_calls"),

@@ -200,3 +200,33 @@ def test_http_urls_and_too_many_images(client):
         )
     assert err.value.body["param"] == "messages[0].content[4].image_url.url"
     assert "server.max_images" in err.value.body["message"]
+
+
+def test_ollama_images_on_chat_and_generate(server):
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=server.base_url)
+    red = png_bytes(color=(230, 20, 20))
+    plain = client.chat(
+        model="tiny-vision",
+        messages=[{"role": "user", "content": "what is this"}],
+        options={"num_predict": 2, "temperature": 0},
+    )
+    seen = client.chat(
+        model="tiny-vision",
+        messages=[{"role": "user", "content": "what is this", "images": [red]}],
+        options={"num_predict": 2, "temperature": 0},
+    )
+    assert seen.prompt_eval_count >= plain.prompt_eval_count + PER_IMAGE
+    generated = client.generate(
+        model="tiny-vision", prompt="look", images=[red], options={"num_predict": 2}
+    )
+    assert generated.done
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model="tiny-vision", prompt="look", images=[huge_png_header()])
+    assert err.value.status_code == 400 and "images[0]" in err.value.error
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(
+            model="text-only",
+            messages=[{"role": "user", "content": "x", "images": [red]}],
+        )
+    assert err.value.status_code == 400 and "messages[0].images[0]" in err.value.error

@@ -232,8 +232,8 @@ class LlamaCppModel:
         :meth:`prompt_tokens`."""
         if self.projector is None:
             raise InvalidRequest(
-                f"The model '{self.name}' takes no {media[0].kind} input: it has no"
-                " multimodal projector (mmproj)",
+                f"Invalid '{media[0].field}': the model '{self.name}' takes no {media[0].kind}"
+                " input: it has no multimodal projector (mmproj)",
                 media[0].field,
             )
         tokens, spans = self.projector.tokenize(text, media, field)

@@ -116,7 +116,8 @@ class Projector:
             wanted = "vision" if item.kind == "image" else "audio"
             if wanted not in self.modalities:
                 raise InvalidRequest(
-                    f"This model's projector takes no {item.kind} input", item.field
+                    f"Invalid '{item.field}': this model's projector takes no {item.kind} input",
+                    item.field,
                 )
         with self._lock:
             return self._tokenize(prompt, media, field)

@@ -23,6 +23,7 @@ from ..kernel.body import StrictBody
 from ..kernel.deps import runtime_of
 from ..kernel.disconnect import until_disconnect
 from ..kernel.errors import invalid
+from ..kernel.media import Collector, attach
 from . import errors, models
 from . import schemas as s
 from .format import ChatFormat, GenerateFormat, load_answer
@@ -33,7 +34,7 @@ OLLAMA_VERSION = "0.12.6"
 
 _ERROR_TEXT = {
     400: (
-        "Bad JSON, a wrong type or value, an option out of range, images, `think`, `suffix`, "
+        "Bad JSON, a wrong type or value, an option out of range, a bad image, `think`, `suffix`, "
         "`template` or `context`, or a prompt over the context."
     ),
     401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
@@ -93,7 +94,9 @@ async def chat(request: Request, data: Annotated[s.ChatRequest, Body()]) -> s.Ch
     fmt = ChatFormat(data.model)
     if not data.messages:
         return await _load_or_unload(request, label, data, fmt)
-    return await answer(request, runtime_of(request), chat_job(data, label), fmt)
+    images = Collector()
+    job = await attach(runtime_of(request), chat_job(data, label, images), images)
+    return await answer(request, runtime_of(request), job, fmt)
 
 
 @post(
@@ -112,7 +115,9 @@ async def generate(
     fmt = GenerateFormat(data.model)
     if not data.prompt:
         return await _load_or_unload(request, label, data, fmt)
-    return await answer(request, runtime_of(request), generate_job(data, label), fmt)
+    images = Collector()
+    job = await attach(runtime_of(request), generate_job(data, label, images), images)
+    return await answer(request, runtime_of(request), job, fmt)
 
 
 async def _embed(request: Request, model: str, inputs: list[str], raw_options, raw_keep_alive):

@@ -3,7 +3,8 @@ calls back to Ollama's shape.
 
 * ``/api/chat`` messages become the core's chat messages: ``tool_calls`` with object
   ``arguments`` become OpenAI-shaped calls (JSON-string arguments), a ``tool`` message's
-  ``tool_name`` its ``name``; ``thinking`` is its ``reasoning_content``; ``images`` are refused.
+  ``tool_name`` its ``name``; ``thinking`` is its ``reasoning_content``; ``images``
+  (base64) go before the message's text, as Ollama puts them.
 * ``/api/generate`` becomes a chat of one user message (after ``system``), rendered by the
   model's chat template, or with ``raw: true`` a plain completion of the prompt as it is.
 * ``options`` map onto sampling (:data:`SAMPLING`); Ollama's load-time options
@@ -32,6 +33,7 @@ from msgspec import Meta, Struct
 
 from ..kernel.errors import invalid
 from ..kernel.job import Job, arguments_object, speculative
+from ..kernel.media import Collector
 from . import schemas as s
 
 log = logging.getLogger("hoshikage.api")
@@ -240,12 +242,20 @@ def _thinking(think: bool | str | None) -> bool | str | None:
     return think
 
 
-def _no_images(images: list | None, where: str) -> None:
-    if images:
-        raise invalid(
-            f"Invalid '{where}': images are not supported; the models served here are text-only.",
-            where,
-        )
+def _images(images: list | None, where: str, collector: Collector | None) -> str:
+    """The markers of a message's (or a generate's) base64 ``images``, which go before its
+    text as in Ollama; the images themselves go to ``collector``."""
+    if not images:
+        return ""
+    if collector is None:
+        raise invalid(f"Invalid '{where}': images are not taken here.", where)
+    markers = []
+    for k, image in enumerate(images):
+        field = f"{where}[{k}]"
+        if not isinstance(image, str):
+            raise invalid(f"Invalid '{field}': an image must be a base64 string.", field)
+        markers.append(collector.add_base64(image, field))
+    return "".join(markers)
 
 
 def _logprobs(data: s.GenerationFields) -> dict[str, Any]:
@@ -296,15 +306,15 @@ def _arguments(arguments: dict[str, Any] | str | None, where: str) -> str:
     return json.dumps(arguments, ensure_ascii=False)
 
 
-def _message(message: s.ChatMessage, i: int) -> dict[str, Any]:
+def _message(message: s.ChatMessage, i: int, images: Collector | None = None) -> dict[str, Any]:
     where = f"messages[{i}]"
     if message.role not in ROLES:
         raise invalid(
             f"Invalid '{where}.role': {message.role!r} is not one of system, user, assistant, tool.",
             f"{where}.role",
         )
-    _no_images(message.images, f"{where}.images")
-    out: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+    markers = _images(message.images, f"{where}.images", images)
+    out: dict[str, Any] = {"role": message.role, "content": markers + (message.content or "")}
     if message.tool_calls:
         if message.role != "assistant":
             raise invalid(
@@ -348,11 +358,12 @@ def _tools(tools: list[s.Tool] | None) -> tuple[dict[str, Any], ...] | None:
     return tuple(out)
 
 
-def chat_job(data: s.ChatRequest, label: str) -> Job:
-    """The job of a chat with at least one message (see :func:`is_load` for none)."""
+def chat_job(data: s.ChatRequest, label: str, images: Collector | None = None) -> Job:
+    """The job of a chat with at least one message (see :func:`is_load` for none); its
+    images go to ``images`` (see :func:`~..kernel.media.attach`)."""
     common = _common(data, data.model)
     request = GenerationRequest(
-        messages=tuple(_message(m, i) for i, m in enumerate(data.messages or ())),
+        messages=tuple(_message(m, i, images) for i, m in enumerate(data.messages or ())),
         tools=_tools(data.tools),
         **common,
     )
@@ -362,7 +373,7 @@ def chat_job(data: s.ChatRequest, label: str) -> Job:
 # ---- generate -----------------------------------------------------------------------------
 
 
-def generate_job(data: s.GenerateRequest, label: str) -> Job:
+def generate_job(data: s.GenerateRequest, label: str, images: Collector | None = None) -> Job:
     """The job of a generate with a prompt: a chat of one user turn, or ``raw`` the prompt
     as it is. ``system`` is ignored with ``raw``, as in Ollama."""
     if data.template:
@@ -377,9 +388,11 @@ def generate_job(data: s.GenerateRequest, label: str) -> Job:
             "conversation to /api/chat instead.",
             "context",
         )
-    _no_images(data.images, "images")
+    markers = _images(data.images, "images", images)
+    if markers and data.suffix:
+        raise invalid("Invalid 'images': fill in the middle (suffix) takes no images.", "images")
     common = _common(data, data.model)
-    prompt = data.prompt or ""
+    prompt = markers + (data.prompt or "")
     if data.suffix:  # fill in the middle, from the model's FIM tokens (no chat template)
         request = GenerationRequest(prompt=prompt, suffix=data.suffix, **common)
     elif data.raw:
