@@ -441,14 +441,17 @@ def test_bad_body_through_the_sdk(client):
     ],
     ids=["image", "text-then-image", "image-in-tool-result"],
 )
-def test_image_blocks_are_refused_clearly(client, content):
+def test_bad_image_blocks_are_refused_clearly(client, content):
+    """A signature-only PNG, an http URL, bytes that are not base64: each a 400 naming the
+    block (good images on a vision model: tests/api/test_images.py)."""
     with pytest.raises(anthropic.BadRequestError) as exc:
         client.messages.create(
             model="tiny", max_tokens=4, messages=[{"role": "user", "content": content}]
         )
     error = exc.value.body["error"]
     assert error["type"] == "invalid_request_error"
-    assert "image blocks are not supported" in error["message"]
+    assert "Invalid 'messages[0].content[" in error["message"]
+    assert ".source." in error["message"]
 
 
 def test_server_tools_are_refused_by_type(server):

@@ -230,3 +230,68 @@ def test_ollama_images_on_chat_and_generate(server):
             messages=[{"role": "user", "content": "x", "images": [red]}],
         )
     assert err.value.status_code == 400 and "messages[0].images[0]" in err.value.error
+
+
+def test_anthropic_image_blocks(server):
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0)
+    red = png_bytes(color=(240, 30, 30))
+
+    def image(data: bytes):
+        encoded = base64.b64encode(data).decode()
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": encoded},
+        }
+
+    text = {"type": "text", "text": "what is this"}
+    plain = client.messages.create(
+        model="tiny-vision", max_tokens=2, messages=[{"role": "user", "content": [text]}]
+    )
+    seen = client.messages.create(
+        model="tiny-vision",
+        max_tokens=2,
+        messages=[{"role": "user", "content": [text, image(red)]}],
+    )
+    assert seen.usage.input_tokens >= plain.usage.input_tokens + PER_IMAGE
+    counted = client.messages.count_tokens(
+        model="tiny-vision", messages=[{"role": "user", "content": [text, image(red)]}]
+    )
+    assert counted.input_tokens == seen.usage.input_tokens
+    # a screenshot in a tool result, as Claude Code sends one
+    turns = [
+        {"role": "user", "content": "look"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image(red)]}],
+        },
+    ]
+    tools = [{"name": "shot", "description": "screenshot", "input_schema": {"type": "object"}}]
+    answered = client.messages.create(
+        model="tiny-vision", max_tokens=2, messages=turns, tools=tools
+    )
+    assert answered.usage.input_tokens > PER_IMAGE
+    for data, words in (
+        (b"plain text", "not an image"),
+        (huge_png_header(), "server.max_image_pixels"),
+        (tiff_bytes(), "not supported"),
+    ):
+        with pytest.raises(anthropic.BadRequestError) as err:
+            client.messages.create(
+                model="tiny-vision",
+                max_tokens=2,
+                messages=[{"role": "user", "content": [text, image(data)]}],
+            )
+        assert "messages[0].content[1].source.data" in err.value.body["error"]["message"]
+        assert words in err.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(
+            model="text-only",
+            max_tokens=2,
+            messages=[{"role": "user", "content": [text, image(red)]}],
+        )
+    assert "messages[0].content[1].source.data" in err.value.body["error"]["message"]

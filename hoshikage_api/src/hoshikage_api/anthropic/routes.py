@@ -21,6 +21,7 @@ from ..kernel.body import StrictBody
 from ..kernel.deps import runtime_of
 from ..kernel.disconnect import until_disconnect
 from ..kernel.generation import collect
+from ..kernel.media import Collector, attach
 from . import errors
 from .format import MessageFormat
 from .schemas import AnthropicErrorBody, CountTokensRequest, Message, MessagesRequest, TokenCount
@@ -28,7 +29,8 @@ from .translate import count_tokens_job, messages_job
 
 _ERROR_TEXT = {
     400: (
-        "`invalid_request_error`: bad JSON, a wrong type or value, an image block, a server tool, or "
+        "`invalid_request_error`: bad JSON, a wrong type or value, a bad image block, a document "
+        "block, a server tool, or "
         "a prompt over the context (`prompt is too long: ...`)."
     ),
     401: "`authentication_error`: missing or wrong API key (`x-api-key` or Bearer).",
@@ -55,7 +57,8 @@ RESPONSES = {
     "`message_delta`, `message_stop` (or `error` if generation fails after the stream started).",
 )
 async def create_message(request: Request, data: Annotated[MessagesRequest, Body()]) -> Message:
-    job = messages_job(data)
+    images = Collector()
+    job = await attach(runtime_of(request), messages_job(data, images), images)
     return await answer(request, runtime_of(request), job, MessageFormat(job))
 
 
@@ -69,7 +72,8 @@ async def create_message(request: Request, data: Annotated[MessagesRequest, Body
     "token is sampled and dropped), so it then sits in the prompt cache.",
 )
 async def count_tokens(request: Request, data: Annotated[CountTokensRequest, Body()]) -> TokenCount:
-    job = count_tokens_job(data)
+    images = Collector()
+    job = await attach(runtime_of(request), count_tokens_job(data, images), images)
     (result,) = await until_disconnect(request, collect(runtime_of(request), job))
     return TokenCount(input_tokens=result.prompt_tokens)
 

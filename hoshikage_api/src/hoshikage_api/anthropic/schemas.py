@@ -3,8 +3,8 @@
 Request bodies are decoded strictly (see :mod:`hoshikage_api.body`): a wrong type anywhere is
 a 400 naming its path. Unknown fields are ignored, so clients that send newer Anthropic
 fields (``cache_control``, ``service_tier``...) keep working. ``metadata`` and ``thinking``
-are accepted and ignored. Image and document blocks decode, so that the translator can refuse
-them with a clear message instead of a schema error.
+are accepted and ignored. Image blocks go to the model (see :mod:`..kernel.media`); document
+blocks decode, so that the translator can refuse them with a clear message.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ class TextBlock(Struct, tag_field="type", tag="text", kw_only=True):
 
 
 class ImageBlock(Struct, tag_field="type", tag="image", kw_only=True):
-    """Refused with a 400: the models served here are text-only."""
+    """An image: ``source`` ``{"type": "base64", "media_type", "data"}`` (or a ``url``,
+    refused unless it is a ``data:`` URL), checked by :mod:`..kernel.media`."""
 
     source: dict[str, Any]
 
 
 class DocumentBlock(Struct, tag_field="type", tag="document", kw_only=True):
-    """Refused with a 400, like images."""
+    """Refused with a 400."""
 
     source: dict[str, Any]
 

@@ -9,8 +9,9 @@ so the backend receives plain string content.
 * a ``user`` message's ``tool_result`` blocks become ``tool`` messages (with
   ``tool_call_id``), its text blocks one ``user`` message, in their order;
 * an ``assistant`` message's ``tool_use`` blocks become OpenAI-shaped ``tool_calls``;
-* ``thinking`` blocks of an assistant turn are its ``reasoning_content``; image and
-  document blocks are refused.
+* ``thinking`` blocks of an assistant turn are its ``reasoning_content``; ``image`` blocks
+  (base64, in a message or a ``tool_result``) stand as the media marker where they were,
+  their images decoded by :mod:`..kernel.media`; document blocks are refused.
 """
 
 from __future__ import annotations
@@ -24,38 +25,59 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
 from ..kernel.job import Job, arguments_object, keep_alive, speculative
+from ..kernel.media import Collector
 from . import schemas as s
 
 #: ``finish_reason`` of the core -> Anthropic's ``stop_reason`` (``stop`` is decided apart).
 STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
 
 
-def _refuse_media(block, where: str) -> None:
-    if isinstance(block, (s.ImageBlock, s.DocumentBlock)):
-        kind = "image" if isinstance(block, s.ImageBlock) else "document"
+def _media(block, where: str, images: Collector | None) -> str | None:
+    """An image block's marker (its image kept in ``images``); None for other blocks.
+    Document blocks, and images where none are taken (``system``), are refused."""
+    if isinstance(block, s.DocumentBlock):
         raise invalid(
-            f"Invalid '{where}': {kind} blocks are not supported; the models served here read text only.",
+            f"Invalid '{where}': document blocks are not supported; the models served here read"
+            " text and images only.",
             where,
         )
+    if not isinstance(block, s.ImageBlock):
+        return None
+    if images is None:
+        raise invalid(f"Invalid '{where}': images are not taken here.", where)
+    source = block.source
+    kind = source.get("type")
+    if kind == "base64":
+        data = source.get("data")
+        if not isinstance(data, str):
+            raise invalid(
+                f"Invalid '{where}.source.data': expected base64 text.", f"{where}.source.data"
+            )
+        return images.add_base64(data, f"{where}.source.data")
+    if kind == "url":
+        return images.add_url(source.get("url"), f"{where}.source.url")
+    raise invalid(
+        f'Invalid \'{where}.source.type\': expected "base64" or "url".', f"{where}.source.type"
+    )
 
 
-def _texts(blocks: Sequence, where: str) -> str:
-    """Text blocks joined with newlines; anything else is refused."""
+def _texts(blocks: Sequence, where: str, images: Collector | None = None) -> str:
+    """Text blocks (and image markers) joined with newlines; anything else is refused."""
     texts = []
     for j, block in enumerate(blocks):
-        _refuse_media(block, f"{where}[{j}]")
-        texts.append(block.text)
+        marker = _media(block, f"{where}[{j}]", images)
+        texts.append(block.text if marker is None else marker)
     return join_text(texts)
 
 
-def _tool_result(block: s.ToolResultBlock, where: str) -> dict[str, Any]:
+def _tool_result(block: s.ToolResultBlock, where: str, images: Collector | None) -> dict[str, Any]:
     content = block.content
     if content is None:
         text = ""
     elif isinstance(content, str):
         text = content
     else:
-        text = _texts(content, f"{where}.content")
+        text = _texts(content, f"{where}.content", images)
     if block.is_error:
         text = f"Error: {text}" if text else "Error"
     return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
@@ -69,7 +91,7 @@ def _tool_call(block: s.ToolUseBlock) -> dict[str, Any]:
     }
 
 
-def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
+def _user(message: s.MessageParam, i: int, images: Collector | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     texts: list[str] = []
 
@@ -80,12 +102,14 @@ def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
 
     for j, block in enumerate(message.content):
         where = f"messages[{i}].content[{j}]"
-        _refuse_media(block, where)
-        if isinstance(block, s.TextBlock):
+        marker = _media(block, where, images)
+        if marker is not None:
+            texts.append(marker)
+        elif isinstance(block, s.TextBlock):
             texts.append(block.text)
         elif isinstance(block, s.ToolResultBlock):
             flush()
-            out.append(_tool_result(block, where))
+            out.append(_tool_result(block, where, images))
         elif isinstance(block, s.ToolUseBlock):
             raise invalid(
                 f"Invalid '{where}': tool_use blocks belong in assistant messages.", where
@@ -95,12 +119,14 @@ def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
     return out or [{"role": "user", "content": ""}]
 
 
-def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
+def _assistant(message: s.MessageParam, i: int, images: Collector | None) -> dict[str, Any]:
     texts, calls, thoughts = [], [], []
     for j, block in enumerate(message.content):
         where = f"messages[{i}].content[{j}]"
-        _refuse_media(block, where)
-        if isinstance(block, s.TextBlock):
+        marker = _media(block, where, images)
+        if marker is not None:
+            texts.append(marker)
+        elif isinstance(block, s.TextBlock):
             texts.append(block.text)
         elif isinstance(block, s.ThinkingBlock):
             thoughts.append(block.thinking)
@@ -116,8 +142,9 @@ def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
     return out
 
 
-def messages(data: s.Conversation) -> tuple[dict[str, Any], ...]:
-    """The conversation as the core's chat messages (string content, OpenAI roles)."""
+def messages(data: s.Conversation, images: Collector | None = None) -> tuple[dict[str, Any], ...]:
+    """The conversation as the core's chat messages (string content, OpenAI roles); image
+    blocks go to ``images``."""
     out: list[dict[str, Any]] = []
     if data.system is not None:
         system = data.system if isinstance(data.system, str) else _texts(data.system, "system")
@@ -127,9 +154,9 @@ def messages(data: s.Conversation) -> tuple[dict[str, Any], ...]:
         if isinstance(message.content, str):
             out.append({"role": message.role, "content": message.content})
         elif message.role == "user":
-            out.extend(_user(message, i))
+            out.extend(_user(message, i, images))
         else:
-            out.append(_assistant(message, i))
+            out.append(_assistant(message, i, images))
     return tuple(out)
 
 
@@ -174,9 +201,9 @@ def _tool_choice(data: s.Conversation) -> str | dict[str, Any] | None:
     return {"type": "function", "function": {"name": choice.name}}
 
 
-def _request(data: s.Conversation, **sampling) -> GenerationRequest:
+def _request(data: s.Conversation, images: Collector | None, **sampling) -> GenerationRequest:
     return GenerationRequest(
-        messages=messages(data),
+        messages=messages(data, images),
         tools=_tools(data),
         tool_choice=_tool_choice(data),
         **_thinking(data.thinking),
@@ -213,9 +240,11 @@ def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
     return ResponseFormat(type="json_schema", schema=config.format.schema, strict=True)
 
 
-def messages_job(data: s.MessagesRequest) -> Job:
+def messages_job(data: s.MessagesRequest, images: Collector | None = None) -> Job:
+    """The job of a Messages request; its image blocks go to ``images``."""
     request = _request(
         data,
+        images,
         max_tokens=data.max_tokens,
         temperature=data.temperature,
         top_p=data.top_p,
@@ -234,7 +263,7 @@ def messages_job(data: s.MessagesRequest) -> Job:
     )
 
 
-def count_tokens_job(data: s.CountTokensRequest) -> Job:
+def count_tokens_job(data: s.CountTokensRequest, images: Collector | None = None) -> Job:
     """The same prompt as :func:`messages_job` would build, run for one token: the backend
     reports the prompt's exact token count (chat template, tools and BOS included), which
     only rendering the prompt the same way can give. The prompt then sits in the KV cache,
@@ -243,7 +272,7 @@ def count_tokens_job(data: s.CountTokensRequest) -> Job:
         endpoint="count_tokens",
         model=data.model,
         keep_alive=None,
-        requests=(_request(data, max_tokens=1, temperature=0.0),),
+        requests=(_request(data, images, max_tokens=1, temperature=0.0),),
     )
 
 
