@@ -295,3 +295,33 @@ def test_anthropic_image_blocks(server):
             messages=[{"role": "user", "content": [text, image(red)]}],
         )
     assert "messages[0].content[1].source.data" in err.value.body["error"]["message"]
+
+
+def test_responses_input_image(client):
+    red = png_bytes(color=(250, 60, 60))
+
+    def asking(*images: bytes, text: str = "what is this"):
+        parts = [{"type": "input_text", "text": text}]
+        parts += [{"type": "input_image", "image_url": data_url(i)} for i in images]
+        return [{"role": "user", "content": parts}]
+
+    plain = client.responses.create(model="tiny-vision", input=asking(), max_output_tokens=2)
+    seen = client.responses.create(model="tiny-vision", input=asking(red), max_output_tokens=2)
+    assert seen.usage.input_tokens >= plain.usage.input_tokens + PER_IMAGE
+    # the stored conversation keeps its image: the next turn reads it again, from the cache
+    later = client.responses.create(
+        model="tiny-vision",
+        previous_response_id=seen.id,
+        input=[{"role": "user", "content": "and now"}],
+        max_output_tokens=2,
+    )
+    assert later.usage.input_tokens > seen.usage.input_tokens
+    assert later.usage.input_tokens_details.cached_tokens >= seen.usage.input_tokens - 1
+    for data, words in ((b"nope", "not an image"), (tiff_bytes(), "not supported")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model="tiny-vision", input=asking(data), max_output_tokens=2)
+        assert err.value.body["param"] == "input[0].content[1].image_url"
+        assert words in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="text-only", input=asking(red), max_output_tokens=2)
+    assert err.value.body["param"] == "input[0].content[1].image_url"

@@ -754,7 +754,7 @@ HI = {"model": "tiny", "input": "hi"}
                     }
                 ],
             },
-            "input[0].content[0]",
+            "input[0].content[0].image_url",
         ),
         (
             {

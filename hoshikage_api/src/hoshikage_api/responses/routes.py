@@ -26,6 +26,7 @@ from ..kernel.deps import runtime_of
 from ..kernel.disconnect import until_disconnect
 from ..kernel.errors import ApiError
 from ..kernel.generation import collect, run
+from ..kernel.media import Collector, attach
 from ..kernel.wire import ErrorBody
 from . import errors
 from . import schemas as s
@@ -100,7 +101,9 @@ async def create_response(
         previous = store.get(data.previous_response_id)
         if previous is None:
             raise previous_not_found(data.previous_response_id)
-    job, context = response_job(data, previous)
+    images = Collector()
+    job, context = response_job(data, previous, images)
+    job = await attach(runtime_of(request), job, images)
 
     def keep(response: s.Response) -> None:
         if data.store is not False:

@@ -42,7 +42,7 @@ class Refusal(Struct, tag_field="type", tag="refusal", kw_only=True):
 
 
 class InputImage(Struct, tag_field="type", tag="input_image", kw_only=True):
-    """Refused with a 400: the models served here read text only."""
+    """An image as a ``data:`` URL (``file_id`` is refused: no files are stored here)."""
 
     image_url: str | None = None
     file_id: str | None = None
@@ -50,7 +50,7 @@ class InputImage(Struct, tag_field="type", tag="input_image", kw_only=True):
 
 
 class InputFile(Struct, tag_field="type", tag="input_file", kw_only=True):
-    """Refused with a 400, like images."""
+    """Refused with a 400."""
 
     file_id: str | None = None
     file_data: str | None = None
@@ -59,7 +59,7 @@ class InputFile(Struct, tag_field="type", tag="input_file", kw_only=True):
 
 
 class InputAudio(Struct, tag_field="type", tag="input_audio", kw_only=True):
-    """Refused with a 400, like images."""
+    """Refused with a 400."""
 
     input_audio: dict[str, Any] | None = None
 

@@ -27,6 +27,7 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import ApiError, invalid
 from ..kernel.job import Job, keep_alive, reasoning_of_effort, speculative
+from ..kernel.media import Collector
 from . import schemas as s
 from .store import Stored
 
@@ -107,10 +108,18 @@ def _check_parts(item, where: str) -> None:
         return
     for j, part in enumerate(content):
         param = f"{where}.{field}[{j}]"
-        if isinstance(part, (s.InputImage, s.InputFile, s.InputAudio)):
-            kind = {s.InputImage: "image", s.InputFile: "file", s.InputAudio: "audio"}[type(part)]
+        if isinstance(part, s.InputImage):
+            if part.image_url is None:
+                raise invalid(
+                    f"Invalid '{param}.image_url': an input_image needs an image_url (a data:"
+                    " URL); file_id is not supported, as no files are stored here.",
+                    f"{param}.image_url",
+                )
+        elif isinstance(part, (s.InputFile, s.InputAudio)):
+            kind = {s.InputFile: "file", s.InputAudio: "audio"}[type(part)]
             raise invalid(
-                f"Invalid '{param}': {kind} inputs are not supported; the models served here read text only.",
+                f"Invalid '{param}': {kind} inputs are not supported; the models served here"
+                " read text and images only.",
                 param,
             )
 
@@ -158,15 +167,19 @@ def output_as_input(response: s.Response) -> list:
     return items
 
 
-def _text(content: str | Sequence) -> str:
+def _text(content: str | Sequence, images: Collector | None = None, where: str = "input") -> str:
+    """Text parts joined by the core's rule, each ``input_image`` as the media marker (its
+    image kept in ``images``)."""
     if isinstance(content, str):
         return content
     texts = []
-    for part in content:
+    for j, part in enumerate(content):
         if isinstance(part, (s.InputText, s.OutputText)):
             texts.append(part.text)
         elif isinstance(part, s.Refusal):
             texts.append(part.refusal)
+        elif isinstance(part, s.InputImage) and images is not None:
+            texts.append(images.add_url(part.image_url, f"{where}[{j}].image_url"))
     return join_text(texts)
 
 
@@ -183,8 +196,12 @@ def reasoning_text(item: s.ReasoningItem) -> str:
     return join_text(texts(item.content, "reasoning_text") or texts(item.summary, "summary_text"))
 
 
-def messages(items: Sequence) -> list[dict[str, Any]]:
-    """Context items as the core's chat messages (string content, OpenAI chat roles)."""
+def messages(
+    items: Sequence, images: Collector | None = None, first_new: int = 0
+) -> list[dict[str, Any]]:
+    """Context items as the core's chat messages (string content, OpenAI chat roles); their
+    images go to ``images``. Items from ``first_new`` on are this request's ``input`` (the
+    ones before, the stored conversation), which names their fields in errors."""
     out: list[dict[str, Any]] = []
     reasoning: list[str] = []  # reasoning items not yet given to an assistant message
 
@@ -194,14 +211,15 @@ def messages(items: Sequence) -> list[dict[str, Any]]:
             reasoning.clear()
         return message
 
-    for item in items:
+    for k, item in enumerate(items):
+        where = f"input[{k - first_new}]" if k >= first_new else f"previous_response_id (item {k})"
         if isinstance(item, s.ReasoningItem):
             if text := reasoning_text(item):
                 reasoning.append(text)
             continue
         if isinstance(item, s.MessageItem):
             role = "system" if item.role == "developer" else item.role
-            message = {"role": role, "content": _text(item.content)}
+            message = {"role": role, "content": _text(item.content, images, f"{where}.content")}
             out.append(assistant(message) if role == "assistant" else message)
         elif isinstance(item, s.FunctionCallItem):
             call = {
@@ -215,7 +233,11 @@ def messages(items: Sequence) -> list[dict[str, Any]]:
                 out.append(assistant({"role": "assistant", "content": "", "tool_calls": [call]}))
         elif isinstance(item, s.FunctionCallOutputItem):
             out.append(
-                {"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)}
+                {
+                    "role": "tool",
+                    "tool_call_id": item.call_id,
+                    "content": _text(item.output, images, f"{where}.output"),
+                }
             )
     return out
 
@@ -352,16 +374,19 @@ def previous_not_found(response_id: str) -> ApiError:
     )
 
 
-def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, tuple]:
+def response_job(
+    data: s.CreateResponse, previous: Stored | None, images: Collector | None = None
+) -> tuple[Job, tuple]:
     """The job for ``data``, continuing ``previous`` (the stored predecessor, if any), and
-    the context items it is generated from."""
+    the context items it is generated from; the images of the context go to ``images``."""
     _refuse_unsupported(data)
     new = input_items(data)
     if not new and previous is None:
         raise invalid("'input' must not be empty.", "input")
     context = (*previous.context, *output_as_input(previous.response)) if previous else ()
+    first_new = len(context)
     context = (*context, *new)
-    chat = messages(context)
+    chat = messages(context, images, first_new)
     if data.instructions:
         chat.insert(0, {"role": "system", "content": data.instructions})
     tools, tool_choice = _tool_choice(data, _tools(data))
