@@ -325,3 +325,41 @@ def test_responses_input_image(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model="text-only", input=asking(red), max_output_tokens=2)
     assert err.value.body["param"] == "input[0].content[1].image_url"
+
+
+def test_cli_chat_with_an_image(server, tmp_path):
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png_bytes(color=(210, 0, 0)))
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not a picture")
+
+    def chat(*args, stdin):
+        env = {**os.environ, "COLUMNS": "200", "XDG_CONFIG_HOME": "/nonexistent"}
+        env.pop("HOSHIKAGE_CONFIG", None)
+        return subprocess.run(
+            [sys.executable, "-m", "hoshikage_core.cli", "chat", "tiny-vision", "--max-tokens", "2"]
+            + ["--url", server.base_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=stdin,
+            env=env,
+        )
+
+    import re
+
+    def prompts(out: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\(prompt (\d+)\)", out)]
+
+    plain = chat(stdin="what is this\n/exit\n")
+    seen = chat("--image", str(picture), stdin="what is this\n/exit\n")
+    assert plain.returncode == 0 and seen.returncode == 0, seen.stdout + seen.stderr
+    assert prompts(seen.stdout)[0] >= prompts(plain.stdout)[0] + PER_IMAGE
+    # /image attaches to the next message; a refused image is reported and the chat goes on
+    later = chat(stdin=f"hello\n/image {bad}\nwhat is this\n/image {picture}\nand this\n/exit\n")
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert "not an image" in later.stdout
+    counts = prompts(later.stdout)
+    assert len(counts) == 2 and counts[1] > counts[0] + PER_IMAGE
+    missing = chat("--image", str(tmp_path / "absent.png"), stdin="/exit\n")
+    assert missing.returncode == 1 and "cannot read" in missing.stderr

@@ -8,6 +8,7 @@ hoshikage-core`` alone can drive a server running elsewhere.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import urllib.parse
 
@@ -71,6 +72,13 @@ def register(cli: Commands) -> None:
         p.add_argument("--system", help="system prompt")
         p.add_argument("--temperature", type=float, default=None)
         p.add_argument("--max-tokens", type=int, default=None)
+        p.add_argument(
+            "--image",
+            action="append",
+            metavar="PATH",
+            help="an image file sent with the first message (repeat for several); in the chat, "
+            "/image PATH attaches one to the next message",
+        )
         add_server_options(p)
 
     cli.add(
@@ -355,9 +363,30 @@ def _refused(args: argparse.Namespace, ctx: Context, problems: list[str], note: 
 # ---- chat -----------------------------------------------------------------------------
 
 
+def _image_part(path: str) -> dict:
+    """An OpenAI ``image_url`` part holding the file at ``path`` as a data: URL."""
+    import base64
+    import mimetypes
+
+    with open(os.path.expanduser(path), "rb") as f:
+        data = f.read()
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
 def chat(args: argparse.Namespace, ctx: Context) -> int:
+    from .client import ServerError
+
     client = ctx.client()
     messages: list[dict] = []
+    images: list[dict] = []
+    for path in args.image or ():
+        try:
+            images.append(_image_part(path))
+        except OSError as exc:
+            ctx.err.print(f"[bold red]error:[/] cannot read {path}: {exc.strerror or exc}")
+            return 1
     if args.system:
         messages.append({"role": "system", "content": args.system})
     ctx.console.print(
@@ -375,9 +404,21 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
         if line.strip() == "/reset":
             messages = messages[:1] if args.system else []
             continue
+        if line.strip().startswith("/image "):
+            path = line.strip()[len("/image ") :].strip()
+            try:
+                images.append(_image_part(path))
+                ctx.console.print(f"[dim]{path} goes with your next message[/]", highlight=False)
+            except OSError as exc:
+                ctx.console.print(f"[red]cannot read {path}: {exc.strerror or exc}[/]")
+            continue
         if not line.strip():
             continue
-        messages.append({"role": "user", "content": line})
+        content: str | list = line
+        if images:
+            content = [{"type": "text", "text": line}, *images]
+            images = []
+        messages.append({"role": "user", "content": content})
         body = {
             "model": args.model,
             "messages": messages,
@@ -411,8 +452,16 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
                 usage = event.get("usage") or usage
         except KeyboardInterrupt:
             ctx.console.print("[dim] (interrupted)[/]")
+        except ServerError as exc:  # a refused message (a bad image): say why, keep chatting
+            ctx.console.print()
+            ctx.console.print(f"[red]{exc}[/]", highlight=False)
+            messages.pop()
+            continue
         ctx.console.print()
         if usage:
             took = time.monotonic() - started
-            ctx.console.print(f"[dim]{usage['completion_tokens']} tokens in {took:.1f}s[/]")
+            ctx.console.print(
+                f"[dim]{usage['completion_tokens']} tokens in {took:.1f}s"
+                f" (prompt {usage['prompt_tokens']})[/]"
+            )
         messages.append({"role": "assistant", "content": "".join(reply)})
