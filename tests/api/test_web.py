@@ -20,6 +20,7 @@ PAGE_FILES = (
     "chat.js",
     "chart.js",
     "conversations.js",
+    "attachments.js",
     "markdown.js",
     "status.js",
     "icon.svg",

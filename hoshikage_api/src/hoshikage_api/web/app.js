@@ -70,6 +70,10 @@ async function loadModels(select) {
       const option = document.createElement("option");
       option.value = m.id;
       option.textContent = m.alias_of ? `${m.id} (alias of ${m.alias_of})` : m.id;
+      // what it takes besides text, from its projector (mmproj)
+      const extra = (m.input ?? []).filter((kind) => kind !== "text");
+      if (extra.length) option.textContent += ` · ${extra.join(", ")}`;
+      option.dataset.input = (m.input ?? ["text"]).join(" ");
       if (m.alias_of) option.dataset.aliasOf = m.alias_of;
       return option;
     }),
@@ -142,6 +146,7 @@ async function main() {
     {
       messages: $("messages"), form: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
       error: $("chat-error"), model: $("model"), system: $("system"), ...fields,
+      attach: $("attach"), attachInput: $("attach-input"), attachments: $("attachments"),
     },
     conversations,
     {

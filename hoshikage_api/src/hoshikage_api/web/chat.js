@@ -3,6 +3,7 @@
 // generation and frees its slot at once). Every text is rendered as text (markdown.js).
 
 import { call, errorOf, eventBatches } from "./api.js";
+import { Attachments } from "./attachments.js";
 import { renderInto } from "./markdown.js";
 
 /** Time to first token, decode speed and token count of a finished (or stopped) answer. */
@@ -19,7 +20,7 @@ export function statsText(stats) {
 export class Chat {
   /**
    * @param {object} el {messages, form, prompt, send, stop, error, model, system,
-   *   temperature, maxTokens, keepAlive, markdown}
+   *   temperature, maxTokens, keepAlive, markdown, attach, attachInput, attachments}
    * @param {Conversations} conversations
    * @param {object} hooks {onListChanged(), onAnswerDone()}
    */
@@ -28,6 +29,10 @@ export class Chat {
     this.conversations = conversations;
     this.hooks = hooks;
     this.controller = null;
+    this.attachments = new Attachments(
+      { button: el.attach, input: el.attachInput, list: el.attachments, prompt: el.prompt, composer: el.form },
+      (message) => this.showError(message),
+    );
 
     el.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -104,7 +109,21 @@ export class Chat {
     body.className = "content";
     const stats = document.createElement("p");
     stats.className = "stats muted";
-    li.append(who, thinking, body, stats);
+    li.append(who, thinking);
+    if (message.images?.length) {
+      const images = document.createElement("div");
+      images.className = "images";
+      images.append(
+        ...message.images.map((url, k) => {
+          const img = document.createElement("img");
+          img.src = url;
+          img.alt = `image ${k + 1}`;
+          return img;
+        }),
+      );
+      li.append(images);
+    }
+    li.append(body, stats);
     this.el.messages.append(li);
     const view = { li, body, stats, thinking, summary, reasoning };
     this.#fill(view, message);
@@ -156,7 +175,13 @@ export class Chat {
     if (system) messages.push({ role: "system", content: system });
     for (const m of conversation.messages) {
       if (m.error && !m.content) continue; // a failed turn sends nothing
-      messages.push({ role: m.role, content: m.content });
+      if (m.images?.length) {
+        const parts = [{ type: "text", text: m.content }];
+        for (const url of m.images) parts.push({ type: "image_url", image_url: { url } });
+        messages.push({ role: m.role, content: parts });
+      } else {
+        messages.push({ role: m.role, content: m.content });
+      }
     }
     const body = {
       model: this.el.model.value,
@@ -175,7 +200,7 @@ export class Chat {
 
   async send() {
     const text = this.el.prompt.value;
-    if (this.busy || !text.trim()) return;
+    if (this.busy || (!text.trim() && !this.attachments.items.length)) return;
     if (!this.el.model.value) {
       this.showError("Pick a model first.");
       return;
@@ -187,7 +212,8 @@ export class Chat {
     }
     conversation.model = this.el.model.value;
     conversation.system = this.el.system.value;
-    conversation.messages.push({ role: "user", content: text });
+    const images = this.attachments.take();
+    conversation.messages.push(images.length ? { role: "user", content: text, images } : { role: "user", content: text });
     this.el.prompt.value = "";
     this.#append(conversation.messages.at(-1));
     const body = this.#body(conversation);
