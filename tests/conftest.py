@@ -146,3 +146,17 @@ def tiny_vision_dir(tmp_path_factory):
     build_tiny_gguf(folder / "tiny-vision.gguf")
     build_clip_projector(folder / "mmproj-tiny-vision.gguf", n_embd_text=64)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_dir(tmp_path_factory):
+    """A folder with the tiny model (``tiny-audio.gguf``) and an audio projector beside it
+    (``mmproj-tiny-audio.gguf``, clip.cpp's Qwen2-Audio type: 750 embeddings per 30 s)."""
+    pytest.importorskip("gguf")
+    from tests.support.models import build_tiny_gguf
+    from tests.support.projectors import build_audio_projector
+
+    folder = tmp_path_factory.mktemp("audio")
+    build_tiny_gguf(folder / "tiny-audio.gguf")
+    build_audio_projector(folder / "mmproj-tiny-audio.gguf", n_embd_text=64)
+    return folder

@@ -217,3 +217,66 @@ def test_a_projector_for_gemma_reads_an_image_into_its_context(gemma_model_path,
         assert gemma._engine.media_chunks == 1
     finally:
         gemma.close()
+
+
+#: Embeddings per 30-second chunk of the tiny audio projector (Qwen2-Audio type).
+PER_CLIP = 750
+
+
+def audio_media(data: bytes, field: str = "messages", max_seconds: float = 0.0):
+    import hashlib
+
+    from hoshikage_core.protocol import Media
+
+    return Media(
+        kind="audio",
+        data=data,
+        id=hashlib.sha256(data).hexdigest(),
+        field=field,
+        max_seconds=max_seconds,
+    )
+
+
+@pytest.fixture(scope="module")
+def hearing(tiny_audio_dir):
+    m = LlamaCppModel.load(
+        "tiny-audio",
+        str(tiny_audio_dir / "tiny-audio.gguf"),
+        LlamaOptions(n_ctx=2048, parallel=1, mmproj=str(tiny_audio_dir / "mmproj-tiny-audio.gguf")),
+    )
+    yield m
+    m.close()
+
+
+def test_audio_reaches_the_context_and_is_cached(hearing):
+    from tests.support.projectors import wav_bytes
+
+    assert hearing.modalities == ("audio",)
+    assert hearing.projector.sample_rate == 16000
+    tone = audio_media(wav_bytes(1.0, rate=22050))  # resampled by mtmd to 16 kHz
+    plain = ask(hearing, "hello", [])[0][1]
+    [(_, heard)] = ask(hearing, f"hello {MEDIA_MARKER}", [tone])
+    # the clip's embeddings, plus Qwen2-Audio's <|audio_bos|> and <|audio_eos|> as text
+    assert heard.prompt_tokens >= plain.prompt_tokens + PER_CLIP
+    [(_, again)] = ask(hearing, f"hello {MEDIA_MARKER}", [tone])
+    assert again.cached_tokens == again.prompt_tokens - 1
+
+
+def test_bad_audio_names_the_field(hearing, tiny_vision_dir):
+    from tests.support.projectors import png_bytes, wav_bytes
+
+    with pytest.raises(InvalidRequest) as err:
+        ask(hearing, f"x {MEDIA_MARKER}", [audio_media(b"RIFF....not a wave", field="a[0]")])
+    assert err.value.param == "a[0]" and "WAV, MP3" in str(err.value)
+    with pytest.raises(InvalidRequest) as err:
+        ask(hearing, f"x {MEDIA_MARKER}", [audio_media(png_bytes(), field="a[1]")])
+    assert err.value.param == "a[1]"
+    with pytest.raises(InvalidRequest) as err:
+        ask(
+            hearing, f"x {MEDIA_MARKER}", [audio_media(wav_bytes(3.0), field="a[2]", max_seconds=2)]
+        )
+    assert err.value.param == "a[2]" and "max_audio_seconds" in str(err.value)
+    # an image for an audio-only projector, and audio for a vision-only one
+    with pytest.raises(InvalidRequest) as err:
+        ask(hearing, f"x {MEDIA_MARKER}", [image_media(RED, field="img")])
+    assert err.value.param == "img"

@@ -99,6 +99,105 @@ def build_clip_projector(
     return path
 
 
+def build_audio_projector(
+    path: str | os.PathLike,
+    *,
+    n_embd_text: int = 64,
+    n_mel: int = 80,
+    width: int = 32,
+    n_block: int = 2,
+    n_head: int = 4,
+    n_ff: int = 64,
+    seed: int = 8765,
+) -> Path:
+    """Write a Qwen2-Audio-type projector GGUF (``clip.projector_type = "qwen2a"``): a
+    Whisper-style encoder (two 1-D convolutions over ``n_mel`` mel bins, a ``width``-wide
+    transformer of ``n_block`` blocks) and one linear layer to the text model's width. mtmd
+    cuts audio into 30-second chunks of 3000 mel frames; each becomes 750 embeddings (the
+    second convolution and an average pool halve the frames twice)."""
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(*shape: int) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    n_pos = 1500  # Whisper's: 3000 mel frames, halved by the second convolution
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(tmp, "clip")
+    writer.add_name("hoshikage-tiny-audio-projector")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_string("clip.projector_type", "qwen2a")
+    writer.add_bool("clip.has_vision_encoder", False)
+    writer.add_bool("clip.has_audio_encoder", True)
+    writer.add_uint32("clip.audio.num_mel_bins", n_mel)
+    writer.add_uint32("clip.audio.embedding_length", width)
+    writer.add_uint32("clip.audio.feed_forward_length", n_ff)
+    writer.add_uint32("clip.audio.block_count", n_block)
+    writer.add_uint32("clip.audio.projection_dim", n_embd_text)
+    writer.add_uint32("clip.audio.attention.head_count", n_head)
+    writer.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
+
+    # conv kernels are ne [k, in, out]; their biases ne [1, out] (added along time)
+    writer.add_tensor("a.conv1d.1.weight", weights(width, n_mel, 3))
+    writer.add_tensor("a.conv1d.1.bias", zeros(width, 1))
+    writer.add_tensor("a.conv1d.2.weight", weights(width, width, 3))
+    writer.add_tensor("a.conv1d.2.bias", zeros(width, 1))
+    writer.add_tensor("a.position_embd.weight", weights(n_pos, width))
+    for i in range(n_block):
+        block = f"a.blk.{i}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"{block}.{name}.weight", weights(width, width))
+            if name != "attn_k":  # Whisper's key projection has no bias
+                writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(f"{block}.{name}.weight", ones(width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights(n_ff, width))
+        writer.add_tensor(f"{block}.ffn_up.bias", zeros(n_ff))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights(width, n_ff))
+        writer.add_tensor(f"{block}.ffn_down.bias", zeros(width))
+    writer.add_tensor("a.post_ln.weight", ones(width))
+    writer.add_tensor("a.post_ln.bias", zeros(width))
+    writer.add_tensor("mm.a.fc.weight", weights(n_embd_text, width, scale=0.2))
+    writer.add_tensor("mm.a.fc.bias", zeros(n_embd_text))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def wav_bytes(seconds: float = 1.0, rate: int = 16000, hz: float = 440.0) -> bytes:
+    """A mono 16-bit WAV of a sine tone."""
+    import io
+    import math
+    import struct
+    import wave
+
+    n = int(seconds * rate)
+    frames = b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * i / rate))) for i in range(n)
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
 def png_bytes(
     width: int = 32, height: int = 32, color: tuple[int, int, int] = (200, 40, 40)
 ) -> bytes:

@@ -70,16 +70,18 @@ MEDIA_MARKER = "<__media__>"
 @attrs.frozen(kw_only=True)
 class Media:
     """One decoded image (``kind`` "image": ``width`` × ``height`` RGB pixels, 3 bytes each)
-    or audio clip (``kind`` "audio": mono float32 samples at the model's rate, ``width`` of
-    them). ``id`` is the hash of the content, which is what the prompt cache compares;
-    ``field`` names where it came from in the request, for errors."""
+    or audio clip (``kind`` "audio": the file as sent, WAV, MP3 or FLAC, which the backend
+    decodes at its projector's sample rate; ``max_seconds`` caps its length, 0: no cap).
+    ``id`` is the hash of the content, which is what the prompt cache compares; ``field``
+    names where it came from in the request, for errors."""
 
     kind: Literal["image", "audio"]
     data: bytes = attrs.field(repr=False)
-    width: int
-    height: int = 1
+    width: int = 0
+    height: int = 0
     id: str = ""
     field: str = "messages"
+    max_seconds: float = 0.0
 
 
 @attrs.frozen(kw_only=True)

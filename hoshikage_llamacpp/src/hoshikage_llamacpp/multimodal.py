@@ -163,12 +163,34 @@ class Projector:
             buf = (ctypes.c_uint8 * len(item.data)).from_buffer_copy(item.data)
             bitmap = mtmd.mtmd_bitmap_init(item.width, item.height, buf)
         else:
-            n = len(item.data) // 4
-            buf = (ctypes.c_float * n).from_buffer_copy(item.data[: n * 4])
-            bitmap = mtmd.mtmd_bitmap_init_from_audio(n, buf)
+            bitmap = self._audio(item)
         if not bitmap:
             raise InvalidRequest(f"llama.cpp could not take this {item.kind}", item.field)
         mtmd.mtmd_bitmap_set_id(bitmap, item.id.encode("utf-8"))
+        return bitmap
+
+    def _audio(self, item: Media):
+        """An audio file's bitmap: decoded by mtmd's helper (miniaudio: WAV, MP3, FLAC) and
+        resampled to the projector's rate; its length checked against ``max_seconds``."""
+        mtmd = self._mtmd
+        buf = (ctypes.c_uint8 * len(item.data)).from_buffer_copy(item.data)
+        bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(item.data), False)
+        if not bitmap or not mtmd.mtmd_bitmap_is_audio(bitmap):
+            if bitmap:
+                mtmd.mtmd_bitmap_free(bitmap)
+            raise InvalidRequest(
+                f"Invalid '{item.field}': the bytes are not audio llama.cpp can decode (WAV, MP3"
+                " or FLAC)",
+                item.field,
+            )
+        seconds = mtmd.mtmd_bitmap_get_n_bytes(bitmap) / 4 / max(1, self.sample_rate)
+        if item.max_seconds and seconds > item.max_seconds:
+            mtmd.mtmd_bitmap_free(bitmap)
+            raise InvalidRequest(
+                f"Invalid '{item.field}': the audio is {seconds:.1f} s long, more than"
+                f" {item.max_seconds:g} s (server.max_audio_seconds)",
+                item.field,
+            )
         return bitmap
 
     def _flatten(self, chunks) -> tuple[list[int], list[MediaSpan]]:
