@@ -6,6 +6,10 @@ rebinding (its own name resolving to ``127.0.0.1``) even read the answers. So:
 
 - **Content type** (415): a request with a body must say ``application/json`` or a ``+json``
   type. Browsers cannot send those cross-origin without a preflight, which CORS refuses.
+  A route whose wire format is a multipart upload (``/v1/audio/transcriptions``) says so
+  with ``opt={"multipart": True}`` and also takes ``multipart/form-data``; the Host and
+  Origin checks below still keep pages of other sites (which send their ``Origin`` with such
+  a form) and rebound names off it.
 - **Host** (403), only when no ``api_key`` is set: the ``Host`` header must name this server:
   an IP literal, ``localhost`` (or a ``*.localhost`` name), this machine's name, the bound
   ``host``, or one of ``[server] allowed_hosts`` (``"*"``: any). A rebound name is none of
@@ -38,7 +42,7 @@ def browser_guard(server):
     origins = {o.rstrip("/").lower() for o in server.cors_origins}
     any_origin = "*" in origins
 
-    async def guard(connection, _handler) -> None:
+    async def guard(connection, handler) -> None:
         scope = connection.scope
         method = scope.get("method", "GET")
         headers = connection.headers
@@ -64,7 +68,11 @@ def browser_guard(server):
                     type="permission_error",
                     code="forbidden_origin",
                 )
-        if _has_body(headers) and not _is_json(headers.get("content-type", "")):
+        content_type = headers.get("content-type", "")
+        multipart = bool(getattr(handler, "opt", {}).get("multipart")) and (
+            content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
+        )
+        if _has_body(headers) and not multipart and not _is_json(content_type):
             raise ApiError(
                 415,
                 "The request body must be JSON, sent with 'Content-Type: application/json' "

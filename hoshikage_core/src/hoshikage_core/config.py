@@ -112,6 +112,8 @@ class ServerConfig:
     max_image_pixels: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     #: Most images one request may send, over all its messages.
     max_images: int = attrs.field(default=16, validator=_positive)
+    #: Longest audio clip a request may send, in seconds (checked when the model decodes it).
+    max_audio_seconds: int = attrs.field(default=600, validator=_positive)
     #: Most choices one request may ask for: prompts × ``n`` (OpenAI's ``n`` goes to 128).
     max_choices: int = attrs.field(default=128, validator=_positive)
     #: How long one write to a client may wait for it to read before the connection is

@@ -1,6 +1,9 @@
-"""Images sent to a model: collected by each surface, decoded here with Pillow in a worker
-thread (never on the event loop), checked against ``[server]`` ``max_image_pixels`` and
-``max_images``, and handed to the backend as :class:`~hoshikage_core.protocol.Media`.
+"""Images and audio sent to a model: collected by each surface, images decoded here with
+Pillow in a worker thread (never on the event loop), checked against ``[server]``
+``max_image_pixels`` and ``max_images``, and handed to the backend as
+:class:`~hoshikage_core.protocol.Media`. Audio goes to the backend as the file (WAV, MP3,
+FLAC), which decodes it at its projector's sample rate and holds it to ``[server]
+max_audio_seconds``; here its bytes are only recognised by their header.
 
 A surface's translator calls :meth:`Collector.add` for each image part, in prompt order, and
 writes :data:`~hoshikage_core.protocol.MEDIA_MARKER` where the part was; the route then
@@ -26,12 +29,17 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*),", re.I)
 
 
+#: Audio formats taken (OpenAI's ``input_audio.format`` values, and FLAC).
+AUDIO_FORMATS = ("wav", "mp3", "flac")
+
+
 @attrs.define
 class Pending:
-    """An image part as the client sent it: its encoded bytes and its field."""
+    """An image or audio part as the client sent it: its encoded bytes and its field."""
 
     data: bytes
     field: str
+    kind: str = "image"
 
 
 @attrs.define
@@ -51,6 +59,34 @@ class Collector:
 
     def add_base64(self, text: str, field: str) -> str:
         return self.add(base64_bytes(text, field), field)
+
+    def add_audio(self, text: str, fmt: str | None, field: str) -> str:
+        """Base64 audio whose format the client names (``wav``, ``mp3``; ``flac`` too)."""
+        if fmt is not None and fmt not in AUDIO_FORMATS:
+            raise invalid(
+                f"Invalid '{field}': audio format {fmt!r} is not supported"
+                f" ({', '.join(AUDIO_FORMATS)} are).",
+                field,
+            )
+        return self.add_audio_bytes(base64_bytes(text, field), field)
+
+    def add_audio_bytes(self, data: bytes, field: str) -> str:
+        """An audio file (WAV, MP3, FLAC, recognised by its header)."""
+        if audio_format(data) is None:
+            raise invalid(f"Invalid '{field}': the bytes are not WAV, MP3 or FLAC audio.", field)
+        self.items.append(Pending(data, field, "audio"))
+        return MEDIA_MARKER
+
+
+def audio_format(data: bytes) -> str | None:
+    """``wav``, ``mp3`` or ``flac`` from the file's first bytes; None for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:4] == b"fLaC":
+        return "flac"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
 
 
 def data_url_bytes(url: str, field: str) -> bytes:
@@ -138,14 +174,25 @@ def decode(item: Pending, max_pixels: int) -> Media:
     )
 
 
+def audio(item: Pending, max_seconds: float) -> Media:
+    return Media(
+        kind="audio",
+        data=item.data,
+        id=hashlib.sha256(item.data).hexdigest(),
+        field=item.field,
+        max_seconds=max_seconds,
+    )
+
+
 async def attach(runtime, job, collector: Collector):
-    """``job`` with the collected images decoded onto its requests (each request's markers
+    """``job`` with the collected images and audio on its requests (each request's markers
     are the collector's, in order); ``job`` itself when there are none."""
     if not collector.items:
         return job
     server = runtime.config.server
-    if len(collector.items) > server.max_images:
-        extra = collector.items[server.max_images]
+    images = [item for item in collector.items if item.kind == "image"]
+    if len(images) > server.max_images:
+        extra = images[server.max_images]
         raise invalid(
             f"Invalid '{extra.field}': a request may send at most {server.max_images} images"
             " (server.max_images).",
@@ -154,7 +201,12 @@ async def attach(runtime, job, collector: Collector):
     from anyio import to_thread
 
     def decode_all() -> tuple[Media, ...]:
-        return tuple(decode(item, server.max_image_pixels) for item in collector.items)
+        return tuple(
+            decode(item, server.max_image_pixels)
+            if item.kind == "image"
+            else audio(item, float(server.max_audio_seconds))
+            for item in collector.items
+        )
 
     media = await to_thread.run_sync(decode_all)
     return attrs.evolve(job, requests=tuple(attrs.evolve(r, media=media) for r in job.requests))

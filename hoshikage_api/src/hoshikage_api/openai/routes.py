@@ -26,6 +26,7 @@ from ..kernel.disconnect import until_disconnect
 from ..kernel.docs import GENERATION_ERRORS
 from ..kernel.docs import errors as error_specs
 from ..kernel.job import keep_alive
+from .audio import transcriptions
 from .format import ChatFormat, CompletionFormat
 from .schemas import (
     ChatCompletion,
@@ -150,7 +151,14 @@ def router() -> Router:
     """The OpenAI surface, with the default error shape."""
     return Router(
         "/",
-        route_handlers=[chat_completions, completions, embeddings, list_models, get_model],
+        route_handlers=[
+            chat_completions,
+            completions,
+            embeddings,
+            list_models,
+            get_model,
+            transcriptions,
+        ],
         tags=["OpenAI"],
         dto=StrictBody,
         return_dto=None,

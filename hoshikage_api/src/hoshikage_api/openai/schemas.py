@@ -96,12 +96,18 @@ class TextPart(Struct, tag_field="type", tag="text"):
 
 
 class ImageUrlPart(Struct, tag_field="type", tag="image_url"):
-    """Accepted by the schema so the error can say images are not supported."""
+    """An image: ``image_url.url`` a base64 ``data:`` URL (see :mod:`..kernel.media`)."""
 
     image_url: dict[str, Any]
 
 
-ContentParts = list[TextPart | ImageUrlPart]
+class InputAudioPart(Struct, tag_field="type", tag="input_audio"):
+    """Audio: ``input_audio`` ``{"data": base64, "format": "wav" | "mp3"}``."""
+
+    input_audio: dict[str, Any]
+
+
+ContentParts = list[TextPart | ImageUrlPart | InputAudioPart]
 
 
 class FunctionCall(Struct, kw_only=True):

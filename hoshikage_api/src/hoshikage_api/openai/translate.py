@@ -89,6 +89,13 @@ def _text(content: str | list | None, param: str, images: Collector | None = Non
             url = part.image_url.get("url") if isinstance(part.image_url, dict) else None
             texts.append(images.add_url(url, f"{field}.url"))
             continue
+        if isinstance(part, s.InputAudioPart):
+            field = f"{param}[{i}].input_audio"
+            if images is None:
+                raise invalid(f"Invalid '{field}': audio is not taken here.", field)
+            audio = part.input_audio
+            texts.append(images.add_audio(audio.get("data"), audio.get("format"), f"{field}.data"))
+            continue
         texts.append(part.text)
     return join_text(texts)
 
