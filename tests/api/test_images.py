@@ -363,3 +363,97 @@ def test_cli_chat_with_an_image(server, tmp_path):
     assert len(counts) == 2 and counts[1] > counts[0] + PER_IMAGE
     missing = chat("--image", str(tmp_path / "absent.png"), stdin="/exit\n")
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def image_host():
+    """A loopback HTTP server with images, a slow one, a large one and a redirect away."""
+    import http.server
+    import threading
+    import time
+
+    red = png_bytes(color=(180, 0, 0))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            port = self.server.server_address[1]
+            if self.path == "/red.png":
+                body = red
+            elif self.path == "/big.png":
+                body = png_bytes(width=512, height=512) + b"\0" * 300_000
+            elif self.path == "/slow.png":
+                time.sleep(3)
+                body = red
+            elif self.path == "/away":
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{port}/red.png")
+                self.end_headers()
+                return
+            elif self.path == "/here":
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{port}/red.png")
+                self.end_headers()
+                return
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_http_image_urls_from_allowed_hosts(tiny_vision_dir, image_host):
+    config = {
+        "server": {
+            "image_url_hosts": ["127.0.0.1"],
+            "image_url_max_bytes": 200_000,
+            "image_url_timeout": "1s",
+        },
+        "models_dir": [{"path": str(tiny_vision_dir), "n_ctx": 512}],
+    }
+    with running_server(config) as running:
+        client = openai.OpenAI(base_url=running.base_url + "/v1", api_key="x", max_retries=0)
+
+        def ask(url):
+            messages = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this"},
+                        {"type": "image_url", "image_url": {"url": url}},
+                    ],
+                }
+            ]
+            return client.chat.completions.create(
+                model="tiny-vision", messages=messages, max_tokens=2, temperature=0
+            )
+
+        fetched = ask(image_host + "/red.png")
+        inline = ask(data_url(png_bytes(color=(180, 0, 0))))
+        assert fetched.usage.prompt_tokens == inline.usage.prompt_tokens
+        assert fetched.choices[0].message.content == inline.choices[0].message.content
+        assert ask(image_host + "/here").usage.prompt_tokens == inline.usage.prompt_tokens
+        for path, words in (
+            ("/away", "'localhost'"),  # a redirect to a host not allowed
+            ("/big.png", "server.image_url_max_bytes"),
+            ("/slow.png", "server.image_url_timeout"),
+            ("/missing.png", "HTTP 404"),
+        ):
+            with pytest.raises(openai.BadRequestError) as err:
+                ask(image_host + path)
+            assert err.value.body["param"] == "messages[0].content[1].image_url.url"
+            assert words in err.value.body["message"], (path, err.value.body["message"])
+        with pytest.raises(openai.BadRequestError) as err:
+            ask("https://example.com/a.png")
+        assert "'example.com'" in err.value.body["message"]

@@ -114,6 +114,13 @@ class ServerConfig:
     max_images: int = attrs.field(default=16, validator=_positive)
     #: Longest audio clip a request may send, in seconds (checked when the model decodes it).
     max_audio_seconds: int = attrs.field(default=600, validator=_positive)
+    #: Hosts that images given as http(s) URLs may be fetched from (``["*"]``: any); empty:
+    #: such URLs are refused and only data: URLs are taken.
+    image_url_hosts: list[str] = attrs.Factory(list)
+    #: Largest image fetched from a URL, in bytes.
+    image_url_max_bytes: Size = attrs.field(default=Size(10 * 1024 * 1024), validator=_positive)
+    #: How long fetching one image from a URL may take, connection included.
+    image_url_timeout: Duration = attrs.field(default=Duration(10.0), validator=_positive)
     #: Most choices one request may ask for: prompts × ``n`` (OpenAI's ``n`` goes to 128).
     max_choices: int = attrs.field(default=128, validator=_positive)
     #: How long one write to a client may wait for it to read before the connection is

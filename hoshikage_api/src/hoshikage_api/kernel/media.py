@@ -40,6 +40,8 @@ class Pending:
     data: bytes
     field: str
     kind: str = "image"
+    #: An http(s) URL to fetch the image from (``data`` is empty until then).
+    url: str | None = None
 
 
 @attrs.define
@@ -54,7 +56,11 @@ class Collector:
         return MEDIA_MARKER
 
     def add_url(self, url: str, field: str) -> str:
-        """An image given as a URL: ``data:`` URLs only (``http(s)`` is not fetched)."""
+        """An image given as a URL: a ``data:`` URL, or an ``http(s)`` one that :func:`attach`
+        fetches where ``[server] image_url_hosts`` allows it."""
+        if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+            self.items.append(Pending(b"", field, "image", url))
+            return MEDIA_MARKER
         return self.add(data_url_bytes(url, field), field)
 
     def add_base64(self, text: str, field: str) -> str:
@@ -93,12 +99,6 @@ def data_url_bytes(url: str, field: str) -> bytes:
     """The bytes of a ``data:`` URL holding base64 (the only kind of image URL served)."""
     if not isinstance(url, str) or not url:
         raise invalid(f"Invalid '{field}': an image URL must be a non-empty string.", field)
-    if url.lower().startswith(("http://", "https://")):
-        raise invalid(
-            f"Invalid '{field}': images are not fetched from http(s) URLs here; send the image"
-            " itself as a data: URL (data:image/png;base64,...).",
-            field,
-        )
     match = _DATA_URL.match(url)
     if match is None:
         raise invalid(
@@ -174,6 +174,79 @@ def decode(item: Pending, max_pixels: int) -> Media:
     )
 
 
+def host_allowed(host: str, allowed) -> bool:
+    host = host.lower().rstrip(".")
+    return any(a == "*" or host == a.lower().rstrip(".") for a in allowed)
+
+
+def fetch(item: Pending, server) -> None:
+    """Fetch an image URL into ``item.data`` (blocking: run it in a worker), within
+    ``image_url_timeout`` and ``image_url_max_bytes``, following redirects only to allowed
+    hosts."""
+    import time
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    field, allowed = item.field, server.image_url_hosts
+
+    def check(url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid(f"Invalid '{field}': {url[:200]!r} is not an http(s) URL.", field)
+        if not host_allowed(parts.hostname, allowed):
+            raise invalid(
+                f"Invalid '{field}': images are not fetched from {parts.hostname!r}"
+                " (server.image_url_hosts); send the image itself as a data: URL"
+                " (data:image/png;base64,...).",
+                field,
+            )
+
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            check(newurl)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    check(item.url)
+    limit = int(server.image_url_max_bytes)
+    deadline = time.monotonic() + float(server.image_url_timeout)
+    opener = urllib.request.build_opener(Redirects)
+    request = urllib.request.Request(item.url, headers={"User-Agent": "hoshikage"})
+    chunks, total = [], 0
+    try:
+        with opener.open(request, timeout=float(server.image_url_timeout)) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise invalid(
+                    f"Invalid '{field}': the image at the URL is {declared} bytes, more than"
+                    f" {limit} (server.image_url_max_bytes).",
+                    field,
+                )
+            while chunk := response.read(64 * 1024):
+                total += len(chunk)
+                if total > limit:
+                    raise invalid(
+                        f"Invalid '{field}': the image at the URL is more than {limit} bytes"
+                        " (server.image_url_max_bytes).",
+                        field,
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunks.append(chunk)
+    except urllib.error.HTTPError as exc:
+        raise invalid(
+            f"Invalid '{field}': fetching the image failed: HTTP {exc.code}.", field
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = (
+                f"no answer within {float(server.image_url_timeout):g} s (server.image_url_timeout)"
+            )
+        raise invalid(f"Invalid '{field}': fetching the image failed: {reason}.", field) from None
+    item.data = b"".join(chunks)
+
+
 def audio(item: Pending, max_seconds: float) -> Media:
     return Media(
         kind="audio",
@@ -200,7 +273,19 @@ async def attach(runtime, job, collector: Collector):
         )
     from anyio import to_thread
 
+    for item in images:
+        if item.url is not None and not server.image_url_hosts:
+            raise invalid(
+                f"Invalid '{item.field}': images are not fetched from http(s) URLs here"
+                " (server.image_url_hosts is empty); send the image itself as a data: URL"
+                " (data:image/png;base64,...).",
+                item.field,
+            )
+
     def decode_all() -> tuple[Media, ...]:
+        for item in images:
+            if item.url is not None:
+                fetch(item, server)
         return tuple(
             decode(item, server.max_image_pixels)
             if item.kind == "image"
