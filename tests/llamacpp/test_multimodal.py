@@ -280,3 +280,34 @@ def test_bad_audio_names_the_field(hearing, tiny_vision_dir):
     with pytest.raises(InvalidRequest) as err:
         ask(hearing, f"x {MEDIA_MARKER}", [image_media(RED, field="img")])
     assert err.value.param == "img"
+
+
+def test_cancel_while_an_image_is_encoded(tiny_vision_dir, tmp_path):
+    """A projector whose encode takes a while (672-pixel images: 2304 patches): a request
+    cancelled at once ends as cancelled and its image's embeddings are never decoded."""
+    from hoshikage_core.protocol import CancelToken
+
+    big = build_clip_projector(
+        tmp_path / "mmproj-big.gguf", image_size=672, width=128, n_block=4, n_ff=256
+    )
+    m = LlamaCppModel.load(
+        "big",
+        str(tiny_vision_dir / "tiny-vision.gguf"),
+        LlamaOptions(n_ctx=4096, parallel=1, mmproj=str(big)),
+    )
+    try:
+        cancel = CancelToken()
+        request = GenerationRequest(
+            prompt=f"a {MEDIA_MARKER} b", media=(image_media(RED),), max_tokens=4
+        )
+        chunks = stream(m, request, cancel)
+        cancel.cancel()
+        last = [c for _, c in chunks][-1]
+        assert last.finish_reason == "cancelled"
+        assert m._engine.media_chunks == 0
+        # the model goes on serving: the same request, not cancelled, reads the image
+        chunks = [c for _, c in stream(m, request)]
+        assert chunks[-1].finish_reason in ("stop", "length")
+        assert m._engine.media_chunks == 1
+    finally:
+        m.close()
