@@ -128,6 +128,8 @@ class ProcessModel:
         self.safe_mode = False
         self._may_fall_back = False
         self._subject = None
+        self._progress = None
+        self._shown = 0.0
         self._default_max_tokens: int | None = None
         #: What the child was doing, for the report of its death.
         self._stage = "loading"
@@ -164,6 +166,9 @@ class ProcessModel:
                 raise ModelLoadError(
                     name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}"
                 )
+        from hoshikage_core.load_progress import reporter
+
+        self._progress = reporter()  # the pool's, on this (the loading) thread
         self._subject = Subject.of(self.path)
         decision = decide(options.extra_buffers, self._subject, isolated=True)
         self.safe_mode = decision.safe
@@ -228,6 +233,12 @@ class ProcessModel:
                     message = self._conn.recv()
                 except (EOFError, OSError):
                     raise _Died(self._death_reason()) from None
+                if message[0] == "progress":
+                    # Never backwards: a load again in safe mode starts over from 0.
+                    if self._progress is not None and message[1] >= self._shown:
+                        self._shown = message[1]
+                        self._progress(message[1])
+                    continue
                 if message[0] == "stage":
                     _, self._stage, self.placement = message
                     continue
