@@ -507,27 +507,32 @@ async def test_a_model_that_fails_on_its_own_is_unloaded_and_loads_again(make_ru
     await rt.stop()
 
 
-async def test_a_model_that_keeps_failing_is_not_loaded_again_before_a_backoff(
+async def test_a_model_that_keeps_crashing_is_not_loaded_again_before_a_backoff(
     make_runtime, fake, monkeypatch
 ):
-    """One failure: the next request tries at once. Two in a row: no load before the
-    backoff; a request meanwhile gets the last error and the wait (no crash loop)."""
+    """One crash: the next request tries at once. Two in a row: no load before the backoff;
+    a request meanwhile gets the last error and the wait (no crash loop). A refusal such as
+    a missing file is no crash: it is tried again at once, every time."""
     from hoshikage_core import pool as pool_mod
 
-    rt = await make_runtime({"bad": {"fail_load": True}})
+    rt = await make_runtime({"bad": {"crash_load": True}, "missing": {"fail_load": True}})
     for attempt in (1, 2):
-        with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        with pytest.raises(ModelLoadError, match="SIGSEGV"):
             await run(rt, "bad")
         assert fake.rec.loads["bad"] == attempt
     view = rt.pool.view("bad")
     assert view.state == "failed" and 1.0 < view.retry_in <= pool_mod.backoff(2)
-    with pytest.raises(ModelLoadError, match=r"failed 2 times in a row; it is tried again in"):
+    with pytest.raises(ModelLoadError, match=r"crashed 2 times in a row; it is tried again in"):
         await run(rt, "bad")
     assert fake.rec.loads["bad"] == 2  # refused without a load
     real = time.monotonic  # the backoff passes: every clock reading moves 3 s on
     monkeypatch.setattr(time, "monotonic", lambda: real() + 3.0)
-    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+    with pytest.raises(ModelLoadError, match="SIGSEGV"):
         await run(rt, "bad")
     assert fake.rec.loads["bad"] == 3
+    for attempt in (1, 2, 3):
+        with pytest.raises(ModelLoadError, match="not a GGUF file"):
+            await run(rt, "missing")
+        assert fake.rec.loads["missing"] == attempt and rt.pool.view("missing").retry_in == 0
     assert pool_mod.backoff(1) == 0 and pool_mod.backoff(3) == 4 and pool_mod.backoff(30) == 300
     await rt.stop()

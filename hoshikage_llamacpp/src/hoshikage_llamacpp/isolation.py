@@ -177,19 +177,31 @@ class ProcessModel:
             self._spawn(decision.extra)
         except _Died as died:
             if not (decision.may_fall_back and self._native_crash(self._proc)):
-                raise ModelLoadError(name, f"{self.path}: {died}") from None
+                raise ModelLoadError(name, f"{self.path}: {died}", crashed=True) from None
             self._fall_back(str(died))
             try:
                 self._spawn(False)
             except _Died as again:
                 raise ModelLoadError(
-                    name, f"{self.path}: {again}, in safe mode too (extra buffer types off)"
+                    name,
+                    f"{self.path}: {again}, in safe mode too (extra buffer types off)",
+                    crashed=True,
                 ) from None
         else:
             if decision.extra and decision.may_fall_back:
-                remember(self._subject, OK)
+                if self._computes_here():
+                    remember(self._subject, OK)
         self._may_fall_back = decision.may_fall_back and decision.extra
         return self
+
+    def _computes_here(self) -> bool:
+        """Whether this host's CPU computes the model's layers (a warm-up then says something
+        about its kernels): not with RPC servers, nor with layers offloaded to a GPU."""
+        if self.servers:
+            return False
+        from .doctor import _is_gpu_build
+
+        return self.options.n_gpu_layers == 0 or not _is_gpu_build()
 
     def _fall_back(self, reason: str) -> None:
         """The extra buffer types crashed this model: remember it, and go on in safe mode."""
