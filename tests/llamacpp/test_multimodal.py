@@ -311,3 +311,64 @@ def test_cancel_while_an_image_is_encoded(tiny_vision_dir, tmp_path):
         assert m._engine.media_chunks == 1
     finally:
         m.close()
+
+
+@pytest.mark.gemma
+def test_a_gemma3_type_projector_is_decoded_non_causally_between_gemmas_image_tokens(
+    gemma_model_path, tmp_path
+):
+    """clip.cpp's Gemma 3 type (SigLIP, pooled, soft-embedding norm) beside the real Gemma 3
+    270M: mtmd wraps the image in Gemma's own <start_of_image> and <end_of_image>, and its
+    embeddings are decoded non-causally."""
+    from tests.support.projectors import build_gemma3_projector
+
+    projector = build_gemma3_projector(tmp_path / "mmproj-gemma3.gguf")
+    gemma = LlamaCppModel.load(
+        "gemma", str(gemma_model_path), LlamaOptions(n_ctx=1024, parallel=2, mmproj=str(projector))
+    )
+    try:
+        prompt = f"Look: {MEDIA_MARKER} It shows"
+        tokens, spans = gemma.media_prompt_tokens(prompt, (image_media(RED),), "prompt")
+        gemma.projector.free(spans)
+        [span] = spans
+        assert span.non_causal and span.end - span.start == PER_IMAGE
+        start_of_image, end_of_image = (
+            gemma.special_tokens("<start_of_image>"),
+            gemma.special_tokens("<end_of_image>"),
+        )
+        assert tokens[span.start - 1 : span.start] == start_of_image
+        assert tokens[span.end : span.end + 1] == end_of_image
+        request = GenerationRequest(
+            prompt=prompt, media=(image_media(RED),), max_tokens=4, temperature=0
+        )
+        first = [c for _, c in stream(gemma, request)]
+        again = [c for _, c in stream(gemma, request)]
+        assert first[-1].prompt_tokens == len(tokens)
+        assert again[-1].cached_tokens == len(tokens) - 1
+        assert "".join(c.text for c in again) == "".join(c.text for c in first)
+        assert gemma._engine.media_chunks == 1
+    finally:
+        gemma.close()
+
+
+@pytest.mark.gemma
+def test_a_non_causal_image_larger_than_n_ubatch_is_refused(gemma_model_path, tmp_path):
+    from tests.support.projectors import build_gemma3_projector
+
+    projector = build_gemma3_projector(tmp_path / "mmproj-gemma3-big.gguf", image_size=224)
+    gemma = LlamaCppModel.load(
+        "gemma",
+        str(gemma_model_path),
+        LlamaOptions(n_ctx=1024, parallel=1, n_batch=32, n_ubatch=32, mmproj=str(projector)),
+    )
+    try:
+        request = GenerationRequest(
+            prompt=f"Look: {MEDIA_MARKER} here",
+            media=(image_media(RED, field="images[0]"),),
+            max_tokens=2,
+        )
+        with pytest.raises(InvalidRequest) as err:
+            list(stream(gemma, request))
+        assert err.value.param == "images[0]" and "n_ubatch" in str(err.value)
+    finally:
+        gemma.close()

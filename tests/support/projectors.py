@@ -99,6 +99,89 @@ def build_clip_projector(
     return path
 
 
+def build_gemma3_projector(
+    path: str | os.PathLike,
+    *,
+    n_embd_text: int = 640,
+    image_size: int = 56,
+    patch_size: int = 14,
+    merge: int = 2,
+    width: int = 32,
+    n_block: int = 2,
+    n_head: int = 4,
+    n_ff: int = 64,
+    seed: int = 2468,
+) -> Path:
+    """Write a Gemma 3-type projector GGUF (``clip.projector_type = "gemma3"``): a SigLIP
+    tower, an average pool of ``merge`` × ``merge`` patches, a soft-embedding norm and the
+    input projection to the text model's width (640 for Gemma 3 270M). With the defaults each
+    image is 4 × 4 patches pooled to 2 × 2: 4 embeddings, which mtmd wraps in Gemma's
+    ``<start_of_image>`` and ``<end_of_image>`` and which are decoded non-causally."""
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float32)
+
+    n_patches = (image_size // patch_size) ** 2
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(tmp, "clip")
+    writer.add_name("hoshikage-tiny-gemma3-projector")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_string("clip.projector_type", "gemma3")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", False)
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_uint32("clip.vision.image_size", image_size)
+    writer.add_uint32("clip.vision.patch_size", patch_size)
+    writer.add_uint32("clip.vision.embedding_length", width)
+    writer.add_uint32("clip.vision.feed_forward_length", n_ff)
+    writer.add_uint32("clip.vision.block_count", n_block)
+    writer.add_uint32("clip.vision.projection_dim", n_embd_text)
+    writer.add_uint32("clip.vision.attention.head_count", n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_uint32("clip.vision.projector.scale_factor", merge)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    writer.add_tensor("v.patch_embd.weight", weights(width, 3, patch_size, patch_size))
+    writer.add_tensor("v.patch_embd.bias", zeros(width))
+    writer.add_tensor("v.position_embd.weight", weights(n_patches, width))
+    for i in range(n_block):
+        block = f"v.blk.{i}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"{block}.{name}.weight", weights(width, width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(f"{block}.{name}.weight", ones(width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights(n_ff, width))
+        writer.add_tensor(f"{block}.ffn_up.bias", zeros(n_ff))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights(width, n_ff))
+        writer.add_tensor(f"{block}.ffn_down.bias", zeros(width))
+    writer.add_tensor("v.post_ln.weight", ones(width))
+    writer.add_tensor("v.post_ln.bias", zeros(width))
+    writer.add_tensor("mm.soft_emb_norm.weight", ones(width))
+    # used transposed: ne [n_embd_text, width]
+    writer.add_tensor("mm.input_projection.weight", weights(width, n_embd_text, scale=0.2))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
 def build_audio_projector(
     path: str | os.PathLike,
     *,

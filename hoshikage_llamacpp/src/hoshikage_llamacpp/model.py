@@ -97,6 +97,8 @@ class LlamaCppModel:
             ctx = loaded.context.ctx
             self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))
             self.capacity = int(llama_cpp.llama_n_seq_max(ctx))
+            #: The largest batch llama.cpp computes at once (a non-causal image must fit).
+            self.n_ubatch = int(llama_cpp.llama_n_ubatch(ctx))
             kv_cells = int(llama_cpp.llama_n_ctx(ctx))
             #: States an earlier load left on disk, and where this one leaves its own.
             self.disk = DiskCache.open(name, loaded.path, options)

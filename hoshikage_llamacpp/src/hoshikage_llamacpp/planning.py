@@ -245,3 +245,12 @@ def _check_prompt(model, tokens: list[int], spans: list, media, field: str) -> N
         raise ContextLengthExceeded(len(tokens), model.n_ctx, param=field)
     if spans and spans[-1].end == len(tokens):
         raise InvalidRequest("The prompt must end with text after its last image", field)
+    for index, span in enumerate(spans):
+        # attention inside such an image goes both ways: it must be decoded in one ubatch
+        if span.non_causal and span.end - span.start > model.n_ubatch:
+            raise InvalidRequest(
+                f"An image takes {span.end - span.start} tokens, more than the model's n_ubatch"
+                f" ({model.n_ubatch}) that its projector needs it decoded in at once; raise"
+                " n_ubatch (and n_batch)",
+                media[min(index, len(media) - 1)].field,
+            )
