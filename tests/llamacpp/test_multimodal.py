@@ -372,3 +372,132 @@ def test_a_non_causal_image_larger_than_n_ubatch_is_refused(gemma_model_path, tm
         assert err.value.param == "images[0]" and "n_ubatch" in str(err.value)
     finally:
         gemma.close()
+
+
+# ---- M-RoPE (Qwen2-VL type) --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_vl_dir(tmp_path_factory):
+    from tests.support.projectors import build_qwen2vl_projector, build_qwen2vl_text_model
+
+    folder = tmp_path_factory.mktemp("qwen2vl")
+    build_qwen2vl_text_model(folder / "tiny-qwen2vl.gguf")
+    build_qwen2vl_projector(folder / "mmproj-tiny-qwen2vl.gguf")
+    return folder
+
+
+def reference_greedy(folder, prompt: str, image, n: int) -> list[int]:
+    """What llama.cpp's own helper makes of ``prompt`` with ``image``: the whole prompt
+    evaluated by ``mtmd_helper_eval_chunks`` (which places M-RoPE positions itself) in a
+    fresh context, then ``n`` greedy tokens, each with its log-probability."""
+    import ctypes
+
+    import numpy as np
+    from llama_cpp import mtmd_cpp as mtmd
+
+    lib = llama_cpp
+    model = lib.llama_model_load_from_file(
+        str(folder / "tiny-qwen2vl.gguf").encode(), lib.llama_model_default_params()
+    )
+    params = lib.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = 1024, 512, 512
+    ctx = lib.llama_init_from_model(model, params)
+    mp = mtmd.mtmd_context_params_default()
+    mp.use_gpu, mp.n_threads = False, 2
+    mctx = mtmd.mtmd_init_from_file(str(folder / "mmproj-tiny-qwen2vl.gguf").encode(), model, mp)
+    try:
+        buf = (ctypes.c_uint8 * len(image.data)).from_buffer_copy(image.data)
+        bitmap = mtmd.mtmd_bitmap_init(image.width, image.height, buf)
+        text = prompt.encode()
+        inp = mtmd.mtmd_input_text()
+        inp.text, inp.text_len, inp.add_special, inp.parse_special = text, len(text), True, True
+        chunks = mtmd.mtmd_input_chunks_init()
+        array = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+        assert mtmd.mtmd_tokenize(mctx, chunks, ctypes.byref(inp), array, 1) == 0
+        n_past = lib.llama_pos(0)
+        assert (
+            mtmd.mtmd_helper_eval_chunks(mctx, ctx, chunks, 0, 0, 512, True, ctypes.byref(n_past))
+            == 0
+        )
+        vocab = lib.llama_model_get_vocab(model)
+        n_vocab = lib.llama_vocab_n_tokens(vocab)
+        out, pos = [], n_past.value
+        batch = lib.llama_batch_init(1, 0, 1)
+        for _ in range(n):
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+            token = int(np.argmax(logits))
+            if lib.llama_vocab_is_eog(vocab, token):
+                break
+            shifted = logits.astype(np.float64) - logits.max()
+            out.append((token, float(shifted[token] - np.log(np.exp(shifted).sum()))))
+            batch.n_tokens = 1
+            batch.token[0], batch.pos[0], batch.n_seq_id[0] = token, pos, 1
+            batch.seq_id[0][0], batch.logits[0] = 0, 1
+            assert lib.llama_decode(ctx, batch) == 0
+            pos += 1
+        lib.llama_batch_free(batch)
+        mtmd.mtmd_input_chunks_free(chunks)
+        mtmd.mtmd_bitmap_free(bitmap)
+        return out
+    finally:
+        mtmd.mtmd_free(mctx)
+        lib.llama_free(ctx)
+        lib.llama_model_free(model)
+
+
+def test_m_rope_images_take_their_own_positions(qwen_vl_dir):
+    """A Qwen2-VL-type projector: a 32-pixel image becomes 9 embeddings over 3 positions. The
+    engine's answer (fresh, then from the cached prefix with more text after it, with and
+    without speculation, and as one of n choices) is exactly what llama.cpp's own helper
+    gives for the same prompt."""
+    from tests.support.projectors import image_media as media
+
+    model = LlamaCppModel.load(
+        "qwen-vl",
+        str(qwen_vl_dir / "tiny-qwen2vl.gguf"),
+        LlamaOptions(n_ctx=1024, parallel=2, mmproj=str(qwen_vl_dir / "mmproj-tiny-qwen2vl.gguf")),
+    )
+    try:
+        assert model.projector.mrope
+        image = media(RED)
+        prompt = f"the cat {MEDIA_MARKER} sat on the"
+        tokens, spans = model.media_prompt_tokens(prompt, (image,), "prompt")
+        model.projector.free(spans)
+        [span] = spans
+        assert (span.end - span.start, span.n_pos) == (9, 3)
+
+        def ours(text: str, **fields) -> tuple[list, object]:
+            request = GenerationRequest(
+                prompt=text, media=(image,), max_tokens=8, temperature=0, logprobs=True, **fields
+            )
+            chunks = [c for _, c in stream(model, request)]
+            return [lp.logprob for c in chunks for lp in c.logprobs or ()], chunks[-1]
+
+        def matches(got: list, text: str) -> bool:
+            # the same tokens, each as likely as in llama.cpp's own evaluation: a position
+            # off by the image's saving changes them (the text after it is rotated wrongly)
+            expected = reference_greedy(qwen_vl_dir, text, image, 8)
+            return len(got) == len(expected) and all(
+                abs(a - b) < 1e-3 for a, (_, b) in zip(got, expected, strict=True)
+            )
+
+        got, first = ours(prompt)
+        assert first.prompt_tokens == len(tokens)
+        assert matches(got, prompt)
+        again, cached = ours(prompt, speculative=False)
+        assert cached.cached_tokens == cached.prompt_tokens - 1 and matches(again, prompt)
+        longer = prompt + " the mat"
+        got_longer, reused = ours(longer)
+        assert reused.cached_tokens >= span.end  # the image's KV was reused
+        assert matches(got_longer, longer)
+        # n = 2: the second choice continues from the copied KV, at the same positions
+        request = GenerationRequest(
+            prompt=longer, media=(image,), max_tokens=8, temperature=0, logprobs=True
+        )
+        choices: dict = {}
+        for index, chunk in stream(model, request, None, n=2):
+            choices.setdefault(index, []).extend(lp.logprob for lp in chunk.logprobs or ())
+        assert all(matches(choices[i], longer) for i in (0, 1))
+    finally:
+        model.close()

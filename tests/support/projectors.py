@@ -182,6 +182,150 @@ def build_gemma3_projector(
     return path
 
 
+def build_qwen2vl_text_model(path: str | os.PathLike, *, n_embd: int = 64, seed: int = 97) -> Path:
+    """A tiny ``qwen2vl`` text model (M-RoPE: ``rope.dimension_sections``) with the tiny
+    SPM vocabulary and chat template of tests/support/models.py, for
+    :func:`build_qwen2vl_projector`."""
+    import gguf
+    import numpy as np
+
+    from tests.support.models import TINY_CHAT_TEMPLATE, tiny_vocab
+
+    path = Path(path)
+    vocab = tiny_vocab()
+    n_vocab, n_head, n_ff, n_layers = len(vocab), 4, 128, 2
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.08) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(tmp, "qwen2vl")
+    writer.add_name("hoshikage-tiny-qwen2vl")
+    writer.add_context_length(4096)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(10000.0)
+    head = n_embd // n_head
+    writer.add_array(
+        "qwen2vl.rope.dimension_sections",
+        [head // 8, head // 8 + head // 16, head // 8 + head // 16, 0],
+    )
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(vocab)
+    writer.add_token_scores([0.0] * 259 + [-float(len(p)) for p in vocab[259:]])
+    writer.add_token_types(
+        [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+        + [gguf.TokenType.BYTE] * 256
+        + [gguf.TokenType.NORMAL] * (n_vocab - 259)
+    )
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+    writer.add_chat_template(TINY_CHAT_TEMPLATE)
+    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd, scale=1.0))
+    for i in range(n_layers):
+        block = f"blk.{i}"
+        writer.add_tensor(f"{block}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v"):
+            writer.add_tensor(f"{block}.{name}.weight", weights(n_embd, n_embd))
+            writer.add_tensor(f"{block}.{name}.bias", np.zeros(n_embd, dtype=np.float32))
+        writer.add_tensor(f"{block}.attn_output.weight", weights(n_embd, n_embd))
+        writer.add_tensor(f"{block}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(f"{block}.ffn_gate.weight", weights(n_ff, n_embd))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights(n_ff, n_embd))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights(n_embd, n_ff))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("output.weight", weights(n_vocab, n_embd, scale=0.6))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def build_qwen2vl_projector(
+    path: str | os.PathLike,
+    *,
+    n_embd_text: int = 64,
+    patch_size: int = 14,
+    width: int = 32,
+    n_block: int = 2,
+    n_head: int = 4,
+    n_ff: int = 64,
+    seed: int = 1357,
+) -> Path:
+    """Write a Qwen2-VL-type projector GGUF (``clip.projector_type = "qwen2vl_merger"``):
+    dynamic resolution, two temporal patch kernels, a tower with 2-D M-RoPE, and the merger
+    of 2 × 2 patches to the text model's width. Its images' embeddings take M-RoPE positions:
+    an image of ``w × h`` merged patches advances the text position by ``max(w, h)``, not by
+    its number of embeddings."""
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float32)
+
+    hidden = 4 * width
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(tmp, "clip")
+    writer.add_name("hoshikage-tiny-qwen2vl-projector")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_string("clip.projector_type", "qwen2vl_merger")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", False)
+    writer.add_uint32("clip.vision.image_size", 560)
+    writer.add_uint32("clip.vision.patch_size", patch_size)
+    writer.add_uint32("clip.vision.embedding_length", width)
+    writer.add_uint32("clip.vision.feed_forward_length", n_ff)
+    writer.add_uint32("clip.vision.block_count", n_block)
+    writer.add_uint32("clip.vision.projection_dim", n_embd_text)
+    writer.add_uint32("clip.vision.attention.head_count", n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    writer.add_tensor("v.patch_embd.weight", weights(width, 3, patch_size, patch_size))
+    writer.add_tensor("v.patch_embd.weight.1", weights(width, 3, patch_size, patch_size))
+    for i in range(n_block):
+        block = f"v.blk.{i}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"{block}.{name}.weight", weights(width, width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(f"{block}.{name}.weight", ones(width))
+            writer.add_tensor(f"{block}.{name}.bias", zeros(width))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights(n_ff, width))
+        writer.add_tensor(f"{block}.ffn_up.bias", zeros(n_ff))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights(width, n_ff))
+        writer.add_tensor(f"{block}.ffn_down.bias", zeros(width))
+    writer.add_tensor("mm.0.weight", weights(hidden, 4 * width, scale=0.1))
+    writer.add_tensor("mm.0.bias", zeros(hidden))
+    writer.add_tensor("mm.2.weight", weights(n_embd_text, hidden, scale=0.2))
+    writer.add_tensor("mm.2.bias", zeros(n_embd_text))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
 def build_audio_projector(
     path: str | os.PathLike,
     *,

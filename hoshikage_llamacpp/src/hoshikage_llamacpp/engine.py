@@ -324,11 +324,12 @@ class Engine:
             seq.logits_at = -1
         for seq in generating:
             slot = seq.slot
-            seq.logits_at = batch.add(seq.next_token, len(slot.tokens), slot.id)
+            shift = seq.shift
+            seq.logits_at = batch.add(seq.next_token, len(slot.tokens) - shift, slot.id)
             slot.tokens.append(seq.next_token)
             seq.next_token = None
             for token in seq.drafts:
-                batch.add(token, len(slot.tokens), slot.id)
+                batch.add(token, len(slot.tokens) - shift, slot.id)
                 slot.tokens.append(token)
         # Only generation rows (each with logits): what the step costs by its size.
         generation_only = batch.n
@@ -342,7 +343,10 @@ class Engine:
                     if not take:
                         continue
                 seq.todo = seq.todo[len(take) :]
-                row = batch.add_prompt(take, len(slot.tokens), slot.id, logits_last=not seq.todo)
+                pos = len(slot.tokens)
+                if seq.job.plan.media:
+                    pos = seq.job.plan.position(pos)
+                row = batch.add_prompt(take, pos, slot.id, logits_last=not seq.todo)
                 slot.tokens.extend(take)
                 if not seq.todo:
                     seq.logits_at = row
@@ -384,7 +388,6 @@ class Engine:
         per job) and decode its embeddings into the sequence's slot, one chunk per sequence
         and step, so the others' tokens still go out every step. False when a decode
         failed (every job has ended then)."""
-        lib = self._lib
         for seq in list(self._running):
             if not seq.todo or seq.todo[0] >= 0 or seq.job.cancel.cancelled:
                 continue
@@ -399,13 +402,10 @@ class Engine:
                 continue
             if seq.job.cancel.cancelled:  # cancelled while it was encoded
                 continue
-            status = decode_span(
-                lib, self._ctx, embeddings, pos, slot.id, self._n_batch, span.non_causal
-            )
+            at = plan.position(pos)
+            status = self._decode_media(span, embeddings, at, slot.id)
             if status == 1 and self._evict_idle():
-                status = decode_span(
-                    lib, self._ctx, embeddings, pos, slot.id, self._n_batch, span.non_causal
-                )
+                status = self._decode_media(span, embeddings, at, slot.id)
             if status != 0:
                 self._decode_failed(out, status)
                 return False
@@ -414,6 +414,15 @@ class Engine:
             seq.todo = seq.todo[n:]
             self.media_chunks += 1
         return True
+
+    def _decode_media(self, span, embeddings, pos: int, seq: int) -> int:
+        """A media span's embeddings into KV sequence ``seq`` from position ``pos``: with
+        mtmd's helper for M-RoPE positions, else as one embedding batch per ``n_batch``."""
+        if self._projector.mrope:
+            return self._projector.decode(self._ctx, span, pos, seq, self._n_batch)
+        return decode_span(
+            self._lib, self._ctx, embeddings, pos, seq, self._n_batch, span.non_causal
+        )
 
     def _fail_job(self, job: Job, error: BaseException, out: _Outbox) -> None:
         """End ``job`` alone with ``error``; the slots it ran in forget what it wrote."""
@@ -505,7 +514,7 @@ class Engine:
         slot = seq.slot
         keep = len(slot.tokens) - len(drafts) + accepted
         if keep < len(slot.tokens):
-            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
+            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, keep - seq.shift, -1):
                 raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
             del slot.tokens[keep:]
 
@@ -637,7 +646,8 @@ class Engine:
         if self.n_swa and common:
             common = self._window(slot, common)
         if common < len(slot.tokens):
-            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, common, -1):
+            at = job.plan.position(common) if job.plan.media else common
+            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, at, -1):
                 self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
                 common = 0
             del slot.tokens[common:]

@@ -11,9 +11,10 @@ exactly as llama-server keys its cache on chunk ids. :class:`MediaSpan` keeps th
 itself; the engine encodes it (``mtmd_encode_chunk``) when its slot reaches it and decodes
 the embeddings into that slot's sequence (see :meth:`.engine.Engine._read_media`).
 
-Not supported (a load error, not wrong output): projectors whose positions are M-RoPE
-(Qwen2-VL and later), where an image takes fewer positions than embeddings; the engine
-counts one position per token.
+M-RoPE projectors (Qwen2-VL and later): an image's embeddings take 2-D positions and
+advance the text position by fewer steps than they are embeddings (``n_pos``); the plan maps
+a prompt index to its position (:meth:`.planning.Plan.position`) and mtmd's helper decodes
+such a chunk with its positions.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class MediaSpan:
     kind: str
     embeddings: Any = None
     non_causal: bool = False
+    #: Positions it advances the sequence by (less than its tokens with M-RoPE).
+    n_pos: int = 0
 
     def free(self, mtmd) -> None:
         if self.chunk is not None:
@@ -88,13 +91,8 @@ class Projector:
         self.vision = bool(mtmd_cpp.mtmd_support_vision(ctx))
         self.audio = bool(mtmd_cpp.mtmd_support_audio(ctx))
         self.sample_rate = int(mtmd_cpp.mtmd_get_audio_sample_rate(ctx)) if self.audio else 0
-        if mtmd_cpp.mtmd_decode_use_mrope(ctx):
-            self.close()
-            raise ModelLoadError(
-                name,
-                f"{path}: this projector places images with M-RoPE positions (Qwen2-VL and"
-                " later), which Hoshikage does not support yet",
-            )
+        #: Whether its media take M-RoPE positions (decoded by mtmd's helper).
+        self.mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(ctx))
         compute = sum(float(m.group(1)) for line in log if (m := _COMPUTE.search(line)))
         #: Bytes it holds: its weights (the file) and its compute buffers.
         self.memory_bytes = os.path.getsize(path) + int(compute * 1024 * 1024)
@@ -216,6 +214,7 @@ class Projector:
                     chunk=mtmd.mtmd_input_chunk_copy(chunk),
                     kind="image" if kind == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE else "audio",
                     non_causal=bool(mtmd.mtmd_decode_use_non_causal(self._ctx, chunk)),
+                    n_pos=int(mtmd.mtmd_input_chunk_get_n_pos(chunk)),
                 )
             )
         return tokens, spans
@@ -236,6 +235,28 @@ class Projector:
             flat = np.ctypeslib.as_array(out, shape=(n * n_embd,))
             span.embeddings = flat.reshape(n, n_embd).copy()
         return span.embeddings
+
+    def decode(self, lctx, span: MediaSpan, pos: int, seq: int, n_batch: int) -> int:
+        """Decode an encoded M-RoPE span into sequence ``seq`` at text position ``pos`` with
+        mtmd's helper, which gives its embeddings their 2-D positions; llama.cpp's status."""
+        mtmd = self._mtmd
+        embeddings = span.embeddings
+        data = embeddings.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        after = ctypes.c_int32(0)
+        return int(
+            mtmd.mtmd_helper_decode_image_chunk(
+                self._ctx,
+                lctx,
+                span.chunk,
+                data,
+                pos,
+                seq,
+                n_batch,
+                ctypes.byref(after),
+                mtmd.mtmd_helper_post_decode_callback(),  # none: a NULL function pointer
+                None,
+            )
+        )
 
     def free(self, spans) -> None:
         for span in spans:

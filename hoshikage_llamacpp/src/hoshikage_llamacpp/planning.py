@@ -54,6 +54,18 @@ class Plan:
                 return span
         raise LookupError(pos)
 
+    @property
+    def shifted(self) -> bool:
+        """Whether some media span takes fewer positions than tokens (M-RoPE)."""
+        return any(span.n_pos != span.end - span.start for span in self.media)
+
+    def position(self, index: int) -> int:
+        """The position of prompt (or answer) token ``index``: the index, less what the
+        M-RoPE spans before it save (never called inside a span)."""
+        return index - sum(
+            span.end - span.start - span.n_pos for span in self.media if span.end <= index
+        )
+
     def media_start(self, common: int) -> int:
         """``common`` moved back to the start of the media span it would cut in two."""
         for span in self.media:

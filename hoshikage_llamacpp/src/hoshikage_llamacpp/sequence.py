@@ -51,6 +51,7 @@ class Sequence:
         "_calls",
         "n_reasoning",
         "forced",
+        "shift",
     )
 
     def __init__(
@@ -105,6 +106,8 @@ class Sequence:
         self.drafts: list[int] | tuple = ()
         self.draft_tokens = 0
         self.draft_accepted = 0
+        #: Tokens less positions after the prompt: what its M-RoPE images save (else 0).
+        self.shift = sum(span.end - span.start - span.n_pos for span in plan.media)
 
     def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
         """Take a sampled (non end-of-generation) token: the chunk to send, if any, and
