@@ -158,7 +158,8 @@ def decode(item: Pending, max_pixels: int) -> Media:
                 field,
             )
         try:
-            rgb = image.convert("RGB")
+            rgb = _rgb(image)
+            width, height = rgb.size  # turned upright: a phone photo's EXIF orientation
             pixels = rgb.tobytes()
         except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
             raise invalid(
@@ -255,6 +256,20 @@ def audio(item: Pending, max_seconds: float) -> Media:
         field=item.field,
         max_seconds=max_seconds,
     )
+
+
+def _rgb(image):
+    """The image upright (its EXIF orientation applied) as RGB, transparency over white (as
+    a page shows it; a plain conversion would leave the hidden colours, often black). An
+    animated image gives its first frame."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 async def attach(runtime, job, collector: Collector):
