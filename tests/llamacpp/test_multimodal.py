@@ -501,3 +501,54 @@ def test_m_rope_images_take_their_own_positions(qwen_vl_dir):
         assert all(matches(choices[i], longer) for i in (0, 1))
     finally:
         model.close()
+
+
+def test_a_large_image_is_read_over_several_steps_beside_other_streams(tiny_vision_dir, tmp_path):
+    """An image of 2304 embeddings with n_batch 512 goes into its slot 512 at a time, one
+    batch per step, so a stream generating beside it gets a token every step; its answer is
+    the same as when it runs alone."""
+    import threading
+
+    big = build_clip_projector(tmp_path / "mmproj-672.gguf", image_size=672)
+    request = GenerationRequest(
+        prompt=f"a {MEDIA_MARKER} b", media=(image_media(BLUE),), max_tokens=6, temperature=0
+    )
+
+    def run(beside: bool):
+        m = LlamaCppModel.load(
+            "big",
+            str(tiny_vision_dir / "tiny-vision.gguf"),
+            LlamaOptions(n_ctx=4096, parallel=2, n_batch=512, n_ubatch=512, mmproj=str(big)),
+        )
+        try:
+            streamed: list = []
+            side = None
+            if beside:  # a text stream already generating when the image arrives
+                text = GenerationRequest(
+                    prompt="the cat", max_tokens=200, temperature=0, speculative=False
+                )
+                started = threading.Event()
+
+                def consume():
+                    for _, chunk in stream(m, text):
+                        streamed.append(chunk)
+                        started.set()
+
+                side = threading.Thread(target=consume)
+                side.start()
+                assert started.wait(30)
+            before = m._engine.media_batches
+            chunks = [c for _, c in stream(m, request)]
+            steps = m._engine.media_batches - before
+            if side is not None:
+                side.join(60)
+                assert streamed[-1].finish_reason in ("stop", "length")
+            return "".join(c.text for c in chunks), chunks[-1], steps
+        finally:
+            m.close()
+
+    alone, last, steps = run(beside=False)
+    assert last.prompt_tokens > 2304
+    assert steps == 5  # 512 embeddings per step: 4 × 512 + 256
+    beside, _, _ = run(beside=True)
+    assert beside == alone

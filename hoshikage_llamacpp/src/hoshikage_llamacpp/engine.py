@@ -243,6 +243,8 @@ class Engine:
         self._n_embd = n_embd
         self._n_batch = n_batch
         self.media_chunks = 0
+        #: Decodes of media embeddings (a large image takes several, one per step).
+        self.media_batches = 0
         #: Score jobs (:mod:`.scoring`), batched beside the generations.
         self.scoring = Scoring(self)
         self._thread = threading.Thread(
@@ -385,9 +387,10 @@ class Engine:
 
     def _read_media(self, out: _Outbox) -> bool:
         """Each sequence whose prompt goes on with an image or audio chunk: encode it (once
-        per job) and decode its embeddings into the sequence's slot, one chunk per sequence
-        and step, so the others' tokens still go out every step. False when a decode
-        failed (every job has ended then)."""
+        per job) and decode its embeddings into the sequence's slot, at most ``n_batch`` of
+        them per sequence and step (a whole chunk where llama.cpp needs it at once: M-RoPE
+        and non-causal ones), so the others' tokens still go out every step while a large
+        image is read. False when a decode failed (every job has ended then)."""
         for seq in list(self._running):
             if not seq.todo or seq.todo[0] >= 0 or seq.job.cancel.cancelled:
                 continue
@@ -403,21 +406,25 @@ class Engine:
             if seq.job.cancel.cancelled:  # cancelled while it was encoded
                 continue
             at = plan.position(pos)
+            if not (self._projector.mrope or span.non_causal):
+                embeddings = embeddings[pos - span.start : pos - span.start + self._n_batch]
             status = self._decode_media(span, embeddings, at, slot.id)
             if status == 1 and self._evict_idle():
                 status = self._decode_media(span, embeddings, at, slot.id)
             if status != 0:
                 self._decode_failed(out, status)
                 return False
-            n = span.end - span.start
+            n = span.end - pos if self._projector.mrope else len(embeddings)
             slot.tokens.extend(seq.todo[:n])
             seq.todo = seq.todo[n:]
-            self.media_chunks += 1
+            if len(slot.tokens) == span.end:
+                self.media_chunks += 1
         return True
 
     def _decode_media(self, span, embeddings, pos: int, seq: int) -> int:
         """A media span's embeddings into KV sequence ``seq`` from position ``pos``: with
         mtmd's helper for M-RoPE positions, else as one embedding batch per ``n_batch``."""
+        self.media_batches += 1
         if self._projector.mrope:
             return self._projector.decode(self._ctx, span, pos, seq, self._n_batch)
         return decode_span(

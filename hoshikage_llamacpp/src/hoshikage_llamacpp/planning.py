@@ -47,12 +47,12 @@ class Plan:
     #: tokens in :attr:`tokens` are placeholders.
     media: list = attrs.Factory(list)
 
-    def span_at(self, pos: int):
-        """The media span that starts at prompt position ``pos``."""
+    def span_at(self, index: int):
+        """The media span that holds prompt token ``index``."""
         for span in self.media:
-            if span.start == pos:
+            if span.start <= index < span.end:
                 return span
-        raise LookupError(pos)
+        raise LookupError(index)
 
     @property
     def shifted(self) -> bool:
