@@ -552,3 +552,54 @@ def test_a_large_image_is_read_over_several_steps_beside_other_streams(tiny_visi
     assert steps == 5  # 512 embeddings per step: 4 × 512 + 256
     beside, _, _ = run(beside=True)
     assert beside == alone
+
+
+def test_an_image_stays_warm_across_an_unload_in_the_disk_cache(
+    tiny_vision_dir, tmp_path, monkeypatch
+):
+    """The slot state written at unload keeps the image's KV under its content's
+    placeholders: loaded again, the same conversation with the same image reads only its new
+    turn; a projector written again (another file) is another cache."""
+    import time as _time
+
+    from hoshikage_llamacpp import disk_cache
+
+    monkeypatch.setenv("HOSHIKAGE_PROMPT_CACHE", str(tmp_path / "prompts"))
+    projector = tmp_path / "mmproj-disk.gguf"
+    build_clip_projector(projector)
+    options = LlamaOptions(n_ctx=1024, parallel=2, cache_disk=64, mmproj=str(projector))
+    path = str(tiny_vision_dir / "tiny-vision.gguf")
+    system = {"role": "system", "content": "the cat sat on the mat " * 20}
+    first = [system, {"role": "user", "content": f"hello {MEDIA_MARKER}"}]
+
+    def run(model, messages):
+        request = GenerationRequest(
+            messages=tuple(messages), media=(image_media(RED),), max_tokens=4, temperature=0
+        )
+        chunks = [c for _, c in stream(model, request)]
+        return "".join(c.text for c in chunks), chunks[-1]
+
+    model = LlamaCppModel.load("tiny", path, options)
+    answer, turn1 = run(model, first)
+    folder = model.disk.folder
+    model.close()
+    disk_cache.wait_for_writer(folder)
+    second = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "yes"}]
+    again = LlamaCppModel.load("tiny", path, options)
+    try:
+        _, turn2 = run(again, second)
+        assert turn2.cached_tokens >= turn1.prompt_tokens  # the image came back from disk
+        assert again._engine.media_chunks == 0  # and was not encoded again
+    finally:
+        again.close()
+    _time.sleep(0.01)
+    build_clip_projector(projector, seed=99)  # the same path, another projector
+    assert disk_cache.cache_key(path, options) != disk_cache.cache_key(
+        path, LlamaOptions(n_ctx=1024, parallel=2, cache_disk=64)
+    )
+    fresh = LlamaCppModel.load("tiny", path, options)
+    try:
+        _, other = run(fresh, second)
+        assert other.cached_tokens == 0
+    finally:
+        fresh.close()

@@ -85,9 +85,14 @@ def cache_key(path: str, options: LlamaOptions) -> str | None:
     except ImportError:
         version = "?"
     shaping = {k: v for k, v in attrs.asdict(options).items() if k not in _NOT_IN_KEY}
-    ident = json.dumps(
-        [real, st.st_size, st.st_mtime_ns, version, shaping], sort_keys=True, default=str
-    )
+    ident_parts = [real, st.st_size, st.st_mtime_ns, version, shaping]
+    if options.mmproj:  # an image's KV is the projector's: a changed projector is a new key
+        try:
+            proj = os.stat(os.path.realpath(os.path.expanduser(options.mmproj)))
+            ident_parts.append([proj.st_size, proj.st_mtime_ns])
+        except OSError:
+            return None
+    ident = json.dumps(ident_parts, sort_keys=True, default=str)
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
