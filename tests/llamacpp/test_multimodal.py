@@ -603,3 +603,14 @@ def test_an_image_stays_warm_across_an_unload_in_the_disk_cache(
         assert other.cached_tokens == 0
     finally:
         fresh.close()
+
+
+def test_a_missing_or_wrong_projector_is_a_load_error_naming_it(tiny_vision_dir, tmp_path):
+    path = str(tiny_vision_dir / "tiny-vision.gguf")
+    for mmproj, words in (
+        (tmp_path / "absent.gguf", "file not found"),
+        (tiny_vision_dir / "tiny-vision.gguf", "not a multimodal projector"),
+    ):
+        with pytest.raises(ModelLoadError) as err:
+            LlamaCppModel.load("wrong", path, LlamaOptions(n_ctx=512, mmproj=str(mmproj)))
+        assert f"mmproj {mmproj}" in str(err.value) and words in str(err.value)

@@ -69,6 +69,7 @@ class Projector:
     (on the engine's) take turns on it."""
 
     def __init__(self, name: str, path: str, model, n_threads: int):
+        from hoshikage_core.gguf_info import GGUFError, read_info
         from llama_cpp import mtmd_cpp
 
         from . import logging_bridge
@@ -76,6 +77,17 @@ class Projector:
         self._mtmd = mtmd_cpp
         self._lock = threading.Lock()
         self.path = path
+        self._ctx = None
+        try:
+            kind = read_info(path).architecture
+        except GGUFError as exc:
+            raise ModelLoadError(name, f"mmproj {path}: {exc}") from None
+        if kind != "clip":
+            raise ModelLoadError(
+                name,
+                f"mmproj {path}: not a multimodal projector (its architecture is {kind!r},"
+                " a projector's is 'clip')",
+            )
         logging_bridge.install_mtmd()
         params = mtmd_cpp.mtmd_context_params_default()
         params.use_gpu = True
