@@ -182,3 +182,26 @@ def test_only_the_transcription_route_takes_a_form_and_not_from_other_sites(serv
     )
     assert foreign.status_code == 403
     assert foreign.json()["error"]["code"] == "forbidden_origin"
+
+
+def test_responses_input_audio(client):
+    text = {"type": "input_text", "text": "what is this"}
+    clip = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(wav_bytes(1.0)).decode(), "format": "wav"},
+    }
+    plain = client.responses.create(
+        model="tiny-audio", input=[{"role": "user", "content": [text]}], max_output_tokens=2
+    )
+    heard = client.responses.create(
+        model="tiny-audio", input=[{"role": "user", "content": [text, clip]}], max_output_tokens=2
+    )
+    assert heard.usage.input_tokens >= plain.usage.input_tokens + PER_CLIP
+    bad = {"type": "input_audio", "input_audio": {"data": "bm90IGF1ZGlv", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(
+            model="tiny-audio",
+            input=[{"role": "user", "content": [text, bad]}],
+            max_output_tokens=2,
+        )
+    assert err.value.body["param"] == "input[0].content[1].input_audio.data"

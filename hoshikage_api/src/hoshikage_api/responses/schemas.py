@@ -59,7 +59,7 @@ class InputFile(Struct, tag_field="type", tag="input_file", kw_only=True):
 
 
 class InputAudio(Struct, tag_field="type", tag="input_audio", kw_only=True):
-    """Refused with a 400."""
+    """Audio: ``input_audio`` ``{"data": base64, "format": "wav" | "mp3"}``."""
 
     input_audio: dict[str, Any] | None = None
 

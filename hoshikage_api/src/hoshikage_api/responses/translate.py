@@ -115,11 +115,16 @@ def _check_parts(item, where: str) -> None:
                     " URL); file_id is not supported, as no files are stored here.",
                     f"{param}.image_url",
                 )
-        elif isinstance(part, (s.InputFile, s.InputAudio)):
-            kind = {s.InputFile: "file", s.InputAudio: "audio"}[type(part)]
+        elif isinstance(part, s.InputAudio):
+            if not isinstance(part.input_audio, dict):
+                raise invalid(
+                    f'Invalid \'{param}.input_audio\': expected {{"data", "format"}}.',
+                    f"{param}.input_audio",
+                )
+        elif isinstance(part, s.InputFile):
             raise invalid(
-                f"Invalid '{param}': {kind} inputs are not supported; the models served here"
-                " read text and images only.",
+                f"Invalid '{param}': file inputs are not supported; the models served here"
+                " read text, images and audio only.",
                 param,
             )
 
@@ -180,6 +185,10 @@ def _text(content: str | Sequence, images: Collector | None = None, where: str =
             texts.append(part.refusal)
         elif isinstance(part, s.InputImage) and images is not None:
             texts.append(images.add_url(part.image_url, f"{where}[{j}].image_url"))
+        elif isinstance(part, s.InputAudio) and images is not None:
+            audio = part.input_audio or {}
+            field = f"{where}[{j}].input_audio.data"
+            texts.append(images.add_audio(audio.get("data"), audio.get("format"), field))
     return join_text(texts)
 
 
