@@ -200,3 +200,12 @@ def test_a_projector_beside_a_model_is_its_mmproj(tmp_path):
     assert entries["text-only"].option("mmproj") is None
     # the folder's own setting wins
     assert entries["chosen"].option("mmproj") == "/elsewhere/mine.gguf"
+
+
+def test_a_models_load_size_counts_its_projector(tmp_path):
+    model = gguf(tmp_path / "m" / "vision.gguf")
+    projector = gguf(tmp_path / "m" / "mmproj-vision.gguf")
+    (entry,) = list(build({"models_dir": str(tmp_path / "m")}))
+    assert entry.load_size() == model.stat().st_size + projector.stat().st_size
+    (plain,) = list(build({"models": [{"name": "p", "path": str(model)}]}))
+    assert plain.load_size() == model.stat().st_size

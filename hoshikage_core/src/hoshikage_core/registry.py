@@ -47,6 +47,18 @@ class ModelEntry:
         except OSError:
             return None
 
+    def load_size(self) -> int | None:
+        """What loading it takes before it reports its own figure: its file, plus its
+        ``mmproj`` projector's; None when the model file is missing."""
+        size = self.file_size()
+        projector = self.option("mmproj")
+        if size is None or not projector:
+            return size
+        try:
+            return size + os.path.getsize(os.path.expanduser(str(projector)))
+        except OSError:
+            return size
+
     def modalities(self) -> tuple[str, ...]:
         """What the model takes besides text (``"vision"``, ``"audio"``): its ``mmproj``
         projector's encoders, read from the projector's metadata without loading it."""
