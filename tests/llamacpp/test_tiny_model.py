@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import attrs
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -722,8 +723,16 @@ def test_embed_on_a_chat_model_is_invalid(model):
 
 
 def test_create_backend_hook(tiny_model_path):
+    from hoshikage_llamacpp.isolation import ProcessModel
+
     entry = ModelEntry(name="tiny", path=str(tiny_model_path), options=LlamaOptions(n_ctx=768))
     loaded = plugin.create_backend(entry=entry, config=None)
+    try:  # a process of its own, by default
+        assert isinstance(loaded, ProcessModel) and loaded.n_ctx == 768 and loaded.pid
+    finally:
+        loaded.close()
+    options = LlamaOptions(n_ctx=768, isolation="none")
+    loaded = plugin.create_backend(entry=attrs.evolve(entry, options=options), config=None)
     try:
         assert isinstance(loaded, LlamaCppModel) and loaded.n_ctx == 768
     finally:
