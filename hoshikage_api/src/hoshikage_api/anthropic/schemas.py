@@ -185,7 +185,8 @@ class CountTokensRequest(Conversation, kw_only=True):
 class MessagesRequest(Conversation, kw_only=True):
     """``POST /v1/messages``."""
 
-    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)]
+    #: 0: the prompt is read into the prompt cache and nothing is answered, as Anthropic's.
+    max_tokens: Annotated[int, Meta(ge=0, le=1_000_000)]
     stop_sequences: (
         Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=64)] | None
     ) = None
