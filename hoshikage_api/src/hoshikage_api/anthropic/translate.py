@@ -272,6 +272,12 @@ def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
 
 
 def messages_job(data: s.MessagesRequest) -> Job:
+    if data.mcp_servers:
+        raise invalid(
+            "Invalid 'mcp_servers': this server connects to no MCP server; run them in the "
+            "client and give their tools as client tools.",
+            "mcp_servers",
+        )
     request = _request(
         data,
         # 0: one token read and dropped (MessageFormat.silent), as count_tokens reads a prompt.
