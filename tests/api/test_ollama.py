@@ -423,9 +423,27 @@ def test_ps_reports_memory_and_context(client, server):
     assert 240 < (tiny.expires_at - datetime.now(UTC)).total_seconds() <= 300
 
 
-def test_version(server):
+#: The least Ollama version each known client accepts from ``/api/version``, with where it
+#: comes from. Add a client's when it checks; raise OLLAMA_VERSION when one is above it.
+CLIENT_MINIMUMS = {
+    # codex-rs/ollama: min_responses_version(), "Ollama {v} is too old. Codex requires
+    # Ollama 0.13.4 or newer." (the --oss mode; tests/clients/test_codex.py runs it).
+    "@openai/codex 0.171.0": "0.13.4",
+    # ollama-python's and ollama-js's clients do not check it.
+}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+@pytest.mark.parametrize("client", list(CLIENT_MINIMUMS))
+def test_version_satisfies_every_known_client(server, client):
     version = get(server, "/api/version").json()["version"]
-    assert [int(x) for x in version.split(".")] >= [0, 5, 0]
+    assert _version(version) >= _version(CLIENT_MINIMUMS[client]), (
+        f"/api/version is {version}, below {client}'s minimum {CLIENT_MINIMUMS[client]}: raise "
+        "OLLAMA_VERSION (hoshikage_api/ollama/routes.py)"
+    )
 
 
 def test_embed_and_embeddings(client):

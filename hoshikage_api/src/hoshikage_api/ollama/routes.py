@@ -28,8 +28,10 @@ from . import schemas as s
 from .format import ChatFormat, GenerateFormat, load_answer
 from .translate import chat_job, check_load, generate_job, keep_alive, options
 
-#: The Ollama API version these routes follow, for clients that check ``/api/version``.
-OLLAMA_VERSION = "0.12.6"
+#: The Ollama API version these routes follow, for clients that check ``/api/version``: at
+#: least every known client's minimum (tests/api/test_ollama.py lists them; Codex's ``--oss``
+#: needs 0.13.4, for the Responses API at ``/v1/responses``).
+OLLAMA_VERSION = "0.13.5"
 
 _ERROR_TEXT = {
     400: (
