@@ -20,11 +20,15 @@ The API (kept small and stable; ``tests/clients`` and its fixtures build on it):
     running the suite have no network beyond the package registries; a program must never
     wait on one.
 
-``recording_proxy(upstream) -> Proxy`` (a context manager)
+``recording_proxy(upstream, steer=None) -> Proxy`` (a context manager)
     A plain HTTP proxy on 127.0.0.1 in front of ``upstream`` (e.g. ``server.base_url``). Point
     the program at ``proxy.base_url``. Every exchange is kept in ``proxy.exchanges``, in
     order, as :class:`Exchange` (method, path with query, request headers and body, status,
     response headers and body). Streamed answers (SSE, NDJSON) pass through chunk by chunk.
+    ``steer(path, body) -> dict | None``: for a JSON request, the extra fields to add to its
+    body before it goes on (a ``grammar`` that makes a tiny random model say exactly what
+    the test needs, given what the conversation holds so far); ``Exchange.request_body``
+    stays what the program sent, ``Exchange.steered`` is what was added.
     ``proxy.assert_all_ok()`` fails, listing them, when any request was answered with a
     status of 400 or more, or with an error event inside a stream (an SSE ``event: error``,
     ``response.failed``, or an NDJSON line with a top-level ``error``).
@@ -42,7 +46,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,6 +176,8 @@ class Exchange:
     status: int = 0
     response_headers: dict[str, str] = attrs.Factory(dict)
     response_body: bytes = b""
+    #: The fields the proxy's ``steer`` added to the body before it went on.
+    steered: dict[str, Any] = attrs.Factory(dict)
 
     def json(self) -> Any:
         """The request body as JSON (None when empty)."""
@@ -212,6 +218,7 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "up
 class Proxy:
     base_url: str
     upstream: str
+    steer: Callable[[str, Any], dict | None] | None = None
     exchanges: list[Exchange] = attrs.Factory(list)
 
     def failures(self) -> list[str]:
@@ -240,9 +247,22 @@ def _handler(proxy: Proxy) -> type[http.server.BaseHTTPRequestHandler]:
         def _relay(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
+            if "chunked" in self.headers.get("transfer-encoding", ""):
+                parts = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                body = b"".join(parts)
             headers = {k.lower(): v for k, v in self.headers.items()}
             exchange = Exchange(self.command, self.path, headers, body)
             proxy.exchanges.append(exchange)
+            if proxy.steer is not None and "json" in headers.get("content-type", ""):
+                extra = proxy.steer(self.path, exchange.json())
+                if extra:
+                    exchange.steered = dict(extra)
+                    body = json.dumps({**exchange.json(), **extra}).encode()
+                    headers = {**headers, "content-length": str(len(body))}
             upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
             try:
                 send = {k: v for k, v in headers.items() if k not in _HOP and k != "host"}
@@ -267,16 +287,15 @@ def _handler(proxy: Proxy) -> type[http.server.BaseHTTPRequestHandler]:
                 return
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            parts = []
             try:
                 while chunk := resp.read1(65536):
-                    parts.append(chunk)
+                    # Recorded before the client sees it: the exchange is whole when it is.
+                    exchange.response_body += chunk
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             finally:
-                exchange.response_body = b"".join(parts)
                 upstream.close()
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _relay
@@ -285,10 +304,12 @@ def _handler(proxy: Proxy) -> type[http.server.BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def recording_proxy(upstream: str) -> Iterator[Proxy]:
+def recording_proxy(
+    upstream: str, steer: Callable[[str, Any], dict | None] | None = None
+) -> Iterator[Proxy]:
     """A recording proxy before ``upstream`` for the length of the block (see the module doc)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), None)  # type: ignore[arg-type]
-    proxy = Proxy(f"http://127.0.0.1:{server.server_address[1]}", upstream.rstrip("/"))
+    proxy = Proxy(f"http://127.0.0.1:{server.server_address[1]}", upstream.rstrip("/"), steer)
     server.RequestHandlerClass = _handler(proxy)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="recording-proxy", daemon=True)

@@ -111,12 +111,13 @@ def plan(model, request: GenerationRequest) -> Plan:
             and tool_format is FORMATS["hermes"]
             and len(model.special_tokens("<tool_call>")) != 1,
             param="tools" if lazy else "tool_choice",
+            ceiling=model.n_ctx,
         )
         check_grammar_size(grammar, "tools" if lazy else "tool_choice", request.max_grammar_bytes)
         grammar_trigger = trigger if lazy else None
     else:
         grammar = grammar_for(
-            request.response_format, None, request.grammar, request.max_grammar_bytes
+            request.response_format, None, request.grammar, request.max_grammar_bytes, model.n_ctx
         )
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a
