@@ -552,9 +552,41 @@ def test_over_long_prompt_is_400_before_the_stream(server):
     assert "context" in assert_error(r, 400)
 
 
+def test_pull_of_a_served_model_streams_ollamas_progress(server, client):
+    """Codex's ``--oss`` mode and Open WebUI pull before use: a model served here answers
+    Ollama's progress at once, by name, ``name:latest`` and alias."""
+    for name in ("tiny", "tiny:latest", "tiny-alias"):
+        steps = list(client.pull(name, stream=True))
+        statuses = [step.status for step in steps]
+        assert statuses[0] == "pulling manifest" and statuses[-1] == "success", statuses
+        assert "verifying sha256 digest" in statuses and "writing manifest" in statuses
+        layer = next(step for step in steps if step.status.startswith("pulling ") and step.digest)
+        assert (
+            layer.digest.startswith("sha256:") and layer.status == "pulling " + layer.digest[7:19]
+        )
+        assert layer.total == layer.completed and layer.total > 0
+    assert client.pull("tiny").status == "success"
+    r = post(server, "/api/pull", {"model": "tiny", "stream": False})
+    assert r.status_code == 200 and r.json() == {"status": "success"}
+    r = post(server, "/api/pull", {"name": "tiny-alias"})
+    lines = [json.loads(x) for x in r.text.splitlines()]
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    assert lines[-1] == {"status": "success"} and len(lines) == 5
+
+
+def test_pull_of_an_unknown_model_is_an_error_in_ollamas_shape(server, client):
+    with pytest.raises(ollama.ResponseError) as info:
+        client.pull("no-such-model:7b")
+    assert info.value.status_code == 404
+    assert 'model "no-such-model:7b" not found' in info.value.error
+    with pytest.raises(ollama.ResponseError):
+        list(client.pull("no-such-model:7b", stream=True))
+    assert "required" in assert_error(post(server, "/api/pull", {}), 400)
+    assert assert_error(post(server, "/api/pull", {"model": 7}), 400)
+
+
 def test_model_management_is_refused_clearly(server):
     for method, path in (
-        ("POST", "/api/pull"),
         ("POST", "/api/push"),
         ("POST", "/api/create"),
         ("POST", "/api/copy"),
@@ -566,7 +598,7 @@ def test_model_management_is_refused_clearly(server):
         )
         assert "registered in its config" in assert_error(r, 501), path
     with pytest.raises(ollama.ResponseError) as info:
-        ollama.Client(host=server.base_url, headers=AUTH).pull("tiny")
+        ollama.Client(host=server.base_url, headers=AUTH).push("tiny")
     assert info.value.status_code == 501
 
 

@@ -1,6 +1,6 @@
 """Ollama's native API: ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/ps``,
-``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, and a clear 501 for
-Ollama's model management routes (pull, push, create, copy, delete, blobs).
+``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, ``/api/pull`` (:mod:`.pull`),
+and a clear 501 for Ollama's other model management routes (push, create, copy, delete, blobs).
 
 Generation is a translator onto the one answer path (:func:`hoshikage_api.kernel.answer.answer`):
 the same session, scheduler, keep-alive, cancel-on-disconnect and ``request_finished`` as the
@@ -26,6 +26,7 @@ from ..kernel.errors import invalid
 from . import errors, models
 from . import schemas as s
 from .format import ChatFormat, GenerateFormat, load_answer
+from .pull import pull
 from .translate import chat_job, check_load, generate_job, keep_alive, options
 
 #: The Ollama API version these routes follow, for clients that check ``/api/version``.
@@ -235,13 +236,6 @@ _NOT_HERE = {
         )
     },
 }
-pull = post(
-    "/pull",
-    summary="Pull (Ollama): not supported",
-    name="ollama_pull",
-    operation_id="ollama_pull",
-    **_NOT_HERE,
-)(_managed("pull"))
 push = post(
     "/push",
     summary="Push (Ollama): not supported",

@@ -1,0 +1,120 @@
+"""Ollama's ``POST /api/pull``: the progress lines Ollama streams, for a model served here.
+
+Ollama answers a pull with NDJSON progress objects::
+
+    {"status": "pulling manifest"}
+    {"status": "pulling 3f1c2a9b8d7e", "digest": "sha256:3f1c…", "total": 98, "completed": 98}
+    {"status": "verifying sha256 digest"}
+    {"status": "writing manifest"}
+    {"status": "success"}
+
+and with ``"stream": false`` only the last, ``{"status": "success"}``. A model that is
+already served (its name, ``name:latest`` or an alias) answers these at once, as Ollama does
+for a model whose blobs are all present: clients such as Codex's ``--oss`` mode pull before
+every session. An error before the first line is an ordinary error in Ollama's shape; one
+after it is a last line ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Request, post
+from litestar.params import Body
+from msgspec import Meta, Struct
+
+from ..kernel.answer import stream_response
+from ..kernel.deps import runtime_of
+from ..kernel.errors import invalid
+from ..kernel.wire import line
+from . import models
+from .errors import to_ollama
+
+NDJSON = "application/x-ndjson"
+
+
+class PullRequest(Struct, kw_only=True):
+    """``POST /api/pull``: ``model`` (or the older ``name``)."""
+
+    model: Annotated[str, Meta(max_length=1024)] | None = None
+    name: Annotated[str, Meta(max_length=1024)] | None = None
+    #: NDJSON progress unless false.
+    stream: bool | None = None
+    #: Accepted and ignored (Ollama's: allow plain HTTP to a registry).
+    insecure: bool | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class PullStatus(Struct, kw_only=True, omit_defaults=True):
+    """One progress object (and, alone, the answer of ``stream: false``)."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+def served_steps(runtime, label: str) -> list[dict[str, Any]]:
+    """Ollama's progress for a model already here: its one layer complete at once."""
+    facts = models.Facts(runtime, runtime.resolve(label))
+    digest = "sha256:" + facts.digest
+    return [
+        {"status": "pulling manifest"},
+        {
+            "status": f"pulling {facts.digest[:12]}",
+            "digest": digest,
+            "total": facts.size,
+            "completed": facts.size,
+        },
+        {"status": "verifying sha256 digest"},
+        {"status": "writing manifest"},
+        {"status": "success"},
+    ]
+
+
+async def _lines(steps: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """NDJSON lines over ``steps``; an error after the first line is a last ``{"error"}``."""
+    sent = False
+    try:
+        async for step in steps:
+            sent = True
+            yield line(step)
+    except Exception as exc:
+        if not sent:
+            raise
+        yield line(to_ollama(exc)[1])
+
+
+async def _served(steps: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for step in steps:
+        yield step
+
+
+def name_of(data: PullRequest) -> str:
+    name = (data.model or data.name or "").strip()
+    if not name:
+        raise invalid("'model' is required.", "model")
+    return name
+
+
+@post(
+    "/pull",
+    status_code=200,
+    summary="Pull a model (Ollama)",
+    name="ollama_pull",
+    operation_id="ollama_pull",
+    description="NDJSON progress (`application/x-ndjson`) unless `stream` is false, then one "
+    '`{"status": "success"}`. A model already served answers at once.',
+)
+async def pull(request: Request, data: Annotated[PullRequest, Body()]) -> PullStatus:
+    runtime = runtime_of(request)
+    label = models.resolve(runtime, name_of(data))
+    steps = _served(served_steps(runtime, label))
+    if data.stream is False:
+        last = None
+        async for step in steps:
+            last = step
+        return PullStatus(**last)
+    return await stream_response(request, _lines(steps), NDJSON)
