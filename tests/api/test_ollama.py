@@ -56,6 +56,7 @@ def server(tiny_model_path):
     config = {
         "server": {"api_key": KEY, "max_body_size": "1MB", "concurrency": 1, "max_queue": 1},
         "unload": {"max_loaded": 2},
+        "pull": {"registry": "http://127.0.0.1:9"},  # nothing listens: no pull leaves here
         "models": [
             {
                 "name": "tiny",
@@ -574,15 +575,18 @@ def test_pull_of_a_served_model_streams_ollamas_progress(server, client):
     assert lines[-1] == {"status": "success"} and len(lines) == 5
 
 
-def test_pull_of_an_unknown_model_is_an_error_in_ollamas_shape(server, client):
+def test_pull_errors_are_in_ollamas_shape(server, client):
+    """A name not served here is pulled (tests/api/test_pull.py); here the registry is a
+    closed port, so the pull fails with a clear error, and a bad reference is a 400."""
     with pytest.raises(ollama.ResponseError) as info:
         client.pull("no-such-model:7b")
-    assert info.value.status_code == 404
-    assert 'model "no-such-model:7b" not found' in info.value.error
-    with pytest.raises(ollama.ResponseError):
+    assert info.value.status_code == 502 and "Could not reach the registry" in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
         list(client.pull("no-such-model:7b", stream=True))
+    assert "Could not reach the registry" in info.value.error
     assert "required" in assert_error(post(server, "/api/pull", {}), 400)
     assert assert_error(post(server, "/api/pull", {"model": 7}), 400)
+    assert "not a valid name" in assert_error(post(server, "/api/pull", {"model": "a b"}), 400)
 
 
 def test_model_management_is_refused_clearly(server):

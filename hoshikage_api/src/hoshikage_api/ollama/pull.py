@@ -13,6 +13,11 @@ already served (its name, ``name:latest`` or an alias) answers these at once, as
 for a model whose blobs are all present: clients such as Codex's ``--oss`` mode pull before
 every session. An error before the first line is an ordinary error in Ollama's shape; one
 after it is a last line ``{"error": "..."}``.
+
+Any other name is pulled (:mod:`hoshikage_core.pull`): an Ollama name from the registry, an
+``hf.co/{org}/{repo}:{quant}`` from Hugging Face, with the real progress, and served under
+its name as soon as ``success`` is sent. A client that disconnects leaves the pull; the last
+one to leave cancels it (the partial file stays, to resume).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from msgspec import Meta, Struct
 
 from ..kernel.answer import stream_response
 from ..kernel.deps import runtime_of
-from ..kernel.errors import invalid
+from ..kernel.disconnect import until_disconnect
+from ..kernel.errors import ApiError, invalid
+from ..kernel.pulls import checked, pulls_of
 from ..kernel.wire import line
 from . import models
 from .errors import to_ollama
@@ -110,11 +117,29 @@ def name_of(data: PullRequest) -> str:
 )
 async def pull(request: Request, data: Annotated[PullRequest, Body()]) -> PullStatus:
     runtime = runtime_of(request)
-    label = models.resolve(runtime, name_of(data))
-    steps = _served(served_steps(runtime, label))
+    name = name_of(data)
+    try:
+        label = models.resolve(runtime, name)
+    except ApiError:
+        pulls = pulls_of(request)
+        steps = _pulled(pulls, checked(pulls, name))
+    else:
+        steps = _served(served_steps(runtime, label))
     if data.stream is False:
-        last = None
-        async for step in steps:
-            last = step
-        return PullStatus(**last)
+        last = await until_disconnect(request, _last(steps))
+        return PullStatus(status=last["status"])
     return await stream_response(request, _lines(steps), NDJSON)
+
+
+async def _last(steps: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    async for step in steps:
+        last = step
+    return last
+
+
+async def _pulled(pulls, name: str) -> AsyncIterator[dict[str, Any]]:
+    async for step in pulls.follow(name):
+        out = step.to_dict()
+        out.pop("file", None)  # Hoshikage's own; Ollama's objects have no such key
+        yield out
