@@ -245,3 +245,111 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing_served(hubs, tmp_path, ti
             assert {m["name"] for m in tags} == {"tiny:latest"}
     finally:
         subprocess.run(["umount", "-l", str(mount)])
+
+
+def sse(response) -> list[tuple[str, dict]]:
+    events, kind = [], None
+    for raw in response.iter_lines():
+        if raw.startswith("event: "):
+            kind = raw[7:]
+        elif raw.startswith("data: "):
+            events.append((kind, json.loads(raw[6:])))
+    return events
+
+
+def test_our_pull_route_streams_server_sent_progress(server, hubs):
+    ref = "someorg/tiny-GGUF:Q8_0"
+    with httpx.stream(
+        "POST", server.base_url + "/api/models/pull", json={"model": ref}, timeout=60
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse(r)
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"progress"}, kinds
+    files = [d for k, d in events if d.get("file")]
+    assert files[-1]["file"] == "Tiny-Q8_0.gguf" and files[-1]["completed"] == files[-1]["total"]
+    assert events[-1][1]["model"] == "tiny-q8_0" and ref in events[-1][1]["aliases"]
+    assert "tiny-q8_0:latest" in names(server)
+    # asked again: served, done at once
+    with httpx.stream("POST", server.base_url + "/api/models/pull", json={"model": ref}) as r:
+        assert [k for k, _ in sse(r)] == ["done"]
+    r = httpx.post(server.base_url + "/api/models/pull", json={"model": "a b"}, timeout=10)
+    assert r.status_code == 400 and "not a valid name" in r.json()["error"]["message"]
+
+
+def test_a_pull_is_cancelled_by_delete_and_resumes_later(server, store, hubs):
+    ref = "hf.co/someorg/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf"
+    # a new file name for the same bytes: a second copy in the store, its own download
+    hubs.repos["someorg/slow-GGUF"] = {"Slow-Q4_1.gguf": smollm2_path()}
+    ref = "hf.co/someorg/slow-GGUF:Q4_1"
+    hubs.delay = 0.002
+    events: list = []
+
+    def follow() -> None:
+        with httpx.stream(
+            "POST", server.base_url + "/api/models/pull", json={"model": ref}, timeout=60
+        ) as r:
+            events.extend(sse(r))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    partial = store / "hf.co" / "someorg" / "slow-GGUF" / "Slow-Q4_1.gguf.partial"
+    try:
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 0, 60, "a partial file")
+        r = httpx.delete(server.base_url + "/api/models/pull", params={"model": ref}, timeout=10)
+        assert r.json() == {"model": ref, "cancelled": True}
+        thread.join(30)
+    finally:
+        hubs.delay = 0.0
+    assert events[-1][0] == "error" and "cancelled" in events[-1][1]["error"]["message"]
+    assert partial.exists() and "slow-q4_1:latest" not in names(server)
+    have = partial.stat().st_size
+    with httpx.stream("POST", server.base_url + "/api/models/pull", json={"model": ref}) as r:
+        assert sse(r)[-1][0] == "done"
+    last = [h for m, p, h in hubs.requests("/cdn/") if m == "GET"][-1]
+    assert last.get("range") == f"bytes={have}-"
+
+
+def test_plan_reads_the_remote_header_by_range_without_downloading(server, hubs):
+    before = hubs.served
+    r = httpx.post(
+        server.base_url + "/api/models/plan",
+        json={"model": "someorg/SmolLM2-135M-Instruct-GGUF"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    (row,) = plan["quants"]
+    size = smollm2_path().stat().st_size
+    assert row["tag"] == "Q4_1" and row["weights_bytes"] == size
+    assert row["architecture"] == "llama" and row["context_trained"] == 8192
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64, f16 keys and values
+    assert row["kv_bytes_per_token"] == 30 * 3 * (64 * 2 + 64 * 2)
+    assert row["n_ctx"] == 4096 and row["parallel"] == 4
+    assert row["fits"] in ("yes", "smaller context", "no") and row["context_max"] % 256 == 0
+    assert plan["memory_available_bytes"] > 0
+    assert hubs.served - before < 4_000_000 < size, "the weights were downloaded"
+    ranges = [h.get("range") for m, p, h in hubs.requests("/cdn/")[-2:]]
+    assert all(r and r.startswith("bytes=0-") for r in ranges), ranges
+    r = httpx.post(server.base_url + "/api/models/plan", json={"model": "tiny:1b"}, timeout=60)
+    assert r.json()["quants"][0]["architecture"] == "llama"
+    r = httpx.post(server.base_url + "/api/models/plan", json={"model": "nothere:1b"}, timeout=60)
+    assert r.status_code == 404 and "file does not exist" in r.json()["error"]["message"]
+
+
+def test_ollama_copy_and_delete_a_pulled_model(server, store, client):
+    assert client.pull("hf.co/someorg/tiny-GGUF:Q8_0").status == "success"
+    client.copy("hf.co/someorg/tiny-GGUF:Q8_0", "mytiny:latest")
+    assert "mytiny:latest" in names(server)
+    with pytest.raises(ollama.ResponseError) as info:
+        client.copy("tiny", "other")
+    assert info.value.status_code == 400 and "aliases" in info.value.error
+    client.delete("mytiny:latest")
+    assert not {"mytiny:latest", "tiny-q8_0:latest"} & names(server)
+    assert not (store / "hf.co" / "someorg" / "tiny-GGUF" / "Tiny-Q8_0.gguf").exists()
+    with pytest.raises(ollama.ResponseError) as info:
+        client.delete("mytiny:latest")
+    assert info.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as info:
+        client.delete("tiny")
+    assert info.value.status_code == 400 and "not a pulled model" in info.value.error

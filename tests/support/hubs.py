@@ -60,6 +60,8 @@ class Hubs:
         self.ignore_range: bool = False
         self.delay: float = 0.0
         self.page_size: int | None = None
+        #: Bytes of files sent so far.
+        self.served = 0
         self._cut: set[str] = set()
         self._servers: list[ThreadingHTTPServer] = []
 
@@ -262,19 +264,21 @@ class _Handler(BaseHTTPRequestHandler):
         if path is None:
             return self._json({"error": "no such blob"}, 404)
         size = path.stat().st_size
-        start = 0
+        start, end = 0, size - 1
         rng = self.headers.get("Range")
-        if rng and not hubs.ignore_range:
-            m = re.match(r"bytes=(\d+)-", rng)
+        ranged = bool(rng) and not hubs.ignore_range
+        if ranged:
+            m = re.match(r"bytes=(\d+)-(\d*)$", rng)
             start = int(m[1])
-        if start >= size and rng and not hubs.ignore_range:
-            return self._empty(416, {"Content-Range": f"bytes */{size}"})
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(size - start))
+            end = min(end, int(m[2])) if m[2] else end
+            if start >= size:
+                return self._empty(416, {"Content-Range": f"bytes */{size}"})
+        self.send_response(206 if ranged else 200)
+        self.send_header("Content-Length", str(end + 1 - start))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", f'"{sha}"')
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -282,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         sent = start
         with open(path, "rb") as f:
             f.seek(start)
-            while chunk := f.read(64 * 1024):
+            while sent <= end and (chunk := f.read(min(64 * 1024, end + 1 - sent))):
                 if hubs.delay:
                     time.sleep(hubs.delay)
                 if hubs.flip and sent <= size // 2 < sent + len(chunk):
@@ -299,3 +303,4 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(chunk)
                 sent += len(chunk)
+                hubs.served += len(chunk)

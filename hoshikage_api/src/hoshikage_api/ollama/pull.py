@@ -1,4 +1,7 @@
-"""Ollama's ``POST /api/pull``: the progress lines Ollama streams, for a model served here.
+"""Ollama's model management: ``POST /api/pull``, ``DELETE /api/delete`` and ``POST
+/api/copy``, for the models pulled into the store.
+
+``POST /api/pull`` streams the progress lines Ollama streams.
 
 Ollama answers a pull with NDJSON progress objects::
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from litestar import Request, post
+from litestar import Request, delete, post
 from litestar.params import Body
 from msgspec import Meta, Struct
 
@@ -33,7 +36,7 @@ from ..kernel.answer import stream_response
 from ..kernel.deps import runtime_of
 from ..kernel.disconnect import until_disconnect
 from ..kernel.errors import ApiError, invalid
-from ..kernel.pulls import checked, pulls_of
+from ..kernel.pulls import checked, pulls_of, remove_pulled
 from ..kernel.wire import line
 from . import models
 from .errors import to_ollama
@@ -143,3 +146,70 @@ async def _pulled(pulls, name: str) -> AsyncIterator[dict[str, Any]]:
         out = step.to_dict()
         out.pop("file", None)  # Hoshikage's own; Ollama's objects have no such key
         yield out
+
+
+class DeleteRequest(Struct, kw_only=True):
+    """``DELETE /api/delete``: ``model`` (or the older ``name``)."""
+
+    model: Annotated[str, Meta(max_length=1024)] | None = None
+    name: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class CopyRequest(Struct, kw_only=True):
+    """``POST /api/copy``."""
+
+    source: Annotated[str, Meta(min_length=1, max_length=1024)]
+    destination: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+@delete(
+    "/delete",
+    status_code=200,
+    summary="Delete a pulled model (Ollama)",
+    name="ollama_delete",
+    operation_id="ollama_delete",
+)
+async def remove(request: Request, data: Annotated[DeleteRequest, Body()]) -> None:
+    """Delete a pulled model and the files no other pulled model uses; it is no longer
+    served. A model from the config or ``models_dir`` is refused (400): remove it there."""
+    name = (data.model or data.name or "").strip()
+    if not name:
+        raise invalid("'model' is required.", "model")
+    try:
+        await remove_pulled(request, name)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise ApiError(404, f"model '{name}' not found", param="model") from None
+        raise
+
+
+@post(
+    "/copy",
+    status_code=200,
+    summary="Copy a pulled model (Ollama)",
+    name="ollama_copy",
+    operation_id="ollama_copy",
+)
+async def copy(request: Request, data: Annotated[CopyRequest, Body()]) -> None:
+    """``destination`` becomes another name of the pulled model ``source`` (an alias: the
+    files are not copied). A model from the config takes aliases there (400)."""
+    import asyncio
+
+    from hoshikage_core.pull import store
+    from hoshikage_core.reload import refresh
+
+    runtime = runtime_of(request)
+    label = models.resolve(runtime, data.source)
+    entry = runtime.resolve(label)
+    if entry.source != store.SOURCE:
+        raise invalid(
+            f"'{data.source}' comes from {entry.source}: give it another name with `aliases` "
+            "there. Only pulled models are copied here.",
+            "source",
+        )
+    if data.destination in runtime.registry:
+        raise invalid(f"'{data.destination}' is already a model's name.", "destination")
+    await asyncio.to_thread(
+        store.alias, store.root_of(runtime.config), entry.name, data.destination
+    )
+    await refresh(runtime)

@@ -125,7 +125,7 @@ def quants(found: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
     """The repo's models by quant tag (``Q4_K_M`` → its file, or every shard of it)."""
     from ..gguf_info import FILE_TYPES
 
-    names = sorted({*FILE_TYPES.values(), "IQ4_NL", "IQ1_M", "BF16", "MXFP4"}, key=len)
+    names = sorted({*FILE_TYPES.values(), "Q3_K", "Q4_K", "Q5_K", "MXFP4"}, key=len)
     out: dict[str, list[RemoteFile]] = {}
     for f in found:
         if is_projector(f.path):
