@@ -1,0 +1,293 @@
+"""Codex (``@openai/codex``, the real program from npm) against a real ``hoshikage serve``.
+
+Two ways people point it here, each a real ``codex exec`` session:
+
+* as a Responses API provider: ``[model_providers.hoshikage]`` with ``wire_api =
+  "responses"`` in a ``CODEX_HOME`` config.toml;
+* ``--oss --local-provider ollama``, through the Ollama API (``CODEX_OSS_BASE_URL``): Codex
+  checks ``/api/version`` (at least 0.13.4), lists ``/api/tags``, then speaks the Responses
+  API under ``/v1``.
+
+The model is a tiny random-weight GGUF with Qwen3's real tokenizer and chat template
+(tests/support/families.py). The recording proxy before the server steers each request
+with a ``grammar`` made from what the conversation holds so far, so the model says exactly
+what a Qwen3 model would: on the first turn it reasons, then calls ``exec_command`` to read
+a note; once Codex has run it (in its sandbox) and sent the output back, it reasons again and
+answers with the note's secret, which only the tool's output holds. Codex runs with
+``store: false`` and ``include: ["reasoning.encrypted_content"]``: the first turn's reasoning
+must come back in the second request as a sealed token, and be restored into the prompt.
+
+Each session must exit 0 with no error event, every request through the proxy must be
+answered with success, and the recorded requests are kept (scrubbed) as fixtures under
+``tests/clients/fixtures/`` for the fast replay tests (tests/clients/test_codex_replay.py).
+Set ``HOSHIKAGE_RECORD=1`` to rewrite them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+httpx = pytest.importorskip("httpx")
+
+from tests.support.clients import npm_program, offline_env, recording_proxy, scrub  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
+
+pytestmark = [pytest.mark.clients, pytest.mark.timeout(900)]
+
+KEY = "codex-test-key"
+MODEL = "qwen3"
+SECRET = "kumquat-42"
+THOUGHT_1 = "The user wants the note; I should read note.txt with a shell command."
+THOUGHT_2 = "The command printed the note; I can answer now."
+COMMAND = "cat note.txt"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _gbnf(text: str) -> str:
+    return json.dumps(text)
+
+
+def steer(path: str, body) -> dict | None:
+    """The grammar for this turn: a call of exec_command before any tool output, then the
+    answer built from what the command printed (the secret only reaches the server inside
+    Codex's ``function_call_output``)."""
+    if not path.rstrip("/").endswith("/responses") or not isinstance(body, dict):
+        return None
+    outputs = [
+        item.get("output")
+        for item in body.get("input") or ()
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    ]
+    if not outputs:
+        call = json.dumps({"name": "exec_command", "arguments": {"cmd": COMMAND}})
+        grammar = (
+            f"root ::= <think> {_gbnf(THOUGHT_1)} </think> {_gbnf(chr(10) * 2)} "
+            f"<tool_call> {_gbnf(chr(10) + call + chr(10))} </tool_call>"
+        )
+    else:
+        text = json.dumps(outputs[-1]) if not isinstance(outputs[-1], str) else outputs[-1]
+        found = re.search(r"kumquat-\d+", text)
+        answer = f"The note says {found.group(0)}." if found else "I could not read the note."
+        grammar = f"root ::= <think> {_gbnf(THOUGHT_2)} </think> {_gbnf(chr(10) * 2 + answer)}"
+    return {"grammar": grammar, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def codex():
+    return npm_program("@openai/codex")
+
+
+def serve(family_model, **server):
+    config = {
+        "server": server,
+        "models": [
+            {
+                "name": MODEL,
+                "path": str(family_model("qwen35", "Qwen-Qwen3-0.6B")),
+                "n_ctx": 32768,
+                "parallel": 1,
+            }
+        ],
+    }
+    return running_server(config, startup_timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(family_model):
+    """With an API key: Codex sends its provider's ``env_key`` as a bearer token."""
+    with serve(family_model, api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def open_server(family_model):
+    """Without one, as a local Ollama: ``--oss`` sends no key."""
+    with serve(family_model) as srv:
+        yield srv
+
+
+def workspace(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "note.txt").write_text(f"The secret is {SECRET}.\n")
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    return work
+
+
+#: What every run sets in Codex's config: nothing phones home, nothing waits on a network.
+QUIET = """
+check_for_update_on_startup = false
+[analytics]
+enabled = false
+[feedback]
+enabled = false
+"""
+
+
+def run_codex(codex: Path, tmp_path: Path, args: list[str], config: str, **env: str):
+    home = tmp_path / "home"
+    codex_home = home / ".codex"
+    codex_home.mkdir(parents=True, exist_ok=True)
+    (codex_home / "config.toml").write_text(config + QUIET)
+    work = workspace(tmp_path)
+    environment = offline_env(home, CODEX_HOME=str(codex_home), RUST_LOG="error", **env)
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(codex), "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only"]
+        + ["-C", str(work), *args, "Read note.txt and tell me the secret it holds."],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return out, events, time.monotonic() - started, {str(home): "/home/user", str(work): "/work"}
+
+
+def check_session(out, events, proxy, server) -> list[dict]:
+    """The session's common checks; the ``/responses`` request bodies."""
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:], server.log()[-3000:])
+    errors = [e for e in events if e.get("type") in ("error", "turn.failed")]
+    assert not errors, errors
+    proxy.assert_all_ok()
+    turns = [x for x in proxy.exchanges if x.path.rstrip("/").endswith("/responses")]
+    bodies = [x.json() for x in turns]
+    assert len(bodies) == 2, [x.path for x in proxy.exchanges]
+    first, second = bodies
+    assert first["store"] is False and "reasoning.encrypted_content" in first["include"]
+    # What Codex sends that Hoshikage once refused: a namespace and a hosted web_search.
+    kinds = {tool["type"] for tool in first["tools"]}
+    assert {"function", "namespace", "web_search"} <= kinds, kinds
+    # The tool round trip: Codex ran the command and sent its output back...
+    (call,) = [i for i in second["input"] if i.get("type") == "function_call"]
+    assert call["name"] == "exec_command" and json.loads(call["arguments"])["cmd"] == COMMAND
+    (result,) = [i for i in second["input"] if i.get("type") == "function_call_output"]
+    assert result["call_id"] == call["call_id"] and SECRET in json.dumps(result["output"])
+    # ...and the answer used it.
+    messages = [
+        e["item"]["text"]
+        for e in events
+        if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"
+    ]
+    assert messages and messages[-1] == f"The note says {SECRET}.", messages
+    # The reasoning went back with its sealed token, which alone restores it: the request
+    # with the token only (no text) has the prompt of the request as sent, longer by the
+    # reasoning's tokens than without the item.
+    (sent,) = [i for i in second["input"] if i.get("type") == "reasoning"]
+    assert sent["encrypted_content"]
+    assert sent["encrypted_content"] in turns[0].response_body.decode()
+    sealed = {k: v for k, v in sent.items() if k != "content"}
+    as_sent = prompt_tokens(server, second, second["input"])
+    token_only = prompt_tokens(
+        server, second, [sealed if i is sent else i for i in second["input"]]
+    )
+    without = prompt_tokens(server, second, [i for i in second["input"] if i is not sent])
+    assert as_sent == token_only > without + 10, (as_sent, token_only, without)
+    return bodies
+
+
+def prompt_tokens(server, body: dict, items: list) -> int:
+    """The prompt tokens of ``body`` with ``items`` as its input, sent again (one token)."""
+    replay = {**body, "input": items, "stream": False, "max_output_tokens": 1}
+    r = httpx.post(
+        server.base_url + "/v1/responses",
+        json=replay,
+        headers={"authorization": f"Bearer {KEY}"},  # ignored by a server without a key
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]["input_tokens"]
+
+
+#: Ids that differ on every run: Codex's UUIDs, and the ids and tokens this server made.
+_IDS = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|\b(?:rs|fc|msg|call|resp)_[0-9a-f]{24,32}\b|hk1\.[A-Za-z0-9_=-]+"
+)
+
+
+def scrubbed(exchanges, replacements: dict[str, str]) -> list[dict]:
+    """The recorded requests (method, path, JSON body) with temporary paths replaced, and
+    every run-specific id by a stable one in order of appearance (``SEALED-1`` for a sealed
+    reasoning token, which the replay seals anew)."""
+    requests = [
+        {"method": x.method, "path": x.path, **({"body": x.json()} if x.request_body else {})}
+        for x in exchanges
+    ]
+    requests = scrub(requests, replacements)
+    seen: dict[str, str] = {}
+
+    def stable(match: re.Match) -> str:
+        value = match.group(0)
+        if value not in seen:
+            n = sum(1 for v in seen if v[:4] == value[:4]) + 1
+            if value.startswith("hk1."):
+                seen[value] = f"SEALED-{n}"
+            elif "_" in value[:5]:
+                seen[value] = f"{value.split('_')[0]}_{n:024x}"
+            else:
+                seen[value] = f"00000000-0000-0000-0000-{len(seen) + 1:012d}"
+        return seen[value]
+
+    return json.loads(_IDS.sub(stable, json.dumps(requests)))
+
+
+def keep_fixture(name: str, exchanges, replacements: dict[str, str]) -> None:
+    """The recorded requests, scrubbed, as ``fixtures/<name>.json`` (written when absent or
+    with ``HOSHIKAGE_RECORD=1``)."""
+    path = FIXTURES / f"{name}.json"
+    if path.exists() and not os.environ.get("HOSHIKAGE_RECORD"):
+        return
+    FIXTURES.mkdir(exist_ok=True)
+    data = scrubbed(exchanges, replacements)
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def test_codex_as_a_responses_provider(codex, server, tmp_path):
+    with recording_proxy(server.base_url, steer=steer) as proxy:
+        config = f"""
+model = "{MODEL}"
+model_provider = "hoshikage"
+[model_providers.hoshikage]
+name = "Hoshikage"
+base_url = "{proxy.base_url}/v1"
+wire_api = "responses"
+env_key = "HOSHIKAGE_API_KEY"
+request_max_retries = 0
+stream_max_retries = 0
+supports_websockets = false
+"""
+        out, events, seconds, replacements = run_codex(
+            codex, tmp_path, [], config, HOSHIKAGE_API_KEY=KEY
+        )
+        check_session(out, events, proxy, server)
+    print(f"codex (responses provider) session: {seconds:.1f} s")
+    keep_fixture("codex-responses", proxy.exchanges, replacements)
+
+
+def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path):
+    server = open_server
+    with recording_proxy(server.base_url, steer=steer) as proxy:
+        out, events, seconds, replacements = run_codex(
+            codex,
+            tmp_path,
+            ["--oss", "--local-provider", "ollama", "-m", MODEL],
+            "",
+            CODEX_OSS_BASE_URL=proxy.base_url + "/v1",
+        )
+        check_session(out, events, proxy, server)
+        # Before the session: the version check, the model list and a pull (Codex pulls a
+        # model /api/tags does not list under the exact name it was given).
+        calls = [(x.method, x.path) for x in proxy.exchanges]
+        assert ("GET", "/api/version") in calls and ("GET", "/api/tags") in calls, calls
+    print(f"codex --oss session: {seconds:.1f} s")
+    keep_fixture("codex-oss", proxy.exchanges, replacements)
