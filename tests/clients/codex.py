@@ -15,7 +15,14 @@ SECRET = "kumquat-42"
 THOUGHT_1 = "The user wants the note; I should read note.txt with a shell command."
 THOUGHT_2 = "The command printed the note; I can answer now."
 COMMAND = "cat note.txt"
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures" / "codex"
+
+
+def fixture_path(mode: str) -> Path:
+    """The recording of one mode (``responses``, ``oss``) of the pinned Codex."""
+    from tests.support.clients import PINS
+
+    return FIXTURES / f"{mode}@{PINS['@openai/codex']}.json"
 
 
 def _gbnf(text: str) -> str:

@@ -19,14 +19,13 @@ must come back in the second request as a sealed token, and be restored into the
 
 Each session must exit 0 with no error event, every request through the proxy must be
 answered with success, and the recorded requests are kept (scrubbed) as fixtures under
-``tests/clients/fixtures/`` for the fast replay tests (tests/clients/test_codex_replay.py).
-Set ``HOSHIKAGE_RECORD=1`` to rewrite them.
+``tests/clients/fixtures/codex/`` for the fast replay tests (tests/clients/test_codex_replay.py),
+written with ``HOSHIKAGE_RECORD_FIXTURES=1`` as the other programs' are.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -37,8 +36,9 @@ import pytest
 pytest.importorskip("llama_cpp")
 httpx = pytest.importorskip("httpx")
 
-from tests.clients.codex import COMMAND, FIXTURES, KEY, MODEL, SECRET, serve, steer  # noqa: E402
-from tests.support.clients import npm_program, offline_env, recording_proxy, scrub  # noqa: E402
+from tests.clients.codex import COMMAND, KEY, MODEL, SECRET, fixture_path, serve, steer  # noqa: E402
+from tests.clients.conftest import RECORD  # noqa: E402
+from tests.support.clients import PINS, npm_program, offline_env, recording_proxy, scrub  # noqa: E402
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(900)]
 
@@ -164,14 +164,21 @@ _IDS = re.compile(
 
 
 def scrubbed(exchanges, replacements: dict[str, str]) -> list[dict]:
-    """The recorded requests (method, path, JSON body) with temporary paths replaced, and
-    every run-specific id by a stable one in order of appearance (``SEALED-1`` for a sealed
-    reasoning token, which the replay seals anew)."""
-    requests = [
-        {"method": x.method, "path": x.path, **({"body": x.json()} if x.request_body else {})}
+    """The recorded exchanges in the client layer's fixture form (method, path, status, JSON
+    body, what the proxy steered), temporary paths replaced, and every run-specific id by a
+    stable one in order of appearance (``SEALED-1`` for a sealed reasoning token, which the
+    replay seals anew)."""
+    recorded = [
+        {
+            "method": x.method,
+            "path": x.path,
+            "status": x.status,
+            "body": x.json() if x.request_body else None,
+            "steered": x.steered,
+        }
         for x in exchanges
     ]
-    requests = scrub(requests, replacements)
+    recorded = scrub(recorded, replacements)
     seen: dict[str, str] = {}
 
     def stable(match: re.Match) -> str:
@@ -186,18 +193,26 @@ def scrubbed(exchanges, replacements: dict[str, str]) -> list[dict]:
                 seen[value] = f"00000000-0000-0000-0000-{len(seen) + 1:012d}"
         return seen[value]
 
-    return json.loads(_IDS.sub(stable, json.dumps(requests)))
+    return json.loads(_IDS.sub(stable, json.dumps(recorded)))
 
 
-def keep_fixture(name: str, exchanges, replacements: dict[str, str]) -> None:
-    """The recorded requests, scrubbed, as ``fixtures/<name>.json`` (written when absent or
-    with ``HOSHIKAGE_RECORD=1``)."""
-    path = FIXTURES / f"{name}.json"
-    if path.exists() and not os.environ.get("HOSHIKAGE_RECORD"):
-        return
-    FIXTURES.mkdir(exist_ok=True)
-    data = scrubbed(exchanges, replacements)
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+def keep_fixture(mode: str, exchanges, replacements: dict[str, str]) -> None:
+    """The session's requests as ``fixtures/codex/<mode>@<pinned version>.json``, written with
+    ``HOSHIKAGE_RECORD_FIXTURES=1`` (as the other programs' fixtures); fails when the pinned
+    version has none."""
+    path = fixture_path(mode)
+    if RECORD:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "package": "@openai/codex",
+            "version": PINS["@openai/codex"],
+            "exchanges": scrubbed(exchanges, replacements),
+        }
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    assert path.exists(), (
+        f"no recorded requests for Codex {PINS['@openai/codex']} ({mode}): the pin was bumped "
+        "without re-recording; run the client tests with HOSHIKAGE_RECORD_FIXTURES=1"
+    )
 
 
 def test_codex_as_a_responses_provider(codex, server, tmp_path):
@@ -219,7 +234,7 @@ supports_websockets = false
         )
         check_session(out, events, proxy, server)
     print(f"codex (responses provider) session: {seconds:.1f} s")
-    keep_fixture("codex-responses", proxy.exchanges, replacements)
+    keep_fixture("responses", proxy.exchanges, replacements)
 
 
 def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path):
@@ -238,4 +253,4 @@ def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path):
         calls = [(x.method, x.path) for x in proxy.exchanges]
         assert ("GET", "/api/version") in calls and ("GET", "/api/tags") in calls, calls
     print(f"codex --oss session: {seconds:.1f} s")
-    keep_fixture("codex-oss", proxy.exchanges, replacements)
+    keep_fixture("oss", proxy.exchanges, replacements)

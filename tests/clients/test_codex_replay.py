@@ -1,4 +1,4 @@
-"""Codex's recorded requests (fixtures/codex-*.json, written by test_codex.py), replayed fast
+"""Codex's recorded requests (fixtures/codex/, written by test_codex.py), replayed fast
 without Codex or node:
 
 * every ``/v1/responses`` body validates against the ``openai`` SDK's own request types
@@ -21,23 +21,24 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 pydantic = pytest.importorskip("pydantic")
 
-from tests.clients.codex import FIXTURES, SECRET, THOUGHT_1, serve, steer  # noqa: E402
+from tests.clients.codex import SECRET, THOUGHT_1, fixture_path, serve, steer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
-RECORDINGS = sorted(FIXTURES.glob("codex-*.json"))
+RECORDINGS = [fixture_path("responses"), fixture_path("oss")]
 
 
 def recorded(path) -> list[dict]:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text())["exchanges"]
 
 
 def turns(requests: list[dict]) -> list[dict]:
     return [r["body"] for r in requests if r["path"].rstrip("/").endswith("/responses")]
 
 
-def test_there_are_recordings_of_both_modes():
-    assert {p.name for p in RECORDINGS} >= {"codex-responses.json", "codex-oss.json"}
+def test_the_pinned_version_has_recordings_of_both_modes():
+    for path in RECORDINGS:
+        assert path.exists(), f"{path}: re-record with HOSHIKAGE_RECORD_FIXTURES=1"
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
@@ -94,7 +95,7 @@ def test_codex_requests_replayed_through_the_sdk(server, path):
             r = httpx.request(
                 request["method"], server.base_url + request["path"], json=request.get("body")
             )
-            assert r.status_code == 200, (request, r.text)
+            assert r.status_code == request["status"] == 200, (request, r.text)
             if request["path"] == "/api/pull":
                 assert json.loads(r.text.splitlines()[-1]) == {"status": "success"}
             continue
@@ -103,7 +104,8 @@ def test_codex_requests_replayed_through_the_sdk(server, path):
             if entry.get("type") == "reasoning" and entry.get("encrypted_content") in sealed:
                 entry["encrypted_content"] = sealed[entry["encrypted_content"]]
         args, extra = _split(body)
-        extra.update(steer(request["path"], body) or {})
+        assert request["steered"] == steer(request["path"], request["body"])
+        extra.update(request["steered"])
         events = list(client.responses.create(**args, extra_body=extra))
         assert events[-1].type == "response.completed", events[-1]
         final = Response.model_validate(events[-1].response.model_dump())
