@@ -962,6 +962,8 @@ HI = {"model": "tiny", "input": "hi"}
         ({**HI, "truncation": "auto"}, "truncation"),
         ({**HI, "stream_options": {"include_obfuscation": False}}, "stream_options"),
         ({**HI, "keep_alive": "soon"}, "keep_alive"),
+        ({**HI, "client_metadata": "x"}, "client_metadata"),
+        ({**HI, "moderation": 5}, "moderation"),
         ({**HI, "tools": [{"type": "namespace", "name": "ns", "tools": []}]}, "tools[0].tools"),
         (
             {**HI, "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "mcp"}]}]},
@@ -1020,7 +1022,16 @@ def test_fields_the_sdk_sends_are_accepted(client):
         prompt_cache_key="k",
         text={"verbosity": "low"},
         max_tool_calls=3,
-        extra_body={"keep_alive": "1m", "seed": 3, "top_k": 5},
+        extra_body={
+            "keep_alive": "1m",
+            "seed": 3,
+            "top_k": 5,
+            "client_metadata": {"x-codex-turn-metadata": "{}", "session_id": "s"},
+            "background_options": {"completion_window": "soonest"},
+            "prompt_cache_options": {"mode": "implicit", "prewarm": False},
+            "moderation": {"model": "omni-moderation-latest"},
+            "image": {"context_compression": "auto"},
+        },
     )
     assert r.status in ("completed", "incomplete") and r.parallel_tool_calls is False
     assert r.reasoning.effort == "low" and r.text.verbosity == "low" and r.max_tool_calls == 3

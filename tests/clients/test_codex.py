@@ -36,7 +36,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 httpx = pytest.importorskip("httpx")
 
-from tests.clients.codex import COMMAND, KEY, MODEL, SECRET, fixture_path, serve, steer  # noqa: E402
+from tests.clients.codex import COMMAND, FAMILIES, KEY, SECRET, fixture_path, serve, steer_for  # noqa: E402
 from tests.clients.conftest import RECORD  # noqa: E402
 from tests.support.clients import PINS, npm_program, offline_env, recording_proxy, scrub  # noqa: E402
 
@@ -70,26 +70,23 @@ def workspace(tmp_path: Path) -> Path:
     return work
 
 
-#: What every run sets in Codex's config: nothing phones home, nothing waits on a network.
-QUIET = """
-check_for_update_on_startup = false
-[analytics]
-enabled = false
-[feedback]
-enabled = false
-"""
+#: What every run sets in Codex's config: nothing phones home, nothing waits on a network
+#: (``--strict-config`` makes Codex refuse a key it does not know).
+QUIET_KEYS = "check_for_update_on_startup = false\n"
+QUIET_TABLES = "\n[analytics]\nenabled = false\n[feedback]\nenabled = false\n"
 
 
 def run_codex(codex: Path, tmp_path: Path, args: list[str], config: str, **env: str):
     home = tmp_path / "home"
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
-    (codex_home / "config.toml").write_text(config + QUIET)
+    (codex_home / "config.toml").write_text(QUIET_KEYS + config + QUIET_TABLES)
     work = workspace(tmp_path)
     environment = offline_env(home, CODEX_HOME=str(codex_home), RUST_LOG="error", **env)
     started = time.monotonic()
     out = subprocess.run(
-        [str(codex), "exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only"]
+        [str(codex), "exec", "--json", "--strict-config", "--skip-git-repo-check"]
+        + ["--sandbox", "read-only"]
         + ["-C", str(work), *args, "Read note.txt and tell me the secret it holds."],
         env=environment,
         stdin=subprocess.DEVNULL,
@@ -196,11 +193,11 @@ def scrubbed(exchanges, replacements: dict[str, str]) -> list[dict]:
     return json.loads(_IDS.sub(stable, json.dumps(recorded)))
 
 
-def keep_fixture(mode: str, exchanges, replacements: dict[str, str]) -> None:
-    """The session's requests as ``fixtures/codex/<mode>@<pinned version>.json``, written with
+def keep_fixture(mode: str, model: str, exchanges, replacements: dict[str, str]) -> None:
+    """The session's requests as ``fixtures/codex/<mode>-<model>@<version>.json``, written with
     ``HOSHIKAGE_RECORD_FIXTURES=1`` (as the other programs' fixtures); fails when the pinned
     version has none."""
-    path = fixture_path(mode)
+    path = fixture_path(mode, model)
     if RECORD:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
@@ -210,15 +207,17 @@ def keep_fixture(mode: str, exchanges, replacements: dict[str, str]) -> None:
         }
         path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     assert path.exists(), (
-        f"no recorded requests for Codex {PINS['@openai/codex']} ({mode}): the pin was bumped "
-        "without re-recording; run the client tests with HOSHIKAGE_RECORD_FIXTURES=1"
+        f"no recorded requests for Codex {PINS['@openai/codex']} ({mode}, {model}): the pin was "
+        "bumped"
+        " without re-recording; run the client tests with HOSHIKAGE_RECORD_FIXTURES=1"
     )
 
 
-def test_codex_as_a_responses_provider(codex, server, tmp_path):
-    with recording_proxy(server.base_url, steer=steer) as proxy:
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_codex_as_a_responses_provider(codex, server, tmp_path, model):
+    with recording_proxy(server.base_url, steer=steer_for(model)) as proxy:
         config = f"""
-model = "{MODEL}"
+model = "{model}"
 model_provider = "hoshikage"
 [model_providers.hoshikage]
 name = "Hoshikage"
@@ -233,17 +232,18 @@ supports_websockets = false
             codex, tmp_path, [], config, HOSHIKAGE_API_KEY=KEY
         )
         check_session(out, events, proxy, server)
-    print(f"codex (responses provider) session: {seconds:.1f} s")
-    keep_fixture("responses", proxy.exchanges, replacements)
+    print(f"codex (responses provider, {model}) session: {seconds:.1f} s")
+    keep_fixture("responses", model, proxy.exchanges, replacements)
 
 
-def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path):
+@pytest.mark.parametrize("model", list(FAMILIES))
+def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path, model):
     server = open_server
-    with recording_proxy(server.base_url, steer=steer) as proxy:
+    with recording_proxy(server.base_url, steer=steer_for(model)) as proxy:
         out, events, seconds, replacements = run_codex(
             codex,
             tmp_path,
-            ["--oss", "--local-provider", "ollama", "-m", MODEL],
+            ["--oss", "--local-provider", "ollama", "-m", model],
             "",
             CODEX_OSS_BASE_URL=proxy.base_url + "/v1",
         )
@@ -252,5 +252,5 @@ def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path):
         # model /api/tags does not list under the exact name it was given).
         calls = [(x.method, x.path) for x in proxy.exchanges]
         assert ("GET", "/api/version") in calls and ("GET", "/api/tags") in calls, calls
-    print(f"codex --oss session: {seconds:.1f} s")
-    keep_fixture("oss", proxy.exchanges, replacements)
+    print(f"codex --oss ({model}) session: {seconds:.1f} s")
+    keep_fixture("oss", model, proxy.exchanges, replacements)

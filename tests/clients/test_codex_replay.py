@@ -21,11 +21,11 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 pydantic = pytest.importorskip("pydantic")
 
-from tests.clients.codex import SECRET, THOUGHT_1, fixture_path, serve, steer  # noqa: E402
+from tests.clients.codex import FAMILIES, SECRET, THOUGHT_1, fixture_path, serve, steer_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
-RECORDINGS = [fixture_path("responses"), fixture_path("oss")]
+RECORDINGS = [fixture_path(mode, model) for mode in ("responses", "oss") for model in FAMILIES]
 
 
 def recorded(path) -> list[dict]:
@@ -36,7 +36,7 @@ def turns(requests: list[dict]) -> list[dict]:
     return [r["body"] for r in requests if r["path"].rstrip("/").endswith("/responses")]
 
 
-def test_the_pinned_version_has_recordings_of_both_modes():
+def test_the_pinned_version_has_recordings_of_both_modes_and_models():
     for path in RECORDINGS:
         assert path.exists(), f"{path}: re-record with HOSHIKAGE_RECORD_FIXTURES=1"
 
@@ -85,6 +85,7 @@ def _split(body: dict) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
 def test_codex_requests_replayed_through_the_sdk(server, path):
+    steer = steer_for(path.stem.split("-", 1)[1].rsplit("@", 1)[0])
     from openai.types.responses import Response
 
     client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)

@@ -281,6 +281,13 @@ class CreateResponse(Struct, kw_only=True):
     #: Generate in the background (GET it, cancel it; with ``stream``, its events are kept
     #: to be streamed again); not with ``store: false``.
     background: bool | None = None
+    # Accepted and ignored, as documented (docs/api-spec.md): OpenAI's own scheduling,
+    # caching, moderation and image options, which mean nothing for a local model.
+    background_options: dict[str, Any] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None = None
     # Refused when set: no conversations, no stored prompts here.
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
