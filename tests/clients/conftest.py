@@ -27,6 +27,9 @@ import pytest
 from tests.support.clients import PINS, Proxy, scrub
 
 SECRET = "SECRET-4217"
+#: docs/agents.md: its snippets are what the sessions run (the server's address replaced).
+AGENTS = Path(__file__).resolve().parents[2] / "docs" / "agents.md"
+DOC_URL = "http://127.0.0.1:8000"
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Set to re-record the fixtures of the pinned versions (after a pin is bumped on purpose).
 RECORD = os.environ.get("HOSHIKAGE_RECORD_FIXTURES") == "1"
@@ -130,6 +133,24 @@ def record(package: str, proxy: Proxy, replacements: dict[str, str]) -> Path:
         f"re-recording; run the client tests with HOSHIKAGE_RECORD_FIXTURES=1"
     )
     return path
+
+
+def doc_blocks(section: str, lang: str) -> list[str]:
+    """The ``lang`` code blocks of docs/agents.md's ``## section``."""
+    text = AGENTS.read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def doc_env(section: str, base_url: str) -> dict[str, str]:
+    """The ``export`` lines of the section's shell snippet, the server at ``base_url``."""
+    (block,) = doc_blocks(section, "bash")
+    pairs = re.findall(r"^export ([A-Z0-9_]+)=(\S+)$", block, flags=re.M)
+    return {k: v.replace(DOC_URL, base_url) for k, v in pairs}
+
+
+def doc_json(section: str, base_url: str, index: int = 0) -> dict:
+    """The section's ``index``-th JSON snippet, the server at ``base_url``."""
+    return json.loads(doc_blocks(section, "json")[index].replace(DOC_URL, base_url))
 
 
 def fixture_path(package: str) -> Path:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.clients.conftest import N_CTX, SECRET, read_the_secret, record, run
+from tests.clients.conftest import N_CTX, SECRET, doc_env, read_the_secret, record, run
 from tests.support.clients import npm_program, offline_env, recording_proxy
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(600)]
@@ -21,20 +21,9 @@ PACKAGE = "@anthropic-ai/claude-code"
 
 def claude_env(home, base_url: str) -> dict:
     """The environment docs/agents.md gives, with the test's ``HOME``."""
-    return offline_env(
-        home,
-        ANTHROPIC_BASE_URL=base_url,
-        ANTHROPIC_API_KEY="unused",
-        ANTHROPIC_MODEL="qwen3",
-        ANTHROPIC_DEFAULT_OPUS_MODEL="qwen3",
-        ANTHROPIC_DEFAULT_SONNET_MODEL="qwen3",
-        ANTHROPIC_DEFAULT_HAIKU_MODEL="qwen3",
-        CLAUDE_CODE_SUBAGENT_MODEL="qwen3",
-        CLAUDE_CODE_MAX_CONTEXT_TOKENS=str(N_CTX),
-        # Claude Code keeps room for a whole answer out of the window: with its default of
-        # 32,000 on a 32,768 context it would compact at every turn.
-        CLAUDE_CODE_MAX_OUTPUT_TOKENS="4096",
-    )
+    env = doc_env("Claude Code", base_url)
+    assert env["ANTHROPIC_MODEL"] == "qwen3" and env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == str(N_CTX)
+    return offline_env(home, **env)
 
 
 def signatures(sse: bytes) -> list[str]:

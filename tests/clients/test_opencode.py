@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.clients.conftest import N_CTX, SECRET, read_the_secret, record, run
+from tests.clients.conftest import N_CTX, SECRET, doc_json, read_the_secret, record, run
 from tests.support.clients import npm_program, offline_env, recording_proxy
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(600)]
@@ -19,21 +19,10 @@ PACKAGE = "opencode-ai"
 
 
 def opencode_config(base_url: str) -> dict:
-    """The config docs/agents.md gives (``opencode.json``)."""
-    return {
-        "$schema": "https://opencode.ai/config.json",
-        "provider": {
-            "hoshikage": {
-                "npm": "@ai-sdk/openai-compatible",
-                "name": "Hoshikage",
-                "options": {"baseURL": base_url + "/v1", "apiKey": "unused"},
-                "models": {"qwen3": {"name": "qwen3", "limit": {"context": N_CTX, "output": 4096}}},
-            }
-        },
-        "model": "hoshikage/qwen3",
-        "autoupdate": False,
-        "share": "disabled",
-    }
+    """The ``opencode.json`` docs/agents.md gives."""
+    config = doc_json("opencode", base_url)
+    assert config["provider"]["hoshikage"]["models"]["qwen3"]["limit"]["context"] == N_CTX
+    return config
 
 
 def test_an_opencode_session_reads_a_file_and_answers_with_it(qwen3_server, workdir):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.clients.conftest import N_CTX, SECRET, read_the_secret, record, run
+from tests.clients.conftest import N_CTX, SECRET, doc_env, doc_json, read_the_secret, record, run
 from tests.support.clients import npm_program, offline_env, recording_proxy
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(600)]
@@ -19,13 +19,9 @@ PACKAGE = "@qwen-code/qwen-code"
 
 def qwen_settings() -> dict:
     """The ``~/.qwen/settings.json`` docs/agents.md gives."""
-    return {
-        "security": {"auth": {"selectedType": "openai"}},
-        "model": {"name": "qwen3", "generationConfig": {"contextWindowSize": N_CTX}},
-        "general": {"enableAutoUpdate": False},
-        "privacy": {"usageStatisticsEnabled": False},
-        "telemetry": {"enabled": False},
-    }
+    settings = doc_json("Qwen Code", "")
+    assert settings["model"]["generationConfig"]["contextWindowSize"] == N_CTX
+    return settings
 
 
 def test_a_qwen_code_session_reads_a_file_and_answers_with_it(qwen3_server, workdir):
@@ -39,12 +35,7 @@ def test_a_qwen_code_session_reads_a_file_and_answers_with_it(qwen3_server, work
         main=lambda body: "You are Qwen Code" in json.dumps(body["messages"][:1]),
     )
     with recording_proxy(qwen3_server.base_url, steer) as proxy:
-        env = offline_env(
-            home,
-            OPENAI_BASE_URL=proxy.base_url + "/v1",
-            OPENAI_API_KEY="unused",
-            OPENAI_MODEL="qwen3",
-        )
+        env = offline_env(home, **doc_env("Qwen Code", proxy.base_url))
         done = run([qwen, "-p", "Read secret.txt", "--output-format", "json"], workdir, env)
     assert done.returncode == 0, (done.stdout, done.stderr, proxy.failures())
     events = json.loads(done.stdout)
