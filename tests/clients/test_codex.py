@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,7 @@ pytest.importorskip("llama_cpp")
 httpx = pytest.importorskip("httpx")
 
 from tests.clients.codex import COMMAND, FAMILIES, KEY, SECRET, fixture_path, serve, steer_for  # noqa: E402
-from tests.clients.conftest import RECORD  # noqa: E402
+from tests.clients.conftest import DOC_URL, RECORD, doc_blocks  # noqa: E402
 from tests.support.clients import PINS, npm_program, offline_env, recording_proxy, scrub  # noqa: E402
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(900)]
@@ -76,18 +78,44 @@ QUIET_KEYS = "check_for_update_on_startup = false\n"
 QUIET_TABLES = "\n[analytics]\nenabled = false\n[feedback]\nenabled = false\n"
 
 
-def run_codex(codex: Path, tmp_path: Path, args: list[str], config: str, **env: str):
+def documented(block: int, base_url: str, model: str) -> tuple[dict[str, str], list[str]]:
+    """The environment and the ``codex exec`` arguments of docs/agents.md's ``block``-th
+    shell snippet under ``## Codex``, the server at ``base_url`` and ``-m`` naming ``model``."""
+    text = doc_blocks("Codex", "bash")[block].replace(DOC_URL, base_url)
+    env = dict(re.findall(r"^export ([A-Z0-9_]+)=(\S+)$", text, flags=re.M))
+    (line,) = [line for line in text.splitlines() if line.startswith("codex exec")]
+    args = shlex.split(line)[2:]
+    if "-m" in args:
+        args[args.index("-m") + 1] = model
+    return env, args
+
+
+def documented_config(base_url: str, model: str) -> str:
+    """docs/agents.md's Codex ``config.toml``, the server at ``base_url``, for ``model``."""
+    (config,) = doc_blocks("Codex", "toml")
+    config = config.replace(DOC_URL, base_url)
+    assert tomllib.loads(config)["model"] == "qwen3"
+    return config.replace('model = "qwen3"', f'model = "{model}"', 1)
+
+
+def run_codex(
+    codex: Path, tmp_path: Path, block: int, base_url: str, model: str, config: str, **extra: str
+):
+    """The documented session (shell snippet ``block``, its environment with ``extra`` over
+    it), under the test's flags: JSON events, every config key known to Codex, the read-only
+    sandbox, the test's folder."""
     home = tmp_path / "home"
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
     (codex_home / "config.toml").write_text(QUIET_KEYS + config + QUIET_TABLES)
     work = workspace(tmp_path)
+    env, args = documented(block, base_url, model)
+    env.update(extra)
     environment = offline_env(home, CODEX_HOME=str(codex_home), RUST_LOG="error", **env)
     started = time.monotonic()
     out = subprocess.run(
         [str(codex), "exec", "--json", "--strict-config", "--skip-git-repo-check"]
-        + ["--sandbox", "read-only"]
-        + ["-C", str(work), *args, "Read note.txt and tell me the secret it holds."],
+        + ["--sandbox", "read-only", "-C", str(work), *args],
         env=environment,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -215,21 +243,13 @@ def keep_fixture(mode: str, model: str, exchanges, replacements: dict[str, str])
 
 @pytest.mark.parametrize("model", list(FAMILIES))
 def test_codex_as_a_responses_provider(codex, server, tmp_path, model):
+    """docs/agents.md's provider config and command; the server has an API key, which Codex
+    sends from the variable the config names."""
     with recording_proxy(server.base_url, steer=steer_for(model)) as proxy:
-        config = f"""
-model = "{model}"
-model_provider = "hoshikage"
-[model_providers.hoshikage]
-name = "Hoshikage"
-base_url = "{proxy.base_url}/v1"
-wire_api = "responses"
-env_key = "HOSHIKAGE_API_KEY"
-request_max_retries = 0
-stream_max_retries = 0
-supports_websockets = false
-"""
+        config = documented_config(proxy.base_url, model)
+        config += "request_max_retries = 0\nstream_max_retries = 0\n"  # in its provider table
         out, events, seconds, replacements = run_codex(
-            codex, tmp_path, [], config, HOSHIKAGE_API_KEY=KEY
+            codex, tmp_path, 0, proxy.base_url, model, config, HOSHIKAGE_API_KEY=KEY
         )
         check_session(out, events, proxy, server)
     print(f"codex (responses provider, {model}) session: {seconds:.1f} s")
@@ -238,14 +258,12 @@ supports_websockets = false
 
 @pytest.mark.parametrize("model", list(FAMILIES))
 def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path, model):
+    """docs/agents.md's ``--oss`` command, against a server without a key (as a local
+    Ollama: this mode sends none)."""
     server = open_server
     with recording_proxy(server.base_url, steer=steer_for(model)) as proxy:
         out, events, seconds, replacements = run_codex(
-            codex,
-            tmp_path,
-            ["--oss", "--local-provider", "ollama", "-m", model],
-            "",
-            CODEX_OSS_BASE_URL=proxy.base_url + "/v1",
+            codex, tmp_path, 1, proxy.base_url, model, ""
         )
         check_session(out, events, proxy, server)
         # Before the session: the version check, the model list and a pull (Codex pulls a
