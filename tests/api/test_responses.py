@@ -1447,3 +1447,33 @@ def test_a_streamed_background_response_outlives_its_client_and_streams_again(ti
             client.responses.retrieve(response_id, starting_after=3)
         with pytest.raises(openai.NotFoundError, match="model"):
             client.responses.create(model="nope", input="hi", background=True, stream=True)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_prompt_cache_key_keeps_a_conversation_on_its_own_slot(tiny_model_path, keyed):
+    """``prompt_cache_key`` reaches the engine as a slot-affinity hint: conversation A's prompt
+    changes wholly (an agent compacted it). Without keys it takes the least recently used
+    slot, B's, and B's next turn is read again; with them, A takes its own slot back and
+    B's next turn finds its prefix cached."""
+    config = {
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "parallel": 2, "cache_ram": 0}]
+    }
+    with running_server(config) as srv:
+        sdk = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0)
+
+        def turn(text: str, key: str):
+            extra = {"prompt_cache_key": key} if keyed else {}
+            return sdk.responses.create(
+                model="tiny", input=text, max_output_tokens=2, temperature=0, **extra
+            ).usage
+
+        b = "hello world red blue green " * 10
+        turn(b, "b")
+        turn("the cat sat on the mat " * 10, "a")
+        turn("one two yes no data " * 10, "a")  # A, compacted
+        again = turn(b + "yes", "b")
+    cached = again.input_tokens_details.cached_tokens
+    if keyed:
+        assert cached > again.input_tokens // 2, again  # B's whole first prompt
+    else:
+        assert cached < again.input_tokens // 2, again  # the template's header at most
