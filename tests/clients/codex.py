@@ -50,11 +50,20 @@ def _harmony(thought: str, call: dict | None, answer: str | None) -> str:
 _WRITERS = {"qwen3": _qwen3, "gpt-oss": _harmony}
 
 
-def steer_for(model: str) -> Callable[[str, object], dict | None]:
-    """The proxy's ``steer`` for ``model``: before any tool output, reason and call
-    exec_command; after it, reason and answer with what the command printed (the secret only
-    reaches the server inside Codex's ``function_call_output``)."""
+def _the_note(output: str) -> str:
+    found = re.search(r"kumquat-\d+", output)
+    return f"The note says {found.group(0)}." if found else "I could not read it."
+
+
+def steer_for(
+    model: str, call: dict | None = None, answer: Callable[[str], str] = _the_note
+) -> Callable[[str, object], dict | None]:
+    """The proxy's ``steer`` for ``model``: before any tool output, reason and make ``call``
+    (by default exec_command reading the note); after it, reason and answer ``answer(the
+    last output)`` (by default the note's secret, which only reaches the server inside
+    Codex's ``function_call_output``)."""
     write = _WRITERS[model]
+    call = call or {"name": "exec_command", "arguments": {"cmd": COMMAND}}
 
     def steer(path: str, body) -> dict | None:
         if not path.rstrip("/").endswith("/responses") or not isinstance(body, dict):
@@ -65,13 +74,10 @@ def steer_for(model: str) -> Callable[[str, object], dict | None]:
             if isinstance(item, dict) and item.get("type") == "function_call_output"
         ]
         if not outputs:
-            call = {"name": "exec_command", "arguments": {"cmd": COMMAND}}
             grammar = write(THOUGHT_1, call, None)
         else:
             text = outputs[-1] if isinstance(outputs[-1], str) else json.dumps(outputs[-1])
-            found = re.search(r"kumquat-\d+", text)
-            answer = f"The note says {found.group(0)}." if found else "I could not read it."
-            grammar = write(THOUGHT_2, None, answer)
+            grammar = write(THOUGHT_2, None, answer(text))
         return {"grammar": grammar, "temperature": 0}
 
     return steer

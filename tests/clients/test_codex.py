@@ -272,3 +272,31 @@ def test_codex_oss_through_the_ollama_api(codex, open_server, tmp_path, model):
         assert ("GET", "/api/version") in calls and ("GET", "/api/tags") in calls, calls
     print(f"codex --oss ({model}) session: {seconds:.1f} s")
     keep_fixture("oss", model, proxy.exchanges, replacements)
+
+
+def test_codex_routes_a_call_of_its_namespaced_tool(codex, server, tmp_path):
+    """The model calls ``multi_agent_v1.close_agent`` (a tool of Codex's namespace, offered
+    to it under that name): the call reaches Codex as ``name: close_agent, namespace:
+    multi_agent_v1``, which Codex routes to its agent tool (an unknown agent id is that
+    tool's own error, where a name Codex does not know would be ``unsupported call``)."""
+    call = {"name": "multi_agent_v1.close_agent", "arguments": {"target": "nobody"}}
+    steer = steer_for("qwen3", call=call, answer=lambda output: "Closed.")
+    with recording_proxy(server.base_url, steer=steer) as proxy:
+        config = documented_config(proxy.base_url, "qwen3")
+        out, events, _, _ = run_codex(
+            codex, tmp_path, 0, proxy.base_url, "qwen3", config, HOSHIKAGE_API_KEY=KEY
+        )
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    proxy.assert_all_ok()
+    first, second = proxy.requests("/v1/responses")
+    (sent,) = [i for i in second["input"] if i.get("type") == "function_call"]
+    assert (sent["name"], sent["namespace"]) == ("close_agent", "multi_agent_v1")
+    (result,) = [i for i in second["input"] if i.get("type") == "function_call_output"]
+    output = json.dumps(result["output"])
+    assert "unsupported call" not in output and "nobody" in output, output
+    messages = [
+        e["item"]["text"]
+        for e in events
+        if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"
+    ]
+    assert messages[-1:] == ["Closed."], messages
