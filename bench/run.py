@@ -298,11 +298,12 @@ def flash_attn_argument(parser) -> None:
 
 
 def hoshikage_server(
-    model: Path, args, *, concurrency: int = 1, parallel: int = 4
+    model: Path, args, *, concurrency: int = 1, parallel: int = 4, isolation: str = "process"
 ) -> tuple[Server, Path]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
     opts = f"n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n"
+    opts += f'isolation = "{isolation}"\n'  # "process", the default, or in the server
     # The model's flash_attn: "auto" (its default: off on a CPU-only build) unless asked.
     opts += f"flash_attn = {FLASH_ATTN[getattr(args, 'flash_attn', 'auto')]}\n"
     cfg.write_text(

@@ -171,7 +171,7 @@ class ProcessModel:
         try:
             self._spawn(decision.extra)
         except _Died as died:
-            if not decision.may_fall_back:
+            if not (decision.may_fall_back and self._native_crash(self._proc)):
                 raise ModelLoadError(name, f"{self.path}: {died}") from None
             self._fall_back(str(died))
             try:
@@ -547,12 +547,7 @@ class ProcessModel:
             proc.kill()
             proc.wait()
         reason = self._death_reason()
-        if (
-            self._may_fall_back
-            and not self._delivered
-            and proc.returncode < 0
-            and self._hung_reason is None
-        ):
+        if self._may_fall_back and not self._delivered and self._native_crash(proc):
             self._fall_back(reason)
             # A thread of its own starts the new child and stays its reader: the child dies
             # with the thread that started it (PR_SET_PDEATHSIG), and this one ends now.
@@ -564,6 +559,19 @@ class ProcessModel:
             ).start()
             return
         self._give_up(reason)
+
+    def _native_crash(self, proc) -> bool:
+        """Whether ``proc`` died of a native fault that safe mode may avoid: a signal, but not
+        SIGKILL (the OOM killer, a person, or our own kill of a hung process), and not with
+        RPC servers (a lost host aborts the process, whatever the buffer types)."""
+        code = proc.returncode
+        return (
+            code is not None
+            and code < 0
+            and code != -signal.SIGKILL
+            and self._hung_reason is None
+            and not self.servers
+        )
 
     def _replace_and_read(self, reason: str) -> None:
         try:
