@@ -353,3 +353,41 @@ def test_ollama_copy_and_delete_a_pulled_model(server, store, client):
     with pytest.raises(ollama.ResponseError) as info:
         client.delete("tiny")
     assert info.value.status_code == 400 and "not a pulled model" in info.value.error
+
+
+@pytest.mark.parametrize(
+    "method, path, body, shape",
+    [
+        ("POST", "/api/pull", b"{not json", "ollama"),
+        ("POST", "/api/pull", {"model": ["x"]}, "ollama"),
+        ("POST", "/api/pull", {"model": "x", "stream": "yes"}, "ollama"),
+        ("POST", "/api/pull", {"model": "hf.co/org"}, "ollama"),
+        ("DELETE", "/api/delete", {}, "ollama"),
+        ("DELETE", "/api/delete", {"model": 5}, "ollama"),
+        ("POST", "/api/copy", {"source": "tiny"}, "ollama"),
+        ("POST", "/api/copy", {"source": "", "destination": "x"}, "ollama"),
+        ("POST", "/api/models/pull", b"[]", "openai"),
+        ("POST", "/api/models/pull", {}, "openai"),
+        ("POST", "/api/models/pull", {"model": ""}, "openai"),
+        ("POST", "/api/models/pull", {"model": "../../etc:passwd"}, "openai"),
+        ("POST", "/api/models/plan", {"model": 1}, "openai"),
+        ("POST", "/api/models/plan", {"model": "hf.co/a/b/c.txt"}, "openai"),
+        ("DELETE", "/api/models/pull", None, "openai"),
+    ],
+)
+def test_bad_input_is_a_400_in_each_apis_shape(server, method, path, body, shape):
+    content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    r = httpx.request(
+        method,
+        server.base_url + path,
+        content=content,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 400, (path, body, r.text)
+    error = r.json()["error"]
+    if shape == "ollama":
+        assert isinstance(error, str) and error
+    else:
+        assert set(error) >= {"message", "type", "code"} and error["message"]
+    assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200

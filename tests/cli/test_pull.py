@@ -158,3 +158,49 @@ def test_plan_prints_a_table_per_quant_without_downloading(setup, hubs, tiny_mod
     )
     assert [q["tag"] for q in data["quants"]] == ["Q8_0", "Q4_K_M"]  # by size
     assert all(q["fits"] == "yes" and q["context_max"] == 2048 for q in data["quants"]), data
+
+
+def test_hf_token_opens_a_gated_repo_and_its_absence_says_what_to_do(setup, hubs):
+    config, store, env = setup
+    hubs.gated["someorg/tiny-GGUF"] = "hf_secret"
+    r = hoshikage(config, env, "pull", "someorg/tiny-GGUF:Q8_0")
+    assert r.returncode == 1 and "gated repository" in r.stderr and "HF_TOKEN" in r.stderr
+    r = hoshikage(config, {**env, "HF_TOKEN": "hf_wrong"}, "pull", "someorg/tiny-GGUF:Q8_0")
+    assert r.returncode == 1 and "HF_TOKEN" in r.stderr
+    r = hoshikage(config, {**env, "HF_TOKEN": "hf_secret"}, "pull", "someorg/tiny-GGUF:Q8_0")
+    assert r.returncode == 0, r.stderr
+    tree = [h for m, p, h in hubs.log if "/tree/" in p]
+    assert tree[-1].get("authorization") == "Bearer hf_secret"
+    # the token goes to the hub, never to the CDN
+    assert all("authorization" not in h for m, p, h in hubs.requests("/cdn/"))
+
+
+def test_a_server_that_ignores_ranges_restarts_the_file_cleanly(setup, hubs, tiny_model_path):
+    config, store, env = setup
+    hubs.add_ollama("library/tiny:1b", tiny_model_path)
+    digest = hubs.ollama["library/tiny:1b"]["layers"][0]["digest"][7:]
+    partial = store / "blobs" / f"sha256-{digest}.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(tiny_model_path.read_bytes()[:1000])  # an earlier, interrupted pull
+    hubs.ignore_range = True
+    r = hoshikage(config, env, "pull", "tiny:1b")
+    assert r.returncode == 0, r.stderr
+    gets = [h for m, p, h in hubs.requests(f"/cdn/{digest}") if m == "GET"]
+    assert gets[0].get("range") == "bytes=1000-"  # asked for the rest, got the whole file
+    assert (store / "blobs" / f"sha256-{digest}").read_bytes() == tiny_model_path.read_bytes()
+
+
+def test_a_paged_tree_and_a_projector_beside_the_model(setup, hubs, tiny_model_path, tmp_path):
+    config, store, env = setup
+    projector = tmp_path / "mmproj-tiny-f16.gguf"
+    projector.write_bytes(b"GGUF projector stand-in")
+    files = {f"tiny-Q{n}_0.gguf": tiny_model_path for n in (4, 5, 8)}
+    hubs.add_hf("someorg/many-GGUF", {**files, "mmproj-tiny-f16.gguf": projector})
+    hubs.page_size = 2  # the tree comes in pages (a Link header to the next)
+    r = hoshikage(config, env, "pull", "--json", "someorg/many-GGUF:Q8_0")
+    assert r.returncode == 0, r.stderr
+    pages = [p for m, p, h in hubs.log if "/tree/" in p]
+    assert len(pages) == 2 and "cursor=2" in pages[-1]  # 4 files, 2 a page
+    record = json.loads(r.stdout.splitlines()[-1])["model"]
+    assert record["projector"].endswith("many-GGUF/mmproj-tiny-f16.gguf")
+    assert Path(record["projector"]).read_bytes() == projector.read_bytes()

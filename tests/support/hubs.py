@@ -62,6 +62,8 @@ class Hubs:
         self.page_size: int | None = None
         #: Bytes of files sent so far.
         self.served = 0
+        #: Gated repos and the token that may read them (else 401/403 ``GatedRepo``).
+        self.gated: dict[str, str] = {}
         self._cut: set[str] = set()
         self._servers: list[ThreadingHTTPServer] = []
 
@@ -208,7 +210,21 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return out
 
+    def _refused(self, repo: str) -> bool:
+        """A gated repo asked for without its token: 401 (no token) or 403, as the hub."""
+        token = self.owner.gated.get(repo)
+        if token is None or self.headers.get("Authorization") == f"Bearer {token}":
+            return False
+        status = 403 if self.headers.get("Authorization") else 401
+        message = f"Access to model {repo} is restricted. You must have access to it."
+        self._json(
+            {"error": message}, status, {"X-Error-Code": "GatedRepo", "X-Error-Message": message}
+        )
+        return True
+
     def _tree(self, repo: str, query: str) -> None:
+        if self._refused(repo):
+            return
         if repo not in self.owner.repos:
             return self._json(
                 {"error": "Repository not found"}, 404, {"X-Error-Code": "RepoNotFound"}
@@ -238,6 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _resolve(self, repo: str, file: str) -> None:
+        if self._refused(repo):
+            return
         files = self.owner.repos.get(repo)
         if files is None:
             return self._json(

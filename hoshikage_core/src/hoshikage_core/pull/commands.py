@@ -24,7 +24,9 @@ def register(cli: Commands) -> None:
                 action="store_true",
                 help="print each quant's memory need and whether it fits; download nothing",
             ),
-            p.add_argument("--json", action="store_true", help="machine-readable output"),
+            p.add_argument(
+                "--json", action="store_true", help="machine-readable: one JSON object a line"
+            ),
             add_server_options(p),
         ),
         run=pull,
@@ -59,6 +61,14 @@ def _rescan(ctx: Context) -> str | None:
     return client.base_url
 
 
+def _line(data) -> None:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
 def pull(args: argparse.Namespace, ctx: Context) -> int:
     from .fetch import Settings
     from .fetch import pull as fetch
@@ -68,13 +78,13 @@ def pull(args: argparse.Namespace, ctx: Context) -> int:
 
         return print_plan(args, ctx)
     settings = Settings.of(ctx.config)
-    if args.json:
-        record = fetch(args.reference, settings, lambda step: ctx.print_json(step.to_dict()))
+    if args.json:  # one JSON object a line: the steps, then the result
+        record = fetch(args.reference, settings, lambda step: _line(step.to_dict()))
     else:
         record = _with_bars(ctx, args.reference, settings, fetch)
     served = _rescan(ctx)
     if args.json:
-        ctx.print_json({"status": "pulled", "model": record, "server": served})
+        _line({"status": "pulled", "model": record, "server": served})
         return 0
     names = ", ".join([record["name"], *record.get("aliases", ())])
     ctx.console.print(f"[green]✓[/] pulled {record['name']} ({names})", highlight=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -125,7 +126,7 @@ def _hf(ref: refs.HfRef, settings: Settings, on_step, cancel) -> dict[str, Any]:
     found = hub.files(ref, base, token)
     model_files, projector = hub.choose(ref, found)
     folder = settings.root / "hf.co" / ref.repo
-    move = hub.transfer(token, cancel)
+    move = hub.transfer(token, cancel, base)
     blobs = []
     for remote in [*model_files, *([projector] if projector else [])]:
         url, etag = hub.resolve_url(ref, remote.path, base, token)
@@ -170,7 +171,7 @@ def _ollama(ref: refs.OllamaRef, settings: Settings, on_step, cancel) -> dict[st
     for layer in manifest["layers"]:
         digest = str(layer.get("digest", ""))
         kind = layer.get("mediaType", "")
-        if not digest.startswith("sha256:") or len(digest) != 71:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise PullError(f"The registry's manifest for {ref.name} has a bad digest {digest!r}.")
         target = blobs_dir / ("sha256-" + digest[7:])
         blob = Blob(

@@ -100,6 +100,9 @@ def files(ref: HfRef, hub: str, token: str | None) -> list[RemoteFile]:
         out = []
         for entry in tree:
             if isinstance(entry, RepoFile) and entry.path.lower().endswith(".gguf"):
+                parts = entry.path.split("/")
+                if entry.path.startswith("/") or ".." in parts or "" in parts:
+                    continue  # never a path out of the repo's folder
                 lfs = entry.lfs
                 out.append(
                     RemoteFile(
@@ -212,8 +215,12 @@ def resolve_url(ref: HfRef, path: str, hub: str, token: str | None) -> tuple[str
     return meta.location or url, meta.etag
 
 
-def transfer(token: str | None, cancel: threading.Event) -> Callable[..., None]:
-    """A transfer (see :mod:`.landing`) through ``huggingface_hub``'s ``http_get``."""
+def transfer(token: str | None, cancel: threading.Event, hub: str) -> Callable[..., None]:
+    """A transfer (see :mod:`.landing`) through ``huggingface_hub``'s ``http_get``. The
+    token goes only to the hub itself, never to the CDN a file redirects to (as
+    ``hf_hub_download`` does)."""
+    from urllib.parse import urlsplit
+
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
@@ -236,6 +243,8 @@ def transfer(token: str | None, cancel: threading.Event) -> Callable[..., None]:
                 on_bytes(n)
 
         headers = build_hf_headers(token=token)
+        if urlsplit(url).netloc != urlsplit(hub).netloc:
+            headers.pop("authorization", None)
         try:
             http_get(url, f, resume_size=offset, headers=headers, tqdm_class=Progress)
         except (Cancelled, OSError):

@@ -149,3 +149,8 @@ class Pulls:
             return False
         job.cancel.set()
         return True
+
+    def stop(self) -> None:
+        """Cancel every pull (the server is shutting down); their partial files stay."""
+        for job in self.jobs.values():
+            job.cancel.set()

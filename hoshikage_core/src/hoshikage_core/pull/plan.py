@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -232,7 +233,8 @@ def plan(
         headers = build_hf_headers(token=token)
         for tag, files in sorted(choices.items(), key=lambda kv: sum(f.size or 0 for f in kv[1])):
             url, _etag = hub.resolve_url(ref, files[0].path, base, token)
-            info, size, _read = read_remote(url, headers)
+            same = urlsplit(url).netloc == urlsplit(base).netloc  # no token to a CDN
+            info, size, _read = read_remote(url, headers if same else {})
             weights = sum(f.size or 0 for f in files) or size
             rows.append(estimate(info, weights, options, budget, files[0].path) | {"tag": tag})
     else:

@@ -98,7 +98,7 @@ def transfer(cancel: threading.Event) -> Callable[..., None]:
                             f.truncate()
                             on_bytes(-offset)
                             offset = 0
-                        for chunk in r.iter_bytes(1024 * 1024):
+                        for chunk in r.iter_bytes():  # as they come: a cut loses nothing
                             if cancel.is_set():
                                 raise Cancelled("The pull was cancelled.")
                             f.write(chunk)
