@@ -331,3 +331,47 @@ def test_encrypted_reasoning_comes_back_without_a_store(oai, server):
         assert error["code"] == "invalid_encrypted_content"
         messages.add(error["message"])
     assert len(messages) == 1
+
+
+def test_a_summary_asked_for_is_the_reasoning_itself(oai, server):
+    """``reasoning.summary`` (Codex sends ``auto``): the reasoning item's summary is its own
+    text (a local model writes no summary), streamed once the reasoning is done; sent back
+    with both, the reasoning goes into the prompt once."""
+    import json as _json
+
+    import httpx
+
+    grammar = 'root ::= <think> "Greet" " them" "." </think> "\\n\\nHello" "!"'
+    body = {
+        "model": "qwen3",
+        "input": "hi",
+        "reasoning": {"summary": "auto"},
+        "max_output_tokens": 20,
+        "grammar": grammar,
+        "temperature": 0,
+    }
+    with oai.responses.stream(
+        **{k: v for k, v in body.items() if k != "grammar"}, extra_body={"grammar": grammar}
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    reasoning_item = final.output[0]
+    assert reasoning_item.type == "reasoning"
+    assert [(p.type, p.text) for p in reasoning_item.summary] == [("summary_text", "Greet them.")]
+    assert final.reasoning.summary == "auto"
+    assert kinds.index("response.reasoning_summary_part.added") > kinds.index(
+        "response.reasoning_text.done"
+    )
+    assert kinds.count("response.reasoning_summary_text.delta") == 1
+    # Without the setting: no summary.
+    plain = httpx.post(
+        server.base_url + "/v1/responses",
+        json={**body, "reasoning": None},
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ).json()
+    assert plain["output"][0]["summary"] == []
+    both = _json.loads(reasoning_item.model_dump_json(exclude_none=True))
+    assert input_tokens(oai, [USER, both, CALL, RESULT]) == input_tokens(
+        oai, [USER, reasoning("Greet them."), CALL, RESULT]
+    )

@@ -38,7 +38,17 @@ import pytest
 pytest.importorskip("llama_cpp")
 httpx = pytest.importorskip("httpx")
 
-from tests.clients.codex import COMMAND, FAMILIES, KEY, SECRET, fixture_path, serve, steer_for  # noqa: E402
+from tests.clients.codex import (  # noqa: E402
+    COMMAND,
+    FAMILIES,
+    KEY,
+    SECRET,
+    THOUGHT_1,
+    THOUGHT_2,
+    fixture_path,
+    serve,
+    steer_for,
+)
 from tests.clients.conftest import DOC_URL, RECORD, doc_blocks  # noqa: E402
 from tests.support.clients import PINS, npm_program, offline_env, recording_proxy, scrub  # noqa: E402
 
@@ -152,6 +162,13 @@ def check_session(out, events, proxy, server) -> list[dict]:
         if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"
     ]
     assert messages and messages[-1] == f"The note says {SECRET}.", messages
+    # Codex shows the model's reasoning: it asks for summaries, and each is the reasoning.
+    shown = [
+        e["item"]["text"]
+        for e in events
+        if e.get("type") == "item.completed" and e["item"].get("type") == "reasoning"
+    ]
+    assert shown == [THOUGHT_1, THOUGHT_2], shown
     # The reasoning went back with its sealed token, which alone restores it: the request
     # with the token only (no text) has the prompt of the request as sent, longer by the
     # reasoning's tokens than without the item.
@@ -204,6 +221,10 @@ def scrubbed(exchanges, replacements: dict[str, str]) -> list[dict]:
         for x in exchanges
     ]
     recorded = scrub(recorded, replacements)
+    for entry in recorded:  # a map Codex writes in no fixed order: sorted, for quiet diffs
+        body = entry["body"]
+        if isinstance(body, dict) and isinstance(body.get("client_metadata"), dict):
+            body["client_metadata"] = dict(sorted(body["client_metadata"].items()))
     seen: dict[str, str] = {}
 
     def stable(match: re.Match) -> str:

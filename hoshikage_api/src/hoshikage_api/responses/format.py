@@ -26,7 +26,12 @@ custom tool's call is a ``custom_tool_call`` item: its ``input`` is one
 JSON string, which is decoded whole), then ``response.custom_tool_call_input.done``.
 
 With ``include: ["reasoning.encrypted_content"]`` a reasoning item is sealed when it is done
-(:mod:`.sealing`): its ``encrypted_content`` is in its ``response.output_item.done``.
+(:mod:`.sealing`): its ``encrypted_content`` is in its ``response.output_item.done``. With
+``reasoning.summary`` (``auto``, ``concise``, ``detailed``) its text is also its summary, as
+Ollama gives it (a local model writes no summary of its own; the reasoning is shorter than
+any it would summarise): when the reasoning is done, ``response.reasoning_summary_part.added``,
+one ``response.reasoning_summary_text.delta`` (the whole text),
+``response.reasoning_summary_text.done`` and ``response.reasoning_summary_part.done``.
 
 A whole response is built by the same :class:`ResponseBuilder` from the collected result,
 so streamed and whole responses have the same shape.
@@ -53,6 +58,8 @@ from .tools import Tools, custom_input
 from .translate import new_id
 
 ENCRYPTED_INCLUDE = "reasoning.encrypted_content"
+#: ``reasoning.summary`` values that ask for a summary.
+SUMMARIES = ("auto", "concise", "detailed")
 
 
 def _logprobs(
@@ -111,6 +118,8 @@ class ResponseBuilder(Format):
         self.tools = tools or Tools()
         #: Seals reasoning items when the request includes their ``encrypted_content``.
         self.sealer = sealer if ENCRYPTED_INCLUDE in (data.include or ()) else None
+        #: Whether reasoning items carry their text as a summary too (``reasoning.summary``).
+        self.summary = bool(data.reasoning and data.reasoning.summary in SUMMARIES)
         self.id = "resp_" + uuid.uuid4().hex
         self.created_at = int(time.time())
         self.output: list[s.OutputItem] = []
@@ -162,7 +171,10 @@ class ResponseBuilder(Format):
             parallel_tool_calls=data.parallel_tool_calls is not False,
             previous_response_id=data.previous_response_id,
             background=bool(data.background),
-            reasoning=s.ReasoningEcho(effort=data.reasoning.effort if data.reasoning else None),
+            reasoning=s.ReasoningEcho(
+                effort=data.reasoning.effort if data.reasoning else None,
+                summary=data.reasoning.summary if data.reasoning else None,
+            ),
             store=data.store is not False,
             temperature=data.temperature,
             text=s.TextEcho(
@@ -247,9 +259,19 @@ class ResponseBuilder(Format):
             content_index=0,
             text=item.content[0].text,
         )
+        text = item.content[0].text
+        if self.summary and text:
+            where = {"item_id": item.id, "output_index": self._reasoning_index, "summary_index": 0}
+            part = {"type": "summary_text", "text": ""}
+            yield self._event("response.reasoning_summary_part.added", **where, part=part)
+            yield self._event("response.reasoning_summary_text.delta", **where, delta=text)
+            yield self._event("response.reasoning_summary_text.done", **where, text=text)
+            part = {"type": "summary_text", "text": text}
+            yield self._event("response.reasoning_summary_part.done", **where, part=part)
+            item.summary = [part]
         item.status = "completed"
         if self.sealer is not None:
-            item.encrypted_content = self.sealer.seal(item.content[0].text)
+            item.encrypted_content = self.sealer.seal(text)
         yield self._event(
             "response.output_item.done", output_index=self._reasoning_index, item=item
         )
