@@ -386,7 +386,7 @@ def test_unknown_model_is_not_found_error(client, server):
         b"",
         {"model": "tiny", "messages": USER},  # max_tokens is required
         {"model": "tiny", "max_tokens": "5", "messages": USER},
-        {"model": "tiny", "max_tokens": 0, "messages": USER},
+        {"model": "tiny", "max_tokens": -1, "messages": USER},
         {"model": "tiny", "max_tokens": 4, "messages": []},
         {"model": "tiny", "max_tokens": 4, "messages": [{"role": "tool", "content": "x"}]},
         {
@@ -420,7 +420,7 @@ def test_bad_body_is_invalid_request_error(server, body):
 
 def test_bad_body_through_the_sdk(client):
     with pytest.raises(anthropic.BadRequestError) as exc:
-        client.messages.create(model="tiny", max_tokens=0, messages=USER)
+        client.messages.create(model="tiny", max_tokens=-1, messages=USER)
     assert exc.value.body["error"]["type"] == "invalid_request_error"
 
 

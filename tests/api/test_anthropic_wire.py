@@ -302,3 +302,49 @@ def test_a_too_long_prompt_is_the_error_claude_code_compacts_on(claude):
     assert body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith("prompt is too long: ")
     assert body["error"]["message"].endswith(" tokens > 2048 maximum")
+
+
+def test_max_tokens_zero_warms_the_prompt_cache_and_answers_nothing(claude):
+    """As Anthropic's ``max_tokens: 0``: the prompt is read (and cached), nothing comes back."""
+    messages = [{"role": "user", "content": "warm me up, please"}]
+    warm = claude.messages.create(model="qwen3", max_tokens=0, messages=messages)
+    assert warm.content == [] and warm.stop_reason == "max_tokens"
+    assert warm.usage.output_tokens == 0 and warm.usage.input_tokens > 0
+    with claude.messages.stream(model="qwen3", max_tokens=0, messages=messages) as stream:
+        events = [e.type for e in stream]
+        streamed = stream.get_final_message()
+    assert events == ["message_start", "message_delta", "message_stop"]
+    assert streamed.content == [] and streamed.stop_reason == "max_tokens"
+    assert streamed.usage.cache_read_input_tokens > 0  # the first one left it in the cache
+
+
+def test_what_we_cannot_do_is_a_400_naming_it_and_the_rest_is_accepted(claude):
+    user = [{"role": "user", "content": "hi"}]
+    server = {"type": "url", "url": "https://mcp.example/sse", "name": "x"}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.beta.messages.create(
+            model="qwen3",
+            max_tokens=4,
+            messages=user,
+            mcp_servers=[server],
+            betas=["mcp-client-2025-04-04"],
+        )
+    body = info.value.response.json()
+    assert body["type"] == "error" and "'mcp_servers'" in body["error"]["message"]
+    # Accepted and deliberately ignored (docs/api-spec.md).
+    message = claude.messages.create(
+        model="qwen3",
+        max_tokens=4,
+        messages=user,
+        extra_body={
+            "service_tier": "auto",
+            "speed": "fast",
+            "inference_geo": "us",
+            "diagnostics": {"previous_message_id": "msg_1"},
+            "container": "c1",
+            "cache_control": {"type": "ephemeral"},
+            "mcp_servers": [],
+            "grammar": 'root ::= "ok"',
+        },
+    )
+    assert message.content[0].text == "ok"

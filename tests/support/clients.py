@@ -16,9 +16,10 @@ The API (kept small and stable; ``tests/clients`` and its fixtures build on it):
 ``offline_env(home, **extra) -> dict``
     An environment for a program run: ``os.environ`` with ``HOME`` (and the XDG folders)
     moved into ``home``, and every documented switch that stops telemetry, auto-update,
-    error reporting and other phone-home of the programs in ``PINS`` turned on. The machines
-    running the suite have no network beyond the package registries; a program must never
-    wait on one.
+    error reporting and other phone-home of the programs in ``PINS`` turned on; whatever
+    still tries to reach past loopback goes through ``HTTP(S)_PROXY`` to a port that refuses
+    at once. The machines running the suite have no network beyond the package registries;
+    a program must never wait on one, nor reach the internet.
 
 ``recording_proxy(upstream, steer=None) -> Proxy`` (a context manager)
     A plain HTTP proxy on 127.0.0.1 in front of ``upstream`` (e.g. ``server.base_url``). Point
@@ -134,6 +135,16 @@ OFFLINE_SWITCHES: dict[str, str] = {
     "QWEN_TELEMETRY_ENABLED": "false",
     "GEMINI_TELEMETRY_ENABLED": "false",
     "QWEN_SANDBOX": "false",
+    # Anything that still reaches past loopback goes to a proxy that refuses at once (the
+    # discard port), instead of the internet: bun (Claude Code, opencode) and Node's own
+    # fetch with NODE_USE_ENV_PROXY honour these.
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+    "NODE_USE_ENV_PROXY": "1",
     # Everything that prints or checks for updates through npm's notifier.
     "NO_UPDATE_NOTIFIER": "1",
     "NPM_CONFIG_UPDATE_NOTIFIER": "false",

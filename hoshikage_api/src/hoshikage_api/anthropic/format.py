@@ -52,8 +52,11 @@ class MessageFormat(Format):
 
     media_type = "text/event-stream"
 
-    def __init__(self, job: Job, omit_thinking: bool = False):
+    def __init__(self, job: Job, omit_thinking: bool = False, silent: bool = False):
         self.job = job
+        #: ``max_tokens: 0``: the prompt is read into the prompt cache and nothing is answered
+        #: (the one token generated to read it is dropped): no content, ``max_tokens``.
+        self.silent = silent
         self.id = message_id()
         #: ``thinking.display: "omitted"``: thinking blocks carry their text only in the signature.
         self.omit_thinking = omit_thinking
@@ -74,6 +77,15 @@ class MessageFormat(Format):
 
     def whole(self, results: list[ChoiceResult]) -> s.Message:
         (result,) = results
+        if self.silent:
+            return s.Message(
+                id=self.id,
+                model=self.job.model,
+                content=[],
+                stop_reason="max_tokens",
+                stop_sequence=None,
+                usage=usage(result.prompt_tokens, result.cached_tokens, 0),
+            )
         calls = tool_uses(result.tool_calls)
         content: list[s.ThinkingContent | s.TextContent | s.ToolUseContent] = []
         if result.reasoning:
@@ -154,6 +166,10 @@ class MessageFormat(Format):
             )
             self._prompt = (chunk.prompt_tokens or 0, chunk.cached_tokens or 0)
             yield sse("message_start", {"type": "message_start", "message": start})
+        if self.silent:
+            if chunk.finish_reason is not None:
+                yield from self._end("max_tokens", None, chunk, 0)
+            return
         if chunk.reasoning:
             if not self._thinking_open:
                 yield from self._close_text()
@@ -206,6 +222,9 @@ class MessageFormat(Format):
         yield from self._close_text()
         yield from self._close_tool()
         reason, sequence = stop_reason(chunk.finish_reason, chunk.stop_sequence)
+        yield from self._end(reason, sequence, chunk, chunk.completion_tokens or 0)
+
+    def _end(self, reason: str, sequence: str | None, chunk: Chunk, output: int) -> Iterator[bytes]:
         yield sse(
             "message_delta",
             {
@@ -214,7 +233,7 @@ class MessageFormat(Format):
                 "usage": usage(
                     chunk.prompt_tokens or self._prompt[0],
                     chunk.cached_tokens or self._prompt[1],
-                    chunk.completion_tokens or 0,
+                    output,
                 ),
             },
         )

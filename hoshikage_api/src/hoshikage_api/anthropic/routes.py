@@ -56,7 +56,8 @@ RESPONSES = {
 )
 async def create_message(request: Request, data: Annotated[MessagesRequest, Body()]) -> Message:
     job = messages_job(data)
-    return await answer(request, runtime_of(request), job, MessageFormat(job, omits_thinking(data)))
+    fmt = MessageFormat(job, omits_thinking(data), silent=data.max_tokens == 0)
+    return await answer(request, runtime_of(request), job, fmt)
 
 
 @post(

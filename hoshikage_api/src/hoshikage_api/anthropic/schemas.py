@@ -185,7 +185,8 @@ class CountTokensRequest(Conversation, kw_only=True):
 class MessagesRequest(Conversation, kw_only=True):
     """``POST /v1/messages``."""
 
-    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)]
+    #: 0: the prompt is read into the prompt cache and nothing is answered, as Anthropic's.
+    max_tokens: Annotated[int, Meta(ge=0, le=1_000_000)]
     stop_sequences: (
         Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=64)] | None
     ) = None
@@ -195,6 +196,9 @@ class MessagesRequest(Conversation, kw_only=True):
     top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
     #: Accepted and ignored (``user_id``).
     metadata: dict[str, Any] | None = None
+    #: The MCP connector (beta): refused when not empty, naming it; this server connects to
+    #: no MCP server (a client such as Claude Code runs its MCP servers itself).
+    mcp_servers: list[dict[str, Any]] | None = None
     #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.
     keep_alive: KeepAlive | None = None
     speculative: Speculative | None = None

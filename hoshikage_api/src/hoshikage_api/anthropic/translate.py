@@ -272,9 +272,16 @@ def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
 
 
 def messages_job(data: s.MessagesRequest) -> Job:
+    if data.mcp_servers:
+        raise invalid(
+            "Invalid 'mcp_servers': this server connects to no MCP server; run them in the "
+            "client and give their tools as client tools.",
+            "mcp_servers",
+        )
     request = _request(
         data,
-        max_tokens=data.max_tokens,
+        # 0: one token read and dropped (MessageFormat.silent), as count_tokens reads a prompt.
+        max_tokens=data.max_tokens or 1,
         temperature=data.temperature,
         top_p=data.top_p,
         top_k=data.top_k,
