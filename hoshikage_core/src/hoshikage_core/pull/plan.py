@@ -31,25 +31,12 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ..fit import Shape
 from ..gguf_info import GGUFError, GGUFInfo, _parse
 from . import hub, refs, registry
 from .fetch import Settings, _token
 from .landing import PullError, human
 
-#: Bytes per cached element of each KV cache type (the backend's table).
-KV_TYPE_BYTES = {
-    "f32": 4.0,
-    "f16": 2.0,
-    "bf16": 2.0,
-    "q8_0": 34 / 32,
-    "q5_1": 24 / 32,
-    "q5_0": 22 / 32,
-    "q4_1": 20 / 32,
-    "q4_0": 18 / 32,
-    "iq4_nl": 18 / 32,
-}
-#: Architectures whose sliding-window layers follow a pattern: every Nth layer is global.
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2}
 FIRST_READ = 1 << 20
 LARGEST_READ = 64 << 20
 OVERHEAD = 256_000_000
@@ -141,54 +128,17 @@ def _head(client, url: str, headers: dict[str, str], n: int) -> tuple[bytes, int
     return bytes(data[:n]), total if total is not None else len(data)
 
 
-def _meta(info: GGUFInfo, key: str, default: int) -> int:
-    value = info.metadata.get(f"{info.architecture}.{key}", default)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
 def estimate(
     info: GGUFInfo, weights: int, options: Any, budget: Budget, label: str = ""
 ) -> dict[str, Any]:
     """The plan of one file (see the module docstring); ``options`` are the backend's
     (``n_ctx``, ``parallel``, ``type_k``, ``type_v``, ``n_ubatch``, ``swa_full``)."""
-
-    def option(key, default):
-        value = options.get(key) if isinstance(options, dict) else getattr(options, key, None)
-        return default if value is None else value
-
-    n_ctx, parallel = int(option("n_ctx", 4096)), int(option("parallel", 4))
-    ubatch = int(option("n_ubatch", 512))
-    per_k = KV_TYPE_BYTES.get(str(option("type_k", "f16")), 2.0)
-    per_v = KV_TYPE_BYTES.get(str(option("type_v", "f16")), 2.0)
-    n_layer = _meta(info, "block_count", 0)
-    n_embd = _meta(info, "embedding_length", 0)
-    n_head = _meta(info, "attention.head_count", 1) or 1
-    n_head_kv = _meta(info, "attention.head_count_kv", n_head)
-    key_len = _meta(info, "attention.key_length", n_embd // n_head)
-    value_len = _meta(info, "attention.value_length", n_embd // n_head)
-    layer_token = n_head_kv * (key_len * per_k + value_len * per_v)
-    window = _meta(info, "attention.sliding_window", 0)
-    pattern = SWA_PATTERN.get(info.architecture or "")
-    swa_layers = 0
-    if window and pattern and not option("swa_full", False):
-        swa_layers = n_layer - n_layer // pattern
-    full_layers = n_layer - swa_layers
-    trained = info.context_length or n_ctx
-
-    def kv_bytes(ctx: int) -> float:
-        swa_cells = min(ctx, window + ubatch) if swa_layers else 0
-        return parallel * layer_token * (full_layers * ctx + swa_layers * swa_cells)
-
+    shape = Shape.of(info, options)
+    n_ctx, parallel, trained = shape.n_ctx, shape.parallel, shape.trained
+    kv_bytes = shape.kv_bytes
+    n_layer = shape.n_layer
     overhead = int(weights * 0.05) + OVERHEAD
-    room = budget.ram + (budget.vram or 0) - weights - overhead
-    per_ctx = parallel * layer_token * full_layers  # what one more token of context costs
-    if room < kv_bytes(256):
-        context_max = 0
-    elif per_ctx == 0:
-        context_max = trained
-    else:
-        swa_fixed = parallel * layer_token * swa_layers * (window + ubatch) if swa_layers else 0
-        context_max = min(trained, int((room - swa_fixed) // per_ctx)) // 256 * 256
+    context_max = shape.largest_context(budget.ram + (budget.vram or 0) - weights - overhead)
     wanted = min(n_ctx, trained)
     fits = "yes" if context_max >= wanted else "smaller context" if context_max >= 256 else "no"
     out: dict[str, Any] = {
@@ -197,7 +147,7 @@ def estimate(
         "architecture": info.architecture,
         "parameters": info.parameter_count,
         "weights_bytes": weights,
-        "kv_bytes_per_token": int(layer_token * full_layers),
+        "kv_bytes_per_token": int(shape.per_token),
         "kv_bytes_at_n_ctx": int(kv_bytes(wanted)),
         "context_trained": trained,
         "n_ctx": n_ctx,
