@@ -864,3 +864,31 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_pa
     finally:
         two.close()
         fresh.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_cache_key_takes_its_own_slot_back(tiny_model_path, keyed):
+    """``cache_key`` (Responses' ``prompt_cache_key``) as a slot-affinity hint: conversation
+    A's prompt changes wholly (an agent compacted its history). Without a key it takes the
+    least recently used slot, B's, and B's next turn reads everything again; with its key it
+    takes its own slot back and B's cache survives."""
+    two = LlamaCppModel.load(
+        "two", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=2, cache_ram=0)
+    )
+    try:
+        b = "hello world red blue green " * 10
+        a = "the cat sat on the mat " * 10
+
+        def turn(prompt, key):
+            return run(two, prompt=prompt, max_tokens=2, temperature=0, cache_key=key)[1][-1]
+
+        turn(b, "b" if keyed else None)  # B first: its slot is the least recently used
+        turn(a, "a" if keyed else None)
+        turn("one two yes no data " * 10, "a" if keyed else None)  # A, compacted
+        again = turn(b + "yes", "b" if keyed else None)
+        if keyed:
+            assert again.cached_tokens >= again.prompt_tokens - 4, again
+        else:
+            assert again.cached_tokens < 10, again
+    finally:
+        two.close()
