@@ -23,6 +23,7 @@ PAGE_FILES = (
     "attachments.js",
     "markdown.js",
     "status.js",
+    "getmodel.js",
     "icon.svg",
 )
 

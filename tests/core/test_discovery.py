@@ -202,10 +202,9 @@ def test_a_projector_beside_a_model_is_its_mmproj(tmp_path):
     assert entries["chosen"].option("mmproj") == "/elsewhere/mine.gguf"
 
 
-def test_a_models_load_size_counts_its_projector(tmp_path):
+def test_a_models_expected_bytes_count_its_projector(tmp_path):
     model = gguf(tmp_path / "m" / "vision.gguf")
     projector = gguf(tmp_path / "m" / "mmproj-vision.gguf")
     (entry,) = list(build({"models_dir": str(tmp_path / "m")}))
-    assert entry.load_size() == model.stat().st_size + projector.stat().st_size
     (plain,) = list(build({"models": [{"name": "p", "path": str(model)}]}))
-    assert plain.load_size() == model.stat().st_size
+    assert entry.expected_bytes() == plain.expected_bytes() + projector.stat().st_size

@@ -303,7 +303,7 @@ class ModelPool:
         )
         incoming_bytes = 0
         if incoming is not None:
-            incoming_bytes = self._records[incoming].entry.load_size() or 0
+            incoming_bytes = self._records[incoming].entry.expected_bytes() or 0
         return PoolState(
             models=models,
             incoming=incoming,
@@ -344,9 +344,11 @@ class ModelPool:
         budget = self.config.unload.max_memory
         if budget is not None:
             pinned = sum(
-                s.memory_bytes or s.entry.load_size() or 0 for s in others if s not in evictable
+                s.memory_bytes or s.entry.expected_bytes() or 0
+                for s in others
+                if s not in evictable
             )
-            if pinned and pinned + (record.entry.load_size() or 0) > budget:
+            if pinned and pinned + (record.entry.expected_bytes() or 0) > budget:
                 return False
         return True
 
@@ -449,7 +451,7 @@ class ModelPool:
         try:
             record.memory_bytes = int(model.memory_bytes())
         except Exception:  # a status figure must not fail a load
-            record.memory_bytes = record.entry.load_size() or 0
+            record.memory_bytes = record.entry.file_size() or 0
         if not record.in_use:  # preloaded or loaded by admin: starts its idle period now
             record.last_used = record.loaded_at
             ttl = self.ttl(record)

@@ -136,6 +136,9 @@ class GenerationRequest:
     #: Images and audio, in the order their :data:`MEDIA_MARKER` appears in the prompt
     #: (the messages' contents, or ``prompt``).
     media: tuple[Media, ...] = ()
+    #: A conversation's key (the Responses API's ``prompt_cache_key``): a hint that the
+    #: backend may use to give the request the slot that served the same key last.
+    cache_key: str | None = None
 
     @property
     def is_chat(self) -> bool:

@@ -47,14 +47,18 @@ class ModelEntry:
         except OSError:
             return None
 
-    def load_size(self) -> int | None:
-        """What loading it takes before it reports its own figure: its file, plus its
-        ``mmproj`` projector's; None when the model file is missing."""
-        size = self.file_size()
+    def expected_bytes(self) -> int | None:
+        """What it will take once loaded, before it is: the weights plus the KV cache at its
+        ``n_ctx`` and ``parallel`` from the GGUF header (:mod:`hoshikage_core.fit`, the
+        computation the pull plan uses); the file's size when the header cannot tell. Its
+        ``mmproj`` projector's file counts too."""
+        from .fit import need_bytes
+
+        size = need_bytes(self.path, self.options) or self.file_size()
         projector = self.option("mmproj")
         if size is None or not projector:
             return size
-        try:
+        try:  # its projector loads with it
             return size + os.path.getsize(os.path.expanduser(str(projector)))
         except OSError:
             return size

@@ -109,10 +109,12 @@ def text_without(word: str, name: str, rules: dict[str, str]) -> str:
 class _Builder:
     """One grammar's rules: the converter's, and ours beside them."""
 
-    def __init__(self, param: str):
+    def __init__(self, param: str, ceiling: int | None = None):
         from llama_cpp.llama_grammar import SchemaConverter
 
         self.param = param
+        #: Upper bounds above it are dropped (:func:`~.sampling.without_vast_bounds`).
+        self.ceiling = ceiling
         self.converter = SchemaConverter(
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
@@ -121,13 +123,14 @@ class _Builder:
 
     def schema_rule(self, schema: Any, name: str) -> str:
         """The converter's rule for a JSON value of ``schema``."""
-        from .sampling import check_patterns
+        from .sampling import check_patterns, without_vast_bounds
 
         if not isinstance(schema, Mapping):
             raise InvalidRequest(
                 f"{self.param}: a function's parameters must be a JSON schema", self.param
             )
         check_patterns(schema, self.param)
+        schema = without_vast_bounds(schema, self.ceiling)
         try:
             return self.converter.visit(dict(schema), name)
         except RecursionError:
@@ -400,15 +403,17 @@ def call_grammar(
     think: Think | None = None,
     bare: bool = False,
     param: str = "tool_choice",
+    ceiling: int | None = None,
 ) -> tuple[str, str]:
     """``(grammar, opener)``: one call of one of ``tools`` in ``fmt``'s syntax (as
     ``template`` writes it: Mistral's and DeepSeek's forms differ between versions), and
     the text it opens with, a lazy grammar's trigger. ``think``: the think block allowed
     first (never in a lazy grammar, which starts at the call). ``bare``: the bare JSON
     object instead of the family's syntax. A schema that cannot be enforced is
-    :class:`InvalidRequest` for ``param``."""
+    :class:`InvalidRequest` for ``param``; upper bounds above ``ceiling`` (the context
+    length) are dropped from the schemas, not enforced."""
     syntax = "json" if bare else _syntax(fmt, template)
-    b = _Builder(param)
+    b = _Builder(param, ceiling)
     calls = [_call(b, syntax, function, i) for i, function in enumerate(_functions(tools))]
     root = calls[0] if len(calls) == 1 else "( " + " | ".join(calls) + " )"
     if think is not None and not lazy:
