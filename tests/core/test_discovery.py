@@ -208,3 +208,23 @@ def test_a_models_expected_bytes_count_its_projector(tmp_path):
     (entry,) = list(build({"models_dir": str(tmp_path / "m")}))
     (plain,) = list(build({"models": [{"name": "p", "path": str(model)}]}))
     assert entry.expected_bytes() == plain.expected_bytes() + projector.stat().st_size
+
+
+def test_a_pulled_models_projector_is_its_mmproj(tmp_path):
+    from hoshikage_core.pull import store
+
+    model = gguf(tmp_path / "store" / "blobs" / "sha256-aaaa")
+    projector = gguf(tmp_path / "store" / "blobs" / "sha256-bbbb")
+    common = {"aliases": [], "files": [str(model)], "size": 1, "digest": "sha256:aa"}
+    store.write(
+        tmp_path / "store",
+        {"name": "llava", "path": str(model), "projector": str(projector), **common},
+    )
+    store.write(
+        tmp_path / "store",
+        {"name": "plain", "path": str(model), "projector": None, **common},
+    )
+    entries, _ = store.entries(tmp_path / "store", {})
+    by_name = {e.name: e for e in entries}
+    assert by_name["llava"].option("mmproj") == str(projector)
+    assert by_name["plain"].option("mmproj") is None

@@ -162,12 +162,16 @@ def entries(root: Path, taken: dict[str, str]) -> tuple[list[ModelEntry], list[s
         aliases = tuple(a for a in record.get("aliases", ()) if a not in taken and a != name)
         for label in (name, *aliases):
             taken[label] = f"pulled model '{name}'"
+        options = dict(record.get("options") or {})
+        projector = record.get("projector")
+        if projector and "mmproj" not in options and os.path.exists(projector):
+            options["mmproj"] = projector  # the vision projector pulled with it
         out.append(
             ModelEntry(
                 name=name,
                 path=record["path"],
                 aliases=aliases,
-                options=dict(record.get("options") or {}),
+                options=options,
                 source=SOURCE,
             )
         )
