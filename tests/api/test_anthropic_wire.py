@@ -348,3 +348,15 @@ def test_what_we_cannot_do_is_a_400_naming_it_and_the_rest_is_accepted(claude):
         },
     )
     assert message.content[0].text == "ok"
+
+
+def test_count_tokens_counts_a_prompt_longer_than_the_context(claude):
+    """Anthropic counts a prompt of any length; Claude Code measures a tool's output so."""
+    long = [{"role": "user", "content": "cat " * 3000}]
+    count = claude.messages.count_tokens(model="qwen3", messages=long).input_tokens
+    assert count > 2048
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model="qwen3", max_tokens=8, messages=long)
+    assert info.value.response.json()["error"]["message"] == (
+        f"prompt is too long: {count} tokens > 2048 maximum"
+    )
