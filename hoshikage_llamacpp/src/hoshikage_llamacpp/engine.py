@@ -70,12 +70,14 @@ MIN_CHECKPOINT_TOKENS = 64
 class Slot:
     """One KV sequence of the context and the tokens it holds, position by position."""
 
-    __slots__ = ("id", "tokens", "last_used", "seq", "checkpoints")
+    __slots__ = ("id", "tokens", "last_used", "seq", "checkpoints", "key")
 
     def __init__(self, id: int):
         self.id = id
         self.tokens: list[int] = []
         self.last_used = 0.0
+        #: The ``cache_key`` of the request it served last (a conversation's key), if any.
+        self.key: str | None = None
         self.seq: Sequence | None = None
         #: Sliding-window checkpoints of what it holds, oldest first (SWA models only).
         self.checkpoints: list[Checkpoint] = []
@@ -478,7 +480,7 @@ class Engine:
             free = self._free_slots()
             if not free:
                 return
-            slot = _best_slot(free, job.plan.tokens)
+            slot = _best_slot(free, job.plan.tokens, job.plan.request.cache_key)
             if self.cache is not None or self.disk:
                 self._swap_in(slot, job.plan.tokens)
             self._start(job, job.started, slot)
@@ -620,6 +622,7 @@ class Engine:
         seq.todo = todo
         slot.seq = seq
         slot.last_used = time.monotonic()
+        slot.key = job.plan.request.cache_key
         if index == 0:
             job.cached_tokens = cached
             job.first = seq if job.n > 1 else None
@@ -806,20 +809,27 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 SLOT_SIMILARITY = 0.5
 
 
-def _best_slot(free: list[Slot], tokens: list[int]) -> Slot:
+def _best_slot(free: list[Slot], tokens: list[int], key: str | None = None) -> Slot:
     """Where a new prompt goes, first match wins:
 
     1. the slot whose cache it continues (the shared prefix is at least half of what the
        slot holds), the longest such prefix first: a conversation finds its own slot;
-    2. an empty slot, so no other conversation's cache is thrown away;
-    3. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of the
+    2. the slot that served the same ``key`` last (the request's ``cache_key``, a client's
+       conversation id), the most recently used first: the conversation's prompt changed
+       (an agent compacted or edited its history), and it takes its own slot back rather
+       than another conversation's;
+    3. an empty slot, so no other conversation's cache is thrown away;
+    4. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of the
        prompt (a shared system prompt);
-    4. the least recently used slot.
+    5. the least recently used slot.
     """
     scored = [(_common_prefix(slot.tokens, tokens), slot) for slot in free]
     continued = [(n, slot) for n, slot in scored if n and n * 2 >= len(slot.tokens)]
     if continued:
         return max(continued, key=lambda item: item[0])[1]
+    own = [slot for slot in free if key is not None and slot.key == key and slot.tokens]
+    if own:
+        return max(own, key=lambda s: s.last_used)
     empty = [slot for slot in free if not slot.tokens]
     if empty:
         return empty[0]

@@ -195,6 +195,7 @@ class Scoring:
         stream = Stream(job, slot)
         slot.seq = stream
         slot.last_used = time.monotonic()
+        slot.key = None  # no conversation's any more
         job.streams.append(stream)
         return stream
 
