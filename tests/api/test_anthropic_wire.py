@@ -360,3 +360,24 @@ def test_count_tokens_counts_a_prompt_longer_than_the_context(claude):
     assert info.value.response.json()["error"]["message"] == (
         f"prompt is too long: {count} tokens > 2048 maximum"
     )
+
+
+def test_search_results_read_as_text_in_a_turn_and_in_a_tool_result():
+    found = {
+        "type": "search_result",
+        "source": "https://docs.example/a",
+        "title": "A page",
+        "content": [text("first"), text("second")],
+        "citations": {"enabled": True},
+    }
+    data = request(
+        messages=[
+            turn("user", found, text("so?")),
+            turn("assistant", use(1, "Search", q="a")),
+            turn("user", {"type": "tool_result", "tool_use_id": "toolu_1", "content": [found]}),
+        ]
+    )
+    out = translate.messages(data)
+    page = "A page\nhttps://docs.example/a\nfirst\nsecond"
+    assert out[0] == {"role": "user", "content": page + "\nso?"}
+    assert out[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": page}
