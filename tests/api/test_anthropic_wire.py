@@ -165,6 +165,18 @@ def test_an_edit_we_cannot_apply_is_a_400_naming_it():
     for edit, param in (
         ({"type": "compact_20260112"}, "context_management.edits[0].type"),
         ({"type": "clear_thinking_20251015", "keep": 3}, "context_management.edits[0].keep"),
+        (
+            {"type": "clear_tool_uses_20250919", "exclude_tools": 5},
+            "context_management.edits[0].exclude_tools",
+        ),
+        (
+            {"type": "clear_tool_uses_20250919", "clear_tool_inputs": "yes"},
+            "context_management.edits[0].clear_tool_inputs",
+        ),
+        (
+            {"type": "clear_tool_uses_20250919", "trigger": {"type": "tool_uses", "value": 1}},
+            "context_management.edits[0].trigger",
+        ),
     ):
         with pytest.raises(ApiError) as info:
             translate.messages(
