@@ -204,3 +204,27 @@ def test_a_paged_tree_and_a_projector_beside_the_model(setup, hubs, tiny_model_p
     record = json.loads(r.stdout.splitlines()[-1])["model"]
     assert record["projector"].endswith("many-GGUF/mmproj-tiny-f16.gguf")
     assert Path(record["projector"]).read_bytes() == projector.read_bytes()
+
+
+def test_a_split_model_comes_with_every_shard_side_by_side(setup, hubs, tmp_path):
+    """llama.cpp loads the other shards from the first one's folder by name: they land
+    together under their own names, and the model is served from the first."""
+    config, store, env = setup
+    shards = {}
+    for i in (1, 2, 3):
+        path = tmp_path / f"Big-Q4_K_M-0000{i}-of-00003.gguf"
+        path.write_bytes(os.urandom(50_000))
+        shards[f"Q4_K_M/{path.name}"] = path
+    other = tmp_path / "Big-Q8_0.gguf"
+    other.write_bytes(os.urandom(10_000))
+    hubs.add_hf("someorg/big-GGUF", {**shards, "Big-Q8_0.gguf": other})
+    r = hoshikage(config, env, "pull", "--json", "someorg/big-GGUF:Q4_K_M")
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout.splitlines()[-1])["model"]
+    folder = store / "hf.co" / "someorg" / "big-GGUF" / "Q4_K_M"
+    assert record["name"] == "big-q4_k_m"
+    assert record["path"] == str(folder / "Big-Q4_K_M-00001-of-00003.gguf")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in shards.values())
+    for name, path in shards.items():
+        assert (store / "hf.co" / "someorg" / "big-GGUF" / name).read_bytes() == path.read_bytes()
+    assert record["size"] == 150_000 and not (folder.parent / "Big-Q8_0.gguf").exists()
