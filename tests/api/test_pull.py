@@ -174,6 +174,8 @@ def test_two_concurrent_pulls_share_one_download(server, store, hubs):
     finally:
         hubs.delay = 0.0
     assert results[0][-1] == "success" and results[1][-1] == "success", results
+    for statuses in results:  # each saw the shared download's progress
+        assert any(s.startswith("pulling ") and s != "pulling manifest" for s in statuses)
     sha = next(p for m, p, h in hubs.log if "twice" in p and "resolve" in p)
     blob_gets = [p for m, p, h in hubs.requests("/cdn/") if m == "GET"]
     heads = [p for m, p, h in hubs.log if m == "HEAD" and "twice" in p]
