@@ -208,7 +208,8 @@ def test_deferred_tools_join_once_a_tool_reference_loads_them():
 
 def test_effort_and_adaptive_thinking_reach_the_template_switches():
     def reasoning(**body):
-        return translate._request(request(messages=[turn("user", text("a"))], **body)).reasoning
+        data = request(messages=[turn("user", text("a"))], **body)
+        return translate._thinking(data.thinking, data.output_config).get("reasoning")
 
     assert reasoning(thinking={"type": "adaptive", "display": "omitted"}) is True
     assert reasoning(thinking={"type": "adaptive"}, output_config={"effort": "max"}) == "high"
