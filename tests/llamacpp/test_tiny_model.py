@@ -850,8 +850,8 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_pa
                     assert answer == alone
                 history[conv] = [*messages, {"role": "assistant", "content": answer}]
                 previous[conv] = chunks[-1].prompt_tokens
-        assert two._engine.cache.restored_tokens > 0
-        assert two._engine.cache.bytes <= 64 * 1024 * 1024
+        assert two._engine.pool.cache.restored_tokens > 0
+        assert two._engine.pool.cache.bytes <= 64 * 1024 * 1024
     finally:
         two.close()
         fresh.close()

@@ -32,6 +32,7 @@ from pathlib import Path
 import attrs
 
 from .options import LlamaOptions
+from .prefix import longest
 
 log = logging.getLogger("hoshikage.llamacpp.disk_cache")
 
@@ -182,13 +183,9 @@ class DiskCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def best(self, tokens: list[int], common_prefix) -> tuple[Entry | None, int]:
-        best, best_len = None, 0
-        for entry in self.entries:
-            n = common_prefix(entry.tokens, tokens)
-            if n > best_len:
-                best, best_len = entry, n
-        return best, best_len
+    def best(self, tokens: list[int]) -> tuple[Entry | None, int]:
+        """The state sharing the longest prefix with ``tokens``, and that length."""
+        return longest(self.entries, tokens)
 
     def take(self, entry: Entry) -> tuple[object, list[tuple[int, int, object]]] | None:
         """Read ``entry``'s state and checkpoints, and forget it (the file goes: the slot

@@ -6,7 +6,7 @@ unified: each slot (KV sequence ``0 .. parallel-1``) has a stream of its own, ``
 cells long. A sequence can therefore always grow to ``n_ctx`` whatever the others hold, and
 attention in one slot never scans another's cells. Each slot remembers the tokens it holds;
 a new prompt goes to the idle slot sharing the longest prefix with it (the least recently
-used one when none does, see :func:`_best_slot`), and only the rest of the prompt is
+used one when none does, see :meth:`.slots.SlotPool.place`), and only the rest of the prompt is
 decoded.
 
 A step:
@@ -39,7 +39,6 @@ KV cache is trimmed only when a slot is given a new prompt.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
@@ -47,38 +46,15 @@ from collections import deque
 
 from hoshikage_core.errors import Cancelled, HoshikageError
 
+from .batch import Batch
 from .planning import Plan
-from .prompt_cache import Checkpoint, PromptCache
+from .prefix import common_prefix
 from .scoring import Scoring
 from .sequence import Sequence
+from .slots import Slot, SlotPool
 from .speculative import DraftLength, NgramDrafter, StepCost
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
-
-#: A saved state is brought back only when it spares at least this many more tokens than
-#: what the chosen slot already holds.
-MIN_RESTORE_GAIN = 32
-
-#: Sliding-window checkpoints kept per slot (the latest prompts' ends).
-CHECKPOINTS = 2
-#: Slots holding fewer tokens than this are not written to disk at unload.
-MIN_SAVED_TOKENS = 64
-#: Prompts shorter than this get no checkpoint: reading them again costs little.
-MIN_CHECKPOINT_TOKENS = 64
-
-
-class Slot:
-    """One KV sequence of the context and the tokens it holds, position by position."""
-
-    __slots__ = ("id", "tokens", "last_used", "seq", "checkpoints")
-
-    def __init__(self, id: int):
-        self.id = id
-        self.tokens: list[int] = []
-        self.last_used = 0.0
-        self.seq: Sequence | None = None
-        #: Sliding-window checkpoints of what it holds, oldest first (SWA models only).
-        self.checkpoints: list[Checkpoint] = []
 
 
 class Job:
@@ -111,64 +87,6 @@ class Job:
         self.first: Sequence | None = None
 
 
-class Batch:
-    """A ``llama_batch`` over numpy arrays, filled in place (one seq id per token)."""
-
-    def __init__(self, lib, capacity: int):
-        import numpy as np
-
-        self.capacity = capacity
-        self.token = np.zeros(capacity, dtype=np.int32)
-        self.pos = np.zeros(capacity, dtype=np.int32)
-        self.n_seq_id = np.ones(capacity, dtype=np.int32)
-        self.seq = np.zeros(capacity, dtype=np.int32)
-        self.logits = np.zeros(capacity, dtype=np.int8)
-        int32_p = ctypes.POINTER(ctypes.c_int32)
-        base = self.seq.ctypes.data
-        self._seq_ptrs = (int32_p * capacity)(
-            *(ctypes.cast(base + 4 * i, int32_p) for i in range(capacity))
-        )
-        self.struct = lib.llama_batch(
-            n_tokens=0,
-            token=self.token.ctypes.data_as(int32_p),
-            embd=None,
-            pos=self.pos.ctypes.data_as(int32_p),
-            n_seq_id=self.n_seq_id.ctypes.data_as(int32_p),
-            seq_id=self._seq_ptrs,
-            logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
-        )
-        self.n = 0
-
-    def clear(self) -> None:
-        self.n = 0
-
-    def add(self, token: int, pos: int, seq: int) -> int:
-        """One token whose logits are wanted; returns its row."""
-        i = self.n
-        self.token[i] = token
-        self.pos[i] = pos
-        self.seq[i] = seq
-        self.logits[i] = 1
-        self.n = i + 1
-        return i
-
-    def add_prompt(self, tokens: list[int], pos: int, seq: int, logits_last: bool) -> int:
-        """Prompt tokens at ``pos..``; logits for the last one only if asked. Returns its row."""
-        i, k = self.n, len(tokens)
-        self.token[i : i + k] = tokens
-        self.pos[i : i + k] = range(pos, pos + k)
-        self.seq[i : i + k] = seq
-        self.logits[i : i + k] = 0
-        if logits_last:
-            self.logits[i + k - 1] = 1
-        self.n = i + k
-        return i + k - 1
-
-    @property
-    def room(self) -> int:
-        return self.capacity - self.n
-
-
 class Engine:
     """Owns ``ctx``; every call but :meth:`submit`, :meth:`stats` and :meth:`close` runs
     on its own thread."""
@@ -197,20 +115,20 @@ class Engine:
         self._lib = llama_cpp
         self._native = native.lib
         self._ctx = ctx
-        self._mem = llama_cpp.llama_get_memory(ctx)
         self._vocab = vocab
         self.n_vocab = n_vocab
         self._piece = piece
-        self.slots = [Slot(i) for i in range(parallel)]
+        #: The slots, with the RAM cache (slot states kept when their slot is given to
+        #: another conversation), the disk cache (states an earlier load left) and the
+        #: sliding window (0: none, or kept at full size).
+        self.pool = SlotPool(ctx, parallel, cache_bytes, n_swa, disk)
+        self.slots = self.pool.slots
         self._batch = Batch(llama_cpp, max(n_batch, parallel))
         self._incoming: deque[Job] = deque()
         self._waiting: deque[Job] = deque()
         self._running: list[Sequence] = []
         self._wake = threading.Event()
         self._stopping = False
-        #: Counters for status: prompt tokens planned, and of those found in a slot's cache.
-        self.prompt_tokens = 0
-        self.cached_tokens = 0
         self.steps = 0
         #: Most draft tokens per sequence and step (0: no speculation), who drafts (n-gram
         #: lookup, a :class:`~.speculative.DraftModel`, or both: the lookup first), and the
@@ -223,19 +141,9 @@ class Engine:
         self.draft_model = draft_model
         self.draft_tokens = 0
         self.draft_accepted = 0
-        #: Slot states kept in host RAM when their slot is given to another conversation.
-        self.cache = PromptCache(ctx, cache_bytes) if cache_bytes > 0 else None
-        #: Slot states an earlier load left on disk (a :class:`.disk_cache.DiskCache`).
-        self.disk = disk
-        #: The sliding window of a model whose SWA layers hold only the window (0: none, or
-        #: kept at full size): a reused prefix must still have its window, see _window.
-        self.n_swa = n_swa
-        #: Prompts whose cached prefix could not be used because the window was gone, and
-        #: those that kept theirs through a checkpoint.
-        self.window_misses = 0
-        self.checkpoint_restores = 0
-        #: Score jobs (:mod:`.scoring`), batched beside the generations.
-        self.scoring = Scoring(self)
+        #: Score jobs (:mod:`.scoring`), batched beside the generations; they borrow slots
+        #: only while no generation waits for one.
+        self.scoring = Scoring(self.pool, ctx, n_vocab, waiting=self._generation_waits)
         self._thread = threading.Thread(
             target=self._loop, name=f"hoshikage-engine:{name}", daemon=True
         )
@@ -259,6 +167,18 @@ class Engine:
     @property
     def running(self) -> int:
         return len(self._running) + self.scoring.running
+
+    # Counters for status, kept by the slot pool (its caches and window counters too).
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens planned, generations' and score jobs'."""
+        return self.pool.prompt_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        """Of :attr:`prompt_tokens`, those found in a slot's cache."""
+        return self.pool.cached_tokens
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread; whatever still runs (or was submitted as it stopped) ends as
@@ -339,7 +259,7 @@ class Engine:
         batch.struct.n_tokens = batch.n
         started = time.perf_counter()
         status = self._lib.llama_decode(self._ctx, batch.struct)
-        if status == 1 and self._evict_idle():  # a full shared pool: idle slots make room
+        if status == 1 and self.pool.evict_idle():  # a full shared pool: idle slots make room
             status = self._lib.llama_decode(self._ctx, batch.struct)
         # An asynchronous backend (RPC, CUDA) may still be computing: wait here, without the
         # GIL, not inside the GIL-holding sampler call below (see .native). With RPC that
@@ -352,9 +272,9 @@ class Engine:
             return
         if batch.n == generation_only:
             self.step_cost.record(batch.n, len(generating), time.perf_counter() - started)
-        if self.n_swa:
+        if self.pool.n_swa:
             for slot in read:
-                self._checkpoint(slot)
+                self.pool.checkpoint(slot)
         self.scoring.read(out)
         for seq in list(self._running):
             row = seq.logits_at
@@ -431,11 +351,7 @@ class Engine:
         self.draft_tokens += len(drafts)
         self.draft_accepted += accepted
         slot = seq.slot
-        keep = len(slot.tokens) - len(drafts) + accepted
-        if keep < len(slot.tokens):
-            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
-                raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
-            del slot.tokens[keep:]
+        self.pool.drop_draft(slot, len(slot.tokens) - len(drafts) + accepted)
 
     def _sample(
         self, seq: Sequence, row: int, out: _Outbox, drawn: int | None = None
@@ -467,150 +383,41 @@ class Engine:
 
     # ---- slots --------------------------------------------------------------------------
 
-    def _free_slots(self) -> list[Slot]:
-        return [slot for slot in self.slots if slot.seq is None]
+    def _generation_waits(self) -> bool:
+        return bool(self._waiting)
 
     def _start_waiting(self, out: _Outbox) -> None:
+        pool = self.pool
         while self._waiting:
             job = self._waiting[0]
             if job.first is not None and job.started < job.n and job.first.todo:
                 return  # its siblings start when choice 0 has read the prompt
-            free = self._free_slots()
+            free = pool.free()
             if not free:
                 return
-            slot = _best_slot(free, job.plan.tokens)
-            if self.cache is not None or self.disk:
-                self._swap_in(slot, job.plan.tokens)
+            slot = pool.place(free, job.plan.tokens)
+            if pool.cache is not None or pool.disk:
+                pool.swap_in(slot, job.plan.tokens)
             self._start(job, job.started, slot)
             if job.started == job.n:
                 self._waiting.popleft()
-
-    def _swap_in(self, slot: Slot, tokens: list[int]) -> None:
-        """Before ``slot`` takes ``tokens``: keep what it holds in the RAM cache if most of
-        it is about to be thrown away, and bring back a saved state that shares a longer
-        prefix with ``tokens`` than the slot does."""
-        cache = self.cache
-        held = _common_prefix(slot.tokens, tokens)
-        entry, saved = cache.best(tokens, _common_prefix) if cache is not None else (None, 0)
-        if self.disk:
-            on_disk, stored = self.disk.best(tokens, _common_prefix)
-            if on_disk is not None and stored > max(held, saved) + MIN_RESTORE_GAIN:
-                if cache is not None and held * 2 < len(slot.tokens):
-                    cache.save(slot.id, slot.tokens, slot.checkpoints)
-                if self._restore_from_disk(slot, on_disk):
-                    self.disk.restored_tokens += min(stored, len(tokens) - 1)
-                return
-        if cache is None:
-            return
-        if held * 2 < len(slot.tokens):
-            cache.save(slot.id, slot.tokens, slot.checkpoints)
-        if entry is not None and saved > held + MIN_RESTORE_GAIN and entry in cache._entries:
-            restored = cache.restore(entry, slot.id)
-            slot.tokens = list(entry.tokens) if restored else []
-            slot.checkpoints = list(entry.checkpoints) if restored else []
-            if restored:
-                cache.restored_tokens += min(saved, len(tokens) - 1)
-
-    def _restore_from_disk(self, slot: Slot, entry) -> bool:
-        """Load a state an earlier load of this model left on disk into ``slot``."""
-        lib = self._lib
-        read = self.disk.take(entry)
-        lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-        slot.tokens, slot.checkpoints = [], []
-        if read is None:
-            return False
-        data, checkpoints = read
-        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
-        if int(lib.llama_state_seq_set_data(self._ctx, buf, len(data), slot.id)) <= 0:
-            log.warning("restoring a prompt state from disk failed; the prompt is read again")
-            lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-            return False
-        slot.tokens = list(entry.tokens)
-        for n_tokens, pos_min, raw in checkpoints:
-            array = (ctypes.c_uint8 * len(raw)).from_buffer(raw)
-            slot.checkpoints.append(Checkpoint(n_tokens, pos_min, array, len(raw)))
-        return True
 
     def saved_states(self) -> list:
         """What the disk cache keeps of this engine when its model unloads: the slots'
         states, most recently used first, then the RAM cache's. Call after :meth:`close`
         and before the context is freed."""
-        from .disk_cache import Saved
-
-        states = []
-        for slot in sorted(self.slots, key=lambda s: s.last_used, reverse=True):
-            if len(slot.tokens) < MIN_SAVED_TOKENS:
-                continue
-            size = int(self._lib.llama_state_seq_get_size(self._ctx, slot.id))
-            if size <= 0:
-                continue
-            buf = (ctypes.c_uint8 * size)()
-            written = int(self._lib.llama_state_seq_get_data(self._ctx, buf, size, slot.id))
-            if written <= 0:
-                continue
-            data = memoryview(buf)[:written]
-            states.append(Saved(list(slot.tokens), data, _views(slot.checkpoints)))
-        for entry in self.cache.entries() if self.cache is not None else ():
-            data = memoryview(entry.data)[: entry.size]
-            states.append(Saved(list(entry.tokens), data, _views(entry.checkpoints)))
-        return states
+        return self.pool.saved_states()
 
     def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
         """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
         last prompt token is always decoded again, for fresh logits."""
+        pool = self.pool
         tokens = job.plan.tokens
-        common = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
-        if self.n_swa and common:
-            common = self._window(slot, common)
-        if common < len(slot.tokens):
-            if not self._lib.llama_memory_seq_rm(self._mem, slot.id, common, -1):
-                self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-                common = 0
-            del slot.tokens[common:]
-            slot.checkpoints = [c for c in slot.checkpoints if c.n_tokens <= common]
+        common = min(common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        if pool.n_swa and common:
+            common = pool.window(slot, common)
+        common = pool.trim(slot, common)
         return self._run(job, index, slot, tokens[common:], common)
-
-    def _evict_idle(self) -> bool:
-        """With one KV pool for every slot (``kv_unified``) a long sequence can fill it:
-        the idle slots' cells go (to the RAM cache first). Whether any went."""
-        evicted = False
-        for slot in self.slots:
-            if slot.seq is None and slot.tokens:
-                if self.cache is not None:
-                    self.cache.save(slot.id, slot.tokens, slot.checkpoints)
-                self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-                slot.tokens, slot.checkpoints = [], []
-                evicted = True
-        return evicted
-
-    def _window(self, slot: Slot, common: int) -> int:
-        """How much of ``slot``'s first ``common`` tokens can be kept on a model whose
-        sliding-window layers hold only the window: all of it when those layers still hold
-        the window of position ``common`` (positions from ``common - n_swa + 1``), else the
-        prefix of the latest checkpoint that has it (restored here), else 0."""
-        lib, n_swa = self._lib, self.n_swa
-        pos_min = int(lib.llama_memory_seq_pos_min(self._mem, slot.id))
-        if 0 <= pos_min <= max(0, common - n_swa + 1):
-            return common
-        for checkpoint in reversed(slot.checkpoints):
-            keep = min(common, checkpoint.n_tokens)
-            # A checkpoint holds the window of its last token at most (older entries on disk
-            # may claim more: their pos_min was the layers', not the state's).
-            first = max(checkpoint.pos_min, checkpoint.n_tokens - n_swa)
-            if first <= max(0, keep - n_swa + 1) and checkpoint.restore(self._ctx, slot.id):
-                self.checkpoint_restores += 1
-                return keep
-        self.window_misses += 1
-        return 0
-
-    def _checkpoint(self, slot: Slot) -> None:
-        """``slot`` has just read a prompt: keep its sliding-window state at this point."""
-        n = len(slot.tokens)
-        if n < MIN_CHECKPOINT_TOKENS or any(c.n_tokens == n for c in slot.checkpoints):
-            return
-        checkpoint = Checkpoint.take(self._ctx, slot.id, n, self.n_swa)
-        if checkpoint is not None:
-            slot.checkpoints = [*slot.checkpoints, checkpoint][-CHECKPOINTS:]
 
     def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Sequence:
         """Choice ``index`` runs in ``slot``, which holds ``cached`` prompt tokens already;
@@ -618,13 +425,12 @@ class Engine:
         seq = self._sequence(job, index)
         seq.slot = slot
         seq.todo = todo
-        slot.seq = seq
-        slot.last_used = time.monotonic()
+        self.pool.take(slot, seq)
         if index == 0:
             job.cached_tokens = cached
             job.first = seq if job.n > 1 else None
-            self.prompt_tokens += len(job.plan.tokens)
-            self.cached_tokens += cached
+            self.pool.prompt_tokens += len(job.plan.tokens)
+            self.pool.cached_tokens += cached
         job.started += 1
         self._running.append(seq)
         return seq
@@ -635,15 +441,10 @@ class Engine:
         job = first.job
         job.first = None
         siblings = []
-        for slot in self._free_slots():
+        for slot in self.pool.free():
             if job.started == job.n:
                 break
-            if self.cache is not None:
-                self.cache.save(slot.id, slot.tokens, slot.checkpoints)
-            # Across KV streams llama.cpp copies the whole stream (applied at the next decode).
-            self._lib.llama_memory_seq_cp(self._mem, first.slot.id, slot.id, -1, -1)
-            slot.tokens = list(first.slot.tokens)
-            slot.checkpoints = list(first.slot.checkpoints)
+            self.pool.fork(first.slot, slot)
             siblings.append(self._run(job, job.started, slot, [], len(slot.tokens)))
         if job.started == job.n and job in self._waiting:
             self._waiting.remove(job)
@@ -679,10 +480,8 @@ class Engine:
     def _release(self, seq: Sequence) -> None:
         if seq in self._running:
             self._running.remove(seq)
-        slot = seq.slot
-        if slot is not None:  # its cache keeps what was decoded, for the next prompt to reuse
-            slot.seq = None
-            slot.last_used = time.monotonic()
+        if seq.slot is not None:  # its cache keeps what was decoded, for the next prompt
+            self.pool.let_go(seq.slot)
         seq.sampler.close()
 
     def _drop_cancelled(self, out: _Outbox) -> None:
@@ -727,16 +526,8 @@ class Engine:
                 job.samplers[index].close()
             job.started = job.n
             out.close(job.sink, error)
-        if not clear:
-            return
-        for slot in self.slots:
-            slot.tokens = []
-            slot.checkpoints = []
-            slot.seq = None
-        try:
-            self._lib.llama_memory_clear(self._mem, True)
-        except Exception:
-            log.exception("clearing the KV cache failed")
+        if clear:
+            self.pool.clear()
 
 
 class _Outbox:
@@ -768,10 +559,6 @@ class _Outbox:
             sink.flush()
 
 
-def _views(checkpoints) -> list:
-    return [(c.n_tokens, c.pos_min, memoryview(c.data)[: c.size]) for c in checkpoints]
-
-
 def _slot_id(seq: Sequence) -> int:
     return seq.slot.id
 
@@ -785,45 +572,3 @@ def _cancelled_chunk(job: Job):
         completion_tokens=0,
         cached_tokens=0,
     )
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    # Compare in blocks first: prompts share long prefixes and differ near the end.
-    step = 64
-    while i + step <= n and a[i : i + step] == b[i : i + step]:
-        i += step
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-#: A prompt sharing at least this share of itself with a slot's cache may take that slot
-#: even if it discards the rest of it: a long shared system prompt is worth it, a shared
-#: chat-template header is not. (llama-server's ``--slot-prompt-similarity`` is 0.1, which
-#: lets a new conversation with a short system prompt take over another's slot.)
-SLOT_SIMILARITY = 0.5
-
-
-def _best_slot(free: list[Slot], tokens: list[int]) -> Slot:
-    """Where a new prompt goes, first match wins:
-
-    1. the slot whose cache it continues (the shared prefix is at least half of what the
-       slot holds), the longest such prefix first: a conversation finds its own slot;
-    2. an empty slot, so no other conversation's cache is thrown away;
-    3. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of the
-       prompt (a shared system prompt);
-    4. the least recently used slot.
-    """
-    scored = [(_common_prefix(slot.tokens, tokens), slot) for slot in free]
-    continued = [(n, slot) for n, slot in scored if n and n * 2 >= len(slot.tokens)]
-    if continued:
-        return max(continued, key=lambda item: item[0])[1]
-    empty = [slot for slot in free if not slot.tokens]
-    if empty:
-        return empty[0]
-    n, slot = max(scored, key=lambda item: item[0])
-    if n and n >= SLOT_SIMILARITY * len(tokens):
-        return slot
-    return min(free, key=lambda s: s.last_used)

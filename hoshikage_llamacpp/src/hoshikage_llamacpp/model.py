@@ -27,12 +27,12 @@ from hoshikage_core.protocol import (
     ScoreRequest,
 )
 
-from . import native
 from .chat import ChatRenderer, choose_template
 from .engine import Engine, Job
 from .loader import Loaded, load
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
+from .pieces import token_piece
 from .planning import plan
 from .reasoning import detect
 from .speculative import DraftModel, vocab_mismatch
@@ -215,14 +215,7 @@ class LlamaCppModel:
     def _engine_piece(self, token: int) -> bytes:
         """The bytes a token stands for (engine thread only: it reuses one buffer). Control
         tokens render as nothing, except the preserved markers (llama-server's rule)."""
-        buf, lib = self._piece_buf, native.lib
-        special = token in self._preserved
-        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            big = ctypes.create_string_buffer(-n)
-            n = lib.llama_token_to_piece(self._vocab, token, big, -n, 0, special)
-            return big.raw[:n]
-        return buf.raw[:n]
+        return token_piece(self._vocab, token, token in self._preserved, self._piece_buf)
 
     def _token_text(self, token: int) -> str:
         return self._model.token_get_text(token) if token >= 0 else ""
@@ -338,13 +331,7 @@ class LlamaCppModel:
             raise InvalidRequest(
                 f"Token {token} is not in the vocabulary (0..{self.n_vocab - 1})", "tokens"
             )
-        buf = ctypes.create_string_buffer(256)
-        lib = native.lib
-        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = lib.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
-        return buf.raw[:n]
+        return token_piece(self._vocab, token, special, ctypes.create_string_buffer(256))
 
     def stats(self) -> EngineStats:
         engine = self._engine

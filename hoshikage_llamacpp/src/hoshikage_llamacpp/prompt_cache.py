@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import logging
 
+from .prefix import longest
+
 log = logging.getLogger("hoshikage.llamacpp.prompt_cache")
 
 #: Slots holding fewer tokens than this are not worth saving.
@@ -123,14 +125,12 @@ class PromptCache:
         """The saved states, most recently used first."""
         return self._entries[::-1]
 
-    def best(self, tokens: list[int], common_prefix) -> tuple[_Entry | None, int]:
+    def __contains__(self, entry: _Entry) -> bool:
+        return entry in self._entries
+
+    def best(self, tokens: list[int]) -> tuple[_Entry | None, int]:
         """The saved state sharing the longest prefix with ``tokens``, and that length."""
-        best, best_len = None, 0
-        for entry in self._entries:
-            n = common_prefix(entry.tokens, tokens)
-            if n > best_len:
-                best, best_len = entry, n
-        return best, best_len
+        return longest(self._entries, tokens)
 
     def restore(self, entry: _Entry, seq_id: int) -> bool:
         """Copy ``entry`` back into sequence ``seq_id`` (emptied first). The entry leaves

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import attrs
 
-from .text_stream import HoldBack
+from .text_stream import HoldBack, partial_tail
 
 
 @attrs.frozen
@@ -221,7 +221,7 @@ class _Harmony:
                 if at != -1 and (cut == -1 or at < cut):
                     cut, which = at, marker
             if which is None:
-                keep = _partial(self.buf, self.BODY_END)
+                keep = partial_tail(self.buf, self.BODY_END)
                 body, self.buf = self.buf[: len(self.buf) - keep], self.buf[len(self.buf) - keep :]
                 self._body(body, reasoning, answer)
                 break
@@ -254,11 +254,3 @@ class _Harmony:
 
 def _strip_role(buf: str) -> str:
     return buf[len("assistant") :] if buf.startswith("assistant") else buf
-
-
-def _partial(buf: str, markers: tuple[str, ...]) -> int:
-    longest = max(len(m) for m in markers)
-    for size in range(min(len(buf), longest - 1), 0, -1):
-        if any(m.startswith(buf[-size:]) for m in markers):
-            return size
-    return 0

@@ -444,10 +444,10 @@ class SamplerChain:
         """
         import numpy as np
 
+        from .logits import row_logits
+
         n_vocab = self._n_vocab
-        logits = np.ctypeslib.as_array(
-            self._native.llama_get_logits_ith(ctx, index), shape=(n_vocab,)
-        )
+        logits = row_logits(ctx, index, n_vocab)
         need = self._enough_allowed
         if need is not None:
             for size in (max(64, 4 * need), max(1024, 16 * need)):
@@ -525,20 +525,17 @@ class LogprobReader:
 
     def read(self, token: int, index: int = -1) -> TokenLogprob:
         """The log-probability of ``token`` (and the top ones) at batch position ``index``."""
-        from .native import lib
+        from .logits import log_total, row_logits
 
         np = self._np
-        logits = np.ctypeslib.as_array(
-            lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,)
-        )
-        peak = float(logits.max())
-        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
+        logits = row_logits(self._ctx, index, self._n_vocab)
+        total = log_total(logits)
         top = ()
         if self._top > 0:
             ids = np.argpartition(logits, -self._top)[-self._top :]
             ids = ids[np.argsort(logits[ids])[::-1]]
-            top = tuple(self._entry(TopLogprob, int(i), float(logits[i]) - log_total) for i in ids)
-        token_lp = float(logits[token]) - log_total
+            top = tuple(self._entry(TopLogprob, int(i), float(logits[i]) - total) for i in ids)
+        token_lp = float(logits[token]) - total
         return self._entry(TokenLogprob, token, token_lp, top)
 
     def _entry(self, cls, token: int, logprob: float, *extra):

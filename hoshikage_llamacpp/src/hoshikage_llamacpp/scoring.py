@@ -26,12 +26,13 @@ so running streams keep their one token per step.
 
 from __future__ import annotations
 
-import math
-import time
 from collections import deque
 
 from hoshikage_core.errors import Cancelled
 from hoshikage_core.protocol import Scores
+
+from .prefix import common_prefix
+from .slots import SlotPool
 
 #: How many waiting prompts a stream looks through for the one sharing most with its slot.
 LOOKAHEAD = 64
@@ -90,7 +91,7 @@ class ScoreJob:
         first = branches[0].tokens
         shared = len(first)
         for branch in branches[1:]:
-            shared = min(shared, _common(first, branch.tokens))
+            shared = min(shared, common_prefix(first, branch.tokens))
         # Every unit reads its prompt's last row, so the prefix stops one short of the
         # shortest prompt.
         shared = min(shared, min(len(b.tokens) for b in branches) - 1)
@@ -134,10 +135,15 @@ class Stream:
 
 
 class Scoring:
-    """The engine's score jobs. Called by :class:`~.engine.Engine` on its own thread."""
+    """The engine's score jobs, in the slots of ``pool``. Called by the engine on its own
+    thread; ``waiting`` says whether a generation waits for a slot (borrowed slots are then
+    given back)."""
 
-    def __init__(self, engine):
-        self._engine = engine
+    def __init__(self, pool: SlotPool, ctx, n_vocab: int, waiting):
+        self._pool = pool
+        self._ctx = ctx
+        self._n_vocab = n_vocab
+        self._generation_waits = waiting
         self.incoming: deque[ScoreJob] = deque()
         self._waiting: deque[ScoreJob] = deque()
         self._jobs: list[ScoreJob] = []
@@ -166,9 +172,8 @@ class Scoring:
         for job in [j for j in self._jobs if j.cancel.cancelled]:
             self._end(job)
             out.close(job.sink, Cancelled("The request was cancelled."))
-        engine = self._engine
         while self._waiting:
-            free = engine._free_slots()
+            free = self._pool.free()
             if not free:
                 break
             job = self._waiting.popleft()
@@ -177,52 +182,48 @@ class Scoring:
             self._staff(job)
 
     def _begin(self, job: ScoreJob, free: list) -> None:
-        from .engine import _best_slot
-
-        engine = self._engine
-        slot = _best_slot(free, job.prefix)
-        if engine.cache is not None:
-            engine._swap_in(slot, job.prefix)
+        pool = self._pool
+        slot = pool.place(free, job.prefix)
+        if pool.cache is not None:
+            pool.swap_in(slot, job.prefix)
         stream = self._take(job, slot)
         job.primary = stream
-        job.cached_tokens = min(_common(slot.tokens, job.prefix), len(job.prefix))
-        engine.prompt_tokens += job.prompt_tokens
-        engine.cached_tokens += job.cached_tokens
+        job.cached_tokens = min(common_prefix(slot.tokens, job.prefix), len(job.prefix))
+        pool.prompt_tokens += job.prompt_tokens
+        pool.cached_tokens += job.cached_tokens
         self._aim(stream, job.prefix, {})
         self._jobs.append(job)
 
     def _take(self, job: ScoreJob, slot) -> Stream:
         stream = Stream(job, slot)
-        slot.seq = stream
-        slot.last_used = time.monotonic()
+        self._pool.take(slot, stream)
         job.streams.append(stream)
         return stream
 
     def _staff(self, job: ScoreJob) -> None:
         """Hand units to idle streams; borrow free slots once the prefix is read, give
         borrowed ones back when a generation waits or no unit is left for them."""
-        engine = self._engine
+        pool = self._pool
         primary = job.primary
         if primary.unit is None and primary.busy:
             return  # still reading the shared prefix
-        if engine.n_swa and not job.streams[0].paths and primary.unit is None and job.units:
+        if pool.n_swa and not job.streams[0].paths and primary.unit is None and job.units:
             # The prefix is read: keep its sliding window, which every prompt goes back to.
-            engine._checkpoint(primary.slot)
-        if job.units and not engine._waiting and len(job.units) > len(job.streams):
-            for slot in engine._free_slots():
+            pool.checkpoint(primary.slot)
+        if job.units and not self._generation_waits() and len(job.units) > len(job.streams):
+            for slot in pool.free():
                 if len(job.streams) > len(job.units):
                     break
-                if engine.cache is not None:
-                    engine.cache.save(slot.id, slot.tokens, slot.checkpoints)
-                # Across KV streams llama.cpp copies the whole stream (at the next decode).
-                engine._lib.llama_memory_seq_cp(engine._mem, primary.slot.id, slot.id, -1, -1)
-                slot.tokens = list(primary.slot.tokens)
-                slot.checkpoints = list(primary.slot.checkpoints)
+                pool.fork(primary.slot, slot)
                 self._take(job, slot)
         for stream in list(job.streams):
             if stream.busy:
                 continue
-            if not stream.paths and job.units and (stream is primary or not engine._waiting):
+            if (
+                not stream.paths
+                and job.units
+                and (stream is primary or not self._generation_waits())
+            ):
                 branch = self._nearest(job, stream)
                 stream.paths = deque((branch, path) for path in branch.paths)
             if stream.paths:
@@ -234,7 +235,7 @@ class Scoring:
                 }
                 stream.unit = (branch, path)
                 self._aim(stream, target, wanted)
-            elif stream is not primary or engine._waiting:
+            elif stream is not primary or self._generation_waits():
                 self._let_go(job, stream)
 
     def _nearest(self, job: ScoreJob, stream: Stream):
@@ -245,7 +246,7 @@ class Scoring:
         held = stream.slot.tokens[start:]
         best, best_len = 0, -1
         for k in range(min(len(job.units), LOOKAHEAD)):
-            n = _common(held, job.units[k].tokens[start:])
+            n = common_prefix(held, job.units[k].tokens[start:])
             if n > best_len:
                 best, best_len = k, n
         branch = job.units[best]
@@ -255,29 +256,23 @@ class Scoring:
     def _aim(self, stream: Stream, target: list[int], wanted: dict) -> None:
         """Point ``stream`` at ``target``: keep what its slot shares with it (up to the first
         row to read), drop the rest."""
-        engine = self._engine
+        pool = self._pool
         slot = stream.slot
-        keep = _common(slot.tokens, target)
+        keep = common_prefix(slot.tokens, target)
         if wanted:
             keep = min(keep, min(wanted))
-        if engine.n_swa and keep < len(slot.tokens) and keep:
+        if pool.n_swa and keep < len(slot.tokens) and keep:
             # Sliding-window layers holding only the window: going back needs the window
             # of ``keep`` (a checkpoint of the shared prefix, restored), else read again.
-            keep = engine._window(slot, keep)
-        if keep < len(slot.tokens):
-            if not engine._lib.llama_memory_seq_rm(engine._mem, slot.id, keep, -1):
-                engine._lib.llama_memory_seq_rm(engine._mem, slot.id, -1, -1)
-                keep = 0
-            del slot.tokens[keep:]
-            slot.checkpoints = [c for c in slot.checkpoints if c.n_tokens <= keep]
+            keep = pool.window(slot, keep)
+        keep = pool.trim(slot, keep)
         stream.target = target
         stream.pos = keep
         stream.wanted = wanted
 
     def _let_go(self, job: ScoreJob, stream: Stream) -> None:
         job.streams.remove(stream)
-        stream.slot.seq = None
-        stream.slot.last_used = time.monotonic()
+        self._pool.let_go(stream.slot)
 
     # ---- the batch ------------------------------------------------------------------------
 
@@ -305,23 +300,15 @@ class Scoring:
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""
-        import numpy as np
+        from .logits import log_total, row_logits
 
-        from .native import lib
-
-        engine = self._engine
-        n_vocab = engine.n_vocab
+        ctx, n_vocab = self._ctx, self._n_vocab
         for job in list(self._jobs):
             for stream in job.streams:
                 for row, branch, node in stream.rows:
-                    logits = np.ctypeslib.as_array(
-                        lib.llama_get_logits_ith(engine._ctx, row), shape=(n_vocab,)
-                    )
-                    peak = float(logits.max())
-                    log_total = peak + math.log(float(np.exp(logits - peak).sum()))
-                    branch.got[node] = {
-                        t: float(logits[t]) - log_total for t in branch.needed[node]
-                    }
+                    logits = row_logits(ctx, row, n_vocab)
+                    total = log_total(logits)
+                    branch.got[node] = {t: float(logits[t]) - total for t in branch.needed[node]}
                 stream.rows = []
                 if stream.unit is not None and not stream.busy:
                     stream.unit = None
@@ -354,9 +341,3 @@ class Scoring:
             out.close(job.sink, error)
         self._waiting.clear()
         self.incoming.clear()
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    from .engine import _common_prefix
-
-    return _common_prefix(a, b)

@@ -1,13 +1,13 @@
 """Speculative decoding: cheap guesses of a sequence's next tokens, checked by the model in
 the same ``llama_decode`` that produces its next token (see :mod:`.engine`).
 
-A :class:`Drafter` is one sequence's guesser, behind llama.cpp's ``begin/draft/accept``
-interface (``common/speculative.cpp``):
+A :class:`Drafter` is one sequence's guesser, after llama.cpp's ``begin/draft/accept``
+interface (``common/speculative.cpp``), where what was accepted arrives as the tokens
+themselves:
 
 * :meth:`Drafter.begin` gets the prompt's tokens;
 * :meth:`Drafter.push` gets every token the sequence generates;
 * :meth:`Drafter.draft` guesses up to ``k`` tokens that follow the last one;
-* :meth:`Drafter.accept` learns how many of the last draft were right;
 * :attr:`Drafter.matched` says how long a stretch of the history agreed, token for token,
   with the place the last draft was copied from (0: no such evidence).
 
@@ -30,6 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .prefix import common_prefix
+from .slots import trim_kv
+
 #: The n-gram sizes looked up, longest first: a longer match is a better predictor (a
 #: 12-token match, llama.cpp's ngram-simple key, is right nearly always; 2-token matches
 #: were wrong too often in JSON and prose to be worth their cost).
@@ -51,9 +54,6 @@ class Drafter:
 
     def draft(self, k: int) -> list[int]:
         raise NotImplementedError
-
-    def accept(self, drafted: int, accepted: int) -> None:
-        """The last draft's ``drafted`` tokens, of which the first ``accepted`` were right."""
 
 
 class NgramDrafter(Drafter):
@@ -409,11 +409,9 @@ class DraftModel:
 
     def __init__(self, loaded, n_vocab_target: int, n_batch: int):
         import llama_cpp
-        import numpy as np
 
-        from .engine import Batch
+        from .batch import Batch
 
-        self._np = np
         self._lib = llama_cpp
         self.loaded = loaded
         ctx = loaded.context.ctx
@@ -432,11 +430,9 @@ class DraftModel:
         todo = []
         for slot, tokens, _k in wanted:
             held = self.tokens[slot]
-            common = min(_common_prefix(held, tokens), len(tokens) - 1)
+            common = min(common_prefix(held, tokens), len(tokens) - 1)
             if common < len(held):
-                if not self._lib.llama_memory_seq_rm(self._mem, slot, common, -1):
-                    self._lib.llama_memory_seq_rm(self._mem, slot, -1, -1)
-                    common = 0
+                common = trim_kv(self._lib, self._mem, slot, common)
                 del held[common:]
             todo.append(tokens[common:])
         batch = self._batch
@@ -491,22 +487,11 @@ class DraftModel:
         return True
 
     def _best(self, row: int) -> int:
-        from .native import lib
+        from .logits import row_logits
 
-        logits = self._np.ctypeslib.as_array(
-            lib.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,)
-        )
-        return int(logits.argmax())
+        return int(row_logits(self._ctx, row, self._n_vocab).argmax())
 
     def close(self) -> None:
         loaded, self.loaded = self.loaded, None
         if loaded is not None:
             loaded.close()
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -15,6 +15,19 @@ from __future__ import annotations
 import codecs
 
 
+def partial_tail(buf: str, markers: tuple[str, ...], longest: int | None = None) -> int:
+    """How long a tail of ``buf`` is a proper prefix of one of ``markers`` (it might complete
+    on the next piece, so it is held back): the longest such tail, 0 for none. ``longest``:
+    the longest marker's length, where the caller knows it."""
+    if longest is None:
+        longest = max(map(len, markers), default=0)
+    for size in range(min(len(buf), longest - 1), 0, -1):
+        tail = buf[-size:]
+        if any(marker.startswith(tail) for marker in markers):
+            return size
+    return 0
+
+
 class HoldBack:
     """Finds the first of some marker strings in streamed text.
 
@@ -48,7 +61,7 @@ class HoldBack:
             self.found = which
             self.rest = buf[first:]
             return buf[:first]
-        keep = self._partial_tail(buf)
+        keep = partial_tail(buf, self.markers, self._longest)
         self.held = buf[len(buf) - keep :]
         return buf[: len(buf) - keep]
 
@@ -56,13 +69,6 @@ class HoldBack:
         """The held-back tail: the stream ended, so it was not a marker after all."""
         held, self.held = self.held, ""
         return held
-
-    def _partial_tail(self, buf: str) -> int:
-        for size in range(min(len(buf), self._longest - 1), 0, -1):
-            tail = buf[-size:]
-            if any(marker.startswith(tail) for marker in self.markers):
-                return size
-        return 0
 
 
 class ToolCapture:

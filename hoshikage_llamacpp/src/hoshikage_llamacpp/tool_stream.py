@@ -50,6 +50,7 @@ from typing import Any
 
 from hoshikage_core.protocol import ToolCallDelta
 
+from .text_stream import partial_tail
 from .tool_calls import ToolFormat, _value
 
 # ---- a resumable JSON scanner ---------------------------------------------------------------
@@ -340,11 +341,7 @@ def _partial(
     closing marker, and trailing newlines (stripped at the end), wait. A ``raw`` value
     (DSML's ``string="true"``) is text from its first character, kept as written."""
     sofar = text[at:]
-    keep = len(sofar)
-    for size in range(min(len(sofar), max(map(len, markers)) - 1), 0, -1):
-        if any(marker.startswith(sofar[-size:]) for marker in markers):
-            keep -= size
-            break
+    keep = len(sofar) - partial_tail(sofar, markers)
     if raw:
         return (
             json.dumps(key, ensure_ascii=False)
