@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import FORMATS, detect, parse
+from hoshikage_llamacpp.tool_calls import parse
+from hoshikage_llamacpp.tool_families import FORMATS, detect
 
 from tests.support.families import template
 

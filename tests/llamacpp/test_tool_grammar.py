@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import FORMATS
-from hoshikage_llamacpp.tool_grammar import OPENERS, call_grammar, literal, text_without
+from hoshikage_llamacpp.tool_families import FORMATS, OPENERS
+from hoshikage_llamacpp.tool_grammar import call_grammar, literal, text_without
 
 from tests.support.families import template
 

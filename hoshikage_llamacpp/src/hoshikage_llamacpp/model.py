@@ -36,8 +36,8 @@ from .pieces import token_piece
 from .planning import plan
 from .reasoning import detect
 from .speculative import DraftModel, vocab_mismatch
-from .tool_calls import FORMATS
-from .tool_calls import detect as detect_tool_format
+from .tool_families import FORMATS
+from .tool_families import detect as detect_tool_format
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 

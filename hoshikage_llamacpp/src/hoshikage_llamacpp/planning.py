@@ -14,7 +14,8 @@ from hoshikage_core.protocol import GenerationRequest
 from .chat import forced_tools, tool_names
 from .reasoning import ReasoningForm, opens_in_prompt
 from .sampling import SamplerChain, check_grammar_size, grammar_for
-from .tool_calls import FORMATS, ToolFormat
+from .tool_families import FORMATS
+from .tool_format import ToolFormat
 from .tool_grammar import Think, call_grammar
 
 

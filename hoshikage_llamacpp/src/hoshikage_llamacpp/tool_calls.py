@@ -1,9 +1,6 @@
-"""Tool calls in each model family's own form: a registry of small parsers, one chosen
-from the chat template's text (:func:`detect`), or forced by the ``tool_format`` option.
-
-Each :class:`ToolFormat` names the markers that open a call (the engine's text stream
-captures the answer from the first of them on) and parses the captured text into calls in
-OpenAI's shape. A capture that does not parse, or that calls a tool the request did not
+"""Tool calls in each model family's own form, read whole: one reader per family (its
+class in :mod:`.tool_families` names it), and :func:`parse`, which turns a capture into
+calls in OpenAI's shape. A capture that does not parse, or that calls a tool the request did not
 offer, is given back as text: a botched call reaches the client as text, never as an error.
 
 =================  ==========================================================  ==============
@@ -34,7 +31,8 @@ format             a call                                                       
 ``command-r-plus`` ``Action:`` then a fenced JSON list of ``{"tool_name", "parameters"}``  Command R+
 =================  ==========================================================  ==============
 
-A constrained call's grammar, in each family's syntax, is :mod:`.tool_grammar`'s.
+A call read as it streams is :mod:`.tool_stream`'s; a constrained call's grammar, in each
+family's syntax, is :mod:`.tool_grammar`'s.
 
 Pure Python.
 """
@@ -44,26 +42,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
-Call = tuple[str, Any]  # (name, arguments: an object, or JSON text)
-
-
-@attrs.frozen
-class ToolFormat:
-    name: str
-    #: Text that opens a call: from the first of them on, the answer is captured.
-    openers: tuple[str, ...]
-    #: Reads the captured text into ``(name, arguments)`` pairs; None when it does not parse.
-    read: Callable[[str], list[Call] | None]
-    #: The family writes calls as bare JSON too (an answer that starts with ``{`` or ``[``
-    #: is captured whenever tools are offered: a forced call's grammar writes that form).
-    leading_json: bool = False
-    #: Special tokens that must render as text for the parser to see them.
-    markers: tuple[str, ...] = ()
+from .tool_format import Call, ToolFormat
 
 
 def _json(text: str) -> Any:
@@ -97,7 +79,7 @@ def _between(text: str, start: str, end: str) -> list[str]:
     return out
 
 
-def _value(text: str) -> Any:
+def param_value(text: str) -> Any:
     """A parameter value as XML-ish formats write it: JSON when it is JSON, else the text."""
     text = text.strip("\n")
     parsed = _json(text)
@@ -129,7 +111,7 @@ _PARAMETER = re.compile(r"<parameter=([^>\s]+)>(.*?)(?:</parameter>|(?=<paramete
 def read_qwen3_coder(text: str) -> list[Call] | None:
     calls = []
     for name, body in _FUNCTION.findall(text):
-        calls.append((name, {key: _value(value) for key, value in _PARAMETER.findall(body)}))
+        calls.append((name, {key: param_value(value) for key, value in _PARAMETER.findall(body)}))
     return calls or None
 
 
@@ -171,14 +153,20 @@ _HARMONY = re.compile(
 )
 
 
-def read_harmony(text: str) -> list[Call] | None:
+def _json_calls(found: list[tuple[str, str]]) -> list[Call] | None:
+    """``(name, JSON arguments text)`` pairs as calls; None when any arguments are not a
+    JSON object."""
     calls = []
-    for name, body in _HARMONY.findall(text):
+    for name, body in found:
         args = _json(body)
         if not isinstance(args, dict):
             return None
         calls.append((name, args))
     return calls or None
+
+
+def read_harmony(text: str) -> list[Call] | None:
+    return _json_calls(_HARMONY.findall(text))
 
 
 _DEEPSEEK = re.compile(
@@ -189,16 +177,10 @@ _DEEPSEEK = re.compile(
 
 
 def read_deepseek(text: str) -> list[Call] | None:
-    calls = []
-    for name, body in _DEEPSEEK.findall(text):
-        args = _json(body)
-        if not isinstance(args, dict):
-            return None
-        calls.append((name.strip(), args))
-    return calls or None
+    return _json_calls([(name.strip(), body) for name, body in _DEEPSEEK.findall(text)])
 
 
-_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
+GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
 
 
 def read_glm(text: str) -> list[Call] | None:
@@ -207,7 +189,7 @@ def read_glm(text: str) -> list[Call] | None:
         name = block.split("<arg_key>")[0].strip()
         if not name:
             return None
-        calls.append((name, {k.strip(): _value(v) for k, v in _ARG.findall(block)}))
+        calls.append((name, {k.strip(): param_value(v) for k, v in GLM_ARG.findall(block)}))
     return calls or None
 
 
@@ -219,13 +201,7 @@ _KIMI = re.compile(
 
 
 def read_kimi(text: str) -> list[Call] | None:
-    calls = []
-    for name, body in _KIMI.findall(text):
-        args = _json(body)
-        if not isinstance(args, dict):
-            return None
-        calls.append((name, args))
-    return calls or None
+    return _json_calls(_KIMI.findall(text))
 
 
 def read_command_r(text: str) -> list[Call] | None:
@@ -246,23 +222,10 @@ _FUNCTIONARY = re.compile(r">>>\s*([\w.\-]+)\s*\n(.*?)(?=>>>|$)", re.S)
 
 def read_functionary(text: str) -> list[Call] | None:
     if "<function=" in text:  # v3.1
-        calls = []
-        for name, body in re.findall(r"<function=([\w.\-]+)>(.*?)(?:</function>|$)", text, re.S):
-            args = _json(body)
-            if not isinstance(args, dict):
-                return None
-            calls.append((name, args))
-        return calls or None
+        return _json_calls(re.findall(r"<function=([\w.\-]+)>(.*?)(?:</function>|$)", text, re.S))
     text = text if text.lstrip().startswith(">>>") else ">>>" + text
-    calls = []
-    for name, body in _FUNCTIONARY.findall(text):
-        if name == "all":  # plain text to the user: not a call
-            continue
-        args = _json(body)
-        if not isinstance(args, dict):
-            return None
-        calls.append((name, args))
-    return calls or None
+    # ">>>all" is plain text to the user: not a call
+    return _json_calls([(n, body) for n, body in _FUNCTIONARY.findall(text) if n != "all"])
 
 
 def read_granite(text: str) -> list[Call] | None:
@@ -288,7 +251,7 @@ _MM_PARAM = re.compile(r'<parameter name="([^"]+)">(.*?)(?:</parameter>|$)', re.
 def read_minimax(text: str) -> list[Call] | None:
     calls = []
     for name, body in _INVOKE.findall(text):
-        calls.append((name, {k: _value(v) for k, v in _MM_PARAM.findall(body)}))
+        calls.append((name, {k: param_value(v) for k, v in _MM_PARAM.findall(body)}))
     return calls or None
 
 
@@ -337,7 +300,7 @@ def read_dsml(text: str) -> list[Call] | None:
     for name, body in _DSML_INVOKE.findall(text):
         args = {}
         for key, is_string, value in _DSML_PARAM.findall(body):
-            args[key] = value if is_string == "true" else _value(value)
+            args[key] = value if is_string == "true" else param_value(value)
         calls.append((name, args))
     return calls or None
 
@@ -345,17 +308,17 @@ def read_dsml(text: str) -> list[Call] | None:
 _PY_CONSTANTS = {"true": True, "false": False, "null": None, "none": None}
 
 
-def _py_value(node) -> Any:
+def py_value(node) -> Any:
     import ast
 
     if isinstance(node, ast.Name) and node.id.lower() in _PY_CONSTANTS:
         return _PY_CONSTANTS[node.id.lower()]
     if isinstance(node, ast.List | ast.Tuple):
-        return [_py_value(item) for item in node.elts]
+        return [py_value(item) for item in node.elts]
     if isinstance(node, ast.Dict):
-        return {_py_value(k): _py_value(v) for k, v in zip(node.keys, node.values, strict=True)}
+        return {py_value(k): py_value(v) for k, v in zip(node.keys, node.values, strict=True)}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_py_value(node.operand)
+        return -py_value(node.operand)
     if isinstance(node, ast.Constant):
         return node.value
     raise ValueError("not a literal")
@@ -377,7 +340,7 @@ def read_pythonic(text: str) -> list[Call] | None:
                 return None
             name = ast.unparse(node.func)
             try:
-                calls.append((name, {kw.arg: _py_value(kw.value) for kw in node.keywords}))
+                calls.append((name, {kw.arg: py_value(kw.value) for kw in node.keywords}))
             except (ValueError, TypeError):
                 return None
     return calls or None
@@ -423,129 +386,6 @@ def read_command_r_plus(text: str) -> list[Call] | None:
         objects += _objects(parsed)
     calls = _named(objects, name_key="tool_name", args_keys=("parameters",))
     return [c for c in calls if c[0] != "directly-answer"] or None if calls else None
-
-
-FORMATS: dict[str, ToolFormat] = {
-    f.name: f
-    for f in (
-        ToolFormat("hermes", ("<tool_call>",), read_hermes, leading_json=True),
-        ToolFormat("qwen3-coder", ("<tool_call>", "<function="), read_qwen3_coder),
-        ToolFormat(
-            "llama3",
-            ("<|python_tag|>",),
-            read_llama3,
-            leading_json=True,
-            markers=("<|python_tag|>",),
-        ),
-        ToolFormat("mistral", ("[TOOL_CALLS]",), read_mistral, markers=("[TOOL_CALLS]", "[ARGS]")),
-        ToolFormat("harmony", ("<|channel|>commentary to=", "to=functions."), read_harmony),
-        ToolFormat(
-            "deepseek",
-            ("<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>"),
-            read_deepseek,
-            markers=(
-                "<｜tool▁calls▁begin｜>",
-                "<｜tool▁call▁begin｜>",
-                "<｜tool▁sep｜>",
-                "<｜tool▁call▁end｜>",
-                "<｜tool▁calls▁end｜>",
-            ),
-        ),
-        ToolFormat("glm", ("<tool_call>",), read_glm),
-        ToolFormat(
-            "kimi",
-            ("<|tool_calls_section_begin|>", "<|tool_call_begin|>"),
-            read_kimi,
-            markers=(
-                "<|tool_calls_section_begin|>",
-                "<|tool_call_begin|>",
-                "<|tool_call_argument_begin|>",
-                "<|tool_call_end|>",
-                "<|tool_calls_section_end|>",
-            ),
-        ),
-        ToolFormat(
-            "command-r",
-            ("<|START_ACTION|>",),
-            read_command_r,
-            markers=("<|START_ACTION|>", "<|END_ACTION|>"),
-        ),
-        ToolFormat("functionary", (">>>", "<function="), read_functionary),
-        ToolFormat(
-            "granite",
-            ("<|tool_call|>",),
-            read_granite,
-            leading_json=True,
-            markers=("<|tool_call|>",),
-        ),
-        ToolFormat("firefunction", ("functools",), read_firefunction),
-        ToolFormat("minimax", ("<minimax:tool_call>",), read_minimax),
-        ToolFormat(
-            "seed",
-            ("<seed:tool_call>",),
-            read_qwen3_coder,
-            markers=("<seed:tool_call>", "</seed:tool_call>"),
-        ),
-        ToolFormat(
-            "gemma4",
-            ("<|tool_call>",),
-            read_gemma4,
-            markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
-        ),
-        ToolFormat("dsml", ("<｜DSML｜function_calls>", "<｜DSML｜invoke"), read_dsml),
-        ToolFormat(
-            "pythonic",
-            ("<|tool_call_start|>",),
-            read_pythonic,
-            markers=("<|tool_call_start|>", "<|tool_call_end|>"),
-        ),
-        ToolFormat("tool-calls", ("<tool_calls>",), read_tool_calls_tag),
-        ToolFormat("command-r-plus", ("Action:",), read_command_r_plus),
-        ToolFormat(
-            "apertus",
-            ("<|tools_prefix|>",),
-            read_apertus,
-            markers=("<|tools_prefix|>", "<|tools_suffix|>"),
-        ),
-    )
-}
-
-#: Which text in a template means which format, most specific first.
-_SIGNS = (
-    ("<|channel|>", "harmony"),
-    ("｜DSML｜", "dsml"),
-    ("<|tool_call>call:", "gemma4"),
-    ("<seed:tool_call>", "seed"),
-    ("<|tool_call_start|>", "pythonic"),
-    ("<|tool_list_start|>", "pythonic"),  # LFM2
-    ("List of tools: [", "pythonic"),  # LFM2.5
-    ("<|tools_prefix|>", "apertus"),
-    ("<tool_calls>", "tool-calls"),
-    ("tool▁call▁begin", "deepseek"),
-    ("<|tool_call_begin|>", "kimi"),
-    ("<arg_key>", "glm"),
-    ("<minimax:tool_call>", "minimax"),
-    ("<parameter=", "qwen3-coder"),
-    ("[TOOL_CALLS]", "mistral"),
-    ("<|START_ACTION|>", "command-r"),
-    ("Write \\'Action:\\'", "command-r-plus"),
-    (">>>", "functionary"),
-    ("<function=", "functionary"),
-    ("<|tool_call|>", "granite"),
-    ("functools", "firefunction"),
-    ("<|python_tag|>", "llama3"),
-    ('"parameters": dictionary of argument name', "llama3"),  # Llama 3.2: JSON only
-    ("<tool_call>", "hermes"),
-)
-
-
-def detect(template: str) -> ToolFormat:
-    """The tool-call format a chat template writes; ``hermes`` (what the tool instructions
-    of a template without tools ask for) when none is recognised."""
-    for sign, name in _SIGNS:
-        if sign in template:
-            return FORMATS[name]
-    return FORMATS["hermes"]
 
 
 def parse(fmt: ToolFormat, text: str, known: Sequence[str]) -> list[dict[str, Any]] | None:

@@ -12,8 +12,9 @@ literal against a token's text (special tokens included, ``<tool_call>`` or
 ``<|channel|>``), and a lazy grammar replays the text that triggered it piece by piece,
 which a token reference would refuse when the model spelled the marker out.
 
-The syntax per family (``NAME`` the function's name, ``ARGS`` its arguments as JSON, ``P``/
-``V`` a parameter and its value: raw text for a string, JSON otherwise)::
+The syntax per family, each written by its family's ``call`` in :mod:`.tool_families`
+(``NAME`` the function's name, ``ARGS`` its arguments as JSON, ``P``/``V`` a parameter and its
+value: raw text for a string, JSON otherwise)::
 
     hermes        <tool_call>\\n{"name": "NAME", "arguments": ARGS}\\n</tool_call>
     qwen3-coder   <tool_call>\\n<function=NAME>\\n<parameter=P>\\nV\\n</parameter>\\n…</function>\\n</tool_call>
@@ -51,7 +52,7 @@ from typing import Any
 import attrs
 from hoshikage_core.errors import InvalidRequest
 
-from .tool_calls import ToolFormat
+from .tool_format import ToolFormat
 
 
 @attrs.frozen
@@ -106,7 +107,7 @@ def text_without(word: str, name: str, rules: dict[str, str]) -> str:
     return f"{name}-0"
 
 
-class _Builder:
+class Builder:
     """One grammar's rules: the converter's, and ours beside them."""
 
     def __init__(self, param: str):
@@ -174,7 +175,7 @@ def _is_text(schema: Any) -> bool:
     return kind is None and isinstance(schema.get("const"), str)
 
 
-def _xml_value(b: _Builder, schema: Any, name: str, end: str) -> str:
+def _xml_value(b: Builder, schema: Any, name: str, end: str) -> str:
     """A parameter's value in the XML-ish forms: a string raw (its ``enum``/``const`` held),
     anything else as JSON of its schema."""
     if isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str):
@@ -191,8 +192,8 @@ def _xml_value(b: _Builder, schema: Any, name: str, end: str) -> str:
     return b.schema_rule(schema if isinstance(schema, Mapping) else {}, name)
 
 
-def _xml_params(
-    b: _Builder,
+def xml_params(
+    b: Builder,
     function: Mapping[str, Any],
     prefix: str,
     end: str,
@@ -226,169 +227,21 @@ def _functions(tools: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [tool["function"] for tool in tools]
 
 
-def _syntax(fmt: ToolFormat, template: str) -> str:
-    if fmt.name == "mistral":
-        return "mistral" if "[ARGS]" in template else "mistral-old"
-    if fmt.name == "deepseek":
-        return "deepseek-r1" if "```json" in template else "deepseek"
-    if fmt.name in ("gemma4", "pythonic"):
-        return "json"  # arguments in a notation of their own: the bare object, read by all
-    if fmt.name == "functionary":
-        return "functionary" if "<function=" in template and ">>>" not in template else "json"
-    return fmt.name
+#: The text the bare JSON call opens with (any family's reader reads it).
+JSON_OPENER = '{"name": '
 
 
-#: The text each syntax's call opens with (a lazy grammar's trigger).
-OPENERS = {
-    "hermes": "<tool_call>",
-    "qwen3-coder": "<tool_call>",
-    "llama3": '{"name": ',
-    "mistral": "[TOOL_CALLS]",
-    "mistral-old": "[TOOL_CALLS]",
-    "harmony": "<|channel|>commentary to=functions.",
-    "deepseek": "<｜tool▁calls▁begin｜>",
-    "deepseek-r1": "<｜tool▁calls▁begin｜>",
-    "glm": "<tool_call>",
-    "kimi": "<|tool_calls_section_begin|>",
-    "command-r": "<|START_ACTION|>",
-    "functionary": "<function=",
-    "granite": "<|tool_call|>",
-    "firefunction": "functools",
-    "minimax": "<minimax:tool_call>",
-    "seed": "<seed:tool_call>",
-    "dsml": "<｜DSML｜function_calls>",
-    "tool-calls": "<tool_calls>",
-    "apertus": "<|tools_prefix|>",
-    "command-r-plus": "Action:",
-    "json": '{"name": ',
-}
+def arguments(b: Builder, function: Mapping[str, Any], i: int) -> str:
+    """The rule for the arguments of ``function`` (the ``i``-th offered): its parameters'
+    JSON Schema, any object when it gives none."""
+    schema = function.get("parameters") or {"type": "object"}
+    return b.schema_rule(b.resolve(schema, f"call{i}"), f"call{i}-args")
 
 
-def _call(b: _Builder, syntax: str, function: Mapping[str, Any], i: int) -> str:
-    """One call of ``function`` in ``syntax``, as a GBNF expression."""
-    name = function["name"]
-    prefix = f"call{i}"
-    lit, quoted = literal, literal(json.dumps(name, ensure_ascii=False))
-
-    def args() -> str:
-        schema = function.get("parameters") or {"type": "object"}
-        return b.schema_rule(b.resolve(schema, f"call{i}"), f"{prefix}-args")
-
-    if syntax == "apertus":
-        return f'"<|tools_prefix|>[{{" {quoted} ": " {args()} "}}]<|tools_suffix|>"'
-    if syntax in (
-        "hermes",
-        "json",
-        "llama3",
-        "granite",
-        "firefunction",
-        "mistral-old",
-        "tool-calls",
-    ):
-        key = "parameters" if syntax == "llama3" else "arguments"
-        obj = f'"{{\\"name\\": " {quoted} ", \\"{key}\\": " {args()} "}}"'
-        if syntax == "hermes":
-            return f'"<tool_call>\\n" {obj} "\\n</tool_call>"'
-        if syntax == "tool-calls":
-            return f'"<tool_calls>[" {obj} "]</tool_calls>"'
-        if syntax == "granite":
-            return f'"<|tool_call|>[" {obj} "]"'
-        if syntax == "firefunction":
-            return f'"functools[" {obj} "]"'
-        if syntax == "mistral-old":
-            obj = obj[: -len(' "}"')] + ' ", \\"id\\": \\"" [a-zA-Z0-9]{9} "\\"}"'
-            return f'"[TOOL_CALLS][" {obj} "]"'
-        return obj
-    if syntax == "mistral":
-        return f'"[TOOL_CALLS]" {lit(name)} "[ARGS]" {args()}'
-    if syntax == "harmony":
-        return f'"<|channel|>commentary to=functions." {lit(name)} " <|constrain|>json<|message|>" {args()}'
-    if syntax == "deepseek":
-        return (
-            f'"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>" {lit(name)} "<｜tool▁sep｜>" {args()} '
-            '"<｜tool▁call▁end｜><｜tool▁calls▁end｜>"'
-        )
-    if syntax == "deepseek-r1":
-        return (
-            f'"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>" {lit(name)} "\\n```json\\n" '
-            f'{args()} "\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"'
-        )
-    if syntax == "kimi":
-        return (
-            f'"<|tool_calls_section_begin|><|tool_call_begin|>functions." {lit(name)} '
-            f'":0<|tool_call_argument_begin|>" {args()} "<|tool_call_end|><|tool_calls_section_end|>"'
-        )
-    if syntax == "command-r":
-        return (
-            f'"<|START_ACTION|>[\\n    {{\\"tool_call_id\\": \\"0\\", \\"tool_name\\": " {quoted} '
-            f'", \\"parameters\\": " {args()} "}}\\n]<|END_ACTION|>"'
-        )
-    if syntax == "command-r-plus":
-        return (
-            f'"Action:\\n```json\\n[\\n    {{\\n        \\"tool_name\\": " {quoted} ",\\n        \\"parameters\\": " '
-            f'{args()} "\\n    }}\\n]\\n```"'
-        )
-    if syntax == "functionary":
-        return f'"<function=" {lit(name)} ">" {args()} "</function>"'
-    if syntax == "qwen3-coder":
-        params = _xml_params(
-            b,
-            function,
-            prefix,
-            "</parameter>",
-            lambda k, v, _: f'"<parameter=" {k} ">\\n" {v} "\\n</parameter>\\n"',
-        )
-        return (
-            f'"<tool_call>\\n<function=" {lit(name)} ">\\n" {params} "</function>\\n</tool_call>"'
-        )
-    if syntax == "glm":
-        params = _xml_params(
-            b,
-            function,
-            prefix,
-            "</arg_value>",
-            lambda k, v, _: (
-                f'"<arg_key>" {k} "</arg_key>" "\\n"? "<arg_value>" {v} "</arg_value>" "\\n"?'
-            ),
-        )
-        return f'"<tool_call>" {lit(name)} "\\n"? {params} "</tool_call>"'
-    if syntax == "minimax":
-        params = _xml_params(
-            b,
-            function,
-            prefix,
-            "</parameter>",
-            lambda k, v, _: f'"<parameter name=\\"" {k} "\\">" {v} "</parameter>\\n"',
-        )
-        return (
-            f'"<minimax:tool_call>\\n<invoke name=\\"" {lit(name)} "\\">\\n" {params} '
-            '"</invoke>\\n</minimax:tool_call>"'
-        )
-    if syntax == "seed":
-        params = _xml_params(
-            b,
-            function,
-            prefix,
-            "</parameter>",
-            lambda k, v, _: f'"<parameter=" {k} ">" {v} "</parameter>\\n"',
-        )
-        return f'"<seed:tool_call>\\n<function=" {lit(name)} ">\\n" {params} "</function>\\n</seed:tool_call>"'
-    if syntax == "dsml":
-        params = _xml_params(
-            b,
-            function,
-            prefix,
-            "</｜DSML｜parameter>",
-            lambda k, v, raw: (
-                f'"<｜DSML｜parameter name=\\"" {k} "\\" string=\\"{"true" if raw else "false"}\\">" {v} '
-                '"</｜DSML｜parameter>\\n"'
-            ),
-        )
-        return (
-            f'"<｜DSML｜function_calls>\\n<｜DSML｜invoke name=\\"" {lit(name)} "\\">\\n" {params} '
-            '"</｜DSML｜invoke>\\n</｜DSML｜function_calls>"'
-        )
-    raise AssertionError(syntax)
+def json_call(b: Builder, function: Mapping[str, Any], i: int, key: str = "arguments") -> str:
+    """``{"name": NAME, "<key>": ARGS}``, the JSON object most families write a call as."""
+    quoted = literal(json.dumps(function["name"], ensure_ascii=False))
+    return f'"{{\\"name\\": " {quoted} ", \\"{key}\\": " {arguments(b, function, i)} "}}"'
 
 
 def call_grammar(
@@ -407,9 +260,14 @@ def call_grammar(
     first (never in a lazy grammar, which starts at the call). ``bare``: the bare JSON
     object instead of the family's syntax. A schema that cannot be enforced is
     :class:`InvalidRequest` for ``param``."""
-    syntax = "json" if bare else _syntax(fmt, template)
-    b = _Builder(param)
-    calls = [_call(b, syntax, function, i) for i, function in enumerate(_functions(tools))]
+    syntax = "json" if bare else fmt.syntax(template)
+    b = Builder(param)
+    functions = enumerate(_functions(tools))
+    if syntax == "json":
+        calls, opener = [json_call(b, function, i) for i, function in functions], JSON_OPENER
+    else:
+        calls = [fmt.call(b, function, i, syntax) for i, function in functions]
+        opener = fmt.syntaxes[syntax]
     root = calls[0] if len(calls) == 1 else "( " + " | ".join(calls) + " )"
     if think is not None and not lazy:
         block = f"{b.text(think.end)} {literal(think.end + think.after)}"
@@ -417,7 +275,7 @@ def call_grammar(
             root = f'{block} "\\n"{{0,2}} {root}'
         else:
             root = f'( {literal(think.start)} {block} "\\n"{{0,2}} )? {root}'
-    return b.grammar(root), OPENERS[syntax]
+    return b.grammar(root), opener
 
 
 _RULE = re.compile(r"^([a-zA-Z0-9-]+) ::=", re.M)

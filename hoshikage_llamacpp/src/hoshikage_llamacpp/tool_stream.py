@@ -2,9 +2,9 @@
 each token, and the difference from what was sent (llama.cpp's partial parse and
 ``common_chat_msg_diff``, vLLM's ``extract_tool_calls_streaming``).
 
-Each format of :mod:`.tool_calls` has an incremental reader here that sees the capture so
-far and says, per call, its name once the name is complete, and the argument text that is
-safe to send:
+Each family (its class in :mod:`.tool_families`) has an incremental reader here that sees
+the capture so far and says, per call, its name once the name is complete, and the argument
+text that is safe to send:
 
 * JSON forms (hermes, llama3, mistral, harmony, deepseek, kimi, command-r, command-r-plus,
   functionary, granite, firefunction, tool-calls, apertus, and bare JSON): the model's own
@@ -36,7 +36,7 @@ The rules (docs/backend-llamacpp.md, "Tool calls streamed"):
    so far, but incomplete where the model went wrong, as a call cut by ``max_tokens`` is on
    OpenAI), and the rest of the capture is dropped.
 
-A format without a reader here streams nothing: its calls go out whole on the last chunk.
+Every family has one (tests/llamacpp/test_tool_families.py fails for a family without).
 Pure Python.
 """
 
@@ -51,7 +51,8 @@ from typing import Any
 from hoshikage_core.protocol import ToolCallDelta
 
 from .text_stream import partial_tail
-from .tool_calls import ToolFormat, _value
+from .tool_calls import GLM_ARG, param_value
+from .tool_format import ToolFormat
 
 # ---- a resumable JSON scanner ---------------------------------------------------------------
 
@@ -322,7 +323,7 @@ def _render(params: list[tuple], closed: bool, partial: str | None = None) -> st
     members = [
         json.dumps(key, ensure_ascii=False)
         + ": "
-        + json.dumps(value if raw else _value(value), ensure_ascii=False)
+        + json.dumps(value if raw else param_value(value), ensure_ascii=False)
         for key, value, *flag in params
         for raw in (bool(flag and flag[0]),)
     ]
@@ -336,7 +337,7 @@ def _partial(
 ) -> str | None:
     """A parameter still being written, from ``at`` to the end of ``text``: its member so
     far (``"key": "text`` without the closing quote), once its value is certainly a string
-    (what :func:`.tool_calls._value` makes of text that is not JSON); None while it may
+    (what :func:`.tool_calls.param_value` makes of text that is not JSON); None while it may
     still be JSON (then it goes out whole, once complete). A tail that may become the
     closing marker, and trailing newlines (stripped at the end), wait. A ``raw`` value
     (DSML's ``string="true"``) is text from its first character, kept as written."""
@@ -405,7 +406,7 @@ def _bodies(text: str, head: re.Pattern, end: str) -> Iterator[tuple[re.Match, i
 # ---- the readers, one per format --------------------------------------------------------------
 
 
-def _hermes(r: Reader, text: str, final: bool) -> list[View]:
+def stream_hermes(r: Reader, text: str, final: bool) -> list[View]:
     if "<tool_call>" not in text:
         return r.named(text, 0) if text.lstrip()[:1] in ("{", "[") else []
     views = []
@@ -419,7 +420,7 @@ _QWEN_PARAM = re.compile(r"<parameter=([^>\s]+)>")
 _QWEN_ENDS = ("</parameter>", "<parameter=", "</function>")
 
 
-def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
+def stream_qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     for head, body_end, closed in _bodies(text, _QWEN_HEAD, "</function>"):
         if head is None:
@@ -442,11 +443,10 @@ def _qwen3_coder(r: Reader, text: str, final: bool) -> list[View]:
     return views
 
 
-_GLM_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
 _GLM_OPEN = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>", re.S)
 
 
-def _glm(r: Reader, text: str, final: bool) -> list[View]:
+def stream_glm(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     for begin, end, closed in _blocks(text, "<tool_call>", "</tool_call>"):
         block = text[begin:end]
@@ -454,7 +454,7 @@ def _glm(r: Reader, text: str, final: bool) -> list[View]:
         cut = block.find("<arg_key>")
         name = block[:cut].strip() if cut != -1 else (block.strip() if complete else None)
         params, partial, last = [], None, 0
-        for arg in _GLM_ARG.finditer(block):
+        for arg in GLM_ARG.finditer(block):
             params.append((arg.group(1).strip(), arg.group(2)))
             last = arg.end()
         going = _GLM_OPEN.search(block, last)
@@ -502,17 +502,17 @@ def _invokes(head_re: re.Pattern, param_re: re.Pattern, param_end: str, invoke_e
     return read
 
 
-_minimax = _invokes(_MINIMAX_HEAD, _MINIMAX_PARAM, "</parameter>", "</invoke>")
+stream_minimax = _invokes(_MINIMAX_HEAD, _MINIMAX_PARAM, "</parameter>", "</invoke>")
 
 
-def _llama3(r: Reader, text: str, final: bool) -> list[View]:
+def stream_llama3(r: Reader, text: str, final: bool) -> list[View]:
     at = text.find("<|python_tag|>")
     if at != -1:
         return r.named(text, at + len("<|python_tag|>"), many=True)
     return r.named(text, 0) if text.lstrip()[:1] in ("{", "[") else []
 
 
-def _after(marker: str) -> Callable[[Reader, str, bool], list[View]]:
+def stream_after(marker: str) -> Callable[[Reader, str, bool], list[View]]:
     """Calls as a JSON list (or object) after ``marker`` (or bare)."""
 
     def read(r: Reader, text: str, final: bool) -> list[View]:
@@ -522,14 +522,14 @@ def _after(marker: str) -> Callable[[Reader, str, bool], list[View]]:
     return read
 
 
-def _command_r(r: Reader, text: str, final: bool) -> list[View]:
+def stream_command_r(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     for begin, end, _closed in _blocks(text, "<|START_ACTION|>", "<|END_ACTION|>"):
         views += r.named(text, begin, end, name_key="tool_name", args_keys=("parameters",))
     return views
 
 
-def _mistral(r: Reader, text: str, final: bool) -> list[View]:
+def stream_mistral(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     marks = [m.end() for m in re.finditer(re.escape("[TOOL_CALLS]"), text)]
     for k, start in enumerate(marks):
@@ -549,7 +549,7 @@ def _mistral(r: Reader, text: str, final: bool) -> list[View]:
 _HARMONY_HEAD = re.compile(r"to=functions\.([\w.\-]+)(?=[^\w.\-])")
 
 
-def _harmony(r: Reader, text: str, final: bool) -> list[View]:
+def stream_harmony(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     heads = list(_HARMONY_HEAD.finditer(text))
     for k, head in enumerate(heads):
@@ -567,7 +567,7 @@ _DEEPSEEK_HEAD = re.compile(
 )
 
 
-def _deepseek(r: Reader, text: str, final: bool) -> list[View]:
+def stream_deepseek(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     for head in _DEEPSEEK_HEAD.finditer(text):
         at = head.end()
@@ -589,7 +589,7 @@ _KIMI_HEAD = re.compile(
 )
 
 
-def _kimi(r: Reader, text: str, final: bool) -> list[View]:
+def stream_kimi(r: Reader, text: str, final: bool) -> list[View]:
     return [
         r.args(
             head.group(1), text, head.end(), _find(text, "<|tool_call_end|>", head.end(), len(text))
@@ -601,7 +601,7 @@ def _kimi(r: Reader, text: str, final: bool) -> list[View]:
 _FUNCTIONARY_HEAD = re.compile(r"<function=([\w.\-]*)(>?)")
 
 
-def _functionary(r: Reader, text: str, final: bool) -> list[View]:
+def stream_functionary(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     if "<function=" in text:  # v3.1
         for head, end, _closed in _bodies(text, _FUNCTIONARY_HEAD, "</function>"):
@@ -623,7 +623,7 @@ def _functionary(r: Reader, text: str, final: bool) -> list[View]:
     return views
 
 
-def _tool_calls_tag(r: Reader, text: str, final: bool) -> list[View]:
+def stream_tool_calls_tag(r: Reader, text: str, final: bool) -> list[View]:
     """Apriel's ``<tool_calls>[…]`` and MiniMax-M1's one object a line in those tags."""
     views = []
     for begin, end, _closed in _blocks(text, "<tool_calls>", "</tool_calls>"):
@@ -634,7 +634,7 @@ def _tool_calls_tag(r: Reader, text: str, final: bool) -> list[View]:
 _ACTION_HEAD = re.compile(r"Action:\s*")
 
 
-def _command_r_plus(r: Reader, text: str, final: bool) -> list[View]:
+def stream_command_r_plus(r: Reader, text: str, final: bool) -> list[View]:
     """``Action:``, a fence (```` ```json ````), then a JSON list of calls."""
     views = []
     for head in _ACTION_HEAD.finditer(text):
@@ -649,7 +649,7 @@ def _command_r_plus(r: Reader, text: str, final: bool) -> list[View]:
     return views
 
 
-def _apertus(r: Reader, text: str, final: bool) -> list[View]:
+def stream_apertus(r: Reader, text: str, final: bool) -> list[View]:
     """``<|tools_prefix|>[{"name": {arguments}}, …]``: each object's one key is the name."""
     views = []
     for begin, end, _closed in _blocks(text, "<|tools_prefix|>", "<|tools_suffix|>"):
@@ -669,20 +669,20 @@ def _apertus(r: Reader, text: str, final: bool) -> list[View]:
 _DSML_HEAD = re.compile(r'<｜DSML｜invoke name="([^"]*)("?>?)')
 _DSML_PARAM = re.compile(r'<｜DSML｜parameter name="([^"]+)"(?:\s+string="(true|false)")?>')
 #: DeepSeek V3.2/V4: as minimax, a ``string="true"`` value raw text from its start.
-_dsml = _invokes(_DSML_HEAD, _DSML_PARAM, "</｜DSML｜parameter>", "</｜DSML｜invoke>")
+stream_dsml = _invokes(_DSML_HEAD, _DSML_PARAM, "</｜DSML｜parameter>", "</｜DSML｜invoke>")
 
 
 _PY_HEAD = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
 _PY_OPEN, _PY_CLOSE = "([{", ")]}"
 
 
-def _pythonic(r: Reader, text: str, final: bool) -> list[View]:
+def stream_pythonic(r: Reader, text: str, final: bool) -> list[View]:
     """LFM2's ``[f(a=1, b="x"), g()]``: each call from its name on, each keyword argument
     rendered as JSON once its value ends (at a ``,`` or ``)`` outside brackets and strings),
     read with :mod:`ast` as :func:`.tool_calls.read_pythonic` does."""
     import ast
 
-    from .tool_calls import _py_value
+    from .tool_calls import py_value
 
     views: list[View] = []
     for begin, end, _closed in _blocks(text, "<|tool_call_start|>", "<|tool_call_end|>"):
@@ -718,7 +718,7 @@ def _pythonic(r: Reader, text: str, final: bool) -> list[View]:
                             if not eq or not key.strip().isidentifier():
                                 raise ValueError(arg)
                             params.append(
-                                (key.strip(), _py_value(ast.parse(value.strip(), mode="eval").body))
+                                (key.strip(), py_value(ast.parse(value.strip(), mode="eval").body))
                             )
                         except (ValueError, TypeError, SyntaxError):
                             views.append(View(None))
@@ -793,7 +793,7 @@ class _GemmaJson:
 _GEMMA4_END = re.compile(r"\}\s*<tool_call\|>")
 
 
-def _gemma4(r: Reader, text: str, final: bool) -> list[View]:
+def stream_gemma4(r: Reader, text: str, final: bool) -> list[View]:
     views = []
     start = 0
     while (head := _GEMMA4_HEAD.search(text, start)) is not None:
@@ -821,30 +821,6 @@ def _gemma4(r: Reader, text: str, final: bool) -> list[View]:
     return views
 
 
-READERS: dict[str, Callable[[Reader, str, bool], list[View]]] = {
-    "hermes": _hermes,
-    "qwen3-coder": _qwen3_coder,
-    "llama3": _llama3,
-    "mistral": _mistral,
-    "harmony": _harmony,
-    "deepseek": _deepseek,
-    "glm": _glm,
-    "kimi": _kimi,
-    "command-r": _command_r,
-    "functionary": _functionary,
-    "granite": _after("<|tool_call|>"),
-    "firefunction": _after("functools"),
-    "minimax": _minimax,
-    "seed": _qwen3_coder,
-    "tool-calls": _tool_calls_tag,
-    "command-r-plus": _command_r_plus,
-    "apertus": _apertus,
-    "dsml": _dsml,
-    "pythonic": _pythonic,
-    "gemma4": _gemma4,
-}
-
-
 # ---- the stream --------------------------------------------------------------------------------
 
 
@@ -854,10 +830,9 @@ class ToolStream:
 
     def __init__(self, fmt: ToolFormat, known: Sequence[str]):
         self.known = frozenset(known)
-        own = READERS.get(fmt.name)
         #: Readers to try until one finds a call (the format's own, then hermes: the
         #: instructions' own form and a forced call's bare JSON, as :func:`parse` does).
-        self._readers = [Reader(read) for read in dict.fromkeys(x for x in (own, _hermes) if x)]
+        self._readers = [Reader(read) for read in dict.fromkeys((fmt.stream, stream_hermes))]
         #: Per started call: [id, name, argument text sent].
         self.sent: list[list[str]] = []
 
