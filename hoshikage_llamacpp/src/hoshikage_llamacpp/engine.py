@@ -47,10 +47,10 @@ from collections import deque
 from hoshikage_core.errors import Cancelled, HoshikageError
 
 from .batch import Batch
-from .planning import Plan
+from .decoding import Choice
+from .engine_protocols import Planned
 from .prefix import common_prefix
 from .scoring import Scoring
-from .sequence import Sequence
 from .slots import Slot, SlotPool
 from .speculative import DraftLength, NgramDrafter, StepCost
 
@@ -72,7 +72,7 @@ class Job:
         "first",
     )
 
-    def __init__(self, plan: Plan, n: int, sink, cancel, samplers: list):
+    def __init__(self, plan: Planned, n: int, sink, cancel, samplers: list):
         self.plan = plan
         self.n = n
         self.sink = sink
@@ -84,7 +84,7 @@ class Job:
         #: Prompt tokens choice 0 found in its slot's cache.
         self.cached_tokens = 0
         #: Choice 0 while it reads the prompt its siblings will copy.
-        self.first: Sequence | None = None
+        self.first: Choice | None = None
 
 
 class Engine:
@@ -126,7 +126,7 @@ class Engine:
         self._batch = Batch(llama_cpp, max(n_batch, parallel))
         self._incoming: deque[Job] = deque()
         self._waiting: deque[Job] = deque()
-        self._running: list[Sequence] = []
+        self._running: list[Choice] = []
         self._wake = threading.Event()
         self._stopping = False
         self.steps = 0
@@ -284,7 +284,7 @@ class Engine:
                 for sibling in siblings:
                     self._verify(sibling, row, out)
 
-    def _plan_drafts(self, generating: list[Sequence]) -> None:
+    def _plan_drafts(self, generating: list[Choice]) -> None:
         """Each generating sequence's draft for this step, within the batch's room (every
         next token comes first), its token budget and its draft length. The n-gram lookup
         comes first, as long as it can be: how long a copy it continues is part of what
@@ -324,14 +324,15 @@ class Engine:
             for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
                 seq.drafts = drafts
 
-    def _verify(self, seq: Sequence, row: int, out: _Outbox) -> None:
+    def _verify(self, seq: Choice, row: int, out: _Outbox) -> None:
         """Sample ``seq`` at ``row`` and, while the samples match its draft, at the draft's
         rows after it; keep the matching drafts in its KV stream and drop the rest."""
         drafts = seq.drafts
         seq.draft_tokens += len(drafts)  # counted before its last chunk may go out
         accepted = 0
         # A greedy chain's draws at every row at once (None: the chain draws row by row).
-        best = seq.sampler.best(self._ctx, row, len(drafts) + 1) if not seq.forced else None
+        forced = seq.output.forced
+        best = seq.sampler.best(self._ctx, row, len(drafts) + 1) if not forced else None
         for i in range(len(drafts) + 1):
             token = self._sample(seq, row + i, out, best[i] if best is not None else None)
             if token is None:
@@ -353,9 +354,7 @@ class Engine:
         slot = seq.slot
         self.pool.drop_draft(slot, len(slot.tokens) - len(drafts) + accepted)
 
-    def _sample(
-        self, seq: Sequence, row: int, out: _Outbox, drawn: int | None = None
-    ) -> int | None:
+    def _sample(self, seq: Choice, row: int, out: _Outbox, drawn: int | None = None) -> int | None:
         """Draw ``seq``'s next token at ``row`` (``drawn``: its chain's draw there, made
         already): the token when the sequence goes on, None when it has finished (its last
         chunk is out)."""
@@ -363,14 +362,16 @@ class Engine:
             self._finish(seq, "length", out)
             return None
         # The think block closed at its budget: its end marker goes in instead of a draw.
-        if seq.forced:
-            token = seq.forced.popleft()
+        forced = seq.output.forced
+        if forced:
+            token = forced.popleft()
         else:
             token = seq.sampler.sample(self._ctx, row, drawn)
         if self._native.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, "stop", out)
             return None
-        chunk, stopped = seq.accept(token, row)
+        seq.n_gen += 1
+        chunk, stopped = seq.output.accept(token, row)
         if chunk is not None:
             out.put(seq.job.sink, seq.index, chunk)
         if stopped:
@@ -408,7 +409,7 @@ class Engine:
         and before the context is freed."""
         return self.pool.saved_states()
 
-    def _start(self, job: Job, index: int, slot: Slot) -> Sequence:
+    def _start(self, job: Job, index: int, slot: Slot) -> Choice:
         """Choice ``index`` of ``job`` in ``slot``, reusing the prompt prefix it holds. The
         last prompt token is always decoded again, for fresh logits."""
         pool = self.pool
@@ -419,7 +420,7 @@ class Engine:
         common = pool.trim(slot, common)
         return self._run(job, index, slot, tokens[common:], common)
 
-    def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Sequence:
+    def _run(self, job: Job, index: int, slot: Slot, todo: list[int], cached: int) -> Choice:
         """Choice ``index`` runs in ``slot``, which holds ``cached`` prompt tokens already;
         ``todo`` are the ones still to decode."""
         seq = self._sequence(job, index)
@@ -435,7 +436,7 @@ class Engine:
         self._running.append(seq)
         return seq
 
-    def _start_siblings(self, first: Sequence) -> list[Sequence]:
+    def _start_siblings(self, first: Choice) -> list[Choice]:
         """Choice 0 has just read the prompt: copy its KV into free slots for the other
         choices, which draw their first token from the same logits row."""
         job = first.job
@@ -450,14 +451,15 @@ class Engine:
             self._waiting.remove(job)
         return siblings
 
-    def _sequence(self, job: Job, index: int) -> Sequence:
+    def _sequence(self, job: Job, index: int) -> Choice:
         from .sampling import LogprobReader
 
         request = job.plan.request
         logprobs = None
         if request.logprobs:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
-        seq = Sequence(job, index, job.samplers[index], job.plan, self._piece, logprobs)
+        output = job.plan.output(job, self._piece, logprobs)
+        seq = Choice(job, index, job.samplers[index], output)
         if self.draft_max > 0 and request.speculative:
             seq.draft_length = DraftLength(
                 self.draft_max, greedy=seq.sampler.greedy, cost=self.step_cost
@@ -469,7 +471,7 @@ class Engine:
 
     # ---- endings ------------------------------------------------------------------------
 
-    def _finish(self, seq: Sequence, reason: str, out: _Outbox) -> None:
+    def _finish(self, seq: Choice, reason: str, out: _Outbox) -> None:
         job = seq.job
         out.put(job.sink, seq.index, seq.final(reason))
         self._release(seq)
@@ -477,7 +479,7 @@ class Engine:
         if job.finished == job.n:
             out.close(job.sink)
 
-    def _release(self, seq: Sequence) -> None:
+    def _release(self, seq: Choice) -> None:
         if seq in self._running:
             self._running.remove(seq)
         if seq.slot is not None:  # its cache keeps what was decoded, for the next prompt
@@ -559,7 +561,7 @@ class _Outbox:
             sink.flush()
 
 
-def _slot_id(seq: Sequence) -> int:
+def _slot_id(seq: Choice) -> int:
     return seq.slot.id
 
 

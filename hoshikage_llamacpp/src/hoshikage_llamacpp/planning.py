@@ -45,6 +45,13 @@ class Plan:
     #: The tokens that close the think block (the form's end marker, then a blank line).
     reasoning_end: tuple[int, ...] = ()
 
+    def output(self, job, piece, logprobs):
+        """One choice's :class:`~.output.Output` (the engine's
+        :class:`~.engine_protocols.Planned` protocol)."""
+        from .output import Output
+
+        return Output(job, self, piece, logprobs)
+
     def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
         seed = None if self.seed is None else self.seed + index
         return SamplerChain(

@@ -1,12 +1,14 @@
-"""One choice being generated: what stays per sequence while the engine batches many.
+"""What one choice's tokens mean, as they are generated: text, reasoning, tool calls and
+their chunks (vLLM's output processor, llama.cpp's partial chat parse).
 
-A :class:`Sequence` owns its sampler chain, its text stream (UTF-8 reassembly, stop strings
-held back across tokens), the split of that text into reasoning and answer
-(:mod:`.reasoning`), the tool-call capture on the answer with its calls streamed as they
-grow (:mod:`.tool_stream`), and the log-probabilities waiting for their text to go out.
-The engine hands it each sampled token and sends the chunks it returns; when the
-reasoning reaches its budget, :attr:`forced` holds the tokens that close the think block,
-which the engine decodes instead of sampling.
+An :class:`Output` owns a choice's text stream (UTF-8 reassembly, stop strings held back
+across tokens), the split of that text into reasoning and answer (:mod:`.reasoning`), the
+tool-call capture on the answer with its calls streamed as they grow (:mod:`.tool_stream`),
+and the log-probabilities waiting for their text to go out. The engine hands it each sampled
+token and sends the chunks it returns; when the reasoning reaches its budget,
+:attr:`Output.forced` holds the tokens that close the think block, which the engine decodes
+instead of sampling. The engine knows it only through its
+:class:`~.engine_protocols.Output` protocol; :meth:`.planning.Plan.output` makes one.
 """
 
 from __future__ import annotations
@@ -16,36 +18,24 @@ from collections import deque
 from hoshikage_core.protocol import Chunk
 
 from . import tool_calls as calls
-from .planning import Plan
 from .reasoning import Splitter
-from .sampling import LogprobReader, SamplerChain
 from .text_stream import TextStream, ToolCapture
 from .tool_stream import ToolStream
 
 
-class Sequence:
-    """Choice ``index`` of a :class:`~hoshikage_llamacpp.engine.Job`."""
+class Output:
+    """A choice of ``job`` (the engine's job: its ``plan`` and ``cached_tokens``), planned
+    by ``plan``. ``piece`` gives a token's bytes; ``logprobs`` (None: not asked for) reads a
+    token's log-probabilities at a batch row."""
 
     __slots__ = (
         "job",
-        "index",
-        "sampler",
-        "slot",
-        "todo",
-        "next_token",
-        "logits_at",
-        "n_gen",
         "_stream",
         "_logprobs",
         "_pending",
         "_sent_chars",
         "_piece",
         "_announced",
-        "drafter",
-        "draft_length",
-        "drafts",
-        "draft_tokens",
-        "draft_accepted",
         "_split",
         "_tools",
         "_calls",
@@ -53,27 +43,8 @@ class Sequence:
         "forced",
     )
 
-    def __init__(
-        self,
-        job,
-        index: int,
-        sampler: SamplerChain,
-        plan: Plan,
-        piece,
-        logprobs: LogprobReader | None,
-    ):
+    def __init__(self, job, plan, piece, logprobs):
         self.job = job
-        self.index = index
-        self.sampler = sampler
-        #: The engine slot (KV sequence) it runs in, once it has one.
-        self.slot = None
-        #: Prompt tokens still to be decoded into the slot.
-        self.todo: list[int] = []
-        #: The token sampled last step, to be decoded this step.
-        self.next_token: int | None = None
-        #: Where its logits are in the current batch, or -1.
-        self.logits_at = -1
-        self.n_gen = 0
         self._piece = piece
         self._stream = TextStream(stops=plan.stops)
         fmt = plan.tool_format
@@ -98,19 +69,11 @@ class Sequence:
         self._sent_chars = 0
         #: Whether a chunk has gone out: the first one also carries the prompt's counts.
         self._announced = False
-        #: Speculation (see :mod:`.speculative`): its guesser and draft length (None when it
-        #: does not speculate), this step's draft, and its tokens drafted and accepted.
-        self.drafter = None
-        self.draft_length = None
-        self.drafts: list[int] | tuple = ()
-        self.draft_tokens = 0
-        self.draft_accepted = 0
 
     def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
-        """Take a sampled (non end-of-generation) token: the chunk to send, if any, and
-        whether a stop string has ended the sequence."""
+        """Take a sampled (non end-of-generation) token, its logits at batch row ``index``:
+        the chunk to send, if any, and whether a stop string has ended the choice."""
         entry = self._logprobs.read(token, index) if self._logprobs is not None else None
-        self.n_gen += 1
         stream = self._stream
         start = stream.decoded_chars
         raw = stream.feed(self._piece(token))
@@ -158,8 +121,9 @@ class Sequence:
             if self._split is not None and self._split.inside:
                 self.forced.extend(plan.reasoning_end)
 
-    def final(self, finish: str) -> Chunk:
-        """The last chunk: what the stream still held, tool calls, counts."""
+    def final(self, finish: str, n_gen: int, drafts: tuple[int, int] | None) -> Chunk:
+        """The last chunk: what the stream still held, tool calls, counts (``n_gen`` tokens
+        generated; ``drafts``: tokens drafted and accepted, None without speculation)."""
         stream = self._stream
         raw = stream.finish()
         self._sent_chars += len(raw)
@@ -196,11 +160,11 @@ class Sequence:
             tool_calls=tuple(tool_calls) if tool_calls else None,
             tool_deltas=deltas or None,
             prompt_tokens=len(job.plan.tokens),
-            completion_tokens=self.n_gen,
+            completion_tokens=n_gen,
             cached_tokens=job.cached_tokens,
             stop_sequence=stop_sequence,
-            draft_tokens=self.draft_tokens if self.draft_length is not None else None,
-            draft_accepted=self.draft_accepted if self.draft_length is not None else None,
+            draft_tokens=drafts[0] if drafts is not None else None,
+            draft_accepted=drafts[1] if drafts is not None else None,
         )
 
     def _release(self, final: bool) -> tuple:
