@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imports, modules
 
 PACKAGE = "hoshikage_api"
 ROOT = Path(__file__).resolve().parents[2] / "hoshikage_api" / "src" / PACKAGE
@@ -27,24 +28,6 @@ ALLOWED = {
     **{surface: ("kernel",) for surface in SURFACES},
 }
 ALLOWED["responses"] += ("openai.schemas",)
-
-
-def imports(source: str, module: str) -> set[str]:
-    """Every name imported by ``source`` (the module ``module``), absolute, as
-    ``package.module.name`` (``from .x import y`` in ``a.b`` is ``a.x.y``)."""
-    package = module.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parent = ".".join(parts[: len(parts) - node.level + 1])
-                base = f"{parent}.{base}" if base else parent
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
 
 
 def violations(source: str, module: str) -> list[str]:
@@ -61,14 +44,6 @@ def violations(source: str, module: str) -> list[str]:
         if not any(inner == ok or inner.startswith(ok + ".") for ok in own):
             bad.append(name)
     return bad
-
-
-def modules():
-    for path in sorted(ROOT.rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1] + ("__init__",)
-        yield ".".join((PACKAGE, *parts)), path
 
 
 def test_every_part_of_the_layout_exists_and_surfaces_have_a_router():
@@ -99,7 +74,7 @@ def test_the_app_keeps_a_surfaces_error_shape_under_its_prefix():
     ]
 
 
-@pytest.mark.parametrize("module, path", list(modules()), ids=lambda v: str(v))
+@pytest.mark.parametrize("module, path", list(modules(ROOT, PACKAGE)), ids=lambda v: str(v))
 def test_imports_keep_the_layout(module, path):
     assert violations(path.read_text(), module) == []
 

@@ -1,0 +1,132 @@
+"""A package's import graph, read with :mod:`ast` from its source (deferred imports inside
+functions too): for the layout tests of the API and the backend."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def imports(source: str, module: str) -> set[str]:
+    """Every name imported by ``source`` (the module ``module``), absolute, as
+    ``package.module.name`` (``from .x import y`` in ``a.b`` is ``a.x.y``). A package's
+    ``__init__`` is passed as ``a.b.__init__``."""
+    package = module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modules(root: Path, package: str) -> Iterator[tuple[str, Path]]:
+    """``(module, path)`` for every module under ``root`` (the folder of ``package``); a
+    package's ``__init__`` as ``a.b.__init__``."""
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        yield ".".join((package, *parts)), path
+
+
+def graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (a name imported from a module counts
+    as that module; a package as its ``__init__``)."""
+    found = dict(modules(root, package))
+    names = set(found)
+    edges = {}
+    for module, path in found.items():
+        targets = set()
+        for name in imports(path.read_text(), module):
+            if not name.startswith(package + "."):
+                continue
+            target = _module_of(name, names)
+            if target is not None and target != module:
+                targets.add(target)
+        edges[module] = targets
+    return edges
+
+
+def _module_of(name: str, names: set[str]) -> str | None:
+    """The module ``name`` (``pkg.mod`` or ``pkg.mod.attr``) lives in."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in names:
+            return candidate
+        if f"{candidate}.__init__" in names:
+            return f"{candidate}.__init__"
+    return None
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: each strongly connected set of more than one module (or a module
+    importing itself), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+
+    def visit(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1 or v in edges.get(v, ()):
+                found.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def borrowed_privates(source: str, module: str, package: str) -> list[str]:
+    """Private names ``module`` takes from another module: ``from x import _name`` of a
+    module of ``package``, and ``obj._name`` where ``obj`` is not ``self`` or ``cls`` (a
+    dunder is not private). Each as ``line: text``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            for name in imports_of(node, module):
+                leaf = name.rsplit(".", 1)[-1]
+                if name.startswith(package + ".") and _private(leaf):
+                    found.append(f"{node.lineno}: import {name}")
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def imports_of(node: ast.ImportFrom, module: str) -> list[str]:
+    """The absolute names one ``from … import …`` statement of ``module`` imports."""
+    return sorted(imports(ast.unparse(node), module))
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
