@@ -209,8 +209,8 @@ def test_server_survives_a_dead_model_process(tiny_model_path):
         assert error["type"] == "server_error" and error["code"] == "model_failed"
         assert "Model 'boxed' failed" in error["message"] and "SIGKILL" in error["message"]
         assert server.get("/health")[0] == 200
-        status = server.model_status("boxed", lambda m: m["state"] == "unloaded")
-        assert "SIGKILL" in status["last_error"]
+        status = server.model_status("boxed", lambda m: m["state"] == "failed")
+        assert "SIGKILL" in status["last_error"] and status["failed_at"]
         r = httpx.post(
             url + "/v1/completions",
             json={"model": "tiny", "prompt": "hi", "max_tokens": 4},

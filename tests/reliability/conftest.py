@@ -22,3 +22,11 @@ def server_rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS line")
+
+
+def tree_rss(pid: int) -> int:
+    """The resident bytes of the server and its model processes together."""
+    import psutil
+
+    server = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [server, *server.children(recursive=True)])

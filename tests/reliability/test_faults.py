@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.reliability.conftest import server_rss
+from tests.reliability.conftest import server_rss, tree_rss
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -63,7 +63,8 @@ def test_damaged_model_file_fails_clearly_and_others_keep_serving(
         assert str(fragile) in error["message"]
         assert ("file not found" if damage == "deleted" else "truncated") in error["message"]
         s = state(server, "fragile")
-        assert s["state"] == "unloaded" and str(fragile) in s["last_error"]  # not left "loading"
+        assert s["state"] == "failed" and str(fragile) in s["last_error"]  # not left "loading"
+        assert s["failed_at"] and s["retry_in_seconds"] == 0  # one failure: no backoff
         assert chat(server, "steady").status_code == 200
         assert server.get("/health")[0] == 200
         # Repaired, it loads again.
@@ -129,14 +130,14 @@ def test_idle_unload_for_real_gives_memory_back(gemma_model_path):
         r = chat(server, "g")
         assert r.status_code == 200
         finished = time.monotonic()
-        loaded_rss = server_rss(pid)
+        loaded_rss = tree_rss(pid)  # the model runs in a process of its own
         assert state(server, "g")["state"] == "loaded"
         while state(server, "g")["state"] != "unloaded" and time.monotonic() - finished < 5:
             time.sleep(0.05)
         unloaded_after = time.monotonic() - finished
         assert unloaded_after <= 3.0, f"unloaded after {unloaded_after:.2f}s"
         time.sleep(0.3)
-        after_rss = server_rss(pid)
+        after_rss = tree_rss(pid)
         model_bytes = state(server, "g")["file_bytes"]
         assert loaded_rss - after_rss > 0.8 * model_bytes, (loaded_rss, after_rss, model_bytes)
 
@@ -161,7 +162,7 @@ def _context_switches(pid: int) -> dict[str, int]:
 def test_idle_means_idle(tiny_model_path):
     """Nothing loaded until asked; no thread of an idle server wakes more than once a second;
     after an unload the resident set is back near where it was before the load (what stays
-    is mostly llama.cpp's and numpy's shared libraries, mapped at the first load)."""
+    is within 5 MB: the model ran in a process of its own, which took llama.cpp with it)."""
     config = {"models": [{"name": "tiny", "path": str(tiny_model_path), "n_ctx": 512}]}
     with running_server(config) as server:
         pid = server.process.pid
@@ -176,5 +177,5 @@ def test_idle_means_idle(tiny_model_path):
         assert chat(server, "tiny").status_code == 200
         httpx.post(server.base_url + "/api/models/tiny/unload", timeout=30).raise_for_status()
         time.sleep(0.5)
-        assert server_rss(pid) - baseline < 40 * 2**20
+        assert server_rss(pid) - baseline < 5 * 2**20, server_rss(pid) - baseline
         assert state(server, "tiny")["state"] == "unloaded"

@@ -129,6 +129,8 @@ class GGUFInfo:
     file_size: int
     #: Elements of every tensor together: the model's parameter count.
     parameter_count: int = 0
+    #: The ggml type ids of its tensors (F32 = 0, F16 = 1, Q4_0 = 2, Q4_K = 12, ...).
+    tensor_types: frozenset[int] = frozenset()
 
     @property
     def architecture(self) -> str | None:
@@ -254,6 +256,7 @@ def _parse(buf, size: int) -> GGUFInfo:
         alignment = DEFAULT_ALIGNMENT
     data_end = 0
     parameters = 0
+    types = set()
     for _ in range(tensor_count):
         name = reader.string()
         n_dims = reader.take("<I")
@@ -261,6 +264,7 @@ def _parse(buf, size: int) -> GGUFInfo:
             raise GGUFError(f"corrupt tensor table: {name} has {n_dims} dimensions")
         dims = [reader.take("<Q") for _ in range(n_dims)]
         ggml_type, offset = reader.take("<I"), reader.take("<Q")
+        types.add(ggml_type)
         elements = 1
         for dim in dims:
             elements *= dim
@@ -282,4 +286,5 @@ def _parse(buf, size: int) -> GGUFInfo:
         required_size=required,
         file_size=size,
         parameter_count=parameters,
+        tensor_types=frozenset(types),
     )

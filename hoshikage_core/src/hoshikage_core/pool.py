@@ -1,11 +1,15 @@
 """The model pool: each registered model's state, single-flight loading, and unloading.
 
-States: unloaded → loading → loaded (busy while in use) → unloading → unloaded.
+States: unloaded → loading → loaded (busy while in use) → unloading → unloaded; a model
+whose load failed, or that crashed, shows ``failed`` (not loaded, ``last_error`` and
+``failed_at`` set) until it loads again.
 
 Invariants, tested in ``tests/core``:
 - N concurrent requests for an unloaded model load it once;
 - a model that is loading or in use is never unloaded;
-- a failed load leaves the model ``unloaded`` with ``last_error`` set, never ``loading``;
+- a failed load leaves the model ``failed`` with ``last_error`` set, never ``loading``;
+- a model that failed twice or more in a row (loads or crashes, no request finished since)
+  is not loaded again before a backoff (:func:`backoff`): no crash loop, no fork storm;
 - a loaded model that fails on its own (a backend offering ``on_failure``, e.g. a model in a
   child process that died) is unloaded at once with ``last_error`` set, even while in use:
   its requests have already ended with the error, and the next request loads it again.
@@ -29,7 +33,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from . import load_progress
-from .errors import BackendNotFound, HoshikageError, ModelLoadError
+from .errors import BackendNotFound, HoshikageError, ModelFailed, ModelLoadError
 from .protocol import (
     EngineStats,
     LoadedModel,
@@ -38,9 +42,28 @@ from .protocol import (
     placement_of,
 )
 from .registry import ModelEntry, ModelRegistry
-from .unload import BUSY, LOADED, LOADING, UNLOADED, UNLOADING, ModelStatus, PoolState
+from .unload import (
+    BUSY,
+    FAILED,
+    LOADED,
+    LOADING,
+    UNLOADED,
+    UNLOADING,
+    ModelStatus,
+    PoolState,
+)
 
 log = logging.getLogger("hoshikage.pool")
+
+#: Longest wait before a model that keeps failing is loaded again (seconds).
+MAX_BACKOFF = 300.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds before a model that has failed ``failures`` times in a row loads again: none
+    after one failure (the next request tries at once), then 2, 4, 8, ... up to
+    :data:`MAX_BACKOFF`."""
+    return 0.0 if failures < 2 else min(MAX_BACKOFF, 2.0 ** (failures - 1))
 
 
 class _Record:
@@ -66,6 +89,10 @@ class _Record:
         "pending",
         "retired",
         "load_progress",
+        "failed_at",
+        "failures",
+        "retry_at",
+        "last_failure",
     )
 
     def __init__(self, entry: ModelEntry):
@@ -92,10 +119,25 @@ class _Record:
         self.retired = False
         #: While it loads: the share loaded (0.0 to 1.0), when its backend tells.
         self.load_progress: float | None = None
+        #: The last failure (a failed load, a crash): when (``time.time()``), how many in a
+        #: row, no load before ``retry_at`` (``time.monotonic()``), and the error.
+        self.failed_at: float | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_failure: BaseException | None = None
 
     @property
     def public_state(self) -> str:
+        if self.state == UNLOADED and self.last_error is not None:
+            return FAILED
         return BUSY if self.state == LOADED and self.in_use else self.state
+
+    def failed(self, error: BaseException) -> None:
+        self.last_error = str(error)
+        self.last_failure = error
+        self.failed_at = time.time()
+        self.failures += 1
+        self.retry_at = time.monotonic() + backoff(self.failures)
 
 
 @attrs.frozen(kw_only=True)
@@ -130,6 +172,9 @@ class ModelView:
     reload_pending: bool
     #: While it loads: the share loaded (0.0 to 1.0), when its backend tells; else None.
     load_progress: float | None = None
+    #: When it last failed (``time.time()``), and the seconds until it may load again.
+    failed_at: float | None = None
+    retry_in: float | None = None
 
     @property
     def name(self) -> str:
@@ -199,6 +244,10 @@ class ModelPool:
             last_error=record.last_error,
             reload_pending=record.pending is not None,
             load_progress=record.load_progress if record.state == LOADING else None,
+            failed_at=record.failed_at if record.last_error is not None else None,
+            retry_in=max(0.0, record.retry_at - time.monotonic())
+            if record.state == UNLOADED and record.last_error is not None
+            else None,
         )
 
     def names(self) -> list[str]:
@@ -214,6 +263,7 @@ class ModelPool:
         """A request that read or wrote tokens ended (for status: requests, last tok/s)."""
         record = self._records[name]
         record.requests += 1
+        record.failures = 0  # it works: a later failure loads again at once
         if tokens_per_second is not None:
             record.last_tps = tokens_per_second
 
@@ -340,11 +390,26 @@ class ModelPool:
                 await asyncio.shield(record.unload_task)
                 continue
             if record.state == UNLOADED:
+                self._check_backoff(record)
                 record.state = LOADING
                 record.load_task = asyncio.create_task(self._load(record), name=f"load:{name}")
                 self._changed()
             assert record.load_task is not None
             return await asyncio.shield(record.load_task)
+
+    def _check_backoff(self, record: _Record) -> None:
+        """Refuse a load of a model that keeps failing until its backoff has passed."""
+        wait = record.retry_at - time.monotonic()
+        if wait <= 0 or record.last_error is None:
+            return
+        error = record.last_failure
+        reason = (
+            f"{getattr(error, 'reason', None) or record.last_error} (it failed {record.failures} "
+            f"times in a row; it is tried again in {wait:.0f} s)"
+        )
+        if isinstance(error, ModelFailed):
+            raise ModelFailed(record.entry.name, reason)
+        raise ModelLoadError(record.entry.name, reason)
 
     async def _load(self, record: _Record) -> LoadedModel:
         name = record.entry.name
@@ -358,7 +423,7 @@ class ModelPool:
             record.load_task = None
             record.load_progress = None
             error = exc if isinstance(exc, HoshikageError) else ModelLoadError(name, repr(exc))
-            record.last_error = str(error)
+            record.failed(error)
             log.warning("%s", error)
             self.pm.hook.model_load_failed(name=name, error=error)
             for listener in self._failure_listeners:
@@ -475,7 +540,7 @@ class ModelPool:
         already ended with ``error``), keeping the error for status."""
         if record.model is not model or record.state != LOADED:
             return
-        record.last_error = str(error)
+        record.failed(error)
         log.error("%s", error)
         record.state = UNLOADING
         record.unload_task = asyncio.create_task(

@@ -17,6 +17,7 @@ A generation cancelled by the server (shutdown) raises ``Cancelled`` with the re
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -615,6 +616,13 @@ def _status_of(
         # Prompt prefixes on disk that the next load can restore.
         "cached_prompts": cached_prompts,
         "last_error": view.last_error,
+        # state "failed": when (ISO 8601, UTC), and seconds until it may load again.
+        "failed_at": None
+        if view.failed_at is None
+        else datetime.datetime.fromtimestamp(view.failed_at, datetime.UTC).isoformat(
+            timespec="seconds"
+        ),
+        "retry_in_seconds": view.retry_in,
         # A reload changed it: it loads again with the new options when idle.
         "reload_pending": view.reload_pending,
         # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0", "RPC0[host:port]"...):

@@ -120,8 +120,9 @@ def render_status(data: dict):
         state = m["state"]
         label = m["name"] + (f" [dim]({', '.join(m['aliases'])})[/]" if m["aliases"] else "")
         unload_in = m.get("unload_in_seconds")
-        if m.get("last_error") and state == "unloaded":
-            state_text = "[red]failed[/]"
+        if state == "failed":
+            at = (m.get("failed_at") or "")[11:19]
+            state_text = f"[red]failed[/] [dim]{at}[/]" if at else "[red]failed[/]"
         else:
             state_text = f"[{STATE_STYLE.get(state, '')}]{state}[/]"
         if state == "loading" and m.get("load_progress") is not None:

@@ -15,6 +15,9 @@ import attrs
 
 #: The states a model moves through.
 UNLOADED, LOADING, LOADED, BUSY, UNLOADING = "unloaded", "loading", "loaded", "busy", "unloading"
+#: Not loaded because its last load failed or it crashed (``last_error`` says why); the next
+#: request loads it again, after a backoff once it has failed twice in a row.
+FAILED = "failed"
 
 
 @attrs.frozen(kw_only=True)

@@ -1,5 +1,5 @@
 """The child side of an isolated model (see :mod:`.isolation`): ``python -m
-hoshikage_llamacpp.child FD PARENT_PID``.
+hoshikage_llamacpp.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
 
 It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
 speaks to the server over the socket ``FD`` with :mod:`multiprocessing.connection`
@@ -18,10 +18,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+
+#: A test-only fault: ``HOSHIKAGE_FAULT="[model@]point[:SIGNAL][:extra],..."`` makes this
+#: process kill itself with ``SIGNAL`` (SIGSEGV by default, or SIGABRT, ...) at ``point``:
+#: ``load`` (before the weights), ``warmup`` (before the warm-up decode), ``decode`` (after
+#: its first decode step, before any output is sent) or ``stream`` (after output was sent),
+#: for ``model`` only when named, and with ``extra`` only while the extra buffer types are
+#: in use (as the AMX crash). Real signals, so the server sees exactly a native crash.
+FAULT_ENV = "HOSHIKAGE_FAULT"
 
 #: Calls the server may make with ``("call", ...)``.
 CALLS = ("tokenize", "count_tokens", "embed", "encode", "token_bytes", "apply_template", "rerank")
@@ -62,21 +72,52 @@ def _plain(value) -> bool:
     return value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))
 
 
+def faults(name: str, extra: bool, spec: str | None = None) -> dict[str, int]:
+    """The points at which :data:`FAULT_ENV` (or ``spec``) makes model ``name``'s process
+    die, with the signal of each."""
+    spec = os.environ.get(FAULT_ENV, "") if spec is None else spec
+    points = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        model, _, rest = item.rpartition("@")
+        point, *more = rest.split(":")
+        if model and model != name or "extra" in more and not extra:
+            continue
+        names = [m for m in more if m != "extra"]
+        points[point] = signal.Signals[names[0] if names else "SIGSEGV"].value
+    return points
+
+
+def _die(faults: dict[str, int], point: str) -> None:
+    if point in faults:
+        _err.write(f"{FAULT_ENV}: dying at {point}\n")
+        _err.flush()
+        # To this thread, so nothing after this line runs (os.kill may be delivered to another
+        # thread while this one goes on); no handler is set for these signals: the default kills.
+        signal.pthread_kill(threading.get_ident(), faults[point])
+        while True:
+            time.sleep(1)
+
+
 class _Outgoing:
     """Everything the engine put into the sinks since the last flush, sent as one message."""
 
-    def __init__(self, conn, model):
+    def __init__(self, conn, model, faults: dict[str, int]):
         self._conn = conn
         self._model = model
         self._lock = threading.Lock()
         self.items: list = []
         self.closes: list = []
         self.send_lock = threading.Lock()
+        self._faults = faults
+        self._sent = 0  # messages with output sent, for the test-only faults
 
     def flush(self) -> None:
         with self._lock:
             if not (self.items or self.closes):
                 return
+            if self._faults and self.items:
+                _die(self._faults, "decode" if self._sent == 0 else "stream")
+                self._sent += 1
             items, closes = self.items, self.closes
             self.items, self.closes = [], []
             stats = self._model.stats()
@@ -130,6 +171,37 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+#: llama.cpp's log lines the server keeps to explain a crash: the buffers it allocated
+#: (``AMX model buffer size = ...``), repacking, errors.
+_TELLING = re.compile(r"buffer size|repack|error|fail|GGML_ASSERT|aborted", re.IGNORECASE)
+#: The server's end of this process's stderr, kept apart from fd 2, which llama-cpp-python
+#: points at /dev/null while it loads weights with ``verbose=False``.
+_err = sys.stderr
+
+
+class _Telling(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage().strip()
+        if record.levelno < logging.WARNING and line and _TELLING.search(line):
+            _err.write(f"llama.cpp: {line}\n")
+
+
+def _tell_buffers() -> None:
+    """llama.cpp logs at DEBUG through :mod:`.logging_bridge`; its telling lines also go to
+    stderr, which the server reads, so a crash report can say which buffers were in use."""
+    global _err
+    _err = os.fdopen(os.dup(2), "w", buffering=1, errors="replace")
+    logger = logging.getLogger("hoshikage.llamacpp")
+    logger.setLevel(logging.DEBUG)
+    handler = _Telling(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.propagate = False
+    warnings = logging.StreamHandler(_err)
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(warnings)
+
+
 def main(argv: list[str]) -> None:
     from multiprocessing.connection import Connection
 
@@ -138,6 +210,7 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    _tell_buffers()
     conn = Connection(fd)
     try:
         _serve(conn)
@@ -155,8 +228,17 @@ def _serve(conn) -> None:
         _, name, path, options, default_max_tokens = conn.recv()
     except EOFError:
         return
+    dies = faults(name, options.extra_buffers is True)
+    _die(dies, "load")
+
+    def before_warm_up(placement) -> None:
+        conn.send(("stage", "warming up", placement))
+        _die(dies, "warmup")
+
     try:
-        model = LlamaCppModel.load(name, path, options, default_max_tokens)
+        model = LlamaCppModel.load(
+            name, path, options, default_max_tokens, before_warm_up=before_warm_up
+        )
     except BaseException as exc:
         conn.send(("loaded", False, dump_error(exc)))
         return
@@ -173,7 +255,7 @@ def _serve(conn) -> None:
             },
         )
     )
-    out = _Outgoing(conn, model)
+    out = _Outgoing(conn, model, {p: s for p, s in dies.items() if p in ("decode", "stream")})
     tokens: dict[int, CancelToken] = {}
     calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hoshikage-child-call")
 

@@ -51,6 +51,9 @@ _NOT_IN_KEY = frozenset(
         "min_p",
         "repeat_penalty",
         "isolation",
+        "extra_buffers",
+        "rpc_load_timeout",
+        "rpc_call_timeout",
         "n_threads",
         "n_threads_batch",
     }

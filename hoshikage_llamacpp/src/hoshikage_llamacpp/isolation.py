@@ -33,6 +33,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 from hoshikage_core.errors import Cancelled, HoshikageError, ModelFailed, ModelLoadError
 from hoshikage_core.protocol import (
     CancelToken,
@@ -67,6 +68,18 @@ def check_reachable(servers: list[str], timeout: float = CONNECT_TIMEOUT) -> lis
         except (OSError, ValueError) as exc:
             problems.append(f"{endpoint} ({getattr(exc, 'strerror', None) or exc})")
     return problems
+
+
+_BUFFER_LINE = re.compile(r"(\S+) (?:model|KV|compute|output) buffer size")
+
+
+def _buffers(lines) -> list[str]:
+    """The llama.cpp buffer types named in a child's telling lines (``AMX``, ``CPU_Mapped``)."""
+    return sorted({m.group(1) for line in lines if (m := _BUFFER_LINE.search(line))})
+
+
+class _Died(Exception):
+    """The child died while loading or warming up; the message says how."""
 
 
 class _Waiter:
@@ -109,6 +122,26 @@ class ProcessModel:
         self._stderr_thread: threading.Thread | None = None
         #: Why the child was killed as hung (see :meth:`_hung`), or None.
         self._hung_reason: str | None = None
+        #: Whether the child runs with llama.cpp's extra buffer types, and whether it was
+        #: loaded again without them after a crash (:mod:`.safe_mode`).
+        self.extra_buffers = False
+        self.safe_mode = False
+        self._may_fall_back = False
+        self._subject = None
+        self._default_max_tokens: int | None = None
+        #: What the child was doing, for the report of its death.
+        self._stage = "loading"
+        #: Whether this child has delivered any output (a death before is "in its first decode").
+        self._delivered = False
+        #: Calls sent and not answered: call id -> the message, sent again to a child that
+        #: replaces a dead one (see :meth:`_replace`).
+        self._sent: dict[int, tuple] = {}
+        #: Each running job's submission, sent again to a child that replaces a dead one.
+        self._submitted: dict[int, tuple] = {}
+        #: Jobs that have had output: never sent again to a new child.
+        self._started: set[int] = set()
+        #: A new child is loading in place of a dead one (calls wait to be sent).
+        self._replacing = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -117,7 +150,13 @@ class ProcessModel:
         cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
     ) -> ProcessModel:
         """Start the child and load the model there; every failure is a
-        :class:`ModelLoadError` naming ``path`` (and the RPC hosts when one is at fault)."""
+        :class:`ModelLoadError` naming ``path`` (and the RPC hosts when one is at fault).
+
+        With ``extra_buffers = "auto"`` the extra buffer types are tried unless a verdict says
+        they crash here (:mod:`.safe_mode`); a child that dies loading or warming up with them
+        is replaced at once by one in safe mode (without them), and the verdict remembered."""
+        from .safe_mode import OK, Subject, decide, remember
+
         self = cls(name, os.path.expanduser(path), options)
         if self.servers:
             down = check_reachable(self.servers)
@@ -125,25 +164,80 @@ class ProcessModel:
                 raise ModelLoadError(
                     name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}"
                 )
+        self._subject = Subject.of(self.path)
+        decision = decide(options.extra_buffers, self._subject, isolated=True)
+        self.safe_mode = decision.safe
+        self._default_max_tokens = default_max_tokens
+        try:
+            self._spawn(decision.extra)
+        except _Died as died:
+            if not decision.may_fall_back:
+                raise ModelLoadError(name, f"{self.path}: {died}") from None
+            self._fall_back(str(died))
+            try:
+                self._spawn(False)
+            except _Died as again:
+                raise ModelLoadError(
+                    name, f"{self.path}: {again}, in safe mode too (extra buffer types off)"
+                ) from None
+        else:
+            if decision.extra and decision.may_fall_back:
+                remember(self._subject, OK)
+        self._may_fall_back = decision.may_fall_back and decision.extra
+        return self
+
+    def _fall_back(self, reason: str) -> None:
+        """The extra buffer types crashed this model: remember it, and go on in safe mode."""
+        from .safe_mode import CRASH, remember
+
+        remember(self._subject, CRASH, reason)
+        log.warning(
+            "model %s: %s; loading it again in safe mode (extra buffer types off; "
+            "remembered for %s)",
+            self.name,
+            reason,
+            self._subject.describe(),
+        )
+        self.safe_mode = True
+        self._may_fall_back = False
+
+    def _spawn(self, extra: bool, reader: bool = True) -> None:
+        """A child with the model loaded and warmed up, and (``reader``) its reader thread
+        running; raises :class:`_Died` when the child dies on the way (a native crash)."""
+        options = attrs.evolve(self.options, extra_buffers=extra)
+        self.extra_buffers = extra
+        self._stage = "loading"
+        self._stderr_tail.clear()
+        self.placement = {}
+        self._hung_reason = None
+        self._delivered = False
         self._start()
         try:
-            self._send(("load", name, self.path, options, default_max_tokens))
-            if not self._conn.poll(options.rpc_load_timeout):
-                self._kill()
-                raise ModelLoadError(
-                    name,
-                    f"{self.path}: the load did not finish within {options.rpc_load_timeout:g}s "
-                    f"(rpc_load_timeout){self._hosts_note()}; its process was killed",
-                )
-            try:
-                _, ok, value = self._conn.recv()
-            except (EOFError, OSError):
-                raise ModelLoadError(name, f"{self.path}: {self._death_reason()}") from None
+            self._send(("load", self.name, self.path, options, self._default_max_tokens))
+            deadline = time.monotonic() + options.rpc_load_timeout
+            while True:
+                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    self._kill()
+                    raise ModelLoadError(
+                        self.name,
+                        f"{self.path}: the load did not finish within "
+                        f"{options.rpc_load_timeout:g}s (rpc_load_timeout){self._hosts_note()}; "
+                        "its process was killed",
+                    )
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    raise _Died(self._death_reason()) from None
+                if message[0] == "stage":
+                    _, self._stage, self.placement = message
+                    continue
+                _, ok, value = message
+                break
             if not ok:
                 error = load_error(value)
                 if isinstance(error, HoshikageError):
                     raise error
-                raise ModelLoadError(name, f"{self.path}: {error}")
+                raise ModelLoadError(self.name, f"{self.path}: {error}")
         except BaseException:
             self._kill()
             raise
@@ -152,11 +246,16 @@ class ProcessModel:
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
         self._stats = (0, 0, 0, 0, 0)
+        self._stage = "in its first decode"
+        if not reader:
+            return
         self._reader = threading.Thread(
-            target=self._read, name=f"hoshikage-proxy:{name}", daemon=True
+            target=self._read,
+            args=(self._conn, self._proc),
+            name=f"hoshikage-proxy:{self.name}",
+            daemon=True,
         )
         self._reader.start()
-        return self
 
     def _start(self) -> None:
         from multiprocessing.connection import Connection
@@ -170,6 +269,7 @@ class ProcessModel:
                     "hoshikage_llamacpp.child",
                     str(theirs.fileno()),
                     str(os.getpid()),
+                    self.name,  # unread: for `ps`, and tests, to tell the processes apart
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -232,6 +332,11 @@ class ProcessModel:
             callback(self._failure)
 
     @property
+    def pid(self) -> int | None:
+        """The model process's id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
     def failure(self) -> ModelFailed | None:
         """Why the child died, once it has."""
         return self._failure
@@ -245,11 +350,13 @@ class ProcessModel:
         with self._lock:
             self._check_alive()
             self._jobs[job_id] = (sink, cancel)
+        self._submitted[job_id] = ("generate", None, job_id, request, n)
         try:
-            self._call_raw(("generate", None, job_id, request, n))
+            self._call_raw(self._submitted[job_id])
         except BaseException:
             with self._lock:
                 self._jobs.pop(job_id, None)
+                self._submitted.pop(job_id, None)
             raise
 
     def score(self, request, cancel: CancelToken, sink: ChunkSink) -> None:
@@ -259,11 +366,13 @@ class ProcessModel:
         with self._lock:
             self._check_alive()
             self._jobs[job_id] = (sink, cancel)
+        self._submitted[job_id] = ("score", None, job_id, request)
         try:
-            self._call_raw(("score", None, job_id, request))
+            self._call_raw(self._submitted[job_id])
         except BaseException:
             with self._lock:
                 self._jobs.pop(job_id, None)
+                self._submitted.pop(job_id, None)
             raise
 
     def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
@@ -329,10 +438,13 @@ class ProcessModel:
             self._check_alive()
             self._waiters[call_id] = waiter
         message = (message[0], call_id, *message[2:])
-        try:
-            self._send(message)
-        except (OSError, ValueError):
-            pass  # the child is gone: the reader fails the waiter
+        with self._send_lock:
+            self._sent[call_id] = message
+            if not self._replacing:  # else the new child gets it once it has loaded
+                try:
+                    self._conn.send(message)
+                except (OSError, ValueError):
+                    pass  # the child is gone: the reader fails (or resends) the waiter
         if not waiter.event.wait(self.options.rpc_call_timeout):
             self._hung(f"a call ({message[0]})")
             waiter.event.wait(30)  # the reader fails it once the child is gone
@@ -353,8 +465,7 @@ class ProcessModel:
             log.error("%s: %s", self.name, self._hung_reason)
         self._kill()
 
-    def _read(self) -> None:
-        conn = self._conn
+    def _read(self, conn, proc) -> None:
         quiet_since = time.monotonic()
         while True:
             try:
@@ -373,7 +484,7 @@ class ProcessModel:
                 self._send_cancels()
             except Exception:  # a broken sink must not stop delivery for everyone
                 log.exception("delivering output of %s failed", self.name)
-        self._died()
+        self._died(conn, proc)
 
     def _dispatch(self, message: tuple) -> None:
         kind = message[0]
@@ -381,15 +492,22 @@ class ProcessModel:
             _, items, closes, self._stats = message
             touched = {}
             jobs = self._jobs
+            if items and not self._delivered:
+                self._delivered = True
+                self._stage = "while serving"
+            started = self._started
             for job_id, index, chunk in items:
                 entry = jobs.get(job_id)
                 if entry is not None:
                     entry[0].put(index, chunk)
                     touched[job_id] = entry[0]
+                    started.add(job_id)
             for job_id, error in closes:
                 with self._lock:
                     entry = jobs.pop(job_id, None)
                 self._cancel_sent.discard(job_id)
+                self._started.discard(job_id)
+                self._submitted.pop(job_id, None)
                 if entry is not None:
                     entry[0].close(None if error is None else load_error(error))
                     touched[job_id] = entry[0]
@@ -402,6 +520,7 @@ class ProcessModel:
             _, call_id, ok, value = message
             with self._lock:
                 waiter = self._waiters.pop(call_id, None)
+                self._sent.pop(call_id, None)
             if waiter is not None:
                 waiter.ok = ok
                 waiter.value = value if ok else load_error(value)
@@ -416,16 +535,47 @@ class ProcessModel:
                 except (OSError, ValueError):
                     return
 
-    def _died(self) -> None:
-        """The socket closed: after a close that is the end; otherwise the child died."""
-        if self._closing:
+    def _died(self, conn, proc) -> None:
+        """The socket closed: after a close that is the end; otherwise the child died. A
+        child killed by a signal in its first decode while trying the extra buffer types is
+        replaced by one in safe mode, and the requests it had not answered yet go there."""
+        if self._closing or conn is not self._conn:
             return
         try:
-            self._proc.wait(timeout=5)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        failure = ModelFailed(self.name, self._death_reason())
+            proc.kill()
+            proc.wait()
+        reason = self._death_reason()
+        if (
+            self._may_fall_back
+            and not self._delivered
+            and proc.returncode < 0
+            and self._hung_reason is None
+        ):
+            self._fall_back(reason)
+            # A thread of its own starts the new child and stays its reader: the child dies
+            # with the thread that started it (PR_SET_PDEATHSIG), and this one ends now.
+            threading.Thread(
+                target=self._replace_and_read,
+                args=(reason,),
+                name=f"hoshikage-proxy:{self.name}",
+                daemon=True,
+            ).start()
+            return
+        self._give_up(reason)
+
+    def _replace_and_read(self, reason: str) -> None:
+        try:
+            self._replace(reason)
+        except (_Died, HoshikageError) as again:
+            self._give_up(f"{reason}; in safe mode: {again}")
+            return
+        self._read(self._conn, self._proc)
+
+    def _give_up(self, reason: str) -> None:
+        """The child died for good: every request ends with the failure, and the pool hears."""
+        failure = ModelFailed(self.name, reason)
         with self._lock:
             self._failure = failure
         log.error("%s", failure)
@@ -436,10 +586,48 @@ class ProcessModel:
             except Exception:
                 log.exception("a failure callback of %s failed", self.name)
 
+    def _replace(self, reason: str) -> None:
+        """Load the model again in a new child (safe mode) and send it every call the dead
+        one left unanswered; a job that had output already ends with the failure."""
+        with self._send_lock:
+            self._replacing = True
+        failure = ModelFailed(self.name, reason)
+        with self._lock:
+            lost = {job: self._jobs.pop(job) for job in list(self._started) if job in self._jobs}
+            self._started.clear()
+            for job in lost:
+                self._submitted.pop(job, None)
+        for sink, _cancel in lost.values():
+            sink.close(failure)
+            sink.flush()
+        try:
+            self._spawn(False, reader=False)
+        except BaseException:
+            with self._send_lock:
+                self._replacing = False
+            raise
+        with self._send_lock:
+            for job_id, message in sorted(self._submitted.items()):
+                if job_id not in lost:
+                    self._conn.send(message)
+            for _call_id, message in sorted(self._sent.items()):
+                if message[0] not in ("generate", "score"):  # those went with their jobs
+                    self._conn.send(message)
+            self._replacing = False
+        log.warning(
+            "model %s: its process died in its first decode (%s); it was loaded again in safe "
+            "mode and its requests sent there",
+            self.name,
+            reason,
+        )
+
     def _fail_all(self, error: BaseException) -> None:
         with self._lock:
             jobs, self._jobs = self._jobs, {}
             waiters, self._waiters = self._waiters, {}
+            self._sent.clear()
+            self._started.clear()
+            self._submitted.clear()
         for sink, _cancel in jobs.values():
             try:
                 sink.close(error)
@@ -451,6 +639,8 @@ class ProcessModel:
             waiter.event.set()
 
     def _death_reason(self) -> str:
+        """What happened, for the error each request gets: how the process ended and at
+        which stage, what llama.cpp said last, the buffers in use and the CPU."""
         code = None
         if self._proc is not None:
             try:
@@ -468,19 +658,32 @@ class ProcessModel:
             how = "its process stopped answering"
         elif code < 0:
             try:
-                how = f"its llama.cpp process was killed by {signal.Signals(-code).name}"
+                name = signal.Signals(-code).name
             except ValueError:
-                how = f"its llama.cpp process was killed by signal {-code}"
+                name = f"signal {-code}"
+            how = f"its llama.cpp process was killed by {name} {self._stage}"
         else:
-            how = f"its llama.cpp process exited with status {code}"
+            how = f"its llama.cpp process exited with status {code} {self._stage}"
+        if self.safe_mode and self._hung_reason is None:
+            how += " in safe mode (extra buffer types off)"
+        tail = list(self._stderr_tail)
         said = [
             line
-            for line in self._stderr_tail
-            if "abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower()
+            for line in tail
+            if not line.startswith("llama.cpp:")
+            and ("abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower())
         ]
         # "…/ggml-rpc.cpp:566: Remote RPC server crashed…" without the build path
         detail = f" ({_SOURCE_PREFIX.sub('', said[-1].strip())})" if said else ""
-        return f"{how}{detail}{self._hosts_note()}"
+        buffers = sorted(self.placement) or _buffers(tail)
+        where = f"; buffers: {', '.join(buffers)}" if buffers else ""
+        if self.extra_buffers:
+            where += " (extra buffer types on)"
+        from .safe_mode import cpu_facts
+
+        cpu = cpu_facts()
+        where += f"; CPU: {cpu.model} ({' '.join(cpu.flags) or 'no vector extensions'})"
+        return f"{how}{detail}{self._hosts_note()}{where}"
 
     def _hosts_note(self) -> str:
         if not self.servers:

@@ -105,7 +105,7 @@ def _resident() -> int | None:
 def _load_generation(path: str, options: LlamaOptions, progress=None) -> Loaded:
     from llama_cpp import _internals
 
-    holder = _ModelParams(options, progress)
+    holder = _ModelParams(options, path, progress)
     model = _internals.LlamaModel(path_model=path, params=holder.params, verbose=False)
     before = _resident()
     try:
@@ -123,7 +123,7 @@ def _load_generation(path: str, options: LlamaOptions, progress=None) -> Loaded:
 def _load_embedding(path: str, options: LlamaOptions, metadata: dict[str, Any]) -> Loaded:
     from llama_cpp import Llama
 
-    with extra_buffers_for_llama(use_extra_buffers(options)):
+    with extra_buffers_for_llama(use_extra_buffers(options, path)):
         llama = Llama(model_path=path, **llama_kwargs(options, metadata))
     return Loaded(path=path, metadata={}, model=llama._model, llama=llama)
 
@@ -156,7 +156,7 @@ class _ModelParams:
     """``llama_model_params`` for ``options``; keeps the arrays and the progress callback
     it points to alive."""
 
-    def __init__(self, options: LlamaOptions, progress=None):
+    def __init__(self, options: LlamaOptions, path: str, progress=None):
         import llama_cpp
 
         params = llama_cpp.llama_model_default_params()
@@ -174,7 +174,7 @@ class _ModelParams:
             params.progress_callback = self._progress
         params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
         params.split_mode = _SPLIT_MODES[options.split_mode]
-        params.use_extra_bufts = use_extra_buffers(options)
+        params.use_extra_bufts = use_extra_buffers(options, path)
         params.main_gpu = options.main_gpu
         self._tensor_split = None
         if options.tensor_split is not None:
@@ -198,14 +198,38 @@ class _ModelParams:
         self.params = params
 
 
-def use_extra_buffers(options: LlamaOptions) -> bool:
+def use_extra_buffers(options: LlamaOptions, path: str) -> bool:
     """Whether llama.cpp may repack the weights into its extra buffer types (see
-    :mod:`.safe_mode`): ``extra_buffers`` when set, else off on a CPU with AMX."""
+    :mod:`.safe_mode`): ``extra_buffers`` when set (a model process is handed the parent's
+    decision so), else as :func:`.safe_mode.decide` says for a model in this process."""
     if options.extra_buffers != "auto":
         return bool(options.extra_buffers)
-    from .safe_mode import cpu_facts
+    from .safe_mode import Subject, decide
 
-    return not cpu_facts().amx
+    return decide("auto", Subject.of(path), isolated=False).extra
+
+
+#: Tokens of the warm-up decode: more than one, since a kernel may only run for batches
+#: (llama.cpp's AMX matrix kernels crash on a batch; a single token takes the vector path).
+WARM_UP_TOKENS = 8
+
+
+def warm_up(loaded: Loaded) -> None:
+    """Decode a few tokens once and forget them, as llama-server's "warming up the model
+    with an empty run": the weights are paged in and every kernel has run once, so a kernel
+    that crashes on this CPU crashes at load, not on a user's request."""
+    import llama_cpp
+
+    context = loaded.context if loaded.context is not None else loaded.llama._ctx
+    ctx = context.ctx
+    if llama_cpp.llama_model_has_encoder(loaded.model.model):
+        return  # encoder-decoder models start with llama_encode; nothing to warm this way
+    n = max(1, min(WARM_UP_TOKENS, int(llama_cpp.llama_n_batch(ctx))))
+    bos = loaded.model.token_bos()
+    tokens = (llama_cpp.llama_token * n)(*([bos if bos >= 0 else 0] * n))
+    llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, n))
+    llama_cpp.llama_synchronize(ctx)
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
 
 
 def flash_attention(options: LlamaOptions) -> bool:

@@ -29,7 +29,7 @@ from hoshikage_core.protocol import (
 
 from .chat import ChatRenderer, choose_template
 from .engine import Engine, Job
-from .loader import Loaded, load
+from .loader import Loaded, load, warm_up
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
 from .pieces import token_piece
@@ -155,20 +155,27 @@ class LlamaCppModel:
         options: LlamaOptions,
         default_max_tokens: int | None = None,
         progress=None,
+        before_warm_up=None,
     ) -> LlamaCppModel:
-        """Check the file, then load it; every failure is a :class:`ModelLoadError` naming
-        ``path`` and the reason. ``default_max_tokens`` bounds requests that give no
-        ``max_tokens`` (``create_backend`` passes the model's or the server's default);
-        None: ``options.max_tokens``, and without that, up to the context. ``progress`` is
-        called with the share of the weights loaded (0.0 to 1.0) while they load."""
+        """Check the file, load it and warm it up (:func:`.loader.warm_up`); every failure is
+        a :class:`ModelLoadError` naming ``path`` and the reason. ``default_max_tokens``
+        bounds requests that give no ``max_tokens`` (``create_backend`` passes the model's or
+        the server's default); None: ``options.max_tokens``, and without that, up to the
+        context. ``progress`` is called with the share of the weights loaded (0.0 to 1.0)
+        while they load; ``before_warm_up``, if given, with the buffers llama.cpp allocated (see
+        :func:`.memory.buffer_placement`) just before the warm-up decode."""
         from hoshikage_core.errors import ModelLoadError
 
         loaded = load(name, path, options, progress)
         draft = None
         try:
+            if before_warm_up is not None:
+                before_warm_up(loaded.placement)
+            warm_up(loaded)
             draft_path = None if options.embedding else options.draft_model_used()
             if draft_path is not None:
                 draft = _load_draft(name, draft_path, options, loaded)
+                warm_up(draft)
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
             return cls(name, loaded, options, default_max_tokens, draft)

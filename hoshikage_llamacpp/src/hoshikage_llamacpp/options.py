@@ -290,10 +290,10 @@ class LlamaOptions:
     rope_freq_scale: float | None = attrs.field(default=None, validator=_positive)
     #: llama.cpp RPC servers to offload to: "host:port" or a list of them.
     rpc_servers: str | list[str] | None = attrs.field(default=None, validator=_rpc_servers)
-    #: "process": run the model in a child process, so a llama.cpp abort (an RPC host lost
-    #: mid-generation) kills only that model; "none": in the server process. None:
-    #: "process" when rpc_servers is set, else "none".
-    isolation: str | None = attrs.field(default=None, validator=_one_of(ISOLATION_MODES))
+    #: "process" (the default): run the model in a process of its own, so a native crash
+    #: (a CPU kernel, an assert, an RPC host lost mid-generation) ends only that model's
+    #: requests and the server stays up; "none": inside the server process.
+    isolation: str = attrs.field(default="process", validator=_one_of(ISOLATION_MODES))
     #: Seconds a model in a child process (isolation = "process", the RPC default) may take
     #: to load; then the child is killed and the load fails (a busy rpc-server never answers).
     rpc_load_timeout: float = attrs.field(default=300.0, validator=_positive)
@@ -334,9 +334,7 @@ class LlamaOptions:
 
     def isolated(self) -> bool:
         """Whether this model runs in a child process of its own (see :mod:`.isolation`)."""
-        if self.isolation is not None:
-            return self.isolation == "process"
-        return bool(rpc_server_list(self.rpc_servers))
+        return self.isolation == "process"
 
     def threads(self) -> int:
         return self.n_threads or physical_cores()

@@ -226,14 +226,15 @@ export class StatusPanel {
     f.disk.textContent = disk ? `${disk} prompt${disk === 1 ? "" : "s"}` : "–";
     f.drafts.textContent = draftText(model);
     if (model.last_error && !card.actionError) {
-      f.error.textContent = model.last_error;
+      const at = model.failed_at ? new Date(model.failed_at).toLocaleTimeString() : null;
+      f.error.textContent = at ? `failed at ${at}: ${model.last_error}` : model.last_error;
       f.error.hidden = false;
     } else if (!card.actionError) {
       f.error.hidden = true;
     }
     const loaded = ["loaded", "busy"].includes(model.state);
     card.load.disabled = card.pending || loaded || model.state === "loading";
-    card.unload.disabled = card.pending || model.state === "unloaded";
+    card.unload.disabled = card.pending || ["unloaded", "failed"].includes(model.state);
   }
 
   async #act(name, action) {

@@ -1,0 +1,245 @@
+"""Never down: each model runs in a process of its own, and a native crash there (a real
+signal: SIGSEGV, SIGABRT) ends only that model's requests, in each API's own error shape.
+The server stays up, the other models keep serving, and the next request loads it again.
+
+Crashes come from real signals: ``os.kill`` on the model's process, or the child's test-only
+fault hook (``HOSHIKAGE_FAULT``, see hoshikage_llamacpp.child), which kills it at a chosen
+point with a real signal. The clients are the official SDKs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+
+import anthropic
+import httpx
+import ollama
+import openai
+import psutil
+import pytest
+
+from tests.support.server import running_server, wait_for
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(sys.platform != "linux", reason="model processes and /proc"),
+]
+
+LONG = 4000  # tokens: a stream that is still running when its process is killed
+
+
+def _config(tiny_model_path, tmp_path, **server):
+    # Two files, so the two models' processes differ in more than their names.
+    other = tmp_path / "other.gguf"
+    shutil.copy(tiny_model_path, other)
+    return {
+        "server": {"concurrency": 4, **server},
+        "unload": {"max_loaded": 2},
+        "models": [
+            {"name": "fragile", "path": str(tiny_model_path), "n_ctx": 8192, "parallel": 1},
+            {"name": "steady", "path": str(other), "n_ctx": 512},
+        ],
+    }
+
+
+def _verdicts(tmp_path) -> dict[str, str]:
+    """A safe-mode verdict file of the test's own: a crash injected here must not send the
+    run's other loads of the same kind of weights to safe mode."""
+    return {"HOSHIKAGE_VERDICTS": str(tmp_path / "verdicts.json")}
+
+
+def _model_process(server, name: str) -> psutil.Process:
+    """The process running model ``name`` (its name is the last word of its command line)."""
+    for child in psutil.Process(server.process.pid).children():
+        cmdline = child.cmdline()
+        if "hoshikage_llamacpp.child" in cmdline and cmdline[-1] == name:
+            return child
+    raise AssertionError(f"no process for {name}")
+
+
+def _status(server, name):
+    return next(m for m in server.status()["models"] if m["name"] == name)
+
+
+def _still_serving(server) -> None:
+    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+    reply = client.chat.completions.create(
+        model="steady", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert server.get("/health")[0] == 200
+
+
+def test_sigsegv_mid_stream_ends_that_stream_and_nothing_else(tiny_model_path, tmp_path):
+    """The done-when of the "never down" issue, with a real SIGSEGV sent to the model's
+    process mid-stream: the stream ends with model_failed naming the signal; the server and
+    the other model stay up; status shows the model failed, with the time; the next request
+    to it is served by a new process."""
+    config = _config(tiny_model_path, tmp_path)
+    with running_server(config, env=_verdicts(tmp_path)) as server:
+        _still_serving(server)  # steady is loaded and stays loaded
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+        stream = client.completions.create(
+            model="fragile",
+            prompt="Once upon a time",
+            max_tokens=LONG,
+            temperature=0,
+            stream=True,
+            extra_body={"speculative": False},
+        )
+        received = 0
+        with pytest.raises(openai.APIError) as caught:
+            for _chunk in stream:
+                received += 1
+                if received == 3:
+                    os.kill(_model_process(server, "fragile").pid, signal.SIGSEGV)
+        assert received >= 3
+        message = str(caught.value)
+        assert "Model 'fragile' failed" in message and "SIGSEGV" in message, message
+        _still_serving(server)
+        status = server.model_status("fragile", lambda m: m["state"] == "failed")
+        assert "SIGSEGV" in status["last_error"] and "CPU:" in status["last_error"]
+        assert status["failed_at"].endswith("+00:00")
+        reply = client.completions.create(model="fragile", prompt="hi", max_tokens=4)
+        assert reply.choices[0].text is not None
+        assert _status(server, "fragile")["state"] == "loaded"
+        assert _status(server, "steady")["state"] == "loaded"
+
+
+def _openai_stream(server):
+    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.APIError) as caught:
+        for _ in client.chat.completions.create(
+            model="fragile",
+            max_tokens=LONG,
+            temperature=0,
+            stream=True,
+            messages=[{"role": "user", "content": "tell a story"}],
+            extra_body={"speculative": False},
+        ):
+            pass
+    return str(caught.value)
+
+
+def _anthropic_stream(server):
+    client = anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.APIError) as caught:
+        with client.messages.stream(
+            model="fragile",
+            max_tokens=LONG,
+            messages=[{"role": "user", "content": "tell a story"}],
+        ) as stream:
+            for _ in stream:
+                pass
+    return str(caught.value)
+
+
+def _ollama_stream(server):
+    client = ollama.Client(host=server.base_url)
+    with pytest.raises(ollama.ResponseError) as caught:
+        for _ in client.chat(
+            model="fragile",
+            messages=[{"role": "user", "content": "tell a story"}],
+            stream=True,
+            options={"num_predict": LONG, "temperature": 0, "speculative": False},
+        ):
+            pass
+    return caught.value.error
+
+
+@pytest.mark.parametrize("point", ["stream", "decode"])
+@pytest.mark.parametrize("fault", ["SIGSEGV", "SIGABRT"])
+@pytest.mark.parametrize("surface", ["openai", "anthropic", "ollama"])
+def test_a_crash_reaches_each_client_in_its_own_shape(
+    tiny_model_path, tmp_path, surface, fault, point
+):
+    """The model's process dies (fault hook: after output was sent, or in its first decode
+    before any) on every load: each client sees its own error naming the signal; the other
+    model keeps serving."""
+    env = {"HOSHIKAGE_FAULT": f"fragile@{point}:{fault}", **_verdicts(tmp_path)}
+    with running_server(_config(tiny_model_path, tmp_path), env=env) as server:
+        _still_serving(server)
+        message = {"openai": _openai_stream, "anthropic": _anthropic_stream}.get(
+            surface, _ollama_stream
+        )(server)
+        assert "failed" in message and fault in message, message
+        if point == "decode":  # it died again in safe mode: both are reported
+            assert "in its first decode" in message and "in safe mode" in message, message
+        _still_serving(server)
+        server.model_status("fragile", lambda m: m["state"] == "failed")
+
+
+def test_a_crash_with_the_extra_buffer_types_is_survived_in_safe_mode(tiny_model_path, tmp_path):
+    """A first decode that crashes only while llama.cpp's extra buffer types are in use (as
+    the AMX kernels do): the request is answered anyway, by the model loaded again in safe
+    mode, and the verdict is remembered, so the next load goes straight to safe mode."""
+    verdicts = tmp_path / "verdicts.json"
+    env = {"HOSHIKAGE_FAULT": "fragile@decode:SIGSEGV:extra", "HOSHIKAGE_VERDICTS": str(verdicts)}
+    with running_server(_config(tiny_model_path, tmp_path), env=env) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0)
+        reply = client.messages.create(
+            model="fragile", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.stop_reason in ("end_turn", "max_tokens")
+        (entry,) = json.loads(verdicts.read_text()).values()
+        assert entry["verdict"] == "crash" and "SIGSEGV" in entry["reason"]
+        assert "in its first decode" in entry["reason"]
+        assert _status(server, "fragile")["state"] == "loaded"
+        pid = _model_process(server, "fragile").pid
+        httpx.post(server.base_url + "/api/models/fragile/unload", timeout=30).raise_for_status()
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        # Loaded again: straight to safe mode (the fault would fire otherwise).
+        reply = client.messages.create(
+            model="fragile", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.stop_reason in ("end_turn", "max_tokens")
+        assert "safe mode" in server.log()
+
+
+def test_a_crash_while_warming_up_is_a_load_in_safe_mode(tiny_model_path, tmp_path):
+    env = {"HOSHIKAGE_FAULT": "fragile@warmup:SIGSEGV:extra", **_verdicts(tmp_path)}
+    with running_server(_config(tiny_model_path, tmp_path), env=env) as server:
+        client = ollama.Client(host=server.base_url)
+        reply = client.generate(model="fragile", prompt="hi", options={"num_predict": 4})
+        assert reply.done
+        assert "warming up" in server.log() and "safe mode" in server.log()
+
+
+def test_a_model_that_always_crashes_is_failed_with_a_backoff(tiny_model_path, tmp_path):
+    """Dying at every load, in safe mode too: each request is a clear model_load_failed; from
+    the second failure in a row the model is not loaded again before a backoff (no crash
+    loop, no fork storm)."""
+    env = {"HOSHIKAGE_FAULT": "fragile@load:SIGABRT", **_verdicts(tmp_path)}
+    with running_server(_config(tiny_model_path, tmp_path), env=env) as server:
+        body = {"model": "fragile", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+        url = server.base_url + "/v1/chat/completions"
+        first = httpx.post(url, json=body, timeout=60)
+        assert first.status_code == 500, first.text
+        error = first.json()["error"]
+        assert error["code"] == "model_load_failed" and "SIGABRT" in error["message"]
+        assert "in safe mode too" in error["message"]
+        assert httpx.post(url, json=body, timeout=60).status_code == 500  # the second try
+        status = _status(server, "fragile")
+        assert status["state"] == "failed" and status["retry_in_seconds"] > 0
+        third = httpx.post(url, json=body, timeout=60)
+        assert third.status_code == 500
+        assert "tried again in" in third.json()["error"]["message"]
+        children = [
+            c for c in psutil.Process(server.process.pid).children() if c.cmdline()[-1] == "fragile"
+        ]
+        assert not children  # none left behind, none started for the refused request
+        _still_serving(server)
+
+
+def test_the_server_process_never_maps_llama_cpp(tiny_model_path, tmp_path):
+    """Models run in their own processes: the server never loads llama.cpp's libraries."""
+    with running_server(_config(tiny_model_path, tmp_path)) as server:
+        _still_serving(server)
+        with open(f"/proc/{server.process.pid}/maps") as f:
+            maps = f.read()
+        assert "libllama" not in maps and "libggml" not in maps
+        assert "libllama" in open(f"/proc/{_model_process(server, 'steady').pid}/maps").read()
