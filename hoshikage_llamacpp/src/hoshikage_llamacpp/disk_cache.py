@@ -31,7 +31,6 @@ from pathlib import Path
 
 import attrs
 
-from .options import LlamaOptions
 from .prefix import longest
 
 log = logging.getLogger("hoshikage.llamacpp.disk_cache")
@@ -72,8 +71,9 @@ def root() -> Path:
     return Path(base) / "hoshikage" / "prompts"
 
 
-def cache_key(path: str, options: LlamaOptions) -> str | None:
-    """The folder name for ``path`` loaded with ``options``; None if the file is missing."""
+def cache_key(path: str, options) -> str | None:
+    """The folder name for ``path`` loaded with ``options`` (the model's
+    :class:`~hoshikage_llamacpp.options.LlamaOptions`); None if the file is missing."""
     try:
         real = os.path.realpath(os.path.expanduser(path))
         st = os.stat(real)
@@ -96,7 +96,7 @@ def model_folder(name: str) -> Path:
     return root() / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_")
 
 
-def count(name: str, path: str, options: LlamaOptions) -> int:
+def count(name: str, path: str, options) -> int:
     """Cached prefixes on disk for this model as it would load now (for status)."""
     if options.cache_disk <= 0 or options.embedding:
         return 0
@@ -147,7 +147,7 @@ class DiskCache:
         self.restored_tokens = 0
 
     @classmethod
-    def open(cls, name: str, path: str, options: LlamaOptions) -> DiskCache | None:
+    def open(cls, name: str, path: str, options) -> DiskCache | None:
         """This model's cache, its folder indexed (after any writer of it has finished);
         folders of other keys are removed. None when ``cache_disk`` is 0."""
         if options.cache_disk <= 0:

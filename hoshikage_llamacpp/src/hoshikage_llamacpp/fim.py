@@ -39,7 +39,7 @@ def fim_tokens(
     model, prefix: str, suffix: str, files: Sequence[Mapping[str, str]] = ()
 ) -> list[int]:
     """The prompt's tokens; InvalidRequest (``suffix``) when the model has no FIM tokens."""
-    ids = fim_ids(model._vocab)
+    ids = fim_ids(model.vocab)
     missing = [name.upper() for name in ("pre", "suf", "mid") if name not in ids]
     if missing:
         raise InvalidRequest(
@@ -59,8 +59,6 @@ def fim_tokens(
         tokens += text(str(file.get("text") or ""))
     if "sep" in ids:
         tokens += [ids["sep"], *text("filename\n")]
-    bos = model._model.token_bos()
-    if model._model.add_bos_token() and bos >= 0:
-        tokens.append(bos)
+    tokens += model.bos_tokens()
     tokens += [ids["pre"], *text(prefix), ids["suf"], *text(suffix), ids["mid"]]
     return tokens

@@ -35,6 +35,7 @@ from .options import LlamaOptions
 from .pieces import token_piece
 from .planning import plan
 from .reasoning import detect
+from .sampling import sampler_chain
 from .speculative import DraftModel, vocab_mismatch
 from .tool_families import FORMATS
 from .tool_families import detect as detect_tool_format
@@ -206,6 +207,16 @@ class LlamaCppModel:
             tokens.insert(0, bos)
         return tokens
 
+    @property
+    def vocab(self):
+        """The ``llama_vocab`` pointer."""
+        return self._vocab
+
+    def bos_tokens(self) -> list[int]:
+        """The BOS token when the model wants one at the start of a prompt, else none."""
+        bos = self._model.token_bos()
+        return [bos] if self._model.add_bos_token() and bos >= 0 else []
+
     def special_tokens(self, text: str) -> list[int]:
         """Tokens of ``text`` with special tokens recognised, no BOS."""
         return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -250,7 +261,7 @@ class LlamaCppModel:
         samplers = []
         try:
             for index in range(n):
-                samplers.append(planned.sampler(self._vocab, self.n_vocab, index))
+                samplers.append(sampler_chain(planned, self._vocab, self.n_vocab, index))
         except BaseException:
             for sampler in samplers:
                 sampler.close()

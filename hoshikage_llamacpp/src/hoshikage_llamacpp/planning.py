@@ -13,7 +13,7 @@ from hoshikage_core.protocol import GenerationRequest
 
 from .chat import forced_tools, tool_names
 from .reasoning import ReasoningForm, opens_in_prompt
-from .sampling import SamplerChain, check_grammar_size, grammar_for
+from .sampling import check_grammar_size, grammar_for
 from .tool_families import FORMATS
 from .tool_format import ToolFormat
 from .tool_grammar import Think, call_grammar
@@ -51,12 +51,6 @@ class Plan:
         from .output import Output
 
         return Output(job, self, piece, logprobs)
-
-    def sampler(self, vocab, n_vocab: int, index: int) -> SamplerChain:
-        seed = None if self.seed is None else self.seed + index
-        return SamplerChain(
-            vocab, n_vocab, self.request, seed, self.grammar, trigger=self.grammar_trigger
-        )
 
 
 def plan(model, request: GenerationRequest) -> Plan:

@@ -288,6 +288,15 @@ def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
         ) from None
 
 
+def sampler_chain(plan, vocab, n_vocab: int, index: int) -> SamplerChain:
+    """Choice ``index``'s chain for a planned request (its ``request``, ``grammar`` and
+    ``grammar_trigger``): seeded with ``seed + index``, or a fresh random seed."""
+    seed = None if plan.seed is None else plan.seed + index
+    return SamplerChain(
+        vocab, n_vocab, plan.request, seed, plan.grammar, trigger=plan.grammar_trigger
+    )
+
+
 class SamplerChain:
     """One choice's llama.cpp sampler chain, plus its grammar. Call :meth:`close` when done."""
 
