@@ -5,7 +5,7 @@ engine under a grammar on the Qwen3 fixture (a real tokenizer: ``<think>`` is on
 from __future__ import annotations
 
 import pytest
-from hoshikage_llamacpp.reasoning import FORMS, Splitter, detect, opens_in_prompt
+from hoshikage_llamacpp.dialects.reasoning import FORMS, Splitter, detect, opens_in_prompt
 
 from tests.support.families import template
 

@@ -23,17 +23,17 @@ from hoshikage_core.protocol import (  # noqa: E402
     GenerationRequest,
     ResponseFormat,
 )
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
-from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
-from hoshikage_llamacpp.speculative import (  # noqa: E402
+from hoshikage_llamacpp.engine import sampling  # noqa: E402
+from hoshikage_llamacpp.engine.speculative import (  # noqa: E402
     DraftLength,
     NgramDrafter,
     StepCost,
     best_length,
 )
+from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from hoshikage_llamacpp import model as model_module  # noqa: E402
-from hoshikage_llamacpp import sampling  # noqa: E402
 
 EOS = 2
 #: Prompts whose greedy continuations loop (they draft a lot) or wander (they draft little).

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import parse
-from hoshikage_llamacpp.tool_families import FORMATS, detect
+from hoshikage_llamacpp.dialects.tools.calls import parse
+from hoshikage_llamacpp.dialects.tools.families import FORMATS, detect
 
 from tests.support.families import template
 
@@ -324,7 +324,7 @@ def generate(model, **fields):
 
 
 def test_a_forced_call_is_written_in_the_familys_own_syntax(qwen3):
-    from hoshikage_llamacpp.planning import plan
+    from hoshikage_llamacpp.frontend.planning import plan
 
     request_fields = {"tools": (WEATHER,), "tool_choice": "required"}
     from hoshikage_core.protocol import GenerationRequest

@@ -1,12 +1,12 @@
 """A tool-call family is one class: its signs, openers, whole reader, stream reader and
-grammar together, registered once (hoshikage_llamacpp.tool_families)."""
+grammar together, registered once (hoshikage_llamacpp.dialects.tools.families)."""
 
 from __future__ import annotations
 
 import pytest
+from hoshikage_llamacpp.dialects.tools.base import ToolFormat
+from hoshikage_llamacpp.dialects.tools.families import FAMILIES, FORMATS, OPENERS, detect
 from hoshikage_llamacpp.options import TOOL_FORMATS
-from hoshikage_llamacpp.tool_families import FAMILIES, FORMATS, OPENERS, detect
-from hoshikage_llamacpp.tool_format import ToolFormat
 
 #: Templates that pick each syntax a family has (the others write the family's default).
 TEMPLATES = ("", "[ARGS]", "```json", "<function=")

@@ -1,4 +1,4 @@
-"""The incremental tool-call reader (:mod:`hoshikage_llamacpp.tool_stream`) on every
+"""The incremental tool-call reader (:mod:`hoshikage_llamacpp.dialects.tools.stream`) on every
 family's calls from llama.cpp's tests/test-chat.cpp (the cases of test_tool_calls.py), fed
 one character at a time, and split in two at every position: the name comes first, the
 argument deltas join to the final ``arguments`` (which parse to the call's arguments), every
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import parse
-from hoshikage_llamacpp.tool_families import FORMATS
-from hoshikage_llamacpp.tool_stream import JsonScan, ToolStream
+from hoshikage_llamacpp.dialects.tools.calls import parse
+from hoshikage_llamacpp.dialects.tools.families import FORMATS
+from hoshikage_llamacpp.dialects.tools.stream import JsonScan, ToolStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -62,8 +62,8 @@ def load(name: str, path: str, options: LlamaOptions, progress=None) -> Loaded:
     except GGUFError as exc:
         raise ModelLoadError(name, f"{path}: {exc}") from None
 
-    from . import logging_bridge
-    from .rpc import RPCUnavailable, register_rpc_servers
+    from .llama import logging_bridge
+    from .llama.rpc import RPCUnavailable, register_rpc_servers
 
     logging_bridge.install()
     servers = rpc_server_list(options.rpc_servers)

@@ -27,18 +27,18 @@ from hoshikage_core.protocol import (
     ScoreRequest,
 )
 
-from .chat import ChatRenderer, choose_template
-from .engine import Engine, Job
+from .dialects.chat import ChatRenderer, choose_template
+from .dialects.reasoning import detect
+from .dialects.tools.families import FORMATS
+from .dialects.tools.families import detect as detect_tool_format
+from .engine.core import Engine, Job
+from .engine.sampling import sampler_chain
+from .engine.speculative import DraftModel, vocab_mismatch
+from .frontend.planning import plan
+from .llama.pieces import token_piece
 from .loader import Loaded, load, warm_up
 from .memory import device_bytes, memory_bytes
 from .options import LlamaOptions
-from .pieces import token_piece
-from .planning import plan
-from .reasoning import detect
-from .sampling import sampler_chain
-from .speculative import DraftModel, vocab_mismatch
-from .tool_families import FORMATS
-from .tool_families import detect as detect_tool_format
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
@@ -59,7 +59,7 @@ class LlamaCppModel:
     ):
         import llama_cpp
 
-        from .disk_cache import DiskCache
+        from .engine.cache.disk import DiskCache
 
         self._lib = llama_cpp
         self.name = name
@@ -271,7 +271,7 @@ class LlamaCppModel:
     def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
         """Render and tokenize every prompt and continuation here (errors come before
         anything starts), then queue the whole tree on the engine (:mod:`.scoring`)."""
-        from .scoring import Branch, ScoreJob
+        from .engine.scoring import Branch, ScoreJob
 
         if self._engine is None:
             raise InvalidRequest(

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from hoshikage_core.config import FieldError
 
-from .chat_formats import CHAT_FORMATS
+from .dialects.chat_formats import CHAT_FORMATS
 
 #: The names of tool_families.FORMATS (repeated here: this module imports no parser code).
 TOOL_FORMATS = (

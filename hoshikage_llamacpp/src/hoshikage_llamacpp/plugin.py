@@ -62,7 +62,7 @@ def cached_prompts(entry, config):
     """Prompt prefixes this model's disk cache holds for its file and options now."""
     if entry.backend != BACKEND:
         return None
-    from .disk_cache import count
+    from .engine.cache.disk import count
     from .options import LlamaOptions
 
     options = entry.options

@@ -75,7 +75,7 @@ def _gguf(path: str, size: int, mtime_ns: int):
         return None
 
 
-#: Text in a chat template that means a thinking mode (``hoshikage_llamacpp.reasoning``'s
+#: Text in a chat template that means a thinking mode (``hoshikage_llamacpp.dialects.reasoning``'s
 #: signs; a test keeps the two equal).
 THINKING_SIGNS = (
     "<|channel|>analysis",
@@ -144,7 +144,7 @@ class Facts:
 
     def thinks(self) -> bool:
         """Whether the model has a thinking mode: its template writes one of the reasoning
-        forms the backend detects (the same signs as ``hoshikage_llamacpp.reasoning``,
+        forms the backend detects (the same signs as ``hoshikage_llamacpp.dialects.reasoning``,
         which this package does not import), and the ``reasoning`` option is not "off"."""
         if self.entry.option("reasoning") == "off":
             return False

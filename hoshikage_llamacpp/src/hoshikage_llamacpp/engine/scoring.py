@@ -300,7 +300,7 @@ class Scoring:
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""
-        from .logits import log_total, row_logits
+        from ..llama.logits import log_total, row_logits
 
         ctx, n_vocab = self._ctx, self._n_vocab
         for job in list(self._jobs):

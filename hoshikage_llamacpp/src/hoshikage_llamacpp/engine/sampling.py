@@ -238,7 +238,7 @@ def compile_grammar(
     A grammar that does not parse is :class:`InvalidRequest` naming the problem."""
     import re
 
-    from . import logging_bridge
+    from ..llama import logging_bridge
 
     logging_bridge.install()
     with logging_bridge.capture() as lines:
@@ -256,7 +256,7 @@ def compile_grammar(
     if sampler:
         return sampler
     if request.grammar:
-        from .gbnf_check import explain
+        from ..grammar.gbnf_check import explain
 
         reason = explain(grammar) or grammar_error(lines)
         raise InvalidRequest(f"Invalid 'grammar': {reason}", "grammar")
@@ -311,7 +311,7 @@ class SamplerChain:
     ):
         import llama_cpp
 
-        from . import native
+        from ..llama import native
 
         self._lib = llama_cpp
         self._native = native.lib
@@ -453,7 +453,7 @@ class SamplerChain:
         """
         import numpy as np
 
-        from .logits import row_logits
+        from ..llama.logits import row_logits
 
         n_vocab = self._n_vocab
         logits = row_logits(ctx, index, n_vocab)
@@ -534,7 +534,7 @@ class LogprobReader:
 
     def read(self, token: int, index: int = -1) -> TokenLogprob:
         """The log-probability of ``token`` (and the top ones) at batch position ``index``."""
-        from .logits import log_total, row_logits
+        from ..llama.logits import log_total, row_logits
 
         np = self._np
         logits = row_logits(self._ctx, index, self._n_vocab)

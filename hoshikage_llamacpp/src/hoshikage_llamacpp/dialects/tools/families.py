@@ -16,10 +16,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import tool_calls as whole
-from . import tool_stream as streamed
-from .tool_format import ToolFormat
-from .tool_grammar import JSON_OPENER, Builder, arguments, json_call, literal, xml_params
+from . import calls as whole
+from . import stream as streamed
+from .base import ToolFormat
+from .grammar import JSON_OPENER, Builder, arguments, json_call, literal, xml_params
 
 
 class Hermes(ToolFormat):

@@ -3,7 +3,7 @@ engine batches many. What its tokens mean is its :class:`~.engine_protocols.Outp
 
 from __future__ import annotations
 
-from .engine_protocols import Output
+from .protocols import Output
 from .sampling import SamplerChain
 
 

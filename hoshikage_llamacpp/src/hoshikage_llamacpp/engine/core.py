@@ -48,8 +48,8 @@ from hoshikage_core.errors import Cancelled, HoshikageError
 
 from .batch import Batch
 from .decoding import Choice
-from .engine_protocols import Planned
 from .prefix import common_prefix
+from .protocols import Planned
 from .scoring import Scoring
 from .slots import Slot, SlotPool
 from .speculative import DraftLength, NgramDrafter, StepCost
@@ -110,7 +110,7 @@ class Engine:
     ):
         import llama_cpp
 
-        from . import native
+        from ..llama import native
 
         self._lib = llama_cpp
         self._native = native.lib

@@ -50,9 +50,9 @@ from typing import Any
 
 from hoshikage_core.protocol import ToolCallDelta
 
-from .text_stream import partial_tail
-from .tool_calls import GLM_ARG, param_value
-from .tool_format import ToolFormat
+from ..text_stream import partial_tail
+from .base import ToolFormat
+from .calls import GLM_ARG, param_value
 
 # ---- a resumable JSON scanner ---------------------------------------------------------------
 
@@ -682,7 +682,7 @@ def stream_pythonic(r: Reader, text: str, final: bool) -> list[View]:
     read with :mod:`ast` as :func:`.tool_calls.read_pythonic` does."""
     import ast
 
-    from .tool_calls import py_value
+    from .calls import py_value
 
     views: list[View] = []
     for begin, end, _closed in _blocks(text, "<|tool_call_start|>", "<|tool_call_end|>"):

@@ -487,7 +487,7 @@ class DraftModel:
         return True
 
     def _best(self, row: int) -> int:
-        from .logits import row_logits
+        from ..llama.logits import row_logits
 
         return int(row_logits(self._ctx, row, self._n_vocab).argmax())
 

@@ -52,7 +52,7 @@ from typing import Any
 import attrs
 from hoshikage_core.errors import InvalidRequest
 
-from .tool_format import ToolFormat
+from .base import ToolFormat
 
 
 @attrs.frozen
@@ -122,7 +122,7 @@ class Builder:
 
     def schema_rule(self, schema: Any, name: str) -> str:
         """The converter's rule for a JSON value of ``schema``."""
-        from .sampling import check_patterns
+        from ...engine.sampling import check_patterns
 
         if not isinstance(schema, Mapping):
             raise InvalidRequest(

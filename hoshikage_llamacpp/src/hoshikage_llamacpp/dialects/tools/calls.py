@@ -45,7 +45,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from .tool_format import Call, ToolFormat
+from .base import Call, ToolFormat
 
 
 def _json(text: str) -> Any:

@@ -11,12 +11,12 @@ import attrs
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import GenerationRequest
 
-from .chat import forced_tools, tool_names
-from .reasoning import ReasoningForm, opens_in_prompt
-from .sampling import check_grammar_size, grammar_for
-from .tool_families import FORMATS
-from .tool_format import ToolFormat
-from .tool_grammar import Think, call_grammar
+from ..dialects.chat import forced_tools, tool_names
+from ..dialects.reasoning import ReasoningForm, opens_in_prompt
+from ..dialects.tools.base import ToolFormat
+from ..dialects.tools.families import FORMATS
+from ..dialects.tools.grammar import Think, call_grammar
+from ..engine.sampling import check_grammar_size, grammar_for
 
 
 @attrs.define(kw_only=True)
@@ -81,7 +81,7 @@ def plan(model, request: GenerationRequest) -> Plan:
     # its own field where that differs (Responses' ``input``).
     field = "messages" if request.is_chat else "prompt"
     if request.suffix is not None and not request.is_chat:
-        from .fim import fim_tokens
+        from ..dialects.fim import fim_tokens
 
         tokens = fim_tokens(model, prompt, request.suffix, request.fim_files)
     else:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import attrs
 
-from .prefix import longest
+from ..prefix import longest
 
 log = logging.getLogger("hoshikage.llamacpp.disk_cache")
 

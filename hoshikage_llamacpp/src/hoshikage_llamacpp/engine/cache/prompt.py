@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 
-from .prefix import longest
+from ..prefix import longest
 
 log = logging.getLogger("hoshikage.llamacpp.prompt_cache")
 

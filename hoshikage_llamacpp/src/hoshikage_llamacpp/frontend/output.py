@@ -17,10 +17,10 @@ from collections import deque
 
 from hoshikage_core.protocol import Chunk
 
-from . import tool_calls as calls
-from .reasoning import Splitter
-from .text_stream import TextStream, ToolCapture
-from .tool_stream import ToolStream
+from ..dialects.reasoning import Splitter
+from ..dialects.text_stream import TextStream, ToolCapture
+from ..dialects.tools import calls as calls
+from ..dialects.tools.stream import ToolStream
 
 
 class Output:

@@ -17,8 +17,8 @@ import time
 
 from hoshikage_core.errors import HoshikageError
 
+from .cache.prompt import Checkpoint, PromptCache
 from .prefix import common_prefix
-from .prompt_cache import Checkpoint, PromptCache
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
 
@@ -229,7 +229,7 @@ class SlotPool:
     def saved_states(self) -> list:
         """What the disk cache keeps when the model unloads: the slots' states, most
         recently used first, then the RAM cache's."""
-        from .disk_cache import Saved
+        from .cache.disk import Saved
 
         lib = self._lib
         states = []
