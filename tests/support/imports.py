@@ -106,21 +106,43 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def borrowed_privates(source: str, module: str, package: str) -> list[str]:
     """Private names ``module`` takes from another module: ``from x import _name`` of a
-    module of ``package``, and ``obj._name`` where ``obj`` is not ``self`` or ``cls`` (a
-    dunder is not private). Each as ``line: text``."""
+    module of ``package``, and ``obj._name`` where ``obj`` is not ``self`` or ``cls`` and
+    ``_name`` is not the module's own (defined, assigned to ``self`` or listed in a
+    ``__slots__`` of it); a dunder is not private. Each as ``line: text``, in order."""
+    tree = ast.parse(source)
+    own = _own_privates(tree)
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             for name in imports_of(node, module):
                 leaf = name.rsplit(".", 1)[-1]
                 if name.startswith(package + ".") and _private(leaf):
-                    found.append(f"{node.lineno}: import {name}")
-        elif isinstance(node, ast.Attribute) and _private(node.attr):
+                    found.append((node.lineno, f"import {name}"))
+        elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own:
             owner = node.value
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                 continue
-            found.append(f"{node.lineno}: {ast.unparse(node)}")
-    return found
+            found.append((node.lineno, ast.unparse(node)))
+    return [f"{line}: {text}" for line, text in sorted(found)]
+
+
+def _own_privates(tree: ast.AST) -> set[str]:
+    """The private names a module defines for its own objects."""
+    own = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            own.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                own.add(node.attr)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    own.add(target.id)
+                    if target.id == "__slots__" and isinstance(node.value, ast.Tuple | ast.List):
+                        own.update(e.value for e in node.value.elts if isinstance(e, ast.Constant))
+    return {name for name in own if _private(name)}
 
 
 def imports_of(node: ast.ImportFrom, module: str) -> list[str]:

@@ -13,7 +13,11 @@ def __getattr__(name: str):
     core = importlib.import_module(f"{__name__}.core")
     if name.startswith("_") or not hasattr(core, name):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from ..moved import warn
+    import warnings
 
-    warn(f"{__name__}.{name}", f"{__name__}.core.{name}")
+    warnings.warn(
+        f"{__name__}.{name} moved to {__name__}.core.{name}; the old path goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return getattr(core, name)
