@@ -77,13 +77,15 @@ llama-server:
 
 # The benchmark, llama-server beside it (docs/performance.md): the server vs direct
 # llama-cpp-python and the peers, batching and Decisions (bench/run.py, BENCH_ARGS adds to its
-# arguments), speculative decoding (bench/speculative.py), then memory (bench/memory.py).
+# arguments), speculative decoding (bench/speculative.py), memory (bench/memory.py), then
+# bench/model_process.py: a model in its own process beside the same model in the server.
 bench: install
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -q -e ".[demo,test,bench]"
 	peer=$$(PYTHON=$(PYTHON) scripts/llama-cpp.sh llama-server) && \
 	$(VENV)/bin/python bench/run.py --llama-server "$$peer" $(BENCH_ARGS) && \
 	$(VENV)/bin/python bench/speculative.py --llama-server "$$peer" && \
-	$(VENV)/bin/python bench/memory.py --llama-server "$$peer"
+	$(VENV)/bin/python bench/memory.py --llama-server "$$peer" && \
+	$(VENV)/bin/python bench/model_process.py
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) build *.egg-info */src/*.egg-info

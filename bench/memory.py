@@ -4,7 +4,11 @@ back, and how warm the first turn after an idle unload is.
 - **RSS loaded** (``VmRSS`` after one short request), Gemma 3 270M and SmolLM2-135M:
   Hoshikage with its defaults (``parallel = 4``, ``n_ctx = 4096``), ``kv_unified`` too, and
   llama-server with the same cells (``-np 4 -c 16384``) and with its own defaults.
-- **RSS after unload − before load**, and the ``memory_bytes`` status reports.
+- **PSS loaded**: the server and its model process summed (shared pages once), beside
+  llama-server's; the model process's overhead beyond llama.cpp's buffers; Hoshikage with
+  ``isolation = "none"`` too.
+- **RSS after unload − before load** (the server process), and the ``memory_bytes`` status
+  reports.
 - **First turn after an idle unload**: a conversation with a ~1,300-token prefix, an idle
   unload (``idle_ttl``), then the next turn's time to first token, the load included: with
   the disk cache (warm) ÷ without it (``cache_disk = 0``, cold).
@@ -25,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run import Server, free_port, physical_cores, rss_mb  # noqa: E402
+from run import Server, free_port, physical_cores, pss_mb, rss_mb, tree  # noqa: E402
 
 CELLS = {"parallel": 4, "n_ctx": 4096}
 SYSTEM = " ".join(
@@ -89,20 +93,36 @@ def rss_loaded(args, prompts: Path) -> dict:
     out: dict = {}
     for name, path in models().items():
         row: dict = {}
-        for label, options in (("hoshikage", {}), ("hoshikage_kv_unified", {"kv_unified": True})):
+        for label, options in (
+            ("hoshikage", {}),
+            ("hoshikage_kv_unified", {"kv_unified": True}),
+            ("hoshikage_in_process", {"isolation": "none"}),
+        ):
             server = hoshikage(path, args.threads, prompts, cache_disk=0, **options)
             try:
-                before = rss_mb(server.proc.pid)
+                pid = server.proc.pid
+                before = rss_mb(pid)
                 short_request(server.base_url, "m")
-                loaded = rss_mb(server.proc.pid)
+                loaded = rss_mb(pid)
+                loaded_tree = sum(rss_mb(each) for each in tree(pid))
+                children = tree(pid)[1:]
+                child = sum(rss_mb(each) for each in children)
+                loaded_pss = pss_mb(pid)
                 status = httpx.get(server.base_url + "/api/status").json()["models"][0]
                 httpx.post(server.base_url + "/api/models/m/unload", timeout=60).raise_for_status()
                 time.sleep(1.0)
                 row[label] = {
                     "before_load_mb": round(before, 1),
+                    # the server process alone, and with its model process (RSS and PSS)
                     "loaded_mb": round(loaded, 1),
+                    "loaded_with_model_process_mb": round(loaded_tree, 1),
+                    "loaded_pss_mb": round(loaded_pss, 1),
                     "memory_bytes_mb": round(status["memory_bytes"] / 1e6, 1),
-                    "after_unload_minus_before_mb": round(rss_mb(server.proc.pid) - before, 1),
+                    # the model process beyond llama.cpp's own buffers (Python, libraries)
+                    "model_process_overhead_mb": round(child - status["memory_bytes"] / 2**20, 1)
+                    if children
+                    else None,
+                    "after_unload_minus_before_mb": round(rss_mb(pid) - before, 1),
                 }
             finally:
                 server.stop()
@@ -114,7 +134,10 @@ def rss_loaded(args, prompts: Path) -> dict:
                 server = llama_server(args.llama_server, path, args.threads, cells)
                 try:
                     short_request(server.base_url, "model")
-                    row[label] = {"loaded_mb": round(rss_mb(server.proc.pid), 1)}
+                    row[label] = {
+                        "loaded_mb": round(rss_mb(server.proc.pid), 1),
+                        "loaded_pss_mb": round(pss_mb(server.proc.pid), 1),
+                    }
                 finally:
                     server.stop()
         out[name] = row

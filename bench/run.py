@@ -63,6 +63,29 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server's model processes), from /proc."""
+    found = [pid]
+    for parent in found:
+        for task in os.listdir(f"/proc/{parent}/task"):
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    found.extend(int(child) for child in f.read().split())
+            except OSError:
+                pass
+    return found
+
+
+def pss_mb(pid: int) -> float:
+    """The summed proportional set size of ``pid`` and its descendants: the machine's cost
+    of a server and its model processes, shared pages counted once."""
+    total = 0
+    for each in tree(pid):
+        with open(f"/proc/{each}/smaps_rollup") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    return total / 1024
+
+
 def summary(values: list[float]) -> dict:
     values = [v for v in values if v == v]
     if not values:
@@ -113,15 +136,19 @@ class DirectEngine:
 
     def __init__(self, model: Path, args):
         from hoshikage_core.gguf_info import read_info
-        from hoshikage_llamacpp.loader import llama_kwargs
+        from hoshikage_llamacpp.loader import (
+            extra_buffers_for_llama,
+            llama_kwargs,
+            use_extra_buffers,
+        )
         from hoshikage_llamacpp.options import LlamaOptions
         from llama_cpp import Llama
 
-        kwargs = llama_kwargs(
-            LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads), read_info(model).metadata
-        )
+        options = LlamaOptions(n_ctx=args.n_ctx, n_threads=args.threads, isolation="none")
+        kwargs = llama_kwargs(options, read_info(model).metadata)
         started = time.perf_counter()
-        self.llm = Llama(str(model), **kwargs)
+        with extra_buffers_for_llama(use_extra_buffers(options, str(model))):
+            self.llm = Llama(str(model), **kwargs)
         self.load_s = time.perf_counter() - started
         self.max_tokens = args.max_tokens
 
@@ -271,11 +298,12 @@ def flash_attn_argument(parser) -> None:
 
 
 def hoshikage_server(
-    model: Path, args, *, concurrency: int = 1, parallel: int = 4
+    model: Path, args, *, concurrency: int = 1, parallel: int = 4, isolation: str = "process"
 ) -> tuple[Server, Path]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
     opts = f"n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n"
+    opts += f'isolation = "{isolation}"\n'  # "process", the default, or in the server
     # The model's flash_attn: "auto" (its default: off on a CPU-only build) unless asked.
     opts += f"flash_attn = {FLASH_ATTN[getattr(args, 'flash_attn', 'auto')]}\n"
     cfg.write_text(

@@ -39,11 +39,15 @@ class Reference:
 
     def __init__(self, path):
         import numpy as np
+        from hoshikage_llamacpp.loader import extra_buffers_for_llama, use_extra_buffers
+        from hoshikage_llamacpp.options import LlamaOptions
 
         self.np = np
-        self.llama = llama_cpp.Llama(
-            str(path), n_ctx=1024, n_batch=1024, logits_all=True, verbose=False
-        )
+        # Without llama.cpp's extra buffer types where they crash (Intel AMX: safe mode).
+        with extra_buffers_for_llama(use_extra_buffers(LlamaOptions(isolation="none"), str(path))):
+            self.llama = llama_cpp.Llama(
+                str(path), n_ctx=1024, n_batch=1024, logits_all=True, verbose=False
+            )
 
     def total(self, prompt: list[int], cont: list[int]) -> float:
         np = self.np

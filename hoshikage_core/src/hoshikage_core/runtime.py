@@ -557,19 +557,39 @@ class Runtime:
             "queued": sched.queued,
             "max_loaded": self.config.unload.max_loaded,
             "rss_bytes": resident_bytes(),
+            "pss_bytes": proportional_bytes(),
             "models": models,
         }
 
 
+def process_tree(pid: int | str = "self") -> list[str]:
+    """``pid`` and its descendants (the model processes), from ``/proc`` (Linux)."""
+    import os
+
+    found = [str(os.getpid()) if pid == "self" else str(pid)]
+    for parent in found:  # grows as children are found
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    found.extend(f.read().split())
+        except OSError:
+            continue
+    return found
+
+
 def resident_bytes() -> int | None:
-    """The server process's resident memory now: from ``/proc/self/statm`` (Linux), else from
-    psutil when it happens to be installed, else None. (``resource``'s ``ru_maxrss`` is the
-    peak, which never falls, so it is no stand-in.)"""
+    """The resident memory of the server and its model processes now: from
+    ``/proc/<pid>/statm`` (Linux), else the server's own from psutil when it happens to be
+    installed, else None. (``resource``'s ``ru_maxrss`` is the peak, which never falls, so
+    it is no stand-in.)"""
     import os
 
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        total = 0
+        for pid in process_tree():
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return total
     except (OSError, ValueError, IndexError):
         pass
     try:
@@ -578,6 +598,20 @@ def resident_bytes() -> int | None:
         return int(psutil.Process().memory_info().rss)
     except Exception:  # not installed, or no figure on this platform
         return None
+
+
+def proportional_bytes() -> int | None:
+    """The machine's cost of the server and its model processes: their summed PSS (pages
+    shared between them, such as the Python libraries, counted once), from
+    ``/proc/<pid>/smaps_rollup`` (Linux); None elsewhere."""
+    total = 0
+    try:
+        for pid in process_tree():
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+    except (OSError, ValueError, StopIteration):
+        return None
+    return total
 
 
 def _status_of(

@@ -28,7 +28,125 @@ def checks(config) -> list[Check]:
     out = _build_checks(_rpc_models(config))
     cuda_build = _is_cuda_build()
     out += [_library_check(name, cuda_build) for name in CUDA_LIBRARIES]
+    out += safe_mode_checks()
     return out
+
+
+def safe_mode_checks(path: str | None = None) -> list[Check]:
+    """The CPU's features, the safe-mode verdicts remembered on this machine, and a
+    self-test: ``path`` (by default the embedded SmolLM2, a quantized model) loaded in a model
+    process as a model is served, with the extra buffer types decided as for any load, and
+    one token decoded."""
+    from .safe_mode import cpu_facts, read_verdicts, verdicts_path
+
+    tested = self_test(path)  # first: its load may add a verdict
+    cpu = cpu_facts()
+    out = [
+        Check(
+            name="CPU",
+            ok=None,
+            detail=f"{cpu.model}: {' '.join(cpu.flags) or 'no vector extensions'}"
+            + (" (AMX: llama.cpp's AMX kernels may crash; see safe mode)" if cpu.amx else ""),
+            source=SOURCE,
+        )
+    ]
+    verdicts = read_verdicts()
+    for entry in verdicts.values():
+        crashed = entry.get("verdict") == "crash"
+        out.append(
+            Check(
+                name="safe mode" if crashed else "extra buffer types",
+                ok=None,
+                detail=(
+                    f"weights {', '.join(entry.get('types', []))} on {entry.get('build')}: "
+                    + (
+                        f"loaded without the extra buffer types since {entry.get('time')}, "
+                        f"after: {entry.get('reason')}"
+                        if crashed
+                        else f"in use, known to work since {entry.get('time')}"
+                    )
+                ),
+                hint=f"forget the verdicts: delete {verdicts_path()}" if crashed else "",
+                source=SOURCE,
+            )
+        )
+    out.append(tested)
+    return out
+
+
+def self_test(path: str | None = None) -> Check:
+    """Load a model in a model process and decode one token (see :func:`safe_mode_checks`)."""
+    import time
+
+    from hoshikage_core.errors import HoshikageError
+    from hoshikage_core.protocol import CancelToken, GenerationRequest
+
+    from .demo import smollm2_path
+    from .isolation import ProcessModel
+    from .options import LlamaOptions
+
+    path = path or (str(smollm2_path()) if smollm2_path() else None)
+    if path is None:
+        return Check(
+            name="self-test",
+            ok=None,
+            detail="no model to test with (the embedded SmolLM2 is not installed)",
+            source=SOURCE,
+        )
+    options = LlamaOptions(n_ctx=256, parallel=1, cache_ram=0, cache_disk=0, n_gpu_layers=0)
+    started = time.monotonic()
+    try:
+        model = ProcessModel.load("doctor-self-test", path, options)
+    except HoshikageError as exc:
+        return Check(name="self-test", ok=False, detail=str(exc), source=SOURCE)
+    try:
+        sink = _OneSink()
+        request = GenerationRequest(prompt="Hello", max_tokens=1, temperature=0.0)
+        model.generate(request, CancelToken(), sink)
+        error = sink.wait(60)
+        buffers = ", ".join(sorted(model.placement)) or "unknown"
+        mode = (
+            "safe mode (extra buffer types off)"
+            if model.safe_mode
+            else ("extra buffer types on" if model.extra_buffers else "extra buffer types off")
+        )
+    finally:
+        model.close()
+    seconds = time.monotonic() - started
+    if error is not None:
+        return Check(name="self-test", ok=False, detail=f"{path}: {error}", source=SOURCE)
+    return Check(
+        name="self-test",
+        ok=True,
+        detail=f"loaded {os.path.basename(path)} in a model process and decoded a token in "
+        f"{seconds:.1f}s; {mode}; buffers: {buffers}",
+        source=SOURCE,
+    )
+
+
+class _OneSink:
+    """A :class:`~hoshikage_core.protocol.ChunkSink` that waits for the end."""
+
+    def __init__(self):
+        import threading
+
+        self._done = threading.Event()
+        self.error = None
+
+    def put(self, index, chunk) -> None:
+        pass
+
+    def close(self, error=None) -> None:
+        self.error = error
+        self._done.set()
+
+    def flush(self) -> None:
+        pass
+
+    def wait(self, timeout: float):
+        if not self._done.wait(timeout):
+            return "no answer within the time"
+        return self.error
 
 
 def _package_lib_dir() -> Path | None:

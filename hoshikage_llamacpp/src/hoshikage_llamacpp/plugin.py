@@ -29,7 +29,6 @@ def create_backend(entry, config):
     from hoshikage_core.errors import ModelLoadError
 
     from .demo import materialise
-    from .model import LlamaCppModel
     from .options import LlamaOptions
 
     options = entry.options
@@ -51,6 +50,8 @@ def create_backend(entry, config):
             entry.name, entry.path, options, default_max_tokens(options, config)
         )
     from hoshikage_core.load_progress import reporter
+
+    from .model import LlamaCppModel  # llama.cpp in this process: isolation = "none"
 
     return LlamaCppModel.load(
         entry.name, entry.path, options, default_max_tokens(options, config), reporter()

@@ -232,9 +232,8 @@ def decide(setting, subject: Subject, isolated: bool) -> Decision:
         return Decision(bool(setting), "set by extra_buffers")
     found = verdict(subject)
     if found is not None and found.get("verdict") == CRASH:
-        return Decision(
-            False, f"safe mode: {found.get('reason') or 'crashed'} ({found.get('time')})"
-        )
+        reason = found.get("reason") or "crashed"
+        return Decision(False, f"safe mode: {reason} ({found.get('time')})", safe=True)
     if found is not None and found.get("verdict") == OK:
         return Decision(True, "known to work here", may_fall_back=isolated)
     if isolated:
