@@ -12,7 +12,8 @@ import json
 
 import pytest
 from hoshikage_llamacpp.dialects.tools.families import FORMATS, OPENERS
-from hoshikage_llamacpp.dialects.tools.grammar import call_grammar, literal, text_without
+from hoshikage_llamacpp.dialects.tools.grammar import call_grammar
+from hoshikage_llamacpp.grammar.build import literal, text_without
 
 from tests.support.families import template
 

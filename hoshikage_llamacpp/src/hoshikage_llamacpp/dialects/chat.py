@@ -10,7 +10,7 @@ Which template renders a chat, first match wins:
 Tools: a template that mentions ``tools`` gets them as the Hugging Face convention passes
 them. Any other template gets a system message describing the tools and asking for
 ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. The model's answer is read back
-by the family's parser (:mod:`.tool_calls`).
+by the family's parser (:mod:`.tools.calls`).
 """
 
 from __future__ import annotations

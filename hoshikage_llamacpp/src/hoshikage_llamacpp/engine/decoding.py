@@ -1,5 +1,5 @@
 """One choice being generated, as the engine sees it: what stays per choice while the
-engine batches many. What its tokens mean is its :class:`~.engine_protocols.Output`'s."""
+engine batches many. What its tokens mean is its :class:`~.protocols.Output`'s."""
 
 from __future__ import annotations
 

@@ -2,13 +2,13 @@
 their chunks (vLLM's output processor, llama.cpp's partial chat parse).
 
 An :class:`Output` owns a choice's text stream (UTF-8 reassembly, stop strings held back
-across tokens), the split of that text into reasoning and answer (:mod:`.reasoning`), the
-tool-call capture on the answer with its calls streamed as they grow (:mod:`.tool_stream`),
+across tokens), the split of that text into reasoning and answer (:mod:`..dialects.reasoning`), the
+tool-call capture on the answer with its calls streamed as they grow (:mod:`..dialects.tools.stream`),
 and the log-probabilities waiting for their text to go out. The engine hands it each sampled
 token and sends the chunks it returns; when the reasoning reaches its budget,
 :attr:`Output.forced` holds the tokens that close the think block, which the engine decodes
 instead of sampling. The engine knows it only through its
-:class:`~.engine_protocols.Output` protocol; :meth:`.planning.Plan.output` makes one.
+:class:`~..engine.protocols.Output` protocol; :meth:`.planning.Plan.output` makes one.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from ..dialects.reasoning import ReasoningForm, opens_in_prompt
 from ..dialects.tools.base import ToolFormat
 from ..dialects.tools.families import FORMATS
 from ..dialects.tools.grammar import Think, call_grammar
-from ..engine.sampling import check_grammar_size, grammar_for
+from ..grammar.schema import check_grammar_size, grammar_for
 
 
 @attrs.define(kw_only=True)
@@ -47,7 +47,7 @@ class Plan:
 
     def output(self, job, piece, logprobs):
         """One choice's :class:`~.output.Output` (the engine's
-        :class:`~.engine_protocols.Planned` protocol)."""
+        :class:`~..engine.protocols.Planned` protocol)."""
         from .output import Output
 
         return Output(job, self, piece, logprobs)

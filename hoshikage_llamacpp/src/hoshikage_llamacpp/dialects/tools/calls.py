@@ -1,5 +1,5 @@
 """Tool calls in each model family's own form, read whole: one reader per family (its
-class in :mod:`.tool_families` names it), and :func:`parse`, which turns a capture into
+class in :mod:`.families` names it), and :func:`parse`, which turns a capture into
 calls in OpenAI's shape. A capture that does not parse, or that calls a tool the request did not
 offer, is given back as text: a botched call reaches the client as text, never as an error.
 
@@ -31,8 +31,8 @@ format             a call                                                       
 ``command-r-plus`` ``Action:`` then a fenced JSON list of ``{"tool_name", "parameters"}``  Command R+
 =================  ==========================================================  ==============
 
-A call read as it streams is :mod:`.tool_stream`'s; a constrained call's grammar, in each
-family's syntax, is :mod:`.tool_grammar`'s.
+A call read as it streams is :mod:`.stream`'s; a constrained call's grammar, in each
+family's syntax, is :mod:`.grammar`'s.
 
 Pure Python.
 """

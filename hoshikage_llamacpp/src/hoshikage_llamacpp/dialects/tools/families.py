@@ -2,12 +2,12 @@
 
 A family's class (a :class:`~.tool_format.ToolFormat`) holds all that is the family's: the
 template text that means it, the text that opens its calls, its whole reader
-(:mod:`.tool_calls`), its stream reader (:mod:`.tool_stream`) and its constrained call's
-syntax (:mod:`.tool_grammar`). Adding a family is adding its class to :data:`FAMILIES`;
+(:mod:`.calls`), its stream reader (:mod:`.stream`) and its constrained call's
+syntax (:mod:`.grammar`). Adding a family is adding its class to :data:`FAMILIES`;
 tests/llamacpp/test_tool_families.py fails for one without a stream reader or a grammar.
 
 :func:`detect` reads a chat template's text; the ``tool_format`` option picks one by name.
-The table of forms is in :mod:`.tool_calls`. Pure Python.
+The table of forms is in :mod:`.calls`. Pure Python.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ...grammar.build import Builder, literal, xml_params
 from . import calls as whole
 from . import stream as streamed
 from .base import ToolFormat
-from .grammar import JSON_OPENER, Builder, arguments, json_call, literal, xml_params
+from .grammar import JSON_OPENER, arguments, json_call
 
 
 class Hermes(ToolFormat):

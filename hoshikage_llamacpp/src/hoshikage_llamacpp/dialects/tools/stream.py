@@ -2,7 +2,7 @@
 each token, and the difference from what was sent (llama.cpp's partial parse and
 ``common_chat_msg_diff``, vLLM's ``extract_tool_calls_streaming``).
 
-Each family (its class in :mod:`.tool_families`) has an incremental reader here that sees
+Each family (its class in :mod:`.families`) has an incremental reader here that sees
 the capture so far and says, per call, its name once the name is complete, and the argument
 text that is safe to send:
 
@@ -12,7 +12,7 @@ text that is safe to send:
   costs only its own characters); Gemma 4's notation is turned into JSON as it is written
   (strings between ``<|"|>`` marks, bare keys quoted) and read the same way;
 * XML forms (qwen3-coder, seed, glm, minimax, dsml): a JSON rendering (``json.dumps`` of the
-  parameters: the same text :func:`.tool_calls.parse` writes), built member by member: a
+  parameters: the same text :func:`.calls.parse` writes), built member by member: a
   value that may be JSON once it ends, a text value as it is written (:func:`_partial`);
 * LFM2's Python call syntax (pythonic): each keyword argument rendered as JSON once its
   value ends.
@@ -25,7 +25,7 @@ The rules (docs/backend-llamacpp.md, "Tool calls streamed"):
    they are written.
 2. Argument text goes out only as far as it is valid JSON, so any prefix parses with a
    partial JSON parser (the Anthropic SDK parses every ``input_json_delta``).
-3. At the end, when the capture parses (:func:`.tool_calls.parse`), each call's
+3. At the end, when the capture parses (:func:`.calls.parse`), each call's
    ``arguments`` are its deltas joined: the last chunk carries what was still missing
    (for a call never streamed: all of it). For the JSON forms that is the model's own
    argument text, not a re-dump of it. Where the whole reading disagrees with what was
@@ -337,7 +337,7 @@ def _partial(
 ) -> str | None:
     """A parameter still being written, from ``at`` to the end of ``text``: its member so
     far (``"key": "text`` without the closing quote), once its value is certainly a string
-    (what :func:`.tool_calls.param_value` makes of text that is not JSON); None while it may
+    (what :func:`.calls.param_value` makes of text that is not JSON); None while it may
     still be JSON (then it goes out whole, once complete). A tail that may become the
     closing marker, and trailing newlines (stripped at the end), wait. A ``raw`` value
     (DSML's ``string="true"``) is text from its first character, kept as written."""
@@ -373,7 +373,7 @@ def _find(text: str, what: str, at: int, default: int | None = None) -> int | No
 
 
 def _blocks(text: str, start: str, end: str) -> Iterator[tuple[int, int, bool]]:
-    """Each text after ``start`` up to the next ``end`` or ``start`` (as :mod:`.tool_calls`'s
+    """Each text after ``start`` up to the next ``end`` or ``start`` (as :mod:`.calls`'s
     ``_between`` reads them): ``(from, to, closed by end)``."""
     at = text.find(start)
     while at != -1:
@@ -679,7 +679,7 @@ _PY_OPEN, _PY_CLOSE = "([{", ")]}"
 def stream_pythonic(r: Reader, text: str, final: bool) -> list[View]:
     """LFM2's ``[f(a=1, b="x"), g()]``: each call from its name on, each keyword argument
     rendered as JSON once its value ends (at a ``,`` or ``)`` outside brackets and strings),
-    read with :mod:`ast` as :func:`.tool_calls.read_pythonic` does."""
+    read with :mod:`ast` as :func:`.calls.read_pythonic` does."""
     import ast
 
     from .calls import py_value
@@ -748,7 +748,7 @@ _KEY_CHARS = re.compile(r"[\w.\-]*")
 class _GemmaJson:
     """Gemma 4's argument notation (``{city:<|"|>Paris<|"|>,n:3}``) turned into JSON as it
     is written: strings between ``<|"|>`` marks escaped, bare keys quoted (as
-    :func:`.tool_calls.gemma4_value` reads it); :attr:`out` only grows."""
+    :func:`.calls.gemma4_value` reads it); :attr:`out` only grows."""
 
     __slots__ = ("pos", "out", "in_string")
 
@@ -788,7 +788,7 @@ class _GemmaJson:
         self.pos = i
 
 
-#: Where a Gemma 4 call's arguments end, as :func:`.tool_calls.read_gemma4` reads them: the
+#: Where a Gemma 4 call's arguments end, as :func:`.calls.read_gemma4` reads them: the
 #: first ``}`` followed by the end marker (one inside a string, before it, is text).
 _GEMMA4_END = re.compile(r"\}\s*<tool_call\|>")
 
