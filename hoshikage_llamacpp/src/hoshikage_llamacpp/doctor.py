@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import glob
-import importlib.util
 import os
 import platform
 import subprocess
-from pathlib import Path
 
 from hoshikage_core.doctor import Check
+
+from .llama.build import is_cuda_build, is_gpu_build
 
 SOURCE = "llamacpp"
 CUDA_LIBRARIES = ("cudart", "cublas", "cuda")
@@ -26,7 +26,7 @@ _SONAME_VERSIONS = ("", ".13", ".12", ".11", ".1")
 
 def checks(config) -> list[Check]:
     out = _build_checks(_rpc_models(config))
-    cuda_build = _is_cuda_build()
+    cuda_build = is_cuda_build()
     out += [_library_check(name, cuda_build) for name in CUDA_LIBRARIES]
     out += safe_mode_checks()
     return out
@@ -149,30 +149,6 @@ class _OneSink:
         return self.error
 
 
-def _package_lib_dir() -> Path | None:
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "lib"
-
-
-def _is_cuda_build() -> bool:
-    """Whether the installed llama-cpp-python ships llama.cpp's CUDA backend (checked
-    without importing it, which fails when the CUDA libraries are missing)."""
-    lib_dir = _package_lib_dir()
-    return bool(lib_dir and list(lib_dir.glob("libggml-cuda*")))
-
-
-#: llama.cpp's GPU backends, by the library each builds.
-GPU_BACKENDS = ("cuda", "hip", "musa", "vulkan", "metal", "sycl", "opencl")
-
-
-def _is_gpu_build() -> bool:
-    """Whether the installed llama-cpp-python ships a GPU backend of llama.cpp."""
-    lib_dir = _package_lib_dir()
-    return bool(lib_dir and any(list(lib_dir.glob(f"libggml-{name}*")) for name in GPU_BACKENDS))
-
-
 def cuda_target_dir() -> str:
     """Where the CUDA toolkit keeps its libraries on this architecture."""
     machine = platform.machine() or "x86_64"
@@ -203,7 +179,7 @@ def _rpc_models(config) -> dict[str, list[str]]:
 def _rpc_checks(rpc: bool, models: dict[str, list[str]]) -> list[Check]:
     """RPC support in this build (a problem only when a model needs it), then whether each
     configured RPC server accepts a TCP connection."""
-    from .isolation import check_reachable
+    from .llama.rpc import check_reachable
 
     needed = ", ".join(models)
     if rpc:
@@ -267,7 +243,7 @@ def _build_checks(rpc_models: dict[str, list[str]] | None = None) -> list[Check]
             )
         ]
     # Not llama_supports_gpu_offload(): it is true for any build with RPC, GPU or not.
-    gpu = _is_gpu_build()
+    gpu = is_gpu_build()
     return [
         Check(
             name="llama-cpp-python",

@@ -43,31 +43,17 @@ from hoshikage_core.protocol import (
     GenerationRequest,
 )
 
-from .child import load_error
+from .llama.rpc import check_reachable
 from .options import LlamaOptions, rpc_server_list
+from .wire import load_error
 
 log = logging.getLogger("hoshikage.llamacpp.isolation")
 
-#: Seconds a TCP connect to an RPC server may take before the load says it is unreachable.
-CONNECT_TIMEOUT = 3.0
 #: Lines of the child's output logged at WARNING (the rest, llama.cpp's chatter, at DEBUG).
 _ALARMING = re.compile(r"error|abort|crash|fail|traceback|exception", re.IGNORECASE)
 _SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
 #: How often the reader looks for cancelled requests while it waits for output.
 CANCEL_POLL = 0.05
-
-
-def check_reachable(servers: list[str], timeout: float = CONNECT_TIMEOUT) -> list[str]:
-    """The problems connecting to each ``host:port`` (empty when every one accepts)."""
-    problems = []
-    for endpoint in servers:
-        host, _, port = endpoint.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                pass
-        except (OSError, ValueError) as exc:
-            problems.append(f"{endpoint} ({getattr(exc, 'strerror', None) or exc})")
-    return problems
 
 
 _BUFFER_LINE = re.compile(r"(\S+) (?:model|KV|compute|output) buffer size")

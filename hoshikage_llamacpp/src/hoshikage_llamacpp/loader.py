@@ -244,9 +244,9 @@ def flash_attention(options: LlamaOptions) -> bool:
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
         return True
-    from .doctor import _is_gpu_build
+    from .llama.build import is_gpu_build
 
-    return options.n_gpu_layers != 0 and _is_gpu_build()
+    return options.n_gpu_layers != 0 and is_gpu_build()
 
 
 def context_params(options: LlamaOptions):

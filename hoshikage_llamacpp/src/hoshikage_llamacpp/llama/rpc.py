@@ -15,6 +15,7 @@ added the RPC device where llama.cpp never looked, and every layer stayed local.
 from __future__ import annotations
 
 import ctypes
+import socket
 import threading
 
 _registered: set[str] = set()
@@ -78,3 +79,20 @@ def register_rpc_servers(servers: list[str]) -> None:
             register.argtypes = [ctypes.c_void_p]
             register(handle)
             _registered.add(endpoint)
+
+
+#: Seconds a TCP connect to an RPC server may take before the load says it is unreachable.
+CONNECT_TIMEOUT = 3.0
+
+
+def check_reachable(servers: list[str], timeout: float = CONNECT_TIMEOUT) -> list[str]:
+    """The problems connecting to each ``host:port`` (empty when every one accepts)."""
+    problems = []
+    for endpoint in servers:
+        host, _, port = endpoint.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except (OSError, ValueError) as exc:
+            problems.append(f"{endpoint} ({getattr(exc, 'strerror', None) or exc})")
+    return problems
