@@ -88,7 +88,7 @@ def main() -> None:
     import llama_cpp
     from hoshikage_core.protocol import BlockingStream, CancelToken, GenerationRequest
     from hoshikage_llamacpp.engine.core import Engine
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     from tests.support.models import gemma_path

@@ -13,7 +13,7 @@ pytest.importorskip("llama_cpp")
 
 from hoshikage_core.protocol import GenerationRequest, stream  # noqa: E402
 from hoshikage_llamacpp.engine.cache import disk as disk_cache  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 

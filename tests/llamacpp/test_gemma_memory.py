@@ -13,7 +13,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.load_progress import reporting  # noqa: E402
 from hoshikage_core.protocol import GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 pytestmark = pytest.mark.gemma
@@ -28,7 +28,7 @@ def run(model, **fields):
 #: growth of a process that loaded other models before would measure those too.
 MEASURE = """
 import gc, json, os, sys
-from hoshikage_llamacpp.model import LlamaCppModel
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
 from hoshikage_llamacpp.options import LlamaOptions
 
 def rss():

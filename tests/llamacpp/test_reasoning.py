@@ -91,7 +91,7 @@ USER = ({"role": "user", "content": "hi"},)
 
 @pytest.fixture(scope="module")
 def qwen3(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     model = LlamaCppModel.load(
@@ -106,7 +106,7 @@ def qwen3(family_model):
 @pytest.fixture(scope="module")
 def qwen35(family_model):
     """Qwen3.5's template opens the think block in the generation prompt."""
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     model = LlamaCppModel.load(
@@ -149,7 +149,7 @@ def test_thinking_off_uses_the_templates_switch_and_shows_no_reasoning(qwen3):
 
 
 def test_reasoning_off_model_option_passes_the_raw_text(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen35", "Qwen-Qwen3-0.6B"))
@@ -183,7 +183,7 @@ HARMONY = (
 def test_harmony_channels_on_the_real_engine(family_model):
     """gpt-oss's template with harmony's markers as control tokens: the analysis channel is
     reasoning, the final channel the answer (the markers render because they are preserved)."""
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen2", "openai-gpt-oss-120b"))

@@ -1,5 +1,5 @@
 """llama.cpp's RPC backend for real, on loopback: Gemma 3 270M with its layers on a
-``ggml-rpc-server`` at 127.0.0.1, in a child process (see hoshikage_llamacpp.isolation).
+``ggml-rpc-server`` at 127.0.0.1, in a child process (see hoshikage_llamacpp.lifecycle.isolation).
 
 What a user relies on: the same answer as a local load, status telling where the layers
 went, remote buffers freed at unload, and faults contained: an RPC host down at load is a
@@ -22,8 +22,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.isolation import ProcessModel  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.isolation import ProcessModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from tests.support.rpc import RpcServer, find_rpc_server  # noqa: E402
@@ -123,7 +123,7 @@ def test_layers_on_the_rpc_server_answer_like_a_local_load(
     # greedy text agrees for the first tokens only ...
     assert rpc_text and rpc_text.split()[:4] == local_text.split()[:4], (rpc_text, local_text)
     # ... while a local load with the same kernels (no repacking) agrees token for token.
-    from hoshikage_llamacpp import loader
+    from hoshikage_llamacpp.lifecycle import loader
 
     plain_init = loader._ModelParams.__init__
 

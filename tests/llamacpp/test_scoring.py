@@ -21,7 +21,7 @@ from hoshikage_core.protocol import (  # noqa: E402
     ScoreRequest,
     stream,
 )
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 
@@ -39,7 +39,7 @@ class Reference:
 
     def __init__(self, path):
         import numpy as np
-        from hoshikage_llamacpp.loader import extra_buffers_for_llama, use_extra_buffers
+        from hoshikage_llamacpp.lifecycle.loader import extra_buffers_for_llama, use_extra_buffers
         from hoshikage_llamacpp.options import LlamaOptions
 
         self.np = np

@@ -30,10 +30,9 @@ from hoshikage_llamacpp.engine.speculative import (  # noqa: E402
     StepCost,
     best_length,
 )
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle import model as model_module  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
-
-from hoshikage_llamacpp import model as model_module  # noqa: E402
 
 EOS = 2
 #: Prompts whose greedy continuations loop (they draft a lot) or wander (they draft little).

@@ -23,7 +23,7 @@ from hoshikage_core.protocol import (  # noqa: E402
     stream,
 )
 from hoshikage_core.registry import ModelEntry  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from hoshikage_llamacpp import plugin  # noqa: E402
@@ -666,7 +666,7 @@ def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
 
 
 def test_device_memory_counts_only_this_hosts_gpu_buffers(tiny_model_path):
-    from hoshikage_llamacpp.memory import device_bytes
+    from hoshikage_llamacpp.lifecycle.memory import device_bytes
 
     # From what llama.cpp reported allocating: host RAM, pinned host RAM and RPC servers
     # are not this host's GPU.

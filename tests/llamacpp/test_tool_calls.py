@@ -301,7 +301,7 @@ TOOL_CALL = 151657  # Qwen's <tool_call>
 
 @pytest.fixture(scope="module")
 def qwen3(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen35", "Qwen-Qwen3-0.6B"))

@@ -85,7 +85,7 @@ FAMILIES = {
 
 
 def load(family_model, syntax: str, **options):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     vocab, template, _, _ = FAMILIES[syntax]

@@ -47,6 +47,14 @@ MOVED = {
     "disk_cache": "engine.cache.disk",
     "planning": "frontend.planning",
     "output": "frontend.output",
+    "model": "lifecycle.model",
+    "loader": "lifecycle.loader",
+    "memory": "lifecycle.memory",
+    "isolation": "lifecycle.isolation",
+    "child": "lifecycle.child",
+    "doctor": "lifecycle.doctor",
+    "rerank": "lifecycle.rerank",
+    "safe_mode": "lifecycle.safe_mode",
 }
 
 
@@ -82,6 +90,14 @@ class OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         module.__spec__ = self.real_spec
+
+    def get_code(self, fullname: str):
+        """For ``python -m`` an old path (``hoshikage_llamacpp.child``): code that runs the
+        module at its new path as ``__main__``."""
+        new = self.new_name(fullname)
+        warn(fullname, new)
+        source = f"import runpy\nrunpy.run_module({new!r}, run_name='__main__', alter_sys=True)\n"
+        return compile(source, f"<{fullname}: moved to {new}>", "exec")
 
 
 def install() -> None:

@@ -43,8 +43,8 @@ from hoshikage_core.protocol import (
     GenerationRequest,
 )
 
-from .llama.rpc import check_reachable
-from .options import LlamaOptions, rpc_server_list
+from ..llama.rpc import check_reachable
+from ..options import LlamaOptions, rpc_server_list
 from .wire import load_error
 
 log = logging.getLogger("hoshikage.llamacpp.isolation")
@@ -252,7 +252,7 @@ class ProcessModel:
                 [
                     sys.executable,
                     "-m",
-                    "hoshikage_llamacpp.child",
+                    "hoshikage_llamacpp.lifecycle.child",
                     str(theirs.fileno()),
                     str(os.getpid()),
                     self.name,  # unread: for `ps`, and tests, to tell the processes apart

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .options import KV_CACHE_TYPE_BYTES, LlamaOptions
+from ..options import KV_CACHE_TYPE_BYTES, LlamaOptions
 
 _BUFFER_LINE = re.compile(r"\b(?:KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
 _PLACED_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")

@@ -17,7 +17,7 @@ import subprocess
 
 from hoshikage_core.doctor import Check
 
-from .llama.build import is_cuda_build, is_gpu_build
+from ..llama.build import is_cuda_build, is_gpu_build
 
 SOURCE = "llamacpp"
 CUDA_LIBRARIES = ("cudart", "cublas", "cuda")
@@ -81,9 +81,9 @@ def self_test(path: str | None = None) -> Check:
     from hoshikage_core.errors import HoshikageError
     from hoshikage_core.protocol import CancelToken, GenerationRequest
 
-    from .demo import smollm2_path
+    from ..demo import smollm2_path
+    from ..options import LlamaOptions
     from .isolation import ProcessModel
-    from .options import LlamaOptions
 
     path = path or (str(smollm2_path()) if smollm2_path() else None)
     if path is None:
@@ -158,7 +158,7 @@ def cuda_target_dir() -> str:
 
 def _rpc_models(config) -> dict[str, list[str]]:
     """``{model name: [host:port, ...]}`` for every llamacpp model with ``rpc_servers``."""
-    from .options import rpc_server_list
+    from ..options import rpc_server_list
 
     found = {}
     for model in getattr(config, "models", None) or ():
@@ -179,7 +179,7 @@ def _rpc_models(config) -> dict[str, list[str]]:
 def _rpc_checks(rpc: bool, models: dict[str, list[str]]) -> list[Check]:
     """RPC support in this build (a problem only when a model needs it), then whether each
     configured RPC server accepts a TCP connection."""
-    from .llama.rpc import check_reachable
+    from ..llama.rpc import check_reachable
 
     needed = ", ".join(models)
     if rpc:

@@ -20,8 +20,8 @@ import attrs
 from hoshikage_core.errors import ModelLoadError
 from hoshikage_core.gguf_info import GGUFError, read_info
 
+from ..options import KV_CACHE_TYPES, LlamaOptions, rpc_server_list
 from .memory import buffer_placement, context_buffer_bytes, held_context_bytes
-from .options import KV_CACHE_TYPES, LlamaOptions, rpc_server_list
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 _POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
@@ -62,8 +62,8 @@ def load(name: str, path: str, options: LlamaOptions, progress=None) -> Loaded:
     except GGUFError as exc:
         raise ModelLoadError(name, f"{path}: {exc}") from None
 
-    from .llama import logging_bridge
-    from .llama.rpc import RPCUnavailable, register_rpc_servers
+    from ..llama import logging_bridge
+    from ..llama.rpc import RPCUnavailable, register_rpc_servers
 
     logging_bridge.install()
     servers = rpc_server_list(options.rpc_servers)
@@ -244,7 +244,7 @@ def flash_attention(options: LlamaOptions) -> bool:
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
         return True
-    from .llama.build import is_gpu_build
+    from ..llama.build import is_gpu_build
 
     return options.n_gpu_layers != 0 and is_gpu_build()
 

@@ -1,5 +1,5 @@
 """The child side of an isolated model (see :mod:`.isolation`): ``python -m
-hoshikage_llamacpp.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
+hoshikage_llamacpp.lifecycle.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
 
 It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
 speaks to the server over the socket ``FD`` with :mod:`multiprocessing.connection`

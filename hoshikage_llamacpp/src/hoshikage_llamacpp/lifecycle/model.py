@@ -27,18 +27,18 @@ from hoshikage_core.protocol import (
     ScoreRequest,
 )
 
-from .dialects.chat import ChatRenderer, choose_template
-from .dialects.reasoning import detect
-from .dialects.tools.families import FORMATS
-from .dialects.tools.families import detect as detect_tool_format
-from .engine.core import Engine, Job
-from .engine.sampling import sampler_chain
-from .engine.speculative import DraftModel, vocab_mismatch
-from .frontend.planning import plan
-from .llama.pieces import token_piece
+from ..dialects.chat import ChatRenderer, choose_template
+from ..dialects.reasoning import detect
+from ..dialects.tools.families import FORMATS
+from ..dialects.tools.families import detect as detect_tool_format
+from ..engine.core import Engine, Job
+from ..engine.sampling import sampler_chain
+from ..engine.speculative import DraftModel, vocab_mismatch
+from ..frontend.planning import plan
+from ..llama.pieces import token_piece
+from ..options import LlamaOptions
 from .loader import Loaded, load, warm_up
 from .memory import device_bytes, memory_bytes
-from .options import LlamaOptions
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
@@ -59,7 +59,7 @@ class LlamaCppModel:
     ):
         import llama_cpp
 
-        from .engine.cache.disk import DiskCache
+        from ..engine.cache.disk import DiskCache
 
         self._lib = llama_cpp
         self.name = name
@@ -271,7 +271,7 @@ class LlamaCppModel:
     def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
         """Render and tokenize every prompt and continuation here (errors come before
         anything starts), then queue the whole tree on the engine (:mod:`.scoring`)."""
-        from .engine.scoring import Branch, ScoreJob
+        from ..engine.scoring import Branch, ScoreJob
 
         if self._engine is None:
             raise InvalidRequest(
