@@ -22,8 +22,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hoshikage_core.protocol import BUSY
 from hoshikage_core.registry import ModelEntry
-from hoshikage_core.unload import BUSY
 
 from . import schemas as s
 from .errors import not_found
