@@ -15,7 +15,12 @@ import sys
 import warnings
 
 #: The core's old modules -> where they are now.
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    "commands": "cli.commands",
+    "server_commands": "cli.server_commands",
+    "doctor_command": "cli.doctor_command",
+    "client": "cli.client",
+}
 
 
 def warn(old: str, new: str) -> None:

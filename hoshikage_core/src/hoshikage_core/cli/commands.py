@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import Commands, Context, add_server_options
+from . import Commands, Context, add_server_options
 
 
 def register(cli: Commands) -> None:
@@ -30,8 +30,8 @@ def register(cli: Commands) -> None:
 
 
 def config_check(args: argparse.Namespace, ctx: Context) -> int:
-    from . import config as config_mod
-    from .catalog import build_registry
+    from .. import config as config_mod
+    from ..catalog import build_registry
 
     cfg = config_mod.load(args.path or getattr(args, "config", None), pm=ctx.pm)
     registry = build_registry(cfg, ctx.pm)
@@ -73,10 +73,10 @@ def config_check(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def models(args: argparse.Namespace, ctx: Context) -> int:
-    from .catalog import build_registry
+    from ..catalog import build_registry
+    from ..gguf_info import GGUFError, read_info
+    from ..units import format_bytes
     from .client import ServerClient, ServerError, ServerUnreachable
-    from .gguf_info import GGUFError, read_info
-    from .units import format_bytes
 
     registry = build_registry(ctx.config, ctx.pm)
     states: dict[str, str] = {}

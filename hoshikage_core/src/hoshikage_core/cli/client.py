@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import HoshikageError
+from ..errors import HoshikageError
 
 
 class ServerUnreachable(HoshikageError):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from .errors import HoshikageError
+from ..errors import HoshikageError
 
 Run = Callable[[argparse.Namespace, "Context"], "int | None"]
 Setup = Callable[[argparse.ArgumentParser], None]
@@ -95,7 +95,7 @@ class Context:
 
     @cached_property
     def config(self):
-        from . import config
+        from .. import config
 
         return config.load(getattr(self.args, "config", None), pm=self.pm)
 
@@ -115,7 +115,7 @@ class Context:
 
 
 def build_parser(pm) -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -139,7 +139,7 @@ def build_parser(pm) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .plugins import make_plugin_manager
+    from ..plugins import make_plugin_manager
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -173,7 +173,3 @@ def _print_error(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(
         f"[bold red]error:[/] {escape(message)}"
     )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -11,8 +11,8 @@ import argparse
 import time
 import urllib.parse
 
-from .cli import Commands, Context, add_server_options
-from .units import format_bytes, format_duration
+from ..units import format_bytes, format_duration
+from . import Commands, Context, add_server_options
 
 STATE_STYLE = {
     "unloaded": "dim",
@@ -288,8 +288,8 @@ def reload(args: argparse.Namespace, ctx: Context) -> int:
 
     from rich.markup import escape
 
+    from ..errors import ConfigError
     from .client import ServerClient, ServerError
-    from .errors import ConfigError
 
     try:
         client = ctx.client()

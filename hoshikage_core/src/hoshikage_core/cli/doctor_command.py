@@ -9,8 +9,8 @@ import platform
 import sys
 from importlib import metadata
 
-from .cli import Commands, Context
-from .doctor import Check
+from ..doctor import Check
+from . import Commands, Context
 
 PACKAGES = (
     "hoshikage-core",
@@ -38,10 +38,10 @@ def register(cli: Commands) -> None:
 
 
 def gather(ctx: Context) -> list[Check]:
-    from .catalog import build_registry
-    from .errors import ConfigError
-    from .gguf_info import GGUFError, read_info
-    from .plugins import plugin_names
+    from ..catalog import build_registry
+    from ..errors import ConfigError
+    from ..gguf_info import GGUFError, read_info
+    from ..plugins import plugin_names
 
     checks = [
         Check(
