@@ -48,3 +48,23 @@ def test_an_old_module_path_is_the_same_module_with_a_warning():
         "hoshikage_core.old_units_for_test moved to hoshikage_core.units; "
         "the old path goes in the next release"
     ]
+
+
+def test_the_cli_modules_old_paths_warn():
+    from hoshikage_core.cli import client, commands
+
+    sys.modules.pop("hoshikage_core.commands", None)
+    sys.modules.pop("hoshikage_core.client", None)
+    (old_commands, old_client), messages = deprecations(
+        lambda: (
+            importlib.import_module("hoshikage_core.commands"),
+            importlib.import_module("hoshikage_core.client"),
+        )
+    )
+    assert old_commands is commands and old_client is client
+    assert messages == [
+        "hoshikage_core.commands moved to hoshikage_core.cli.commands; "
+        "the old path goes in the next release",
+        "hoshikage_core.client moved to hoshikage_core.cli.client; "
+        "the old path goes in the next release",
+    ]
