@@ -113,7 +113,8 @@ def test_the_default_is_the_instruct_model_used_in_place(fresh_home, monkeypatch
     model = plugin.create_backend(entry=entry, config=config)
     try:
         assert model.n_ctx >= 8192 and model.options.repeat_penalty == 1.1
-        assert "<|im_start|>assistant" in model.chat.render([{"role": "user", "content": "hi"}])
+        rendered = model.apply_template([{"role": "user", "content": "hi"}])
+        assert "<|im_start|>assistant" in rendered
     finally:
         model.close()
     assert written(cache) == []

@@ -23,6 +23,8 @@ class FakeOptions:
     tokens: int = 5
     memory: int = 1000
     fail_load: bool = False
+    #: The load crashes (as a model process killed by a signal while loading).
+    crash_load: bool = False
     n_ctx: int = 64
     #: Sequences it decodes at once (its capacity).
     parallel: int = 1
@@ -182,6 +184,8 @@ class FakeBackendPlugin:
             time.sleep(entry.options.load_delay)
         if entry.options.fail_load:
             raise ModelLoadError(entry.name, f"{entry.path}: not a GGUF file (bad magic)")
+        if entry.options.crash_load:
+            raise ModelLoadError(entry.name, "its process was killed by SIGSEGV", crashed=True)
         with rec.lock:
             rec.loaded.add(entry.name)
             rec.max_loaded_at_once = max(rec.max_loaded_at_once, len(rec.loaded))

@@ -275,7 +275,7 @@ async def test_failed_load_is_reported_and_not_left_loading(make_runtime, fake):
     assert "not a GGUF file" in str(results[0]) and "/fake/bad.gguf" in str(results[0])
     assert fake.rec.loads["bad"] == 1  # single flight, failure shared
     assert len(failures) == 1 and failures[0][0] == "bad"
-    assert state(rt, "bad") == "unloaded"
+    assert state(rt, "bad") == "failed"
     assert "not a GGUF file" in rt.pool.view("bad").last_error
     assert rt.scheduler.snapshot().running == 0
     # Other models keep serving.
@@ -494,8 +494,9 @@ async def test_a_model_that_fails_on_its_own_is_unloaded_and_loads_again(make_ru
     await asyncio.to_thread(model.die, ModelFailed("a", "its process was killed by SIGKILL"))
     with pytest.raises(ModelFailed, match="SIGKILL"):
         await running
-    await wait_for(lambda: state(rt, "a") == "unloaded")
+    await wait_for(lambda: state(rt, "a") == "failed")
     assert "SIGKILL" in rt.pool.view("a").last_error and model.closed
+    assert rt.pool.view("a").failed_at and rt.pool.view("a").retry_in == 0  # once: no backoff
     assert (await run(rt, "b"))[-1].finish_reason  # the others keep serving
     chunks = await run(rt, "a", request=GenerationRequest(prompt="hi", max_tokens=2))
     assert chunks[-1].finish_reason == "length" and fake.rec.loads["a"] == 2
@@ -503,4 +504,35 @@ async def test_a_model_that_fails_on_its_own_is_unloaded_and_loads_again(make_ru
     model.die(ModelFailed("a", "late news from the old process"))  # stale: ignored
     await asyncio.sleep(0.05)
     assert state(rt, "a") == "loaded"
+    await rt.stop()
+
+
+async def test_a_model_that_keeps_crashing_is_not_loaded_again_before_a_backoff(
+    make_runtime, fake, monkeypatch
+):
+    """One crash: the next request tries at once. Two in a row: no load before the backoff;
+    a request meanwhile gets the last error and the wait (no crash loop). A refusal such as
+    a missing file is no crash: it is tried again at once, every time."""
+    from hoshikage_core import pool as pool_mod
+
+    rt = await make_runtime({"bad": {"crash_load": True}, "missing": {"fail_load": True}})
+    for attempt in (1, 2):
+        with pytest.raises(ModelLoadError, match="SIGSEGV"):
+            await run(rt, "bad")
+        assert fake.rec.loads["bad"] == attempt
+    view = rt.pool.view("bad")
+    assert view.state == "failed" and 1.0 < view.retry_in <= pool_mod.backoff(2)
+    with pytest.raises(ModelLoadError, match=r"crashed 2 times in a row; it is tried again in"):
+        await run(rt, "bad")
+    assert fake.rec.loads["bad"] == 2  # refused without a load
+    real = time.monotonic  # the backoff passes: every clock reading moves 3 s on
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 3.0)
+    with pytest.raises(ModelLoadError, match="SIGSEGV"):
+        await run(rt, "bad")
+    assert fake.rec.loads["bad"] == 3
+    for attempt in (1, 2, 3):
+        with pytest.raises(ModelLoadError, match="not a GGUF file"):
+            await run(rt, "missing")
+        assert fake.rec.loads["missing"] == attempt and rt.pool.view("missing").retry_in == 0
+    assert pool_mod.backoff(1) == 0 and pool_mod.backoff(3) == 4 and pool_mod.backoff(30) == 300
     await rt.stop()

@@ -22,14 +22,15 @@ from hoshikage_llamacpp import plugin  # noqa: E402
 EOS = 2
 
 
-async def runtime_for(tiny_model_path, parallel: int, concurrency: int = 8) -> Runtime:
+async def runtime_for(
+    tiny_model_path, parallel: int, concurrency: int = 8, isolation: str = "process"
+) -> Runtime:
     pm = make_plugin_manager(load_entry_points=False)
     pm.register(plugin, name="llamacpp")
+    model = {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 4096, "parallel": parallel}
     data = {
         "server": {"concurrency": concurrency, "max_queue": 16},
-        "models": [
-            {"name": "tiny", "path": str(tiny_model_path), "n_ctx": 4096, "parallel": parallel}
-        ],
+        "models": [{**model, "isolation": isolation}],
     }
     rt = Runtime(config_mod.structure(data, pm=pm), pm)
     await rt.start()
@@ -79,7 +80,9 @@ async def test_the_scheduler_holds_a_real_model_to_its_slots(tiny_model_path):
 
 
 async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path):
-    rt = await runtime_for(tiny_model_path, parallel=4)
+    # In the server process, where the engine's steps can be counted (a model process
+    # delivers the same one message per step, through its reader thread).
+    rt = await runtime_for(tiny_model_path, parallel=4, isolation="none")
     try:
         await rt.load("tiny")
         engine = rt.pool.loaded_model("tiny")._engine

@@ -50,9 +50,12 @@ class ModelLoadError(HoshikageError):
 
     code = "model_load_failed"
 
-    def __init__(self, model: str, reason: str):
+    def __init__(self, model: str, reason: str, crashed: bool = False):
         self.model = model
         self.reason = reason
+        #: The load crashed (its process died by a signal), as opposed to a refusal such
+        #: as a missing file: repeated crashes back off (see the pool).
+        self.crashed = crashed
         super().__init__(f"Model '{model}' failed to load: {reason}")
 
 

@@ -8,8 +8,9 @@ Invariants, tested in ``tests/core``:
 - N concurrent requests for an unloaded model load it once;
 - a model that is loading or in use is never unloaded;
 - a failed load leaves the model ``failed`` with ``last_error`` set, never ``loading``;
-- a model that failed twice or more in a row (loads or crashes, no request finished since)
-  is not loaded again before a backoff (:func:`backoff`): no crash loop, no fork storm;
+- a model that crashed twice or more in a row (its process died loading or serving, no
+  request finished since) is not loaded again before a backoff (:func:`backoff`): no crash
+  loop, no fork storm;
 - a loaded model that fails on its own (a backend offering ``on_failure``, e.g. a model in a
   child process that died) is unloaded at once with ``last_error`` set, even while in use:
   its requests have already ended with the error, and the next request loads it again.
@@ -58,8 +59,8 @@ MAX_BACKOFF = 300.0
 
 
 def backoff(failures: int) -> float:
-    """Seconds before a model that has failed ``failures`` times in a row loads again: none
-    after one failure (the next request tries at once), then 2, 4, 8, ... up to
+    """Seconds before a model that has crashed ``failures`` times in a row loads again: none
+    after one crash (the next request tries at once), then 2, 4, 8, ... up to
     :data:`MAX_BACKOFF`."""
     return 0.0 if failures < 2 else min(MAX_BACKOFF, 2.0 ** (failures - 1))
 
@@ -134,7 +135,8 @@ class _Record:
         self.last_error = str(error)
         self.last_failure = error
         self.failed_at = time.time()
-        self.failures += 1
+        if isinstance(error, ModelFailed) or getattr(error, "crashed", False):
+            self.failures += 1  # crashes back off; a refusal (a missing file) is cheap to retry
         self.retry_at = time.monotonic() + backoff(self.failures)
 
 
@@ -402,12 +404,12 @@ class ModelPool:
             return
         error = record.last_failure
         reason = (
-            f"{getattr(error, 'reason', None) or record.last_error} (it failed {record.failures} "
+            f"{getattr(error, 'reason', None) or record.last_error} (it crashed {record.failures} "
             f"times in a row; it is tried again in {wait:.0f} s)"
         )
         if isinstance(error, ModelFailed):
             raise ModelFailed(record.entry.name, reason)
-        raise ModelLoadError(record.entry.name, reason)
+        raise ModelLoadError(record.entry.name, reason, crashed=True)
 
     async def _load(self, record: _Record) -> LoadedModel:
         name = record.entry.name

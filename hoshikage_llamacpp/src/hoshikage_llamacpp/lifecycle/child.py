@@ -7,7 +7,9 @@ messages (pickled tuples). When llama.cpp aborts (an RPC host went away), only t
 process dies. It dies with the server too: ``PR_SET_PDEATHSIG`` kills it when the parent
 goes, and the socket closing ends it otherwise.
 
-Messages from the server: ``("load", name, path, options, default_max_tokens)`` once, then
+Messages from the server: ``("load", name, path, options, default_max_tokens)`` once (answered
+by ``("progress", share)`` while the weights load, ``("stage", "warming up", placement)``
+and then ``("loaded", ok, facts)``), then
 ``("generate", call_id, job_id, request, n)``, ``("score", call_id, job_id, request)``,
 ``("cancel", job_id)``, ``("call", call_id,
 method, args)`` and ``("close",)``. Replies: ``("reply", call_id, ok, value)``; a step's
@@ -202,9 +204,16 @@ def _serve(conn) -> None:
         conn.send(("stage", "warming up", placement))
         _die(dies, "warmup")
 
+    told = [-1.0]
+
+    def progress(fraction: float) -> None:  # on this (the main) thread, while it loads
+        if fraction >= 1.0 or fraction - told[0] >= 0.01:
+            told[0] = fraction
+            conn.send(("progress", fraction))
+
     try:
         model = LlamaCppModel.load(
-            name, path, options, default_max_tokens, before_warm_up=before_warm_up
+            name, path, options, default_max_tokens, progress, before_warm_up=before_warm_up
         )
     except BaseException as exc:
         conn.send(("loaded", False, dump_error(exc)))
@@ -276,6 +285,9 @@ def _serve(conn) -> None:
         model.close()  # frees the remote buffers too; what still ran ends as cancelled
         out.flush()
         conn.close()
+        from .disk_cache import wait_for_writers
+
+        wait_for_writers()  # the prompt states for the next load, on disk before the exit
 
 
 if __name__ == "__main__":

@@ -114,6 +114,8 @@ class ProcessModel:
         self.safe_mode = False
         self._may_fall_back = False
         self._subject = None
+        self._progress = None
+        self._shown = 0.0
         self._default_max_tokens: int | None = None
         #: What the child was doing, for the report of its death.
         self._stage = "loading"
@@ -150,6 +152,9 @@ class ProcessModel:
                 raise ModelLoadError(
                     name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}"
                 )
+        from hoshikage_core.load_progress import reporter
+
+        self._progress = reporter()  # the pool's, on this (the loading) thread
         self._subject = Subject.of(self.path)
         decision = decide(options.extra_buffers, self._subject, isolated=True)
         self.safe_mode = decision.safe
@@ -157,20 +162,32 @@ class ProcessModel:
         try:
             self._spawn(decision.extra)
         except _Died as died:
-            if not decision.may_fall_back:
-                raise ModelLoadError(name, f"{self.path}: {died}") from None
+            if not (decision.may_fall_back and self._native_crash(self._proc)):
+                raise ModelLoadError(name, f"{self.path}: {died}", crashed=True) from None
             self._fall_back(str(died))
             try:
                 self._spawn(False)
             except _Died as again:
                 raise ModelLoadError(
-                    name, f"{self.path}: {again}, in safe mode too (extra buffer types off)"
+                    name,
+                    f"{self.path}: {again}, in safe mode too (extra buffer types off)",
+                    crashed=True,
                 ) from None
         else:
             if decision.extra and decision.may_fall_back:
-                remember(self._subject, OK)
+                if self._computes_here():
+                    remember(self._subject, OK)
         self._may_fall_back = decision.may_fall_back and decision.extra
         return self
+
+    def _computes_here(self) -> bool:
+        """Whether this host's CPU computes the model's layers (a warm-up then says something
+        about its kernels): not with RPC servers, nor with layers offloaded to a GPU."""
+        if self.servers:
+            return False
+        from ..llama.build import is_gpu_build
+
+        return self.options.n_gpu_layers == 0 or not is_gpu_build()
 
     def _fall_back(self, reason: str) -> None:
         """The extra buffer types crashed this model: remember it, and go on in safe mode."""
@@ -214,6 +231,12 @@ class ProcessModel:
                     message = self._conn.recv()
                 except (EOFError, OSError):
                     raise _Died(self._death_reason()) from None
+                if message[0] == "progress":
+                    # Never backwards: a load again in safe mode starts over from 0.
+                    if self._progress is not None and message[1] >= self._shown:
+                        self._shown = message[1]
+                        self._progress(message[1])
+                    continue
                 if message[0] == "stage":
                     _, self._stage, self.placement = message
                     continue
@@ -533,12 +556,7 @@ class ProcessModel:
             proc.kill()
             proc.wait()
         reason = self._death_reason()
-        if (
-            self._may_fall_back
-            and not self._delivered
-            and proc.returncode < 0
-            and self._hung_reason is None
-        ):
+        if self._may_fall_back and not self._delivered and self._native_crash(proc):
             self._fall_back(reason)
             # A thread of its own starts the new child and stays its reader: the child dies
             # with the thread that started it (PR_SET_PDEATHSIG), and this one ends now.
@@ -550,6 +568,19 @@ class ProcessModel:
             ).start()
             return
         self._give_up(reason)
+
+    def _native_crash(self, proc) -> bool:
+        """Whether ``proc`` died of a native fault that safe mode may avoid: a signal, but not
+        SIGKILL (the OOM killer, a person, or our own kill of a hung process), and not with
+        RPC servers (a lost host aborts the process, whatever the buffer types)."""
+        code = proc.returncode
+        return (
+            code is not None
+            and code < 0
+            and code != -signal.SIGKILL
+            and self._hung_reason is None
+            and not self.servers
+        )
 
     def _replace_and_read(self, reason: str) -> None:
         try:

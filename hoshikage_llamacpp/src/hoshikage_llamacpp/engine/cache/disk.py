@@ -276,6 +276,14 @@ class DiskCache:
             _remove(p)
 
 
+def wait_for_writers(timeout: float = 60.0) -> None:
+    """Every write still running, finished (a model process waits so before it exits)."""
+    with _writers_lock:
+        threads = list(_writers.values())
+    for thread in threads:
+        thread.join(timeout)
+
+
 def wait_for_writer(folder: Path, timeout: float = 30.0) -> None:
     with _writers_lock:
         thread = _writers.get(folder)
