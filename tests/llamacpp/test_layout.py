@@ -167,3 +167,18 @@ def test_the_model_process_still_runs_from_its_old_path():
     assert done.returncode != 0
     assert f"{PACKAGE}.child moved to {PACKAGE}.lifecycle.child" in done.stderr
     assert "lifecycle/child.py" in done.stderr and "in main" in done.stderr, done.stderr
+
+
+def test_the_model_is_what_planning_reads(tiny_model_path):
+    """planning.plan states what it reads of a model (PlanningModel); the loaded model
+    gives all of it."""
+    from hoshikage_llamacpp.frontend.planning import PlanningModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
+    from hoshikage_llamacpp.options import LlamaOptions
+
+    model = LlamaCppModel.load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=256))
+    try:
+        assert isinstance(model, PlanningModel)
+        assert not isinstance(object(), PlanningModel)
+    finally:
+        model.close()

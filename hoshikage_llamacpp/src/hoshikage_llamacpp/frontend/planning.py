@@ -7,11 +7,13 @@ so the caller gets the error instead of a chunk.
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import attrs
 from hoshikage_core.errors import ContextLengthExceeded, InvalidRequest
 from hoshikage_core.protocol import GenerationRequest
 
-from ..dialects.chat import forced_tools, tool_names
+from ..dialects.chat import ChatRenderer, forced_tools, tool_names
 from ..dialects.reasoning import ReasoningForm, opens_in_prompt
 from ..dialects.tools.base import ToolFormat
 from ..dialects.tools.families import FORMATS
@@ -53,8 +55,35 @@ class Plan:
         return Output(job, self, piece, logprobs)
 
 
-def plan(model, request: GenerationRequest) -> Plan:
-    """Render, tokenize and check ``request`` for ``model`` (a :class:`LlamaCppModel`)."""
+@runtime_checkable
+class PlanningModel(Protocol):
+    """What :func:`plan` reads of a model (:class:`~..lifecycle.model.LlamaCppModel` is
+    one): its name and context, its chat template and the forms it writes, its options'
+    ``seed`` and ``reasoning_budget``, and its tokenizer."""
+
+    name: str
+    n_ctx: int
+    #: Token budget of a request that gives none; None: up to the context.
+    default_max_tokens: int | None
+    #: The chat renderer (None: loaded for embeddings).
+    chat: ChatRenderer | None
+    reasoning: ReasoningForm | None
+    tool_format: ToolFormat
+    options: Any
+    #: The ``llama_vocab`` pointer (fill-in-the-middle reads its FIM tokens).
+    vocab: Any
+
+    def prompt_tokens(self, text: str) -> list[int]: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def special_tokens(self, text: str) -> list[int]: ...
+
+    def bos_tokens(self) -> list[int]: ...
+
+
+def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
+    """Render, tokenize and check ``request`` for ``model``."""
     tools = request.tools if request.tool_choice != "none" else None
     names = tool_names(tools)
     forced = None  # the tools one of which must be called

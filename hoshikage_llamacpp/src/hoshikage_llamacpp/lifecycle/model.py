@@ -1,10 +1,12 @@
 """A GGUF model loaded in llama.cpp: :class:`LlamaCppModel` implements the core's
 :class:`~hoshikage_core.protocol.LoadedModel`.
 
-It is a thin facade over the pieces named for what they do: :mod:`.loader` (file checks,
-weights, context), :mod:`.planning` (a request's prompt, budget and samplers),
-:mod:`.engine` (slots and the batched step loop), :mod:`.memory` (what it holds) and, for
-models loaded with ``embedding = true``, llama-cpp-python's ``Llama.embed``.
+It puts the rooms together for one model: :mod:`.loader` (file checks, weights, context),
+the chat template, reasoning and tool-call forms of :mod:`..dialects`,
+:mod:`..frontend.planning` (a request's prompt, budget and grammar), a sampler chain per
+choice, :mod:`..engine.core` (slots and the batched step loop), :mod:`.memory` (what it
+holds) and, for models loaded with ``embedding = true``, llama-cpp-python's
+``Llama.embed``; it renders and tokenizes what scoring, tokenizing and templating ask.
 """
 
 from __future__ import annotations
