@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import imports, modules
+from tests.support.imports import modules, outside
 
 PACKAGE = "hoshikage_api"
 ROOT = Path(__file__).resolve().parents[2] / "hoshikage_api" / "src" / PACKAGE
@@ -35,15 +35,7 @@ def violations(source: str, module: str) -> list[str]:
     part = module.split(".")[1]
     if part not in ALLOWED:
         return []
-    own = (part, *ALLOWED[part])
-    bad = []
-    for name in sorted(imports(source, module)):
-        if not name.startswith(PACKAGE + "."):
-            continue
-        inner = name[len(PACKAGE) + 1 :]
-        if not any(inner == ok or inner.startswith(ok + ".") for ok in own):
-            bad.append(name)
-    return bad
+    return outside(source, module, PACKAGE, (part, *ALLOWED[part]))
 
 
 def test_every_part_of_the_layout_exists_and_surfaces_have_a_router():

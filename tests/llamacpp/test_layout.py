@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import borrowed_privates, cycles, graph, imports, modules
+from tests.support.imports import borrowed_privates, cycles, graph, modules, outside
 
 PACKAGE = "hoshikage_llamacpp"
 ROOT = Path(__file__).resolve().parents[2] / "hoshikage_llamacpp" / "src" / PACKAGE
@@ -64,18 +64,12 @@ def violations(source: str, module: str) -> list[str]:
     part = room(module)
     if part is None:
         return []
-    own = (part, *ALLOWED[part])
-    inner_module = module[len(PACKAGE) + 1 :]
-    bad = []
-    for name in sorted(imports(source, module)):
-        if not name.startswith(PACKAGE + "."):
-            continue
-        inner = name[len(PACKAGE) + 1 :]
-        if not any(inner == ok or inner.startswith(ok + ".") for ok in own):
-            bad.append(name)
-        elif inner_module.startswith(BESIDE_THE_CORE) and inner.startswith("engine.core"):
-            bad.append(name)
-    return bad
+    bad = outside(source, module, PACKAGE, (part, *ALLOWED[part]))
+    if module[len(PACKAGE) + 1 :].startswith(BESIDE_THE_CORE):
+        everything = outside(source, module, PACKAGE, ())
+        beside = set(outside(source, module, PACKAGE, ("engine.core",)))
+        bad += [name for name in everything if name not in beside]  # what it takes from core
+    return sorted(bad)
 
 
 MODULES = list(modules(ROOT, PACKAGE))

@@ -27,6 +27,19 @@ def imports(source: str, module: str) -> set[str]:
     return found
 
 
+def outside(source: str, module: str, package: str, allowed: tuple[str, ...]) -> list[str]:
+    """The names of ``package`` that ``module`` imports from outside ``allowed`` (dotted
+    paths under the package: a part and everything in it), sorted."""
+    bad = []
+    for name in sorted(imports(source, module)):
+        if not name.startswith(package + "."):
+            continue
+        inner = name[len(package) + 1 :]
+        if not any(inner == ok or inner.startswith(ok + ".") for ok in allowed):
+            bad.append(name)
+    return bad
+
+
 def modules(root: Path, package: str) -> Iterator[tuple[str, Path]]:
     """``(module, path)`` for every module under ``root`` (the folder of ``package``); a
     package's ``__init__`` as ``a.b.__init__``."""
