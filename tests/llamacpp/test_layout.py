@@ -3,8 +3,9 @@
 * ``llama`` (next to llama.cpp) and ``grammar`` (GBNF) import nothing else of the package;
 * ``dialects`` (what a model's text means) imports ``grammar``;
 * ``engine`` imports ``llama`` and ``grammar``, never ``dialects``, ``frontend`` or
-  ``options``: it calls a choice's output through ``engine.protocols``; within it,
-  ``scoring`` and ``speculative`` use the slot pool and the batch, never ``core``;
+  ``options``: it calls a choice's output and its drafters through ``engine.protocols``;
+  within it, ``core`` knows speculation only by that protocol, and ``scoring`` and
+  ``speculative`` use the slot pool and the batch, never ``core``;
 * ``frontend`` imports ``dialects``, ``grammar`` and ``engine.protocols``;
 * ``lifecycle`` (the model, its process, its load) imports any of them, ``options`` and
   ``demo`` (the embedded model the doctor's self-test loads);
@@ -37,8 +38,16 @@ ALLOWED = {
     "frontend": ("dialects", "grammar", "engine.protocols"),
     "lifecycle": ("llama", "grammar", "dialects", "engine", "frontend", "options", "demo"),
 }
-#: Modules of the engine that must not know its step loop.
-BESIDE_THE_CORE = ("engine.scoring", "engine.speculative", "engine.slots", "engine.batch")
+#: Module -> what of its own room it may not import: the step loop knows speculation only
+#: through ``engine.protocols.Speculator``; scoring, speculation, the slots and the batch
+#: never know the step loop.
+FORBIDDEN = {
+    "engine.core": ("engine.speculative",),
+    **{
+        module: ("engine.core",)
+        for module in ("engine.scoring", "engine.speculative", "engine.slots", "engine.batch")
+    },
+}
 
 #: Private names of llama-cpp-python (and the standard library) the backend uses, where it
 #: uses them: ``Llama``'s context, model and batch for the embedding and rerank paths and
@@ -65,10 +74,11 @@ def violations(source: str, module: str) -> list[str]:
     if part is None:
         return []
     bad = outside(source, module, PACKAGE, (part, *ALLOWED[part]))
-    if module[len(PACKAGE) + 1 :].startswith(BESIDE_THE_CORE):
+    forbidden = FORBIDDEN.get(module[len(PACKAGE) + 1 :])
+    if forbidden:
         everything = outside(source, module, PACKAGE, ())
-        beside = set(outside(source, module, PACKAGE, ("engine.core",)))
-        bad += [name for name in everything if name not in beside]  # what it takes from core
+        elsewhere = set(outside(source, module, PACKAGE, forbidden))
+        bad += [name for name in everything if name not in elsewhere]
     return sorted(bad)
 
 
@@ -108,6 +118,10 @@ def test_the_rules_see_relative_and_deferred_imports():
     scoring = f"{PACKAGE}.engine.scoring"
     assert violations("from .slots import SlotPool\n", scoring) == []
     assert violations("from .core import Engine\n", scoring) == [f"{PACKAGE}.engine.core.Engine"]
+    assert violations("from .protocols import Speculator\n", core) == []
+    assert violations("from .speculative import NgramDrafter\n", core) == [
+        f"{PACKAGE}.engine.speculative.NgramDrafter"
+    ]
     planning = f"{PACKAGE}.frontend.planning"
     assert violations("from ..engine.protocols import Output\n", planning) == []
     assert violations("from ..engine.sampling import X\n", planning) == [

@@ -49,10 +49,9 @@ from hoshikage_core.errors import Cancelled, HoshikageError
 from .batch import Batch
 from .decoding import Choice
 from .prefix import common_prefix
-from .protocols import Planned
+from .protocols import Planned, Speculator
 from .scoring import Scoring
 from .slots import Slot, SlotPool
-from .speculative import DraftLength, NgramDrafter, StepCost
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
 
@@ -104,9 +103,7 @@ class Engine:
         cache_bytes: int = 0,
         n_swa: int = 0,
         disk=None,
-        draft_max: int = 0,
-        ngram: bool = True,
-        draft_model=None,
+        speculation: Speculator | None = None,
     ):
         import llama_cpp
 
@@ -130,15 +127,9 @@ class Engine:
         self._wake = threading.Event()
         self._stopping = False
         self.steps = 0
-        #: Most draft tokens per sequence and step (0: no speculation), who drafts (n-gram
-        #: lookup, a :class:`~.speculative.DraftModel`, or both: the lookup first), and the
-        #: drafts so far: tokens drafted, and of those the ones the model confirmed.
-        self.draft_max = draft_max
-        #: What a generation step costs by its size, measured here (speculation's draft
-        #: lengths are chosen with it).
-        self.step_cost = StepCost()
-        self._ngram = ngram
-        self.draft_model = draft_model
+        #: Who drafts for the choices that ask for speculation (None: nobody), and the drafts
+        #: so far: tokens drafted, and of those the ones the model confirmed.
+        self.speculation = speculation
         self.draft_tokens = 0
         self.draft_accepted = 0
         #: Score jobs (:mod:`.scoring`), batched beside the generations; they borrow slots
@@ -224,7 +215,8 @@ class Engine:
         batch = self._batch
         batch.clear()
         generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
-        self._plan_drafts(generating)
+        if self.speculation is not None:
+            self.speculation.plan(generating, self._batch.capacity - len(generating))
         # Every generating sequence's next token (and its draft) first, in slot order:
         # llama.cpp reuses the previous step's compute graph only when the batch's sequences
         # come in the same order, and rebuilding it costs about a third of a step (Gemma 3
@@ -270,8 +262,8 @@ class Engine:
         if status != 0:
             self._decode_failed(out, status)
             return
-        if batch.n == generation_only:
-            self.step_cost.record(batch.n, len(generating), time.perf_counter() - started)
+        if batch.n == generation_only and self.speculation is not None:
+            self.speculation.record(batch.n, len(generating), time.perf_counter() - started)
         if self.pool.n_swa:
             for slot in read:
                 self.pool.checkpoint(slot)
@@ -283,46 +275,6 @@ class Engine:
                 self._verify(seq, row, out)
                 for sibling in siblings:
                     self._verify(sibling, row, out)
-
-    def _plan_drafts(self, generating: list[Choice]) -> None:
-        """Each generating sequence's draft for this step, within the batch's room (every
-        next token comes first), its token budget and its draft length. The n-gram lookup
-        comes first, as long as it can be: how long a copy it continues is part of what
-        decides how much of it to keep (:class:`~.speculative.DraftLength`)."""
-        room = self._batch.capacity - len(generating)
-        others = len(generating) - 1
-        planned, planned_yield = 0, 0.0  # draft tokens in the step, and what they should add
-        wanted, asking = [], []  # what the draft model is asked for, and by whom
-        for seq in generating:
-            seq.drafts = ()
-            length = seq.draft_length
-            if length is None or room <= 0:
-                continue
-            # The step yields up to k + 1 tokens; the last one may not exceed the budget.
-            limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
-            if limit <= 0:
-                continue
-            drafter = seq.drafter
-            if drafter is not None:
-                draft = drafter.draft(min(length.max, limit))
-                if draft:
-                    k = length.next(others, len(draft), drafter.matched, planned, planned_yield)
-                    seq.drafts = draft[:k]
-                    room -= k
-                    planned += k
-                    planned_yield += length.expected if k else 0.0
-                    continue
-            if self.draft_model is not None:
-                k = length.next(others, limit, planned=planned, planned_yield=planned_yield)
-                if k:
-                    planned += k
-                    planned_yield += length.expected
-                    wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
-                    asking.append(seq)
-                    room -= k
-        if wanted:
-            for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
-                seq.drafts = drafts
 
     def _verify(self, seq: Choice, row: int, out: _Outbox) -> None:
         """Sample ``seq`` at ``row`` and, while the samples match its draft, at the draft's
@@ -460,13 +412,8 @@ class Engine:
             logprobs = LogprobReader(self._ctx, self.n_vocab, self._piece, request.top_logprobs)
         output = job.plan.output(job, self._piece, logprobs)
         seq = Choice(job, index, job.samplers[index], output)
-        if self.draft_max > 0 and request.speculative:
-            seq.draft_length = DraftLength(
-                self.draft_max, greedy=seq.sampler.greedy, cost=self.step_cost
-            )
-            if self._ngram:
-                seq.drafter = NgramDrafter()
-                seq.drafter.begin(job.plan.tokens)
+        if self.speculation is not None and request.speculative:
+            self.speculation.begin(seq, job.plan.tokens, seq.sampler.greedy)
         return seq
 
     # ---- endings ------------------------------------------------------------------------

@@ -38,3 +38,18 @@ class Planned(Protocol):
     def output(self, job, piece: Callable[[int], bytes], logprobs) -> Output:
         """The output of one choice of ``job``; ``piece`` gives a token's bytes,
         ``logprobs`` (None: not asked for) reads a token's log-probabilities."""
+
+
+class Speculator(Protocol):
+    """Who drafts for the engine's choices (:class:`.speculative.Speculation`). A choice it
+    began has a ``draft_length`` (``update(drafted, accepted)`` after each verdict) and may
+    have a ``drafter`` (``push(token)`` for every token the choice keeps)."""
+
+    def begin(self, choice, prompt: list[int], greedy: bool) -> None:
+        """A choice that asked for speculation starts on ``prompt``."""
+
+    def plan(self, generating: list, room: int) -> None:
+        """Set each generating choice's ``drafts`` for this step, within ``room`` tokens."""
+
+    def record(self, n: int, sequences: int, seconds: float) -> None:
+        """A generation step of ``n`` tokens of ``sequences`` choices took ``seconds``."""

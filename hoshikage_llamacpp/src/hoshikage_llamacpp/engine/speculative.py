@@ -363,6 +363,73 @@ def best_length(
     return best_k
 
 
+# ---- the engine's speculation ---------------------------------------------------------------
+
+
+class Speculation:
+    """Who drafts for an engine's choices (the engine's :class:`~.protocols.Speculator`):
+    at most ``draft_max`` tokens per choice and step, from the n-gram lookup (``ngram``), a
+    :class:`DraftModel` (``draft_model``), or both: the lookup first. Engine thread only."""
+
+    def __init__(self, draft_max: int, ngram: bool = True, draft_model=None):
+        self.draft_max = draft_max
+        self.ngram = ngram
+        self.draft_model = draft_model
+        #: What a generation step costs by its size, measured on the engine's steps (the
+        #: draft lengths are chosen with it).
+        self.step_cost = StepCost()
+
+    def begin(self, choice, prompt: list[int], greedy: bool) -> None:
+        """A choice that asked for speculation starts: its draft length and its drafter."""
+        choice.draft_length = DraftLength(self.draft_max, greedy=greedy, cost=self.step_cost)
+        if self.ngram:
+            choice.drafter = NgramDrafter()
+            choice.drafter.begin(prompt)
+
+    def record(self, n: int, sequences: int, seconds: float) -> None:
+        """A generation step of ``n`` tokens of ``sequences`` choices took ``seconds``."""
+        self.step_cost.record(n, sequences, seconds)
+
+    def plan(self, generating: list, room: int) -> None:
+        """Each generating choice's draft for this step (its ``drafts``), within the
+        ``room`` the batch has beside every next token, its token budget and its draft
+        length. The n-gram lookup comes first, as long as it can be: how long a copy it
+        continues is part of what decides how much of it to keep (:class:`DraftLength`)."""
+        others = len(generating) - 1
+        planned, planned_yield = 0, 0.0  # draft tokens in the step, and what they should add
+        wanted, asking = [], []  # what the draft model is asked for, and by whom
+        for seq in generating:
+            seq.drafts = ()
+            length = seq.draft_length
+            if length is None or room <= 0:
+                continue
+            # The step yields up to k + 1 tokens; the last one may not exceed the budget.
+            limit = min(room, seq.job.plan.budget - seq.n_gen - 1)
+            if limit <= 0:
+                continue
+            drafter = seq.drafter
+            if drafter is not None:
+                draft = drafter.draft(min(length.max, limit))
+                if draft:
+                    k = length.next(others, len(draft), drafter.matched, planned, planned_yield)
+                    seq.drafts = draft[:k]
+                    room -= k
+                    planned += k
+                    planned_yield += length.expected if k else 0.0
+                    continue
+            if self.draft_model is not None:
+                k = length.next(others, limit, planned=planned, planned_yield=planned_yield)
+                if k:
+                    planned += k
+                    planned_yield += length.expected
+                    wanted.append((seq.slot.id, [*seq.slot.tokens, seq.next_token], k))
+                    asking.append(seq)
+                    room -= k
+        if wanted:
+            for seq, drafts in zip(asking, self.draft_model.draft(wanted), strict=True):
+                seq.drafts = drafts
+
+
 # ---- a draft model -----------------------------------------------------------------------
 
 #: As llama.cpp's ``common_speculative_are_compatible``: vocabularies may differ in size by

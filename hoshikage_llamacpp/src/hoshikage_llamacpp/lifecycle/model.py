@@ -35,7 +35,7 @@ from ..dialects.tools.families import FORMATS
 from ..dialects.tools.families import detect as detect_tool_format
 from ..engine.core import Engine, Job
 from ..engine.sampling import sampler_chain
-from ..engine.speculative import DraftModel, vocab_mismatch
+from ..engine.speculative import DraftModel, Speculation, vocab_mismatch
 from ..frontend.planning import plan
 from ..llama.pieces import token_piece
 from ..options import LlamaOptions
@@ -110,6 +110,11 @@ class LlamaCppModel:
             if draft is not None:
                 self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
             speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
+            speculation = (
+                Speculation(options.draft_max, options.ngram_drafts(), self._draft)
+                if speculates and options.draft_max > 0
+                else None
+            )
             if options.reasoning != "off":
                 self.reasoning = detect(choice.template)
             self.tool_format = (
@@ -135,9 +140,7 @@ class LlamaCppModel:
                 if options.swa_full
                 else int(llama_cpp.llama_model_n_swa(self._model.model)),
                 disk=self.disk,
-                draft_max=options.draft_max if speculates else 0,
-                ngram=options.ngram_drafts(),
-                draft_model=self._draft,
+                speculation=speculation,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
