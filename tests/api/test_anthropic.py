@@ -9,6 +9,7 @@ One server is shared by the module (an API key is set); tests leave it idle.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -70,6 +71,11 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
         assert data["type"] == lines["event"], block
         events.append((lines["event"], data))
     return events
+
+
+def prompt_of(usage) -> int:
+    """The prompt's tokens of a usage: those read now and those found in the prompt cache."""
+    return usage.input_tokens + (usage.cache_read_input_tokens or 0)
 
 
 def assert_error(response: httpx.Response, status: int, kind: str) -> str:
@@ -197,10 +203,15 @@ def test_stream_events_in_order(server):
         server, "/v1/messages", {"model": "tiny", "max_tokens": 6, "messages": USER, **GREEDY}
     ).json()
     assert whole["content"][0]["text"] == "".join(d["text"] for d in deltas)
-    assert delta["usage"] == whole["usage"]
+    assert delta["usage"]["output_tokens"] == whole["usage"]["output_tokens"]
+
+    def prompt(usage):  # the prompt's tokens, read now or found in the prompt cache
+        return usage["input_tokens"] + usage["cache_read_input_tokens"]
+
+    assert prompt(delta["usage"]) == prompt(whole["usage"]) > 0
     # message_start already knows the prompt's size.
-    assert start["usage"] == {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 0}
-    assert whole["usage"]["input_tokens"] > 0
+    assert start["usage"] == {**delta["usage"], "output_tokens": 0}
+    assert start["usage"]["cache_creation_input_tokens"] == 0
 
 
 def test_sdk_stream_accumulates_the_message(client):
@@ -213,7 +224,7 @@ def test_sdk_stream_accumulates_the_message(client):
     assert final.stop_reason == "max_tokens"
     # input_tokens arrive with message_delta; the SDK keeps them.
     count = client.messages.count_tokens(model="tiny", messages=USER)
-    assert final.usage.input_tokens == count.input_tokens > 0
+    assert prompt_of(final.usage) == count.input_tokens > 0
     assert final.usage.output_tokens == 8
 
 
@@ -265,9 +276,9 @@ def test_tool_use_round_trip(client):
             ],
         )
         assert reply.stop_reason in ("end_turn", "max_tokens", "tool_use")
-        results[is_error] = reply.usage.input_tokens
+        results[is_error] = prompt_of(reply.usage)
     # The call and its result are in the prompt, and is_error shows in it.
-    assert results[False] > first.usage.input_tokens
+    assert results[False] > prompt_of(first.usage)
     assert results[True] > results[False]
 
 
@@ -309,7 +320,7 @@ def test_tool_choice_none_leaves_the_tools_out(client):
         extra_body=GREEDY,
     )
     plain = client.messages.create(model="tiny", max_tokens=3, messages=USER, extra_body=GREEDY)
-    assert with_tools.usage.input_tokens == plain.usage.input_tokens
+    assert prompt_of(with_tools.usage) == prompt_of(plain.usage)
     assert all(block.type == "text" for block in with_tools.content)
 
 
@@ -339,7 +350,7 @@ def test_urls_under_messages_that_match_no_route_answer_in_anthropic_shape(serve
 def test_count_tokens_equals_usage_input_tokens(client, extra):
     count = client.messages.count_tokens(model="tiny", messages=USER, **extra)
     message = client.messages.create(model="tiny", max_tokens=2, messages=USER, **extra)
-    assert count.input_tokens == message.usage.input_tokens > 0
+    assert count.input_tokens == prompt_of(message.usage) > 0
 
 
 def test_count_tokens_errors(server):
@@ -375,9 +386,9 @@ def test_unknown_model_is_not_found_error(client, server):
         b"",
         {"model": "tiny", "messages": USER},  # max_tokens is required
         {"model": "tiny", "max_tokens": "5", "messages": USER},
-        {"model": "tiny", "max_tokens": 0, "messages": USER},
+        {"model": "tiny", "max_tokens": -1, "messages": USER},
         {"model": "tiny", "max_tokens": 4, "messages": []},
-        {"model": "tiny", "max_tokens": 4, "messages": [{"role": "system", "content": "x"}]},
+        {"model": "tiny", "max_tokens": 4, "messages": [{"role": "tool", "content": "x"}]},
         {
             "model": "tiny",
             "max_tokens": 4,
@@ -409,7 +420,7 @@ def test_bad_body_is_invalid_request_error(server, body):
 
 def test_bad_body_through_the_sdk(client):
     with pytest.raises(anthropic.BadRequestError) as exc:
-        client.messages.create(model="tiny", max_tokens=0, messages=USER)
+        client.messages.create(model="tiny", max_tokens=-1, messages=USER)
     assert exc.value.body["error"]["type"] == "invalid_request_error"
 
 
@@ -470,7 +481,8 @@ def test_context_overflow_says_prompt_is_too_long(server):
         "messages": [{"role": "user", "content": "the cat sat " * 3000}],
     }
     message = assert_error(post(server, "/v1/messages", body), 400, "invalid_request_error")
-    assert message.startswith("prompt is too long: ") and "tokens > 8192 maximum" in message
+    # Exactly Anthropic's message: Claude Code matches the whole of it to compact.
+    assert re.fullmatch(r"prompt is too long: \d+ tokens > 8192 maximum", message), message
     # Streamed, it is still a JSON error: nothing was generated yet.
     r = post(server, "/v1/messages", {**body, "stream": True})
     assert r.headers["content-type"].startswith("application/json")
@@ -643,8 +655,9 @@ def test_error_mapping_is_anthropic_shaped():
         error, body = to_anthropic(exc)
         assert (error.status, body.error.type) == (status_code, kind), exc
     assert to_anthropic(QueueFull(4, retry_after=2))[0].headers["Retry-After"] == "2"
-    assert to_anthropic(ContextLengthExceeded(3000, 2048))[1].error.message.startswith(
-        "prompt is too long: 3000 tokens > 2048 maximum"
+    assert (
+        to_anthropic(ContextLengthExceeded(3000, 2048))[1].error.message
+        == "prompt is too long: 3000 tokens > 2048 maximum"
     )
 
 
@@ -705,7 +718,12 @@ def test_stream_of_text_then_tool_calls_numbers_the_blocks():
     # Arguments encoded twice are decoded twice: input is always an object.
     assert json.loads(events[10][1]["delta"]["partial_json"]) == {"y": 2}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
-    assert events[-2][1]["usage"] == {"input_tokens": 9, "output_tokens": 20}
+    assert events[-2][1]["usage"] == {
+        "input_tokens": 9,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 def test_stream_of_nothing_has_one_empty_text_block():
@@ -759,7 +777,7 @@ def test_gemma_messages_stream_stop_sequence_tools_and_count(gemma_model_path):
         text = whole.content[0].text
         assert text.strip() and text == streamed and whole.stop_reason in ("end_turn", "max_tokens")
         count = sdk.messages.count_tokens(**{k: v for k, v in kwargs.items() if k != "max_tokens"})
-        assert count.input_tokens == whole.usage.input_tokens > 0
+        assert count.input_tokens == prompt_of(whole.usage) > 0
         words = [w for w in text.split() if w.isalpha() and len(w) > 2]
         assert words, text
         stop = words[min(1, len(words) - 1)]
@@ -813,4 +831,4 @@ def test_the_beta_messages_client_works(client):
     count = client.beta.messages.count_tokens(
         model="tiny", messages=USER, betas=["token-counting-2024-11-01"]
     )
-    assert count.input_tokens == message.usage.input_tokens
+    assert count.input_tokens == prompt_of(message.usage)

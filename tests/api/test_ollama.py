@@ -56,6 +56,7 @@ def server(tiny_model_path):
     config = {
         "server": {"api_key": KEY, "max_body_size": "1MB", "concurrency": 1, "max_queue": 1},
         "unload": {"max_loaded": 2},
+        "pull": {"registry": "http://127.0.0.1:9"},  # nothing listens: no pull leaves here
         "models": [
             {
                 "name": "tiny",
@@ -423,9 +424,27 @@ def test_ps_reports_memory_and_context(client, server):
     assert 240 < (tiny.expires_at - datetime.now(UTC)).total_seconds() <= 300
 
 
-def test_version(server):
+#: The least Ollama version each known client accepts from ``/api/version``, with where it
+#: comes from. Add a client's when it checks; raise OLLAMA_VERSION when one is above it.
+CLIENT_MINIMUMS = {
+    # codex-rs/ollama: min_responses_version(), "Ollama {v} is too old. Codex requires
+    # Ollama 0.13.4 or newer." (the --oss mode; tests/clients/test_codex.py runs it).
+    "@openai/codex 0.171.0": "0.13.4",
+    # ollama-python's and ollama-js's clients do not check it.
+}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+@pytest.mark.parametrize("client", list(CLIENT_MINIMUMS))
+def test_version_satisfies_every_known_client(server, client):
     version = get(server, "/api/version").json()["version"]
-    assert [int(x) for x in version.split(".")] >= [0, 5, 0]
+    assert _version(version) >= _version(CLIENT_MINIMUMS[client]), (
+        f"/api/version is {version}, below {client}'s minimum {CLIENT_MINIMUMS[client]}: raise "
+        "OLLAMA_VERSION (hoshikage_api/ollama/routes.py)"
+    )
 
 
 def test_embed_and_embeddings(client):
@@ -552,13 +571,46 @@ def test_over_long_prompt_is_400_before_the_stream(server):
     assert "context" in assert_error(r, 400)
 
 
+def test_pull_of_a_served_model_streams_ollamas_progress(server, client):
+    """Codex's ``--oss`` mode and Open WebUI pull before use: a model served here answers
+    Ollama's progress at once, by name, ``name:latest`` and alias."""
+    for name in ("tiny", "tiny:latest", "tiny-alias"):
+        steps = list(client.pull(name, stream=True))
+        statuses = [step.status for step in steps]
+        assert statuses[0] == "pulling manifest" and statuses[-1] == "success", statuses
+        assert "verifying sha256 digest" in statuses and "writing manifest" in statuses
+        layer = next(step for step in steps if step.status.startswith("pulling ") and step.digest)
+        assert (
+            layer.digest.startswith("sha256:") and layer.status == "pulling " + layer.digest[7:19]
+        )
+        assert layer.total == layer.completed and layer.total > 0
+    assert client.pull("tiny").status == "success"
+    r = post(server, "/api/pull", {"model": "tiny", "stream": False})
+    assert r.status_code == 200 and r.json() == {"status": "success"}
+    r = post(server, "/api/pull", {"name": "tiny-alias"})
+    lines = [json.loads(x) for x in r.text.splitlines()]
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    assert lines[-1] == {"status": "success"} and len(lines) == 5
+
+
+def test_pull_errors_are_in_ollamas_shape(server, client):
+    """A name not served here is pulled (tests/api/test_pull.py); here the registry is a
+    closed port, so the pull fails with a clear error, and a bad reference is a 400."""
+    with pytest.raises(ollama.ResponseError) as info:
+        client.pull("no-such-model:7b")
+    assert info.value.status_code == 502 and "Could not reach the registry" in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
+        list(client.pull("no-such-model:7b", stream=True))
+    assert "Could not reach the registry" in info.value.error
+    assert "required" in assert_error(post(server, "/api/pull", {}), 400)
+    assert assert_error(post(server, "/api/pull", {"model": 7}), 400)
+    assert "not a valid name" in assert_error(post(server, "/api/pull", {"model": "a b"}), 400)
+
+
 def test_model_management_is_refused_clearly(server):
     for method, path in (
-        ("POST", "/api/pull"),
         ("POST", "/api/push"),
         ("POST", "/api/create"),
-        ("POST", "/api/copy"),
-        ("DELETE", "/api/delete"),
         ("POST", "/api/blobs/sha256:abc"),
     ):
         r = httpx.request(
@@ -566,7 +618,7 @@ def test_model_management_is_refused_clearly(server):
         )
         assert "registered in its config" in assert_error(r, 501), path
     with pytest.raises(ollama.ResponseError) as info:
-        ollama.Client(host=server.base_url, headers=AUTH).pull("tiny")
+        ollama.Client(host=server.base_url, headers=AUTH).push("tiny")
     assert info.value.status_code == 501
 
 

@@ -253,3 +253,125 @@ def test_the_ollama_surfaces_thinking_signs_are_the_backends():
     from hoshikage_llamacpp.dialects.reasoning import _SIGNS
 
     assert THINKING_SIGNS == tuple(sign for sign, _ in _SIGNS)
+
+
+# ---- encrypted_content: reasoning carried by a client that stores nothing ----------------
+
+THINK_THEN_CALL = (
+    'root ::= <think> "The user wants the weather in Kyoto." </think> "\\n\\n" '
+    '<tool_call> "\\n{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": \\"Kyoto\\"}}\\n" '
+    "</tool_call>"
+)
+
+
+def test_encrypted_reasoning_comes_back_without_a_store(oai, server):
+    """Codex's way (``store: false``, ``include: ["reasoning.encrypted_content"]``): the
+    reasoning item carries a sealed copy of its text; sent back with that alone (Codex drops
+    the ``reasoning_text``), the reasoning is in the prompt again, exactly as if its text had
+    been sent. A token edited anywhere is refused, always with the same message."""
+    import httpx
+
+    first = oai.responses.create(
+        model="qwen3",
+        input=[USER],
+        tools=[TOOL],
+        store=False,
+        include=["reasoning.encrypted_content"],
+        max_output_tokens=80,
+        extra_body={"grammar": THINK_THEN_CALL, "temperature": 0},
+    )
+    reasoning_item, call = first.output
+    assert reasoning_item.type == "reasoning" and call.type == "function_call"
+    text = reasoning_item.content[0].text
+    assert text == "The user wants the weather in Kyoto."
+    token = reasoning_item.encrypted_content
+    assert token and text not in token
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    sent_back = {
+        "type": "reasoning",
+        "id": reasoning_item.id,
+        "summary": [],
+        "encrypted_content": token,
+    }
+    call_item = call.model_dump(exclude_none=True)
+    with_token = input_tokens(oai, [USER, sent_back, call_item, result])
+    with_text = input_tokens(oai, [USER, reasoning(text), call_item, result])
+    without = input_tokens(oai, [USER, call_item, result])
+    assert with_token == with_text > without
+    # Without the include, no token.
+    plain = oai.responses.create(
+        model="qwen3",
+        input=[USER],
+        store=False,
+        max_output_tokens=80,
+        extra_body={"grammar": THINK_THEN_CALL, "temperature": 0},
+    )
+    assert plain.output[0].type == "reasoning" and plain.output[0].encrypted_content is None
+    # Tampered tokens: one answer, whatever was changed.
+    body = {"model": "qwen3", "input": [USER, sent_back, call_item, result], "max_output_tokens": 1}
+    messages = set()
+    for bad in (
+        token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"),
+        token[:10],
+        "x" + token,
+        "hk1.!!",
+    ):
+        r = httpx.post(
+            server.base_url + "/v1/responses",
+            json={
+                **body,
+                "input": [USER, {**sent_back, "encrypted_content": bad}, call_item, result],
+            },
+            headers={"authorization": f"Bearer {KEY}"},
+            timeout=60,
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "input[1].encrypted_content"
+        assert error["code"] == "invalid_encrypted_content"
+        messages.add(error["message"])
+    assert len(messages) == 1
+
+
+def test_a_summary_asked_for_is_the_reasoning_itself(oai, server):
+    """``reasoning.summary`` (Codex sends ``auto``): the reasoning item's summary is its own
+    text (a local model writes no summary), streamed once the reasoning is done; sent back
+    with both, the reasoning goes into the prompt once."""
+    import json as _json
+
+    import httpx
+
+    grammar = 'root ::= <think> "Greet" " them" "." </think> "\\n\\nHello" "!"'
+    body = {
+        "model": "qwen3",
+        "input": "hi",
+        "reasoning": {"summary": "auto"},
+        "max_output_tokens": 20,
+        "grammar": grammar,
+        "temperature": 0,
+    }
+    with oai.responses.stream(
+        **{k: v for k, v in body.items() if k != "grammar"}, extra_body={"grammar": grammar}
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    reasoning_item = final.output[0]
+    assert reasoning_item.type == "reasoning"
+    assert [(p.type, p.text) for p in reasoning_item.summary] == [("summary_text", "Greet them.")]
+    assert final.reasoning.summary == "auto"
+    assert kinds.index("response.reasoning_summary_part.added") > kinds.index(
+        "response.reasoning_text.done"
+    )
+    assert kinds.count("response.reasoning_summary_text.delta") == 1
+    # Without the setting: no summary.
+    plain = httpx.post(
+        server.base_url + "/v1/responses",
+        json={**body, "reasoning": None},
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ).json()
+    assert plain["output"][0]["summary"] == []
+    both = _json.loads(reasoning_item.model_dump_json(exclude_none=True))
+    assert input_tokens(oai, [USER, both, CALL, RESULT]) == input_tokens(
+        oai, [USER, reasoning("Greet them."), CALL, RESULT]
+    )

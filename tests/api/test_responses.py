@@ -699,32 +699,200 @@ def test_tool_choice_none_leaves_the_tools_out(client):
     assert [item.type for item in with_tools.output] == ["message"]
 
 
-@pytest.mark.parametrize(
-    "tool",
-    [
-        {"type": "web_search"},
-        {"type": "web_search_preview"},
-        {"type": "file_search", "vector_store_ids": ["vs_1"]},
-        {
-            "type": "computer_use_preview",
-            "display_width": 1024,
-            "display_height": 768,
-            "environment": "linux",
-        },
-        {"type": "code_interpreter", "container": {"type": "auto"}},
-        {"type": "mcp", "server_label": "x", "server_url": "http://x"},
-        {"type": "image_generation"},
-        {"type": "local_shell"},
-        {"type": "custom", "name": "x"},
-    ],
-    ids=lambda tool: tool["type"],
-)
-def test_hosted_tools_are_refused_by_type(server, tool):
-    body = {"model": "tiny", "input": "hi", "tools": [LOOKUP, tool]}
-    error = assert_openai_error(
-        http(server, "POST", "/v1/responses", body), 400, param="tools[1].type"
+HOSTED = [
+    {"type": "web_search", "external_web_access": False},
+    {"type": "web_search_preview"},
+    {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    {
+        "type": "computer_use_preview",
+        "display_width": 1024,
+        "display_height": 768,
+        "environment": "linux",
+    },
+    {"type": "code_interpreter", "container": {"type": "auto"}},
+    {"type": "mcp", "server_label": "docs", "server_url": "http://x"},
+    {"type": "image_generation"},
+    {"type": "local_shell"},
+    {"type": "apply_patch"},
+]
+
+
+@pytest.mark.parametrize("tool", HOSTED, ids=lambda tool: tool["type"])
+def test_tools_that_cannot_run_here_are_not_offered_and_are_listed(client, tool):
+    """Codex sends web_search with its own tools: the request is answered, the model is
+    offered only the function (the prompt is the same as without it), and the response
+    lists the one left out (``ignored_tools``) so the client can tell."""
+    r = client.responses.create(
+        model="tiny", input="hi", tools=[LOOKUP, tool], max_output_tokens=2, temperature=0
     )
-    assert repr(tool["type"]) in error["message"]
+    alone = client.responses.create(
+        model="tiny", input="hi", tools=[LOOKUP], max_output_tokens=2, temperature=0
+    )
+    assert r.usage.input_tokens == alone.usage.input_tokens
+    expected = {"index": 1, "type": tool["type"]}
+    if tool["type"] == "mcp":
+        expected["name"] = "docs"
+    assert r.model_extra["ignored_tools"] == [expected]
+    assert alone.model_extra["ignored_tools"] == []
+    assert [t.type for t in r.tools] == ["function", tool["type"]]
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"type": "web_search_preview"},
+        {"type": "file_search"},
+        {"type": "image_generation"},
+        {"type": "code_interpreter"},
+        {"type": "computer_use_preview"},
+        {"type": "mcp", "server_label": "docs"},
+    ],
+    ids=lambda choice: choice["type"],
+)
+def test_a_tool_choice_naming_a_hosted_tool_is_a_400(server, choice):
+    body = {**HI, "tools": [LOOKUP, {"type": "web_search"}], "tool_choice": choice}
+    error = assert_openai_error(
+        http(server, "POST", "/v1/responses", body), 400, param="tool_choice.type"
+    )
+    assert repr(choice["type"]) in error["message"] and "cannot run here" in error["message"]
+
+
+#: A namespace (Codex's multi_agent_v1 shape) holding LOOKUP.
+CRM = {
+    "type": "namespace",
+    "name": "crm",
+    "description": "Customer records.",
+    "tools": [{k: v for k, v in LOOKUP.items() if k != "strict"}],
+}
+
+
+def test_a_namespace_tool_is_called_by_its_name_and_namespace(client, server):
+    """The model is offered ``crm.lookup``; the call comes back as ``name: lookup,
+    namespace: crm`` (what Codex routes on), and sent back it renders as ``crm.lookup``."""
+    first = client.responses.create(
+        model="tiny",
+        input="hello world",
+        tools=[CRM, {"type": "web_search"}],
+        tool_choice="required",
+        max_output_tokens=100,
+        temperature=0,
+    )
+    (call,) = first.output
+    assert (call.type, call.name, call.namespace) == ("function_call", "lookup", "crm")
+    assert isinstance(json.loads(call.arguments)["n"], int)
+
+    def tokens(call_item) -> int:
+        items = [
+            {"role": "user", "content": "hello world"},
+            call_item,
+            {"type": "function_call_output", "call_id": call.call_id, "output": "42"},
+        ]
+        return client.responses.create(
+            model="tiny", input=items, tools=[CRM], max_output_tokens=1
+        ).usage.input_tokens
+
+    sent_back = call.model_dump(exclude_none=True)
+    flattened = {**sent_back, "name": "crm.lookup"}
+    del flattened["namespace"]
+    bare = {**flattened, "name": "lookup"}
+    assert tokens(sent_back) == tokens(flattened) > tokens(bare)
+    # Streamed: the item carries the namespace from its first event on.
+    body = {
+        "model": "tiny",
+        "input": "hello world",
+        "tools": [CRM],
+        "tool_choice": {"type": "function", "name": "lookup", "namespace": "crm"},
+        "max_output_tokens": 100,
+        "temperature": 0,
+        "stream": True,
+    }
+    events = sse_events(http(server, "POST", "/v1/responses", body).text)
+    added = next(e for e in events if e["type"] == "response.output_item.added")
+    assert (added["item"]["name"], added["item"]["namespace"]) == ("lookup", "crm")
+    done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
+    assert done["name"] == "lookup"
+
+
+@pytest.mark.parametrize(
+    "fmt, pattern",
+    [
+        (
+            {"type": "grammar", "syntax": "regex", "definition": "[0-9]{3}-[a-z]{2}"},
+            r"[0-9]{3}-[a-z]{2}",
+        ),
+        ({"type": "text"}, None),
+        (None, None),
+    ],
+    ids=["regex", "text", "no-format"],
+)
+def test_a_custom_tool_call_is_free_text(client, server, fmt, pattern):
+    """A custom tool is offered as a function of one string; its call is a
+    ``custom_tool_call`` whose ``input`` is that string (a regex grammar constrains it)."""
+    import re
+
+    tool = {"type": "custom", "name": "code", "description": "Runs code."}
+    if fmt is not None:
+        tool["format"] = fmt
+    body = {
+        "model": "tiny",
+        "input": "hello world",
+        "tools": [tool],
+        "tool_choice": {"type": "custom", "name": "code"},
+        "max_output_tokens": 60,
+        "temperature": 0,
+    }
+    r = client.responses.create(**body)
+    (call,) = r.output
+    assert call.type == "custom_tool_call" and call.name == "code" and call.call_id
+    assert isinstance(call.input, str)
+    if pattern is not None:
+        assert re.fullmatch(pattern, call.input), call.input
+    events = sse_events(http(server, "POST", "/v1/responses", {**body, "stream": True}).text)
+    kinds = [e["type"] for e in events]
+    # (Free text on random weights may run to max_output_tokens: incomplete.)
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed" if pattern else kinds[-1],
+    ]
+    assert events[3]["delta"] == events[4]["input"] == events[5]["item"]["input"]
+    # The call and its output sent back are accepted (and stored ones continue).
+    after = client.responses.create(
+        model="tiny",
+        previous_response_id=r.id,
+        tools=[tool],
+        input=[{"type": "custom_tool_call_output", "call_id": call.call_id, "output": "ok"}],
+        max_output_tokens=1,
+    )
+    stateless = client.responses.create(
+        model="tiny",
+        tools=[tool],
+        input=[
+            {"role": "user", "content": "hello world"},
+            call.model_dump(exclude_none=True),
+            {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "ok"},
+        ],
+        max_output_tokens=1,
+    )
+    assert after.usage.input_tokens == stateless.usage.input_tokens
+
+
+def test_a_lark_custom_tool_is_accepted_unconstrained(client):
+    """No Lark engine here: the tool is offered as free text, the same prompt as ``text``."""
+
+    def tokens(fmt) -> int:
+        tool = {"type": "custom", "name": "patch", "format": fmt}
+        r = client.responses.create(
+            model="tiny", input="hi", tools=[tool], max_output_tokens=1, temperature=0
+        )
+        return r.usage.input_tokens
+
+    lark = {"type": "grammar", "syntax": "lark", "definition": 'start: "x"+'}
+    assert tokens(lark) == tokens({"type": "text"})
 
 
 # ---- bad input ----------------------------------------------------------------------------
@@ -794,6 +962,44 @@ HI = {"model": "tiny", "input": "hi"}
         ({**HI, "truncation": "auto"}, "truncation"),
         ({**HI, "stream_options": {"include_obfuscation": False}}, "stream_options"),
         ({**HI, "keep_alive": "soon"}, "keep_alive"),
+        ({**HI, "client_metadata": "x"}, "client_metadata"),
+        ({**HI, "moderation": 5}, "moderation"),
+        ({**HI, "tools": [{"type": "namespace", "name": "ns", "tools": []}]}, "tools[0].tools"),
+        (
+            {**HI, "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "mcp"}]}]},
+            "tools[0].tools[0].type",
+        ),
+        ({**HI, "tools": [{"type": "function", "name": "a.b"}]}, "tools[0].name"),
+        ({**HI, "tools": [LOOKUP, LOOKUP]}, "tools[1].name"),
+        (
+            {**HI, "tools": [{"type": "custom", "name": "c", "format": {"type": "yaml"}}]},
+            "tools[0].format.type",
+        ),
+        (
+            {
+                **HI,
+                "tools": [
+                    {
+                        "type": "custom",
+                        "name": "c",
+                        "format": {"type": "grammar", "syntax": "peg", "definition": "x"},
+                    }
+                ],
+            },
+            "tools[0].format.syntax",
+        ),
+        (
+            {**HI, "tools": [LOOKUP], "tool_choice": {"type": "custom", "name": "lookup"}},
+            "tool_choice.name",
+        ),
+        (
+            {**HI, "input": [{"type": "reasoning", "summary": [], "encrypted_content": "gAAAA"}]},
+            "input[0].encrypted_content",
+        ),
+        (
+            {**HI, "input": [{"type": "custom_tool_call", "call_id": "c", "name": "x"}]},
+            "input[0]",
+        ),
     ],
 )
 def test_bad_body_is_a_clear_400(server, body, param):
@@ -816,7 +1022,16 @@ def test_fields_the_sdk_sends_are_accepted(client):
         prompt_cache_key="k",
         text={"verbosity": "low"},
         max_tool_calls=3,
-        extra_body={"keep_alive": "1m", "seed": 3, "top_k": 5},
+        extra_body={
+            "keep_alive": "1m",
+            "seed": 3,
+            "top_k": 5,
+            "client_metadata": {"x-codex-turn-metadata": "{}", "session_id": "s"},
+            "background_options": {"completion_window": "soonest"},
+            "prompt_cache_options": {"mode": "implicit", "prewarm": False},
+            "moderation": {"model": "omni-moderation-latest"},
+            "image": {"context_compression": "auto"},
+        },
     )
     assert r.status in ("completed", "incomplete") and r.parallel_tool_calls is False
     assert r.reasoning.effort == "low" and r.text.verbosity == "low" and r.max_tool_calls == 3
@@ -1232,3 +1447,33 @@ def test_a_streamed_background_response_outlives_its_client_and_streams_again(ti
             client.responses.retrieve(response_id, starting_after=3)
         with pytest.raises(openai.NotFoundError, match="model"):
             client.responses.create(model="nope", input="hi", background=True, stream=True)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_prompt_cache_key_keeps_a_conversation_on_its_own_slot(tiny_model_path, keyed):
+    """``prompt_cache_key`` reaches the engine as a slot-affinity hint: conversation A's prompt
+    changes wholly (an agent compacted it). Without keys it takes the least recently used
+    slot, B's, and B's next turn is read again; with them, A takes its own slot back and
+    B's next turn finds its prefix cached."""
+    config = {
+        "models": [{"name": "tiny", "path": str(tiny_model_path), "parallel": 2, "cache_ram": 0}]
+    }
+    with running_server(config) as srv:
+        sdk = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="x", max_retries=0)
+
+        def turn(text: str, key: str):
+            extra = {"prompt_cache_key": key} if keyed else {}
+            return sdk.responses.create(
+                model="tiny", input=text, max_output_tokens=2, temperature=0, **extra
+            ).usage
+
+        b = "hello world red blue green " * 10
+        turn(b, "b")
+        turn("the cat sat on the mat " * 10, "a")
+        turn("one two yes no data " * 10, "a")  # A, compacted
+        again = turn(b + "yes", "b")
+    cached = again.input_tokens_details.cached_tokens
+    if keyed:
+        assert cached > again.input_tokens // 2, again  # B's whole first prompt
+    else:
+        assert cached < again.input_tokens // 2, again  # the template's header at most

@@ -22,6 +22,7 @@ PAGE_FILES = (
     "conversations.js",
     "markdown.js",
     "status.js",
+    "getmodel.js",
     "icon.svg",
 )
 

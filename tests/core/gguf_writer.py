@@ -12,14 +12,25 @@ def _str(s: str) -> bytes:
 
 
 def write_minimal_gguf(
-    path, *, arch="llama", context_length=2048, file_type=15, tensor_bytes=64, truncate=0
+    path,
+    *,
+    arch="llama",
+    context_length=2048,
+    file_type=15,
+    tensor_bytes=64,
+    truncate=0,
+    meta: dict[str, int] | None = None,
 ):
+    """``meta``: more uint32 keys under the architecture (``block_count``,
+    ``attention.head_count``…)."""
     kvs = [
         (_str("general.architecture"), 8, _str(arch)),
         (_str(f"{arch}.context_length"), 4, struct.pack("<I", context_length)),
         (_str("general.file_type"), 4, struct.pack("<I", file_type)),
         (_str("tokenizer.ggml.tokens"), 9, struct.pack("<IQ", 8, 2) + _str("a") + _str("b")),
     ]
+    for key, value in (meta or {}).items():
+        kvs.append((_str(f"{arch}.{key}"), 4, struct.pack("<I", value)))
     n_floats = tensor_bytes // 4
     header = b"GGUF" + struct.pack("<IQQ", 3, 1, len(kvs))
     for key, vtype, value in kvs:

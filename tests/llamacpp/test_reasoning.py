@@ -195,3 +195,82 @@ def test_harmony_channels_on_the_real_engine(family_model):
         model.close()
     assert (reasoning, answer) == ("Think.", "Hi.")
     assert chunks[-1].reasoning_tokens >= 2
+
+
+# ---- the default: enable_thinking true, as llama-server passes it --------------------------
+
+R1_DISTILL = "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"
+R1_OUTPUT = 'root ::= "Plan" " it" "." "</think>" "\\n\\n" "Done" "."'
+
+
+@pytest.fixture(scope="module")
+def r1_distill(family_model):
+    """DeepSeek-R1-Distill's template tests ``if not enable_thinking``: left undefined, it
+    would close the think block in the generation prompt."""
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
+    from hoshikage_llamacpp.options import LlamaOptions
+
+    model = LlamaCppModel.load(
+        "r1", str(family_model("qwen2", R1_DISTILL)), LlamaOptions(n_ctx=1024, parallel=1)
+    )
+    yield model
+    model.close()
+
+
+def planned(model, **fields):
+    from hoshikage_core.protocol import GenerationRequest
+    from hoshikage_llamacpp.frontend.planning import plan
+
+    return plan(model, GenerationRequest(messages=USER, **fields))
+
+
+def test_no_reasoning_setting_means_thinking_on(r1_distill):
+    """With nothing said, the prompt leaves the think block open and the reasoning is
+    reasoning (it came back as answer text when ``enable_thinking`` was left undefined)."""
+    assert r1_distill.reasoning is not None and r1_distill.reasoning.name == "think"
+    default = planned(r1_distill)
+    assert default.reasoning_open
+    assert default.tokens == planned(r1_distill, reasoning=True).tokens
+    _, reasoning, answer = run(r1_distill, grammar=R1_OUTPUT)
+    assert (reasoning, answer) == ("Plan it.", "Done.")
+    # Turned off by the request, the template closes the block itself.
+    off = planned(r1_distill, reasoning=False)
+    assert not off.reasoning_open and len(off.tokens) > len(default.tokens)
+
+
+def test_the_models_own_template_kwargs_still_set_the_default(family_model):
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
+    from hoshikage_llamacpp.options import LlamaOptions
+
+    path = str(family_model("qwen2", R1_DISTILL))
+    options = LlamaOptions(n_ctx=512, parallel=1, chat_template_kwargs={"enable_thinking": False})
+    model = LlamaCppModel.load("r1-off", path, options)
+    try:
+        assert not planned(model).reasoning_open
+        assert planned(model, reasoning=True).reasoning_open
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize(
+    "name, same",
+    [
+        ("Qwen-Qwen3-0.6B", True),  # tests `enable_thinking is defined and ... is false`
+        ("GLM-4.6", True),
+        ("deepseek-ai-DeepSeek-V3.1", False),  # undefined was "off": now on, as llama-server
+        (R1_DISTILL, False),  # undefined was "off" (`not enable_thinking`)
+    ],
+)
+def test_what_the_default_changes_per_template(name, same):
+    """The default (true) against ``enable_thinking`` left undefined, as it was: the same
+    prompt for templates that treat undefined as on; thinking now on for the others."""
+    from hoshikage_llamacpp.dialects.templating import Template
+
+    tmpl = Template(template(name), bos_token="", eos_token="")
+    messages = [{"role": "user", "content": "hi"}]
+    undefined = tmpl.render(messages, None, add_generation_prompt=True)
+    on = tmpl.render(messages, None, add_generation_prompt=True, enable_thinking=True)
+    assert (undefined == on) is same
+    off = tmpl.render(messages, None, add_generation_prompt=True, enable_thinking=False)
+    assert on != off  # the template has the switch, and true is "on"
+    assert "</think>" not in on[-20:]

@@ -136,7 +136,11 @@ def test_scores_equal_the_engines_own_completions_token_by_token(setup):
             (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
             total += entry.logprob
             prompt += model.token_bytes(token).decode()
-        assert lp == pytest.approx(total, abs=1e-4), text
+        # A token read in a batch (the score) and alone (the completion) go through
+        # different quantized matmul kernels on some CPUs (AVX-512, weights not repacked, as
+        # in safe mode): up to ~0.06 nats apart on Gemma. A wrong token is nats away.
+        tolerance = 1e-4 if model.name == "tiny" else 0.1
+        assert lp == pytest.approx(total, abs=tolerance), text
 
 
 def test_the_second_request_reads_the_shared_prefix_from_cache(setup):

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import attrs
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -722,8 +723,16 @@ def test_embed_on_a_chat_model_is_invalid(model):
 
 
 def test_create_backend_hook(tiny_model_path):
+    from hoshikage_llamacpp.lifecycle.isolation import ProcessModel
+
     entry = ModelEntry(name="tiny", path=str(tiny_model_path), options=LlamaOptions(n_ctx=768))
     loaded = plugin.create_backend(entry=entry, config=None)
+    try:  # a process of its own, by default
+        assert isinstance(loaded, ProcessModel) and loaded.n_ctx == 768 and loaded.pid
+    finally:
+        loaded.close()
+    options = LlamaOptions(n_ctx=768, isolation="none")
+    loaded = plugin.create_backend(entry=attrs.evolve(entry, options=options), config=None)
     try:
         assert isinstance(loaded, LlamaCppModel) and loaded.n_ctx == 768
     finally:
@@ -855,3 +864,31 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_pa
     finally:
         two.close()
         fresh.close()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_cache_key_takes_its_own_slot_back(tiny_model_path, keyed):
+    """``cache_key`` (Responses' ``prompt_cache_key``) as a slot-affinity hint: conversation
+    A's prompt changes wholly (an agent compacted its history). Without a key it takes the
+    least recently used slot, B's, and B's next turn reads everything again; with its key it
+    takes its own slot back and B's cache survives."""
+    two = LlamaCppModel.load(
+        "two", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=2, cache_ram=0)
+    )
+    try:
+        b = "hello world red blue green " * 10
+        a = "the cat sat on the mat " * 10
+
+        def turn(prompt, key):
+            return run(two, prompt=prompt, max_tokens=2, temperature=0, cache_key=key)[1][-1]
+
+        turn(b, "b" if keyed else None)  # B first: its slot is the least recently used
+        turn(a, "a" if keyed else None)
+        turn("one two yes no data " * 10, "a" if keyed else None)  # A, compacted
+        again = turn(b + "yes", "b" if keyed else None)
+        if keyed:
+            assert again.cached_tokens >= again.prompt_tokens - 4, again
+        else:
+            assert again.cached_tokens < 10, again
+    finally:
+        two.close()

@@ -28,13 +28,16 @@ def create_app(runtime):
     sink = EventSink(metrics)
 
     @asynccontextmanager
-    async def lifespan(_app):
+    async def lifespan(app):
         runtime.pm.register(sink)
         await runtime.start()
         try:
             yield
         finally:
             try:
+                pulls = getattr(app.state, "pulls", None)
+                if pulls is not None:  # downloads stop at their next chunk, partial kept
+                    pulls.stop()
                 await runtime.stop()
             finally:
                 runtime.pm.unregister(sink)

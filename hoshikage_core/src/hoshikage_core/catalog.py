@@ -1,6 +1,7 @@
 """The catalog: every model the server offers, composed from the config's ``[[models]]``,
-its ``models_dir`` folders (:mod:`hoshikage_core.discovery`) and the ``register_models``
-hook into one :class:`~hoshikage_core.registry.ModelRegistry`.
+its ``models_dir`` folders (:mod:`hoshikage_core.discovery`), the pulled models
+(:mod:`hoshikage_core.pull.store`) and the ``register_models`` hook into one
+:class:`~hoshikage_core.registry.ModelRegistry`.
 
 The registry is plain data; this module is the only one that knows where entries come from,
 so the registry and discovery never import each other.
@@ -40,6 +41,7 @@ def build_registry(config, pm) -> ModelRegistry:
         )
     for entry in found.entries:
         registry.register(entry)
+    _add_pulled(registry, config, pm)
 
     def register(entry: ModelEntry) -> None:
         if isinstance(entry.options, dict):
@@ -49,3 +51,20 @@ def build_registry(config, pm) -> ModelRegistry:
 
     pm.hook.register_models(register=register, config=config)
     return registry
+
+
+def _add_pulled(registry: ModelRegistry, config, pm) -> None:
+    """The store's pulled models, after the config's (a name the config took is left out,
+    with a note; so is a record whose options its backend refuses)."""
+    from .pull import store
+
+    taken = {label: f"'{registry.resolve(label).name}'" for label in registry.names()}
+    entries, notes = store.entries(store.root_of(config), taken)
+    registry.notes.extend(notes)
+    for entry in entries:
+        try:
+            options = structure_options(pm, entry.backend, entry.options, entry.name)
+        except ConfigError as exc:
+            registry.notes.append(f"pulled model '{entry.name}' left out: {exc}")
+            continue
+        registry.register(attrs.evolve(entry, options=options))

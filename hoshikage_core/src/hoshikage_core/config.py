@@ -173,9 +173,25 @@ class ModelsDir:
 
 
 @attrs.frozen(kw_only=True)
+class PullConfig:
+    """``[pull]``: where ``hoshikage pull`` and the pull routes keep models, and the hubs
+    they ask (see :mod:`hoshikage_core.pull`)."""
+
+    #: The store folder; default ``$XDG_DATA_HOME/hoshikage/models``.
+    dir: str = ""
+    #: The Hugging Face hub or a mirror; default ``HF_ENDPOINT``, else https://huggingface.co.
+    hf_endpoint: str = ""
+    #: Ollama's registry or a mirror; default https://registry.ollama.ai.
+    registry: str = ""
+    #: Pulls downloading at once in a server; more wait their turn.
+    concurrency: int = attrs.field(default=2, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = attrs.Factory(ServerConfig)
     unload: UnloadConfig = attrs.Factory(UnloadConfig)
+    pull: PullConfig = attrs.Factory(PullConfig)
     models: list[ModelConfig] = attrs.Factory(list)
     #: Folders whose GGUF files are discovered as models.
     models_dir: list[ModelsDir] = attrs.Factory(list)

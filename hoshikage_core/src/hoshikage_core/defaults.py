@@ -22,7 +22,9 @@ def choose_unload(state, now, config):
 @hookimpl
 def register_commands(cli):
     from .cli import commands, doctor_command, server_commands
+    from .pull import commands as pull_commands
 
     commands.register(cli)
     server_commands.register(cli)
     doctor_command.register(cli)
+    pull_commands.register(cli)

@@ -15,6 +15,9 @@
   first keeps the name, the next is ``name-2``, then ``name-3``. Each renaming is reported as a note
   (``config check``, ``doctor``, the server log).
 - A folder that does not exist is a config problem, reported with every other.
+- ``"ollama"``, ``"huggingface"`` and ``"lmstudio"`` are not folders but other tools'
+  stores, adopted in place (:mod:`hoshikage_core.pull.adopt`); one that is not on this
+  machine is a note, not a problem.
 
 Discovery is backend-independent: the entries it makes carry the folder's ``backend``
 (``llamacpp`` by default), whose plugin loads them like any configured model.
@@ -33,6 +36,8 @@ from .registry import ModelEntry
 #: ``name-00002-of-00003`` (llama.cpp's ``gguf-split`` naming), case-insensitive.
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<total>\d{5})$", re.IGNORECASE)
 SOURCE = "models_dir"
+#: ``models_dir`` words that name another tool's store (:mod:`hoshikage_core.pull.adopt`).
+PLACES = ("ollama", "huggingface", "lmstudio")
 
 
 @attrs.frozen
@@ -97,13 +102,20 @@ def discover(config) -> Discovery:
     problems: list[str] = []
     discovered: set[str] = set()
     for i, folder in enumerate(config.models_dir):
-        root = Path(folder.path).expanduser()
-        if not root.is_dir():
-            what = "not a folder" if root.exists() else "no such folder"
-            problems.append(f"models_dir[{i}].path: {what}: {root}")
-            continue
-        for path in gguf_files(root):
-            name = model_name(path.name)
+        if folder.path in PLACES:  # another tool's store, adopted in place
+            from .pull.adopt import find
+
+            found, place_notes = find(folder.path)
+            notes.extend(place_notes)
+            candidates = [(f.path, f.name, f.options, f.aliases) for f in found]
+        else:
+            root = Path(folder.path).expanduser()
+            if not root.is_dir():
+                what = "not a folder" if root.exists() else "no such folder"
+                problems.append(f"models_dir[{i}].path: {what}: {root}")
+                continue
+            candidates = [(p, model_name(p.name), {}, ()) for p in gguf_files(root)]
+        for path, name, extra, aliases in candidates:
             if name is None:
                 continue
             real = _real(str(path))
@@ -121,17 +133,35 @@ def discover(config) -> Discovery:
             if unique != name:
                 notes.append(f"{path}: served as '{unique}': '{name}' is taken by {taken[name]}")
             taken[unique] = str(path)
+            aliases = tuple(a for a in aliases if a not in taken)
+            for alias in aliases:
+                taken[alias] = str(path)
             entries.append(
                 ModelEntry(
                     name=unique,
                     path=str(path),
+                    aliases=aliases,
                     backend=folder.backend,
-                    options=folder.options,
+                    options=_with(folder.options, extra, path, notes),
                     idle_ttl=folder.idle_ttl,
                     source=SOURCE,
                 )
             )
     return Discovery(tuple(entries), tuple(notes), tuple(problems))
+
+
+def _with(options, extra: dict, path, notes: list[str]):
+    """The folder's options with what the file's own place sets (Ollama's params) on top;
+    the folder's alone, with a note, when the backend refuses one of them."""
+    if not extra:
+        return options
+    if isinstance(options, dict):
+        return {**options, **extra}
+    try:
+        return attrs.evolve(options, **extra)
+    except (TypeError, ValueError) as exc:
+        notes.append(f"{path}: its own parameters are not applied: {exc}")
+        return options
 
 
 def _real(path: str) -> str:

@@ -20,8 +20,11 @@ import attrs
 from .errors import InvalidRequest
 from .protocol import GenerationRequest
 
-#: JSON schema keywords whose value repeats a piece of the grammar that many times.
-REPEAT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
+#: JSON schema keywords whose value repeats a piece of the grammar that many times. Only
+#: the lower bounds are checked here: an upper bound too large to matter is dropped from the
+#: grammar by the backend (above the model's context length), not refused, and one it keeps
+#: is held to ``max_grammar_bytes`` with the grammar it makes.
+REPEAT_KEYWORDS = ("minLength", "minItems")
 
 
 @attrs.frozen(kw_only=True)
@@ -52,15 +55,34 @@ def check_choices(limits: Limits, choices: int) -> None:
 
 
 def check_request(limits: Limits, request: GenerationRequest) -> GenerationRequest:
-    """``request`` checked against the schema caps, with the grammar cap handed on."""
+    """``request`` checked against the schema caps, with the grammar cap handed on. Only the
+    tools whose calls a grammar will hold are checked (:func:`constrained_tools`): the
+    schemas of the others are prompt text, and never fail a request."""
     schema = request.response_format.schema if request.response_format is not None else None
     if schema is not None:
         _check_schema(limits, schema, "response_format")
-    if request.tools:
-        _check_schema(limits, list(request.tools), "tools")
+    if constrained := constrained_tools(request):
+        param = "tools" if request.tool_choice in (None, "auto") else "tool_choice"
+        _check_schema(limits, constrained, param)
     if request.max_grammar_bytes == limits.grammar_bytes:
         return request
     return attrs.evolve(request, max_grammar_bytes=limits.grammar_bytes)
+
+
+def constrained_tools(request: GenerationRequest) -> list[Any]:
+    """The tools a grammar will hold a call of: all of them under ``tool_choice:
+    "required"``, the named one under a named ``tool_choice``, else those marked ``strict``
+    (a lazy grammar from the call marker). None under ``"none"`` or a request ``grammar``."""
+    tools = list(request.tools or ())
+    choice = request.tool_choice
+    if not tools or choice == "none" or request.grammar:
+        return []
+    if choice == "required":
+        return tools
+    if isinstance(choice, Mapping):
+        name = (choice.get("function") or {}).get("name")
+        return [t for t in tools if (t.get("function") or {}).get("name") == name]
+    return [t for t in tools if (t.get("function") or {}).get("strict") is True]
 
 
 def _check_schema(limits: Limits, schema: Any, param: str) -> None:
@@ -83,14 +105,14 @@ def _check_schema(limits: Limits, schema: Any, param: str) -> None:
         )
     if repeat > limits.grammar_bytes:  # each repetition is at least a byte of grammar
         raise InvalidRequest(
-            f"{param}: a length or item count of {repeat} in the JSON schema makes a grammar "
+            f"{param}: a minimum length or item count of {repeat} in the JSON schema makes a grammar "
             f"over {limits.grammar_bytes} bytes (server.max_grammar_bytes).",
             param,
         )
 
 
 def _walk(schema: Any) -> tuple[int, int]:
-    """Enum values in all, and the largest repetition bound, anywhere in ``schema``."""
+    """Enum values in all, and the largest lower repetition bound, anywhere in ``schema``."""
     enums = repeat = 0
     todo = [schema]
     while todo:

@@ -301,7 +301,7 @@ class ModelPool:
         )
         incoming_bytes = 0
         if incoming is not None:
-            incoming_bytes = self._records[incoming].entry.file_size() or 0
+            incoming_bytes = self._records[incoming].entry.expected_bytes() or 0
         return PoolState(
             models=models,
             incoming=incoming,
@@ -342,9 +342,11 @@ class ModelPool:
         budget = self.config.unload.max_memory
         if budget is not None:
             pinned = sum(
-                s.memory_bytes or s.entry.file_size() or 0 for s in others if s not in evictable
+                s.memory_bytes or s.entry.expected_bytes() or 0
+                for s in others
+                if s not in evictable
             )
-            if pinned and pinned + (record.entry.file_size() or 0) > budget:
+            if pinned and pinned + (record.entry.expected_bytes() or 0) > budget:
                 return False
         return True
 

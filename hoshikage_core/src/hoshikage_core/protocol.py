@@ -110,6 +110,9 @@ class GenerationRequest:
     #: context before it, ``{"filename", "text"}`` each (llama-server's ``input_extra``).
     suffix: str | None = None
     fim_files: tuple[Mapping[str, str], ...] = ()
+    #: A conversation's key (the Responses API's ``prompt_cache_key``): a hint that the
+    #: backend may use to give the request the slot that served the same key last.
+    cache_key: str | None = None
 
     @property
     def is_chat(self) -> bool:

@@ -47,6 +47,14 @@ class ModelEntry:
         except OSError:
             return None
 
+    def expected_bytes(self) -> int | None:
+        """What it will take once loaded, before it is: the weights plus the KV cache at its
+        ``n_ctx`` and ``parallel`` from the GGUF header (:mod:`hoshikage_core.fit`, the
+        computation the pull plan uses); the file's size when the header cannot tell."""
+        from .fit import need_bytes
+
+        return need_bytes(self.path, self.options) or self.file_size()
+
     def option(self, key: str, default: Any = None) -> Any:
         if isinstance(self.options, dict):
             return self.options.get(key, default)

@@ -93,6 +93,21 @@ async def reload(runtime) -> ReloadResult:
         raise
     if runtime.closing:  # it began shutting down while the file was read
         raise Cancelled("The server is shutting down.")
+    return apply(runtime, config, registry, started)
+
+
+async def refresh(runtime) -> ReloadResult:
+    """The running config's models again, without re-reading the file: a model pulled into
+    the store (or removed from it) is served (or gone) at once. The same rules as a reload
+    for what is added, removed or changed."""
+    if runtime.closing:
+        raise Cancelled("The server is shutting down.")
+    registry = await asyncio.to_thread(build_registry, runtime.config, runtime.pm)
+    return apply(runtime, runtime.config, registry, time.monotonic())
+
+
+def apply(runtime, config, registry, started: float) -> ReloadResult:
+    """Switch ``runtime`` to ``config`` and ``registry`` in one synchronous step."""
     old = runtime.config
     needs_restart = [
         f"server.{k}" for k in RESTART_KEYS if getattr(config.server, k) != getattr(old.server, k)

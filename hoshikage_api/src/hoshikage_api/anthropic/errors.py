@@ -7,8 +7,9 @@ OpenAI routes), then its status picks Anthropic's error type. Two cases differ f
 
 * a full queue (or a server shutting down) is Anthropic's ``529 overloaded_error``, which
   Anthropic clients retry, with ``Retry-After``;
-* a prompt over the context says ``prompt is too long: N tokens > M maximum``, the message
-  Anthropic clients (Claude Code among them) look for to compact a conversation.
+* a prompt over the context says ``prompt is too long: N tokens > M maximum`` and nothing
+  more, the message Anthropic clients (Claude Code among them) look for to compact a
+  conversation.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def to_anthropic(exc: Exception) -> tuple[ApiError, AnthropicErrorBody]:
     error = to_api_error(exc)
     message = error.message
     if isinstance(exc, ContextLengthExceeded):
-        message = (
-            f"prompt is too long: {exc.prompt_tokens} tokens > {exc.n_ctx} maximum. {error.message}"
-        )
+        # Exactly Anthropic's words: Claude Code matches the whole message
+        # (/^prompt is too long: \d+ tokens > \d+ maximum$/) to compact the conversation.
+        message = f"prompt is too long: {exc.prompt_tokens} tokens > {exc.n_ctx} maximum"
     if error.status == 503:  # queue full, or shutting down
         error = ApiError(
             OVERLOADED, message, type=error.type, code=error.code, headers=error.headers

@@ -11,8 +11,10 @@ A stream is ``event: <type>`` / ``data: <json>`` pairs in this order::
     message_delta (stop_reason, stop_sequence, usage)   message_stop
 
 The ``ping`` follows the first ``content_block_start``. ``message_start`` reports the
-prompt's ``input_tokens`` (the first chunk of a choice carries them) and ``message_delta``
-reports both counts again at the end. A tool call's block opens as soon as its name is
+prompt's ``input_tokens`` and ``cache_read_input_tokens`` (the first chunk of a choice
+carries them) and ``message_delta`` reports every count again at the end. A thinking block's
+``signature_delta`` carries its text (:mod:`.signature`); with ``thinking.display:
+"omitted"`` its ``thinking_delta`` events are left out. A tool call's block opens as soon as its name is
 known (``input: {}``); its ``input_json_delta`` events carry the argument text as it is
 generated, every prefix of it valid partial JSON (the SDK parses each one).
 """
@@ -32,7 +34,17 @@ from ..kernel.wire import encode as _encode
 from ..kernel.wire import named_event as sse
 from . import schemas as s
 from .errors import to_anthropic
+from .signature import sign
 from .translate import _tool_use_id, message_id, stop_reason, tool_uses
+
+
+def usage(prompt: int, cached: int, output: int) -> s.MessageUsage:
+    """Anthropic's usage: the prompt's tokens split into those read now and those found in
+    the prompt cache."""
+    cached = min(cached, prompt)
+    return s.MessageUsage(
+        input_tokens=prompt - cached, output_tokens=output, cache_read_input_tokens=cached
+    )
 
 
 class MessageFormat(Format):
@@ -40,9 +52,17 @@ class MessageFormat(Format):
 
     media_type = "text/event-stream"
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, omit_thinking: bool = False, silent: bool = False):
         self.job = job
+        #: ``max_tokens: 0``: the prompt is read into the prompt cache and nothing is answered
+        #: (the one token generated to read it is dropped): no content, ``max_tokens``.
+        self.silent = silent
         self.id = message_id()
+        #: ``thinking.display: "omitted"``: thinking blocks carry their text only in the signature.
+        self.omit_thinking = omit_thinking
+        self._reasoning: list[str] = []
+        #: The prompt's tokens and those of them cached, as the first chunk reported them.
+        self._prompt = (0, 0)
         #: Stream state: blocks opened so far, and whether a text block is open.
         self._blocks = 0
         self._text_open = False
@@ -57,10 +77,24 @@ class MessageFormat(Format):
 
     def whole(self, results: list[ChoiceResult]) -> s.Message:
         (result,) = results
+        if self.silent:
+            return s.Message(
+                id=self.id,
+                model=self.job.model,
+                content=[],
+                stop_reason="max_tokens",
+                stop_sequence=None,
+                usage=usage(result.prompt_tokens, result.cached_tokens, 0),
+            )
         calls = tool_uses(result.tool_calls)
         content: list[s.ThinkingContent | s.TextContent | s.ToolUseContent] = []
         if result.reasoning:
-            content.append(s.ThinkingContent(thinking=result.reasoning))
+            content.append(
+                s.ThinkingContent(
+                    thinking="" if self.omit_thinking else result.reasoning,
+                    signature=sign(result.reasoning),
+                )
+            )
         if result.text or not calls:
             content.append(s.TextContent(text=result.text))
         content += calls
@@ -71,9 +105,7 @@ class MessageFormat(Format):
             content=content,
             stop_reason=reason,
             stop_sequence=sequence,
-            usage=s.MessageUsage(
-                input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens
-            ),
+            usage=usage(result.prompt_tokens, result.cached_tokens, result.completion_tokens),
         )
 
     # ---- stream --------------------------------------------------------------------------
@@ -103,7 +135,9 @@ class MessageFormat(Format):
     def _close_thinking(self) -> Iterator[bytes]:
         if self._thinking_open:
             self._thinking_open = False
-            yield from self._delta({"type": "signature_delta", "signature": ""})
+            signature = sign("".join(self._reasoning))
+            self._reasoning.clear()
+            yield from self._delta({"type": "signature_delta", "signature": signature})
             yield from self._close()
 
     def _delta(self, delta: dict[str, Any]) -> Iterator[bytes]:
@@ -128,15 +162,22 @@ class MessageFormat(Format):
                 content=[],
                 stop_reason=None,
                 stop_sequence=None,
-                usage=s.MessageUsage(input_tokens=chunk.prompt_tokens or 0, output_tokens=0),
+                usage=usage(chunk.prompt_tokens or 0, chunk.cached_tokens or 0, 0),
             )
+            self._prompt = (chunk.prompt_tokens or 0, chunk.cached_tokens or 0)
             yield sse("message_start", {"type": "message_start", "message": start})
+        if self.silent:
+            if chunk.finish_reason is not None:
+                yield from self._end("max_tokens", None, chunk, 0)
+            return
         if chunk.reasoning:
             if not self._thinking_open:
                 yield from self._close_text()
                 yield from self._open({"type": "thinking", "thinking": "", "signature": ""})
                 self._thinking_open = True
-            yield from self._delta({"type": "thinking_delta", "thinking": chunk.reasoning})
+            self._reasoning.append(chunk.reasoning)
+            if not self.omit_thinking:
+                yield from self._delta({"type": "thinking_delta", "thinking": chunk.reasoning})
         calls = chunk.tool_deltas or chunk.tool_calls
         if chunk.text or calls or chunk.finish_reason is not None:
             yield from self._close_thinking()
@@ -181,15 +222,19 @@ class MessageFormat(Format):
         yield from self._close_text()
         yield from self._close_tool()
         reason, sequence = stop_reason(chunk.finish_reason, chunk.stop_sequence)
+        yield from self._end(reason, sequence, chunk, chunk.completion_tokens or 0)
+
+    def _end(self, reason: str, sequence: str | None, chunk: Chunk, output: int) -> Iterator[bytes]:
         yield sse(
             "message_delta",
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                "usage": {
-                    "input_tokens": chunk.prompt_tokens or 0,
-                    "output_tokens": chunk.completion_tokens or 0,
-                },
+                "usage": usage(
+                    chunk.prompt_tokens or self._prompt[0],
+                    chunk.cached_tokens or self._prompt[1],
+                    output,
+                ),
             },
         )
         yield sse("message_stop", {"type": "message_stop"})

@@ -24,7 +24,7 @@ from ..kernel.generation import collect
 from . import errors
 from .format import MessageFormat
 from .schemas import AnthropicErrorBody, CountTokensRequest, Message, MessagesRequest, TokenCount
-from .translate import count_tokens_job, messages_job
+from .translate import count_tokens_job, messages_job, omits_thinking
 
 _ERROR_TEXT = {
     400: (
@@ -56,7 +56,8 @@ RESPONSES = {
 )
 async def create_message(request: Request, data: Annotated[MessagesRequest, Body()]) -> Message:
     job = messages_job(data)
-    return await answer(request, runtime_of(request), job, MessageFormat(job))
+    fmt = MessageFormat(job, omits_thinking(data), silent=data.max_tokens == 0)
+    return await answer(request, runtime_of(request), job, fmt)
 
 
 @post(

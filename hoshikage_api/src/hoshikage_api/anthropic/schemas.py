@@ -2,9 +2,10 @@
 
 Request bodies are decoded strictly (see :mod:`hoshikage_api.body`): a wrong type anywhere is
 a 400 naming its path. Unknown fields are ignored, so clients that send newer Anthropic
-fields (``cache_control``, ``service_tier``...) keep working. ``metadata`` and ``thinking``
-are accepted and ignored. Image and document blocks decode, so that the translator can refuse
-them with a clear message instead of a schema error.
+fields (``cache_control`` on any block, ``service_tier``, ``container``...) keep working;
+docs/api-spec.md lists which are honoured and which are deliberately ignored. Image and
+document blocks decode, so that the translator can refuse them with a clear message instead
+of a schema error.
 """
 
 from __future__ import annotations
@@ -42,13 +43,33 @@ class ToolUseBlock(Struct, tag_field="type", tag="tool_use", kw_only=True):
 
 class ToolResultBlock(Struct, tag_field="type", tag="tool_result", kw_only=True):
     tool_use_id: Annotated[str, Meta(min_length=1)]
-    content: str | list[TextBlock | ImageBlock | DocumentBlock] | None = None
+    content: (
+        str
+        | list[TextBlock | ImageBlock | DocumentBlock | ToolReferenceBlock | SearchResultBlock]
+        | None
+    ) = None
     is_error: bool = False
+
+
+class ToolReferenceBlock(Struct, tag_field="type", tag="tool_reference", kw_only=True):
+    """Inside a ``tool_result`` (a client-side tool search's answer): the tool named is
+    loaded, so a tool offered with ``defer_loading`` joins the prompt's tools."""
+
+    tool_name: Annotated[str, Meta(min_length=1)]
+
+
+class SearchResultBlock(Struct, tag_field="type", tag="search_result", kw_only=True):
+    """A search result given to the model (its title, source and text blocks), as text."""
+
+    source: str = ""
+    title: str = ""
+    content: list[TextBlock] = []
 
 
 class ThinkingBlock(Struct, tag_field="type", tag="thinking", kw_only=True):
     """An earlier turn's thinking, sent back by the client: its ``reasoning_content``, back
-    into the prompt where the model's template writes it."""
+    into the prompt where the model's template writes it. With ``display: "omitted"`` the
+    text came back empty and the ``signature`` this server gave carries it (:mod:`.signature`)."""
 
     thinking: str = ""
     signature: str | None = None
@@ -62,6 +83,7 @@ ContentBlock = (
     TextBlock
     | ImageBlock
     | DocumentBlock
+    | SearchResultBlock
     | ToolUseBlock
     | ToolResultBlock
     | ThinkingBlock
@@ -70,7 +92,10 @@ ContentBlock = (
 
 
 class MessageParam(Struct, kw_only=True):
-    role: Literal["user", "assistant"]
+    """A turn. ``system`` turns (``anthropic``'s ``SystemMessageParam``, which Claude Code
+    sends between the others) are rendered where they stand; their content is text."""
+
+    role: Literal["user", "assistant", "system"]
     content: str | Annotated[list[ContentBlock], Meta(max_length=100_000)]
 
 
@@ -85,6 +110,10 @@ class ToolParam(Struct, kw_only=True):
     input_schema: dict[str, Any] | None = None
     description: str | None = None
     type: str | None = None
+    #: Left out of the prompt until a ``tool_reference`` in a ``tool_result`` names it.
+    defer_loading: bool = False
+    #: Its calls follow ``input_schema`` by grammar from the call marker on.
+    strict: bool = False
 
 
 class ToolChoiceAuto(Struct, tag_field="type", tag="auto", kw_only=True):
@@ -116,10 +145,18 @@ class JsonOutputFormat(Struct, tag_field="type", tag="json_schema", kw_only=True
 
 class OutputConfig(Struct, kw_only=True):
     """``format`` constrains the answer to JSON valid against its schema (by grammar, as
-    ``response_format`` on chat); ``effort`` is accepted and ignored."""
+    ``response_format`` on chat); ``effort`` is the reasoning effort of templates that take
+    one (gpt-oss's ``reasoning_effort``: ``xhigh`` and ``max`` as ``high``)."""
 
     format: JsonOutputFormat | None = None
-    effort: str | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
+class ContextManagement(Struct, kw_only=True):
+    """``context_management``: the edits applied to the conversation before it becomes the
+    prompt (:mod:`.context`), each checked there."""
+
+    edits: Annotated[list[dict[str, Any]], Meta(max_length=16)] = []
 
 
 # ---- requests -----------------------------------------------------------------------------
@@ -134,8 +171,11 @@ class Conversation(Struct, kw_only=True):
     tools: Annotated[list[ToolParam], Meta(max_length=128)] | None = None
     tool_choice: ToolChoice | None = None
     #: ``{"type": "enabled", "budget_tokens": n}`` or ``{"type": "disabled"}`` (the
-    #: template's own switch; disabled never shows thinking). ``adaptive`` is as enabled.
+    #: template's own switch; disabled never shows thinking). ``adaptive`` is as enabled;
+    #: ``display: "omitted"`` sends thinking blocks without their text (in the signature).
     thinking: dict[str, Any] | None = None
+    context_management: ContextManagement | None = None
+    output_config: OutputConfig | None = None
 
 
 class CountTokensRequest(Conversation, kw_only=True):
@@ -145,7 +185,8 @@ class CountTokensRequest(Conversation, kw_only=True):
 class MessagesRequest(Conversation, kw_only=True):
     """``POST /v1/messages``."""
 
-    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)]
+    #: 0: the prompt is read into the prompt cache and nothing is answered, as Anthropic's.
+    max_tokens: Annotated[int, Meta(ge=0, le=1_000_000)]
     stop_sequences: (
         Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(max_length=64)] | None
     ) = None
@@ -153,9 +194,11 @@ class MessagesRequest(Conversation, kw_only=True):
     temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None
-    output_config: OutputConfig | None = None
     #: Accepted and ignored (``user_id``).
     metadata: dict[str, Any] | None = None
+    #: The MCP connector (beta): refused when not empty, naming it; this server connects to
+    #: no MCP server (a client such as Claude Code runs its MCP servers itself).
+    mcp_servers: list[dict[str, Any]] | None = None
     #: Hoshikage extension, as on the OpenAI routes: how long the model stays loaded after.
     keep_alive: KeepAlive | None = None
     speculative: Speculative | None = None
@@ -187,8 +230,15 @@ StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 
 class MessageUsage(Struct, kw_only=True):
+    """``input_tokens`` are the prompt's tokens read this time; ``cache_read_input_tokens``
+    those found in the model's prompt cache (a prefix shared with an earlier request), not
+    read again. Every prompt is cached as it is read, at no cost, so
+    ``cache_creation_input_tokens`` is 0."""
+
     input_tokens: int
     output_tokens: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 class Message(Struct, kw_only=True):

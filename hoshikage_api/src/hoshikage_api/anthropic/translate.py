@@ -5,12 +5,16 @@ The prompt side owns the normalisation of Anthropic content: text blocks are joi
 one string per message by the core's one rule (:func:`~hoshikage_core.protocol.join_text`),
 so the backend receives plain string content.
 
-* ``system`` (a string or text blocks) becomes a leading ``system`` message;
+* ``system`` (a string or text blocks) becomes a leading ``system`` message, and a
+  ``system`` turn inside ``messages`` a ``system`` message where it stands;
+* ``context_management`` edits are applied first (:mod:`.context`);
 * a ``user`` message's ``tool_result`` blocks become ``tool`` messages (with
-  ``tool_call_id``), its text blocks one ``user`` message, in their order;
+  ``tool_call_id``), its text and ``search_result`` blocks one ``user`` message, in their
+  order; a ``tool_reference`` in a result loads the deferred tool it names;
 * an ``assistant`` message's ``tool_use`` blocks become OpenAI-shaped ``tool_calls``;
-* ``thinking`` blocks of an assistant turn are its ``reasoning_content``; image and
-  document blocks are refused.
+* ``thinking`` blocks of an assistant turn are its ``reasoning_content`` (their text, or
+  what this server's signature carries: :mod:`.signature`); image and document blocks are
+  refused.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
 from ..kernel.job import Job, arguments_object, keep_alive, speculative
+from . import context
 from . import schemas as s
+from .signature import restore
 
 #: ``finish_reason`` of the core -> Anthropic's ``stop_reason`` (``stop`` is decided apart).
 STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
@@ -39,12 +45,22 @@ def _refuse_media(block, where: str) -> None:
         )
 
 
+def _text(block) -> str:
+    """A text-like block's text: a search result as its title, source and text."""
+    if isinstance(block, s.SearchResultBlock):
+        head = [t for t in (block.title, block.source) if t]
+        return join_text([*head, *(b.text for b in block.content)])
+    if isinstance(block, s.ToolReferenceBlock):
+        return f"Tool loaded: {block.tool_name}"
+    return block.text
+
+
 def _texts(blocks: Sequence, where: str) -> str:
     """Text blocks joined with newlines; anything else is refused."""
     texts = []
     for j, block in enumerate(blocks):
         _refuse_media(block, f"{where}[{j}]")
-        texts.append(block.text)
+        texts.append(_text(block))
     return join_text(texts)
 
 
@@ -81,8 +97,8 @@ def _user(message: s.MessageParam, i: int) -> list[dict[str, Any]]:
     for j, block in enumerate(message.content):
         where = f"messages[{i}].content[{j}]"
         _refuse_media(block, where)
-        if isinstance(block, s.TextBlock):
-            texts.append(block.text)
+        if isinstance(block, (s.TextBlock, s.SearchResultBlock)):
+            texts.append(_text(block))
         elif isinstance(block, s.ToolResultBlock):
             flush()
             out.append(_tool_result(block, where))
@@ -103,11 +119,13 @@ def _assistant(message: s.MessageParam, i: int) -> dict[str, Any]:
         if isinstance(block, s.TextBlock):
             texts.append(block.text)
         elif isinstance(block, s.ThinkingBlock):
-            thoughts.append(block.thinking)
+            thoughts.append(block.thinking or restore(block.signature) or "")
         elif isinstance(block, s.ToolUseBlock):
             calls.append(_tool_call(block))
         elif isinstance(block, s.ToolResultBlock):
             raise invalid(f"Invalid '{where}': tool_result blocks belong in user messages.", where)
+        elif isinstance(block, s.SearchResultBlock):
+            texts.append(_text(block))
     out: dict[str, Any] = {"role": "assistant", "content": join_text(texts)}
     if calls:
         out["tool_calls"] = calls
@@ -123,9 +141,11 @@ def messages(data: s.Conversation) -> tuple[dict[str, Any], ...]:
         system = data.system if isinstance(data.system, str) else _texts(data.system, "system")
         if system:
             out.append({"role": "system", "content": system})
-    for i, message in enumerate(data.messages):
+    for i, message in enumerate(context.apply(data.messages, data.context_management)):
         if isinstance(message.content, str):
             out.append({"role": message.role, "content": message.content})
+        elif message.role == "system":
+            out.append({"role": "system", "content": _texts(message.content, f"messages[{i}]")})
         elif message.role == "user":
             out.extend(_user(message, i))
         else:
@@ -133,11 +153,28 @@ def messages(data: s.Conversation) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _referenced(data: s.Conversation) -> set[str]:
+    """The tools named by ``tool_reference`` blocks in the conversation's tool results."""
+    names = set()
+    for message in data.messages:
+        for block in () if isinstance(message.content, str) else message.content:
+            if isinstance(block, s.ToolResultBlock) and isinstance(block.content, list):
+                names |= {b.tool_name for b in block.content if isinstance(b, s.ToolReferenceBlock)}
+    return names
+
+
 def _tools(data: s.Conversation) -> tuple[dict[str, Any], ...] | None:
+    """The tools offered in the prompt: those with ``defer_loading`` only once a
+    ``tool_reference`` has loaded them (or ``tool_choice`` names them)."""
     if not data.tools:
         return None
+    loaded = _referenced(data)
+    if isinstance(data.tool_choice, s.ToolChoiceTool):
+        loaded.add(data.tool_choice.name)
     tools = []
     for i, tool in enumerate(data.tools):
+        if tool.defer_loading and tool.name not in loaded:
+            continue
         if tool.type not in (None, "custom"):
             raise invalid(
                 f"Invalid 'tools[{i}]': the server tool type {tool.type!r} is not supported; "
@@ -151,8 +188,10 @@ def _tools(data: s.Conversation) -> tuple[dict[str, Any], ...] | None:
         function = {"name": tool.name, "parameters": tool.input_schema}
         if tool.description:
             function["description"] = tool.description
+        if tool.strict:
+            function["strict"] = True
         tools.append({"type": "function", "function": function})
-    return tuple(tools)
+    return tuple(tools) or None
 
 
 def _tool_choice(data: s.Conversation) -> str | dict[str, Any] | None:
@@ -179,15 +218,21 @@ def _request(data: s.Conversation, **sampling) -> GenerationRequest:
         messages=messages(data),
         tools=_tools(data),
         tool_choice=_tool_choice(data),
-        **_thinking(data.thinking),
+        **_thinking(data.thinking, data.output_config),
         **sampling,
     )
 
 
-def _thinking(thinking: dict[str, Any] | None) -> dict[str, Any]:
-    """``thinking`` as the core's ``reasoning`` and ``reasoning_budget``."""
+#: ``output_config.effort`` as the core's effort levels (the templates' ``reasoning_effort``).
+EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+
+
+def _thinking(thinking: dict[str, Any] | None, config: s.OutputConfig | None) -> dict[str, Any]:
+    """``thinking`` and ``output_config.effort`` as the core's ``reasoning`` (off, on, or an
+    effort level) and ``reasoning_budget``."""
+    effort = EFFORTS.get(config.effort) if config is not None and config.effort else None
     if thinking is None:
-        return {}
+        return {"reasoning": effort} if effort else {}
     kind = thinking.get("type")
     if kind == "disabled":
         return {"reasoning": False}
@@ -204,7 +249,20 @@ def _thinking(thinking: dict[str, Any] | None) -> dict[str, Any]:
             "Invalid 'thinking.budget_tokens': a positive integer is required.",
             "thinking.budget_tokens",
         )
-    return {"reasoning": True, "reasoning_budget": budget if kind == "enabled" else None}
+    display = thinking.get("display")
+    if display not in (None, "summarized", "omitted"):
+        raise invalid(
+            'Invalid \'thinking.display\': expected "summarized" or "omitted".', "thinking.display"
+        )
+    return {
+        "reasoning": effort or True,
+        "reasoning_budget": budget if kind == "enabled" else None,
+    }
+
+
+def omits_thinking(data: s.Conversation) -> bool:
+    """``thinking.display: "omitted"``: thinking blocks go out without their text."""
+    return isinstance(data.thinking, dict) and data.thinking.get("display") == "omitted"
 
 
 def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
@@ -214,9 +272,16 @@ def _response_format(config: s.OutputConfig | None) -> ResponseFormat | None:
 
 
 def messages_job(data: s.MessagesRequest) -> Job:
+    if data.mcp_servers:
+        raise invalid(
+            "Invalid 'mcp_servers': this server connects to no MCP server; run them in the "
+            "client and give their tools as client tools.",
+            "mcp_servers",
+        )
     request = _request(
         data,
-        max_tokens=data.max_tokens,
+        # 0: one token read and dropped (MessageFormat.silent), as count_tokens reads a prompt.
+        max_tokens=data.max_tokens or 1,
         temperature=data.temperature,
         top_p=data.top_p,
         top_k=data.top_k,

@@ -16,10 +16,13 @@ def errors(*statuses: int) -> dict[int, ResponseSpec]:
             "(`config_error`, every one in `problems`)."
         ),
         401: "Missing or wrong API key (`authentication_error`).",
+        403: "The hub refused access: a gated or private repo (`access_denied`); set `HF_TOKEN`.",
         404: "Unknown model (`model_not_found`).",
         413: "Request body over `max_body_size`.",
         500: "The model failed to load (`model_load_failed`) or an internal error.",
+        502: "The hub or registry failed, or a download did not verify (`digest_mismatch`).",
         503: "The queue is full (`queue_full`) or the server is shutting down; see `Retry-After`.",
+        507: "Not enough disk space for the download (`disk_full`).",
     }
     return {
         code: ResponseSpec(data_container=ErrorBody, description=text[code]) for code in statuses

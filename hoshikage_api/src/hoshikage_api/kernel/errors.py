@@ -107,6 +107,10 @@ def from_domain(exc: HoshikageError) -> ApiError:
         return ApiError(
             503, str(exc), type="server_busy", code="cancelled", headers={"Retry-After": "1"}
         )
+    status = getattr(exc, "http_status", None)  # a pull's errors say their own
+    if status is not None:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        return ApiError(status, str(exc), type=kind, param=param, code=exc.code)
     return ApiError(500, str(exc), type="server_error", param=param, code=exc.code)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from hoshikage_core.protocol import BUSY
 from hoshikage_core.registry import ModelEntry
 
+from ..kernel.deps import context_length
 from . import schemas as s
 from .errors import not_found
 
@@ -91,6 +92,7 @@ class Facts:
     """One registered model's file facts."""
 
     def __init__(self, runtime, entry: ModelEntry):
+        self.runtime = runtime
         self.entry = entry
         try:
             stat = os.stat(entry.path)
@@ -153,10 +155,17 @@ class Facts:
 
     def model_info(self) -> dict[str, Any]:
         """Scalar and string GGUF metadata (arrays such as the vocabulary are left out; the
-        chat template is under ``template``), plus ``general.parameter_count``."""
+        chat template is under ``template``), plus ``general.parameter_count``.
+        ``<arch>.context_length`` is the context a request gets here (the loaded model's,
+        else its ``n_ctx``), not the training length the GGUF states: clients read it to know
+        how long a conversation may grow before it must be compacted."""
         info = {k: v for k, v in self.metadata.items() if k != "tokenizer.chat_template"}
         if self.info is not None and self.info.parameter_count:
             info["general.parameter_count"] = self.info.parameter_count
+        arch = info.get("general.architecture")
+        context = context_length(self.runtime, self.entry)
+        if isinstance(arch, str) and context:
+            info[f"{arch}.context_length"] = context
         return dict(sorted(info.items()))
 
     def parameters(self) -> str:

@@ -1,6 +1,7 @@
 """Ollama's native API: ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/ps``,
-``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, and a clear 501 for
-Ollama's model management routes (pull, push, create, copy, delete, blobs).
+``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, ``/api/pull``,
+``/api/delete`` and ``/api/copy`` (:mod:`.pull`), and a clear 501 for Ollama's other model
+management routes (push, create, blobs).
 
 Generation is a translator onto the one answer path (:func:`hoshikage_api.kernel.answer.answer`):
 the same session, scheduler, keep-alive, cancel-on-disconnect and ``request_finished`` as the
@@ -14,7 +15,7 @@ import json
 import time
 from typing import Annotated
 
-from litestar import Request, Router, delete, get, head, post
+from litestar import Request, Router, get, head, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body
 
@@ -26,10 +27,13 @@ from ..kernel.errors import invalid
 from . import errors, models
 from . import schemas as s
 from .format import ChatFormat, GenerateFormat, load_answer
+from .pull import copy, pull, remove
 from .translate import chat_job, check_load, generate_job, keep_alive, options
 
-#: The Ollama API version these routes follow, for clients that check ``/api/version``.
-OLLAMA_VERSION = "0.12.6"
+#: The Ollama API version these routes follow, for clients that check ``/api/version``: at
+#: least every known client's minimum (tests/api/test_ollama.py lists them; Codex's ``--oss``
+#: needs 0.13.4, for the Responses API at ``/v1/responses``).
+OLLAMA_VERSION = "0.13.5"
 
 _ERROR_TEXT = {
     400: (
@@ -235,13 +239,6 @@ _NOT_HERE = {
         )
     },
 }
-pull = post(
-    "/pull",
-    summary="Pull (Ollama): not supported",
-    name="ollama_pull",
-    operation_id="ollama_pull",
-    **_NOT_HERE,
-)(_managed("pull"))
 push = post(
     "/push",
     summary="Push (Ollama): not supported",
@@ -256,21 +253,6 @@ create = post(
     operation_id="ollama_create",
     **_NOT_HERE,
 )(_managed("create"))
-copy = post(
-    "/copy",
-    summary="Copy (Ollama): not supported",
-    name="ollama_copy",
-    operation_id="ollama_copy",
-    **_NOT_HERE,
-)(_managed("copy"))
-remove = delete(
-    "/delete",
-    summary="Delete (Ollama): not supported",
-    name="ollama_delete",
-    operation_id="ollama_delete",
-    status_code=200,
-    **_NOT_HERE,
-)(_managed("delete"))
 blob_head = head(
     "/blobs/{digest:str}",
     summary="Blobs (Ollama): not supported",

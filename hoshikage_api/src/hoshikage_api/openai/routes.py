@@ -12,6 +12,7 @@ import base64
 import os
 import sys
 from array import array
+from datetime import UTC, datetime
 from typing import Annotated
 
 from hoshikage_core.runtime import Runtime
@@ -21,7 +22,7 @@ from litestar.params import Body
 from ..kernel import errors
 from ..kernel.answer import answer
 from ..kernel.body import StrictBody
-from ..kernel.deps import ModelPath, runtime_of
+from ..kernel.deps import ModelPath, context_length, runtime_of
 from ..kernel.disconnect import until_disconnect
 from ..kernel.docs import GENERATION_ERRORS
 from ..kernel.docs import errors as error_specs
@@ -116,17 +117,29 @@ def _cards(runtime: Runtime, entry) -> list[ModelCard]:
     except OSError:
         created = int(runtime.started_at)
     state = runtime.pool.state(entry.name)
-    cards = [ModelCard(id=entry.name, created=created, state=state)]
-    cards += [
-        ModelCard(id=a, created=created, state=state, alias_of=entry.name) for a in entry.aliases
-    ]
+    context = context_length(runtime, entry)
+    common = {
+        "created": created,
+        "state": state,
+        "context_length": context,
+        "created_at": datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z"),
+        "max_input_tokens": context,
+        "max_tokens": context,
+    }
+    cards = [ModelCard(id=entry.name, display_name=entry.name, **common)]
+    cards += [ModelCard(id=a, display_name=a, alias_of=entry.name, **common) for a in entry.aliases]
     return cards
 
 
 @get("/v1/models", summary="List models and aliases", responses=error_specs(401))
 async def list_models(request: Request) -> ModelList:
     runtime = runtime_of(request)
-    return ModelList(data=[card for entry in runtime.registry for card in _cards(runtime, entry)])
+    cards = [card for entry in runtime.registry for card in _cards(runtime, entry)]
+    return ModelList(
+        data=cards,
+        first_id=cards[0].id if cards else None,
+        last_id=cards[-1].id if cards else None,
+    )
 
 
 @get(

@@ -397,6 +397,9 @@ class EmbeddingList(Struct, kw_only=True):
 
 
 class ModelCard(Struct, kw_only=True):
+    """OpenAI's model object and Anthropic's ``ModelInfo`` in one (both SDKs read
+    ``GET /v1/models``; each takes its own fields and ignores the other's)."""
+
     id: str
     created: int
     owned_by: str = "hoshikage"
@@ -405,8 +408,26 @@ class ModelCard(Struct, kw_only=True):
     state: str
     #: Hoshikage extension: the model this alias names (null for a model's own name).
     alias_of: str | None = None
+    #: The context window a request gets, in tokens (the loaded model's, else its ``n_ctx``),
+    #: as OpenRouter and LM Studio name it.
+    context_length: int | None = None
+    # ---- Anthropic's ModelInfo ----
+    type: Literal["model"] = "model"
+    display_name: str = ""
+    #: RFC 3339: the GGUF file's modification time, as ``created``.
+    created_at: str = ""
+    lifecycle: Literal["active"] = "active"
+    #: The context window (``context_length``): prompt and answer together must fit it.
+    max_input_tokens: int | None = None
+    #: The most tokens an answer may have: the context window too.
+    max_tokens: int | None = None
 
 
 class ModelList(Struct, kw_only=True):
+    """OpenAI's list, with Anthropic's paging fields (there is one page)."""
+
     data: list[ModelCard]
     object: Literal["list"] = "list"
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None

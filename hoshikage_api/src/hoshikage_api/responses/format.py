@@ -19,7 +19,19 @@ it (unknown model, prompt over the context, full queue) is an ordinary JSON erro
 after it is a ``response.failed`` event, and the stream ends.
 
 A function call's item is added as soon as its name is known; its argument deltas follow
-as they are generated, and it is done when the next call starts or the response ends.
+as they are generated, and it is done when the next call starts or the response ends. A call
+of a namespace's tool names the function and its ``namespace`` apart (see :mod:`.tools`). A
+custom tool's call is a ``custom_tool_call`` item: its ``input`` is one
+``response.custom_tool_call_input.delta`` when the call is complete (the model writes it as a
+JSON string, which is decoded whole), then ``response.custom_tool_call_input.done``.
+
+With ``include: ["reasoning.encrypted_content"]`` a reasoning item is sealed when it is done
+(:mod:`.sealing`): its ``encrypted_content`` is in its ``response.output_item.done``. With
+``reasoning.summary`` (``auto``, ``concise``, ``detailed``) its text is also its summary, as
+Ollama gives it (a local model writes no summary of its own; the reasoning is shorter than
+any it would summarise): when the reasoning is done, ``response.reasoning_summary_part.added``,
+one ``response.reasoning_summary_text.delta`` (the whole text),
+``response.reasoning_summary_text.done`` and ``response.reasoning_summary_part.done``.
 
 A whole response is built by the same :class:`ResponseBuilder` from the collected result,
 so streamed and whole responses have the same shape.
@@ -41,7 +53,13 @@ from ..kernel.generation import ChoiceResult
 from ..kernel.wire import named_event as sse
 from . import schemas as s
 from .errors import failure_code, to_openai
+from .sealing import Sealer
+from .tools import Tools, custom_input
 from .translate import new_id
+
+ENCRYPTED_INCLUDE = "reasoning.encrypted_content"
+#: ``reasoning.summary`` values that ask for a summary.
+SUMMARIES = ("auto", "concise", "detailed")
 
 
 def _logprobs(
@@ -91,10 +109,17 @@ class ResponseBuilder(Format):
         *,
         logprobs: bool,
         on_final: Callable[[s.Response], None] | None = None,
+        tools: Tools | None = None,
+        sealer: Sealer | None = None,
     ):
         self.data = data
         self.logprobs = logprobs
         self.on_final = on_final
+        self.tools = tools or Tools()
+        #: Seals reasoning items when the request includes their ``encrypted_content``.
+        self.sealer = sealer if ENCRYPTED_INCLUDE in (data.include or ()) else None
+        #: Whether reasoning items carry their text as a summary too (``reasoning.summary``).
+        self.summary = bool(data.reasoning and data.reasoning.summary in SUMMARIES)
         self.id = "resp_" + uuid.uuid4().hex
         self.created_at = int(time.time())
         self.output: list[s.OutputItem] = []
@@ -111,7 +136,9 @@ class ResponseBuilder(Format):
         #: The tool calls streamed so far: each one's item and its index in ``output``, and
         #: the one still open.
         self._calls = CallDeltas()
-        self._call_items: dict[int, tuple[s.FunctionToolCall, int]] = {}
+        self._call_items: dict[int, tuple[s.FunctionToolCall | s.CustomToolCall, int]] = {}
+        #: Each call's arguments as the model wrote them (a custom call's hold its input).
+        self._arguments: dict[int, str] = {}
         self._open_call: int | None = None
 
     # ---- the response object -------------------------------------------------------------
@@ -144,7 +171,10 @@ class ResponseBuilder(Format):
             parallel_tool_calls=data.parallel_tool_calls is not False,
             previous_response_id=data.previous_response_id,
             background=bool(data.background),
-            reasoning=s.ReasoningEcho(effort=data.reasoning.effort if data.reasoning else None),
+            reasoning=s.ReasoningEcho(
+                effort=data.reasoning.effort if data.reasoning else None,
+                summary=data.reasoning.summary if data.reasoning else None,
+            ),
             store=data.store is not False,
             temperature=data.temperature,
             text=s.TextEcho(
@@ -155,6 +185,7 @@ class ResponseBuilder(Format):
             if data.tool_choice is not None
             else "auto",
             tools=tools,
+            ignored_tools=list(self.tools.ignored),
             top_logprobs=data.top_logprobs,
             top_p=data.top_p,
             usage=usage,
@@ -228,7 +259,19 @@ class ResponseBuilder(Format):
             content_index=0,
             text=item.content[0].text,
         )
+        text = item.content[0].text
+        if self.summary and text:
+            where = {"item_id": item.id, "output_index": self._reasoning_index, "summary_index": 0}
+            part = {"type": "summary_text", "text": ""}
+            yield self._event("response.reasoning_summary_part.added", **where, part=part)
+            yield self._event("response.reasoning_summary_text.delta", **where, delta=text)
+            yield self._event("response.reasoning_summary_text.done", **where, text=text)
+            part = {"type": "summary_text", "text": text}
+            yield self._event("response.reasoning_summary_part.done", **where, part=part)
+            item.summary = [part]
         item.status = "completed"
+        if self.sealer is not None:
+            item.encrypted_content = self.sealer.seal(text)
         yield self._event(
             "response.output_item.done", output_index=self._reasoning_index, item=item
         )
@@ -272,22 +315,40 @@ class ResponseBuilder(Format):
         """One tool-call delta: a new ``function_call`` item, or arguments of one."""
         if delta.name is not None:
             yield from self._close_call()
-            item = s.FunctionToolCall(
-                id=new_id("fc"),
-                call_id=delta.id or new_id("call"),
-                name=delta.name,
-                arguments="",
-                status="in_progress",
-            )
+            target = self.tools.target(delta.name)
+            call_id = delta.id or new_id("call")
+            item: s.FunctionToolCall | s.CustomToolCall
+            if target.kind == "custom":
+                item = s.CustomToolCall(
+                    id=new_id("ctc"),
+                    call_id=call_id,
+                    name=target.name,
+                    input="",
+                    namespace=target.namespace,
+                    status="in_progress",
+                )
+            else:
+                item = s.FunctionToolCall(
+                    id=new_id("fc"),
+                    call_id=call_id,
+                    name=target.name,
+                    arguments="",
+                    namespace=target.namespace,
+                    status="in_progress",
+                )
             index = len(self.output)
             self.output.append(item)
             self._call_items[delta.index] = (item, index)
+            self._arguments[delta.index] = ""
             self._open_call = delta.index
             yield self._event("response.output_item.added", output_index=index, item=item)
             return
         if delta.index not in self._call_items:
             return
         item, index = self._call_items[delta.index]
+        self._arguments[delta.index] += delta.arguments
+        if isinstance(item, s.CustomToolCall):
+            return  # its input is decoded whole when the call is done
         item.arguments += delta.arguments
         yield self._event(
             "response.function_call_arguments.delta",
@@ -300,14 +361,21 @@ class ResponseBuilder(Format):
         if self._open_call is None:
             return
         item, index = self._call_items[self._open_call]
+        arguments = self._arguments[self._open_call]
         self._open_call = None
-        yield self._event(
-            "response.function_call_arguments.done",
-            item_id=item.id,
-            output_index=index,
-            name=item.name,
-            arguments=item.arguments,
-        )
+        if isinstance(item, s.CustomToolCall):
+            item.input = custom_input(arguments)
+            where = {"item_id": item.id, "output_index": index}
+            yield self._event("response.custom_tool_call_input.delta", **where, delta=item.input)
+            yield self._event("response.custom_tool_call_input.done", **where, input=item.input)
+        else:
+            yield self._event(
+                "response.function_call_arguments.done",
+                item_id=item.id,
+                output_index=index,
+                name=item.name,
+                arguments=item.arguments,
+            )
         item.status = "completed"
         yield self._event("response.output_item.done", output_index=index, item=item)
 

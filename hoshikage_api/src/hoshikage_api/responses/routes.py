@@ -31,6 +31,7 @@ from . import errors
 from . import schemas as s
 from .format import ResponseBuilder, listed
 from .running import EventLog, Running, finished_logs_of, keep_finished, running_of
+from .sealing import sealer_of
 from .store import Stored, store_of
 from .translate import previous_not_found, response_job, wants_logprobs
 
@@ -100,13 +101,16 @@ async def create_response(
         previous = store.get(data.previous_response_id)
         if previous is None:
             raise previous_not_found(data.previous_response_id)
-    job, context = response_job(data, previous)
+    sealer = sealer_of(request)
+    job, context, tools = response_job(data, previous, sealer)
 
     def keep(response: s.Response) -> None:
         if data.store is not False:
             store.put(Stored(response, context))
 
-    builder = ResponseBuilder(data, logprobs=wants_logprobs(data), on_final=keep)
+    builder = ResponseBuilder(
+        data, logprobs=wants_logprobs(data), on_final=keep, tools=tools, sealer=sealer
+    )
     runtime = runtime_of(request)
     running = running_of(request)
     entry = running[builder.id] = Running(builder)  # GET answers it as in_progress

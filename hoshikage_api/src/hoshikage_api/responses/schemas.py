@@ -92,6 +92,32 @@ class FunctionCallItem(
     call_id: Annotated[str, Meta(min_length=1, max_length=512)]
     name: Annotated[str, Meta(min_length=1, max_length=256)]
     arguments: str
+    #: The namespace tool the function belongs to (see :mod:`.tools`).
+    namespace: Annotated[str, Meta(max_length=256)] | None = None
+    id: ItemId | None = None
+    status: ItemStatus | None = None
+
+
+class CustomToolCallItem(
+    Struct, tag_field="type", tag="custom_tool_call", kw_only=True, omit_defaults=True
+):
+    """A custom (free-form) tool call the model made in an earlier turn: ``input`` is its text."""
+
+    call_id: Annotated[str, Meta(min_length=1, max_length=512)]
+    name: Annotated[str, Meta(min_length=1, max_length=256)]
+    input: str
+    namespace: Annotated[str, Meta(max_length=256)] | None = None
+    id: ItemId | None = None
+    status: ItemStatus | None = None
+
+
+class CustomToolCallOutputItem(
+    Struct, tag_field="type", tag="custom_tool_call_output", kw_only=True, omit_defaults=True
+):
+    """The client's result of a custom tool call, as ``function_call_output``'s."""
+
+    call_id: Annotated[str, Meta(min_length=1, max_length=512)]
+    output: Content
     id: ItemId | None = None
     status: ItemStatus | None = None
 
@@ -111,30 +137,44 @@ class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True, omi
     """An earlier turn's reasoning sent back by the client (as Codex does): its text
     (``content``'s ``reasoning_text`` parts, else ``summary``'s ``summary_text``) goes back
     into the prompt as the next assistant message's ``reasoning_content``, where the
-    template keeps it. ``encrypted_content`` is accepted and ignored (none is issued here)."""
+    template keeps it. ``encrypted_content``, as this server issued it (see
+    :mod:`.sealing`), stands for that text; one it did not issue is a 400."""
 
     id: ItemId | None = None
     summary: list[Any] = []
     content: list[Any] | None = None
-    encrypted_content: str | None = None
+    encrypted_content: Annotated[str, Meta(max_length=4_000_000)] | None = None
     status: ItemStatus | None = None
 
 
-InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
+InputItem = (
+    MessageItem
+    | FunctionCallItem
+    | FunctionCallOutputItem
+    | CustomToolCallItem
+    | CustomToolCallOutputItem
+    | ReasoningItem
+)
 
 # ---- tools --------------------------------------------------------------------------------
 
 
-class ResponsesToolParam(Struct, kw_only=True):
-    """A function tool, in the Responses API's flat shape. Hosted tools (``web_search``,
-    ``file_search``, ``computer_use_preview``, ``code_interpreter``, ``mcp``,
-    ``image_generation``...) carry another ``type`` and are refused by name."""
+class ResponsesToolParam(Struct, kw_only=True, omit_defaults=True):
+    """A tool (see :mod:`.tools`): a ``function`` in the Responses API's flat shape, a
+    ``custom`` (free-form) tool with its ``format``, a ``namespace`` of those (``tools``), or
+    a tool that cannot run here (``web_search``, ``mcp``...: not offered, listed)."""
 
     type: Annotated[str, Meta(max_length=128)]
     name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    #: A custom tool's input format: ``{"type": "text"}`` or ``{"type": "grammar", ...}``.
+    format: dict[str, Any] | None = None
+    #: A namespace's function and custom tools.
+    tools: Annotated[list[dict[str, Any]], Meta(max_length=128)] | None = None
+    #: An MCP tool's label (named in ``ignored_tools``).
+    server_label: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class ToolChoiceParam(Struct, kw_only=True, omit_defaults=True):
@@ -143,6 +183,7 @@ class ToolChoiceParam(Struct, kw_only=True, omit_defaults=True):
 
     type: Annotated[str, Meta(max_length=128)]
     name: str | None = None
+    namespace: str | None = None
     mode: Literal["auto", "required"] | None = None
     tools: Annotated[list[dict[str, Any]], Meta(max_length=128)] | None = None
 
@@ -231,12 +272,22 @@ class CreateResponse(Struct, kw_only=True):
     max_tool_calls: Annotated[int, Meta(ge=1)] | None = None
     user: FreeString | None = None
     safety_identifier: FreeString | None = None
+    #: A conversation's key: its requests go to the slot that served it last (its KV cache).
     prompt_cache_key: FreeString | None = None
+    #: Codex's per-turn metadata (``x-codex-turn-metadata``...): accepted and ignored.
+    client_metadata: Annotated[dict[str, Any], Meta(max_length=64)] | None = None
     prompt_cache_retention: FreeString | None = None
     service_tier: FreeString | None = None
     #: Generate in the background (GET it, cancel it; with ``stream``, its events are kept
     #: to be streamed again); not with ``store: false``.
     background: bool | None = None
+    # Accepted and ignored, as documented (docs/api-spec.md): OpenAI's own scheduling,
+    # caching, moderation and image options, which mean nothing for a local model.
+    background_options: dict[str, Any] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None = None
     # Refused when set: no conversations, no stored prompts here.
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
@@ -270,12 +321,29 @@ class OutputMessage(Struct, tag_field="type", tag="message", kw_only=True):
     content: list[OutputTextContent]
 
 
-class FunctionToolCall(Struct, tag_field="type", tag="function_call", kw_only=True):
+class FunctionToolCall(
+    Struct, tag_field="type", tag="function_call", kw_only=True, omit_defaults=True
+):
     id: str
     call_id: str
     name: str
     arguments: str
     status: ItemStatus
+    #: The namespace tool the function belongs to (see :mod:`.tools`); absent for others.
+    namespace: str | None = None
+
+
+class CustomToolCall(
+    Struct, tag_field="type", tag="custom_tool_call", kw_only=True, omit_defaults=True
+):
+    """A call of a custom (free-form) tool: ``input`` is the text the model wrote for it."""
+
+    id: str
+    call_id: str
+    name: str
+    input: str
+    status: ItemStatus
+    namespace: str | None = None
 
 
 class ReasoningTextContent(Struct, kw_only=True):
@@ -291,9 +359,12 @@ class OutputReasoning(Struct, tag_field="type", tag="reasoning", kw_only=True):
     status: ItemStatus
     summary: list[Any] = []
     content: list[ReasoningTextContent] = []
+    #: With ``include: ["reasoning.encrypted_content"]``: the reasoning text, sealed (see
+    #: :mod:`.sealing`), to be sent back in ``input`` when nothing is stored.
+    encrypted_content: str | None = None
 
 
-OutputItem = OutputMessage | FunctionToolCall | OutputReasoning
+OutputItem = OutputMessage | FunctionToolCall | CustomToolCall | OutputReasoning
 
 
 class InputTokensDetails(Struct, kw_only=True):
@@ -365,6 +436,9 @@ class Response(Struct, kw_only=True):
     usage: ResponseUsage | None = None
     user: FreeString | None = None
     metadata: dict[str, str] = {}
+    #: Hoshikage extension: the request's tools that cannot run here and were not offered to
+    #: the model (``web_search``, ``mcp``...), each as ``{"index", "type"}`` (and ``name``).
+    ignored_tools: list[dict[str, Any]] = []
 
 
 class DeletedResponse(Struct, kw_only=True):

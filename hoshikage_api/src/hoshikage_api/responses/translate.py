@@ -28,19 +28,25 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 from ..kernel.errors import ApiError, invalid
 from ..kernel.job import Job, keep_alive, reasoning_of_effort, speculative
 from . import schemas as s
+from .sealing import Sealer
 from .store import Stored
+from .tools import Tools, choose, custom_arguments, offered, tools_of
 
 #: Item types of OpenAI's hosted tools (and others this server never produces), refused by name.
 _ITEM_TYPES = {
     "message": s.MessageItem,
     "function_call": s.FunctionCallItem,
     "function_call_output": s.FunctionCallOutputItem,
+    "custom_tool_call": s.CustomToolCallItem,
+    "custom_tool_call_output": s.CustomToolCallOutputItem,
     "reasoning": s.ReasoningItem,
 }
 _ID_PREFIX = {
     s.MessageItem: "msg",
     s.FunctionCallItem: "fc",
     s.FunctionCallOutputItem: "fco",
+    s.CustomToolCallItem: "ctc",
+    s.CustomToolCallOutputItem: "ctco",
     s.ReasoningItem: "rs",
 }
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
@@ -87,7 +93,8 @@ def _item(raw: dict[str, Any], i: int):
     if kind not in _ITEM_TYPES:
         raise invalid(
             f"Invalid '{where}.type': items of type {kind!r} are not supported; only message, "
-            "function_call, function_call_output and reasoning are.",
+            "function_call, function_call_output, custom_tool_call, custom_tool_call_output and "
+            "reasoning are.",
             f"{where}.type",
         )
     item = _convert(raw, _ITEM_TYPES[kind], where)
@@ -95,14 +102,13 @@ def _item(raw: dict[str, Any], i: int):
     return item
 
 
+_OUTPUTS = (s.FunctionCallOutputItem, s.CustomToolCallOutputItem)
+
+
 def _check_parts(item, where: str) -> None:
     """Refuse media parts, and parts in the wrong kind of message."""
-    content = (
-        getattr(item, "content", None)
-        if not isinstance(item, s.FunctionCallOutputItem)
-        else item.output
-    )
-    field = "output" if isinstance(item, s.FunctionCallOutputItem) else "content"
+    content = getattr(item, "content", None) if not isinstance(item, _OUTPUTS) else item.output
+    field = "output" if isinstance(item, _OUTPUTS) else "content"
     if not isinstance(content, list):
         return
     for j, part in enumerate(content):
@@ -115,8 +121,22 @@ def _check_parts(item, where: str) -> None:
             )
 
 
-def input_items(data: s.CreateResponse) -> list:
-    """The request's ``input`` as items, each with an ``id``."""
+def bad_seal(where: str) -> ApiError:
+    """The one answer to an ``encrypted_content`` this server did not issue, whatever is
+    wrong with it (see :mod:`.sealing`)."""
+    return ApiError(
+        400,
+        f"Invalid '{where}': the encrypted content could not be verified; it was not issued "
+        "by this server (or its key has changed since). Send the reasoning item without it.",
+        param=where,
+        code="invalid_encrypted_content",
+    )
+
+
+def input_items(data: s.CreateResponse, sealer: Sealer | None = None) -> list:
+    """The request's ``input`` as items, each with an ``id``. A reasoning item's
+    ``encrypted_content`` must verify under ``sealer``'s key (it is opened later, into the
+    prompt only)."""
     if isinstance(data.input, str):
         return [
             s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")
@@ -124,6 +144,9 @@ def input_items(data: s.CreateResponse) -> list:
     items = []
     for i, raw in enumerate(data.input):
         item = _item(raw, i)
+        if isinstance(item, s.ReasoningItem) and item.encrypted_content is not None:
+            if sealer is None or sealer.open(item.encrypted_content) is None:
+                raise bad_seal(f"input[{i}].encrypted_content")
         items.append(
             msgspec.structs.replace(
                 item, id=item.id or new_id(_ID_PREFIX[type(item)]), status="completed"
@@ -140,6 +163,17 @@ def output_as_input(response: s.Response) -> list:
             # The template decides what earlier reasoning it keeps (see :func:`messages`).
             content = [{"type": "reasoning_text", "text": part.text} for part in out.content]
             items.append(s.ReasoningItem(id=out.id, content=content, status=out.status))
+        elif isinstance(out, s.CustomToolCall):
+            items.append(
+                s.CustomToolCallItem(
+                    call_id=out.call_id,
+                    name=out.name,
+                    input=out.input,
+                    namespace=out.namespace,
+                    id=out.id,
+                    status=out.status,
+                )
+            )
         elif isinstance(out, s.OutputMessage):
             content = [s.OutputText(text=part.text) for part in out.content]
             items.append(
@@ -151,6 +185,7 @@ def output_as_input(response: s.Response) -> list:
                     call_id=out.call_id,
                     name=out.name,
                     arguments=out.arguments,
+                    namespace=out.namespace,
                     id=out.id,
                     status=out.status,
                 )
@@ -183,8 +218,10 @@ def reasoning_text(item: s.ReasoningItem) -> str:
     return join_text(texts(item.content, "reasoning_text") or texts(item.summary, "summary_text"))
 
 
-def messages(items: Sequence) -> list[dict[str, Any]]:
-    """Context items as the core's chat messages (string content, OpenAI chat roles)."""
+def messages(items: Sequence, sealer: Sealer | None = None) -> list[dict[str, Any]]:
+    """Context items as the core's chat messages (string content, OpenAI chat roles). A
+    call of a namespace's tool is named as the model was offered it (``ns.name``); a custom
+    tool's call is a call of its function, its ``input`` the one argument."""
     out: list[dict[str, Any]] = []
     reasoning: list[str] = []  # reasoning items not yet given to an assistant message
 
@@ -194,9 +231,26 @@ def messages(items: Sequence) -> list[dict[str, Any]]:
             reasoning.clear()
         return message
 
+    def call(call_id: str, name: str, arguments: str) -> None:
+        entry = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        if out and out[-1]["role"] == "assistant" and not reasoning:
+            out[-1].setdefault("tool_calls", []).append(entry)
+        else:
+            out.append(assistant({"role": "assistant", "content": "", "tool_calls": [entry]}))
+
     for item in items:
         if isinstance(item, s.ReasoningItem):
-            if text := reasoning_text(item):
+            if item.encrypted_content is not None:
+                text = sealer.open(item.encrypted_content) if sealer is not None else None
+                if text is None:  # new input was checked: this one was stored, under another key
+                    raise bad_seal("previous_response_id")
+            else:
+                text = reasoning_text(item)
+            if text:
                 reasoning.append(text)
             continue
         if isinstance(item, s.MessageItem):
@@ -204,95 +258,17 @@ def messages(items: Sequence) -> list[dict[str, Any]]:
             message = {"role": role, "content": _text(item.content)}
             out.append(assistant(message) if role == "assistant" else message)
         elif isinstance(item, s.FunctionCallItem):
-            call = {
-                "id": item.call_id,
-                "type": "function",
-                "function": {"name": item.name, "arguments": item.arguments},
-            }
-            if out and out[-1]["role"] == "assistant" and not reasoning:
-                out[-1].setdefault("tool_calls", []).append(call)
-            else:
-                out.append(assistant({"role": "assistant", "content": "", "tool_calls": [call]}))
-        elif isinstance(item, s.FunctionCallOutputItem):
+            call(item.call_id, offered(item.name, item.namespace), item.arguments)
+        elif isinstance(item, s.CustomToolCallItem):
+            call(item.call_id, offered(item.name, item.namespace), custom_arguments(item.input))
+        elif isinstance(item, _OUTPUTS):
             out.append(
                 {"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)}
             )
     return out
 
 
-# ---- tools and formats --------------------------------------------------------------------
-
-
-def _tools(data: s.CreateResponse) -> list[dict[str, Any]]:
-    """The function tools in chat's shape; hosted tools are refused by type."""
-    out = []
-    for i, tool in enumerate(data.tools or ()):
-        if tool.type != "function":
-            raise invalid(
-                f"Invalid 'tools[{i}].type': the hosted tool type {tool.type!r} is not supported; "
-                "only function tools (type, name, description, parameters, strict) are.",
-                f"tools[{i}].type",
-            )
-        if tool.name is None:
-            raise invalid(
-                f"Invalid 'tools[{i}]': a function tool needs a 'name'.", f"tools[{i}].name"
-            )
-        function: dict[str, Any] = {"name": tool.name}
-        if tool.description:
-            function["description"] = tool.description
-        function["parameters"] = tool.parameters or {"type": "object", "properties": {}}
-        out.append({"type": "function", "function": function})
-    return out
-
-
-def _allowed(choice: s.ToolChoiceParam, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    names = {tool["function"]["name"] for tool in tools}
-    allowed = []
-    for j, entry in enumerate(choice.tools or ()):
-        param = f"tool_choice.tools[{j}]"
-        if entry.get("type") != "function":
-            raise invalid(
-                f"Invalid '{param}': only function tools can be allowed, got {entry.get('type')!r}.",
-                param,
-            )
-        if entry.get("name") not in names:
-            raise invalid(
-                f"Invalid '{param}.name': no function tool is named {entry.get('name')!r}.",
-                f"{param}.name",
-            )
-        allowed.append(entry["name"])
-    return [tool for tool in tools if tool["function"]["name"] in allowed]
-
-
-def _tool_choice(data: s.CreateResponse, tools: list[dict[str, Any]]):
-    """``(tools, tool_choice)`` for the core: the tools the choice allows, and the choice."""
-    choice = data.tool_choice
-    if choice is None or choice == "auto":
-        return tools, None
-    if choice == "none":
-        return tools, "none"
-    if not tools:
-        raise invalid("'tool_choice' requires function 'tools'.", "tool_choice")
-    if choice == "required":
-        return tools, "required"
-    if choice.type == "function":
-        if choice.name not in {tool["function"]["name"] for tool in tools}:
-            raise invalid(
-                f"Invalid 'tool_choice.name': no function tool is named {choice.name!r}.",
-                "tool_choice.name",
-            )
-        return tools, {"type": "function", "function": {"name": choice.name}}
-    if choice.type == "allowed_tools":
-        if choice.mode is None or not choice.tools:
-            raise invalid(
-                "Invalid 'tool_choice': allowed_tools needs 'mode' and 'tools'.", "tool_choice"
-            )
-        return _allowed(choice, tools), choice.mode
-    raise invalid(
-        f"Invalid 'tool_choice.type': the tool choice type {choice.type!r} is not supported; "
-        "use none, auto, required, a function, or allowed_tools.",
-        "tool_choice.type",
-    )
+# ---- formats ------------------------------------------------------------------------------
 
 
 def _response_format(text: s.TextConfig | None) -> ResponseFormat | None:
@@ -352,19 +328,22 @@ def previous_not_found(response_id: str) -> ApiError:
     )
 
 
-def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, tuple]:
-    """The job for ``data``, continuing ``previous`` (the stored predecessor, if any), and
-    the context items it is generated from."""
+def response_job(
+    data: s.CreateResponse, previous: Stored | None, sealer: Sealer | None = None
+) -> tuple[Job, tuple, Tools]:
+    """The job for ``data``, continuing ``previous`` (the stored predecessor, if any), the
+    context items it is generated from, and its tools (to name the calls)."""
     _refuse_unsupported(data)
-    new = input_items(data)
+    new = input_items(data, sealer)
     if not new and previous is None:
         raise invalid("'input' must not be empty.", "input")
     context = (*previous.context, *output_as_input(previous.response)) if previous else ()
     context = (*context, *new)
-    chat = messages(context)
+    chat = messages(context, sealer)
     if data.instructions:
         chat.insert(0, {"role": "system", "content": data.instructions})
-    tools, tool_choice = _tool_choice(data, _tools(data))
+    catalogue = tools_of(data)
+    tools, tool_choice = choose(data, catalogue)
     logprobs = wants_logprobs(data)
     request = GenerationRequest(
         messages=tuple(chat),
@@ -383,6 +362,7 @@ def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, 
         grammar=data.grammar or None,
         speculative=speculative(data.speculative),
         reasoning=reasoning_of_effort(data.reasoning.effort if data.reasoning else None),
+        cache_key=data.prompt_cache_key,
     )
     job = Job(
         endpoint="responses",
@@ -391,4 +371,4 @@ def response_job(data: s.CreateResponse, previous: Stored | None) -> tuple[Job, 
         requests=(request,),
         stream=data.stream,
     )
-    return job, context
+    return job, context, catalogue

@@ -9,7 +9,7 @@ def router():
     from litestar import Router
 
     from ..kernel import errors
-    from . import admin, health, metrics, web
+    from . import admin, health, metrics, pulls, web
 
     return Router(
         "/",
@@ -20,6 +20,10 @@ def router():
             admin.load,
             admin.unload,
             admin.reload,
+            pulls.pull,
+            pulls.cancel,
+            pulls.plan,
+            pulls.remove,
             web.root,
             web.page,
             web.page_file,

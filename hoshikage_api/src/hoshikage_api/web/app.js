@@ -9,6 +9,7 @@ import { json, onKeyNeeded } from "./api.js";
 import { MemoryChart } from "./chart.js";
 import { Chat } from "./chat.js";
 import { Conversations } from "./conversations.js";
+import { GetModel } from "./getmodel.js";
 import { StatusPanel } from "./status.js";
 
 const SETTINGS_KEY = "hoshikage.settings";
@@ -182,6 +183,20 @@ async function main() {
   panel.onUpdate(() => {
     if (!debug.models.length) listModels();
   });
+  new GetModel(
+    {
+      form: $("get-form"), input: $("get-ref"), plan: $("get-plan"), pull: $("get-pull"),
+      cancel: $("get-cancel"), verdict: $("get-verdict"), progress: $("get-progress"),
+      result: $("get-result"), error: $("get-error"),
+    },
+    async (model) => {
+      // Served now: list it, pick it, and show its card.
+      debug.models = await loadModels($("model"));
+      $("model").value = model;
+      $("model").dispatchEvent(new Event("change"));
+      panel.refresh();
+    },
+  );
   panel.start();
   await listModels();
   chat.show();

@@ -348,7 +348,7 @@ class Engine:
             free = pool.free()
             if not free:
                 return
-            slot = pool.place(free, job.plan.tokens)
+            slot = pool.place(free, job.plan.tokens, job.plan.request.cache_key)
             if pool.cache is not None or pool.disk:
                 pool.swap_in(slot, job.plan.tokens)
             self._start(job, job.started, slot)
@@ -378,7 +378,7 @@ class Engine:
         seq = self._sequence(job, index)
         seq.slot = slot
         seq.todo = todo
-        self.pool.take(slot, seq)
+        self.pool.take(slot, seq, job.plan.request.cache_key)
         if index == 0:
             job.cached_tokens = cached
             job.first = seq if job.n > 1 else None

@@ -196,7 +196,7 @@ class Scoring:
 
     def _take(self, job: ScoreJob, slot) -> Stream:
         stream = Stream(job, slot)
-        self._pool.take(slot, stream)
+        self._pool.take(slot, stream)  # its key: None, no conversation's any more
         job.streams.append(stream)
         return stream
 

@@ -43,12 +43,14 @@ SLOT_SIMILARITY = 0.5
 class Slot:
     """One KV sequence of the context and the tokens it holds, position by position."""
 
-    __slots__ = ("id", "tokens", "last_used", "owner", "checkpoints")
+    __slots__ = ("id", "tokens", "last_used", "owner", "checkpoints", "key")
 
     def __init__(self, id: int):
         self.id = id
         self.tokens: list[int] = []
         self.last_used = 0.0
+        #: The ``cache_key`` of the request it served last (a conversation's key), if any.
+        self.key: str | None = None
         #: What runs in it: a generation's sequence or a score job's stream (None: free).
         self.owner: object | None = None
         #: Sliding-window checkpoints of what it holds, oldest first (SWA models only).
@@ -94,29 +96,38 @@ class SlotPool:
     def free(self) -> list[Slot]:
         return [slot for slot in self.slots if slot.owner is None]
 
-    def take(self, slot: Slot, owner) -> None:
+    def take(self, slot: Slot, owner, key: str | None = None) -> None:
+        """``owner`` runs in ``slot``, for the conversation ``key`` (None: no one's)."""
         slot.owner = owner
         slot.last_used = time.monotonic()
+        slot.key = key
 
     def let_go(self, slot: Slot) -> None:
         """``slot`` is free again; its cache keeps what was decoded, for the next prompt."""
         slot.owner = None
         slot.last_used = time.monotonic()
 
-    def place(self, free: list[Slot], tokens: list[int]) -> Slot:
+    def place(self, free: list[Slot], tokens: list[int], key: str | None = None) -> Slot:
         """Where a new prompt goes, first match wins:
 
         1. the slot whose cache it continues (the shared prefix is at least half of what the
            slot holds), the longest such prefix first: a conversation finds its own slot;
-        2. an empty slot, so no other conversation's cache is thrown away;
-        3. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of
+        2. the slot that served the same ``key`` last (the request's ``cache_key``, a
+           client's conversation id), the most recently used first: the conversation's
+           prompt changed (an agent compacted or edited its history), and it takes its own
+           slot back rather than another conversation's;
+        3. an empty slot, so no other conversation's cache is thrown away;
+        4. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of
            the prompt (a shared system prompt);
-        4. the least recently used slot.
+        5. the least recently used slot.
         """
         scored = [(common_prefix(slot.tokens, tokens), slot) for slot in free]
         continued = [(n, slot) for n, slot in scored if n and n * 2 >= len(slot.tokens)]
         if continued:
             return max(continued, key=lambda item: item[0])[1]
+        own = [slot for slot in free if key is not None and slot.key == key and slot.tokens]
+        if own:
+            return max(own, key=lambda s: s.last_used)
         empty = [slot for slot in free if not slot.tokens]
         if empty:
             return empty[0]

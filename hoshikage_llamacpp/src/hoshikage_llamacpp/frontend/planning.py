@@ -96,7 +96,9 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
         forced, lazy = strict, True
     form = model.reasoning if request.is_chat else None
     if request.is_chat:
-        kwargs = thinking_kwargs(model.chat.template.source, request) if form else {}
+        kwargs = (
+            thinking_kwargs(model.chat.template.source, request, model.chat.kwargs) if form else {}
+        )
         prompt = model.chat.render(
             request.messages, tools, {**kwargs, **(request.template_kwargs or {})}
         )
@@ -140,12 +142,13 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
             and tool_format is FORMATS["hermes"]
             and len(model.special_tokens("<tool_call>")) != 1,
             param="tools" if lazy else "tool_choice",
+            ceiling=model.n_ctx,
         )
         check_grammar_size(grammar, "tools" if lazy else "tool_choice", request.max_grammar_bytes)
         grammar_trigger = trigger if lazy else None
     else:
         grammar = grammar_for(
-            request.response_format, None, request.grammar, request.max_grammar_bytes
+            request.response_format, None, request.grammar, request.max_grammar_bytes, model.n_ctx
         )
     budget = model.n_ctx - len(tokens)
     # Every surface comes through here, so the model's default (or the server's) bounds a
@@ -212,12 +215,20 @@ def strict_tools(tools) -> list:
 EFFORTS = ("low", "medium", "high")
 
 
-def thinking_kwargs(template: str, request: GenerationRequest) -> dict:
+def thinking_kwargs(template: str, request: GenerationRequest, defaults=None) -> dict:
     """The template's own switches for the request's ``reasoning``: ``enable_thinking``
-    (Qwen3, GLM, DeepSeek V3.1, Gemma 4, ...) and ``reasoning_effort`` (gpt-oss)."""
+    (Qwen3, GLM, DeepSeek V3.1, Gemma 4, ...) and ``reasoning_effort`` (gpt-oss).
+
+    A request that says nothing gets ``enable_thinking = true``, as llama-server passes it
+    (unless its reasoning budget is 0): left undefined, it means "on" to templates that test
+    ``enable_thinking is false`` (Qwen3) but "off" to those that test ``not enable_thinking``
+    (DeepSeek-R1-Distill's closes the think block, and the reasoning comes back as answer
+    text). The model's own ``chat_template_kwargs`` (``defaults``) still set it."""
     wanted = request.reasoning
     kwargs: dict = {}
     if wanted is None:
+        if "enable_thinking" in template and "enable_thinking" not in (defaults or {}):
+            kwargs["enable_thinking"] = True
         return kwargs
     if "enable_thinking" in template:
         kwargs["enable_thinking"] = wanted is not False

@@ -58,10 +58,12 @@ def text_without(word: str, name: str, rules: dict[str, str]) -> str:
 class Builder:
     """One grammar's rules: the converter's, and ours beside them."""
 
-    def __init__(self, param: str):
+    def __init__(self, param: str, ceiling: int | None = None):
         from llama_cpp.llama_grammar import SchemaConverter
 
         self.param = param
+        #: Upper bounds above it are dropped (:func:`~.schema.without_vast_bounds`).
+        self.ceiling = ceiling
         self.converter = SchemaConverter(
             prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
         )
@@ -70,13 +72,14 @@ class Builder:
 
     def schema_rule(self, schema: Any, name: str) -> str:
         """The converter's rule for a JSON value of ``schema``."""
-        from .schema import check_patterns
+        from .schema import check_patterns, without_vast_bounds
 
         if not isinstance(schema, Mapping):
             raise InvalidRequest(
                 f"{self.param}: a function's parameters must be a JSON schema", self.param
             )
         check_patterns(schema, self.param)
+        schema = without_vast_bounds(schema, self.ceiling)
         try:
             return self.converter.visit(dict(schema), name)
         except RecursionError:

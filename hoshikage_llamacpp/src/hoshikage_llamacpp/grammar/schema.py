@@ -21,12 +21,14 @@ def grammar_for(
     forced_tool_schema: Mapping[str, Any] | None,
     grammar: str | None = None,
     max_bytes: int | None = None,
+    ceiling: int | None = None,
 ) -> str | None:
     """The GBNF that constrains the output, or None. The request's own ``grammar`` cannot be
     combined with a ``response_format`` schema; a forced tool call wins over
     ``response_format``. A schema the converter rejects, or a grammar over ``max_bytes``
-    (``[server] max_grammar_bytes``), is :class:`InvalidRequest`."""
-    result = _grammar_for(fmt, forced_tool_schema, grammar)
+    (``[server] max_grammar_bytes``), is :class:`InvalidRequest`. Upper bounds above
+    ``ceiling`` are dropped from the schema first (:func:`without_vast_bounds`)."""
+    result = _grammar_for(fmt, forced_tool_schema, grammar, ceiling)
     if result is not None:
         if grammar:
             param = "grammar"
@@ -56,6 +58,7 @@ def _grammar_for(
     fmt: ResponseFormat | None,
     forced_tool_schema: Mapping[str, Any] | None,
     grammar: str | None = None,
+    ceiling: int | None = None,
 ) -> str | None:
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
@@ -67,7 +70,7 @@ def _grammar_for(
             )
         return grammar
     if forced_tool_schema is not None:
-        return _schema_grammar(json_schema_to_gbnf, forced_tool_schema, "tool_choice")
+        return _schema_grammar(json_schema_to_gbnf, forced_tool_schema, "tool_choice", ceiling)
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
@@ -82,7 +85,7 @@ def _grammar_for(
             + ", ".join(unenforced),
             "response_format",
         )
-    return _schema_grammar(json_schema_to_gbnf, fmt.schema, "response_format")
+    return _schema_grammar(json_schema_to_gbnf, fmt.schema, "response_format", ceiling)
 
 
 #: JSON schema keywords llama-cpp-python's grammar converter ignores.
@@ -171,8 +174,44 @@ def check_patterns(schema: Any, param: str) -> None:
             todo.extend(v for v in node if isinstance(v, Mapping | list))
 
 
-def _schema_grammar(convert, schema: Mapping[str, Any], param: str) -> str:
+#: The keywords that bound a length or an item count from above: the grammar repeats a
+#: piece that many times.
+UPPER_BOUNDS = ("maxLength", "maxItems")
+
+
+def without_vast_bounds(schema: Any, ceiling: int | None) -> Any:
+    """``schema`` without the upper bounds (:data:`UPPER_BOUNDS`) above ``ceiling``, the
+    model's context length in tokens. A bound that large does not matter to an answer that
+    must fit in that context, and written into a grammar it would repeat a piece of it that
+    many times: Claude Code's Write tool bounds its content by ``maxLength: 524288``, which
+    llama.cpp's own converter makes a grammar of megabytes. Lower bounds stay (they are
+    checked against ``max_grammar_bytes``); so does everything under ``enum``, ``const``,
+    ``default`` and ``examples``, which are values, not schemas."""
+    if ceiling is None:
+        return schema
+    if isinstance(schema, Mapping):
+        return {
+            key: value
+            if key in ("enum", "const", "default", "examples")
+            else without_vast_bounds(value, ceiling)
+            for key, value in schema.items()
+            if not (
+                key in UPPER_BOUNDS
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and value > ceiling
+            )
+        }
+    if isinstance(schema, list):
+        return [without_vast_bounds(item, ceiling) for item in schema]
+    return schema
+
+
+def _schema_grammar(
+    convert, schema: Mapping[str, Any], param: str, ceiling: int | None = None
+) -> str:
     check_patterns(schema, param)
+    schema = without_vast_bounds(schema, ceiling)
     try:
         return convert(json.dumps(schema))
     except RecursionError:

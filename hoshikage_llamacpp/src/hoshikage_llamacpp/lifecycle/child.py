@@ -228,6 +228,7 @@ def _serve(conn) -> None:
                 "memory_bytes": model.memory_bytes(),
                 "placement": model.placement,
                 "embedding": model.embedding,
+                "default_max_tokens": model.default_max_tokens,
             },
         )
     )

@@ -117,6 +117,7 @@ class ProcessModel:
         self._progress = None
         self._shown = 0.0
         self._default_max_tokens: int | None = None
+        self.default_max_tokens: int | None = None
         #: What the child was doing, for the report of its death.
         self._stage = "loading"
         #: Whether this child has delivered any output (a death before is "in its first decode").
@@ -254,6 +255,8 @@ class ProcessModel:
         self.capacity = value["capacity"]
         self._memory = value["memory_bytes"]
         self.placement = value["placement"]
+        #: Tokens for a request that gives no max_tokens (None: up to the context).
+        self.default_max_tokens = value["default_max_tokens"]
         self._stats = (0, 0, 0, 0, 0)
         self._stage = "in its first decode"
         if not reader:

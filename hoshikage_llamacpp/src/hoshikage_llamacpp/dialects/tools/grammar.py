@@ -97,15 +97,17 @@ def call_grammar(
     think: Think | None = None,
     bare: bool = False,
     param: str = "tool_choice",
+    ceiling: int | None = None,
 ) -> tuple[str, str]:
     """``(grammar, opener)``: one call of one of ``tools`` in ``fmt``'s syntax (as
     ``template`` writes it: Mistral's and DeepSeek's forms differ between versions), and
     the text it opens with, a lazy grammar's trigger. ``think``: the think block allowed
     first (never in a lazy grammar, which starts at the call). ``bare``: the bare JSON
     object instead of the family's syntax. A schema that cannot be enforced is
-    :class:`InvalidRequest` for ``param``."""
+    :class:`InvalidRequest` for ``param``; upper bounds above ``ceiling`` (the context
+    length) are dropped from the schemas, not enforced."""
     syntax = "json" if bare else fmt.syntax(template)
-    b = Builder(param)
+    b = Builder(param, ceiling)
     functions = enumerate(_functions(tools))
     if syntax == "json":
         calls, opener = [json_call(b, function, i) for i, function in functions], JSON_OPENER
