@@ -165,6 +165,18 @@ def test_an_edit_we_cannot_apply_is_a_400_naming_it():
     for edit, param in (
         ({"type": "compact_20260112"}, "context_management.edits[0].type"),
         ({"type": "clear_thinking_20251015", "keep": 3}, "context_management.edits[0].keep"),
+        (
+            {"type": "clear_tool_uses_20250919", "exclude_tools": 5},
+            "context_management.edits[0].exclude_tools",
+        ),
+        (
+            {"type": "clear_tool_uses_20250919", "clear_tool_inputs": "yes"},
+            "context_management.edits[0].clear_tool_inputs",
+        ),
+        (
+            {"type": "clear_tool_uses_20250919", "trigger": {"type": "tool_uses", "value": 1}},
+            "context_management.edits[0].trigger",
+        ),
     ):
         with pytest.raises(ApiError) as info:
             translate.messages(
@@ -348,3 +360,36 @@ def test_what_we_cannot_do_is_a_400_naming_it_and_the_rest_is_accepted(claude):
         },
     )
     assert message.content[0].text == "ok"
+
+
+def test_count_tokens_counts_a_prompt_longer_than_the_context(claude):
+    """Anthropic counts a prompt of any length; Claude Code measures a tool's output so."""
+    long = [{"role": "user", "content": "cat " * 3000}]
+    count = claude.messages.count_tokens(model="qwen3", messages=long).input_tokens
+    assert count > 2048
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model="qwen3", max_tokens=8, messages=long)
+    assert info.value.response.json()["error"]["message"] == (
+        f"prompt is too long: {count} tokens > 2048 maximum"
+    )
+
+
+def test_search_results_read_as_text_in_a_turn_and_in_a_tool_result():
+    found = {
+        "type": "search_result",
+        "source": "https://docs.example/a",
+        "title": "A page",
+        "content": [text("first"), text("second")],
+        "citations": {"enabled": True},
+    }
+    data = request(
+        messages=[
+            turn("user", found, text("so?")),
+            turn("assistant", use(1, "Search", q="a")),
+            turn("user", {"type": "tool_result", "tool_use_id": "toolu_1", "content": [found]}),
+        ]
+    )
+    out = translate.messages(data)
+    page = "A page\nhttps://docs.example/a\nfirst\nsecond"
+    assert out[0] == {"role": "user", "content": page + "\nso?"}
+    assert out[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": page}

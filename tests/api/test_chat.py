@@ -256,7 +256,8 @@ async def test_text_parts_are_joined_by_one_rule_on_every_surface(client):
         },
     )
     assert r.status_code == 200, r.text
-    assert r.json()["usage"]["input_tokens"] == joined
+    usage = r.json()["usage"]  # the prompt: read now, or found in the prompt cache
+    assert usage["input_tokens"] + usage["cache_read_input_tokens"] == joined
     backend = normalize_messages(
         [{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}]
     )

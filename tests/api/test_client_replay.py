@@ -1,6 +1,6 @@
 """Replays of what the real agent programs sent (tests/clients/fixtures, recorded by the
 client tests from the pinned versions), without the programs: every recorded request is sent
-again, with the grammar that steered it, to a server with the same tiny Qwen3, and must be
+again, with the grammar that steered it, to a server with the same tiny models, and must be
 answered as it was, with success. Each request, and each event of each answer, also goes
 through the official SDK's own types (``anthropic``'s and ``openai``'s TypedDicts and
 pydantic models): what the programs send is what the SDKs describe, and what we answer is
@@ -36,9 +36,10 @@ def exchanges():
 
 @pytest.fixture(scope="module")
 def server(family_model):
-    qwen3 = family_model("qwen35", "Qwen-Qwen3-0.6B")
-    config = {"models": [{"name": "qwen3", "path": str(qwen3), "n_ctx": 32768}]}
-    with running_server(config, startup_timeout=60) as srv:
+    """The models the recordings were made with (tests/clients/conftest.py)."""
+    from tests.clients.conftest import serving
+
+    with running_server(serving(family_model), startup_timeout=60) as srv:
         yield srv
 
 

@@ -103,6 +103,12 @@ def test_an_earlier_turns_reasoning_goes_back_into_the_prompt(oai):
         model="qwen3", messages=messages, tools=tools, max_tokens=1
     )
     assert with_thought.usage.prompt_tokens > without.usage.prompt_tokens
+    # Under vLLM's and OpenRouter's name, ``reasoning``, the same.
+    messages[1] = {**messages[1], "reasoning": "EARLIER-THOUGHT"}
+    renamed = oai.chat.completions.create(
+        model="qwen3", messages=messages, tools=tools, max_tokens=1
+    )
+    assert renamed.usage.prompt_tokens == with_thought.usage.prompt_tokens
 
 
 def test_responses_reasoning_items_whole_and_streamed(oai):

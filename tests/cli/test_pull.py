@@ -63,7 +63,7 @@ def test_pull_shows_progress_then_ls_and_rm(setup, tiny_model_path):
     assert "no server is running" in out
     pulled = store / "hf.co" / "someorg" / "tiny-GGUF" / "tiny-Q8_0.gguf"
     assert pulled.read_bytes() == tiny_model_path.read_bytes()
-    assert not list(pulled.parent.glob("*.partial*"))
+    assert not list(pulled.parent.glob("*.partial"))
 
     listing = json.loads(hoshikage(config, env, "ls", "--json").stdout)
     assert [m["name"] for m in listing["models"]] == ["tiny-q8_0"]
@@ -72,7 +72,7 @@ def test_pull_shows_progress_then_ls_and_rm(setup, tiny_model_path):
 
     r = hoshikage(config, env, "rm", "hf.co/someorg/tiny-GGUF:Q8_0")
     assert r.returncode == 0 and "deleted tiny-q8_0" in r.stdout, r.stderr
-    assert not pulled.exists()
+    assert not list(pulled.parent.iterdir())  # the file and its lock file
     assert json.loads(hoshikage(config, env, "ls", "--json").stdout)["models"] == []
     r = hoshikage(config, env, "rm", "tiny-q8_0")
     assert r.returncode == 1 and "no pulled model" in r.stderr
@@ -204,3 +204,28 @@ def test_a_paged_tree_and_a_projector_beside_the_model(setup, hubs, tiny_model_p
     record = json.loads(r.stdout.splitlines()[-1])["model"]
     assert record["projector"].endswith("many-GGUF/mmproj-tiny-f16.gguf")
     assert Path(record["projector"]).read_bytes() == projector.read_bytes()
+
+
+def test_a_split_model_comes_with_every_shard_side_by_side(setup, hubs, tmp_path):
+    """llama.cpp loads the other shards from the first one's folder by name: they land
+    together under their own names, and the model is served from the first."""
+    config, store, env = setup
+    shards = {}
+    for i in (1, 2, 3):
+        path = tmp_path / f"Big-Q4_K_M-0000{i}-of-00003.gguf"
+        path.write_bytes(os.urandom(50_000))
+        shards[f"Q4_K_M/{path.name}"] = path
+    other = tmp_path / "Big-Q8_0.gguf"
+    other.write_bytes(os.urandom(10_000))
+    hubs.add_hf("someorg/big-GGUF", {**shards, "Big-Q8_0.gguf": other})
+    r = hoshikage(config, env, "pull", "--json", "someorg/big-GGUF:Q4_K_M")
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout.splitlines()[-1])["model"]
+    folder = store / "hf.co" / "someorg" / "big-GGUF" / "Q4_K_M"
+    assert record["name"] == "big-q4_k_m"
+    assert record["path"] == str(folder / "Big-Q4_K_M-00001-of-00003.gguf")
+    landed = sorted(p.name for p in folder.glob("*.gguf"))
+    assert landed == sorted(p.name for p in shards.values())
+    for name, path in shards.items():
+        assert (store / "hf.co" / "someorg" / "big-GGUF" / name).read_bytes() == path.read_bytes()
+    assert record["size"] == 150_000 and not (folder.parent / "Big-Q8_0.gguf").exists()

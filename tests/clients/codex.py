@@ -17,6 +17,7 @@ SECRET = "kumquat-42"
 THOUGHT_1 = "The user wants the note; I should read note.txt with a shell command."
 THOUGHT_2 = "The command printed the note; I can answer now."
 COMMAND = "cat note.txt"
+KNOWN_ALIAS = "gpt-5.5"
 FIXTURES = Path(__file__).parent / "fixtures" / "codex"
 #: Served model name -> (vocab, template): Qwen3 (hermes calls in <tool_call>, <think>) and
 #: gpt-oss (harmony channels; Codex's --oss default family).
@@ -71,7 +72,8 @@ def steer_for(
         outputs = [
             item.get("output")
             for item in body.get("input") or ()
-            if isinstance(item, dict) and item.get("type") == "function_call_output"
+            if isinstance(item, dict)
+            and item.get("type") in ("function_call_output", "custom_tool_call_output")
         ]
         if not outputs:
             grammar = write(THOUGHT_1, call, None)
@@ -92,13 +94,16 @@ def fixture_path(mode: str, model: str) -> Path:
 
 def serve(family_model, **server):
     """A ``hoshikage serve`` of both models (each with a context for Codex's ~9k-token
-    prompt), with ``server`` as its ``[server]`` table."""
+    prompt; qwen3 also as ``gpt-5.5``), with ``server`` as its ``[server]`` table."""
     models = [
         {
             "name": name,
             "path": str(family_model(vocab, template)),
             "n_ctx": 32768,
             "parallel": 1,
+            # A name Codex knows: it then sends that model's tools (apply_patch as a custom
+            # tool with a Lark grammar, tool_search) and settings (text.verbosity).
+            **({"aliases": [KNOWN_ALIAS]} if name == "qwen3" else {}),
         }
         for name, (vocab, template) in FAMILIES.items()
     ]

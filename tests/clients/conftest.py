@@ -36,14 +36,29 @@ RECORD = os.environ.get("HOSHIKAGE_RECORD_FIXTURES") == "1"
 N_CTX = 32768
 
 
+#: Served name -> (vocab, template) of the tiny fixtures: Qwen3 (``<think>``, hermes calls in
+#: ``<tool_call>``) and gpt-oss (harmony channels: its reasoning in ``analysis``).
+FAMILIES = {
+    "qwen3": ("qwen35", "Qwen-Qwen3-0.6B"),
+    "gpt-oss": ("qwen2", "openai-gpt-oss-120b"),
+}
+
+
+def serving(family_model) -> dict:
+    """The config of a server with each of :data:`FAMILIES`, with room for an agent's prompt."""
+    models = [
+        {"name": name, "path": str(family_model(vocab, template)), "n_ctx": N_CTX}
+        for name, (vocab, template) in FAMILIES.items()
+    ]
+    return {"models": models}
+
+
 @pytest.fixture(scope="session")
 def qwen3_server(family_model, tmp_path_factory):
-    """A server with ``qwen3``: a tiny Qwen3 fixture with room for an agent's prompt."""
+    """A server with ``qwen3`` and ``gpt-oss`` (:data:`FAMILIES`)."""
     from tests.support.server import running_server
 
-    qwen3 = family_model("qwen35", "Qwen-Qwen3-0.6B")
-    config = {"models": [{"name": "qwen3", "path": str(qwen3), "n_ctx": N_CTX}]}
-    with running_server(config, startup_timeout=60) as server:
+    with running_server(serving(family_model), startup_timeout=60) as server:
         yield server
 
 
@@ -60,18 +75,42 @@ def _lit(text: str) -> str:
     return json.dumps(text)
 
 
-def _think(text: str) -> str:
-    return f'"<think>" {_lit(chr(10) + text + chr(10))} "</think>"'
+THOUGHT_1 = "I should read the file."
+THOUGHT_2 = "The file holds the secret."
+
+
+def _qwen3(thought: str, call: dict | None, answer: str | None) -> str:
+    """Qwen3's own output: a think block, then a hermes call or the answer."""
+    head = f'"<think>" {_lit(chr(10) + thought + chr(10))} "</think>"'
+    if call is not None:
+        opening = f"\n\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
+        return f"root ::= {head} {_lit(opening)}"
+    return f"root ::= {head} {_lit(chr(10) * 2 + answer)}"
+
+
+def _harmony(thought: str, call: dict | None, answer: str | None) -> str:
+    """gpt-oss's own output: the analysis channel, then a call on the commentary channel or
+    the final answer (its markers as the special tokens they are)."""
+    head = f'<|channel|> "analysis" <|message|> {_lit(thought)} <|end|> <|start|> "assistant" '
+    if call is not None:
+        to = _lit(f"commentary to=functions.{call['name']} ")
+        args = _lit(json.dumps(call["arguments"]))
+        return f'root ::= {head}<|channel|> {to} <|constrain|> "json" <|message|> {args}'
+    return f'root ::= {head}<|channel|> "final" <|message|> {_lit(answer)}'
+
+
+WRITERS = {"qwen3": _qwen3, "gpt-oss": _harmony}
 
 
 def read_the_secret(
-    tool: str, arguments: dict[str, Any], main: Callable[[dict], bool]
+    tool: str, arguments: dict[str, Any], main: Callable[[dict], bool], family: str = "qwen3"
 ) -> Callable[[str, Any], dict | None]:
     """The proxy's ``steer``: for the program's main loop (``main(body)``), a first turn
-    that thinks and calls ``tool`` with ``arguments`` in Qwen3's own form, and, once the
-    secret is in the conversation, a turn that thinks and answers with it. Any other
-    request (a title, a memory pass) gets a short fixed answer."""
-    call = json.dumps({"name": tool, "arguments": arguments})
+    that thinks and calls ``tool`` with ``arguments`` in the ``family``'s own form, and,
+    once the secret is in the conversation, a turn that thinks and answers with it. Any
+    other request (a title, a memory pass) gets a short fixed answer."""
+    write = WRITERS[family]
+    call = {"name": tool, "arguments": arguments}
 
     def steer(path: str, body: Any) -> dict | None:
         if not isinstance(body, dict) or "messages" not in body:
@@ -79,10 +118,8 @@ def read_the_secret(
         if not main(body):
             return {"grammar": 'root ::= "Reading a file"'}
         if SECRET in json.dumps(body["messages"][-1]):
-            answer = _lit(f"\n\nThe secret is {SECRET}.")
-            return {"grammar": f"root ::= {_think('The file holds the secret.')} {answer}"}
-        opening = _lit(f"\n\n<tool_call>\n{call}\n</tool_call>")
-        return {"grammar": f"root ::= {_think('I should read the file.')} {opening}"}
+            return {"grammar": write(THOUGHT_2, None, f"The secret is {SECRET}.")}
+        return {"grammar": write(THOUGHT_1, call, None)}
 
     return steer
 
@@ -102,10 +139,10 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 300) -> subproces
     return result
 
 
-def record(package: str, proxy: Proxy, replacements: dict[str, str]) -> Path:
-    """The session's requests, scrubbed of paths and ids, as this version's fixture
-    (written with ``HOSHIKAGE_RECORD_FIXTURES=1``); fails when the pinned version has none."""
-    path = fixture_path(package)
+def record(package: str, proxy: Proxy, replacements: dict[str, str], model: str = "qwen3") -> Path:
+    """The session's requests, scrubbed of paths and ids, as this version's fixture with
+    ``model`` (written with ``HOSHIKAGE_RECORD_FIXTURES=1``); fails when there is none."""
+    path = fixture_path(package, model)
     if RECORD:
         exchanges = [
             {
@@ -153,8 +190,10 @@ def doc_json(section: str, base_url: str, index: int = 0) -> dict:
     return json.loads(doc_blocks(section, "json")[index].replace(DOC_URL, base_url))
 
 
-def fixture_path(package: str) -> Path:
-    return FIXTURES / f"{package.strip('@').replace('/', '+')}@{PINS[package]}.json"
+def fixture_path(package: str, model: str = "qwen3") -> Path:
+    """The recording of the pinned ``package`` with ``model`` (the Qwen3 one is unsuffixed)."""
+    suffix = "" if model == "qwen3" else f"-{model}"
+    return FIXTURES / f"{package.strip('@').replace('/', '+')}@{PINS[package]}{suffix}.json"
 
 
 #: Session and request ids, and device ids (64 hex digits), replaced in a fixture.

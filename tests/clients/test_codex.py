@@ -42,6 +42,7 @@ from tests.clients.codex import (  # noqa: E402
     COMMAND,
     FAMILIES,
     KEY,
+    KNOWN_ALIAS,
     SECRET,
     THOUGHT_1,
     THOUGHT_2,
@@ -109,7 +110,14 @@ def documented_config(base_url: str, model: str) -> str:
 
 
 def run_codex(
-    codex: Path, tmp_path: Path, block: int, base_url: str, model: str, config: str, **extra: str
+    codex: Path,
+    tmp_path: Path,
+    block: int,
+    base_url: str,
+    model: str,
+    config: str,
+    sandbox: str = "read-only",
+    **extra: str,
 ):
     """The documented session (shell snippet ``block``, its environment with ``extra`` over
     it), under the test's flags: JSON events, every config key known to Codex, the read-only
@@ -125,7 +133,7 @@ def run_codex(
     started = time.monotonic()
     out = subprocess.run(
         [str(codex), "exec", "--json", "--strict-config", "--skip-git-repo-check"]
-        + ["--sandbox", "read-only", "-C", str(work), *args],
+        + ["--sandbox", sandbox, "-C", str(work), *args],
         env=environment,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -321,3 +329,50 @@ def test_codex_routes_a_call_of_its_namespaced_tool(codex, server, tmp_path):
         if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"
     ]
     assert messages[-1:] == ["Closed."], messages
+
+
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+written by the model\n*** End Patch\n"
+
+
+def test_codex_applies_a_patch_through_its_custom_tool(codex, server, tmp_path):
+    """Served under a name Codex knows (``gpt-5.5``), Codex sends that model's tools: its
+    freeform ``apply_patch``, a custom tool with a Lark grammar (offered as free text), and
+    ``tool_search`` (left out), with ``text.verbosity`` and ``reasoning.effort``. The model
+    calls apply_patch; the call reaches Codex as a ``custom_tool_call`` whose ``input`` is the
+    patch; Codex applies it in its workspace-write sandbox and sends the
+    ``custom_tool_call_output`` back, which the answer uses."""
+    steer = steer_for(
+        "qwen3",
+        call={"name": "apply_patch", "arguments": {"input": PATCH}},
+        answer=lambda output: "Created hello.txt." if "hello.txt" in output else "It failed.",
+    )
+    with recording_proxy(server.base_url, steer=steer) as proxy:
+        config = documented_config(proxy.base_url, KNOWN_ALIAS)
+        out, events, _, _ = run_codex(
+            codex,
+            tmp_path,
+            0,
+            proxy.base_url,
+            KNOWN_ALIAS,
+            config,
+            sandbox="workspace-write",
+            HOSHIKAGE_API_KEY=KEY,
+        )
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    proxy.assert_all_ok()
+    first, second = proxy.requests("/v1/responses")
+    tools = {tool["type"]: tool for tool in first["tools"]}
+    assert tools["custom"]["name"] == "apply_patch"
+    assert tools["custom"]["format"]["syntax"] == "lark" and "tool_search" in tools
+    assert first["text"]["verbosity"] and first["reasoning"]["effort"]
+    (sent,) = [i for i in second["input"] if i.get("type") == "custom_tool_call"]
+    assert (sent["name"], sent["input"]) == ("apply_patch", PATCH)
+    (result,) = [i for i in second["input"] if i.get("type") == "custom_tool_call_output"]
+    assert result["call_id"] == sent["call_id"]
+    assert (tmp_path / "work" / "hello.txt").read_text() == "written by the model\n"
+    messages = [
+        e["item"]["text"]
+        for e in events
+        if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"
+    ]
+    assert messages[-1:] == ["Created hello.txt."], messages

@@ -1,6 +1,7 @@
 """opencode (``opencode-ai``, pinned in tests/support/clients.py) completes a real
 ``opencode run`` session against Hoshikage's OpenAI chat API, through an OpenAI-compatible
-provider in its config (docs/agents.md): it reads ``secret.txt`` with its own ``read`` tool
+provider in its config (docs/agents.md), with a Qwen3 and a gpt-oss (harmony) model: it
+reads ``secret.txt`` with its own ``read`` tool
 and answers with what it read, every request answered with success, its reasoning sent back
 with its call."""
 
@@ -10,7 +11,15 @@ import json
 
 import pytest
 
-from tests.clients.conftest import N_CTX, SECRET, doc_json, read_the_secret, record, run
+from tests.clients.conftest import (
+    N_CTX,
+    SECRET,
+    THOUGHT_1,
+    doc_json,
+    read_the_secret,
+    record,
+    run,
+)
 from tests.support.clients import npm_program, offline_env, recording_proxy
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(600)]
@@ -25,7 +34,8 @@ def opencode_config(base_url: str) -> dict:
     return config
 
 
-def test_an_opencode_session_reads_a_file_and_answers_with_it(qwen3_server, workdir):
+@pytest.mark.parametrize("model", ["qwen3", "gpt-oss"])
+def test_an_opencode_session_reads_a_file_and_answers_with_it(qwen3_server, workdir, model):
     opencode = npm_program(PACKAGE)
     steer = read_the_secret(
         "read",
@@ -33,11 +43,17 @@ def test_an_opencode_session_reads_a_file_and_answers_with_it(qwen3_server, work
         main=lambda body: any(
             (t.get("function") or {}).get("name") == "read" for t in body.get("tools") or ()
         ),
+        family=model,
     )
     with recording_proxy(qwen3_server.base_url, steer) as proxy:
-        (workdir / "opencode.json").write_text(json.dumps(opencode_config(proxy.base_url)))
+        config = opencode_config(proxy.base_url)
+        models = config["provider"]["hoshikage"]["models"]
+        models[model] = {**models["qwen3"], "name": model}
+        (workdir / "opencode.json").write_text(json.dumps(config))
         env = offline_env(workdir.parent / "home")
-        done = run([opencode, "run", "--model", "hoshikage/qwen3", "Read secret.txt"], workdir, env)
+        done = run(
+            [opencode, "run", "--model", f"hoshikage/{model}", "Read secret.txt"], workdir, env
+        )
     assert done.returncode == 0, (done.stdout, done.stderr, proxy.failures())
     assert f"The secret is {SECRET}." in done.stdout, (done.stdout, done.stderr)
     assert "error" not in done.stderr.lower(), done.stderr
@@ -49,10 +65,11 @@ def test_an_opencode_session_reads_a_file_and_answers_with_it(qwen3_server, work
     assert call["role"] == "assistant" and call["tool_calls"][0]["function"]["name"] == "read"
     assert result["role"] == "tool" and SECRET in json.dumps(result["content"])
     # The model's reasoning went back with its call (``reasoning_content``).
-    assert call["reasoning_content"] == "I should read the file.\n"
+    assert call["reasoning_content"].strip() == THOUGHT_1
     (workdir / "opencode.json").unlink()
     record(
         PACKAGE,
         proxy,
         {str(workdir): "/work", str(workdir.parent / "home"): "/home/user"},
+        model,
     )

@@ -51,7 +51,7 @@ def test_a_layer_whose_bytes_do_not_match_its_digest_is_deleted(tmp_path, hubs):
     steps = []
     with pytest.raises(Corrupt, match="SHA-256 mismatch"):
         fetch.pull("m:1b", settings(tmp_path, hubs), steps.append)
-    assert not list((tmp_path / "store" / "blobs").iterdir())
+    assert not [p for p in (tmp_path / "store" / "blobs").iterdir() if not p.name.endswith(".lock")]
     assert store.records(tmp_path / "store") == []
     assert [s.status for s in steps][:2] == ["pulling manifest", steps[1].status]
     hubs.flip = False

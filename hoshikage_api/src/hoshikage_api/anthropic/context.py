@@ -109,8 +109,21 @@ def _clear_tool_uses(messages: list[s.MessageParam], edit: dict, where: str) -> 
     trigger = _count(edit, "trigger", "input_tokens", 100_000, where)
     keep = _keep(edit, "tool_uses", 3, where)
     at_least = _count(edit, "clear_at_least", "input_tokens", 0, where) or 0
-    exclude = set(edit.get("exclude_tools") or ())
+    exclude = edit.get("exclude_tools") or []
     inputs = edit.get("clear_tool_inputs") or False
+    if not isinstance(exclude, list) or not all(isinstance(n, str) for n in exclude):
+        raise invalid(
+            f"Invalid '{where}.exclude_tools': expected a list of tool names.",
+            f"{where}.exclude_tools",
+        )
+    if not isinstance(inputs, bool | list) or (
+        isinstance(inputs, list) and not all(isinstance(n, str) for n in inputs)
+    ):
+        raise invalid(
+            f"Invalid '{where}.clear_tool_inputs': expected true, false or a list of tool names.",
+            f"{where}.clear_tool_inputs",
+        )
+    exclude = set(exclude)
     if _size(messages) // _CHARS_PER_TOKEN <= (trigger or 0) or keep is None:
         return messages
     names = {b.id: b.name for m in messages for b in _blocks(m) if isinstance(b, s.ToolUseBlock)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from hoshikage_core.errors import ContextLengthExceeded
 from litestar import Request, Router, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body
@@ -65,13 +66,19 @@ async def create_message(request: Request, data: Annotated[MessagesRequest, Body
     status_code=200,
     summary="Count a message's input tokens",
     responses=RESPONSES,
-    description="Exactly the `usage.input_tokens` that `/v1/messages` reports for the same "
-    "model, system, messages and tools. The prompt is rendered and read by the model (one "
+    description="Exactly the prompt tokens that `/v1/messages` reports (`input_tokens` plus "
+    "`cache_read_input_tokens`) for the same model, system, messages and tools, also for a "
+    "prompt longer than the context. The prompt is rendered and read by the model (one "
     "token is sampled and dropped), so it then sits in the prompt cache.",
 )
 async def count_tokens(request: Request, data: Annotated[CountTokensRequest, Body()]) -> TokenCount:
     job = count_tokens_job(data)
-    (result,) = await until_disconnect(request, collect(runtime_of(request), job))
+    try:
+        (result,) = await until_disconnect(request, collect(runtime_of(request), job))
+    except ContextLengthExceeded as exc:
+        # Anthropic counts a prompt of any length, and clients measure with it what they are
+        # about to send (Claude Code sizes a tool's output so): the count, not an error.
+        return TokenCount(input_tokens=exc.prompt_tokens)
     return TokenCount(input_tokens=result.prompt_tokens)
 
 

@@ -137,6 +137,9 @@ class AssistantMessage(Struct, tag_field="role", tag="assistant", kw_only=True):
     #: The reasoning of an earlier answer (llama-server's and DeepSeek's field): it goes back
     #: into the prompt where the model's template writes reasoning of earlier turns.
     reasoning_content: str | None = None
+    #: The same under vLLM's and OpenRouter's newer name (Qwen Code sends both); used when
+    #: ``reasoning_content`` is absent.
+    reasoning: str | None = None
 
 
 class ToolMessage(Struct, tag_field="role", tag="tool", kw_only=True):

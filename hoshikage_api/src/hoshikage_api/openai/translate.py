@@ -100,8 +100,10 @@ def _message(message: s.Message, i: int) -> dict[str, Any]:
         out["name"] = message.name
     if isinstance(message, s.AssistantMessage) and message.tool_calls:
         out["tool_calls"] = msgspec.to_builtins(message.tool_calls)
-    if isinstance(message, s.AssistantMessage) and message.reasoning_content:
-        out["reasoning_content"] = message.reasoning_content
+    if isinstance(message, s.AssistantMessage) and (
+        reasoning := message.reasoning_content or message.reasoning
+    ):
+        out["reasoning_content"] = reasoning
     if isinstance(message, s.ToolMessage):
         out["tool_call_id"] = message.tool_call_id
     return out

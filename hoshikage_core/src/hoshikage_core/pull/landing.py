@@ -8,7 +8,8 @@ been verified; a partial one is never served. A mismatch deletes the partial fil
 :class:`Corrupt` error; a full disk deletes it too and is a :class:`DiskFull` naming the need.
 
 Two pulls of one file share it: in this process a lock per target, across processes an
-exclusive ``flock`` on ``<target>.partial.lock``. The second waits, then finds the file there.
+exclusive ``flock`` on ``<target>.partial.lock`` (an empty file left beside the target,
+removed with it). The second waits, then finds the file there.
 
 The bytes come from a *transfer*: ``transfer(url, file, offset, on_bytes)`` appends from
 ``offset`` to ``file`` (see :mod:`.hub` and :mod:`.registry`).
@@ -151,11 +152,9 @@ def land(
                 _fsync_dir(target.parent)
                 return True
             finally:
+                # The lock file stays (empty): unlinking it while another process waits on
+                # it would let a third lock a new one and write the same partial file.
                 fcntl.flock(lock, fcntl.LOCK_UN)
-                try:
-                    os.unlink(str(partial) + ".lock")
-                except OSError:
-                    pass
 
 
 def _fetch(blob, partial: Path, transfer, on_bytes, on_verify, cancel) -> None:

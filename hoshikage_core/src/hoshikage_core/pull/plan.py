@@ -86,30 +86,35 @@ def free_vram() -> int | None:
 
 def read_remote(url: str, headers: dict[str, str] | None = None) -> tuple[GGUFInfo, int, int]:
     """``(header facts, the file's size, bytes read)`` of the GGUF at ``url``, read by
-    ``Range`` from its start: 1 MB, then twice as much while the header goes on."""
+    ``Range`` from its start: 1 MB, then as much again (the next bytes only) while the
+    header goes on, up to 64 MB."""
     import httpx
 
+    buf, total = b"", None
     want = FIRST_READ
     with httpx.Client(follow_redirects=True, timeout=30.0) as client:
         while True:
-            buf, total = _head(client, url, headers or {}, want)
+            more, size = _range(client, url, headers or {}, len(buf), want)
+            total = size if total is None else total
+            buf += more
             try:
                 return _parse(buf, total), total, len(buf)
             except GGUFError as exc:
-                if "ends inside its header" not in str(exc) or len(buf) >= total:
+                if "ends inside its header" not in str(exc) or len(buf) >= total or not more:
                     raise PullError(f"{url}: not a readable GGUF file: {exc}") from exc
                 if want >= LARGEST_READ:
                     raise PullError(f"{url}: its GGUF header is over {human(want)}") from exc
                 want *= 2
 
 
-def _head(client, url: str, headers: dict[str, str], n: int) -> tuple[bytes, int]:
-    """The first ``n`` bytes and the whole size; a server that ignores ``Range`` is read
-    only as far as ``n`` and then left."""
+def _range(client, url: str, headers: dict[str, str], start: int, end: int) -> tuple[bytes, int]:
+    """Bytes ``start`` to ``end`` (exclusive) and the whole size. A server that ignores
+    ``Range`` answers from the start: that is skipped, and the read stops at ``end``."""
     import httpx
 
     try:
-        with client.stream("GET", url, headers={**headers, "Range": f"bytes=0-{n - 1}"}) as r:
+        ranged = {**headers, "Range": f"bytes={start}-{end - 1}"}
+        with client.stream("GET", url, headers=ranged) as r:
             if r.status_code not in (200, 206):
                 raise PullError(f"{url}: the server answered {r.status_code}")
             total = None
@@ -118,14 +123,15 @@ def _head(client, url: str, headers: dict[str, str], n: int) -> tuple[bytes, int
                 total = int(rng.rsplit("/", 1)[1])
             elif r.status_code == 200 and r.headers.get("Content-Length", "").isdigit():
                 total = int(r.headers["Content-Length"])
+            skip = start if r.status_code == 200 else 0
             data = bytearray()
             for chunk in r.iter_bytes():
                 data += chunk
-                if len(data) >= n:
+                if len(data) >= skip + end - start:
                     break
     except httpx.HTTPError as exc:
         raise PullError(f"Could not read {url}: {exc}") from exc
-    return bytes(data[:n]), total if total is not None else len(data)
+    return bytes(data[skip : skip + end - start]), total if total is not None else len(data)
 
 
 def estimate(

@@ -123,10 +123,11 @@ def remove(root: Path, label: str) -> dict[str, Any] | None:
     kept = {str(p) for r in records(root) for p in _owned(r)}
     for path in _owned(record):
         if str(path) not in kept:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            for leftover in (path, Path(f"{path}.partial.lock")):
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass
     return record
 
 

@@ -12,6 +12,7 @@ This module imports neither llama_cpp nor numpy: the server process decides with
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -95,9 +96,11 @@ GGML_TYPE_NAMES = {
 CRASH, OK = "crash", "ok"
 
 
+@functools.cache
 def llama_build() -> str:
     """Which llama.cpp this is, without importing it (the server process never maps its
-    libraries): llama-cpp-python's version and the size and time of its CPU backend."""
+    libraries): llama-cpp-python's version and a hash of its CPU backend's libraries (the
+    same wheel installed twice is the same build; other build flags are another)."""
     import importlib.metadata
     import importlib.util
 
@@ -106,7 +109,8 @@ def llama_build() -> str:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     spec = importlib.util.find_spec("llama_cpp")
-    stamp = ""
+    digest = hashlib.sha256()
+    found = False
     if spec is not None and spec.submodule_search_locations:
         lib = os.path.join(list(spec.submodule_search_locations)[0], "lib")
         try:
@@ -114,11 +118,13 @@ def llama_build() -> str:
         except OSError:
             names = []
         for name in names:
-            st = os.stat(os.path.join(lib, name))
-            stamp += f"{name}:{st.st_size}:{int(st.st_mtime)};"
-    return f"llama-cpp-python {version}" + (
-        f" ({hashlib.sha256(stamp.encode()).hexdigest()[:8]})" if stamp else ""
-    )
+            try:
+                with open(os.path.join(lib, name), "rb") as f:
+                    digest.update(f.read())
+                found = True
+            except OSError:
+                pass
+    return f"llama-cpp-python {version}" + (f" ({digest.hexdigest()[:8]})" if found else "")
 
 
 def tensor_types(path: str) -> tuple[str, ...]:
