@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import borrowed_privates, cycles, graph, modules, outside
+from tests.support.imports import borrowed_privates, cycles, graph, modules, outside, unresolved
 
 PACKAGE = "hoshikage_llamacpp"
 ROOT = Path(__file__).resolve().parents[2] / "hoshikage_llamacpp" / "src" / PACKAGE
@@ -95,6 +95,11 @@ def test_imports_keep_the_layout(module, path):
     assert violations(path.read_text(), module) == []
 
 
+def test_every_import_of_the_package_points_at_a_module_of_it():
+    """Deferred imports too, which fail only when they run; an old path does not count."""
+    assert unresolved(ROOT, PACKAGE) == []
+
+
 def test_the_import_graph_has_no_cycle():
     assert cycles(graph(ROOT, PACKAGE)) == []
 
@@ -127,6 +132,16 @@ def test_the_rules_see_relative_and_deferred_imports():
     assert violations("from ..engine.sampling import X\n", planning) == [
         f"{PACKAGE}.engine.sampling.X"
     ]
+
+
+def test_the_checks_see_unresolved_imports(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "room").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "room" / "__init__.py").write_text("")
+    (package / "room" / "a.py").write_text("def f():\n    from .gone import g\n")
+    (package / "b.py").write_text("from .room.a import f\nfrom .room import a\n")
+    assert unresolved(package, "pkg") == ["pkg.room.a -> pkg.room.gone.g"]
 
 
 def test_the_checks_see_cycles_and_borrowed_privates():

@@ -66,6 +66,20 @@ def graph(root: Path, package: str) -> dict[str, set[str]]:
     return edges
 
 
+def unresolved(root: Path, package: str) -> list[str]:
+    """Imports of ``package``'s own names that point at no module of it (an old path, a
+    typo), each as ``module -> name``: a deferred one fails only when it runs."""
+    found = dict(modules(root, package))
+    names = set(found) | {m.removesuffix(".__init__") for m in found}
+    bad = []
+    for module, path in found.items():
+        for name in sorted(imports(path.read_text(), module)):
+            if name.startswith(package + ".") and name not in names:
+                if name.rsplit(".", 1)[0] not in names:
+                    bad.append(f"{module} -> {name}")
+    return bad
+
+
 def _module_of(name: str, names: set[str]) -> str | None:
     """The module ``name`` (``pkg.mod`` or ``pkg.mod.attr``) lives in."""
     parts = name.split(".")

@@ -286,7 +286,7 @@ def _serve(conn) -> None:
         model.close()  # frees the remote buffers too; what still ran ends as cancelled
         out.flush()
         conn.close()
-        from .disk_cache import wait_for_writers
+        from ..engine.cache.disk import wait_for_writers
 
         wait_for_writers()  # the prompt states for the next load, on disk before the exit
 
