@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hoshikage_core.protocol import MEDIA_MARKER, GenerationRequest, stream
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     from tests.support.models import gemma_path

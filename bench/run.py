@@ -136,7 +136,7 @@ class DirectEngine:
 
     def __init__(self, model: Path, args):
         from hoshikage_core.gguf_info import read_info
-        from hoshikage_llamacpp.loader import (
+        from hoshikage_llamacpp.lifecycle.loader import (
             extra_buffers_for_llama,
             llama_kwargs,
             use_extra_buffers,

@@ -87,8 +87,8 @@ def main() -> None:
 
     import llama_cpp
     from hoshikage_core.protocol import BlockingStream, CancelToken, GenerationRequest
-    from hoshikage_llamacpp.engine import Engine
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.engine.core import Engine
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     from tests.support.models import gemma_path
@@ -143,9 +143,9 @@ def main() -> None:
 
 def _cost(steps: int, drafted: int) -> float:
     """The decode time of a run in one-token steps, as the draft-length policy models it
-    (:data:`~hoshikage_llamacpp.speculative.TOKEN_COST` per extra token with logits): a
+    (:data:`~hoshikage_llamacpp.engine.speculative.TOKEN_COST` per extra token with logits): a
     figure the machine's load does not change."""
-    from hoshikage_llamacpp.speculative import TOKEN_COST
+    from hoshikage_llamacpp.engine.speculative import TOKEN_COST
 
     return steps + TOKEN_COST * drafted
 

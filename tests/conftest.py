@@ -59,7 +59,7 @@ def pytest_configure(config):
     os.environ.setdefault(
         "HOSHIKAGE_PROMPT_CACHE", tempfile.mkdtemp(prefix="hoshikage-test-prompts-")
     )
-    # Safe-mode verdicts (hoshikage_llamacpp.safe_mode) of this run, not the user's: on a CPU
+    # Safe-mode verdicts (hoshikage_llamacpp.lifecycle.safe_mode) of this run, not the user's: on a CPU
     # whose llama.cpp kernels crash, the run's first load of each kind of weights shows it.
     os.environ.setdefault(
         "HOSHIKAGE_VERDICTS",

@@ -227,7 +227,7 @@ async def test_text_parts_are_joined_by_one_rule_on_every_surface(client):
     whether it came as OpenAI content parts, Anthropic text blocks, or parts handed to the
     backend directly (the core's ``join_text`` is the one owner of that rule)."""
     from hoshikage_core.protocol import join_text
-    from hoshikage_llamacpp.chat import normalize_messages
+    from hoshikage_llamacpp.dialects.chat import normalize_messages
 
     parts = ["hello", "world"]
 

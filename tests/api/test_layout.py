@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import modules, outside
 
 PACKAGE = "hoshikage_api"
 ROOT = Path(__file__).resolve().parents[2] / "hoshikage_api" / "src" / PACKAGE
@@ -29,46 +30,12 @@ ALLOWED = {
 ALLOWED["responses"] += ("openai.schemas",)
 
 
-def imports(source: str, module: str) -> set[str]:
-    """Every name imported by ``source`` (the module ``module``), absolute, as
-    ``package.module.name`` (``from .x import y`` in ``a.b`` is ``a.x.y``)."""
-    package = module.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parent = ".".join(parts[: len(parts) - node.level + 1])
-                base = f"{parent}.{base}" if base else parent
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
-
-
 def violations(source: str, module: str) -> list[str]:
     """The imports of ``module`` that break the rules."""
     part = module.split(".")[1]
     if part not in ALLOWED:
         return []
-    own = (part, *ALLOWED[part])
-    bad = []
-    for name in sorted(imports(source, module)):
-        if not name.startswith(PACKAGE + "."):
-            continue
-        inner = name[len(PACKAGE) + 1 :]
-        if not any(inner == ok or inner.startswith(ok + ".") for ok in own):
-            bad.append(name)
-    return bad
-
-
-def modules():
-    for path in sorted(ROOT.rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1] + ("__init__",)
-        yield ".".join((PACKAGE, *parts)), path
+    return outside(source, module, PACKAGE, (part, *ALLOWED[part]))
 
 
 def test_every_part_of_the_layout_exists_and_surfaces_have_a_router():
@@ -99,7 +66,7 @@ def test_the_app_keeps_a_surfaces_error_shape_under_its_prefix():
     ]
 
 
-@pytest.mark.parametrize("module, path", list(modules()), ids=lambda v: str(v))
+@pytest.mark.parametrize("module, path", list(modules(ROOT, PACKAGE)), ids=lambda v: str(v))
 def test_imports_keep_the_layout(module, path):
     assert violations(path.read_text(), module) == []
 

@@ -250,7 +250,7 @@ def test_anthropic_tool_choice_any_is_a_valid_tool_use(server):
 
 def test_the_ollama_surfaces_thinking_signs_are_the_backends():
     from hoshikage_api.ollama.models import THINKING_SIGNS
-    from hoshikage_llamacpp.reasoning import _SIGNS
+    from hoshikage_llamacpp.dialects.reasoning import _SIGNS
 
     assert THINKING_SIGNS == tuple(sign for sign, _ in _SIGNS)
 

@@ -113,7 +113,7 @@ def test_a_constrained_call_that_cannot_be_enforced_is_a_400_naming_the_key(clau
 
 
 def test_without_vast_bounds_keeps_values_and_lower_bounds():
-    from hoshikage_llamacpp.sampling import without_vast_bounds
+    from hoshikage_llamacpp.grammar.schema import without_vast_bounds
 
     schema = {
         "type": "object",

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hoshikage_core.cli.server_commands import render_status
 from hoshikage_core.errors import ConfigError, ModelNotFound
 from hoshikage_core.hookspecs import hookimpl
-from hoshikage_core.server_commands import render_status
 from rich.console import Console
 
 from hoshikage_core import config as config_mod

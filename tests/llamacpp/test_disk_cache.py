@@ -1,4 +1,4 @@
-"""The disk prompt cache (hoshikage_llamacpp.disk_cache), on the real llama.cpp with the
+"""The disk prompt cache (hoshikage_llamacpp.engine.cache.disk), on the real llama.cpp with the
 tiny model: a conversation stays warm across an unload, and what is stale, broken or turned
 off is never loaded."""
 
@@ -12,10 +12,9 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from hoshikage_core.protocol import GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.engine.cache import disk as disk_cache  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
-
-from hoshikage_llamacpp import disk_cache  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

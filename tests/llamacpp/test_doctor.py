@@ -10,7 +10,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.config import structure  # noqa: E402
 from hoshikage_core.plugins import make_plugin_manager  # noqa: E402
-from hoshikage_llamacpp.doctor import cuda_target_dir, loader_path  # noqa: E402
+from hoshikage_llamacpp.lifecycle.doctor import cuda_target_dir, loader_path  # noqa: E402
 
 from hoshikage_llamacpp import plugin  # noqa: E402
 

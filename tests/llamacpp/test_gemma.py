@@ -13,7 +13,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import ContextLengthExceeded  # noqa: E402
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat, stream  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 pytestmark = pytest.mark.gemma

@@ -19,7 +19,7 @@ from hoshikage_core.protocol import (  # noqa: E402
     ResponseFormat,
     stream,
 )
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 pytestmark = pytest.mark.gemma

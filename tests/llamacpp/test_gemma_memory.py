@@ -13,7 +13,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.load_progress import reporting  # noqa: E402
 from hoshikage_core.protocol import GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 pytestmark = pytest.mark.gemma
@@ -28,7 +28,7 @@ def run(model, **fields):
 #: growth of a process that loaded other models before would measure those too.
 MEASURE = """
 import gc, json, os, sys
-from hoshikage_llamacpp.model import LlamaCppModel
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
 from hoshikage_llamacpp.options import LlamaOptions
 
 def rss():
@@ -99,7 +99,7 @@ def swa_pair(gemma_model_path):
 @pytest.mark.timeout(900)
 def test_an_edited_turn_keeps_the_prefix_through_a_checkpoint(swa_pair):
     small, full = swa_pair
-    assert small._engine.n_swa == 512
+    assert small._engine.pool.n_swa == 512
     system = {
         "role": "system",
         "content": " ".join(
@@ -121,7 +121,7 @@ def test_an_edited_turn_keeps_the_prefix_through_a_checkpoint(swa_pair):
     edited = [*turn2[:-1], {"role": "user", "content": "Never mind."}]
     again, last = run(small, messages=edited, max_tokens=8)
     assert last.cached_tokens >= first.prompt_tokens
-    assert small._engine.checkpoint_restores >= 1 and small._engine.window_misses == 0
+    assert small._engine.pool.checkpoint_restores >= 1 and small._engine.pool.window_misses == 0
     reference, _ = run(full, messages=edited, max_tokens=8)
     assert again == reference
 
@@ -150,4 +150,4 @@ def test_interleaved_conversations_still_reuse_their_prefixes(swa_pair):
     # the turn marker) with it, whose window is long gone: those are read again (a miss; a
     # checkpoint holds only the window of its own end, so it cannot bring them back). Each
     # conversation's own prefix is always reused (cached_tokens above).
-    assert small._engine.window_misses <= 3
+    assert small._engine.pool.window_misses <= 3

@@ -9,7 +9,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import ModelLoadError  # noqa: E402
 from hoshikage_core.gguf_info import FILE_TYPES, GGML_BLOCKS, GGUFError, read_info  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 

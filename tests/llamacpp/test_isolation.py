@@ -18,8 +18,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import Cancelled, InvalidRequest, ModelFailed, ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import CancelToken, GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.isolation import ProcessModel  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.isolation import ProcessModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from tests.support.server import running_server  # noqa: E402
@@ -352,7 +352,7 @@ def test_scoring_and_the_tokenizer_in_the_child(isolated, tiny_model_path):
         ScoreRequest,
         TokenCodec,
     )
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
 
     assert isinstance(isolated, Scorer) and isinstance(isolated, TokenCodec)
     request = ScoreRequest(

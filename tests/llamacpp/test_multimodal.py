@@ -10,7 +10,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import InvalidRequest, ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import MEDIA_MARKER, GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from tests.support.projectors import build_clip_projector, image_media  # noqa: E402
@@ -562,7 +562,7 @@ def test_an_image_stays_warm_across_an_unload_in_the_disk_cache(
     turn; a projector written again (another file) is another cache."""
     import time as _time
 
-    from hoshikage_llamacpp import disk_cache
+    from hoshikage_llamacpp.engine.cache import disk as disk_cache
 
     monkeypatch.setenv("HOSHIKAGE_PROMPT_CACHE", str(tmp_path / "prompts"))
     projector = tmp_path / "mmproj-disk.gguf"

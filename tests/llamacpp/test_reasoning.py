@@ -5,7 +5,7 @@ engine under a grammar on the Qwen3 fixture (a real tokenizer: ``<think>`` is on
 from __future__ import annotations
 
 import pytest
-from hoshikage_llamacpp.reasoning import FORMS, Splitter, detect, opens_in_prompt
+from hoshikage_llamacpp.dialects.reasoning import FORMS, Splitter, detect, opens_in_prompt
 
 from tests.support.families import template
 
@@ -91,7 +91,7 @@ USER = ({"role": "user", "content": "hi"},)
 
 @pytest.fixture(scope="module")
 def qwen3(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     model = LlamaCppModel.load(
@@ -106,7 +106,7 @@ def qwen3(family_model):
 @pytest.fixture(scope="module")
 def qwen35(family_model):
     """Qwen3.5's template opens the think block in the generation prompt."""
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     model = LlamaCppModel.load(
@@ -149,7 +149,7 @@ def test_thinking_off_uses_the_templates_switch_and_shows_no_reasoning(qwen3):
 
 
 def test_reasoning_off_model_option_passes_the_raw_text(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen35", "Qwen-Qwen3-0.6B"))
@@ -183,7 +183,7 @@ HARMONY = (
 def test_harmony_channels_on_the_real_engine(family_model):
     """gpt-oss's template with harmony's markers as control tokens: the analysis channel is
     reasoning, the final channel the answer (the markers render because they are preserved)."""
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen2", "openai-gpt-oss-120b"))
@@ -207,7 +207,7 @@ R1_OUTPUT = 'root ::= "Plan" " it" "." "</think>" "\\n\\n" "Done" "."'
 def r1_distill(family_model):
     """DeepSeek-R1-Distill's template tests ``if not enable_thinking``: left undefined, it
     would close the think block in the generation prompt."""
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     model = LlamaCppModel.load(
@@ -219,7 +219,7 @@ def r1_distill(family_model):
 
 def planned(model, **fields):
     from hoshikage_core.protocol import GenerationRequest
-    from hoshikage_llamacpp.planning import plan
+    from hoshikage_llamacpp.frontend.planning import plan
 
     return plan(model, GenerationRequest(messages=USER, **fields))
 
@@ -239,7 +239,7 @@ def test_no_reasoning_setting_means_thinking_on(r1_distill):
 
 
 def test_the_models_own_template_kwargs_still_set_the_default(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen2", R1_DISTILL))
@@ -264,7 +264,7 @@ def test_the_models_own_template_kwargs_still_set_the_default(family_model):
 def test_what_the_default_changes_per_template(name, same):
     """The default (true) against ``enable_thinking`` left undefined, as it was: the same
     prompt for templates that treat undefined as on; thinking now on for the others."""
-    from hoshikage_llamacpp.templating import Template
+    from hoshikage_llamacpp.dialects.templating import Template
 
     tmpl = Template(template(name), bos_token="", eos_token="")
     messages = [{"role": "user", "content": "hi"}]

@@ -1,5 +1,5 @@
 """llama.cpp's RPC backend for real, on loopback: Gemma 3 270M with its layers on a
-``ggml-rpc-server`` at 127.0.0.1, in a child process (see hoshikage_llamacpp.isolation).
+``ggml-rpc-server`` at 127.0.0.1, in a child process (see hoshikage_llamacpp.lifecycle.isolation).
 
 What a user relies on: the same answer as a local load, status telling where the layers
 went, remote buffers freed at unload, and faults contained: an RPC host down at load is a
@@ -22,8 +22,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 from hoshikage_core.errors import ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import GenerationRequest, stream  # noqa: E402
-from hoshikage_llamacpp.isolation import ProcessModel  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.isolation import ProcessModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from tests.support.rpc import RpcServer, find_rpc_server  # noqa: E402

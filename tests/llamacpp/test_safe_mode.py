@@ -1,4 +1,4 @@
-"""Safe mode's decision (hoshikage_llamacpp.safe_mode), from /proc/cpuinfo texts with and
+"""Safe mode's decision (hoshikage_llamacpp.lifecycle.safe_mode), from /proc/cpuinfo texts with and
 without AMX and from remembered verdicts; the crashes themselves are real in
 tests/reliability/test_model_process.py."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.child import faults
-from hoshikage_llamacpp.safe_mode import (
+from hoshikage_llamacpp.lifecycle.child import faults
+from hoshikage_llamacpp.lifecycle.safe_mode import (
     CRASH,
     OK,
     Subject,

@@ -21,7 +21,7 @@ from hoshikage_core.protocol import (  # noqa: E402
     ScoreRequest,
     stream,
 )
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 
@@ -39,7 +39,7 @@ class Reference:
 
     def __init__(self, path):
         import numpy as np
-        from hoshikage_llamacpp.loader import extra_buffers_for_llama, use_extra_buffers
+        from hoshikage_llamacpp.lifecycle.loader import extra_buffers_for_llama, use_extra_buffers
         from hoshikage_llamacpp.options import LlamaOptions
 
         self.np = np
@@ -274,7 +274,7 @@ def test_a_shorter_prefix_of_a_state_restored_from_disk(gemma_model_path):
     try:
         prompts = [ScorePrompt(prompt=unit * 20 + e, continuations=(" yes", " no")) for e in ends]
         result = score(model, prompts)
-        assert model._engine.disk.restored_tokens > 0 and model._engine.window_misses > 0
+        assert model._engine.pool.disk.restored_tokens > 0 and model._engine.pool.window_misses > 0
         for prompt, got in zip(prompts, result.logprobs, strict=True):
             tokens = model.prompt_tokens(prompt.prompt)
             for text, lp in zip(prompt.continuations, got, strict=True):

@@ -23,16 +23,16 @@ from hoshikage_core.protocol import (  # noqa: E402
     GenerationRequest,
     ResponseFormat,
 )
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
-from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
-from hoshikage_llamacpp.speculative import (  # noqa: E402
+from hoshikage_llamacpp.engine import sampling  # noqa: E402
+from hoshikage_llamacpp.engine.speculative import (  # noqa: E402
     DraftLength,
     NgramDrafter,
     StepCost,
     best_length,
 )
-
-from hoshikage_llamacpp import planning, sampling  # noqa: E402
+from hoshikage_llamacpp.lifecycle import model as model_module  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 EOS = 2
 #: Prompts whose greedy continuations loop (they draft a lot) or wander (they draft little).
@@ -207,11 +207,11 @@ def chains(monkeypatch):
     """Every sampler chain a request makes, each recording the tokens it drew: the token
     ids of the output (a chain draws only tokens that are kept)."""
     made = []
-    original = planning.Plan.sampler
-    sample = planning.SamplerChain.sample
+    original = sampling.sampler_chain
+    sample = sampling.SamplerChain.sample
 
-    def sampler(self, vocab, n_vocab, index):
-        chain = original(self, vocab, n_vocab, index)
+    def sampler(plan, vocab, n_vocab, index):
+        chain = original(plan, vocab, n_vocab, index)
         chain.drawn = []
         made.append(chain)
         return chain
@@ -221,8 +221,8 @@ def chains(monkeypatch):
         self.drawn.append(token)
         return token
 
-    monkeypatch.setattr(planning.Plan, "sampler", sampler)
-    monkeypatch.setattr(planning.SamplerChain, "sample", recording)
+    monkeypatch.setattr(model_module, "sampler_chain", sampler)
+    monkeypatch.setattr(sampling.SamplerChain, "sample", recording)
     return made
 
 

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from hoshikage_core.protocol import GenerationRequest, ResponseFormat  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from tests.llamacpp.test_speculative import chains, collect, start  # noqa: E402, F401

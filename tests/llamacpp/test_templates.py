@@ -1,6 +1,6 @@
 """Every chat template the pinned llama.cpp vendors (``models/templates/*.jinja``, 70 real
 models' templates) renders a 5-turn agent conversation and its variants through
-:class:`~hoshikage_llamacpp.chat.ChatRenderer`, and what was said is in the prompt: the
+:class:`~hoshikage_llamacpp.dialects.chat.ChatRenderer`, and what was said is in the prompt: the
 system text, both user turns, the tool call's name and argument, the tool's result.
 """
 
@@ -78,7 +78,7 @@ VARIANTS = {
 
 @functools.cache
 def renderer(name: str):
-    from hoshikage_llamacpp.chat import ChatRenderer, TemplateChoice
+    from hoshikage_llamacpp.dialects.chat import ChatRenderer, TemplateChoice
 
     return ChatRenderer(TemplateChoice(template(name), (), name), "<s>", "</s>")
 
@@ -110,7 +110,7 @@ def test_reasoning_of_earlier_turns_goes_back_where_the_template_writes_it():
 
 
 def test_template_kwargs_per_model_and_per_request():
-    from hoshikage_llamacpp.chat import ChatRenderer, TemplateChoice
+    from hoshikage_llamacpp.dialects.chat import ChatRenderer, TemplateChoice
 
     user = [{"role": "user", "content": FIRST}]
     choice = TemplateChoice(template("Qwen-Qwen3-0.6B"), (), "test")
@@ -127,7 +127,7 @@ def test_template_kwargs_per_model_and_per_request():
 
 def test_a_template_cannot_reach_python_internals():
     from hoshikage_core.errors import InvalidRequest
-    from hoshikage_llamacpp.chat import ChatRenderer, TemplateChoice
+    from hoshikage_llamacpp.dialects.chat import ChatRenderer, TemplateChoice
 
     for source in (
         "{{ ''.__class__.__mro__[1].__subclasses__() }}",

@@ -6,7 +6,7 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from hoshikage_llamacpp.text_stream import HoldBack, TextStream  # noqa: E402
+from hoshikage_llamacpp.dialects.text_stream import HoldBack, TextStream  # noqa: E402
 
 
 def test_multibyte_character_split_across_tokens_waits_for_its_last_byte():

@@ -24,7 +24,7 @@ from hoshikage_core.protocol import (  # noqa: E402
     stream,
 )
 from hoshikage_core.registry import ModelEntry  # noqa: E402
-from hoshikage_llamacpp.model import LlamaCppModel  # noqa: E402
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 from hoshikage_llamacpp import plugin  # noqa: E402
@@ -667,7 +667,7 @@ def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
 
 
 def test_device_memory_counts_only_this_hosts_gpu_buffers(tiny_model_path):
-    from hoshikage_llamacpp.memory import device_bytes
+    from hoshikage_llamacpp.lifecycle.memory import device_bytes
 
     # From what llama.cpp reported allocating: host RAM, pinned host RAM and RPC servers
     # are not this host's GPU.
@@ -723,7 +723,7 @@ def test_embed_on_a_chat_model_is_invalid(model):
 
 
 def test_create_backend_hook(tiny_model_path):
-    from hoshikage_llamacpp.isolation import ProcessModel
+    from hoshikage_llamacpp.lifecycle.isolation import ProcessModel
 
     entry = ModelEntry(name="tiny", path=str(tiny_model_path), options=LlamaOptions(n_ctx=768))
     loaded = plugin.create_backend(entry=entry, config=None)
@@ -859,8 +859,8 @@ def test_a_conversation_pushed_out_of_its_slot_comes_back_from_ram(tiny_model_pa
                     assert answer == alone
                 history[conv] = [*messages, {"role": "assistant", "content": answer}]
                 previous[conv] = chunks[-1].prompt_tokens
-        assert two._engine.cache.restored_tokens > 0
-        assert two._engine.cache.bytes <= 64 * 1024 * 1024
+        assert two._engine.pool.cache.restored_tokens > 0
+        assert two._engine.pool.cache.bytes <= 64 * 1024 * 1024
     finally:
         two.close()
         fresh.close()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import FORMATS, detect, parse
+from hoshikage_llamacpp.dialects.tools.calls import parse
+from hoshikage_llamacpp.dialects.tools.families import FORMATS, detect
 
 from tests.support.families import template
 
@@ -300,7 +301,7 @@ TOOL_CALL = 151657  # Qwen's <tool_call>
 
 @pytest.fixture(scope="module")
 def qwen3(family_model):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     path = str(family_model("qwen35", "Qwen-Qwen3-0.6B"))
@@ -323,7 +324,7 @@ def generate(model, **fields):
 
 
 def test_a_forced_call_is_written_in_the_familys_own_syntax(qwen3):
-    from hoshikage_llamacpp.planning import plan
+    from hoshikage_llamacpp.frontend.planning import plan
 
     request_fields = {"tools": (WEATHER,), "tool_choice": "required"}
     from hoshikage_core.protocol import GenerationRequest

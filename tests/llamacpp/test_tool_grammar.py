@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import FORMATS
-from hoshikage_llamacpp.tool_grammar import OPENERS, call_grammar, literal, text_without
+from hoshikage_llamacpp.dialects.tools.families import FORMATS, OPENERS
+from hoshikage_llamacpp.dialects.tools.grammar import call_grammar
+from hoshikage_llamacpp.grammar.build import literal, text_without
 
 from tests.support.families import template
 
@@ -84,7 +85,7 @@ FAMILIES = {
 
 
 def load(family_model, syntax: str, **options):
-    from hoshikage_llamacpp.model import LlamaCppModel
+    from hoshikage_llamacpp.lifecycle.model import LlamaCppModel
     from hoshikage_llamacpp.options import LlamaOptions
 
     vocab, template, _, _ = FAMILIES[syntax]
@@ -124,7 +125,7 @@ def valid(name: str, arguments) -> None:
 
 @pytest.mark.parametrize("syntax", list(FAMILIES))
 def test_a_forced_call_is_the_familys_own_syntax_and_valid_under_the_schema(family_model, syntax):
-    from hoshikage_llamacpp.planning import plan
+    from hoshikage_llamacpp.frontend.planning import plan
 
     model = load(family_model, syntax)
     try:
@@ -156,7 +157,7 @@ def test_a_forced_call_is_the_familys_own_syntax_and_valid_under_the_schema(fami
 def raw_output(model, req, grammar: str) -> str:
     """``req``'s chat prompt, rendered as the model renders it, completed under ``grammar``."""
     import attrs
-    from hoshikage_llamacpp.planning import thinking_kwargs
+    from hoshikage_llamacpp.frontend.planning import thinking_kwargs
 
     kwargs = {**thinking_kwargs(model.chat.template.source, req), **(req.template_kwargs or {})}
     prompt = model.chat.render(req.messages, req.tools, kwargs)
@@ -172,7 +173,7 @@ def raw_output(model, req, grammar: str) -> str:
 def test_a_strict_tool_waits_for_the_call_marker_then_holds_the_call(family_model):
     """Free text first (no grammar), then the marker (pushed by a bias on it): from there
     the lazy grammar writes the XML call with the parameters of the schema."""
-    from hoshikage_llamacpp.planning import plan
+    from hoshikage_llamacpp.frontend.planning import plan
 
     model = load(family_model, "qwen3-coder")
     try:
@@ -192,7 +193,7 @@ def test_a_reasoning_family_may_think_before_a_forced_call(family_model):
     (pushed there by a bias on ``<think>``, and closed by one on ``</think>``), and the call
     follows it; the raw output shows the order, the answer the call."""
     import attrs
-    from hoshikage_llamacpp.planning import plan
+    from hoshikage_llamacpp.frontend.planning import plan
 
     model = load(family_model, "hermes")
     try:
@@ -274,7 +275,7 @@ def test_literals_escape_what_gbnf_needs():
 def test_every_familys_grammar_compiles_in_llama_cpp(family_model):
     """With a think block, several functions, and a function whose schema allows any
     parameter name."""
-    from hoshikage_llamacpp.tool_grammar import Think
+    from hoshikage_llamacpp.dialects.tools.grammar import Think
 
     free = {"type": "function", "function": {"name": "anything", "parameters": {"type": "object"}}}
     refs = {

@@ -1,4 +1,4 @@
-"""The incremental tool-call reader (:mod:`hoshikage_llamacpp.tool_stream`) on every
+"""The incremental tool-call reader (:mod:`hoshikage_llamacpp.dialects.tools.stream`) on every
 family's calls from llama.cpp's tests/test-chat.cpp (the cases of test_tool_calls.py), fed
 one character at a time, and split in two at every position: the name comes first, the
 argument deltas join to the final ``arguments`` (which parse to the call's arguments), every
@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hoshikage_llamacpp.tool_calls import FORMATS, parse
-from hoshikage_llamacpp.tool_stream import READERS, JsonScan, ToolStream
+from hoshikage_llamacpp.dialects.tools.calls import parse
+from hoshikage_llamacpp.dialects.tools.families import FORMATS
+from hoshikage_llamacpp.dialects.tools.stream import JsonScan, ToolStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,10 +45,6 @@ def joined(deltas):
             # every prefix is valid partial JSON (the Anthropic SDK parses each one)
             jiter.from_json(calls[d.index][2].encode(), partial_mode=True)
     return [calls[i] for i in sorted(calls)]
-
-
-def test_every_format_has_an_incremental_reader():
-    assert sorted(READERS) == sorted(FORMATS)
 
 
 @pytest.mark.parametrize("fmt,text,expected", CASES)

@@ -3,7 +3,7 @@ signal: SIGSEGV, SIGABRT) ends only that model's requests, in each API's own err
 The server stays up, the other models keep serving, and the next request loads it again.
 
 Crashes come from real signals: ``os.kill`` on the model's process, or the child's test-only
-fault hook (``HOSHIKAGE_FAULT``, see hoshikage_llamacpp.child), which kills it at a chosen
+fault hook (``HOSHIKAGE_FAULT``, see hoshikage_llamacpp.lifecycle.child), which kills it at a chosen
 point with a real signal. The clients are the official SDKs.
 """
 
@@ -56,7 +56,7 @@ def _model_process(server, name: str) -> psutil.Process:
     """The process running model ``name`` (its name is the last word of its command line)."""
     for child in psutil.Process(server.process.pid).children():
         cmdline = child.cmdline()
-        if "hoshikage_llamacpp.child" in cmdline and cmdline[-1] == name:
+        if "hoshikage_llamacpp.lifecycle.child" in cmdline and cmdline[-1] == name:
             return child
     raise AssertionError(f"no process for {name}")
 

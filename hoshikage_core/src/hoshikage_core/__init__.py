@@ -5,3 +5,7 @@ as plugins in the ``hoshikage`` entry-point group.
 """
 
 __version__ = "0.1.0"
+
+from . import moved
+
+moved.install(__name__, moved.MOVED)

@@ -21,7 +21,7 @@ def choose_unload(state, now, config):
 
 @hookimpl
 def register_commands(cli):
-    from . import commands, doctor_command, server_commands
+    from .cli import commands, doctor_command, server_commands
     from .pull import commands as pull_commands
 
     commands.register(cli)

@@ -73,7 +73,7 @@ def create_scheduler(config, pool):
 def choose_unload(state, now, config):
     """Return the names of the models to unload now, as a list (empty: none).
 
-    ``state`` is a :class:`~hoshikage_core.unload.PoolState`: every model's status plus
+    ``state`` is a :class:`~hoshikage_core.protocol.PoolState`: every model's status plus
     ``incoming``, the model about to load, if any, that needs room. ``now`` is
     ``time.monotonic()``. Models that are loading or in use are never unloaded, whatever
     this returns. The built-in policy (``trylast``) unloads models past their keep-alive and

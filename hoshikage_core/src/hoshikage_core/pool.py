@@ -36,23 +36,21 @@ import attrs
 from . import load_progress
 from .errors import BackendNotFound, HoshikageError, ModelFailed, ModelLoadError
 from .protocol import (
-    EngineStats,
-    LoadedModel,
-    WatchesFailure,
-    device_memory_of,
-    placement_of,
-)
-from .registry import ModelEntry, ModelRegistry
-from .unload import (
     BUSY,
     FAILED,
     LOADED,
     LOADING,
     UNLOADED,
     UNLOADING,
+    EngineStats,
+    LoadedModel,
     ModelStatus,
     PoolState,
+    WatchesFailure,
+    device_memory_of,
+    placement_of,
 )
+from .registry import ModelEntry, ModelRegistry
 
 log = logging.getLogger("hoshikage.pool")
 

@@ -563,3 +563,42 @@ def stream(
     sink = BlockingStream()
     model.generate(request, cancel or CancelToken(), sink, n)
     return iter(sink)
+
+
+# ---- the pool's states: what ``choose_unload`` sees ---------------------------------------
+
+#: The states a model moves through.
+UNLOADED, LOADING, LOADED, BUSY, UNLOADING = "unloaded", "loading", "loaded", "busy", "unloading"
+#: Not loaded because its last load failed or it crashed (``last_error`` says why); the next
+#: request loads it again, after a backoff once it has failed twice in a row.
+FAILED = "failed"
+
+
+@attrs.frozen(kw_only=True)
+class ModelStatus:
+    name: str
+    state: str
+    #: Requests holding the model (running, or admitted and waiting for the load).
+    in_use: int = 0
+    #: Requests waiting in the scheduler's queue for this model.
+    queued: int = 0
+    #: time.monotonic() at the end of the last request, or None.
+    last_used: float | None = None
+    #: time.monotonic() when it becomes due for unload; None: never / not loaded / busy.
+    expires_at: float | None = None
+    memory_bytes: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.state == LOADED and self.in_use == 0
+
+
+@attrs.frozen(kw_only=True)
+class PoolState:
+    models: tuple[ModelStatus, ...]
+    #: The model about to load that needs room, or None for a periodic check.
+    incoming: str | None = None
+    #: Estimated bytes the incoming model will take (its file size).
+    incoming_bytes: int = 0
+    max_loaded: int = 1
+    max_memory: int | None = None

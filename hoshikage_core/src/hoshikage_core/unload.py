@@ -11,46 +11,32 @@ Whatever a policy answers, the pool never unloads a model that is loading or in 
 
 from __future__ import annotations
 
-import attrs
+from . import protocol
 
-#: The states a model moves through.
-UNLOADED, LOADING, LOADED, BUSY, UNLOADING = "unloaded", "loading", "loaded", "busy", "unloading"
-#: Not loaded because its last load failed or it crashed (``last_error`` says why); the next
-#: request loads it again, after a backoff once it has failed twice in a row.
-FAILED = "failed"
-
-
-@attrs.frozen(kw_only=True)
-class ModelStatus:
-    name: str
-    state: str
-    #: Requests holding the model (running, or admitted and waiting for the load).
-    in_use: int = 0
-    #: Requests waiting in the scheduler's queue for this model.
-    queued: int = 0
-    #: time.monotonic() at the end of the last request, or None.
-    last_used: float | None = None
-    #: time.monotonic() when it becomes due for unload; None: never / not loaded / busy.
-    expires_at: float | None = None
-    memory_bytes: int = 0
-
-    @property
-    def idle(self) -> bool:
-        return self.state == LOADED and self.in_use == 0
+#: The pool's states, moved to :mod:`hoshikage_core.protocol` (the plugin contract): their
+#: old names here still work for one release, with a DeprecationWarning.
+_MOVED = (
+    "UNLOADED",
+    "LOADING",
+    "LOADED",
+    "BUSY",
+    "UNLOADING",
+    "FAILED",
+    "ModelStatus",
+    "PoolState",
+)
 
 
-@attrs.frozen(kw_only=True)
-class PoolState:
-    models: tuple[ModelStatus, ...]
-    #: The model about to load that needs room, or None for a periodic check.
-    incoming: str | None = None
-    #: Estimated bytes the incoming model will take (its file size).
-    incoming_bytes: int = 0
-    max_loaded: int = 1
-    max_memory: int | None = None
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .moved import warn
+
+    warn(f"{__name__}.{name}", f"hoshikage_core.protocol.{name}")
+    return getattr(protocol, name)
 
 
-def choose(state: PoolState, now: float) -> list[str]:
+def choose(state: protocol.PoolState, now: float) -> list[str]:
     """The built-in policy: expired keep-alives, then LRU eviction to make room."""
     victims = [
         m.name
@@ -62,7 +48,7 @@ def choose(state: PoolState, now: float) -> list[str]:
     staying = [
         m
         for m in state.models
-        if m.state != UNLOADED and m.name not in victims and m.name != state.incoming
+        if m.state != protocol.UNLOADED and m.name not in victims and m.name != state.incoming
     ]
     evictable = sorted((m for m in staying if m.idle), key=lambda m: m.last_used or 0.0)
 

@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 from hoshikage_core.config import FieldError
 
-from .chat_formats import CHAT_FORMATS
+from .dialects.chat_formats import CHAT_FORMATS
 
-#: The names of tool_calls.FORMATS (repeated here: this module imports no parser code).
+#: The names of tool_families.FORMATS (repeated here: this module imports no parser code).
 TOOL_FORMATS = (
     "hermes",
     "qwen3-coder",
@@ -277,7 +277,7 @@ class LlamaOptions:
     #: Most tokens of reasoning before the engine closes the think block itself; None: no
     #: limit. A request's budget (Anthropic's ``budget_tokens``) goes under it.
     reasoning_budget: int | None = attrs.field(default=None, validator=_non_negative_or_none)
-    #: The tool-call form whose parser reads calls (see tool_calls.FORMATS); None: detected
+    #: The tool-call form whose parser reads calls (see tool_families.FORMATS); None: detected
     #: from the chat template.
     tool_format: str | None = attrs.field(default=None, validator=_one_of(TOOL_FORMATS))
     #: Load for embeddings (/v1/embeddings) instead of text generation.

@@ -44,14 +44,14 @@ def create_backend(entry, config):
             entry.name, f"{entry.path}: could not assemble the file: {exc}"
         ) from None
     if options.isolated():
-        from .isolation import ProcessModel
+        from .lifecycle.isolation import ProcessModel
 
         return ProcessModel.load(
             entry.name, entry.path, options, default_max_tokens(options, config)
         )
     from hoshikage_core.load_progress import reporter
 
-    from .model import LlamaCppModel  # llama.cpp in this process: isolation = "none"
+    from .lifecycle.model import LlamaCppModel  # llama.cpp in this process: isolation = "none"
 
     return LlamaCppModel.load(
         entry.name, entry.path, options, default_max_tokens(options, config), reporter()
@@ -63,7 +63,7 @@ def cached_prompts(entry, config):
     """Prompt prefixes this model's disk cache holds for its file and options now."""
     if entry.backend != BACKEND:
         return None
-    from .disk_cache import count
+    from .engine.cache.disk import count
     from .options import LlamaOptions
 
     options = entry.options
@@ -88,7 +88,7 @@ def default_max_tokens(options, config) -> int | None:
 @hookimpl
 def doctor_checks(config):
     """GPU offload and the CUDA libraries (the core checks each model file)."""
-    from .doctor import checks
+    from .lifecycle.doctor import checks
 
     return checks(config)
 

@@ -22,8 +22,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hoshikage_core.protocol import BUSY
 from hoshikage_core.registry import ModelEntry
-from hoshikage_core.unload import BUSY
 
 from ..kernel.deps import context_length
 from . import schemas as s
@@ -76,7 +76,7 @@ def _gguf(path: str, size: int, mtime_ns: int):
         return None
 
 
-#: Text in a chat template that means a thinking mode (``hoshikage_llamacpp.reasoning``'s
+#: Text in a chat template that means a thinking mode (``hoshikage_llamacpp.dialects.reasoning``'s
 #: signs; a test keeps the two equal).
 THINKING_SIGNS = (
     "<|channel|>analysis",
@@ -147,7 +147,7 @@ class Facts:
 
     def thinks(self) -> bool:
         """Whether the model has a thinking mode: its template writes one of the reasoning
-        forms the backend detects (the same signs as ``hoshikage_llamacpp.reasoning``,
+        forms the backend detects (the same signs as ``hoshikage_llamacpp.dialects.reasoning``,
         which this package does not import), and the ``reasoning`` option is not "off"."""
         if self.entry.option("reasoning") == "off":
             return False

@@ -50,7 +50,7 @@ def register(cli: Commands) -> None:
 
 def _rescan(ctx: Context) -> str | None:
     """Ask a running server to pick the store up; its URL, or None when none answers."""
-    from ..client import ServerError, ServerUnreachable
+    from ..cli.client import ServerError, ServerUnreachable
 
     client = ctx.client()
     client.timeout = 5.0

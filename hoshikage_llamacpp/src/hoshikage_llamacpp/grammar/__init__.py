@@ -1,0 +1,1 @@
+"""GBNF: its checks (``gbnf_check``). Imports nothing else of the package."""

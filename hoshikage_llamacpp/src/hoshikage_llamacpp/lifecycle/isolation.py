@@ -1,0 +1,714 @@
+"""A model in a process of its own: :class:`ProcessModel` implements the core's
+:class:`~hoshikage_core.protocol.LoadedModel` by forwarding to :mod:`.child`.
+
+Why. llama.cpp's RPC backend aborts the whole process when a remote host dies in the middle
+of a call (``ggml-rpc.cpp: Remote RPC server crashed or returned malformed response``), and
+when a host cannot be reached at load. In-process, that would take down the server and every
+model it holds. A model with ``rpc_servers`` therefore runs in a child process (``isolation =
+"process"``, its default there); only the child dies. Registered RPC devices are also
+process-wide in llama.cpp, so in-process they would be offered to every model loaded after;
+a child keeps them to its own model.
+
+How. The child owns the context and the engine, exactly as in-process. Requests go to it as
+pickled messages over a socket pair; a reader thread here delivers each engine step's chunks
+(one message per step, every job's chunks in it) to the sinks, flushing each once, and sends
+the cancellations it sees. When the child dies, the reader closes every active sink with
+:class:`~hoshikage_core.errors.ModelFailed` naming the RPC hosts and what the child last
+said, then calls the callbacks given to :meth:`ProcessModel.on_failure`: the pool unloads
+the model, so the next request loads it again.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import attrs
+from hoshikage_core.errors import Cancelled, HoshikageError, ModelFailed, ModelLoadError
+from hoshikage_core.protocol import (
+    CancelToken,
+    ChunkSink,
+    Embeddings,
+    EngineStats,
+    GenerationRequest,
+)
+
+from ..llama.rpc import check_reachable
+from ..options import LlamaOptions, rpc_server_list
+from .wire import load_error
+
+log = logging.getLogger("hoshikage.llamacpp.isolation")
+
+#: Lines of the child's output logged at WARNING (the rest, llama.cpp's chatter, at DEBUG).
+_ALARMING = re.compile(r"error|abort|crash|fail|traceback|exception", re.IGNORECASE)
+_SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
+#: How often the reader looks for cancelled requests while it waits for output.
+CANCEL_POLL = 0.05
+
+
+_BUFFER_LINE = re.compile(r"(\S+) (?:model|KV|compute|output) buffer size")
+
+
+def _buffers(lines) -> list[str]:
+    """The llama.cpp buffer types named in a child's telling lines (``AMX``, ``CPU_Mapped``)."""
+    return sorted({m.group(1) for line in lines if (m := _BUFFER_LINE.search(line))})
+
+
+class _Died(Exception):
+    """The child died while loading or warming up; the message says how."""
+
+
+class _Waiter:
+    __slots__ = ("event", "ok", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class ProcessModel:
+    """One llamacpp model running in a child process. Build it with :meth:`load`."""
+
+    def __init__(self, name: str, path: str, options: LlamaOptions):
+        self.name = name
+        self.path = path
+        self.options = options
+        self.servers = rpc_server_list(options.rpc_servers)
+        self.n_ctx = 0
+        self.capacity = 1
+        self.embedding = options.embedding
+        #: Bytes per llama.cpp buffer, as the child's llama.cpp reported them.
+        self.placement: dict[str, dict[str, int]] = {}
+        #: What the model takes besides text ("vision", "audio"), from its projector.
+        self.modalities: tuple[str, ...] = ()
+        self._memory = 0
+        self._stats = (0, 0, 0, 0, 0)
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, tuple[ChunkSink, CancelToken]] = {}
+        self._cancel_sent: set[int] = set()
+        self._waiters: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._failure: ModelFailed | None = None
+        self._closing = False
+        self._callbacks: list = []
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._proc: subprocess.Popen | None = None
+        self._conn = None
+        self._reader: threading.Thread | None = None
+        self._stderr_thread: threading.Thread | None = None
+        #: Why the child was killed as hung (see :meth:`_hung`), or None.
+        self._hung_reason: str | None = None
+        #: Whether the child runs with llama.cpp's extra buffer types, and whether it was
+        #: loaded again without them after a crash (:mod:`.safe_mode`).
+        self.extra_buffers = False
+        self.safe_mode = False
+        self._may_fall_back = False
+        self._subject = None
+        self._progress = None
+        self._shown = 0.0
+        self._default_max_tokens: int | None = None
+        self.default_max_tokens: int | None = None
+        #: What the child was doing, for the report of its death.
+        self._stage = "loading"
+        #: Whether this child has delivered any output (a death before is "in its first decode").
+        self._delivered = False
+        #: Calls sent and not answered: call id -> the message, sent again to a child that
+        #: replaces a dead one (see :meth:`_replace`).
+        self._sent: dict[int, tuple] = {}
+        #: Each running job's submission, sent again to a child that replaces a dead one.
+        self._submitted: dict[int, tuple] = {}
+        #: Jobs that have had output: never sent again to a new child.
+        self._started: set[int] = set()
+        #: A new child is loading in place of a dead one (calls wait to be sent).
+        self._replacing = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def load(
+        cls, name: str, path: str, options: LlamaOptions, default_max_tokens: int | None = None
+    ) -> ProcessModel:
+        """Start the child and load the model there; every failure is a
+        :class:`ModelLoadError` naming ``path`` (and the RPC hosts when one is at fault).
+
+        With ``extra_buffers = "auto"`` the extra buffer types are tried unless a verdict says
+        they crash here (:mod:`.safe_mode`); a child that dies loading or warming up with them
+        is replaced at once by one in safe mode (without them), and the verdict remembered."""
+        from .safe_mode import OK, Subject, decide, remember
+
+        self = cls(name, os.path.expanduser(path), options)
+        if self.servers:
+            down = check_reachable(self.servers)
+            if down:
+                raise ModelLoadError(
+                    name, f"{self.path}: cannot reach the RPC server(s) {', '.join(down)}"
+                )
+        from hoshikage_core.load_progress import reporter
+
+        self._progress = reporter()  # the pool's, on this (the loading) thread
+        self._subject = Subject.of(self.path)
+        decision = decide(options.extra_buffers, self._subject, isolated=True)
+        self.safe_mode = decision.safe
+        self._default_max_tokens = default_max_tokens
+        try:
+            self._spawn(decision.extra)
+        except _Died as died:
+            if not (decision.may_fall_back and self._native_crash(self._proc)):
+                raise ModelLoadError(name, f"{self.path}: {died}", crashed=True) from None
+            self._fall_back(str(died))
+            try:
+                self._spawn(False)
+            except _Died as again:
+                raise ModelLoadError(
+                    name,
+                    f"{self.path}: {again}, in safe mode too (extra buffer types off)",
+                    crashed=True,
+                ) from None
+        else:
+            if decision.extra and decision.may_fall_back:
+                if self._computes_here():
+                    remember(self._subject, OK)
+        self._may_fall_back = decision.may_fall_back and decision.extra
+        return self
+
+    def _computes_here(self) -> bool:
+        """Whether this host's CPU computes the model's layers (a warm-up then says something
+        about its kernels): not with RPC servers, nor with layers offloaded to a GPU."""
+        if self.servers:
+            return False
+        from ..llama.build import is_gpu_build
+
+        return self.options.n_gpu_layers == 0 or not is_gpu_build()
+
+    def _fall_back(self, reason: str) -> None:
+        """The extra buffer types crashed this model: remember it, and go on in safe mode."""
+        from .safe_mode import CRASH, remember
+
+        remember(self._subject, CRASH, reason)
+        log.warning(
+            "model %s: %s; loading it again in safe mode (extra buffer types off; "
+            "remembered for %s)",
+            self.name,
+            reason,
+            self._subject.describe(),
+        )
+        self.safe_mode = True
+        self._may_fall_back = False
+
+    def _spawn(self, extra: bool, reader: bool = True) -> None:
+        """A child with the model loaded and warmed up, and (``reader``) its reader thread
+        running; raises :class:`_Died` when the child dies on the way (a native crash)."""
+        options = attrs.evolve(self.options, extra_buffers=extra)
+        self.extra_buffers = extra
+        self._stage = "loading"
+        self._stderr_tail.clear()
+        self.placement = {}
+        self._hung_reason = None
+        self._delivered = False
+        self._start()
+        try:
+            self._send(("load", self.name, self.path, options, self._default_max_tokens))
+            deadline = time.monotonic() + options.rpc_load_timeout
+            while True:
+                if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    self._kill()
+                    raise ModelLoadError(
+                        self.name,
+                        f"{self.path}: the load did not finish within "
+                        f"{options.rpc_load_timeout:g}s (rpc_load_timeout){self._hosts_note()}; "
+                        "its process was killed",
+                    )
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    raise _Died(self._death_reason()) from None
+                if message[0] == "progress":
+                    # Never backwards: a load again in safe mode starts over from 0.
+                    if self._progress is not None and message[1] >= self._shown:
+                        self._shown = message[1]
+                        self._progress(message[1])
+                    continue
+                if message[0] == "stage":
+                    _, self._stage, self.placement = message
+                    continue
+                _, ok, value = message
+                break
+            if not ok:
+                error = load_error(value)
+                if isinstance(error, HoshikageError):
+                    raise error
+                raise ModelLoadError(self.name, f"{self.path}: {error}")
+        except BaseException:
+            self._kill()
+            raise
+        self.n_ctx = value["n_ctx"]
+        self.capacity = value["capacity"]
+        self._memory = value["memory_bytes"]
+        self.placement = value["placement"]
+        #: Tokens for a request that gives no max_tokens (None: up to the context).
+        self.default_max_tokens = value["default_max_tokens"]
+        self.modalities = tuple(value.get("modalities", ()))
+        self._stats = (0, 0, 0, 0, 0)
+        self._stage = "in its first decode"
+        if not reader:
+            return
+        self._reader = threading.Thread(
+            target=self._read,
+            args=(self._conn, self._proc),
+            name=f"hoshikage-proxy:{self.name}",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _start(self) -> None:
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hoshikage_llamacpp.lifecycle.child",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                    self.name,  # unread: for `ps`, and tests, to tell the processes apart
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # llama.cpp's abort would first run gdb for a backtrace: seconds of delay.
+                env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._stderr_thread = threading.Thread(
+            target=self._read_stderr, name=f"hoshikage-child-log:{self.name}", daemon=True
+        )
+        self._stderr_thread.start()
+
+    def _read_stderr(self) -> None:
+        """The child's output (its log, llama.cpp's abort message) into this log, with the
+        last lines kept for the error that reports its death."""
+        child_log = logging.getLogger("hoshikage.llamacpp.child")
+        for raw in self._proc.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                self._stderr_tail.append(line)
+                level = logging.WARNING if _ALARMING.search(line) else logging.DEBUG
+                child_log.log(level, "[%s] %s", self.name, line)
+
+    def close(self) -> None:
+        """Ask the child to unload (freeing local and remote buffers) and wait for it to
+        exit; whatever still runs ends as cancelled."""
+        self._closing = True
+        if self._proc is None:
+            return
+        try:
+            self._send(("close",))
+        except (OSError, ValueError):
+            pass
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            log.warning("model %s: its process did not exit after close; killing it", self.name)
+            self._kill()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(10)
+        self._fail_all(Cancelled("The model was unloaded."))
+        self._conn.close()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._conn is not None:
+            self._conn.close()
+
+    def on_failure(self, callback) -> None:
+        """Call ``callback(error)`` once, from the reader thread, if the child dies on its
+        own (the pool unloads the model then)."""
+        self._callbacks.append(callback)
+        if self._failure is not None:
+            callback(self._failure)
+
+    @property
+    def pid(self) -> int | None:
+        """The model process's id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def failure(self) -> ModelFailed | None:
+        """Why the child died, once it has."""
+        return self._failure
+
+    # ----------------------------------------------------------------- the contract
+
+    def generate(
+        self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1
+    ) -> None:
+        job_id = next(self._ids)
+        with self._lock:
+            self._check_alive()
+            self._jobs[job_id] = (sink, cancel)
+        self._submitted[job_id] = ("generate", None, job_id, request, n)
+        try:
+            self._call_raw(self._submitted[job_id])
+        except BaseException:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+                self._submitted.pop(job_id, None)
+            raise
+
+    def score(self, request, cancel: CancelToken, sink: ChunkSink) -> None:
+        """The child's engine scores it (the core's ``Scorer``); its one ``Scores`` comes
+        back like a chunk."""
+        job_id = next(self._ids)
+        with self._lock:
+            self._check_alive()
+            self._jobs[job_id] = (sink, cancel)
+        self._submitted[job_id] = ("score", None, job_id, request)
+        try:
+            self._call_raw(self._submitted[job_id])
+        except BaseException:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+                self._submitted.pop(job_id, None)
+            raise
+
+    def encode(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        return self._call("encode", text, add_special, parse_special)
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        return self._call("token_bytes", token, special)
+
+    def apply_template(self, messages, tools=None) -> str:
+        return self._call("apply_template", messages, tools)
+
+    def rerank(self, query: str, documents: list[str]):
+        return self._call("rerank", query, list(documents))
+
+    def stats(self) -> EngineStats:
+        running, prompt, cached, drafted, accepted = self._stats
+        return EngineStats(
+            slots=self.capacity,
+            running=running,
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            draft_tokens=drafted,
+            draft_accepted=accepted,
+        )
+
+    def embed(self, inputs: list[str]) -> Embeddings:
+        return self._call("embed", list(inputs))
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._call("tokenize", text)
+
+    def count_tokens(self, text: str) -> int:
+        return self._call("count_tokens", text)
+
+    def memory_bytes(self) -> int:
+        return self._memory
+
+    def device_memory_bytes(self) -> int:
+        """As :meth:`LlamaCppModel.device_memory_bytes`, from the child's placement."""
+        from .memory import device_bytes
+
+        return device_bytes(self.placement)
+
+    # ----------------------------------------------------------------- messages
+
+    def _check_alive(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise Cancelled("The model is being unloaded.")
+
+    def _send(self, message: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _call(self, method: str, *args):
+        return self._call_raw(("call", None, method, args))
+
+    def _call_raw(self, message: tuple):
+        call_id = next(self._ids)
+        waiter = _Waiter()
+        with self._lock:
+            self._check_alive()
+            self._waiters[call_id] = waiter
+        message = (message[0], call_id, *message[2:])
+        with self._send_lock:
+            self._sent[call_id] = message
+            if not self._replacing:  # else the new child gets it once it has loaded
+                try:
+                    self._conn.send(message)
+                except (OSError, ValueError):
+                    pass  # the child is gone: the reader fails (or resends) the waiter
+        if not waiter.event.wait(self.options.rpc_call_timeout):
+            self._hung(f"a call ({message[0]})")
+            waiter.event.wait(30)  # the reader fails it once the child is gone
+            if not waiter.event.is_set():
+                raise ModelFailed(self.name, self._hung_reason or "its process stopped answering")
+        if waiter.ok:
+            return waiter.value
+        raise waiter.value
+
+    def _hung(self, what: str) -> None:
+        """The child answered nothing for ``rpc_call_timeout``: kill it, so it is reported
+        (by the reader, which then sees the socket close) like a child that died."""
+        if self._hung_reason is None:
+            self._hung_reason = (
+                f"its process stopped answering {what} for {self.options.rpc_call_timeout:g}s "
+                "(rpc_call_timeout) and was killed"
+            )
+            log.error("%s: %s", self.name, self._hung_reason)
+        self._kill()
+
+    def _read(self, conn, proc) -> None:
+        quiet_since = time.monotonic()
+        while True:
+            try:
+                ready = conn.poll(CANCEL_POLL)
+                message = conn.recv() if ready else None
+            except (EOFError, OSError):
+                break
+            now = time.monotonic()
+            if message is not None or not self._jobs:
+                quiet_since = now
+            elif now - quiet_since > self.options.rpc_call_timeout:
+                self._hung("its running streams")  # the socket closes: the loop ends
+            try:
+                if message is not None:
+                    self._dispatch(message)
+                self._send_cancels()
+            except Exception:  # a broken sink must not stop delivery for everyone
+                log.exception("delivering output of %s failed", self.name)
+        self._died(conn, proc)
+
+    def _dispatch(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "out":
+            _, items, closes, self._stats = message
+            touched = {}
+            jobs = self._jobs
+            if items and not self._delivered:
+                self._delivered = True
+                self._stage = "while serving"
+            started = self._started
+            for job_id, index, chunk in items:
+                entry = jobs.get(job_id)
+                if entry is not None:
+                    entry[0].put(index, chunk)
+                    touched[job_id] = entry[0]
+                    started.add(job_id)
+            for job_id, error in closes:
+                with self._lock:
+                    entry = jobs.pop(job_id, None)
+                self._cancel_sent.discard(job_id)
+                self._started.discard(job_id)
+                self._submitted.pop(job_id, None)
+                if entry is not None:
+                    entry[0].close(None if error is None else load_error(error))
+                    touched[job_id] = entry[0]
+            for sink in touched.values():
+                try:
+                    sink.flush()
+                except Exception:
+                    log.exception("delivering output of %s failed", self.name)
+        elif kind == "reply":
+            _, call_id, ok, value = message
+            with self._lock:
+                waiter = self._waiters.pop(call_id, None)
+                self._sent.pop(call_id, None)
+            if waiter is not None:
+                waiter.ok = ok
+                waiter.value = value if ok else load_error(value)
+                waiter.event.set()
+
+    def _send_cancels(self) -> None:
+        for job_id, (_sink, cancel) in list(self._jobs.items()):
+            if cancel.cancelled and job_id not in self._cancel_sent:
+                self._cancel_sent.add(job_id)
+                try:
+                    self._send(("cancel", job_id))
+                except (OSError, ValueError):
+                    return
+
+    def _died(self, conn, proc) -> None:
+        """The socket closed: after a close that is the end; otherwise the child died. A
+        child killed by a signal in its first decode while trying the extra buffer types is
+        replaced by one in safe mode, and the requests it had not answered yet go there."""
+        if self._closing or conn is not self._conn:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reason = self._death_reason()
+        if self._may_fall_back and not self._delivered and self._native_crash(proc):
+            self._fall_back(reason)
+            # A thread of its own starts the new child and stays its reader: the child dies
+            # with the thread that started it (PR_SET_PDEATHSIG), and this one ends now.
+            threading.Thread(
+                target=self._replace_and_read,
+                args=(reason,),
+                name=f"hoshikage-proxy:{self.name}",
+                daemon=True,
+            ).start()
+            return
+        self._give_up(reason)
+
+    def _native_crash(self, proc) -> bool:
+        """Whether ``proc`` died of a native fault that safe mode may avoid: a signal, but not
+        SIGKILL (the OOM killer, a person, or our own kill of a hung process), and not with
+        RPC servers (a lost host aborts the process, whatever the buffer types)."""
+        code = proc.returncode
+        return (
+            code is not None
+            and code < 0
+            and code != -signal.SIGKILL
+            and self._hung_reason is None
+            and not self.servers
+        )
+
+    def _replace_and_read(self, reason: str) -> None:
+        try:
+            self._replace(reason)
+        except (_Died, HoshikageError) as again:
+            self._give_up(f"{reason}; in safe mode: {again}")
+            return
+        self._read(self._conn, self._proc)
+
+    def _give_up(self, reason: str) -> None:
+        """The child died for good: every request ends with the failure, and the pool hears."""
+        failure = ModelFailed(self.name, reason)
+        with self._lock:
+            self._failure = failure
+        log.error("%s", failure)
+        self._fail_all(failure)
+        for callback in list(self._callbacks):
+            try:
+                callback(failure)
+            except Exception:
+                log.exception("a failure callback of %s failed", self.name)
+
+    def _replace(self, reason: str) -> None:
+        """Load the model again in a new child (safe mode) and send it every call the dead
+        one left unanswered; a job that had output already ends with the failure."""
+        with self._send_lock:
+            self._replacing = True
+        failure = ModelFailed(self.name, reason)
+        with self._lock:
+            lost = {job: self._jobs.pop(job) for job in list(self._started) if job in self._jobs}
+            self._started.clear()
+            for job in lost:
+                self._submitted.pop(job, None)
+        for sink, _cancel in lost.values():
+            sink.close(failure)
+            sink.flush()
+        try:
+            self._spawn(False, reader=False)
+        except BaseException:
+            with self._send_lock:
+                self._replacing = False
+            raise
+        with self._send_lock:
+            for job_id, message in sorted(self._submitted.items()):
+                if job_id not in lost:
+                    self._conn.send(message)
+            for _call_id, message in sorted(self._sent.items()):
+                if message[0] not in ("generate", "score"):  # those went with their jobs
+                    self._conn.send(message)
+            self._replacing = False
+        log.warning(
+            "model %s: its process died in its first decode (%s); it was loaded again in safe "
+            "mode and its requests sent there",
+            self.name,
+            reason,
+        )
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._lock:
+            jobs, self._jobs = self._jobs, {}
+            waiters, self._waiters = self._waiters, {}
+            self._sent.clear()
+            self._started.clear()
+            self._submitted.clear()
+        for sink, _cancel in jobs.values():
+            try:
+                sink.close(error)
+                sink.flush()
+            except Exception:
+                log.exception("closing a stream of %s failed", self.name)
+        for waiter in waiters.values():
+            waiter.ok, waiter.value = False, error
+            waiter.event.set()
+
+    def _death_reason(self) -> str:
+        """What happened, for the error each request gets: how the process ended and at
+        which stage, what llama.cpp said last, the buffers in use and the CPU."""
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if (
+            self._stderr_thread is not None
+            and self._stderr_thread is not threading.current_thread()
+        ):
+            self._stderr_thread.join(2)  # its last words
+        if self._hung_reason is not None:
+            how = self._hung_reason
+        elif code is None:
+            how = "its process stopped answering"
+        elif code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"its llama.cpp process was killed by {name} {self._stage}"
+        else:
+            how = f"its llama.cpp process exited with status {code} {self._stage}"
+        if self.safe_mode and self._hung_reason is None:
+            how += " in safe mode (extra buffer types off)"
+        tail = list(self._stderr_tail)
+        said = [
+            line
+            for line in tail
+            if not line.startswith("llama.cpp:")
+            and ("abort" in line.lower() or "error" in line.lower() or "rpc" in line.lower())
+        ]
+        # "…/ggml-rpc.cpp:566: Remote RPC server crashed…" without the build path
+        detail = f" ({_SOURCE_PREFIX.sub('', said[-1].strip())})" if said else ""
+        buffers = sorted(self.placement) or _buffers(tail)
+        where = f"; buffers: {', '.join(buffers)}" if buffers else ""
+        if self.extra_buffers:
+            where += " (extra buffer types on)"
+        from .safe_mode import cpu_facts
+
+        cpu = cpu_facts()
+        where += f"; CPU: {cpu.model} ({' '.join(cpu.flags) or 'no vector extensions'})"
+        return f"{how}{detail}{self._hosts_note()}{where}"
+
+    def _hosts_note(self) -> str:
+        if not self.servers:
+            return ""
+        return f"; the RPC server(s) {', '.join(self.servers)} may have gone away"
