@@ -64,6 +64,16 @@ def _buffers(lines) -> list[str]:
     return sorted({m.group(1) for line in lines if (m := _BUFFER_LINE.search(line))})
 
 
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for a closed child to exit (it writes its prompt states first), killing it if
+    it has not within a minute: no zombie, no orphan."""
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class _Died(Exception):
     """The child died while loading or warming up; the message says how."""
 
@@ -313,24 +323,32 @@ class ProcessModel:
                 child_log.log(level, "[%s] %s", self.name, line)
 
     def close(self) -> None:
-        """Ask the child to unload (freeing local and remote buffers) and wait for it to
-        exit; whatever still runs ends as cancelled."""
+        """Ask the child to unload and wait until it has freed llama.cpp's buffers (local
+        and remote) and closed its end of the socket; whatever still runs ends as
+        cancelled. It then writes its prompt states to disk and exits on its own (reaped
+        here in the background), so a switch to another model need not wait for the disk."""
         self._closing = True
-        if self._proc is None:
+        proc = self._proc
+        if proc is None:
             return
         try:
             self._send(("close",))
         except (OSError, ValueError):
             pass
-        try:
-            self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            log.warning("model %s: its process did not exit after close; killing it", self.name)
-            self._kill()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(10)
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(60)  # it ends when the child has closed the socket
+            if reader.is_alive():
+                log.warning("model %s: its process did not unload; killing it", self.name)
+                self._kill()
+        else:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._kill()
         self._fail_all(Cancelled("The model was unloaded."))
         self._conn.close()
+        threading.Thread(target=_reap, args=(proc,), name="hoshikage-reap", daemon=True).start()
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -589,6 +607,7 @@ class ProcessModel:
         )
 
     def _replace_and_read(self, reason: str) -> None:
+        self._reader = threading.current_thread()  # the new child's reader, from here on
         try:
             self._replace(reason)
         except (_Died, HoshikageError) as again:
