@@ -379,27 +379,21 @@ class ProcessModel:
     def generate(
         self, request: GenerationRequest, cancel: CancelToken, sink: ChunkSink, n: int = 1
     ) -> None:
-        job_id = next(self._ids)
-        with self._lock:
-            self._check_alive()
-            self._jobs[job_id] = (sink, cancel)
-        self._submitted[job_id] = ("generate", None, job_id, request, n)
-        try:
-            self._call_raw(self._submitted[job_id])
-        except BaseException:
-            with self._lock:
-                self._jobs.pop(job_id, None)
-                self._submitted.pop(job_id, None)
-            raise
+        self._submit(sink, cancel, "generate", request, n)
 
     def score(self, request, cancel: CancelToken, sink: ChunkSink) -> None:
         """The child's engine scores it (the core's ``Scorer``); its one ``Scores`` comes
         back like a chunk."""
+        self._submit(sink, cancel, "score", request)
+
+    def _submit(self, sink: ChunkSink, cancel: CancelToken, kind: str, *args) -> None:
+        """A job for the child's engine (``kind`` "generate" or "score"), its output to
+        ``sink``; kept until it closes, to be sent again to a child that replaces this one."""
         job_id = next(self._ids)
         with self._lock:
             self._check_alive()
             self._jobs[job_id] = (sink, cancel)
-        self._submitted[job_id] = ("score", None, job_id, request)
+        self._submitted[job_id] = (kind, None, job_id, *args)
         try:
             self._call_raw(self._submitted[job_id])
         except BaseException:
