@@ -32,7 +32,7 @@ def tiny_ui_config(tiny_model_path, **server) -> dict:
     return {
         "server": {**server},
         "models": [
-            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 4096}
+            {"name": "tiny", "path": str(tiny_model_path), "aliases": ["tiny-alias"], "n_ctx": 8192}
         ],
     }
 
