@@ -91,12 +91,7 @@ def build_clip_projector(
     writer.add_tensor("mm.2.weight", weights(n_embd_text, n_embd_text, scale=0.2))
     writer.add_tensor("mm.2.bias", zeros(n_embd_text))
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
-    return path
+    return _written(writer, tmp, path)
 
 
 def build_gemma3_projector(
@@ -174,12 +169,7 @@ def build_gemma3_projector(
     # used transposed: ne [n_embd_text, width]
     writer.add_tensor("mm.input_projection.weight", weights(width, n_embd_text, scale=0.2))
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
-    return path
+    return _written(writer, tmp, path)
 
 
 def build_qwen2vl_text_model(path: str | os.PathLike, *, n_embd: int = 64, seed: int = 97) -> Path:
@@ -243,12 +233,7 @@ def build_qwen2vl_text_model(path: str | os.PathLike, *, n_embd: int = 64, seed:
         writer.add_tensor(f"{block}.ffn_down.weight", weights(n_embd, n_ff))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     writer.add_tensor("output.weight", weights(n_vocab, n_embd, scale=0.6))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
-    return path
+    return _written(writer, tmp, path)
 
 
 def build_qwen2vl_projector(
@@ -318,12 +303,7 @@ def build_qwen2vl_projector(
     writer.add_tensor("mm.0.bias", zeros(hidden))
     writer.add_tensor("mm.2.weight", weights(n_embd_text, hidden, scale=0.2))
     writer.add_tensor("mm.2.bias", zeros(n_embd_text))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
-    return path
+    return _written(writer, tmp, path)
 
 
 def build_audio_projector(
@@ -397,12 +377,7 @@ def build_audio_projector(
     writer.add_tensor("mm.a.fc.weight", weights(n_embd_text, width, scale=0.2))
     writer.add_tensor("mm.a.fc.bias", zeros(n_embd_text))
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
-    return path
+    return _written(writer, tmp, path)
 
 
 def wav_bytes(seconds: float = 1.0, rate: int = 16000, hz: float = 440.0) -> bytes:
@@ -456,3 +431,13 @@ def image_media(
         id=hashlib.sha256(data).hexdigest(),
         field=field,
     )
+
+
+def _written(writer, tmp, path) -> Path:
+    """Write ``writer``'s GGUF to ``tmp``, then put it at ``path`` at once."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+    return Path(path)
