@@ -8,6 +8,11 @@ threads, slots and context per slot, measured in one run.
 - ``json_schema`` decode tok/s over plain decode tok/s (Hoshikage, and llama-server for
   reference).
 
+Hoshikage runs with its defaults (speculation on). Its own speculation-off figures come from
+the same server with ``"speculative": false`` in each request (``hoshikage_spec_off``), reps
+interleaved with the rest, so speculation on ÷ off is measured in one run. Every median keeps
+its per-rep range (``*_range``).
+
 Everything goes through ``/v1/completions`` and ``/v1/chat/completions`` with plain httpx,
 so both servers pay the same client cost.
 """
@@ -58,8 +63,11 @@ def _decode_tps(arrivals: list[float]) -> float | None:
     return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 2 else None
 
 
-def aggregate(http_factory, streams: int, max_tokens: int, tag: str) -> float:
-    """Aggregate decode tok/s of ``streams`` concurrent streamed completions."""
+def aggregate(
+    http_factory, streams: int, max_tokens: int, tag: str, extra: dict | None = None
+) -> float:
+    """Aggregate decode tok/s of ``streams`` concurrent streamed completions (``extra``: more
+    request fields, e.g. ``{"speculative": false}``)."""
     counts = [0] * streams
     starts, ends = [0.0] * streams, [0.0] * streams
 
@@ -74,6 +82,7 @@ def aggregate(http_factory, streams: int, max_tokens: int, tag: str) -> float:
                     "max_tokens": max_tokens,
                     "temperature": 0,
                     "logit_bias": GEMMA_EOG,
+                    **(extra or {}),
                 },
             )
         counts[i] = len(arrivals)
@@ -142,7 +151,7 @@ def interleaved_ttft(http, conversations: int, turns: int, tag: str) -> list[flo
     return later
 
 
-def schema_ratio(http, max_tokens: int, reps: int) -> dict:
+def schema_ratio(http, max_tokens: int, reps: int, extra: dict | None = None) -> dict:
     """Decode tok/s with a ``json_schema`` response format, and without."""
     messages = [
         {"role": "user", "content": "Write a long story about a lighthouse keeper, as JSON."}
@@ -155,6 +164,7 @@ def schema_ratio(http, max_tokens: int, reps: int) -> dict:
             "max_tokens": max_tokens,
             "temperature": 0,
             "seed": rep,
+            **(extra or {}),
         }
         _, arrivals, _ = _stream(
             http,
@@ -191,47 +201,66 @@ def schema_ratio(http, max_tokens: int, reps: int) -> dict:
     plain = [p for p in plain if p]
     constrained = [c for c in constrained if c]
     p, c = statistics.median(plain), statistics.median(constrained)
-    return {"plain_tps": p, "schema_tps": c, "ratio": c / p}
+    return {
+        "plain_tps": p,
+        "schema_tps": c,
+        "ratio": c / p,
+        "plain_range": [min(plain), max(plain)],
+        "schema_range": [min(constrained), max(constrained)],
+    }
+
+
+#: Hoshikage's server measured again with speculation off, request by request.
+SPEC_OFF = "hoshikage_spec_off"
 
 
 def run(servers: dict, args) -> dict:
-    """``servers``: name -> base URL, each serving the model as "a" with ``SLOTS`` slots."""
+    """``servers``: name -> base URL, each serving the model as "a" with ``SLOTS`` slots.
+    With a "hoshikage" server, its speculation-off view (:data:`SPEC_OFF`) is measured too."""
     import httpx
 
-    out: dict = {name: {} for name in servers}
+    extras: dict[str, dict] = {name: {} for name in servers}
+    urls = dict(servers)
+    if "hoshikage" in servers:
+        urls[SPEC_OFF] = servers["hoshikage"]
+        extras[SPEC_OFF] = {"speculative": False}
+    out: dict = {name: {} for name in urls}
     factories = {
         name: (lambda url=url: httpx.Client(base_url=url, timeout=600))
-        for name, url in servers.items()
+        for name, url in urls.items()
     }
-    for factory in factories.values():  # warm-up
-        with factory() as http:
+    for name in servers:  # warm-up
+        with factories[name]() as http:
             http.post(
                 "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}
             ).raise_for_status()
     reps = max(2, args.reps // 2)
     # Reps interleaved between the servers, as in the throughput benchmark.
     for streams in (1, 2, 4, 8):
-        samples: dict = {name: [] for name in servers}
+        samples: dict = {name: [] for name in urls}
         for rep in range(reps):
             for name, factory in factories.items():
                 samples[name].append(
-                    aggregate(factory, streams, args.batch_tokens, f"s{streams}r{rep}")
+                    aggregate(
+                        factory, streams, args.batch_tokens, f"s{streams}r{rep}", extras[name]
+                    )
                 )
-        for name in servers:
+        for name in urls:
             out[name][f"aggregate_tps_{streams}"] = statistics.median(samples[name])
-    for name, factory in factories.items():
-        with factory() as http:
+            out[name][f"aggregate_tps_{streams}_range"] = [min(samples[name]), max(samples[name])]
+    for name in servers:
+        with factories[name]() as http:
             one = [n_cost(http, 1, 64, 100 + rep) for rep in range(reps)]
             four = [n_cost(http, 4, 64, 200 + rep) for rep in range(reps)]
         out[name]["n1_s"] = statistics.median(one)
         out[name]["n4_s"] = statistics.median(four)
         out[name]["n4_over_n1"] = out[name]["n4_s"] / out[name]["n1_s"]
     for conversations in (2, 4):
-        for name, factory in factories.items():
-            with factory() as http:
+        for name in servers:
+            with factories[name]() as http:
                 later = interleaved_ttft(http, conversations, 3, f"{name}-{conversations}")
             out[name][f"interleaved_{conversations}_ttft_ms"] = statistics.median(later) * 1000
     for name, factory in factories.items():
         with factory() as http:
-            out[name]["schema"] = schema_ratio(http, args.batch_tokens, reps)
+            out[name]["schema"] = schema_ratio(http, args.batch_tokens, reps, extras[name])
     return out
