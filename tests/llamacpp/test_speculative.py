@@ -369,12 +369,14 @@ def test_a_drafted_tool_call_is_parsed_as_without_drafts(spec, plain, chains):
 
 # ---- the greedy fast path ----------------------------------------------------------------
 #
-# A greedy chain without bias or penalties draws with numpy's argmax over all of a step's
-# rows at once (sampling.SamplerChain.best). ``plain`` is made to draw through llama.cpp's
-# chain (FAST_GREEDY off) as the reference.
+# A greedy chain without penalties draws with numpy's argmax over all of a step's rows at
+# once (sampling.SamplerChain.best), a logit bias applied to the few tokens it names.
+# ``plain`` is made to draw through llama.cpp's chain (FAST_GREEDY off) as the reference.
 
 FAST_CASES = {
     "no bias": {},
+    "a ban and a bias": {"logit_bias": {EOS: -100, 5: 3.5}},
+    "a bias that wins": {"logit_bias": {7: 40.0, 9: 40.0}, "max_tokens": 20},
     "json schema": {
         "response_format": ResponseFormat(
             type="json_schema", schema={"const": "the cat sat on the mat " * 4}
@@ -402,7 +404,7 @@ def fast_and_chain(spec, plain, chains, monkeypatch, req):
 def test_the_greedy_fast_path_draws_what_the_chain_draws(
     spec, plain, chains, monkeypatch, case, prompt
 ):
-    req = request(prompt, logit_bias=None, **FAST_CASES[case])
+    req = request(prompt, **{"logit_bias": None, **FAST_CASES[case]})
     (ids1, texts1, fast1, last1), (ids0, texts0, fast0, _) = fast_and_chain(
         spec, plain, chains, monkeypatch, req
     )
@@ -417,16 +419,33 @@ def test_the_looping_prompt_drafts_on_the_fast_path(spec, chains, monkeypatch):
     assert chains[0].argmax and last[0].draft_accepted > 20
 
 
+def test_a_ban_on_the_tokens_the_model_wants_draws_what_the_chain_draws(
+    spec, plain, chains, monkeypatch
+):
+    # The row's best raw logit is banned at every step it would be drawn: those rows go
+    # through the whole chain, the others compare the biased tokens with the argmax.
+    monkeypatch.setattr(sampling, "FAST_GREEDY", False)
+    del chains[:]
+    collect(start(plain, request(PROMPTS[0], logit_bias=None, max_tokens=12)))
+    favourites = sorted(set(chains[0].drawn))[:3]
+    req = request(PROMPTS[0], logit_bias={t: -100 for t in favourites} | {EOS: -100})
+    (ids1, texts1, fast1, last1), (ids0, texts0, _, _) = fast_and_chain(
+        spec, plain, chains, monkeypatch, req
+    )
+    assert fast1 == [True]
+    assert ids1 == ids0 and texts1 == texts0
+    assert not set(favourites) & set(ids1[0]) and last1[0].completion_tokens == 80
+
+
 @pytest.mark.parametrize(
     "fields",
     [
-        {"logit_bias": {EOS: -100, 5: 3.5}},
         {"repeat_penalty": 1.3},
         {"presence_penalty": 0.5, "grammar": 'root ::= ("the cat " | "the mat ")+'},
     ],
-    ids=["logit bias", "penalty", "penalty and grammar"],
+    ids=["penalty", "penalty and grammar"],
 )
-def test_a_bias_or_a_penalty_keeps_the_whole_chain(spec, plain, chains, monkeypatch, fields):
+def test_a_penalty_keeps_the_whole_chain(spec, plain, chains, monkeypatch, fields):
     (ids1, texts1, fast1, _), (ids0, texts0, _, _) = fast_and_chain(
         spec, plain, chains, monkeypatch, request(PROMPTS[0], **fields)
     )

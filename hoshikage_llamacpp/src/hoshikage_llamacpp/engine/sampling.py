@@ -13,12 +13,16 @@ through a grammar costs far more than decoding a token; checking one token costs
 The output is exactly as constrained either way. With repetition penalties, whose history
 must not see a rejected draw, the grammar runs inside the chain on every token instead.
 
-Greedy without logit bias or penalties, the chain is llama.cpp's greedy sampler alone, whose
-draw is the first token of highest logit: exactly numpy's ``argmax`` over the logits row.
-That draw is made here (:meth:`SamplerChain.best`), over every row of a speculative step in
-one call, without llama.cpp building its candidate array over the vocabulary at each
-position (Gemma 3's 262k tokens: about 20 µs a row instead of 400 µs). A grammar checks that
-token as before; a bias or a penalty keeps the whole chain.
+Greedy without penalties, the chain is llama.cpp's logit bias (if any) and greedy sampler,
+whose draw is the first token of highest biased logit: exactly numpy's ``argmax`` over the
+logits row where no bias applies. That draw is made here (:meth:`SamplerChain.best`), over
+every row of a speculative step in one call, without llama.cpp building its candidate array
+over the vocabulary at each position (Gemma 3's 262k tokens: about 20 µs a row instead of
+400 µs). A logit bias touches a few tokens: the row's argmax, when it is not one of them,
+is the best of the others, and the biased tokens are compared with it one by one (ties go to
+the lower id, as in llama.cpp); when the argmax is itself biased (a banned end of text that
+the model wanted), that row goes through the whole chain. A grammar checks the token as
+before; a penalty, whose state follows the tokens, keeps the whole chain.
 
 The GIL. The per-token calls go through :mod:`.native`'s GIL-holding binding, which is right
 for work of a few microseconds. A grammar's cost grows with the request (a 100,000-value
@@ -165,10 +169,14 @@ class SamplerChain:
         #: Draws the grammar rejected, and draws in all (for tests and the benchmark).
         self.rejected = 0
         self.draws = 0
-        #: Temperature 0; and the chain is greedy alone: its draw is the argmax of the raw
-        #: logits, made with numpy (see the module docstring).
+        #: Temperature 0; and the chain is greedy with at most a logit bias: its draw is
+        #: the argmax of the (biased) logits, made with numpy (see the module docstring).
         self.greedy = False
         self.argmax = False
+        #: The biased token ids (ascending) and their biases as float32, for the argmax.
+        self._bias_ids = None
+        self._bias = None
+        self._bias_set: frozenset[int] = frozenset()
         #: A lazy grammar waits for this text before it constrains anything.
         self._trigger = trigger
         try:
@@ -182,8 +190,8 @@ class SamplerChain:
 
     def _build(self, vocab, n_vocab: int, request: GenerationRequest, grammar: str | None) -> None:
         lib = self._lib
+        ban = GRAMMAR_BAN if grammar is not None else -math.inf
         if request.logit_bias:
-            ban = GRAMMAR_BAN if grammar is not None else -math.inf
             self._add(_logit_bias_sampler(lib, n_vocab, request.logit_bias, ban))
         repeat = setting(request, "repeat_penalty")
         frequency = setting(request, "frequency_penalty")
@@ -213,7 +221,10 @@ class SamplerChain:
         if temperature <= 0:
             self.greedy = True
             self._add(lib.llama_sampler_init_greedy())
-            self.argmax = FAST_GREEDY and not request.logit_bias and not penalties
+            self.argmax = FAST_GREEDY and not penalties
+            if self.argmax and request.logit_bias:
+                self._bias_ids, self._bias = _bias_arrays(request.logit_bias, ban)
+                self._bias_set = frozenset(self._bias_ids.tolist())
             return
         if top_k > 0:
             self._add(lib.llama_sampler_init_top_k(top_k))
@@ -230,8 +241,8 @@ class SamplerChain:
     def best(self, ctx, index: int, count: int) -> list[int] | None:
         """The greedy draws at batch positions ``index .. index + count - 1`` (rows with
         logits, one after the other), all in one numpy call; None when the chain is not
-        greedy alone. Each is the draw :meth:`sample` would make there before its grammar
-        check (pass it back as ``drawn``)."""
+        greedy with at most a bias. Each is the draw :meth:`sample` would make there before
+        its grammar check (pass it back as ``drawn``)."""
         if not self.argmax:
             return None
         import numpy as np
@@ -246,7 +257,21 @@ class SamplerChain:
             if end - ctypes.cast(first, ctypes.c_void_p).value != (count - 1) * n_vocab * 4:
                 return [self.best(ctx, index + i, 1)[0] for i in range(count)]
         rows = np.ctypeslib.as_array(first, shape=(count, n_vocab))
-        return rows.argmax(axis=1).tolist()
+        draws = rows.argmax(axis=1).tolist()
+        if self._bias_ids is None:
+            return draws
+        ids = self._bias_ids
+        biased = rows[:, ids] + self._bias  # float32, as llama.cpp adds it
+        for i, token in enumerate(draws):
+            if token in self._bias_set:
+                # The best raw logit is biased: the best of the rest is unknown here.
+                draws[i] = self._chain_lib.llama_sampler_sample(self._chain, ctx, index + i)
+                continue
+            j = int(biased[i].argmax())  # the first of the best biased ones: the lowest id
+            value, best = biased[i, j], rows[i, token]
+            if value > best or (value == best and ids[j] < token):
+                draws[i] = int(ids[j])
+        return draws
 
     def sample(self, ctx, index: int = -1, drawn: int | None = None) -> int:
         """Draw a token from the logits at batch position ``index`` and advance the state.
@@ -333,6 +358,17 @@ def _token_data_dtype():
     import numpy as np
 
     return np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+def _bias_arrays(bias: Mapping[int, float], ban: float):
+    """The biased ids, ascending, and their biases as llama.cpp's bias sampler adds them."""
+    import numpy as np
+
+    items = sorted(
+        (int(token), ban if value <= BAN_BIAS else float(value)) for token, value in bias.items()
+    )
+    ids = np.array([token for token, _ in items], dtype=np.intp)
+    return ids, np.array([value for _, value in items], dtype=np.float32)
 
 
 def _logit_bias_sampler(lib, n_vocab: int, bias: Mapping[int, float], ban: float):
