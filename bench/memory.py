@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run import Server, free_port, physical_cores, pss_mb, rss_mb, tree  # noqa: E402
+from run import Server, free_port, peer_flags, physical_cores, pss_mb, rss_mb, tree  # noqa: E402
 
 CELLS = {"parallel": 4, "n_ctx": 4096}
 SYSTEM = " ".join(
@@ -74,6 +74,7 @@ def llama_server(binary: str, model: Path, threads: int, cells: bool) -> Server:
         "127.0.0.1",
         "--port",
         str(port),
+        *peer_flags(),
     ]
     if cells:
         argv += ["-np", str(CELLS["parallel"]), "-c", str(CELLS["parallel"] * CELLS["n_ctx"])]

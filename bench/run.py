@@ -458,6 +458,15 @@ def start_llama_cpp_server(model: Path, args) -> Server | dict:
     )
 
 
+def peer_flags() -> list[str]:
+    """llama-server's flags for comparing like with like on this CPU: on one with Intel AMX,
+    where Hoshikage's model processes run in safe mode (llama.cpp's extra buffer types off:
+    its AMX kernels crash there), ``--no-repack``, which is the same switch."""
+    from hoshikage_llamacpp.lifecycle.safe_mode import cpu_facts
+
+    return ["--no-repack"] if cpu_facts().amx else []
+
+
 def start_llama_server(
     binary: str | None, model: Path, args, slots: int = 1, extra: tuple[str, ...] = ()
 ) -> Server | dict:
@@ -484,6 +493,7 @@ def start_llama_server(
             "127.0.0.1",
             "--port",
             str(port),
+            *peer_flags(),
             *extra,
         ],
         port,

@@ -220,6 +220,7 @@ def start_llama(binary: str, model: Path, args, spec_type: str) -> bench.Server:
         "127.0.0.1",
         "--port",
         str(port),
+        *bench.peer_flags(),
     ]
     if spec_type != "none":
         argv += ["--spec-type", spec_type, "--spec-draft-n-max", "16"]
