@@ -13,7 +13,8 @@ and then ``("loaded", ok, facts)``), then
 ``("generate", call_id, job_id, request, n)``, ``("score", call_id, job_id, request)``,
 ``("cancel", job_id)``, ``("call", call_id,
 method, args)`` and ``("close",)``. Replies: ``("reply", call_id, ok, value)``; a step's
-output for every job goes in one ``("out", items, closes, stats)`` message.
+output for every job goes in one ``("out", items, closes, stats)`` message, sent from the
+engine's thread, its chunks as plain tuples (:func:`.wire.dump_output`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .wire import dump_error
+from .wire import dump_error, dump_output
 
 #: A test-only fault: ``HOSHIKAGE_FAULT="[model@]point[:SIGNAL][:extra],..."`` makes this
 #: process kill itself with ``SIGNAL`` (SIGSEGV by default, or SIGABRT, ...) at ``point``:
@@ -90,8 +91,7 @@ class _Outgoing:
             items, closes = self.items, self.closes
             self.items, self.closes = [], []
             stats = self._model.stats()
-            message = (
-                "out",
+            message = dump_output(
                 items,
                 closes,
                 (
@@ -103,7 +103,7 @@ class _Outgoing:
                 ),
             )
             with self.send_lock:
-                self._conn.send(message)
+                self._conn.send_bytes(message)
 
 
 class _RemoteSink:

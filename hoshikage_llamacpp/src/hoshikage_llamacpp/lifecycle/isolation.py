@@ -45,7 +45,7 @@ from hoshikage_core.protocol import (
 
 from ..llama.rpc import check_reachable
 from ..options import LlamaOptions, rpc_server_list
-from .wire import load_error
+from .wire import load_chunk, load_error
 
 log = logging.getLogger("hoshikage.llamacpp.isolation")
 
@@ -526,7 +526,7 @@ class ProcessModel:
             for job_id, index, chunk in items:
                 entry = jobs.get(job_id)
                 if entry is not None:
-                    entry[0].put(index, chunk)
+                    entry[0].put(index, load_chunk(chunk))
                     touched[job_id] = entry[0]
                     started.add(job_id)
             for job_id, error in closes:
