@@ -52,7 +52,8 @@ log = logging.getLogger("hoshikage.llamacpp.isolation")
 #: Lines of the child's output logged at WARNING (the rest, llama.cpp's chatter, at DEBUG).
 _ALARMING = re.compile(r"error|abort|crash|fail|traceback|exception", re.IGNORECASE)
 _SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
-#: How often the reader looks for cancelled requests while it waits for output.
+#: How often the reader looks for cancelled requests while it waits for output (only while
+#: some run: an idle model's reader sleeps until its process speaks).
 CANCEL_POLL = 0.05
 
 
@@ -496,7 +497,9 @@ class ProcessModel:
         quiet_since = time.monotonic()
         while True:
             try:
-                ready = conn.poll(CANCEL_POLL)
+                # With nothing running, nothing to watch: sleep until the child speaks (a
+                # job's submission is always answered, so the watch starts with its reply).
+                ready = conn.poll(CANCEL_POLL if self._jobs else None)
                 message = conn.recv() if ready else None
             except (EOFError, OSError):
                 break
