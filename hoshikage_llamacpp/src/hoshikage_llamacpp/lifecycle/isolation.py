@@ -231,14 +231,14 @@ class ProcessModel:
         self._start()
         try:
             self._send(("load", self.name, self.path, options, self._default_max_tokens))
-            deadline = time.monotonic() + options.rpc_load_timeout
+            deadline = time.monotonic() + options.load_timeout
             while True:
                 if not self._conn.poll(max(0.0, deadline - time.monotonic())):
                     self._kill()
                     raise ModelLoadError(
                         self.name,
                         f"{self.path}: the load did not finish within "
-                        f"{options.rpc_load_timeout:g}s (rpc_load_timeout){self._hosts_note()}; "
+                        f"{options.load_timeout:g}s (load_timeout){self._hosts_note()}; "
                         "its process was killed",
                     )
                 try:
@@ -473,7 +473,7 @@ class ProcessModel:
                     self._conn.send(message)
                 except (OSError, ValueError):
                     pass  # the child is gone: the reader fails (or resends) the waiter
-        if not waiter.event.wait(self.options.rpc_call_timeout):
+        if not waiter.event.wait(self.options.call_timeout):
             self._hung(f"a call ({message[0]})")
             waiter.event.wait(30)  # the reader fails it once the child is gone
             if not waiter.event.is_set():
@@ -483,12 +483,12 @@ class ProcessModel:
         raise waiter.value
 
     def _hung(self, what: str) -> None:
-        """The child answered nothing for ``rpc_call_timeout``: kill it, so it is reported
+        """The child answered nothing for ``call_timeout``: kill it, so it is reported
         (by the reader, which then sees the socket close) like a child that died."""
         if self._hung_reason is None:
             self._hung_reason = (
-                f"its process stopped answering {what} for {self.options.rpc_call_timeout:g}s "
-                "(rpc_call_timeout) and was killed"
+                f"its process stopped answering {what} for {self.options.call_timeout:g}s "
+                "(call_timeout) and was killed"
             )
             log.error("%s: %s", self.name, self._hung_reason)
         self._kill()
@@ -506,7 +506,7 @@ class ProcessModel:
             now = time.monotonic()
             if message is not None or not self._jobs:
                 quiet_since = now
-            elif now - quiet_since > self.options.rpc_call_timeout:
+            elif now - quiet_since > self.options.call_timeout:
                 self._hung("its running streams")  # the socket closes: the loop ends
             try:
                 if message is not None:
