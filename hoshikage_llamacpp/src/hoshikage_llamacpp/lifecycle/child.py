@@ -2,19 +2,10 @@
 hoshikage_llamacpp.lifecycle.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
 
 It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
-speaks to the server over the socket ``FD`` with :mod:`multiprocessing.connection`
-messages (pickled tuples). When llama.cpp aborts (an RPC host went away), only this
-process dies. It dies with the server too: ``PR_SET_PDEATHSIG`` kills it when the parent
-goes, and the socket closing ends it otherwise.
-
-Messages from the server: ``("load", name, path, options, default_max_tokens)`` once (answered
-by ``("progress", share)`` while the weights load, ``("stage", "warming up", placement)``
-and then ``("loaded", ok, facts)``), then
-``("generate", call_id, job_id, request, n)``, ``("score", call_id, job_id, request)``,
-``("cancel", job_id)``, ``("call", call_id,
-method, args)`` and ``("close",)``. Replies: ``("reply", call_id, ok, value)``; a step's
-output for every job goes in one ``("out", items, closes, stats)`` message, sent from the
-engine's thread, its chunks as plain tuples (:func:`.wire.dump_output`).
+speaks to the server over the socket ``FD`` in the messages :mod:`.wire` describes. When
+llama.cpp aborts (an RPC host went away), only this process dies. It dies with the server
+too: ``PR_SET_PDEATHSIG`` kills it when the parent goes, and the socket closing ends it
+otherwise.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ process-wide in llama.cpp, so in-process they would be offered to every model lo
 a child keeps them to its own model.
 
 How. The child owns the context and the engine, exactly as in-process. Requests go to it as
-pickled messages over a socket pair; a reader thread here delivers each engine step's chunks
-(one message per step, every job's chunks in it) to the sinks, flushing each once, and sends
-the cancellations it sees. When the child dies, the reader closes every active sink with
+pickled messages over a socket pair (:mod:`.wire`); a reader thread here delivers each
+engine step's chunks (one message per step, every job's chunks in it) to the sinks,
+flushing each once, and sends the cancellations it sees. When the child dies, the reader closes every active sink with
 :class:`~hoshikage_core.errors.ModelFailed` naming the RPC hosts and what the child last
 said, then calls the callbacks given to :meth:`ProcessModel.on_failure`: the pool unloads
 the model, so the next request loads it again.

@@ -1,6 +1,20 @@
-"""What travels between the server and a model process (:mod:`.isolation`, :mod:`.child`)
-besides pickled requests: a step's output, as plain tuples, and an exception, as plain data
-that any exception class survives."""
+"""What travels between the server (:mod:`.isolation`) and a model process (:mod:`.child`).
+
+Messages are tuples sent as :mod:`multiprocessing.connection` messages over a socket pair
+(a length, then a pickle), the first item naming the message.
+
+From the server: ``("load", name, path, options, default_max_tokens)`` once (answered by
+``("progress", share)`` while the weights load, ``("stage", "warming up", placement)`` and
+then ``("loaded", ok, facts)``), then ``("generate", call_id, job_id, request, n)``,
+``("score", call_id, job_id, request)``, ``("cancel", job_id)``, ``("call", call_id,
+method, args)`` and ``("close",)``.
+
+From the model process: ``("reply", call_id, ok, value)`` for each call, a submission
+included; and once per engine step, from the engine's thread, every job's output in one
+``("out", items, closes, stats)`` (:func:`dump_output`): ``items`` are ``(job_id, index,
+chunk)``, ``closes`` ``(job_id, error)``, ``stats`` the engine's counters. An error (a
+failed call or load, a job closed with one) travels as :func:`dump_error`'s plain data.
+"""
 
 from __future__ import annotations
 
