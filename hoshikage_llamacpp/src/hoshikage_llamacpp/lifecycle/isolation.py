@@ -45,7 +45,7 @@ from hoshikage_core.protocol import (
 
 from ..llama.rpc import check_reachable
 from ..options import LlamaOptions, rpc_server_list
-from .wire import load_chunk, load_error
+from .wire import Inbox, load_chunk, load_error
 
 log = logging.getLogger("hoshikage.llamacpp.isolation")
 
@@ -495,12 +495,12 @@ class ProcessModel:
 
     def _read(self, conn, proc) -> None:
         quiet_since = time.monotonic()
+        inbox = Inbox(conn)
         while True:
             try:
                 # With nothing running, nothing to watch: sleep until the child speaks (a
                 # job's submission is always answered, so the watch starts with its reply).
-                ready = conn.poll(CANCEL_POLL if self._jobs else None)
-                message = conn.recv() if ready else None
+                message = inbox.read(CANCEL_POLL if self._jobs else None)
             except (EOFError, OSError):
                 break
             now = time.monotonic()
