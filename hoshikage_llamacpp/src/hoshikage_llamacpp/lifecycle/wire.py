@@ -34,11 +34,11 @@ def dump_output(items: list, closes: list, stats: tuple) -> bytes:
     """One engine step's output for every job, as one message: ``("out", items, closes,
     stats)`` with each :class:`Chunk` as the tuple of its fields.
 
-    It is sent once per step, on the engine's thread, so it is built for speed: plain
-    tuples pickle and unpickle in about a twentieth of the time of the frozen attrs objects
-    (whose state goes through Python code both ways), and :func:`pickle.dumps` skips the
-    per-call set-up of :mod:`multiprocessing`'s pickler. What is not a chunk (a scoring
-    job's one ``Scores``) travels as itself."""
+    It is sent once per step, on the engine's thread, so it is built for speed: the frozen
+    attrs objects' state goes through Python code both ways, plain tuples do not, and
+    :func:`pickle.dumps` skips the per-call set-up of :mod:`multiprocessing`'s pickler (with
+    4 chunks: 11 µs to encode before, 2.5 now; 12 µs to decode, 6 now with the chunks
+    rebuilt). What is not a chunk (a scoring job's one ``Scores``) travels as itself."""
     items = [
         (job, index, _CHUNK_FIELDS(chunk) if type(chunk) is Chunk else chunk)
         for job, index, chunk in items
