@@ -89,6 +89,25 @@ def test_errors_before_generation_cross_the_process_boundary(isolated):
     assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # still serving
 
 
+def test_an_idle_model_process_does_not_wake_the_server(isolated):
+    """With nothing running, the server's reader for a model process sleeps until the
+    process speaks (it used to wake every 50 ms to look for cancellations)."""
+    text_of(isolated)  # served once, idle now
+    (reader,) = [t for t in threading.enumerate() if t.name == "hoshikage-proxy:tiny"]
+    status = f"/proc/self/task/{reader.native_id}/status"
+    if not os.path.exists(status):
+        pytest.skip("needs Linux's /proc")
+
+    def wakes() -> int:
+        with open(status) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("voluntary"))
+
+    before = wakes()
+    time.sleep(1.0)
+    assert wakes() - before <= 2
+    assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # and it still serves
+
+
 def test_cancel_reaches_the_child(long_isolated):
     cancel = CancelToken()
     seen = []
