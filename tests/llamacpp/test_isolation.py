@@ -89,6 +89,25 @@ def test_errors_before_generation_cross_the_process_boundary(isolated):
     assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # still serving
 
 
+def test_an_idle_model_process_does_not_wake_the_server(isolated):
+    """With nothing running, the server's reader for a model process sleeps until the
+    process speaks (it used to wake every 50 ms to look for cancellations)."""
+    text_of(isolated)  # served once, idle now
+    (reader,) = [t for t in threading.enumerate() if t.name == "hoshikage-proxy:tiny"]
+    status = f"/proc/self/task/{reader.native_id}/status"
+    if not os.path.exists(status):
+        pytest.skip("needs Linux's /proc")
+
+    def wakes() -> int:
+        with open(status) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("voluntary"))
+
+    before = wakes()
+    time.sleep(1.0)
+    assert wakes() - before <= 2
+    assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # and it still serves
+
+
 def test_cancel_reaches_the_child(long_isolated):
     cancel = CancelToken()
     seen = []
@@ -267,9 +286,9 @@ def test_embeddings_in_a_child_process(tiny_model_path):
 
 def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path):
     """A child that stops answering without dying (SIGSTOP here; a wedged RPC call in life):
-    a call waits ``rpc_call_timeout``, then the child is killed, the call and the running
+    a call waits ``call_timeout``, then the child is killed, the call and the running
     stream fail with ModelFailed, and the failure is reported once."""
-    options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", rpc_call_timeout=2)
+    options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", call_timeout=2)
     model = ProcessModel.load("tiny", str(tiny_model_path), options)
     try:
         failures = []
@@ -279,7 +298,7 @@ def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path):
         assert sink.first.wait(30)
         psutil.Process(model._proc.pid).suspend()
         started = time.monotonic()
-        with pytest.raises(ModelFailed, match="rpc_call_timeout"):
+        with pytest.raises(ModelFailed, match="call_timeout"):
             model.tokenize("hi")
         assert time.monotonic() - started < 15
         assert sink.closed.wait(10) and isinstance(sink.error, ModelFailed)
@@ -294,7 +313,7 @@ def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path):
 
 
 def test_a_stream_whose_child_hangs_fails_without_any_call(tiny_model_path):
-    options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", rpc_call_timeout=2)
+    options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", call_timeout=2)
     model = ProcessModel.load("tiny", str(tiny_model_path), options)
     try:
         sink = _Sink()
@@ -302,7 +321,7 @@ def test_a_stream_whose_child_hangs_fails_without_any_call(tiny_model_path):
         assert sink.first.wait(30)
         psutil.Process(model._proc.pid).suspend()
         assert sink.closed.wait(20), "the stream of a frozen child never ended"
-        assert isinstance(sink.error, ModelFailed) and "rpc_call_timeout" in str(sink.error)
+        assert isinstance(sink.error, ModelFailed) and "call_timeout" in str(sink.error)
     finally:
         model.close()
 
@@ -316,12 +335,10 @@ def test_a_load_that_never_finishes_times_out(tiny_model_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     port = listener.getsockname()[1]
-    options = LlamaOptions(
-        n_ctx=256, parallel=1, rpc_servers=f"127.0.0.1:{port}", rpc_load_timeout=3
-    )
+    options = LlamaOptions(n_ctx=256, parallel=1, rpc_servers=f"127.0.0.1:{port}", load_timeout=3)
     started = time.monotonic()
     try:
-        with pytest.raises(ModelLoadError, match="rpc_load_timeout") as info:
+        with pytest.raises(ModelLoadError, match="load_timeout") as info:
             ProcessModel.load("tiny", str(tiny_model_path), options)
         assert time.monotonic() - started < 20
         assert f"127.0.0.1:{port}" in str(info.value)

@@ -88,6 +88,26 @@ def test_every_option_is_accepted(pm):
     assert options.threads() == 2 and options.threads_batch() == 4
 
 
+def test_the_old_names_of_the_model_process_timeouts_still_work_with_a_warning(pm):
+    """``rpc_load_timeout`` and ``rpc_call_timeout`` time any model process, not RPC: they
+    are ``load_timeout`` and ``call_timeout`` now, the old names accepted for one release."""
+    with pytest.warns(DeprecationWarning) as caught:
+        options = config_with(pm, rpc_load_timeout=30, rpc_call_timeout=7).models[0].options
+    assert sorted(str(w.message).split(";")[0] for w in caught) == [
+        "option 'rpc_call_timeout' is now 'call_timeout'",
+        "option 'rpc_load_timeout' is now 'load_timeout'",
+    ]
+    assert (options.load_timeout, options.call_timeout) == (30, 7)
+    options = config_with(pm, load_timeout=30, call_timeout=7).models[0].options
+    assert (options.load_timeout, options.call_timeout) == (30, 7)
+    assert (config_with(pm).models[0].options.call_timeout, LlamaOptions().load_timeout) == (
+        120,
+        300,
+    )
+    with pytest.raises(ConfigError, match=r"models\[0\]\.rpc_call_timeout: must be > 0"):
+        config_with(pm, rpc_call_timeout=0)
+
+
 def test_unknown_option_is_named(pm):
     with pytest.raises(ConfigError, match=r"models\[0\]\.n_ctxx: unknown key"):
         config_with(pm, n_ctxx=2048)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Any
 
 import attrs
@@ -189,6 +190,9 @@ def logical_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: Renamed options: old name -> new name. The old one is accepted for one release.
+RENAMED = {"rpc_load_timeout": "load_timeout", "rpc_call_timeout": "call_timeout"}
+
 #: The per-model sampling defaults (``LlamaOptions`` fields named like the request's).
 SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
 
@@ -294,12 +298,17 @@ class LlamaOptions:
     #: (a CPU kernel, an assert, an RPC host lost mid-generation) ends only that model's
     #: requests and the server stays up; "none": inside the server process.
     isolation: str = attrs.field(default="process", validator=_one_of(ISOLATION_MODES))
-    #: Seconds a model in a child process (isolation = "process", the RPC default) may take
-    #: to load; then the child is killed and the load fails (a busy rpc-server never answers).
-    rpc_load_timeout: float = attrs.field(default=300.0, validator=_positive)
-    #: Seconds the child may leave a call (tokenize, embed, a request's submission), or its
-    #: running streams, without an answer; then it is killed and reported as dead.
-    rpc_call_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: Seconds a model in a process of its own (isolation = "process") may take to load; then
+    #: the process is killed and the load fails (a busy rpc-server, for one, never answers).
+    load_timeout: float = attrs.field(default=300.0, validator=_positive)
+    #: Seconds the model process may leave a call (tokenize, embed, a request's submission),
+    #: or its running streams, without an answer; then it is killed and reported as dead.
+    call_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: The old names of ``load_timeout`` and ``call_timeout`` (from when only models with RPC
+    #: servers ran in a process of their own): still accepted for one release, with a
+    #: DeprecationWarning, and moved to the new name (see :data:`RENAMED`).
+    rpc_load_timeout: float | None = attrs.field(default=None, validator=_positive)
+    rpc_call_timeout: float | None = attrs.field(default=None, validator=_positive)
     #: Speculative decoding: "auto" (n-gram lookup in the sequence's own prompt and output,
     #: plus ``draft_model`` when given), "ngram", "draft" (``draft_model`` only) or "off".
     #: The output is the same either way; only the speed differs.
@@ -315,6 +324,15 @@ class LlamaOptions:
     mmproj: str | None = attrs.field(default=None, validator=_not_blank)
 
     def __attrs_post_init__(self) -> None:
+        for old, new in RENAMED.items():
+            if (value := getattr(self, old)) is not None:
+                warnings.warn(
+                    f"option {old!r} is now {new!r}; the old name goes in the next release",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+                object.__setattr__(self, new, value)  # frozen: the one place it is set
+                object.__setattr__(self, old, None)
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
             raise FieldError("type_v", 'a quantized V cache needs flash_attn = true or "auto"')
         if self.speculative == "draft" and self.draft_model is None:

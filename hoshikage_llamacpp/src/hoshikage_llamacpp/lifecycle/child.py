@@ -2,18 +2,10 @@
 hoshikage_llamacpp.lifecycle.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
 
 It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
-speaks to the server over the socket ``FD`` with :mod:`multiprocessing.connection`
-messages (pickled tuples). When llama.cpp aborts (an RPC host went away), only this
-process dies. It dies with the server too: ``PR_SET_PDEATHSIG`` kills it when the parent
-goes, and the socket closing ends it otherwise.
-
-Messages from the server: ``("load", name, path, options, default_max_tokens)`` once (answered
-by ``("progress", share)`` while the weights load, ``("stage", "warming up", placement)``
-and then ``("loaded", ok, facts)``), then
-``("generate", call_id, job_id, request, n)``, ``("score", call_id, job_id, request)``,
-``("cancel", job_id)``, ``("call", call_id,
-method, args)`` and ``("close",)``. Replies: ``("reply", call_id, ok, value)``; a step's
-output for every job goes in one ``("out", items, closes, stats)`` message.
+speaks to the server over the socket ``FD`` in the messages :mod:`.wire` describes. When
+llama.cpp aborts (an RPC host went away), only this process dies. It dies with the server
+too: ``PR_SET_PDEATHSIG`` kills it when the parent goes, and the socket closing ends it
+otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .wire import dump_error
+from .wire import dump_error, dump_output
 
 #: A test-only fault: ``HOSHIKAGE_FAULT="[model@]point[:SIGNAL][:extra],..."`` makes this
 #: process kill itself with ``SIGNAL`` (SIGSEGV by default, or SIGABRT, ...) at ``point``:
@@ -90,8 +82,7 @@ class _Outgoing:
             items, closes = self.items, self.closes
             self.items, self.closes = [], []
             stats = self._model.stats()
-            message = (
-                "out",
+            message = dump_output(
                 items,
                 closes,
                 (
@@ -103,7 +94,7 @@ class _Outgoing:
                 ),
             )
             with self.send_lock:
-                self._conn.send(message)
+                self._conn.send_bytes(message)
 
 
 class _RemoteSink:

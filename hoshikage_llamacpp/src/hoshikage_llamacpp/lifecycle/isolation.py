@@ -10,9 +10,9 @@ process-wide in llama.cpp, so in-process they would be offered to every model lo
 a child keeps them to its own model.
 
 How. The child owns the context and the engine, exactly as in-process. Requests go to it as
-pickled messages over a socket pair; a reader thread here delivers each engine step's chunks
-(one message per step, every job's chunks in it) to the sinks, flushing each once, and sends
-the cancellations it sees. When the child dies, the reader closes every active sink with
+pickled messages over a socket pair (:mod:`.wire`); a reader thread here delivers each
+engine step's chunks (one message per step, every job's chunks in it) to the sinks,
+flushing each once, and sends the cancellations it sees. When the child dies, the reader closes every active sink with
 :class:`~hoshikage_core.errors.ModelFailed` naming the RPC hosts and what the child last
 said, then calls the callbacks given to :meth:`ProcessModel.on_failure`: the pool unloads
 the model, so the next request loads it again.
@@ -45,14 +45,15 @@ from hoshikage_core.protocol import (
 
 from ..llama.rpc import check_reachable
 from ..options import LlamaOptions, rpc_server_list
-from .wire import load_error
+from .wire import Inbox, load_chunk, load_error
 
 log = logging.getLogger("hoshikage.llamacpp.isolation")
 
 #: Lines of the child's output logged at WARNING (the rest, llama.cpp's chatter, at DEBUG).
 _ALARMING = re.compile(r"error|abort|crash|fail|traceback|exception", re.IGNORECASE)
 _SOURCE_PREFIX = re.compile(r"^\S+\.(?:cpp|c|h):\d+: ")
-#: How often the reader looks for cancelled requests while it waits for output.
+#: How often the reader looks for cancelled requests while it waits for output (only while
+#: some run: an idle model's reader sleeps until its process speaks).
 CANCEL_POLL = 0.05
 
 
@@ -230,14 +231,14 @@ class ProcessModel:
         self._start()
         try:
             self._send(("load", self.name, self.path, options, self._default_max_tokens))
-            deadline = time.monotonic() + options.rpc_load_timeout
+            deadline = time.monotonic() + options.load_timeout
             while True:
                 if not self._conn.poll(max(0.0, deadline - time.monotonic())):
                     self._kill()
                     raise ModelLoadError(
                         self.name,
                         f"{self.path}: the load did not finish within "
-                        f"{options.rpc_load_timeout:g}s (rpc_load_timeout){self._hosts_note()}; "
+                        f"{options.load_timeout:g}s (load_timeout){self._hosts_note()}; "
                         "its process was killed",
                     )
                 try:
@@ -472,7 +473,7 @@ class ProcessModel:
                     self._conn.send(message)
                 except (OSError, ValueError):
                     pass  # the child is gone: the reader fails (or resends) the waiter
-        if not waiter.event.wait(self.options.rpc_call_timeout):
+        if not waiter.event.wait(self.options.call_timeout):
             self._hung(f"a call ({message[0]})")
             waiter.event.wait(30)  # the reader fails it once the child is gone
             if not waiter.event.is_set():
@@ -482,28 +483,30 @@ class ProcessModel:
         raise waiter.value
 
     def _hung(self, what: str) -> None:
-        """The child answered nothing for ``rpc_call_timeout``: kill it, so it is reported
+        """The child answered nothing for ``call_timeout``: kill it, so it is reported
         (by the reader, which then sees the socket close) like a child that died."""
         if self._hung_reason is None:
             self._hung_reason = (
-                f"its process stopped answering {what} for {self.options.rpc_call_timeout:g}s "
-                "(rpc_call_timeout) and was killed"
+                f"its process stopped answering {what} for {self.options.call_timeout:g}s "
+                "(call_timeout) and was killed"
             )
             log.error("%s: %s", self.name, self._hung_reason)
         self._kill()
 
     def _read(self, conn, proc) -> None:
         quiet_since = time.monotonic()
+        inbox = Inbox(conn)
         while True:
             try:
-                ready = conn.poll(CANCEL_POLL)
-                message = conn.recv() if ready else None
+                # With nothing running, nothing to watch: sleep until the child speaks (a
+                # job's submission is always answered, so the watch starts with its reply).
+                message = inbox.read(CANCEL_POLL if self._jobs else None)
             except (EOFError, OSError):
                 break
             now = time.monotonic()
             if message is not None or not self._jobs:
                 quiet_since = now
-            elif now - quiet_since > self.options.rpc_call_timeout:
+            elif now - quiet_since > self.options.call_timeout:
                 self._hung("its running streams")  # the socket closes: the loop ends
             try:
                 if message is not None:
@@ -526,7 +529,7 @@ class ProcessModel:
             for job_id, index, chunk in items:
                 entry = jobs.get(job_id)
                 if entry is not None:
-                    entry[0].put(index, chunk)
+                    entry[0].put(index, load_chunk(chunk))
                     touched[job_id] = entry[0]
                     started.add(job_id)
             for job_id, error in closes:

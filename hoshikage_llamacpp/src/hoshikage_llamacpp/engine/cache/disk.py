@@ -51,6 +51,8 @@ _NOT_IN_KEY = frozenset(
         "repeat_penalty",
         "isolation",
         "extra_buffers",
+        "load_timeout",
+        "call_timeout",
         "rpc_load_timeout",
         "rpc_call_timeout",
         "n_threads",
