@@ -8,6 +8,7 @@ This module imports neither llama_cpp nor numpy.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -326,11 +327,11 @@ class LlamaOptions:
     def __attrs_post_init__(self) -> None:
         for old, new in RENAMED.items():
             if (value := getattr(self, old)) is not None:
-                warnings.warn(
-                    f"option {old!r} is now {new!r}; the old name goes in the next release",
-                    DeprecationWarning,
-                    stacklevel=3,
-                )
+                message = f"option {old!r} is now {new!r}; the old name goes in the next release"
+                warnings.warn(message, DeprecationWarning, stacklevel=3)
+                # Python hides a DeprecationWarning by default: a config file's reader sees
+                # this in the server's log.
+                logging.getLogger(__name__).warning(message)
                 object.__setattr__(self, new, value)  # frozen: the one place it is set
                 object.__setattr__(self, old, None)
         if self.type_v not in ("f16", "f32", "bf16") and self.flash_attn is False:
