@@ -66,6 +66,12 @@ def trim_kv(lib, mem, seq_id: int, keep: int) -> int:
     return keep
 
 
+def runs(ids: set[int]) -> int:
+    """How many runs of consecutive numbers ``ids`` make: the passes llama.cpp needs for a
+    step of one token from each of those KV sequences (see :meth:`SlotPool.place`)."""
+    return sum(1 for i in ids if i - 1 not in ids)
+
+
 class SlotPool:
     """The slots of one context, with the RAM cache (``cache_bytes > 0``), the disk cache
     (``disk``) and the sliding window (``n_swa``, 0: none, or kept at full size) that decide
@@ -120,6 +126,11 @@ class SlotPool:
         4. the slot sharing the longest prefix, if that is at least ``SLOT_SIMILARITY`` of
            the prompt (a shared system prompt);
         5. the least recently used slot.
+
+        In 3 and 5, a slot beside the slots in use comes first. With a KV stream per slot,
+        llama.cpp decodes a batch in one pass only over sequences with consecutive ids
+        (``split_equal``'s sequential split): two streams in slots 0 and 2 cost two passes
+        through the weights a step, in slots 0 and 1 one.
         """
         scored = [(common_prefix(slot.tokens, tokens), slot) for slot in free]
         continued = [(n, slot) for n, slot in scored if n and n * 2 >= len(slot.tokens)]
@@ -128,13 +139,14 @@ class SlotPool:
         own = [slot for slot in free if key is not None and slot.key == key and slot.tokens]
         if own:
             return max(own, key=lambda s: s.last_used)
+        busy = {slot.id for slot in self.slots if slot.owner is not None}
         empty = [slot for slot in free if not slot.tokens]
         if empty:
-            return empty[0]
+            return min(empty, key=lambda s: (runs(busy | {s.id}), s.id))
         n, slot = max(scored, key=lambda item: item[0])
         if n and n >= SLOT_SIMILARITY * len(tokens):
             return slot
-        return min(free, key=lambda s: s.last_used)
+        return min(free, key=lambda s: (runs(busy | {s.id}), s.last_used))
 
     # ---- what a slot holds ----------------------------------------------------------------
 
