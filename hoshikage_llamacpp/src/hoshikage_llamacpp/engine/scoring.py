@@ -37,6 +37,11 @@ from .slots import SlotPool
 #: How many waiting prompts a stream looks through for the one sharing most with its slot.
 LOOKAHEAD = 64
 
+#: Most tokens a stream reads again so that a step's streams read as many each
+#: (:meth:`Scoring._even`): one pass through the model costs about as much as this many more
+#: tokens in a pass (Gemma 3 270M on a CPU).
+EVEN_LIMIT = 16
+
 
 class Branch:
     """One prompt: its tokens, its continuations' tokens and the rows read so far."""
@@ -277,12 +282,18 @@ class Scoring:
     # ---- the batch ------------------------------------------------------------------------
 
     def fill(self, batch) -> None:
-        """Put each busy stream's next tokens into what room ``batch`` has left."""
+        """Put each busy stream's next tokens into what room ``batch`` has left, in slot
+        order, each stream reading as many as the others where it can (:meth:`_even`)."""
         for job in self._jobs:
-            for stream in job.streams:
+            streams = sorted(job.streams, key=_slot_id)
+            for stream in streams:
                 stream.rows = []
-                if not stream.busy or not batch.room:
-                    continue
+            busy = [stream for stream in streams if stream.busy]
+            if len(busy) > 1:
+                self._even(job, busy, batch.room)
+            for stream in busy:
+                if not batch.room:
+                    break
                 slot = stream.slot
                 take = stream.target[stream.pos : stream.pos + batch.room]
                 first = (
@@ -290,13 +301,37 @@ class Scoring:
                 )
                 unit = stream.unit
                 for k in range(len(take)):
-                    node = stream.wanted.get(stream.pos + k)
+                    node = stream.wanted.pop(stream.pos + k, None)
                     if node is not None:
                         batch.logits[first + k] = 1
                         stream.rows.append((first + k, unit[0], node))
                 slot.tokens.extend(take)
                 stream.pos += len(take)
                 job.decoded += len(take)
+
+    def _even(self, job: ScoreJob, busy: list[Stream], room: int) -> None:
+        """Start the streams with fewer tokens to read this step earlier, so each reads as
+        many as the longest: they read again up to :data:`EVEN_LIMIT` tokens they hold.
+
+        With one KV stream per sequence (``kv_unified = false``, the default) llama.cpp
+        runs a batch as ubatches that take the same number of tokens from each sequence
+        (``split_equal``): streams reading 11, 11, 12 and 13 tokens cost three passes
+        through the model (44 tokens, then 2, then 1), each reading all the weights and,
+        for a row with logits, the output matrix again. Read evenly, they cost one pass
+        of 52 tokens. A token read again at its own position is the same token: the
+        scores do not change (beyond the rounding of another batch layout). A stream goes
+        back no further than the job's prefix (its sliding-window checkpoint stays) and
+        than its sliding window reaches (:meth:`.SlotPool.reach`)."""
+        need = [len(stream.target) - stream.pos for stream in busy]
+        width = max(need)
+        if width * len(busy) > room:
+            return  # the batch cuts this step short anyway
+        pool = self._pool
+        for stream, n in zip(busy, need, strict=True):
+            floor = max(len(job.prefix), pool.reach(stream.slot))
+            extra = min(width - n, EVEN_LIMIT, stream.pos - floor)
+            if extra > 0:
+                stream.pos = pool.trim(stream.slot, stream.pos - extra)
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""
@@ -341,3 +376,7 @@ class Scoring:
             out.close(job.sink, error)
         self._waiting.clear()
         self.incoming.clear()
+
+
+def _slot_id(stream: Stream) -> int:
+    return stream.slot.id

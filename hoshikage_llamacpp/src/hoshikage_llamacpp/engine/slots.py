@@ -286,6 +286,15 @@ class SlotPool:
         self.window_misses += 1
         return 0
 
+    def reach(self, slot: Slot) -> int:
+        """The fewest tokens ``slot`` can be cut back to and keep its sliding window
+        without a checkpoint (0 on a model without one): the window of position ``keep``
+        starts at ``keep - n_swa + 1``, and the layers hold positions from ``pos_min``."""
+        if not self.n_swa:
+            return 0
+        pos_min = int(self._lib.llama_memory_seq_pos_min(self._mem, slot.id))
+        return 0 if pos_min <= 0 else pos_min + self.n_swa - 1
+
     def checkpoint(self, slot: Slot) -> None:
         """``slot`` has just read a prompt: keep its sliding-window state at this point."""
         n = len(slot.tokens)
