@@ -212,8 +212,14 @@ class Scoring:
         primary = job.primary
         if primary.unit is None and primary.busy:
             return  # still reading the shared prefix
-        if pool.n_swa and not job.streams[0].paths and primary.unit is None and job.units:
-            # The prefix is read: keep its sliding window, which every prompt goes back to.
+        if (
+            pool.n_swa
+            and primary.unit is None
+            and len(primary.slot.tokens) == len(job.prefix)
+            and job.units
+        ):
+            # The prefix is read: keep its sliding window, which every prompt goes back to
+            # (once: a checkpoint of a prompt's end costs ~4 ms, and pushes this one out).
             pool.checkpoint(primary.slot)
         if job.units and not self._generation_waits() and len(job.units) > len(job.streams):
             for slot in pool.free():
