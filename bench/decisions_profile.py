@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the Decisions steps")
     parser.add_argument("--trace", action="store_true", help="print each batch's sequences")
     parser.add_argument(
-        "--even-limit", type=int, help="scoring.EVEN_LIMIT for this run (0: streams not evened)"
+        "--pass-tokens", type=int, help="scoring.PASS_TOKENS for this run (0: steps not evened)"
     )
     args = parser.parse_args()
 
@@ -138,10 +138,10 @@ def main() -> None:
 
     from tests.support.models import gemma_path
 
-    if args.even_limit is not None:
+    if args.pass_tokens is not None:
         from hoshikage_llamacpp.engine import scoring
 
-        scoring.EVEN_LIMIT = args.even_limit
+        scoring.PASS_TOKENS = args.pass_tokens
     counter = Counter()
     counter.install(Engine, llama_cpp)
     # No disk cache: a state an earlier run left would make the cold request warm.

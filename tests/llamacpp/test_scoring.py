@@ -339,10 +339,10 @@ def test_streams_reading_tokens_again_to_even_a_step_score_the_same(setup, monke
     engine = model._engine
     submit = engine.submit_score
     monkeypatch.setattr(engine, "submit_score", lambda job: (jobs.append(job), submit(job)))
-    monkeypatch.setattr(scoring, "EVEN_LIMIT", 0)
+    monkeypatch.setattr(scoring, "PASS_TOKENS", 0)
     score(model, prompts)
     score(model, prompts)  # the same again, its prefix cached: the next one's twin
-    monkeypatch.setattr(scoring, "EVEN_LIMIT", 16)
+    monkeypatch.setattr(scoring, "PASS_TOKENS", 8)
     evened = score(model, prompts)
     assert jobs[2].decoded > jobs[1].decoded, "no stream read a token again"
     tolerance = 2e-3 if model.name == "tiny" else 0.1

@@ -37,10 +37,12 @@ from .slots import SlotPool
 #: How many waiting prompts a stream looks through for the one sharing most with its slot.
 LOOKAHEAD = 64
 
-#: Most tokens a stream reads again so that a step's streams read as many each
-#: (:meth:`Scoring._even`): one pass through the model costs about as much as this many more
-#: tokens in a pass (Gemma 3 270M on a CPU).
-EVEN_LIMIT = 16
+#: What one more pass through the model costs, in tokens read in a pass: a step's streams
+#: read tokens again to save passes (:meth:`Scoring._even`) only where the tokens cost less.
+#: In bench/decisions_profile.py (Gemma 3 270M, llama.cpp on one CPU thread) each pass
+#: saved was worth 17-28 ms of CPU, some 7-11 of the questions' tokens; a pass with a row
+#: of logits reads the output matrix too.
+PASS_TOKENS = 8
 
 
 class Branch:
@@ -316,28 +318,35 @@ class Scoring:
                 job.decoded += len(take)
 
     def _even(self, job: ScoreJob, busy: list[Stream], room: int) -> None:
-        """Start the streams with fewer tokens to read this step earlier, so each reads as
-        many as the longest: they read again up to :data:`EVEN_LIMIT` tokens they hold.
+        """Start the streams with fewer tokens to read this step earlier, reading again
+        tokens they hold, so that they read as many as the longest, where the passes this
+        saves cost more than the tokens (:data:`PASS_TOKENS`).
 
         With one KV stream per sequence (``kv_unified = false``, the default) llama.cpp
-        runs a batch as ubatches that take the same number of tokens from each sequence
-        (``split_equal``): streams reading 11, 11, 12 and 13 tokens cost three passes
-        through the model (44 tokens, then 2, then 1), each reading all the weights and,
-        for a row with logits, the output matrix again. Read evenly, they cost one pass
-        of 52 tokens. A token read again at its own position is the same token: the
-        scores do not change (beyond the rounding of another batch layout). A stream goes
-        back no further than the job's prefix (its sliding-window checkpoint stays) and
-        than its sliding window reaches (:meth:`.SlotPool.reach`)."""
+        runs a batch as ubatches that take the same number of tokens from each of a run of
+        consecutive sequences (``split_equal``): streams reading 11, 11, 12 and 13 tokens
+        cost three passes through the model (44 tokens, then 2, then 1), each reading all
+        the weights and, for a row with logits, the output matrix again. Read evenly, they
+        cost one pass of 52 tokens. A token read again at its own position is the same
+        token, so the scores stay (the batch layout changes their rounding: on Gemma the
+        thin passes were the ones off the independent computation, by up to 0.55 nats). A
+        stream goes back no further than the job's prefix (its sliding-window checkpoint
+        stays) and than its sliding window reaches (:meth:`.SlotPool.reach`)."""
         need = [len(stream.target) - stream.pos for stream in busy]
         width = max(need)
         if width * len(busy) > room:
             return  # the batch cuts this step short anyway
         pool = self._pool
-        for stream, n in zip(busy, need, strict=True):
-            floor = max(len(job.prefix), pool.reach(stream.slot))
-            extra = min(width - n, EVEN_LIMIT, stream.pos - floor)
-            if extra > 0:
-                stream.pos = pool.trim(stream.slot, stream.pos - extra)
+        extra = [
+            max(0, min(width - n, stream.pos - max(len(job.prefix), pool.reach(stream.slot))))
+            for stream, n in zip(busy, need, strict=True)
+        ]
+        saved = len(set(need)) - len({n + e for n, e in zip(need, extra, strict=True)})
+        if saved <= 0 or sum(extra) > saved * PASS_TOKENS:
+            return
+        for stream, e in zip(busy, extra, strict=True):
+            if e:
+                stream.pos = pool.trim(stream.slot, stream.pos - e)
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""
