@@ -64,6 +64,8 @@ class Counter:
         self.reset()
         self.profile: cProfile.Profile | None = None
         self.trace = False
+        #: One KV pool for every slot: llama.cpp splits a batch only by ``n_ubatch``.
+        self.unified = False
 
     def reset(self) -> None:
         self.steps = 0
@@ -95,7 +97,8 @@ class Counter:
             counter.steps += 1
             counter.tokens += n
             seqs = [batch.seq_id[i][0] for i in range(n)] if batch.seq_id else [0] * n
-            counter.ubatches += ubatches(seqs, UBATCH)
+            passes = -(-n // UBATCH) if counter.unified else ubatches(seqs, UBATCH)
+            counter.ubatches += passes
             if counter.trace:
                 runs = []
                 for q in seqs:
@@ -103,7 +106,7 @@ class Counter:
                         runs[-1][1] += 1
                     else:
                         runs.append([q, 1])
-                print("batch", runs, "ubatches", ubatches(seqs, UBATCH))
+                print("batch", runs, "ubatches", passes)
             # (a batch without a logits array asks for the last row's)
             counter.rows += sum(batch.logits[i] != 0 for i in range(n)) if batch.logits else 1
             c0, w0 = time.thread_time(), time.perf_counter()
@@ -124,6 +127,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the Decisions steps")
     parser.add_argument("--trace", action="store_true", help="print each batch's sequences")
     parser.add_argument(
+        "--kv-unified", action="store_true", help="one KV pool for all slots (split_simple)"
+    )
+    parser.add_argument(
         "--pass-tokens", type=int, help="scoring.PASS_TOKENS for this run (0: steps not evened)"
     )
     args = parser.parse_args()
@@ -143,10 +149,16 @@ def main() -> None:
 
         scoring.PASS_TOKENS = args.pass_tokens
     counter = Counter()
+    counter.unified = args.kv_unified
     counter.install(Engine, llama_cpp)
     # No disk cache: a state an earlier run left would make the cold request warm.
     options = LlamaOptions(
-        n_ctx=4096, parallel=4, n_threads=args.threads, isolation="none", cache_disk=0
+        n_ctx=4096,
+        parallel=4,
+        n_threads=args.threads,
+        isolation="none",
+        cache_disk=0,
+        kv_unified=args.kv_unified,
     )
     model = LlamaCppModel.load("gemma", str(gemma_path()), options)
     qs = bench.questions()

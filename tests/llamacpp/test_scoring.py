@@ -351,3 +351,28 @@ def test_streams_reading_tokens_again_to_even_a_step_score_the_same(setup, monke
         for text, lp in zip(prompt.continuations, got, strict=True):
             expected = ref.total(tokens, continuation_tokens(model, tokens, text))
             assert lp == pytest.approx(expected, abs=tolerance), (prompt.prompt[-8:], text)
+
+
+def test_borrowed_slots_of_one_unified_kv_pool_drop_what_they_held(tiny_model_path):
+    """With ``kv_unified`` a copy into a borrowed slot adds it to the first slot's cells and
+    leaves the cells it held: a second request, whose forks land on the first one's
+    streams, once failed to decode (positions not following on)."""
+    model = LlamaCppModel.load(
+        "tiny-unified", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=4, kv_unified=True)
+    )
+    try:
+        results = []
+        # the second prefix is shorter than what the first request's streams hold
+        for base in ("hello world the cat sat on the mat. " * 6, "the mat sat on the cat. " * 2):
+            prompts = [
+                ScorePrompt(
+                    prompt=base + "one two " * (i % 3) + f"red {i}", continuations=(" yes",)
+                )
+                for i in range(8)
+            ]
+            results.append(score(model, prompts))
+            alone = [score(model, [p]).logprobs[0] for p in prompts[:2]]
+            assert flat(results[-1].logprobs[:2]) == pytest.approx(flat(alone), abs=1e-3)
+        assert model.stats().running == 0
+    finally:
+        model.close()

@@ -169,7 +169,10 @@ class SlotPool:
             near = max(common_prefix(slot.tokens, source.tokens), self.cache.best(slot.tokens)[1])
             if near + MIN_RESTORE_GAIN <= held:
                 self.cache.save(slot.id, slot.tokens, slot.checkpoints)
-        # Across KV streams llama.cpp copies the whole stream (applied at the next decode).
+        # Across KV streams llama.cpp copies the whole stream (applied at the next decode);
+        # in one unified pool it adds ``slot`` to ``source``'s cells and leaves the cells
+        # ``slot`` held, so those go first.
+        self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
         self._lib.llama_memory_seq_cp(self._mem, source.id, slot.id, -1, -1)
         slot.tokens = list(source.tokens)
         slot.checkpoints = list(source.checkpoints)
