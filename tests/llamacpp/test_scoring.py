@@ -317,3 +317,62 @@ def test_prompts_sharing_their_rest_share_its_work(setup, monkeypatch):
     # or tenths of a nat at the end (0.26 seen); the tiny model's check is exact.
     tolerance = 1e-3 if model.name == "tiny" else 0.5
     assert flat(together.logprobs) == pytest.approx(flat(alone), abs=tolerance)
+
+
+def test_streams_reading_tokens_again_to_even_a_step_score_the_same(setup, monkeypatch):
+    """A step's streams read as many tokens each: one whose rest is shorter starts it
+    earlier, reading again tokens its slot holds. The scores still equal the independent
+    computation."""
+    from hoshikage_llamacpp.engine import scoring
+
+    model, ref = setup
+    base = "hello world the cat sat on the mat. " * 4
+    groups = ("the cat sat on the mat hello world ", "red blue green one two red blue green ")
+    prompts = [
+        ScorePrompt(
+            prompt=base + groups[i % 2] + "one two " * (i % 3) + f"cat {i}",
+            continuations=(" yes", " no blue"),
+        )
+        for i in range(12)
+    ]  # rests of three lengths after a start each group shares
+    jobs = []
+    engine = model._engine
+    submit = engine.submit_score
+    monkeypatch.setattr(engine, "submit_score", lambda job: (jobs.append(job), submit(job)))
+    monkeypatch.setattr(scoring, "PASS_TOKENS", 0)
+    score(model, prompts)
+    score(model, prompts)  # the same again, its prefix cached: the next one's twin
+    monkeypatch.setattr(scoring, "PASS_TOKENS", 8)
+    evened = score(model, prompts)
+    assert jobs[2].decoded > jobs[1].decoded, "no stream read a token again"
+    tolerance = 2e-3 if model.name == "tiny" else 0.1
+    for prompt, got in zip(prompts, evened.logprobs, strict=True):
+        tokens = model.prompt_tokens(prompt.prompt)
+        for text, lp in zip(prompt.continuations, got, strict=True):
+            expected = ref.total(tokens, continuation_tokens(model, tokens, text))
+            assert lp == pytest.approx(expected, abs=tolerance), (prompt.prompt[-8:], text)
+
+
+def test_borrowed_slots_of_one_unified_kv_pool_drop_what_they_held(tiny_model_path):
+    """With ``kv_unified`` a copy into a borrowed slot adds it to the first slot's cells and
+    leaves the cells it held: a second request, whose forks land on the first one's
+    streams, once failed to decode (positions not following on)."""
+    model = LlamaCppModel.load(
+        "tiny-unified", str(tiny_model_path), LlamaOptions(n_ctx=1024, parallel=4, kv_unified=True)
+    )
+    try:
+        results = []
+        # the second prefix is shorter than what the first request's streams hold
+        for base in ("hello world the cat sat on the mat. " * 6, "the mat sat on the cat. " * 2):
+            prompts = [
+                ScorePrompt(
+                    prompt=base + "one two " * (i % 3) + f"red {i}", continuations=(" yes",)
+                )
+                for i in range(8)
+            ]
+            results.append(score(model, prompts))
+            alone = [score(model, [p]).logprobs[0] for p in prompts[:2]]
+            assert flat(results[-1].logprobs[:2]) == pytest.approx(flat(alone), abs=1e-3)
+        assert model.stats().running == 0
+    finally:
+        model.close()

@@ -37,6 +37,13 @@ from .slots import SlotPool
 #: How many waiting prompts a stream looks through for the one sharing most with its slot.
 LOOKAHEAD = 64
 
+#: What one more pass through the model costs, in tokens read in a pass: a step's streams
+#: read tokens again to save passes (:meth:`Scoring._even`) only where the tokens cost less.
+#: In bench/decisions_profile.py (Gemma 3 270M, llama.cpp on one CPU thread) each pass
+#: saved was worth 17-28 ms of CPU, some 7-11 of the questions' tokens; a pass with a row
+#: of logits reads the output matrix too.
+PASS_TOKENS = 8
+
 
 class Branch:
     """One prompt: its tokens, its continuations' tokens and the rows read so far."""
@@ -207,8 +214,14 @@ class Scoring:
         primary = job.primary
         if primary.unit is None and primary.busy:
             return  # still reading the shared prefix
-        if pool.n_swa and not job.streams[0].paths and primary.unit is None and job.units:
-            # The prefix is read: keep its sliding window, which every prompt goes back to.
+        if (
+            pool.n_swa
+            and primary.unit is None
+            and len(primary.slot.tokens) == len(job.prefix)
+            and job.units
+        ):
+            # The prefix is read: keep its sliding window, which every prompt goes back to
+            # (once: a checkpoint of a prompt's end costs ~4 ms, and pushes this one out).
             pool.checkpoint(primary.slot)
         if job.units and not self._generation_waits() and len(job.units) > len(job.streams):
             for slot in pool.free():
@@ -277,12 +290,18 @@ class Scoring:
     # ---- the batch ------------------------------------------------------------------------
 
     def fill(self, batch) -> None:
-        """Put each busy stream's next tokens into what room ``batch`` has left."""
+        """Put each busy stream's next tokens into what room ``batch`` has left, in slot
+        order, each stream reading as many as the others where it can (:meth:`_even`)."""
         for job in self._jobs:
-            for stream in job.streams:
+            streams = sorted(job.streams, key=_slot_id)
+            for stream in streams:
                 stream.rows = []
-                if not stream.busy or not batch.room:
-                    continue
+            busy = [stream for stream in streams if stream.busy]
+            if len(busy) > 1:
+                self._even(job, busy, batch.room)
+            for stream in busy:
+                if not batch.room:
+                    break
                 slot = stream.slot
                 take = stream.target[stream.pos : stream.pos + batch.room]
                 first = (
@@ -290,13 +309,44 @@ class Scoring:
                 )
                 unit = stream.unit
                 for k in range(len(take)):
-                    node = stream.wanted.get(stream.pos + k)
+                    node = stream.wanted.pop(stream.pos + k, None)
                     if node is not None:
                         batch.logits[first + k] = 1
                         stream.rows.append((first + k, unit[0], node))
                 slot.tokens.extend(take)
                 stream.pos += len(take)
                 job.decoded += len(take)
+
+    def _even(self, job: ScoreJob, busy: list[Stream], room: int) -> None:
+        """Start the streams with fewer tokens to read this step earlier, reading again
+        tokens they hold, so that they read as many as the longest, where the passes this
+        saves cost more than the tokens (:data:`PASS_TOKENS`).
+
+        With one KV stream per sequence (``kv_unified = false``, the default) llama.cpp
+        runs a batch as ubatches that take the same number of tokens from each of a run of
+        consecutive sequences (``split_equal``): streams reading 11, 11, 12 and 13 tokens
+        cost three passes through the model (44 tokens, then 2, then 1), each reading all
+        the weights and, for a row with logits, the output matrix again. Read evenly, they
+        cost one pass of 52 tokens. A token read again at its own position is the same
+        token, so the scores stay (the batch layout changes their rounding: on Gemma the
+        thin passes were the ones off the independent computation, by up to 0.55 nats). A
+        stream goes back no further than the job's prefix (its sliding-window checkpoint
+        stays) and than its sliding window reaches (:meth:`.SlotPool.reach`)."""
+        need = [len(stream.target) - stream.pos for stream in busy]
+        width = max(need)
+        if width * len(busy) > room:
+            return  # the batch cuts this step short anyway
+        pool = self._pool
+        extra = [
+            max(0, min(width - n, stream.pos - max(len(job.prefix), pool.reach(stream.slot))))
+            for stream, n in zip(busy, need, strict=True)
+        ]
+        saved = len(set(need)) - len({n + e for n, e in zip(need, extra, strict=True)})
+        if saved <= 0 or sum(extra) > saved * PASS_TOKENS:
+            return
+        for stream, e in zip(busy, extra, strict=True):
+            if e:
+                stream.pos = pool.trim(stream.slot, stream.pos - e)
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""
@@ -341,3 +391,7 @@ class Scoring:
             out.close(job.sink, error)
         self._waiting.clear()
         self.incoming.clear()
+
+
+def _slot_id(stream: Stream) -> int:
+    return stream.slot.id
