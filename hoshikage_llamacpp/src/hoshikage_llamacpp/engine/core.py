@@ -229,7 +229,8 @@ class Engine:
         batch.clear()
         generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
         if self.speculation is not None:
-            self.speculation.plan(generating, self._batch.capacity - len(generating))
+            room = self._batch.capacity - len(generating)
+            self.speculation.plan(generating, room, bool(self._waiting))
         # Every generating sequence's next token (and its draft) first, in slot order:
         # llama.cpp reuses the previous step's compute graph only when the batch's sequences
         # come in the same order, and rebuilding it costs about a third of a step (Gemma 3

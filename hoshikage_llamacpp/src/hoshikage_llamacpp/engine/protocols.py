@@ -60,8 +60,10 @@ class Speculator(Protocol):
     def begin(self, choice, prompt: list[int], greedy: bool) -> None:
         """A choice that asked for speculation starts on ``prompt``."""
 
-    def plan(self, generating: list, room: int) -> None:
-        """Set each generating choice's ``drafts`` for this step, within ``room`` tokens."""
+    def plan(self, generating: list, room: int, waiting: bool) -> None:
+        """Set each generating choice's ``drafts`` for this step, within ``room`` tokens;
+        ``waiting``: whether a request waits for a slot (a choice finishing sooner then
+        lets it start sooner)."""
 
     def record(self, n: int, sequences: int, seconds: float) -> None:
         """A generation step of ``n`` tokens of ``sequences`` choices took ``seconds``."""

@@ -122,6 +122,10 @@ class Speculation:
         self._drafted = False
         self._seconds: float | None = None
         self._accepted = 0
+        # Whether the step is sized for its slowest sequences (nothing waits for a slot),
+        # and the fewest drafts a sequence of it had accepted.
+        self._bottleneck = False
+        self._least: int | None = None
 
     def begin(self, choice, prompt: list[int], greedy: bool) -> None:
         """A choice that asked for speculation starts: its draft length and proposers."""
@@ -146,6 +150,8 @@ class Speculation:
         if choice.drafts:
             drafting.length.update(len(choice.drafts), accepted)
             self._accepted += accepted
+            if self._least is None or accepted < self._least:
+                self._least = accepted
 
     def record(self, n: int, sequences: int, seconds: float) -> None:
         """A generation step of ``n`` tokens of ``sequences`` choices took ``seconds``."""
@@ -155,10 +161,10 @@ class Speculation:
         self.step_cost.record(ubatches(rows, self.step_cost.n_ubatch), seconds)
         self._seconds = seconds
 
-    def plan(self, generating: list, room: int) -> None:
+    def plan(self, generating: list, room: int, waiting: bool = False) -> None:
         """Each generating choice's draft for this step (its ``drafts``), within the
         ``room`` the batch has beside every next token, its token budget and its draft
-        length."""
+        length; ``waiting``: whether a request waits for a slot (see the module)."""
         self._settle()
         for seq in generating:
             seq.drafts = ()
@@ -169,11 +175,14 @@ class Speculation:
             payoff = self.payoff[n] = Payoff()
         if room <= 0 or not payoff.allows():
             return
-        candidates = self._candidates(generating, room)
-        if not candidates:
-            return
+        critical = None if waiting or n <= 1 else _critical(generating)
+        candidates = self._candidates(generating, room, critical)
+        if not candidates or (critical is not None and len(candidates) < len(critical)):
+            return  # a sequence that sets the pace has no draft: none would help
+        self._bottleneck = critical is not None
         ks = self._choose(rows, candidates, room)
-        self._tries(rows, candidates, ks, room)
+        if not self._bottleneck:
+            self._tries(rows, candidates, ks, room)
         asking = []
         for candidate, k in zip(candidates, ks, strict=True):
             if not k:
@@ -192,12 +201,13 @@ class Speculation:
         self._rows = [(seq.slot.id, 1 + len(seq.drafts)) for seq in generating]
         self._drafted = any(seq.drafts for seq in generating)
 
-    def _candidates(self, generating: list, room: int) -> list[_Candidate]:
-        """The sequences with a draft at hand (or a draft model to ask)."""
+    def _candidates(self, generating: list, room: int, among=None) -> list[_Candidate]:
+        """The sequences (of ``among``, a set of indices, when given) with a draft at hand
+        (or a draft model to ask)."""
         out = []
         for i, seq in enumerate(generating):
             drafting = seq.drafting
-            if drafting is None:
+            if drafting is None or (among is not None and i not in among):
                 continue
             # The step yields up to k + 1 tokens; the last one may not exceed the budget.
             limit = min(room, drafting.length.max, seq.job.plan.budget - seq.n_gen - 1)
@@ -220,13 +230,17 @@ class Speculation:
     def _value(self, rows, candidates, ks, room: int, memo: dict) -> float:
         """The step's expected tokens per unit of cost with draft lengths ``ks``."""
         counts = [t for _, t in rows]
-        gain, total = 0.0, 0
+        gain, total, least = 0.0, 0, None
         for candidate, k in zip(candidates, ks, strict=True):
             counts[candidate.index] += k
             gain += candidate.yields[k]
             total += k
+            if least is None or candidate.yields[k] < least:
+                least = candidate.yields[k]
         if total > room:
             return 0.0
+        if self._bottleneck:  # every sequence goes as fast as the slowest of them
+            gain = len(rows) * least
         key = tuple(counts)
         cost = memo.get(key)
         if cost is None:
@@ -245,15 +259,18 @@ class Speculation:
         order = sorted(range(m), key=lambda j: -candidates[j].p)
         most = max(c.most for c in candidates)
         lengths = [k for k in self._lengths if k < most] + [most]
-        for common in lengths:  # a common length, for those it helps
-            ks, value = [0] * m, plain
-            for j in order:
-                ks[j] = min(common, candidates[j].most)
-                trial = self._value(rows, candidates, ks, room, memo)
-                if trial > value:
-                    value = trial
-                else:
-                    ks[j] = 0
+        for common in lengths:  # a common length, for those it helps (all: see above)
+            ks = [min(common, c.most) for c in candidates]
+            value = self._value(rows, candidates, ks, room, memo)
+            if not self._bottleneck:
+                ks, value = [0] * m, plain
+                for j in order:
+                    ks[j] = min(common, candidates[j].most)
+                    trial = self._value(rows, candidates, ks, room, memo)
+                    if trial > value:
+                        value = trial
+                    else:
+                        ks[j] = 0
             if value > best:
                 best, best_ks = value, ks
         if m > 1:  # then each sequence's own length, the others' held
@@ -299,5 +316,20 @@ class Speculation:
             n = len(rows)
             plain = self.step_cost.seconds(ubatches([(slot, 1) for slot, _ in rows]))
             if plain:
-                self.payoff[n].add((1 + self._accepted / n) * plain / seconds)
-        self._rows, self._drafted, self._seconds, self._accepted = None, False, None, 0
+                gained = self._least if self._bottleneck else self._accepted / n
+                self.payoff[n].add((1 + (gained or 0)) * plain / seconds)
+        self._rows, self._drafted, self._seconds = None, False, None
+        self._accepted, self._least, self._bottleneck = 0, None, False
+
+
+#: A sequence sets the pace when its token budget has at least this share of the largest
+#: one left.
+CRITICAL_SHARE = 0.9
+
+
+def _critical(generating: list) -> set[int]:
+    """The indices of the sequences that set the pace of the batch: those with the most of
+    their budget left (within :data:`CRITICAL_SHARE`), which finish last."""
+    left = [seq.job.plan.budget - seq.n_gen for seq in generating]
+    most = max(left)
+    return {i for i, n in enumerate(left) if n >= CRITICAL_SHARE * most}
