@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,6 +28,8 @@ from hoshikage_llamacpp.engine import sampling  # noqa: E402
 from hoshikage_llamacpp.engine.spec import (  # noqa: E402
     DraftLength,
     NgramDrafter,
+    Payoff,
+    Speculation,
     StepCost,
     best_length,
     ubatches,
@@ -212,6 +215,109 @@ def test_a_retry_waits_for_a_draft_that_continues_a_longer_copy():
 def test_draft_needs_a_draft_model():
     with pytest.raises(FieldError, match="draft_model"):
         LlamaOptions(speculative="draft")
+
+
+# ---- a step's drafts, planned together -----------------------------------------------------
+
+LOOP = [7, 8, 9, 10, 11, 12] * 8  # a prompt the n-gram lookup drafts from at once
+FREE = list(range(100, 148))  # one it finds nothing in
+
+
+def choices(speculation, prompts, budget=200):
+    """Generating choices on slots 0, 1, … as the engine hands them to ``plan``."""
+    out = []
+    for slot, prompt in enumerate(prompts):
+        plan = SimpleNamespace(budget=budget, media=[])
+        choice = SimpleNamespace(
+            slot=SimpleNamespace(id=slot), job=SimpleNamespace(plan=plan), n_gen=0, drafts=()
+        )
+        speculation.begin(choice, prompt, greedy=True)
+        out.append(choice)
+    return out
+
+
+def measured(speculation):
+    """Step costs like Gemma 3 270M's on this CPU: a wider ubatch costs little more, a
+    split of four sequences with one drafting costs five one-token steps."""
+    record = speculation.step_cost.record
+    for shapes, seconds in (
+        (((1, 1),), 0.010),
+        (((4, 1),), 0.013),
+        (((4, 2),), 0.016),
+        (((4, 3),), 0.019),
+        (((4, 4),), 0.022),
+        (((4, 5),), 0.025),
+        (((4, 1), (1, 4)), 0.065),
+    ):
+        for _ in range(3):
+            record(shapes, seconds)
+
+
+def test_a_full_batch_of_copies_drafts_equal_lengths_in_one_ubatch():
+    speculation = Speculation(16)
+    measured(speculation)
+    batch = choices(speculation, [LOOP] * 4)
+    speculation.plan(batch, room=500, waiting=False)
+    lengths = {len(c.drafts) for c in batch}
+    assert len(lengths) == 1 and lengths.pop() > 0
+
+
+def test_one_sequence_without_a_draft_keeps_the_others_from_drafting_alone():
+    speculation = Speculation(16)
+    measured(speculation)
+    batch = choices(speculation, [LOOP, LOOP, LOOP, FREE])
+    speculation.plan(batch, room=500, waiting=False)
+    assert [c.drafts for c in batch] == [()] * 4  # the free one sets the pace
+    # One that is further along does not: the others' drafts speed up the batch's end.
+    batch[3].n_gen = 100
+    speculation.plan(batch, room=500, waiting=False)
+    assert all(c.drafts for c in batch[:3]) and not batch[3].drafts
+    assert len({len(c.drafts) for c in batch[:3]}) == 1
+
+
+def test_with_requests_waiting_a_draft_goes_in_only_where_the_split_pays():
+    speculation = Speculation(16)
+    measured(speculation)
+    batch = choices(speculation, [LOOP, FREE, FREE, FREE])
+    for choice in batch[1:]:
+        choice.drafting = None
+    speculation.plan(batch, room=500, waiting=True)
+    assert not batch[0].drafts  # 3 + E(k) tokens for 5+ one-token steps: never
+    alone = choices(Speculation(16), [LOOP])
+    speculation.plan(alone, room=500, waiting=True)
+    assert len(alone[0].drafts) > 1
+
+
+def test_drafting_that_does_not_pay_pauses_and_comes_back_ever_later():
+    payoff = Payoff()
+    pauses = []
+    for _ in range(3):
+        for _ in range(Payoff.TRIAL):
+            assert payoff.allows()
+            payoff.add(0.8)
+        paused = 0
+        while not payoff.allows():
+            paused += 1
+        pauses.append(paused)
+    assert pauses == [Payoff.PAUSE, 2 * Payoff.PAUSE, 4 * Payoff.PAUSE]
+    for _ in range(4 * Payoff.TRIAL):  # drafting that pays brings the pause back down
+        payoff.add(1.5)
+    assert payoff.allows() and payoff.pause == Payoff.PAUSE
+
+
+def test_the_old_module_path_still_imports_with_a_warning():
+    import importlib
+    import sys
+    import warnings
+
+    from hoshikage_llamacpp.engine import spec
+
+    sys.modules.pop("hoshikage_llamacpp.engine.speculative", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("hoshikage_llamacpp.engine.speculative")
+    assert old is spec and old.Speculation is Speculation
+    assert any("engine.speculative moved to" in str(w.message) for w in caught)
 
 
 # ---- on llama.cpp ------------------------------------------------------------------------

@@ -7,8 +7,16 @@ the step's drafts together: the step's expected tokens per unit of cost, the cos
 what llama.cpp's split of the batch into ubatches is measured to cost
 (:class:`.length.StepCost`), is compared for no drafts, for each common length given to the
 sequences whose drafts add to it (equal lengths keep the batch in one ubatch), and for one
-pass of changing one sequence's length at a time. A sequence's draft is kept only where it
-makes the step's tokens cheaper.
+pass of changing one sequence's length at a time. Drafts go in only where they make the
+step's tokens at least :attr:`~Speculation.MARGIN` cheaper.
+
+Which tokens count depends on whether a request waits for a slot. If one does, a choice
+that finishes sooner lets it start sooner: every token counts, and the step's tokens per
+cost is the measure. If none does, the batch is done when its slowest choices are, and a
+draft that speeds one choice up slows all the others' step down: only the tokens of the
+choices that set the pace count (those with the most of their budget left, see
+:func:`_critical`), each step as fast as the slowest of them. Then every one of them drafts
+(at equal lengths, mostly) or none does.
 
 The model's estimates can still be wrong (acceptance that changes, a machine whose costs
 drift). So the planner checks what drafting really returned: for each number of generating
