@@ -6,9 +6,10 @@ Each step :meth:`Speculation.plan` asks each speculating choice's proposers for 
 the step's drafts together: the step's expected tokens per unit of cost, the cost being
 what llama.cpp's split of the batch into ubatches is measured to cost
 (:class:`.length.StepCost`), is compared for no drafts, for each common length given to the
-sequences whose drafts add to it (equal lengths keep the batch in one ubatch), and for one
-pass of changing one sequence's length at a time. Drafts go in only where they make the
-step's tokens at least :attr:`~Speculation.MARGIN` cheaper.
+sequences whose drafts add to it (equal lengths keep the batch in one ubatch), and, where
+every token counts (below), for one pass of moving one sequence's length to its
+neighbours, to none or to its whole draft. Drafts go in only where they make the step's
+tokens at least :attr:`~Speculation.MARGIN` cheaper.
 
 Which tokens count depends on whether a request waits for a slot. If one does, a choice
 that finishes sooner lets it start sooner: every token counts, and the step's tokens per
@@ -281,10 +282,13 @@ class Speculation:
                         ks[j] = 0
             if value > best:
                 best, best_ks = value, ks
-        if m > 1:  # then each sequence's own length, the others' held
+        if m > 1 and not self._bottleneck:  # then each one's own length, the others' held
             ks = list(best_ks)
             for j in order:
-                for k in (0, *(k for k in lengths if k < candidates[j].most), candidates[j].most):
+                most = candidates[j].most
+                near = [k for k in lengths if k <= most]
+                at = near.index(best_ks[j]) if best_ks[j] in near else -1
+                for k in sorted({0, most, *near[max(at - 1, 0) : at + 2]}):
                     if k == best_ks[j]:
                         continue
                     ks[j] = k
