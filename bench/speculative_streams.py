@@ -30,6 +30,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import speculative as bench  # noqa: E402
 
+#: The batching benchmark's story schema (its json_schema ÷ plain figure).
+SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
+    "required": ["title", "story"],
+}
 #: Gemma 3's end-of-generation ids, banned as the batching benchmark bans them.
 GEMMA_EOG = {1: -100.0, 106: -100.0}
 
@@ -42,6 +48,13 @@ def workloads() -> dict[str, dict]:
             "seed": body.get("seed"),
         }
         for name, body in bench.workloads().items()
+    }
+    story = "Write a long story about a lighthouse keeper"
+    out["chat_story"] = {"messages": [{"role": "user", "content": f"{story}."}], "temperature": 0.0}
+    out["chat_json"] = {
+        "messages": [{"role": "user", "content": f"{story}, as JSON."}],
+        "temperature": 0.0,
+        "response_format": {"type": "json_schema", "schema": SCHEMA},
     }
     out["story_greedy"] = {
         "prompt": "Write a long story about a lighthouse keeper number {i}.",
@@ -74,14 +87,22 @@ class Steps:
 def run(model, body: dict, streams: int, tokens: int, speculative: bool):
     """Tokens generated after each stream's first, and the seconds from the first token
     anywhere to the last anywhere (decode only, as the batching benchmark times it)."""
-    from hoshikage_core.protocol import BlockingStream, CancelToken, GenerationRequest
+    from hoshikage_core.protocol import (
+        BlockingStream,
+        CancelToken,
+        GenerationRequest,
+        ResponseFormat,
+    )
 
     counts = [0] * streams
     firsts, lasts = [0.0] * streams, [0.0] * streams
 
     def one(i: int) -> None:
+        fmt = body.get("response_format")
         req = GenerationRequest(
-            prompt=body["prompt"].replace("{i}", str(i)),
+            prompt=body["prompt"].replace("{i}", str(i)) if "prompt" in body else None,
+            messages=tuple(body["messages"]) if "messages" in body else None,
+            response_format=ResponseFormat(**fmt) if fmt else None,
             temperature=body["temperature"],
             seed=body.get("seed"),
             max_tokens=tokens,
@@ -165,6 +186,17 @@ def main() -> None:
                     f"{on['tps'] / off['tps']:16.3f}   on {on['tps_all']} off {off['tps_all']}",
                     flush=True,
                 )
+        if "chat_json" in names and "chat_story" in names:
+            for streams in (int(s) for s in args.streams.split(",")):
+                for speculative in (False, True):
+                    tps = [
+                        statistics.median(r[0] / r[1] for r in results[(w, streams, speculative)])
+                        for w in ("chat_json", "chat_story")
+                    ]
+                    print(
+                        f"json ÷ plain at {streams} streams, speculation "
+                        f"{'on ' if speculative else 'off'}: {tps[0] / tps[1]:.3f}"
+                    )
         print(
             "payoff:",
             {n: (round(p.ratio, 3), p.pause, p.wait) for n, p in speculation.payoff.items()},

@@ -171,6 +171,18 @@ def test_step_cost_is_measured_per_split_and_decides_the_draft_length():
     assert DraftLength(16, cost=cost).next(0, 1) == 0
 
 
+def test_a_step_of_another_shape_than_the_last_is_counted_as_a_graph_rebuild():
+    cost = step_cost([(((1, 1),), 0.010), (((1, 4),), 0.030)])
+    assert cost.switch() == pytest.approx(0.3)  # not measured yet
+    for _ in range(5):  # alternating: each step rebuilds the graph, 4 ms here
+        cost.record(((1, 1),), 0.014)
+        cost.record(((1, 4),), 0.034)
+    assert cost.switch() == pytest.approx(0.4)
+    assert cost.price(((1, 1),)) == pytest.approx(1.0)
+    assert cost.price(((1, 4),)) == pytest.approx(3.0)
+    assert cost.last == ((1, 4),)
+
+
 def test_an_uneven_step_is_priced_as_its_ubatches_and_what_a_split_adds():
     cost = step_cost(
         [

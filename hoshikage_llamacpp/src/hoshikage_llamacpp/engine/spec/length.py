@@ -31,6 +31,12 @@ TOKEN_COST = 0.35
 SPLIT_COST = 1.0
 
 
+#: What a step whose ubatch differs in shape from the last step's adds, in one-token steps,
+#: before :class:`StepCost` has measured it: llama.cpp rebuilds its compute graph (about a
+#: third of a step at 4 streams, Gemma 3 270M).
+SWITCH_COST = 0.3
+
+
 def linear_cost(n: int, sequences: int = 1) -> float:
     """A step of ``n`` tokens with logits, in one-token steps, before any measurement."""
     return 1.0 + TOKEN_COST * (n - 1)
@@ -78,16 +84,21 @@ class StepCost:
     of as many sequences, plus :data:`TOKEN_COST` a token; else :func:`linear_cost`), plus
     what each further ubatch added to the steps of several that were measured (a moving
     average; :data:`SPLIT_COST` until then). The first step of each split, which builds its
-    graph and buffers, is not counted. The unit, a one-token step, is the measured ``1×1``
+    graph and buffers, is not counted; a step of one ubatch after one of another shape,
+    which rebuilds the graph, counts as :meth:`switch` (what it took beyond its shape's
+    cost), not as its shape's cost. The unit, a one-token step, is the measured ``1×1``
     ubatch, or before that the smallest measured one as :func:`linear_cost` prices it."""
 
     ALPHA = 0.2
 
-    __slots__ = ("_shape", "_steps", "_seen", "_split", "_unit", "n_ubatch")
+    __slots__ = ("_shape", "_steps", "_seen", "_split", "_switch", "_unit", "n_ubatch", "last")
 
     def __init__(self, n_ubatch: int = 512) -> None:
         #: The context's ``n_ubatch`` (the most tokens in one ubatch).
         self.n_ubatch = n_ubatch
+        #: The split of the last step recorded.
+        self.last: tuple[Shape, ...] | None = None
+        self._switch: float | None = None
         self._shape: dict[Shape, float] = {}
         self._steps: dict[tuple[Shape, ...], float] = {}
         self._seen: set[tuple[Shape, ...]] = set()
@@ -96,10 +107,24 @@ class StepCost:
 
     def record(self, shapes: tuple[Shape, ...], seconds: float) -> None:
         """A step split into ``shapes`` took ``seconds``."""
+        last, self.last = self.last, shapes
         if shapes not in self._seen:
             self._seen.add(shapes)
             return
         alpha = self.ALPHA
+        if shapes != last and len(shapes) == 1 and last is not None and len(last) == 1:
+            # A step of another shape than the last rebuilt llama.cpp's graph: what that
+            # added, apart from the shape's own cost.
+            steady = self._shape.get(shapes[0])
+            if steady is None:
+                if self._switch is None:
+                    return
+                seconds -= self._switch
+            else:
+                extra = max(0.0, seconds - steady)
+                old = self._switch
+                self._switch = extra if old is None else old + alpha * (extra - old)
+                return
         if len(shapes) == 1:
             old = self._shape.get(shapes[0])
             self._shape[shapes[0]] = seconds if old is None else old + alpha * (seconds - old)
@@ -118,6 +143,14 @@ class StepCost:
             self._split = (
                 extra if self._split is None else self._split + alpha * (extra - self._split)
             )
+
+    def switch(self) -> float:
+        """What a step of one ubatch whose shape differs from the last step's adds, in
+        one-token steps: llama.cpp reuses its compute graph only for a ubatch of the same
+        shape (:data:`SWITCH_COST` until measured)."""
+        if self._switch is None or self._unit is None:
+            return SWITCH_COST
+        return self._switch / self._unit
 
     def seconds(self, shapes: tuple[Shape, ...]) -> float | None:
         """What a step of this split took, as measured (None: not yet)."""

@@ -253,9 +253,14 @@ class Speculation:
         key = tuple(counts)
         cost = memo.get(key)
         if cost is None:
+            step_cost = self.step_cost
             slots = [slot for slot, _ in rows]
-            split = ubatches(list(zip(slots, counts, strict=True)), self.step_cost.n_ubatch)
-            cost = memo[key] = self.step_cost.price(split)
+            split = ubatches(list(zip(slots, counts, strict=True)), step_cost.n_ubatch)
+            cost = step_cost.price(split)
+            if split != step_cost.last:
+                # Its graph is rebuilt now, and (for a draft) again when plain steps resume.
+                cost += step_cost.switch() * (1 if total == 0 else 2)
+            memo[key] = cost
         return (len(rows) + gain) / cost
 
     def _choose(self, rows, candidates: list[_Candidate], room: int) -> list[int]:
