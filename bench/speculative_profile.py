@@ -143,9 +143,9 @@ def main() -> None:
 
 def _cost(steps: int, drafted: int) -> float:
     """The decode time of a run in one-token steps, as the draft-length policy models it
-    (:data:`~hoshikage_llamacpp.engine.speculative.TOKEN_COST` per extra token with logits): a
+    (:data:`~hoshikage_llamacpp.engine.spec.length.TOKEN_COST` per extra token with logits): a
     figure the machine's load does not change."""
-    from hoshikage_llamacpp.engine.speculative import TOKEN_COST
+    from hoshikage_llamacpp.engine.spec.length import TOKEN_COST
 
     return steps + TOKEN_COST * drafted
 

@@ -3,9 +3,10 @@
 * ``llama`` (next to llama.cpp) and ``grammar`` (GBNF) import nothing else of the package;
 * ``dialects`` (what a model's text means) imports ``grammar``;
 * ``engine`` imports ``llama`` and ``grammar``, never ``dialects``, ``frontend`` or
-  ``options``: it calls a choice's output and its drafters through ``engine.protocols``;
-  within it, ``core`` knows speculation only by that protocol, and ``scoring`` and
-  ``speculative`` use the slot pool and the batch, never ``core``;
+  ``options``: it calls a choice's output and its speculation through ``engine.protocols``;
+  within it, ``core`` knows speculation (the ``engine.spec`` room: the proposers, the draft
+  lengths, the speculator) only by that protocol, and ``scoring`` and ``spec`` use the
+  slot pool and the batch, never ``core``;
 * ``frontend`` imports ``dialects``, ``grammar`` and ``engine.protocols``;
 * ``lifecycle`` (the model, its process, its load) imports any of them, ``options`` and
   ``demo`` (the embedded model the doctor's self-test loads);
@@ -38,16 +39,27 @@ ALLOWED = {
     "frontend": ("dialects", "grammar", "engine.protocols"),
     "lifecycle": ("llama", "grammar", "dialects", "engine", "frontend", "options", "demo"),
 }
-#: Module -> what of its own room it may not import: the step loop knows speculation only
-#: through ``engine.protocols.Speculator``; scoring, speculation, the slots and the batch
-#: never know the step loop.
+#: Module (or package: everything in it) -> what of its own room it may not import: the
+#: step loop knows speculation only through ``engine.protocols.Speculator``; scoring,
+#: speculation, the slots and the batch never know the step loop.
 FORBIDDEN = {
-    "engine.core": ("engine.speculative",),
+    "engine.core": ("engine.spec",),
     **{
         module: ("engine.core",)
-        for module in ("engine.scoring", "engine.speculative", "engine.slots", "engine.batch")
+        for module in ("engine.scoring", "engine.spec", "engine.slots", "engine.batch")
     },
 }
+
+
+def forbidden(inner: str) -> tuple[str, ...]:
+    """What ``inner`` (a module's name under the package) may not import of its room."""
+    return tuple(
+        name
+        for key, names in FORBIDDEN.items()
+        if inner == key or inner.startswith(key + ".")
+        for name in names
+    )
+
 
 #: Private names of llama-cpp-python (and the standard library) the backend uses, where it
 #: uses them: ``Llama``'s context, model and batch for the embedding and rerank paths and
@@ -74,10 +86,10 @@ def violations(source: str, module: str) -> list[str]:
     if part is None:
         return []
     bad = outside(source, module, PACKAGE, (part, *ALLOWED[part]))
-    forbidden = FORBIDDEN.get(module[len(PACKAGE) + 1 :])
-    if forbidden:
+    banned = forbidden(module[len(PACKAGE) + 1 :])
+    if banned:
         everything = outside(source, module, PACKAGE, ())
-        elsewhere = set(outside(source, module, PACKAGE, forbidden))
+        elsewhere = set(outside(source, module, PACKAGE, banned))
         bad += [name for name in everything if name not in elsewhere]
     return sorted(bad)
 
@@ -124,9 +136,12 @@ def test_the_rules_see_relative_and_deferred_imports():
     assert violations("from .slots import SlotPool\n", scoring) == []
     assert violations("from .core import Engine\n", scoring) == [f"{PACKAGE}.engine.core.Engine"]
     assert violations("from .protocols import Speculator\n", core) == []
-    assert violations("from .speculative import NgramDrafter\n", core) == [
-        f"{PACKAGE}.engine.speculative.NgramDrafter"
+    assert violations("from .spec.ngram import NgramDrafter\n", core) == [
+        f"{PACKAGE}.engine.spec.ngram.NgramDrafter"
     ]
+    proposer = f"{PACKAGE}.engine.spec.ngram"
+    assert violations("from ..slots import SlotPool\n", proposer) == []
+    assert violations("from ..core import Engine\n", proposer) == [f"{PACKAGE}.engine.core.Engine"]
     planning = f"{PACKAGE}.frontend.planning"
     assert violations("from ..engine.protocols import Output\n", planning) == []
     assert violations("from ..engine.sampling import X\n", planning) == [

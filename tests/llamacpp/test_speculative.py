@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,11 +25,14 @@ from hoshikage_core.protocol import (  # noqa: E402
     ResponseFormat,
 )
 from hoshikage_llamacpp.engine import sampling  # noqa: E402
-from hoshikage_llamacpp.engine.speculative import (  # noqa: E402
+from hoshikage_llamacpp.engine.spec import (  # noqa: E402
     DraftLength,
     NgramDrafter,
+    Payoff,
+    Speculation,
     StepCost,
     best_length,
+    ubatches,
 )
 from hoshikage_llamacpp.lifecycle import model as model_module  # noqa: E402
 from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
@@ -51,16 +55,16 @@ PROMPTS = [
 def test_ngram_drafter_continues_the_latest_match():
     drafter = NgramDrafter()
     drafter.begin([5, 6, 7, 8, 9, 1, 2, 5, 6, 7])
-    assert drafter.draft(3) == [8, 9, 1]
-    drafter.push(4)  # 6 7 4 was never seen; "7 4" neither: no draft
-    assert drafter.draft(3) == []
-    assert drafter.draft(0) == []
+    assert drafter.propose(3) == [8, 9, 1]
+    drafter.accept([4])  # 6 7 4 was never seen; "7 4" neither: no draft
+    assert drafter.propose(3) == []
+    assert drafter.propose(0) == []
 
 
 def test_ngram_drafter_follows_a_loop_past_the_end_of_the_history():
     drafter = NgramDrafter()
     drafter.begin([3, 4, 3, 4, 3, 4])
-    assert drafter.draft(7) == [3, 4, 3, 4, 3, 4, 3]
+    assert drafter.propose(7) == [3, 4, 3, 4, 3, 4, 3]
 
 
 def test_draft_length_falls_to_zero_when_drafts_fail_and_grows_when_they_hold():
@@ -100,12 +104,12 @@ def test_ngram_drafter_reports_how_long_a_copy_its_draft_continues():
     text = list(range(100, 160))
     drafter = NgramDrafter()
     drafter.begin([*text, 7, 8, *text[:40]])  # the text, then a copy of its first 40 tokens
-    assert drafter.draft(16) == text[40:56]
+    assert drafter.propose(16) == text[40:56]
     assert drafter.matched == 40
-    drafter.push(9)  # the copy breaks: no n-gram ending in 9 was seen before
-    assert drafter.draft(16) == [] and drafter.matched == 0
+    drafter.accept([9])  # the copy breaks: no n-gram ending in 9 was seen before
+    assert drafter.propose(16) == [] and drafter.matched == 0
     drafter.begin([1, 2, 3, 4, 9, 9, 2, 3, 4])  # found by a 3-token key, one more agrees
-    assert drafter.draft(2) == [9, 9] and drafter.matched == 3
+    assert drafter.propose(2) == [9, 9] and drafter.matched == 3
 
 
 def test_a_long_copy_drafts_long_at_once_and_a_short_match_after_a_rejection_does_not():
@@ -131,37 +135,78 @@ def test_a_fuller_batch_needs_more_acceptance_for_the_same_draft_length():
     assert best_length(0.3, 16, others=0) == 0
 
 
-def test_step_cost_is_measured_per_size_and_decides_the_draft_length():
+def test_ubatches_are_the_split_llama_cpp_makes_with_a_stream_per_slot():
+    # Equal counts on consecutive slots: one ubatch.
+    assert ubatches([(0, 2), (1, 2), (2, 2), (3, 2)]) == ((4, 2),)
+    # One sequence's draft beside single tokens: the shared width, then the rest alone.
+    assert ubatches([(0, 5), (1, 1), (2, 1), (3, 1)]) == ((4, 1), (1, 4))
+    assert ubatches([(0, 1), (1, 5), (2, 3), (3, 1)]) == ((4, 1), (2, 2), (1, 2))
+    # A ubatch takes sequences of consecutive ids only (split_equal's "sequential").
+    assert ubatches([(0, 1), (2, 1)]) == ((1, 1), (1, 1))
+    assert ubatches([(0, 2), (1, 1), (2, 2), (3, 1)]) == ((4, 1), (1, 1), (1, 1))
+    # At most n_ubatch tokens in a ubatch.
+    assert ubatches([(0, 9)], n_ubatch=4) == ((1, 4), (1, 4), (1, 1))
+    assert ubatches([(0, 3), (1, 3)], n_ubatch=4) == ((2, 2), (2, 1))
+
+
+def step_cost(measured):
     cost = StepCost()
-    assert cost(4) == pytest.approx(2.05)  # nothing measured: linear
-    for n, seqs, seconds in ((1, 1, 0.010), (2, 1, 0.021), (4, 1, 0.031), (8, 1, 0.038)):
-        cost.record(n, seqs, 1.0)  # the first step of a size builds its graph: not counted
+    for shapes, seconds in measured:
+        cost.record(shapes, 1.0)  # the first step of a split builds its graph: not counted
         for _ in range(3):
-            cost.record(n, seqs, seconds)
+            cost.record(shapes, seconds)
+    return cost
+
+
+def test_step_cost_is_measured_per_split_and_decides_the_draft_length():
+    assert StepCost()(4) == pytest.approx(2.05)  # nothing measured: linear
+    cost = step_cost(
+        (((1, n),), seconds) for n, seconds in ((1, 0.010), (2, 0.021), (4, 0.031), (8, 0.038))
+    )
     assert cost(2) == pytest.approx(2.1) and cost(8) == pytest.approx(3.8)
-    assert cost(10) == pytest.approx(3.8 + 2 * 0.35)  # from the largest measured below
+    assert cost(10) == pytest.approx(3.8 + 2 * 0.35)  # from the widest measured below
     # Two tokens cost 2.1 steps here: a draft of one never pays, a long one may.
     assert best_length(0.8, 1, cost=cost) == 0 and best_length(0.8, 1) == 1
     assert best_length(0.95, 16, cost=cost) >= 7
     assert DraftLength(16, cost=cost).next(0, 1) == 0
-    # Drafts already planned by other sequences make the step bigger.
-    assert best_length(0.8, 16, others=3, cost=cost, planned=4) <= best_length(
-        0.8, 16, others=3, cost=cost
+
+
+def test_a_step_of_another_shape_than_the_last_is_counted_as_a_graph_rebuild():
+    cost = step_cost([(((1, 1),), 0.010), (((1, 4),), 0.030)])
+    assert cost.switch() == pytest.approx(0.3)  # not measured yet
+    for _ in range(5):  # alternating: each step rebuilds the graph, 4 ms here
+        cost.record(((1, 1),), 0.014)
+        cost.record(((1, 4),), 0.034)
+    assert cost.switch() == pytest.approx(0.4)
+    assert cost.price(((1, 1),)) == pytest.approx(1.0)
+    assert cost.price(((1, 4),)) == pytest.approx(3.0)
+    assert cost.last == ((1, 4),)
+
+
+def test_an_uneven_step_is_priced_as_its_ubatches_and_what_a_split_adds():
+    cost = step_cost(
+        [
+            (((1, 1),), 0.010),
+            (((1, 4),), 0.031),
+            (((4, 1),), 0.013),
+            (((4, 2),), 0.020),
+            # measured: 4 streams, one drafting 4 (two ubatches and a rebuilt graph)
+            (((4, 1), (1, 4)), 0.067),
+        ]
     )
-    # Four sequences, one drafting: the batch is split (a KV stream per slot), dearer than
-    # the same number of tokens of one sequence.
-    for n, seconds in ((4, 0.033), (5, 0.048), (6, 0.055), (7, 0.063), (8, 0.069)):
-        for _ in range(4):
-            cost.record(n, 4, seconds)
-    assert cost(8, 4) == pytest.approx(6.9) and cost(8) == pytest.approx(3.8)
+    assert cost(8, 4) == pytest.approx(6.7)  # measured as that split
+    assert cost.price(((4, 2),)) == pytest.approx(2.0)  # 2+2+2+2: one ubatch
+    # Not measured: its parts, and what a further ubatch was seen to add (2.3 steps).
+    assert cost.price(((4, 1), (1, 2))) == pytest.approx(1.3 + (1.0 + 0.35) + 2.3)
+    # So one stream drafting among four pays only where it is nearly always right.
     assert best_length(0.9, 4, others=3, cost=cost) == 0 < best_length(0.9, 4, others=3)
 
 
 def test_a_try_after_failures_is_the_shortest_draft_that_could_pay():
-    cost = StepCost()
-    for n, seconds in ((1, 0.010), (2, 0.021), (3, 0.027), (4, 0.031), (8, 0.038)):
-        for _ in range(4):
-            cost.record(n, 1, seconds)
+    cost = step_cost(
+        (((1, n),), seconds)
+        for n, seconds in ((1, 0.010), (2, 0.021), (3, 0.027), (4, 0.031), (8, 0.038))
+    )
     length = DraftLength(16, cost=cost)
     for _ in range(6):
         length.update(4, 0)
@@ -182,6 +227,109 @@ def test_a_retry_waits_for_a_draft_that_continues_a_longer_copy():
 def test_draft_needs_a_draft_model():
     with pytest.raises(FieldError, match="draft_model"):
         LlamaOptions(speculative="draft")
+
+
+# ---- a step's drafts, planned together -----------------------------------------------------
+
+LOOP = [7, 8, 9, 10, 11, 12] * 8  # a prompt the n-gram lookup drafts from at once
+FREE = list(range(100, 148))  # one it finds nothing in
+
+
+def choices(speculation, prompts, budget=200):
+    """Generating choices on slots 0, 1, … as the engine hands them to ``plan``."""
+    out = []
+    for slot, prompt in enumerate(prompts):
+        plan = SimpleNamespace(budget=budget, media=[])
+        choice = SimpleNamespace(
+            slot=SimpleNamespace(id=slot), job=SimpleNamespace(plan=plan), n_gen=0, drafts=()
+        )
+        speculation.begin(choice, prompt, greedy=True)
+        out.append(choice)
+    return out
+
+
+def measured(speculation):
+    """Step costs like Gemma 3 270M's on this CPU: a wider ubatch costs little more, a
+    split of four sequences with one drafting costs five one-token steps."""
+    record = speculation.step_cost.record
+    for shapes, seconds in (
+        (((1, 1),), 0.010),
+        (((4, 1),), 0.013),
+        (((4, 2),), 0.016),
+        (((4, 3),), 0.019),
+        (((4, 4),), 0.022),
+        (((4, 5),), 0.025),
+        (((4, 1), (1, 4)), 0.065),
+    ):
+        for _ in range(3):
+            record(shapes, seconds)
+
+
+def test_a_full_batch_of_copies_drafts_equal_lengths_in_one_ubatch():
+    speculation = Speculation(16)
+    measured(speculation)
+    batch = choices(speculation, [LOOP] * 4)
+    speculation.plan(batch, room=500, waiting=False)
+    lengths = {len(c.drafts) for c in batch}
+    assert len(lengths) == 1 and lengths.pop() > 0
+
+
+def test_one_sequence_without_a_draft_keeps_the_others_from_drafting_alone():
+    speculation = Speculation(16)
+    measured(speculation)
+    batch = choices(speculation, [LOOP, LOOP, LOOP, FREE])
+    speculation.plan(batch, room=500, waiting=False)
+    assert [c.drafts for c in batch] == [()] * 4  # the free one sets the pace
+    # One that is further along does not: the others' drafts speed up the batch's end.
+    batch[3].n_gen = 100
+    speculation.plan(batch, room=500, waiting=False)
+    assert all(c.drafts for c in batch[:3]) and not batch[3].drafts
+    assert len({len(c.drafts) for c in batch[:3]}) == 1
+
+
+def test_with_requests_waiting_a_draft_goes_in_only_where_the_split_pays():
+    speculation = Speculation(16)
+    measured(speculation)
+    batch = choices(speculation, [LOOP, FREE, FREE, FREE])
+    for choice in batch[1:]:
+        choice.drafting = None
+    speculation.plan(batch, room=500, waiting=True)
+    assert not batch[0].drafts  # 3 + E(k) tokens for 5+ one-token steps: never
+    alone = choices(Speculation(16), [LOOP])
+    speculation.plan(alone, room=500, waiting=True)
+    assert len(alone[0].drafts) > 1
+
+
+def test_drafting_that_does_not_pay_pauses_and_comes_back_ever_later():
+    payoff = Payoff()
+    pauses = []
+    for _ in range(3):
+        for _ in range(Payoff.TRIAL):
+            assert payoff.allows()
+            payoff.add(0.8)
+        paused = 0
+        while not payoff.allows():
+            paused += 1
+        pauses.append(paused)
+    assert pauses == [Payoff.PAUSE, 2 * Payoff.PAUSE, 4 * Payoff.PAUSE]
+    for _ in range(4 * Payoff.TRIAL):  # drafting that pays brings the pause back down
+        payoff.add(1.5)
+    assert payoff.allows() and payoff.pause == Payoff.PAUSE
+
+
+def test_the_old_module_path_still_imports_with_a_warning():
+    import importlib
+    import sys
+    import warnings
+
+    from hoshikage_llamacpp.engine import spec
+
+    sys.modules.pop("hoshikage_llamacpp.engine.speculative", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("hoshikage_llamacpp.engine.speculative")
+    assert old is spec and old.Speculation is Speculation
+    assert any("engine.speculative moved to" in str(w.message) for w in caught)
 
 
 # ---- on llama.cpp ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The batched engine: the step loop (``core``), its batch and slots (``batch``, ``slots``,
 ``prefix``), each choice's decoding state (``decoding``), sampler chains (``sampling``),
-scoring (``scoring``), speculation (``speculative``), the prompt caches (``cache``), and
+scoring (``scoring``), speculation (``spec``), the prompt caches (``cache``), and
 the protocols of what it calls outside itself (``protocols``). Imports ``llama`` and
 ``grammar`` of the package, never ``dialects``, ``frontend`` or ``options``."""
 

@@ -19,7 +19,7 @@ A step:
 4. sample each sequence at its own logits row, with its own sampler chain;
 5. hand the step's chunks to the sinks together (the event loop wakes once per step).
 
-Speculation (:mod:`.speculative`). A generating sequence may add draft tokens after its next
+Speculation (:mod:`.spec`). A generating sequence may add draft tokens after its next
 token, each with logits, in the same batch. After the decode, its rows are sampled in turn
 with its own chain while the samples match the drafts: the matching drafts and the first
 sample that differs are its tokens this step, and the rest of the draft is dropped from its
@@ -229,7 +229,8 @@ class Engine:
         batch.clear()
         generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
         if self.speculation is not None:
-            self.speculation.plan(generating, self._batch.capacity - len(generating))
+            room = self._batch.capacity - len(generating)
+            self.speculation.plan(generating, room, bool(self._waiting))
         # Every generating sequence's next token (and its draft) first, in slot order:
         # llama.cpp reuses the previous step's compute graph only when the batch's sequences
         # come in the same order, and rebuilding it costs about a third of a step (Gemma 3
@@ -370,22 +371,23 @@ class Engine:
         # A greedy chain's draws at every row at once (None: the chain draws row by row).
         forced = seq.output.forced
         best = seq.sampler.best(self._ctx, row, len(drafts) + 1) if not forced else None
+        kept = []
         for i in range(len(drafts) + 1):
             token = self._sample(seq, row + i, out, best[i] if best is not None else None)
             if token is None:
                 break  # it finished
-            if seq.drafter is not None:
-                seq.drafter.push(token)
+            kept.append(token)
             if i < len(drafts) and token == drafts[i]:
                 accepted += 1  # already decoded, where the draft put it
                 seq.draft_accepted += 1
                 continue
             seq.next_token = token
             break
+        if seq.drafting is not None:  # what it kept, for its proposers to learn from
+            self.speculation.accept(seq, kept, accepted)
         if not drafts:
             return
         seq.drafts = ()
-        seq.draft_length.update(len(drafts), accepted)
         self.draft_tokens += len(drafts)
         self.draft_accepted += accepted
         slot = seq.slot

@@ -21,8 +21,7 @@ class Choice:
         "next_token",
         "logits_at",
         "n_gen",
-        "drafter",
-        "draft_length",
+        "drafting",
         "drafts",
         "draft_tokens",
         "draft_accepted",
@@ -43,10 +42,9 @@ class Choice:
         #: Where its logits are in the current batch, or -1.
         self.logits_at = -1
         self.n_gen = 0
-        #: Speculation (see :mod:`.speculative`): its guesser and draft length (None when it
-        #: does not speculate), this step's draft, and its tokens drafted and accepted.
-        self.drafter = None
-        self.draft_length = None
+        #: Speculation (see :mod:`.spec`): its state there, the speculator's own (None when
+        #: it does not speculate), this step's draft, and its tokens drafted and accepted.
+        self.drafting = None
         self.drafts: list[int] | tuple = ()
         self.draft_tokens = 0
         self.draft_accepted = 0
@@ -55,5 +53,5 @@ class Choice:
 
     def final(self, finish: str):
         """The last chunk (its output's), with the counts kept here."""
-        drafts = (self.draft_tokens, self.draft_accepted) if self.draft_length is not None else None
+        drafts = (self.draft_tokens, self.draft_accepted) if self.drafting is not None else None
         return self.output.final(finish, self.n_gen, drafts)

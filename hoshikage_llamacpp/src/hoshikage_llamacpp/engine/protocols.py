@@ -53,15 +53,21 @@ class Planned(Protocol):
 
 
 class Speculator(Protocol):
-    """Who drafts for the engine's choices (:class:`.speculative.Speculation`). A choice it
-    began has a ``draft_length`` (``update(drafted, accepted)`` after each verdict) and may
-    have a ``drafter`` (``push(token)`` for every token the choice keeps)."""
+    """Who drafts for the engine's choices (:class:`.spec.speculation.Speculation`). A
+    choice it began has a ``drafting`` (its own state, opaque here); each step it sets the
+    ``drafts`` of the generating choices, and hears what each one kept."""
 
     def begin(self, choice, prompt: list[int], greedy: bool) -> None:
         """A choice that asked for speculation starts on ``prompt``."""
 
-    def plan(self, generating: list, room: int) -> None:
-        """Set each generating choice's ``drafts`` for this step, within ``room`` tokens."""
+    def plan(self, generating: list, room: int, waiting: bool) -> None:
+        """Set each generating choice's ``drafts`` for this step, within ``room`` tokens;
+        ``waiting``: whether a request waits for a slot (a choice finishing sooner then
+        lets it start sooner)."""
 
     def record(self, n: int, sequences: int, seconds: float) -> None:
         """A generation step of ``n`` tokens of ``sequences`` choices took ``seconds``."""
+
+    def accept(self, choice, tokens: list[int], accepted: int) -> None:
+        """After a step: ``choice`` kept ``tokens`` (its accepted drafts and the token drawn
+        after them, fewer where it finished), the first ``accepted`` of its ``drafts``."""

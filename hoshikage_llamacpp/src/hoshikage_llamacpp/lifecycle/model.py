@@ -36,7 +36,7 @@ from ..dialects.tools.families import FORMATS
 from ..dialects.tools.families import detect as detect_tool_format
 from ..engine.core import Engine, Job
 from ..engine.sampling import sampler_chain
-from ..engine.speculative import DraftModel, Speculation, vocab_mismatch
+from ..engine.spec import DraftModel, Speculation, vocab_mismatch
 from ..frontend.planning import plan
 from ..llama.pieces import token_piece
 from ..options import LlamaOptions
@@ -122,7 +122,12 @@ class LlamaCppModel:
                     name, os.path.expanduser(options.mmproj), self._model.model, options.threads()
                 )
             speculation = (
-                Speculation(options.draft_max, options.ngram_drafts(), self._draft)
+                Speculation(
+                    options.draft_max,
+                    options.ngram_drafts(),
+                    self._draft,
+                    int(llama_cpp.llama_n_ubatch(ctx)),
+                )
                 if speculates and options.draft_max > 0
                 else None
             )
@@ -498,7 +503,7 @@ class LlamaCppModel:
 
 def _load_draft(name: str, path: str, options: LlamaOptions, target: Loaded) -> Loaded:
     """The draft model for ``target``, with the same slots and context length, refused with
-    a :class:`ModelLoadError` when its vocabulary differs (see :func:`.speculative.vocab_mismatch`)."""
+    a :class:`ModelLoadError` when its vocabulary differs (see :func:`..engine.spec.vocab_mismatch`)."""
     from hoshikage_core.errors import ModelLoadError
 
     draft_options = attrs.evolve(
