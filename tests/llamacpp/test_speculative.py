@@ -183,6 +183,22 @@ def test_a_step_of_another_shape_than_the_last_is_counted_as_a_graph_rebuild():
     assert cost.last == ((1, 4),)
 
 
+def test_a_stalled_step_does_not_price_drafting_out_for_good():
+    # A stall of the machine (another process on the core) in a drafting step, and in a
+    # step that rebuilt the graph: each sample raises an estimate to at most twice what it
+    # was, and a rebuild counts as one step at most. Drafting stops no longer than it takes
+    # the next samples to bring the estimates back; undamped, the first stall stopped it for
+    # good (a draft not made is never measured again).
+    cost = step_cost([(((1, 1),), 0.010), (((1, 17),), 0.050)])
+    cost.record(((1, 17),), 5.0)
+    assert cost.price(((1, 17),)) <= 2 * 5.0
+    assert best_length(1.0, 16, cost=cost) == 16  # a sure copy still drafts all 16
+    cost.record(((1, 1),), 0.010)
+    cost.record(((1, 17),), 0.050)
+    cost.record(((1, 1),), 2.0)  # the rebuild back to one token, stalled
+    assert cost.switch() <= 1.0
+
+
 def test_an_uneven_step_is_priced_as_its_ubatches_and_what_a_split_adds():
     cost = step_cost(
         [

@@ -36,6 +36,14 @@ SPLIT_COST = 1.0
 #: third of a step at 4 streams, Gemma 3 270M).
 SWITCH_COST = 0.3
 
+#: A sample may raise an estimate to at most this many times what it was (or, for a split
+#: measured the first time, than :func:`linear_cost` prices it): one stall of the machine
+#: (another process taking the core for 20 ms in a step of 0.4) must not price drafting
+#: out for good, since a draft no longer made is never measured again.
+MAX_RISE = 2.0
+#: A graph rebuild counts as at most this many one-token steps.
+MAX_SWITCH = 1.0
+
 
 def linear_cost(n: int, sequences: int = 1) -> float:
     """A step of ``n`` tokens with logits, in one-token steps, before any measurement."""
@@ -106,12 +114,17 @@ class StepCost:
         self._unit: float | None = None
 
     def record(self, shapes: tuple[Shape, ...], seconds: float) -> None:
-        """A step split into ``shapes`` took ``seconds``."""
+        """A step split into ``shapes`` took ``seconds`` (damped: see :data:`MAX_RISE`)."""
         last, self.last = self.last, shapes
         if shapes not in self._seen:
             self._seen.add(shapes)
             return
         alpha = self.ALPHA
+        if self._unit is not None:
+            known = self.seconds(shapes)
+            if known is None:
+                known = self._unit * sum(linear_cost(s * w) for s, w in shapes)
+            seconds = min(seconds, MAX_RISE * known)
         if shapes != last and len(shapes) == 1 and last is not None and len(last) == 1:
             # A step of another shape than the last rebuilt llama.cpp's graph: what that
             # added, apart from the shape's own cost.
@@ -121,7 +134,7 @@ class StepCost:
                     return
                 seconds -= self._switch
             else:
-                extra = max(0.0, seconds - steady)
+                extra = min(max(0.0, seconds - steady), MAX_SWITCH * (self._unit or steady))
                 old = self._switch
                 self._switch = extra if old is None else old + alpha * (extra - old)
                 return

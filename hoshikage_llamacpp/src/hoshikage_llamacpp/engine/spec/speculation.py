@@ -23,7 +23,11 @@ The model's estimates can still be wrong (acceptance that changes, a machine who
 drift). So the planner checks what drafting really returned: for each number of generating
 sequences, the tokens per second of the steps with drafts against those of steps without
 (:class:`Payoff`). Where drafting returned less, it is given up entirely for a while, then
-tried again, for twice as long a while each time it still does not pay.
+tried again, for twice as long a while each time it still does not pay. This holds for
+batches of two sequences or more, where a draft slows the others' tokens too. A sequence
+alone keeps its own draft length's back-off (:class:`.length.DraftLength`): a step's wall
+time on a small model is mostly noise, and a pause that outlived the request would have
+kept the next request's long copy from drafting at all.
 """
 
 from __future__ import annotations
@@ -179,11 +183,14 @@ class Speculation:
             seq.drafts = ()
         n = len(generating)
         self._rows = rows = [(seq.slot.id, 1) for seq in generating]
-        payoff = self.payoff.get(n)
-        if payoff is None:
-            payoff = self.payoff[n] = Payoff()
-        if room <= 0 or not payoff.allows():
+        if room <= 0:
             return
+        if n > 1:
+            payoff = self.payoff.get(n)
+            if payoff is None:
+                payoff = self.payoff[n] = Payoff()
+            if not payoff.allows():
+                return
         critical = None if waiting or n <= 1 else _critical(generating)
         candidates = self._candidates(generating, room, critical)
         if not candidates or (critical is not None and len(candidates) < len(critical)):
@@ -329,7 +336,7 @@ class Speculation:
     def _settle(self) -> None:
         """The last step's verdict on drafting, for its batch size's :class:`Payoff`."""
         rows, seconds = self._rows, self._seconds
-        if rows and self._drafted and seconds:
+        if rows and self._drafted and seconds and len(rows) > 1:
             n = len(rows)
             plain = self.step_cost.seconds(ubatches([(slot, 1) for slot, _ in rows]))
             if plain:
