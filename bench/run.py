@@ -720,18 +720,15 @@ def report_batching(b: dict) -> None:
             )
         checks += [
             ("n=4 cost ÷ llama-server's", h["n4_over_n1"] / p["n4_over_n1"], "<=", 1.0),
+        ]
+        checks += [
             (
-                "interleaved TTFT (2 conv.) ÷ llama-server's",
-                h["interleaved_2_ttft_ms"] / p["interleaved_2_ttft_ms"],
+                f"interleaved TTFT ({k} conv.) ÷ llama-server's",
+                h[f"interleaved_{k}_ttft_ms"] / p[f"interleaved_{k}_ttft_ms"],
                 "<=",
                 1.2,
-            ),
-            (
-                "interleaved TTFT (4 conv.) ÷ llama-server's",
-                h["interleaved_4_ttft_ms"] / p["interleaved_4_ttft_ms"],
-                "<=",
-                1.2,
-            ),
+            )
+            for k in (2, 4)
         ]
     for label, value, op, bound in checks:
         ok = value >= bound if op == ">=" else value <= bound

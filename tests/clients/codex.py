@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.clients import gbnf_literal, harmony_turn
 from tests.support.server import running_server
 
 KEY = "codex-test-key"
@@ -27,28 +28,16 @@ FAMILIES = {
 }
 
 
-def _lit(text: str) -> str:
-    return json.dumps(text)
-
-
 def _qwen3(thought: str, call: dict | None, answer: str | None) -> str:
-    head = f"<think> {_lit(thought)} </think> "
+    head = f"<think> {gbnf_literal(thought)} </think> "
     if call is not None:
         body = json.dumps({"name": call["name"], "arguments": call["arguments"]})
-        return f"root ::= {head}{_lit(chr(10) * 2)} <tool_call> {_lit(chr(10) + body + chr(10))} </tool_call>"
-    return f"root ::= {head}{_lit(chr(10) * 2 + answer)}"
+        call_text = gbnf_literal(chr(10) + body + chr(10))
+        return f"root ::= {head}{gbnf_literal(chr(10) * 2)} <tool_call> {call_text} </tool_call>"
+    return f"root ::= {head}{gbnf_literal(chr(10) * 2 + answer)}"
 
 
-def _harmony(thought: str, call: dict | None, answer: str | None) -> str:
-    head = f'<|channel|> "analysis" <|message|> {_lit(thought)} <|end|> <|start|> "assistant" '
-    if call is not None:
-        to = _lit(f"commentary to=functions.{call['name']} ")
-        args = _lit(json.dumps(call["arguments"]))
-        return f'root ::= {head}<|channel|> {to} <|constrain|> "json" <|message|> {args}'
-    return f'root ::= {head}<|channel|> "final" <|message|> {_lit(answer)}'
-
-
-_WRITERS = {"qwen3": _qwen3, "gpt-oss": _harmony}
+_WRITERS = {"qwen3": _qwen3, "gpt-oss": harmony_turn}
 
 
 def _the_note(output: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.clients import PINS, Proxy, scrub
+from tests.support.clients import PINS, Proxy, gbnf_literal, harmony_turn, scrub
 
 SECRET = "SECRET-4217"
 #: docs/agents.md: its snippets are what the sessions run (the server's address replaced).
@@ -71,35 +71,20 @@ def workdir(tmp_path):
     return work
 
 
-def _lit(text: str) -> str:
-    return json.dumps(text)
-
-
 THOUGHT_1 = "I should read the file."
 THOUGHT_2 = "The file holds the secret."
 
 
 def _qwen3(thought: str, call: dict | None, answer: str | None) -> str:
     """Qwen3's own output: a think block, then a hermes call or the answer."""
-    head = f'"<think>" {_lit(chr(10) + thought + chr(10))} "</think>"'
+    head = f'"<think>" {gbnf_literal(chr(10) + thought + chr(10))} "</think>"'
     if call is not None:
         opening = f"\n\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
-        return f"root ::= {head} {_lit(opening)}"
-    return f"root ::= {head} {_lit(chr(10) * 2 + answer)}"
+        return f"root ::= {head} {gbnf_literal(opening)}"
+    return f"root ::= {head} {gbnf_literal(chr(10) * 2 + answer)}"
 
 
-def _harmony(thought: str, call: dict | None, answer: str | None) -> str:
-    """gpt-oss's own output: the analysis channel, then a call on the commentary channel or
-    the final answer (its markers as the special tokens they are)."""
-    head = f'<|channel|> "analysis" <|message|> {_lit(thought)} <|end|> <|start|> "assistant" '
-    if call is not None:
-        to = _lit(f"commentary to=functions.{call['name']} ")
-        args = _lit(json.dumps(call["arguments"]))
-        return f'root ::= {head}<|channel|> {to} <|constrain|> "json" <|message|> {args}'
-    return f'root ::= {head}<|channel|> "final" <|message|> {_lit(answer)}'
-
-
-WRITERS = {"qwen3": _qwen3, "gpt-oss": _harmony}
+WRITERS = {"qwen3": _qwen3, "gpt-oss": harmony_turn}
 
 
 def read_the_secret(

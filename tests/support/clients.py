@@ -345,3 +345,23 @@ def scrub(value: Any, replacements: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {scrub(k, replacements): scrub(v, replacements) for k, v in value.items()}
     return value
+
+
+# ---- grammars that steer a tiny model through an agent's conversation ---------------------
+
+
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal (JSON's escapes are GBNF's)."""
+    return json.dumps(text)
+
+
+def harmony_turn(thought: str, call: dict | None, answer: str | None) -> str:
+    """A grammar for gpt-oss's own output: the analysis channel, then a call on the
+    commentary channel or the final answer (its markers as the special tokens they are)."""
+    lit = gbnf_literal
+    head = f'<|channel|> "analysis" <|message|> {lit(thought)} <|end|> <|start|> "assistant" '
+    if call is not None:
+        to = lit(f"commentary to=functions.{call['name']} ")
+        args = lit(json.dumps(call["arguments"]))
+        return f'root ::= {head}<|channel|> {to} <|constrain|> "json" <|message|> {args}'
+    return f'root ::= {head}<|channel|> "final" <|message|> {lit(answer)}'
