@@ -5,9 +5,9 @@ Slots. The context is created with ``n_seq_max = parallel`` and a KV cache that 
 unified: each slot (KV sequence ``0 .. parallel-1``) has a stream of its own, ``n_ctx``
 cells long. A sequence can therefore always grow to ``n_ctx`` whatever the others hold, and
 attention in one slot never scans another's cells. Each slot remembers the tokens it holds;
-a new prompt goes to the idle slot sharing the longest prefix with it (the least recently
-used one when none does, see :meth:`.slots.SlotPool.place`), and only the rest of the prompt is
-decoded.
+a new prompt goes to the idle slot sharing the longest prefix with it (when none does, one
+beside the slots in use, the least recently used first, see :meth:`.slots.SlotPool.place`),
+and only the rest of the prompt is decoded.
 
 A step:
 
