@@ -197,7 +197,7 @@ def _serve(conn) -> None:
 
     told = [-1.0]
 
-    def progress(fraction: float) -> None:  # on this (the main) thread, while it loads
+    def progress(fraction: float) -> None:  # on the load's thread, while it loads
         if fraction >= 1.0 or fraction - told[0] >= 0.01:
             told[0] = fraction
             conn.send(("progress", fraction))

@@ -39,6 +39,7 @@ from ..engine.sampling import sampler_chain
 from ..engine.spec import DraftModel, Speculation, vocab_mismatch
 from ..frontend.planning import plan
 from ..llama.pieces import token_piece
+from ..llama.threads import compute, on_own_thread
 from ..options import LlamaOptions
 from .loader import Loaded, load, warm_up
 from .memory import device_bytes, memory_bytes
@@ -189,7 +190,18 @@ class LlamaCppModel:
         the server's default); None: ``options.max_tokens``, and without that, up to the
         context. ``progress`` is called with the share of the weights loaded (0.0 to 1.0)
         while they load; ``before_warm_up``, if given, with the buffers llama.cpp allocated (see
-        :func:`.memory.buffer_placement`) just before the warm-up decode."""
+        :func:`.memory.buffer_placement`) just before the warm-up decode.
+
+        All of it runs on a thread of its own that has ended when this returns (see
+        :mod:`..llama.threads`): the engine's thread is then the only one that computes."""
+        return on_own_thread(
+            cls._load, name, path, options, default_max_tokens, progress, before_warm_up
+        )
+
+    @classmethod
+    def _load(
+        cls, name, path, options, default_max_tokens, progress, before_warm_up
+    ) -> LlamaCppModel:
         from hoshikage_core.errors import ModelLoadError
 
         loaded = load(name, path, options, progress)
@@ -434,8 +446,8 @@ class LlamaCppModel:
             if count > limit:
                 raise ContextLengthExceeded(count, limit, param="input")
         with self._embed_lock:
-            vectors, total = llama.embed(
-                list(inputs), normalize=True, truncate=False, return_count=True
+            vectors, total = compute(
+                llama.embed, list(inputs), normalize=True, truncate=False, return_count=True
             )
         return Embeddings(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=total)
 
@@ -455,7 +467,7 @@ class LlamaCppModel:
         from .rerank import rank
 
         with self._embed_lock:
-            return rank(self._loaded.llama, self.metadata, query, documents)
+            return compute(rank, self._loaded.llama, self.metadata, query, documents)
 
     # ----------------------------------------------------------------- lifecycle
 
