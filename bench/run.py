@@ -428,6 +428,21 @@ def bench_contention(model: Path, args, concurrency: int) -> dict:
         server.stop()
 
 
+#: ``python -m llama_cpp.server`` with ``use_extra_bufts`` off in every model it loads.
+_NO_EXTRA_BUFFERS = """
+import runpy, sys
+import llama_cpp.llama_cpp as lib
+original = lib.llama_model_default_params
+def defaults():
+    params = original()
+    params.use_extra_bufts = False
+    return params
+lib.llama_model_default_params = defaults
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def start_llama_cpp_server(model: Path, args) -> Server | dict:
     """llama-cpp-python's own server (the `bench` extra), same model, threads and flags."""
     try:
@@ -435,11 +450,15 @@ def start_llama_cpp_server(model: Path, args) -> Server | dict:
     except ImportError as exc:
         return {"skipped": f"llama_cpp.server not installed ({exc}); pip install '.[bench]'"}
     port = free_port()
+    # On a CPU with Intel AMX its Llama() would repack the weights for llama.cpp's AMX
+    # kernels, which die there (SIGILL) in the first batch decode; it has no switch for
+    # that, so it runs with llama.cpp's extra buffer types off, as Hoshikage's safe mode and
+    # llama-server's --no-repack (peer_flags).
+    start = ["-c", _NO_EXTRA_BUFFERS] if peer_flags() else ["-m", "llama_cpp.server"]
     return Server(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            *start,
             "--model",
             str(model),
             "--n_ctx",
