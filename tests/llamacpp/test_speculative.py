@@ -164,7 +164,10 @@ def test_step_cost_is_measured_per_split_and_decides_the_draft_length():
         (((1, n),), seconds) for n, seconds in ((1, 0.010), (2, 0.021), (4, 0.031), (8, 0.038))
     )
     assert cost(2) == pytest.approx(2.1) and cost(8) == pytest.approx(3.8)
-    assert cost(10) == pytest.approx(3.8 + 2 * 0.35)  # from the widest measured below
+    # Beyond the widest measured: a token more costs what it did in the last measured step
+    # up (4 -> 8: 0.7 for 4 tokens), at most TOKEN_COST; it grows cheaper as a ubatch widens.
+    assert cost(10) == pytest.approx(3.8 + 2 * 0.175)
+    assert step_cost([(((1, 1),), 0.010), (((1, 4),), 0.031)])(6) == pytest.approx(3.1 + 2 * 0.35)
     # Two tokens cost 2.1 steps here: a draft of one never pays, a long one may.
     assert best_length(0.8, 1, cost=cost) == 0 and best_length(0.8, 1) == 1
     assert best_length(0.95, 16, cost=cost) >= 7
@@ -738,3 +741,18 @@ def test_a_draft_model_with_another_vocabulary_is_refused(tiny_model_path, tmp_p
         ModelLoadError, match=r"cannot draft for .*token \d+ is '▁d' in it and '▁c'"
     ):
         LlamaCppModel.load("tiny", str(tiny_model_path), options)
+
+
+def test_a_copy_under_way_counts_before_it_is_long():
+    # The first draft of a copy often comes from a 3-token match and misses; the copy then
+    # agrees token for token. Its agreement beyond the shortest key (5 tokens) counts as
+    # accepted tokens, up to Laplace's rule: it drafted again only once it was 12 long.
+    length = DraftLength(16)
+    length.update(4, 0)
+    assert length.rate < 0.4
+    assert length.acceptance(4) == pytest.approx(length.rate)  # 3-4 tokens: a phrase
+    assert 0.8 < length.acceptance(10) <= 11 / 12
+    assert length.acceptance(8) < length.acceptance(10)
+    sampled = DraftLength(16, greedy=False)  # a sampled draw leaves a copy as easily
+    sampled.update(4, 0)
+    assert sampled.acceptance(10) == pytest.approx(sampled.rate)

@@ -184,10 +184,18 @@ class StepCost:
         this = self._shape.get((sequences, width))
         if this is not None:
             return this / unit
-        below = max((w for s, w in self._shape if s == sequences and w < width), default=0)
-        if below:
-            return self._shape[(sequences, below)] / unit + TOKEN_COST * sequences * (width - below)
-        return linear_cost(sequences * width)
+        measured = sorted(w for s, w in self._shape if s == sequences and w < width)
+        if not measured:
+            return linear_cost(sequences * width)
+        below = measured[-1]
+        slope = TOKEN_COST
+        if len(measured) > 1:
+            # The cost of a token more falls as a ubatch widens (its matrix products run at
+            # more of the CPU's speed): the last measured step up bounds what is beyond.
+            before = measured[-2]
+            rise = self._shape[(sequences, below)] - self._shape[(sequences, before)]
+            slope = min(TOKEN_COST, max(0.0, rise / unit / (sequences * (below - before))))
+        return self._shape[(sequences, below)] / unit + slope * sequences * (width - below)
 
     def __call__(self, n: int, sequences: int = 1) -> float:
         """A step of ``n`` tokens of ``sequences`` sequences on consecutive slots, all but
@@ -196,8 +204,11 @@ class StepCost:
         return self.price(ubatches(rows, self.n_ubatch))
 
 
-#: Agreement beyond the longest n-gram key is what counts as evidence (see DraftLength).
+#: Agreement beyond the longest n-gram key is what counts as evidence (see DraftLength);
+#: below that, agreement beyond the shortest key that free text rarely matches by chance
+#: counts too, up to what Laplace's rule allows.
 LONG_MATCH = NGRAM_SIZES[0]
+SHORT_MATCH = NGRAM_SIZES[2]
 
 
 class DraftLength:
@@ -224,7 +235,10 @@ class DraftLength:
     draft found only by a shorter key is trusted at most as Laplace's rule of succession
     trusts ``m`` agreements in a row, ``(m + 1) / (m + 2)`` (a 3-token match: 0.8, 3 tokens
     alone), so right after a rejection, where the copy being continued is short again, a
-    sequence with a long record of accepted drafts does not draft 12 tokens on a guess.
+    sequence with a long record of accepted drafts does not draft 12 tokens on a guess. Up
+    to that bound, the agreement beyond ``SHORT_MATCH`` tokens counts as accepted tokens
+    too (greedy only), so one early miss (a copy's first draft often comes from a 3-token
+    match) does not keep a copy from drafting until it is ``LONG_MATCH`` tokens long.
 
     After a run of failures the sequence stops drafting and tries one token again after
     ``RETRY`` steps with a draft at hand (calls of :meth:`next`), then after twice as many
@@ -313,6 +327,12 @@ class DraftLength:
             extra = (matched - LONG_MATCH) * self.trust
             p = (self._hits + extra) / (self._tries + extra)
         elif 0 < matched < LONG_MATCH:
+            if matched > SHORT_MATCH and self.greedy:
+                # A copy under way but not long yet: what it agrees beyond the shortest key
+                # counts too, so one early miss does not stop a copy from drafting until it
+                # is LONG_MATCH tokens long.
+                extra = (matched - SHORT_MATCH) * self.trust
+                p = (self._hits + extra) / (self._tries + extra)
             p = min(p, (matched + 1) / (matched + 2))
         return p
 
