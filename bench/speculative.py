@@ -271,6 +271,15 @@ def main(argv: list[str] | None = None) -> int:
                 http.post(
                     "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}
                 ).raise_for_status()
+        # Every server reads each prompt once before the reps: a concurrent workload's
+        # wall holds its prefill, and "on" ran right after "off" on the same server, so
+        # its first rep found the prompts cached where the others read them cold.
+        for factory in factories.values():
+            with factory() as http:
+                for body in loads.values():
+                    http.post(
+                        "/v1/completions", json={"model": "a", **body, "max_tokens": 1}
+                    ).raise_for_status()
         samples: dict = {(w, e): [] for w in names for e in engines}
         for rep in range(args.reps):
             for workload in names:
