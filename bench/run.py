@@ -822,11 +822,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hk, _ = hoshikage_server(model, args)
         servers["hoshikage"] = hk
-        engines["hoshikage"] = HttpEngine(hk.base_url, "a", {"keep_alive": -1})
+        # Without speculation, as the direct engine and the peers decode: this section
+        # measures what the server costs (speculation is bench/speculative.py's and the
+        # batching section's; with it on, the ratio to direct measured the drafts).
+        plain = {"keep_alive": -1, "speculative": False}
+        engines["hoshikage"] = HttpEngine(hk.base_url, "a", plain)
         # A second instance, so the raw client never finds its prompt in the first's KV cache.
         raw, _ = hoshikage_server(model, args)
         servers["hoshikage_raw_client"] = raw
-        engines["hoshikage_raw_client"] = RawSSEEngine(raw.base_url, "a", {"keep_alive": -1})
+        engines["hoshikage_raw_client"] = RawSSEEngine(raw.base_url, "a", plain)
         if not args.skip_peers:
             for name, started in (
                 ("llama_cpp_server", start_llama_cpp_server(model, args)),
