@@ -428,18 +428,14 @@ def bench_contention(model: Path, args, concurrency: int) -> dict:
         server.stop()
 
 
-#: ``python -m llama_cpp.server`` with ``use_extra_bufts`` off in every model it loads.
+#: ``python -m llama_cpp.server`` with ``use_extra_bufts`` off in every model it loads
+#: (Hoshikage's own switch for ``Llama()``, :func:`extra_buffers_for_llama`).
 _NO_EXTRA_BUFFERS = """
 import runpy, sys
-import llama_cpp.llama_cpp as lib
-original = lib.llama_model_default_params
-def defaults():
-    params = original()
-    params.use_extra_bufts = False
-    return params
-lib.llama_model_default_params = defaults
+from hoshikage_llamacpp.lifecycle.loader import extra_buffers_for_llama
 sys.argv[0] = "llama_cpp.server"
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+with extra_buffers_for_llama(False):
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
 
