@@ -36,7 +36,7 @@ from hoshikage_llamacpp.engine.spec import (  # noqa: E402
 )
 from hoshikage_llamacpp.lifecycle import model as model_module  # noqa: E402
 from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
-from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
+from hoshikage_llamacpp.options import DRAFT_MAX, LlamaOptions  # noqa: E402
 
 EOS = 2
 #: Prompts whose greedy continuations loop (they draft a lot) or wander (they draft little).
@@ -317,6 +317,69 @@ def test_with_requests_waiting_a_draft_goes_in_only_where_the_split_pays():
     alone = choices(Speculation(16), [LOOP])
     speculation.plan(alone, room=500, waiting=True)
     assert len(alone[0].drafts) > 1
+
+
+def wide(speculation):
+    """One sequence's steps as Gemma 3 270M's on 2 threads of this CPU: 17 tokens cost 5.2
+    one-token steps, 33 tokens 8.6."""
+    for shapes, seconds in ((((1, 1),), 0.0192), (((1, 17),), 0.100), (((1, 33),), 0.164)):
+        for _ in range(3):
+            speculation.step_cost.record(shapes, seconds)
+
+
+def test_a_long_copy_alone_drafts_past_llama_servers_16():
+    speculation = Speculation(DRAFT_MAX)
+    wide(speculation)
+    (choice,) = choices(speculation, [LOOP])
+    speculation.plan([choice], room=500, waiting=False)
+    assert 16 < len(choice.drafts) <= DRAFT_MAX
+    capped = Speculation(16)  # draft_max as llama-server's --draft-max
+    wide(capped)
+    (choice,) = choices(capped, [LOOP])
+    capped.plan([choice], room=500, waiting=False)
+    assert len(choice.drafts) == 16
+
+
+def test_a_copy_drafts_one_short_of_a_multiple_of_4_where_a_row_more_costs_more():
+    # llama.cpp's CPU kernel takes a step's rows in tiles of 4: 16 rows cost 4.4 one-token
+    # steps, 17 rows 5.2, so a draft of 15 beats llama-server's 16.
+    speculation = Speculation(16)
+    for shapes, seconds in ((((1, 16),), 0.0848), (((1, 17),), 0.100), (((1, 1),), 0.0192)):
+        for _ in range(3):
+            speculation.step_cost.record(shapes, seconds)
+    (choice,) = choices(speculation, [LOOP])
+    speculation.plan([choice], room=500, waiting=False)
+    assert len(choice.drafts) == 15
+
+
+def test_a_step_drafts_no_more_rows_of_logits_than_four_slots_of_16_held():
+    # Each draft token is a row of logits over the vocabulary that llama.cpp's buffers keep
+    # once a step asked for it: 4 copies drafting 32 each would hold 125 MB more on Gemma 3.
+    speculation = Speculation(DRAFT_MAX)
+    wide(speculation)
+    record = speculation.step_cost.record
+    for shapes, seconds in ((((4, 1),), 0.025), (((4, 16),), 0.19), (((4, 33),), 0.3)):
+        for _ in range(3):
+            record(shapes, seconds)
+    batch = choices(speculation, [LOOP] * 4)
+    speculation.plan(batch, room=500, waiting=False)
+    drafted = sum(len(c.drafts) for c in batch)
+    assert 48 <= drafted <= 64
+
+
+def test_a_draft_model_drafts_at_most_16_a_step():
+    asked = []
+    model = SimpleNamespace(
+        proposer=lambda: SimpleNamespace(begin=lambda prompt: None, slot=None),
+        propose_all=lambda wanted: [asked.append(k) or [1] * k for _p, k in wanted],
+    )
+    speculation = Speculation(DRAFT_MAX, ngram=False, draft_model=model)
+    wide(speculation)
+    (choice,) = choices(speculation, [FREE])
+    for _ in range(20):  # a draft model that is always right
+        choice.drafting.length.update(16, 16)
+    speculation.plan([choice], room=500, waiting=False)
+    assert asked and max(asked) == Speculation.MODEL_DRAFTS
 
 
 def test_drafting_that_does_not_pay_pauses_and_comes_back_ever_later():

@@ -76,8 +76,12 @@ POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 #: Speculative decoding: "auto" (n-gram lookup, and the draft model when one is given),
 #: "ngram" (n-gram lookup only), "draft" (the draft model only), "off".
 SPECULATIVE_MODES = ("auto", "ngram", "draft", "off")
-#: llama-server's ``--draft-max`` default.
-DRAFT_MAX = 16
+#: Most tokens a sequence drafts per step. llama-server's ``--draft-max`` default is 16;
+#: the planner prices each draft length against the measured step cost, and on a CPU a
+#: verbatim copy gains from more: a step of 32 tokens of one sequence costs about 7.6
+#: one-token steps where 17 cost about 5.2 (Gemma 3 270M, 2 threads), so a copy accepted
+#: whole yields about 30 % more tokens per unit of step time at 31 drafts than at 16.
+DRAFT_MAX = 32
 _RPC_SERVER = re.compile(r"^[^\s:]+:\d{1,5}$")
 
 

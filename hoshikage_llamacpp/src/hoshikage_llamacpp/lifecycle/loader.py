@@ -239,7 +239,10 @@ def flash_attention(options: LlamaOptions) -> bool:
     needs it; off on the CPU, whose kernel accumulates an f16 V cache in f16 for batches of
     fewer than 64 tokens per sequence and in f32 for larger ones (or in KV chunks for a lone
     token): a token's logits there depend on what else was in its batch, by up to 0.3 nats
-    on Gemma 3, so scores, log-probabilities and greedy text would change with the load."""
+    on Gemma 3, so scores, log-probabilities and greedy text would change with the load.
+    Off, they do not depend on the step's other sequences (a sequence's own rows, a draft
+    being checked, still move them by hundredths to tenths of a nat: docs, "Speculative
+    decoding")."""
     if options.flash_attn != "auto":
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:

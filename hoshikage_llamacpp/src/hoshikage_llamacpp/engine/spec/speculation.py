@@ -114,8 +114,22 @@ class Speculation:
     from the n-gram lookup (``ngram``), a :class:`.draft_model.DraftModel`
     (``draft_model``), or both: the lookup first. Engine thread only."""
 
-    #: The common lengths the planner tries for a step's drafts (and each draft's own).
-    LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16)
+    #: The common lengths the planner tries for a step's drafts (and each draft's own),
+    #: besides each draft's whole length and ``draft_max``. Past 3 each is one short of a
+    #: multiple of 4: llama.cpp's CPU kernel for Q4_0/Q5_0/Q8_0 weights (llamafile's
+    #: tinyBLAS) takes a step's rows in tiles of up to 4, and leftover rows read the weights
+    #: once more (Gemma 3 270M, 2 threads, one sequence: 16 rows cost 4.4 one-token steps,
+    #: 17 rows 5.2; 32 rows 7.6, 33 rows 8.6). llama-server's draft of 16 is a step of 17.
+    LENGTHS = (1, 2, 3, 7, 11, 15, 23, 31, 47)
+    #: The most draft tokens of one step, all sequences together (or ``draft_max``, where
+    #: larger): each is a row of logits over the vocabulary (1 MiB for Gemma 3's 262k
+    #: tokens), and llama.cpp's output buffer and compute buffer keep the most rows a step
+    #: ever asked for. 64 is what 4 slots drafting 16 each held; 4 drafting 32 would hold
+    #: 125 MB more.
+    STEP_DRAFTS = 64
+    #: The most tokens a draft model drafts for a sequence in one step: each is a decode of
+    #: the draft model, which the planner does not price.
+    MODEL_DRAFTS = 16
     #: Drafts must make the step's tokens this much cheaper than none, by the model: what
     #: the estimates are not sure of.
     MARGIN = 0.02
@@ -183,6 +197,7 @@ class Speculation:
             seq.drafts = ()
         n = len(generating)
         self._rows = rows = [(seq.slot.id, 1) for seq in generating]
+        room = min(room, max(self.STEP_DRAFTS, self.draft_max))
         if room <= 0:
             return
         if n > 1:
@@ -240,7 +255,8 @@ class Speculation:
                     out.append(_Candidate(i, seq, p, draft, len(draft), matched))
                     continue
             if drafting.model is not None and not seq.job.plan.media:
-                out.append(_Candidate(i, seq, length.acceptance(0), None, limit, 0))
+                most = min(limit, self.MODEL_DRAFTS)
+                out.append(_Candidate(i, seq, length.acceptance(0), None, most, 0))
         return out
 
     def _value(self, rows, candidates, ks, room: int, memo: dict) -> float:
