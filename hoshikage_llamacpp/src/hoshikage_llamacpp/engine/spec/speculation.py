@@ -190,8 +190,9 @@ class Speculation:
 
     def plan(self, generating: list, room: int, waiting: bool = False) -> None:
         """Each generating choice's draft for this step (its ``drafts``), within the
-        ``room`` the batch has beside every next token, its token budget and its draft
-        length; ``waiting``: whether a request waits for a slot (see the module)."""
+        ``room`` the batch has beside every next token (at most :attr:`STEP_DRAFTS`), its
+        token budget and its draft length; ``waiting``: whether a request waits for a slot
+        (see the module)."""
         self._settle()
         for seq in generating:
             seq.drafts = ()
