@@ -367,21 +367,6 @@ def test_a_step_drafts_no_more_rows_of_logits_than_four_slots_of_16_held():
     assert 48 <= drafted <= 64
 
 
-def test_a_draft_model_drafts_at_most_16_a_step():
-    asked = []
-    model = SimpleNamespace(
-        proposer=lambda: SimpleNamespace(begin=lambda prompt: None, slot=None),
-        propose_all=lambda wanted: [asked.append(k) or [1] * k for _p, k in wanted],
-    )
-    speculation = Speculation(DRAFT_MAX, ngram=False, draft_model=model)
-    wide(speculation)
-    (choice,) = choices(speculation, [FREE])
-    for _ in range(20):  # a draft model that is always right
-        choice.drafting.length.update(16, 16)
-    speculation.plan([choice], room=500, waiting=False)
-    assert asked and max(asked) == 16
-
-
 def test_drafting_that_does_not_pay_pauses_and_comes_back_ever_later():
     payoff = Payoff()
     pauses = []
@@ -776,6 +761,28 @@ def test_draft_model_concurrent_streams_and_n_keep_to_their_own(self_drafted, pl
     req = request(PROMPTS[1], temperature=0.9, seed=5, max_tokens=40)
     (ids0, texts0, _), (ids1, texts1, _) = both(self_drafted, plain, chains, req, n=2)
     assert ids1 == ids0 and texts1 == texts0
+
+
+def test_a_draft_model_drafts_at_most_16_a_step(tiny_model_path, monkeypatch):
+    # The tiny model drafting for itself is always right and its steps are cheap, so the
+    # planner would ask it for all of draft_max (32); each of its tokens is a decode the
+    # planner does not price. A model of its own: its step costs measured by this run only.
+    options = LlamaOptions(n_ctx=1024, speculative="draft", draft_model=str(tiny_model_path))
+    assert options.draft_max == DRAFT_MAX > 16
+    model = LlamaCppModel.load("tiny", str(tiny_model_path), options)
+    try:
+        asked = []
+        propose_all = model._draft.propose_all
+        monkeypatch.setattr(
+            model._draft,
+            "propose_all",
+            lambda wanted: (asked.extend(k for _p, k in wanted), propose_all(wanted))[1],
+        )
+        _texts, last = collect(start(model, request(PROMPTS[1], max_tokens=120)))
+    finally:
+        model.close()
+    assert last[0].draft_accepted == last[0].draft_tokens > 40
+    assert max(asked) == 16
 
 
 def test_the_draft_model_is_counted_in_the_memory(self_drafted):

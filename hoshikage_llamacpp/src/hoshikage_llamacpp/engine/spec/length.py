@@ -321,20 +321,26 @@ class DraftLength:
     def acceptance(self, matched: int = 0) -> float:
         """How likely each token of the next draft is right, for a draft that continues a
         verbatim copy of ``matched`` tokens (0: unknown)."""
-        p = self.rate
         self._long = matched > LONG_MATCH and self.greedy
         if self._long:
-            extra = (matched - LONG_MATCH) * self.trust
-            p = (self._hits + extra) / (self._tries + extra)
-        elif 0 < matched < LONG_MATCH:
-            if matched > SHORT_MATCH and self.greedy:
-                # A copy under way but not long yet: what it agrees beyond the shortest key
-                # counts too, so one early miss does not stop a copy from drafting until it
-                # is LONG_MATCH tokens long.
-                extra = (matched - SHORT_MATCH) * self.trust
-                p = (self._hits + extra) / (self._tries + extra)
-            p = min(p, (matched + 1) / (matched + 2))
-        return p
+            return self._agreeing(matched - LONG_MATCH)
+        if not 0 < matched < LONG_MATCH:
+            return self.rate
+        # A copy under way but not long yet: what it agrees beyond the shortest key counts
+        # too (greedy only), so one early miss does not stop a copy from drafting until it
+        # is LONG_MATCH tokens long; Laplace's rule bounds it.
+        p = (
+            self._agreeing(matched - SHORT_MATCH)
+            if matched > SHORT_MATCH and self.greedy
+            else self.rate
+        )
+        return min(p, (matched + 1) / (matched + 2))
+
+    def _agreeing(self, tokens: int) -> float:
+        """The rate with ``tokens`` agreeing tokens counted as accepted, as far as
+        :attr:`trust` goes."""
+        extra = tokens * self.trust
+        return (self._hits + extra) / (self._tries + extra)
 
     def due_try(self, matched: int = 0) -> bool:
         """A step where a draft was at hand and none was made: whether a try is due now
