@@ -91,6 +91,130 @@ def test_seeded_determinism(gemma):
     assert run(gemma, **warm)[0] == run(gemma, **warm)[0]
 
 
+# ---- sampled draws over the best tokens only (sampling.SamplerChain._draw_top) ------------
+#
+# Gemma 3's vocabulary is 262,144 tokens: a sampled chain with a top-k draws over the tokens
+# that reach a bound found in a strided look at the row, not over a candidate array of the
+# whole vocabulary. Seed for seed, it must draw what llama.cpp's whole chain draws.
+
+SAMPLED = {
+    "defaults": {"temperature": 0.8},
+    "wide top-k, hot": {"temperature": 1.6, "top_k": 200, "top_p": 1.0, "min_p": 0.0},
+    "top-k 1": {"temperature": 0.7, "top_k": 1},
+    "a bias and a ban": {"temperature": 1.0, "logit_bias": {236764: 6.0, 1: -100, 506: 3.0}},
+    "a grammar": {"temperature": 1.2, "grammar": 'root ::= ("sun" | "moon" | " and " | "star")+'},
+}
+
+
+def sampled_run(gemma, monkeypatch, fast: bool, fields: dict):
+    """Text and token ids of a seeded sampled request, with the fast draw on or off, and how
+    many draws went through it."""
+    from hoshikage_llamacpp.engine import sampling
+    from hoshikage_llamacpp.lifecycle import model as model_module
+
+    monkeypatch.setattr(sampling, "FAST_TOP_K", fast)
+    drawn, fast_draws = [], []
+    sample, draw_top = sampling.SamplerChain.sample, sampling.SamplerChain._draw_top
+
+    def recording(self, ctx, index=-1, drawn_already=None):
+        token = sample(self, ctx, index, drawn_already)
+        drawn.append(token)
+        return token
+
+    def counted(self, ctx, index):
+        fast_draws.append(index)
+        return draw_top(self, ctx, index)
+
+    monkeypatch.setattr(sampling.SamplerChain, "sample", recording)
+    monkeypatch.setattr(sampling.SamplerChain, "_draw_top", counted)
+    monkeypatch.setattr(model_module, "sampler_chain", sampling.sampler_chain)
+    # Without drafts: a draft's rows are read in a wider step, whose logits differ a little.
+    text, _ = run(
+        gemma,
+        prompt="The night sky over the old harbour was",
+        max_tokens=48,
+        seed=5,
+        speculative=False,
+        **fields,
+    )
+    return text, list(drawn), len(fast_draws)  # copies: a later call wraps these wrappers
+
+
+@pytest.fixture(scope="module")
+def gemma_rows(gemma_model_path):
+    """A raw llama.cpp context on Gemma 3 with 12 rows of logits decoded, and its vocab."""
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = False  # the sampler does not care; AMX machines do
+    model = llama_cpp.llama_model_load_from_file(str(gemma_model_path).encode(), params)
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx, cparams.n_threads, cparams.n_threads_batch = 256, 2, 2
+    ctx = llama_cpp.llama_init_from_model(model, cparams)
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    tokens = [2, 818, 1890, 236789, 563, 496, 1214, 1003, 532, 506, 3768, 236761]
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    for i, token in enumerate(tokens):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, 1
+        batch.seq_id[i][0] = 0
+    batch.n_tokens = len(tokens)
+    assert llama_cpp.llama_decode(ctx, batch) == 0
+    yield ctx, vocab, llama_cpp.llama_vocab_n_tokens(vocab), len(tokens)
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+
+
+@pytest.mark.parametrize("case", SAMPLED)
+def test_a_sampled_draw_over_the_best_tokens_is_the_whole_chains_draw(
+    gemma_rows, monkeypatch, case
+):
+    from hoshikage_llamacpp.engine import sampling
+
+    ctx, vocab, n_vocab, rows = gemma_rows
+    fields = {k: v for k, v in SAMPLED[case].items() if k != "grammar"}
+    request = GenerationRequest(prompt="-", **fields)
+    seen = set()
+    for row in range(rows):
+        draws = []
+        for fast in (True, False):
+            monkeypatch.setattr(sampling, "FAST_TOP_K", fast)
+            chain = sampling.SamplerChain(vocab, n_vocab, request, 1000 + row, None)
+            try:
+                assert chain.top_only == fast
+                draws.append([chain.sample(ctx, row) for _ in range(200)])
+            finally:
+                chain.close()
+        assert draws[0] == draws[1], (case, row)  # seed for seed, the same 200 draws
+        seen.update((row, token) for token in draws[0])
+    if case == "top-k 1":
+        assert len(seen) == rows  # one token a row: the best one
+    else:
+        assert len(seen) > 3 * rows  # really sampled: several tokens a row
+
+
+@pytest.mark.parametrize("case", SAMPLED)
+def test_a_sampled_request_draws_over_the_best_tokens(gemma, monkeypatch, case):
+    # Read once first, so both runs find the prompt in the cache alike (the last prompt
+    # token is read again alone each time, and its logits do not depend on the run).
+    run(gemma, prompt="The night sky over the old harbour was", max_tokens=1, temperature=0)
+    text1, ids1, fast1 = sampled_run(gemma, monkeypatch, True, SAMPLED[case])
+    text0, ids0, fast0 = sampled_run(gemma, monkeypatch, False, SAMPLED[case])
+    assert fast0 == 0 and fast1 == len(ids1) > 0  # every draw took the fast path
+    assert ids1 == ids0 and text1 == text0
+    if case != "top-k 1":
+        assert len(set(ids1)) > 3  # really sampled: the draws are not one greedy line
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"temperature": 0.8, "repeat_penalty": 1.2}, {"temperature": 0.8, "top_k": 0}],
+    ids=["a penalty", "no top-k"],
+)
+def test_a_penalty_or_no_top_k_keeps_the_whole_chain(gemma, monkeypatch, fields):
+    text1, ids1, fast1 = sampled_run(gemma, monkeypatch, True, fields)
+    assert fast1 == 0 and len(ids1) > 0
+
+
 def test_context_overflow_reports_both_numbers(gemma):
     with pytest.raises(ContextLengthExceeded) as info:
         chunks_of(gemma, GenerationRequest(prompt="word " * 3000))
