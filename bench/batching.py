@@ -2,7 +2,8 @@
 threads, slots and context per slot, measured in one run.
 
 - aggregate decode tok/s at 1, 2, 4 and 8 concurrent streams (both with 4 slots);
-- ``n = 4`` wall time over ``n = 1`` (64 tokens per choice, end of generation banned);
+- the wall time of a sampled completion (temperature 0.8, 64 tokens per choice, end of
+  generation banned) with ``n = 1`` and ``n = 4``, and ``n = 4`` over ``n = 1``;
 - later-turn TTFT of 2 and 4 conversations taking turns, each with its own ~1,300-token
   system prompt;
 - ``json_schema`` decode tok/s over plain decode tok/s (Hoshikage, and llama-server for
@@ -258,12 +259,18 @@ def run(servers: dict, args) -> dict:
         for name in urls:
             out[name][f"aggregate_tps_{streams}"] = statistics.median(samples[name])
             out[name][f"aggregate_tps_{streams}_range"] = [min(samples[name]), max(samples[name])]
+    # Sampled (temperature 0.8), one choice and four, reps interleaved between the servers.
+    walls: dict = {(name, n): [] for name in servers for n in (1, 4)}
+    order = list(servers)
+    for rep in range(reps):
+        for name in order[rep % len(order) :] + order[: rep % len(order)]:
+            with factories[name]() as http:
+                for n in (1, 4):
+                    walls[name, n].append(n_cost(http, n, 64, 100 * n + rep))
     for name in servers:
-        with factories[name]() as http:
-            one = [n_cost(http, 1, 64, 100 + rep) for rep in range(reps)]
-            four = [n_cost(http, 4, 64, 200 + rep) for rep in range(reps)]
-        out[name]["n1_s"] = statistics.median(one)
-        out[name]["n4_s"] = statistics.median(four)
+        for n in (1, 4):
+            out[name][f"n{n}_s"] = statistics.median(walls[name, n])
+            out[name][f"n{n}_s_range"] = [min(walls[name, n]), max(walls[name, n])]
         out[name]["n4_over_n1"] = out[name]["n4_s"] / out[name]["n1_s"]
     for conversations in (2, 4):
         for name in servers:
