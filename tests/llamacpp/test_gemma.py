@@ -93,9 +93,11 @@ def test_seeded_determinism(gemma):
 
 # ---- sampled draws over the best tokens only (sampling.SamplerChain._draw_top) ------------
 #
-# Gemma 3's vocabulary is 262,144 tokens: a sampled chain with a top-k draws over the tokens
-# that reach a bound found in a strided look at the row, not over a candidate array of the
-# whole vocabulary. Seed for seed, it must draw what llama.cpp's whole chain draws.
+# Gemma 3's vocabulary is 262,144 tokens: a sampled chain with a top-k (or a greedy one with
+# penalties) draws over the tokens that reach a bound found in a strided look at the row,
+# and the biased and recently drawn ones, not over a candidate array of the whole
+# vocabulary. Seed for seed, it must draw what llama.cpp's whole chain draws. Drawing 200
+# times on one row, the penalties push later draws down the row: the window must be kept.
 
 SAMPLED = {
     "defaults": {"temperature": 0.8},
@@ -103,6 +105,14 @@ SAMPLED = {
     "top-k 1": {"temperature": 0.7, "top_k": 1},
     "a bias and a ban": {"temperature": 1.0, "logit_bias": {236764: 6.0, 1: -100, 506: 3.0}},
     "a grammar": {"temperature": 1.2, "grammar": 'root ::= ("sun" | "moon" | " and " | "star")+'},
+    "penalties": {"temperature": 0.9, "repeat_penalty": 1.3, "presence_penalty": 0.4},
+    "a negative penalty": {"temperature": 1.0, "frequency_penalty": -0.5, "top_k": 20},
+    "greedy, a penalty": {"temperature": 0, "repeat_penalty": 1.5},
+    "greedy, a penalty and a bias": {
+        "temperature": 0,
+        "frequency_penalty": 0.7,
+        "logit_bias": {236764: 2.0, 1: -100},
+    },
 }
 
 
@@ -207,10 +217,13 @@ def test_a_sampled_request_draws_over_the_best_tokens(gemma, monkeypatch, case):
 
 @pytest.mark.parametrize(
     "fields",
-    [{"temperature": 0.8, "repeat_penalty": 1.2}, {"temperature": 0.8, "top_k": 0}],
-    ids=["a penalty", "no top-k"],
+    [
+        {"temperature": 0.8, "top_k": 0},
+        {"temperature": 0.8, "repeat_penalty": 1.2, "grammar": 'root ::= ("sun" | " moon")+'},
+    ],
+    ids=["no top-k", "a penalty and a grammar"],
 )
-def test_a_penalty_or_no_top_k_keeps_the_whole_chain(gemma, monkeypatch, fields):
+def test_no_top_k_or_a_grammar_in_the_chain_keeps_the_whole_chain(gemma, monkeypatch, fields):
     text1, ids1, fast1 = sampled_run(gemma, monkeypatch, True, fields)
     assert fast1 == 0 and len(ids1) > 0
 

@@ -22,9 +22,9 @@ over the vocabulary at each position (Gemma 3's 262k tokens: about 20 µs a row 
 is the best of the others, and the biased tokens are compared with it one by one (ties go to
 the lower id, as in llama.cpp); when the argmax is itself biased (a banned end of text that
 the model wanted), that row goes through the whole chain. A grammar checks the token as
-before; a penalty, whose state follows the tokens, keeps the whole chain.
+before; a penalty, whose state follows the tokens, takes the next way instead.
 
-Sampled with a top-k and without penalties, the chain's draw is made over the row's
+Sampled with a top-k, or greedy with penalties, the chain's draw is made over the row's
 best-scored tokens only. llama.cpp's draw builds a candidate array over the whole vocabulary
 first (Gemma 3's 262k tokens: about 360 µs a token, 2 threads), and its top-k then keeps the
 ``k`` best. A strided look at one logit in :data:`TOP_K_STRIDE` gives a bound that at least
@@ -32,7 +32,11 @@ first (Gemma 3's 262k tokens: about 360 µs a token, 2 threads), and its top-k t
 top-p, min-p, temperature, the seeded draw) applied to the tokens at or above it, the
 biased tokens added, sees exactly the top-k it would have seen, in the same order, and its
 draw is the same, seed for seed (about 90–130 µs). Only tokens tied on one logit at the top-k's
-edge could be taken in another order; their probabilities are the same.
+edge could be taken in another order; their probabilities are the same. Penalties change
+the logits of the tokens drawn last (llama.cpp's window of :data:`PENALTY_LAST_N`): those
+are kept too, and the bound is made to leave ``k`` (1 when greedy) others above it. With a
+grammar inside the chain (penalties and a grammar together), or ``top_k = 0``, the whole
+chain draws.
 
 The GIL. The per-token calls go through :mod:`.native`'s GIL-holding binding, which is right
 for work of a few microseconds. A grammar's cost grows with the request (a 100,000-value
@@ -44,6 +48,7 @@ llama-cpp-python's own binding, which releases the GIL: the event loop keeps ans
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import math
@@ -78,8 +83,9 @@ GRAMMAR_BAN = -1e9
 #: False: every draw goes through llama.cpp's chain (tests compare the two).
 FAST_GREEDY = True
 
-#: Sampled chains with a top-k and no penalties draw over the row's best-scored tokens only
-#: (the module docstring); False: every draw through llama.cpp's chain (tests compare them).
+#: Sampled chains with a top-k, and greedy ones with penalties, draw over the row's
+#: best-scored tokens only (the module docstring); False: every draw through llama.cpp's
+#: chain (tests compare them).
 FAST_TOP_K = True
 #: The top-k's bound is found among every this-many-th logit of the row; the fast path is
 #: taken only where that look is far smaller than the vocabulary.
@@ -198,6 +204,9 @@ class SamplerChain:
         #: must keep (the top-k plus the biased tokens), and the biased ids, always kept.
         self._top_need = 0
         self._top_extra = None
+        #: With penalties: the tokens drawn last, whose logits the penalties change (at
+        #: least those in llama.cpp's window), always kept too.
+        self._recent: collections.deque | None = None
         #: A lazy grammar waits for this text before it constrains anything.
         self._trigger = trigger
         try:
@@ -246,6 +255,8 @@ class SamplerChain:
             if self.argmax and request.logit_bias:
                 self._bias_ids, self._bias = _bias_arrays(request.logit_bias, ban)
                 self._bias_set = frozenset(self._bias_ids.tolist())
+            elif penalties and grammar is None:  # the best token after the penalties
+                self._top_only(request, n_vocab, ban, 1, penalties)
             return
         if top_k > 0:
             self._add(lib.llama_sampler_init_top_k(top_k))
@@ -253,13 +264,21 @@ class SamplerChain:
         self._add(lib.llama_sampler_init_min_p(setting(request, "min_p"), 1))
         self._add(lib.llama_sampler_init_temp(temperature))
         self._add(lib.llama_sampler_init_dist(self._native_seed()))
-        if FAST_TOP_K and not penalties and top_k > 0:
-            extra = len(request.logit_bias or ())
-            need = top_k + extra
-            if 4 * need * TOP_K_STRIDE <= n_vocab:
-                self._top_need = need
-                if extra:
-                    self._top_extra, _ = _bias_arrays(request.logit_bias, ban)
+        if top_k > 0 and not (penalties and grammar is not None):
+            self._top_only(request, n_vocab, ban, top_k, penalties)
+
+    def _top_only(self, request, n_vocab: int, ban: float, best: int, penalties: bool) -> None:
+        """Draw over the row's ``best`` best tokens only (see the module docstring), where
+        the look for them is far smaller than the vocabulary."""
+        extra = len(request.logit_bias or ())
+        window = PENALTY_LAST_N if penalties else 0
+        if not FAST_TOP_K or 4 * (best + extra + window) * TOP_K_STRIDE > n_vocab:
+            return
+        self._top_need = best + extra
+        if extra:
+            self._top_extra, _ = _bias_arrays(request.logit_bias, ban)
+        if penalties:
+            self._recent = collections.deque(maxlen=PENALTY_LAST_N)
 
     def _native_seed(self) -> int:
         """The seed as llama.cpp's uint32; its "random" value 0xFFFFFFFF maps to 0."""
@@ -337,15 +356,31 @@ class SamplerChain:
 
         logits = row_logits(ctx, index, self._n_vocab)
         need = self._top_need
+        recent = None
+        if self._recent:
+            recent = np.fromiter(set(self._recent), dtype=np.intp)
+            need += len(recent)
         # At least ``need`` tokens (those of the look) reach the bound, so each of the
-        # top-k, biased tokens aside, does: no token below it can be among them.
+        # top-k, biased and penalized tokens aside, does: none below it can be among them.
         bound = np.partition(logits[::TOP_K_STRIDE], -need)[-need]
         keep = logits >= bound
         if self._top_extra is not None:
             keep[self._top_extra] = True
+        if recent is not None:
+            keep[recent] = True
         ids = np.flatnonzero(keep)
         if len(ids) < need:  # a NaN bound: let llama.cpp see the whole row
-            return self._chain_lib.llama_sampler_sample(self._chain, ctx, index)
+            token = self._chain_lib.llama_sampler_sample(self._chain, ctx, index)
+        else:
+            token = self._draw_among(ids, logits)
+        if self._recent is not None:
+            self._recent.append(token)
+        return token
+
+    def _draw_among(self, ids, logits) -> int:
+        """The chain's draw over the tokens ``ids`` of the row ``logits``, accepted."""
+        import numpy as np
+
         cand = np.empty(len(ids), dtype=_token_data_dtype())
         cand["id"] = ids
         cand["logit"] = logits[ids]
