@@ -200,8 +200,9 @@ class SamplerChain:
         self._bias_ids = None
         self._bias = None
         self._bias_set: frozenset[int] = frozenset()
-        #: Sampled with a top-k, no penalties: how many of the row's best tokens its bound
-        #: must keep (the top-k plus the biased tokens), and the biased ids, always kept.
+        #: Drawing over the row's best tokens (sampled with a top-k, or greedy with
+        #: penalties): how many its bound must keep besides the recent tokens (the top-k, or
+        #: 1, plus the biased tokens), and the biased ids, always kept.
         self._top_need = 0
         self._top_extra = None
         #: With penalties: the tokens drawn last, whose logits the penalties change (at
