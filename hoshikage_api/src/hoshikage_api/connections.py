@@ -79,7 +79,10 @@ class _Writer:
             while self._queue:
                 message = self._queue[0]
                 try:
-                    await asyncio.wait_for(self._send(message), self._timeout)
+                    # In this task: wait_for would start a task per message (Python 3.11),
+                    # and a send that need not wait finishes without giving the loop a turn.
+                    async with asyncio.timeout(self._timeout):
+                        await self._send(message)
                 except TimeoutError:
                     self.failed = SlowClient(
                         f"the client read nothing for {self._timeout:g}s (send_timeout)"
