@@ -120,7 +120,6 @@ def sampled_run(gemma, monkeypatch, fast: bool, fields: dict):
     """Text and token ids of a seeded sampled request, with the fast draw on or off, and how
     many draws went through it."""
     from hoshikage_llamacpp.engine import sampling
-    from hoshikage_llamacpp.lifecycle import model as model_module
 
     monkeypatch.setattr(sampling, "FAST_TOP_K", fast)
     drawn, fast_draws = [], []
@@ -137,7 +136,6 @@ def sampled_run(gemma, monkeypatch, fast: bool, fields: dict):
 
     monkeypatch.setattr(sampling.SamplerChain, "sample", recording)
     monkeypatch.setattr(sampling.SamplerChain, "_draw_top", counted)
-    monkeypatch.setattr(model_module, "sampler_chain", sampling.sampler_chain)
     # Without drafts: a draft's rows are read in a wider step, whose logits differ a little.
     text, _ = run(
         gemma,

@@ -31,7 +31,7 @@ first (Gemma 3's 262k tokens: about 360 µs a token, 2 threads), and its top-k t
 ``k`` tokens reach: every token below it is outside the top-k, so the chain (bias, top-k,
 top-p, min-p, temperature, the seeded draw) applied to the tokens at or above it, the
 biased tokens added, sees exactly the top-k it would have seen, in the same order, and its
-draw is the same, seed for seed (about 90–130 µs). Only tokens tied on one logit at the top-k's
+draw is the same, seed for seed (about 80–130 µs). Only tokens tied on one logit at the top-k's
 edge could be taken in another order; their probabilities are the same. Penalties change
 the logits of the tokens drawn last (llama.cpp's window of :data:`PENALTY_LAST_N`): those
 are kept too, and the bound is made to leave ``k`` (1 when greedy) others above it. With a
@@ -380,14 +380,7 @@ class SamplerChain:
 
     def _draw_among(self, ids, logits) -> int:
         """The chain's draw over the tokens ``ids`` of the row ``logits``, accepted."""
-        import numpy as np
-
-        cand = np.empty(len(ids), dtype=_token_data_dtype())
-        cand["id"] = ids
-        cand["logit"] = logits[ids]
-        cand["p"] = 0.0
-        data = cand.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data))
-        array = self._lib.llama_token_data_array(data, len(ids), -1, False)
+        _cand, array = _candidates(self._lib, ids, logits[ids])
         lib = self._native
         lib.llama_sampler_apply(self._chain, ctypes.byref(array))
         token = int(array.data[array.selected].id)
@@ -396,7 +389,7 @@ class SamplerChain:
 
     @property
     def top_only(self) -> bool:
-        """Whether draws are made over the row's best tokens only (tests and benchmarks)."""
+        """Whether draws are made over the row's best tokens only (for tests)."""
         return bool(self._top_need)
 
     def _resample(self, ctx, index: int) -> int:
@@ -432,12 +425,7 @@ class SamplerChain:
         import numpy as np
 
         lib = self._lib
-        cand = np.empty(len(ids), dtype=_token_data_dtype())
-        cand["id"] = ids
-        cand["logit"] = logits
-        cand["p"] = 0.0
-        data = cand.ctypes.data_as(ctypes.POINTER(self._lib.llama_token_data))
-        array = self._lib.llama_token_data_array(data, len(ids), -1, False)
+        cand, array = _candidates(lib, ids, logits)
         lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
         if need and int(np.count_nonzero(cand["logit"] != -np.inf)) < need:
             return None
@@ -451,6 +439,19 @@ class SamplerChain:
         if self._grammar:
             self._lib.llama_sampler_free(self._grammar)
             self._grammar = None
+
+
+def _candidates(lib, ids, logits):
+    """A ``llama_token_data_array`` over the tokens ``ids`` with their ``logits``, and the
+    numpy array that holds its data (keep it while the array is used)."""
+    import numpy as np
+
+    cand = np.empty(len(ids), dtype=_token_data_dtype())
+    cand["id"] = ids
+    cand["logit"] = logits
+    cand["p"] = 0.0
+    data = cand.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
+    return cand, lib.llama_token_data_array(data, len(ids), -1, False)
 
 
 @functools.cache
