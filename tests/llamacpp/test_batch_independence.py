@@ -3,7 +3,8 @@
 off (the CPU's default) and with it on over a key cache of another type than the values
 (``docs/performance.md``, "Flash attention with a key cache of another type"). llama.cpp's
 CPU kernel over one f16 cache for both takes a split of the KV cache for a lone token from
-512 cells on, which the last test pins, so that the first two can fail."""
+512 cells on, which a test here pins, so that the others can fail. With one slot no other
+sequence shares a step, and ``"auto"`` turns it on."""
 
 from __future__ import annotations
 
@@ -114,3 +115,13 @@ def test_flash_attention_over_one_f16_cache_depends_on_the_batch(gemma):
     # Why "auto" keeps it off on the CPU. Should this fail (no difference), llama.cpp's kernel
     # no longer splits a lone token's cache, and the default can be measured again.
     assert alone_and_beside(gemma, cpu(flash_attn=True)) > 0.01
+
+
+def test_auto_is_on_only_where_no_other_sequence_shares_a_step():
+    one = LlamaOptions(n_ctx=1024, parallel=1, n_gpu_layers=0)
+    assert flash_attention(one)
+    assert context_params(one).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    assert not flash_attention(LlamaOptions(parallel=2, n_gpu_layers=0))
+    assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, flash_attn=False))
+    # An embedding model reads several inputs as sequences of one batch.
+    assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, embedding=True))

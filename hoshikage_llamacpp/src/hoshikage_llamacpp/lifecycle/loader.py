@@ -242,10 +242,14 @@ def flash_attention(options: LlamaOptions) -> bool:
     on Gemma 3, so scores, log-probabilities and greedy text would change with the load.
     Off, they do not depend on the step's other sequences (a sequence's own rows, a draft
     being checked, still move them by hundredths to tenths of a nat: docs, "Speculative
-    decoding")."""
+    decoding"). A generation model with one slot has no other sequences to share a step
+    with, so ``"auto"`` is on there too: faster to decode and to read a long prompt
+    (docs/performance.md, "One slot, flash attention on")."""
     if options.flash_attn != "auto":
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
+        return True
+    if options.parallel == 1 and not options.embedding:
         return True
     from ..llama.build import is_gpu_build
 
