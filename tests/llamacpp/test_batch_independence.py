@@ -49,9 +49,10 @@ def gemma(gemma_model_path):
     llama_cpp.llama_model_free(model)
 
 
-def rows_of_the_first(model, n_vocab, options, prompts) -> list:
+def rows_of_the_first(model, n_vocab, options, prompts, path=None) -> tuple[list, list]:
     """Each prompt prefilled on its own, then ``STEPS`` greedy steps of all of them together;
-    the first sequence's log-probabilities at every step."""
+    the first sequence's log-probabilities at every step and the tokens it was fed (``path``
+    if given, so that a near tie drawn the other way does not send it elsewhere)."""
     ctx = llama_cpp.llama_init_from_model(model, context_params(options))
     batch = llama_cpp.llama_batch_init(256, 0, 1)
 
@@ -74,23 +75,29 @@ def rows_of_the_first(model, n_vocab, options, prompts) -> list:
                 decode([(prompt[i], i, seq, False) for i in range(start, end)])
         pos = [len(p) - 1 for p in prompts]
         current = [p[-1] for p in prompts]
-        first = []
-        for _ in range(STEPS):
+        first, fed = [], []
+        for step in range(STEPS):
+            fed.append(current[0])
             decode([(current[s], pos[s], s, True) for s in range(len(prompts))])
             rows = [row(s) for s in range(len(prompts))]
             first.append(rows[0])
             current = [int(r.argmax()) for r in rows]
+            if path is not None and step + 1 < STEPS:
+                current[0] = path[step + 1]
             pos = [p + 1 for p in pos]
-        return first
+        return first, fed
     finally:
         llama_cpp.llama_batch_free(batch)
         llama_cpp.llama_free(ctx)
 
 
 def alone_and_beside(gemma, options) -> float:
+    """The largest difference of the first sequence's log-probabilities, over the whole
+    vocabulary and every step, between decoding it alone and beside three others."""
     model, n_vocab, long, others = gemma
-    alone = rows_of_the_first(model, n_vocab, options, [long])
-    beside = rows_of_the_first(model, n_vocab, options, [long, *others])
+    alone, path = rows_of_the_first(model, n_vocab, options, [long])
+    beside, fed = rows_of_the_first(model, n_vocab, options, [long, *others], path)
+    assert fed == path
     return max(float(np.abs(a - b).max()) for a, b in zip(alone, beside, strict=True))
 
 
@@ -108,13 +115,15 @@ def test_a_sequences_logits_are_the_same_alone_and_beside_three_others(gemma, fi
     assert len(long) > 600  # past the 512 cells from which a lone token's KV is split
     options = cpu(**fields)
     assert flash_attention(options) == bool(fields)
-    assert alone_and_beside(gemma, options) == 0.0
+    # 0.0 on the machine it was written on; the margin is for a CPU whose matrix kernels for
+    # one row and for several might round apart (llamafile's sgemm takes 2 rows or more).
+    assert alone_and_beside(gemma, options) < 0.01
 
 
 def test_flash_attention_over_one_f16_cache_depends_on_the_batch(gemma):
     # Why "auto" keeps it off on the CPU. Should this fail (no difference), llama.cpp's kernel
     # no longer splits a lone token's cache, and the default can be measured again.
-    assert alone_and_beside(gemma, cpu(flash_attn=True)) > 0.01
+    assert alone_and_beside(gemma, cpu(flash_attn=True)) > 0.1
 
 
 def test_auto_is_on_only_where_no_other_sequence_shares_a_step():
