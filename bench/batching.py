@@ -7,7 +7,9 @@ threads, slots and context per slot, measured in one run.
 - later-turn TTFT of 2 and 4 conversations taking turns, each with its own ~1,300-token
   system prompt;
 - ``json_schema`` decode tok/s over plain decode tok/s (Hoshikage, and llama-server for
-  reference).
+  reference);
+- one stream on servers of one slot each (:func:`one_slot`: ``parallel = 1``, llama-server
+  ``-np 1``), where Hoshikage's ``flash_attn = "auto"`` is on.
 
 Hoshikage runs with its defaults (speculation on). Its own speculation-off figures come from
 the same server with ``"speculative": false`` in each request (``hoshikage_spec_off``), reps
@@ -281,3 +283,37 @@ def run(servers: dict, args) -> dict:
         with factory() as http:
             out[name]["schema"] = schema_ratio(http, args.batch_tokens, reps, extras[name])
     return out
+
+
+def one_slot(servers: dict, args) -> dict:
+    """One stream's decode tok/s on servers of one slot each (name -> base URL), reps
+    interleaved; a "hoshikage" server also with ``"speculative": false`` (:data:`SPEC_OFF`).
+    With one slot no other sequence shares a step, so ``flash_attn = "auto"`` is on."""
+    import httpx
+
+    urls, extras = dict(servers), {name: {} for name in servers}
+    if "hoshikage" in servers:
+        urls[SPEC_OFF] = servers["hoshikage"]
+        extras[SPEC_OFF] = {"speculative": False}
+    factories = {
+        name: (lambda url=url: httpx.Client(base_url=url, timeout=600))
+        for name, url in urls.items()
+    }
+    for name in servers:  # warm-up
+        with factories[name]() as http:
+            http.post(
+                "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}
+            ).raise_for_status()
+    names = list(urls)
+    samples: dict = {name: [] for name in names}
+    for rep in range(max(3, args.reps // 2)):
+        for i in [(rep + j) % len(names) for j in range(len(names))]:
+            name = names[i]
+            tag = f"one-slot-r{rep}n{i}"
+            samples[name].append(
+                aggregate(factories[name], 1, args.batch_tokens, tag, extras[name])
+            )
+    return {
+        name: {"tps": statistics.median(v), "tps_range": [min(v), max(v)]}
+        for name, v in samples.items()
+    }

@@ -568,6 +568,23 @@ def bench_batching(model: Path, args) -> dict:
             server.stop()
 
 
+def bench_one_slot(model: Path, args) -> dict:
+    """One stream on servers of one slot each (bench/batching.py's ``one_slot``)."""
+    import batching
+
+    servers: dict[str, Server] = {}
+    try:
+        hk, _ = hoshikage_server(model, args, concurrency=1, parallel=1)
+        servers["hoshikage"] = hk
+        peer = start_llama_server(args.llama_server, model, args, slots=1)
+        if isinstance(peer, Server):
+            servers["llama_server"] = peer
+        return batching.one_slot({name: s.base_url for name, s in servers.items()}, args)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 # ---- report ----------------------------------------------------------------------------
 
 
@@ -755,6 +772,38 @@ def report_batching(b: dict) -> None:
     Console().print(t)
 
 
+def report_one_slot(one: dict) -> None:
+    """One stream on one slot each, and its targets beside llama-server ``-np 1``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="One slot each (parallel = 1, llama-server -np 1)", title_justify="left")
+    for col in ("server", "decode tok/s, one stream"):
+        t.add_column(col)
+    for name, m in one.items():
+        lo, hi = m["tps_range"]
+        t.add_row(name, f"{m['tps']:.1f} [{lo:.1f}–{hi:.1f}]")
+    Console().print(t)
+    peer = one.get("llama_server")
+    if not peer or "hoshikage" not in one:
+        return
+    t = Table(title="One-slot targets (ratios from this run)", title_justify="left")
+    for col in ("target", "measured", "bound", "ok"):
+        t.add_column(col)
+    checks = [
+        ("one slot, defaults ÷ llama-server's", one["hoshikage"]["tps"] / peer["tps"], 1.0),
+        (
+            "one slot, speculation off ÷ llama-server's",
+            one["hoshikage_spec_off"]["tps"] / peer["tps"],
+            0.99,
+        ),
+    ]
+    for label, value, bound in checks:
+        ok = "[green]yes[/]" if value >= bound else "[red]no[/]"
+        t.add_row(label, f"{value:.3f}", f">= {bound}", ok)
+    Console().print(t)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -810,9 +859,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.batching_only:
         results["batching"] = bench_batching(model, args)
+        results["one_slot"] = bench_one_slot(model, args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
         report_batching(results["batching"])
+        report_one_slot(results["one_slot"])
         print(f"JSON: {args.out}")
         return 0
     # 1-2: throughput and TTFT, every engine up at once, reps interleaved.
@@ -856,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     results["contention_c2"] = bench_contention(model, args, 2)
     # 8: the batched engine beside llama-server.
     results["batching"] = bench_batching(model, args)
+    results["one_slot"] = bench_one_slot(model, args)
     # 9: one prefill, many answers (bench/decisions.py).
     results["decisions"] = bench_decisions(model, args)
     results["ratios"] = ratios(results)
@@ -863,6 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2))
     report(results)
     report_batching(results["batching"])
+    report_one_slot(results["one_slot"])
     import decisions
 
     decisions.report(results["decisions"])
