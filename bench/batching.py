@@ -217,17 +217,16 @@ def schema_ratio(http, max_tokens: int, reps: int, extra: dict | None = None) ->
 SPEC_OFF = "hoshikage_spec_off"
 
 
-def run(servers: dict, args) -> dict:
-    """``servers``: name -> base URL, each serving the model as "a" with ``SLOTS`` slots.
-    With a "hoshikage" server, its speculation-off view (:data:`SPEC_OFF`) is measured too."""
+def _clients(servers: dict) -> tuple[dict, dict]:
+    """httpx client factories and extra request fields by name, each server warmed up; a
+    "hoshikage" server also as its speculation-off view (:data:`SPEC_OFF`), the same server
+    with ``"speculative": false`` in each request."""
     import httpx
 
-    extras: dict[str, dict] = {name: {} for name in servers}
-    urls = dict(servers)
+    urls, extras = dict(servers), {name: {} for name in servers}
     if "hoshikage" in servers:
         urls[SPEC_OFF] = servers["hoshikage"]
         extras[SPEC_OFF] = {"speculative": False}
-    out: dict = {name: {} for name in urls}
     factories = {
         name: (lambda url=url: httpx.Client(base_url=url, timeout=600))
         for name, url in urls.items()
@@ -237,28 +236,44 @@ def run(servers: dict, args) -> dict:
             http.post(
                 "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}
             ).raise_for_status()
-    reps = max(3, args.reps // 2)
-    # Reps interleaved between the servers, as in the throughput benchmark, each starting
-    # first in turn (3 reps at least), each with prompts of its own. Speculation off runs on
-    # the same server as on: with on's prompts it found them in its cache, so its streams
-    # started decoding together while on's still read theirs, and it read 4 % faster at 4
-    # streams for that alone (nothing was drafted).
+    return factories, extras
+
+
+def _interleaved(
+    factories: dict, extras: dict, streams: int, reps: int, tokens: int, tag: str
+) -> dict[str, list[float]]:
+    """Aggregate tok/s of ``streams`` streams per rep on every server, reps interleaved, as
+    in the throughput benchmark: each server starts first in turn (3 reps at least), each
+    with prompts of its own. Speculation off runs on the same server as on: with on's
+    prompts it found them in its cache, so its streams started decoding together while on's
+    still read theirs, and it read 4 % faster at 4 streams for that alone (nothing was
+    drafted)."""
     names = list(factories)
-    for streams in (1, 2, 4, 8):
-        samples: dict = {name: [] for name in urls}
-        for rep in range(reps):
-            for i in [(rep + j) % len(names) for j in range(len(names))]:
-                name = names[i]
-                samples[name].append(
-                    aggregate(
-                        factories[name],
-                        streams,
-                        args.batch_tokens,
-                        f"s{streams}r{rep}n{i}",
-                        extras[name],
-                    )
+    samples: dict = {name: [] for name in names}
+    for rep in range(reps):
+        for i in [(rep + j) % len(names) for j in range(len(names))]:
+            name = names[i]
+            samples[name].append(
+                aggregate(
+                    factories[name],
+                    streams,
+                    tokens,
+                    f"{tag}s{streams}r{rep}n{i}",
+                    extras[name],
                 )
-        for name in urls:
+            )
+    return samples
+
+
+def run(servers: dict, args) -> dict:
+    """``servers``: name -> base URL, each serving the model as "a" with ``SLOTS`` slots.
+    With a "hoshikage" server, its speculation-off view (:data:`SPEC_OFF`) is measured too."""
+    factories, extras = _clients(servers)
+    out: dict = {name: {} for name in factories}
+    reps = max(3, args.reps // 2)
+    for streams in (1, 2, 4, 8):
+        samples = _interleaved(factories, extras, streams, reps, args.batch_tokens, "")
+        for name in factories:
             out[name][f"aggregate_tps_{streams}"] = statistics.median(samples[name])
             out[name][f"aggregate_tps_{streams}_range"] = [min(samples[name]), max(samples[name])]
     # Sampled (temperature 0.8), one choice and four, reps interleaved between the servers.
@@ -289,30 +304,9 @@ def one_slot(servers: dict, args) -> dict:
     """One stream's decode tok/s on servers of one slot each (name -> base URL), reps
     interleaved; a "hoshikage" server also with ``"speculative": false`` (:data:`SPEC_OFF`).
     With one slot no other sequence shares a step, so ``flash_attn = "auto"`` is on."""
-    import httpx
-
-    urls, extras = dict(servers), {name: {} for name in servers}
-    if "hoshikage" in servers:
-        urls[SPEC_OFF] = servers["hoshikage"]
-        extras[SPEC_OFF] = {"speculative": False}
-    factories = {
-        name: (lambda url=url: httpx.Client(base_url=url, timeout=600))
-        for name, url in urls.items()
-    }
-    for name in servers:  # warm-up
-        with factories[name]() as http:
-            http.post(
-                "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 4}
-            ).raise_for_status()
-    names = list(urls)
-    samples: dict = {name: [] for name in names}
-    for rep in range(max(3, args.reps // 2)):
-        for i in [(rep + j) % len(names) for j in range(len(names))]:
-            name = names[i]
-            tag = f"one-slot-r{rep}n{i}"
-            samples[name].append(
-                aggregate(factories[name], 1, args.batch_tokens, tag, extras[name])
-            )
+    factories, extras = _clients(servers)
+    reps = max(3, args.reps // 2)
+    samples = _interleaved(factories, extras, 1, reps, args.batch_tokens, "one-slot-")
     return {
         name: {"tps": statistics.median(v), "tps_range": [min(v), max(v)]}
         for name, v in samples.items()
