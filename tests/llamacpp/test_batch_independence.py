@@ -1,10 +1,15 @@
 """A sequence's logits do not depend on the other sequences of its step, on the real Gemma 3
-270M through the contexts the loader builds (``loader.context_params``): with flash attention
-off (the CPU's default) and with it on over a key cache of another type than the values
-(``docs/performance.md``, "Flash attention with a key cache of another type"). llama.cpp's
-CPU kernel over one f16 cache for both takes a split of the KV cache for a lone token from
-512 cells on, which a test here pins, so that the others can fail. With one slot no other
-sequence shares a step, and ``"auto"`` turns it on."""
+270M: through the engine (a request's tokens and log-probabilities alone and while three
+others generate), and through the contexts the loader builds (``loader.context_params``),
+with flash attention off (the CPU's default with several slots), on when a lone token gets
+a second row as the engine gives it, and on over a key cache of another type than the
+values.
+
+llama.cpp's CPU flash-attention kernel splits a lone token's KV cache between the threads
+from 512 cells on, and reads 64 prompt tokens or more of one stream in tiles; both round
+otherwise than its row by row computation. Controls here pin both, so that the others can
+fail: the engine gives a lone token a second row (``Engine._pad``) and reads every prompt
+chunk in a decode of its own (``Engine._read_prompts``)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,14 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 np = pytest.importorskip("numpy")
 
-from hoshikage_llamacpp.lifecycle.loader import context_params, flash_attention  # noqa: E402
+from hoshikage_core.protocol import BlockingStream, CancelToken, GenerationRequest  # noqa: E402
+from hoshikage_llamacpp.engine.batch import lone_rows  # noqa: E402
+from hoshikage_llamacpp.lifecycle.loader import (  # noqa: E402
+    context_params,
+    flash_attention,
+    pads_lone_rows,
+)
+from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
 pytestmark = pytest.mark.gemma
@@ -49,10 +61,14 @@ def gemma(gemma_model_path):
     llama_cpp.llama_model_free(model)
 
 
-def rows_of_the_first(model, n_vocab, options, prompts, path=None) -> tuple[list, list]:
-    """Each prompt prefilled on its own, then ``STEPS`` greedy steps of all of them together;
-    the first sequence's log-probabilities at every step and the tokens it was fed (``path``
-    if given, so that a near tie drawn the other way does not send it elsewhere)."""
+def rows_of_the_first(
+    model, n_vocab, options, prompts, path=None, pad=False, chunk=256
+) -> tuple[list, list]:
+    """Each prompt prefilled on its own in chunks of ``chunk``, then ``STEPS`` greedy steps
+    of all of them together; the first sequence's log-probabilities at every step and the
+    tokens it was fed (``path`` if given, so that a near tie drawn the other way does not
+    send it elsewhere). ``pad``: a lone sequence's token gets a second row, as the engine
+    gives it (``Engine._pad``)."""
     ctx = llama_cpp.llama_init_from_model(model, context_params(options))
     batch = llama_cpp.llama_batch_init(256, 0, 1)
 
@@ -70,15 +86,21 @@ def rows_of_the_first(model, n_vocab, options, prompts, path=None) -> tuple[list
 
     try:
         for seq, prompt in enumerate(prompts):
-            for start in range(0, len(prompt) - 1, 256):  # within n_batch
-                end = min(start + 256, len(prompt) - 1)
+            for start in range(0, len(prompt) - 1, chunk):  # within n_batch
+                end = min(start + chunk, len(prompt) - 1)
                 decode([(prompt[i], i, seq, False) for i in range(start, end)])
         pos = [len(p) - 1 for p in prompts]
         current = [p[-1] for p in prompts]
         first, fed = [], []
         for step in range(STEPS):
             fed.append(current[0])
-            decode([(current[s], pos[s], s, True) for s in range(len(prompts))])
+            items = [(current[s], pos[s], s, True) for s in range(len(prompts))]
+            if pad and len(prompts) == 1:
+                items.append((current[0], pos[0] + 1, 0, False))
+            decode(items)
+            if pad and len(prompts) == 1:
+                mem = llama_cpp.llama_get_memory(ctx)
+                llama_cpp.llama_memory_seq_rm(mem, 0, pos[0] + 1, -1)
             rows = [row(s) for s in range(len(prompts))]
             first.append(rows[0])
             current = [int(r.argmax()) for r in rows]
@@ -91,11 +113,11 @@ def rows_of_the_first(model, n_vocab, options, prompts, path=None) -> tuple[list
         llama_cpp.llama_free(ctx)
 
 
-def alone_and_beside(gemma, options) -> float:
+def alone_and_beside(gemma, options, pad=False) -> float:
     """The largest difference of the first sequence's log-probabilities, over the whole
     vocabulary and every step, between decoding it alone and beside three others."""
     model, n_vocab, long, others = gemma
-    alone, path = rows_of_the_first(model, n_vocab, options, [long])
+    alone, path = rows_of_the_first(model, n_vocab, options, [long], pad=pad)
     beside, fed = rows_of_the_first(model, n_vocab, options, [long, *others], path)
     assert fed == path
     return max(float(np.abs(a - b).max()) for a, b in zip(alone, beside, strict=True))
@@ -108,31 +130,143 @@ def cpu(**fields) -> LlamaOptions:
 
 
 @pytest.mark.parametrize(
-    "fields",
-    [{}, {"flash_attn": True, "type_k": "bf16"}, {"flash_attn": True, "type_k": "q8_0"}],
-    ids=["default", "flash-attention-bf16-keys", "flash-attention-q8_0-keys"],
+    ("fields", "pad"),
+    [
+        ({}, False),
+        ({"flash_attn": True}, True),
+        ({"flash_attn": True, "type_k": "bf16"}, False),
+        ({"flash_attn": True, "type_k": "q8_0"}, False),
+    ],
+    ids=["default", "flash-attention-lone-token-padded", "bf16-keys", "q8_0-keys"],
 )
-def test_a_sequences_logits_are_the_same_alone_and_beside_three_others(gemma, fields):
+def test_a_sequences_logits_are_the_same_alone_and_beside_three_others(gemma, fields, pad):
     _model, _n_vocab, long, _others = gemma
     assert len(long) > 600  # past the 512 cells from which a lone token's KV is split
     options = cpu(**fields)
-    assert flash_attention(options) == bool(fields)
+    assert flash_attention(options) == fields.get("flash_attn", False)
+    assert pads_lone_rows(options) == pad
     # 0.0 on the machine it was written on; the margin is for a CPU whose matrix kernels for
     # one row and for several might round apart (llamafile's sgemm takes 2 rows or more).
-    assert alone_and_beside(gemma, options) < 0.01
+    assert alone_and_beside(gemma, options, pad=pad) < 0.01
 
 
-def test_flash_attention_over_one_f16_cache_depends_on_the_batch(gemma):
-    # Why "auto" keeps it off on the CPU. Should this fail (no difference), llama.cpp's kernel
-    # no longer splits a lone token's cache, and the default can be measured again.
+def test_a_lone_token_of_a_long_stream_without_a_second_row_depends_on_the_batch(gemma):
+    # Why the engine pads. Should this fail (no difference), llama.cpp's kernel no longer
+    # splits a lone token's cache, and the pad can go.
     assert alone_and_beside(gemma, cpu(flash_attn=True)) > 0.1
+
+
+def test_where_a_prompt_chunk_ends_changes_its_cache_with_flash_attention(gemma):
+    # Why the engine reads each prompt chunk in a decode of its own, at fixed boundaries:
+    # read in chunks of 256 or of 100 (the last one then under 64 tokens, one row at a
+    # time), the same prompt leaves another cache. Off, chunks from 16 tokens agree.
+    model, n_vocab, long, _others = gemma
+
+    def differ(options) -> float:
+        a, path = rows_of_the_first(model, n_vocab, options, [long], pad=True)
+        b, _ = rows_of_the_first(model, n_vocab, options, [long], path, pad=True, chunk=100)
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+    assert differ(cpu(flash_attn=True)) > 0.01
+    assert differ(cpu()) < 0.01
+
+
+def test_lone_rows_follow_llamas_split_of_a_batch():
+    assert lone_rows({0: 1}, 512) == [0]
+    assert lone_rows({0: 2}, 512) == []
+    assert lone_rows({0: 1, 1: 1, 2: 1}, 512) == []
+    assert lone_rows({0: 1, 1: 2}, 512) == [1]  # 1 + 1, then 1 alone
+    assert lone_rows({0: 1, 1: 3}, 512) == []  # 1 + 1, then 2
+    assert lone_rows({0: 4, 1: 5, 2: 4}, 512) == [1]
+    assert lone_rows({0: 513}, 512) == [0]  # 512, then 1
+    assert lone_rows({0: 300, 1: 301}, 512) == [1]  # 256 + 256, 44 + 44, then 1
+    assert lone_rows({0: 300, 1: 302}, 512) == []
+    assert lone_rows({0: 256, 1: 257}, 512) == [1]
 
 
 def test_auto_is_on_only_where_no_other_sequence_shares_a_step():
     one = LlamaOptions(n_ctx=1024, parallel=1, n_gpu_layers=0)
-    assert flash_attention(one)
+    assert flash_attention(one) and not pads_lone_rows(one)  # no other sequence shares a step
     assert context_params(one).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
     assert not flash_attention(LlamaOptions(parallel=2, n_gpu_layers=0))
     assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, flash_attn=False))
     # An embedding model reads several inputs as sequences of one batch.
     assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, embedding=True))
+    # Switched on with several slots, lone tokens get a second row (one f16 cache only: with
+    # keys of another type every row is computed by itself anyway).
+    assert pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=True))
+    assert not pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0))
+    assert not pads_lone_rows(
+        LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=True, type_k="bf16")
+    )
+
+
+LONG_PROMPT = " ".join(
+    f"Line {i}: the fisherman counted {i * 7} fish and mended net {i}." for i in range(40)
+)
+
+
+def generate(model, prompt: str, max_tokens: int, speculative: bool):
+    request = GenerationRequest(
+        prompt=prompt,
+        max_tokens=max_tokens,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=5,
+        speculative=speculative,
+        logit_bias={1: -100, 106: -100},
+    )
+    sink = BlockingStream()
+    model.generate(request, CancelToken(), sink)
+    return sink
+
+
+def logprobs_of(sink) -> list:
+    return [
+        (lp.token, lp.logprob, tuple((t.token, t.logprob) for t in lp.top_logprobs))
+        for _index, chunk in sink
+        for lp in chunk.logprobs or ()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flash_attn", "speculative"),
+    [("auto", False), (True, False), (True, True)],
+    ids=["default-speculation-off", "flash-attention", "flash-attention-speculation"],
+)
+def test_a_requests_log_probabilities_are_the_same_alone_and_while_three_others_generate(
+    gemma_model_path, speculative, flash_attn
+):
+    """Through the engine: the long prompt is read while three other requests generate,
+    and then decoded beside them, from 700 cells on. With flash attention off, speculation
+    still moves them (a draft's rows go through other kernels than one token's, and the
+    planner sizes drafts by the whole batch: 0.37 nats here); with it on, every row of a
+    draft under 8 tokens is computed as one token alone is."""
+    options = LlamaOptions(n_ctx=2048, parallel=4, n_threads=2, flash_attn=flash_attn)
+    alone_model = LlamaCppModel.load("alone", str(gemma_model_path), options)
+    try:
+        alone = logprobs_of(generate(alone_model, LONG_PROMPT, 24, speculative))
+    finally:
+        alone_model.close()
+    model = LlamaCppModel.load("beside", str(gemma_model_path), options)
+    try:
+        others = [
+            generate(model, f"Story {i}: once upon a time, by the sea,", 200, speculative)
+            for i in range(3)
+        ]
+        for sink in others:
+            next(iter(sink))  # all three generate
+        beside = logprobs_of(generate(model, LONG_PROMPT, 24, speculative))
+        for sink in others:
+            assert [chunk for _i, chunk in sink][-1].finish_reason == "length"
+    finally:
+        model.close()
+    assert len(alone) == len(beside) == 24
+    assert [t for t, _lp, _top in alone] == [t for t, _lp, _top in beside]
+    # 0.0 on the machine it was written on (the margin: see above)
+    worst = max(
+        abs(a - b)
+        for (_t, lp_a, top_a), (_u, lp_b, top_b) in zip(alone, beside, strict=True)
+        for a, b in [(lp_a, lp_b), *((x[1], y[1]) for x, y in zip(top_a, top_b, strict=True))]
+    )
+    assert worst < 0.01, worst

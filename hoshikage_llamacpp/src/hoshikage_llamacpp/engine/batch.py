@@ -32,6 +32,8 @@ class Batch:
             logits=self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
         self.n = 0
+        #: Rows kept free of :attr:`room` (for the engine's pad rows).
+        self.reserve = 0
 
     def clear(self) -> None:
         self.n = 0
@@ -60,4 +62,20 @@ class Batch:
 
     @property
     def room(self) -> int:
-        return self.capacity - self.n
+        return max(0, self.capacity - self.reserve - self.n)
+
+
+def lone_rows(counts: dict[int, int], n_ubatch: int) -> list[int]:
+    """The sequences of a batch (``counts``: rows per sequence) that llama.cpp computes as
+    the only row of a ubatch. With a KV stream per sequence it splits a batch into ubatches
+    that take as many rows from each sequence with rows left (``split_equal``): the fewest
+    any has left, and no more than ``n_ubatch`` in all. Rows 1, 1 and 2 go as 1, 1, 1 and
+    then 1 alone."""
+    left = {seq: n for seq, n in counts.items() if n > 0}
+    lone = []
+    while left:
+        take = min(min(left.values()), max(1, n_ubatch // len(left)))
+        if take == 1 and len(left) == 1:
+            lone.extend(left)
+        left = {seq: n - take for seq, n in left.items() if n > take}
+    return lone

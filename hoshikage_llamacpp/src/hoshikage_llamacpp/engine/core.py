@@ -1,5 +1,5 @@
 """The batched engine: one thread per loaded model owns its llama.cpp context and decodes
-every running sequence together, one ``llama_decode`` per step.
+every generating sequence together, one ``llama_decode`` per step.
 
 Slots. The context is created with ``n_seq_max = parallel`` and a KV cache that is *not*
 unified: each slot (KV sequence ``0 .. parallel-1``) has a stream of its own, ``n_ctx``
@@ -12,12 +12,20 @@ and only the rest of the prompt is decoded.
 A step:
 
 1. start waiting jobs on free slots, in arrival order;
-2. build one batch: the next token of every generating sequence, then prompt tokens of
-   sequences still reading their prompt, up to ``n_batch`` in all (chunked prefill, so a
-   long prompt never stalls the streams already running);
-3. ``llama_decode`` once;
-4. sample each sequence at its own logits row, with its own sampler chain;
+2. build one batch: the next token of every generating sequence (and score jobs' tokens);
+3. ``llama_decode`` once, and sample each sequence at its own logits row, with its own
+   sampler chain;
+4. read prompts: a chunk of up to ``n_batch`` tokens of each sequence still reading its
+   prompt, each chunk in a ``llama_decode`` of its own, until ``n_batch`` prompt tokens
+   were read (chunked prefill, so a long prompt never stalls the streams already running;
+   chunks of their own so that a prompt's cache does not depend on the load, see
+   :meth:`Engine._read_prompts`); a sequence that has read all of its prompt samples its
+   first token;
 5. hand the step's chunks to the sinks together (the event loop wakes once per step).
+
+With flash attention on the CPU, a token llama.cpp would compute as the only row of a
+ubatch gets a second row (:meth:`Engine._pad`), so that its logits do not depend on the
+step's other sequences either.
 
 Speculation (:mod:`.spec`). A generating sequence may add draft tokens after its next
 token, each with logits, in the same batch. After the decode, its rows are sampled in turn
@@ -47,7 +55,7 @@ from collections import deque
 from hoshikage_core.errors import Cancelled, HoshikageError
 
 from ..llama.multimodal import decode_span, text_run
-from .batch import Batch
+from .batch import Batch, lone_rows
 from .decoding import Choice
 from .prefix import common_prefix
 from .protocols import Planned, Speculator
@@ -55,6 +63,11 @@ from .scoring import Scoring
 from .slots import Slot, SlotPool
 
 log = logging.getLogger("hoshikage.llamacpp.engine")
+
+#: A stream holding more cells than this may be read up to 512 cells (llama.cpp pads what
+#: it reads of a stream to a multiple of 256), from which a lone token's cache is split:
+#: its lone tokens get a second row (:meth:`Engine._pad`). 64 cells below 257, for safety.
+PAD_FROM = 192
 
 
 class Job:
@@ -107,6 +120,7 @@ class Engine:
         speculation: Speculator | None = None,
         projector=None,
         n_embd: int = 0,
+        pads_lone_rows: bool = False,
     ):
         import llama_cpp
 
@@ -124,6 +138,12 @@ class Engine:
         self.pool = SlotPool(ctx, parallel, cache_bytes, n_swa, disk)
         self.slots = self.pool.slots
         self._batch = Batch(llama_cpp, max(n_batch, parallel))
+        #: Whether a token llama.cpp would compute alone gets a second row (:meth:`_pad`;
+        #: ``lifecycle.loader.pads_lone_rows``), and the ubatch size that decides it.
+        self._pads_lone_rows = pads_lone_rows
+        self._n_ubatch = int(llama_cpp.llama_n_ubatch(ctx))
+        if pads_lone_rows:
+            self._batch.reserve = 1
         self._incoming: deque[Job] = deque()
         self._waiting: deque[Job] = deque()
         self._running: list[Choice] = []
@@ -229,7 +249,7 @@ class Engine:
         batch.clear()
         generating = sorted((s for s in self._running if s.next_token is not None), key=_slot_id)
         if self.speculation is not None:
-            room = self._batch.capacity - len(generating)
+            room = batch.capacity - batch.reserve - len(generating)
             self.speculation.plan(generating, room, bool(self._waiting))
         # Every generating sequence's next token (and its draft) first, in slot order:
         # llama.cpp reuses the previous step's compute graph only when the batch's sequences
@@ -248,30 +268,75 @@ class Engine:
                 slot.tokens.append(token)
         # Only generation rows (each with logits): what the step costs by its size.
         generation_only = batch.n
-        read = []  # slots that finish reading their prompt in this step
-        for seq in self._running:  # then prompt chunks, in arrival order
-            if seq.todo and batch.room:
-                slot = seq.slot
-                take = seq.todo[: batch.room]
-                if seq.job.plan.media:  # text up to the next media chunk (the next step's)
-                    take = text_run(take)
-                    if not take:
-                        continue
-                seq.todo = seq.todo[len(take) :]
-                pos = len(slot.tokens)
-                if seq.job.plan.media:
-                    pos = seq.job.plan.position(pos)
-                row = batch.add_prompt(take, pos, slot.id, logits_last=not seq.todo)
-                slot.tokens.extend(take)
-                if not seq.todo:
-                    seq.logits_at = row
-                    read.append(seq.slot)
         self.scoring.fill(batch)  # score jobs last, in the room that is left
-        if not batch.n:
+        if batch.n:
+            scored = batch.n > generation_only
+            started = time.perf_counter()
+            status = self._decode(batch)
+            if status != 0:
+                self._decode_failed(out, status)
+                return
+            if generation_only and not scored and self.speculation is not None:
+                self.speculation.record(batch.n, len(generating), time.perf_counter() - started)
             self.scoring.read(out)
-            return
+            for seq in generating:
+                if seq.logits_at >= 0:
+                    self._verify(seq, seq.logits_at, out)
+        else:
+            self.scoring.read(out)
+        self._read_prompts(out)
+
+    def _read_prompts(self, out: _Outbox) -> None:
+        """Prompt chunks of the sequences still reading theirs, in arrival order, each in a
+        ``llama_decode`` of its own: ``n_batch`` tokens from where the sequence started (or
+        up to its next media chunk), whatever else runs. Decoded beside other sequences,
+        llama.cpp would peel a token of the chunk off into their ubatch (``split_equal``
+        takes as many tokens from each sequence), and where a chunk ends would move with
+        the generations' rows; both change how its rows round (flash attention on the CPU:
+        tiles from 64 rows of one stream, one row at a time below), so the prompt's cache,
+        and every logit after it, would depend on the load. Several prompts are read in a
+        step until ``n_batch`` tokens were read, so a long one never stalls the others for
+        long."""
+        batch = self._batch
+        budget = batch.capacity
+        for seq in list(self._running):
+            if budget <= 0:
+                break
+            if not seq.todo or seq not in self._running:
+                continue
+            slot = seq.slot
+            take = seq.todo[: batch.capacity]
+            if seq.job.plan.media:  # text up to the next media chunk (the next step's)
+                take = text_run(take)
+                if not take:
+                    continue
+            seq.todo = seq.todo[len(take) :]
+            pos = len(slot.tokens)
+            if seq.job.plan.media:
+                pos = seq.job.plan.position(pos)
+            batch.clear()
+            row = batch.add_prompt(take, pos, slot.id, logits_last=not seq.todo)
+            slot.tokens.extend(take)
+            budget -= len(take)
+            status = self._decode(batch)
+            if status != 0:
+                self._decode_failed(out, status)
+                return
+            if seq.todo:
+                continue
+            if self.pool.n_swa:
+                self.pool.checkpoint(slot)
+            siblings = self._start_siblings(seq) if seq is seq.job.first else ()
+            self._verify(seq, row, out)
+            for sibling in siblings:
+                self._verify(sibling, row, out)
+
+    def _decode(self, batch: Batch) -> int:
+        """``llama_decode`` of ``batch`` (evicting idle slots once if the KV cache is full),
+        with a second row for a token llama.cpp would compute alone (:meth:`_pad`);
+        llama.cpp's status (0: done)."""
+        pads = self._pad(batch) if self._pads_lone_rows else ()
         batch.struct.n_tokens = batch.n
-        started = time.perf_counter()
         status = self._lib.llama_decode(self._ctx, batch.struct)
         if status == 1 and self.pool.evict_idle():  # a full shared pool: idle slots make room
             status = self._lib.llama_decode(self._ctx, batch.struct)
@@ -281,22 +346,34 @@ class Engine:
         # log callback, which needs the GIL, when a host dies.
         self._lib.llama_synchronize(self._ctx)
         self.steps += 1
-        if status != 0:
-            self._decode_failed(out, status)
-            return
-        if batch.n == generation_only and self.speculation is not None:
-            self.speculation.record(batch.n, len(generating), time.perf_counter() - started)
-        if self.pool.n_swa:
-            for slot in read:
-                self.pool.checkpoint(slot)
-        self.scoring.read(out)
-        for seq in list(self._running):
-            row = seq.logits_at
-            if row >= 0:
-                siblings = self._start_siblings(seq) if seq is seq.job.first else ()
-                self._verify(seq, row, out)
-                for sibling in siblings:
-                    self._verify(sibling, row, out)
+        for seq_id, pos in pads:
+            self.pool.drop_pad(seq_id, pos)
+        return status
+
+    def _pad(self, batch: Batch) -> list[tuple[int, int]]:
+        """Where llama.cpp would compute a token as the only row of a ubatch, a second row of
+        its sequence after it (no logits, dropped from the cache after the decode): from 512
+        cells on, llama.cpp's CPU flash-attention kernel splits a lone token's cache between
+        the threads, which rounds otherwise than the row-by-row computation it makes for the
+        same token beside other streams or beside a second row (up to 1.0 nats on Gemma 3).
+        With a second row every token is computed row by row, alone or not. Only for a
+        stream holding more than :data:`PAD_FROM` cells (its cache is read up to a multiple
+        of 256 cells, 512 from 257 on); the ``(sequence, position)`` of each pad."""
+        n = batch.n
+        counts: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for i, seq_id in enumerate(batch.seq[:n].tolist()):
+            counts[seq_id] = counts.get(seq_id, 0) + 1
+            last[seq_id] = i
+        pads = []
+        for seq_id in lone_rows(counts, self._n_ubatch):
+            if len(self.slots[seq_id].tokens) <= PAD_FROM or batch.n >= batch.capacity:
+                continue
+            i = last[seq_id]
+            pos = int(batch.pos[i]) + 1
+            batch.add_prompt([int(batch.token[i])], pos, seq_id, logits_last=False)
+            pads.append((seq_id, pos))
+        return pads
 
     def _read_media(self, out: _Outbox) -> bool:
         """Each choice whose prompt goes on with an image or audio chunk: encode it (once

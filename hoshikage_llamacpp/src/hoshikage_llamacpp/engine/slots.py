@@ -170,6 +170,11 @@ class SlotPool:
                 raise HoshikageError("llama.cpp could not drop a rejected draft from the KV cache")
             del slot.tokens[keep:]
 
+    def drop_pad(self, seq_id: int, pos: int) -> None:
+        """The engine's pad row at ``pos`` of sequence ``seq_id`` leaves the KV cache (its
+        slot's tokens never held it)."""
+        self._lib.llama_memory_seq_rm(self._mem, seq_id, pos, -1)
+
     def fork(self, source: Slot, slot: Slot) -> None:
         """``slot`` takes a copy of what ``source`` holds (what it held goes to the RAM
         cache first, unless ``source`` or a saved state holds all but fewer than

@@ -236,15 +236,22 @@ def flash_attention(options: LlamaOptions) -> bool:
     """Whether a context of ``options`` uses flash attention. llama-cpp-python 0.3.36 takes
     on/off only, and llama.cpp itself still turns it off for architectures that cannot use
     it. ``"auto"`` is on where a GPU backend or RPC servers compute, or a quantized V cache
-    needs it; off on the CPU, whose kernel accumulates an f16 V cache in f16 for batches of
-    fewer than 64 tokens per sequence and in f32 for larger ones (or in KV chunks for a lone
-    token): a token's logits there depend on what else was in its batch, by up to 0.3 nats
-    on Gemma 3, so scores, log-probabilities and greedy text would change with the load.
-    Off, they do not depend on the step's other sequences (a sequence's own rows, a draft
-    being checked, still move them by hundredths to tenths of a nat: docs, "Speculative
-    decoding"). A generation model with one slot has no other sequences to share a step
-    with, so ``"auto"`` is on there too: 5-10 % faster to decode on Gemma 3 (docs/
-    performance.md, "One slot, flash attention on")."""
+    needs it, and for a generation model with one slot (no other sequence shares its steps:
+    5-10 % faster to decode on Gemma 3, docs/performance.md, "One slot, flash attention
+    on"); off on the CPU with several slots.
+
+    There llama.cpp's kernel computes every row of a KV stream by itself, whatever the
+    batch's other streams hold, but for two shapes: a lone token of a lone stream, from 512
+    cells on, whose cache it splits between the threads, and 64 tokens or more of one
+    stream, which it reads in tiles (with f16 values accumulated in f32, not f16). The
+    engine keeps both from depending on the load (:func:`pads_lone_rows`, ``engine/core``:
+    a lone token gets a second row, a prompt is read in chunks of its own), so with
+    ``flash_attn = true`` a token's logits do not depend on the step's other sequences
+    either. It stays off by default because the two shapes still round apart from each
+    other and from rows checked together: a draft of 8 tokens or more gives other
+    log-probabilities than the same tokens one at a time, which changed Gemma 3's greedy
+    text with speculation, and a score read one row at a time is 0.06-0.16 nats off the
+    same token read in a tile (docs/performance.md, "Flash attention with several slots")."""
     if options.flash_attn != "auto":
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
@@ -254,6 +261,24 @@ def flash_attention(options: LlamaOptions) -> bool:
     from ..llama.build import is_gpu_build
 
     return options.n_gpu_layers != 0 and is_gpu_build()
+
+
+def pads_lone_rows(options: LlamaOptions) -> bool:
+    """Whether the engine gives a lone token of a lone KV stream a second row: where
+    llama.cpp's CPU flash-attention kernel computes attention for several slots. Alone,
+    from 512 cells on, it splits that token's cache between the threads, which rounds
+    otherwise than the row by row computation it makes beside other streams or with a
+    second row (up to 1.0 nats on Gemma 3)."""
+    if options.parallel == 1 or options.embedding or options.rpc_servers:
+        return False
+    # The split is taken only over one f16 (or f32) cache for keys and values both.
+    if options.type_k != options.type_v or options.type_k not in ("f16", "f32"):
+        return False
+    if not flash_attention(options):
+        return False
+    from ..llama.build import is_gpu_build
+
+    return options.n_gpu_layers == 0 or not is_gpu_build()
 
 
 def context_params(options: LlamaOptions):
