@@ -300,6 +300,21 @@ def run(servers: dict, args) -> dict:
     return out
 
 
+def flash_slots(servers: dict, args) -> dict:
+    """Four streams' aggregate decode tok/s on servers of four slots each (name -> base URL),
+    reps interleaved: "hoshikage" with the defaults (flash attention off with several slots;
+    also with ``"speculative": false``), "hoshikage_flash" with ``flash_attn = true``, whose
+    engine gives a lone token a second row so that logits still do not depend on the other
+    sequences (docs/performance.md, "Flash attention with several slots"), and llama-server."""
+    factories, extras = _clients(servers)
+    reps = max(3, args.reps // 2)
+    samples = _interleaved(factories, extras, 4, reps, args.batch_tokens, "flash-slots-")
+    return {
+        name: {"tps": statistics.median(v), "tps_range": [min(v), max(v)]}
+        for name, v in samples.items()
+    }
+
+
 def one_slot(servers: dict, args) -> dict:
     """One stream's decode tok/s on servers of one slot each (name -> base URL), reps
     interleaved; a "hoshikage" server also with ``"speculative": false`` (:data:`SPEC_OFF`).

@@ -585,6 +585,28 @@ def bench_one_slot(model: Path, args) -> dict:
             server.stop()
 
 
+def bench_flash_slots(model: Path, args) -> dict:
+    """Four streams on four slots: the defaults, ``flash_attn = true`` and llama-server
+    ``-np 4`` (bench/batching.py's ``flash_slots``)."""
+    import copy
+
+    import batching
+
+    flash = copy.copy(args)
+    flash.flash_attn = "on"
+    servers: dict[str, Server] = {}
+    try:
+        servers["hoshikage"], _ = hoshikage_server(model, args, concurrency=4)
+        servers["hoshikage_flash"], _ = hoshikage_server(model, flash, concurrency=4)
+        peer = start_llama_server(args.llama_server, model, args, slots=4)
+        if isinstance(peer, Server):
+            servers["llama_server"] = peer
+        return batching.flash_slots({name: s.base_url for name, s in servers.items()}, args)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 # ---- report ----------------------------------------------------------------------------
 
 
@@ -772,6 +794,27 @@ def report_batching(b: dict) -> None:
     Console().print(t)
 
 
+def report_flash_slots(flash: dict) -> None:
+    """Four streams on four slots with flash attention switched on, beside the defaults and
+    llama-server ``-np 4``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Four slots, flash_attn = true (N16)", title_justify="left")
+    for col in ("server", "aggregate tok/s, 4 streams", "÷ llama-server"):
+        t.add_column(col)
+    peer = flash.get("llama_server")
+    for name, m in flash.items():
+        lo, hi = m["tps_range"]
+        ratio = f"{m['tps'] / peer['tps']:.3f}" if peer else "–"
+        t.add_row(name, f"{m['tps']:.1f} [{lo:.1f}–{hi:.1f}]", ratio)
+    Console().print(t)
+    if peer and "hoshikage_flash" in flash:
+        value = flash["hoshikage_flash"]["tps"] / peer["tps"]
+        ok = "[green]yes[/]" if value >= 1.0 else "[red]no[/]"
+        Console().print(f"flash_attn = true ÷ llama-server's: {value:.3f} (>= 1.0: {ok})")
+
+
 def report_one_slot(one: dict) -> None:
     """One stream on one slot each, and its targets beside llama-server ``-np 1``."""
     from rich.console import Console
@@ -860,10 +903,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.batching_only:
         results["batching"] = bench_batching(model, args)
         results["one_slot"] = bench_one_slot(model, args)
+        results["flash_slots"] = bench_flash_slots(model, args)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
         report_batching(results["batching"])
         report_one_slot(results["one_slot"])
+        report_flash_slots(results["flash_slots"])
         print(f"JSON: {args.out}")
         return 0
     # 1-2: throughput and TTFT, every engine up at once, reps interleaved.
@@ -908,6 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     # 8: the batched engine beside llama-server.
     results["batching"] = bench_batching(model, args)
     results["one_slot"] = bench_one_slot(model, args)
+    results["flash_slots"] = bench_flash_slots(model, args)
     # 9: one prefill, many answers (bench/decisions.py).
     results["decisions"] = bench_decisions(model, args)
     results["ratios"] = ratios(results)
@@ -916,6 +962,7 @@ def main(argv: list[str] | None = None) -> int:
     report(results)
     report_batching(results["batching"])
     report_one_slot(results["one_slot"])
+    report_flash_slots(results["flash_slots"])
     import decisions
 
     decisions.report(results["decisions"])
