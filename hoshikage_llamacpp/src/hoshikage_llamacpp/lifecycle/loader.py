@@ -247,11 +247,12 @@ def flash_attention(options: LlamaOptions) -> bool:
     engine keeps both from depending on the load (:func:`pads_lone_rows`, ``engine/core``:
     a lone token gets a second row, a prompt is read in chunks of its own), so with
     ``flash_attn = true`` a token's logits do not depend on the step's other sequences
-    either. It stays off by default because the two shapes still round apart from each
-    other and from rows checked together: a draft of 8 tokens or more gives other
-    log-probabilities than the same tokens one at a time, which changed Gemma 3's greedy
-    text with speculation, and a score read one row at a time is 0.06-0.16 nats off the
-    same token read in a tile (docs/performance.md, "Flash attention with several slots")."""
+    either. It stays off by default: switched on, a score read one row at a time was 0.06
+    nats off the same token read in a tile of a prompt (with it off, prompt pieces of 16
+    tokens or more agree), and Gemma 3's greedy text with speculation changed on one prompt
+    of the test suite (drafts round otherwise than one token with it off too, from 2
+    tokens; that prompt's text held there). docs/performance.md, "Flash attention with
+    several slots"."""
     if options.flash_attn != "auto":
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
