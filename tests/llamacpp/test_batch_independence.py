@@ -8,8 +8,8 @@ values.
 llama.cpp's CPU flash-attention kernel splits a lone token's KV cache between the threads
 from 512 cells on, and reads 64 prompt tokens or more of one stream in tiles; both round
 otherwise than its row by row computation. Controls here pin both, so that the others can
-fail: the engine gives a lone token a second row (``Engine._pad``) and reads every prompt
-chunk in a decode of its own (``Engine._read_prompts``)."""
+fail: the engine gives a lone token a second row (``Engine._pad``) and reads prompts in a
+decode apart from the generations' (``Engine._read_prompts``)."""
 
 from __future__ import annotations
 
@@ -157,9 +157,9 @@ def test_a_lone_token_of_a_long_stream_without_a_second_row_depends_on_the_batch
 
 
 def test_where_a_prompt_chunk_ends_changes_its_cache_with_flash_attention(gemma):
-    # Why the engine reads each prompt chunk in a decode of its own, at fixed boundaries:
-    # read in chunks of 256 or of 100 (the last one then under 64 tokens, one row at a
-    # time), the same prompt leaves another cache. Off, chunks from 16 tokens agree.
+    # Why the engine reads prompts apart from the generations, whose rows moved where a
+    # chunk ended: read in chunks of 256 or of 100 (the last one then under 64 tokens, one
+    # row at a time), the same prompt leaves another cache. Off, chunks from 16 tokens agree.
     model, n_vocab, long, _others = gemma
 
     def differ(options) -> float:

@@ -15,12 +15,11 @@ A step:
 2. build one batch: the next token of every generating sequence (and score jobs' tokens);
 3. ``llama_decode`` once, and sample each sequence at its own logits row, with its own
    sampler chain;
-4. read prompts: a chunk of up to ``n_batch`` tokens of each sequence still reading its
-   prompt, each chunk in a ``llama_decode`` of its own, until ``n_batch`` prompt tokens
-   were read (chunked prefill, so a long prompt never stalls the streams already running;
-   chunks of their own so that a prompt's cache does not depend on the load, see
-   :meth:`Engine._read_prompts`); a sequence that has read all of its prompt samples its
-   first token;
+4. read prompts: chunks of the sequences still reading theirs, up to ``n_batch`` tokens
+   in all, in a second ``llama_decode`` (chunked prefill, so a long prompt never stalls
+   the streams already running; apart from the generations' batch so that a prompt's
+   cache does not depend on what generates beside it, see :meth:`Engine._read_prompts`);
+   a sequence that has read all of its prompt samples its first token;
 5. hand the step's chunks to the sinks together (the event loop wakes once per step).
 
 With flash attention on the CPU, a token llama.cpp would compute as the only row of a
@@ -287,25 +286,23 @@ class Engine:
         self._read_prompts(out)
 
     def _read_prompts(self, out: _Outbox) -> None:
-        """Prompt chunks of the sequences still reading theirs, in arrival order, each in a
-        ``llama_decode`` of its own: ``n_batch`` tokens from where the sequence started (or
-        up to its next media chunk), whatever else runs. Decoded beside other sequences,
-        llama.cpp would peel a token of the chunk off into their ubatch (``split_equal``
-        takes as many tokens from each sequence), and where a chunk ends would move with
-        the generations' rows; both change how its rows round (flash attention on the CPU:
-        tiles from 64 rows of one stream, one row at a time below), so the prompt's cache,
-        and every logit after it, would depend on the load. Several prompts are read in a
-        step until ``n_batch`` tokens were read, so a long one never stalls the others for
-        long."""
+        """Prompt chunks of the sequences still reading theirs, in arrival order, up to
+        ``n_batch`` tokens in all, in a ``llama_decode`` of their own, not in the
+        generations' batch: there llama.cpp peeled a token of a chunk off into the
+        generations' ubatch (``split_equal`` takes as many tokens from each sequence), and
+        the generations' rows moved where a chunk ended; both change how the prompt's rows
+        round, so its cache, and every logit after it, depended on the load. A prompt read
+        alone is read in chunks of ``n_batch`` from where it started; prompts read together
+        still share the chunk's room (several short prompts that arrive together cost one
+        pass through the weights, not one each)."""
         batch = self._batch
-        budget = batch.capacity
+        batch.clear()
+        read = []  # (sequence, its logits row) of those that finish their prompt here
         for seq in list(self._running):
-            if budget <= 0:
-                break
-            if not seq.todo or seq not in self._running:
+            if not (seq.todo and batch.room):
                 continue
             slot = seq.slot
-            take = seq.todo[: batch.capacity]
+            take = seq.todo[: batch.room]
             if seq.job.plan.media:  # text up to the next media chunk (the next step's)
                 take = text_run(take)
                 if not take:
@@ -314,18 +311,19 @@ class Engine:
             pos = len(slot.tokens)
             if seq.job.plan.media:
                 pos = seq.job.plan.position(pos)
-            batch.clear()
             row = batch.add_prompt(take, pos, slot.id, logits_last=not seq.todo)
             slot.tokens.extend(take)
-            budget -= len(take)
-            status = self._decode(batch)
-            if status != 0:
-                self._decode_failed(out, status)
-                return
-            if seq.todo:
-                continue
+            if not seq.todo:
+                read.append((seq, row))
+        if not batch.n:
+            return
+        status = self._decode(batch)
+        if status != 0:
+            self._decode_failed(out, status)
+            return
+        for seq, row in read:
             if self.pool.n_swa:
-                self.pool.checkpoint(slot)
+                self.pool.checkpoint(seq.slot)
             siblings = self._start_siblings(seq) if seq is seq.job.first else ()
             self._verify(seq, row, out)
             for sibling in siblings:

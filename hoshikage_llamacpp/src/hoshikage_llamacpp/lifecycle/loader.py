@@ -245,7 +245,7 @@ def flash_attention(options: LlamaOptions) -> bool:
     cells on, whose cache it splits between the threads, and 64 tokens or more of one
     stream, which it reads in tiles (with f16 values accumulated in f32, not f16). The
     engine keeps both from depending on the load (:func:`pads_lone_rows`, ``engine/core``:
-    a lone token gets a second row, a prompt is read in chunks of its own), so with
+    a lone token gets a second row, prompts are read apart from the generations), so with
     ``flash_attn = true`` a token's logits do not depend on the step's other sequences
     either. It stays off by default: switched on, a score read one row at a time was 0.06
     nats off the same token read in a tile of a prompt (with it off, prompt pieces of 16
