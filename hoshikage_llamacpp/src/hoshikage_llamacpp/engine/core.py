@@ -292,9 +292,9 @@ class Engine:
         generations' ubatch (``split_equal`` takes as many tokens from each sequence), and
         the generations' rows moved where a chunk ended; both change how the prompt's rows
         round, so its cache, and every logit after it, depended on the load. A prompt read
-        alone is read in chunks of ``n_batch`` from where it started; prompts read together
-        still share the chunk's room (several short prompts that arrive together cost one
-        pass through the weights, not one each)."""
+        alone is read in chunks of ``n_batch`` (less a row kept for :meth:`_pad`) from where
+        it started; prompts read together still share the chunk's room (several short
+        prompts that arrive together cost one pass through the weights, not one each)."""
         batch = self._batch
         batch.clear()
         read = []  # (sequence, its logits row) of those that finish their prompt here
