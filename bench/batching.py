@@ -8,8 +8,9 @@ threads, slots and context per slot, measured in one run.
   system prompt;
 - ``json_schema`` decode tok/s over plain decode tok/s (Hoshikage, and llama-server for
   reference);
-- one stream on servers of one slot each (:func:`one_slot`: ``parallel = 1``, llama-server
-  ``-np 1``), where Hoshikage's ``flash_attn = "auto"`` is on.
+- one stream on servers of one slot each (:func:`side_by_side`: ``parallel = 1``,
+  llama-server ``-np 1``), where Hoshikage's ``flash_attn = "auto"`` is on; four streams on
+  servers of four slots, one with ``flash_attn = true``.
 
 Hoshikage runs with its defaults (speculation on). Its own speculation-off figures come from
 the same server with ``"speculative": false`` in each request (``hoshikage_spec_off``), reps
@@ -300,28 +301,17 @@ def run(servers: dict, args) -> dict:
     return out
 
 
-def flash_slots(servers: dict, args) -> dict:
-    """Four streams' aggregate decode tok/s on servers of four slots each (name -> base URL),
-    reps interleaved: "hoshikage" with the defaults (flash attention off with several slots;
-    also with ``"speculative": false``), "hoshikage_flash" with ``flash_attn = true``, whose
-    engine gives a lone token a second row so that logits still do not depend on the other
-    sequences (docs/performance.md, "Flash attention with several slots"), and llama-server."""
+def side_by_side(servers: dict, args, streams: int, tag: str) -> dict:
+    """Aggregate decode tok/s of ``streams`` streams on each server (name -> base URL), reps
+    interleaved, median and range; a "hoshikage" server also with ``"speculative": false``
+    (:data:`SPEC_OFF`). For one stream on servers of one slot each (N15: with one slot no
+    other sequence shares a step, so ``flash_attn = "auto"`` is on), and for four streams
+    on servers of four slots beside one with ``flash_attn = true`` (N16: its engine gives a
+    lone token a second row, so logits still do not depend on the other sequences;
+    docs/performance.md, "Flash attention with several slots")."""
     factories, extras = _clients(servers)
     reps = max(3, args.reps // 2)
-    samples = _interleaved(factories, extras, 4, reps, args.batch_tokens, "flash-slots-")
-    return {
-        name: {"tps": statistics.median(v), "tps_range": [min(v), max(v)]}
-        for name, v in samples.items()
-    }
-
-
-def one_slot(servers: dict, args) -> dict:
-    """One stream's decode tok/s on servers of one slot each (name -> base URL), reps
-    interleaved; a "hoshikage" server also with ``"speculative": false`` (:data:`SPEC_OFF`).
-    With one slot no other sequence shares a step, so ``flash_attn = "auto"`` is on."""
-    factories, extras = _clients(servers)
-    reps = max(3, args.reps // 2)
-    samples = _interleaved(factories, extras, 1, reps, args.batch_tokens, "one-slot-")
+    samples = _interleaved(factories, extras, streams, reps, args.batch_tokens, tag)
     return {
         name: {"tps": statistics.median(v), "tps_range": [min(v), max(v)]}
         for name, v in samples.items()

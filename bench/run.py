@@ -568,43 +568,41 @@ def bench_batching(model: Path, args) -> dict:
             server.stop()
 
 
-def bench_one_slot(model: Path, args) -> dict:
-    """One stream on servers of one slot each (bench/batching.py's ``one_slot``)."""
+def _side_by_side(model: Path, args, hoshikage: dict, slots: int, tag: str) -> dict:
+    """``slots`` streams on servers of ``slots`` slots each: a Hoshikage server per entry of
+    ``hoshikage`` (name -> its args) and llama-server ``-np slots`` (bench/batching.py's
+    ``side_by_side``)."""
     import batching
 
     servers: dict[str, Server] = {}
     try:
-        hk, _ = hoshikage_server(model, args, concurrency=1, parallel=1)
-        servers["hoshikage"] = hk
-        peer = start_llama_server(args.llama_server, model, args, slots=1)
+        for name, options in hoshikage.items():
+            servers[name], _ = hoshikage_server(model, options, concurrency=slots, parallel=slots)
+        peer = start_llama_server(args.llama_server, model, args, slots=slots)
         if isinstance(peer, Server):
             servers["llama_server"] = peer
-        return batching.one_slot({name: s.base_url for name, s in servers.items()}, args)
+        urls = {name: s.base_url for name, s in servers.items()}
+        return batching.side_by_side(urls, args, slots, tag)
     finally:
         for server in servers.values():
             server.stop()
+
+
+def bench_one_slot(model: Path, args) -> dict:
+    """One stream on servers of one slot each (N15)."""
+    return _side_by_side(model, args, {"hoshikage": args}, 1, "one-slot-")
 
 
 def bench_flash_slots(model: Path, args) -> dict:
     """Four streams on four slots: the defaults, ``flash_attn = true`` and llama-server
-    ``-np 4`` (bench/batching.py's ``flash_slots``)."""
+    ``-np 4`` (N16)."""
     import copy
-
-    import batching
 
     flash = copy.copy(args)
     flash.flash_attn = "on"
-    servers: dict[str, Server] = {}
-    try:
-        servers["hoshikage"], _ = hoshikage_server(model, args, concurrency=4)
-        servers["hoshikage_flash"], _ = hoshikage_server(model, flash, concurrency=4)
-        peer = start_llama_server(args.llama_server, model, args, slots=4)
-        if isinstance(peer, Server):
-            servers["llama_server"] = peer
-        return batching.flash_slots({name: s.base_url for name, s in servers.items()}, args)
-    finally:
-        for server in servers.values():
-            server.stop()
+    return _side_by_side(
+        model, args, {"hoshikage": args, "hoshikage_flash": flash}, 4, "flash-slots-"
+    )
 
 
 # ---- report ----------------------------------------------------------------------------

@@ -115,7 +115,8 @@ class LlamaCppModel:
             )
             if draft is not None:
                 self._draft = DraftModel(draft, self.n_vocab, int(llama_cpp.llama_n_batch(ctx)))
-            speculates = _can_trim(ctx) and (options.ngram_drafts() or draft is not None)
+            trims = _can_trim(ctx)  # speculation and pad rows drop tokens again
+            speculates = trims and (options.ngram_drafts() or draft is not None)
             if options.mmproj:
                 from ..llama.multimodal import Projector
 
@@ -160,7 +161,7 @@ class LlamaCppModel:
                 speculation=speculation,
                 projector=self.projector,
                 n_embd=int(llama_cpp.llama_model_n_embd_inp(self._model.model)),
-                pads_lone_rows=pads_lone_rows(options) and _can_trim(ctx),
+                pads_lone_rows=pads_lone_rows(options) and trims,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
