@@ -9,8 +9,8 @@ threads, slots and context per slot, measured in one run.
 - ``json_schema`` decode tok/s over plain decode tok/s (Hoshikage, and llama-server for
   reference);
 - one stream on servers of one slot each (:func:`side_by_side`: ``parallel = 1``,
-  llama-server ``-np 1``), where Hoshikage's ``flash_attn = "auto"`` is on; four streams on
-  servers of four slots, one with ``flash_attn = true``.
+  llama-server ``-np 1``); four streams on servers of four slots, the defaults (flash
+  attention on) beside one with ``flash_attn = false``.
 
 Hoshikage runs with its defaults (speculation on). Its own speculation-off figures come from
 the same server with ``"speculative": false`` in each request (``hoshikage_spec_off``), reps
@@ -304,11 +304,11 @@ def run(servers: dict, args) -> dict:
 def side_by_side(servers: dict, args, streams: int, tag: str) -> dict:
     """Aggregate decode tok/s of ``streams`` streams on each server (name -> base URL), reps
     interleaved, median and range; a "hoshikage" server also with ``"speculative": false``
-    (:data:`SPEC_OFF`). For one stream on servers of one slot each (N15: with one slot no
-    other sequence shares a step, so ``flash_attn = "auto"`` is on), and for four streams
-    on servers of four slots beside one with ``flash_attn = true`` (N16: its engine gives a
-    lone token a second row, so logits still do not depend on the other sequences;
-    docs/performance.md, "Flash attention with several slots")."""
+    (:data:`SPEC_OFF`). For one stream on servers of one slot each (N15), and for four
+    streams on servers of four slots, the defaults (flash attention on: the engine gives a
+    lone token a second row, so logits still do not depend on the other sequences) beside
+    one with ``flash_attn = false`` (N16; docs/performance.md, "Flash attention with
+    several slots")."""
     factories, extras = _clients(servers)
     reps = max(3, args.reps // 2)
     samples = _interleaved(factories, extras, streams, reps, args.batch_tokens, tag)

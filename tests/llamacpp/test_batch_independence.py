@@ -1,9 +1,8 @@
 """A sequence's logits do not depend on the other sequences of its step, on the real Gemma 3
 270M: through the engine (a request's tokens and log-probabilities alone and while three
 others generate), and through the contexts the loader builds (``loader.context_params``),
-with flash attention off (the CPU's default with several slots), on when a lone token gets
-a second row as the engine gives it, and on over a key cache of another type than the
-values.
+with flash attention on (the default) when a lone token gets a second row as the engine
+gives it, off, and on over a key cache of another type than the values.
 
 llama.cpp's CPU flash-attention kernel splits a lone token's KV cache between the threads
 from 512 cells on, and reads 64 prompt tokens or more of one stream in tiles; both round
@@ -132,18 +131,18 @@ def cpu(**fields) -> LlamaOptions:
 @pytest.mark.parametrize(
     ("fields", "pad"),
     [
-        ({}, False),
-        ({"flash_attn": True}, True),
+        ({}, True),
+        ({"flash_attn": False}, False),
         ({"flash_attn": True, "type_k": "bf16"}, False),
         ({"flash_attn": True, "type_k": "q8_0"}, False),
     ],
-    ids=["default", "flash-attention-lone-token-padded", "bf16-keys", "q8_0-keys"],
+    ids=["default-lone-token-padded", "flash-attention-off", "bf16-keys", "q8_0-keys"],
 )
 def test_a_sequences_logits_are_the_same_alone_and_beside_three_others(gemma, fields, pad):
     _model, _n_vocab, long, _others = gemma
     assert len(long) > 600  # past the 512 cells from which a lone token's KV is split
     options = cpu(**fields)
-    assert flash_attention(options) == fields.get("flash_attn", False)
+    assert flash_attention(options) == fields.get("flash_attn", True)
     assert pads_lone_rows(options) == pad
     # 0.0 on the machine it was written on; the margin is for a CPU whose matrix kernels for
     # one row and for several might round apart (llamafile's sgemm takes 2 rows or more).
@@ -153,7 +152,7 @@ def test_a_sequences_logits_are_the_same_alone_and_beside_three_others(gemma, fi
 def test_a_lone_token_of_a_long_stream_without_a_second_row_depends_on_the_batch(gemma):
     # Why the engine pads. Should this fail (no difference), llama.cpp's kernel no longer
     # splits a lone token's cache, and the pad can go.
-    assert alone_and_beside(gemma, cpu(flash_attn=True)) > 0.1
+    assert alone_and_beside(gemma, cpu()) > 0.1
 
 
 def test_where_a_prompt_chunk_ends_changes_its_cache_with_flash_attention(gemma):
@@ -167,8 +166,8 @@ def test_where_a_prompt_chunk_ends_changes_its_cache_with_flash_attention(gemma)
         b, _ = rows_of_the_first(model, n_vocab, options, [long], path, pad=True, chunk=100)
         return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
-    assert differ(cpu(flash_attn=True)) > 0.01
-    assert differ(cpu()) < 0.01
+    assert differ(cpu()) > 0.01
+    assert differ(cpu(flash_attn=False)) < 0.01
 
 
 def test_lone_rows_follow_llamas_split_of_a_batch():
@@ -184,21 +183,21 @@ def test_lone_rows_follow_llamas_split_of_a_batch():
     assert lone_rows({0: 256, 1: 257}, 512) == [1]
 
 
-def test_auto_is_on_only_where_no_other_sequence_shares_a_step():
+def test_auto_is_on_for_generation_and_pads_where_several_slots_share_the_cpu():
     one = LlamaOptions(n_ctx=1024, parallel=1, n_gpu_layers=0)
     assert flash_attention(one) and not pads_lone_rows(one)  # no other sequence shares a step
     assert context_params(one).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-    assert not flash_attention(LlamaOptions(parallel=2, n_gpu_layers=0))
-    assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, flash_attn=False))
+    four = LlamaOptions(parallel=4, n_gpu_layers=0)
+    assert flash_attention(four) and pads_lone_rows(four)
+    assert context_params(four).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    off = LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=False)
+    assert not flash_attention(off) and not pads_lone_rows(off)
+    assert context_params(off).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     # An embedding model reads several inputs as sequences of one batch.
     assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, embedding=True))
-    # Switched on with several slots, lone tokens get a second row (one f16 cache only: with
-    # keys of another type every row is computed by itself anyway).
-    assert pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=True))
-    assert not pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0))
-    assert not pads_lone_rows(
-        LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=True, type_k="bf16")
-    )
+    # Lone tokens get a second row over one f16 cache only: with keys of another type every
+    # row is computed by itself anyway.
+    assert not pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0, type_k="bf16"))
 
 
 LONG_PROMPT = " ".join(
@@ -229,7 +228,7 @@ def logprobs_of(sink) -> list:
     ]
 
 
-@pytest.mark.parametrize("flash_attn", ["auto", True], ids=["default", "flash-attention"])
+@pytest.mark.parametrize("flash_attn", ["auto", False], ids=["default", "flash-attention-off"])
 def test_a_requests_log_probabilities_are_the_same_alone_and_while_three_others_generate(
     gemma_model_path, flash_attn
 ):

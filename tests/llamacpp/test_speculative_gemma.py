@@ -1,6 +1,8 @@
 """Speculative decoding on the real Gemma 3 270M: at temperature 0 the token ids are the
 same with and without drafts on a prompt that copies its input (drafts accepted) and on
-one that does not, and a ``json_schema`` answer still validates."""
+one that does not (but where a near tie falls the other way: a draft's rows go through
+other matrix kernels than one token's, and round otherwise), and a ``json_schema`` answer
+still validates."""
 
 from __future__ import annotations
 
@@ -52,11 +54,35 @@ def test_a_copying_answer_is_the_same_token_ids_and_accepts_drafts(gemma, chains
     assert last.draft_accepted > 0.6 * last.draft_tokens > 10
 
 
-def test_a_free_answer_is_the_same_token_ids(gemma, chains):  # noqa: F811
+def test_a_free_answer_is_the_same_token_ids_up_to_a_near_tie(gemma, chains):  # noqa: F811
+    prompt = "The three most important ideas in physics are"
     (ids0, text0, _), (ids1, text1, _) = ids_with_and_without(
-        gemma, chains, prompt="The three most important ideas in physics are", max_tokens=48
+        gemma, chains, prompt=prompt, max_tokens=48
     )
-    assert ids1 == ids0 and text1 == text0
+    if ids1 == ids0:
+        assert text1 == text0
+        return
+    # Where they part, the two tokens are within rounding of each other (0.02 nats apart
+    # in a fresh model, 0.08 the other way round read again here from the prefix cache, on
+    # the machine it was written on, with flash attention); a draft verified wrongly parts
+    # at a token nats away, or its ids differ before.
+    k = next(i for i, (a, b) in enumerate(zip(ids0, ids1, strict=False)) if a != b)
+    sink = start(
+        gemma,
+        GenerationRequest(
+            prompt=prompt,
+            max_tokens=k + 1,
+            temperature=0,
+            speculative=False,
+            logprobs=True,
+            top_logprobs=5,
+        ),
+    )
+    entries = [e for _i, chunk in sink for e in chunk.logprobs or ()]
+    assert [bytes(e.bytes) for e in entries[:k]] == [gemma.token_bytes(t) for t in ids0[:k]]
+    top = {bytes(t.bytes): t.logprob for t in entries[k].top_logprobs}
+    first, drafted = gemma.token_bytes(ids0[k]), gemma.token_bytes(ids1[k])
+    assert drafted in top and abs(top[first] - top[drafted]) < 0.15, (k, top)
 
 
 def test_json_schema_still_validates_with_drafts(gemma):

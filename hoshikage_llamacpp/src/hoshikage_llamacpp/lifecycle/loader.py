@@ -235,29 +235,28 @@ def warm_up(loaded: Loaded) -> None:
 def flash_attention(options: LlamaOptions) -> bool:
     """Whether a context of ``options`` uses flash attention. llama-cpp-python 0.3.36 takes
     on/off only, and llama.cpp itself still turns it off for architectures that cannot use
-    it. ``"auto"`` is on where a GPU backend or RPC servers compute, or a quantized V cache
-    needs it, and for a generation model with one slot (no other sequence shares its steps:
-    5-10 % faster to decode on Gemma 3, docs/performance.md, "One slot, flash attention
-    on"); off on the CPU with several slots.
+    it. ``"auto"`` is on for every generation model, as llama-server's default is: on the
+    CPU it decodes 5-12 % faster on Gemma 3 with one slot or several, and prefills faster.
+    It is off for an embedding model on the CPU, which reads several inputs as sequences of
+    one batch.
 
-    There llama.cpp's kernel computes every row of a KV stream by itself, whatever the
+    On the CPU llama.cpp's kernel computes every row of a KV stream by itself, whatever the
     batch's other streams hold, but for two shapes: a lone token of a lone stream, from 512
     cells on, whose cache it splits between the threads, and 64 tokens or more of one
-    stream, which it reads in tiles (with f16 values accumulated in f32, not f16). The
-    engine keeps both from depending on the load (:func:`pads_lone_rows`, ``engine/core``:
-    a lone token gets a second row, prompts are read apart from the generations), so with
-    ``flash_attn = true`` a token's logits do not depend on the step's other sequences
-    either. It stays off by default: switched on, a score read one row at a time was 0.06
-    nats off the same token read in a tile of a prompt (with it off, prompt pieces of 16
-    tokens or more agree), and Gemma 3's greedy text with speculation changed on one prompt
-    of the test suite (drafts round otherwise than one token with it off too, from 2
-    tokens; that prompt's text held there). docs/performance.md, "Flash attention with
-    several slots"."""
+    stream, which it reads in tiles. The engine keeps both from depending on the load
+    (:func:`pads_lone_rows`, ``engine/core``: a lone token gets a second row, prompts are
+    read apart from the generations), so a token's logits do not depend on the step's other
+    sequences. What it costs: the row-by-row computation sums an f16 value cache in f16,
+    the tiles in f32, so a token scored one row at a time is up to ~0.1 nats off the same
+    token read in a prompt's tile (Gemma 3), and a near tie at temperature 0 can fall the
+    other way with speculation. With ``flash_attn = false`` a token rounds alike in any
+    prompt piece of 16 tokens or more (docs/performance.md, "Flash attention on by
+    default")."""
     if options.flash_attn != "auto":
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
         return True
-    if options.parallel == 1 and not options.embedding:
+    if not options.embedding:
         return True
     from ..llama.build import is_gpu_build
 
