@@ -30,6 +30,8 @@ from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 pytestmark = pytest.mark.gemma
 
 STEPS = 12
+#: Gemma 3 270M's key heads are 256 wide: "auto" is flash attention on.
+GEMMA_HEADS = 256
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def rows_of_the_first(
     tokens it was fed (``path`` if given, so that a near tie drawn the other way does not
     send it elsewhere). ``pad``: a lone sequence's token gets a second row, as the engine
     gives it (``Engine._pad``)."""
-    ctx = llama_cpp.llama_init_from_model(model, context_params(options))
+    ctx = llama_cpp.llama_init_from_model(model, context_params(options, GEMMA_HEADS))
     batch = llama_cpp.llama_batch_init(256, 0, 1)
 
     def decode(items):
@@ -142,8 +144,8 @@ def test_a_sequences_logits_are_the_same_alone_and_beside_three_others(gemma, fi
     _model, _n_vocab, long, _others = gemma
     assert len(long) > 600  # past the 512 cells from which a lone token's KV is split
     options = cpu(**fields)
-    assert flash_attention(options) == fields.get("flash_attn", True)
-    assert pads_lone_rows(options) == pad
+    assert flash_attention(options, GEMMA_HEADS) == fields.get("flash_attn", True)
+    assert pads_lone_rows(options, GEMMA_HEADS) == pad
     # 0.0 on the machine it was written on; the margin is for a CPU whose matrix kernels for
     # one row and for several might round apart (llamafile's sgemm takes 2 rows or more).
     assert alone_and_beside(gemma, options, pad=pad) < 0.01
@@ -183,21 +185,45 @@ def test_lone_rows_follow_llamas_split_of_a_batch():
     assert lone_rows({0: 256, 1: 257}, 512) == [1]
 
 
-def test_auto_is_on_for_generation_and_pads_where_several_slots_share_the_cpu():
+def test_auto_is_on_for_wide_heads_and_pads_where_several_slots_share_the_cpu():
     one = LlamaOptions(n_ctx=1024, parallel=1, n_gpu_layers=0)
-    assert flash_attention(one) and not pads_lone_rows(one)  # no other sequence shares a step
-    assert context_params(one).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    assert flash_attention(one, 256) and not pads_lone_rows(one, 256)  # no other sequence
+    assert context_params(one, 256).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
     four = LlamaOptions(parallel=4, n_gpu_layers=0)
-    assert flash_attention(four) and pads_lone_rows(four)
-    assert context_params(four).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    assert flash_attention(four, 256) and pads_lone_rows(four, 256)
+    assert context_params(four, 128).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    # Heads narrower than 128: llama.cpp's CPU kernel is the slower one there (SmolLM2's 64).
+    for options in (one, four):
+        assert not flash_attention(options, 64) and not pads_lone_rows(options, 64)
+        assert context_params(options, 64).flash_attn_type == (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+    assert flash_attention(LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=True), 64)
     off = LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=False)
-    assert not flash_attention(off) and not pads_lone_rows(off)
-    assert context_params(off).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    assert not flash_attention(off, 256) and not pads_lone_rows(off, 256)
+    assert context_params(off, 256).flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     # An embedding model reads several inputs as sequences of one batch.
-    assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, embedding=True))
+    assert not flash_attention(LlamaOptions(parallel=1, n_gpu_layers=0, embedding=True), 256)
     # Lone tokens get a second row over one f16 cache only: with keys of another type every
     # row is computed by itself anyway.
-    assert not pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0, type_k="bf16"))
+    assert not pads_lone_rows(LlamaOptions(parallel=4, n_gpu_layers=0, type_k="bf16"), 256)
+
+
+def test_the_width_of_key_heads_comes_from_the_metadata(gemma_model_path, tiny_model_path):
+    from hoshikage_core.gguf_info import read_info
+    from hoshikage_llamacpp.lifecycle.loader import key_length
+
+    assert key_length(read_info(str(gemma_model_path)).metadata) == GEMMA_HEADS
+    assert key_length(read_info(str(tiny_model_path)).metadata) == 16  # 64 wide, 4 heads
+    assert key_length({}) == 0
+    # Through a load: Gemma's four slots pad lone tokens (flash attention on), the tiny
+    # model's do not (its heads are narrow: flash attention off).
+    for path, pads in ((gemma_model_path, True), (tiny_model_path, False)):
+        model = LlamaCppModel.load("heads", str(path), LlamaOptions(n_ctx=1024, parallel=4))
+        try:
+            assert model._engine._pads_lone_rows is pads
+        finally:
+            model.close()
 
 
 LONG_PROMPT = " ".join(

@@ -21,7 +21,7 @@ from hoshikage_core.protocol import (  # noqa: E402
     ScoreRequest,
     stream,
 )
-from hoshikage_llamacpp.lifecycle.loader import flash_attention  # noqa: E402
+from hoshikage_llamacpp.lifecycle.loader import flash_attention, key_length  # noqa: E402
 from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 
@@ -72,11 +72,12 @@ class Reference:
 
 @pytest.fixture(scope="module", params=["tiny", "gemma", "gemma-defaults"])
 def setup(request, tmp_path_factory):
-    """The tiny model and Gemma 3 with the defaults (flash attention on, as llama-server's),
-    and Gemma with flash attention off, where the engine's logic is checked to 1e-3: there
-    a token rounds alike whichever piece of a prompt it is read in. With it on, llama.cpp's
-    CPU kernel sums an f16 value cache in f16 one row at a time and in f32 in a prompt's
-    tiles of 64 rows or more: up to ~0.1 nats apart on Gemma (``loader.flash_attention``)."""
+    """The tiny model and Gemma 3 with the defaults (flash attention off for the tiny
+    model's narrow heads, on for Gemma's, as llama-server's), and Gemma with flash attention
+    off, where the engine's logic is checked to 1e-3: there a token rounds alike whichever
+    piece of a prompt it is read in. With it on, llama.cpp's CPU kernel sums an f16 value
+    cache in f16 one row at a time and in f32 in a prompt's tiles of 64 rows or more: up to
+    ~0.1 nats apart on Gemma (``loader.flash_attention``)."""
     if request.param == "tiny":
         path = request.getfixturevalue("tiny_model_path")
         options = LlamaOptions(n_ctx=1024, parallel=4)
@@ -84,9 +85,10 @@ def setup(request, tmp_path_factory):
         path = request.getfixturevalue("gemma_model_path")
         flash = {} if request.param == "gemma-defaults" else {"flash_attn": False}
         options = LlamaOptions(n_ctx=1024, parallel=4, **flash)
-    assert flash_attention(options) == (request.param != "gemma")
     model = LlamaCppModel.load(request.param, str(path), options)
-    ref = Reference(path, flash_attention(options))
+    flash = flash_attention(options, key_length(model.metadata))
+    assert flash == (request.param == "gemma-defaults")
+    ref = Reference(path, flash)
     yield model, ref
     model.close()
     ref.close()

@@ -244,8 +244,8 @@ class LlamaOptions:
     split_mode: str = attrs.field(default="layer", validator=_one_of(SPLIT_MODES))
     #: Proportion of the model per GPU, e.g. [3, 1]. None: by free memory.
     tensor_split: list[float] | None = attrs.field(default=None, validator=_tensor_split)
-    #: Flash attention: "auto" (on for a generation model, off for an embedding model on
-    #: the CPU: see loader.flash_attention), true or false.
+    #: Flash attention: "auto" (on a GPU; on the CPU for a generation model with key heads
+    #: 128 wide or more: see loader.flash_attention), true or false.
     flash_attn: bool | str = attrs.field(default="auto", validator=_auto_or_bool)
     #: KV-cache element type for keys, e.g. "f16", "q8_0", "q4_0".
     type_k: str = attrs.field(default="f16", validator=_one_of(tuple(KV_CACHE_TYPES)))

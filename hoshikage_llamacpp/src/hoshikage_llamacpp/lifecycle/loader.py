@@ -77,7 +77,7 @@ def load(name: str, path: str, options: LlamaOptions, progress=None) -> Loaded:
             loaded = (
                 _load_embedding(path, options, info.metadata)
                 if options.embedding
-                else _load_generation(path, options, progress)
+                else _load_generation(path, options, key_length(info.metadata), progress)
             )
     except (ValueError, RuntimeError, OSError, MemoryError) as exc:
         errors = [
@@ -102,7 +102,7 @@ def _resident() -> int | None:
         return None
 
 
-def _load_generation(path: str, options: LlamaOptions, progress=None) -> Loaded:
+def _load_generation(path: str, options: LlamaOptions, head_size: int, progress=None) -> Loaded:
     from llama_cpp import _internals
 
     holder = _ModelParams(options, path, progress)
@@ -110,7 +110,7 @@ def _load_generation(path: str, options: LlamaOptions, progress=None) -> Loaded:
     before = _resident()
     try:
         context = _internals.LlamaContext(
-            model=model, params=context_params(options), verbose=False
+            model=model, params=context_params(options, head_size), verbose=False
         )
     except BaseException:
         model.close()
@@ -232,13 +232,39 @@ def warm_up(loaded: Loaded) -> None:
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
 
 
-def flash_attention(options: LlamaOptions) -> bool:
-    """Whether a context of ``options`` uses flash attention. llama-cpp-python 0.3.36 takes
+#: Key heads at least this wide get flash attention on the CPU with ``"auto"``. Below it
+#: llama.cpp's CPU kernel, a dot product and a sum per cache cell and head, is the slower
+#: one: raw decode over 600 cells, flash attention on ÷ off, 4 streams / 1 stream (2-core AMX
+#: CPU, 2026-12-06): heads of 64 0.57 / 0.66 (SmolLM2-135M 0.57 / 0.52), of 128 1.04 /
+#: 1.04, of 256 1.18 / 1.07 (Gemma 3 270M 1.07 / 1.06). docs/performance.md, "Flash
+#: attention on by default".
+FLASH_HEAD_SIZE = 128
+
+
+def key_length(metadata: dict[str, Any]) -> int:
+    """The width of the model's key heads, from its GGUF metadata (``attention.key_length``,
+    else the embedding width over the heads); 0 where the metadata does not say."""
+    arch = metadata.get("general.architecture", "")
+    value = metadata.get(f"{arch}.attention.key_length")
+    if isinstance(value, int) and value > 0:
+        return value
+    n_embd = metadata.get(f"{arch}.embedding_length")
+    n_head = metadata.get(f"{arch}.attention.head_count")
+    if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0:
+        return n_embd // n_head
+    return 0
+
+
+def flash_attention(options: LlamaOptions, head_size: int) -> bool:
+    """Whether a context of ``options`` over a model whose key heads are ``head_size`` wide
+    (:func:`key_length`; 0 if unknown) uses flash attention. llama-cpp-python 0.3.36 takes
     on/off only, and llama.cpp itself still turns it off for architectures that cannot use
-    it. ``"auto"`` is on for every generation model, as llama-server's default is: on the
-    CPU it decodes 5-12 % faster on Gemma 3 with one slot or several, and prefills faster.
-    It is off for an embedding model on the CPU, which reads several inputs as sequences of
-    one batch.
+    it. ``"auto"`` is on where a GPU backend or RPC servers compute, or a quantized V cache
+    needs it, and on the CPU for a generation model whose key heads are at least
+    :data:`FLASH_HEAD_SIZE` wide (or of unknown width), with one slot or several, where it
+    decodes and prefills faster (Gemma 3: +5-12 % decode); off for narrower heads, where it
+    is the slower kernel (SmolLM2: half the decode speed), and for an embedding model, which
+    reads several inputs as sequences of one batch. llama-server turns it on everywhere.
 
     On the CPU llama.cpp's kernel computes every row of a KV stream by itself, whatever the
     batch's other streams hold, but for two shapes: a lone token of a lone stream, from 512
@@ -256,35 +282,37 @@ def flash_attention(options: LlamaOptions) -> bool:
         return bool(options.flash_attn)
     if options.type_v not in ("f16", "f32", "bf16") or options.rpc_servers:
         return True
-    if not options.embedding:
-        return True
     from ..llama.build import is_gpu_build
 
-    return options.n_gpu_layers != 0 and is_gpu_build()
+    if options.n_gpu_layers != 0 and is_gpu_build():
+        return True
+    return not options.embedding and (head_size == 0 or head_size >= FLASH_HEAD_SIZE)
 
 
-def pads_lone_rows(options: LlamaOptions) -> bool:
+def pads_lone_rows(options: LlamaOptions, head_size: int) -> bool:
     """Whether the engine gives a lone token of a lone KV stream a second row: where
-    llama.cpp's CPU flash-attention kernel computes attention for several slots. Alone,
-    from 512 cells on, it splits that token's cache between the threads, which rounds
-    otherwise than the row by row computation it makes beside other streams or with a
-    second row (up to 1.0 nats on Gemma 3)."""
+    llama.cpp's CPU flash-attention kernel computes attention for several slots (over key
+    heads ``head_size`` wide, as :func:`flash_attention` takes it). Alone, from 512 cells
+    on, it splits that token's cache between the threads, which rounds otherwise than the
+    row by row computation it makes beside other streams or with a second row (up to 1.0
+    nats on Gemma 3)."""
     if options.parallel == 1 or options.embedding or options.rpc_servers:
         return False
     # The split is taken only over one f16 (or f32) cache for keys and values both.
     if options.type_k != options.type_v or options.type_k not in ("f16", "f32"):
         return False
-    if not flash_attention(options):
+    if not flash_attention(options, head_size):
         return False
     from ..llama.build import is_gpu_build
 
     return options.n_gpu_layers == 0 or not is_gpu_build()
 
 
-def context_params(options: LlamaOptions):
-    """``llama_context_params`` of a generation model: ``parallel`` slots of ``n_ctx``
-    tokens each, in separate KV streams (or one shared pool of as many cells with
-    ``kv_unified``); sliding-window layers hold only their window unless ``swa_full``."""
+def context_params(options: LlamaOptions, head_size: int):
+    """``llama_context_params`` of a generation model with key heads ``head_size`` wide
+    (:func:`key_length`): ``parallel`` slots of ``n_ctx`` tokens each, in separate KV
+    streams (or one shared pool of as many cells with ``kv_unified``); sliding-window layers
+    hold only their window unless ``swa_full``."""
     import llama_cpp
 
     params = llama_cpp.llama_context_default_params()
@@ -299,7 +327,7 @@ def context_params(options: LlamaOptions):
     params.n_threads_batch = options.threads_batch()
     params.flash_attn_type = (
         llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        if flash_attention(options)
+        if flash_attention(options, head_size)
         else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     )
     params.type_k = KV_CACHE_TYPES[options.type_k]
@@ -329,7 +357,7 @@ def llama_kwargs(options: LlamaOptions, metadata: dict[str, Any]) -> dict[str, A
         split_mode=_SPLIT_MODES[options.split_mode],
         main_gpu=options.main_gpu,
         tensor_split=options.tensor_split,
-        flash_attn=flash_attention(options),
+        flash_attn=flash_attention(options, key_length(metadata)),
         type_k=KV_CACHE_TYPES[options.type_k],
         type_v=KV_CACHE_TYPES[options.type_v],
         use_mmap=options.use_mmap,

@@ -41,7 +41,7 @@ from ..frontend.planning import plan
 from ..llama.pieces import token_piece
 from ..llama.threads import compute, on_own_thread
 from ..options import LlamaOptions
-from .loader import Loaded, load, pads_lone_rows, warm_up
+from .loader import Loaded, key_length, load, pads_lone_rows, warm_up
 from .memory import device_bytes, memory_bytes
 
 log = logging.getLogger("hoshikage.llamacpp.model")
@@ -161,7 +161,7 @@ class LlamaCppModel:
                 speculation=speculation,
                 projector=self.projector,
                 n_embd=int(llama_cpp.llama_model_n_embd_inp(self._model.model)),
-                pads_lone_rows=pads_lone_rows(options) and trims,
+                pads_lone_rows=pads_lone_rows(options, key_length(self.metadata)) and trims,
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
