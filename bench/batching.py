@@ -10,7 +10,7 @@ threads, slots and context per slot, measured in one run.
   reference);
 - one stream on servers of one slot each (:func:`side_by_side`: ``parallel = 1``,
   llama-server ``-np 1``); four streams on servers of four slots, the defaults (flash
-  attention on) beside one with ``flash_attn = false``.
+  attention on for Gemma 3's wide heads) beside one with ``flash_attn = false``.
 
 Hoshikage runs with its defaults (speculation on). Its own speculation-off figures come from
 the same server with ``"speculative": false`` in each request (``hoshikage_spec_off``), reps
@@ -305,8 +305,9 @@ def side_by_side(servers: dict, args, streams: int, tag: str) -> dict:
     """Aggregate decode tok/s of ``streams`` streams on each server (name -> base URL), reps
     interleaved, median and range; a "hoshikage" server also with ``"speculative": false``
     (:data:`SPEC_OFF`). For one stream on servers of one slot each (N15), and for four
-    streams on servers of four slots, the defaults (flash attention on: the engine gives a
-    lone token a second row, so logits still do not depend on the other sequences) beside
+    streams on servers of four slots, the defaults (flash attention on for Gemma 3's wide
+    heads: the engine gives a lone token a second row, so logits still do not depend on the
+    other sequences) beside
     one with ``flash_attn = false`` (N16; docs/performance.md, "Flash attention with
     several slots")."""
     factories, extras = _clients(servers)

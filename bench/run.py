@@ -293,7 +293,7 @@ def flash_attn_argument(parser) -> None:
         "--flash-attn",
         choices=sorted(FLASH_ATTN),
         default="auto",
-        help='Hoshikage\'s flash_attn (default "auto": on but for embedding models on a CPU)',
+        help='Hoshikage\'s flash_attn (default "auto": on a CPU for key heads 128 wide or more)',
     )
 
 
@@ -304,7 +304,7 @@ def hoshikage_server(
     cfg = Path(tempfile.mkdtemp(prefix="hoshikage-bench-")) / "config.toml"
     opts = f"n_ctx = {args.n_ctx}\nn_threads = {args.threads}\nparallel = {parallel}\n"
     opts += f'isolation = "{isolation}"\n'  # "process", the default, or in the server
-    # The model's flash_attn: "auto" (its default: on for a generation model) unless asked.
+    # The model's flash_attn: "auto" (its default: on for Gemma 3's wide heads) unless asked.
     opts += f"flash_attn = {FLASH_ATTN[getattr(args, 'flash_attn', 'auto')]}\n"
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\nconcurrency = {concurrency}\nmax_queue = 64\n'
