@@ -307,9 +307,8 @@ def side_by_side(servers: dict, args, streams: int, tag: str) -> dict:
     (:data:`SPEC_OFF`). For one stream on servers of one slot each (N15), and for four
     streams on servers of four slots, the defaults (flash attention on for Gemma 3's wide
     heads: the engine gives a lone token a second row, so logits still do not depend on the
-    other sequences) beside
-    one with ``flash_attn = false`` (N16; docs/performance.md, "Flash attention with
-    several slots")."""
+    other sequences) beside one with ``flash_attn = false`` (N16; docs/performance.md,
+    "Flash attention with several slots")."""
     factories, extras = _clients(servers)
     reps = max(3, args.reps // 2)
     samples = _interleaved(factories, extras, streams, reps, args.batch_tokens, tag)

@@ -211,7 +211,7 @@ def test_auto_is_on_for_wide_heads_and_pads_where_several_slots_share_the_cpu():
 
 def test_the_width_of_key_heads_comes_from_the_metadata(gemma_model_path, tiny_model_path):
     from hoshikage_core.gguf_info import read_info
-    from hoshikage_llamacpp.lifecycle.loader import key_length
+    from hoshikage_llamacpp.lifecycle.memory import key_length
 
     assert key_length(read_info(str(gemma_model_path)).metadata) == GEMMA_HEADS
     assert key_length(read_info(str(tiny_model_path)).metadata) == 16  # 64 wide, 4 heads

@@ -21,7 +21,8 @@ from hoshikage_core.protocol import (  # noqa: E402
     ScoreRequest,
     stream,
 )
-from hoshikage_llamacpp.lifecycle.loader import flash_attention, key_length  # noqa: E402
+from hoshikage_llamacpp.lifecycle.loader import flash_attention  # noqa: E402
+from hoshikage_llamacpp.lifecycle.memory import key_length  # noqa: E402
 from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import LlamaOptions  # noqa: E402
 

@@ -21,7 +21,7 @@ from hoshikage_core.errors import ModelLoadError
 from hoshikage_core.gguf_info import GGUFError, read_info
 
 from ..options import KV_CACHE_TYPES, LlamaOptions, rpc_server_list
-from .memory import buffer_placement, context_buffer_bytes, held_context_bytes
+from .memory import buffer_placement, context_buffer_bytes, held_context_bytes, key_length
 
 _SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
 _POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
@@ -241,23 +241,9 @@ def warm_up(loaded: Loaded) -> None:
 FLASH_HEAD_SIZE = 128
 
 
-def key_length(metadata: dict[str, Any]) -> int:
-    """The width of the model's key heads, from its GGUF metadata (``attention.key_length``,
-    else the embedding width over the heads); 0 where the metadata does not say."""
-    arch = metadata.get("general.architecture", "")
-    value = metadata.get(f"{arch}.attention.key_length")
-    if isinstance(value, int) and value > 0:
-        return value
-    n_embd = metadata.get(f"{arch}.embedding_length")
-    n_head = metadata.get(f"{arch}.attention.head_count")
-    if isinstance(n_embd, int) and isinstance(n_head, int) and n_head > 0:
-        return n_embd // n_head
-    return 0
-
-
 def flash_attention(options: LlamaOptions, head_size: int) -> bool:
     """Whether a context of ``options`` over a model whose key heads are ``head_size`` wide
-    (:func:`key_length`; 0 if unknown) uses flash attention. llama-cpp-python 0.3.36 takes
+    (:func:`.memory.key_length`; 0 if unknown) uses flash attention. llama-cpp-python 0.3.36 takes
     on/off only, and llama.cpp itself still turns it off for architectures that cannot use
     it. ``"auto"`` is on where a GPU backend or RPC servers compute, or a quantized V cache
     needs it, and on the CPU for a generation model whose key heads are at least
@@ -310,7 +296,7 @@ def pads_lone_rows(options: LlamaOptions, head_size: int) -> bool:
 
 def context_params(options: LlamaOptions, head_size: int):
     """``llama_context_params`` of a generation model with key heads ``head_size`` wide
-    (:func:`key_length`): ``parallel`` slots of ``n_ctx`` tokens each, in separate KV
+    (:func:`.memory.key_length`): ``parallel`` slots of ``n_ctx`` tokens each, in separate KV
     streams (or one shared pool of as many cells with ``kv_unified``); sliding-window layers
     hold only their window unless ``swa_full``."""
     import llama_cpp

@@ -81,6 +81,19 @@ def device_bytes(placement: dict[str, dict[str, int]]) -> int:
     )
 
 
+def _meta(metadata: dict[str, Any], key: str, default: int) -> int:
+    """An integer of the model's architecture (``{arch}.{key}``) from its GGUF metadata."""
+    value = metadata.get(f"{metadata.get('general.architecture', '')}.{key}", default)
+    return value if isinstance(value, int) else default
+
+
+def key_length(metadata: dict[str, Any]) -> int:
+    """The width of the model's key heads, from its GGUF metadata (``attention.key_length``,
+    else the embedding width over the heads); 0 where the metadata says neither."""
+    n_head = _meta(metadata, "attention.head_count", 1) or 1
+    return _meta(metadata, "attention.key_length", _meta(metadata, "embedding_length", 0) // n_head)
+
+
 def memory_bytes(
     model_ptr,
     options: LlamaOptions,
@@ -99,18 +112,12 @@ def memory_bytes(
     weights = int(llama_cpp.llama_model_size(model_ptr))
     if context_bytes is not None:
         return weights + context_bytes
-    arch = metadata.get("general.architecture", "")
-
-    def meta(key: str, default: int) -> int:
-        value = metadata.get(f"{arch}.{key}", default)
-        return value if isinstance(value, int) else default
-
-    n_layer = meta("block_count", 0)
-    n_embd = meta("embedding_length", 0)
-    n_head = meta("attention.head_count", 1) or 1
-    n_head_kv = meta("attention.head_count_kv", n_head)
-    key_len = meta("attention.key_length", n_embd // n_head)
-    value_len = meta("attention.value_length", n_embd // n_head)
+    n_layer = _meta(metadata, "block_count", 0)
+    n_embd = _meta(metadata, "embedding_length", 0)
+    n_head = _meta(metadata, "attention.head_count", 1) or 1
+    n_head_kv = _meta(metadata, "attention.head_count_kv", n_head)
+    key_len = key_length(metadata)
+    value_len = _meta(metadata, "attention.value_length", n_embd // n_head)
     per_token = n_head_kv * (
         key_len * KV_CACHE_TYPE_BYTES[options.type_k]
         + value_len * KV_CACHE_TYPE_BYTES[options.type_v]

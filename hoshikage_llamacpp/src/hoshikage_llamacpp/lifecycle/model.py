@@ -41,8 +41,8 @@ from ..frontend.planning import plan
 from ..llama.pieces import token_piece
 from ..llama.threads import compute, on_own_thread
 from ..options import LlamaOptions
-from .loader import Loaded, key_length, load, pads_lone_rows, warm_up
-from .memory import device_bytes, memory_bytes
+from .loader import Loaded, load, pads_lone_rows, warm_up
+from .memory import device_bytes, key_length, memory_bytes
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
