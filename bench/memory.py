@@ -5,7 +5,9 @@ back, and how warm the first turn after an idle unload is.
   Hoshikage with its defaults (``parallel = 4``, ``n_ctx = 4096``), ``kv_unified`` too, and
   llama-server with the same cells (``-np 4 -c 16384``) and with its own defaults.
 - **PSS loaded**: the server and its model process summed (shared pages once), beside
-  llama-server's; the model process's overhead beyond llama.cpp's buffers; Hoshikage with
+  llama-server's, after one short request and again once every slot's cells are written
+  (a model process gives back the KV cache's zero pages after its load, so its cache is
+  resident as it fills); the model process's overhead beyond llama.cpp's buffers; Hoshikage with
   ``isolation = "none"`` too.
 - **RSS after unload − before load** (the server process), and the ``memory_bytes`` status
   reports.
@@ -88,6 +90,24 @@ def short_request(base_url: str, model: str) -> None:
     httpx.post(base_url + "/v1/chat/completions", json=body, timeout=600).raise_for_status()
 
 
+def fill(base_url: str, model: str, lines: int = 200) -> None:
+    """Every slot's cells written: ``parallel`` requests at once, each ~3,500 tokens long
+    (of the 4,096 a slot holds), each text its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def one(stream: int) -> None:
+        text = "".join(
+            f"Row {i} of {stream}: the canal runs south past barn {i}.\n" for i in range(lines)
+        )
+        body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+        httpx.post(base_url + "/v1/chat/completions", json=body, timeout=1200).raise_for_status()
+
+    with ThreadPoolExecutor(CELLS["parallel"]) as pool:
+        list(pool.map(one, range(CELLS["parallel"])))
+
+
 def rss_loaded(args, prompts: Path) -> dict:
     import httpx
 
@@ -110,6 +130,9 @@ def rss_loaded(args, prompts: Path) -> dict:
                 child = sum(rss_mb(each) for each in children)
                 loaded_pss = pss_mb(pid)
                 status = httpx.get(server.base_url + "/api/status").json()["models"][0]
+                fill(server.base_url, "m")
+                full_pss = pss_mb(pid)
+                child_full = sum(rss_mb(each) for each in children)
                 httpx.post(server.base_url + "/api/models/m/unload", timeout=60).raise_for_status()
                 time.sleep(1.0)
                 row[label] = {
@@ -118,9 +141,15 @@ def rss_loaded(args, prompts: Path) -> dict:
                     "loaded_mb": round(loaded, 1),
                     "loaded_with_model_process_mb": round(loaded_tree, 1),
                     "loaded_pss_mb": round(loaded_pss, 1),
+                    # and once every slot's cells are written (the KV cache all resident)
+                    "full_pss_mb": round(full_pss, 1),
                     "memory_bytes_mb": round(status["memory_bytes"] / 1e6, 1),
-                    # the model process beyond llama.cpp's own buffers (Python, libraries)
-                    "model_process_overhead_mb": round(child - status["memory_bytes"] / 2**20, 1)
+                    "model_process_loaded_mb": round(child, 1) if children else None,
+                    # the model process beyond llama.cpp's own buffers (Python, libraries),
+                    # once the KV cache is all resident
+                    "model_process_overhead_mb": round(
+                        child_full - status["memory_bytes"] / 2**20, 1
+                    )
                     if children
                     else None,
                     "after_unload_minus_before_mb": round(rss_mb(pid) - before, 1),
@@ -139,6 +168,9 @@ def rss_loaded(args, prompts: Path) -> dict:
                         "loaded_mb": round(rss_mb(server.proc.pid), 1),
                         "loaded_pss_mb": round(pss_mb(server.proc.pid), 1),
                     }
+                    if cells:
+                        fill(server.base_url, "model")
+                        row[label]["full_pss_mb"] = round(pss_mb(server.proc.pid), 1)
                 finally:
                     server.stop()
         out[name] = row

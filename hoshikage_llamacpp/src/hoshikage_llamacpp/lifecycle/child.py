@@ -204,7 +204,13 @@ def _serve(conn) -> None:
 
     try:
         model = LlamaCppModel.load(
-            name, path, options, default_max_tokens, progress, before_warm_up=before_warm_up
+            name,
+            path,
+            options,
+            default_max_tokens,
+            progress,
+            before_warm_up=before_warm_up,
+            alone=True,
         )
     except BaseException as exc:
         conn.send(("loaded", False, dump_error(exc)))

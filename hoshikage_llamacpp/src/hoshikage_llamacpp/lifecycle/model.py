@@ -41,6 +41,7 @@ from ..frontend.planning import plan
 from ..llama.pieces import token_piece
 from ..llama.threads import compute, on_own_thread
 from ..options import LlamaOptions
+from . import pages
 from .loader import Loaded, load, pads_lone_rows, warm_up
 from .memory import device_bytes, key_length, memory_bytes
 
@@ -185,6 +186,7 @@ class LlamaCppModel:
         default_max_tokens: int | None = None,
         progress=None,
         before_warm_up=None,
+        alone: bool = False,
     ) -> LlamaCppModel:
         """Check the file, load it and warm it up (:func:`.loader.warm_up`); every failure is
         a :class:`ModelLoadError` naming ``path`` and the reason. ``default_max_tokens``
@@ -192,20 +194,24 @@ class LlamaCppModel:
         the server's default); None: ``options.max_tokens``, and without that, up to the
         context. ``progress`` is called with the share of the weights loaded (0.0 to 1.0)
         while they load; ``before_warm_up``, if given, with the buffers llama.cpp allocated (see
-        :func:`.memory.buffer_placement`) just before the warm-up decode.
+        :func:`.memory.buffer_placement`) just before the warm-up decode. ``alone``: this
+        process runs nothing else while it loads (a model process), so the zero pages of
+        what the load mapped, the KV cache's first, go back to the kernel after the warm-up
+        (:mod:`.pages`).
 
         All of it runs on a thread of its own that has ended when this returns (see
         :mod:`..llama.threads`): the engine's thread is then the only one that computes."""
         return on_own_thread(
-            cls._load, name, path, options, default_max_tokens, progress, before_warm_up
+            cls._load, name, path, options, default_max_tokens, progress, before_warm_up, alone
         )
 
     @classmethod
     def _load(
-        cls, name, path, options, default_max_tokens, progress, before_warm_up
+        cls, name, path, options, default_max_tokens, progress, before_warm_up, alone
     ) -> LlamaCppModel:
         from hoshikage_core.errors import ModelLoadError
 
+        mapped = pages.mapped() if alone and pages.may_give_back(options) else None
         loaded = load(name, path, options, progress)
         draft = None
         try:
@@ -216,6 +222,11 @@ class LlamaCppModel:
             if draft_path is not None:
                 draft = _load_draft(name, draft_path, options, loaded)
                 warm_up(draft)
+            if mapped is not None:
+                given = pages.give_back(mapped)
+                log.info(
+                    "%s: %.1f MiB of zero pages given back after the load", name, given / 2**20
+                )
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
             return cls(name, loaded, options, default_max_tokens, draft)
