@@ -217,13 +217,30 @@ def test_the_width_of_key_heads_comes_from_the_metadata(gemma_model_path, tiny_m
     assert key_length(read_info(str(tiny_model_path)).metadata) == 16  # 64 wide, 4 heads
     assert key_length({}) == 0
     # Through a load: Gemma's four slots pad lone tokens (flash attention on), the tiny
-    # model's do not (its heads are narrow: flash attention off).
-    for path, pads in ((gemma_model_path, True), (tiny_model_path, False)):
+    # model's do not (its heads are narrow: flash attention off), and read prompts in
+    # micro-batches of 128 (the attention scores' matrix is llama.cpp's without it).
+    for path, pads, ubatch in ((gemma_model_path, True, 512), (tiny_model_path, False, 128)):
         model = LlamaCppModel.load("heads", str(path), LlamaOptions(n_ctx=1024, parallel=4))
         try:
             assert model._engine._pads_lone_rows is pads
+            assert model.n_ubatch == ubatch
         finally:
             model.close()
+
+
+def test_without_flash_attention_a_text_model_reads_in_micro_batches_of_128():
+    from hoshikage_llamacpp.lifecycle.loader import micro_batch
+
+    four = LlamaOptions(parallel=4, n_gpu_layers=0)
+    assert micro_batch(four, 64) == 128 and micro_batch(four, 256) == 512
+    assert context_params(four, 64).n_ubatch == 128
+    assert micro_batch(LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=True), 64) == 512
+    assert micro_batch(LlamaOptions(parallel=4, n_gpu_layers=0, flash_attn=False), 256) == 128
+    # as set; and 512 where a whole input or image must fit one micro-batch
+    assert micro_batch(LlamaOptions(parallel=4, n_gpu_layers=0, n_ubatch=384), 64) == 384
+    assert micro_batch(LlamaOptions(n_gpu_layers=0, embedding=True), 64) == 512
+    assert micro_batch(LlamaOptions(n_gpu_layers=0, mmproj="/p/mmproj.gguf"), 64) == 512
+    assert context_params(LlamaOptions(n_batch=64, n_gpu_layers=0), 64).n_ubatch == 64
 
 
 LONG_PROMPT = " ".join(

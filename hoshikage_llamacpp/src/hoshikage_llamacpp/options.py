@@ -230,8 +230,10 @@ class LlamaOptions:
     swa_full: bool = False
     #: Largest number of prompt tokens submitted to llama.cpp in one decode call.
     n_batch: int = attrs.field(default=512, validator=_positive)
-    #: Physical micro-batch size inside one decode call.
-    n_ubatch: int = attrs.field(default=512, validator=_positive)
+    #: Physical micro-batch size inside one decode call. None: 512, but 128 for a text model
+    #: whose context computes attention without flash attention, where a prefill's
+    #: attention scores are ``n_ubatch × n_kv × n_head`` floats (``loader.micro_batch``).
+    n_ubatch: int | None = attrs.field(default=None, validator=_positive)
     #: Threads for generation; None: the physical cores available to the process.
     n_threads: int | None = attrs.field(default=None, validator=_positive)
     #: Threads for prompt processing; None: the logical CPUs available to the process.

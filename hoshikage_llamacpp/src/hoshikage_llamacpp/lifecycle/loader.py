@@ -275,6 +275,29 @@ def flash_attention(options: LlamaOptions, head_size: int) -> bool:
     return not options.embedding and (head_size == 0 or head_size >= FLASH_HEAD_SIZE)
 
 
+#: ``n_ubatch`` when unset, and when unset for a text model whose context computes attention
+#: without flash attention. There llama.cpp writes a prefill's attention scores out as a
+#: matrix of ``n_ubatch × n_kv × n_head`` floats, and the compute buffer keeps the largest
+#: ever made resident: SmolLM2-135M with 4 slots of 4,096 cells, every cell written, held
+#: 515 MiB of anonymous memory at 512, 458 at 256 and 429 at 128 (422 with flash attention
+#: on), and its prefills were as fast or faster at 128 (610, 1,870 and 3,620 tokens: 2.06,
+#: 7.73, 19.3 s against 2.13, 8.31, 20.4 s at 512; docs/performance.md, session 15).
+N_UBATCH = 512
+N_UBATCH_SCORES = 128
+
+
+def micro_batch(options: LlamaOptions, head_size: int) -> int:
+    """``n_ubatch`` for a context of ``options`` over key heads ``head_size`` wide: as set,
+    else :data:`N_UBATCH`, or :data:`N_UBATCH_SCORES` for a text generation model without
+    flash attention (:func:`flash_attention`). Not for a model with a projector: a
+    non-causal image must fit one micro-batch. Capped at ``n_batch``."""
+    if options.n_ubatch is not None:
+        return options.n_ubatch
+    if options.embedding or options.mmproj or flash_attention(options, head_size):
+        return N_UBATCH
+    return N_UBATCH_SCORES
+
+
 def pads_lone_rows(options: LlamaOptions, head_size: int) -> bool:
     """Whether the engine gives a lone token of a lone KV stream a second row: where
     llama.cpp's CPU flash-attention kernel computes attention for several slots (over key
@@ -308,7 +331,7 @@ def context_params(options: LlamaOptions, head_size: int):
     params.kv_unified = options.kv_unified
     params.swa_full = options.swa_full
     params.n_batch = max(options.n_batch, parallel)
-    params.n_ubatch = min(options.n_ubatch, params.n_batch)
+    params.n_ubatch = min(micro_batch(options, head_size), params.n_batch)
     params.n_threads = options.threads()
     params.n_threads_batch = options.threads_batch()
     params.flash_attn_type = (
@@ -336,7 +359,9 @@ def llama_kwargs(options: LlamaOptions, metadata: dict[str, Any]) -> dict[str, A
         n_ctx=options.n_ctx,
         n_batch=n_batch,
         # Embeddings need a whole input in one micro-batch.
-        n_ubatch=n_batch if options.embedding else min(options.n_ubatch, n_batch),
+        n_ubatch=n_batch
+        if options.embedding
+        else min(micro_batch(options, key_length(metadata)), n_batch),
         n_threads=options.threads(),
         n_threads_batch=options.threads_batch(),
         n_gpu_layers=options.n_gpu_layers,
