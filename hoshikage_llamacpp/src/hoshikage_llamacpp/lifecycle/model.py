@@ -223,10 +223,12 @@ class LlamaCppModel:
                 draft = _load_draft(name, draft_path, options, loaded)
                 warm_up(draft)
             if mapped is not None:
-                given = pages.give_back(mapped)
-                log.info(
-                    "%s: %.1f MiB of zero pages given back after the load", name, given / 2**20
-                )
+                try:
+                    given = pages.give_back(mapped)
+                except (OSError, AttributeError, ValueError):  # memory is only held longer
+                    log.debug("%s: zero pages not given back", name, exc_info=True)
+                else:
+                    log.debug("%s: %.1f MiB of zero pages given back", name, given / 2**20)
             if default_max_tokens is None:
                 default_max_tokens = options.max_tokens or None
             return cls(name, loaded, options, default_max_tokens, draft)
