@@ -7,8 +7,8 @@ back, and how warm the first turn after an idle unload is.
 - **PSS loaded**: the server and its model process summed (shared pages once), beside
   llama-server's, after one short request and again once every slot's cells are written
   (a model process gives back the KV cache's zero pages after its load, so its cache is
-  resident as it fills); the model process's overhead beyond llama.cpp's buffers; Hoshikage with
-  ``isolation = "none"`` too.
+  resident as it fills); the model process's overhead beyond ``memory_bytes`` then;
+  Hoshikage with ``isolation = "none"`` too.
 - **RSS after unload − before load** (the server process), and the ``memory_bytes`` status
   reports.
 - **First turn after an idle unload**: a conversation with a ~1,300-token prefix, an idle
@@ -145,8 +145,8 @@ def rss_loaded(args, prompts: Path) -> dict:
                     "full_pss_mb": round(full_pss, 1),
                     "memory_bytes_mb": round(status["memory_bytes"] / 1e6, 1),
                     "model_process_loaded_mb": round(child, 1) if children else None,
-                    # the model process beyond llama.cpp's own buffers (Python, libraries),
-                    # once the KV cache is all resident
+                    # the model process beyond memory_bytes once the KV cache is all
+                    # resident: Python, libraries, and what the long prefills made resident
                     "model_process_overhead_mb": round(
                         child_full - status["memory_bytes"] / 2**20, 1
                     )
