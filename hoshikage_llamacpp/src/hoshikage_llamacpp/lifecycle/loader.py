@@ -275,13 +275,14 @@ def flash_attention(options: LlamaOptions, head_size: int) -> bool:
     return not options.embedding and (head_size == 0 or head_size >= FLASH_HEAD_SIZE)
 
 
-#: ``n_ubatch`` when unset, and when unset for a text model whose context computes attention
-#: without flash attention. There llama.cpp writes a prefill's attention scores out as a
-#: matrix of ``n_ubatch × n_kv × n_head`` floats, and the compute buffer keeps the largest
-#: ever made resident: SmolLM2-135M with 4 slots of 4,096 cells, every cell written, held
-#: 515 MiB of anonymous memory at 512, 458 at 256 and 429 at 128 (422 with flash attention
-#: on), and its prefills were as fast or faster at 128 (610, 1,870 and 3,620 tokens: 2.06,
-#: 7.73, 19.3 s against 2.13, 8.31, 20.4 s at 512; docs/performance.md, session 15).
+#: ``n_ubatch`` when unset: :data:`N_UBATCH`, and :data:`N_UBATCH_SCORES` for a text model
+#: whose context computes attention without flash attention. There llama.cpp writes a
+#: prefill's attention scores out as a matrix of ``n_ubatch × n_kv × n_head`` floats, and
+#: the compute buffer keeps the largest ever made resident: SmolLM2-135M with 4 slots of
+#: 4,096 cells, every cell written, held 515 MiB of anonymous memory at 512, 458 at 256 and
+#: 429 at 128 (422 with flash attention on), and its prefills were as fast or faster at 128
+#: (610, 1,870 and 3,620 tokens: 2.06, 7.73, 19.3 s against 2.13, 8.31, 20.4 s at 512;
+#: docs/performance.md, session 15).
 N_UBATCH = 512
 N_UBATCH_SCORES = 128
 
@@ -290,7 +291,7 @@ def micro_batch(options: LlamaOptions, head_size: int) -> int:
     """``n_ubatch`` for a context of ``options`` over key heads ``head_size`` wide: as set,
     else :data:`N_UBATCH`, or :data:`N_UBATCH_SCORES` for a text generation model without
     flash attention (:func:`flash_attention`). Not for a model with a projector: a
-    non-causal image must fit one micro-batch. Capped at ``n_batch``."""
+    non-causal image must fit one micro-batch. The callers cap it at ``n_batch``."""
     if options.n_ubatch is not None:
         return options.n_ubatch
     if options.embedding or options.mmproj or flash_attention(options, head_size):
