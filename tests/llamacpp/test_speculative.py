@@ -28,12 +28,14 @@ from hoshikage_llamacpp.engine import sampling  # noqa: E402
 from hoshikage_llamacpp.engine.spec import (  # noqa: E402
     DraftLength,
     NgramDrafter,
+    NgramPool,
     Payoff,
     Speculation,
     StepCost,
     best_length,
     ubatches,
 )
+from hoshikage_llamacpp.engine.spec.ngram import POOL_CONTEXT  # noqa: E402
 from hoshikage_llamacpp.lifecycle import model as model_module  # noqa: E402
 from hoshikage_llamacpp.lifecycle.model import LlamaCppModel  # noqa: E402
 from hoshikage_llamacpp.options import DRAFT_MAX, LlamaOptions  # noqa: E402
@@ -65,6 +67,80 @@ def test_ngram_drafter_follows_a_loop_past_the_end_of_the_history():
     drafter = NgramDrafter()
     drafter.begin([3, 4, 3, 4, 3, 4])
     assert drafter.propose(7) == [3, 4, 3, 4, 3, 4, 3]
+
+
+def test_a_question_asked_again_drafts_its_answer_from_the_pool():
+    pool = NgramPool()
+    prompt = list(range(1000, 1300))  # 300 tokens; the answer is not in it
+    answer = list(range(2000, 2040))
+    first = NgramDrafter(pool)
+    first.begin(prompt)
+    assert first.propose(16) == []
+    first.accept(answer)
+    first.end()
+    assert pool.tokens == POOL_CONTEXT + len(answer)
+    first.end()  # told twice: pooled once
+    assert pool.tokens == POOL_CONTEXT + len(answer)
+    again = NgramDrafter(pool)
+    again.begin(prompt)
+    assert again.propose(16) == answer[:16]
+    # The copy continued reaches back into the prompt, as far as the pool kept it.
+    assert again.matched == POOL_CONTEXT
+    again.accept(answer[:30])
+    assert again.propose(16) == answer[30:]  # the source's end: what is there
+    # A prompt that ends otherwise finds nothing; one sharing only the last 12 does.
+    other = NgramDrafter(pool)
+    other.begin([*range(5000, 5100), *prompt[-12:]])
+    assert other.propose(4) == answer[:4] and other.matched == 12
+    stranger = NgramDrafter(pool)
+    stranger.begin([*range(5000, 5100), *prompt[-11:]])
+    assert stranger.propose(4) == []
+
+
+def test_the_pool_drafts_only_where_it_continues_a_longer_copy_than_the_own_history():
+    pool = NgramPool()
+    text = list(range(100, 160))
+    first = NgramDrafter(pool)
+    first.begin([1, 2, *text[:20]])
+    first.accept([777, 778, 779])  # a copy of 20 tokens, then its own way
+    first.end()
+    # Own history: the text and a 30-token copy of it, which the pool's does not reach.
+    drafter = NgramDrafter(pool)
+    drafter.begin([*text, 7, 8, *text[:30]])
+    assert drafter.propose(4) == text[30:34] and drafter.matched == 30
+    # Where the pool's agrees on more (22: "1 2" before the text), its continuation is
+    # drafted; on a tie the own history's.
+    drafter = NgramDrafter(pool)
+    drafter.begin([*text[:20], *range(300, 330), 1, 2, *text[:20]])
+    assert drafter.propose(4) == [777, 778, 779] and drafter.matched == 22
+    drafter = NgramDrafter(pool)
+    drafter.begin([9, 1, 2, *text[:20], *range(300, 330), 1, 2, *text[:20]])
+    assert drafter.propose(4) == [300, 301, 302, 303] and drafter.matched == 22
+
+
+def test_the_pool_keeps_its_budget_of_the_newest_outputs_and_never_drafts_a_stale_entry():
+    pool = NgramPool(budget=130)  # two of 20 + 40 tokens
+    prompts, answers = [], []
+    for i in range(5):
+        prompt = list(range(10_000 * (i + 1), 10_000 * (i + 1) + 20))
+        answer = list(range(10_000 * (i + 1) + 500, 10_000 * (i + 1) + 540))
+        drafter = NgramDrafter(pool)
+        drafter.begin(prompt)
+        drafter.accept(answer)
+        drafter.end()
+        prompts.append(prompt)
+        answers.append(answer)
+    assert pool.tokens == 120  # the last two
+    for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        drafter = NgramDrafter(pool)
+        drafter.begin(prompt)
+        assert drafter.propose(8) == (answer[:8] if i >= 3 else [])
+    # An answer larger than the whole budget is not kept (nor does it evict the rest).
+    big = NgramDrafter(pool)
+    big.begin(list(range(90_000, 90_020)))
+    big.accept(list(range(91_000, 91_200)))
+    big.end()
+    assert pool.tokens == 120
 
 
 def test_draft_length_falls_to_zero_when_drafts_fail_and_grows_when_they_hold():
@@ -491,6 +567,33 @@ def test_the_looping_prompts_really_accept_drafts(spec, chains):
         accepted += last[0].draft_accepted
         assert len(chains[-1].drawn) == last[0].completion_tokens  # no draw wasted
     assert accepted > 80
+
+
+#: An answer no prompt here holds, forced by a grammar (its tokens are the model's choice).
+ANSWER = (
+    "Quiet rivers carry amber leaves past seven old mills, where millers once weighed "
+    "barley, rye and oats before dawn; now herons wait there alone."
+)
+
+
+def test_an_answer_asked_for_again_is_drafted_from_what_the_model_wrote_before(spec, plain):
+    req = GenerationRequest(
+        prompt="Write one sentence about autumn.",
+        grammar=f"root ::= {json.dumps(ANSWER)}",
+        max_tokens=200,
+        temperature=0,
+    )
+    texts0, last0 = collect(start(plain, req))
+    texts1, last1 = collect(start(spec, req))
+    texts2, last2 = collect(start(spec, req))
+    assert texts0[0] == texts1[0] == texts2[0] == ANSWER
+    tokens = last2[0].completion_tokens
+    assert last1[0].completion_tokens == tokens == last0[0].completion_tokens > 60
+    # The first time, its own history holds none of it: next to nothing is drafted. The
+    # second time, the model's pool drafts all but the first token, and all is accepted.
+    assert last1[0].draft_accepted < tokens // 10
+    assert last2[0].draft_accepted >= tokens - 8
+    assert last2[0].draft_tokens - last2[0].draft_accepted <= 2
 
 
 def test_a_seeded_sampled_output_is_the_same_with_and_without_drafts(spec, plain, chains):

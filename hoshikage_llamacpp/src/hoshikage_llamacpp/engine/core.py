@@ -154,6 +154,8 @@ class Engine:
         self.speculation = speculation
         self.draft_tokens = 0
         self.draft_accepted = 0
+        #: Choices that drafted and ended this step, for the speculator to hear of after it.
+        self._ended: list[Choice] = []
         #: Score jobs (:mod:`.scoring`), batched beside the generations; they borrow slots
         #: only while no generation waits for one.
         self.scoring = Scoring(self.pool, ctx, n_vocab, waiting=self._generation_waits)
@@ -230,6 +232,8 @@ class Engine:
                 out.deliver()
             except Exception:  # a broken sink must not stop the engine for everyone
                 log.exception("delivering a step's output failed")
+            while self._ended:
+                self.speculation.end(self._ended.pop())
         out = _Outbox()
         self._fail_all(out, Cancelled("The model was unloaded."), clear=False)
         out.deliver()
@@ -595,6 +599,8 @@ class Engine:
     def _release(self, seq: Choice) -> None:
         if seq in self._running:
             self._running.remove(seq)
+        if seq.drafting is not None:  # told once the step is over (its last kept tokens)
+            self._ended.append(seq)
         if seq.slot is not None:  # its cache keeps what was decoded, for the next prompt
             self.pool.let_go(seq.slot)
         seq.sampler.close()

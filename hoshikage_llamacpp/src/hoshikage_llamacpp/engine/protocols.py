@@ -71,3 +71,6 @@ class Speculator(Protocol):
     def accept(self, choice, tokens: list[int], accepted: int) -> None:
         """After a step: ``choice`` kept ``tokens`` (its accepted drafts and the token drawn
         after them, fewer where it finished), the first ``accepted`` of its ``drafts``."""
+
+    def end(self, choice) -> None:
+        """A choice it began is over (finished, cancelled or failed)."""

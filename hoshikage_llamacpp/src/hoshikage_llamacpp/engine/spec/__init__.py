@@ -3,7 +3,8 @@ the same ``llama_decode`` that produces its next token (see :mod:`..core`).
 
 * :mod:`.proposer`: the interface of a guesser (``begin``, ``propose``, ``accept``, after
   llama.cpp's ``common/speculative.h``);
-* :mod:`.ngram`: the n-gram lookup in the sequence's own history;
+* :mod:`.ngram`: the n-gram lookup in the sequence's own history and in what the model's
+  earlier sequences wrote;
 * :mod:`.draft_model`: a smaller model with the same vocabulary, batched over the slots;
 * :mod:`.length`: what a step costs by the ubatches llama.cpp splits it into, and how
   likely a sequence's draft is right;
@@ -31,7 +32,7 @@ from .length import (
     linear_cost,
     ubatches,
 )
-from .ngram import NGRAM_SIZES, NgramDrafter
+from .ngram import NGRAM_SIZES, NgramDrafter, NgramPool
 from .proposer import Proposer
 from .speculation import Payoff, Speculation
 
@@ -42,6 +43,7 @@ __all__ = [
     "DraftModel",
     "ModelProposer",
     "NgramDrafter",
+    "NgramPool",
     "Payoff",
     "Proposer",
     "Speculation",

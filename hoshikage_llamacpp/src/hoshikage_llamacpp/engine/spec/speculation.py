@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from ...llama.multimodal import text_run
 from .length import DraftLength, StepCost, expected_yield, ubatches
-from .ngram import NgramDrafter
+from .ngram import NgramDrafter, NgramPool
 
 
 class Drafting:
@@ -138,6 +138,8 @@ class Speculation:
         self.draft_max = draft_max
         self.ngram = ngram
         self.draft_model = draft_model
+        #: What the model's sequences wrote, for later ones' n-gram drafts (None: no n-grams).
+        self.pool = NgramPool() if ngram else None
         #: What a generation step costs by its split, measured on the engine's steps.
         self.step_cost = StepCost(n_ubatch)
         #: What drafting returned, by the number of generating sequences.
@@ -158,7 +160,7 @@ class Speculation:
         """A choice that asked for speculation starts: its draft length and proposers."""
         ngram = model = None
         if self.ngram:
-            ngram = NgramDrafter()
+            ngram = NgramDrafter(self.pool)
             ngram.begin(prompt)
         if self.draft_model is not None:
             model = self.draft_model.proposer()
@@ -179,6 +181,12 @@ class Speculation:
             self._accepted += accepted
             if self._least is None or accepted < self._least:
                 self._least = accepted
+
+    def end(self, choice) -> None:
+        """``choice`` is over (finished, cancelled or failed): what it wrote is kept for
+        later choices to draft from."""
+        if choice.drafting.ngram is not None:
+            choice.drafting.ngram.end()
 
     def record(self, n: int, sequences: int, seconds: float) -> None:
         """A generation step of ``n`` tokens of ``sequences`` choices took ``seconds``."""
