@@ -39,14 +39,16 @@ class Reference:
     """Log-probabilities from llama-cpp-python's ``Llama`` (one sequence, logits at every
     position): nothing of Hoshikage's engine is involved."""
 
-    def __init__(self, path, flash_attn=False):
+    def __init__(self, path, flash_attn=False, extra_buffers="auto"):
         import numpy as np
         from hoshikage_llamacpp.lifecycle.loader import extra_buffers_for_llama, use_extra_buffers
         from hoshikage_llamacpp.options import LlamaOptions
 
         self.np = np
-        # Without llama.cpp's extra buffer types where they crash (Intel AMX: safe mode).
-        with extra_buffers_for_llama(use_extra_buffers(LlamaOptions(isolation="none"), str(path))):
+        # Without llama.cpp's extra buffer types where they crash (Intel AMX: safe mode), or
+        # where the caller says.
+        options = LlamaOptions(isolation="none", extra_buffers=extra_buffers)
+        with extra_buffers_for_llama(use_extra_buffers(options, str(path))):
             self.llama = llama_cpp.Llama(
                 str(path),
                 n_ctx=1024,
@@ -78,18 +80,23 @@ def setup(request, tmp_path_factory):
     off, where the engine's logic is checked to 1e-3: there a token rounds alike whichever
     piece of a prompt it is read in. With it on, llama.cpp's CPU kernel sums an f16 value
     cache in f16 one row at a time and in f32 in a prompt's tiles of 64 rows or more: up to
-    ~0.1 nats apart on Gemma (``loader.flash_attention``)."""
+    ~0.1 nats apart on Gemma (``loader.flash_attention``).
+
+    Both with the weights as read (``extra_buffers = false``, as safe mode loads them on a
+    CPU with AMX): where llama.cpp repacks Gemma's weights, each 4 rows of a step go through
+    a matrix kernel and the rest through a vector kernel, which round apart on some CPUs
+    (0.12 nats on an AMD EPYC with AVX-512), whatever the engine does."""
     if request.param == "tiny":
         path = request.getfixturevalue("tiny_model_path")
-        options = LlamaOptions(n_ctx=1024, parallel=4)
+        options = LlamaOptions(n_ctx=1024, parallel=4, extra_buffers=False)
     else:
         path = request.getfixturevalue("gemma_model_path")
         flash = {} if request.param == "gemma-defaults" else {"flash_attn": False}
-        options = LlamaOptions(n_ctx=1024, parallel=4, **flash)
+        options = LlamaOptions(n_ctx=1024, parallel=4, extra_buffers=False, **flash)
     model = LlamaCppModel.load(request.param, str(path), options)
     flash = flash_attention(options, key_length(model.metadata))
     assert flash == (request.param == "gemma-defaults")
-    ref = Reference(path, flash)
+    ref = Reference(path, flash, extra_buffers=False)
     yield model, ref
     model.close()
     ref.close()
@@ -274,8 +281,9 @@ def test_a_prefix_longer_than_the_sliding_window(setup):
             )
             (entry,) = [e for _i, c in stream(model, request) for e in c.logprobs or ()]
             # With flash attention the completion read the window again in a tile: 0.06 nats
-            # apart on the machine it was written on (see ``setup``). A wrong cache is nats.
-            tolerance = 1e-3 if model.name == "gemma" else 0.15
+            # apart on the machine it was written on (see ``setup``), 0.22 on an AMD EPYC
+            # with AVX-512. A wrong cache is nats.
+            tolerance = 1e-3 if model.name == "gemma" else 0.3
             assert lp == pytest.approx(entry.logprob, abs=tolerance), (prompt.prompt[-5:], text)
 
 

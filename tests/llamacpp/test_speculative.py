@@ -576,24 +576,47 @@ ANSWER = (
 )
 
 
-def test_an_answer_asked_for_again_is_drafted_from_what_the_model_wrote_before(spec, plain):
+@pytest.fixture(scope="module")
+def pooled(tiny_model_path):
+    options = LlamaOptions(n_ctx=1024, parallel=4, ngram_pool=True)
+    m = LlamaCppModel.load("tiny", str(tiny_model_path), options)
+    yield m
+    m.close()
+
+
+def asked_twice(model) -> tuple:
+    """The ANSWER request twice: (text, last chunk) of each."""
     req = GenerationRequest(
         prompt="Write one sentence about autumn.",
         grammar=f"root ::= {json.dumps(ANSWER)}",
         max_tokens=200,
         temperature=0,
     )
-    texts0, last0 = collect(start(plain, req))
-    texts1, last1 = collect(start(spec, req))
-    texts2, last2 = collect(start(spec, req))
-    assert texts0[0] == texts1[0] == texts2[0] == ANSWER
-    tokens = last2[0].completion_tokens
-    assert last1[0].completion_tokens == tokens == last0[0].completion_tokens > 60
+    out = []
+    for _ in range(2):
+        texts, last = collect(start(model, req))
+        out.append((texts[0], last[0]))
+    return tuple(out)
+
+
+def test_with_ngram_pool_an_answer_asked_for_again_is_drafted_from_the_first(pooled, plain):
+    (text0, last0), _ = asked_twice(plain)
+    (text1, last1), (text2, last2) = asked_twice(pooled)
+    assert text0 == text1 == text2 == ANSWER
+    tokens = last2.completion_tokens
+    assert last1.completion_tokens == tokens == last0.completion_tokens > 60
     # The first time, its own history holds none of it: next to nothing is drafted. The
     # second time, the model's pool drafts all but the first token, and all is accepted.
-    assert last1[0].draft_accepted < tokens // 10
-    assert last2[0].draft_accepted >= tokens - 8
-    assert last2[0].draft_tokens - last2[0].draft_accepted <= 2
+    assert last1.draft_accepted < tokens // 10
+    assert last2.draft_accepted >= tokens - 8
+    assert last2.draft_tokens - last2.draft_accepted <= 2
+
+
+def test_by_default_an_answer_asked_for_again_drafts_little_as_the_first_did(spec):
+    (text1, last1), (text2, last2) = asked_twice(spec)
+    assert text1 == text2 == ANSWER
+    assert last1.draft_accepted < last1.completion_tokens // 10
+    assert last2.draft_accepted < last2.completion_tokens // 10
 
 
 def test_a_seeded_sampled_output_is_the_same_with_and_without_drafts(spec, plain, chains):

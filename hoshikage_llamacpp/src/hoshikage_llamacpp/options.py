@@ -323,6 +323,12 @@ class LlamaOptions:
     #: Most tokens drafted per sequence and step; each sequence drafts fewer (down to none)
     #: when its drafts keep failing or the batch is full. 0 turns speculation off.
     draft_max: int = attrs.field(default=DRAFT_MAX, validator=_between_or_none(0, 64))
+    #: n-gram drafts also from what the model's earlier sequences wrote (the engine's
+    #: ``NgramPool``, as llama-server's ``ngram-mod``): a question asked again drafts its
+    #: answer from the first one's. Off by default: its drafted steps are wider than the
+    #: first answer's were, and llama.cpp's logits differ in the last bits between step
+    #: widths, so a greedy answer asked again could part from the first at a near tie.
+    ngram_pool: bool = False
     #: A second, smaller GGUF with the same vocabulary that drafts for this one.
     draft_model: str | None = attrs.field(default=None, validator=_not_blank)
     #: The multimodal projector GGUF (``mmproj-*.gguf``) that lets the model take images or

@@ -81,6 +81,19 @@ def device_bytes(placement: dict[str, dict[str, int]]) -> int:
     )
 
 
+def repacked_bytes(placement: dict[str, dict[str, int]]) -> int:
+    """Of a :func:`buffer_placement`, the weights llama.cpp copied into its extra host buffer
+    types (``CPU_REPACK``, ``AMX``, ...) from a mapped file: the file's pages of them were read
+    to make the copy and stay mapped, so they are held twice (0 without a mapping)."""
+    if "CPU_Mapped" not in placement:
+        return 0
+    return sum(
+        kinds.get("model", 0)
+        for name, kinds in placement.items()
+        if name not in ("CPU", "CPU_Mapped") and name.startswith(("CPU", "AMX"))
+    )
+
+
 def _meta(metadata: dict[str, Any], key: str, default: int) -> int:
     """An integer of the model's architecture (``{arch}.{key}``) from its GGUF metadata."""
     value = metadata.get(f"{metadata.get('general.architecture', '')}.{key}", default)

@@ -43,7 +43,7 @@ from ..llama.threads import compute, on_own_thread
 from ..options import LlamaOptions
 from . import pages
 from .loader import Loaded, load, pads_lone_rows, warm_up
-from .memory import device_bytes, key_length, memory_bytes
+from .memory import device_bytes, key_length, memory_bytes, repacked_bytes
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
@@ -130,6 +130,7 @@ class LlamaCppModel:
                     options.ngram_drafts(),
                     self._draft,
                     int(llama_cpp.llama_n_ubatch(ctx)),
+                    pool=options.ngram_pool,
                 )
                 if speculates and options.draft_max > 0
                 else None
@@ -169,7 +170,7 @@ class LlamaCppModel:
         self.placement: dict[str, dict[str, int]] = dict(loaded.placement)
         self._memory = memory_bytes(
             loaded.model.model, options, self.metadata, kv_cells, loaded.context_bytes
-        )
+        ) + repacked_bytes(self.placement)
         if self.projector is not None:
             self._memory += self.projector.memory_bytes
         if draft is not None:  # its weights and its slots' KV cache are held for this model

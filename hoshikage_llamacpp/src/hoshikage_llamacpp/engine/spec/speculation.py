@@ -112,7 +112,8 @@ class _Candidate:
 class Speculation:
     """Who drafts for an engine's choices: at most ``draft_max`` tokens per choice and step,
     from the n-gram lookup (``ngram``), a :class:`.draft_model.DraftModel`
-    (``draft_model``), or both: the lookup first. Engine thread only."""
+    (``draft_model``), or both: the lookup first; ``pool``: the lookup reads what earlier
+    sequences wrote too (:class:`.ngram.NgramPool`). Engine thread only."""
 
     #: The common lengths the planner tries for a step's drafts (and each draft's own),
     #: besides each draft's whole length and ``draft_max``. Past 3 each is one short of a
@@ -134,12 +135,20 @@ class Speculation:
     #: the estimates are not sure of.
     MARGIN = 0.02
 
-    def __init__(self, draft_max: int, ngram: bool = True, draft_model=None, n_ubatch: int = 512):
+    def __init__(
+        self,
+        draft_max: int,
+        ngram: bool = True,
+        draft_model=None,
+        n_ubatch: int = 512,
+        pool: bool = False,
+    ):
         self.draft_max = draft_max
         self.ngram = ngram
         self.draft_model = draft_model
-        #: What the model's sequences wrote, for later ones' n-gram drafts (None: no n-grams).
-        self.pool = NgramPool() if ngram else None
+        #: What the model's sequences wrote, for later ones' n-gram drafts (None: not kept;
+        #: the option ``ngram_pool``).
+        self.pool = NgramPool() if ngram and pool else None
         #: What a generation step costs by its split, measured on the engine's steps.
         self.step_cost = StepCost(n_ubatch)
         #: What drafting returned, by the number of generating sequences.
