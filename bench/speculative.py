@@ -33,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
 
 SLOTS = 4
-#: llama-server's n-gram types (``--spec-type``), each with ``--spec-draft-n-max 16``.
+#: llama-server's n-gram types (``--spec-type``), each with ``--spec-draft-n-max 16``, which
+#: ``ngram-mod`` does not read: it drafts 48 to 64 tokens or none (its own
+#: ``--spec-ngram-mod-n-min`` / ``-n-max`` defaults, ``common/common.h``), from one n-gram pool
+#: shared by all its sequences and requests.
 LLAMA_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-mod")
 #: Events closer than this belong to one decode step.
 BURST_S = 0.002

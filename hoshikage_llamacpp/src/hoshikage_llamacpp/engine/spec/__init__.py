@@ -3,8 +3,8 @@ the same ``llama_decode`` that produces its next token (see :mod:`..core`).
 
 * :mod:`.proposer`: the interface of a guesser (``begin``, ``propose``, ``accept``, after
   llama.cpp's ``common/speculative.h``);
-* :mod:`.ngram`: the n-gram lookup in the sequence's own history and in what the model's
-  earlier sequences wrote;
+* :mod:`.ngram`: the n-gram lookup in the sequence's own history (and, with the option
+  ``ngram_pool``, in what the model's earlier sequences wrote);
 * :mod:`.draft_model`: a smaller model with the same vocabulary, batched over the slots;
 * :mod:`.length`: what a step costs by the ubatches llama.cpp splits it into, and how
   likely a sequence's draft is right;

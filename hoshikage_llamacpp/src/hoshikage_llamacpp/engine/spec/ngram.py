@@ -4,11 +4,14 @@ tokens) and what followed it, as llama.cpp's ``common/ngram-*.cpp``. Output that
 input (editing pasted code, quoting, JSON re-emitted with a field changed, a greedy model
 looping) drafts long runs; free text drafts rarely, and then costs nothing.
 
-It also reads what the model's earlier sequences wrote (:class:`NgramPool`, one per loaded
-model, as llama.cpp's ``ngram-mod`` keeps one pool "shared across all sequences"): a
-question asked again (a retry, a regenerated answer, the same request from two clients, an
-agent's sub-task run twice) drafts its whole answer from the first one's, where its own
-prompt holds none of it. Of the two sources the draft continues the longer verbatim copy.
+With the option ``ngram_pool`` it also reads what the model's earlier sequences wrote
+(:class:`NgramPool`, one per loaded model, as llama.cpp's ``ngram-mod`` keeps one pool
+"shared across all sequences"): a question asked again (a retry, a regenerated answer, the
+same request from two clients, an agent's sub-task run twice) drafts its whole answer from
+the first one's, where its own prompt holds none of it. Of the two sources the draft
+continues the longer verbatim copy. It is off by default: the answer asked again is then
+checked in wider steps than the first was read in, and llama.cpp's logits differ in the
+last bits between step widths, so a greedy answer could part from the first at a near tie.
 """
 
 from __future__ import annotations
