@@ -622,7 +622,10 @@ def asked_twice(model) -> tuple:
     return tuple(out)
 
 
-def test_with_ngram_pool_an_answer_asked_for_again_is_drafted_from_the_first(pooled, plain):
+def test_with_ngram_pool_an_answer_asked_for_again_is_drafted_from_the_first(
+    pooled, plain, monkeypatch
+):
+    steady(pooled, monkeypatch)
     (text0, last0), _ = asked_twice(plain)
     (text1, last1), (text2, last2) = asked_twice(pooled)
     assert text0 == text1 == text2 == ANSWER
@@ -649,7 +652,8 @@ def test_a_seeded_sampled_output_is_the_same_with_and_without_drafts(spec, plain
         assert ids1 == ids0 and texts1 == texts0
 
 
-def test_a_stop_string_inside_an_accepted_run_ends_it_there(spec, plain, chains):
+def test_a_stop_string_inside_an_accepted_run_ends_it_there(spec, plain, chains, monkeypatch):
+    steady(spec, monkeypatch)
     texts, last = collect(start(spec, request(PROMPTS[0], max_tokens=120)))
     assert last[0].draft_accepted > 10
     text = texts[0]
@@ -778,6 +782,7 @@ def test_the_greedy_fast_path_draws_what_the_chain_draws(
 
 
 def test_the_looping_prompt_drafts_on_the_fast_path(spec, chains, monkeypatch):
+    steady(spec, monkeypatch)
     monkeypatch.setattr(sampling, "FAST_GREEDY", True)
     _texts, last = collect(start(spec, request(PROMPTS[0], logit_bias=None, max_tokens=60)))
     assert chains[0].argmax and last[0].draft_accepted > 20
