@@ -299,13 +299,22 @@ def micro_batch(options: LlamaOptions, head_size: int) -> int:
     return N_UBATCH_SCORES
 
 
-def pads_lone_rows(options: LlamaOptions, head_size: int) -> bool:
+def pads_lone_rows(options: LlamaOptions, head_size: int, repacked: bool = False) -> bool:
     """Whether the engine gives a lone token of a lone KV stream a second row: where
     llama.cpp's CPU flash-attention kernel computes attention for several slots (over key
     heads ``head_size`` wide, as :func:`flash_attention` takes it). Alone, from 512 cells
     on, it splits that token's cache between the threads, which rounds otherwise than the
     row by row computation it makes beside other streams or with a second row (up to 1.0
-    nats on Gemma 3)."""
+    nats on Gemma 3).
+
+    Not where weights are ``repacked`` (:func:`.memory.repacked_weights`, the default where
+    a CPU has kernels for them and not AMX): their kernels take each 4 rows of a step
+    through a matrix kernel and the rest through a vector kernel, which round apart (0.58
+    nats on an AMD EPYC), so a token's logits depend on the step's other rows with the pad
+    too, and the second row costs what it would buy nothing for (10-13 % of a one-token
+    step of Gemma 3 270M there: 16.9 against 15.4 ms, docs/performance.md)."""
+    if repacked:
+        return False
     if options.parallel == 1 or options.embedding or options.rpc_servers:
         return False
     # The split is taken only over one f16 (or f32) cache for keys and values both.

@@ -81,17 +81,24 @@ def device_bytes(placement: dict[str, dict[str, int]]) -> int:
     )
 
 
-def repacked_bytes(placement: dict[str, dict[str, int]]) -> int:
+def repacked_weights(placement: dict[str, dict[str, int]]) -> int:
     """Of a :func:`buffer_placement`, the weights llama.cpp copied into its extra host buffer
-    types (``CPU_REPACK``, ``AMX``, ...) from a mapped file: the file's pages of them were read
-    to make the copy and stay mapped, so they are held twice (0 without a mapping)."""
-    if "CPU_Mapped" not in placement:
-        return 0
+    types (``CPU_REPACK``, ``AMX``, ...), laid out for their kernels: those kernels take a
+    step's rows in tiles (``CPU_REPACK``: a matrix kernel for each 4 rows, a vector kernel
+    for the rest, ``ggml-cpu/repack.cpp``), so a row's result can depend on how many rows
+    its step has."""
     return sum(
         kinds.get("model", 0)
         for name, kinds in placement.items()
         if name not in ("CPU", "CPU_Mapped") and name.startswith(("CPU", "AMX"))
     )
+
+
+def repacked_bytes(placement: dict[str, dict[str, int]]) -> int:
+    """Of a :func:`buffer_placement`, the :func:`repacked_weights` copied from a mapped file:
+    the file's pages of them were read to make the copy and stay mapped, so they are held
+    twice (0 without a mapping)."""
+    return repacked_weights(placement) if "CPU_Mapped" in placement else 0
 
 
 def _meta(metadata: dict[str, Any], key: str, default: int) -> int:

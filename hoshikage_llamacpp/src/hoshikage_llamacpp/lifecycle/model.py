@@ -43,7 +43,7 @@ from ..llama.threads import compute, on_own_thread
 from ..options import LlamaOptions
 from . import pages
 from .loader import Loaded, load, pads_lone_rows, warm_up
-from .memory import device_bytes, key_length, memory_bytes, repacked_bytes
+from .memory import device_bytes, key_length, memory_bytes, repacked_bytes, repacked_weights
 
 log = logging.getLogger("hoshikage.llamacpp.model")
 
@@ -163,7 +163,10 @@ class LlamaCppModel:
                 speculation=speculation,
                 projector=self.projector,
                 n_embd=int(llama_cpp.llama_model_n_embd_inp(self._model.model)),
-                pads_lone_rows=pads_lone_rows(options, key_length(self.metadata)) and trims,
+                pads_lone_rows=trims
+                and pads_lone_rows(
+                    options, key_length(self.metadata), repacked_weights(loaded.placement) > 0
+                ),
             )
         #: Bytes per llama.cpp buffer and kind (model, KV, compute, output): where the weights
         #: and the KV cache went.
