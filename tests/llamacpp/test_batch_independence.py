@@ -244,17 +244,17 @@ def test_where_the_weights_are_repacked_a_lone_token_gets_no_second_row(gemma_mo
         model.close()
     assert pads is (repacked == 0)
     assert not pads_lone_rows(cpu(), GEMMA_HEADS, repacked=True)
-    if not repacked:
-        pytest.skip("this CPU reads Gemma's weights as they are: the pad is tested above")
+    if "CPU_REPACK" not in model.placement:
+        pytest.skip("no CPU_REPACK weights on this CPU: the pad is tested above")
     # Why: with the weights repacked as that load had them, a padded lone token's logits are
-    # not those it gets beside three others. Should this fail, the kernels agree here now,
-    # and the pad pays for itself again.
+    # not those it gets beside three others (1.78 nats on an AMD EPYC with AVX-512). Should
+    # this fail, the kernels agree on this CPU, and the pad would pay for itself here.
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0
     raw = llama_cpp.llama_model_load_from_file(str(gemma_model_path).encode(), params)
     try:
         _model, n_vocab, long, others = gemma
-        assert alone_and_beside((raw, n_vocab, long, others), cpu(), pad=True) > 0.1  # 1.78
+        assert alone_and_beside((raw, n_vocab, long, others), cpu(), pad=True) > 0.1
     finally:
         llama_cpp.llama_model_free(raw)
 

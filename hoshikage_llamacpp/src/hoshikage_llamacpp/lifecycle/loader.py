@@ -311,7 +311,7 @@ def pads_lone_rows(options: LlamaOptions, head_size: int, repacked: bool = False
     a CPU has kernels for them and not AMX): their kernels take each 4 rows of a step
     through a matrix kernel and the rest through a vector kernel, which round apart (0.58
     nats on an AMD EPYC), so a token's logits depend on the step's other rows with the pad
-    too, and the second row costs what it would buy nothing for (10-13 % of a one-token
+    too, and the second row costs what it would buy nothing for (9-13 % of a one-token
     step of Gemma 3 270M there: 16.9 against 15.4 ms, docs/performance.md)."""
     if repacked:
         return False
