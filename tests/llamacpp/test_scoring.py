@@ -291,8 +291,13 @@ def test_a_shorter_prefix_of_a_state_restored_from_disk(gemma_model_path):
     """A slot restored from the disk cache holds a 721-token prompt whose sliding-window
     layers kept only its last 512 positions (and a checkpoint of just those): scoring a
     321-token prefix of it must read the start of the window again, not trust the
-    checkpoint (which once claimed it held positions from 0, and scored 1.4 nats off)."""
-    options = LlamaOptions(n_ctx=1024, parallel=2)
+    checkpoint (which once claimed it held positions from 0, and scored 1.4 nats off).
+
+    With the weights as read, as the fixture's models: where llama.cpp repacks them, a lone
+    token gets no second row (``loader.pads_lone_rows``), and its score from 512 cells on
+    comes from flash attention's split of the cache: 0.16 nats off the completion's on an
+    AMD EPYC with AVX-512."""
+    options = LlamaOptions(n_ctx=1024, parallel=2, extra_buffers=False)
     unit = "the cat sat on the mat. hello world, one two red blue green. "
     ends = ("one", "two")
     model = LlamaCppModel.load("gemma-restored", str(gemma_model_path), options)
