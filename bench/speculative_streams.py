@@ -29,13 +29,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import speculative as bench  # noqa: E402
+from batching import SCHEMA  # noqa: E402  (the story schema of its json_schema ÷ plain row)
 
-#: The batching benchmark's story schema (its json_schema ÷ plain figure).
-SCHEMA = {
-    "type": "object",
-    "properties": {"title": {"type": "string"}, "story": {"type": "string"}},
-    "required": ["title", "story"],
-}
 #: Gemma 3's end-of-generation ids, banned as the batching benchmark bans them.
 GEMMA_EOG = {1: -100.0, 106: -100.0}
 
