@@ -395,10 +395,14 @@ def test_with_requests_waiting_a_draft_goes_in_only_where_the_split_pays():
     assert len(alone[0].drafts) > 1
 
 
+#: One sequence's steps as Gemma 3 270M's on 2 threads of this CPU, (split, seconds): 17
+#: tokens cost 5.2 one-token steps, 33 tokens 8.6.
+WIDE = ((((1, 1),), 0.0192), (((1, 17),), 0.100), (((1, 33),), 0.164))
+
+
 def wide(speculation):
-    """One sequence's steps as Gemma 3 270M's on 2 threads of this CPU: 17 tokens cost 5.2
-    one-token steps, 33 tokens 8.6."""
-    for shapes, seconds in ((((1, 1),), 0.0192), (((1, 17),), 0.100), (((1, 33),), 0.164)):
+    """:data:`WIDE`'s step costs, measured."""
+    for shapes, seconds in WIDE:
         for _ in range(3):
             speculation.step_cost.record(shapes, seconds)
 
@@ -561,14 +565,14 @@ def test_greedy_output_is_the_same_token_ids_with_and_without_drafts(spec, plain
 
 
 class Steady(StepCost):
-    """Step costs as Gemma 3 270M's (:func:`wide`), no longer recorded: the drafts' lengths
+    """Step costs as Gemma 3 270M's (:data:`WIDE`), no longer recorded: the drafts' lengths
     then depend on the tokens alone, not on how busy the machine is while a test runs."""
 
     __slots__ = ()
 
     def __init__(self, n_ubatch: int) -> None:
         super().__init__(n_ubatch)
-        for shapes, seconds in ((((1, 1),), 0.0192), (((1, 17),), 0.100), (((1, 33),), 0.164)):
+        for shapes, seconds in WIDE:
             for _ in range(3):
                 super().record(shapes, seconds)
 
