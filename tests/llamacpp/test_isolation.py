@@ -1,9 +1,14 @@
 """A model in a child process (``isolation = "process"``) on the tiny model: the same
 ``LoadedModel`` contract as in-process, cancel reaching the child, and a dead child failing
-its streams clearly while the server keeps serving (no RPC server needed here)."""
+its streams clearly while the server keeps serving (no RPC server needed here).
+
+The contract tests run both ways the child's socket is read: by an event loop (the
+server's way: the pool loads models with :func:`~hoshikage_core.delivery.delivering_to`
+its loop) and by a reader thread of the model's own (a model driven without a loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +21,7 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
+from hoshikage_core.delivery import delivering_to  # noqa: E402
 from hoshikage_core.errors import Cancelled, InvalidRequest, ModelFailed, ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import CancelToken, GenerationRequest, stream  # noqa: E402
 from hoshikage_llamacpp.lifecycle.isolation import ProcessModel  # noqa: E402
@@ -27,9 +33,41 @@ from tests.support.server import running_server  # noqa: E402
 PROMPT = GenerationRequest(prompt="Once upon a time", max_tokens=24, temperature=0)
 
 
+class _Loop:
+    """An event loop running on a thread of its own, as the server's does."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=["loop", "thread"])
+def load(request):
+    """``ProcessModel.load``, the child's socket read by an event loop on a thread of its own
+    (``load.loop``) or by the model's reader thread (``load.loop`` None)."""
+    loop = _Loop() if request.param == "loop" else None
+
+    def load(*args, **kwargs) -> ProcessModel:
+        if loop is None:
+            return ProcessModel.load(*args, **kwargs)
+        with delivering_to(loop.loop):
+            return ProcessModel.load(*args, **kwargs)
+
+    load.loop = loop
+    yield load
+    if loop is not None:
+        loop.stop()
+
+
 @pytest.fixture
-def isolated(tiny_model_path):
-    model = ProcessModel.load(
+def isolated(tiny_model_path, load):
+    model = load(
         "tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, parallel=2, isolation="process")
     )
     yield model
@@ -37,10 +75,10 @@ def isolated(tiny_model_path):
 
 
 @pytest.fixture
-def long_isolated(tiny_model_path):
+def long_isolated(tiny_model_path, load):
     """Room for thousands of tokens: the tiny model writes them in about a second, long
     enough to cancel or kill it mid-stream without racing its end."""
-    model = ProcessModel.load(
+    model = load(
         "tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, parallel=1, isolation="process")
     )
     yield model
@@ -89,11 +127,16 @@ def test_errors_before_generation_cross_the_process_boundary(isolated):
     assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # still serving
 
 
-def test_an_idle_model_process_does_not_wake_the_server(isolated):
+def test_an_idle_model_process_does_not_wake_the_server(isolated, load):
     """With nothing running, the server's reader for a model process sleeps until the
-    process speaks (it used to wake every 50 ms to look for cancellations)."""
+    process speaks (it used to wake every 50 ms to look for cancellations): the event loop
+    that reads it, or its reader thread."""
     text_of(isolated)  # served once, idle now
-    (reader,) = [t for t in threading.enumerate() if t.name == "hoshikage-proxy:tiny"]
+    readers = [t for t in threading.enumerate() if t.name == "hoshikage-proxy:tiny"]
+    if load.loop is not None:
+        assert not readers  # the loop reads
+        readers = [load.loop.thread]
+    (reader,) = readers
     status = f"/proc/self/task/{reader.native_id}/status"
     if not os.path.exists(status):
         pytest.skip("needs Linux's /proc")
@@ -106,6 +149,37 @@ def test_an_idle_model_process_does_not_wake_the_server(isolated):
     time.sleep(1.0)
     assert wakes() - before <= 2
     assert text_of(isolated)[1][0].finish_reason in ("stop", "length")  # and it still serves
+
+
+def test_read_on_a_loop_the_output_is_delivered_there_and_calls_must_not_wait_there(
+    tiny_model_path,
+):
+    """Loaded for a loop, the model's output reaches its sinks on the loop's thread, with no
+    reader thread; a call, which waits for an answer the loop reads, is refused there."""
+    loop = _Loop()
+    try:
+        with delivering_to(loop.loop):
+            model = ProcessModel.load(
+                "tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, isolation="process")
+            )
+        try:
+            sink = _Sink()
+            model.generate(PROMPT, CancelToken(), sink)
+            assert sink.closed.wait(30) and sink.error is None
+            assert sink.chunks[-1].finish_reason in ("stop", "length")
+            assert sink.threads == {loop.thread}
+            assert not [t for t in threading.enumerate() if t.name == "hoshikage-proxy:tiny"]
+
+            async def on_the_loop():
+                return model.tokenize("hi")
+
+            with pytest.raises(RuntimeError, match="from another thread"):
+                asyncio.run_coroutine_threadsafe(on_the_loop(), loop.loop).result(10)
+            assert model.tokenize("hi")  # and from a thread, as ever
+        finally:
+            model.close()
+    finally:
+        loop.stop()
 
 
 def test_cancel_reaches_the_child(long_isolated):
@@ -157,10 +231,8 @@ def _exited(process) -> bool:
         return True
 
 
-def test_close_ends_the_child_and_what_still_runs(tiny_model_path):
-    model = ProcessModel.load(
-        "tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, isolation="process")
-    )
+def test_close_ends_the_child_and_what_still_runs(tiny_model_path, load):
+    model = load("tiny", str(tiny_model_path), LlamaOptions(n_ctx=8192, isolation="process"))
     child = psutil.Process(model._proc.pid)
     sink = _Sink()
     model.generate(LONG, CancelToken(), sink)
@@ -264,9 +336,11 @@ class _Sink:
         self.closed = threading.Event()
         self.error = None
         self.chunks = []
+        self.threads = set()
 
     def put(self, index, chunk):
         self.chunks.append(chunk)
+        self.threads.add(threading.current_thread())
         self.first.set()
 
     def close(self, error=None):
@@ -296,12 +370,12 @@ def test_embeddings_in_a_child_process(tiny_model_path):
         isolated.close()
 
 
-def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path):
+def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path, load):
     """A child that stops answering without dying (SIGSTOP here; a wedged RPC call in life):
     a call waits ``call_timeout``, then the child is killed, the call and the running
     stream fail with ModelFailed, and the failure is reported once."""
     options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", call_timeout=2)
-    model = ProcessModel.load("tiny", str(tiny_model_path), options)
+    model = load("tiny", str(tiny_model_path), options)
     try:
         failures = []
         model.on_failure(failures.append)
@@ -324,9 +398,9 @@ def test_a_hung_child_is_killed_and_reported_like_a_dead_one(tiny_model_path):
         model.close()
 
 
-def test_a_stream_whose_child_hangs_fails_without_any_call(tiny_model_path):
+def test_a_stream_whose_child_hangs_fails_without_any_call(tiny_model_path, load):
     options = LlamaOptions(n_ctx=8192, parallel=1, isolation="process", call_timeout=2)
-    model = ProcessModel.load("tiny", str(tiny_model_path), options)
+    model = load("tiny", str(tiny_model_path), options)
     try:
         sink = _Sink()
         model.generate(LONG, CancelToken(), sink)

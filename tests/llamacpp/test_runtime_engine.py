@@ -114,3 +114,36 @@ async def test_one_loop_wake_per_step_and_no_thread_per_request(tiny_model_path)
         assert threading.active_count() <= threads_before + 8
     finally:
         await rt.stop()
+
+
+async def test_a_model_process_is_read_on_the_loop_with_no_thread_and_no_wake_per_step(
+    tiny_model_path,
+):
+    """The default (``isolation = "process"``): the event loop reads the model process's
+    socket itself, delivers each step's chunks and schedules their readers there. No reader
+    thread exists, and no step writes to the loop's self-pipe (``call_soon_threadsafe``):
+    a token costs the server the socket's own wake-up only."""
+    rt = await runtime_for(tiny_model_path, parallel=4)
+    loop = asyncio.get_running_loop()
+    calls = []
+    try:
+        await rt.load("tiny")
+        assert not [t for t in threading.enumerate() if t.name.startswith("hoshikage-proxy")]
+        threadsafe = loop.call_soon_threadsafe
+
+        def counted(*args, **kwargs):
+            calls.append(args[0])
+            return threadsafe(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted
+        request = GenerationRequest(
+            prompt="the cat", max_tokens=200, temperature=0, logit_bias={EOS: -100}
+        )
+        async with rt.session("tiny") as s:
+            chunks = [chunk async for _i, chunk in s.stream(request)]
+        assert chunks[-1].completion_tokens == 200
+        # the submission's way to its worker thread and back, not one per step
+        assert len(calls) <= 8, calls
+    finally:
+        loop.__dict__.pop("call_soon_threadsafe", None)
+        await rt.stop()

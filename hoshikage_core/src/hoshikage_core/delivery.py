@@ -10,15 +10,42 @@ Waking once per step matters beyond the loop's own work: every wake hands the GI
 engine thread to the loop thread and back, and an engine thread that waits for the GIL in
 the middle of a step holds up the whole batch (measured: one wake per chunk cost a third of
 the aggregate throughput of four streams).
+
+A backend that reads its engine's output with the event loop itself (a model process's
+socket, registered with the loop) flushes on the loop's thread: the wake is then a plain
+``call_soon``, with no write to the loop's self-pipe and no thread woken. Such a backend
+learns which loop at load time from :func:`delivery_loop`, which the pool publishes on the
+loading thread (as :mod:`.load_progress` publishes the progress callback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
+from collections.abc import Iterator
 
 from .protocol import Chunk
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def delivering_to(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While a backend loads on this thread, its output goes to sinks read on ``loop``."""
+    previous = getattr(_local, "loop", None)
+    _local.loop = loop
+    try:
+        yield
+    finally:
+        _local.loop = previous
+
+
+def delivery_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop the model loading on this thread delivers to (its sinks are read
+    there), or None when no pool said."""
+    return getattr(_local, "loop", None)
 
 
 class LoopWaker:
@@ -29,6 +56,8 @@ class LoopWaker:
         self._lock = threading.Lock()
         self._ready: set[LoopSink] = set()
         self._scheduled = False
+        #: The loop's thread, once known (from the first wake that ran there).
+        self._owner: int | None = None
         #: How many times the loop was woken (for tests and the benchmark).
         self.wakes = 0
 
@@ -39,17 +68,22 @@ class LoopWaker:
 
     def wake(self) -> None:
         """Wake the loop for every sink made ready since its last wake (any thread); a
-        no-op when a wake is already on its way or nothing is ready."""
+        no-op when a wake is already on its way or nothing is ready. On the loop's own
+        thread it only schedules the wake: the loop is awake already."""
         with self._lock:
             if self._scheduled or not self._ready:
                 return
             self._scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self._drain)
+            if threading.get_ident() == self._owner:
+                self._loop.call_soon(self._drain)
+            else:
+                self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
 
     def _drain(self) -> None:
+        self._owner = threading.get_ident()
         with self._lock:
             ready, self._ready = self._ready, set()
             self._scheduled = False

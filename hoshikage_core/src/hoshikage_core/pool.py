@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from . import load_progress
+from . import delivery, load_progress
 from .errors import BackendNotFound, HoshikageError, ModelFailed, ModelLoadError
 from .protocol import (
     BUSY,
@@ -419,7 +419,8 @@ class ModelPool:
         try:
             await self._make_room(name)
             record.load_progress = None
-            model = await asyncio.to_thread(self._create, record.entry, record)
+            loop = asyncio.get_running_loop()
+            model = await asyncio.to_thread(self._create, record.entry, record, loop)
         except BaseException as exc:
             record.state = UNLOADED
             record.load_task = None
@@ -460,12 +461,20 @@ class ModelPool:
         self._changed()
         return model
 
-    def _create(self, entry: ModelEntry, record: _Record | None = None) -> LoadedModel:
+    def _create(
+        self,
+        entry: ModelEntry,
+        record: _Record | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> LoadedModel:
+        """The backend's model for ``entry``, made on this (a worker) thread; its output is
+        read on ``loop`` (:func:`.delivery.delivery_loop`), the pool's."""
+
         def report(fraction: float) -> None:  # on the loading thread; a float store is atomic
             if record is not None:
                 record.load_progress = fraction
 
-        with load_progress.reporting(report):
+        with load_progress.reporting(report), delivery.delivering_to(loop):
             model = self.pm.hook.create_backend(entry=entry, config=self.config)
         if model is None:
             raise BackendNotFound(

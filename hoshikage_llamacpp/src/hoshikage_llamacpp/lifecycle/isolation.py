@@ -10,9 +10,13 @@ process-wide in llama.cpp, so in-process they would be offered to every model lo
 a child keeps them to its own model.
 
 How. The child owns the context and the engine, exactly as in-process. Requests go to it as
-pickled messages over a socket pair (:mod:`.wire`); a reader thread here delivers each
-engine step's chunks (one message per step, every job's chunks in it) to the sinks,
-flushing each once, and sends the cancellations it sees. When the child dies, the reader closes every active sink with
+pickled messages over a socket pair (:mod:`.wire`). In the server, the event loop that reads
+the sinks reads the socket too (the pool's, :func:`~hoshikage_core.delivery.delivery_loop`):
+each engine step's message (every job's chunks in it) is delivered to the sinks on the loop
+itself, which then only schedules their readers, so a token costs the server no thread
+woken and no wake-up of the loop beyond the socket's own; a timer sends the cancellations
+and watches for a hang while jobs run. Without a loop (a model driven from plain threads) a
+reader thread does the same. When the child dies, the reader closes every active sink with
 :class:`~hoshikage_core.errors.ModelFailed` naming the RPC hosts and what the child last
 said, then calls the callbacks given to :meth:`ProcessModel.on_failure`: the pool unloads
 the model, so the next request loads it again.
@@ -20,6 +24,7 @@ the model, so the next request loads it again.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -34,6 +39,7 @@ import time
 from typing import Any
 
 import attrs
+from hoshikage_core.delivery import delivery_loop
 from hoshikage_core.errors import Cancelled, HoshikageError, ModelFailed, ModelLoadError
 from hoshikage_core.protocol import (
     CancelToken,
@@ -144,6 +150,14 @@ class ProcessModel:
         self._started: set[int] = set()
         #: A new child is loading in place of a dead one (calls wait to be sent).
         self._replacing = False
+        #: The event loop that reads the child's socket (see the module's docstring); None:
+        #: a reader thread does.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Set once the loop has seen the child's socket close.
+        self._unwatched: threading.Event | None = None
+        #: The loop's timer while jobs run (:meth:`_on_tick`), and when the child last spoke.
+        self._tick: asyncio.TimerHandle | None = None
+        self._heard = 0.0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -160,6 +174,7 @@ class ProcessModel:
         from .safe_mode import OK, Subject, decide, remember
 
         self = cls(name, os.path.expanduser(path), options)
+        self._loop = delivery_loop()
         if self.servers:
             down = check_reachable(self.servers)
             if down:
@@ -273,11 +288,26 @@ class ProcessModel:
         self.modalities = tuple(value.get("modalities", ()))
         self._stats = (0, 0, 0, 0, 0)
         self._stage = "in its first decode"
-        if not reader:
-            return
+        if reader:
+            self._watch(self._conn, self._proc)
+
+    def _watch(self, conn, proc) -> None:
+        """Read the child's messages from now on: on the event loop the model delivers to,
+        or on a reader thread of its own when there is none."""
+        if self._loop is not None:
+            inbox = Inbox(conn, own=True)
+            done = threading.Event()
+            try:
+                self._loop.call_soon_threadsafe(self._watch_on_loop, inbox, conn, proc, done)
+            except RuntimeError:  # the loop is closed: a thread reads from now on
+                inbox.close()
+                self._loop = None
+            else:
+                self._unwatched = done
+                return
         self._reader = threading.Thread(
             target=self._read,
-            args=(self._conn, self._proc),
+            args=(conn, proc),
             name=f"hoshikage-proxy:{self.name}",
             daemon=True,
         )
@@ -337,7 +367,12 @@ class ProcessModel:
         except (OSError, ValueError):
             pass
         reader = self._reader
-        if reader is not None and reader is not threading.current_thread():
+        unwatched = self._unwatched if self._loop is not None else None
+        if unwatched is not None and self._loop.is_running() and not self._on_loop():
+            if not unwatched.wait(60):  # set when the child has closed the socket
+                log.warning("model %s: its process did not unload; killing it", self.name)
+                self._kill()
+        elif unwatched is None and reader is not None and reader is not threading.current_thread():
             reader.join(60)  # it ends when the child has closed the socket
             if reader.is_alive():
                 log.warning("model %s: its process did not unload; killing it", self.name)
@@ -395,6 +430,11 @@ class ProcessModel:
             self._check_alive()
             self._jobs[job_id] = (sink, cancel)
         self._submitted[job_id] = (kind, None, job_id, *args)
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._start_tick)
+            except RuntimeError:  # the loop is closed: the call below fails with the model
+                pass
         try:
             self._call_raw(self._submitted[job_id])
         except BaseException:
@@ -460,6 +500,11 @@ class ProcessModel:
         return self._call_raw(("call", None, method, args))
 
     def _call_raw(self, message: tuple):
+        if self._loop is not None and self._on_loop():
+            raise RuntimeError(
+                f"model {self.name}: a call to its process waits for the answer, which the "
+                "event loop reads: call it from another thread"
+            )
         call_id = next(self._ids)
         waiter = _Waiter()
         with self._lock:
@@ -515,6 +560,67 @@ class ProcessModel:
             except Exception:  # a broken sink must not stop delivery for everyone
                 log.exception("delivering output of %s failed", self.name)
         self._died(conn, proc)
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _watch_on_loop(self, inbox: Inbox, conn, proc, done: threading.Event) -> None:
+        self._loop.add_reader(inbox.fileno(), self._on_readable, inbox, conn, proc, done)
+
+    def _on_readable(self, inbox: Inbox, conn, proc, done: threading.Event) -> None:
+        """The child's messages, read on the event loop and delivered as the reader thread
+        delivers them; once its socket closes, a thread of its own finds out why
+        (:meth:`_died` waits for the process)."""
+        messages = inbox.read_ready()
+        if messages is None:
+            self._loop.remove_reader(inbox.fileno())
+            inbox.close()
+            done.set()
+            threading.Thread(
+                target=self._died,
+                args=(conn, proc),
+                name=f"hoshikage-proxy:{self.name}",
+                daemon=True,
+            ).start()
+            return
+        self._heard = time.monotonic()
+        try:
+            for message in messages:
+                self._dispatch(message)
+            self._send_cancels()
+        except Exception:  # a broken sink must not stop delivery for everyone
+            log.exception("delivering output of %s failed", self.name)
+
+    def _start_tick(self) -> None:
+        """(On the loop, at each submission.) Start the timer of :meth:`_on_tick` unless it
+        runs; the child's silence is counted from now, as no job ran before."""
+        if self._tick is None:
+            self._heard = time.monotonic()
+            self._tick = self._loop.call_later(CANCEL_POLL, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Every :data:`CANCEL_POLL` while jobs run on a child the loop reads: send the
+        cancellations, and kill the child once it has said nothing for ``call_timeout``
+        (a thread does: the loop then sees its socket close, and the death is a hang)."""
+        self._tick = None
+        if not self._jobs or self._unwatched is None or self._unwatched.is_set():
+            return
+        try:
+            self._send_cancels()
+        except Exception:
+            log.exception("cancelling a stream of %s failed", self.name)
+        if time.monotonic() - self._heard > self.options.call_timeout:
+            threading.Thread(
+                target=self._hung,
+                args=("its running streams",),
+                name=f"hoshikage-hang:{self.name}",
+                daemon=True,
+            ).start()
+            return
+        self._tick = self._loop.call_later(CANCEL_POLL, self._on_tick)
 
     def _dispatch(self, message: tuple) -> None:
         kind = message[0]
@@ -610,7 +716,14 @@ class ProcessModel:
         except (_Died, HoshikageError) as again:
             self._give_up(f"{reason}; in safe mode: {again}")
             return
-        self._read(self._conn, self._proc)
+        if self._loop is None:
+            self._read(self._conn, self._proc)
+            return
+        proc = self._proc
+        self._watch(self._conn, proc)
+        # The loop reads; this thread started the child, which dies with it
+        # (PR_SET_PDEATHSIG): it waits as long as the child lives.
+        proc.wait()
 
     def _give_up(self, reason: str) -> None:
         """The child died for good: every request ends with the failure, and the pool hears."""

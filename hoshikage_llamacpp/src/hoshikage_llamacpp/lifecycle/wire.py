@@ -61,16 +61,51 @@ class Inbox:
     ``poll``, and one read takes whatever has arrived: usually exactly one message. The
     framing is ``Connection.send_bytes``'s, which the model process sends with: a 4-byte
     big-endian length (-1, then 8 bytes, over 2 GiB), then the bytes.
+
+    Read by a thread (:meth:`read`, which waits) or by an event loop (:meth:`read_ready`,
+    when the loop says the socket is readable). The loop's inbox (``own``) reads through a
+    duplicate of the descriptor, which it closes itself (:meth:`close`) once the model
+    process has closed its end: the loop's registration then never outlives the descriptor
+    it watches, whichever thread closes ``conn`` (a kill).
     """
 
     #: Bytes asked for per read beyond what the message being read still needs.
     READ = 1 << 16
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn, own: bool = False) -> None:
         self._conn = conn
-        self._fd = conn.fileno()
+        # A socket object only to read with a flag (MSG_DONTWAIT): the descriptor stays
+        # blocking, as the server's sends on ``conn`` need it.
+        self._sock = socket.socket(fileno=os.dup(conn.fileno())) if own else None
+        self._fd = conn.fileno() if self._sock is None else self._sock.fileno()
         self._buffer = bytearray()
         self._timeout: float | None = -1.0  # none set yet
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """Close the duplicate descriptor of an ``own`` inbox."""
+        if self._sock is not None:
+            self._sock.close()
+
+    def read_ready(self) -> list | None:
+        """Every whole message that has arrived, without waiting (an ``own`` inbox, when
+        its socket is readable); None once the other end has closed."""
+        try:
+            data = self._sock.recv(max(self.READ, self._missing()), socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):  # nothing after all
+            data = None
+        except OSError:
+            return None
+        if data is not None:
+            if not data:
+                return None
+            self._buffer += data
+        messages = []
+        while (found := self._take()) is not None:
+            messages.append(found[0])
+        return messages
 
     def read(self, timeout: float | None):
         """The next message; None after ``timeout`` seconds without one (``None``: wait as
