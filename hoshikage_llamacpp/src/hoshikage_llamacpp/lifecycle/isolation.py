@@ -117,6 +117,9 @@ class ProcessModel:
         self._waiters: dict[int, _Waiter] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+        #: Held while the child is killed or its socket closed: a hang seen by a call and by
+        #: the running streams at once must not close the descriptor twice.
+        self._kill_lock = threading.Lock()
         self._failure: ModelFailed | None = None
         self._closing = False
         self._callbacks: list = []
@@ -383,15 +386,17 @@ class ProcessModel:
             except subprocess.TimeoutExpired:
                 self._kill()
         self._fail_all(Cancelled("The model was unloaded."))
-        self._conn.close()
+        with self._kill_lock:
+            self._conn.close()
         threading.Thread(target=_reap, args=(proc,), name="hoshikage-reap", daemon=True).start()
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        if self._conn is not None:
-            self._conn.close()
+        with self._kill_lock:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            if self._conn is not None:
+                self._conn.close()
 
     def on_failure(self, callback) -> None:
         """Call ``callback(error)`` once, from the reader thread, if the child dies on its
@@ -587,12 +592,15 @@ class ProcessModel:
             ).start()
             return
         self._heard = time.monotonic()
-        try:
-            for message in messages:
+        for message in messages:
+            try:
                 self._dispatch(message)
+            except Exception:  # a broken sink must not stop delivery for everyone
+                log.exception("delivering output of %s failed", self.name)
+        try:
             self._send_cancels()
-        except Exception:  # a broken sink must not stop delivery for everyone
-            log.exception("delivering output of %s failed", self.name)
+        except Exception:
+            log.exception("cancelling a stream of %s failed", self.name)
 
     def _start_tick(self) -> None:
         """(On the loop, at each submission.) Start the timer of :meth:`_on_tick` unless it
