@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import socket
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -56,6 +57,36 @@ def test_the_inbox_times_out_and_sees_the_other_end_close(pair):
     child.close()
     with pytest.raises(EOFError):
         inbox.read(None)
+
+
+def test_an_event_loops_inbox_takes_what_has_arrived_without_waiting(pair):
+    """The loop's inbox (``own``) reads whatever the socket holds when told it is readable:
+    the whole messages in it, none while a long one is still arriving, None once the other
+    end has closed; its descriptor is its own, and the connection stays blocking."""
+    server, child = pair
+    inbox = Inbox(server, own=True)
+    assert inbox.fileno() != server.fileno()
+    assert inbox.read_ready() == []  # nothing yet: no wait
+    child.send(("reply", 1, True, None))
+    child.send(("stage", "up", {}))
+    time.sleep(0.05)
+    assert inbox.read_ready() == [("reply", 1, True, None), ("stage", "up", {})]
+    big = ("reply", 2, True, "x" * 3_000_000)  # far over a socket's buffer: in pieces
+    sender = threading.Thread(target=child.send, args=(big,))
+    sender.start()
+    got, deadline = [], time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        got = inbox.read_ready()
+        if not got:
+            time.sleep(0.001)
+    sender.join(10)
+    assert got == [big]
+    server.send(("cancel", 3))  # the server's end still sends as a blocking connection
+    assert child.recv() == ("cancel", 3)
+    child.close()
+    time.sleep(0.05)
+    assert inbox.read_ready() is None
+    inbox.close()
 
 
 def test_every_kind_of_output_survives_the_step_message():
