@@ -12,8 +12,8 @@ the middle of a step holds up the whole batch (measured: one wake per chunk cost
 the aggregate throughput of four streams).
 
 A backend that reads its engine's output with the event loop itself (a model process's
-socket, registered with the loop) flushes on the loop's thread: the wake is then a plain
-``call_soon``, with no write to the loop's self-pipe and no thread woken. Such a backend
+socket, registered with the loop) flushes on the loop's thread: the sinks' readers are
+then scheduled there and then, with no write to the loop's self-pipe and no thread woken. Such a backend
 learns which loop at load time from :func:`delivery_loop`, which the pool publishes on the
 loading thread (as :mod:`.load_progress` publishes the progress callback).
 """
@@ -69,16 +69,16 @@ class LoopWaker:
     def wake(self) -> None:
         """Wake the loop for every sink made ready since its last wake (any thread); a
         no-op when a wake is already on its way or nothing is ready. On the loop's own
-        thread it only schedules the wake: the loop is awake already."""
+        thread the loop is awake already: the sinks' readers are scheduled at once."""
         with self._lock:
             if self._scheduled or not self._ready:
                 return
             self._scheduled = True
+        if threading.get_ident() == self._owner:
+            self._drain()
+            return
         try:
-            if threading.get_ident() == self._owner:
-                self._loop.call_soon(self._drain)
-            else:
-                self._loop.call_soon_threadsafe(self._drain)
+            self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             pass
 
