@@ -399,8 +399,8 @@ class ProcessModel:
                 self._conn.close()
 
     def on_failure(self, callback) -> None:
-        """Call ``callback(error)`` once, from the reader thread, if the child dies on its
-        own (the pool unloads the model then)."""
+        """Call ``callback(error)`` once, from a thread of this model's (never the event
+        loop's), if the child dies on its own (the pool unloads the model then)."""
         self._callbacks.append(callback)
         if self._failure is not None:
             callback(self._failure)
