@@ -3,12 +3,14 @@
 its streams clearly while the server keeps serving (no RPC server needed here).
 
 The contract tests run both ways the child's socket is read: by an event loop (the
-server's way: the pool loads models with :func:`~hoshikage_core.delivery.delivering_to`
-its loop) and by a reader thread of the model's own (a model driven without a loop)."""
+server's way: the pool loads models with its loop in
+:data:`~hoshikage_core.delivery.DELIVERY_LOOP`) and by a reader thread of the model's own
+(a model driven without a loop)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import signal
@@ -21,7 +23,7 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from hoshikage_core.delivery import delivering_to  # noqa: E402
+from hoshikage_core.delivery import DELIVERY_LOOP  # noqa: E402
 from hoshikage_core.errors import Cancelled, InvalidRequest, ModelFailed, ModelLoadError  # noqa: E402
 from hoshikage_core.protocol import CancelToken, GenerationRequest, stream  # noqa: E402
 from hoshikage_llamacpp.lifecycle.isolation import ProcessModel  # noqa: E402
@@ -47,6 +49,16 @@ class _Loop:
         self.loop.close()
 
 
+def load_for(loop, *args, **kwargs) -> ProcessModel:
+    """``ProcessModel.load`` as the pool calls it: with ``loop`` in the load's context."""
+
+    def load() -> ProcessModel:
+        DELIVERY_LOOP.set(loop)
+        return ProcessModel.load(*args, **kwargs)
+
+    return contextvars.copy_context().run(load)
+
+
 @pytest.fixture(params=["loop", "thread"])
 def load(request):
     """``ProcessModel.load``, the child's socket read by an event loop on a thread of its own
@@ -56,8 +68,7 @@ def load(request):
     def load(*args, **kwargs) -> ProcessModel:
         if loop is None:
             return ProcessModel.load(*args, **kwargs)
-        with delivering_to(loop.loop):
-            return ProcessModel.load(*args, **kwargs)
+        return load_for(loop.loop, *args, **kwargs)
 
     load.loop = loop
     yield load
@@ -158,10 +169,9 @@ def test_read_on_a_loop_the_output_is_delivered_there_and_calls_must_not_wait_th
     reader thread; a call, which waits for an answer the loop reads, is refused there."""
     loop = _Loop()
     try:
-        with delivering_to(loop.loop):
-            model = ProcessModel.load(
-                "tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, isolation="process")
-            )
+        model = load_for(
+            loop.loop, "tiny", str(tiny_model_path), LlamaOptions(n_ctx=256, isolation="process")
+        )
         try:
             sink = _Sink()
             model.generate(PROMPT, CancelToken(), sink)

@@ -13,39 +13,32 @@ the aggregate throughput of four streams).
 
 A backend that reads its engine's output with the event loop itself (a model process's
 socket, registered with the loop) flushes on the loop's thread: the sinks' readers are
-then scheduled there and then, with no write to the loop's self-pipe and no thread woken. Such a backend
-learns which loop at load time from :func:`delivery_loop`, which the pool publishes on the
-loading thread (as :mod:`.load_progress` publishes the progress callback).
+then scheduled there and then, with no write to the loop's self-pipe and no thread woken.
+Such a backend learns which loop at load time from :func:`delivery_loop`: the pool sets
+:data:`DELIVERY_LOOP` in its load task, and ``asyncio.to_thread`` carries the task's
+context to the thread the backend loads on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import threading
 from collections import deque
-from collections.abc import Iterator
 
 from .protocol import Chunk
 
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def delivering_to(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """While a backend loads on this thread, its output goes to sinks read on ``loop``."""
-    previous = getattr(_local, "loop", None)
-    _local.loop = loop
-    try:
-        yield
-    finally:
-        _local.loop = previous
+#: The event loop whose sinks a model loading in this context delivers to (None: no pool
+#: said, e.g. a model driven from plain threads).
+DELIVERY_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "hoshikage_delivery_loop", default=None
+)
 
 
 def delivery_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop the model loading on this thread delivers to (its sinks are read
-    there), or None when no pool said."""
-    return getattr(_local, "loop", None)
+    """The event loop the model loading here delivers to (its sinks are read there), or
+    None when no pool said."""
+    return DELIVERY_LOOP.get()
 
 
 class LoopWaker:

@@ -33,7 +33,8 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from . import delivery, load_progress
+from . import load_progress
+from .delivery import DELIVERY_LOOP
 from .errors import BackendNotFound, HoshikageError, ModelFailed, ModelLoadError
 from .protocol import (
     BUSY,
@@ -419,8 +420,10 @@ class ModelPool:
         try:
             await self._make_room(name)
             record.load_progress = None
-            loop = asyncio.get_running_loop()
-            model = await asyncio.to_thread(self._create, record.entry, record, loop)
+            # This is the load's own task: the backend, loading on a worker thread with a
+            # copy of its context, reads its output on this loop (delivery.delivery_loop).
+            DELIVERY_LOOP.set(asyncio.get_running_loop())
+            model = await asyncio.to_thread(self._create, record.entry, record)
         except BaseException as exc:
             record.state = UNLOADED
             record.load_task = None
@@ -461,20 +464,12 @@ class ModelPool:
         self._changed()
         return model
 
-    def _create(
-        self,
-        entry: ModelEntry,
-        record: _Record | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> LoadedModel:
-        """The backend's model for ``entry``, made on this (a worker) thread; its output is
-        read on ``loop`` (:func:`.delivery.delivery_loop`), the pool's."""
-
+    def _create(self, entry: ModelEntry, record: _Record | None = None) -> LoadedModel:
         def report(fraction: float) -> None:  # on the loading thread; a float store is atomic
             if record is not None:
                 record.load_progress = fraction
 
-        with load_progress.reporting(report), delivery.delivering_to(loop):
+        with load_progress.reporting(report):
             model = self.pm.hook.create_backend(entry=entry, config=self.config)
         if model is None:
             raise BackendNotFound(
