@@ -147,3 +147,54 @@ async def test_a_model_process_is_read_on_the_loop_with_no_thread_and_no_wake_pe
     finally:
         loop.__dict__.pop("call_soon_threadsafe", None)
         await rt.stop()
+
+
+async def test_a_request_not_streamed_comes_from_its_model_process_in_a_few_messages(
+    tiny_model_path,
+):
+    """An answer given whole (``stream = False``, as the API's ``collect`` asks): the model
+    process sends its first step's chunks at once and the rest with its end, not a message
+    a step; every chunk arrives, the same as when streamed."""
+    rt = await runtime_for(tiny_model_path, parallel=4)
+    try:
+        await rt.load("tiny")
+        proxy = rt.pool.loaded_model("tiny")
+        dispatch, messages = proxy._dispatch, []
+
+        def counted(message):
+            if message[0] == "out" and message[1]:
+                messages.append(len(message[1]))
+            return dispatch(message)
+
+        proxy._dispatch = counted
+
+        async def run(stream: bool):
+            request = GenerationRequest(
+                prompt="the cat",
+                max_tokens=200,
+                temperature=0,
+                logit_bias={EOS: -100},
+                logprobs=True,
+                stream=stream,
+            )
+            messages.clear()
+            async with rt.session("tiny") as s:
+                chunks = [chunk async for _i, chunk in s.stream(request)]
+            return chunks, list(messages)
+
+        def seen(chunks):  # the second run reads its prompt from the cache
+            return [
+                (c.text, c.finish_reason, c.completion_tokens, [t.token for t in c.logprobs or ()])
+                for c in chunks
+            ]
+
+        streamed, per_step = await run(True)
+        whole, few = await run(False)
+        assert seen(whole) == seen(streamed)
+        assert whole[-1].completion_tokens == 200
+        assert len(per_step) > 30, per_step  # a message a step (drafts make steps of several)
+        # the first step's, then the rest (a model this small decodes 200 tokens well
+        # within the hold), plus at most a few on a loaded machine
+        assert few[0] == 1 and sum(few) == len(whole) and len(few) <= 6, few
+    finally:
+        await rt.stop()

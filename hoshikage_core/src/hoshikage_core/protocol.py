@@ -139,6 +139,10 @@ class GenerationRequest:
     #: A conversation's key (the Responses API's ``prompt_cache_key``): a hint that the
     #: backend may use to give the request the slot that served the same key last.
     cache_key: str | None = None
+    #: Whether the caller reads the chunks as they come (a streamed answer). False: it reads
+    #: them only once the request ends (an answer given whole), so a backend may hand them
+    #: over in fewer, larger deliveries, each chunk unchanged.
+    stream: bool = True
 
     @property
     def is_chat(self) -> bool:

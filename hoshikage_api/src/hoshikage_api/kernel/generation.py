@@ -100,7 +100,10 @@ class ChoiceResult:
 async def collect(
     runtime, job: Job, on_ready: Callable[[Session], None] | None = None
 ) -> list[ChoiceResult]:
-    """Run ``job`` to the end and return its choices (``on_ready``: as for :func:`run`)."""
+    """Run ``job`` to the end and return its choices (``on_ready``: as for :func:`run`).
+    Nothing reads a chunk before the end, so the requests say so (``stream = False``): a
+    model in its own process then sends its output in a few messages, not one a step."""
+    job = attrs.evolve(job, requests=tuple(attrs.evolve(r, stream=False) for r in job.requests))
     results = [ChoiceResult() for _ in range(job.choices)]
     async with aclosing(run(runtime, job, on_ready)) as chunks:
         async for index, chunk in chunks:

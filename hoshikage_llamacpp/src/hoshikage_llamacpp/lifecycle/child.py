@@ -120,6 +120,47 @@ class _RemoteSink:
         self.out.flush()
 
 
+#: The longest a request not streamed holds its chunks in the model process (seconds):
+#: its output goes at least this often, and with it the model's counters (``/api/status``)
+#: and the sign of life that the server's hang watch counts.
+HOLD = 0.5
+
+
+class _HeldSink(_RemoteSink):
+    """A :class:`_RemoteSink` for a request nobody reads until it ends
+    (``GenerationRequest.stream`` false): its first step's chunks go at once (the first
+    token's time, and a crash after it is one of a serving model), then the rest at its
+    close, or every :data:`HOLD` seconds while it runs. A token then costs the server no
+    wake-up of its own."""
+
+    __slots__ = ("held", "sent_at")
+
+    def __init__(self, job_id: int, out: _Outgoing, tokens: dict):
+        super().__init__(job_id, out, tokens)
+        self.held: list = []
+        self.sent_at: float | None = None
+
+    def put(self, index, chunk) -> None:
+        self.held.append((self.job_id, index, chunk))
+
+    def close(self, error=None) -> None:
+        self._release()
+        super().close(error)
+
+    def flush(self) -> None:
+        if self.held:
+            now = time.monotonic()
+            if self.sent_at is None or now - self.sent_at >= HOLD:
+                self.sent_at = now
+                self._release()
+        self.out.flush()
+
+    def _release(self) -> None:
+        held, self.held = self.held, []
+        with self.out._lock:
+            self.out.items.extend(held)
+
+
 def _die_with_parent(parent: int) -> None:
     try:
         import ctypes
@@ -257,7 +298,8 @@ def _serve(conn) -> None:
                 _, call_id, job_id, request, *n = message
                 token = tokens[job_id] = CancelToken()
                 try:
-                    sink = _RemoteSink(job_id, out, tokens)
+                    held = kind == "generate" and not request.stream
+                    sink = (_HeldSink if held else _RemoteSink)(job_id, out, tokens)
                     if kind == "generate":
                         model.generate(request, token, sink, *n)
                     else:
