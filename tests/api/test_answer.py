@@ -4,7 +4,9 @@ into an ordinary JSON error), an error after it is the surface's own last item.
 
 The chunks come from a generator that fails on purpose after its first chunk: a failure in
 the middle of a stream cannot be provoked on demand through llama.cpp. Everything up to and
-after the chunks is the code a request runs."""
+after the chunks is the code a request runs.
+
+An answer given whole (``collect``) comes from the real model process in a few messages."""
 
 from __future__ import annotations
 
@@ -148,3 +150,42 @@ async def test_an_error_before_anything_was_sent_is_raised(surface):
 
     with pytest.raises(ModelLoadError):
         [item async for item in streamed(fmt, chunks())]
+
+
+WHOLE = {
+    "openai": (
+        "/v1/completions",
+        {"model": "tiny", "prompt": "the cat", "max_tokens": 120, "logit_bias": {"2": -100}},
+        lambda body: body["usage"]["completion_tokens"],
+    ),
+    "ollama": (
+        "/api/generate",
+        {"model": "tiny", "prompt": "the cat", "stream": False, "options": {"num_predict": 120}},
+        lambda body: body["eval_count"],
+    ),
+}
+
+
+@pytest.mark.parametrize("surface", WHOLE)
+async def test_an_answer_given_whole_comes_from_its_model_process_in_a_few_messages(
+    client, surface
+):
+    """Nothing reads an answer given whole before it ends (the kernel's ``collect`` marks
+    its requests ``stream = False``): the model process sends the first step's chunks, then
+    the rest with the end, not a message a step."""
+    path, body, tokens = WHOLE[surface]
+    warm = await client.post(path, json={**body, "prompt": "a"})  # loads the model
+    assert warm.status_code == 200, warm.text
+    proxy = client.app.state.runtime.pool.loaded_model("tiny")
+    dispatch, messages = proxy._dispatch, []
+
+    def counted(message):
+        if message[0] == "out" and message[1]:
+            messages.append(len(message[1]))
+        return dispatch(message)
+
+    proxy._dispatch = counted
+    response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert tokens(response.json()) >= 60
+    assert 1 <= len(messages) <= 4 and messages[0] == 1, messages
