@@ -278,6 +278,24 @@ def test_a_stalled_step_does_not_price_drafting_out_for_good():
     assert cost.switch() <= 1.0
 
 
+def test_a_step_measured_while_the_machine_was_slower_keeps_its_price():
+    # Every step was slower while a draft's step was measured (a first request's cold
+    # caches, another process on the cores); then one-token steps get faster again, and no
+    # draft is made to measure a drafting step anew. Priced in today's one-token steps, its
+    # old seconds kept drafting out for good (the tiny model stopped drafting in a server
+    # that way); its price in one-token steps is what was measured.
+    cost = step_cost([(((1, 1),), 0.015), (((1, 4),), 0.030), (((1, 8),), 0.045)])
+    assert cost.price(((1, 8),)) == pytest.approx(3.0)
+    chosen = [best_length(p, 16, cost=cost) for p in (0.7, 0.8, 0.9, 0.95)]
+    cost.record(((1, 1),), 0.015)  # back to one token: a rebuilt graph
+    for _ in range(40):
+        cost.record(((1, 1),), 0.010)
+    assert cost.seconds(((1, 1),)) == pytest.approx(0.010, rel=1e-3)
+    assert cost.price(((1, 4),)) == pytest.approx(2.0) and cost.price(((1, 8),)) == pytest.approx(3.0)
+    assert cost.seconds(((1, 8),)) == pytest.approx(0.030, rel=1e-3)  # at today's speed
+    assert [best_length(p, 16, cost=cost) for p in (0.7, 0.8, 0.9, 0.95)] == chosen
+
+
 def test_an_uneven_step_is_priced_as_its_ubatches_and_what_a_split_adds():
     cost = step_cost(
         [

@@ -95,7 +95,9 @@ class StepCost:
     graph and buffers, is not counted; a step of one ubatch after one of another shape,
     which rebuilds the graph, counts as :meth:`switch` (what it took beyond its shape's
     cost), not as its shape's cost. The unit, a one-token step, is the measured ``1×1``
-    ubatch, or before that the smallest measured one as :func:`linear_cost` prices it."""
+    ubatch, or before that the smallest measured one as :func:`linear_cost` prices it. When
+    the unit's estimate moves, every other estimate moves with it (:meth:`_rescale`), so a
+    shape keeps the price in one-token steps that it was measured at."""
 
     ALPHA = 0.2
 
@@ -143,6 +145,8 @@ class StepCost:
             self._shape[shapes[0]] = seconds if old is None else old + alpha * (seconds - old)
             one = self._shape.get((1, 1))
             if one is not None:
+                if shapes[0] == (1, 1) and old is not None and one != old:
+                    self._rescale(one / old)
                 self._unit = one
             else:
                 (s, w), sec = min(self._shape.items(), key=lambda item: item[0][0] * item[0][1])
@@ -156,6 +160,26 @@ class StepCost:
             self._split = (
                 extra if self._split is None else self._split + alpha * (extra - self._split)
             )
+
+    def _rescale(self, factor: float) -> None:
+        """The one-token step's estimate moved by ``factor``: every other estimate moves
+        with it. The machine's speed drifts for every shape alike (a first request's cold
+        caches, another process on the cores), and a shape is measured again only when a
+        step takes it: a draft's step measured while every step was slower, priced against
+        today's faster one-token step, kept drafting out for good, since a draft not made
+        is never measured again. What a shape costs in one-token steps is what was
+        measured, and stays so."""
+        shape = self._shape
+        for key in shape:
+            if key != (1, 1):
+                shape[key] *= factor
+        steps = self._steps
+        for key in steps:
+            steps[key] *= factor
+        if self._switch is not None:
+            self._switch *= factor
+        if self._split is not None:
+            self._split *= factor
 
     def switch(self) -> float:
         """What a step of one ubatch whose shape differs from the last step's adds, in
