@@ -291,7 +291,9 @@ def test_a_step_measured_while_the_machine_was_slower_keeps_its_price():
     for _ in range(40):
         cost.record(((1, 1),), 0.010)
     assert cost.seconds(((1, 1),)) == pytest.approx(0.010, rel=1e-3)
-    assert cost.price(((1, 4),)) == pytest.approx(2.0) and cost.price(((1, 8),)) == pytest.approx(3.0)
+    assert cost.price(((1, 4),)) == pytest.approx(2.0) and cost.price(((1, 8),)) == pytest.approx(
+        3.0
+    )
     assert cost.seconds(((1, 8),)) == pytest.approx(0.030, rel=1e-3)  # at today's speed
     assert [best_length(p, 16, cost=cost) for p in (0.7, 0.8, 0.9, 0.95)] == chosen
 
