@@ -75,7 +75,9 @@ class ChoiceResult:
         if chunk.reasoning:
             self.reasonings.append(chunk.reasoning)
         if chunk.logprobs is not None:
-            self.logprobs = (self.logprobs or []) + list(chunk.logprobs)
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(chunk.logprobs)
         if chunk.tool_calls:
             self.tool_calls.extend(chunk.tool_calls)
         if chunk.finish_reason is not None:
