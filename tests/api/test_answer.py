@@ -17,6 +17,8 @@ import pytest
 from hoshikage_core.errors import ModelLoadError
 from hoshikage_core.protocol import Chunk, GenerationRequest
 
+from tests.support.messages import output_messages
+
 
 def job(endpoint: str):
     from hoshikage_api.kernel.job import Job
@@ -176,15 +178,7 @@ async def test_an_answer_given_whole_comes_from_its_model_process_in_a_few_messa
     path, body, tokens = WHOLE[surface]
     warm = await client.post(path, json={**body, "prompt": "a"})  # loads the model
     assert warm.status_code == 200, warm.text
-    proxy = client.app.state.runtime.pool.loaded_model("tiny")
-    dispatch, messages = proxy._dispatch, []
-
-    def counted(message):
-        if message[0] == "out" and message[1]:
-            messages.append(len(message[1]))
-        return dispatch(message)
-
-    proxy._dispatch = counted
+    messages = output_messages(client.app.state.runtime.pool.loaded_model("tiny"))
     response = await client.post(path, json=body)
     assert response.status_code == 200, response.text
     assert tokens(response.json()) >= 60

@@ -18,6 +18,7 @@ from hoshikage_core.runtime import Runtime  # noqa: E402
 
 from hoshikage_core import config as config_mod  # noqa: E402
 from hoshikage_llamacpp import plugin  # noqa: E402
+from tests.support.messages import output_messages  # noqa: E402
 
 EOS = 2
 
@@ -158,15 +159,7 @@ async def test_a_request_not_streamed_comes_from_its_model_process_in_a_few_mess
     rt = await runtime_for(tiny_model_path, parallel=4)
     try:
         await rt.load("tiny")
-        proxy = rt.pool.loaded_model("tiny")
-        dispatch, messages = proxy._dispatch, []
-
-        def counted(message):
-            if message[0] == "out" and message[1]:
-                messages.append(len(message[1]))
-            return dispatch(message)
-
-        proxy._dispatch = counted
+        messages = output_messages(rt.pool.loaded_model("tiny"))
 
         async def run(stream: bool):
             request = GenerationRequest(
