@@ -5,6 +5,7 @@ trickle their headers or body (slowloris) are closed after ``header_timeout`` /
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -12,6 +13,8 @@ import time
 import httpx
 import psutil
 import pytest
+import uvicorn
+from hoshikage_api.connections import buffered_send, timed_protocol
 
 from tests.support.server import running_server, wait_for
 
@@ -186,3 +189,100 @@ def test_beyond_max_connections_a_request_is_503(tiny_model_path):
             10,
             "room",
         )
+
+
+async def _serve_in_process(app):
+    """``app`` behind ``hoshikage serve``'s wrapping (buffered sends, the timed protocol) on
+    uvicorn in this loop: (server, its task, port)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        buffered_send(app, 5.0, 64 * 1024),
+        log_config=None,
+        access_log=False,
+        http=timed_protocol(5.0, 5.0, 5.0),
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, task, sock.getsockname()[1]
+
+
+def _numbered_stream(events: int, seen: list, width: int = 7):
+    """An ASGI app that streams ``events`` numbered lines of ``width`` bytes, noting after
+    each write whether a writer task (the buffered send's own) exists."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(events):
+            line = f"{i:06d}".ljust(width - 1, ".").encode() + b"\n"
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+            seen.append(any(t.get_name() == "hoshikage-send" for t in asyncio.all_tasks()))
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+async def test_a_reading_client_is_written_to_in_the_apps_own_turn():
+    """A client that keeps up is written to by the app's ``send`` itself: no writer task, so
+    no turn of the loop a token beyond the app's (the writer task costs one, with its timer
+    and events); the buffer and its task take over only once the socket's buffer is full."""
+    seen: list[bool] = []
+    server, task, port = await _serve_in_process(_numbered_stream(300, seen))
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(f"http://127.0.0.1:{port}/")
+        assert r.text.splitlines() == [f"{i:06d}" for i in range(300)]
+        assert len(seen) == 300 and not any(seen)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_client_that_stops_reading_gets_every_byte_in_order_once_it_reads():
+    """The socket's buffer fills while the client reads nothing: the writes go through the
+    buffer and its task from then on (the app waits once ``send_buffer`` is full), and
+    what the client reads later is whole and in order."""
+    seen: list[bool] = []
+    events = 10000  # 10 MB, more than the socket buffers (the kernel's may grow to 4 MB)
+    server, task, port = await _serve_in_process(_numbered_stream(events, seen, 1000))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(500):  # the app writes until the socket's buffer is full
+            if any(seen):
+                break
+            await asyncio.sleep(0.01)
+        assert any(seen), "the writer task never took over"
+        data = bytearray()
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
+            assert chunk
+            data += chunk
+        body = _dechunk(bytes(data).split(b"\r\n\r\n", 1)[1])
+        assert len(seen) == events
+        assert [line[:6] for line in body.decode().splitlines()] == [
+            f"{i:06d}" for i in range(events)
+        ]
+    finally:
+        sock.close()
+        server.should_exit = True
+        await task
+
+
+def _dechunk(body: bytes) -> bytes:
+    """An HTTP/1.1 chunked body's bytes."""
+    out, pos = [], 0
+    while True:
+        end = body.index(b"\r\n", pos)
+        size = int(body[pos:end], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(body[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2

@@ -3,9 +3,11 @@ uvicorn's HTTP protocol.
 
 - :func:`buffered_send` (ASGI): the app's writes go into a buffer of at most ``send_buffer``
   bytes that a task of its own hands to the socket, each write waiting at most
-  ``send_timeout`` for the client to read. A response that fits is therefore done as far as
-  the app is concerned when generation ends: the session closes and its slot is released,
-  whatever the client does. A client that reads nothing for ``send_timeout`` has its
+  ``send_timeout`` for the client to read. While the client keeps up (the buffer is empty
+  and uvicorn has not paused writing), a write goes to the socket at once, from the app's
+  own ``send``: a streamed token then costs no turn of the event loop beyond the app's.
+  A response that fits is therefore done as far as the app is concerned when generation
+  ends: the session closes and its slot is released, whatever the client does. A client that reads nothing for ``send_timeout`` has its
   connection closed: the app then receives a disconnect, which cancels the generation as
   when a client leaves.
 - :func:`timed_protocol` (uvicorn): a request's headers must arrive within
@@ -44,6 +46,7 @@ class _Writer:
         self._room = asyncio.Event()
         self._failed = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._ended = False
         self.failed: SlowClient | None = None
 
     async def receive(self, receive):
@@ -65,6 +68,18 @@ class _Writer:
     async def send(self, message) -> None:
         if self.failed is not None:
             return  # the connection is being closed: the rest goes nowhere
+        if not self._queue and self._writable():
+            # Nothing waits to go before it, and the socket takes it without waiting: it is
+            # written now, in the app's turn of the loop, not in a turn of the writer task's
+            # (one more turn of the loop a streamed token, a timer and two events).
+            try:
+                await self._send(message)
+            except Exception as exc:  # the connection broke: nothing more to send
+                self._fail(SlowClient(f"the connection failed: {exc!r}"))
+                return
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                self._end()  # a writer task that took over earlier has nothing left
+            return
         self._queue.append(message)
         self._bytes += len(message.get("body", b""))
         if self._task is None:
@@ -84,24 +99,41 @@ class _Writer:
                     async with asyncio.timeout(self._timeout):
                         await self._send(message)
                 except TimeoutError:
-                    self.failed = SlowClient(
-                        f"the client read nothing for {self._timeout:g}s (send_timeout)"
+                    self._fail(
+                        SlowClient(f"the client read nothing for {self._timeout:g}s (send_timeout)")
                     )
-                    self._failed.set()
-                    self._room.set()
                     return
                 except Exception as exc:  # the connection broke: nothing more to send
-                    self.failed = SlowClient(f"the connection failed: {exc!r}")
-                    self._failed.set()
-                    self._room.set()
+                    self._fail(SlowClient(f"the connection failed: {exc!r}"))
                     return
                 self._queue.popleft()
                 self._bytes -= len(message.get("body", b""))
                 self._room.set()
                 if message.get("type") == "http.response.body" and not message.get("more_body"):
                     return
+            if self._ended:
+                return
             self._wake.clear()
             await self._wake.wait()
+
+    def _writable(self) -> bool:
+        """Whether the server's send would write at once: uvicorn's send waits only while its
+        protocol has paused writing (the socket's buffer is full: the client is not reading).
+        False where that cannot be told (another server): the writer task sends."""
+        flow = getattr(getattr(self._send, "__self__", None), "flow", None)
+        return flow is not None and flow.write_paused is False
+
+    def _fail(self, failed: SlowClient) -> None:
+        self.failed = failed
+        self._failed.set()
+        self._room.set()
+        self._end()
+
+    def _end(self) -> None:
+        """Nothing more will be queued: the writer task, idle or not, ends once the queue is
+        empty (:meth:`close` waits for it)."""
+        self._ended = True
+        self._wake.set()
 
     def abort(self) -> None:
         if self._task is not None:
