@@ -7,9 +7,9 @@ uvicorn's HTTP protocol.
   and uvicorn has not paused writing), a write goes to the socket at once, from the app's
   own ``send``: a streamed token then costs no turn of the event loop beyond the app's.
   A response that fits is therefore done as far as the app is concerned when generation
-  ends: the session closes and its slot is released, whatever the client does. A client that reads nothing for ``send_timeout`` has its
-  connection closed: the app then receives a disconnect, which cancels the generation as
-  when a client leaves.
+  ends: the session closes and its slot is released, whatever the client does. A client
+  that reads nothing for ``send_timeout`` has its connection closed: the app then receives
+  a disconnect, which cancels the generation as when a client leaves.
 - :func:`timed_protocol` (uvicorn): a request's headers must arrive within
   ``header_timeout`` of its first byte (or of the connection), and its body within
   ``body_timeout`` of the headers; otherwise the connection is closed. A client that trickles
