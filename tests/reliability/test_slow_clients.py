@@ -1,7 +1,9 @@
 """Slow clients do not hold the server: a client that never reads has its slot released when
 generation ends (and its connection closed after ``send_timeout``), and connections that
 trickle their headers or body (slowloris) are closed after ``header_timeout`` /
-``body_timeout``; beyond ``max_connections`` a request is a 503."""
+``body_timeout``; beyond ``max_connections`` a request is a 503. A client that keeps up is
+written to from the app's own ``send``, and one that falls behind gets every byte in order
+through the buffer."""
 
 from __future__ import annotations
 
