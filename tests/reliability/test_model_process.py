@@ -243,3 +243,59 @@ def test_the_server_process_never_maps_llama_cpp(tiny_model_path, tmp_path):
             maps = f.read()
         assert "libllama" not in maps and "libggml" not in maps
         assert "libllama" in open(f"/proc/{_model_process(server, 'steady').pid}/maps").read()
+
+
+def _maps(process: psutil.Process) -> str:
+    with open(f"/proc/{process.pid}/maps") as f:
+        return f.read()
+
+
+def _model_processes(server) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(server.process.pid).children():
+        try:
+            if "hoshikage_llamacpp.lifecycle.child" in child.cmdline():
+                found.append(child)
+        except psutil.Error:  # one that just exited
+            pass
+    return found
+
+
+def test_a_switch_loads_the_next_model_in_a_process_started_ahead(tiny_model_path, tmp_path):
+    """With ``max_loaded = 1`` each new model evicts the last. From the first eviction on, a
+    spare model process is started beside each load, its imports done while nobody waits,
+    and the next model loads there: the switch skips a process's start. It goes when the
+    last model does."""
+    config = _config(tiny_model_path, tmp_path)
+    config["unload"]["max_loaded"] = 1
+    steady_file = config["models"][1]["path"]
+    with running_server(config) as server:
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+
+        def ask(model: str) -> None:
+            reply = client.completions.create(model=model, prompt="hi", max_tokens=2)
+            assert reply.choices[0].text is not None
+
+        ask("fragile")
+        (first,) = _model_processes(server)  # no switch yet: no spare
+        ask("steady")  # evicts fragile: from now on a spare starts beside each load
+        steady = _model_process(server, "steady")
+        spare = wait_for(
+            lambda: [p for p in _model_processes(server) if p.pid not in (first.pid, steady.pid)],
+            timeout=30,
+            what="a spare model process",
+        )[0]
+        wait_for(lambda: "libllama" in _maps(spare), timeout=60, what="the spare's imports")
+        assert str(tiny_model_path) not in _maps(spare)
+
+        ask("fragile")  # evicts steady; fragile loads in the spare
+        assert str(tiny_model_path) in _maps(spare)
+        assert _status(server, "fragile")["state"] == "loaded"
+        assert _status(server, "steady")["state"] == "unloaded"
+        wait_for(lambda: not steady.is_running() or steady.status() == psutil.STATUS_ZOMBIE)
+        assert all(steady_file not in _maps(p) for p in _model_processes(server))
+
+        r = httpx.post(server.base_url + "/api/models/fragile/unload", timeout=60)
+        assert r.json()["result"] == "unloaded", r.text
+        wait_for(lambda: not _model_processes(server), timeout=30, what="no model process left")
+        _still_serving(server)

@@ -59,6 +59,15 @@ def create_backend(entry, config):
 
 
 @hookimpl
+def model_unloaded(name, reason, seconds):
+    """A spare model process is kept for the next load after an eviction, and goes with
+    the last model process otherwise (:mod:`.lifecycle.spare`)."""
+    from .lifecycle import spare
+
+    spare.unloaded(reason)
+
+
+@hookimpl
 def cached_prompts(entry, config):
     """Prompt prefixes this model's disk cache holds for its file and options now."""
     if entry.backend != BACKEND:

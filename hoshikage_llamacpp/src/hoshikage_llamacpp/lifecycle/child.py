@@ -1,5 +1,7 @@
 """The child side of an isolated model (see :mod:`.isolation`): ``python -m
-hoshikage_llamacpp.lifecycle.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``).
+hoshikage_llamacpp.lifecycle.child FD PARENT_PID [MODEL]`` (the model's name is there for ``ps``;
+without it the process is a spare, :mod:`.spare`, that imports what a load needs, says
+``("ready",)`` and then waits for its model).
 
 It owns the llama.cpp context and the engine of one :class:`~.model.LlamaCppModel`, and
 speaks to the server over the socket ``FD`` in the messages :mod:`.wire` describes. When
@@ -203,6 +205,37 @@ def _tell_buffers() -> None:
     logger.addHandler(warnings)
 
 
+#: What a load imports: a spare (:mod:`.spare`) imports it ahead.
+PREPARED = (
+    "hoshikage_core.protocol",
+    "hoshikage_llamacpp.lifecycle.model",
+    "hoshikage_llamacpp.lifecycle.safe_mode",
+    "hoshikage_llamacpp.llama.build",
+    "hoshikage_llamacpp.llama.logging_bridge",
+    "hoshikage_llamacpp.dialects.templating",
+    "hoshikage_llamacpp.engine.cache.disk",
+    "llama_cpp",
+)
+
+
+def _prepare() -> None:
+    """Import :data:`PREPARED` on a thread of the lowest priority (a spare waits beside
+    models that decode: it takes only the CPU they leave), and wait for it."""
+    import importlib
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
+        except (AttributeError, OSError):
+            pass
+        for module in PREPARED:
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=run, name="hoshikage-prepare")
+    thread.start()
+    thread.join()
+
+
 def main(argv: list[str]) -> None:
     from multiprocessing.connection import Connection
 
@@ -214,6 +247,9 @@ def main(argv: list[str]) -> None:
     _tell_buffers()
     conn = Connection(fd)
     try:
+        if len(argv) == 2:  # a spare (:mod:`.spare`): ready before its model is known
+            _prepare()
+            conn.send(("ready",))
         _serve(conn)
     finally:
         sys.stderr.flush()

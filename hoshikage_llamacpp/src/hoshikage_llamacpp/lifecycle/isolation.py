@@ -33,7 +33,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -161,6 +160,8 @@ class ProcessModel:
         #: The loop's timer while jobs run (:meth:`_on_tick`), and when the child last spoke.
         self._tick: asyncio.TimerHandle | None = None
         self._heard = 0.0
+        #: Counted among the model processes that keep a spare (:mod:`.spare`).
+        self._counted = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -210,6 +211,10 @@ class ProcessModel:
                 if self._computes_here():
                     remember(self._subject, OK)
         self._may_fall_back = decision.may_fall_back and decision.extra
+        from . import spare
+
+        self._counted = True
+        spare.loaded()
         return self
 
     def _computes_here(self) -> bool:
@@ -269,6 +274,8 @@ class ProcessModel:
                         self._shown = message[1]
                         self._progress(message[1])
                     continue
+                if message[0] == "ready":  # a spare's, taken before it was ready
+                    continue
                 if message[0] == "stage":
                     _, self._stage, self.placement = message
                     continue
@@ -317,29 +324,25 @@ class ProcessModel:
         self._reader.start()
 
     def _start(self) -> None:
+        """The model's process: the spare when one is ready (:mod:`.spare`), else a new one."""
         from multiprocessing.connection import Connection
 
-        ours, theirs = socket.socketpair()
-        try:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hoshikage_llamacpp.lifecycle.child",
-                    str(theirs.fileno()),
-                    str(os.getpid()),
-                    self.name,  # unread: for `ps`, and tests, to tell the processes apart
-                ],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # llama.cpp's abort would first run gdb for a backtrace: seconds of delay.
-                env={**os.environ, "GGML_NO_BACKTRACE": "1"},
-            )
-        finally:
-            theirs.close()
-        self._conn = Connection(ours.detach())
+        from . import spare
+
+        env = spare.child_env()
+        taken = spare.take(env)
+        if taken is not None:
+            self._proc, self._conn = taken
+        else:
+            ours, theirs = socket.socketpair()
+            try:
+                # The name is unread: for `ps`, and tests, to tell the processes apart.
+                argv = spare.child_argv(theirs.fileno(), self.name)
+                self._proc = spare.popen(argv, theirs.fileno(), env)
+            finally:
+                theirs.close()
+            self._conn = Connection(ours.detach())
+        spare.started()
         self._stderr_thread = threading.Thread(
             target=self._read_stderr, name=f"hoshikage-child-log:{self.name}", daemon=True
         )
@@ -362,6 +365,11 @@ class ProcessModel:
         cancelled. It then writes its prompt states to disk and exits on its own (reaped
         here in the background), so a switch to another model need not wait for the disk."""
         self._closing = True
+        if self._counted:
+            from . import spare
+
+            self._counted = False
+            spare.closed()
         proc = self._proc
         if proc is None:
             return
