@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
+
 import pytest
-from hoshikage_core.gguf_info import GGUFError, read_info
+from hoshikage_core.gguf_info import GGUFError, _parse, cached_info, read_info
 
 from tests.core.gguf_writer import write_minimal_gguf
 
@@ -37,3 +39,30 @@ def test_bad_files_say_why(tmp_path, make, reason):
     make(path)
     with pytest.raises(GGUFError, match=reason):
         read_info(path)
+
+
+def test_cached_info_parses_a_file_once_until_it_changes(tmp_path, monkeypatch):
+    parsed = []
+    monkeypatch.setattr(
+        "hoshikage_core.gguf_info._parse",
+        lambda buf, size: parsed.append(size) or _parse(buf, size),
+    )
+    path = tmp_path / "m.gguf"
+    write_minimal_gguf(path, arch="gemma3", context_length=4096)
+    first = cached_info(path)
+    assert cached_info(path) is first
+    assert cached_info(tmp_path / ".." / tmp_path.name / "m.gguf") is first  # the same file
+    assert len(parsed) == 1
+    write_minimal_gguf(path, arch="llama", context_length=8192)
+    os.utime(path, ns=(1, 1))  # a new modification time, whatever the clock's resolution
+    assert cached_info(path).architecture == "llama" and len(parsed) == 2
+
+
+def test_cached_info_says_why_a_bad_file_is_bad_each_time(tmp_path):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(b"GGUF\x03\x00")
+    for _ in range(2):
+        with pytest.raises(GGUFError, match="truncated"):
+            cached_info(path)
+    with pytest.raises(GGUFError, match="file not found"):
+        cached_info(tmp_path / "missing.gguf")

@@ -12,7 +12,6 @@ micro-batch per slot (``swa_full`` off, the default).
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -115,12 +114,11 @@ class Shape:
         return min(self.trained, int((room - fixed) // per_ctx)) // 256 * 256
 
 
-@functools.lru_cache(maxsize=128)
-def _info(path: str, size: int, mtime_ns: int):
-    from .gguf_info import GGUFError, read_info
+def _info(path: str):
+    from .gguf_info import GGUFError, cached_info
 
     try:
-        return read_info(path)
+        return cached_info(path)
     except GGUFError:
         return None
 
@@ -132,7 +130,7 @@ def need_bytes(path: str, options: Any) -> int | None:
         stat = os.stat(path)
     except OSError:
         return None
-    info = _info(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    info = _info(path)
     if info is None:
         return None
     shape = Shape.of(info, options)

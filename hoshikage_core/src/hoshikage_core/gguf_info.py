@@ -229,6 +229,28 @@ def read_info(path: str | os.PathLike) -> GGUFInfo:
         raise GGUFError(f"cannot be read: {exc.strerror or exc}") from None
 
 
+def cached_info(path: str | os.PathLike) -> GGUFInfo:
+    """:func:`read_info`, kept per file (its real path, size and modification time): the
+    pool's memory estimate and a load's safe-mode check read the same header once. The
+    result is shared: treat it as read-only."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return read_info(path)  # the error, said as read_info says it
+    info = _cached_info(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if isinstance(info, GGUFError):
+        raise GGUFError(str(info))
+    return info
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_info(path: str, _size: int, _mtime_ns: int) -> GGUFInfo | GGUFError:
+    try:
+        return read_info(path)
+    except GGUFError as exc:  # a broken file is not parsed again either
+        return exc
+
+
 def _not_gguf(head: bytes) -> str:
     return f"not a GGUF file (it starts with {head!r}, not b'GGUF')"
 

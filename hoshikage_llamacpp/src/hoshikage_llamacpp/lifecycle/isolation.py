@@ -188,12 +188,18 @@ class ProcessModel:
         from hoshikage_core.load_progress import reporter
 
         self._progress = reporter()  # the pool's, on this (the loading) thread
-        self._subject = Subject.of(self.path)
-        decision = decide(options.extra_buffers, self._subject, isolated=True)
+        # The process starts (Python, its imports) while this reads the weights' types.
+        self._start()
+        try:
+            self._subject = Subject.of(self.path)
+            decision = decide(options.extra_buffers, self._subject, isolated=True)
+        except BaseException:
+            self._kill()
+            raise
         self.safe_mode = decision.safe
         self._default_max_tokens = default_max_tokens
         try:
-            self._spawn(decision.extra)
+            self._spawn(decision.extra, started=True)
         except _Died as died:
             if not (decision.may_fall_back and self._native_crash(self._proc)):
                 raise ModelLoadError(name, f"{self.path}: {died}", crashed=True) from None
@@ -241,17 +247,19 @@ class ProcessModel:
         self.safe_mode = True
         self._may_fall_back = False
 
-    def _spawn(self, extra: bool, reader: bool = True) -> None:
-        """A child with the model loaded and warmed up, and (``reader``) its reader thread
-        running; raises :class:`_Died` when the child dies on the way (a native crash)."""
+    def _spawn(self, extra: bool, reader: bool = True, started: bool = False) -> None:
+        """A child with the model loaded and warmed up (in the one just started, with
+        ``started``, else in a new one), and (``reader``) its reader thread running; raises
+        :class:`_Died` when the child dies on the way (a native crash)."""
         options = attrs.evolve(self.options, extra_buffers=extra)
         self.extra_buffers = extra
         self._stage = "loading"
-        self._stderr_tail.clear()
         self.placement = {}
         self._hung_reason = None
         self._delivered = False
-        self._start()
+        if not started:
+            self._stderr_tail.clear()
+            self._start()
         try:
             self._send(("load", self.name, self.path, options, self._default_max_tokens))
             deadline = time.monotonic() + options.load_timeout

@@ -129,10 +129,10 @@ def llama_build() -> str:
 
 def tensor_types(path: str) -> tuple[str, ...]:
     """The weight types of the GGUF at ``path`` (empty when it cannot be read)."""
-    from hoshikage_core.gguf_info import GGUFError, read_info
+    from hoshikage_core.gguf_info import GGUFError, cached_info
 
     try:
-        types = read_info(path).tensor_types
+        types = cached_info(path).tensor_types
     except (GGUFError, OSError):
         return ()
     return tuple(sorted(GGML_TYPE_NAMES.get(t, f"type{t}") for t in types))
