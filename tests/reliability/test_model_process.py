@@ -265,7 +265,7 @@ def test_a_switch_loads_the_next_model_in_a_process_started_ahead(tiny_model_pat
     """With ``max_loaded = 1`` each new model evicts the last. From the first eviction on, a
     spare model process is started beside each load, its imports done while nobody waits,
     and the next model loads there: the switch skips a process's start. It goes when the
-    last model does."""
+    last model does, and dies with the server (a real SIGKILL)."""
     config = _config(tiny_model_path, tmp_path)
     config["unload"]["max_loaded"] = 1
     steady_file = config["models"][1]["path"]
@@ -298,4 +298,19 @@ def test_a_switch_loads_the_next_model_in_a_process_started_ahead(tiny_model_pat
         r = httpx.post(server.base_url + "/api/models/fragile/unload", timeout=60)
         assert r.json()["result"] == "unloaded", r.text
         wait_for(lambda: not _model_processes(server), timeout=30, what="no model process left")
-        _still_serving(server)
+        _still_serving(server)  # loads steady: no spare, as on a server that never switched
+        (steady,) = _model_processes(server)
+
+        ask("fragile")  # a switch again: a spare starts beside fragile's load
+        processes = wait_for(
+            lambda: (
+                len(found := [p for p in _model_processes(server) if p.pid != steady.pid]) == 2
+                and found
+            ),
+            timeout=30,
+            what="fragile's process and a spare",
+        )
+        server.process.kill()  # no orphans: the spare dies with the server too
+        server.process.wait(10)
+        _, alive = psutil.wait_procs(processes, timeout=10)
+        assert not alive
