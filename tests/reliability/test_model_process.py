@@ -53,12 +53,14 @@ def _verdicts(tmp_path) -> dict[str, str]:
 
 
 def _model_process(server, name: str) -> psutil.Process:
-    """The process running model ``name`` (its name is the last word of its command line)."""
-    for child in psutil.Process(server.process.pid).children():
-        cmdline = child.cmdline()
-        if "hoshikage_llamacpp.lifecycle.child" in cmdline and cmdline[-1] == name:
-            return child
-    raise AssertionError(f"no process for {name}")
+    """The process running model ``name``: ``/api/status`` gives its ``pid``, a child of the
+    server's running the model process's module."""
+    pid = _status(server, name)["pid"]
+    assert pid, f"no process for {name}"
+    child = psutil.Process(pid)
+    assert child.ppid() == server.process.pid
+    assert "hoshikage_llamacpp.lifecycle.child" in child.cmdline()
+    return child
 
 
 def _status(server, name):
@@ -289,9 +291,11 @@ def test_a_switch_loads_the_next_model_in_a_process_started_ahead(tiny_model_pat
         assert str(tiny_model_path) not in _maps(spare)
 
         ask("fragile")  # evicts steady; fragile loads in the spare
+        assert _status(server, "fragile")["pid"] == spare.pid
         assert str(tiny_model_path) in _maps(spare)
         assert _status(server, "fragile")["state"] == "loaded"
         assert _status(server, "steady")["state"] == "unloaded"
+        assert _status(server, "steady")["pid"] is None
         wait_for(lambda: not steady.is_running() or steady.status() == psutil.STATUS_ZOMBIE)
         assert all(steady_file not in _maps(p) for p in _model_processes(server))
 

@@ -49,6 +49,7 @@ from .protocol import (
     PoolState,
     WatchesFailure,
     device_memory_of,
+    pid_of,
     placement_of,
 )
 from .registry import ModelEntry, ModelRegistry
@@ -176,6 +177,8 @@ class ModelView:
     #: When it last failed (``time.time()``), and the seconds until it may load again.
     failed_at: float | None = None
     retry_in: float | None = None
+    #: The id of the process it runs in, when it has one of its own (:class:`ReportsProcess`).
+    pid: int | None = None
 
     @property
     def name(self) -> str:
@@ -234,6 +237,7 @@ class ModelPool:
             if model is not None
             else 0,
             placement=placement_of(model) if model is not None else None,
+            pid=pid_of(model) if model is not None else None,
             engine=_engine_stats(model),
             n_ctx=int(model.n_ctx) if model is not None else None,
             last_used=record.last_used,

@@ -442,6 +442,18 @@ def placement_of(model: object) -> Mapping[str, Mapping[str, int]] | None:
     return model.placement if isinstance(model, ReportsPlacement) else None
 
 
+@runtime_checkable
+class ReportsProcess(Protocol):
+    """A model that runs in a process of its own."""
+
+    #: The process's id while it runs, else None.
+    pid: int | None
+
+
+def pid_of(model: object) -> int | None:
+    return model.pid if isinstance(model, ReportsProcess) else None
+
+
 def device_memory_of(model: object) -> int:
     """Bytes on the GPU when the model tells (:class:`ReportsDeviceMemory`), else 0."""
     if not isinstance(model, ReportsDeviceMemory):

@@ -662,4 +662,6 @@ def _status_of(
         # Bytes per backend buffer (llamacpp: "CPU_Mapped", "CUDA0", "RPC0[host:port]"...):
         # where the weights and the KV cache went.
         "placement": view.placement,
+        # The model's own process (llamacpp's model process) while loaded, else null.
+        "pid": view.pid,
     }
