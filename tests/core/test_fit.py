@@ -3,6 +3,8 @@ before a download and admission under ``max_memory`` before a load use it."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from hoshikage_core.fit import Shape
 from hoshikage_core.gguf_info import read_info
@@ -62,6 +64,30 @@ def test_largest_context_fits_the_room(tmp_path):
     assert shape.largest_context(2 * 256 * 1000) == 768  # 1000 tokens a slot, down to 256s
     assert shape.largest_context(10**12) == 8192  # the trained context
     assert shape.largest_context(100) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_load_reads_the_header_off_the_event_loop_once(make_runtime, monkeypatch, tmp_path):
+    """The pool's look at an incoming model's size reads its GGUF header (a large
+    vocabulary takes tens of ms to skip): on a worker thread, once per file."""
+    from hoshikage_core.gguf_info import _parse
+
+    from tests.core.test_scheduler import run
+
+    threads = []
+    monkeypatch.setattr(
+        "hoshikage_core.gguf_info._parse",
+        lambda buf, size: threads.append(threading.current_thread()) or _parse(buf, size),
+    )
+    path = model(tmp_path, "a", context_length=8192, meta=LLAMA)
+    rt = await make_runtime({"a": {"path": str(path)}}, unload={"max_loaded": 1})
+    try:
+        await run(rt, "a")
+        await rt.pool.unload("a")
+        await run(rt, "a")
+    finally:
+        await rt.stop()
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
 
 
 @pytest.mark.asyncio

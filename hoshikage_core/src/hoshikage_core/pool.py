@@ -483,6 +483,9 @@ class ModelPool:
         return model
 
     async def _make_room(self, incoming: str) -> None:
+        # The policy's look at the incoming model's size reads its GGUF header (kept per
+        # file, gguf_info.cached_info): read first on a worker thread, not on the event loop.
+        await asyncio.to_thread(self._records[incoming].entry.expected_bytes)
         victims = self._choose(incoming)
         if victims:
             await asyncio.gather(*(self.unload(v, reason="evicted") for v in victims))

@@ -332,7 +332,7 @@ class ProcessModel:
         self._reader.start()
 
     def _start(self) -> None:
-        """The model's process: the spare when one is ready (:mod:`.spare`), else a new one."""
+        """The model's process: the spare when it may be taken (:mod:`.spare`), else a new one."""
         from multiprocessing.connection import Connection
 
         from . import spare
