@@ -69,6 +69,15 @@ def imported(process: psutil.Process) -> bool:
     return "libllama" in maps(process)
 
 
+def nice_values(process: psutil.Process) -> set[int]:
+    """The nice value of each thread of ``process`` (field 19 of ``/proc/PID/task/TID/stat``)."""
+    values = set()
+    for task in os.listdir(f"/proc/{process.pid}/task"):
+        with open(f"/proc/{process.pid}/task/{task}/stat") as f:
+            values.add(int(f.read().rpartition(")")[2].split()[16]))
+    return values
+
+
 def gone(process: psutil.Process, timeout: float = 10) -> bool:
     """Whether ``process`` exits within ``timeout`` (reaped by the thread that started it)."""
     deadline = time.monotonic() + timeout
@@ -114,6 +123,9 @@ def test_after_an_eviction_the_next_model_runs_in_the_spare(tiny_model_path, tmp
         assert third.pid == ready.pid
         assert str(tiny_model_path) in maps(ready)
         assert text_of(third)[0] == expected
+        # Its imports ran on a thread at nice 19, gone now, which started no other thread:
+        # the model runs at the usual priority.
+        assert nice_values(ready) == {0}
         following = one_spare(besides=(ready.pid,))  # the next, started with this load
     finally:
         third.close()

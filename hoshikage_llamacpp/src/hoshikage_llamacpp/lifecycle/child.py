@@ -220,14 +220,18 @@ PREPARED = (
 
 def _prepare() -> None:
     """Import :data:`PREPARED` on a thread of the lowest priority (a spare waits beside
-    models that decode: it takes only the CPU they leave), and wait for it."""
+    models that decode: it takes only the CPU they leave), and wait for it. numpy first,
+    here: OpenBLAS starts its threads in the thread that imports it, with its priority."""
     import importlib
 
+    import numpy  # noqa: F401
+
     def run() -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
-        except (AttributeError, OSError):
-            pass
+        if sys.platform.startswith("linux"):  # a thread's id is a process id elsewhere
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
+            except OSError:
+                pass
         for module in PREPARED:
             importlib.import_module(module)
 
