@@ -3,7 +3,9 @@ model inside the server (``"none"``), through the server's HTTP API with the off
 client, reps interleaved (process, in-process, in-process, process, ...):
 
 - **load** of a model on an idle server, and **switch** (a request for B right after one for
-  A, ``max_loaded = 1``) minus the same request with B loaded;
+  A, ``max_loaded = 1``) minus the same request with B loaded; **switch again**, back to A a
+  second later, the same way (with a process per model, the first switch starts a spare
+  process beside B's load, and this one loads there);
 - **single stream**: time to first token and decode tok/s of a streamed completion;
 - **aggregate** decode tok/s of 4 and of 16 concurrent streaming clients (4 slots).
 
@@ -69,11 +71,20 @@ def one_rep(model: Path, args, isolation: str) -> dict:
         t0 = time.perf_counter()
         timed(b, "Hi", 1)
         switch -= time.perf_counter() - t0
-        timed(a, "Hi", 1)  # back to a, loaded, for the rest
+        # Back to a: with a process per model, the second switch loads into the spare that
+        # started beside b's load (lifecycle/spare.py); the first had none.
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        timed(a, "Hi", 1)
+        switch_again = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        timed(a, "Hi", 1)
+        switch_again -= time.perf_counter() - t0
         ttft, tps = timed(a, prompt_for(7), args.max_tokens)
         return {
             "load_s": load,
             "switch_s": switch,
+            "switch_again_s": switch_again,
             "ttft_s": ttft,
             "decode_tps": tps,
             "aggregate_4_tps": aggregate(server.base_url, 4, args.max_tokens),
