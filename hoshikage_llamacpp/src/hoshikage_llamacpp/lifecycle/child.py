@@ -207,7 +207,6 @@ def _tell_buffers() -> None:
 
 #: What a load imports: a spare (:mod:`.spare`) imports it ahead.
 PREPARED = (
-    "hoshikage_core.protocol",
     "hoshikage_llamacpp.lifecycle.model",
     "hoshikage_llamacpp.lifecycle.safe_mode",
     "hoshikage_llamacpp.llama.build",

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -333,23 +332,10 @@ class ProcessModel:
 
     def _start(self) -> None:
         """The model's process: the spare when it may be taken (:mod:`.spare`), else a new one."""
-        from multiprocessing.connection import Connection
-
         from . import spare
 
         env = spare.child_env()
-        taken = spare.take(env)
-        if taken is not None:
-            self._proc, self._conn = taken
-        else:
-            ours, theirs = socket.socketpair()
-            try:
-                # The name is unread: for `ps`, and tests, to tell the processes apart.
-                argv = spare.child_argv(theirs.fileno(), self.name)
-                self._proc = spare.popen(argv, theirs.fileno(), env)
-            finally:
-                theirs.close()
-            self._conn = Connection(ours.detach())
+        self._proc, self._conn = spare.take(env) or spare.spawn(env, self.name)
         spare.started()
         self._stderr_thread = threading.Thread(
             target=self._read_stderr, name=f"hoshikage-child-log:{self.name}", daemon=True

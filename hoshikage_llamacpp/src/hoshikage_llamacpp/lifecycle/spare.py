@@ -40,28 +40,42 @@ log = logging.getLogger("hoshikage.llamacpp.spare")
 _LOAD_FOLLOWS = ("evicted", "reload")
 
 
-def child_argv(fd: int, name: str | None = None) -> list[str]:
-    """The command line of a model process (``name`` None: a spare, whose model is not
-    known yet)."""
-    argv = [sys.executable, "-m", "hoshikage_llamacpp.lifecycle.child", str(fd), str(os.getpid())]
-    return argv if name is None else [*argv, name]
-
-
 def child_env() -> dict[str, str]:
     """The environment of a model process."""
     # llama.cpp's abort would first run gdb for a backtrace: seconds of delay.
     return {**os.environ, "GGML_NO_BACKTRACE": "1"}
 
 
-def popen(argv: list[str], fd: int, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv,
-        pass_fds=(fd,),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+def spawn(env: dict[str, str], name: str | None = None):
+    """A new model process and the server's end of its socket, ``(process, connection)``:
+    ``python -m hoshikage_llamacpp.lifecycle.child FD PID [NAME]`` (``name`` None: a spare,
+    whose model is not known yet; the name is unread, for ``ps``)."""
+    from multiprocessing.connection import Connection
+
+    ours, theirs = socket.socketpair()
+    try:
+        fd = theirs.fileno()
+        argv = [
+            sys.executable,
+            "-m",
+            "hoshikage_llamacpp.lifecycle.child",
+            str(fd),
+            str(os.getpid()),
+        ]
+        proc = subprocess.Popen(
+            argv if name is None else [*argv, name],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, Connection(ours.detach())
 
 
 class _Spare:
@@ -185,24 +199,17 @@ def drop() -> None:
 def _run(spare: _Spare) -> None:
     """Start the spare, then wait for it as long as it lives: a model may have taken it,
     and it dies with this thread (``PR_SET_PDEATHSIG``)."""
-    from multiprocessing.connection import Connection
-
     global _spare
-    ours, theirs = socket.socketpair()
     try:
-        try:
-            proc = popen(child_argv(theirs.fileno()), theirs.fileno(), dict(spare.key[2]))
-        finally:
-            theirs.close()
+        proc, conn = spawn(dict(spare.key[2]))
     except OSError as exc:
-        ours.close()
         log.warning("could not start a spare model process: %s", exc)
         with _lock:
             if _spare is spare:
                 _spare = None
         return
     with _lock:
-        spare.proc, spare.conn = proc, Connection(ours.detach())
+        spare.proc, spare.conn = proc, conn
         if _spare is not spare:  # dropped while it started
             proc.kill()
     proc.wait()
