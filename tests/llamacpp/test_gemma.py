@@ -94,10 +94,38 @@ def test_seeded_determinism(gemma):
 # ---- sampled draws over the best tokens only (sampling.SamplerChain._draw_top) ------------
 #
 # Gemma 3's vocabulary is 262,144 tokens: a sampled chain with a top-k (or a greedy one with
-# penalties) draws over the tokens that reach a bound found in a strided look at the row,
+# penalties) draws over the tokens that reach a bound found in one pass over the row,
 # and the biased and recently drawn ones, not over a candidate array of the whole
 # vocabulary. Seed for seed, it must draw what llama.cpp's whole chain draws. Drawing 200
 # times on one row, the penalties push later draws down the row: the window must be kept.
+
+
+@pytest.mark.parametrize("n_vocab, width", [(262144, 2048), (49152, 416), (1000, 97)])
+def test_the_best_ids_hold_every_token_of_the_top_k_and_few_others(n_vocab, width):
+    import numpy as np
+    from hoshikage_llamacpp.engine.sampling import best_ids
+
+    rng = np.random.default_rng(n_vocab)
+    need, extra = width // 4, np.array([7, 3, 7])
+    tail = n_vocab % width or 1  # the logits after the last whole piece (or the last one)
+    for trial in range(20):
+        logits = (rng.standard_normal(n_vocab) * 3).astype(np.float32)
+        if trial % 2:  # the best tokens where no whole piece reaches
+            logits[-tail:] += 40
+        ids = best_ids(logits, need, width, extra).tolist()
+        best = np.argsort(-logits, kind="stable")[:need].tolist()
+        assert set(best) <= set(ids), trial
+        assert {3, 7} <= set(ids)
+        assert ids == sorted(set(ids))  # ascending, each once: the whole row's order
+        assert len(ids) < 3 * need + 2  # the bound is tight: not a strided look's hundreds
+    # The best tokens each at a position of its own: the bound is the need-th of them.
+    logits[:] = -10.0
+    spread = rng.permutation(width)[:need] + width * rng.integers(0, n_vocab // width, need)
+    logits[spread] = np.arange(need, dtype=np.float32)
+    assert best_ids(logits, need, width).tolist() == sorted(spread.tolist())
+    logits[:] = np.nan  # no bound: fewer than need, and the caller lets llama.cpp draw
+    assert len(best_ids(logits, need, width)) < need
+
 
 SAMPLED = {
     "defaults": {"temperature": 0.8},
