@@ -148,17 +148,42 @@ def test_a_spare_still_starting_is_taken_and_the_load_waits_for_it(tiny_model_pa
         )
         loading.start()
         loading.join(1.0)
-        assert loading.is_alive(), "the load should wait for the stopped spare"
+        waited = loading.is_alive()
     finally:
         process.resume()
     loading.join(60)
     (model,) = loaded
     try:
+        assert waited, "the load should wait for the stopped spare"
         assert model.pid == process.pid
         out, last = text_of(model)
         assert out[0] and last[0].finish_reason in ("stop", "length")
     finally:
         model.close()
+
+
+def test_a_load_waits_for_a_spare_whose_process_is_starting(tiny_model_path, monkeypatch):
+    # Starting a process takes milliseconds, more on a busy machine: a load in that moment
+    # takes the spare once it is started, rather than starting a second process beside it.
+    spawn = spare.spawn
+
+    def slow(env, name=None):
+        started = spawn(env, name)
+        if name is None:  # the spare's: the process runs, its start is not over yet
+            time.sleep(0.5)
+        return started
+
+    monkeypatch.setattr(spare, "spawn", slow)
+    spare.unloaded("evicted")
+    spare.started()
+    process = one_spare()
+    model = ProcessModel.load("tiny", str(tiny_model_path), OPTIONS)
+    try:
+        assert model.pid == process.pid
+    finally:
+        model.close()
+    spare.unloaded("request")  # the last model process went: the next spare goes too
+    assert all(gone(p) for p in spares())
 
 
 def test_a_spare_started_with_another_environment_is_not_taken(tiny_model_path, monkeypatch):

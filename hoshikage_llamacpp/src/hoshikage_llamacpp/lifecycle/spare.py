@@ -38,6 +38,9 @@ log = logging.getLogger("hoshikage.llamacpp.spare")
 
 #: Unload reasons after which a load follows: the spare is kept for it.
 _LOAD_FOLLOWS = ("evicted", "reload")
+#: How long a load waits for a spare whose process is being started (seconds): starting a
+#: process takes milliseconds, and a second process beside it would do the same work.
+SPAWN_WAIT = 2.0
 
 
 def child_env() -> dict[str, str]:
@@ -79,12 +82,14 @@ def spawn(env: dict[str, str], name: str | None = None):
 
 
 class _Spare:
-    __slots__ = ("conn", "key", "proc", "ready", "taken")
+    __slots__ = ("conn", "key", "proc", "ready", "spawned", "taken")
 
     def __init__(self, key: tuple) -> None:
         self.key = key
         self.proc: subprocess.Popen | None = None
         self.conn = None
+        #: Its process was started (``proc`` is set), or could not be.
+        self.spawned = threading.Event()
         #: It has said it is ready; a model process took it (its connection is theirs).
         self.ready = False
         self.taken = False
@@ -123,7 +128,12 @@ def take(env: dict[str, str]):
     global _spare
     with _lock:
         spare = _spare
-        if spare is None or spare.proc is None or spare.key != _key(env):
+        if spare is None or spare.key != _key(env):
+            return None
+    # Started a moment ago, its process may still be starting: wait for it.
+    spare.spawned.wait(SPAWN_WAIT)
+    with _lock:
+        if _spare is not spare or spare.proc is None:
             return None
         if not _alive(spare.proc.pid):
             _spare = None
@@ -201,17 +211,20 @@ def _run(spare: _Spare) -> None:
     and it dies with this thread (``PR_SET_PDEATHSIG``)."""
     global _spare
     try:
-        proc, conn = spawn(dict(spare.key[2]))
-    except OSError as exc:
-        log.warning("could not start a spare model process: %s", exc)
+        try:
+            proc, conn = spawn(dict(spare.key[2]))
+        except OSError as exc:
+            log.warning("could not start a spare model process: %s", exc)
+            with _lock:
+                if _spare is spare:
+                    _spare = None
+            return
         with _lock:
-            if _spare is spare:
-                _spare = None
-        return
-    with _lock:
-        spare.proc, spare.conn = proc, conn
-        if _spare is not spare:  # dropped while it started
-            proc.kill()
+            spare.proc, spare.conn = proc, conn
+            if _spare is not spare:  # dropped while it started
+                proc.kill()
+    finally:
+        spare.spawned.set()  # a load waiting for it goes on, with it or without
     proc.wait()
     with _lock:
         if _spare is spare:
