@@ -464,9 +464,9 @@ def best_ids(logits, need: int, width: int, extra=None):
     ids = ids[logits[ids] >= bound]
     if whole < len(logits):
         ids = np.concatenate((ids, np.flatnonzero(logits[whole:] >= bound) + whole))
-    if extra is not None:
-        ids = np.concatenate((ids, extra))
-    return np.unique(ids)
+    if extra is None:
+        return ids  # ascending already: by piece, then by position
+    return np.unique(np.concatenate((ids, extra)))
 
 
 def _candidates(lib, ids, logits):
