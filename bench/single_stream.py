@@ -61,7 +61,6 @@ def threads_cpu(pids: list[int]) -> dict[tuple[int, str], float]:
 
 def timed(http, body: dict, stream: bool, tokens: int) -> float:
     """ms a token of one request whose prompt is read already."""
-    http.post("/v1/completions", json={**body, "max_tokens": 1}).raise_for_status()
     start = time.perf_counter()
     if stream:
         with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
@@ -158,10 +157,14 @@ def main(argv: list[str] | None = None) -> int:
                         **extra,
                     }
                     pids = tree(server.proc.pid)
-                    before = threads_cpu(pids)
                     with httpx.Client(base_url=server.base_url, timeout=600) as http:
+                        # The prompt first, outside the times and the CPU counted.
+                        http.post(
+                            "/v1/completions", json={**body, "max_tokens": 1}
+                        ).raise_for_status()
+                        before = threads_cpu(pids)
                         ms = timed(http, body, stream, args.tokens)
-                    after = threads_cpu(pids)
+                        after = threads_cpu(pids)
                     times.setdefault((name, stream), []).append(ms)
                     if stream:
                         for key, seconds in after.items():
