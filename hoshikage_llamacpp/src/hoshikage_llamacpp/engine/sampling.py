@@ -449,10 +449,10 @@ class SamplerChain:
 def best_ids(logits, need: int, width: int, extra=None):
     """The ids, ascending, of every token of the row ``logits`` at or above a bound that at
     least ``need`` of them reach, and of ``extra``; fewer than ``need`` only where NaNs
-    leave no such bound. The row is read as pieces of ``width`` logits side by side (a tail shorter
-    than a piece apart): each position's maximum over the pieces is a token of its own, so
-    the ``need``-th best of those maxima is such a bound, and every token that reaches it
-    lies at a position whose maximum does."""
+    leave no such bound. The row is read as pieces of ``width`` logits side by side (a
+    tail shorter than a piece apart): each position's maximum over the pieces is a token
+    of its own, so the ``need``-th best of those maxima is such a bound, and every token
+    that reaches it lies at a position whose maximum does."""
     import numpy as np
 
     pieces = len(logits) // width
