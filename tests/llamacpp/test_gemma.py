@@ -201,6 +201,37 @@ def gemma_rows(gemma_model_path):
     llama_cpp.llama_model_free(model)
 
 
+def test_the_kept_views_read_the_rows_llama_cpp_holds_now(gemma_rows):
+    import ctypes
+
+    import numpy as np
+    from hoshikage_llamacpp.llama import logits
+
+    ctx, _vocab, n_vocab, rows = gemma_rows
+    fresh = [
+        np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,)).copy()
+        for row in range(rows)
+    ]
+    for row in range(rows):
+        view = logits.row_logits(ctx, row, n_vocab)
+        assert view.dtype == np.float32 and view.shape == (n_vocab,)
+        assert np.array_equal(view, fresh[row])
+    first = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, 0), ctypes.c_void_p).value
+    whole = logits.rows_at(first, rows, n_vocab)
+    assert np.array_equal(whole, np.stack(fresh))
+    assert logits.rows_at(first, rows, n_vocab) is whole  # found again, not made again
+    # A view is llama.cpp's memory, never a copy: what is written there later is what it reads.
+    buffer = (ctypes.c_float * 512)(*range(8))
+    view = logits.rows_at(ctypes.addressof(buffer), 2, 4)
+    buffer[5] = -1.0
+    assert logits.rows_at(ctypes.addressof(buffer), 2, 4) is view and view[1, 1] == -1.0
+    with pytest.raises(ValueError, match="no logits"):
+        logits.rows_at(None, 1, n_vocab)  # llama.cpp's NULL for a row without logits
+    for width in range(1, logits.VIEWS + 2):  # the views kept are bounded
+        logits.rows_at(ctypes.addressof(buffer), 1, width)
+    assert len(logits._views) <= logits.VIEWS
+
+
 @pytest.mark.parametrize("case", SAMPLED)
 def test_a_sampled_draw_over_the_best_tokens_is_the_whole_chains_draw(
     gemma_rows, monkeypatch, case

@@ -303,18 +303,18 @@ class SamplerChain:
         its grammar check (pass it back as ``drawn``)."""
         if not self.argmax:
             return None
-        import numpy as np
+        from ..llama.logits import rows_at
 
-        get = self._native.llama_get_logits_ith
-        first = get(ctx, index)
+        address = self._native.logits_address
+        first = address(ctx, index)
         n_vocab = self._n_vocab
         if count > 1:
             # The rows of consecutive outputs are consecutive in llama.cpp's logits buffer
             # (in batch order once read); checked, and read row by row if ever not.
-            end = ctypes.cast(get(ctx, index + count - 1), ctypes.c_void_p).value
-            if end - ctypes.cast(first, ctypes.c_void_p).value != (count - 1) * n_vocab * 4:
+            end = address(ctx, index + count - 1)
+            if not (first and end) or end - first != (count - 1) * n_vocab * 4:
                 return [self.best(ctx, index + i, 1)[0] for i in range(count)]
-        rows = np.ctypeslib.as_array(first, shape=(count, n_vocab))
+        rows = rows_at(first, count, n_vocab)
         draws = rows.argmax(axis=1).tolist()
         if self._bias_ids is None:
             return draws

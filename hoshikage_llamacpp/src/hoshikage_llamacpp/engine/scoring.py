@@ -350,6 +350,8 @@ class Scoring:
 
     def read(self, out) -> None:
         """After the decode: read every row asked for, and finish what is complete."""
+        if not self._jobs:
+            return  # every generation step without a score job: no import to resolve
         from ..llama.logits import log_total, row_logits
 
         ctx, n_vocab = self._ctx, self._n_vocab

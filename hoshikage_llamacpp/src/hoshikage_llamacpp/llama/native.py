@@ -45,12 +45,19 @@ def _bound() -> dict:
         func.argtypes = cdll_func.argtypes
         func.restype = cdll_func.restype
         out[name] = func
+    # The same function again, returning the row's address as an int (None for NULL): what
+    # :mod:`.logits` keys its views by.
+    address = lib["llama_get_logits_ith"]  # a new function object, not the one above
+    address.argtypes = out["llama_get_logits_ith"].argtypes
+    address.restype = ctypes.c_void_p
+    out["logits_address"] = address
     return out
 
 
 class _Native:
     """``native.lib.llama_sampler_sample(...)``: the GIL-holding binding where there is
-    one, llama-cpp-python's own otherwise."""
+    one, llama-cpp-python's own otherwise; ``native.lib.logits_address(ctx, i)``:
+    ``llama_get_logits_ith`` as an address (an int, None for NULL)."""
 
     def __getattr__(self, name: str):
         import llama_cpp
