@@ -133,6 +133,13 @@ SAMPLED = {
     "wide top-k, hot": {"temperature": 1.6, "top_k": 200, "top_p": 1.0, "min_p": 0.0},
     "top-k 1": {"temperature": 0.7, "top_k": 1},
     "a bias and a ban": {"temperature": 1.0, "logit_bias": {236764: 6.0, 1: -100, 506: 3.0}},
+    # Biases that only lower: none of these tokens is added to the best ones (they cannot
+    # climb into the top-k), and the bound still leaves 40 others above it.
+    "lowering biases": {
+        "temperature": 1.0,
+        "top_k": 8,
+        "logit_bias": {236764: -3.0, 506: -40.0, 1: -100, 236761: -1.5},
+    },
     "a grammar": {"temperature": 1.2, "grammar": 'root ::= ("sun" | "moon" | " and " | "star")+'},
     "penalties": {"temperature": 0.9, "repeat_penalty": 1.3, "presence_penalty": 0.4},
     "a negative penalty": {"temperature": 1.0, "frequency_penalty": -0.5, "top_k": 20},

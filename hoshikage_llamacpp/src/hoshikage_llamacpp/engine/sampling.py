@@ -32,14 +32,16 @@ the element-wise maximum over them (one pass over the row) holds a distinct toke
 position: the ``k``-th best of those maxima is a bound that at least ``k`` tokens reach,
 and few others do (:func:`best_ids`). Every token below it is outside the top-k, so the
 chain (bias, top-k, top-p, min-p, temperature, the seeded draw) applied to the tokens at or
-above it, the biased tokens added, sees exactly the top-k it would have seen, in the same
-order, and its draw is the same, seed for seed (about 80 µs on a row in the cache; a row
-fresh from a decode costs several times that, as any Python after a decode does). Only
-tokens tied on one logit at the top-k's edge could be taken in another order; their
-probabilities are the same. Penalties change the logits of the tokens drawn last
-(llama.cpp's window of :data:`PENALTY_LAST_N`): those are kept too, and the bound is made
-to leave ``k`` (1 when greedy) others above it. With a grammar inside the chain (penalties
-and a grammar together), or ``top_k = 0``, the whole chain draws.
+above it, the tokens a positive bias raises added, sees exactly the top-k it would have
+seen, in the same order, and its draw is the same, seed for seed (about 80 µs on a row in
+the cache; a row fresh from a decode costs several times that, as any Python after a decode
+does). A ban or a negative bias only lowers a token, so those are not added: the bound
+leaves ``k`` tokens above it besides every biased one. Only tokens tied on one logit at the
+top-k's edge could be taken in another order; their probabilities are the same. Penalties
+change the logits of the tokens drawn last (llama.cpp's window of :data:`PENALTY_LAST_N`):
+those are kept too, and the bound is made to leave ``k`` (1 when greedy) others above it.
+With a grammar inside the chain (penalties and a grammar together), or ``top_k = 0``, the
+whole chain draws.
 
 The GIL. The per-token calls go through :mod:`.native`'s GIL-holding binding, which is right
 for work of a few microseconds. A grammar's cost grows with the request (a 100,000-value
@@ -96,6 +98,9 @@ FAST_TOP_K = True
 #: instead cost Gemma 3's 262k-token row ~115 µs, with ~500 tokens above its bound; the
 #: maxima of 128 pieces ~25 µs, with the bound's ``k`` or a few more.
 TOP_K_PIECES = 128
+#: Room for this many tokens in a chain's kept candidate array at first (it grows when a
+#: draw needs more: a wide top-k, ties at the bound).
+CANDIDATES = 256
 
 #: A grammar up to this size is checked per token with the GIL held (microseconds); a larger
 #: one releases it for every call (see the module docstring).
@@ -208,11 +213,14 @@ class SamplerChain:
         self._bias_set: frozenset[int] = frozenset()
         #: Drawing over the row's best tokens (sampled with a top-k, or greedy with
         #: penalties): how many its bound must keep besides the recent tokens (the top-k, or
-        #: 1, plus the biased tokens), and the biased ids, always kept; the row is read in
-        #: pieces of ``_top_width`` logits (:func:`best_ids`).
+        #: 1, plus the biased tokens), and the ids a positive bias raises, always kept; the
+        #: row is read in pieces of ``_top_width`` logits (:func:`best_ids`).
         self._top_need = 0
         self._top_width = 0
         self._top_extra = None
+        #: The draws' candidate array over the best tokens, kept (see :meth:`_draw_among`).
+        self._cand = None
+        self._cand_array = None
         #: With penalties: the tokens drawn last, whose logits the penalties change (at
         #: least those in llama.cpp's window), always kept too.
         self._recent: collections.deque | None = None
@@ -287,7 +295,12 @@ class SamplerChain:
         self._top_need = best + extra
         self._top_width = width
         if extra:
-            self._top_extra, _ = _bias_arrays(request.logit_bias, ban)
+            # Only a bias above 0 can lift a token from below the bound into the top-k: a
+            # ban or a negative bias only lowers one (the bound still leaves ``best`` others
+            # above it, since ``need`` counts every biased token).
+            ids, biases = _bias_arrays(request.logit_bias, ban)
+            if (biases > 0).any():
+                self._top_extra = ids[biases > 0]
         if penalties:
             self._recent = collections.deque(maxlen=PENALTY_LAST_N)
 
@@ -384,8 +397,21 @@ class SamplerChain:
         return token
 
     def _draw_among(self, ids, logits) -> int:
-        """The chain's draw over the tokens ``ids`` of the row ``logits``, accepted."""
-        _cand, array = _candidates(self._lib, ids, logits[ids])
+        """The chain's draw over the tokens ``ids`` of the row ``logits``, accepted. The
+        candidate array is the chain's own, made again only when a draw needs more room
+        (a new one each draw cost ~40 µs of a ~380 µs draw fresh from a decode)."""
+        n = len(ids)
+        if self._cand is None or len(self._cand) < n:
+            self._cand, self._cand_array = _candidates(
+                self._lib, ids, logits[ids], capacity=max(n, CANDIDATES)
+            )
+        else:
+            cand = self._cand[:n]
+            cand["id"] = ids
+            cand["logit"] = logits[ids]
+            cand["p"] = 0.0
+        array = self._cand_array
+        array.size, array.selected, array.sorted = n, -1, False
         lib = self._native
         lib.llama_sampler_apply(self._chain, ctypes.byref(array))
         token = int(array.data[array.selected].id)
@@ -459,8 +485,7 @@ def best_ids(logits, need: int, width: int, extra=None):
     whole = pieces * width
     peaks = logits[:whole].reshape(pieces, width).max(axis=0)
     bound = np.partition(peaks, -need)[-need]
-    starts = np.arange(0, whole, width, dtype=np.intp)[:, None]
-    ids = (starts + np.flatnonzero(peaks >= bound)).ravel()
+    ids = (_piece_starts(whole, width) + np.flatnonzero(peaks >= bound)).ravel()
     ids = ids[logits[ids] >= bound]
     if whole < len(logits):
         ids = np.concatenate((ids, np.flatnonzero(logits[whole:] >= bound) + whole))
@@ -469,17 +494,29 @@ def best_ids(logits, need: int, width: int, extra=None):
     return np.unique(np.concatenate((ids, extra)))
 
 
-def _candidates(lib, ids, logits):
+def _candidates(lib, ids, logits, capacity: int = 0):
     """A ``llama_token_data_array`` over the tokens ``ids`` with their ``logits``, and the
-    numpy array that holds its data (keep it while the array is used)."""
+    numpy array that holds its data (keep it while the array is used), with room for
+    ``capacity`` tokens if that is more."""
     import numpy as np
 
-    cand = np.empty(len(ids), dtype=_token_data_dtype())
-    cand["id"] = ids
-    cand["logit"] = logits
+    n = len(ids)
+    cand = np.empty(max(n, capacity), dtype=_token_data_dtype())
+    cand["id"][:n] = ids
+    cand["logit"][:n] = logits
     cand["p"] = 0.0
     data = cand.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
-    return cand, lib.llama_token_data_array(data, len(ids), -1, False)
+    return cand, lib.llama_token_data_array(data, n, -1, False)
+
+
+@functools.lru_cache(maxsize=8)
+def _piece_starts(whole: int, width: int):
+    """The first position of each piece of :func:`best_ids`, as a column."""
+    import numpy as np
+
+    starts = np.arange(0, whole, width, dtype=np.intp)[:, None]
+    starts.flags.writeable = False
+    return starts
 
 
 @functools.cache
