@@ -134,7 +134,7 @@ SAMPLED = {
     "top-k 1": {"temperature": 0.7, "top_k": 1},
     "a bias and a ban": {"temperature": 1.0, "logit_bias": {236764: 6.0, 1: -100, 506: 3.0}},
     # Biases that only lower: none of these tokens is added to the best ones (they cannot
-    # climb into the top-k), and the bound still leaves 40 others above it.
+    # climb into the top-k), and the bound still leaves 8 others above it.
     "lowering biases": {
         "temperature": 1.0,
         "top_k": 8,
