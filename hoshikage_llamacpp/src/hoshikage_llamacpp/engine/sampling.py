@@ -299,8 +299,9 @@ class SamplerChain:
             # ban or a negative bias only lowers one (the bound still leaves ``best`` others
             # above it, since ``need`` counts every biased token).
             ids, biases = _bias_arrays(request.logit_bias, ban)
-            if (biases > 0).any():
-                self._top_extra = ids[biases > 0]
+            raised = ids[biases > 0]
+            if len(raised):
+                self._top_extra = raised
         if penalties:
             self._recent = collections.deque(maxlen=PENALTY_LAST_N)
 
@@ -400,18 +401,9 @@ class SamplerChain:
         """The chain's draw over the tokens ``ids`` of the row ``logits``, accepted. The
         candidate array is the chain's own, made again only when a draw needs more room
         (a new one each draw cost ~40 µs of a ~380 µs draw fresh from a decode)."""
-        n = len(ids)
-        if self._cand is None or len(self._cand) < n:
-            self._cand, self._cand_array = _candidates(
-                self._lib, ids, logits[ids], capacity=max(n, CANDIDATES)
-            )
-        else:
-            cand = self._cand[:n]
-            cand["id"] = ids
-            cand["logit"] = logits[ids]
-            cand["p"] = 0.0
-        array = self._cand_array
-        array.size, array.selected, array.sorted = n, -1, False
+        if self._cand is None or len(self._cand) < len(ids):
+            self._cand, self._cand_array = _candidates(self._lib, max(len(ids), CANDIDATES))
+        array = _fill(self._cand, self._cand_array, ids, logits[ids])
         lib = self._native
         lib.llama_sampler_apply(self._chain, ctypes.byref(array))
         token = int(array.data[array.selected].id)
@@ -456,7 +448,8 @@ class SamplerChain:
         import numpy as np
 
         lib = self._lib
-        cand, array = _candidates(lib, ids, logits)
+        cand, array = _candidates(lib, len(ids))
+        _fill(cand, array, ids, logits)
         lib.llama_sampler_apply(self._grammar, ctypes.byref(array))
         if need and int(np.count_nonzero(cand["logit"] != -np.inf)) < need:
             return None
@@ -494,19 +487,26 @@ def best_ids(logits, need: int, width: int, extra=None):
     return np.unique(np.concatenate((ids, extra)))
 
 
-def _candidates(lib, ids, logits, capacity: int = 0):
-    """A ``llama_token_data_array`` over the tokens ``ids`` with their ``logits``, and the
-    numpy array that holds its data (keep it while the array is used), with room for
-    ``capacity`` tokens if that is more."""
+def _candidates(lib, size: int):
+    """A numpy array of ``size`` ``llama_token_data`` and a ``llama_token_data_array`` over
+    it (keep the numpy array while the other is used); :func:`_fill` fills them."""
     import numpy as np
 
-    n = len(ids)
-    cand = np.empty(max(n, capacity), dtype=_token_data_dtype())
-    cand["id"][:n] = ids
-    cand["logit"][:n] = logits
-    cand["p"] = 0.0
+    cand = np.empty(size, dtype=_token_data_dtype())
     data = cand.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))
-    return cand, lib.llama_token_data_array(data, n, -1, False)
+    return cand, lib.llama_token_data_array(data, size, -1, False)
+
+
+def _fill(cand, array, ids, logits):
+    """``array`` (over ``cand``) as the tokens ``ids`` with their ``logits``, unsorted and
+    with nothing selected, as llama.cpp's own draw starts; returns it."""
+    n = len(ids)
+    head = cand[:n]
+    head["id"] = ids
+    head["logit"] = logits
+    head["p"] = 0.0
+    array.size, array.selected, array.sorted = n, -1, False
+    return array
 
 
 @functools.lru_cache(maxsize=8)
