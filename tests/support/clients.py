@@ -55,7 +55,7 @@ from typing import Any
 import attrs
 
 PINS: dict[str, str] = {
-    "@anthropic-ai/claude-code": "2.1.332",
+    "@anthropic-ai/claude-code": "2.1.337",
     "@openai/codex": "0.171.0",
     "opencode-ai": "1.18.33",
     "@qwen-code/qwen-code": "0.24.4",
