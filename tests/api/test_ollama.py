@@ -9,6 +9,8 @@ Bearer token); tests leave it idle.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -168,6 +170,43 @@ def test_stream_is_ndjson_and_a_conversation_continues(server):
     assert lines[-1]["done"] is True and lines[-1]["done_reason"] == "length"
     assert set(lines[0]) == {"model", "created_at", "message", "done"}
     assert lines[0]["message"]["role"] == "assistant" and lines[0]["done"] is False
+
+
+def test_curl_as_ollamas_documentation_writes_it(server, client):
+    """Every example in Ollama's API documentation is ``curl URL -d '{...}'``, which sends
+    the JSON as ``application/x-www-form-urlencoded``: the real ``curl`` gets the same answer
+    as the official client, streamed by default and whole with ``"stream": false``."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("this test runs the real curl: `apt-get install curl`", pytrace=False)
+
+    def run(path: str, body: dict) -> str:
+        done = subprocess.run(
+            [curl, "-sS", "-H", f"Authorization: Bearer {KEY}", server.base_url + path]
+            + ["-d", json.dumps(body)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    options = {**GREEDY, "num_predict": 5}
+    whole = client.generate(model="tiny", prompt="Why is the sky blue?", options=options)
+    lines = [
+        json.loads(line)
+        for line in run(
+            "/api/generate", {"model": "tiny", "prompt": "Why is the sky blue?", "options": options}
+        ).splitlines()
+    ]
+    assert len(lines) > 1 and lines[-1]["done"] is True and lines[-1]["eval_count"] == 5
+    assert "".join(line["response"] for line in lines) == whole.response
+    body = {"model": "tiny", "messages": USER, "stream": False, "options": options}
+    answer = json.loads(run("/api/chat", body))
+    assert answer["done"] is True and answer["message"]["content"] == (
+        client.chat(model="tiny", messages=USER, options=options).message.content
+    )
+    assert json.loads(run("/api/show", {"model": "tiny"}))["details"]["format"] == "gguf"
 
 
 def test_generate_streamed_whole_and_raw(client):

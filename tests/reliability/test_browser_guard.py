@@ -1,6 +1,7 @@
-"""A web page cannot drive a server that has no key: bodies that are not JSON are a 415, a
-foreign ``Origin`` on a state-changing route is a 403 (nothing runs, nothing is stored), and
-without an ``api_key`` a ``Host`` that is not this server's (DNS rebinding) is a 403."""
+"""A web page cannot drive a server that has no key: a browser's bodies that are not JSON are
+a 415 (other clients' are read as JSON), a foreign ``Origin`` on a state-changing route is a
+403 (nothing runs, nothing is stored), and without an ``api_key`` a ``Host`` that is not this
+server's (DNS rebinding) is a 403."""
 
 from __future__ import annotations
 
@@ -26,15 +27,27 @@ def server(tiny_model_path):
         yield running
 
 
-def test_bodies_that_are_not_json_are_415(server):
+def test_a_browser_must_send_json(server):
+    """A request with an ``Origin`` (every browser's POST has one; see
+    tests/browser/test_foreign_pages.py) and a body not declared JSON is a 415, even from the
+    server's own origin."""
     body = json.dumps(CHAT).encode()
+    before = server.status()["models"][0]["requests"]
     for path in ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/api/chat"):
-        for content_type in ("text/plain", "multipart/form-data; boundary=x", None):
-            headers = {"Content-Type": content_type} if content_type else {}
+        for content_type in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            None,
+        ):
+            headers = {"Origin": server.base_url}
+            if content_type:
+                headers["Content-Type"] = content_type
             r = httpx.post(server.base_url + path, content=body, headers=headers, timeout=10)
             assert r.status_code == 415, (path, content_type, r.status_code, r.text)
             error = r.json()["error"]
             assert "application/json" in (error if isinstance(error, str) else error["message"])
+    assert server.status()["models"][0]["requests"] == before  # nothing ran
     for content_type in (
         "application/json",
         "application/json; charset=utf-8",
@@ -43,12 +56,46 @@ def test_bodies_that_are_not_json_are_415(server):
         r = httpx.post(
             server.base_url + "/v1/chat/completions",
             content=body,
-            headers={"Content-Type": content_type},
+            headers={"Content-Type": content_type, "Origin": server.base_url},
             timeout=30,
         )
         assert r.status_code == 200, (content_type, r.text)
     # A POST without a body needs no content type.
     assert httpx.post(server.base_url + "/api/reload", timeout=30).status_code == 200
+
+
+def test_other_clients_may_send_json_as_any_type(server):
+    """Without an ``Origin`` (not a browser) a body is read as JSON whatever type it declares,
+    as Ollama and llama-server read it; a multipart body is still a 415 where a route takes
+    JSON, and a body that is not JSON is a 400 that says what it was sent as."""
+    body = json.dumps(CHAT).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = httpx.post(
+            server.base_url + "/v1/chat/completions", content=body, headers=headers, timeout=30
+        )
+        assert r.status_code == 200, (content_type, r.text)
+        assert r.json()["usage"]["completion_tokens"] == 2
+    r = httpx.post(
+        server.base_url + "/api/chat",
+        content=json.dumps({**CHAT, "stream": False}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["done"] is True, r.text
+    r = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        timeout=10,
+    )
+    assert r.status_code == 415, r.text
+    r = httpx.post(server.base_url + "/v1/chat/completions", data={"model": "tiny"}, timeout=10)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "not valid JSON" in message and "application/x-www-form-urlencoded" in message
+    r = httpx.post(server.base_url + "/api/chat", data={"model": "tiny"}, timeout=10)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"], r.text
 
 
 def test_a_foreign_origin_cannot_change_anything(server):
@@ -113,6 +160,10 @@ def test_with_a_key_any_host_is_answered(tiny_model_path):
         r = httpx.post(
             server.base_url + "/v1/chat/completions",
             content=json.dumps(CHAT),
-            headers={"Authorization": "Bearer k", "Content-Type": "text/plain"},
+            headers={
+                "Authorization": "Bearer k",
+                "Content-Type": "text/plain",
+                "Origin": server.base_url,
+            },
         )
         assert r.status_code == 415

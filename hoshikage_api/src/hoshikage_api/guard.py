@@ -4,12 +4,17 @@ A page on any site can make a browser send "simple" requests to ``127.0.0.1`` wi
 preflight (a form's ``text/plain`` or ``multipart/form-data`` body, or none), and through DNS
 rebinding (its own name resolving to ``127.0.0.1``) even read the answers. So:
 
-- **Content type** (415): a request with a body must say ``application/json`` or a ``+json``
-  type. Browsers cannot send those cross-origin without a preflight, which CORS refuses.
-  A route whose wire format is a multipart upload (``/v1/audio/transcriptions``) says so
-  with ``opt={"multipart": True}`` and also takes ``multipart/form-data``; the Host and
-  Origin checks below still keep pages of other sites (which send their ``Origin`` with such
-  a form) and rebound names off it.
+- **Content type** (415): a request with a body that carries an ``Origin`` (a browser: every
+  browser sends one with a request that is not a GET or HEAD) must say ``application/json``
+  or a ``+json`` type. Browsers cannot send those cross-origin without a preflight, which CORS
+  refuses. A request without an ``Origin`` is no browser's: its body is read as JSON
+  whatever type it declares, as Ollama and llama-server read it, so ``curl URL -d '{...}'``
+  (``application/x-www-form-urlencoded``), the form of every example in Ollama's API
+  documentation, works. A route whose wire format is a multipart upload
+  (``/v1/audio/transcriptions``) says so with ``opt={"multipart": True}`` and also takes
+  ``multipart/form-data``; any other route refuses that type (415) from any client. The
+  Host and Origin checks below still keep pages of other sites (which send their ``Origin``
+  with such a form) and rebound names off it.
 - **Host** (403), only when no ``api_key`` is set: the ``Host`` header must name this server:
   an IP literal, ``localhost`` (or a ``*.localhost`` name), this machine's name, the bound
   ``host``, or one of ``[server] allowed_hosts`` (``"*"``: any). A rebound name is none of
@@ -69,10 +74,15 @@ def browser_guard(server):
                     code="forbidden_origin",
                 )
         content_type = headers.get("content-type", "")
-        multipart = bool(getattr(handler, "opt", {}).get("multipart")) and (
-            content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
+        multipart = bool(getattr(handler, "opt", {}).get("multipart")) and _is_multipart(
+            content_type
         )
-        if _has_body(headers) and not multipart and not _is_json(content_type):
+        if (
+            _has_body(headers)
+            and not multipart
+            and not _is_json(content_type)
+            and (origin is not None or _is_multipart(content_type))
+        ):
             raise ApiError(
                 415,
                 "The request body must be JSON, sent with 'Content-Type: application/json' "
@@ -88,6 +98,10 @@ def _has_body(headers) -> bool:
     if length is not None:
         return length.strip() not in ("", "0")
     return "transfer-encoding" in headers
+
+
+def _is_multipart(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
 
 
 def _is_json(content_type: str) -> bool:

@@ -29,8 +29,11 @@ def _param(path: str | None) -> str | None:
     return path[1:] if path.startswith(".") else path
 
 
-def decode(raw: bytes, type_: type) -> Any:
-    """Decode ``raw`` JSON into ``type_``, raising a 400 :class:`~.errors.ApiError`."""
+def decode(raw: bytes, type_: type, content_type: str = "application/json") -> Any:
+    """Decode ``raw`` JSON into ``type_``, raising a 400 :class:`~.errors.ApiError`.
+    ``content_type`` is the type the client declared: a body sent as another type (a client
+    that sends no ``Origin`` may, see :mod:`hoshikage_api.guard`) is read as JSON all the
+    same, and an error that it is not JSON says what it was sent as."""
     if not raw.strip():
         raise invalid("The request body is empty: send a JSON object.")
     try:
@@ -41,7 +44,13 @@ def decode(raw: bytes, type_: type) -> Any:
         where = f"Invalid '{param}'" if param else "Invalid request body"
         raise invalid(f"{where}: {m.group('msg')}.", param=param) from None
     except msgspec.DecodeError as exc:
-        raise invalid(f"The request body is not valid JSON: {exc}.") from None
+        media = content_type.split(";", 1)[0].strip()
+        sent = (
+            ""
+            if media.lower() == "application/json" or media.lower().endswith("+json")
+            else f" (it was sent as '{media[:100] or 'no type'}'; send a JSON object)"
+        )
+        raise invalid(f"The request body is not valid JSON: {exc}{sent}.") from None
     except UnicodeDecodeError:
         raise invalid("The request body is not valid UTF-8.") from None
     except RecursionError:
@@ -75,4 +84,8 @@ class StrictBody(AbstractDTO):
 
     def decode_bytes(self, value: bytes) -> Any:
         handler = self.asgi_connection.route_handler
-        return decode(value, handler.parsed_fn_signature.parameters["data"].annotation)
+        return decode(
+            value,
+            handler.parsed_fn_signature.parameters["data"].annotation,
+            self.asgi_connection.headers.get("content-type", ""),
+        )
