@@ -66,3 +66,29 @@ def test_a_prompt_over_the_context_is_the_error_each_client_acts_on(server):
         claude.messages.create(model="qwen3", max_tokens=8, messages=long)
     message = info.value.response.json()["error"]["message"]
     assert message.startswith("prompt is too long: ") and message.endswith(f" > {N_CTX} maximum")
+
+
+def test_a_pooled_kv_cache_advertises_the_pool_before_and_after_the_load(family_model):
+    """With ``kv_unified`` the slots share one pool of ``n_ctx × parallel`` cells and one
+    request may fill it: that is the context every API says, before the load as after it
+    (it said ``n_ctx`` until the load), and a prompt between the two is answered."""
+    qwen3 = family_model("qwen35", "Qwen-Qwen3-0.6B")
+    entry = {"name": "pooled", "path": str(qwen3), "n_ctx": 512, "parallel": 2}
+    config = {"models": [{**entry, "kv_unified": True}]}
+    with running_server(config) as server:
+        oai = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+        olla = ollama.Client(host=server.base_url)
+        for loaded in (False, True):
+            card = oai.models.retrieve("pooled")
+            assert card.model_extra["context_length"] == 1024, (loaded, card)
+            assert olla.show("pooled").modelinfo["llama.context_length"] == 1024, loaded
+            assert "num_ctx                        1024" in olla.show("pooled").parameters
+            if not loaded:
+                long = [{"role": "user", "content": "cat " * 700}]
+                reply = oai.chat.completions.create(model="pooled", max_tokens=1, messages=long)
+                assert 512 < reply.usage.prompt_tokens < 1024
+        with pytest.raises(openai.BadRequestError) as info:
+            oai.chat.completions.create(
+                model="pooled", max_tokens=1, messages=[{"role": "user", "content": "cat " * 1200}]
+            )
+        assert info.value.code == "context_length_exceeded"

@@ -73,6 +73,20 @@ class ModelEntry:
 
         return projector_modalities(os.path.expanduser(str(projector)))
 
+    def context_window(self) -> int | None:
+        """The context one request will get once the model is loaded, before it is: its
+        ``n_ctx``, or where ``kv_unified`` pools the KV cache of its ``parallel`` slots the
+        whole pool, ``n_ctx × parallel`` (what llama.cpp's ``llama_n_ctx_seq`` says after the
+        load; an embedding model has one sequence). None when ``n_ctx`` is not set."""
+        from .fit import option
+
+        n_ctx = self.option("n_ctx")
+        if not isinstance(n_ctx, int | float) or isinstance(n_ctx, bool) or n_ctx <= 0:
+            return None
+        if self.option("kv_unified") and not self.option("embedding"):
+            return int(n_ctx) * max(1, int(option(self.options, "parallel", 4)))
+        return int(n_ctx)
+
     def option(self, key: str, default: Any = None) -> Any:
         if isinstance(self.options, dict):
             return self.options.get(key, default)

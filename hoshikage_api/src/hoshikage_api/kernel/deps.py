@@ -19,12 +19,12 @@ def runtime_of(request: Request) -> Runtime:
 
 def context_length(runtime: Runtime, entry) -> int | None:
     """The context window a request to ``entry`` gets, in tokens: the loaded model's, else
-    its configured ``n_ctx`` (what it will get once loaded). Each surface advertises it where
-    its API has a place for it."""
+    what it will get once loaded (:meth:`~hoshikage_core.registry.ModelEntry.context_window`).
+    Each surface advertises it where its API has a place for it."""
     try:
         loaded = runtime.pool.view(entry.name).n_ctx
     except KeyError:
         loaded = None
-    configured = entry.option("n_ctx")
-    value = loaded or configured
-    return int(value) if isinstance(value, int | float) and value > 0 else None
+    if isinstance(loaded, int | float) and loaded > 0:
+        return int(loaded)
+    return entry.context_window()

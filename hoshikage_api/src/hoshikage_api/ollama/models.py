@@ -158,8 +158,8 @@ class Facts:
         """Scalar and string GGUF metadata (arrays such as the vocabulary are left out; the
         chat template is under ``template``), plus ``general.parameter_count``.
         ``<arch>.context_length`` is the context a request gets here (the loaded model's,
-        else its ``n_ctx``), not the training length the GGUF states: clients read it to know
-        how long a conversation may grow before it must be compacted."""
+        else what it will get once loaded), not the training length the GGUF states: clients
+        read it to know how long a conversation may grow before it must be compacted."""
         info = {k: v for k, v in self.metadata.items() if k != "tokenizer.chat_template"}
         if self.info is not None and self.info.parameter_count:
             info["general.parameter_count"] = self.info.parameter_count
@@ -170,12 +170,16 @@ class Facts:
         return dict(sorted(info.items()))
 
     def parameters(self) -> str:
-        """Ollama's ``parameters`` text: the config's context size and sampling defaults."""
+        """Ollama's ``parameters`` text: the context a request gets (``num_ctx``, as
+        ``model_info`` says it) and the config's sampling defaults."""
         lines = []
         keys = ("n_ctx", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
         names = {"n_ctx": "num_ctx", "max_tokens": "num_predict"}
         for key in (*keys, "max_tokens"):
-            value = self.entry.option(key)
+            if key == "n_ctx":
+                value = context_length(self.runtime, self.entry)
+            else:
+                value = self.entry.option(key)
             if value is not None:
                 lines.append(f"{names.get(key, key):<30} {value}")
         return "\n".join(lines)
