@@ -74,11 +74,14 @@ def test_config_check_models_and_doctor_write_nothing(fresh_home):
     )
     assert default["path"] == str(smollm2_path()) and default["file_bytes"] > 90_000_000
     assert default["quantization"] == "Q4_1" and default["note"] is None
+    # One pool of 8,192 cells for its 4 slots of 2,048: a request may fill the pool.
+    assert default["n_ctx"] == 2048 and default["context_window"] == 8192
+    assert default["context_length"] == 8192  # what it was trained for
     assert row["name"] == DEMO and row["aliases"] == [] and row["error"] is None
     assert row["file_bytes"] is None and "not created yet" in row["note"]
     table = cli(env, "models", "--url", "http://127.0.0.1:9")
     assert table.returncode == 0 and DEMO in table.stdout and "not created yet" in table.stdout
-    assert DEFAULT in table.stdout
+    assert DEFAULT in table.stdout and "8192 / 8192" in table.stdout
 
     doctor = cli(env, "doctor", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}

@@ -101,6 +101,7 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
             "quantization": None,
             "context_length": None,
             "n_ctx": entry.option("n_ctx"),
+            "context_window": entry.context_window(),
             "input": ["text", *entry.modalities()],
             "error": None,
             "note": None,
@@ -133,9 +134,10 @@ def models(args: argparse.Namespace, ctx: Context) -> int:
             no_wrap=col in ("name", "ctx", "size"),
         )
     for r in rows:
-        ctx_text = str(r["n_ctx"] or r["context_length"] or "-")
-        if r["n_ctx"] and r["context_length"]:
-            ctx_text = f"{r['n_ctx']} / {r['context_length']}"
+        # The context a request gets here / the one the model was trained for.
+        ctx_text = str(r["context_window"] or r["context_length"] or "-")
+        if r["context_window"] and r["context_length"]:
+            ctx_text = f"{r['context_window']} / {r['context_length']}"
         state = r["state"] or ("[dim]no server[/]" if server is None else "-")
         if r["error"]:
             state = f"[red]{r['error']}[/]"
