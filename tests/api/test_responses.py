@@ -929,7 +929,7 @@ HI = {"model": "tiny", "input": "hi"}
                 "model": "tiny",
                 "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
             },
-            "input[0].content[0]",
+            "input[0].content[0].file_data",
         ),
         (
             {"model": "tiny", "input": [{"role": "user", "content": [{"type": "video"}]}]},

@@ -12,8 +12,12 @@ import json
 
 import pytest
 
-from tests.clients.conftest import N_CTX, SECRET, doc_env, read_the_secret, record, run
+from tests.clients.conftest import N_CTX, SECRET, WRITERS, doc_env, read_the_secret, record, run
 from tests.support.clients import npm_program, offline_env, recording_proxy
+from tests.support.documents import pdf
+
+anthropic = pytest.importorskip("anthropic")
+write_qwen3 = WRITERS["qwen3"]
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(600)]
 
@@ -81,3 +85,72 @@ def test_a_claude_code_session_reads_a_file_and_answers_with_it(qwen3_server, wo
         },
         model,
     )
+
+
+def test_claude_code_reads_a_pdf_and_the_model_reads_its_text(qwen3_server, workdir):
+    """Claude Code's ``Read`` of a PDF answers with a ``document`` block holding the file
+    (base64, ``application/pdf``) in its ``tool_result``: the session goes on (each such
+    request was a 400 before, and Claude Code gave up), and the model read the PDF's text:
+    the request counts as many tokens as the same request with the text in the block's
+    place (``/v1/messages/count_tokens``)."""
+    claude = npm_program(PACKAGE)
+    path = workdir / "secret.pdf"
+    path.write_bytes(pdf(f"The secret is {SECRET}.", "Keep it safe."))
+
+    def has_result(body: dict) -> bool:
+        return any(
+            isinstance(m.get("content"), list)
+            and any(b.get("type") == "tool_result" for b in m["content"])
+            for m in body["messages"]
+        )
+
+    first = read_the_secret(
+        "Read",
+        {"file_path": str(path)},
+        main=lambda body: any(t.get("name") == "Read" for t in body.get("tools") or ()),
+    )
+
+    def steer(path: str, body):
+        if isinstance(body, dict) and "messages" in body and has_result(body):
+            if any(t.get("name") == "Read" for t in body.get("tools") or ()):
+                return {"grammar": write_qwen3("I read the PDF.", None, f"It says {SECRET}.")}
+        return first(path, body)
+
+    with recording_proxy(qwen3_server.base_url, steer) as proxy:
+        env = claude_env(workdir.parent / "home", proxy.base_url)
+        done = run([claude, "-p", "Read secret.pdf", "--output-format", "json"], workdir, env)
+    assert done.returncode == 0, (done.stdout, done.stderr, proxy.failures())
+    out = json.loads(done.stdout)
+    assert out["subtype"] == "success" and out["is_error"] is False, out
+    assert out["result"] == f"It says {SECRET}.", out["result"]
+    proxy.assert_all_ok()
+    (answered,) = [
+        x
+        for x in proxy.exchanges
+        if x.path.startswith("/v1/messages") and x.steered and has_result(x.json())
+    ]
+    body = answered.json()
+    (result,) = [
+        b
+        for m in body["messages"]
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    ]
+    documents = [b for b in result["content"] if b.get("type") == "document"]
+    assert [d["source"]["media_type"] for d in documents] == ["application/pdf"]
+    claude_sdk = anthropic.Anthropic(base_url=qwen3_server.base_url, api_key="x", max_retries=0)
+    fields = ("model", "messages", "system", "tools")
+
+    def count(body: dict) -> int:
+        return claude_sdk.messages.count_tokens(
+            **{k: body[k] for k in fields if k in body}
+        ).input_tokens
+
+    as_sent = count(body)
+    text = f"[Page 1]\nThe secret is {SECRET}.\n\n[Page 2]\nKeep it safe."
+    documents[0].clear()
+    documents[0].update({"type": "text", "text": text})
+    assert as_sent == count(body)
+    documents[0]["text"] = "[Page 1]\nThe secret is hidden.\n\n[Page 2]\nKeep it safe."
+    assert as_sent != count(body)

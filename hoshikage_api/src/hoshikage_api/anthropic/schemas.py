@@ -4,8 +4,8 @@ Request bodies are decoded strictly (see :mod:`hoshikage_api.body`): a wrong typ
 a 400 naming its path. Unknown fields are ignored, so clients that send newer Anthropic
 fields (``cache_control`` on any block, ``service_tier``, ``container``...) keep working;
 docs/api-spec.md lists which are honoured and which are deliberately ignored. Image blocks
-go to the model (see :mod:`..kernel.media`); document blocks decode, so that the translator
-can refuse them with a clear message instead of a schema error.
+go to the model (see :mod:`..kernel.media`), and document blocks' text
+(:mod:`..kernel.documents`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ class ImageBlock(Struct, tag_field="type", tag="image", kw_only=True):
 
 
 class DocumentBlock(Struct, tag_field="type", tag="document", kw_only=True):
-    """Refused with a 400."""
+    """A document: ``source`` ``{"type": "base64", "media_type", "data"}`` (a PDF or a text
+    file), ``{"type": "text", "data"}`` or ``{"type": "content", "content"}`` (text blocks),
+    its text read by :mod:`..kernel.documents`; ``url`` and ``file`` sources are refused."""
 
     source: dict[str, Any]
+    title: str | None = None
+    context: str | None = None
 
 
 class ToolUseBlock(Struct, tag_field="type", tag="tool_use", kw_only=True):

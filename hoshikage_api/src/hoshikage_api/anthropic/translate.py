@@ -15,7 +15,8 @@ so the backend receives plain string content.
 * ``thinking`` blocks of an assistant turn are its ``reasoning_content`` (their text, or
   what this server's signature carries: :mod:`.signature`); ``image`` blocks (base64, in a
   message or a ``tool_result``) stand as the media marker where they were, their images
-  decoded by :mod:`..kernel.media`; document blocks are refused.
+  decoded by :mod:`..kernel.media`; ``document`` blocks (a PDF's or a text file's text, read
+  by :mod:`..kernel.documents`) likewise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from hoshikage_core.protocol import GenerationRequest, ResponseFormat, join_text
 
 from ..kernel.errors import invalid
 from ..kernel.job import Job, arguments_object, keep_alive, speculative
-from ..kernel.media import Collector
+from ..kernel.media import Collector, base64_bytes
 from . import context
 from . import schemas as s
 from .signature import restore
@@ -38,15 +39,55 @@ from .signature import restore
 STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
 
 
-def _media(block, where: str, images: Collector | None) -> str | None:
-    """An image block's marker (its image kept in ``images``); None for other blocks.
-    Document blocks, and images where none are taken (``system``), are refused."""
-    if isinstance(block, s.DocumentBlock):
-        raise invalid(
-            f"Invalid '{where}': document blocks are not supported; the models served here read"
-            " text and images only.",
-            where,
+def _document(block: s.DocumentBlock, where: str, images: Collector | None) -> str:
+    """A document block's marker (the document kept in ``images``, its text read there)."""
+    if images is None:
+        raise invalid(f"Invalid '{where}': documents are not taken here.", where)
+    source = block.source
+    kind = source.get("type")
+    field = f"{where}.source"
+    if kind == "base64":
+        data = source.get("data")
+        if not isinstance(data, str):
+            raise invalid(f"Invalid '{field}.data': expected base64 text.", f"{field}.data")
+        raw = base64_bytes(data, f"{field}.data", "document")
+        media_type = source.get("media_type")
+        return images.add_document(
+            raw, media_type, f"{field}.data", title=block.title, context=block.context
         )
+    if kind in ("text", "content"):
+        content = source.get("data" if kind == "text" else "content")
+        if isinstance(content, list):
+            texts = [b.get("text") for b in content if isinstance(b, dict)]
+            if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
+                raise invalid(
+                    f"Invalid '{field}.content': expected text blocks.", f"{field}.content"
+                )
+            content = join_text(texts)
+        if not isinstance(content, str):
+            name = "data" if kind == "text" else "content"
+            raise invalid(f"Invalid '{field}.{name}': expected text.", f"{field}.{name}")
+        return images.add_document(
+            content.encode(), "text/plain", field, title=block.title, context=block.context
+        )
+    if kind == "url":
+        raise invalid(
+            f"Invalid '{field}': documents are not fetched from URLs here; send the file"
+            ' itself ({"type": "base64", "media_type": "application/pdf", "data": ...}).',
+            field,
+        )
+    raise invalid(
+        f'Invalid \'{field}.type\': expected "base64", "text" or "content"'
+        " (no files are stored here).",
+        f"{field}.type",
+    )
+
+
+def _media(block, where: str, images: Collector | None) -> str | None:
+    """An image or document block's marker (what it holds kept in ``images``); None for
+    other blocks. Images and documents where none are taken (``system``) are refused."""
+    if isinstance(block, s.DocumentBlock):
+        return _document(block, where, images)
     if not isinstance(block, s.ImageBlock):
         return None
     if images is None:

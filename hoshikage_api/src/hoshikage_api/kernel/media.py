@@ -7,9 +7,11 @@ max_audio_seconds``; here its bytes are only recognised by their header.
 
 A surface's translator calls :meth:`Collector.add` for each image part, in prompt order, and
 writes :data:`~hoshikage_core.protocol.MEDIA_MARKER` where the part was; the route then
-awaits :func:`attach`, which decodes them and puts them on the job's requests. Every problem
-is a 400 naming the part's field (an :class:`~.errors.ApiError`, which each surface renders
-in its own shape).
+awaits :func:`attach`, which decodes them and puts them on the job's requests. Documents
+(:mod:`.documents`: PDFs and text files, for any model) are collected the same way, each
+under a marker of its own, and :func:`attach` reads them in the worker too and writes their
+text in place of their markers. Every problem is a 400 naming the part's field (an
+:class:`~.errors.ApiError`, which each surface renders in its own shape).
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import base64
 import binascii
 import hashlib
 import re
+import secrets
+from collections.abc import Mapping
 
 import attrs
 from hoshikage_core.protocol import MEDIA_MARKER, Media
 
+from .documents import Document, kind_of
 from .errors import invalid
 
 #: Formats Pillow decodes that a browser or an SDK sends.
@@ -46,14 +51,65 @@ class Pending:
 
 @attrs.define
 class Collector:
-    """The image parts of one request, in the order their markers stand in the prompt."""
+    """The image parts of one request, in the order their markers stand in the prompt, and
+    its documents (:mod:`.documents`), each with a marker of its own."""
 
     items: list[Pending] = attrs.Factory(list)
+    documents: list[Document] = attrs.Factory(list)
+    _token: str = attrs.field(factory=lambda: secrets.token_hex(8))
+
+    def add_document(
+        self,
+        data: bytes,
+        media_type: str | None,
+        field: str,
+        *,
+        filename: str | None = None,
+        title: str | None = None,
+        context: str | None = None,
+    ) -> str:
+        """Keep a document (a PDF or a text file); returns the marker that stands for it in
+        the text until :func:`attach` puts its text there."""
+        kind = kind_of(media_type, filename)
+        if kind is None:
+            raise invalid(
+                f"Invalid '{field}': documents of type {media_type or 'unknown'!r} are not read"
+                " here; PDFs and text files are.",
+                field,
+            )
+        if not data:
+            raise invalid(f"Invalid '{field}': the document is empty.", field)
+        marker = f"\x00document-{self._token}-{len(self.documents)}\x00"
+        self.documents.append(
+            Document(data, kind, field, marker, title=title or filename, context=context)
+        )
+        return marker
 
     def add(self, data: bytes, field: str) -> str:
         """Keep an image part; returns the marker that stands for it in the text."""
         self.items.append(Pending(data, field))
         return MEDIA_MARKER
+
+    def add_file(self, file_data, field: str, *, filename: str | None = None) -> str:
+        """A file part of the OpenAI APIs (chat's ``file``, the Responses API's
+        ``input_file``): ``file_data`` a ``data:`` URL (``data:application/pdf;base64,...``)
+        or bare base64 whose type ``filename`` tells, read as a document."""
+        if not isinstance(file_data, str) or not file_data:
+            raise invalid(
+                f"Invalid '{field}': a file needs its file_data (a data: URL,"
+                " data:application/pdf;base64,...); file_id and file_url are not supported,"
+                " as no files are stored or fetched here.",
+                field,
+            )
+        match = _DATA_URL.match(file_data)
+        if match is None:
+            media_type, data = None, base64_bytes(file_data, field, "file")
+        elif ";base64" not in match.group("params").lower():
+            raise invalid(f"Invalid '{field}': the data: URL must be base64-encoded.", field)
+        else:
+            media_type = match.group("type")
+            data = base64_bytes(file_data[match.end() :], field, "file")
+        return self.add_document(data, media_type, field, filename=filename)
 
     def add_url(self, url: str, field: str) -> str:
         """An image given as a URL: a ``data:`` URL, or an ``http(s)`` one that :func:`attach`
@@ -109,13 +165,13 @@ def data_url_bytes(url: str, field: str) -> bytes:
     return base64_bytes(url[match.end() :], field)
 
 
-def base64_bytes(text: str, field: str) -> bytes:
+def base64_bytes(text: str, field: str, what: str = "image") -> bytes:
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError, TypeError):
-        raise invalid(f"Invalid '{field}': the image is not valid base64.", field) from None
+        raise invalid(f"Invalid '{field}': the {what} is not valid base64.", field) from None
     if not data:
-        raise invalid(f"Invalid '{field}': the image is empty.", field)
+        raise invalid(f"Invalid '{field}': the {what} is empty.", field)
     return data
 
 
@@ -274,7 +330,10 @@ def _rgb(image):
 
 async def attach(runtime, job, collector: Collector):
     """``job`` with the collected images and audio on its requests (each request's markers
-    are the collector's, in order); ``job`` itself when there are none."""
+    are the collector's, in order) and its documents' text in place of their markers; ``job``
+    itself when there are none."""
+    if collector.documents:
+        job = await _read_documents(job, collector)
     if not collector.items:
         return job
     server = runtime.config.server
@@ -310,3 +369,34 @@ async def attach(runtime, job, collector: Collector):
 
     media = await to_thread.run_sync(decode_all)
     return attrs.evolve(job, requests=tuple(attrs.evolve(r, media=media) for r in job.requests))
+
+
+async def _read_documents(job, collector: Collector):
+    """``job`` with each document's text where its marker stands (read in a worker)."""
+    from anyio import to_thread
+
+    from .documents import fill, read
+
+    def read_all() -> dict[str, str]:
+        return {d.marker: read(d) for d in collector.documents}
+
+    texts = await to_thread.run_sync(read_all)
+
+    def filled(value):
+        if isinstance(value, str):
+            return fill(value, texts)
+        if isinstance(value, Mapping):
+            return {k: filled(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(filled(v) for v in value)
+        return value
+
+    requests = []
+    for request in job.requests:
+        changes = {}
+        if request.messages is not None:
+            changes["messages"] = tuple(filled(dict(m)) for m in request.messages)
+        if request.prompt is not None:
+            changes["prompt"] = fill(request.prompt, texts)
+        requests.append(attrs.evolve(request, **changes))
+    return attrs.evolve(job, requests=tuple(requests))

@@ -107,7 +107,14 @@ class InputAudioPart(Struct, tag_field="type", tag="input_audio"):
     input_audio: dict[str, Any]
 
 
-ContentParts = list[TextPart | ImageUrlPart | InputAudioPart]
+class FilePart(Struct, tag_field="type", tag="file"):
+    """A document: ``file`` ``{"file_data": "data:application/pdf;base64,...",
+    "filename"}`` (a PDF or a text file, read by :mod:`..kernel.documents`)."""
+
+    file: dict[str, Any]
+
+
+ContentParts = list[TextPart | ImageUrlPart | InputAudioPart | FilePart]
 
 
 class FunctionCall(Struct, kw_only=True):

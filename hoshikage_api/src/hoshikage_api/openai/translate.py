@@ -96,6 +96,20 @@ def _text(content: str | list | None, param: str, images: Collector | None = Non
             audio = part.input_audio
             texts.append(images.add_audio(audio.get("data"), audio.get("format"), f"{field}.data"))
             continue
+        if isinstance(part, s.FilePart):
+            field = f"{param}[{i}].file"
+            if images is None:
+                raise invalid(f"Invalid '{field}': files are not taken here.", field)
+            file = part.file
+            name = file.get("filename")
+            texts.append(
+                images.add_file(
+                    file.get("file_data"),
+                    f"{field}.file_data",
+                    filename=name if isinstance(name, str) else None,
+                )
+            )
+            continue
         texts.append(part.text)
     return join_text(texts)
 

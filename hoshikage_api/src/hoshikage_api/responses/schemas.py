@@ -50,7 +50,9 @@ class InputImage(Struct, tag_field="type", tag="input_image", kw_only=True):
 
 
 class InputFile(Struct, tag_field="type", tag="input_file", kw_only=True):
-    """Refused with a 400."""
+    """A document: ``file_data`` a ``data:`` URL (``data:application/pdf;base64,...``), a
+    PDF or a text file read by :mod:`..kernel.documents`; ``file_id`` and ``file_url`` are
+    refused (no files are stored or fetched here)."""
 
     file_id: str | None = None
     file_data: str | None = None

@@ -107,7 +107,7 @@ _OUTPUTS = (s.FunctionCallOutputItem, s.CustomToolCallOutputItem)
 
 
 def _check_parts(item, where: str) -> None:
-    """Refuse media parts, and parts in the wrong kind of message."""
+    """Refuse media parts that cannot be read, and parts in the wrong kind of message."""
     content = getattr(item, "content", None) if not isinstance(item, _OUTPUTS) else item.output
     field = "output" if isinstance(item, _OUTPUTS) else "content"
     if not isinstance(content, list):
@@ -128,11 +128,13 @@ def _check_parts(item, where: str) -> None:
                     f"{param}.input_audio",
                 )
         elif isinstance(part, s.InputFile):
-            raise invalid(
-                f"Invalid '{param}': file inputs are not supported; the models served here"
-                " read text, images and audio only.",
-                param,
-            )
+            if part.file_data is None:
+                raise invalid(
+                    f"Invalid '{param}.file_data': an input_file needs its file_data (a data:"
+                    " URL, data:application/pdf;base64,...); file_id and file_url are not"
+                    " supported, as no files are stored or fetched here.",
+                    f"{param}.file_data",
+                )
 
 
 def bad_seal(where: str) -> ApiError:
@@ -209,7 +211,7 @@ def output_as_input(response: s.Response) -> list:
 
 def _text(content: str | Sequence, images: Collector | None = None, where: str = "input") -> str:
     """Text parts joined by the core's rule, each ``input_image`` as the media marker (its
-    image kept in ``images``)."""
+    image kept in ``images``), each ``input_file`` as its document's marker."""
     if isinstance(content, str):
         return content
     texts = []
@@ -224,6 +226,9 @@ def _text(content: str | Sequence, images: Collector | None = None, where: str =
             audio = part.input_audio or {}
             field = f"{where}[{j}].input_audio.data"
             texts.append(images.add_audio(audio.get("data"), audio.get("format"), field))
+        elif isinstance(part, s.InputFile) and images is not None:
+            field = f"{where}[{j}].file_data"
+            texts.append(images.add_file(part.file_data, field, filename=part.filename))
     return join_text(texts)
 
 
