@@ -114,16 +114,17 @@ def test_paste_and_drop_attach_images_and_remove_takes_one_away(page_on):
     assert page.locator("#attachments img").count() == 1
 
 
-def test_a_file_that_is_not_an_image_is_refused_in_the_page(page_on, tmp_path):
+def test_a_file_that_is_neither_an_image_nor_a_document_is_refused_in_the_page(page_on, tmp_path):
     watched = page_on
     watched.open()
     page = watched.page
-    notes = tmp_path / "notes.txt"
-    notes.write_text("hello")
-    page.set_input_files("#attach-input", str(notes))
+    archive = tmp_path / "notes.zip"
+    archive.write_bytes(b"PK\x03\x04 not much of an archive")
+    page.set_input_files("#attach-input", str(archive))
     error = page.locator("#chat-error")
     error.wait_for(state="visible")
-    assert "not a PNG" in error.inner_text()
+    assert "neither an image" in error.inner_text() and "PDF" in error.inner_text()
+    assert page.locator("#attachments li").count() == 0
     assert page.locator("#attachments img").count() == 0
     # bytes that claim to be a PNG reach the server, whose 400 is the answer's error
     fake = tmp_path / "fake.png"

@@ -1,10 +1,24 @@
-// Images attached to the next message: the Attach button (a file picker), pasting an image
-// into the message box, or dropping image files on the composer. Each is read as a data:
-// URL and shown as a thumbnail with a remove button until the message is sent; the chat then
-// sends them as OpenAI image_url parts and shows them in the conversation.
+// Images and documents attached to the next message: the Attach button (a file picker),
+// pasting an image into the message box, or dropping files on the composer. Each is read as a
+// data: URL and shown until the message is sent (an image as a thumbnail, a document as its
+// name), with a remove button; the chat then sends images as OpenAI image_url parts and
+// documents (PDFs and text files, whose text the server reads for any model) as file parts,
+// and shows them in the conversation.
 
 /** The formats the server decodes (kernel/media.py's FORMATS). */
 export const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp"];
+/** Documents the server reads (kernel/documents.py), by type and, without one, by name. */
+export const DOCUMENT_TYPES = ["application/pdf", "text/plain", "text/markdown", "text/csv", "application/json"];
+export const DOCUMENT_NAMES = [".pdf", ".txt", ".md", ".csv", ".json"];
+
+/** "image", "document", or null for a file the server would not read. */
+export function kindOf(file) {
+  if (IMAGE_TYPES.includes(file.type)) return "image";
+  if (DOCUMENT_TYPES.includes(file.type) || file.type.startsWith("text/")) return "document";
+  const name = (file.name || "").toLowerCase();
+  if (!file.type && DOCUMENT_NAMES.some((end) => name.endsWith(end))) return "document";
+  return null;
+}
 
 function readAsDataUrl(file) {
   return new Promise((resolve, reject) => {
@@ -23,9 +37,9 @@ export class Attachments {
   constructor(el, showError) {
     this.el = el;
     this.showError = showError;
-    /** @type {{name: string, url: string}[]} */
+    /** @type {{name: string, url: string, kind: string}[]} */
     this.items = [];
-    el.input.accept = IMAGE_TYPES.join(",");
+    el.input.accept = [...IMAGE_TYPES, ...DOCUMENT_TYPES, ...DOCUMENT_NAMES].join(",");
     el.button.addEventListener("click", () => el.input.click());
     el.input.addEventListener("change", () => {
       this.addFiles([...el.input.files]);
@@ -57,12 +71,16 @@ export class Attachments {
 
   async addFiles(files) {
     for (const file of files) {
-      if (!IMAGE_TYPES.includes(file.type)) {
-        this.showError(`${file.name || "That file"} is not a PNG, JPEG, WebP, GIF or BMP image.`);
+      const kind = kindOf(file);
+      if (!kind) {
+        this.showError(
+          `${file.name || "That file"} is neither an image (PNG, JPEG, WebP, GIF, BMP) nor a document (PDF, text).`,
+        );
         continue;
       }
       try {
-        this.items.push({ name: file.name || "pasted image", url: await readAsDataUrl(file) });
+        const name = file.name || (kind === "image" ? "pasted image" : "document");
+        this.items.push({ name, url: await readAsDataUrl(file), kind });
       } catch (error) {
         this.showError(`Could not read ${file.name}: ${error?.message ?? error}`);
       }
@@ -70,12 +88,13 @@ export class Attachments {
     this.render();
   }
 
-  /** The attached images' data: URLs, and the list emptied. */
+  /** The attached images' data: URLs and documents' {name, url}, and the list emptied. */
   take() {
-    const urls = this.items.map((item) => item.url);
+    const images = this.items.filter((item) => item.kind === "image").map((item) => item.url);
+    const files = this.items.filter((item) => item.kind === "document").map(({ name, url }) => ({ name, url }));
     this.items = [];
     this.render();
-    return urls;
+    return { images, files };
   }
 
   render() {
@@ -83,9 +102,11 @@ export class Attachments {
     this.el.list.replaceChildren(
       ...this.items.map((item, index) => {
         const li = document.createElement("li");
-        const img = document.createElement("img");
-        img.src = item.url;
-        img.alt = item.name;
+        const shown = item.kind === "image" ? document.createElement("img") : fileChip(item.name);
+        if (item.kind === "image") {
+          shown.src = item.url;
+          shown.alt = item.name;
+        }
         const remove = document.createElement("button");
         remove.type = "button";
         remove.className = "remove";
@@ -95,9 +116,18 @@ export class Attachments {
           this.items.splice(index, 1);
           this.render();
         });
-        li.append(img, remove);
+        li.append(shown, remove);
         return li;
       }),
     );
   }
+}
+
+/** A document shown by its name (in the attachments and in the conversation). */
+export function fileChip(name) {
+  const chip = document.createElement("span");
+  chip.className = "file-chip";
+  chip.textContent = name;
+  chip.title = name;
+  return chip;
 }

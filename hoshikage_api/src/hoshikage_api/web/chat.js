@@ -3,7 +3,7 @@
 // generation and frees its slot at once). Every text is rendered as text (markdown.js).
 
 import { call, errorOf, eventBatches } from "./api.js";
-import { Attachments } from "./attachments.js";
+import { Attachments, fileChip } from "./attachments.js";
 import { renderInto } from "./markdown.js";
 
 /** Time to first token, decode speed and token count of a finished (or stopped) answer. */
@@ -123,6 +123,12 @@ export class Chat {
       );
       li.append(images);
     }
+    if (message.files?.length) {
+      const files = document.createElement("div");
+      files.className = "files";
+      files.append(...message.files.map((file) => fileChip(file.name)));
+      li.append(files);
+    }
     li.append(body, stats);
     this.el.messages.append(li);
     const view = { li, body, stats, thinking, summary, reasoning };
@@ -175,9 +181,13 @@ export class Chat {
     if (system) messages.push({ role: "system", content: system });
     for (const m of conversation.messages) {
       if (m.error && !m.content) continue; // a failed turn sends nothing
-      if (m.images?.length) {
-        const parts = [{ type: "text", text: m.content }];
-        for (const url of m.images) parts.push({ type: "image_url", image_url: { url } });
+      if (m.images?.length || m.files?.length) {
+        const parts = [];
+        for (const file of m.files ?? []) {
+          parts.push({ type: "file", file: { filename: file.name, file_data: file.url } });
+        }
+        parts.push({ type: "text", text: m.content });
+        for (const url of m.images ?? []) parts.push({ type: "image_url", image_url: { url } });
         messages.push({ role: m.role, content: parts });
       } else {
         messages.push({ role: m.role, content: m.content });
@@ -212,8 +222,11 @@ export class Chat {
     }
     conversation.model = this.el.model.value;
     conversation.system = this.el.system.value;
-    const images = this.attachments.take();
-    conversation.messages.push(images.length ? { role: "user", content: text, images } : { role: "user", content: text });
+    const { images, files } = this.attachments.take();
+    const message = { role: "user", content: text };
+    if (images.length) message.images = images;
+    if (files.length) message.files = files;
+    conversation.messages.push(message);
     this.el.prompt.value = "";
     this.#append(conversation.messages.at(-1));
     const body = this.#body(conversation);
