@@ -221,7 +221,12 @@ def embedding_inputs(data: s.EmbeddingRequest) -> list[str]:
     if not inputs:
         raise invalid("'input' must not be an empty list.", "input")
     if not all(isinstance(x, str) for x in inputs):
-        raise invalid("Token-id inputs are not supported: send the input as text.", "input")
+        raise invalid(
+            "Token-id inputs are not supported: send the input as text. (LangChain's"
+            " OpenAIEmbeddings sends OpenAI's own token ids, which mean nothing to a local"
+            " model, unless it is made with check_embedding_ctx_length=False.)",
+            "input",
+        )
     for i, text in enumerate(inputs):
         if not text:
             param = "input" if isinstance(data.input, str) else f"input[{i}]"
