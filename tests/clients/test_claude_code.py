@@ -154,3 +154,66 @@ def test_claude_code_reads_a_pdf_and_the_model_reads_its_text(qwen3_server, work
     assert as_sent == count(body)
     documents[0]["text"] = "[Page 1]\nThe secret is hidden.\n\n[Page 2]\nKeep it safe."
     assert as_sent != count(body)
+
+
+def test_claude_code_reads_an_image_with_a_model_that_takes_none(qwen3_server, workdir):
+    """Claude Code's ``Read`` of a PNG answers with an ``image`` block in its
+    ``tool_result``. For a model without a projector that was a 400 that stayed in the
+    session's history, and Claude Code ended with "API Error: 400 ... start a new session".
+    Now the image is left out with a note the model reads (the request counts as many tokens
+    as the same request with the note in the image's place), and the session goes on."""
+    from hoshikage_api.kernel.media import LEFT_OUT
+
+    from tests.support.projectors import png_bytes
+
+    claude = npm_program(PACKAGE)
+    path = workdir / "chart.png"
+    path.write_bytes(png_bytes())
+    first = read_the_secret(
+        "Read",
+        {"file_path": str(path)},
+        main=lambda body: any(t.get("name") == "Read" for t in body.get("tools") or ()),
+    )
+
+    def steer(path: str, body):
+        if isinstance(body, dict) and "messages" in body and _tool_result(body) is not None:
+            if any(t.get("name") == "Read" for t in body.get("tools") or ()):
+                return {"grammar": write_qwen3("No image.", None, "I cannot see images.")}
+        return first(path, body)
+
+    with recording_proxy(qwen3_server.base_url, steer) as proxy:
+        env = claude_env(workdir.parent / "home", proxy.base_url)
+        done = run([claude, "-p", "Look at chart.png", "--output-format", "json"], workdir, env)
+    assert done.returncode == 0, (done.stdout, done.stderr, proxy.failures())
+    out = json.loads(done.stdout)
+    assert out["is_error"] is False and out["result"] == "I cannot see images.", out
+    proxy.assert_all_ok()
+    (body,) = [
+        x.json()
+        for x in proxy.exchanges
+        if x.path.startswith("/v1/messages") and x.steered and _tool_result(x.json()) is not None
+    ]
+    images = [b for b in _tool_result(body)["content"] if b.get("type") == "image"]
+    assert len(images) == 1
+    as_sent = _count(qwen3_server.base_url, body)
+    images[0].clear()
+    images[0].update({"type": "text", "text": LEFT_OUT["image"]})
+    assert as_sent == _count(qwen3_server.base_url, body)
+
+
+def _tool_result(body: dict) -> dict | None:
+    """The last ``tool_result`` block of a Messages request, if any."""
+    results = [
+        b
+        for m in body["messages"]
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    ]
+    return results[-1] if results else None
+
+
+def _count(base_url: str, body: dict) -> int:
+    sdk = anthropic.Anthropic(base_url=base_url, api_key="x", max_retries=0)
+    fields = ("model", "messages", "system", "tools")
+    return sdk.messages.count_tokens(**{k: body[k] for k in fields if k in body}).input_tokens

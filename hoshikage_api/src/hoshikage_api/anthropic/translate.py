@@ -133,8 +133,11 @@ def _tool_result(block: s.ToolResultBlock, where: str, images: Collector | None)
         text = ""
     elif isinstance(content, str):
         text = content
-    else:
+    elif images is None:
         text = _texts(content, f"{where}.content", images)
+    else:
+        with images.from_tool():  # what a tool read: a note where the model cannot take it
+            text = _texts(content, f"{where}.content", images)
     if block.is_error:
         text = f"Error: {text}" if text else "Error"
     return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}

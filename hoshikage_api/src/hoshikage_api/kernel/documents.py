@@ -113,11 +113,3 @@ def pdf_text(data: bytes, field: str) -> str:
     if len(pages) == 1:
         return pages[0]
     return "\n\n".join(f"[Page {n}]\n{text}" for n, text in enumerate(pages, 1))
-
-
-def fill(text: str, documents: dict[str, str]) -> str:
-    """``text`` with each document's marker replaced by its text."""
-    for marker, body in documents.items():
-        if marker in text:
-            text = text.replace(marker, body)
-    return text

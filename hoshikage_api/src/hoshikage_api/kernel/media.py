@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import secrets
@@ -47,6 +48,9 @@ class Pending:
     kind: str = "image"
     #: An http(s) URL to fetch the image from (``data`` is empty until then).
     url: str | None = None
+    #: For a part of a tool's output: the marker of its own it stands as in the text until
+    #: :func:`attach` knows whether the model takes it (see :meth:`Collector.from_tool`).
+    marker: str | None = None
 
 
 @attrs.define
@@ -57,6 +61,27 @@ class Collector:
     items: list[Pending] = attrs.Factory(list)
     documents: list[Document] = attrs.Factory(list)
     _token: str = attrs.field(factory=lambda: secrets.token_hex(8))
+    #: Whether the parts being added are a tool's output (:meth:`from_tool`).
+    _tool_output: bool = False
+
+    @contextlib.contextmanager
+    def from_tool(self):
+        """Within it, images and audio added are a tool's output (a ``tool_result``, a
+        ``function_call_output``): what an agent's tool read, not what the user sent. For a
+        model that cannot take them they become a note in the text instead of a 400, which
+        would end the agent's session (the part stays in its history; see :func:`attach`)."""
+        before, self._tool_output = self._tool_output, True
+        try:
+            yield self
+        finally:
+            self._tool_output = before
+
+    def _keep(self, item: Pending) -> str:
+        """Keep ``item``; the marker that stands for it in the text."""
+        if self._tool_output:
+            item.marker = f"\x00media-{self._token}-{len(self.items)}\x00"
+        self.items.append(item)
+        return item.marker or MEDIA_MARKER
 
     def add_document(
         self,
@@ -87,8 +112,7 @@ class Collector:
 
     def add(self, data: bytes, field: str) -> str:
         """Keep an image part; returns the marker that stands for it in the text."""
-        self.items.append(Pending(data, field))
-        return MEDIA_MARKER
+        return self._keep(Pending(data, field))
 
     def add_file(self, file_data, field: str, *, filename: str | None = None) -> str:
         """A file part of the OpenAI APIs (chat's ``file``, the Responses API's
@@ -115,8 +139,7 @@ class Collector:
         """An image given as a URL: a ``data:`` URL, or an ``http(s)`` one that :func:`attach`
         fetches where ``[server] image_url_hosts`` allows it."""
         if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-            self.items.append(Pending(b"", field, "image", url))
-            return MEDIA_MARKER
+            return self._keep(Pending(b"", field, "image", url))
         return self.add(data_url_bytes(url, field), field)
 
     def add_base64(self, text: str, field: str) -> str:
@@ -136,8 +159,7 @@ class Collector:
         """An audio file (WAV, MP3, FLAC, recognised by its header)."""
         if audio_format(data) is None:
             raise invalid(f"Invalid '{field}': the bytes are not WAV, MP3 or FLAC audio.", field)
-        self.items.append(Pending(data, field, "audio"))
-        return MEDIA_MARKER
+        return self._keep(Pending(data, field, "audio"))
 
 
 def audio_format(data: bytes) -> str | None:
@@ -332,8 +354,13 @@ async def attach(runtime, job, collector: Collector):
     """``job`` with the collected images and audio on its requests (each request's markers
     are the collector's, in order) and its documents' text in place of their markers; ``job``
     itself when there are none."""
+    markers: dict[str, str] = {}
+    if any(item.marker for item in collector.items):
+        markers.update(_tool_media(runtime, job.model, collector))
     if collector.documents:
-        job = await _read_documents(job, collector)
+        markers.update(await _read_documents(collector))
+    if markers:
+        job = _replace_markers(job, markers)
     if not collector.items:
         return job
     server = runtime.config.server
@@ -371,20 +398,59 @@ async def attach(runtime, job, collector: Collector):
     return attrs.evolve(job, requests=tuple(attrs.evolve(r, media=media) for r in job.requests))
 
 
-async def _read_documents(job, collector: Collector):
-    """``job`` with each document's text where its marker stands (read in a worker)."""
+#: What a tool's image or audio reads as for a model that cannot take it.
+LEFT_OUT = {
+    "image": "[An image was here; it was left out, as this model takes no image input.]",
+    "audio": "[Audio was here; it was left out, as this model takes no audio input.]",
+}
+#: The modality (``ModelEntry.modalities``) each kind of part needs.
+NEEDS = {"image": "vision", "audio": "audio"}
+
+
+def _tool_media(runtime, model: str, collector: Collector) -> dict[str, str]:
+    """Each tool-output part's marker, and what stands for it: the media marker where the
+    model takes its kind, else a note (and the part is dropped). A model that is not known
+    keeps every part: its 404 comes after."""
+    try:
+        takes = runtime.registry.resolve(model).modalities()
+    except Exception:
+        takes = None
+    markers, kept = {}, []
+    for item in collector.items:
+        if item.marker is not None and takes is not None and NEEDS[item.kind] not in takes:
+            markers[item.marker] = LEFT_OUT[item.kind]
+            continue
+        if item.marker is not None:
+            markers[item.marker] = MEDIA_MARKER
+        kept.append(item)
+    collector.items = kept
+    return markers
+
+
+async def _read_documents(collector: Collector) -> dict[str, str]:
+    """Each document's marker, and its text (read in a worker)."""
     from anyio import to_thread
 
-    from .documents import fill, read
+    from .documents import read
 
     def read_all() -> dict[str, str]:
         return {d.marker: read(d) for d in collector.documents}
 
-    texts = await to_thread.run_sync(read_all)
+    return await to_thread.run_sync(read_all)
+
+
+def _replace_markers(job, markers: dict[str, str]):
+    """``job`` with each of ``markers`` replaced in its requests' messages and prompt."""
+
+    def fill(text: str) -> str:
+        for marker, replacement in markers.items():
+            if marker in text:
+                text = text.replace(marker, replacement)
+        return text
 
     def filled(value):
         if isinstance(value, str):
-            return fill(value, texts)
+            return fill(value)
         if isinstance(value, Mapping):
             return {k: filled(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -397,6 +463,6 @@ async def _read_documents(job, collector: Collector):
         if request.messages is not None:
             changes["messages"] = tuple(filled(dict(m)) for m in request.messages)
         if request.prompt is not None:
-            changes["prompt"] = fill(request.prompt, texts)
+            changes["prompt"] = fill(request.prompt)
         requests.append(attrs.evolve(request, **changes))
     return attrs.evolve(job, requests=tuple(requests))

@@ -297,13 +297,12 @@ def messages(
         elif isinstance(item, s.CustomToolCallItem):
             call(item.call_id, offered(item.name, item.namespace), custom_arguments(item.input))
         elif isinstance(item, _OUTPUTS):
-            out.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": item.call_id,
-                    "content": _text(item.output, images, f"{where}.output"),
-                }
-            )
+            if images is None:
+                output = _text(item.output, images, f"{where}.output")
+            else:
+                with images.from_tool():  # what a tool read: a note where the model cannot
+                    output = _text(item.output, images, f"{where}.output")
+            out.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
     return out
 
 
