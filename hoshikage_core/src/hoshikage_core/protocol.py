@@ -88,13 +88,16 @@ class Media:
 class GenerationRequest:
     """One choice's worth of generation. ``None`` sampling values mean "backend default".
 
-    Exactly one of ``messages`` (chat) and ``prompt`` (completion) is set. A message's
-    ``content`` is a string; the API surfaces join text parts with :func:`join_text` before
-    it gets here.
+    Exactly one of ``messages`` (chat), ``prompt`` and ``prompt_token_ids`` (completion) is
+    set. A message's ``content`` is a string; the API surfaces join text parts with
+    :func:`join_text` before it gets here.
     """
 
     messages: tuple[Mapping[str, Any], ...] | None = None
     prompt: str | None = None
+    #: A completion's prompt as ids of the model's own vocabulary, read as they are (nothing
+    #: added, no BOS): the token-array prompts of OpenAI's completions API.
+    prompt_token_ids: tuple[int, ...] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None

@@ -320,10 +320,12 @@ class ChatCompletionChunk(Struct, kw_only=True):
 
 
 class CompletionRequest(SamplingFields, kw_only=True):
-    """``POST /v1/completions``. Token-id prompts are not supported."""
+    """``POST /v1/completions``. A prompt is text or token ids (one list, or a list of lists)."""
 
-    #: Text, or a list of texts (one set of ``n`` choices each).
-    prompt: str | Annotated[list[str | int | list[int]], Meta(max_length=128)]
+    #: Text, a list of token ids, or a list of up to 128 prompts (texts or lists of token
+    #: ids; one set of ``n`` choices each). The count is checked by the translator, as one
+    #: list holds the ids of a single prompt or the prompts.
+    prompt: str | list[str | int | list[int]]
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     echo: bool = False
     suffix: str | None = None

@@ -1,5 +1,5 @@
 """From a decoded API request to the core's :class:`GenerationRequest`: the checks a type
-cannot express (``stream_options`` without ``stream``, token-id prompts, ...) and the
+cannot express (``stream_options`` without ``stream``, ...) and the
 mapping of each OpenAI field onto the core's names."""
 
 from __future__ import annotations
@@ -175,14 +175,33 @@ def chat_job(data: s.ChatCompletionRequest, images: Collector | None = None) -> 
 # ---- completions --------------------------------------------------------------------------
 
 
-def _prompts(prompt: str | list) -> list[str]:
+#: Most prompts one completions request takes.
+MAX_PROMPTS = 128
+
+
+def _prompts(prompt: str | list) -> list[str | tuple[int, ...]]:
+    """The request's prompts: each text, or token ids (OpenAI's ``list[int]`` for one prompt,
+    ``list[list[int]]`` for several, ids of the model's own vocabulary)."""
     if isinstance(prompt, str):
         return [prompt]
     if not prompt:
         raise invalid("'prompt' must not be an empty list.", "prompt")
-    if not all(isinstance(p, str) for p in prompt):
-        raise invalid("Token-id prompts are not supported: send the prompt as text.", "prompt")
-    return list(prompt)
+    if all(isinstance(p, int) for p in prompt):
+        return [tuple(prompt)]
+    if len(prompt) > MAX_PROMPTS:
+        raise invalid(f"Invalid 'prompt': a request takes at most {MAX_PROMPTS} prompts.", "prompt")
+    out: list[str | tuple[int, ...]] = []
+    for i, p in enumerate(prompt):
+        if isinstance(p, int):
+            raise invalid(
+                f"Invalid 'prompt[{i}]': a list of prompts holds texts or lists of token ids,"
+                " not a bare token id.",
+                f"prompt[{i}]",
+            )
+        if isinstance(p, list) and not p:
+            raise invalid(f"Invalid 'prompt[{i}]': an empty list of token ids.", f"prompt[{i}]")
+        out.append(p if isinstance(p, str) else tuple(p))
+    return out
 
 
 def completion_job(data: s.CompletionRequest) -> Job:
@@ -190,9 +209,15 @@ def completion_job(data: s.CompletionRequest) -> Job:
         raise invalid("'best_of' is not supported (it may only equal 'n').", "best_of")
     prompts = _prompts(data.prompt)
     sampling = _sampling(data)
+    if data.echo and not all(isinstance(p, str) for p in prompts):
+        raise invalid(
+            "'echo' repeats the prompt's text: send the prompt as text to have it echoed.",
+            "echo",
+        )
     requests = [
         GenerationRequest(
-            prompt=p,
+            prompt=p if isinstance(p, str) else None,
+            prompt_token_ids=None if isinstance(p, str) else p,
             logprobs=data.logprobs is not None,
             top_logprobs=data.logprobs or 0,
             # Fill in the middle (the model needs FIM tokens): the prompt is the code before.
@@ -205,8 +230,9 @@ def completion_job(data: s.CompletionRequest) -> Job:
 
 
 def echo(data: s.CompletionRequest) -> tuple[str, ...] | None:
-    """With ``echo``: each prompt, repeated before its choices' text."""
-    return tuple(_prompts(data.prompt)) if data.echo else None
+    """With ``echo``: each prompt, repeated before its choices' text (texts only: see
+    :func:`completion_job`)."""
+    return tuple(p for p in _prompts(data.prompt) if isinstance(p, str)) if data.echo else None
 
 
 # ---- embeddings ---------------------------------------------------------------------------

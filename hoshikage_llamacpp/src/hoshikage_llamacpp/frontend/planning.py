@@ -135,13 +135,22 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
     elif request.prompt is not None:
         prompt = request.prompt
         stops = tuple(request.stop)
+    elif request.prompt_token_ids is not None:
+        prompt = ""  # read only for a chat's reasoning, which a completion has not
+        stops = tuple(request.stop)
     else:
         raise InvalidRequest("A request needs messages or a prompt", "messages")
     # The field that holds the prompt, in the core's names; each API surface renames it to
     # its own field where that differs (Responses' ``input``).
     field = "messages" if request.is_chat else "prompt"
     spans: list = []
-    if request.media:
+    if request.prompt_token_ids is not None:
+        if request.suffix is not None or request.media:
+            raise InvalidRequest(
+                "A prompt of token ids takes no suffix, images or audio: send the text", field
+            )
+        tokens = _vocabulary_ids(model, request.prompt_token_ids, field)
+    elif request.media:
         if request.suffix is not None:
             raise InvalidRequest("Fill-in-the-middle takes no images or audio", "suffix")
         tokens, spans = model.media_prompt_tokens(prompt, request.media, field)
@@ -280,6 +289,19 @@ def thinking_kwargs(template: str, request: GenerationRequest, defaults=None) ->
     if isinstance(wanted, str) and wanted in EFFORTS and "reasoning_effort" in template:
         kwargs["reasoning_effort"] = wanted
     return kwargs
+
+
+def _vocabulary_ids(model, ids, field: str) -> list[int]:
+    """``ids`` as a prompt, each checked against the vocabulary (llama.cpp would read out of
+    its tables for any other)."""
+    n_vocab = getattr(model, "n_vocab", None)
+    for token in ids:
+        if n_vocab is not None and not 0 <= token < n_vocab:
+            raise InvalidRequest(
+                f"Token {token} is not in the vocabulary of '{model.name}' (0..{n_vocab - 1})",
+                field,
+            )
+    return list(ids)
 
 
 def _check_prompt(model, tokens: list[int], spans: list, media, field: str) -> None:
