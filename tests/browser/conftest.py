@@ -9,6 +9,7 @@ runs no event loop under Playwright's sync API.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -146,3 +147,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.02):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def sent_bodies(page) -> list:
+    """The bodies of the page's ``/v1/chat/completions`` requests from now on, as sent."""
+    bodies: list = []
+    page.on(
+        "request",
+        lambda r: r.url.endswith("/v1/chat/completions") and bodies.append(json.loads(r.post_data)),
+    )
+    return bodies

@@ -6,23 +6,14 @@ error."""
 from __future__ import annotations
 
 import base64
-import json
 
 import httpx
 import pytest
 
+from tests.browser.conftest import sent_bodies
 from tests.support.documents import pdf
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-
-def sent_bodies(page) -> list:
-    bodies: list = []
-    page.on(
-        "request",
-        lambda r: r.url.endswith("/v1/chat/completions") and bodies.append(json.loads(r.post_data)),
-    )
-    return bodies
 
 
 def test_a_pdf_and_a_text_file_are_sent_and_read(watched, server, tmp_path):

@@ -5,11 +5,10 @@ the request, and a refused image shown as the answer's error."""
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 
-from tests.browser.conftest import Watched
+from tests.browser.conftest import Watched, sent_bodies
 from tests.support.projectors import png_bytes
 from tests.support.server import running_server
 
@@ -41,15 +40,6 @@ def page_on(browser, vision_server):
         yield Watched(page, vision_server.base_url)
     finally:
         context.close()
-
-
-def sent_bodies(page) -> list:
-    bodies: list = []
-    page.on(
-        "request",
-        lambda r: r.url.endswith("/v1/chat/completions") and bodies.append(json.loads(r.post_data)),
-    )
-    return bodies
 
 
 def test_attach_button_sends_the_image_and_shows_it(page_on, tmp_path):

@@ -97,13 +97,6 @@ def test_claude_code_reads_a_pdf_and_the_model_reads_its_text(qwen3_server, work
     path = workdir / "secret.pdf"
     path.write_bytes(pdf(f"The secret is {SECRET}.", "Keep it safe."))
 
-    def has_result(body: dict) -> bool:
-        return any(
-            isinstance(m.get("content"), list)
-            and any(b.get("type") == "tool_result" for b in m["content"])
-            for m in body["messages"]
-        )
-
     first = read_the_secret(
         "Read",
         {"file_path": str(path)},
@@ -111,7 +104,7 @@ def test_claude_code_reads_a_pdf_and_the_model_reads_its_text(qwen3_server, work
     )
 
     def steer(path: str, body):
-        if isinstance(body, dict) and "messages" in body and has_result(body):
+        if isinstance(body, dict) and "messages" in body and _tool_result(body) is not None:
             if any(t.get("name") == "Read" for t in body.get("tools") or ()):
                 return {"grammar": write_qwen3("I read the PDF.", None, f"It says {SECRET}.")}
         return first(path, body)
@@ -127,33 +120,18 @@ def test_claude_code_reads_a_pdf_and_the_model_reads_its_text(qwen3_server, work
     (answered,) = [
         x
         for x in proxy.exchanges
-        if x.path.startswith("/v1/messages") and x.steered and has_result(x.json())
+        if x.path.startswith("/v1/messages") and x.steered and _tool_result(x.json()) is not None
     ]
     body = answered.json()
-    (result,) = [
-        b
-        for m in body["messages"]
-        if isinstance(m.get("content"), list)
-        for b in m["content"]
-        if b.get("type") == "tool_result"
-    ]
-    documents = [b for b in result["content"] if b.get("type") == "document"]
+    documents = [b for b in _tool_result(body)["content"] if b.get("type") == "document"]
     assert [d["source"]["media_type"] for d in documents] == ["application/pdf"]
-    claude_sdk = anthropic.Anthropic(base_url=qwen3_server.base_url, api_key="x", max_retries=0)
-    fields = ("model", "messages", "system", "tools")
-
-    def count(body: dict) -> int:
-        return claude_sdk.messages.count_tokens(
-            **{k: body[k] for k in fields if k in body}
-        ).input_tokens
-
-    as_sent = count(body)
+    as_sent = _count(qwen3_server.base_url, body)
     text = f"[Page 1]\nThe secret is {SECRET}.\n\n[Page 2]\nKeep it safe."
     documents[0].clear()
     documents[0].update({"type": "text", "text": text})
-    assert as_sent == count(body)
+    assert as_sent == _count(qwen3_server.base_url, body)
     documents[0]["text"] = "[Page 1]\nThe secret is hidden.\n\n[Page 2]\nKeep it safe."
-    assert as_sent != count(body)
+    assert as_sent != _count(qwen3_server.base_url, body)
 
 
 def test_claude_code_reads_an_image_with_a_model_that_takes_none(qwen3_server, workdir):

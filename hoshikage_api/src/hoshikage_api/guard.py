@@ -35,6 +35,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from .kernel.body import is_json
 from .kernel.errors import ApiError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -80,7 +81,7 @@ def browser_guard(server):
         if (
             _has_body(headers)
             and not multipart
-            and not _is_json(content_type)
+            and not is_json(content_type)
             and (origin is not None or _is_multipart(content_type))
         ):
             raise ApiError(
@@ -102,13 +103,6 @@ def _has_body(headers) -> bool:
 
 def _is_multipart(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
 
 
 def _hostname(host: str) -> str:

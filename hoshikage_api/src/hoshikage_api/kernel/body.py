@@ -29,6 +29,15 @@ def _param(path: str | None) -> str | None:
     return path[1:] if path.startswith(".") else path
 
 
+def is_json(content_type: str) -> bool:
+    """Whether a ``Content-Type`` declares JSON: ``application/json`` (any parameters) or an
+    ``application/...+json`` type."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def decode(raw: bytes, type_: type, content_type: str = "application/json") -> Any:
     """Decode ``raw`` JSON into ``type_``, raising a 400 :class:`~.errors.ApiError`.
     ``content_type`` is the type the client declared: a body sent as another type (a client
@@ -47,7 +56,7 @@ def decode(raw: bytes, type_: type, content_type: str = "application/json") -> A
         media = content_type.split(";", 1)[0].strip()
         sent = (
             ""
-            if media.lower() == "application/json" or media.lower().endswith("+json")
+            if is_json(content_type)
             else f" (it was sent as '{media[:100] or 'no type'}'; send a JSON object)"
         )
         raise invalid(f"The request body is not valid JSON: {exc}{sent}.") from None

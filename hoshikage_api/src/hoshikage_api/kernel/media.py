@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Mapping
 
 import attrs
+from hoshikage_core.errors import ModelNotFound
 from hoshikage_core.protocol import MEDIA_MARKER, Media
 
 from .documents import Document, kind_of
@@ -125,14 +126,10 @@ class Collector:
                 " as no files are stored or fetched here.",
                 field,
             )
-        match = _DATA_URL.match(file_data)
-        if match is None:
+        if _DATA_URL.match(file_data) is None:
             media_type, data = None, base64_bytes(file_data, field, "file")
-        elif ";base64" not in match.group("params").lower():
-            raise invalid(f"Invalid '{field}': the data: URL must be base64-encoded.", field)
         else:
-            media_type = match.group("type")
-            data = base64_bytes(file_data[match.end() :], field, "file")
+            media_type, data = data_url(file_data, field, "file")
         return self.add_document(data, media_type, field, filename=filename)
 
     def add_url(self, url: str, field: str) -> str:
@@ -177,14 +174,18 @@ def data_url_bytes(url: str, field: str) -> bytes:
     """The bytes of a ``data:`` URL holding base64 (the only kind of image URL served)."""
     if not isinstance(url, str) or not url:
         raise invalid(f"Invalid '{field}': an image URL must be a non-empty string.", field)
+    return data_url(url, field)[1]
+
+
+def data_url(url: str, field: str, what: str = "image") -> tuple[str | None, bytes]:
+    """A base64 ``data:`` URL's media type (None when it names none) and bytes."""
     match = _DATA_URL.match(url)
     if match is None:
-        raise invalid(
-            f"Invalid '{field}': expected a data: URL (data:image/png;base64,...).", field
-        )
+        example = "data:image/png;base64,..." if what == "image" else "data:TYPE;base64,..."
+        raise invalid(f"Invalid '{field}': expected a data: URL ({example}).", field)
     if ";base64" not in match.group("params").lower():
         raise invalid(f"Invalid '{field}': the data: URL must be base64-encoded.", field)
-    return base64_bytes(url[match.end() :], field)
+    return match.group("type"), base64_bytes(url[match.end() :], field, what)
 
 
 def base64_bytes(text: str, field: str, what: str = "image") -> bytes:
@@ -413,7 +414,7 @@ def _tool_media(runtime, model: str, collector: Collector) -> dict[str, str]:
     keeps every part: its 404 comes after."""
     try:
         takes = runtime.registry.resolve(model).modalities()
-    except Exception:
+    except ModelNotFound:
         takes = None
     markers, kept = {}, []
     for item in collector.items:
