@@ -49,6 +49,7 @@ from hoshikage_core.protocol import Chunk, TokenLogprob
 
 from ..kernel.answer import Format
 from ..kernel.calls import CallDeltas
+from ..kernel.errors import ApiError
 from ..kernel.generation import ChoiceResult
 from ..kernel.wire import named_event as sse
 from . import schemas as s
@@ -170,6 +171,7 @@ class ResponseBuilder(Format):
             output=list(self.output),
             parallel_tool_calls=data.parallel_tool_calls is not False,
             previous_response_id=data.previous_response_id,
+            conversation=conversation_ref(data.conversation),
             background=bool(data.background),
             reasoning=s.ReasoningEcho(
                 effort=data.reasoning.effort if data.reasoning else None,
@@ -448,6 +450,15 @@ class ResponseBuilder(Format):
         return self._event("response.failed", response=response)
 
 
+def conversation_ref(conversation: str | s.ConversationRef | None):
+    """The request's ``conversation`` as the response names it (``{"id"}``), else unset."""
+    if conversation is None:
+        return msgspec.UNSET
+    if isinstance(conversation, str):
+        return s.ConversationRef(id=conversation)
+    return conversation
+
+
 def listed(item) -> dict[str, Any]:
     """A context item as ``input_items`` lists it: with ``id`` and ``status``, message
     content as parts (``input_text``, or ``output_text`` for the assistant)."""
@@ -474,3 +485,26 @@ def listed(item) -> dict[str, Any]:
         "status": item.status,
         "content": content,
     }
+
+
+def page_of(
+    items: list[dict], limit: int, order: str, after: str | None, owner: str
+) -> s.InputItemList:
+    """One page of listed ``items`` (oldest first) of ``owner`` (a response or a
+    conversation), in ``order``, after the item ``after``."""
+    if order == "desc":
+        items = items[::-1]
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise ApiError(
+                400, f"Invalid 'after': no item of '{owner}' has id '{after}'.", param="after"
+            )
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    return s.InputItemList(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(items) > limit,
+    )

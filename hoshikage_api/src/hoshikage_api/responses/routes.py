@@ -30,11 +30,20 @@ from ..kernel.media import Collector, attach
 from ..kernel.wire import ErrorBody
 from . import errors
 from . import schemas as s
-from .format import ResponseBuilder, listed
+from .conversation_store import conversations_of
+from .conversations import HANDLERS as CONVERSATIONS
+from .format import ResponseBuilder, listed, page_of
 from .running import EventLog, Running, finished_logs_of, keep_finished, running_of
 from .sealing import sealer_of
 from .store import Stored, store_of
-from .translate import previous_not_found, response_job, wants_logprobs
+from .translate import (
+    conversation_id,
+    conversation_not_found,
+    output_as_input,
+    previous_not_found,
+    response_job,
+    wants_logprobs,
+)
 
 TAGS = ["OpenAI Responses"]
 _ERROR_TEXT = {
@@ -84,8 +93,11 @@ async def _then(items: AsyncIterator[bytes], done: Callable[[], object]) -> Asyn
     responses=error_specs(400, 401, 404, 413, 500, 503),
     description="With `previous_response_id` the stored conversation (its input and output items, "
     "transitively; not its `instructions`) comes before the new `input`; an unknown or evicted id is "
-    "a 404 (`previous_response_not_found`). With `stream: true` the answer is a `text/event-stream` "
-    "of OpenAI's events, each with a `sequence_number`: `response.created`, `response.in_progress`, "
+    "a 404 (`previous_response_not_found`). With `conversation` (an id from `POST /v1/conversations`) "
+    "its items come before the new `input`, and once the response completes (or is incomplete) its "
+    "input and output items are added to it; an unknown id is a 404 (`conversation_not_found`). "
+    "With `stream: true` the answer is a `text/event-stream` of OpenAI's events, each with a "
+    "`sequence_number`: `response.created`, `response.in_progress`, "
     "output item, content part, `response.output_text.delta` and function-call argument events, and "
     "`response.completed` or `response.incomplete` (or `response.failed` if generation fails after "
     "the stream started). With `background: true` the response generates on its own: without "
@@ -98,6 +110,12 @@ async def create_response(
 ) -> s.Response:
     store = store_of(request)
     previous = None
+    conversation = conversation_id(data)
+    if conversation is not None:
+        conversations = conversations_of(request)
+        previous = conversations.items(conversation)
+        if previous is None:
+            raise conversation_not_found(conversation)
     if data.previous_response_id is not None:
         previous = store.get(data.previous_response_id)
         if previous is None:
@@ -110,6 +128,10 @@ async def create_response(
     def keep(response: s.Response) -> None:
         if data.store is not False:
             store.put(Stored(response, context))
+        if conversation is not None and response.status in ("completed", "incomplete"):
+            # The new input, then the output: the items that continue the conversation.
+            new = context[len(previous) :]
+            conversations.add(conversation, [*new, *output_as_input(response)])
 
     builder = ResponseBuilder(
         data, logprobs=wants_logprobs(data), on_final=keep, tools=tools, sealer=sealer
@@ -301,25 +323,7 @@ async def list_input_items(
     stored = store_of(request).get(response_id)
     if stored is None:
         raise _not_found(response_id)
-    items = [listed(item) for item in stored.context]
-    if order == "desc":
-        items.reverse()
-    if after is not None:
-        ids = [item["id"] for item in items]
-        if after not in ids:
-            raise ApiError(
-                400,
-                f"Invalid 'after': no input item of '{response_id}' has id '{after}'.",
-                param="after",
-            )
-        items = items[ids.index(after) + 1 :]
-    page = items[:limit]
-    return s.InputItemList(
-        data=page,
-        first_id=page[0]["id"] if page else None,
-        last_id=page[-1]["id"] if page else None,
-        has_more=len(items) > limit,
-    )
+    return page_of([listed(item) for item in stored.context], limit, order, after, response_id)
 
 
 def router() -> Router:
@@ -334,6 +338,7 @@ def router() -> Router:
             cancel_response,
             delete_response,
             list_input_items,
+            *CONVERSATIONS,
         ],
         tags=TAGS,
         dto=StrictBody,

@@ -242,6 +242,13 @@ MetadataKey = Annotated[str, Meta(max_length=64)]
 Metadata = Annotated[dict[MetadataKey, Annotated[str, Meta(max_length=512)]], Meta(max_length=16)]
 
 
+ConversationId = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class ConversationRef(Struct, kw_only=True):
+    id: ConversationId
+
+
 class CreateResponse(Struct, kw_only=True):
     """``POST /v1/responses``."""
 
@@ -290,8 +297,10 @@ class CreateResponse(Struct, kw_only=True):
     moderation: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
     access_programs: dict[str, Any] | None = None
-    # Refused when set: no conversations, no stored prompts here.
-    conversation: str | dict[str, Any] | None = None
+    #: A stored conversation (``conv_...``, or ``{"id": ...}``): its items come before
+    #: ``input``, and this response's input and output items are added to it.
+    conversation: ConversationId | ConversationRef | None = None
+    # Refused when set: no stored prompts here.
     prompt: dict[str, Any] | None = None
     context_management: list[Any] | None = None
     # Extensions, as on chat.
@@ -436,6 +445,8 @@ class Response(Struct, kw_only=True):
     top_p: float | None = None
     truncation: Literal["disabled"] = "disabled"
     usage: ResponseUsage | None = None
+    #: The conversation the response belongs to (``conversation`` on create), else absent.
+    conversation: ConversationRef | UnsetType = UNSET
     user: FreeString | None = None
     metadata: dict[str, str] = {}
     #: Hoshikage extension: the request's tools that cannot run here and were not offered to
@@ -458,3 +469,38 @@ class InputItemList(Struct, kw_only=True):
     last_id: str | None
     has_more: bool
     object: Literal["list"] = "list"
+
+
+# ---- conversations ------------------------------------------------------------------------
+
+#: Items added at once: on create, and to an existing conversation (OpenAI's bound).
+MAX_CONVERSATION_ITEMS = 20
+
+
+class CreateConversation(Struct, kw_only=True):
+    """``POST /v1/conversations``: items are input items, as in a response's ``input``."""
+
+    items: Annotated[list[dict[str, Any]], Meta(max_length=MAX_CONVERSATION_ITEMS)] | None = None
+    metadata: Metadata | None = None
+    safety_identifier: FreeString | None = None
+
+
+class UpdateConversation(Struct, kw_only=True):
+    metadata: Metadata
+
+
+class CreateConversationItems(Struct, kw_only=True):
+    items: Annotated[list[dict[str, Any]], Meta(max_length=MAX_CONVERSATION_ITEMS)]
+
+
+class Conversation(Struct, kw_only=True):
+    id: str
+    object: Literal["conversation"] = "conversation"
+    created_at: int
+    metadata: dict[str, str] = {}
+
+
+class DeletedConversation(Struct, kw_only=True):
+    id: str
+    object: Literal["conversation.deleted"] = "conversation.deleted"
+    deleted: bool = True

@@ -72,8 +72,8 @@ def _convert(value: dict[str, Any], type_: type, param: str):
         raise invalid(f"Invalid '{where}': {m.group('msg')}.", where) from None
 
 
-def _item(raw: dict[str, Any], i: int):
-    where = f"input[{i}]"
+def _item(raw: dict[str, Any], i: int, field: str = "input"):
+    where = f"{field}[{i}]"
     kind = raw.get("type")
     if kind is None and "role" in raw:
         kind = "message"  # OpenAI's "easy" message: type may be left out
@@ -157,12 +157,18 @@ def input_items(data: s.CreateResponse, sealer: Sealer | None = None) -> list:
         return [
             s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")
         ]
+    return parsed_items(data.input, "input", sealer)
+
+
+def parsed_items(raws: Sequence[dict[str, Any]], field: str, sealer: Sealer | None = None) -> list:
+    """Raw items (a response's ``input``, a conversation's ``items``) as items, each with an
+    ``id``; a mistake is a 400 naming its place under ``field``."""
     items = []
-    for i, raw in enumerate(data.input):
-        item = _item(raw, i)
+    for i, raw in enumerate(raws):
+        item = _item(raw, i, field)
         if isinstance(item, s.ReasoningItem) and item.encrypted_content is not None:
             if sealer is None or sealer.open(item.encrypted_content) is None:
-                raise bad_seal(f"input[{i}].encrypted_content")
+                raise bad_seal(f"{field}[{i}].encrypted_content")
         items.append(
             msgspec.structs.replace(
                 item, id=item.id or new_id(_ID_PREFIX[type(item)]), status="completed"
@@ -250,12 +256,13 @@ def messages(
     sealer: Sealer | None = None,
     images: Collector | None = None,
     first_new: int = 0,
+    earlier: str = "previous_response_id",
 ) -> list[dict[str, Any]]:
     """Context items as the core's chat messages (string content, OpenAI chat roles). A
     call of a namespace's tool is named as the model was offered it (``ns.name``); a custom
     tool's call is a call of its function, its ``input`` the one argument. Their images go
     to ``images``; items from ``first_new`` on are this request's ``input`` (the ones before,
-    the stored conversation), which names their fields in errors."""
+    the stored conversation, are named by ``earlier`` in errors)."""
     out: list[dict[str, Any]] = []
     reasoning: list[str] = []  # reasoning items not yet given to an assistant message
 
@@ -277,12 +284,12 @@ def messages(
             out.append(assistant({"role": "assistant", "content": "", "tool_calls": [entry]}))
 
     for k, item in enumerate(items):
-        where = f"input[{k - first_new}]" if k >= first_new else f"previous_response_id (item {k})"
+        where = f"input[{k - first_new}]" if k >= first_new else f"{earlier} (item {k})"
         if isinstance(item, s.ReasoningItem):
             if item.encrypted_content is not None:
                 text = sealer.open(item.encrypted_content) if sealer is not None else None
                 if text is None:  # new input was checked: this one was stored, under another key
-                    raise bad_seal("previous_response_id")
+                    raise bad_seal(earlier)
             else:
                 text = reasoning_text(item)
             if text:
@@ -327,10 +334,6 @@ def _refuse_unsupported(data: s.CreateResponse) -> None:
             "'store' true.",
             "background",
         )
-    if data.conversation is not None:
-        raise invalid(
-            "'conversation' is not supported; continue with 'previous_response_id'.", "conversation"
-        )
     if data.prompt is not None:
         raise invalid(
             "Stored prompt templates ('prompt') are not supported; send 'instructions' and 'input'.",
@@ -366,23 +369,61 @@ def previous_not_found(response_id: str) -> ApiError:
     )
 
 
+def conversation_id(data: s.CreateResponse) -> str | None:
+    """The id of the request's ``conversation`` (a string, or ``{"id"}``), if any; with
+    ``previous_response_id`` too, a 400."""
+    conversation = data.conversation
+    if conversation is not None and data.previous_response_id is not None:
+        raise invalid(
+            "'conversation' and 'previous_response_id' cannot be used together: a response "
+            "continues one or the other.",
+            "conversation",
+        )
+    return conversation.id if isinstance(conversation, s.ConversationRef) else conversation
+
+
+def check_unique_ids(earlier: Sequence, new: Sequence, field: str) -> None:
+    """Each of ``new`` items must have an id not in ``earlier`` (a conversation's items) nor
+    before it in ``new``, as OpenAI requires: a 400 naming the first that does not."""
+    seen = {item.id for item in earlier}
+    for i, item in enumerate(new):
+        if item.id in seen:
+            raise invalid(f"Duplicate item found with id '{item.id}'.", f"{field}[{i}].id")
+        seen.add(item.id)
+
+
+def conversation_not_found(conversation: str, param: str | None = "conversation") -> ApiError:
+    return ApiError(
+        404,
+        f"Conversation with id '{conversation}' not found.",
+        param=param,
+        code="conversation_not_found",
+    )
+
+
 def response_job(
     data: s.CreateResponse,
-    previous: Stored | None,
+    previous: Stored | tuple | None,
     sealer: Sealer | None = None,
     images: Collector | None = None,
 ) -> tuple[Job, tuple, Tools]:
-    """The job for ``data``, continuing ``previous`` (the stored predecessor, if any), the
-    context items it is generated from, and its tools (to name the calls); the images of
-    the context go to ``images``."""
+    """The job for ``data``, continuing ``previous`` (the stored predecessor, or a
+    conversation's items, if any), the context items it is generated from, and its tools
+    (to name the calls); the images of the context go to ``images``."""
     _refuse_unsupported(data)
     new = input_items(data, sealer)
-    if not new and previous is None:
+    if not new and not previous:
         raise invalid("'input' must not be empty.", "input")
-    context = (*previous.context, *output_as_input(previous.response)) if previous else ()
+    if isinstance(previous, Stored):
+        context = (*previous.context, *output_as_input(previous.response))
+    else:
+        context = tuple(previous or ())
+    if data.conversation is not None:  # the new items are added to it: their ids are its
+        check_unique_ids(context, new, "input")
     first_new = len(context)
     context = (*context, *new)
-    chat = messages(context, sealer, images, first_new)
+    earlier = "conversation" if data.conversation is not None else "previous_response_id"
+    chat = messages(context, sealer, images, first_new, earlier)
     if data.instructions:
         chat.insert(0, {"role": "system", "content": data.instructions})
     catalogue = tools_of(data)
