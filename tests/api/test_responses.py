@@ -961,7 +961,7 @@ HI = {"model": "tiny", "input": "hi"}
         ({**HI, "conversation": ""}, "conversation"),
         ({**HI, "conversation": {"name": "conv_1"}}, "conversation"),
         ({**HI, "prompt": {"id": "pmpt_1"}}, "prompt"),
-        ({**HI, "truncation": "auto"}, "truncation"),
+        ({**HI, "truncation": "most"}, "truncation"),
         ({**HI, "stream_options": {"include_obfuscation": False}}, "stream_options"),
         ({**HI, "keep_alive": "soon"}, "keep_alive"),
         ({**HI, "client_metadata": "x"}, "client_metadata"),

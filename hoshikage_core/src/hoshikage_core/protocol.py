@@ -142,6 +142,10 @@ class GenerationRequest:
     #: A conversation's key (the Responses API's ``prompt_cache_key``): a hint that the
     #: backend may use to give the request the slot that served the same key last.
     cache_key: str | None = None
+    #: A chat whose prompt does not fit the context may lose its oldest turns until it does
+    #: (system messages and the turn being answered are kept), instead of being refused: the
+    #: Responses API's ``truncation: "auto"``, Ollama's chat.
+    truncate: bool = False
     #: Whether the caller reads the chunks as they come (a streamed answer). False: it reads
     #: them only once the request ends (an answer given whole), so a backend may hand them
     #: over in fewer, larger deliveries, each chunk unchanged.

@@ -85,6 +85,11 @@ class GenerationFields(Struct, kw_only=True):
     think: bool | str | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    #: A chat over the context drops its oldest turns (true, Ollama's default), or is a 400.
+    truncate: bool | None = None
+    #: Ollama's context shift at the end of the context: accepted; an answer here ends there
+    #: (``done_reason: "length"``).
+    shift: bool | None = None
 
 
 class ChatRequest(GenerationFields, kw_only=True):

@@ -365,6 +365,8 @@ def chat_job(data: s.ChatRequest, label: str, images: Collector | None = None) -
     request = GenerationRequest(
         messages=tuple(_message(m, i, images) for i, m in enumerate(data.messages or ())),
         tools=_tools(data.tools),
+        # As Ollama: a chat over the context loses its oldest turns, unless truncate is false.
+        truncate=data.truncate is not False,
         **common,
     )
     return _job("ollama_chat", label, data, request)

@@ -190,6 +190,7 @@ class ResponseBuilder(Format):
             ignored_tools=list(self.tools.ignored),
             top_logprobs=data.top_logprobs,
             top_p=data.top_p,
+            truncation=data.truncation or "disabled",
             usage=usage,
             user=data.user,
             metadata=dict(data.metadata or {}),

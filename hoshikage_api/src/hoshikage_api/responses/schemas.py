@@ -4,8 +4,8 @@ The request body is decoded strictly (see :mod:`hoshikage_api.body`): a wrong ty
 is a 400 naming its path. Unknown fields are ignored, as on the other OpenAI routes. Fields
 the official SDK sends that change nothing here (``user``, ``include``, ``reasoning``,
 ``service_tier``, ``prompt_cache_key``...) are declared so that their types are checked;
-those that would ask for something this server cannot do (unstored ``background``, ``conversation``,
-``prompt``, ``truncation: "auto"``, hosted tools) decode, so the translator can refuse them
+those that would ask for something this server cannot do (unstored ``background``,
+``prompt``, ``context_management``, hosted tools) decode, so the translator can refuse them
 by name.
 
 ``input`` items are decoded in two steps: the body holds them as JSON objects, and
@@ -275,9 +275,11 @@ class CreateResponse(Struct, kw_only=True):
     include: Annotated[list[Annotated[str, Meta(max_length=128)]], Meta(max_length=32)] | None = (
         None
     )
-    # Accepted, and change nothing here.
     reasoning: ReasoningParam | None = None
+    #: ``auto``: an input over the context loses its oldest items (see the planner's
+    #: truncation) instead of being a 400.
     truncation: Literal["auto", "disabled"] | None = None
+    # Accepted, and change nothing here.
     max_tool_calls: Annotated[int, Meta(ge=1)] | None = None
     user: FreeString | None = None
     safety_identifier: FreeString | None = None
@@ -443,7 +445,7 @@ class Response(Struct, kw_only=True):
     tools: list[dict[str, Any]] = []
     top_logprobs: int | None = None
     top_p: float | None = None
-    truncation: Literal["disabled"] = "disabled"
+    truncation: Literal["auto", "disabled"] = "disabled"
     usage: ResponseUsage | None = None
     #: The conversation the response belongs to (``conversation`` on create), else absent.
     conversation: ConversationRef | UnsetType = UNSET

@@ -339,12 +339,6 @@ def _refuse_unsupported(data: s.CreateResponse) -> None:
             "Stored prompt templates ('prompt') are not supported; send 'instructions' and 'input'.",
             "prompt",
         )
-    if data.truncation == "auto":
-        raise invalid(
-            "'truncation: \"auto\"' is not supported: a context over the model's window is an error "
-            "('disabled').",
-            "truncation",
-        )
     if data.context_management:
         raise invalid(
             "'context_management' (server-side compaction) is not supported.", "context_management"
@@ -447,6 +441,7 @@ def response_job(
         speculative=speculative(data.speculative),
         reasoning=reasoning_of_effort(data.reasoning.effort if data.reasoning else None),
         cache_key=data.prompt_cache_key,
+        truncate=data.truncation == "auto",
     )
     job = Job(
         endpoint="responses",

@@ -19,6 +19,7 @@ from ..dialects.tools.base import ToolFormat
 from ..dialects.tools.families import FORMATS
 from ..dialects.tools.grammar import Think, call_grammar
 from ..grammar.schema import check_grammar_size, grammar_for
+from .truncation import truncated
 
 
 @attrs.define(kw_only=True)
@@ -128,9 +129,8 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
         kwargs = (
             thinking_kwargs(model.chat.template.source, request, model.chat.kwargs) if form else {}
         )
-        prompt = model.chat.render(
-            request.messages, tools, {**kwargs, **(request.template_kwargs or {})}
-        )
+        kwargs = {**kwargs, **(request.template_kwargs or {})}
+        prompt = model.chat.render(request.messages, tools, kwargs)
         stops = (*request.stop, *model.chat.stops)
     elif request.prompt is not None:
         prompt = request.prompt
@@ -160,6 +160,8 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
         tokens = fim_tokens(model, prompt, request.suffix, request.fim_files)
     else:
         tokens = model.prompt_tokens(prompt)
+        if request.truncate and request.is_chat and len(tokens) >= model.n_ctx:
+            prompt, tokens = _fitted(model, request, tools, kwargs, prompt, tokens)
     try:
         return _planned(
             model, request, prompt, stops, tokens, spans, field, names, forced, lazy, form
@@ -168,6 +170,19 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
         if spans:
             model.projector.free(spans)
         raise
+
+
+def _fitted(model, request, tools, kwargs, prompt: str, tokens: list[int]):
+    """The prompt of a chat over the context with its oldest turns dropped (see
+    :mod:`.truncation`); as it was when nothing shorter fits (the caller refuses it)."""
+    limit = request.max_tokens if request.max_tokens is not None else model.default_max_tokens
+
+    def tokens_of(messages):
+        text = model.chat.render(messages, tools, kwargs)
+        return text, model.prompt_tokens(text)
+
+    fitted = truncated(request.messages, tokens, model.n_ctx, limit, tokens_of)
+    return fitted if fitted is not None else (prompt, tokens)
 
 
 def _planned(
