@@ -195,11 +195,25 @@ def test_ollama_chat_truncates_as_ollama_does(server):
     assert refused.status_code == 400 and "context" in refused.json()["error"]
 
 
-def test_the_openai_chat_api_still_refuses(server):
-    """Chat completions keep the 400: agents compact their own history on it."""
+def test_openai_chat_truncates_only_when_asked(server, client):
+    """Chat completions keep the 400 (agents compact their own history on it); the
+    ``truncate`` extension, which the web page and ``hoshikage chat`` send, truncates."""
+
+    def count(k: int) -> int | None:
+        try:
+            r = client.chat.completions.create(model="qwen3", messages=chat(k), max_tokens=ANSWER)
+        except openai.BadRequestError:
+            return None
+        return r.usage.prompt_tokens
+
+    want = expected(count)
     r = httpx.post(
         server.base_url + "/v1/chat/completions",
         json={"model": "qwen3", "messages": chat(len(TURNS)), "max_tokens": ANSWER},
         timeout=60,
     )
     assert_openai_error(r, 400, code="context_length_exceeded")
+    r = client.chat.completions.create(
+        model="qwen3", messages=chat(len(TURNS)), max_tokens=ANSWER, extra_body={"truncate": True}
+    )
+    assert r.usage.prompt_tokens == want

@@ -215,3 +215,43 @@ def test_a_bad_setting_shows_the_servers_message(watched):
     assert "keep_alive" in error.inner_text()
     assert page.is_enabled("#send")
     assert httpx.get(watched.base_url + "/health", timeout=5).status_code == 200
+
+
+def test_a_chat_longer_than_the_context_goes_on(watched):
+    """Past the model's 8192-token context the page's chat still answers: its oldest turns
+    are left out (it sends ``truncate``), where the same conversation sent plainly is
+    refused."""
+    watched.open()
+    page = watched.page
+    watched.settings(temperature="0", max_tokens="8")
+
+    def turn(text: str, number: int) -> None:
+        watched.send(text)
+        stats = watched.wait_answer(timeout=90_000)
+        assert page.locator(".message.assistant").count() == number
+        assert page.locator(".message.assistant .error").count() == 0, stats
+
+    def over_the_context(text: str) -> bool:
+        """Whether the conversation so far and ``text``, sent plainly, is refused."""
+        said = page.locator(".message .content").all_text_contents()
+        roles = ["user", "assistant"] * len(said)
+        messages = [{"role": r, "content": t} for r, t in zip(roles, said, strict=False)]
+        plain = httpx.post(
+            watched.base_url + "/v1/chat/completions",
+            json={"model": "tiny", "messages": [*messages, {"role": "user", "content": text}]},
+            timeout=60,
+        )
+        if plain.status_code == 200:
+            return False
+        assert plain.json()["error"]["code"] == "context_length_exceeded", plain.text
+        return True
+
+    # Long messages, each a few thousand tokens: the conversation outgrows 8192 in a few.
+    words = ["the cat", "sat on", "the mat", "and then", "it slept", "all day", "long"]
+    for number, text in enumerate((f"{word} " * 500 for word in words), start=1):
+        if over_the_context(text):
+            turn(text, number)  # answered all the same
+            break
+        turn(text, number)
+    else:
+        raise AssertionError("the conversation never outgrew the context")

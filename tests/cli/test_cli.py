@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -116,6 +117,26 @@ def test_chat_streams_a_reply(server):
     assert res.returncode == 0, res.stderr
     assert "ai ›" in res.stdout
     assert "tokens in" in res.stdout
+
+
+def test_chat_goes_on_past_the_context(server):
+    """Six messages of ~200 tokens in a 512-token context: each is answered (the oldest
+    turns are left out), none refused."""
+    lines = [f"line {i}: " + "the cat sat on the mat " * 30 for i in range(6)]
+    res = cli(
+        "chat",
+        "tiny",
+        "--max-tokens",
+        "4",
+        "--url",
+        server.base_url,
+        stdin="\n".join(lines) + "\n/exit\n",
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("tokens in") == 6, res.stdout
+    prompts = [int(n) for n in re.findall(r"\(prompt (\d+)\)", res.stdout)]
+    assert max(prompts) < 512 and "context" not in res.stdout, res.stdout
 
 
 def test_doctor_exit_codes(tiny_model_path, tmp_path):

@@ -223,6 +223,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     #: ``"none"`` turns thinking off (the template's own switch); the levels go to templates
     #: that take one (gpt-oss's ``reasoning_effort``).
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    #: Hoshikage extension: a chat over the context loses its oldest turns (as Ollama's chat
+    #: does) instead of being a 400. The web page and ``hoshikage chat`` send it.
+    truncate: bool = False
 
 
 class ChatMessage(Struct, kw_only=True):

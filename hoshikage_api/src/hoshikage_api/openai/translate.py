@@ -167,6 +167,7 @@ def chat_job(data: s.ChatCompletionRequest, images: Collector | None = None) -> 
         else msgspec.to_builtins(tool_choice),
         template_kwargs=data.chat_template_kwargs or None,
         reasoning=reasoning_of_effort(data.reasoning_effort),
+        truncate=data.truncate,
         **sampling,
     )
     return _job(data, "chat", [request])

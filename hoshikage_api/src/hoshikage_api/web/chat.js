@@ -198,6 +198,7 @@ export class Chat {
       messages,
       stream: true,
       stream_options: { include_usage: true },
+      truncate: true, // a chat longer than the context goes on without its oldest turns
     };
     const temperature = this.el.temperature.value.trim();
     if (temperature !== "") body.temperature = Number(temperature);

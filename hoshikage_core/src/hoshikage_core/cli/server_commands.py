@@ -424,6 +424,8 @@ def chat(args: argparse.Namespace, ctx: Context) -> int:
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
+            # A chat longer than the context goes on without its oldest turns.
+            "truncate": True,
         }
         if args.temperature is not None:
             body["temperature"] = args.temperature
