@@ -181,6 +181,18 @@ def test_a_response_in_a_conversation_reads_it_and_adds_its_turn(client):
     assert streamed.conversation.id == conversation.id
     assert len(client.conversations.items.list(conversation.id, limit=100).data) == 8
 
+    # Its input tokens are counted as a response in it reads them; counting adds nothing.
+    counted = client.responses.input_tokens.count(
+        model="tiny", conversation=conversation.id, input="more?"
+    )
+    assert counted.input_tokens == (
+        client.responses.create(
+            model="tiny",
+            input=[*listed_input(client, conversation.id), {"role": "user", "content": "more?"}],
+            max_output_tokens=1,
+        ).usage.input_tokens
+    )
+    assert len(client.conversations.items.list(conversation.id, limit=100).data) == 8
     # A request that fails adds nothing.
     with pytest.raises(openai.BadRequestError) as failed:
         client.responses.create(
@@ -188,6 +200,12 @@ def test_a_response_in_a_conversation_reads_it_and_adds_its_turn(client):
         )
     assert failed.value.body["code"] == "context_length_exceeded"
     assert len(client.conversations.items.list(conversation.id, limit=100).data) == 8
+
+
+def listed_input(client, conversation: str) -> list[dict]:
+    """The conversation's items, oldest first, as a response's ``input``."""
+    items = client.conversations.items.list(conversation, order="asc", limit=100).data
+    return [item.model_dump(exclude_none=True) for item in items]
 
 
 def test_bad_conversation_requests_are_clear_errors(client, server):

@@ -1479,3 +1479,33 @@ def test_prompt_cache_key_keeps_a_conversation_on_its_own_slot(tiny_model_path, 
         assert cached > again.input_tokens // 2, again  # B's whole first prompt
     else:
         assert cached < again.input_tokens // 2, again  # the template's header at most
+
+
+def test_input_tokens_are_counted_as_a_response_reads_them(client, server):
+    """``client.responses.input_tokens.count``: the ``usage.input_tokens`` of the same request,
+    continuations and tools included, and a count (not an error) over the context."""
+    fields = {"model": "tiny", "instructions": "Be terse.", "tools": [LOOKUP]}
+    first = client.responses.create(input="hello world", max_output_tokens=4, **fields)
+    counted = client.responses.input_tokens.count(input="hello world", **fields)
+    assert counted.object == "response.input_tokens"
+    assert counted.input_tokens == first.usage.input_tokens
+    following = {"previous_response_id": first.id, "input": "the cat", **fields}
+    assert (
+        client.responses.input_tokens.count(**following).input_tokens
+        == client.responses.create(max_output_tokens=2, **following).usage.input_tokens
+    )
+    long = client.responses.input_tokens.count(model="tiny", input="the cat " * 3000)
+    assert long.input_tokens > 4096  # the context: counted all the same
+    assert_openai_error(
+        http(server, "POST", "/v1/responses/input_tokens", {"model": "tiny"}), 400, param="input"
+    )
+    assert_openai_error(
+        http(server, "POST", "/v1/responses/input_tokens", {"model": "nope", "input": "x"}),
+        404,
+        code="model_not_found",
+    )
+    assert_openai_error(
+        http(server, "POST", "/responses/input_tokens", {**HI, "previous_response_id": "resp_x"}),
+        404,
+        code="previous_response_not_found",
+    )

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Annotated, Literal
 
+import attrs
+from hoshikage_core.errors import ContextLengthExceeded
 from litestar import Request, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
@@ -109,17 +111,8 @@ async def create_response(
     request: Request, data: Annotated[s.CreateResponse, Body()]
 ) -> s.Response:
     store = store_of(request)
-    previous = None
     conversation = conversation_id(data)
-    if conversation is not None:
-        conversations = conversations_of(request)
-        previous = conversations.items(conversation)
-        if previous is None:
-            raise conversation_not_found(conversation)
-    if data.previous_response_id is not None:
-        previous = store.get(data.previous_response_id)
-        if previous is None:
-            raise previous_not_found(data.previous_response_id)
+    previous = _continued(request, data, conversation)
     sealer = sealer_of(request)
     images = Collector()
     job, context, tools = response_job(data, previous, sealer, images)
@@ -131,7 +124,7 @@ async def create_response(
         if conversation is not None and response.status in ("completed", "incomplete"):
             # The new input, then the output: the items that continue the conversation.
             new = context[len(previous) :]
-            conversations.add(conversation, [*new, *output_as_input(response)])
+            conversations_of(request).add(conversation, [*new, *output_as_input(response)])
 
     builder = ResponseBuilder(
         data, logprobs=wants_logprobs(data), on_final=keep, tools=tools, sealer=sealer
@@ -174,6 +167,55 @@ async def create_response(
         return response
     response.iterator = _then(response.iterator, gone)  # in progress until the stream ends
     return response
+
+
+def _continued(request: Request, data: s.CreateResponse, conversation: str | None):
+    """What ``data`` continues: the stored predecessor, the conversation's items (a tuple),
+    or None; an unknown one is a 404."""
+    if conversation is not None:
+        items = conversations_of(request).items(conversation)
+        if items is None:
+            raise conversation_not_found(conversation)
+        return items
+    if data.previous_response_id is not None:
+        previous = store_of(request).get(data.previous_response_id)
+        if previous is None:
+            raise previous_not_found(data.previous_response_id)
+        return previous
+    return None
+
+
+@post(
+    ["/v1/responses/input_tokens", "/responses/input_tokens"],
+    status_code=200,
+    summary="Count a response's input tokens",
+    responses=error_specs(400, 401, 404, 413, 500, 503),
+    description="Exactly the `usage.input_tokens` that `POST /v1/responses` reports for the same "
+    "model, instructions, input (after `conversation` or `previous_response_id`), tools and "
+    "reasoning, also for an input longer than the context. The prompt is rendered and read by "
+    "the model (one token is sampled and dropped), so it then sits in the prompt cache. Nothing "
+    "is stored.",
+)
+async def count_input_tokens(
+    request: Request, data: Annotated[s.CountInputTokens, Body()]
+) -> s.InputTokenCount:
+    previous = _continued(request, data, conversation_id(data))
+    images = Collector()
+    job, _, _ = response_job(data, previous, sealer_of(request), images)
+    (counted,) = job.requests
+    job = attrs.evolve(
+        job,
+        endpoint="count_tokens",
+        stream=False,
+        requests=(attrs.evolve(counted, max_tokens=1, temperature=0.0, stream=False),),
+    )
+    job = await attach(runtime_of(request), job, images)
+    try:
+        (result,) = await until_disconnect(request, collect(runtime_of(request), job))
+    except ContextLengthExceeded as exc:
+        # As Anthropic's count: a client measures what it is about to send.
+        return s.InputTokenCount(input_tokens=exc.prompt_tokens)
+    return s.InputTokenCount(input_tokens=result.prompt_tokens)
 
 
 async def _background(builder: ResponseBuilder, results, keep) -> None:
@@ -336,6 +378,7 @@ def router() -> Router:
             create_response,
             retrieve_response,
             cancel_response,
+            count_input_tokens,
             delete_response,
             list_input_items,
             *CONVERSATIONS,

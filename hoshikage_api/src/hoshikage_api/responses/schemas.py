@@ -316,6 +316,20 @@ class CreateResponse(Struct, kw_only=True):
     grammar: str | None = None
 
 
+class CountInputTokens(CreateResponse, kw_only=True):
+    """``POST /v1/responses/input_tokens``: a response's request, counted, not answered;
+    ``input`` may be left out when ``conversation`` or ``previous_response_id`` is given."""
+
+    input: str | Annotated[list[dict[str, Any]], Meta(max_length=100_000)] = []
+    #: OpenAI's ``personality`` preset: accepted; the prompt here is the request's own.
+    personality: FreeString | None = None
+
+
+class InputTokenCount(Struct, kw_only=True):
+    input_tokens: int
+    object: Literal["response.input_tokens"] = "response.input_tokens"
+
+
 # ---- response -----------------------------------------------------------------------------
 
 
