@@ -228,13 +228,55 @@ def test_generate_streamed_whole_and_raw(client):
         )
     )
     assert "".join(p.response for p in parts) == whole.response and parts[-1].done
-    assert parts[-1].context is None  # no token-id context: /api/chat carries conversations
+    # The prompt's and the answer's ids, streamed or not.
+    assert parts[-1].context == whole.context and len(whole.context) == 5 + whole.prompt_eval_count
     # raw: the prompt as it is, without the chat template: fewer prompt tokens.
     raw = client.generate(
         model="tiny", prompt="the cat", raw=True, options={**GREEDY, "num_predict": 5}, stream=False
     )
     assert_final(raw, model="tiny", reason="length", eval_count=5)
     assert raw.prompt_eval_count < whole.prompt_eval_count
+    assert raw.context is None  # as in Ollama: a raw answer gives no context
+
+
+def test_generate_context_carries_the_conversation(client, server):
+    """Ollama's conversational memory of /api/generate (its clients' "keep context" examples):
+    the ``context`` an answer returns, sent back, is read before the next prompt."""
+    options = {**GREEDY, "num_predict": 4}
+    first = client.generate(model="tiny", prompt="the cat", context=[], options=options)
+    assert len(first.context) == first.prompt_eval_count + first.eval_count
+    alone = client.generate(model="tiny", prompt="sat on", options=options)
+    bos = post(server, "/tokenize", {"model": "tiny", "content": "", "add_special": True})
+    skip = len(bos.json()["tokens"])  # the new prompt's BOS is not read again
+    second = client.generate(model="tiny", prompt="sat on", context=first.context, options=options)
+    assert second.prompt_eval_count == len(first.context) + alone.prompt_eval_count - skip
+    prompt = first.context + alone.context[skip : alone.prompt_eval_count]
+    assert second.context[: second.prompt_eval_count] == prompt
+    # Streamed, and carried on again: the memory grows turn by turn.
+    parts = list(
+        client.generate(
+            model="tiny", prompt="the mat", context=second.context, options=options, stream=True
+        )
+    )
+    assert parts[-1].context[: len(second.context)] == second.context
+    # raw continues a context too.
+    raw = client.generate(
+        model="tiny", prompt=" and", raw=True, context=first.context, options=options
+    )
+    plain = client.generate(model="tiny", prompt=" and", raw=True, options=options)
+    assert raw.prompt_eval_count == len(first.context) + plain.prompt_eval_count - skip
+    import base64
+
+    from tests.support.projectors import png_bytes
+
+    image = base64.b64encode(png_bytes()).decode()
+    for body, what in (
+        ({"prompt": "x", "context": [10**9]}, "vocabulary"),
+        ({"prompt": "x", "context": [1], "suffix": "y"}, "context"),
+        ({"prompt": "x", "context": [1], "images": [image]}, "context"),
+    ):
+        r = post(server, "/api/generate", {"model": "tiny", "stream": False, **body})
+        assert r.status_code == 400 and what in r.json()["error"], r.text
 
 
 def test_options_map_to_sampling(client):
@@ -562,7 +604,7 @@ def test_auth_is_required(server, tiny_model_path):
             {"model": "tiny", "prompt": "x", "template": "{{ .Prompt }}"},
             "template",
         ),
-        ("/api/generate", {"model": "tiny", "prompt": "x", "context": [1, 2, 3]}, "context"),
+        ("/api/generate", {"model": "tiny", "prompt": "x", "context": [-1]}, "context"),
         ("/api/chat", {"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, "role"),
         (
             "/api/chat",

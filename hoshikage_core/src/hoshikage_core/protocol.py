@@ -142,6 +142,12 @@ class GenerationRequest:
     #: A conversation's key (the Responses API's ``prompt_cache_key``): a hint that the
     #: backend may use to give the request the slot that served the same key last.
     cache_key: str | None = None
+    #: Token ids read before the prompt, as they are (no BOS between them): Ollama's
+    #: ``context``, an earlier prompt and answer of ``/api/generate``.
+    prefix_token_ids: tuple[int, ...] | None = None
+    #: Ask for the prompt's and the answer's token ids on the last chunk
+    #: (:attr:`Chunk.token_ids`): what Ollama's ``/api/generate`` returns as ``context``.
+    return_token_ids: bool = False
     #: A chat whose prompt does not fit the context may lose its oldest turns until it does
     #: (system messages and the turn being answered are kept), instead of being refused: the
     #: Responses API's ``truncation: "auto"``, Ollama's chat.
@@ -233,6 +239,9 @@ class Chunk:
     #: Tool calls as they are generated (:class:`ToolCallDelta`), in order; the last chunk
     #: may carry the rest of them alongside the whole ``tool_calls``.
     tool_deltas: tuple[ToolCallDelta, ...] | None = None
+    #: On the last chunk, with :attr:`GenerationRequest.return_token_ids`: the prompt's token
+    #: ids as the model read them, then the answer's.
+    token_ids: tuple[int, ...] | None = None
 
 
 @attrs.frozen

@@ -66,6 +66,8 @@ class ChoiceResult:
     draft_accepted: int | None = None
     #: When the first chunk came (the monotonic clock): Ollama reports ``eval_duration``.
     first_at: float | None = None
+    #: The prompt's and the answer's token ids, when the request asked for them.
+    token_ids: tuple[int, ...] | None = None
 
     def add(self, chunk: Chunk) -> None:
         if self.first_at is None:
@@ -89,6 +91,7 @@ class ChoiceResult:
             self.draft_tokens = chunk.draft_tokens
             self.draft_accepted = chunk.draft_accepted
             self.reasoning_tokens = chunk.reasoning_tokens
+            self.token_ids = chunk.token_ids
 
     @property
     def text(self) -> str:

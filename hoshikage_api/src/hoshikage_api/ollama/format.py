@@ -133,11 +133,12 @@ class _Format(Format):
         if calls:
             yield line(self._part("", tool_calls=calls))
         if chunk.finish_reason is not None:
-            yield line(
-                self._done(
-                    chunk.finish_reason, chunk.prompt_tokens or 0, chunk.completion_tokens or 0
-                )
+            done = self._done(
+                chunk.finish_reason, chunk.prompt_tokens or 0, chunk.completion_tokens or 0
             )
+            if chunk.token_ids is not None:
+                done.context = list(chunk.token_ids)
+            yield line(done)
 
     def _done(self, finish: str | None, prompt_tokens: int, completion_tokens: int, **content):
         fields = self.timing.fields(prompt_tokens, completion_tokens)
@@ -206,6 +207,7 @@ class GenerateFormat(_Format):
             text=result.text,
             thinking=result.reasoning,
             logprobs=logprobs(result.logprobs),
+            context=list(result.token_ids) if result.token_ids is not None else None,
         )
 
 

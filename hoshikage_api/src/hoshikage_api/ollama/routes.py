@@ -39,7 +39,7 @@ OLLAMA_VERSION = "0.13.5"
 _ERROR_TEXT = {
     400: (
         "Bad JSON, a wrong type or value, an option out of range, a bad image, `think`, `suffix`, "
-        "`template` or `context`, or a prompt over the context."
+        "`template` or `context`, or a prompt over the context (a chat's with `truncate: false`)."
     ),
     401: "Missing or wrong API key (`Authorization: Bearer <key>`).",
     404: 'Unknown model: `model "x" not found, try pulling it first`.',

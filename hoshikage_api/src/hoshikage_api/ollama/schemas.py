@@ -199,6 +199,9 @@ class GenerateResponse(Final, kw_only=True, omit_defaults=True):
     response: str
     thinking: str | None = None
     logprobs: list[Logprob] | None = None
+    #: On the last object: the prompt's and the answer's token ids, to send back as the
+    #: next request's ``context`` (Ollama's conversational memory of ``/api/generate``).
+    context: list[int] | None = None
 
 
 class ModelDetails(Struct, kw_only=True):

@@ -384,25 +384,31 @@ def generate_job(data: s.GenerateRequest, label: str, images: Collector | None =
             "chat template is used. Send a fully formatted prompt with raw: true instead.",
             "template",
         )
-    if data.context:
-        raise invalid(
-            "'context' (token ids of an earlier /api/generate) is not supported: send the "
-            "conversation to /api/chat instead.",
-            "context",
-        )
+    # Ollama's conversational memory: the ids an earlier answer returned as ``context`` are
+    # read first, as they are, then this prompt (templated unless ``raw``).
+    memory = {"prefix_token_ids": tuple(data.context)} if data.context else {}
     markers = _images(data.images, "images", images)
     if markers and data.suffix:
         raise invalid("Invalid 'images': fill in the middle (suffix) takes no images.", "images")
+    if memory and (markers or data.suffix):
+        raise invalid(
+            "Invalid 'context': a request that continues an earlier one takes no images or suffix.",
+            "context",
+        )
     common = _common(data, data.model)
     prompt = markers + (data.prompt or "")
     if data.suffix:  # fill in the middle, from the model's FIM tokens (no chat template)
         request = GenerationRequest(prompt=prompt, suffix=data.suffix, **common)
     elif data.raw:
-        request = GenerationRequest(prompt=prompt, **common)
+        request = GenerationRequest(prompt=prompt, **memory, **common)
     else:
         messages = [{"role": "system", "content": data.system}] if data.system else []
         messages.append({"role": "user", "content": prompt})
-        request = GenerationRequest(messages=tuple(messages), **common)
+        # The ids of this prompt and its answer come back as ``context`` (not with raw, as
+        # in Ollama).
+        request = GenerationRequest(
+            messages=tuple(messages), return_token_ids=True, **memory, **common
+        )
     return _job("ollama_generate", label, data, request)
 
 

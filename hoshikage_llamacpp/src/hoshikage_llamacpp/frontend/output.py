@@ -41,6 +41,7 @@ class Output:
         "_calls",
         "n_reasoning",
         "forced",
+        "_ids",
     )
 
     def __init__(self, job, plan, piece, logprobs):
@@ -69,11 +70,15 @@ class Output:
         self._sent_chars = 0
         #: Whether a chunk has gone out: the first one also carries the prompt's counts.
         self._announced = False
+        #: The answer's token ids, kept when the request asks for them.
+        self._ids: list[int] | None = [] if plan.request.return_token_ids else None
 
     def accept(self, token: int, index: int) -> tuple[Chunk | None, bool]:
         """Take a sampled (non end-of-generation) token, its logits at batch row ``index``:
         the chunk to send, if any, and whether a stop string has ended the choice."""
         entry = self._logprobs.read(token, index) if self._logprobs is not None else None
+        if self._ids is not None:
+            self._ids.append(token)
         stream = self._stream
         start = stream.decoded_chars
         raw = stream.feed(self._piece(token))
@@ -165,6 +170,7 @@ class Output:
             stop_sequence=stop_sequence,
             draft_tokens=drafts[0] if drafts is not None else None,
             draft_accepted=drafts[1] if drafts is not None else None,
+            token_ids=(*job.plan.tokens, *self._ids) if self._ids is not None else None,
         )
 
     def _release(self, final: bool) -> tuple:

@@ -144,6 +144,14 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
     # its own field where that differs (Responses' ``input``).
     field = "messages" if request.is_chat else "prompt"
     spans: list = []
+    if request.prefix_token_ids is not None and (
+        request.media or request.suffix is not None or request.prompt_token_ids is not None
+    ):
+        raise InvalidRequest(
+            "Token ids before the prompt (context) take no images, audio, suffix or token-id"
+            " prompt",
+            "context",
+        )
     if request.prompt_token_ids is not None:
         if request.suffix is not None or request.media:
             raise InvalidRequest(
@@ -162,6 +170,12 @@ def plan(model: PlanningModel, request: GenerationRequest) -> Plan:
         tokens = model.prompt_tokens(prompt)
         if request.truncate and request.is_chat and len(tokens) >= model.n_ctx:
             prompt, tokens = _fitted(model, request, tools, kwargs, prompt, tokens)
+    if request.prefix_token_ids is not None:
+        prefix = _vocabulary_ids(model, request.prefix_token_ids, "context", " of the context")
+        bos = model.bos_tokens()
+        if prefix and bos and tokens[: len(bos)] == bos:
+            tokens = tokens[len(bos) :]  # the BOS that began the prefix is the prompt's
+        tokens = [*prefix, *tokens]
     try:
         return _planned(
             model, request, prompt, stops, tokens, spans, field, names, forced, lazy, form
@@ -306,14 +320,15 @@ def thinking_kwargs(template: str, request: GenerationRequest, defaults=None) ->
     return kwargs
 
 
-def _vocabulary_ids(model, ids, field: str) -> list[int]:
+def _vocabulary_ids(model, ids, field: str, where: str = "") -> list[int]:
     """``ids`` as a prompt, each checked against the vocabulary (llama.cpp would read out of
-    its tables for any other)."""
+    its tables for any other); ``where`` names them in the error."""
     n_vocab = getattr(model, "n_vocab", None)
     for token in ids:
         if n_vocab is not None and not 0 <= token < n_vocab:
             raise InvalidRequest(
-                f"Token {token} is not in the vocabulary of '{model.name}' (0..{n_vocab - 1})",
+                f"Token {token}{where} is not in the vocabulary of '{model.name}'"
+                f" (0..{n_vocab - 1})",
                 field,
             )
     return list(ids)
