@@ -125,3 +125,24 @@ async def test_embedding_input_errors(client, body, param):
     error = assert_openai_error(r, 400, param=param)
     if body["input"] == [1, 2, 3]:  # LangChain's default sends tiktoken ids: say how to stop it
         assert "check_embedding_ctx_length=False" in error["message"]
+
+
+async def test_the_routes_answer_without_v1_as_llama_server_serves_them(client):
+    """Clients set up for llama-server leave ``/v1`` out (Continue's ``llama.cpp`` provider):
+    the same answers at ``/chat/completions``, ``/completions``, ``/embeddings``, ``/models``."""
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    chat["temperature"] = 0
+    text = {"model": "tiny", "prompt": "the cat", "max_tokens": 3, "temperature": 0}
+    embed = {"model": "tiny-embed", "input": "the cat sat"}
+    for path, body, read in (
+        ("/chat/completions", chat, lambda r: r["choices"][0]["message"]["content"]),
+        ("/completions", text, lambda r: r["choices"][0]["text"]),
+        ("/embeddings", embed, lambda r: r["data"][0]["embedding"]),
+    ):
+        with_v1 = (await client.post("/v1" + path, json=body)).json()
+        without = await client.post(path, json=body)
+        assert without.status_code == 200, without.text
+        assert read(without.json()) == read(with_v1)
+    models = (await client.get("/models")).json()
+    assert models == (await client.get("/v1/models")).json()
+    assert (await client.get("/models/tiny")).json()["id"] == "tiny"

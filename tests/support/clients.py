@@ -59,6 +59,7 @@ PINS: dict[str, str] = {
     "@openai/codex": "0.171.0",
     "opencode-ai": "1.18.33",
     "@qwen-code/qwen-code": "0.24.4",
+    "@continuedev/cli": "1.5.47",
 }
 
 
@@ -147,6 +148,9 @@ OFFLINE_SWITCHES: dict[str, str] = {
     "NODE_USE_ENV_PROXY": "1",
     # Everything that prints or checks for updates through npm's notifier.
     "NO_UPDATE_NOTIFIER": "1",
+    # Continue's CLI: its telemetry and metrics.
+    "CONTINUE_CLI_ENABLE_TELEMETRY": "0",
+    "CONTINUE_METRICS_ENABLED": "0",
     "NPM_CONFIG_UPDATE_NOTIFIER": "false",
     "DO_NOT_TRACK": "1",
     "CI": "1",
@@ -162,7 +166,9 @@ def offline_env(home: Path, **extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         # Nothing of the developer's own accounts leaks into a test run.
-        if not k.startswith(("ANTHROPIC_", "OPENAI_", "CLAUDE_", "OPENCODE", "QWEN_", "CODEX_"))
+        if not k.startswith(
+            ("ANTHROPIC_", "OPENAI_", "CLAUDE_", "OPENCODE", "QWEN_", "CODEX_", "CONTINUE_")
+        )
     }
     env.update(
         HOME=str(home),

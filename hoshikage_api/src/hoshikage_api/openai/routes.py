@@ -1,5 +1,6 @@
 """``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
-``GET /v1/models`` and ``GET /v1/models/{id}``.
+``GET /v1/models`` and ``GET /v1/models/{id}``, each also without ``/v1``, as llama-server
+serves them (clients set up for it, such as Continue's ``llama.cpp`` provider, leave it out).
 
 Generation is a translator onto the one answer path (:func:`hoshikage_api.kernel.answer.answer`).
 The models routes read the registry and the pool's in-memory state only, so they answer at
@@ -45,7 +46,7 @@ from .translate import chat_job, completion_job, echo, embedding_inputs, include
 
 
 @post(
-    "/v1/chat/completions",
+    ["/v1/chat/completions", "/chat/completions"],
     status_code=200,
     summary="Create a chat completion",
     responses=GENERATION_ERRORS,
@@ -64,7 +65,7 @@ async def chat_completions(
 
 
 @post(
-    "/v1/completions",
+    ["/v1/completions", "/completions"],
     status_code=200,
     summary="Create a text completion",
     responses=GENERATION_ERRORS,
@@ -89,7 +90,7 @@ def float32_base64(vector: list[float]) -> str:
 
 
 @post(
-    "/v1/embeddings",
+    ["/v1/embeddings", "/embeddings"],
     status_code=200,
     summary="Create embeddings",
     responses=GENERATION_ERRORS,
@@ -136,7 +137,7 @@ def _cards(runtime: Runtime, entry) -> list[ModelCard]:
     return cards
 
 
-@get("/v1/models", summary="List models and aliases", responses=error_specs(401))
+@get(["/v1/models", "/models"], summary="List models and aliases", responses=error_specs(401))
 async def list_models(request: Request) -> ModelList:
     runtime = runtime_of(request)
     cards = [card for entry in runtime.registry for card in _cards(runtime, entry)]
@@ -148,7 +149,7 @@ async def list_models(request: Request) -> ModelList:
 
 
 @get(
-    "/v1/models/{model_id:path}",
+    ["/v1/models/{model_id:path}", "/models/{model_id:path}"],
     summary="Describe a model or alias",
     responses=error_specs(401, 404),
 )
