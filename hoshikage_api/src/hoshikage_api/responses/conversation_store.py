@@ -14,7 +14,6 @@ Like the response store, it is touched only from the event loop, one transaction
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ from pathlib import Path
 import msgspec
 
 from .schemas import Conversation, InputItem
-from .store import default_path
+from .store import connect, opened
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -49,12 +48,7 @@ class ConversationStore:
     def __init__(self, size: int, max_bytes: int = 64 * 1024 * 1024, path: Path | None = None):
         self.size = size
         self.max_bytes = max_bytes
-        self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.path, self._db = connect(path, _SCHEMA)
         self._lock = threading.Lock()
         self._used = self._db.execute(
             "SELECT COALESCE(MAX(used), 0) FROM conversations"
@@ -220,13 +214,5 @@ class ConversationStore:
 
 
 def conversations_of(request) -> ConversationStore:
-    """The app's conversation store, opened on first use, at the bounds the running config
-    sets now (as :func:`~.store.store_of`)."""
-    state = request.app.state
-    server = state.runtime.config.server
-    store = state.get("conversation_store")
-    if store is None:
-        store = ConversationStore(server.responses_store, server.responses_store_bytes)
-        state["conversation_store"] = store
-    store.resize(server.responses_store, server.responses_store_bytes)
-    return store
+    """The app's conversation store (see :func:`~.store.opened`)."""
+    return opened(request, "conversation_store", ConversationStore)

@@ -57,18 +57,25 @@ def default_path() -> Path:
     return Path(base) / "hoshikage" / "responses.sqlite3"
 
 
+def connect(path: Path | None, schema: str) -> tuple[Path, sqlite3.Connection]:
+    """The stores' SQLite file (``path``, else :func:`default_path`), in WAL mode, with the
+    tables of ``schema``."""
+    path = Path(path) if path is not None else default_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL: a transaction is durable once committed to the WAL against a crash of the
+    # process (kill -9); only a power cut may lose the last ones.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return path, db
+
+
 class ResponseStore:
     def __init__(self, size: int, max_bytes: int = 64 * 1024 * 1024, path: Path | None = None):
         self.size = size
         self.max_bytes = max_bytes
-        self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a transaction is durable once committed to the WAL against a crash of the
-        # process (kill -9); only a power cut may lose the last ones.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.path, self._db = connect(path, _SCHEMA)
         self._lock = threading.Lock()
         used, total = self._db.execute(
             "SELECT COALESCE(MAX(used), 0), COALESCE(SUM(bytes), 0) FROM responses"
@@ -153,15 +160,19 @@ class ResponseStore:
         self._db.close()
 
 
-def store_of(request) -> ResponseStore:
-    """The app's store, opened on first use, at the bounds the running config sets now (a
-    config reload that changes ``responses_store`` or ``responses_store_bytes`` applies at
-    the next store)."""
+def opened(request, key: str, kind):
+    """The app's store ``kind`` (kept in its state under ``key``), opened on first use, at
+    the bounds the running config sets now (a config reload that changes
+    ``responses_store`` or ``responses_store_bytes`` applies at the next write)."""
     state = request.app.state
     server = state.runtime.config.server
-    store = state.get("responses_store")
+    store = state.get(key)
     if store is None:
-        store = ResponseStore(server.responses_store, server.responses_store_bytes)
-        state["responses_store"] = store
+        store = state[key] = kind(server.responses_store, server.responses_store_bytes)
     store.resize(server.responses_store, server.responses_store_bytes)
     return store
+
+
+def store_of(request) -> ResponseStore:
+    """The app's response store (see :func:`opened`)."""
+    return opened(request, "responses_store", ResponseStore)
