@@ -97,18 +97,7 @@ def test_claude_code_reads_a_pdf_and_the_model_reads_its_text(qwen3_server, work
     path = workdir / "secret.pdf"
     path.write_bytes(pdf(f"The secret is {SECRET}.", "Keep it safe."))
 
-    first = read_the_secret(
-        "Read",
-        {"file_path": str(path)},
-        main=lambda body: any(t.get("name") == "Read" for t in body.get("tools") or ()),
-    )
-
-    def steer(path: str, body):
-        if isinstance(body, dict) and "messages" in body and _tool_result(body) is not None:
-            if any(t.get("name") == "Read" for t in body.get("tools") or ()):
-                return {"grammar": write_qwen3("I read the PDF.", None, f"It says {SECRET}.")}
-        return first(path, body)
-
+    steer = _read_then_answer(path, "I read the PDF.", f"It says {SECRET}.")
     with recording_proxy(qwen3_server.base_url, steer) as proxy:
         env = claude_env(workdir.parent / "home", proxy.base_url)
         done = run([claude, "-p", "Read secret.pdf", "--output-format", "json"], workdir, env)
@@ -147,18 +136,7 @@ def test_claude_code_reads_an_image_with_a_model_that_takes_none(qwen3_server, w
     claude = npm_program(PACKAGE)
     path = workdir / "chart.png"
     path.write_bytes(png_bytes())
-    first = read_the_secret(
-        "Read",
-        {"file_path": str(path)},
-        main=lambda body: any(t.get("name") == "Read" for t in body.get("tools") or ()),
-    )
-
-    def steer(path: str, body):
-        if isinstance(body, dict) and "messages" in body and _tool_result(body) is not None:
-            if any(t.get("name") == "Read" for t in body.get("tools") or ()):
-                return {"grammar": write_qwen3("No image.", None, "I cannot see images.")}
-        return first(path, body)
-
+    steer = _read_then_answer(path, "No image.", "I cannot see images.")
     with recording_proxy(qwen3_server.base_url, steer) as proxy:
         env = claude_env(workdir.parent / "home", proxy.base_url)
         done = run([claude, "-p", "Look at chart.png", "--output-format", "json"], workdir, env)
@@ -177,6 +155,25 @@ def test_claude_code_reads_an_image_with_a_model_that_takes_none(qwen3_server, w
     images[0].clear()
     images[0].update({"type": "text", "text": LEFT_OUT["image"]})
     assert as_sent == _count(qwen3_server.base_url, body)
+
+
+def _reads(body: dict) -> bool:
+    """Claude Code's main loop: the turns that offer its ``Read`` tool."""
+    return any(t.get("name") == "Read" for t in body.get("tools") or ())
+
+
+def _read_then_answer(path, thought: str, answer: str):
+    """The proxy's steer: Claude Code's ``Read`` of ``path``, then, once its result is in
+    the conversation, a turn that thinks ``thought`` and answers ``answer``."""
+    first = read_the_secret("Read", {"file_path": str(path)}, main=_reads)
+
+    def steer(at: str, body):
+        if isinstance(body, dict) and "messages" in body and _tool_result(body) is not None:
+            if _reads(body):
+                return {"grammar": write_qwen3(thought, None, answer)}
+        return first(at, body)
+
+    return steer
 
 
 def _tool_result(body: dict) -> dict | None:

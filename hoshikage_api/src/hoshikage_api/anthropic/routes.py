@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from hoshikage_core.errors import ContextLengthExceeded
 from litestar import Request, Router, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body
@@ -21,7 +20,7 @@ from ..kernel.answer import answer
 from ..kernel.body import StrictBody
 from ..kernel.deps import runtime_of
 from ..kernel.disconnect import until_disconnect
-from ..kernel.generation import collect
+from ..kernel.generation import count_prompt
 from ..kernel.media import Collector, attach
 from . import errors
 from .format import MessageFormat
@@ -77,13 +76,9 @@ async def create_message(request: Request, data: Annotated[MessagesRequest, Body
 async def count_tokens(request: Request, data: Annotated[CountTokensRequest, Body()]) -> TokenCount:
     images = Collector()
     job = await attach(runtime_of(request), count_tokens_job(data, images), images)
-    try:
-        (result,) = await until_disconnect(request, collect(runtime_of(request), job))
-    except ContextLengthExceeded as exc:
-        # Anthropic counts a prompt of any length, and clients measure with it what they are
-        # about to send (Claude Code sizes a tool's output so): the count, not an error.
-        return TokenCount(input_tokens=exc.prompt_tokens)
-    return TokenCount(input_tokens=result.prompt_tokens)
+    # Anthropic counts a prompt of any length (Claude Code sizes a tool's output so).
+    counted = await until_disconnect(request, count_prompt(runtime_of(request), job))
+    return TokenCount(input_tokens=counted)
 
 
 def router() -> Router:

@@ -9,6 +9,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import attrs
+from hoshikage_core.errors import ContextLengthExceeded
 from hoshikage_core.protocol import Chunk, TokenLogprob
 
 from .job import Job
@@ -114,3 +115,19 @@ async def collect(
         async for index, chunk in chunks:
             results[index].add(chunk)
     return results
+
+
+async def count_prompt(runtime, job: Job) -> int:
+    """The prompt tokens of ``job``'s one request as the model reads them: the prompt is
+    rendered and read (one token sampled and dropped, so it then sits in the prompt cache).
+    A prompt longer than the context is counted too, not refused: clients measure with it
+    what they are about to send (Anthropic's ``count_tokens``, OpenAI's ``input_tokens``)."""
+    (request,) = job.requests
+    job = attrs.evolve(
+        job, stream=False, requests=(attrs.evolve(request, max_tokens=1, temperature=0.0),)
+    )
+    try:
+        (result,) = await collect(runtime, job)
+    except ContextLengthExceeded as exc:
+        return exc.prompt_tokens
+    return result.prompt_tokens

@@ -17,7 +17,6 @@ from contextlib import aclosing
 from typing import Annotated, Literal
 
 import attrs
-from hoshikage_core.errors import ContextLengthExceeded
 from litestar import Request, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, Parameter
@@ -27,7 +26,7 @@ from ..kernel.body import StrictBody
 from ..kernel.deps import runtime_of
 from ..kernel.disconnect import until_disconnect
 from ..kernel.errors import ApiError
-from ..kernel.generation import collect, run
+from ..kernel.generation import collect, count_prompt, run
 from ..kernel.media import Collector, attach
 from ..kernel.wire import ErrorBody
 from . import errors
@@ -202,20 +201,9 @@ async def count_input_tokens(
     previous = _continued(request, data, conversation_id(data))
     images = Collector()
     job, _, _ = response_job(data, previous, sealer_of(request), images)
-    (counted,) = job.requests
-    job = attrs.evolve(
-        job,
-        endpoint="count_tokens",
-        stream=False,
-        requests=(attrs.evolve(counted, max_tokens=1, temperature=0.0, stream=False),),
-    )
-    job = await attach(runtime_of(request), job, images)
-    try:
-        (result,) = await until_disconnect(request, collect(runtime_of(request), job))
-    except ContextLengthExceeded as exc:
-        # As Anthropic's count: a client measures what it is about to send.
-        return s.InputTokenCount(input_tokens=exc.prompt_tokens)
-    return s.InputTokenCount(input_tokens=result.prompt_tokens)
+    job = await attach(runtime_of(request), attrs.evolve(job, endpoint="count_tokens"), images)
+    counted = await until_disconnect(request, count_prompt(runtime_of(request), job))
+    return s.InputTokenCount(input_tokens=counted)
 
 
 async def _background(builder: ResponseBuilder, results, keep) -> None:
