@@ -655,9 +655,12 @@ def test_memory_bytes_counts_weights_and_grows_with_the_context(tiny_model_path)
 
 
 def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
-    # The compute buffer's share is the resident set's growth while the context is made, so
-    # another thread of the test process freeing or taking memory then moves it by a MB or
-    # two (a full run once saw 1.6 MB): slots of 8 MB of KV each keep the check above that.
+    # Of the host's compute buffer only the resident part is counted: the resident set's
+    # growth while the context is made, less its KV and output buffers. That growth moves
+    # with the rest of the process (malloc reusing pages freed earlier; CI once saw a whole
+    # 4-slot context grow the resident set by less than its KV), so what is checked is what
+    # holds whatever it measured: the weights, every slot's KV and the output buffer always,
+    # and never more than the whole compute buffer on top.
     n_ctx = 16384
     one = LlamaCppModel.load("a", str(tiny_model_path), LlamaOptions(n_ctx=n_ctx, parallel=1))
     four = LlamaCppModel.load("b", str(tiny_model_path), LlamaOptions(n_ctx=n_ctx, parallel=4))
@@ -666,7 +669,13 @@ def test_memory_bytes_counts_the_kv_cache_of_every_slot(tiny_model_path):
         kv_per_slot = 2 * n_ctx * 64 * 2 * 2  # layers × cells × width × (K+V) × f16
         kv = {m: sum(p.get("KV", 0) for p in m.placement.values()) for m in (one, four)}
         assert kv[four] - kv[one] == 3 * kv_per_slot  # as llama.cpp reported allocating
-        assert four.memory_bytes() - one.memory_bytes() >= 2.5 * kv_per_slot
+        slack = 64 * 1024  # llama.cpp reports each buffer in MiB to two decimals
+        for m in (one, four):
+            placed = list(m.placement.values())
+            fixed = sum(p.get(k, 0) for p in placed for k in ("model", "KV", "output"))
+            compute = sum(p.get("compute", 0) for p in placed)
+            assert fixed - slack <= m.memory_bytes() <= fixed + compute + slack
+        assert four.memory_bytes() >= 4 * kv_per_slot
     finally:
         one.close()
         four.close()
