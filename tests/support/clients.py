@@ -60,6 +60,7 @@ PINS: dict[str, str] = {
     "opencode-ai": "1.18.33",
     "@qwen-code/qwen-code": "0.24.4",
     "@continuedev/cli": "1.5.47",
+    "@mariozechner/pi-coding-agent": "0.73.1",
 }
 
 
@@ -151,6 +152,9 @@ OFFLINE_SWITCHES: dict[str, str] = {
     # Continue's CLI: its telemetry and metrics.
     "CONTINUE_CLI_ENABLE_TELEMETRY": "0",
     "CONTINUE_METRICS_ENABLED": "0",
+    # pi (README: "Telemetry and update checks"): no update check, no install ping.
+    "PI_OFFLINE": "1",
+    "PI_TELEMETRY": "0",
     "NPM_CONFIG_UPDATE_NOTIFIER": "false",
     "DO_NOT_TRACK": "1",
     "CI": "1",
@@ -167,7 +171,7 @@ def offline_env(home: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         # Nothing of the developer's own accounts leaks into a test run.
         if not k.startswith(
-            ("ANTHROPIC_", "OPENAI_", "CLAUDE_", "OPENCODE", "QWEN_", "CODEX_", "CONTINUE_")
+            ("ANTHROPIC_", "OPENAI_", "CLAUDE_", "OPENCODE", "QWEN_", "CODEX_", "CONTINUE_", "PI_")
         )
     }
     env.update(
