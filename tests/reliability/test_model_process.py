@@ -318,3 +318,45 @@ def test_a_switch_loads_the_next_model_in_a_process_started_ahead(tiny_model_pat
         server.process.wait(10)
         _, alive = psutil.wait_procs(processes, timeout=10)
         assert not alive
+
+
+def test_files_changed_under_the_server_are_named_and_the_server_stays_up(
+    tiny_model_path, tmp_path
+):
+    """A ``git pull`` over ``make serve``'s editable install (or ``pip install -U``) while a
+    server runs: a model process started afterwards would import other code than the
+    server's. Its load fails with a message that says so and what to do, in the API's own
+    shape; the server stays up, and a model already loaded keeps serving. The server runs
+    from a copy of the sources (first on ``PYTHONPATH``), and one file of the copy is
+    changed, as an update changes it."""
+    from pathlib import Path
+
+    import hoshikage_api
+    import hoshikage_core
+    import hoshikage_llamacpp
+
+    src = tmp_path / "src"
+    for package in (hoshikage_core, hoshikage_llamacpp, hoshikage_api):
+        root = Path(package.__file__).parent
+        shutil.copytree(root, src / root.name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, **_verdicts(tmp_path), "PYTHONPATH": str(src)}
+    with running_server(_config(tiny_model_path, tmp_path), env=env) as server:
+        _still_serving(server)  # "steady" loads, from the sources as they were
+        assert "hoshikage_llamacpp.lifecycle.child" in _model_process(server, "steady").cmdline()
+        changed = src / "hoshikage_llamacpp" / "engine" / "__init__.py"
+        changed.write_text(changed.read_text() + "\n# an update\n")
+
+        client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.chat.completions.create(
+                model="fragile", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+            )
+        error = failed.value.body
+        assert error["code"] == "model_load_failed", error
+        assert "files changed on the disk after this server started" in error["message"]
+        assert "Restart the server" in error["message"]
+        ollama_client = ollama.Client(host=server.base_url)
+        with pytest.raises(ollama.ResponseError, match="Restart the server"):
+            ollama_client.generate(model="fragile", prompt="hi", options={"num_predict": 2})
+        _still_serving(server)  # the model loaded before the change goes on
+        assert _status(server, "fragile")["state"] != "loaded"

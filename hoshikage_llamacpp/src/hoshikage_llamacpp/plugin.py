@@ -1,12 +1,18 @@
 """The ``llamacpp`` plugin: hook implementations registered through the ``hoshikage``
 entry-point group.
 
-Importing this module is cheap: llama_cpp (and numpy) load only when a model does.
+Importing this module is cheap: llama_cpp (and numpy) load only when a model does. It
+takes the fingerprint of the sources this server runs, which its model processes check
+theirs against (:mod:`.lifecycle.sources`, about 2 ms).
 """
 
 from __future__ import annotations
 
 from hoshikage_core.hookspecs import hookimpl
+
+from .lifecycle import sources
+
+sources.take()
 
 BACKEND = "llamacpp"
 

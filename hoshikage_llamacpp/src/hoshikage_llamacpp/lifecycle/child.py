@@ -242,7 +242,13 @@ def _prepare() -> None:
 def main(argv: list[str]) -> None:
     from multiprocessing.connection import Connection
 
+    from . import sources
+
     fd, parent = int(argv[0]), int(argv[1])
+    if sources.stale():  # the files changed under the server: say so, and run nothing
+        sys.stderr.write(f"error: {sources.STALE}\n")
+        sys.stderr.flush()
+        os._exit(sources.STALE_EXIT)
     _die_with_parent(parent)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"

@@ -49,6 +49,7 @@ from hoshikage_core.protocol import (
 
 from ..llama.rpc import check_reachable
 from ..options import LlamaOptions, rpc_server_list
+from . import sources
 from .wire import Inbox, load_chunk, load_error
 
 log = logging.getLogger("hoshikage.llamacpp.isolation")
@@ -200,6 +201,8 @@ class ProcessModel:
         try:
             self._spawn(decision.extra, started=True)
         except _Died as died:
+            if self._proc.returncode == sources.STALE_EXIT:
+                raise ModelLoadError(name, sources.STALE) from None
             if not (decision.may_fall_back and self._native_crash(self._proc)):
                 raise ModelLoadError(name, f"{self.path}: {died}", crashed=True) from None
             self._fall_back(str(died))
@@ -814,6 +817,8 @@ class ProcessModel:
             and self._stderr_thread is not threading.current_thread()
         ):
             self._stderr_thread.join(2)  # its last words
+        if code == sources.STALE_EXIT:
+            return sources.STALE
         if self._hung_reason is not None:
             how = self._hung_reason
         elif code is None:

@@ -44,9 +44,15 @@ SPAWN_WAIT = 2.0
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a model process."""
-    # llama.cpp's abort would first run gdb for a backtrace: seconds of delay.
-    return {**os.environ, "GGML_NO_BACKTRACE": "1"}
+    """The environment of a model process: the server's, with the fingerprint of its
+    sources (:mod:`.sources`)."""
+    from . import sources
+
+    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # else llama.cpp's abort runs gdb first
+    taken = sources.take()
+    if taken is not None:
+        env[sources.ENV] = taken
+    return env
 
 
 def spawn(env: dict[str, str], name: str | None = None):
