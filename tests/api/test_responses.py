@@ -908,7 +908,7 @@ HI = {"model": "tiny", "input": "hi"}
         ({"model": "tiny", "input": 5}, "input"),
         ({"model": "tiny", "input": []}, "input"),
         ({"model": "tiny", "input": [{"type": "web_search_call", "id": "x"}]}, "input[0].type"),
-        ({"model": "tiny", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+        ({"model": "tiny", "input": [{"type": "item_reference"}]}, "input[0].id"),
         ({"model": "tiny", "input": [{"content": "no role"}]}, "input[0].type"),
         ({"model": "tiny", "input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"model": "tiny", "input": [{"role": "user", "content": 5}]}, "input[0].content"),

@@ -87,22 +87,30 @@ def _qwen3(thought: str, call: dict | None, answer: str | None) -> str:
 WRITERS = {"qwen3": _qwen3, "gpt-oss": harmony_turn}
 
 
+def conversation(body: dict, path: str = "/responses") -> list:
+    """A request's conversation, whichever API it came by: ``messages``, or on the Responses
+    API (``path``) its ``input`` (a string is one message)."""
+    turns = body.get("messages") or ("/responses" in path and body.get("input")) or []
+    return [turns] if isinstance(turns, str) else turns
+
+
 def read_the_secret(
     tool: str, arguments: dict[str, Any], main: Callable[[dict], bool], family: str = "qwen3"
 ) -> Callable[[str, Any], dict | None]:
     """The proxy's ``steer``: for the program's main loop (``main(body)``), a first turn
     that thinks and calls ``tool`` with ``arguments`` in the ``family``'s own form, and,
     once the secret is in the conversation, a turn that thinks and answers with it. Any
-    other request (a title, a memory pass) gets a short fixed answer."""
+    other request (a title, a memory pass) gets a short fixed answer. The conversation is
+    the request's ``messages`` (chat, Anthropic, Ollama) or ``input`` (the Responses API)."""
     write = WRITERS[family]
     call = {"name": tool, "arguments": arguments}
 
     def steer(path: str, body: Any) -> dict | None:
-        if not isinstance(body, dict) or "messages" not in body:
+        if not isinstance(body, dict) or not conversation(body, path):
             return None
         if not main(body):
             return {"grammar": 'root ::= "Reading a file"'}
-        if SECRET in json.dumps(body["messages"][-1]):
+        if SECRET in json.dumps(conversation(body, path)[-1]):
             return {"grammar": write(THOUGHT_2, None, f"The secret is {SECRET}.")}
         return {"grammar": write(THOUGHT_1, call, None)}
 

@@ -12,7 +12,15 @@ import json
 
 import pytest
 
-from tests.clients.conftest import DOC_URL, SECRET, doc_blocks, doc_env, read_the_secret, run
+from tests.clients.conftest import (
+    DOC_URL,
+    SECRET,
+    conversation,
+    doc_blocks,
+    doc_env,
+    read_the_secret,
+    run,
+)
 from tests.support.clients import npm_program, offline_env, recording_proxy
 
 pytestmark = [pytest.mark.clients, pytest.mark.timeout(600)]
@@ -39,11 +47,6 @@ def models_json(api: str, base_url: str) -> str:
     return json.dumps(config)
 
 
-def messages(body: dict) -> list:
-    """The conversation of a request, whichever API it came by."""
-    return body.get("messages") or body.get("input") or []
-
-
 def main_loop(body: dict) -> bool:
     """pi's own turns: the ones that offer its ``read`` tool (in any API's tool shape)."""
     return any(
@@ -65,14 +68,7 @@ def test_a_pi_session_reads_a_file_and_answers_with_it(qwen3_server, workdir, ap
     pi = npm_program(PACKAGE, "pi")
     home = workdir.parent / "home"
     (home / ".pi" / "agent").mkdir(parents=True)
-    read = read_the_secret("read", {"path": "secret.txt"}, main=main_loop, family=model)
-
-    def steer(path: str, body):
-        # The steer reads a conversation from ``messages``; the Responses API's is ``input``.
-        if isinstance(body, dict) and "input" in body:
-            return read(path, {**body, "messages": messages(body)})
-        return read(path, body)
-
+    steer = read_the_secret("read", {"path": "secret.txt"}, main=main_loop, family=model)
     with recording_proxy(qwen3_server.base_url, steer) as proxy:
         (home / ".pi" / "agent" / "models.json").write_text(models_json(api, proxy.base_url))
         env = offline_env(home, **doc_env("pi", proxy.base_url))
@@ -89,12 +85,14 @@ def test_a_pi_session_reads_a_file_and_answers_with_it(qwen3_server, workdir, ap
     assert {x.path for x in chat} == {APIS[api][1]} and len(chat) == 2
     # The tool round trip: the call, then its result, went back to the model.
     first, last = chat[0].json(), chat[-1].json()
-    assert SECRET in json.dumps(messages(last)[-1])
-    assert SECRET not in json.dumps(messages(first))
+    assert SECRET in json.dumps(conversation(last)[-1])
+    assert SECRET not in json.dumps(conversation(first))
     if api == "openai-responses" and thinking != "off":
         # The model's reasoning came back as an item pi keeps and sends again.
-        (item,) = [i for i in messages(last) if i.get("type") == "reasoning"]
+        (item,) = [i for i in conversation(last) if i.get("type") == "reasoning"]
         assert item["encrypted_content"] and "file" in json.dumps(item)
     if api == "anthropic-messages":
-        blocks = [b["type"] for m in messages(last) for b in m["content"] if isinstance(b, dict)]
+        blocks = [
+            b["type"] for m in conversation(last) for b in m["content"] if isinstance(b, dict)
+        ]
         assert blocks[:3] == ["text", "thinking", "tool_use"]

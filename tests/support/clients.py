@@ -13,6 +13,10 @@ The API (kept small and stable; ``tests/clients`` and its fixtures build on it):
     ``<package with / as +>@<version>``, reused when present. Skips the test when node or npm
     is missing (``make test`` provides them: scripts/node.sh).
 
+``npm_installed({package: version}) -> Path``
+    A folder whose ``node_modules`` holds those packages, installed together once into the
+    same cache (a library and its providers, for a script of a test's own to import).
+
 ``offline_env(home, **extra) -> dict``
     An environment for a program run: ``os.environ`` with ``HOME`` (and the XDG folders)
     moved into ``home``, and every documented switch that stops telemetry, auto-update,
@@ -38,6 +42,7 @@ The API (kept small and stable; ``tests/clients`` and its fixtures build on it):
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import http.server
 import json
@@ -61,6 +66,13 @@ PINS: dict[str, str] = {
     "@qwen-code/qwen-code": "0.24.4",
     "@continuedev/cli": "1.5.47",
     "@mariozechner/pi-coding-agent": "0.73.1",
+    # The Vercel AI SDK and its providers (a library, run by tests/clients/test_ai_sdk.py).
+    "ai": "6.0.333",
+    "@ai-sdk/openai": "3.0.141",
+    "@ai-sdk/openai-compatible": "2.0.92",
+    "@ai-sdk/anthropic": "3.0.140",
+    "ollama-ai-provider-v2": "3.6.0",
+    "zod": "4.6.7",
 }
 
 
@@ -83,9 +95,27 @@ def _need(tool: str) -> str:
 def npm_program(package: str, bin: str | None = None, version: str | None = None) -> Path:
     """The path of ``package``'s executable ``bin``, installed once (see the module doc)."""
     version = version or PINS[package]
-    folder = npm_cache() / f"{package.replace('/', '+')}@{version}"
+    folder = npm_installed({package: version})
     manifest = folder / "node_modules" / package / "package.json"
-    if not manifest.exists():
+    bins = json.loads(manifest.read_text()).get("bin") or {}
+    if isinstance(bins, str):
+        bins = {package.rsplit("/", 1)[-1]: bins}
+    name = bin or next(iter(bins))
+    path = folder / "node_modules" / ".bin" / name
+    assert path.exists(), f"{package}@{version} has no executable {name!r} (it has {list(bins)})"
+    return path
+
+
+def npm_installed(packages: dict[str, str]) -> Path:
+    """A folder whose ``node_modules`` holds ``packages`` (name -> version), installed once
+    together with ``npm install --prefix`` into :func:`npm_cache`, in a folder named after
+    them, and reused when present. Skips the test when node or npm is missing."""
+    name = "+".join(f"{p.replace('/', '+')}@{v}" for p, v in sorted(packages.items()))
+    if len(name) > 120:  # a library with its providers: a shorter name of the same set
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = f"{sorted(packages)[0].replace('/', '+')}-set-{digest}"
+    folder = npm_cache() / name
+    if not all((folder / "node_modules" / p / "package.json").exists() for p in packages):
         npm = _need("npm")
         _need("node")
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +124,7 @@ def npm_program(package: str, bin: str | None = None, version: str | None = None
         try:
             subprocess.run(
                 [npm, "install", "--prefix", str(tmp), "--no-audit", "--no-fund"]
-                + ["--loglevel", "error", f"{package}@{version}"],
+                + ["--loglevel", "error", *(f"{p}@{v}" for p, v in sorted(packages.items()))],
                 check=True,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "NPM_CONFIG_UPDATE_NOTIFIER": "false"},
@@ -102,17 +132,11 @@ def npm_program(package: str, bin: str | None = None, version: str | None = None
             try:
                 os.rename(tmp, folder)
             except OSError:  # another run installed it meanwhile
-                if not manifest.exists():
+                if not (folder / "node_modules").exists():
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    bins = json.loads(manifest.read_text()).get("bin") or {}
-    if isinstance(bins, str):
-        bins = {package.rsplit("/", 1)[-1]: bins}
-    name = bin or next(iter(bins))
-    path = folder / "node_modules" / ".bin" / name
-    assert path.exists(), f"{package}@{version} has no executable {name!r} (it has {list(bins)})"
-    return path
+    return folder
 
 
 #: The documented off switches of the pinned programs (each program ignores the others').

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS conversation_items (
     PRIMARY KEY (conversation, seq)
 );
 CREATE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation, id);
+CREATE INDEX IF NOT EXISTS conversation_items_item ON conversation_items (id);
 """
 
 
@@ -134,6 +135,15 @@ class ConversationStore:
                 (conversation_id,),
             ).fetchall()
         return tuple(self._item.decode(row[0]) for row in rows)
+
+    def item(self, item_id: str):
+        """The item ``item_id`` of any conversation (the newest copy), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT item FROM conversation_items WHERE id = ? ORDER BY seq DESC LIMIT 1",
+                (item_id,),
+            ).fetchone()
+        return None if row is None else self._item.decode(row[0])
 
     def add(self, conversation_id: str, items: list) -> bool:
         """Append ``items`` (each with its ``id``); False if the conversation is unknown."""

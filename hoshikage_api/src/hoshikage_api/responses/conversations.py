@@ -23,7 +23,8 @@ from . import schemas as s
 from .conversation_store import conversations_of
 from .format import listed, page_of
 from .sealing import sealer_of
-from .translate import check_unique_ids, conversation_not_found, parsed_items
+from .store import store_of
+from .translate import References, check_unique_ids, conversation_not_found, parsed_items
 
 ConversationPath = Annotated[
     str, Parameter(description="a conversation id (`conv_...`)", max_length=256)
@@ -35,6 +36,15 @@ Include = Annotated[
     list[Annotated[str, Parameter(max_length=128)]] | None,
     Parameter(description="accepted; the items carry all they have"),
 ]
+
+
+def references_of(request: Request) -> References:
+    """What an ``item_reference`` in this request's items names: an item of the app's stored
+    responses, else of its conversations (each store opened only when it is needed)."""
+    return References(
+        lambda item_id: store_of(request).item(item_id),
+        lambda item_id: conversations_of(request).item(item_id),
+    )
 
 
 def _not_found(conversation: str) -> ApiError:
@@ -59,7 +69,7 @@ def _item_not_found(conversation: str, item_id: str) -> ApiError:
 async def create_conversation(
     request: Request, data: Annotated[s.CreateConversation, Body()]
 ) -> s.Conversation:
-    items = parsed_items(data.items or (), "items", sealer_of(request))
+    items = parsed_items(data.items or (), "items", sealer_of(request), references_of(request))
     check_unique_ids((), items, "items")
     return conversations_of(request).create(items, data.metadata)
 
@@ -120,7 +130,7 @@ async def create_items(
     data: Annotated[s.CreateConversationItems, Body()],
     include: Include = None,
 ) -> s.InputItemList:
-    items = parsed_items(data.items, "items", sealer_of(request))
+    items = parsed_items(data.items, "items", sealer_of(request), references_of(request))
     conversations = conversations_of(request)
     earlier = conversations.items(conversation_id)
     if earlier is None:

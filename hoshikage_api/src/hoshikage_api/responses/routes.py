@@ -33,6 +33,7 @@ from . import errors
 from . import schemas as s
 from .conversation_store import conversations_of
 from .conversations import HANDLERS as CONVERSATIONS
+from .conversations import references_of
 from .format import ResponseBuilder, listed, page_of
 from .running import EventLog, Running, finished_logs_of, keep_finished, running_of
 from .sealing import sealer_of
@@ -114,7 +115,7 @@ async def create_response(
     previous = _continued(request, data, conversation)
     sealer = sealer_of(request)
     images = Collector()
-    job, context, tools = response_job(data, previous, sealer, images)
+    job, context, tools = response_job(data, previous, sealer, images, references_of(request))
     job = await attach(runtime_of(request), job, images)
 
     def keep(response: s.Response) -> None:
@@ -200,7 +201,7 @@ async def count_input_tokens(
 ) -> s.InputTokenCount:
     previous = _continued(request, data, conversation_id(data))
     images = Collector()
-    job, _, _ = response_job(data, previous, sealer_of(request), images)
+    job, _, _ = response_job(data, previous, sealer_of(request), images, references_of(request))
     job = await attach(runtime_of(request), attrs.evolve(job, endpoint="count_tokens"), images)
     counted = await until_disconnect(request, count_prompt(runtime_of(request), job))
     return s.InputTokenCount(input_tokens=counted)

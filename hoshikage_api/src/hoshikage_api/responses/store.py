@@ -12,6 +12,10 @@ Every entry keeps the whole context its response was generated from, as input it
 of the earlier responses in its chain first), so a continuation needs only its direct
 predecessor: evicting an older response in a chain does not break the newer ones.
 
+Each entry's items (its context and its output) are indexed by their ids, for the
+``item_reference`` inputs that name one (:meth:`ResponseStore.item`); an entry's rows go
+with it.
+
 Each write is one transaction, committed before the call returns: a crash (even kill -9)
 loses nothing that was committed, and the file opens again at the next start. The store is
 touched only from the event loop, by plain synchronous calls (a write is a few
@@ -39,6 +43,12 @@ CREATE TABLE IF NOT EXISTS responses (
     context BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_used ON responses (used);
+CREATE TABLE IF NOT EXISTS response_items (
+    item TEXT NOT NULL,
+    response TEXT NOT NULL,
+    PRIMARY KEY (item, response)
+);
+CREATE INDEX IF NOT EXISTS response_items_response ON response_items (response);
 """
 
 
@@ -125,6 +135,11 @@ class ResponseStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (stored.response.id, self._tick(), size, response, context),
             )
+            ids = {item.id for item in (*stored.context, *stored.response.output) if item.id}
+            self._db.executemany(
+                "INSERT OR IGNORE INTO response_items (item, response) VALUES (?, ?)",
+                [(item_id, stored.response.id) for item_id in ids],
+            )
             self.bytes += size - (old[0] if old else 0)
             self._evict()
 
@@ -136,9 +151,13 @@ class ResponseStore:
             ).fetchone()
             if row is None:
                 break
-            self._db.execute("DELETE FROM responses WHERE id = ?", (row[0],))
+            self._forget(row[0])
             self.bytes -= row[1]
             count -= 1
+
+    def _forget(self, response_id: str) -> None:
+        self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+        self._db.execute("DELETE FROM response_items WHERE response = ?", (response_id,))
 
     def delete(self, response_id: str) -> bool:
         with self._lock, self._db:
@@ -147,9 +166,23 @@ class ResponseStore:
             ).fetchone()
             if row is None:
                 return False
-            self._db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            self._forget(response_id)
             self.bytes -= row[0]
             return True
+
+    def item(self, item_id: str) -> Stored | None:
+        """The most recently used entry that holds the item ``item_id`` (in its context or
+        its output), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT r.response, r.context FROM response_items i "
+                "JOIN responses r ON r.id = i.response WHERE i.item = ? "
+                "ORDER BY r.used DESC LIMIT 1",
+                (item_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Stored(self._response.decode(row[0]), tuple(self._context.decode(row[1])))
 
     def resize(self, size: int, max_bytes: int) -> None:
         """Take the running config's bounds (a reload); the next put evicts down to them."""

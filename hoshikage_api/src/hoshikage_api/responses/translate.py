@@ -72,7 +72,7 @@ def _convert(value: dict[str, Any], type_: type, param: str):
         raise invalid(f"Invalid '{where}': {m.group('msg')}.", where) from None
 
 
-def _item(raw: dict[str, Any], i: int, field: str = "input"):
+def _item(raw: dict[str, Any], i: int, field: str = "input", referenced=None):
     where = f"{field}[{i}]"
     kind = raw.get("type")
     if kind is None and "role" in raw:
@@ -86,11 +86,7 @@ def _item(raw: dict[str, Any], i: int, field: str = "input"):
     if not isinstance(kind, str):
         raise invalid(f"Invalid '{where}.type': expected a string.", f"{where}.type")
     if kind == "item_reference":
-        raise invalid(
-            f"Invalid '{where}': item_reference inputs are not supported; send the item itself, "
-            "or continue a stored response with 'previous_response_id'.",
-            f"{where}.type",
-        )
+        return _referenced(raw, where, referenced)
     if kind not in _ITEM_TYPES:
         raise invalid(
             f"Invalid '{where}.type': items of type {kind!r} are not supported; only message, "
@@ -101,6 +97,52 @@ def _item(raw: dict[str, Any], i: int, field: str = "input"):
     item = _convert(raw, _ITEM_TYPES[kind], where)
     _check_parts(item, where)
     return item
+
+
+def _referenced(raw: dict[str, Any], where: str, referenced):
+    """The stored item an ``item_reference`` names (its ``id``), as :class:`References`
+    finds it; unknown: OpenAI's 404."""
+    item_id = raw.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        raise invalid(
+            f"Invalid '{where}.id': an item_reference needs the 'id' of a stored item.",
+            f"{where}.id",
+        )
+    found = referenced(item_id) if referenced is not None else None
+    if found is None:
+        raise ApiError(
+            404,
+            f"Item with id '{item_id}' not found. Items are not persisted when `store` is set "
+            "to false. Try again with `store` set to true, or remove this item from your input.",
+            param="input",
+        )
+    return found
+
+
+class References:
+    """What ``item_reference`` inputs name: an item of a stored response (its context or its
+    output; ``stored(item_id)`` gives the most recently used entry that holds it) or of a
+    conversation (``conversation_item(item_id)``). A client that stores its responses (the
+    Vercel AI SDK's OpenAI provider, by default) sends its earlier steps so, by id. Each
+    entry is read once a request: the references of one request mostly name the items of
+    one response."""
+
+    def __init__(self, stored, conversation_item) -> None:
+        self._stored = stored
+        self._conversation_item = conversation_item
+        self._found: dict[str, Any] = {}
+
+    def __call__(self, item_id: str):
+        if item_id in self._found:
+            return self._found[item_id]
+        entry = self._stored(item_id)
+        if entry is not None:
+            for item in (*entry.context, *output_as_input(entry.response)):
+                if item.id:
+                    self._found.setdefault(item.id, item)
+            if item_id in self._found:
+                return self._found[item_id]
+        return self._conversation_item(item_id)
 
 
 _OUTPUTS = (s.FunctionCallOutputItem, s.CustomToolCallOutputItem)
@@ -149,23 +191,26 @@ def bad_seal(where: str) -> ApiError:
     )
 
 
-def input_items(data: s.CreateResponse, sealer: Sealer | None = None) -> list:
-    """The request's ``input`` as items, each with an ``id``. A reasoning item's
-    ``encrypted_content`` must verify under ``sealer``'s key (it is opened later, into the
-    prompt only)."""
+def input_items(data: s.CreateResponse, sealer: Sealer | None = None, referenced=None) -> list:
+    """The request's ``input`` as items, each with an ``id``; an ``item_reference`` is the
+    item ``referenced`` (:class:`References`) finds. A reasoning item's ``encrypted_content``
+    must verify under ``sealer``'s key (it is opened later, into the prompt only)."""
     if isinstance(data.input, str):
         return [
             s.MessageItem(role="user", content=data.input, id=new_id("msg"), status="completed")
         ]
-    return parsed_items(data.input, "input", sealer)
+    return parsed_items(data.input, "input", sealer, referenced)
 
 
-def parsed_items(raws: Sequence[dict[str, Any]], field: str, sealer: Sealer | None = None) -> list:
+def parsed_items(
+    raws: Sequence[dict[str, Any]], field: str, sealer: Sealer | None = None, referenced=None
+) -> list:
     """Raw items (a response's ``input``, a conversation's ``items``) as items, each with an
-    ``id``; a mistake is a 400 naming its place under ``field``."""
+    ``id`` (an ``item_reference``: the item ``referenced`` finds); a mistake is a 400 naming
+    its place under ``field``."""
     items = []
     for i, raw in enumerate(raws):
-        item = _item(raw, i, field)
+        item = _item(raw, i, field, referenced)
         if isinstance(item, s.ReasoningItem) and item.encrypted_content is not None:
             if sealer is None or sealer.open(item.encrypted_content) is None:
                 raise bad_seal(f"{field}[{i}].encrypted_content")
@@ -400,12 +445,14 @@ def response_job(
     previous: Stored | tuple | None,
     sealer: Sealer | None = None,
     images: Collector | None = None,
+    referenced: References | None = None,
 ) -> tuple[Job, tuple, Tools]:
     """The job for ``data``, continuing ``previous`` (the stored predecessor, or a
     conversation's items, if any), the context items it is generated from, and its tools
-    (to name the calls); the images of the context go to ``images``."""
+    (to name the calls); the images of the context go to ``images``, and ``referenced``
+    finds the items its ``item_reference`` inputs name."""
     _refuse_unsupported(data)
-    new = input_items(data, sealer)
+    new = input_items(data, sealer, referenced)
     if not new and not previous:
         raise invalid("'input' must not be empty.", "input")
     if isinstance(previous, Stored):
