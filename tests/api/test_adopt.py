@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest.importorskip("llama_cpp")
@@ -19,6 +20,10 @@ from tests.support.hubs import Hubs  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
+
+
+#: The SYSTEM layer of the Ollama store's models.
+SYSTEM = "You are a tiny llama."
 
 
 def blob(store: Path, data: bytes) -> str:
@@ -34,6 +39,7 @@ def ollama_store(root: Path, gguf: Path) -> Path:
     model = blob(root, gguf.read_bytes())
     params = blob(root, json.dumps({"temperature": 0.3, "num_ctx": 384, "stop": ["<x>"]}).encode())
     template = blob(root, b"{{ .Prompt }}")
+    system = blob(root, SYSTEM.encode())
     for host, namespace, name, tag in (
         ("registry.ollama.ai", "library", "tinyllama", "1b"),
         ("registry.ollama.ai", "someone", "mine", "latest"),
@@ -45,6 +51,7 @@ def ollama_store(root: Path, gguf: Path) -> Path:
             {"mediaType": "application/vnd.ollama.image.model", "digest": model, "size": 1},
             {"mediaType": "application/vnd.ollama.image.template", "digest": template, "size": 1},
             {"mediaType": "application/vnd.ollama.image.params", "digest": params, "size": 1},
+            {"mediaType": "application/vnd.ollama.image.system", "digest": system, "size": 1},
         ]
         manifest = {
             "schemaVersion": 2,
@@ -110,12 +117,20 @@ def test_adopted_models_are_served_in_place(server, tmp_path_factory):
     assert client.show("someone/mine:latest").modelfile == show.modelfile  # one blob, two names
     assert "num_ctx                        384" in show.parameters  # Ollama's params came along
     assert "temperature                    0.3" in show.parameters
-    answer = client.chat(
-        model="tinyllama:1b",
-        messages=[{"role": "user", "content": "hello"}],
-        options={"num_predict": 4},
-    )
+    # Its SYSTEM layer came along: a chat without a system message begins with it (the same
+    # GGUF adopted from the Hugging Face cache, which has none, reads it sent plainly).
+    assert f'SYSTEM """{SYSTEM}"""' in show.modelfile
+    shown = httpx.post(f"{server.base_url}/api/show", json={"model": "tinyllama:1b"}).json()
+    assert shown["system"] == SYSTEM
+    hello = [{"role": "user", "content": "hello"}]
+    answer = client.chat(model="tinyllama:1b", messages=hello, options={"num_predict": 4})
     assert answer.done
+    plain = client.chat(
+        model="cached-q8_0",
+        messages=[{"role": "system", "content": SYSTEM}, *hello],
+        options={"num_predict": 1},
+    )
+    assert answer.prompt_eval_count == plain.prompt_eval_count
     answer = client.generate(model="cached-q8_0", prompt="hello", options={"num_predict": 4})
     assert answer.done
 

@@ -688,19 +688,20 @@ def test_pull_errors_are_in_ollamas_shape(server, client):
     assert "not a valid name" in assert_error(post(server, "/api/pull", {"model": "a b"}), 400)
 
 
-def test_model_management_is_refused_clearly(server):
-    for method, path in (
-        ("POST", "/api/push"),
-        ("POST", "/api/create"),
-        ("POST", "/api/blobs/sha256:abc"),
-    ):
-        r = httpx.request(
-            method, server.base_url + path, json={"model": "tiny"}, headers=AUTH, timeout=10
-        )
-        assert "registered in its config" in assert_error(r, 501), path
+def test_push_is_refused_clearly_and_create_says_what_it_needs(server):
+    r = httpx.request(
+        "POST", server.base_url + "/api/push", json={"model": "tiny"}, headers=AUTH, timeout=10
+    )
+    assert "registered in its config" in assert_error(r, 501)
     with pytest.raises(ollama.ResponseError) as info:
         ollama.Client(host=server.base_url, headers=AUTH).push("tiny")
     assert info.value.status_code == 501
+    # Create and blobs are served (tests/api/test_ollama_create.py); a bad request is
+    # Ollama's 400.
+    r = httpx.post(server.base_url + "/api/create", json={"model": "x"}, headers=AUTH)
+    assert "'from'" in assert_error(r, 400)
+    r = httpx.post(server.base_url + "/api/blobs/sha256:abc", content=b"x", headers=AUTH)
+    assert "not a digest" in assert_error(r, 400)
 
 
 def test_urls_under_api_that_match_nothing_answer_in_ollamas_shape(server):

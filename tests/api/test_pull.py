@@ -341,18 +341,34 @@ def test_plan_reads_the_remote_header_by_range_without_downloading(server, hubs)
 
 
 def test_ollama_copy_and_delete_a_pulled_model(server, store, client):
+    """As Ollama copies a manifest: the copy is a model of its own on the same files, and
+    removing either leaves the other; the files go with the last model that uses them."""
     assert client.pull("hf.co/someorg/tiny-GGUF:Q8_0").status == "success"
     client.copy("hf.co/someorg/tiny-GGUF:Q8_0", "mytiny:latest")
-    assert "mytiny:latest" in names(server)
-    with pytest.raises(ollama.ResponseError) as info:
-        client.copy("tiny", "other")
-    assert info.value.status_code == 400 and "aliases" in info.value.error
+    assert {"mytiny:latest", "tiny-q8_0:latest"} <= names(server)
+    file = store / "hf.co" / "someorg" / "tiny-GGUF" / "Tiny-Q8_0.gguf"
     client.delete("mytiny:latest")
-    assert not {"mytiny:latest", "tiny-q8_0:latest"} & names(server)
-    assert not (store / "hf.co" / "someorg" / "tiny-GGUF" / "Tiny-Q8_0.gguf").exists()
+    assert "mytiny:latest" not in names(server) and "tiny-q8_0:latest" in names(server)
+    assert file.exists()
+    client.copy("tiny-q8_0", "again")
+    client.delete("tiny-q8_0")
+    assert "again:latest" in names(server) and file.exists()
+    assert client.chat(
+        model="again", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 1}
+    ).done
+    client.delete("again")
+    assert not {"again:latest", "tiny-q8_0:latest"} & names(server)
+    assert not file.exists()
     with pytest.raises(ollama.ResponseError) as info:
         client.delete("mytiny:latest")
     assert info.value.status_code == 404
+    # A model of the config is copied too (its file is the config's: never removed here).
+    client.copy("tiny", "other")
+    assert "other:latest" in names(server)
+    client.delete("other")
+    with pytest.raises(ollama.ResponseError) as info:
+        client.copy("tiny", "tiny")
+    assert info.value.status_code == 400 and "choose another name" in info.value.error
     with pytest.raises(ollama.ResponseError) as info:
         client.delete("tiny")
     assert info.value.status_code == 400 and "not a pulled model" in info.value.error

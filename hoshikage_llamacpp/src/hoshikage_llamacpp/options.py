@@ -282,6 +282,9 @@ class LlamaOptions:
     #: Extra variables for the chat template, e.g. ``{enable_thinking = false}``; a request's
     #: ``chat_template_kwargs`` go over these.
     chat_template_kwargs: dict[str, Any] | None = None
+    #: A system message for the chats that bring none (no ``system`` or ``developer``
+    #: message): an Ollama Modelfile's SYSTEM. None: none.
+    system: str | None = attrs.field(default=None, validator=_not_blank)
     #: "auto": reasoning is told apart from the answer in the form the chat template
     #: writes (``<think>``, harmony's analysis channel, ...); "off": the raw text passes.
     reasoning: str = attrs.field(default="auto", validator=_one_of(("auto", "off")))

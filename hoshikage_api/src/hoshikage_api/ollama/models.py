@@ -192,6 +192,9 @@ class Facts:
         template = self.template()
         if template:
             lines.append(f'TEMPLATE """{template}"""')
+        system = self.entry.option("system")
+        if system:
+            lines.append(f'SYSTEM """{system}"""')
         lines += [f"PARAMETER {line}" for line in self.parameters().splitlines()]
         return "\n".join(lines) + "\n"
 
@@ -275,4 +278,5 @@ def show(runtime, label: str) -> s.ShowResponse:
         model_info=facts.model_info(),
         capabilities=facts.capabilities(),
         modified_at=rfc3339(facts.mtime),
+        system=str(facts.entry.option("system") or ""),
     )

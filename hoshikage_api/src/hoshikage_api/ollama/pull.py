@@ -1,5 +1,5 @@
-"""Ollama's model management: ``POST /api/pull``, ``DELETE /api/delete`` and ``POST
-/api/copy``, for the models pulled into the store.
+"""Ollama's model management: ``POST /api/pull`` and ``DELETE /api/delete``, for the models
+pulled into the store (``/api/create`` and ``/api/copy`` are :mod:`.create`'s).
 
 ``POST /api/pull`` streams the progress lines Ollama streams.
 
@@ -84,7 +84,7 @@ def served_steps(runtime, label: str) -> list[dict[str, Any]]:
     ]
 
 
-async def _lines(steps: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def ndjson_lines(steps: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     """NDJSON lines over ``steps``; an error after the first line is a last ``{"error"}``."""
     sent = False
     try:
@@ -131,7 +131,7 @@ async def pull(request: Request, data: Annotated[PullRequest, Body()]) -> PullSt
     if data.stream is False:
         last = await until_disconnect(request, _last(steps))
         return PullStatus(status=last["status"])
-    return await stream_response(request, _lines(steps), NDJSON)
+    return await stream_response(request, ndjson_lines(steps), NDJSON)
 
 
 async def _last(steps: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
@@ -155,13 +155,6 @@ class DeleteRequest(Struct, kw_only=True):
     name: Annotated[str, Meta(max_length=1024)] | None = None
 
 
-class CopyRequest(Struct, kw_only=True):
-    """``POST /api/copy``."""
-
-    source: Annotated[str, Meta(min_length=1, max_length=1024)]
-    destination: Annotated[str, Meta(min_length=1, max_length=1024)]
-
-
 @delete(
     "/delete",
     status_code=200,
@@ -181,35 +174,3 @@ async def remove(request: Request, data: Annotated[DeleteRequest, Body()]) -> No
         if exc.status == 404:
             raise ApiError(404, f"model '{name}' not found", param="model") from None
         raise
-
-
-@post(
-    "/copy",
-    status_code=200,
-    summary="Copy a pulled model (Ollama)",
-    name="ollama_copy",
-    operation_id="ollama_copy",
-)
-async def copy(request: Request, data: Annotated[CopyRequest, Body()]) -> None:
-    """``destination`` becomes another name of the pulled model ``source`` (an alias: the
-    files are not copied). A model from the config takes aliases there (400)."""
-    import asyncio
-
-    from hoshikage_core.pull import store
-    from hoshikage_core.reload import refresh
-
-    runtime = runtime_of(request)
-    label = models.resolve(runtime, data.source)
-    entry = runtime.resolve(label)
-    if entry.source != store.SOURCE:
-        raise invalid(
-            f"'{data.source}' comes from {entry.source}: give it another name with `aliases` "
-            "there. Only pulled models are copied here.",
-            "source",
-        )
-    if data.destination in runtime.registry:
-        raise invalid(f"'{data.destination}' is already a model's name.", "destination")
-    await asyncio.to_thread(
-        store.alias, store.root_of(runtime.config), entry.name, data.destination
-    )
-    await refresh(runtime)

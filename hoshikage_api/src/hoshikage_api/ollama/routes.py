@@ -1,7 +1,7 @@
 """Ollama's native API: ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/ps``,
 ``/api/show``, ``/api/embed``, ``/api/embeddings``, ``/api/version``, ``/api/pull``,
-``/api/delete`` and ``/api/copy`` (:mod:`.pull`), and a clear 501 for Ollama's other model
-management routes (push, create, blobs).
+``/api/delete`` (:mod:`.pull`), ``/api/create``, its blobs and ``/api/copy``
+(:mod:`.create`), and a clear 501 for ``/api/push``.
 
 Generation is a translator onto the one answer path (:func:`hoshikage_api.kernel.answer.answer`):
 the same session, scheduler, keep-alive, cancel-on-disconnect and ``request_finished`` as the
@@ -15,7 +15,7 @@ import json
 import time
 from typing import Annotated
 
-from litestar import Request, Router, get, head, post
+from litestar import Request, Router, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body
 
@@ -27,8 +27,9 @@ from ..kernel.errors import invalid
 from ..kernel.media import Collector, attach
 from . import errors, models
 from . import schemas as s
+from .create import blob_head, blob_post, copy, create
 from .format import ChatFormat, GenerateFormat, load_answer
-from .pull import copy, pull, remove
+from .pull import pull, remove
 from .translate import chat_job, check_load, generate_job, keep_alive, options
 
 #: The Ollama API version these routes follow, for clients that check ``/api/version``: at
@@ -251,27 +252,6 @@ push = post(
     operation_id="ollama_push",
     **_NOT_HERE,
 )(_managed("push"))
-create = post(
-    "/create",
-    summary="Create (Ollama): not supported",
-    name="ollama_create",
-    operation_id="ollama_create",
-    **_NOT_HERE,
-)(_managed("create"))
-blob_head = head(
-    "/blobs/{digest:str}",
-    summary="Blobs (Ollama): not supported",
-    name="ollama_blob_head",
-    operation_id="ollama_blob_head",
-    **_NOT_HERE,
-)(_managed("upload"))
-blob_post = post(
-    "/blobs/{digest:str}",
-    summary="Blobs (Ollama): not supported",
-    name="ollama_blob_post",
-    operation_id="ollama_blob_post",
-    **_NOT_HERE,
-)(_managed("upload"))
 
 
 def router() -> Router:

@@ -250,6 +250,8 @@ class ShowResponse(Struct, kw_only=True):
     capabilities: list[str]
     modified_at: str
     license: str = ""
+    #: The model's own system message (Ollama's SYSTEM; the ``system`` option), if any.
+    system: str = ""
 
 
 class EmbedResponse(Struct, kw_only=True):

@@ -4,8 +4,9 @@
 - **ollama**: Ollama's store, ``$OLLAMA_MODELS`` or ``~/.ollama/models``. Each manifest
   (``manifests/{host}/{namespace}/{model}/{tag}``) names its GGUF layer, a blob
   ``blobs/sha256-{hex}``; the model is served under Ollama's own name (``qwen3:8b``,
-  ``user/model:tag``), and its ``params`` layer's sampling defaults and ``num_ctx`` become
-  its options. (Its Go ``template`` layer is not used: the GGUF's own Jinja chat template is.)
+  ``user/model:tag``), and its ``params`` layer's sampling defaults and ``num_ctx``, and its
+  ``system`` layer (the ``system`` option), become its options. (Its Go ``template`` layer
+  is not used: the GGUF's own Jinja chat template is.)
 - **huggingface**: the Hugging Face cache, ``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or
   ``~/.cache/huggingface/hub``. Each ``models--{org}--{repo}`` folder's snapshot of
   ``refs/main`` (else its newest snapshot) is scanned for GGUF files (symlinks into
@@ -29,6 +30,7 @@ import attrs
 PLACES = ("ollama", "huggingface", "lmstudio")
 _OLLAMA_MODEL = "application/vnd.ollama.image.model"
 _OLLAMA_PARAMS = "application/vnd.ollama.image.params"
+_OLLAMA_SYSTEM = "application/vnd.ollama.image.system"
 _DEFAULT_HOST = "registry.ollama.ai"
 
 
@@ -132,6 +134,14 @@ def _ollama(folder: Path) -> tuple[list[Found], list[str]]:
                     options = ollama_options(text)
                 except OSError:
                     pass
+            system = by_kind.get(_OLLAMA_SYSTEM)
+            if system:
+                try:
+                    text = (folder / "blobs" / system.replace(":", "-")).read_text(encoding="utf-8")
+                except OSError:
+                    text = ""
+                if text.strip():
+                    options["system"] = text
             out.append(Found(blob, ollama_name(host, namespace, model, tag), options))
     return _merged(out), notes
 

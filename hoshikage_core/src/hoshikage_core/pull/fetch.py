@@ -219,14 +219,7 @@ def ollama_options(params_text: str) -> dict[str, Any]:
         params = json.loads(params_text)
     except ValueError:
         return {}
-    if not isinstance(params, dict):
-        return {}
-    out = {}
-    for key, option in store.OLLAMA_OPTIONS.items():
-        value = params.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[option] = value
-    return out
+    return store.options_of(params) if isinstance(params, dict) else {}
 
 
 def pull(

@@ -5,7 +5,8 @@ The store is a folder, ``[pull].dir`` (default ``$XDG_DATA_HOME/hoshikage/models
 
     hf.co/{org}/{repo}/{file}.gguf       Hugging Face files, under their own names (split
                                          models' shards side by side, as llama.cpp wants)
-    blobs/sha256-{hex}                   Ollama registry layers, by digest (shared by tags)
+    blobs/sha256-{hex}                   Ollama registry layers, by digest (shared by tags),
+                                         and files uploaded for ``/api/create``
     manifests/{name}.json                one record per pulled model: what the registry serves
 
 A model is served only once its record is written, and the record is written only after
@@ -21,6 +22,11 @@ A record (JSON)::
      "files": [...], "projector": null, "size": 98178720, "digest": "sha256:...",
      "options": {"temperature": 0.6}, "template": "", "system": "", "license": "",
      "pulled_at": 1764950000.0}
+
+A record's ``system`` (an Ollama model's SYSTEM layer, or the ``system`` of ``/api/create``)
+is the model's ``system`` option: the system message of the chats that bring none. A model
+created from another (``/api/create`` with ``from``) has a record of its own that names the
+other's files, so neither's removal takes the other's files.
 """
 
 from __future__ import annotations
@@ -131,20 +137,45 @@ def remove(root: Path, label: str) -> dict[str, Any] | None:
     return record
 
 
+def replace(root: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` over the one of its name, if any, then delete the files only the
+    old one used (an ``ollama create`` of a name again)."""
+    old = find(root, record["name"])
+    path = write(root, record)
+    if old is not None and old["name"] == record["name"]:
+        kept = {str(p) for r in records(root) for p in _owned(r)}
+        for gone in _owned(old):
+            if str(gone) not in kept:
+                try:
+                    os.unlink(gone)
+                except OSError:
+                    pass
+    return path
+
+
+def blob_path(root: Path, digest: str) -> Path:
+    """Where the blob ``sha256:<64 hex>`` is (or goes); ValueError for another digest."""
+    algorithm, _, value = digest.partition(":")
+    if algorithm != "sha256" or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise ValueError(f"'{digest}' is not a digest: expected sha256:<64 hex digits>")
+    return root / "blobs" / f"sha256-{value}"
+
+
+def options_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The backend options Ollama ``params`` (a params layer, or the ``parameters`` of
+    ``/api/create``) set: :data:`OLLAMA_OPTIONS`, numbers only (``stop`` and the like have no
+    option here)."""
+    out = {}
+    for key, option in OLLAMA_OPTIONS.items():
+        value = params.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[option] = value
+    return out
+
+
 def _owned(record: dict[str, Any]) -> list[Path]:
     paths = [*record.get("files", ()), record.get("projector")]
     return [Path(p) for p in paths if p]
-
-
-def alias(root: Path, source: str, destination: str) -> dict[str, Any]:
-    """``ollama cp``: ``destination`` becomes another name of ``source``'s record."""
-    record = find(root, source)
-    if record is None:
-        raise KeyError(source)
-    aliases = [a for a in record.get("aliases", ()) if a != destination]
-    record = {**record, "aliases": [*aliases, destination]}
-    write(root, record)
-    return record
 
 
 def entries(root: Path, taken: dict[str, str]) -> tuple[list[ModelEntry], list[str]]:
@@ -164,6 +195,9 @@ def entries(root: Path, taken: dict[str, str]) -> tuple[list[ModelEntry], list[s
         for label in (name, *aliases):
             taken[label] = f"pulled model '{name}'"
         options = dict(record.get("options") or {})
+        system = record.get("system")
+        if isinstance(system, str) and system.strip() and "system" not in options:
+            options["system"] = system  # an Ollama model's SYSTEM
         projector = record.get("projector")
         if projector and "mmproj" not in options and os.path.exists(projector):
             options["mmproj"] = projector  # the vision projector pulled with it

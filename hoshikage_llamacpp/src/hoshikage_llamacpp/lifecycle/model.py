@@ -339,6 +339,8 @@ class LlamaCppModel:
         }
         if defaults:  # the model's own sampling defaults, for what the request leaves out
             request = attrs.evolve(request, **defaults)
+        if request.is_chat:
+            request = attrs.evolve(request, messages=self._with_system(request.messages))
         planned = plan(self, request)
         samplers = []
         try:
@@ -349,6 +351,14 @@ class LlamaCppModel:
                 sampler.close()
             raise
         self._engine.submit(Job(planned, n, sink, cancel, samplers))
+
+    def _with_system(self, messages):
+        """``messages``, led by the model's own ``system`` message when it has one and they
+        bring none (as Ollama reads a Modelfile's SYSTEM)."""
+        system = self.options.system
+        if not system or any(m.get("role") in ("system", "developer") for m in messages):
+            return messages
+        return ({"role": "system", "content": system}, *messages)
 
     def score(self, request: ScoreRequest, cancel: CancelToken, sink: ChunkSink) -> None:
         """Render and tokenize every prompt and continuation here (errors come before
@@ -365,7 +375,7 @@ class LlamaCppModel:
         branches, memo = [], {}
         for prompt in request.prompts:
             if prompt.messages is not None:
-                text = self.chat.render(prompt.messages, None)
+                text = self.chat.render(self._with_system(prompt.messages), None)
                 field = "messages"
             elif prompt.prompt is not None:
                 text, field = prompt.prompt, "prompt"
@@ -423,7 +433,7 @@ class LlamaCppModel:
             raise InvalidRequest(
                 f"The model '{self.name}' is loaded for embeddings and has no chat", "model"
             )
-        return self.chat.render(messages, tools)
+        return self.chat.render(self._with_system(messages), tools)
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         """The bytes ``token`` stands for; ``special``: control tokens as their text."""
