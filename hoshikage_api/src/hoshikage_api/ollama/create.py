@@ -176,6 +176,11 @@ def _from_model(runtime, root: Path, label: str) -> _Base:
     from hoshikage_core.pull import store
 
     entry = runtime.resolve(models.resolve(runtime, label))
+    if entry.awaiting_first_load():
+        raise invalid(
+            f"'{label}' is {entry.on_first_load}: load it once (a chat), then create from it.",
+            "from",
+        )
     if entry.source == store.SOURCE:
         record = store.find(root, entry.name) or {}
         return _Base(
@@ -194,7 +199,7 @@ def _from_model(runtime, root: Path, label: str) -> _Base:
             if (value := getattr(options, field.name)) != field.default and _plain(value)
         }
     return _Base(
-        path=entry.path,
+        path=os.path.abspath(os.path.expanduser(entry.path)),
         files=(),
         projector=None,
         options=dict(options),
@@ -289,6 +294,9 @@ async def create(request: Request, data: Annotated[CreateRequest, Body()]) -> Pu
     record = _created(runtime, data, bare)
     await asyncio.to_thread(store.replace, store.root_of(runtime.config), record)
     await refresh(runtime)
+    if bare not in runtime.registry:  # left out: the registry's note says why
+        notes = [n for n in runtime.registry.notes if f"'{bare}'" in n]
+        raise ApiError(500, f"'{bare}' was created but is not served: {'; '.join(notes)}")
     if data.stream is False:
         return PullStatus(status="success")
     steps = [
