@@ -39,7 +39,7 @@ from typing import Annotated, Any
 import attrs
 import msgspec
 from litestar import Request, Response, head, post
-from litestar.params import Body
+from litestar.params import Body, Parameter
 from msgspec import Meta, Struct
 
 from ..kernel.answer import stream_response
@@ -48,6 +48,8 @@ from ..kernel.errors import ApiError, invalid
 from . import models
 from .pull import NDJSON, PullStatus, ndjson_lines
 
+#: A blob's digest in its route.
+Digest = Annotated[str, Parameter(description="`sha256:<64 hex digits>`", max_length=100)]
 #: Bytes gathered before each write of an upload (one thread hop each).
 _CHUNK = 4 * 1024 * 1024
 #: Signs of Ollama's Go template syntax (``{{ .Prompt }}``, ``{{ range .Messages }}``).
@@ -378,7 +380,7 @@ def _blob(request: Request, digest: str) -> Path:
     name="ollama_blob_head",
     operation_id="ollama_blob_head",
 )
-async def blob_head(request: Request, digest: str) -> None:
+async def blob_head(request: Request, digest: Digest) -> None:
     if not _blob(request, digest).is_file():
         raise ApiError(404, f"No blob {digest} here.", param="digest")
 
@@ -393,7 +395,7 @@ async def blob_head(request: Request, digest: str) -> None:
     description="The body (a GGUF file, for `/api/create`'s `files`) is kept under its "
     "digest once its SHA-256 is that digest; a mismatch is a 400 and nothing is kept.",
 )
-async def blob_post(request: Request, digest: str) -> Response:
+async def blob_post(request: Request, digest: Digest) -> Response:
     target = _blob(request, digest)
     if target.is_file():
         return Response(content=b"", status_code=201)
