@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 
 import pytest
 
@@ -100,7 +102,7 @@ def test_a_model_created_from_a_model_served_here(client, tiny_model_path):
     assert prompt_tokens(client, "tiny", USER) > 0
 
 
-def test_what_cannot_be_created_here_is_a_clear_400(client, server, tiny_model_path):
+def test_what_cannot_be_created_here_is_a_clear_400(client, server, tiny_model_path, tmp_path):
     cases = [
         ({"model": "x"}, "'from'"),
         ({"model": "x", "from": "tiny", "quantize": "q4_K_M"}, "does not quantize"),
@@ -123,8 +125,16 @@ def test_what_cannot_be_created_here_is_a_clear_400(client, server, tiny_model_p
     answer = httpx.post(f"{server.base_url}/api/blobs/{wrong}", content=b"text")
     assert answer.status_code == 400 and "nothing was kept" in answer.json()["error"]
     assert httpx.head(f"{server.base_url}/api/blobs/{wrong}").status_code == 404
+    # The partial file of an upload abandoned an hour ago goes with the next upload; one
+    # being written stays.
+    blobs = tmp_path / "store" / "blobs"
+    abandoned, current = (blobs / f"sha256-{'a' * 64}.upload-{n}.partial" for n in (1, 2))
+    for partial in (abandoned, current):
+        partial.write_bytes(b"half")
+    os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
     text = "sha256:" + hashlib.sha256(b"text").hexdigest()
     assert httpx.post(f"{server.base_url}/api/blobs/{text}", content=b"text").status_code == 201
+    assert not abandoned.exists() and current.exists()
     answer = httpx.post(
         f"{server.base_url}/api/create", json={"model": "x", "files": {"t.gguf": text}}
     )

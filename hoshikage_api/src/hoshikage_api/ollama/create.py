@@ -20,7 +20,8 @@ become its options; other keys are kept in its record), a ``template`` in Jinja 
 ``messages``, and the older ``modelfile`` text.
 
 A blob upload is written beside its place (``.partial``), hashed as it comes, fsynced and
-renamed only when its SHA-256 is the digest it was sent under; a mismatch deletes it. The
+renamed only when its SHA-256 is the digest it was sent under; a mismatch deletes it, and
+the next upload deletes the partial files of uploads abandoned for an hour. The
 body of an upload is not bounded by ``max_body_size`` (a GGUF file is gigabytes); it
 must fit the disk.
 """
@@ -32,6 +33,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +52,8 @@ from .pull import NDJSON, PullStatus, ndjson_lines
 
 #: A blob's digest in its route.
 Digest = Annotated[str, Parameter(description="`sha256:<64 hex digits>`", max_length=100)]
+#: Seconds without a write after which a partial upload is abandoned (:func:`_forget_abandoned`).
+_ABANDONED = 3600
 #: Bytes gathered before each write of an upload (one thread hop each).
 _CHUNK = 4 * 1024 * 1024
 #: Signs of Ollama's Go template syntax (``{{ .Prompt }}``, ``{{ range .Messages }}``).
@@ -373,6 +377,18 @@ def _blob(request: Request, digest: str) -> Path:
         raise invalid(str(exc), "digest") from None
 
 
+def _forget_abandoned(folder: Path) -> None:
+    """Delete the partial uploads nothing has written to for :data:`_ABANDONED` seconds (an
+    upload cut off, a server killed while one ran): an upload under way writes all along."""
+    now = time.time()
+    for partial in folder.glob("sha256-*.upload-*.partial"):
+        try:
+            if now - partial.stat().st_mtime > _ABANDONED:
+                partial.unlink()
+        except OSError:
+            pass
+
+
 @head(
     "/blobs/{digest:str}",
     status_code=200,
@@ -400,6 +416,7 @@ async def blob_post(request: Request, digest: Digest) -> Response:
     if target.is_file():
         return Response(content=b"", status_code=201)
     target.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_forget_abandoned, target.parent)
     length = request.headers.get("content-length")
     if length and length.isdigit():
         free = shutil.disk_usage(target.parent).free
