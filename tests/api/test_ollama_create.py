@@ -49,9 +49,7 @@ def prompt_tokens(client, model: str, messages) -> int:
 def test_a_model_created_from_an_uploaded_gguf_file(client, server, tiny_model_path, tmp_path):
     digest = client.create_blob(tiny_model_path)
     assert digest == "sha256:" + hashlib.sha256(tiny_model_path.read_bytes()).hexdigest()
-    blob = server.get(f"/api/blobs/{digest}")  # GET is no route; HEAD is
     assert httpx.head(f"{server.base_url}/api/blobs/{digest}").status_code == 200
-    assert blob[0] in (404, 405)
     steps = list(
         client.create(
             model="mine",

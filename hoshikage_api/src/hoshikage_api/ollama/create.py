@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +47,7 @@ from ..kernel.answer import stream_response
 from ..kernel.deps import runtime_of
 from ..kernel.errors import ApiError, invalid
 from . import models
-from .pull import NDJSON, PullStatus, ndjson_lines
+from .pull import NDJSON, PullStatus, each_step, ndjson_lines
 
 #: A blob's digest in its route.
 Digest = Annotated[str, Parameter(description="`sha256:<64 hex digits>`", max_length=100)]
@@ -310,7 +309,7 @@ async def create(request: Request, data: Annotated[CreateRequest, Body()]) -> Pu
         {"status": "writing manifest"},
         {"status": "success"},
     ]
-    return await stream_response(request, ndjson_lines(_each(steps)), NDJSON)
+    return await stream_response(request, ndjson_lines(each_step(steps)), NDJSON)
 
 
 def _free_name(runtime, name: str, param: str) -> str:
@@ -358,11 +357,6 @@ def _digests(record: dict[str, Any]) -> list[str]:
         "sha256:" + Path(f).name[len("sha256-") :] if Path(f).name.startswith("sha256-") else f
         for f in (record["files"] or [record["path"]])
     ]
-
-
-async def _each(steps: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    for step in steps:
-        yield step
 
 
 # ---- blobs ----------------------------------------------------------------------------------

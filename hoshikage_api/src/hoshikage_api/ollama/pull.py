@@ -97,7 +97,8 @@ async def ndjson_lines(steps: AsyncIterator[dict[str, Any]]) -> AsyncIterator[by
         yield line(to_ollama(exc)[1])
 
 
-async def _served(steps: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def each_step(steps: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """Steps known at once, as the stream of steps :func:`ndjson_lines` reads."""
     for step in steps:
         yield step
 
@@ -127,7 +128,7 @@ async def pull(request: Request, data: Annotated[PullRequest, Body()]) -> PullSt
         pulls = pulls_of(request)
         steps = _pulled(pulls, checked(pulls, name))
     else:
-        steps = _served(served_steps(runtime, label))
+        steps = each_step(served_steps(runtime, label))
     if data.stream is False:
         last = await until_disconnect(request, _last(steps))
         return PullStatus(status=last["status"])

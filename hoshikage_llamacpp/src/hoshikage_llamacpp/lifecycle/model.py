@@ -339,7 +339,7 @@ class LlamaCppModel:
         }
         if defaults:  # the model's own sampling defaults, for what the request leaves out
             request = attrs.evolve(request, **defaults)
-        if request.is_chat:
+        if request.is_chat and self.options.system:  # the model's own system message
             request = attrs.evolve(request, messages=self._with_system(request.messages))
         planned = plan(self, request)
         samplers = []
